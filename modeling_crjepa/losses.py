@@ -1,0 +1,101 @@
+"""CR-JEPA's loss terms in pure torch: SIGReg, symmetric InfoNCE, the unified-head loss and the prediction loss.
+
+L = L_pred + lambda_cross * L_cross + lambda_uni * L_uni + lambda_sigreg * L_sigreg  (PAPER.md, Objective).
+
+This module travels with the model as remote code: it imports only torch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _dist_ready() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def sigreg_directions(dim: int, num_directions: int, step: int, seed: int = 0,
+                      device: torch.device | str | None = None) -> torch.Tensor:
+    """J random unit directions in R^dim as a (dim, J) float32 matrix.
+
+    Drawn from a CPU generator seeded with (seed, step), so every process of a distributed run draws the
+    same directions at the same step, and they change every step (LeJEPA's recipe).
+    """
+    generator = torch.Generator(device="cpu")
+    generator.manual_seed((int(seed) * 1_000_003 + int(step)) % (2**63 - 1))
+    directions = torch.randn(dim, num_directions, generator=generator, dtype=torch.float32)
+    directions = directions / directions.norm(dim=0, keepdim=True)
+    return directions.to(device) if device is not None else directions
+
+
+def epps_pulley_knots(num_knots: int = 17, t_max: float = 3.0, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Knots t_k on [0, t_max] and weights w_k = trapezoid weight * exp(-t_k^2 / 2)."""
+    t = torch.linspace(0.0, float(t_max), int(num_knots), dtype=torch.float32, device=device)
+    dt = float(t_max) / (int(num_knots) - 1)
+    trapezoid = torch.full_like(t, dt)
+    trapezoid[0] = trapezoid[-1] = dt / 2
+    return t, trapezoid * torch.exp(-t.square() / 2)
+
+
+def _all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
+    """Differentiable mean over all processes (identity when torch.distributed is not initialised)."""
+    if not _dist_ready() or torch.distributed.get_world_size() == 1:
+        return x
+    from torch.distributed.nn.functional import all_reduce
+
+    return all_reduce(x, op=torch.distributed.ReduceOp.SUM) / torch.distributed.get_world_size()
+
+
+def sigreg(
+    projections: torch.Tensor,
+    step: int = 0,
+    num_directions: int = 1024,
+    num_knots: int = 17,
+    t_max: float = 3.0,
+    seed: int = 0,
+    directions: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """SIGReg (LeJEPA): sliced Epps-Pulley test of the projections against an isotropic Gaussian.
+
+    For R in R^{B x D}, s_ij = <R_i, u_j> over J unit directions u_j, and
+        SIGReg = (B / J) sum_j sum_k w_k [ (mean_i cos(t_k s_ij) - exp(-t_k^2/2))^2 + (mean_i sin(t_k s_ij))^2 ].
+    Under torch.distributed the per-slice means are averaged across processes (equal local batches) and B
+    is the global batch, so every process returns the same value. Computed in float32 whatever the autocast.
+    """
+    if projections.ndim != 2:
+        raise ValueError(f"SIGReg expects a (batch, dim) matrix, found shape {tuple(projections.shape)}")
+    x = projections.float()
+    if directions is None:
+        directions = sigreg_directions(x.shape[1], num_directions, step, seed, device=x.device)
+    t, weights = epps_pulley_knots(num_knots, t_max, device=x.device)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        slices = x @ directions.to(x.device, torch.float32)  # (B, J): one matmul for all directions
+        phase = slices.unsqueeze(-1) * t  # (B, J, K)
+        cos_mean = _all_reduce_mean(torch.cos(phase).mean(dim=0))  # (J, K)
+        sin_mean = _all_reduce_mean(torch.sin(phase).mean(dim=0))
+        gaussian_cf = torch.exp(-t.square() / 2)
+        error = (cos_mean - gaussian_cf).square() + sin_mean.square()  # (J, K)
+        global_batch = x.shape[0] * (torch.distributed.get_world_size() if _dist_ready() else 1)
+        return global_batch * (error @ weights).mean()
+
+
+def info_nce(e_a: torch.Tensor, e_b: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """Symmetric batch InfoNCE between paired, L2-normalised embeddings (row i of a matches row i of b)."""
+    logits = (e_a.float() @ e_b.float().T) / temperature
+    target = torch.arange(logits.shape[0], device=logits.device)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+
+def uni_loss(e_a: torch.Tensor, e_b: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """L_uni = InfoNCE(e_a, e_b) + mean_i (1 - cos(e_a_i, e_b_i)) on the unified head's embeddings."""
+    cosine = F.cosine_similarity(e_a.float(), e_b.float(), dim=-1)
+    return info_nce(e_a, e_b, temperature) + (1 - cosine).mean()
+
+
+def prediction_loss(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """||z_hat_M - z_M||^2 averaged over samples, masked tokens and channels (a per-element MSE)."""
+    return F.mse_loss(predicted.float(), target.float())
+
+
+__all__ = ["sigreg", "sigreg_directions", "epps_pulley_knots", "info_nce", "uni_loss", "prediction_loss"]
