@@ -185,10 +185,14 @@ class CRJepaConfig(PreTrainedConfig):
         weights.update(self.route_weights or {})
         self.route_weights = {r: float(weights[r]) for r in ROUTES}
         super().__post_init__(**kwargs)
+        self.check()
 
     # ------------------------------------------------------------------ validation
-    def validate_architecture(self) -> None:
-        """Check the knobs against each other; raises ValueError with a message a user can act on."""
+    def check(self) -> None:
+        """Check the knobs against each other; raises ValueError with a message a user can act on.
+
+        Runs at construction (end of __post_init__), so a bad config never reaches a model.
+        """
         errors = []
         if len(self.sensors) != 2:
             errors.append(f"sensors must name exactly two sensors (a, b), found {list(self.sensors)}")

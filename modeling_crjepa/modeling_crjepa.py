@@ -254,7 +254,7 @@ class CRJepaModel(CRJepaPreTrainedModel):
     """CR-JEPA: `forward` computes the training objective; `get_embeddings` embeds images for retrieval."""
 
     def __init__(self, config: CRJepaConfig) -> None:
-        config.validate_architecture()
+        config.check()
         super().__init__(config)
         self.sensor_names = list(config.sensors)
         self.stems = nn.ModuleDict({name: SensorStem(ch, config) for name, ch in config.sensors.items()})

@@ -1,0 +1,81 @@
+"""CRJepaImageProcessor and the on-device batch function: same numbers, band statistics, NaN handling."""
+
+import numpy as np
+import pytest
+import torch
+
+from modeling_crjepa import CRJepaConfig, CRJepaImageProcessor, preprocess_batch
+
+
+@pytest.fixture
+def config():
+    return CRJepaConfig.from_preset("tiny")
+
+
+def native_pair(n=3, size=40, seed=0):
+    rng = np.random.default_rng(seed)
+    s1 = rng.normal(-15, 4, size=(n, 2, size, size)).astype(np.float32)
+    s2 = rng.integers(0, 6000, size=(n, 12, size, size)).astype(np.uint16)
+    return s1, s2
+
+
+def test_normalises_per_band_and_resizes(config):
+    proc = CRJepaImageProcessor.from_config(config)
+    s1, s2 = native_pair(size=config.image_size)  # same size: no resize, pure normalisation
+    out = proc(list(s2), sensor="s2")["pixel_values"]
+    assert out.shape == (3, 12, 32, 32) and out.dtype == torch.float32
+    mean, std = np.array(config.band_mean["s2"]), np.array(config.band_std["s2"])
+    expected = (s2.astype(np.float64) - mean[None, :, None, None]) / std[None, :, None, None]
+    assert np.allclose(out.numpy(), expected, atol=1e-4)
+    big = proc(list(native_pair(size=120)[0]), sensor="s1")["pixel_values"]
+    assert big.shape == (3, 2, 32, 32)
+
+
+def test_batched_device_function_gives_the_processors_numbers(config):
+    proc = CRJepaImageProcessor.from_config(config)
+    s1, s2 = native_pair(size=120)
+    for sensor, arr in (("s1", s1), ("s2", s2)):
+        expected = proc(list(arr), sensor=sensor)["pixel_values"]
+        loader_tensor = torch.from_numpy(arr.astype(np.int32) if arr.dtype == np.uint16 else arr)
+        got = preprocess_batch(loader_tensor, sensor, config)
+        assert torch.allclose(got, expected, atol=1e-5)
+    # uint16 tensors as the data loader produces them
+    got = preprocess_batch(torch.from_numpy(s2), "s2", config)
+    assert torch.allclose(got, proc(list(s2), sensor="s2")["pixel_values"], atol=1e-5)
+
+
+def test_sar_nan_and_inf_are_filled_with_the_band_mean(config):
+    proc = CRJepaImageProcessor.from_config(config)
+    s1, _ = native_pair(n=1, size=32)
+    s1[0, 0, 5, 5] = np.nan
+    s1[0, 1, 7, 7] = -np.inf
+    out = proc(s1[0], sensor="s1")["pixel_values"]
+    assert torch.isfinite(out).all()
+    assert out[0, 0, 5, 5] == 0 and out[0, 1, 7, 7] == 0
+
+
+def test_nan_policy_raise_names_sensor_and_band(config):
+    config.nan_policy = "raise"
+    s1, _ = native_pair(n=1, size=32)
+    s1[0, 1, 3, 3] = np.nan
+    with pytest.raises(ValueError, match=r"Sensor 's1': non-finite values \(NaN/inf\) in band\(s\) \[1\]"):
+        preprocess_batch(torch.from_numpy(s1), "s1", config)
+
+
+def test_errors_name_sensor_and_shapes(config):
+    proc = CRJepaImageProcessor.from_config(config)
+    with pytest.raises(ValueError, match=r"Sensor 's2': expected 12 channels .* found shape \(3, 32, 32\)"):
+        proc(np.zeros((3, 32, 32), np.uint16), sensor="s2")
+    with pytest.raises(ValueError, match="Unknown sensor 'pan'"):
+        proc(np.zeros((1, 32, 32)), sensor="pan")
+    with pytest.raises(ValueError, match="one shape"):
+        proc([np.zeros((2, 32, 32)), np.zeros((2, 30, 30))], sensor="s1")
+
+
+def test_processor_round_trips_through_save_pretrained(config, tmp_path):
+    proc = CRJepaImageProcessor.from_config(config)
+    proc.save_pretrained(tmp_path)
+    again = CRJepaImageProcessor.from_pretrained(tmp_path)
+    s1, _ = native_pair(size=64)
+    assert torch.equal(again(list(s1), sensor="s1")["pixel_values"], proc(list(s1), sensor="s1")["pixel_values"])
+    assert again.band_std == proc.band_std and again.image_size == 32

@@ -1,0 +1,124 @@
+"""SIGReg, InfoNCE and the uni loss against independent float64 references."""
+
+import math
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from modeling_crjepa.losses import epps_pulley_knots, info_nce, sigreg, sigreg_directions, uni_loss
+
+
+def sigreg_reference(r: np.ndarray, u: np.ndarray, num_knots: int = 17, t_max: float = 3.0) -> float:
+    """PAPER.md's formula written out with loops in float64."""
+    batch, num_dirs = r.shape[0], u.shape[1]
+    t = np.linspace(0.0, t_max, num_knots)
+    dt = t_max / (num_knots - 1)
+    total = 0.0
+    s = r.astype(np.float64) @ u.astype(np.float64)
+    for j in range(num_dirs):
+        for k in range(num_knots):
+            trap = dt / 2 if k in (0, num_knots - 1) else dt
+            w = trap * math.exp(-t[k] ** 2 / 2)
+            c = np.mean(np.cos(t[k] * s[:, j])) - math.exp(-t[k] ** 2 / 2)
+            sn = np.mean(np.sin(t[k] * s[:, j]))
+            total += w * (c * c + sn * sn)
+    return batch / num_dirs * total
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sigreg_matches_float64_reference(seed):
+    gen = torch.Generator().manual_seed(seed)
+    r = torch.randn(64, 16, generator=gen) * 1.3 + 0.2
+    u = sigreg_directions(16, 32, step=seed)
+    ours = sigreg(r, directions=u, num_knots=17, t_max=3.0).item()
+    ref = sigreg_reference(r.numpy(), u.numpy())
+    assert abs(ours - ref) / ref < 1e-5
+
+
+def test_sigreg_small_for_gaussian_large_for_collapse_and_shift():
+    gen = torch.Generator().manual_seed(0)
+    gaussian = torch.randn(1024, 32, generator=gen)
+    collapsed = torch.zeros(1024, 32) + 0.01 * torch.randn(1024, 32, generator=gen)
+    shifted = gaussian + 3.0
+    low_rank = torch.randn(1024, 1, generator=gen) @ torch.randn(1, 32, generator=gen)
+    values = {name: sigreg(x, step=5, num_directions=256).item()
+              for name, x in {"gaussian": gaussian, "collapsed": collapsed, "shifted": shifted, "low_rank": low_rank}.items()}
+    assert values["gaussian"] < 1.0
+    for name in ("collapsed", "shifted", "low_rank"):
+        assert values[name] > 20 * values["gaussian"], values
+
+
+def test_sigreg_directions_depend_on_step_only():
+    a = sigreg_directions(8, 4, step=3)
+    assert torch.equal(a, sigreg_directions(8, 4, step=3))
+    assert not torch.equal(a, sigreg_directions(8, 4, step=4))
+    assert torch.allclose(a.norm(dim=0), torch.ones(4))
+
+
+def test_knot_weights_are_trapezoid_times_gaussian():
+    t, w = epps_pulley_knots(17, 3.0)
+    assert t[0] == 0 and t[-1] == 3.0 and len(t) == 17
+    dt = 3.0 / 16
+    assert math.isclose(w[0].item(), dt / 2, rel_tol=1e-6)
+    assert math.isclose(w[8].item(), dt * math.exp(-t[8].item() ** 2 / 2), rel_tol=1e-6)
+
+
+def test_info_nce_and_uni_loss_reference():
+    gen = torch.Generator().manual_seed(0)
+    a = torch.nn.functional.normalize(torch.randn(8, 5, generator=gen), dim=-1)
+    b = torch.nn.functional.normalize(torch.randn(8, 5, generator=gen), dim=-1)
+    logits = (a.double() @ b.double().T / 0.1).numpy()
+
+    def ce(l):
+        return np.mean([-(l[i, i] - np.log(np.exp(l[i]).sum())) for i in range(len(l))])
+
+    ref = (ce(logits) + ce(logits.T)) / 2
+    assert abs(info_nce(a, b, 0.1).item() - ref) < 1e-5
+    cos = (a * b).sum(-1).double().numpy()
+    assert abs(uni_loss(a, b, 0.1).item() - (ref + np.mean(1 - cos))) < 1e-5
+    assert info_nce(a, a, 0.1) < info_nce(a, b, 0.1)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sigreg_two_processes_agree(tmp_path):
+    """Two gloo processes, each with half of a batch: same directions, same value as one process on all of it."""
+    script = tmp_path / "worker.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, sys, torch, torch.distributed as dist
+        from modeling_crjepa.losses import sigreg, sigreg_directions
+        rank = int(sys.argv[1])
+        dist.init_process_group("gloo", init_method="tcp://127.0.0.1:{_free_port()}", rank=rank, world_size=2)
+        full = torch.randn(64, 16, generator=torch.Generator().manual_seed(0))
+        mine = full[rank * 32:(rank + 1) * 32].clone().requires_grad_(True)
+        value = sigreg(mine, step=7, num_directions=64)
+        value.backward()
+        dirs = sigreg_directions(16, 64, step=7)
+        torch.save({{"value": value.item(), "dirs": dirs, "grad": mine.grad}}, r"{tmp_path}/out%d.pt" % rank)
+        dist.destroy_process_group()
+    """))
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    procs = [subprocess.Popen([sys.executable, str(script), str(r)], env=env) for r in range(2)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    out = [torch.load(tmp_path / f"out{r}.pt") for r in range(2)]
+    assert torch.equal(out[0]["dirs"], out[1]["dirs"])
+    assert out[0]["value"] == pytest.approx(out[1]["value"], rel=1e-6)
+    full = torch.randn(64, 16, generator=torch.Generator().manual_seed(0))
+    full.requires_grad_(True)
+    single = sigreg(full, step=7, num_directions=64)
+    single.backward()
+    assert out[0]["value"] == pytest.approx(single.item(), rel=1e-5)
+    # DDP averages parameter gradients over processes, so each process holds world_size x its share of the
+    # gradient of the global statistic: after DDP's average the update equals the single-process one.
+    for r in range(2):
+        assert torch.allclose(out[r]["grad"] / 2, full.grad[r * 32:(r + 1) * 32], rtol=1e-4, atol=1e-7)

@@ -1,0 +1,211 @@
+"""CRJepaModel: paper size, training objective, gradients, bf16, inference API and clear errors."""
+
+from collections import Counter
+
+import pytest
+import torch
+
+from modeling_crjepa import CRJepaConfig, CRJepaModel
+from modeling_crjepa.modeling_crjepa import CRJepaOutput, random_masks
+
+
+def tiny(**overrides) -> CRJepaModel:
+    torch.manual_seed(0)
+    return CRJepaModel(CRJepaConfig.from_preset("tiny", **overrides))
+
+
+def batch(model: CRJepaModel, n: int = 8, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    (a, ca), (b, cb) = model.config.sensors.items()
+    size = model.config.image_size
+    return torch.randn(n, ca, size, size, generator=gen), torch.randn(n, cb, size, size, generator=gen)
+
+
+def test_ben14k_preset_has_the_papers_parameter_count():
+    model = CRJepaModel(CRJepaConfig.from_preset("ben14k"))
+    by_component = Counter()
+    for name, p in model.named_parameters():
+        by_component[".".join(name.split(".")[:2])] += p.numel()
+    total = sum(by_component.values())
+    print("\nben14k parameters by component (M):",
+          {k: round(v / 1e6, 3) for k, v in by_component.items()}, "total", round(total / 1e6, 3))
+    assert abs(total - 117.93e6) / 117.93e6 < 0.02
+    assert set(model.predictors) == {"aa", "bb", "cross"}
+    assert set(model.heads) == {"unified", "cross"}
+
+
+@pytest.mark.parametrize("preset,sensors", [("ben14k", {"s1": 2, "s2": 12}), ("dsrsid", {"pan": 1, "ms": 4}),
+                                            ("cbrsir_vs", {"rgb": 3, "sar": 1})])
+def test_presets_name_their_sensors(preset, sensors):
+    config = CRJepaConfig.from_preset(preset)
+    assert config.sensors == sensors and config.hidden_size == 512 and config.num_hidden_layers == 12
+    config.check()
+
+
+def test_forward_returns_every_term_and_each_has_a_gradient():
+    model = tiny()
+    a, b = batch(model)
+    out = model(a, b, sigreg_step=0)
+    assert isinstance(out, CRJepaOutput)
+    terms = out.loss_terms()
+    for name in ("loss", "loss_pred", "loss_pred_aa", "loss_pred_bb", "loss_pred_ab", "loss_pred_ba",
+                 "loss_cross", "loss_uni", "loss_sigreg"):
+        assert torch.isfinite(terms[name]) and terms[name].item() > 0, name
+    cfg = model.config
+    expected = (terms["loss_pred"] + cfg.lambda_cross * terms["loss_cross"] + cfg.lambda_uni * terms["loss_uni"]
+                + cfg.lambda_sigreg * terms["loss_sigreg"])
+    assert torch.allclose(terms["loss"], expected)
+    # each term alone reaches the parameters it should
+    reach = {"loss_pred_aa": "predictors.aa", "loss_pred_bb": "predictors.bb", "loss_pred_ab": "predictors.cross",
+             "loss_cross": "heads.cross", "loss_uni": "heads.unified", "loss_sigreg": "heads.cross"}
+    for term, prefix in reach.items():
+        model.zero_grad()
+        getattr(model(a, b, sigreg_step=0), term).backward()
+        grads = [p.grad for n, p in model.named_parameters() if n.startswith(prefix)]
+        assert grads and all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0, term
+        trunk = [p.grad for n, p in model.named_parameters() if n.startswith("trunk.")]
+        assert any(g is not None and g.abs().sum() > 0 for g in trunk), term
+
+
+def test_stop_gradient_targets():
+    """With stop-gradient on, the prediction loss reaches the trunk only through the visible context."""
+    for stop in (True, False):
+        model = tiny(stop_gradient_targets=stop, routes=["aa"])
+        a, b = batch(model)
+        masks = {s: random_masks(8, model.config.num_patches, 0.5, "cpu", torch.Generator().manual_seed(1))
+                 for s in model.sensor_names}
+        out = model(a, b, masks=masks)
+        target_grad = torch.autograd.grad(out.loss_pred, model.stems["s1"].patch_embed.weight, retain_graph=True)[0]
+        # compare with a run where the targets are certainly detached
+        model.config.stop_gradient_targets = True
+        detached = torch.autograd.grad(model(a, b, masks=masks).loss_pred, model.stems["s1"].patch_embed.weight)[0]
+        assert torch.allclose(target_grad, detached) == stop
+
+
+def test_tiny_overfits_a_fixed_batch():
+    model = tiny()
+    a, b = batch(model, n=16)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for step in range(60):
+        gen = torch.Generator().manual_seed(123)  # fixed masks: a truly fixed problem
+        masks = {s: random_masks(16, model.config.num_patches, 0.5, "cpu", gen) for s in model.sensor_names}
+        out = model(a, b, sigreg_step=0, masks=masks)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        losses.append(out.loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses[::10]
+
+
+def test_bf16_autocast_has_no_nan():
+    model = tiny()
+    a, b = batch(model)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(a, b, sigreg_step=3)
+        emb = model.get_embeddings(a, sensor="s1", space="cross")
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert torch.isfinite(emb).all() and emb.dtype == torch.float32
+
+
+def test_get_embeddings_spaces_and_normalisation():
+    model = tiny().eval()
+    a, b = batch(model)
+    uni = model.get_embeddings(a, sensor="s1", space="unified")
+    cross = model.get_embeddings(a, sensor="s1", space="cross")
+    raw = model.get_embeddings(b, sensor="s2", space="cross", normalize=False)
+    assert uni.shape == cross.shape == raw.shape == (8, model.config.retrieval_dim)
+    assert torch.allclose(uni.norm(dim=-1), torch.ones(8), atol=1e-5)
+    assert not torch.allclose(uni, cross)  # decoupled heads: two spaces
+    assert not torch.allclose(raw.norm(dim=-1), torch.ones(8))
+    # no masking at inference: deterministic, and batch-independent
+    assert torch.allclose(model.get_embeddings(a[:3], sensor="s1"), uni[:3], atol=1e-5)
+    single = tiny(head_mode="single").eval()
+    assert torch.allclose(single.get_embeddings(a, "s1", "unified"), single.get_embeddings(a, "s1", "cross"))
+
+
+@pytest.mark.parametrize("sharing,names", [("paper", {"aa", "bb", "cross"}), ("independent", {"aa", "bb", "ab", "ba"}),
+                                           ("shared", {"shared"})])
+def test_predictor_sharing_modes(sharing, names):
+    model = tiny(predictor_sharing=sharing)
+    assert set(model.predictors) == names
+    a, b = batch(model)
+    assert torch.isfinite(model(a, b).loss)
+
+
+def test_routes_switch_off_and_weights_apply():
+    model = tiny(routes=["ab", "ba"], route_weights={"ab": 2.0})
+    a, b = batch(model)
+    out = model(a, b)
+    assert out.loss_pred_aa.item() == 0 and out.loss_pred_bb.item() == 0
+    assert torch.allclose(out.loss_pred, 2.0 * out.loss_pred_ab + out.loss_pred_ba)
+    assert set(model.predictors) == {"cross"}
+
+
+def test_separate_trunks_ablation():
+    model = tiny(trunk_mode="separate")
+    assert set(model.trunks) == {"s1", "s2"} and not hasattr(model, "trunk")
+    a, b = batch(model)
+    assert torch.isfinite(model(a, b).loss)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    model = tiny()
+    a, b = batch(model)
+    masks = {s: random_masks(8, model.config.num_patches, 0.5, "cpu", torch.Generator().manual_seed(2))
+             for s in model.sensor_names}
+    model.train()
+    model(a, b, masks=masks).loss.backward()
+    plain = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    model.activation_checkpointing_enable()
+    model(a, b, masks=masks).loss.backward()
+    assert all(torch.allclose(g, p.grad, atol=1e-6) for g, p in zip(plain, model.parameters()))
+
+
+@pytest.mark.parametrize("bad,message", [
+    ("channels", "expected pixel_values of shape ('B', 2, 32, 32), found (8, 3, 32, 32)"),
+    ("size", "expected pixel_values of shape ('B', 2, 32, 32), found (8, 2, 40, 40)"),
+    ("nan", "Sensor 's1': pixel_values contain NaN"),
+])
+def test_bad_input_names_sensor_and_shapes(bad, message):
+    model = tiny()
+    a, b = batch(model)
+    if bad == "channels":
+        a = torch.randn(8, 3, 32, 32)
+    elif bad == "size":
+        a = torch.randn(8, 2, 40, 40)
+    else:
+        a[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError) as err:
+        model(a, b)
+    assert message in str(err.value)
+    with pytest.raises(ValueError) as err:
+        model.get_embeddings(a, sensor="s1")
+    assert message in str(err.value)
+
+
+def test_unknown_sensor_and_space():
+    model = tiny()
+    a, _ = batch(model)
+    with pytest.raises(ValueError, match="Unknown sensor 'sar'.*\\['s1', 's2'\\]"):
+        model.get_embeddings(a, sensor="sar")
+    with pytest.raises(ValueError, match="Unknown embedding space 'joint'"):
+        model.get_embeddings(a, sensor="s1", space="joint")
+
+
+def test_invalid_config_is_rejected_with_reasons():
+    with pytest.raises(ValueError, match="band_mean\\['s2'\\] must have 12 entries"):
+        CRJepaConfig.from_preset("tiny", band_mean={"s1": [0, 0], "s2": [0] * 11})
+    with pytest.raises(ValueError, match="image_size 30 must be a multiple of patch_size 8"):
+        CRJepaConfig.from_preset("tiny", image_size=30)
+    with pytest.raises(ValueError, match="routes \\['ac'\\] unknown"):
+        CRJepaConfig.from_preset("tiny", routes=["ac"])
+    config = CRJepaConfig.from_preset("tiny")
+    config.mask_ratio = 1.5  # edited after construction: the model checks again
+    with pytest.raises(ValueError, match="mask_ratio must be in"):
+        CRJepaModel(config)
+    with pytest.raises(ValueError, match="Unknown CR-JEPA preset 'ben15k'"):
+        CRJepaConfig.from_preset("ben15k")
