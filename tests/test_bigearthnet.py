@@ -1,0 +1,347 @@
+"""BigEarthNet-MM builder, BEN-14K list and bad-input handling, on the 6 real example pairs shipped in
+bigearthnet-common (offline; a few seconds)."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import json
+import shutil
+import sys
+import tarfile
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+rasterio = pytest.importorskip("rasterio")
+pytest.importorskip("bigearthnet_common")  # only its data files are read, never its code
+
+from datasets_scripts import ben_metadata as meta  # noqa: E402
+from datasets_scripts.bigearthnet import (  # noqa: E402
+    BigEarthNetError,
+    BigEarthNetMM,
+    add_cli,
+    read_band,
+)
+
+# The 6 example pairs: S2 name -> (S1 name, country, official split; the last one is on the snow list).
+EXAMPLES = {
+    "S2A_MSIL2A_20170613T101031_87_48": ("S1A_IW_GRDH_1SDV_20170613T165043_33UUP_87_48", "Austria", "test"),
+    "S2A_MSIL2A_20170617T113321_36_85": ("S1A_IW_GRDH_1SDV_20170617T064724_29UPU_36_85", "Ireland", "train"),
+    "S2A_MSIL2A_20170617T113321_4_55": ("S1A_IW_GRDH_1SDV_20170617T064724_29UPU_4_55", "Ireland", "train"),
+    "S2A_MSIL2A_20171221T112501_56_35": ("S1A_IW_GRDH_1SDV_20171221T064238_29SND_56_35", "Portugal", "train"),
+    "S2B_MSIL2A_20170924T93020_69_24": ("S1A_IW_GRDH_1SDV_20170925T043256_35VPK_69_24", "Finland", "train"),
+    "S2B_MSIL2A_20180204T94161_57_38": ("S1A_IW_GRDH_1SDV_20180204T043253_35VPK_57_38", "Finland", "unassigned"),
+}
+SNOWY = "S2B_MSIL2A_20180204T94161_57_38"
+
+
+@pytest.fixture(scope="module")
+def example_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The wheel's BigEarthNet-S1/S2 example archives, extracted once: (s1_dir, s2_dir)."""
+    root = tmp_path_factory.mktemp("ben_examples")
+    package = Path(list(importlib.util.find_spec("bigearthnet_common").submodule_search_locations)[0])
+    for sensor in ("S1", "S2"):
+        with tarfile.open(package / f"BigEarthNet-{sensor}-Example.tar.bz2") as tar:
+            tar.extractall(root, filter="data")
+    return root / "BigEarthNet-S1-Example", root / "BigEarthNet-S2-Example"
+
+
+def _copy(example_dirs: tuple[Path, Path], dst: Path) -> tuple[Path, Path]:
+    s1, s2 = dst / "S1", dst / "S2"
+    shutil.copytree(example_dirs[0], s1)
+    shutil.copytree(example_dirs[1], s2)
+    return s1, s2
+
+
+def _build(s1: Path, s2: Path, subset: str, cache: Path, **kw):
+    num_proc = kw.pop("num_proc", None)
+    builder = BigEarthNetMM(s1_dir=s1, s2_dir=s2, subset=subset, cache_dir=str(cache), **kw)
+    builder.download_and_prepare(num_proc=num_proc)
+    return builder, builder.as_dataset()
+
+
+def _native(path: Path) -> np.ndarray:
+    with rasterio.open(path) as src:
+        return src.read(1)
+
+
+def _write_tif(path: Path, array: np.ndarray) -> None:
+    with rasterio.open(
+        path, "w", driver="GTiff", height=array.shape[0], width=array.shape[1], count=1, dtype=array.dtype,
+        crs="EPSG:32633", transform=rasterio.transform.from_origin(400_000, 5_342_400, 10, 10),
+    ) as dst:
+        dst.write(array, 1)
+
+
+@pytest.fixture(scope="module")
+def all_examples(example_dirs, tmp_path_factory):
+    """Subset `all` built once from the untouched examples."""
+    return _build(*example_dirs, "all", tmp_path_factory.mktemp("cache_all"))
+
+
+# ------------------------------------------------------------------------------------------ metadata
+
+
+def test_ben14k_list_reproduces_paper_md5():
+    rows = meta.ben14k_pairs()
+    assert len(rows) == 14_832
+    counts = {s: sum(r[2] == s for r in rows) for s in ("train", "validation", "test")}
+    assert counts == {"train": 7_761, "validation": 3_508, "test": 3_563}
+    data = meta.pair_list_bytes(rows)
+    assert len(data) == 1_228_273 and data.count(b"\n") == 14_832
+    assert hashlib.md5(data).hexdigest() == "0fcce0ed1b79a7432f9e9ea5f9888b90"
+    assert b",val\n" in data and b",validation" not in data  # official CSV split names in the list file
+    assert all(meta.s2_date(s2).isoformat() <= "2017-08-31" for s2, _, _ in rows)
+
+
+def test_official_subset_sizes():
+    assert len(meta.subset_pairs("recommended")) == 519_284
+    assert len(meta.subset_pairs("all")) == 590_326
+    with pytest.raises(ValueError, match="unknown BigEarthNet subset"):
+        meta.subset_pairs("ben15k")
+
+
+def test_43_to_19_mapping_table():
+    table = meta.CLC43_TO_BEN19
+    assert len(table) == 43
+    dropped = {k for k, v in table.items() if v is None}
+    assert dropped == {
+        "Road and rail networks and associated land", "Port areas", "Airports", "Mineral extraction sites",
+        "Dump sites", "Construction sites", "Green urban areas", "Sport and leisure facilities", "Bare rock",
+        "Burnt areas", "Intertidal flats",
+    }  # fmt: skip
+    assert {v for v in table.values() if v} == set(meta.BEN19_CLASSES) and len(meta.BEN19_CLASSES) == 19
+    assert meta.to_ben19(["Peatbogs", "Inland marshes", "Airports", "Sea and ocean"]) == [
+        "Inland wetlands", "Marine waters"
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="Lava fields"):
+        meta.to_ben19(["Lava fields"], where="patch X")
+
+
+# ------------------------------------------------------------------------------------------ real pairs
+
+
+def test_examples_all_subset_rows(all_examples, example_dirs):
+    builder, ds = all_examples
+    assert {k: v.num_rows for k, v in ds.items()} == {"train": 4, "test": 1, "unassigned": 1}
+    report = builder.conversion_report(ds)
+    assert report.skipped == {} and report.missing == 590_326 - 6
+    rows = {r["id"]: r for split in ds.values() for r in split}
+    assert set(rows) == set(EXAMPLES)
+    for s2_name, (s1_name, country, split) in EXAMPLES.items():
+        r = rows[s2_name]
+        assert (r["s1_name"], r["s2_name"], r["country"], r["split"]) == (s1_name, s2_name, country, split)
+    feats = ds["train"].features
+    assert feats["s1"].shape == (2, 120, 120) and feats["s1"].dtype == "float32"
+    assert feats["s2"].shape == (12, 120, 120) and feats["s2"].dtype == "uint16"
+    assert feats["labels"].feature.names == list(meta.BEN19_CLASSES)
+    storage = ds["train"].data.column("s2").type.storage_type
+    while hasattr(storage, "value_type"):
+        storage = storage.value_type
+    assert str(storage) == "uint16"
+
+    s1_dir, s2_dir = example_dirs
+    for s2_name, r in rows.items():
+        s2 = np.asarray(r["s2"], dtype=np.float64)
+        s1 = np.asarray(r["s1"], dtype=np.float64)
+        assert s2.shape == (12, 120, 120) and s1.shape == (2, 120, 120)
+        assert 0 <= s2.min() and s2.max() < 20_000 and 100 < s2.mean() < 5_000  # L2A reflectance * 10^4
+        assert -60 < s1.min() and s1.max() < 40 and np.median(s1) < 0  # backscatter in dB
+        assert np.median(s1[1]) < np.median(s1[0])  # VH is weaker than VV: channel order VV, VH
+        # pairing: the S1 array is the S1 patch whose JSON names this S2 patch
+        s1_name = r["s1_name"]
+        s1_json = json.loads((s1_dir / s1_name / f"{s1_name}_labels_metadata.json").read_text())
+        assert s1_json["corresponding_s2_patch"] == s2_name
+        np.testing.assert_array_equal(r["s1"][0], _native(s1_dir / s1_name / f"{s1_name}_VV.tif"))
+        np.testing.assert_array_equal(r["s1"][1], _native(s1_dir / s1_name / f"{s1_name}_VH.tif"))
+
+
+def test_s2_band_order_and_nearest_upsampling(all_examples, example_dirs):
+    _, ds = all_examples
+    name = "S2A_MSIL2A_20170613T101031_87_48"
+    s2 = np.asarray(ds["test"][0]["s2"])
+    folder = example_dirs[1] / name
+    for c, band in enumerate(("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")):
+        native = _native(folder / f"{name}_{band}.tif")
+        step = 120 // native.shape[0]
+        np.testing.assert_array_equal(s2[c, ::step, ::step], native, err_msg=band)  # lossless: native values back
+        np.testing.assert_array_equal(s2[c], np.kron(native, np.ones((step, step), native.dtype)), err_msg=band)
+
+
+def test_labels_mapped_by_hand(all_examples):
+    _, ds = all_examples
+    rows = {r["id"]: r for split in ds.values() for r in split}
+    # JSON: Coniferous forest, Mixed forest, Transitional woodland/shrub, Peatbogs, Water bodies
+    finland = rows["S2B_MSIL2A_20170924T93020_69_24"]
+    assert finland["labels"] == [9, 10, 13, 15, 17]  # Coniferous, Mixed, Transitional, Inland wetlands, Inland waters
+    assert finland["labels_43"][3] == "Peatbogs"
+    # JSON: Non-irrigated arable land, Land principally occupied by agriculture, ...
+    austria = rows["S2A_MSIL2A_20170613T101031_87_48"]
+    assert austria["labels"] == [2, 6]  # Arable land, Land principally occupied by agriculture...
+    assert (austria["tile"], austria["s2_date"]) == ("33UUP", "2017-06-13")
+
+
+def test_examples_are_not_in_ben14k(example_dirs, tmp_path):
+    assert not {s2 for s2, _, _ in meta.ben14k_pairs()} & set(EXAMPLES)
+    with pytest.raises(FileNotFoundError, match="none of its 14,832 pairs"):
+        BigEarthNetMM(s1_dir=example_dirs[0], s2_dir=example_dirs[1], subset="ben14k", cache_dir=str(tmp_path)).plan()
+
+
+def test_recommended_subset_multiprocess(example_dirs, tmp_path):
+    builder, ds = _build(*example_dirs, "recommended", tmp_path, num_proc=2)
+    ids = {r for split in ds.values() for r in split["id"]}
+    assert ids == set(EXAMPLES) - {SNOWY}  # the snowy pair is on the official exclusion list
+    report = builder.conversion_report(ds)
+    assert report.missing == 519_284 - 5 and report.converted == {"train": 4, "test": 1}
+    assert "converted 5 pairs" in report.summary() and "missing 519,279 of the 519,284" in report.summary()
+
+
+# ------------------------------------------------------------------------------------------ bad input
+
+
+def _corrupt(s1: Path, s2: Path) -> dict[str, str]:
+    """Break five of the six pairs in five ways; return S2/S1 name -> expected skip reason."""
+    names = sorted(EXAMPLES)
+    (s2 / names[0] / f"{names[0]}_B05.tif").unlink()  # missing band
+    b02 = s2 / names[1] / f"{names[1]}_B02.tif"
+    b02.write_bytes(b02.read_bytes()[:3000])  # truncated GeoTIFF
+    _write_tif(s2 / names[2] / f"{names[2]}_B8A.tif", np.ones((50, 50), np.uint16))  # wrong size
+    shutil.rmtree(s2 / names[3])  # S2 partner gone
+    s1_name = EXAMPLES[names[4]][0]
+    vv = _native(s1 / s1_name / f"{s1_name}_VV.tif").copy()
+    vv[5, 7] = np.nan
+    _write_tif(s1 / s1_name / f"{s1_name}_VV.tif", vv)  # NaN in SAR
+    return {
+        names[0]: "missing band file",
+        names[1]: "corrupt GeoTIFF",
+        names[2]: "wrong band size",
+        names[3]: "S2 partner missing",
+        names[4]: "NaN/inf in SAR",
+    }
+
+
+def test_bad_inputs_are_skipped_and_counted(example_dirs, tmp_path):
+    s1, s2 = _copy(example_dirs, tmp_path / "data")
+    expected = _corrupt(s1, s2)
+    builder, ds = _build(s1, s2, "all", tmp_path / "cache")
+    assert [r for split in ds.values() for r in split["id"]] == [SNOWY]  # only the intact pair is written
+    report = builder.conversion_report(ds)
+    assert {k: e.reason for k, e in report.skipped.items()} == expected
+    msgs = {k: str(e) for k, e in report.skipped.items()}
+    names = sorted(EXAMPLES)
+    assert names[0] in msgs[names[0]] and f"{names[0]}_B05.tif" in msgs[names[0]]
+    assert f"{names[1]}_B02.tif" in msgs[names[1]]
+    assert f"{names[2]}_B8A.tif" in msgs[names[2]] and "(1, 50, 50)" in msgs[names[2]] and "(1, 60, 60)" in msgs[names[2]]
+    assert EXAMPLES[names[3]][0] in msgs[names[3]] and names[3] in msgs[names[3]]
+    assert "_VV.tif" in msgs[names[4]] and "1 NaN/inf" in msgs[names[4]]
+    summary = report.summary()
+    assert "converted 1 pairs" in summary and "skipped 5" in summary and "wrong band size: 1" in summary
+
+
+def test_read_band_names_file_and_shapes(tmp_path):
+    path = tmp_path / "P_B05.tif"
+    _write_tif(path, np.ones((61, 60), np.uint16))
+    with pytest.raises(BigEarthNetError, match=r"patch P: P_B05.tif .* \(1, 61, 60\), expected \(1, 60, 60\)"):
+        read_band(path, "P", 60, "uint16")
+    _write_tif(path, np.ones((60, 60), np.float32))
+    with pytest.raises(BigEarthNetError, match="dtype float32, expected uint16"):
+        read_band(path, "P", 60, "uint16")
+
+
+def test_strict_failure_mid_build_leaves_no_dataset(example_dirs, tmp_path):
+    s1, s2 = _copy(example_dirs, tmp_path / "data")
+    s1_name = EXAMPLES[SNOWY][0]  # the `unassigned` split is generated last: train/test are written before it
+    vv = _native(s1 / s1_name / f"{s1_name}_VV.tif").copy()
+    vv[0, 0] = np.nan
+    _write_tif(s1 / s1_name / f"{s1_name}_VV.tif", vv)
+    cache = tmp_path / "cache"
+    builder = BigEarthNetMM(s1_dir=s1, s2_dir=s2, subset="all", cache_dir=str(cache), strict=True)
+    with pytest.raises(Exception) as info:
+        builder.download_and_prepare()
+    chain, err = [], info.value
+    while err is not None:
+        chain.append(str(err))
+        err = err.__cause__ or err.__context__
+    assert any(s1_name in m and "_VV.tif" in m for m in chain)
+    left = [p.name for p in cache.rglob("*") if p.is_file() and not p.name.endswith(".lock")]
+    assert left == [] and not list(cache.rglob("*.incomplete"))
+    with pytest.raises(FileNotFoundError):
+        BigEarthNetMM(s1_dir=s1, s2_dir=s2, subset="all", cache_dir=str(cache)).as_dataset()
+    # default (non-strict) mode on the same input converts the other five
+    _, ds = _build(s1, s2, "all", tmp_path / "cache2")
+    assert sum(d.num_rows for d in ds.values()) == 5
+
+
+# ------------------------------------------------------------------------------------------ reBEN
+
+
+def test_reben_layout(example_dirs, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    v1_s2, v1_s1 = "S2A_MSIL2A_20170613T101031_87_48", EXAMPLES["S2A_MSIL2A_20170613T101031_87_48"][0]
+    tile_dir = "S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP"
+    patch = f"{tile_dir}_87_48"
+    s2_root, s1_root = tmp_path / "BigEarthNet-S2", tmp_path / "BigEarthNet-S1"
+    (s2_root / tile_dir / patch).mkdir(parents=True)
+    for tif in (example_dirs[1] / v1_s2).glob("*.tif"):
+        shutil.copy(tif, s2_root / tile_dir / patch / tif.name.replace(v1_s2, patch))
+    shutil.copytree(example_dirs[0] / v1_s1, s1_root / "S1A_IW_GRDH_1SDV_20170613T165043" / v1_s1)
+    table = pa.table({
+        "patch_id": [patch, "S2B_MSIL2A_20180525T094029_N9999_R036_T34TDQ_10_10"],
+        "labels": [["Arable land", "Land principally occupied by agriculture, with significant areas of natural vegetation"],
+                   ["Broad-leaved forest"]],
+        "split": ["validation", "train"],
+        "country": ["Austria", "Serbia"],
+        "s1_name": [v1_s1, "S1B_IW_GRDH_1SDV_20180525T163000_34TDQ_10_10"],
+    })  # fmt: skip
+    pq.write_table(table, tmp_path / "metadata.parquet")
+    builder, ds = _build(s1_root, s2_root, "reben", tmp_path / "cache", reben_metadata=tmp_path / "metadata.parquet")
+    assert list(ds) == ["validation"]
+    row = ds["validation"][0]
+    assert (row["id"], row["s1_name"], row["split"], row["country"]) == (patch, v1_s1, "validation", "Austria")
+    assert row["labels"] == [2, 6] and row["labels_43"] is None and row["tile"] == "33UUP"
+    np.testing.assert_array_equal(np.asarray(row["s2"])[1], _native(example_dirs[1] / v1_s2 / f"{v1_s2}_B02.tif"))
+    report = builder.conversion_report(ds)
+    assert report.missing == 1 and report.subset_size == 2
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+
+def _run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    add_cli(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_cli_list_only(tmp_path, capsys):
+    out = tmp_path / "ben14k.csv"
+    assert _run(["bigearthnet", "--subset", "ben14k", "--list-only", "--list-out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "14,832 pairs (train 7,761, val 3,508, test 3,563)" in printed
+    assert "0fcce0ed1b79a7432f9e9ea5f9888b90" in printed
+    assert hashlib.md5(out.read_bytes()).hexdigest() == "0fcce0ed1b79a7432f9e9ea5f9888b90"
+
+
+def test_cli_convert_calls_export_and_prints_summary(example_dirs, tmp_path, capsys, monkeypatch):
+    calls = []
+
+    def export_builder(builder, output_dir, push_to_hub=None, card=None, num_proc=None):
+        ds = builder.as_dataset()  # the builder must be prepared when handed over
+        calls.append((sum(d.num_rows for d in ds.values()), output_dir, push_to_hub, card))
+
+    monkeypatch.setitem(sys.modules, "datasets_scripts.common", types.SimpleNamespace(export_builder=export_builder))
+    out = tmp_path / "out"
+    argv = ["bigearthnet", "--s1-dir", str(example_dirs[0]), "--s2-dir", str(example_dirs[1]),
+            "--output-dir", str(out), "--subset", "recommended", "--push-to-hub", "me/ben", "--num-proc", "1"]  # fmt: skip
+    assert _run(argv) == 0
+    (n, output_dir, repo, card), = calls
+    assert (n, str(output_dir), repo) == (5, str(out), "me/ben")
+    assert "converted 5 pairs" in card
+    assert "bigearthnet recommended: converted 5 pairs (train 4, test 1)" in capsys.readouterr().out
