@@ -1,0 +1,587 @@
+"""Hub-hosted CR-JEPA embeddings: write, publish, load and search an archive without re-embedding it.
+
+An embeddings folder (a Hub dataset repo once pushed) holds
+  data/train-*.parquet   id, labels (ClassLabel ids), metadata columns, one fixed-size float32 list column per
+                         sensor and space (``s1_unified``, ``s2_cross``, ...)
+  README.md              dataset card (YAML ``configs`` so ``load_dataset(repo)`` works)
+  faiss/<column>/        one faiss index per vector column (`modeling_crjepa.index`: index.faiss + sidecars)
+  embeddings_info.json   dimension, sensors, spaces, the model fingerprint and model repo, index kinds.
+The model fingerprint ties an archive and its indices to the exact weights that produced them: searching with
+another model's query embeddings would silently return nonsense, so it is an error instead.
+
+Not imported by the model (remote code): this module may use faiss, pyarrow, datasets and huggingface_hub.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .retrieval import SPACES, column_name, label_lists, multi_hot, parse_direction
+
+INFO_FILE = "embeddings_info.json"
+INDEX_DIR = "faiss"
+DATA_DIR = "data"
+FORMAT_VERSION = 1
+CARD_TEMPLATE = Path(__file__).resolve().parent.parent / "model_cards" / "embeddings_card.md"
+
+# Config fields that describe where or how a model was saved, not what it computes.
+_VOLATILE_CONFIG_KEYS = {"_name_or_path", "transformers_version", "architectures", "auto_map", "dtype", "torch_dtype",
+                         "_attn_implementation_autoset", "_commit_hash"}
+
+
+class HubError(RuntimeError):
+    """The Hub cannot be reached or written (offline, no token, no permission); the message says what to do."""
+
+
+class EmbeddingsError(ValueError):
+    """An embeddings archive, index or query does not fit (dimension, model, sensor, empty archive)."""
+
+
+# ---------------------------------------------------------------------------------------------- fingerprints
+def model_fingerprint(model: Any) -> str:
+    """A short hex id of a model's computation: sha256 over its config (minus save-location fields) and the
+    bytes of every parameter and buffer. Equal after save_pretrained/from_pretrained; different after any
+    training step or config change. Used to tie archives and indices to the model that made them."""
+    import torch
+
+    config = {k: v for k, v in model.config.to_dict().items() if k not in _VOLATILE_CONFIG_KEYS}
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        data = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{data.dtype}:{tuple(data.shape)}".encode())
+        digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    return digest.hexdigest()[:16]
+
+
+def config_summary(config: Any) -> dict[str, Any]:
+    """The facts about a model an archive needs: sensors, bands, sizes (stored in embeddings_info.json)."""
+    return {
+        "model_type": getattr(config, "model_type", "crjepa"),
+        "sensors": dict(config.sensors),
+        "band_names": {s: list(b) for s, b in config.band_names.items()},
+        "sar_sensors": list(getattr(config, "sar_sensors", [])),
+        "image_size": int(config.image_size),
+        "retrieval_dim": int(config.retrieval_dim),
+        "head_mode": getattr(config, "head_mode", "decoupled"),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- atomic writes
+@contextmanager
+def _atomic_dir(target: Path) -> Iterator[Path]:
+    """Yield a temp folder beside ``target``; on success it replaces ``target``, on error it is removed, so a
+    failed write never leaves a half-written archive."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield tmp
+        old = None
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            target.rename(old)
+        tmp.rename(target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Write JSON via a temp file + rename (atomic on one file system)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------- faiss indices
+def build_indices(vectors: Mapping[str, np.ndarray], ids: Sequence[str], kind: str = "auto",
+                  fingerprint: str = "", columns: Sequence[str] | None = None, **params: Any) -> dict[str, Any]:
+    """One `modeling_crjepa.index.RetrievalIndex` per vector column, over the archive ids, tagged with the
+    model fingerprint, sensor and space of the column."""
+    from .index import build_index
+
+    out = {}
+    for name in columns or list(vectors):
+        if name not in vectors:
+            raise EmbeddingsError(f"No vector column {name!r} to index; available: {sorted(vectors)}")
+        sensor, space = name.rsplit("_", 1)
+        out[name] = build_index(vectors[name], kind=kind, ids=list(ids), fingerprint=fingerprint, space=space,
+                                sensor=sensor, **params)
+    return out
+
+
+def save_indices(folder: Path, indices: Mapping[str, Any]) -> dict[str, str]:
+    """Save indices as ``faiss/<column>/`` beside an archive (each save is atomic); returns column -> kind."""
+    for name, index in indices.items():
+        index.save(Path(folder) / INDEX_DIR / name)
+    return {name: index.metadata.kind for name, index in indices.items()}
+
+
+def _load_index(folder: Path, name: str, fingerprint: str, ids: Sequence[str], dimension: int) -> Any:
+    """Load ``faiss/<name>`` and check it was built by the archive's model, over its ids, at its dimension."""
+    from .index import RetrievalIndex
+
+    try:
+        index = RetrievalIndex.load(Path(folder) / INDEX_DIR / name, expected_fingerprint=fingerprint)
+    except (ValueError, FileNotFoundError) as err:
+        raise EmbeddingsError(f"faiss index {name!r} of the archive at {folder} is unusable: {err}") from err
+    if index.metadata.dimension != dimension:
+        raise EmbeddingsError(f"faiss index {name!r} holds {index.metadata.dimension}-d vectors; the archive holds "
+                              f"{dimension}-d vectors; rebuild it with `crjepa index {folder}`")
+    if len(index) != len(ids) or not np.array_equal(index.ids, np.asarray(ids, dtype=str)):
+        raise EmbeddingsError(f"faiss index {name!r} covers other items than the archive at {folder}; rebuild it "
+                              f"with `crjepa index {folder}`")
+    return index
+
+
+# ---------------------------------------------------------------------------------------------- writing
+def _vector_table(ids: Sequence[str], labels: Sequence[Sequence[int]], class_names: Sequence[str],
+                  vectors: Mapping[str, np.ndarray], metadata: Mapping[str, Sequence[Any]]) -> Any:
+    """A pyarrow table whose schema carries the `datasets` features (ClassLabel names, fixed-size vectors)."""
+    import datasets
+    import pyarrow as pa
+
+    dim = next(iter(vectors.values())).shape[1]
+    features = datasets.Features({
+        "id": datasets.Value("string"),
+        "labels": datasets.List(datasets.ClassLabel(names=list(class_names))),
+        **{name: datasets.Value("string") for name in metadata},
+        **{name: datasets.List(datasets.Value("float32"), length=dim) for name in vectors},
+    })
+    arrays = [pa.array([str(i) for i in ids], pa.string()), pa.array([list(map(int, r)) for r in labels], pa.list_(pa.int64()))]
+    arrays += [pa.array([None if v is None else str(v) for v in values], pa.string()) for values in metadata.values()]
+    for matrix in vectors.values():
+        flat = pa.array(np.ascontiguousarray(matrix, dtype=np.float32).reshape(-1))
+        arrays.append(pa.FixedSizeListArray.from_arrays(flat, dim))
+    return pa.Table.from_arrays(arrays, schema=features.arrow_schema)
+
+
+def _check_vectors(ids: Sequence[str], vectors: Mapping[str, np.ndarray]) -> int:
+    """Validate row counts, dimensions and ids; returns the common dimension."""
+    if len(ids) == 0:
+        raise EmbeddingsError("Refusing to write an empty embeddings archive (0 rows); check the data source or split")
+    if not vectors:
+        raise EmbeddingsError("No vector columns given; expected e.g. {'s1_unified': array (N, R), ...}")
+    dims = {}
+    for name, matrix in vectors.items():
+        if matrix.ndim != 2 or matrix.shape[0] != len(ids):
+            raise EmbeddingsError(f"Vector column {name!r} has shape {matrix.shape}; expected ({len(ids)}, R), one row per id")
+        if not np.isfinite(matrix).all():
+            raise EmbeddingsError(f"Vector column {name!r} contains NaN or inf; the model or its inputs are broken")
+        dims[name] = matrix.shape[1]
+    if len(set(dims.values())) != 1:
+        raise EmbeddingsError(f"All vector columns need one dimension, found {dims}")
+    if len(set(ids)) != len(ids):
+        dupes = sorted({i for i in ids if list(ids).count(i) > 1})[:5]
+        raise EmbeddingsError(f"Archive ids must be unique (search by id needs it); duplicated: {dupes}")
+    return next(iter(dims.values()))
+
+
+def write_embeddings_dataset(
+    output_dir: str | Path,
+    ids: Sequence[str],
+    labels: Sequence[Sequence[int]] | np.ndarray,
+    class_names: Sequence[str],
+    vectors: Mapping[str, np.ndarray],
+    metadata: Mapping[str, Sequence[Any]] | None = None,
+    model_fingerprint: str = "",
+    config_summary: Mapping[str, Any] | None = None,
+    indices: Mapping[str, Any] | None = None,
+    *,
+    model_repo_id: str | None = None,
+    repo_id: str | None = None,
+    source: Mapping[str, Any] | None = None,
+    rows_per_shard: int = 200_000,
+) -> Path:
+    """Write an embeddings archive folder (Parquet + card + faiss + embeddings_info.json), atomically.
+
+    labels: class-id lists or multi-hot rows. vectors: ``{"s1_unified": (N, R) float32, ...}``.
+    metadata: extra per-row columns (stored as strings). indices: prebuilt indices per vector column.
+    source: how the images were obtained (e.g. {"dataset": "synthetic", "num_pairs": 200}); the CLI uses it to
+    fetch images for result grids. repo_id: the dataset repo the card's usage snippet should name.
+    """
+    ids = [str(i) for i in ids]
+    dim = _check_vectors(ids, vectors)
+    metadata = dict(metadata or {})
+    for name, values in metadata.items():
+        if len(values) != len(ids):
+            raise EmbeddingsError(f"Metadata column {name!r} has {len(values)} values for {len(ids)} rows")
+        if name in vectors or name in ("id", "labels"):
+            raise EmbeddingsError(f"Metadata column {name!r} clashes with a reserved or vector column")
+    lists = label_lists(multi_hot(labels, len(class_names))) if isinstance(labels, np.ndarray) else [list(r) for r in labels]
+    multi_hot(lists, len(class_names))  # validates class ids against class_names
+    sensors = list(dict.fromkeys(name.rsplit("_", 1)[0] for name in vectors))
+    spaces = list(dict.fromkeys(name.rsplit("_", 1)[1] for name in vectors))
+    for index_name, index in (indices or {}).items():
+        if index_name not in vectors:
+            raise EmbeddingsError(f"Index {index_name!r} has no vector column; columns: {sorted(vectors)}")
+        if index.metadata.dimension != dim or len(index) != len(ids):
+            raise EmbeddingsError(f"Index {index_name!r} holds {len(index)} x {index.metadata.dimension} vectors; "
+                                  f"the archive has {len(ids)} x {dim}")
+        if index.metadata.fingerprint != model_fingerprint:
+            raise EmbeddingsError(f"Index {index_name!r} was built from model {index.metadata.fingerprint!r}, "
+                                  f"the vectors from {model_fingerprint!r}")
+
+    import pyarrow.parquet as pq
+
+    output_dir = Path(output_dir)
+    with _atomic_dir(output_dir) as tmp:
+        (tmp / DATA_DIR).mkdir()
+        shards = max(1, -(-len(ids) // rows_per_shard))
+        for shard in range(shards):
+            rows = slice(shard * rows_per_shard, min((shard + 1) * rows_per_shard, len(ids)))
+            table = _vector_table(ids[rows], lists[rows], class_names, {k: v[rows] for k, v in vectors.items()},
+                                  {k: list(v)[rows] for k, v in metadata.items()})
+            pq.write_table(table, tmp / DATA_DIR / f"train-{shard:05d}-of-{shards:05d}.parquet")
+        index_kinds = save_indices(tmp, indices) if indices else {}
+        info = {
+            "format_version": FORMAT_VERSION,
+            "num_rows": len(ids),
+            "dimension": int(dim),
+            "model_fingerprint": model_fingerprint,
+            "model_repo_id": model_repo_id,
+            "sensors": sensors,
+            "spaces": spaces,
+            "vector_columns": list(vectors),
+            "metadata_columns": list(metadata),
+            "class_names": list(class_names),
+            "indices": index_kinds,
+            "config": dict(config_summary or {}),
+            "source": dict(source or {}),
+            "repo_id": repo_id,
+        }
+        _write_json(tmp / INFO_FILE, info)
+        render_card(info, ids[0]).save(tmp / "README.md")
+    return output_dir
+
+
+def render_card(info: Mapping[str, Any], example_id: str, template_path: Path = CARD_TEMPLATE) -> Any:
+    """The dataset card (huggingface_hub DatasetCard) from model_cards/embeddings_card.md."""
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    if not Path(template_path).is_file():
+        raise FileNotFoundError(f"Embeddings card template not found at {template_path}")
+    rows = info["num_rows"]
+    size = "n<1K" if rows < 1e3 else "1K<n<10K" if rows < 1e4 else "10K<n<100K" if rows < 1e5 else "100K<n<1M" if rows < 1e6 else "n>1M"
+    card_data = DatasetCardData(
+        pretty_name=f"CR-JEPA embeddings ({' / '.join(info['sensors'])})",
+        tags=["crjepa", "embeddings", "remote-sensing", "faiss", "cross-modal-retrieval"],
+        task_categories=["image-feature-extraction"], size_categories=[size],
+        configs=[{"config_name": "default", "data_files": [{"split": "train", "path": f"{DATA_DIR}/train-*.parquet"}]}],
+    )
+    sensors = info["sensors"]
+    example_direction = f"{sensors[0]}->{sensors[-1]}"
+    return DatasetCard.from_template(
+        card_data, template_path=str(template_path), pretty_name=card_data.pretty_name, num_rows=rows,
+        sensors=sensors, model_repo_id=info.get("model_repo_id"), model_fingerprint=info.get("model_fingerprint"),
+        source=json.dumps(info["source"]) if info.get("source") else "unknown", dimension=info["dimension"],
+        class_names=info["class_names"], metadata_columns=info["metadata_columns"],
+        vector_columns=info["vector_columns"], index_files=info["indices"],
+        repo_id=info.get("repo_id") or "<user>/<embeddings-repo>", example_id=example_id, example_direction=example_direction)
+
+
+# ---------------------------------------------------------------------------------------------- Hub access
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    flag = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+    return flag or bool(getattr(constants, "HF_HUB_OFFLINE", False))
+
+
+def check_hub_access(repo_id: str, api: Any = None, token: str | None = None) -> str:
+    """Fail fast (before training or embedding) when a push to ``repo_id`` cannot work; returns the user name.
+
+    Checks offline mode, that a token exists, and that the Hub accepts it (``whoami``).
+    """
+    if "/" not in repo_id or repo_id.count("/") != 1:
+        raise HubError(f"Hub repo id {repo_id!r} must look like 'user-or-org/name'.")
+    if api is None and _offline():
+        raise HubError(f"Cannot push to {repo_id}: HF_HUB_OFFLINE is set, so the Hugging Face Hub is unreachable; "
+                       "unset it (and log in with `hf auth login`) or skip the push.")
+    if api is None:
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+    if token is None:
+        from huggingface_hub import get_token
+
+        token = getattr(api, "token", None) or get_token()
+    if not token:
+        raise HubError(f"Cannot push to {repo_id}: no Hugging Face token found; run `hf auth login`, set HF_TOKEN, "
+                       "or pass --token.")
+    try:
+        who = api.whoami(token=token)
+    except Exception as err:  # network, 401, proxy: one sentence for the user
+        raise HubError(f"Cannot push to {repo_id}: the Hub did not accept the token ({_reason(err)}).") from err
+    return str(who.get("name", "")) if isinstance(who, Mapping) else ""
+
+
+def _reason(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
+def push_folder(folder: str | Path, repo_id: str, repo_type: str = "dataset", api: Any = None,
+                token: str | None = None, private: bool = False, commit_message: str | None = None) -> str:
+    """Upload a folder (embeddings archive or saved model) to a Hub repo, creating it if needed; returns the
+    repo URL. ``api`` (an HfApi or a stand-in with create_repo/upload_folder/whoami) is injectable for tests."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"Nothing to push: {folder} is not a folder")
+    if repo_type not in ("dataset", "model"):
+        raise HubError(f"repo_type must be 'dataset' or 'model', found {repo_type!r}.")
+    check_hub_access(repo_id, api=api, token=token)
+    if api is None:
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+    message = commit_message or f"Upload CR-JEPA {'embeddings' if repo_type == 'dataset' else 'model'}"
+    try:
+        url = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True, token=token)
+        api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type=repo_type,
+                          commit_message=message, token=token)
+    except Exception as err:
+        raise HubError(f"Upload of {folder} to {repo_id} failed ({_reason(err)}).") from err
+    return str(url)
+
+
+# ---------------------------------------------------------------------------------------------- loading & search
+@dataclass
+class Hit:
+    """One search result: rank (1 = best), archive id, cosine score, class names, row position."""
+
+    rank: int
+    id: str
+    score: float
+    labels: list[str]
+    position: int
+
+
+class EmbeddingArchive:
+    """A loaded embeddings archive: ids, multi-hot labels, vectors per column and one index per column."""
+
+    def __init__(self, path: Path, info: dict[str, Any], ids: list[str], labels: np.ndarray,
+                 vectors: dict[str, np.ndarray], metadata: dict[str, list[Any]], indices: dict[str, Any]) -> None:
+        self.path, self.info, self.ids, self.labels = path, info, ids, labels
+        self.vectors, self.metadata, self.indices = vectors, metadata, indices
+        self._position = {archive_id: row for row, archive_id in enumerate(ids)}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __repr__(self) -> str:
+        return (f"EmbeddingArchive({len(self)} rows, columns={self.columns}, dimension={self.dimension}, "
+                f"model={self.fingerprint})")
+
+    @property
+    def sensors(self) -> list[str]:
+        return list(self.info["sensors"])
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.vectors)
+
+    @property
+    def dimension(self) -> int:
+        return int(self.info["dimension"])
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.info.get("model_fingerprint") or "")
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.info["class_names"])
+
+    def check_model(self, model: Any) -> None:
+        """Raise unless ``model`` is the model that produced these embeddings (same fingerprint)."""
+        found = model_fingerprint(model)
+        if self.fingerprint and found != self.fingerprint:
+            raise EmbeddingsError(
+                f"The archive at {self.path} was embedded by model {self.fingerprint}, but the model passed has "
+                f"fingerprint {found}; use that model, or re-embed the archive with `crjepa embed`.")
+
+    def position(self, archive_id: str) -> int:
+        """Row of an archive id."""
+        try:
+            return self._position[str(archive_id)]
+        except KeyError:
+            raise EmbeddingsError(f"No item with id {archive_id!r} in the archive at {self.path} "
+                                  f"({len(self)} items, e.g. {self.ids[:3]})") from None
+
+    def index(self, column: str) -> Any:
+        """The index of a vector column; an exact one is built on the fly (and kept) when none is stored."""
+        self._check_column(column)
+        if column not in self.indices:
+            self.indices.update(build_indices(self.vectors, self.ids, kind="exact", fingerprint=self.fingerprint,
+                                              columns=[column]))
+        return self.indices[column]
+
+    def _check_column(self, column: str) -> None:
+        if column not in self.vectors:
+            sensor = column.rsplit("_", 1)[0]
+            if sensor not in self.sensors:
+                raise EmbeddingsError(f"Unknown sensor {sensor!r}; this archive has sensors {self.sensors}")
+            raise EmbeddingsError(f"No vector column {column!r}; this archive has {self.columns}")
+
+    def search(self, query: str | np.ndarray, column: str, k: int = 10,
+               exclude_position: int | None = None) -> list[Hit]:
+        """Top-k archive items of ``column`` for one query: an archive id (its stored vector in ``column``) or
+        a vector (R,). ``exclude_position`` drops that row (a query's own item in same-modal search)."""
+        self._check_column(column)
+        if isinstance(query, str):
+            query = self.vectors[column][self.position(query)]
+        vector = np.asarray(query, dtype=np.float32)
+        if vector.ndim == 2 and vector.shape[0] == 1:
+            vector = vector[0]
+        if vector.ndim != 1 or vector.shape[0] != self.dimension:
+            raise EmbeddingsError(f"Query embedding has shape {vector.shape}; this archive holds {self.dimension}-d "
+                                  "vectors (was it made by another model?)")
+        if not 0 < k <= len(self) - (exclude_position is not None):
+            raise EmbeddingsError(f"k={k} must be between 1 and the number of searchable items "
+                                  f"({len(self) - (exclude_position is not None)})")
+        wanted = k + (exclude_position is not None)
+        scores, found = self.index(column).search(vector[None, :], wanted)
+        hits = []
+        for score, archive_id in zip(scores[0], found[0]):
+            position = self._position.get(str(archive_id), -1)
+            if position < 0 or position == exclude_position or len(hits) == k:
+                continue
+            hits.append(Hit(len(hits) + 1, self.ids[position], float(score),
+                            [self.class_names[c] for c in np.flatnonzero(self.labels[position])], position))
+        return hits
+
+    def search_by_id(self, archive_id: str, direction: str | None = None, k: int = 10) -> list[Hit]:
+        """Search with an archive item's stored embedding, no model needed: ``direction="s1->s2"`` takes the id's
+        s1 vector in the cross space and searches the s2 cross column; same-modal directions use the unified
+        space and skip the item itself (the paper removes self-matches)."""
+        source, target, space = parse_direction(direction or f"{self.sensors[0]}->{self.sensors[-1]}", self.sensors)
+        position = self.position(archive_id)
+        vector = self.vectors[self._column(source, space)][position]
+        return self.search(vector, self._column(target, space), k,
+                           exclude_position=position if source == target else None)
+
+    def search_by_image(self, model: Any, image: Any, sensor: str, target_sensor: str | None = None,
+                        k: int = 10) -> list[Hit]:
+        """Embed one native-resolution image (C, H, W) of ``sensor`` with ``model`` and search the archive's
+        ``target_sensor`` column (default: the same sensor); only the query is embedded."""
+        import torch
+
+        from .image_processing_crjepa import preprocess_batch
+
+        target_sensor = target_sensor or sensor
+        _, _, space = parse_direction(f"{sensor}->{target_sensor}", self.sensors)
+        self.check_model(model)
+        pixels = torch.as_tensor(np.asarray(image))
+        if pixels.ndim == 3:
+            pixels = pixels.unsqueeze(0)
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                ready = preprocess_batch(pixels.to(device), sensor, model.config)
+                vector = model.get_embeddings(ready, sensor=sensor, space=space).float().cpu().numpy()[0]
+        finally:
+            model.train(was_training)
+        return self.search(vector, self._column(target_sensor, space), k)
+
+    def _column(self, sensor: str, space: str) -> str:
+        name = column_name(sensor, space)
+        self._check_column(name)
+        return name
+
+
+def _resolve_folder(repo_or_folder: str | Path, api: Any, revision: str | None, token: str | None) -> Path:
+    """A local folder as is; otherwise download the Hub dataset repo (snapshot_download, injectable api)."""
+    path = Path(repo_or_folder).expanduser()
+    if path.is_dir():
+        return path
+    text = str(repo_or_folder)
+    if path.exists() or text.count("/") != 1 or text.startswith((".", "/", "~")):
+        raise FileNotFoundError(f"No embeddings folder at {text} (and it is not a Hub repo id like 'user/name')")
+    if api is None:
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+    try:
+        return Path(api.snapshot_download(text, repo_type="dataset", revision=revision, token=token))
+    except Exception as err:
+        raise HubError(f"Cannot download embeddings {text} from the Hub ({_reason(err)}).") from err
+
+
+def load_embeddings(repo_or_folder: str | Path, api: Any = None, *, revision: str | None = None,
+                    token: str | None = None, model: Any = None, load_indices: bool = True) -> EmbeddingArchive:
+    """Open an embeddings archive from a local folder or a Hub dataset repo.
+
+    Stored faiss indices are loaded and checked against the archive's model fingerprint; missing ones are built
+    on first search. With ``model``, the archive must have been embedded by that model.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = _resolve_folder(repo_or_folder, api, revision, token)
+    info_path = folder / INFO_FILE
+    if not info_path.is_file():
+        raise EmbeddingsError(f"{folder} is not a CR-JEPA embeddings archive: {INFO_FILE} is missing")
+    info = json.loads(info_path.read_text())
+    files = sorted((folder / DATA_DIR).glob("*.parquet"))
+    if not files:
+        raise EmbeddingsError(f"The archive at {folder} has no Parquet files under {DATA_DIR}/")
+    table = pa.concat_tables([pq.read_table(f) for f in files])
+    if table.num_rows == 0:
+        raise EmbeddingsError(f"The archive at {folder} is empty (0 rows)")
+    vectors = {}
+    for name in info["vector_columns"]:
+        column = table[name].combine_chunks()
+        width = column.type.list_size
+        if width != info["dimension"]:
+            raise EmbeddingsError(f"Column {name!r} holds {width}-d vectors but {INFO_FILE} says {info['dimension']}-d")
+        vectors[name] = column.flatten().to_numpy().reshape(-1, width).astype(np.float32, copy=False)
+    labels = multi_hot(table["labels"].to_pylist(), len(info["class_names"]))
+    metadata = {name: table[name].to_pylist() for name in info.get("metadata_columns", [])}
+    archive = EmbeddingArchive(folder, info, [str(i) for i in table["id"].to_pylist()], labels, vectors, metadata, {})
+    if model is not None:
+        archive.check_model(model)
+    if load_indices:
+        for name in info.get("indices", {}):
+            archive.indices[name] = _load_index(folder, name, archive.fingerprint, archive.ids, archive.dimension)
+    return archive
+
+
+def add_indices(folder: str | Path, kind: str = "auto", columns: Sequence[str] | None = None,
+                progress: Callable[[str], None] | None = None, **params: Any) -> dict[str, str]:
+    """Build and store faiss indices for an archive folder (the `crjepa index` command); returns column -> kind."""
+    archive = load_embeddings(folder, load_indices=False)
+    kinds = dict(archive.info.get("indices", {}))
+    for name in columns or archive.columns:
+        archive._check_column(name)
+        if progress:
+            progress(name)
+        built = build_indices(archive.vectors, archive.ids, kind=kind, fingerprint=archive.fingerprint,
+                              columns=[name], **params)
+        kinds.update(save_indices(archive.path, built))
+    info = {**archive.info, "indices": kinds}
+    _write_json(archive.path / INFO_FILE, info)
+    render_card(info, archive.ids[0]).save(archive.path / "README.md")
+    return kinds
+
+
+__all__ = [
+    "EmbeddingArchive", "EmbeddingsError", "Hit", "HubError", "add_indices", "build_indices", "check_hub_access",
+    "config_summary", "load_embeddings", "model_fingerprint", "push_folder", "render_card", "save_indices",
+    "write_embeddings_dataset", "SPACES",
+]
