@@ -1,0 +1,363 @@
+"""The ``crjepa`` command: embed an archive, index it, search it, evaluate a model, push to the Hub.
+
+    crjepa embed MODEL DATA -o EMB          model folder + data source -> embeddings archive folder
+    crjepa index EMB [--kind hnsw]          faiss indices for an archive folder
+    crjepa search EMB --id ID [--png g.png] search by archive id (no model needed) or --image FILE --model M
+    crjepa evaluate MODEL DATA              the paper's four-direction table (markdown + JSON)
+    crjepa push FOLDER user/repo            embeddings folder (dataset repo) or model folder (model repo)
+
+DATA is ``synthetic`` (built in) or a folder of Parquet exported by ``python -m datasets_scripts``.
+Heavy imports happen inside the commands so ``--help`` stays instant. Errors print one sentence, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+# ---------------------------------------------------------------------------------------------- shared helpers
+def _add_data_arguments(parser: argparse.ArgumentParser, split_help: str) -> None:
+    parser.add_argument("data", help="data source: 'synthetic' (built in) or a folder of Parquet exported by "
+                                     "`python -m datasets_scripts`")
+    parser.add_argument("--split", default=None, help=split_help)
+    parser.add_argument("--num-pairs", type=int, default=None,
+                        help="synthetic data: pairs per split (default: the generator's sizes)")
+    parser.add_argument("--seed", type=int, default=0, help="synthetic data: seed (default 0)")
+    parser.add_argument("--image-size", type=int, default=None, help="synthetic data: native image side in pixels")
+
+
+def _source_options(args: argparse.Namespace) -> dict[str, Any]:
+    """What identifies the data (stored in the archive so `search --png` can find the images again)."""
+    options: dict[str, Any] = {"dataset": args.data}
+    if args.data == "synthetic":
+        options["seed"] = args.seed
+        if args.num_pairs is not None:
+            options["num_pairs"] = args.num_pairs
+        if args.image_size is not None:
+            options["image_size"] = args.image_size
+    elif not Path(args.data).is_dir():
+        raise FileNotFoundError(f"Data source {args.data!r} is neither 'synthetic' nor a folder of Parquet files")
+    else:
+        options["dataset"] = str(Path(args.data).resolve())
+    return options
+
+
+def _load_data(options: dict[str, Any], split: str | None) -> Any:
+    """The paired datasets.Dataset of a source (datasets_scripts.loading), optionally one split."""
+    from datasets_scripts.loading import load_paired_dataset
+
+    kwargs = {k: v for k, v in options.items() if k != "dataset"}
+    return load_paired_dataset(options["dataset"], split=split, **kwargs)
+
+
+def _device(name: str) -> Any:
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _load_model(path: str, device: str = "auto") -> Any:
+    """A CR-JEPA model from a saved folder (or Hub repo), in eval mode on the chosen device."""
+    from .modeling_crjepa import CRJepaModel
+
+    try:
+        model = CRJepaModel.from_pretrained(path)
+    except OSError as err:
+        raise FileNotFoundError(f"Cannot load a CR-JEPA model from {path!r}: {str(err).splitlines()[0]}") from err
+    return model.to(_device(device)).eval()
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="saved model folder (save_pretrained) or Hub model repo id")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+    parser.add_argument("--device", default="auto", help="'auto' (GPU if available), 'cpu', 'cuda', 'cuda:1'...")
+    parser.add_argument("--num-workers", type=int, default=0, help="data loader worker processes (default 0)")
+
+
+def _load_image(path: str) -> Any:
+    """A query image file -> native (C, H, W) array: .npy as stored, .tif via rasterio, .png/.jpg via Pillow."""
+    import numpy as np
+
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"Query image {path} does not exist")
+    suffix = file.suffix.lower()
+    if suffix == ".npy":
+        image = np.load(file, allow_pickle=False)
+    elif suffix in (".tif", ".tiff"):
+        try:
+            import rasterio
+
+            with rasterio.open(file) as src:
+                image = src.read()
+        except ImportError:
+            from PIL import Image
+
+            image = np.asarray(Image.open(file))
+    else:
+        from PIL import Image
+
+        image = np.asarray(Image.open(file))
+    if image.ndim == 2:
+        image = image[None]
+    elif suffix not in (".npy", ".tif", ".tiff") and image.ndim == 3:
+        image = image.transpose(2, 0, 1)  # Pillow gives (H, W, C)
+    if image.ndim != 3:
+        raise ValueError(f"Query image {path} has shape {image.shape}; expected (C, H, W)")
+    return image
+
+
+# ---------------------------------------------------------------------------------------------- commands
+def cmd_embed(args: argparse.Namespace) -> int:
+    from .hub import build_indices, config_summary, model_fingerprint, write_embeddings_dataset
+    from .retrieval import class_names_of, compute_embeddings
+
+    source = _source_options(args)
+    dataset = _load_data(source, args.split)
+    model = _load_model(args.model, args.device)
+    embeddings = compute_embeddings(model, dataset, sensors=args.sensors, spaces=args.spaces,
+                                    batch_size=args.batch_size, num_workers=args.num_workers, progress=True)
+    fingerprint = model_fingerprint(model)
+    indices = None
+    if args.index != "none":
+        indices = build_indices(embeddings.vectors, embeddings.ids, kind=args.index, fingerprint=fingerprint)
+    skip = {"id", "labels", *model.config.sensors}
+    metadata = {name: dataset[name] for name in dataset.column_names
+                if name not in skip and _is_scalar(dataset.features[name])}
+    class_names = class_names_of(dataset) or [str(i) for i in range(embeddings.labels.shape[1])]
+    out = write_embeddings_dataset(
+        args.output, embeddings.ids, embeddings.labels, class_names, embeddings.vectors, metadata=metadata,
+        model_fingerprint=fingerprint, config_summary=config_summary(model.config), indices=indices,
+        model_repo_id=args.model_repo_id, repo_id=args.repo_id, source={**source, "split": args.split})
+    print(f"Wrote {len(embeddings)} items x {len(embeddings.vectors)} columns "
+          f"({', '.join(embeddings.columns)}) to {out}")
+    return 0
+
+
+def _is_scalar(feature: Any) -> bool:
+    return type(feature).__name__ == "Value"
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from .hub import add_indices, load_embeddings
+
+    params = dict(_parse_param(p) for p in args.param)
+    columns = args.columns or load_embeddings(args.archive, load_indices=False).columns
+    bar = tqdm(total=len(columns), desc="indexing", unit="column")
+    kinds = add_indices(args.archive, kind=args.kind, columns=columns,
+                        progress=lambda name: (bar.set_postfix_str(name), bar.update(0)), **params)
+    bar.update(len(columns))
+    bar.close()
+    for name in columns:
+        print(f"{name}: {kinds[name]}")
+    return 0
+
+
+def _parse_param(text: str) -> tuple[str, Any]:
+    """'M=32' -> ('M', 32); numbers become numbers, everything else stays a string."""
+    if "=" not in text:
+        raise ValueError(f"--param takes key=value, found {text!r}")
+    key, value = text.split("=", 1)
+    for cast in (int, float):
+        try:
+            return key, cast(value)
+        except ValueError:
+            pass
+    return key, value
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .hub import load_embeddings
+
+    archive = load_embeddings(args.archive)
+    if (args.id is None) == (args.image is None):
+        raise ValueError("Give exactly one query: --id ARCHIVE_ID or --image FILE")
+    if args.id is not None:
+        directions = [args.direction] if args.direction else None
+        from .retrieval import directions_of
+
+        directions = directions or [d for d in directions_of(archive.sensors)]
+        results = {d: archive.search_by_id(args.id, d, args.k) for d in directions}
+    else:
+        if not args.model or not args.sensor:
+            raise ValueError("Searching by image needs --model (the model that embedded the archive) and --sensor")
+        model = _load_model(args.model, args.device)
+        image = _load_image(args.image)
+        targets = [args.target_sensor] if args.target_sensor else archive.sensors
+        results = {f"{args.sensor}->{t}": archive.search_by_image(model, image, args.sensor, t, args.k)
+                   for t in targets}
+    if args.json:
+        print(json.dumps({d: [vars(h) for h in hits] for d, hits in results.items()}, indent=2))
+    else:
+        for direction, hits in results.items():
+            print(f"{direction.upper()}  (query: {args.id or args.image})")
+            for hit in hits:
+                print(f"  {hit.rank:>3}  {hit.score:+.4f}  {hit.id}  {', '.join(hit.labels)}")
+    if args.png:
+        _write_png(args, archive, results)
+    return 0
+
+
+def _write_png(args: argparse.Namespace, archive: Any, results: dict[str, Any]) -> None:
+    """The result grid: images come from --data or from the data source recorded in the archive."""
+    from .visualize import DatasetImages, image_grid, query_grid
+
+    source = dict(archive.info.get("source") or {})
+    if args.data:
+        source = {"dataset": args.data}
+    if not source.get("dataset"):
+        raise ValueError("--png needs the images: pass --data SOURCE (the archive records no data source)")
+    split = source.pop("split", None)
+    images = DatasetImages(_load_data(source, split))
+    if args.id is not None:
+        grid = query_grid(archive, images, args.id, list(results), args.k, tile=args.tile)
+    else:
+        grid = image_grid(archive, images, _load_image(args.image), args.sensor,
+                          {d.split("->")[1]: hits for d, hits in results.items()}, tile=args.tile)
+    Path(args.png).parent.mkdir(parents=True, exist_ok=True)
+    grid.save(args.png)
+    print(f"Wrote {args.png} ({grid.width}x{grid.height})")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .retrieval import evaluate_retrieval
+
+    source = _source_options(args)
+    dataset = _load_data(source, args.split)
+    model = _load_model(args.model, args.device)
+    name = args.dataset_name or ("synthetic" if args.data == "synthetic" else Path(args.data).name)
+    results = evaluate_retrieval(model, dataset, query_split=args.query_split, gallery_split=args.gallery_split,
+                                 k=args.k, batch_size=args.batch_size, num_workers=args.num_workers,
+                                 dataset_name=name, progress=True)
+    table = results.to_markdown()
+    print(table)
+    for note in results.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if args.output_dir:
+        out = Path(args.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "retrieval_results.md").write_text(table + "\n")
+        results.to_json(out / "retrieval_results.json")
+        print(f"Wrote {out / 'retrieval_results.md'} and {out / 'retrieval_results.json'}")
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from .hub import INFO_FILE, push_folder
+
+    folder = Path(args.folder)
+    repo_type = args.repo_type
+    if repo_type == "auto":
+        repo_type = "dataset" if (folder / INFO_FILE).is_file() else "model"
+    url = push_folder(folder, args.repo_id, repo_type=repo_type, token=args.token, private=args.private,
+                      commit_message=args.message)
+    print(f"Pushed {folder} to {url}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="crjepa", description="CR-JEPA cross-modal remote-sensing retrieval: embed, index, search, "
+                                   "evaluate, push.",
+        epilog="Example: crjepa embed ./model synthetic -o ./emb && crjepa search ./emb --id ID --png grid.png")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("embed", help="embed a dataset into an embeddings archive (Parquet + card + faiss)",
+                       description="Embed every item with each sensor in the unified and cross spaces and write "
+                                   "an embeddings archive folder (pushable as a Hub dataset).")
+    _add_model_arguments(p)
+    _add_data_arguments(p, "embed only this split (default: all rows)")
+    p.add_argument("-o", "--output", required=True, help="archive folder to write (replaced atomically)")
+    p.add_argument("--sensors", nargs="+", default=None, help="sensors to embed (default: the model's two)")
+    p.add_argument("--spaces", nargs="+", default=["unified", "cross"], choices=["unified", "cross"],
+                   help="embedding spaces (default: both)")
+    p.add_argument("--index", default="none", choices=["none", "auto", "exact", "hnsw", "ivfpq"],
+                   help="also build faiss indices of this kind (default: none; see `crjepa index`)")
+    p.add_argument("--model-repo-id", default=None, help="Hub repo of the model, recorded in the card")
+    p.add_argument("--repo-id", default=None, help="Hub dataset repo the archive will be pushed to (for the card)")
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("index", help="build faiss indices for an embeddings archive folder",
+                       description="Build one faiss index per vector column and store it under faiss/.")
+    p.add_argument("archive", help="embeddings archive folder")
+    p.add_argument("--kind", default="auto", choices=["auto", "exact", "hnsw", "ivfpq"],
+                   help="index kind (default auto: exact for small archives, ANN for large ones)")
+    p.add_argument("--columns", nargs="+", default=None, help="vector columns to index (default: all)")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="index parameter, e.g. --param M=32 (repeatable)")
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("search", help="search an archive by archive id or by an image file",
+                       description="Print the top-k archive items (id, cosine score, labels) for a query. By id: "
+                                   "uses the stored embedding, no model needed. By image: embeds only the query.")
+    p.add_argument("archive", help="embeddings archive folder or Hub dataset repo id")
+    p.add_argument("--id", default=None, help="query by the id of an archive item")
+    p.add_argument("--image", default=None, help="query by an image file (.npy (C,H,W), .tif, .png)")
+    p.add_argument("--direction", default=None, help="with --id: e.g. s1->s2 (default: all four directions)")
+    p.add_argument("--sensor", default=None, help="with --image: the sensor of the image")
+    p.add_argument("--target-sensor", default=None, help="with --image: sensor column to search (default: both)")
+    p.add_argument("--model", default=None, help="with --image: the model folder that embedded the archive")
+    p.add_argument("--device", default="auto", help="with --image: 'auto', 'cpu', 'cuda'...")
+    p.add_argument("-k", type=int, default=10, help="results per direction (default 10)")
+    p.add_argument("--png", default=None, help="also write the result grid (green = relevant) to this PNG")
+    p.add_argument("--data", default=None, help="with --png: image source (default: the one the archive records)")
+    p.add_argument("--tile", type=int, default=96, help="with --png: tile size in pixels (default 96)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("evaluate", help="score the paper's four retrieval directions",
+                       description="S1->S1, S2->S2 (unified head, self-matches removed), S1->S2, S2->S1 (cross "
+                                   "head): F1@k for multi-label sets, mAP and P@k for single-label sets.")
+    _add_model_arguments(p)
+    _add_data_arguments(p, "load only this split before evaluating (default: all rows)")
+    p.add_argument("--query-split", default=None, help="queries from this split (default: all rows)")
+    p.add_argument("--gallery-split", default=None,
+                   help="archive from another split (CSMAE protocol: --query-split validation --gallery-split test)")
+    p.add_argument("-k", type=int, default=5, help="cut-off for F1@k / P@k (default 5, the paper's)")
+    p.add_argument("--dataset-name", default=None, help="name used in the results and model-index")
+    p.add_argument("--output-dir", default=None, help="write retrieval_results.md and retrieval_results.json here")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("push", help="upload an embeddings or model folder to the Hugging Face Hub",
+                       description="Create the repo if needed and upload the folder (needs a token: "
+                                   "`hf auth login` or HF_TOKEN).")
+    p.add_argument("folder", help="embeddings archive folder or saved model folder")
+    p.add_argument("repo_id", help="Hub repo, e.g. user/crjepa-ben14k-embeddings")
+    p.add_argument("--repo-type", default="auto", choices=["auto", "dataset", "model"],
+                   help="default auto: dataset for an embeddings archive, model otherwise")
+    p.add_argument("--private", action="store_true", help="create the repo as private")
+    p.add_argument("--token", default=None, help="Hub token (default: the logged-in one)")
+    p.add_argument("--message", default=None, help="commit message")
+    p.set_defaults(func=cmd_push)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``crjepa`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .hub import EmbeddingsError, HubError
+
+    try:
+        return int(args.func(args) or 0)
+    except (HubError, EmbeddingsError, ValueError, FileNotFoundError, KeyError, ImportError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        print(f"crjepa {args.command}: error: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("crjepa: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
