@@ -1,0 +1,180 @@
+"""compute_embeddings and evaluate_retrieval on the tiny model and built-in synthetic pairs (CPU, seconds)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import datasets
+import numpy as np
+import pytest
+import torch
+
+from modeling_crjepa import CRJepaConfig, CRJepaModel, preprocess_batch
+from modeling_crjepa.metrics import f1_at_k, mean_average_precision, precision_at_k
+from modeling_crjepa.retrieval import (
+    EmbeddingSet,
+    _shard,
+    compute_embeddings,
+    evaluate_embeddings,
+    evaluate_retrieval,
+    multi_hot,
+    select_split,
+)
+
+
+def synthetic_pairs(sizes: dict[str, int], seed: int = 0) -> datasets.Dataset:
+    """Contract-shaped paired rows (id, s1, s2, labels, split) from the built-in generator."""
+    from datasets_scripts import synthetic
+
+    parts = [synthetic.to_columns(synthetic.generate(n, seed=seed, split=split)) for split, n in sizes.items()]
+    columns = {key: [v for part in parts for v in list(part[key])] for key in parts[0]}
+    return datasets.Dataset.from_dict(columns, features=synthetic.features())
+
+
+@pytest.fixture(scope="module")
+def model() -> CRJepaModel:
+    torch.manual_seed(0)
+    return CRJepaModel(CRJepaConfig.from_preset("tiny")).eval()
+
+
+@pytest.fixture(scope="module")
+def pairs() -> datasets.Dataset:
+    return synthetic_pairs({"validation": 40, "test": 56})
+
+
+def test_embeddings_match_direct_model_calls_in_dataset_order(model, pairs):
+    emb = compute_embeddings(model, pairs, batch_size=16)
+    assert emb.columns == ["s1_unified", "s1_cross", "s2_unified", "s2_cross"]
+    assert emb.ids == pairs["id"]
+    assert emb.labels.shape == (len(pairs), 19) and emb.labels.dtype == np.uint8
+    np.testing.assert_array_equal(emb.labels, multi_hot(pairs["labels"], 19))
+    assert emb.class_names == pairs.features["labels"].feature.names
+    rows = [0, 17, len(pairs) - 1]
+    raw = pairs.with_format("numpy")[rows]
+    for sensor in ("s1", "s2"):
+        pixels = preprocess_batch(torch.as_tensor(raw[sensor].astype(np.float32)), sensor, model.config)
+        for space in ("unified", "cross"):
+            with torch.no_grad():
+                expected = model.get_embeddings(pixels, sensor=sensor, space=space).numpy()
+            got = emb[f"{sensor}_{space}"]
+            assert got.dtype == np.float32 and got.shape == (len(pairs), model.config.retrieval_dim)
+            np.testing.assert_allclose(got[rows], expected, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(emb["s2_cross"], axis=1), 1.0, atol=1e-5)
+
+
+def test_embeddings_from_a_loader_equal_those_from_the_dataset(model, pairs):
+    small = pairs.select(range(20))
+    loader = [{"s1": torch.as_tensor(b["s1"]), "s2": torch.as_tensor(b["s2"].astype(np.int32)),
+               "labels": torch.as_tensor(multi_hot(b["labels"], 19)).float(), "id": list(b["id"])}
+              for b in (small.with_format("numpy")[i:i + 8] for i in range(0, 20, 8))]
+    from_loader = compute_embeddings(model, loader, spaces=("cross",))
+    from_dataset = compute_embeddings(model, small, spaces=("cross",), batch_size=7)
+    assert from_loader.ids == from_dataset.ids
+    np.testing.assert_array_equal(from_loader.labels, from_dataset.labels)
+    np.testing.assert_allclose(from_loader["s1_cross"], from_dataset["s1_cross"], atol=1e-5)
+
+
+@pytest.mark.parametrize("num_items,processes", [(10, 3), (2, 4), (9, 3)])
+def test_shards_cover_every_item_once_in_order(num_items, processes):
+    shards = [_shard(num_items, SimpleNamespace(num_processes=processes, process_index=p)) for p in range(processes)]
+    assert len({len(idx) for idx, _ in shards}) == 1  # equal lengths, as accelerate's gather requires
+    real = np.concatenate([idx[:count] for idx, count in shards])
+    np.testing.assert_array_equal(real, np.arange(num_items))
+    gathered = np.concatenate([idx for idx, _ in shards])[:num_items]  # what gather + cut gives
+    np.testing.assert_array_equal(gathered, np.arange(num_items))
+
+
+def test_accelerate_shards_are_gathered_in_dataset_order(model, pairs):
+    """Each fake process embeds its shard; concatenating the gathered shards (as accelerate's gather does) and
+    cutting the padding gives exactly the single-process result."""
+    small = pairs.select(range(11))
+    full = compute_embeddings(model, small, spaces=("unified",), batch_size=4)
+    local_parts = []
+    for rank in range(3):
+        fake = SimpleNamespace(num_processes=3, process_index=rank, device=torch.device("cpu"),
+                               is_local_main_process=rank == 0, unwrap_model=lambda m: m, gather=lambda t: t)
+        part = compute_embeddings(model, small, spaces=("unified",), batch_size=4, accelerator=fake)
+        assert part.ids == full.ids  # ids and labels come from the dataset on every process
+        local_parts.append(part["s2_unified"])
+    assert [len(p) for p in local_parts] == [4, 4, 4]
+    np.testing.assert_allclose(np.concatenate(local_parts)[:11], full["s2_unified"], atol=1e-5)
+
+
+def test_evaluate_retrieval_four_directions_and_markdown(model, pairs):
+    results = evaluate_retrieval(model, pairs, k=5, dataset_name="synthetic")
+    directions = ["s1->s1", "s2->s2", "s1->s2", "s2->s1"]
+    assert results.directions == directions and results.multi_label
+    assert list(results.metrics) == ["F1@5", "F1@5 (CSMAE)", "mAP@5 (any shared)"]
+    for values in results.metrics.values():
+        assert list(values) == directions
+        assert all(0.0 <= v <= 1.0 for v in values.values())
+    lines = results.to_markdown().splitlines()
+    assert lines[0] == "| metric | S1->S1 | S2->S2 | S1->S2 | S2->S1 |"
+    assert lines[1] == "|---|---|---|---|---|"
+    assert lines[2].startswith("| F1@5 | ") and f"{results['F1@5']['s1->s2'] * 100:.2f}" in lines[2]
+    assert len(lines) == 2 + 3
+    entries = results.model_index()
+    assert len(entries) == 3 * 4 and entries[0].task_type == "image-retrieval"
+    assert entries[0].dataset_name == "synthetic" and entries[0].metric_type == "f1_at_5"
+    assert entries[0].metric_value == round(results["F1@5"]["s1->s1"] * 100, 2)
+    assert type(results).from_dict(results.as_dict()).metrics == results.metrics
+
+
+def test_split_protocol_scores_queries_against_the_other_split(model, pairs):
+    results = evaluate_retrieval(model, pairs, query_split="validation", gallery_split="test", k=5)
+    assert (results.num_queries, results.num_gallery) == (40, 56)
+    queries = compute_embeddings(model, select_split(pairs, "validation"))
+    gallery = compute_embeddings(model, select_split(pairs, "test"))
+    expected = f1_at_k(queries["s1_cross"] @ gallery["s2_cross"].T, queries.labels, gallery.labels, k=5)
+    assert results["F1@5"]["s1->s2"] == pytest.approx(expected)
+    same = f1_at_k(queries["s2_unified"] @ gallery["s2_unified"].T, queries.labels, gallery.labels, k=5)
+    assert results["F1@5"]["s2->s2"] == pytest.approx(same)  # no self-exclusion across splits
+    with pytest.raises(ValueError, match="splits"):
+        select_split(pairs, "train")
+
+
+def _random_set(labels: np.ndarray, seed: int = 0, dim: int = 8) -> EmbeddingSet:
+    rng = np.random.default_rng(seed)
+    vectors = {}
+    for name in ("a_unified", "a_cross", "b_unified", "b_cross"):
+        v = rng.normal(size=(len(labels), dim)).astype(np.float32)
+        vectors[name] = v / np.linalg.norm(v, axis=1, keepdims=True)
+    return EmbeddingSet(vectors, [f"x{i}" for i in range(len(labels))], labels, None)
+
+
+def test_same_modal_directions_exclude_self_matches():
+    labels = multi_hot([[i % 3] for i in range(12)], 3)  # single-label: mAP and P@k
+    emb = _random_set(labels)
+    results = evaluate_embeddings(emb, k=1)
+    assert list(results.metrics) == ["mAP", "P@1"] and not results.multi_label
+    sim = emb["a_unified"] @ emb["a_unified"].T
+    without_self = precision_at_k(sim, labels, labels, k=1, exclude_self=True)
+    with_self = precision_at_k(sim, labels, labels, k=1)
+    assert with_self == 1.0 and without_self < 1.0  # a case where including self would change the score
+    assert results["P@1"]["a->a"] == pytest.approx(without_self)
+    assert results["mAP"]["b->b"] == pytest.approx(
+        mean_average_precision(emb["b_unified"] @ emb["b_unified"].T, labels, labels, exclude_self=True))
+    cross = emb["a_cross"] @ emb["b_cross"].T  # cross-modal: the partner is a legitimate hit, nothing excluded
+    assert results["P@1"]["a->b"] == pytest.approx(precision_at_k(cross, labels, labels, k=1))
+
+
+def test_chunked_evaluation_equals_one_shot():
+    rng = np.random.default_rng(1)
+    labels = (rng.random((30, 5)) < 0.3).astype(np.uint8)
+    labels[labels.sum(1) == 0, 0] = 1
+    emb = _random_set(labels, seed=2)
+    one_shot = evaluate_embeddings(emb, k=5)
+    chunked = evaluate_embeddings(emb, k=5, max_similarity_elements=7 * 30)
+    for metric in ("F1@5", "mAP@5 (any shared)"):
+        for direction, value in one_shot[metric].items():
+            assert chunked[metric][direction] == pytest.approx(value)
+    assert "F1@5 (CSMAE)" not in chunked.metrics and chunked.notes  # not decomposable: skipped, and said so
+
+
+def test_clear_errors_for_bad_input(model, pairs):
+    with pytest.raises(ValueError, match="Unknown sensor 'rgb'"):
+        compute_embeddings(model, pairs, sensors=["rgb"])
+    with pytest.raises(ValueError, match="empty"):
+        compute_embeddings(model, pairs.select([]))
+    with pytest.raises(ValueError, match="outside 0..2"):
+        multi_hot([[0], [5]], 3)
