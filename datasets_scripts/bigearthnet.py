@@ -436,6 +436,11 @@ class BigEarthNetMM(datasets.GeneratorBasedBuilder):
     BUILDER_CONFIGS = [BigEarthNetConfig(name=name, description=_DESCRIPTIONS[name]) for name in ALL_SUBSETS]
     DEFAULT_CONFIG_NAME = "ben14k"
     DEFAULT_WRITER_BATCH_SIZE = 100  # rows are ~460 kB: keep writer memory small
+    CITATION = (
+        "@article{sumbul2021bigearthnetmm, title={BigEarthNet-MM: A Large-Scale, Multimodal, Multilabel Benchmark "
+        "Archive for Remote Sensing Image Classification and Retrieval}, author={Sumbul, Gencer and others}, "
+        "journal={IEEE Geoscience and Remote Sensing Magazine}, year={2021}}"
+    )
 
     def __init__(self, *args: Any, subset: str | None = None, **kwargs: Any) -> None:
         if subset is not None:
@@ -471,11 +476,7 @@ class BigEarthNetMM(datasets.GeneratorBasedBuilder):
             features=features(),
             homepage="https://bigearth.net",
             license="CDLA-Permissive-1.0",
-            citation=(
-                "@article{sumbul2021bigearthnetmm, title={BigEarthNet-MM: A Large-Scale, Multimodal, Multilabel "
-                "Benchmark Archive for Remote Sensing Image Classification and Retrieval}, author={Sumbul, Gencer "
-                "and others}, journal={IEEE Geoscience and Remote Sensing Magazine}, year={2021}}"
-            ),
+            citation=self.CITATION,
         )
 
     def _split_generators(self, dl_manager: Any) -> list[datasets.SplitGenerator]:
@@ -512,19 +513,24 @@ class BigEarthNetMM(datasets.GeneratorBasedBuilder):
                 return datasets.DatasetDict({name: parent.as_dataset(split=name, **kwargs) for name in kept})
         return super().as_dataset(split=split, **kwargs)
 
-    def conversion_report(self, dataset: datasets.DatasetDict | None = None) -> ConversionReport:
+    def conversion_report(
+        self, dataset: datasets.DatasetDict | None = None, written_ids: set[str] | None = None
+    ) -> ConversionReport:
         """Converted/missing/skipped counts of the prepared dataset, with a reason for every skipped pair.
 
-        Pairs planned but absent from the output were skipped while reading; they are re-read here (only those)
-        to recover the reason, which also works when the dataset came from the cache.
+        Pairs planned but absent from the output (`dataset`, or the ids of an export given as `written_ids`)
+        were skipped while reading; only those are re-read here to recover the reason, which also works when
+        the dataset came from the cache.
         """
         plan = self.plan()
-        dataset = dataset if dataset is not None else self.as_dataset()
-        converted = {name: ds.num_rows for name, ds in dataset.items()}
-        written = {i for ds in dataset.values() for i in ds["id"]}
+        if written_ids is None:
+            dataset = dataset if dataset is not None else self.as_dataset()
+            written_ids = {i for ds in dataset.values() for i in ds["id"]}
+        by_split = Counter(t["split"] for t in plan.tasks if t["s2_name"] in written_ids)
+        converted = {s: by_split[s] for s in (*SPLITS, UNASSIGNED) if by_split[s]}
         skipped = dict(plan.skipped)
         for task in plan.tasks:
-            if task["s2_name"] not in written:
+            if task["s2_name"] not in written_ids:
                 try:
                     read_pair(task, self.config.s2_resampling)
                     skipped[task["s2_name"]] = BigEarthNetError("not written", f"pair {task['s2_name']} not written")
@@ -545,18 +551,22 @@ def metadata_list(subset: str, reben_metadata: str | None = None) -> list[tuple[
     return sorted((p.s2_name, p.s1_name, p.split) for p in subset_pairs(subset))
 
 
-def _dataset_card(report: ConversionReport, config: BigEarthNetConfig) -> str:
-    """Short dataset card text: what the data is, how it was made, and what was left out."""
-    return (
-        f"# BigEarthNet-MM, subset `{report.subset}`\n\n{_DESCRIPTIONS[report.subset]}\n\n"
-        "Columns: `id` (S2 patch name), `s1` (2x120x120 float32 dB, VV,VH), `s2` (12x120x120 uint16, "
-        "B01,B02,B03,B04,B05,B06,B07,B08,B8A,B09,B11,B12), `labels` (BigEarthNet-19 ids), `split`, `s1_name`, "
-        "`s2_name`, `country`, `s2_date`, `tile`, `labels_43`.\n\n"
-        f"20 m / 60 m bands upsampled to 120x120 with {config.s2_resampling} resampling.\n\n"
-        f"Conversion: {report.summary()}\n\n"
-        "Source: BigEarthNet v1 (https://bigearth.net), CDLA-Permissive-1.0. Built with crjepa's "
-        "`python -m datasets_scripts bigearthnet`.\n"
-    )
+def dataset_card(config: BigEarthNetConfig) -> dict[str, Any]:
+    """Card fields for `datasets_scripts.common.export_builder`: what the data is and how it was made."""
+    return {
+        "pretty_name": f"BigEarthNet-MM ({config.name})",
+        "license": "cdla-permissive-1.0",
+        "tags": ["bigearthnet", "sentinel-1", "sentinel-2", "multi-label"],
+        "description": (
+            f"{_DESCRIPTIONS[config.name]} Sentinel-1 `s1` (VV,VH float32 dB) and Sentinel-2 `s2` (B01,B02,B03,"
+            "B04,B05,B06,B07,B08,B8A,B09,B11,B12 uint16 L2A reflectance) on the 120x120 10 m grid; 20 m / 60 m "
+            f"bands upsampled with {config.s2_resampling} resampling. Labels: BigEarthNet-19 nomenclature "
+            "(`labels_43` keeps the original CORINE names)."
+        ),
+        "source": "BigEarthNet v1 / reBEN, https://bigearth.net (converted with `python -m datasets_scripts "
+        "bigearthnet`)",
+        "citation": BigEarthNetMM.CITATION,
+    }
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -598,6 +608,13 @@ def _run_list_only(args: argparse.Namespace) -> int:
     return 0
 
 
+def _exported_ids(output_dir: Path) -> set[str]:
+    """`id` column of an export's Parquet shards."""
+    import pyarrow.parquet as pq
+
+    return {i for f in sorted(output_dir.glob("data/*.parquet")) for i in pq.read_table(f, columns=["id"])["id"].to_pylist()}
+
+
 def run_cli(args: argparse.Namespace) -> int:
     """`python -m datasets_scripts bigearthnet ...`: list from metadata, or convert + export (+ push)."""
     if args.list_only:
@@ -607,19 +624,21 @@ def run_cli(args: argparse.Namespace) -> int:
     from datasets_scripts.common import export_builder
 
     cache_dir = args.cache_dir or tempfile.mkdtemp(prefix="crjepa-bigearthnet-")
-    num_proc = args.num_proc or os.cpu_count() or 1
     try:
         builder = BigEarthNetMM(
             s1_dir=args.s1_dir, s2_dir=args.s2_dir, subset=args.subset, reben_metadata=args.reben_metadata,
             strict=args.strict, s2_resampling=args.s2_resampling, cache_dir=cache_dir,
         )  # fmt: skip
-        plan = builder.plan()
-        builder.download_and_prepare(num_proc=num_proc if len(plan.tasks) >= 2 * num_proc else None)
-        report = builder.conversion_report()
-        export_builder(
-            builder, args.output_dir, push_to_hub=args.push_to_hub, card=_dataset_card(report, builder.config),
-            num_proc=num_proc,
-        )  # fmt: skip
+        plan = builder.plan()  # fail fast (no pair present, strict) before any worker starts
+        num_proc = min(args.num_proc or os.cpu_count() or 1, max(1, len(plan.tasks) // 2))
+        output_dir = Path(
+            export_builder(
+                builder, args.output_dir, push_to_hub=args.push_to_hub, card=dataset_card(builder.config),
+                num_proc=num_proc,
+            )  # fmt: skip
+            or args.output_dir
+        )
+        report = builder.conversion_report(written_ids=_exported_ids(output_dir))
     finally:
         if not args.cache_dir:
             shutil.rmtree(cache_dir, ignore_errors=True)
@@ -641,6 +660,6 @@ if __name__ == "__main__":
 
 __all__ = [
     "BigEarthNetConfig", "BigEarthNetError", "BigEarthNetMM", "ConversionPlan", "ConversionReport", "S1_BANDS",
-    "S2_BANDS", "S2_NATIVE_SIZE", "add_cli", "features", "metadata_list", "plan_conversion", "read_band",
+    "S2_BANDS", "S2_NATIVE_SIZE", "add_cli", "dataset_card", "features", "metadata_list", "plan_conversion", "read_band",
     "read_pair", "read_s1", "read_s2", "run_cli",
 ]  # fmt: skip

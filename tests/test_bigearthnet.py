@@ -10,7 +10,6 @@ import json
 import shutil
 import sys
 import tarfile
-import types
 from pathlib import Path
 
 import numpy as np
@@ -329,19 +328,15 @@ def test_cli_list_only(tmp_path, capsys):
     assert hashlib.md5(out.read_bytes()).hexdigest() == "0fcce0ed1b79a7432f9e9ea5f9888b90"
 
 
-def test_cli_convert_calls_export_and_prints_summary(example_dirs, tmp_path, capsys, monkeypatch):
-    calls = []
+def test_cli_convert_exports_parquet_and_prints_summary(example_dirs, tmp_path, capsys):
+    pytest.importorskip("datasets_scripts.common")  # the shared exporter (Parquet shards + card, atomic)
+    import pyarrow.parquet as pq
 
-    def export_builder(builder, output_dir, push_to_hub=None, card=None, num_proc=None):
-        ds = builder.as_dataset()  # the builder must be prepared when handed over
-        calls.append((sum(d.num_rows for d in ds.values()), output_dir, push_to_hub, card))
-
-    monkeypatch.setitem(sys.modules, "datasets_scripts.common", types.SimpleNamespace(export_builder=export_builder))
     out = tmp_path / "out"
     argv = ["bigearthnet", "--s1-dir", str(example_dirs[0]), "--s2-dir", str(example_dirs[1]),
-            "--output-dir", str(out), "--subset", "recommended", "--push-to-hub", "me/ben", "--num-proc", "1"]  # fmt: skip
+            "--output-dir", str(out), "--subset", "recommended", "--num-proc", "1"]  # fmt: skip
     assert _run(argv) == 0
-    (n, output_dir, repo, card), = calls
-    assert (n, str(output_dir), repo) == (5, str(out), "me/ben")
-    assert "converted 5 pairs" in card
-    assert "bigearthnet recommended: converted 5 pairs (train 4, test 1)" in capsys.readouterr().out
+    assert "bigearthnet recommended: converted 5 pairs (train 4, test 1), missing 519,279" in capsys.readouterr().out
+    table = pq.read_table(sorted((out / "data").glob("train-*.parquet")))
+    assert table.num_rows == 4 and set(table["id"].to_pylist()) < set(EXAMPLES)
+    assert "BigEarthNet-MM (recommended)" in (out / "README.md").read_text()
