@@ -71,7 +71,7 @@ def _native(path: Path) -> np.ndarray:
 def _write_tif(path: Path, array: np.ndarray) -> None:
     with rasterio.open(
         path, "w", driver="GTiff", height=array.shape[0], width=array.shape[1], count=1, dtype=array.dtype,
-        crs="EPSG:32633", transform=rasterio.transform.from_origin(400_000, 5_342_400, 10, 10),
+        crs="EPSG:32633", transform=rasterio.Affine(10, 0, 400_000, 0, -10, 5_342_400),
     ) as dst:
         dst.write(array, 1)
 
