@@ -1,0 +1,272 @@
+"""Embeddings archives: write -> load in a fresh process -> search, the push path, fingerprints, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pytest
+import torch
+
+from modeling_crjepa import CRJepaConfig, CRJepaModel
+from modeling_crjepa.hub import (
+    EmbeddingsError,
+    HubError,
+    build_indices,
+    check_hub_access,
+    config_summary,
+    load_embeddings,
+    model_fingerprint,
+    push_folder,
+    write_embeddings_dataset,
+)
+from modeling_crjepa.retrieval import compute_embeddings
+from test_retrieval import synthetic_pairs
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def model() -> CRJepaModel:
+    torch.manual_seed(0)
+    return CRJepaModel(CRJepaConfig.from_preset("tiny")).eval()
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    return synthetic_pairs({"test": 80})
+
+
+@pytest.fixture(scope="module")
+def embeddings(model, pairs):
+    return compute_embeddings(model, pairs, batch_size=32)
+
+
+def write_archive(folder: Path, model, pairs, embeddings, indices: bool = True) -> Path:
+    fingerprint = model_fingerprint(model)
+    built = build_indices(embeddings.vectors, embeddings.ids, kind="exact", fingerprint=fingerprint) if indices else None
+    return write_embeddings_dataset(
+        folder, embeddings.ids, embeddings.labels, embeddings.class_names, embeddings.vectors,
+        metadata={"split": pairs["split"]}, model_fingerprint=fingerprint, config_summary=config_summary(model.config),
+        indices=built, model_repo_id="someone/crjepa-tiny", source={"dataset": "synthetic"})
+
+
+@pytest.fixture(scope="module")
+def archive_dir(tmp_path_factory, model, pairs, embeddings) -> Path:
+    return write_archive(tmp_path_factory.mktemp("hub") / "emb", model, pairs, embeddings)
+
+
+def exact_top_k(queries: np.ndarray, gallery: np.ndarray, k: int, exclude: np.ndarray | None = None) -> np.ndarray:
+    scores = queries @ gallery.T
+    if exclude is not None:
+        scores[np.arange(len(queries)), exclude] = -np.inf
+    return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+
+
+def test_archive_loads_in_a_fresh_process_and_search_equals_exact_numpy(archive_dir, embeddings):
+    queries = [embeddings.ids[i] for i in (0, 7, 33, 79)]
+    script = textwrap.dedent(f"""
+        import json, sys
+        from modeling_crjepa.hub import load_embeddings
+        archive = load_embeddings({str(archive_dir)!r})
+        assert sorted(archive.indices) == ['s1_cross', 's1_unified', 's2_cross', 's2_unified'], archive.indices
+        out = {{d: [[h.id for h in archive.search_by_id(q, d, k=5)] for q in {queries!r}]
+               for d in ('s1->s2', 's2->s1', 's2->s2')}}
+        print(json.dumps(out))
+    """)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=archive_dir.parent,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    rows = np.array([embeddings.ids.index(q) for q in queries])
+    ids = np.array(embeddings.ids)
+    cross = exact_top_k(embeddings["s1_cross"][rows], embeddings["s2_cross"], 5)
+    assert found["s1->s2"] == ids[cross].tolist()
+    back = exact_top_k(embeddings["s2_cross"][rows], embeddings["s1_cross"], 5)
+    assert found["s2->s1"] == ids[back].tolist()
+    same = exact_top_k(embeddings["s2_unified"][rows], embeddings["s2_unified"], 5, exclude=rows)
+    assert found["s2->s2"] == ids[same].tolist()
+    assert not set(queries) & {i for hits in found["s2->s2"] for i in hits[:1]}  # self removed
+
+
+def test_staged_folder_is_complete_and_loads_with_datasets_and_faiss(archive_dir, embeddings):
+    from datasets import load_dataset
+    from huggingface_hub import DatasetCard
+
+    parquet = sorted((archive_dir / "data").glob("*.parquet"))
+    assert len(parquet) == 1
+    ds = load_dataset("parquet", data_files=[str(p) for p in parquet], split="train",
+                      cache_dir=str(archive_dir.parent / "cache"))
+    assert ds.column_names == ["id", "labels", "split", "s1_unified", "s1_cross", "s2_unified", "s2_cross"]
+    assert ds.features["labels"].feature.names == embeddings.class_names
+    assert ds.features["s2_cross"].length == 32
+    np.testing.assert_array_equal(np.asarray(ds["s2_cross"], dtype=np.float32), embeddings["s2_cross"])
+    assert ds["id"] == embeddings.ids
+    info = json.loads((archive_dir / "embeddings_info.json").read_text())
+    assert info["dimension"] == 32 and info["sensors"] == ["s1", "s2"] and info["spaces"] == ["unified", "cross"]
+    assert info["model_repo_id"] == "someone/crjepa-tiny" and len(info["model_fingerprint"]) == 16
+    assert info["indices"] == {c: "exact" for c in embeddings.columns}
+    for column in embeddings.columns:
+        index = faiss.read_index(str(archive_dir / "faiss" / column / "index.faiss"))
+        assert (index.ntotal, index.d) == (80, 32)
+        assert json.loads((archive_dir / "faiss" / column / "ids.json").read_text()) == embeddings.ids
+    card = DatasetCard.load(archive_dir / "README.md")
+    assert card.data.configs[0]["data_files"][0]["path"] == "data/train-*.parquet"
+    assert "someone/crjepa-tiny" in card.text and info["model_fingerprint"] in card.text
+    assert not [p for p in archive_dir.parent.iterdir() if ".tmp-" in p.name]
+
+
+class FakeHubApi:
+    """Records what push_folder asks of the Hub."""
+
+    def __init__(self, token: str | None = "hf_fake", fail_whoami: bool = False) -> None:
+        self.token, self.fail_whoami, self.calls = token, fail_whoami, []
+
+    def whoami(self, token=None):
+        self.calls.append(("whoami", token))
+        if self.fail_whoami:
+            raise ConnectionError("Failed to resolve 'huggingface.co'\nmore detail")
+        return {"name": "someone"}
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(("create_repo", repo_id, kwargs))
+        return f"https://huggingface.co/datasets/{repo_id}"
+
+    def upload_folder(self, **kwargs):
+        self.calls.append(("upload_folder", kwargs))
+
+
+def test_push_goes_through_the_injected_client(archive_dir):
+    api = FakeHubApi()
+    url = push_folder(archive_dir, "someone/emb", repo_type="dataset", api=api, private=True)
+    assert url == "https://huggingface.co/datasets/someone/emb"
+    names = [c[0] for c in api.calls]
+    assert names == ["whoami", "create_repo", "upload_folder"]
+    _, repo_id, create = api.calls[1]
+    assert repo_id == "someone/emb" and create["repo_type"] == "dataset" and create["exist_ok"] is True
+    assert create["private"] is True
+    upload = api.calls[2][1]
+    assert upload["folder_path"] == str(archive_dir) and upload["repo_type"] == "dataset"
+    assert upload["repo_id"] == "someone/emb" and upload["commit_message"]
+
+
+def test_hub_access_failures_are_one_clear_sentence(monkeypatch, tmp_path):
+    with pytest.raises(HubError, match="no Hugging Face token") as err:
+        check_hub_access("someone/emb", api=FakeHubApi(token=None))
+    assert "\n" not in str(err.value)
+    with pytest.raises(HubError, match="did not accept the token .*ConnectionError") as err:
+        push_folder(tmp_path, "someone/emb", api=FakeHubApi(fail_whoami=True))
+    assert "\n" not in str(err.value)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(HubError, match="HF_HUB_OFFLINE"):
+        check_hub_access("someone/emb")
+    with pytest.raises(HubError, match="user-or-org/name"):
+        check_hub_access("not-a-repo-id")
+
+
+def test_load_from_hub_uses_snapshot_download(archive_dir):
+    class FakeDownloadApi:
+        def snapshot_download(self, repo_id, repo_type=None, revision=None, token=None):
+            assert (repo_id, repo_type) == ("someone/emb", "dataset")
+            return str(archive_dir)
+
+    archive = load_embeddings("someone/emb", api=FakeDownloadApi())
+    assert len(archive) == 80 and archive.dimension == 32
+
+
+def test_search_by_id_needs_no_model_and_by_image_embeds_only_the_query(archive_dir, model, pairs, embeddings):
+    archive = load_embeddings(archive_dir)
+    hits = archive.search_by_id(embeddings.ids[3], "s1->s2", k=4)
+    assert [h.rank for h in hits] == [1, 2, 3, 4]
+    assert hits[0].score >= hits[-1].score
+    expected = np.argsort(-(embeddings["s1_cross"][3] @ embeddings["s2_cross"].T), kind="stable")[:4]
+    assert [h.position for h in hits] == expected.tolist()
+    assert hits[0].labels == [embeddings.class_names[c] for c in np.flatnonzero(embeddings.labels[hits[0].position])]
+
+    image = pairs.with_format("numpy")[3]["s2"]
+    same = archive.search_by_image(model, image, "s2", k=3)
+    assert same[0].id == embeddings.ids[3] and same[0].score == pytest.approx(1.0, abs=1e-4)
+    cross = archive.search_by_image(model, image, "s2", "s1", k=5)
+    assert [h.id for h in cross] == [h.id for h in archive.search_by_id(embeddings.ids[3], "s2->s1", k=5)]
+
+
+def test_fingerprint_is_stable_across_save_and_load_and_tracks_weights(model, tmp_path):
+    model.save_pretrained(tmp_path / "m")
+    reloaded = CRJepaModel.from_pretrained(tmp_path / "m")
+    assert model_fingerprint(reloaded) == model_fingerprint(model)
+    with torch.no_grad():
+        next(reloaded.parameters()).view(-1)[0] += 1e-3
+    assert model_fingerprint(reloaded) != model_fingerprint(model)
+
+
+def test_bad_input_gives_clear_errors(tmp_path, archive_dir, model, pairs, embeddings):
+    archive = load_embeddings(archive_dir)
+    with pytest.raises(EmbeddingsError, match="holds 32-d vectors"):
+        archive.search(np.ones(16, np.float32), "s2_cross", k=3)
+    with pytest.raises(ValueError, match="Unknown sensor 's3'"):
+        archive.search_by_id(embeddings.ids[0], "s3->s1")
+    with pytest.raises(ValueError, match="Unknown sensor 'rgb'"):
+        archive.search_by_image(model, np.zeros((3, 8, 8), np.float32), "rgb")
+    with pytest.raises(EmbeddingsError, match="No item with id 'nope'"):
+        archive.search_by_id("nope", "s1->s2")
+
+    torch.manual_seed(1)
+    other = CRJepaModel(CRJepaConfig.from_preset("tiny"))
+    with pytest.raises(EmbeddingsError, match="embedded by model .* fingerprint"):
+        load_embeddings(archive_dir, model=other)
+    with pytest.raises(EmbeddingsError, match="fingerprint"):
+        archive.search_by_image(other, pairs.with_format("numpy")[0]["s1"], "s1")
+
+    # an index built by another model, dropped into the archive
+    copy = Path(shutil.copytree(archive_dir, tmp_path / "copy"))
+    foreign = build_indices(embeddings.vectors, embeddings.ids, kind="exact", fingerprint=model_fingerprint(other),
+                            columns=["s1_cross"])["s1_cross"]
+    foreign.save(copy / "faiss" / "s1_cross")
+    with pytest.raises(EmbeddingsError, match="s1_cross.*built from model"):
+        load_embeddings(copy)
+
+    # embeddings of another dimension
+    mixed = dict(embeddings.vectors, s2_cross=embeddings["s2_cross"][:, :16])
+    with pytest.raises(EmbeddingsError, match="one dimension"):
+        write_embeddings_dataset(tmp_path / "mixed", embeddings.ids, embeddings.labels, embeddings.class_names, mixed)
+    info = json.loads((copy / "embeddings_info.json").read_text())
+    (copy / "embeddings_info.json").write_text(json.dumps({**info, "dimension": 64}))
+    with pytest.raises(EmbeddingsError, match="32-d vectors but embeddings_info.json says 64-d"):
+        load_embeddings(copy, load_indices=False)
+
+    # an empty archive: refused on write, and reported on load
+    with pytest.raises(EmbeddingsError, match="empty"):
+        write_embeddings_dataset(tmp_path / "empty", [], np.zeros((0, 19)), embeddings.class_names,
+                                 {"s1_cross": np.zeros((0, 32), np.float32)})
+    assert not (tmp_path / "empty").exists()
+    import pyarrow.parquet as pq
+
+    parquet = next((archive_dir / "data").glob("*.parquet"))
+    empty = Path(shutil.copytree(archive_dir, tmp_path / "empty2"))
+    pq.write_table(pq.read_table(parquet).slice(0, 0), next((empty / "data").glob("*.parquet")))
+    with pytest.raises(EmbeddingsError, match="empty"):
+        load_embeddings(empty)
+
+
+def test_failed_write_leaves_nothing_behind(tmp_path, model, pairs, embeddings, monkeypatch):
+    import modeling_crjepa.hub as hub
+
+    target = write_archive(tmp_path / "emb", model, pairs, embeddings, indices=False)
+    before = sorted(p.relative_to(target) for p in target.rglob("*"))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(hub, "render_card", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_archive(tmp_path / "emb", model, pairs, embeddings)
+    assert sorted(p.relative_to(target) for p in target.rglob("*")) == before  # old archive intact
+    assert [p.name for p in tmp_path.iterdir()] == ["emb"]  # no temp folders left
