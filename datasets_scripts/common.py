@@ -1,0 +1,525 @@
+"""Shared data machinery: the one row schema, the image readers, split rules, a base builder and Parquet/Hub export.
+
+Every builder in this package writes rows with the same schema (docs/CONTRACTS.md): ``id``, one
+``Array3D(C, H, W)`` column per sensor at native size and dtype, ``labels`` (list of class ids with the class
+names in the features), ``split`` and string metadata columns. `paired_features` is the only place that schema
+is spelled out; `read_image` / `probe_image` are the only image readers (GeoTIFF, PNG/JPEG, .npy).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+SPLITS: tuple[str, ...] = ("train", "validation", "test", "unassigned")
+"""Split names used in the ``split`` column, in the order splits are written."""
+
+CARD_TEMPLATE = Path(__file__).resolve().parent.parent / "model_cards" / "dataset_card.md"
+PNG_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+TIFF_SUFFIXES = (".tif", ".tiff")
+NPY_SUFFIXES = (".npy",)
+IMAGE_SUFFIXES = PNG_SUFFIXES + TIFF_SUFFIXES + NPY_SUFFIXES
+
+
+class DataError(ValueError):
+    """Bad input data, with a message a person can act on (file, sensor, expected vs found)."""
+
+
+class PublishError(RuntimeError):
+    """Pushing to the Hugging Face Hub failed (no network, no token, no rights)."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Schema
+# ----------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SensorSpec:
+    """Native shape (C, H, W) and numpy dtype name of one sensor's images."""
+
+    shape: tuple[int, int, int]
+    dtype: str
+
+    def describe(self) -> str:
+        return f"{tuple(self.shape)} {self.dtype}"
+
+
+def paired_features(
+    sensors: Mapping[str, SensorSpec], class_names: Sequence[str], metadata: Sequence[str] = ()
+) -> datasets.Features:
+    """The row schema shared by all builders: id, one Array3D per sensor, labels, split, metadata strings."""
+    feats: dict[str, Any] = {"id": datasets.Value("string")}
+    for name, spec in sensors.items():
+        if len(spec.shape) != 3:
+            raise DataError(f"Sensor {name!r}: images must be (C, H, W), got shape {spec.shape}")
+        feats[name] = datasets.Array3D(shape=tuple(int(s) for s in spec.shape), dtype=spec.dtype)
+    feats["labels"] = datasets.Sequence(datasets.ClassLabel(names=list(class_names)))
+    feats["split"] = datasets.Value("string")
+    for column in metadata:
+        feats[column] = datasets.Value("string")
+    return datasets.Features(feats)
+
+
+def sensor_columns(features: datasets.Features) -> list[str]:
+    """Names of the image (Array3D) columns of a paired dataset, in schema order."""
+    return [k for k, v in features.items() if isinstance(v, datasets.Array3D)]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Image readers: one per format, shared by every builder
+# ----------------------------------------------------------------------------------------------------------
+def _pil_dtype(mode: str) -> str:
+    if mode.startswith("I;16"):
+        return "uint16"
+    return {"I": "int32", "F": "float32", "1": "bool"}.get(mode, "uint8")
+
+
+def probe_image(path: str | os.PathLike) -> SensorSpec:
+    """Shape (C, H, W) and dtype of an image file, from its header only (cheap; used to validate a whole set
+    before anything is written)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise DataError(f"Missing image file: {path}")
+    try:
+        if suffix in TIFF_SUFFIXES:
+            import rasterio
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with rasterio.open(path) as src:
+                    return SensorSpec((src.count, src.height, src.width), np.dtype(src.dtypes[0]).name)
+        if suffix in PNG_SUFFIXES:
+            from PIL import Image
+
+            with Image.open(path) as img:
+                return SensorSpec((len(img.getbands()), img.height, img.width), _pil_dtype(img.mode))
+        if suffix in NPY_SUFFIXES:
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            shape = (1, *arr.shape) if arr.ndim == 2 else tuple(arr.shape)
+            if len(shape) != 3:
+                raise DataError(f"{path}: .npy images must be (C, H, W) or (H, W), found shape {arr.shape}")
+            return SensorSpec(shape, arr.dtype.name)
+    except DataError:
+        raise
+    except Exception as exc:  # rasterio/PIL/numpy raise many types for a corrupt file
+        raise DataError(f"Cannot read image file {path}: {type(exc).__name__}: {exc}") from exc
+    raise DataError(f"Unsupported image format {suffix!r} for {path}; use one of {', '.join(IMAGE_SUFFIXES)}")
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as a (C, H, W) array of its native dtype: GeoTIFF (rasterio), PNG/JPEG (pillow,
+    HWC converted to CHW; RGBA PNG gives 4 channels) or .npy (numpy, no pickles)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise DataError(f"Missing image file: {path}")
+    try:
+        if suffix in TIFF_SUFFIXES:
+            import rasterio
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with rasterio.open(path) as src:
+                    return src.read()
+        if suffix in PNG_SUFFIXES:
+            from PIL import Image
+
+            with Image.open(path) as img:
+                arr = np.asarray(img)
+            return arr[None] if arr.ndim == 2 else np.ascontiguousarray(arr.transpose(2, 0, 1))
+        if suffix in NPY_SUFFIXES:
+            arr = np.load(path, allow_pickle=False)
+            return arr[None] if arr.ndim == 2 else arr
+    except Exception as exc:
+        raise DataError(f"Cannot read image file {path}: {type(exc).__name__}: {exc}") from exc
+    raise DataError(f"Unsupported image format {suffix!r} for {path}; use one of {', '.join(IMAGE_SUFFIXES)}")
+
+
+def check_spec(found: SensorSpec, expected: SensorSpec, source: str, sensor: str) -> None:
+    """Raise a DataError naming the file and sensor if a shape differs or a dtype cannot be cast safely."""
+    if tuple(found.shape) != tuple(expected.shape):
+        raise DataError(
+            f"{source} (sensor {sensor!r}): expected shape {tuple(expected.shape)}, found {tuple(found.shape)}"
+        )
+    if not np.can_cast(np.dtype(found.dtype), np.dtype(expected.dtype), "safe"):
+        raise DataError(
+            f"{source} (sensor {sensor!r}): expected dtype {expected.dtype} (or one that casts safely to it), "
+            f"found {found.dtype}"
+        )
+
+
+def conform(arr: np.ndarray, spec: SensorSpec, source: str, sensor: str) -> np.ndarray:
+    """Check an image against its sensor's spec and cast it safely (e.g. uint8 -> uint16)."""
+    check_spec(SensorSpec(tuple(arr.shape), arr.dtype.name), spec, source, sensor)
+    return arr if arr.dtype == np.dtype(spec.dtype) else arr.astype(spec.dtype)
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly inside a folder, sorted by natural order of their stems (2 before 10)."""
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(files, key=lambda p: natural_key(p.stem))
+
+
+def natural_key(text: str) -> tuple:
+    """Sort key that orders embedded numbers numerically ("img2" < "img10")."""
+    import re
+
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Splits
+# ----------------------------------------------------------------------------------------------------------
+def _count(n: int, amount: int | float) -> int:
+    """An absolute count per class (int) or a fraction of the class (float < 1)."""
+    if isinstance(amount, float) and amount < 1:
+        return int(round(n * amount))
+    return int(amount)
+
+
+def split_by_class(
+    keys_by_class: Mapping[Any, Sequence[str]],
+    test: int | float,
+    validation: int | float = 0,
+    seed: int | None = None,
+) -> dict[str, str]:
+    """Deterministic per-class split: in each class (keys in index order, or shuffled with ``seed``) the LAST
+    ``test`` keys are test, the ``validation`` keys before them validation, the rest train. Counts are per
+    class (int) or fractions (float < 1)."""
+    out: dict[str, str] = {}
+    for cls, keys in keys_by_class.items():
+        keys = list(keys)
+        if seed is not None:
+            random.Random(f"{seed}-{cls}").shuffle(keys)
+        n = len(keys)
+        n_test = min(n, _count(n, test))
+        n_val = min(n - n_test, _count(n, validation))
+        n_train = n - n_test - n_val
+        for i, key in enumerate(keys):
+            out[key] = "train" if i < n_train else "validation" if i < n_train + n_val else "test"
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Base builder for file-backed paired sets
+# ----------------------------------------------------------------------------------------------------------
+@dataclass
+class Record:
+    """One pair before reading: its id, a source per sensor (a path, or anything `_load` understands),
+    class ids, split and metadata strings."""
+
+    id: str
+    sources: dict[str, Any]
+    labels: list[int]
+    split: str
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+class PairedBuilder(datasets.GeneratorBasedBuilder):
+    """Base for file-backed paired builders. Subclasses give `_sensor_specs`, `_class_names` and `_records`
+    (an index of the pairs, cheap: no pixels read). The base validates every file's header before writing
+    anything (so one bad file fails fast, naming it), then reads and writes rows split by split."""
+
+    CARD: dict[str, Any] = {}
+    """Card facts: pretty_name, license, description, citation, source (used by `export_builder`)."""
+    METADATA: tuple[str, ...] = ()
+
+    # -- to implement -------------------------------------------------------------------------------------
+    def _class_names(self) -> list[str]:
+        raise NotImplementedError
+
+    def _records(self) -> list[Record]:
+        """Index of all pairs (paths, labels, split), built without reading pixels."""
+        raise NotImplementedError
+
+    def _sensor_specs(self) -> dict[str, SensorSpec]:
+        """Shape and dtype per sensor; by default those of the first pair (every other pair must match)."""
+        first = self._index()[0]
+        return {sensor: self._probe(source) for sensor, source in first.sources.items()}
+
+    def _probe(self, source: Any) -> SensorSpec:
+        """Header-only shape of one source; override for non-file sources."""
+        return probe_image(source)
+
+    def _load(self, source: Any) -> np.ndarray:
+        """Pixels of one source; override for non-file sources."""
+        return read_image(source)
+
+    def _index(self) -> list[Record]:
+        """`_records`, computed once per builder."""
+        if getattr(self, "_cached_records", None) is None:
+            records = self._records()
+            if not records:
+                raise DataError(f"{type(self).__name__}: no image pairs found under {self.config.data_dir}")
+            self._cached_records = records
+        return self._cached_records
+
+    # -- datasets plumbing --------------------------------------------------------------------------------
+    def _root(self) -> Path:
+        if not self.config.data_dir:
+            raise DataError(f"{type(self).__name__} needs data_dir=<folder with the raw data>")
+        root = Path(self.config.data_dir).expanduser()
+        if not root.exists():
+            raise DataError(f"Data folder not found: {root}")
+        return root
+
+    def _info(self) -> datasets.DatasetInfo:
+        return datasets.DatasetInfo(
+            description=self.CARD.get("description", ""),
+            citation=self.CARD.get("citation", ""),
+            homepage=self.CARD.get("homepage", ""),
+            license=self.CARD.get("license", ""),
+            features=paired_features(self._sensor_specs(), self._class_names(), self.METADATA),
+        )
+
+    def _split_generators(self, dl_manager: Any) -> list[datasets.SplitGenerator]:
+        records = self._index()
+        self._validate(records)
+        by_split: dict[str, list[Record]] = {}
+        for rec in records:
+            if rec.split not in SPLITS:
+                raise DataError(f"Pair {rec.id!r}: unknown split {rec.split!r}; use one of {', '.join(SPLITS)}")
+            by_split.setdefault(rec.split, []).append(rec)
+        return [
+            datasets.SplitGenerator(name=s, gen_kwargs={"records": by_split[s]}) for s in SPLITS if s in by_split
+        ]
+
+    def _validate(self, records: list[Record]) -> None:
+        """Check every source's header (shape, dtype) and that ids are unique, before any row is written."""
+        specs = self._sensor_specs()
+        seen: set[str] = set()
+        for rec in _progress(records, desc="Checking files"):
+            if rec.id in seen:
+                raise DataError(f"Duplicate pair id {rec.id!r}")
+            seen.add(rec.id)
+            for sensor, spec in specs.items():
+                if sensor not in rec.sources:
+                    raise DataError(f"Pair {rec.id!r} has no {sensor!r} image")
+                check_spec(self._probe(rec.sources[sensor]), spec, str(rec.sources[sensor]), sensor)
+
+    def _generate_examples(self, records: list[Record]) -> Iterator[tuple[str, dict[str, Any]]]:
+        specs = self._sensor_specs()
+        for rec in records:
+            row: dict[str, Any] = {"id": rec.id}
+            for sensor, spec in specs.items():
+                row[sensor] = conform(self._load(rec.sources[sensor]), spec, str(rec.sources[sensor]), sensor)
+            row["labels"] = list(rec.labels)
+            row["split"] = rec.split
+            for column in self.METADATA:
+                row[column] = rec.metadata.get(column, "")
+            yield rec.id, row
+
+
+def _progress(items: Sequence[Any], desc: str) -> Iterable[Any]:
+    """A tqdm bar on long work, silent on short lists."""
+    if len(items) < 2000:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, unit="file")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Export: Parquet shards + dataset card, atomically; optional push to the Hub
+# ----------------------------------------------------------------------------------------------------------
+_HUB_HINT = "log in with `hf auth login` (or pass --token), check the network and that you may write to it"
+
+
+def _hub_call(what: str, repo_id: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run one Hub call and turn any failure into a one-sentence PublishError."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PublishError(
+            f"Could not push to the Hub dataset repo {repo_id!r} ({what} failed: {msg}); {_HUB_HINT}."
+        ) from None
+
+
+def prepare_push(repo_id: str, token: str | None = None, api: Any = None, private: bool = False) -> Any:
+    """Check credentials and create the dataset repo BEFORE any conversion work; returns the Hub client."""
+    if api is None:
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+    _hub_call("authentication", repo_id, api.whoami)
+    _hub_call("repo creation", repo_id, api.create_repo, repo_id, repo_type="dataset", exist_ok=True,
+              private=private)
+    return api
+
+
+def render_card(
+    info: datasets.DatasetInfo, splits: Mapping[str, int], card: Mapping[str, Any] | None = None,
+    repo_id: str | None = None,
+) -> str:
+    """The README.md of an exported set: YAML (configs with data_files per split, dataset_info, license,
+    task_categories, tags) so `load_dataset(repo)` works with no code, plus the template's prose."""
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    card = dict(card or {})
+    features = info.features
+    sensors = sensor_columns(features)
+    class_names = features["labels"].feature.names
+    yaml_info = {
+        "features": features._to_yaml_list(),
+        "splits": [{"name": s, "num_examples": int(n)} for s, n in splits.items()],
+    }
+    data = DatasetCardData(
+        pretty_name=card.get("pretty_name", repo_id or "paired remote-sensing images"),
+        license=card.get("license") or "other",
+        task_categories=["image-feature-extraction"],
+        tags=["remote-sensing", "cross-modal-retrieval", "crjepa", "earth-observation", *card.get("tags", [])],
+        size_categories=_size_category(sum(splits.values())),
+        configs=[{
+            "config_name": "default",
+            "data_files": [{"split": s, "path": f"data/{s}-*.parquet"} for s in splits],
+        }],
+        dataset_info=yaml_info,
+    )
+    sensor_lines = "\n".join(
+        f"| `{s}` | {features[s].shape[0]} | {features[s].shape[1]}x{features[s].shape[2]} | {features[s].dtype} |"
+        for s in sensors
+    )
+    return str(DatasetCard.from_template(
+        data,
+        template_path=str(CARD_TEMPLATE),
+        pretty_name=data.pretty_name,
+        repo_id=repo_id or "<user>/<repo>",
+        description=card.get("description") or info.description or "",
+        source=card.get("source", ""),
+        citation=card.get("citation") or info.citation or "",
+        sensor_table=sensor_lines,
+        sensor_names=sensors,
+        class_names=list(class_names),
+        first_split=next(iter(splits), "train"),
+        split_table="\n".join(f"| {s} | {n:,} |" for s, n in splits.items()),
+        metadata_columns=[k for k in features if k not in {"id", "labels", "split", *sensors}],
+    ))
+
+
+def _size_category(n: int) -> str:
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if n < limit:
+            return name
+    return "1M<n<10M"
+
+
+def export_builder(
+    builder: datasets.DatasetBuilder,
+    output_dir: str | os.PathLike,
+    push_to_hub: str | None = None,
+    card: Mapping[str, Any] | None = None,
+    num_proc: int | None = None,
+    token: str | None = None,
+    api: Any = None,
+    overwrite: bool = False,
+    max_shard_size: str | int = "500MB",
+) -> Path:
+    """Prepare a builder and export it as a Hub-ready folder: ``data/<split>-NNNNN-of-NNNNN.parquet`` and a
+    README.md dataset card. Work happens in a temp folder next to ``output_dir`` that is renamed at the end,
+    so a failure never leaves a half-written output. With ``push_to_hub="user/repo"`` credentials are checked
+    (and the repo created) first, then the folder is uploaded with ``upload_folder(repo_type="dataset")``;
+    ``api`` injects a Hub client (tests). Conversion uses ``num_proc`` processes (default: all cores)."""
+    output_dir = Path(output_dir).expanduser().resolve()
+    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
+        raise DataError(f"Output folder {output_dir} exists and is not empty; remove it or pass overwrite=True")
+    if push_to_hub:
+        api = prepare_push(push_to_hub, token=token, api=api)
+    card = dict(card or getattr(builder, "CARD", {}) or {})
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
+    try:
+        work = tmp / "_work"  # datasets also writes lock files next to its output folder
+        prepared = work / "prepared"
+        num_proc = num_proc if num_proc is not None else (os.cpu_count() or 1)
+        try:
+            builder.download_and_prepare(
+                output_dir=str(prepared), file_format="parquet", num_proc=num_proc if num_proc > 1 else None,
+                max_shard_size=max_shard_size,
+            )
+        except datasets.exceptions.DatasetGenerationError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, DataError):
+                raise DataError(str(cause)) from None
+            raise
+        data_dir = tmp / "data"
+        data_dir.mkdir()
+        splits: dict[str, int] = {}
+        for split in SPLITS:
+            if split not in (builder.info.splits or {}):
+                continue
+            files = sorted(prepared.glob(f"*-{split}.parquet")) + sorted(prepared.glob(f"*-{split}-*.parquet"))
+            for i, f in enumerate(files):
+                f.rename(data_dir / f"{split}-{i:05d}-of-{len(files):05d}.parquet")
+            splits[split] = builder.info.splits[split].num_examples
+        shutil.rmtree(work)
+        (tmp / "README.md").write_text(render_card(builder.info, splits, card, push_to_hub), encoding="utf-8")
+        _replace_folder(tmp, output_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("Exported %s to %s", dict(splits), output_dir)
+    if push_to_hub:
+        _hub_call("upload", push_to_hub, api.upload_folder, folder_path=str(output_dir), repo_id=push_to_hub,
+                  repo_type="dataset", commit_message=f"Upload {card.get('pretty_name', 'dataset')} (crjepa)")
+    return output_dir
+
+
+def _replace_folder(src: Path, dst: Path) -> None:
+    """Move a finished folder into place (replacing an old one only after the new one is complete)."""
+    old = None
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+        dst.rename(old)
+    src.rename(dst)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# CLI helpers shared by the builders' subcommands
+# ----------------------------------------------------------------------------------------------------------
+def add_export_arguments(parser: Any) -> None:
+    """--output-dir, --push-to-hub, --token, --num-proc, --overwrite, --cache-dir for a builder subcommand."""
+    parser.add_argument("--output-dir", required=True, help="folder to write Parquet shards + README.md into")
+    parser.add_argument("--push-to-hub", metavar="USER/REPO", default=None, help="also upload as a Hub dataset")
+    parser.add_argument("--token", default=None, help="Hub token (default: the logged-in one)")
+    parser.add_argument("--num-proc", type=int, default=None, help="conversion processes (default: all cores)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+
+
+def run_export(builder_cls: type, args: Any, **config: Any) -> int:
+    """Build ``builder_cls(**config)`` in a throwaway cache and export it as the CLI arguments say; errors for
+    people become one line on stderr and exit code 1."""
+    import sys
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="crjepa-build-") as cache:
+            builder = builder_cls(cache_dir=cache, **config)
+            out = export_builder(builder, args.output_dir, push_to_hub=args.push_to_hub, num_proc=args.num_proc,
+                                 token=args.token, overwrite=args.overwrite)
+    except (DataError, PublishError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"Wrote {out}" + (f" and pushed to https://huggingface.co/datasets/{args.push_to_hub}"
+                            if args.push_to_hub else ""))
+    return 0
+
+
+def stable_hash(text: str) -> int:
+    """A process-independent 32-bit hash (Python's hash() is salted per process)."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")

@@ -1,0 +1,196 @@
+"""Paired datasets -> torch batches, fast: used by the training script.
+
+`load_paired_dataset` opens any source (the built-in synthetic set, an exported Parquet folder, or a builder
+by name). `make_dataloader` reads WHOLE BATCHES of rows at once from Arrow (one ``take`` per batch, flattened
+to numpy without per-row Python work and without changing dtypes: S2 stays uint16, S1 float32) and yields
+``{sensor: (B, C, H, W) tensor, "labels": (B, num_classes) float multi-hot, "id": list[str]}``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import pyarrow as pa
+import torch
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler, SequentialSampler
+
+from . import BUILDER_MODULES
+from .common import SPLITS, DataError, sensor_columns
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Opening a dataset
+# ----------------------------------------------------------------------------------------------------------
+def load_paired_dataset(source: str | os.PathLike, split: str | None = None, **kw: Any) -> datasets.Dataset:
+    """Open a paired dataset.
+
+    source: ``"synthetic"`` (built in; kwargs num_train / num_validation / num_test / image_size / seed,
+    built in memory, deterministic), a folder of exported Parquet (``data/<split>-*.parquet``; kwarg
+    cache_dir), or a builder name (``"dsrsid"``, ``"cbrsir_vs"``, ``"paired"``, ``"bigearthnet"``) whose
+    kwargs go to the builder (e.g. ``data_dir=...``, ``cache_dir=...``). ``split=None`` returns all splits
+    concatenated (the ``split`` column tells them apart)."""
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"Unknown split {split!r}; use one of {SPLITS}")
+    if str(source) == "synthetic":
+        return _load_synthetic(split, **kw)
+    if str(source) in BUILDER_MODULES:
+        return _load_builder(str(source), split, **kw)
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return _load_parquet(path, split, **kw)
+    raise DataError(f"Unknown data source {str(source)!r}: use 'synthetic', a folder of exported Parquet, or one "
+                    f"of the builders {sorted(BUILDER_MODULES)}")
+
+
+def _load_synthetic(split: str | None, **kw: Any) -> datasets.Dataset:
+    from . import synthetic
+
+    sizes = {s: int(kw.pop(f"num_{s}", synthetic.DEFAULT_SIZES[s])) for s in synthetic.DEFAULT_SIZES}
+    image_size = int(kw.pop("image_size", synthetic.DEFAULT_IMAGE_SIZE))
+    seed = int(kw.pop("seed", 0))
+    kw.pop("cache_dir", None)
+    if kw:
+        raise TypeError(f"Unknown options for the synthetic data: {sorted(kw)}")
+    wanted = [split] if split else [s for s, n in sizes.items() if n > 0]
+    if split and split not in sizes:
+        raise ValueError(f"The synthetic data has splits {list(sizes)}, not {split!r}")
+    parts = [datasets.Dataset.from_dict(synthetic.to_columns(synthetic.generate(sizes[s], seed, image_size, s)),
+                                        features=synthetic.features(image_size), split=s) for s in wanted]
+    return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+
+
+def _load_parquet(folder: Path, split: str | None, cache_dir: str | None = None) -> datasets.Dataset:
+    base = folder / "data" if (folder / "data").is_dir() else folder
+    files = {s: sorted(str(p) for p in base.glob(f"{s}-*.parquet")) for s in SPLITS}
+    files = {s: f for s, f in files.items() if f}
+    if not files:
+        raise DataError(f"No exported Parquet shards (<split>-NNNNN-of-NNNNN.parquet) in {base}")
+    if split is not None and split not in files:
+        raise DataError(f"{folder} has no {split!r} split; it has {list(files)}")
+    dd = datasets.load_dataset("parquet", data_files=files, cache_dir=cache_dir)
+    if split is not None:
+        return dd[split]
+    return datasets.concatenate_datasets([dd[s] for s in files])
+
+
+def _load_builder(name: str, split: str | None, cache_dir: str | None = None, **kw: Any) -> datasets.Dataset:
+    module = importlib.import_module(BUILDER_MODULES[name])
+    builder_cls = getattr(module, "BUILDER_CLASS", None)
+    if builder_cls is None:
+        builder_cls = next(v for v in vars(module).values() if isinstance(v, type)
+                           and issubclass(v, datasets.DatasetBuilder) and v.__module__ == module.__name__)
+    builder = builder_cls(cache_dir=cache_dir, **kw)
+    builder.download_and_prepare()
+    if split is not None:
+        return builder.as_dataset(split=split)
+    dd = builder.as_dataset()
+    return datasets.concatenate_datasets([dd[s] for s in SPLITS if s in dd])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Schema helpers
+# ----------------------------------------------------------------------------------------------------------
+def label_names(ds: datasets.Dataset) -> list[str]:
+    """Class names of a paired dataset, from its ``labels`` feature."""
+    return list(ds.features["labels"].feature.names)
+
+
+def check_sensors(ds: datasets.Dataset, sensors: Mapping[str, int] | Sequence[str]) -> None:
+    """Fail early, in words, if the dataset lacks a sensor column or has a different channel count than the
+    model expects (``sensors`` maps name -> channels, e.g. ``config.sensors``)."""
+    have = {name: ds.features[name].shape[0] for name in sensor_columns(ds.features)}
+    want = dict(sensors) if isinstance(sensors, Mapping) else {s: None for s in sensors}
+    missing = [s for s in want if s not in have]
+    wrong = [f"{s!r} has {have[s]} channels, the model expects {c}" for s, c in want.items()
+             if s in have and c is not None and have[s] != c]
+    problems = []
+    if missing:
+        problems.append(f"missing sensor column(s) {missing} (the dataset has {sorted(have)})")
+    problems.extend(wrong)
+    if problems:
+        raise DataError("Dataset does not match the model's sensors: " + "; ".join(problems))
+
+
+def multi_hot(ds: datasets.Dataset) -> np.ndarray:
+    """(N, num_classes) float32 multi-hot labels of the whole dataset (computed once, from Arrow)."""
+    col = ds.with_format("arrow")[:]["labels"].combine_chunks()
+    num_classes = len(label_names(ds))
+    out = np.zeros((len(col), num_classes), np.float32)
+    lengths = col.value_lengths().fill_null(0).to_numpy()
+    rows = np.repeat(np.arange(len(col)), lengths)
+    out[rows, col.flatten().to_numpy(zero_copy_only=False)] = 1.0
+    return out
+
+
+def array3d_to_numpy(column: pa.ChunkedArray | pa.Array, shape: Sequence[int]) -> np.ndarray:
+    """An Arrow Array3D column -> (N, C, H, W) numpy array of its native dtype, without per-row work."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if isinstance(arr, pa.ExtensionArray):
+        arr = arr.storage
+    for _ in range(3):
+        arr = arr.flatten()
+    return arr.to_numpy(zero_copy_only=False, writable=True).reshape(-1, *shape)  # writable: torch needs it
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Batches
+# ----------------------------------------------------------------------------------------------------------
+class PairBatches(torch.utils.data.Dataset):
+    """Map-style dataset whose items are whole batches: ``reader[list_of_indices]`` -> batch dict."""
+
+    def __init__(self, ds: datasets.Dataset, sensors: Sequence[str]) -> None:
+        check_sensors(ds, sensors)
+        self.sensors = list(sensors)
+        self.shapes = {s: ds.features[s].shape for s in self.sensors}
+        self.table = ds.select_columns(self.sensors).with_format("arrow")
+        self.labels = multi_hot(ds)
+        self.ids = ds.with_format("arrow")[:]["id"].to_pylist()
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, indices: Sequence[int]) -> dict[str, Any]:
+        idx = np.sort(np.asarray(indices, dtype=np.int64))  # sorted: contiguous reads from Arrow
+        table = self.table[idx.tolist()]
+        batch: dict[str, Any] = {s: torch.from_numpy(array3d_to_numpy(table[s], self.shapes[s]))
+                                 for s in self.sensors}
+        batch["labels"] = torch.from_numpy(self.labels[idx])
+        batch["id"] = [self.ids[i] for i in idx]
+        return batch
+
+
+def make_dataloader(
+    ds: datasets.Dataset,
+    sensors: Mapping[str, int] | Sequence[str],
+    batch_size: int,
+    shuffle: bool = True,
+    seed: int = 0,
+    num_workers: int = 0,
+    drop_last: bool = True,
+    sampler: Sampler | None = None,
+) -> DataLoader:
+    """A DataLoader of batch dicts {sensor: (B, C, H, W) native dtype, "labels": (B, K) float multi-hot,
+    "id": list[str]}. Reads are batched (one Arrow take per batch); ``sampler`` (e.g. a DistributedSampler)
+    replaces the built-in seeded shuffle; memory is pinned when CUDA is available."""
+    names = list(sensors)
+    reader = PairBatches(ds, names)
+    if sampler is None:
+        if shuffle:
+            sampler = RandomSampler(reader, generator=torch.Generator().manual_seed(seed))
+        else:
+            sampler = SequentialSampler(reader)
+    batches = BatchSampler(sampler, batch_size=batch_size, drop_last=drop_last)
+    return DataLoader(reader, sampler=batches, batch_size=None, num_workers=num_workers,
+                      pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0,
+                      collate_fn=_identity)
+
+
+def _identity(batch: dict[str, Any]) -> dict[str, Any]:
+    """Batches are already assembled by `PairBatches`."""
+    return batch
