@@ -48,10 +48,39 @@ def _source_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _load_data(options: dict[str, Any], split: str | None) -> Any:
-    """The paired datasets.Dataset of a source (datasets_scripts.loading), optionally one split."""
-    from datasets_scripts.loading import load_paired_dataset
+    """The paired datasets.Dataset of a source, optionally one split.
+
+    ``synthetic`` is generated in memory from `datasets_scripts.synthetic` (deterministic from the seed, so
+    `search --png` regenerates the same images); a folder goes through
+    `datasets_scripts.loading.load_paired_dataset` (or, where that module is absent, plain Parquet loading).
+    """
+    import datasets
 
     kwargs = {k: v for k, v in options.items() if k != "dataset"}
+    if options["dataset"] == "synthetic":
+        from datasets_scripts import synthetic
+
+        sizes = dict(synthetic.DEFAULT_SIZES)
+        if "num_pairs" in kwargs:
+            sizes = dict.fromkeys(sizes, int(kwargs["num_pairs"]))
+        if split is not None:
+            if split not in sizes:
+                raise ValueError(f"The synthetic data has splits {list(sizes)}, not {split!r}")
+            sizes = {split: sizes[split]}
+        size = kwargs.get("image_size", synthetic.DEFAULT_IMAGE_SIZE)
+        parts = [datasets.Dataset.from_dict(
+            synthetic.to_columns(synthetic.generate(n, seed=kwargs.get("seed", 0), image_size=size, split=name)),
+            features=synthetic.features(size)) for name, n in sizes.items()]
+        return datasets.concatenate_datasets(parts)
+    try:
+        from datasets_scripts.loading import load_paired_dataset
+    except ImportError:  # loading module not available: read the exported Parquet directly
+        from .retrieval import select_split
+
+        files = sorted(str(f) for f in Path(options["dataset"]).rglob("*.parquet"))
+        if not files:
+            raise FileNotFoundError(f"No Parquet files under {options['dataset']}")
+        return select_split(datasets.load_dataset("parquet", data_files=files, split="train"), split)
     return load_paired_dataset(options["dataset"], split=split, **kwargs)
 
 
@@ -152,11 +181,9 @@ def cmd_index(args: argparse.Namespace) -> int:
 
     params = dict(_parse_param(p) for p in args.param)
     columns = args.columns or load_embeddings(args.archive, load_indices=False).columns
-    bar = tqdm(total=len(columns), desc="indexing", unit="column")
-    kinds = add_indices(args.archive, kind=args.kind, columns=columns,
-                        progress=lambda name: (bar.set_postfix_str(name), bar.update(0)), **params)
-    bar.update(len(columns))
-    bar.close()
+    with tqdm(total=len(columns), desc="indexing", unit="column") as bar:
+        kinds = add_indices(args.archive, kind=args.kind, columns=columns, progress=lambda name: bar.update(1),
+                            **params)
     for name in columns:
         print(f"{name}: {kinds[name]}")
     return 0
@@ -182,10 +209,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     if (args.id is None) == (args.image is None):
         raise ValueError("Give exactly one query: --id ARCHIVE_ID or --image FILE")
     if args.id is not None:
-        directions = [args.direction] if args.direction else None
         from .retrieval import directions_of
 
-        directions = directions or [d for d in directions_of(archive.sensors)]
+        directions = [args.direction] if args.direction else directions_of(archive.sensors)
         results = {d: archive.search_by_id(args.id, d, args.k) for d in directions}
     else:
         if not args.model or not args.sensor:

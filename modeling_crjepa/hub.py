@@ -564,16 +564,17 @@ def load_embeddings(repo_or_folder: str | Path, api: Any = None, *, revision: st
 
 def add_indices(folder: str | Path, kind: str = "auto", columns: Sequence[str] | None = None,
                 progress: Callable[[str], None] | None = None, **params: Any) -> dict[str, str]:
-    """Build and store faiss indices for an archive folder (the `crjepa index` command); returns column -> kind."""
+    """Build and store faiss indices for an archive folder (the `crjepa index` command); returns column -> kind.
+    ``progress`` is called with each column name once its index is saved."""
     archive = load_embeddings(folder, load_indices=False)
     kinds = dict(archive.info.get("indices", {}))
     for name in columns or archive.columns:
         archive._check_column(name)
-        if progress:
-            progress(name)
         built = build_indices(archive.vectors, archive.ids, kind=kind, fingerprint=archive.fingerprint,
                               columns=[name], **params)
         kinds.update(save_indices(archive.path, built))
+        if progress:
+            progress(name)
     info = {**archive.info, "indices": kinds}
     _write_json(archive.path / INFO_FILE, info)
     render_card(info, archive.ids[0]).save(archive.path / "README.md")

@@ -1,0 +1,172 @@
+"""The `crjepa` command end to end on a tiny saved model, the offline push, and the PNG result grid."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from modeling_crjepa import CRJepaConfig, CRJepaModel
+from modeling_crjepa.cli import main
+from modeling_crjepa.visualize import NOT_RELEVANT, RELEVANT, display_image, grid_size, tile_origin
+
+REPO = Path(__file__).resolve().parents[1]
+SUBCOMMANDS = ["embed", "index", "search", "evaluate", "push"]
+QUERY = "synthetic-test-0-000003"
+
+
+def run_python(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", **env}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd, env=full_env, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """A tiny saved model, then embed -> index -> search (--png, --json) -> evaluate in one fresh process
+    through the real entry point (`main`), as `crjepa ...` would run them."""
+    root = tmp_path_factory.mktemp("cli")
+    torch.manual_seed(0)
+    CRJepaModel(CRJepaConfig.from_preset("tiny")).save_pretrained(root / "model")
+    commands = [
+        ["embed", "model", "synthetic", "--num-pairs", "48", "--split", "test", "-o", "emb", "--batch-size", "16"],
+        ["index", "emb", "--kind", "hnsw", "--param", "efSearch=32"],
+        ["search", "emb", "--id", QUERY, "-k", "4", "--png", "grid.png", "--tile", "40", "--json"],
+        ["evaluate", "model", "synthetic", "--num-pairs", "48", "--query-split", "validation",
+         "--gallery-split", "test", "--output-dir", "eval"],
+    ]
+    script = textwrap.dedent(f"""
+        import sys
+        from modeling_crjepa.cli import main
+        for argv in {commands!r}:
+            print("=== " + argv[0], flush=True)
+            code = main(argv)
+            print("=== rc", code, flush=True)
+            if code:
+                sys.exit(code)
+    """)
+    proc = run_python(["-c", script], root)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (root / "stdout.txt").write_text(proc.stdout)
+    (root / "stderr.txt").write_text(proc.stderr)
+    return root
+
+
+def section(workdir: Path, command: str) -> str:
+    text = (workdir / "stdout.txt").read_text()
+    return text.split(f"=== {command}\n", 1)[1].split("=== rc", 1)[0]
+
+
+def test_help_of_the_command_and_every_subcommand(tmp_path, capsys):
+    proc = run_python(["-m", "modeling_crjepa.cli", "--help"], tmp_path)
+    assert proc.returncode == 0 and "usage: crjepa" in proc.stdout
+    for name in SUBCOMMANDS:
+        assert name in proc.stdout
+    if shutil.which("crjepa"):  # the console script, when the package is installed
+        assert subprocess.run(["crjepa", "--help"], capture_output=True).returncode == 0
+    for name in SUBCOMMANDS:
+        with pytest.raises(SystemExit) as exit_info:
+            main([name, "--help"])
+        assert exit_info.value.code == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"usage: crjepa {name}") and len(out.splitlines()) > 5
+
+
+def test_embed_writes_an_archive_and_index_adds_hnsw(workdir):
+    info = json.loads((workdir / "emb" / "embeddings_info.json").read_text())
+    assert info["num_rows"] == 48 and info["vector_columns"] == ["s1_unified", "s1_cross", "s2_unified", "s2_cross"]
+    assert info["source"] == {"dataset": "synthetic", "seed": 0, "num_pairs": 48, "split": "test"}
+    assert info["indices"] == dict.fromkeys(info["vector_columns"], "hnsw")
+    assert "Wrote 48 items" in section(workdir, "embed")
+    meta = json.loads((workdir / "emb" / "faiss" / "s2_cross" / "index.json").read_text())
+    assert meta["kind"] == "hnsw" and meta["params"]["efSearch"] == 32
+    assert "hnsw" in (workdir / "emb" / "README.md").read_text()
+
+
+def test_search_prints_the_exact_top_k_and_writes_the_grid(workdir):
+    from modeling_crjepa.hub import load_embeddings
+
+    text = section(workdir, "search")
+    results = json.loads(text[: text.rindex("}") + 1])
+    assert list(results) == ["s1->s1", "s2->s2", "s1->s2", "s2->s1"]
+    archive = load_embeddings(workdir / "emb")
+    q = archive.position(QUERY)
+    scores = archive.vectors["s1_cross"][q] @ archive.vectors["s2_cross"].T
+    assert [h["id"] for h in results["s1->s2"]] == [archive.ids[i] for i in np.argsort(-scores)[:4]]
+    assert all(h["id"] != QUERY for h in results["s1->s1"])
+    assert all(len(hits) == 4 and hits[0]["labels"] for hits in results.values())
+
+    grid = Image.open(workdir / "grid.png")
+    grid.verify()
+    grid = Image.open(workdir / "grid.png").convert("RGB")
+    assert grid.size == grid_size(4, 4, tile=40)
+    query_labels = archive.labels[q]
+    for row, direction in enumerate(results):  # frame colour = relevance (shares a label with the query)
+        for column, hit in enumerate(results[direction], start=1):
+            relevant = bool((archive.labels[archive.position(hit["id"])] & query_labels).any())
+            x, y = tile_origin(row, column, tile=40)
+            assert grid.getpixel((x + 1, y + 1)) == (RELEVANT if relevant else NOT_RELEVANT)
+
+
+def test_evaluate_writes_the_four_direction_table(workdir):
+    table = (workdir / "eval" / "retrieval_results.md").read_text().splitlines()
+    assert table[0] == "| metric | S1->S1 | S2->S2 | S1->S2 | S2->S1 |"
+    data = json.loads((workdir / "eval" / "retrieval_results.json").read_text())
+    assert (data["query_split"], data["gallery_split"]) == ("validation", "test")
+    assert (data["num_queries"], data["num_gallery"]) == (48, 48)
+    assert all(0 <= v <= 1 for values in data["metrics"].values() for v in values.values())
+    assert table[2] in section(workdir, "evaluate")
+
+
+def test_search_by_image_file(workdir, capsys):
+    from modeling_crjepa.cli import _load_data
+
+    image = _load_data({"dataset": "synthetic", "num_pairs": 48}, "test").with_format("numpy")[3]["s2"]
+    np.save(workdir / "query.npy", image)
+    code = main(["search", str(workdir / "emb"), "--image", str(workdir / "query.npy"), "--sensor", "s2",
+                 "--model", str(workdir / "model"), "--device", "cpu", "-k", "3", "--json"])
+    assert code == 0
+    results = json.loads(capsys.readouterr().out)
+    assert list(results) == ["s2->s1", "s2->s2"]
+    assert results["s2->s2"][0]["id"] == QUERY and results["s2->s2"][0]["score"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_errors_are_one_line_without_traceback(workdir, capsys):
+    assert main(["search", str(workdir / "emb"), "--id", "missing-id"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("crjepa search: error: No item with id 'missing-id'") and "Traceback" not in err
+    assert main(["search", str(workdir / "emb"), "--image", str(workdir / "query.npy")]) == 1
+    assert "needs --model" in capsys.readouterr().err
+
+
+def test_offline_push_fails_with_one_clear_sentence(workdir, tmp_path):
+    env = {"HF_HOME": str(tmp_path / "hf"), "HF_TOKEN": ""}
+    proc = run_python(["-m", "modeling_crjepa.cli", "push", str(workdir / "emb"), "someone/crjepa-emb"], tmp_path,
+                      **env)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "HF_HUB_OFFLINE" in lines[0], proc.stderr
+
+
+def test_display_image_picks_bands_by_name():
+    names = CRJepaConfig.from_preset("tiny").band_names
+    s2 = np.zeros((12, 8, 8), np.uint16)
+    s2[names["s2"].index("B04")] = 3000  # only red reflects -> true colour is red
+    s2[names["s2"].index("B04"), 0, 0] = 0
+    pixel = np.asarray(display_image(s2, names["s2"]))[4, 4]
+    assert pixel[0] == 255 and pixel[1] == 0 and pixel[2] == 0
+    s1 = np.stack([np.full((8, 8), -5.0), np.full((8, 8), -20.0)]).astype(np.float32)
+    s1 += np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+    rgb = np.asarray(display_image(s1, names["s1"], sar=True))
+    assert rgb.shape == (8, 8, 3) and rgb[..., 0].max() == 255  # VV, VH, VV-VH each stretched
+    grey = np.asarray(display_image(np.arange(16.0).reshape(1, 4, 4)))
+    assert (grey[..., 0] == grey[..., 2]).all()
