@@ -108,11 +108,16 @@ def probe_image(path: str | os.PathLike) -> SensorSpec:
             with Image.open(path) as img:
                 return SensorSpec((len(img.getbands()), img.height, img.width), _pil_dtype(img.mode))
         if suffix in NPY_SUFFIXES:
-            arr = np.load(path, mmap_mode="r", allow_pickle=False)
-            shape = (1, *arr.shape) if arr.ndim == 2 else tuple(arr.shape)
+            with open(path, "rb") as f:  # header only
+                major, _ = np.lib.format.read_magic(f)
+                read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                found, _, dtype = read_header(f)
+            if dtype.hasobject:
+                raise DataError(f"{path}: .npy holds Python objects (pickles), which are never loaded; save a numeric array")
+            shape = (1, *found) if len(found) == 2 else tuple(found)
             if len(shape) != 3:
-                raise DataError(f"{path}: .npy images must be (C, H, W) or (H, W), found shape {arr.shape}")
-            return SensorSpec(shape, arr.dtype.name)
+                raise DataError(f"{path}: .npy images must be (C, H, W) or (H, W), found shape {tuple(found)}")
+            return SensorSpec(shape, dtype.name)
     except DataError:
         raise
     except Exception as exc:  # rasterio/PIL/numpy raise many types for a corrupt file
@@ -339,7 +344,7 @@ def _progress(items: Sequence[Any], desc: str) -> Iterable[Any]:
 _HUB_HINT = "log in with `hf auth login` (or pass --token), check the network and that you may write to it"
 
 
-def _hub_call(what: str, repo_id: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+def _hub_call(what: str, repo_id: str, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
     """Run one Hub call and turn any failure into a one-sentence PublishError."""
     try:
         return fn(*args, **kwargs)

@@ -1,0 +1,229 @@
+"""DSRSID (PNG folders and HDF5 .mat), CBRSIR_VS and the generic paired-CSV builder on tiny fixtures written
+here, plus clear errors (wrong shape, missing file, unreadable file) that leave no output folder behind."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from datasets_scripts.cbrsir_vs import CBRSIRVS
+from datasets_scripts.common import DataError, export_builder, read_image
+from datasets_scripts.dsrsid import DSRSID
+from datasets_scripts.paired import PairedFolder
+
+RNG = np.random.default_rng(0)
+
+
+def write_png(path: Path, chw: np.ndarray) -> np.ndarray:
+    """Save a (C, H, W) uint8 array as PNG (1 channel: L, 3: RGB, 4: RGBA)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(chw[0] if chw.shape[0] == 1 else chw.transpose(1, 2, 0)).save(path)
+    return chw
+
+
+def write_tif(path: Path, chw: np.ndarray) -> np.ndarray:
+    import rasterio
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # not georeferenced
+        with rasterio.open(path, "w", driver="GTiff", width=chw.shape[2], height=chw.shape[1], count=chw.shape[0],
+                           dtype=chw.dtype.name) as dst:
+            dst.write(chw)
+    return chw
+
+
+def rand(shape, dtype=np.uint8) -> np.ndarray:
+    if np.dtype(dtype).kind == "f":
+        return RNG.normal(-12, 4, shape).astype(dtype)
+    return RNG.integers(0, 255, shape).astype(dtype)
+
+
+def rows_by_id(builder) -> dict[str, dict]:
+    builder.download_and_prepare()
+    dd = builder.as_dataset()
+    return {r["id"]: {**r, "_split": name} for name in dd for r in dd[name].with_format("numpy")}
+
+
+# ---------------------------------------------------------------------------------------------------- readers
+def test_read_image_formats_are_chw_native_dtype(tmp_path):
+    rgba = write_png(tmp_path / "a.png", rand((4, 5, 6)))
+    grey = write_png(tmp_path / "g.png", rand((1, 5, 6)))
+    tif = write_tif(tmp_path / "t.tif", rand((2, 5, 6), np.float32))
+    np.save(tmp_path / "n.npy", rand((3, 5, 6), np.uint16))
+    np.testing.assert_array_equal(read_image(tmp_path / "a.png"), rgba)  # RGBA PNG -> 4 bands
+    np.testing.assert_array_equal(read_image(tmp_path / "g.png"), grey)
+    np.testing.assert_array_equal(read_image(tmp_path / "t.tif"), tif)
+    assert read_image(tmp_path / "n.npy").dtype == np.uint16 and read_image(tmp_path / "n.npy").shape == (3, 5, 6)
+
+
+def test_npy_with_pickles_is_refused(tmp_path):
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(DataError, match="obj.npy"):
+        read_image(tmp_path / "obj.npy")
+
+
+# ---------------------------------------------------------------------------------------------------- DSRSID
+@pytest.fixture
+def dsrsid_png(tmp_path) -> tuple[Path, dict]:
+    root, truth = tmp_path / "dsrsid", {}
+    for cls in ("forest", "water"):
+        for i in (1, 2, 10):  # natural order: 2 before 10
+            pan = write_png(root / "Pandata" / cls / f"{i}.png", rand((1, 32, 32)))
+            ms = write_png(root / "Muldata" / cls / f"{i}.png", rand((4, 8, 8)))
+            truth[f"{cls}/{i}"] = (pan, ms, cls)
+    return root, truth
+
+
+def test_dsrsid_png_folders_pair_by_index_and_split_last_per_class(dsrsid_png, tmp_path):
+    root, truth = dsrsid_png
+    builder = DSRSID(cache_dir=str(tmp_path / "c"), data_dir=str(root), test_per_class=1)
+    rows = rows_by_id(builder)
+    assert set(rows) == set(truth)
+    assert builder.info.features["ms"].shape == (4, 8, 8) and builder.info.features["ms"].dtype == "uint8"
+    names = ["forest", "water"]
+    for key, (pan, ms, cls) in truth.items():
+        np.testing.assert_array_equal(rows[key]["pan"], pan)
+        np.testing.assert_array_equal(rows[key]["ms"], ms)
+        assert list(rows[key]["labels"]) == [names.index(cls)]
+        assert rows[key]["_split"] == rows[key]["split"] == ("test" if key.endswith("/10") else "train")
+
+
+def test_dsrsid_unequal_pan_ms_counts_is_an_error(dsrsid_png, tmp_path):
+    root, _ = dsrsid_png
+    (root / "Muldata" / "water" / "2.png").unlink()
+    with pytest.raises(DataError, match="water.*3 PAN.*2 MS"):
+        DSRSID(cache_dir=str(tmp_path / "c"), data_dir=str(root)).download_and_prepare()
+
+
+def test_dsrsid_mat_hdf5(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    pan, ms = rand((6, 1, 16, 16)), rand((6, 4, 4, 4))
+    types = np.array([[1, 2, 1, 2, 1, 2]], dtype=np.float64)  # MATLAB stores doubles
+    path = tmp_path / "DSRSID.mat"
+    with h5py.File(path, "w") as h5:
+        h5["PAN_IMAGES"], h5["MUL_IMAGES"], h5["LAND_COVER_TYPES"] = pan, ms, types
+    rows = rows_by_id(DSRSID(cache_dir=str(tmp_path / "c"), data_dir=str(path), test_per_class=1,
+                             class_names=("a", "b")))
+    assert len(rows) == 6
+    for i in range(6):
+        cls = "ab"[int(types[0, i]) - 1]
+        row = rows[f"{cls}/{i:06d}"]
+        np.testing.assert_array_equal(row["pan"], pan[i])
+        np.testing.assert_array_equal(row["ms"], ms[i])
+        assert list(row["labels"]) == [int(types[0, i]) - 1]
+    assert {k for k, r in rows.items() if r["split"] == "test"} == {"a/000004", "b/000005"}
+
+
+# ---------------------------------------------------------------------------------------------------- CBRSIR_VS
+@pytest.fixture
+def cbrsir(tmp_path) -> tuple[Path, dict]:
+    root, truth = tmp_path / "cbrsir", {}
+    for cls in ("farmland", "harbour"):
+        for stem in ("x1", "x2", "x3"):
+            rgb = write_png(root / "optical" / cls / f"{stem}.png", rand((3, 16, 16)))
+            sar = write_tif(root / "sar" / cls / f"{stem}.tif", rand((1, 8, 8), np.float32))
+            truth[f"{cls}/{stem}"] = (rgb, sar, cls)
+    return root, truth
+
+
+def test_cbrsir_pairs_by_stem_with_splits_csv(cbrsir, tmp_path):
+    root, truth = cbrsir
+    (root / "splits.csv").write_text("id,split\nfarmland/x1,test\nharbour/x2,validation\nfarmland/x2,train\n")
+    rows = rows_by_id(CBRSIRVS(cache_dir=str(tmp_path / "c"), data_dir=str(root)))
+    assert set(rows) == set(truth)
+    for key, (rgb, sar, cls) in truth.items():
+        np.testing.assert_array_equal(rows[key]["rgb"], rgb)
+        np.testing.assert_array_equal(rows[key]["sar"], sar)
+        assert list(rows[key]["labels"]) == [["farmland", "harbour"].index(cls)]
+    assert rows["farmland/x1"]["split"] == "test" and rows["harbour/x2"]["split"] == "validation"
+    assert rows["harbour/x3"]["split"] == "unassigned"
+
+
+def test_cbrsir_default_split_is_deterministic(cbrsir, tmp_path):
+    root, _ = cbrsir
+    a = rows_by_id(CBRSIRVS(cache_dir=str(tmp_path / "a"), data_dir=str(root), test_fraction=0.34))
+    b = rows_by_id(CBRSIRVS(cache_dir=str(tmp_path / "b"), data_dir=str(root), test_fraction=0.34))
+    assert {k: r["split"] for k, r in a.items()} == {k: r["split"] for k, r in b.items()}
+    assert sum(r["split"] == "test" for r in a.values()) == 2  # one per class
+
+
+def test_cbrsir_missing_partner_names_the_file(cbrsir, tmp_path):
+    root, _ = cbrsir
+    (root / "sar" / "harbour" / "x3.tif").unlink()
+    with pytest.raises(DataError, match=r"x3\.png has no partner"):
+        CBRSIRVS(cache_dir=str(tmp_path / "c"), data_dir=str(root)).download_and_prepare()
+
+
+# ---------------------------------------------------------------------------------------------------- paired CSV
+@pytest.fixture
+def paired_csv(tmp_path) -> tuple[Path, dict]:
+    root, truth = tmp_path / "own", {}
+    root.mkdir()
+    lines = ["id,radar,optical,labels,split,region"]
+    for i, (fmt, labels, split) in enumerate([("npy", "crop;town", "train"), ("tif", "water", "test"),
+                                              ("png", "crop", "train")]):
+        radar = rand((2, 8, 8), np.float32)
+        np.save(root / f"r{i}.npy", radar)
+        optical = rand((3, 16, 16))
+        {"npy": lambda p, a: np.save(p, a), "tif": write_tif, "png": write_png}[fmt](root / f"o{i}.{fmt}", optical)
+        lines.append(f"p{i},r{i}.npy,o{i}.{fmt},{labels},{split},north")
+        truth[f"p{i}"] = (radar, optical, labels.split(";"), split)
+    (root / "pairs.csv").write_text("\n".join(lines) + "\n")
+    return root / "pairs.csv", truth
+
+
+def test_paired_csv_reads_npy_png_tif_sensor_names_from_header(paired_csv, tmp_path):
+    csv_path, truth = paired_csv
+    builder = PairedFolder(cache_dir=str(tmp_path / "c"), csv_path=str(csv_path))
+    rows = rows_by_id(builder)
+    names = builder.info.features["labels"].feature.names
+    assert names == ["crop", "town", "water"]
+    assert list(builder.info.features)[:3] == ["id", "radar", "optical"]
+    assert builder.info.features["optical"].shape == (3, 16, 16)
+    for key, (radar, optical, labels, split) in truth.items():
+        np.testing.assert_array_equal(rows[key]["radar"], radar)
+        np.testing.assert_array_equal(rows[key]["optical"], optical)
+        assert [names[i] for i in rows[key]["labels"]] == labels
+        assert rows[key]["split"] == split and rows[key]["region"] == "north"
+
+
+def test_paired_wrong_shape_names_file_sensor_and_shapes_and_leaves_no_output(paired_csv, tmp_path):
+    csv_path, _ = paired_csv
+    np.save(csv_path.parent / "r1.npy", rand((2, 9, 8), np.float32))
+    out = tmp_path / "export"
+    builder = PairedFolder(cache_dir=str(tmp_path / "c"), csv_path=str(csv_path))
+    with pytest.raises(DataError) as err:
+        export_builder(builder, out, num_proc=1)
+    msg = str(err.value)
+    assert "r1.npy" in msg and "'radar'" in msg and "(2, 8, 8)" in msg and "(2, 9, 8)" in msg
+    assert not out.exists() and not list(tmp_path.glob(".export*"))
+
+
+def test_paired_missing_file_is_named(paired_csv, tmp_path):
+    csv_path, _ = paired_csv
+    (csv_path.parent / "o2.png").unlink()
+    out = tmp_path / "export"
+    with pytest.raises(DataError, match=r"Missing image file: .*o2\.png"):
+        export_builder(PairedFolder(cache_dir=str(tmp_path / "c"), csv_path=str(csv_path)), out, num_proc=1)
+    assert not out.exists() and not list(tmp_path.glob(".export*"))
+
+
+def test_paired_unreadable_file_is_named(paired_csv, tmp_path):
+    csv_path, _ = paired_csv
+    (csv_path.parent / "o1.tif").write_bytes(b"this is not a GeoTIFF")
+    out = tmp_path / "export"
+    with pytest.raises(DataError, match=r"Cannot read image file .*o1\.tif"):
+        export_builder(PairedFolder(cache_dir=str(tmp_path / "c"), csv_path=str(csv_path)), out, num_proc=1)
+    assert not out.exists() and not list(tmp_path.glob(".export*"))
+
+
+def test_paired_unknown_label_is_an_error(paired_csv, tmp_path):
+    csv_path, _ = paired_csv
+    with pytest.raises(DataError, match="unknown label 'water'"):
+        PairedFolder(cache_dir=str(tmp_path / "c"), csv_path=str(csv_path),
+                     class_names=("crop", "town")).download_and_prepare()

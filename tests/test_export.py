@@ -1,0 +1,146 @@
+"""Parquet + dataset-card export: round trip through `load_dataset("parquet")`, a card the Hub can read, a push
+through an injected client, a clear failure without network, atomic output, and the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+from huggingface_hub import DatasetCard
+
+from datasets_scripts import synthetic as S
+from datasets_scripts.common import DataError, PublishError, export_builder
+
+REPO = Path(__file__).resolve().parent.parent
+SIZES = {"num_train": 6, "num_validation": 3, "num_test": 2, "image_size": 16, "seed": 7}
+
+
+def tiny_builder(tmp_path: Path) -> S.SyntheticPairs:
+    return S.SyntheticPairs(cache_dir=str(tmp_path / "cache"), **SIZES)
+
+
+class FakeHub:
+    """Records Hub calls; `upload_folder` also snapshots what was in the folder."""
+
+    def __init__(self, out: Path) -> None:
+        self.calls: list[tuple[str, tuple, dict]] = []
+        self.out = out
+
+    def whoami(self):
+        self.calls.append(("whoami", (), {"output_exists": self.out.exists()}))
+        return {"name": "someone"}
+
+    def create_repo(self, *args, **kwargs):
+        self.calls.append(("create_repo", args, kwargs))
+
+    def upload_folder(self, **kwargs):
+        kwargs["files"] = sorted(str(p.relative_to(kwargs["folder_path"])) for p in Path(kwargs["folder_path"]).rglob("*"))
+        self.calls.append(("upload_folder", (), kwargs))
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> tuple[Path, S.SyntheticPairs]:
+    tmp = tmp_path_factory.mktemp("export")
+    builder = tiny_builder(tmp)
+    out = export_builder(builder, tmp / "out", num_proc=1)
+    return out, builder
+
+
+def test_parquet_shards_read_back_equal_the_builder_rows(exported, tmp_path):
+    out, builder = exported
+    assert sorted(p.name for p in (out / "data").iterdir()) == [
+        "test-00000-of-00001.parquet", "train-00000-of-00001.parquet", "validation-00000-of-00001.parquet"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "data"]
+    for split, n in (("train", 6), ("validation", 3), ("test", 2)):
+        files = sorted(str(p) for p in (out / "data").glob(f"{split}-*.parquet"))
+        back = datasets.load_dataset("parquet", data_files={split: files}, split=split, cache_dir=str(tmp_path))
+        assert back.features == builder.info.features  # Array3D shapes/dtypes and class names survive
+        ref = S.generate(n, seed=7, image_size=16, split=split)
+        rows = back.with_format("numpy")[:]
+        np.testing.assert_array_equal(rows["s1"], ref["s1"])
+        np.testing.assert_array_equal(rows["s2"], ref["s2"].astype(rows["s2"].dtype))
+        assert list(rows["id"]) == list(ref["id"])
+        assert [list(x) for x in rows["labels"]] == [np.flatnonzero(r).tolist() for r in ref["labels"]]
+
+
+def test_card_parses_and_declares_configs_features_license(exported):
+    out, builder = exported
+    card = DatasetCard.load(out / "README.md")
+    data = card.data.to_dict()
+    assert data["configs"] == [{"config_name": "default", "data_files": [
+        {"split": "train", "path": "data/train-*.parquet"}, {"split": "validation", "path": "data/validation-*.parquet"},
+        {"split": "test", "path": "data/test-*.parquet"}]}]
+    assert data["license"] == "apache-2.0" and "image-feature-extraction" in data["task_categories"]
+    assert "remote-sensing" in data["tags"]
+    assert datasets.Features._from_yaml_list(data["dataset_info"]["features"]) == builder.info.features
+    assert {"name": "train", "num_examples": 6} in data["dataset_info"]["splits"]
+    assert "| `s2` | 12 | 16x16 | uint16 |" in card.text and "Marine waters" in card.text
+
+
+def test_push_through_injected_client_checks_first_then_uploads(tmp_path):
+    out = tmp_path / "out"
+    hub = FakeHub(out)
+    export_builder(tiny_builder(tmp_path), out, push_to_hub="me/synthetic", api=hub, num_proc=1)
+    names = [c[0] for c in hub.calls]
+    assert names == ["whoami", "create_repo", "upload_folder"]
+    assert hub.calls[0][2]["output_exists"] is False  # credentials checked before the conversion
+    assert hub.calls[1][1] == ("me/synthetic",) and hub.calls[1][2]["repo_type"] == "dataset"
+    upload = hub.calls[2][2]
+    assert upload["repo_type"] == "dataset" and upload["repo_id"] == "me/synthetic"
+    assert Path(upload["folder_path"]) == out.resolve()
+    assert "README.md" in upload["files"] and "data/train-00000-of-00001.parquet" in upload["files"]
+
+
+def test_push_without_network_fails_in_one_sentence_before_converting(tmp_path):
+    from huggingface_hub import HfApi
+
+    out = tmp_path / "out"
+    offline = HfApi(endpoint="http://127.0.0.1:9", token="hf_not_a_token")  # nothing listens there
+    with pytest.raises(PublishError) as err:
+        export_builder(tiny_builder(tmp_path), out, push_to_hub="me/synthetic", api=offline, num_proc=1)
+    msg = str(err.value)
+    assert "me/synthetic" in msg and "hf auth login" in msg and "\n" not in msg
+    assert err.value.__cause__ is None and err.value.__suppress_context__
+    assert not out.exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_existing_output_is_kept_unless_overwrite(exported, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(DataError, match="exists and is not empty"):
+        export_builder(tiny_builder(tmp_path), out, num_proc=1)
+    assert (out / "keep.txt").read_text() == "mine"
+    export_builder(tiny_builder(tmp_path), out, num_proc=1, overwrite=True)
+    assert not (out / "keep.txt").exists() and (out / "README.md").is_file()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "datasets_scripts", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_help_lists_the_builders(tmp_path):
+    result = _cli("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    for name in ("synthetic", "dsrsid", "cbrsir_vs", "paired"):
+        assert name in result.stdout
+
+
+def test_cli_synthetic_exports_and_reports_errors_in_one_line(tmp_path):
+    out = tmp_path / "syn"
+    args = ["synthetic", "--num-train", "4", "--num-validation", "2", "--num-test", "0", "--image-size", "8",
+            "--num-proc", "1", "--output-dir", str(out)]
+    result = _cli(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (out / "data").iterdir()) == ["train-00000-of-00001.parquet",
+                                                               "validation-00000-of-00001.parquet"]
+    again = _cli(*args, cwd=tmp_path)
+    assert again.returncode == 1 and "error:" in again.stderr and "Traceback" not in again.stderr

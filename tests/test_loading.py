@@ -1,0 +1,123 @@
+"""Dataset -> torch batches: sources, batch shapes and native dtypes, multi-hot labels, seeded shuffling,
+sensor checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from datasets_scripts import synthetic as S
+from datasets_scripts.common import DataError, export_builder
+from datasets_scripts.loading import (
+    check_sensors, label_names, load_paired_dataset, make_dataloader, multi_hot,
+)
+
+SIZES = {"num_train": 40, "num_validation": 10, "num_test": 6, "image_size": 16, "seed": 2}
+
+
+@pytest.fixture(scope="module")
+def train():
+    return load_paired_dataset("synthetic", split="train", **SIZES)
+
+
+def test_synthetic_source_splits_and_schema(train):
+    assert len(train) == 40 and set(train["split"]) == {"train"}
+    whole = load_paired_dataset("synthetic", **SIZES)
+    assert len(whole) == 56 and sorted(set(whole["split"])) == ["test", "train", "validation"]
+    assert label_names(train) == list(S.CLASS_NAMES)
+    assert train.features["s2"].shape == (12, 16, 16) and train.features["s2"].dtype == "uint16"
+    ref = S.generate(40, seed=2, image_size=16)
+    np.testing.assert_array_equal(train.with_format("numpy")[:5]["s1"], ref["s1"][:5])
+    with pytest.raises(TypeError, match="num_pairs"):
+        load_paired_dataset("synthetic", num_pairs=3)
+
+
+def test_batches_have_native_dtypes_shapes_and_matching_multi_hot(train):
+    loader = make_dataloader(train, {"s1": 2, "s2": 12}, batch_size=16, seed=0)
+    batches = list(loader)
+    assert len(batches) == len(loader) == 2  # drop_last
+    rows = {r["id"]: r for r in train.with_format("numpy")}
+    ref = S.generate(40, seed=2, image_size=16)
+    for batch in batches:
+        assert batch["s1"].shape == (16, 2, 16, 16) and batch["s1"].dtype == torch.float32
+        assert batch["s2"].shape == (16, 12, 16, 16) and batch["s2"].dtype == torch.uint16
+        assert batch["labels"].shape == (16, 19) and batch["labels"].dtype == torch.float32
+        assert len(batch["id"]) == 16
+        for j, pair_id in enumerate(batch["id"]):
+            i = int(pair_id.rsplit("-", 1)[1])
+            np.testing.assert_array_equal(batch["s1"][j].numpy(), ref["s1"][i])
+            np.testing.assert_array_equal(batch["s2"][j].numpy(), ref["s2"][i])
+            assert batch["labels"][j].nonzero().ravel().tolist() == list(rows[pair_id]["labels"])
+    assert set(batches[0]["id"]).isdisjoint(batches[1]["id"])
+
+
+def test_shuffle_is_seeded_and_sequential_keeps_order(train):
+    order = lambda seed: [i for b in make_dataloader(train, ["s1", "s2"], 8, seed=seed) for i in b["id"]]
+    assert order(1) == order(1) and order(1) != order(2)
+    plain = make_dataloader(train, ["s1", "s2"], 8, shuffle=False, drop_last=False)
+    assert [i for b in plain for i in b["id"]] == train["id"]
+    loader = make_dataloader(train, ["s1", "s2"], 8, seed=3)
+    first, second = [[i for b in loader for i in b["id"]] for _ in range(2)]
+    assert first != second and sorted(first) == sorted(second)  # a new permutation each epoch
+
+
+def test_worker_processes_give_the_same_batches(train):
+    serial = [b["id"] for b in make_dataloader(train, ["s1", "s2"], 8, seed=4)]
+    parallel = [b["id"] for b in make_dataloader(train, ["s1", "s2"], 8, seed=4, num_workers=1)]
+    assert serial == parallel
+
+
+def test_external_sampler_is_used(train):
+    loader = make_dataloader(train, ["s1"], 4, sampler=list(range(8, 16)), drop_last=False)
+    ids = [i for b in loader for i in b["id"]]
+    assert ids == train["id"][8:16] and set(next(iter(loader))) == {"s1", "labels", "id"}
+
+
+def test_multi_hot_matches_label_lists(train):
+    mh = multi_hot(train)
+    assert mh.shape == (40, 19)
+    for row, labels in zip(mh, train["labels"]):
+        assert np.flatnonzero(row).tolist() == sorted(labels)
+
+
+def test_check_sensors_names_missing_sensors_and_wrong_channels(train):
+    check_sensors(train, {"s1": 2, "s2": 12})
+    with pytest.raises(DataError, match=r"missing sensor column\(s\) \['pan'\]"):
+        check_sensors(train, {"pan": 1, "s2": 12})
+    with pytest.raises(DataError, match="'s2' has 12 channels, the model expects 4"):
+        check_sensors(train, {"s1": 2, "s2": 4})
+    with pytest.raises(DataError, match="pan"):
+        make_dataloader(train, ["pan", "s1"], 4)
+
+
+def test_parquet_folder_and_builder_sources(tmp_path):
+    builder = S.SyntheticPairs(cache_dir=str(tmp_path / "c"), **SIZES)
+    out = export_builder(builder, tmp_path / "export", num_proc=1)
+    val = load_paired_dataset(out, split="validation", cache_dir=str(tmp_path / "hf"))
+    assert val.features == builder.info.features and len(val) == 10
+    ref = S.generate(10, seed=2, image_size=16, split="validation")
+    batch = next(iter(make_dataloader(val, ["s1", "s2"], 10, shuffle=False)))
+    np.testing.assert_array_equal(batch["s2"].numpy(), ref["s2"])
+    assert len(load_paired_dataset(out, cache_dir=str(tmp_path / "hf"))) == 56
+    with pytest.raises(DataError, match="no 'unassigned' split"):
+        load_paired_dataset(out, split="unassigned", cache_dir=str(tmp_path / "hf"))
+    test = load_paired_dataset("synthetic", split="test", **SIZES)
+    assert len(test) == 6
+    with pytest.raises(DataError, match="Unknown data source"):
+        load_paired_dataset(tmp_path / "nowhere")
+
+
+def test_builder_name_source(tmp_path):
+    root = tmp_path / "own"
+    root.mkdir()
+    for i in range(3):
+        np.save(root / f"a{i}.npy", np.full((1, 4, 4), i, np.float32))
+        np.save(root / f"b{i}.npy", np.full((2, 4, 4), i, np.uint8))
+    (root / "pairs.csv").write_text("id,a,b,labels,split\n" + "".join(
+        f"p{i},a{i}.npy,b{i}.npy,{'x' if i else 'y'},{'test' if i == 2 else 'train'}\n" for i in range(3)))
+    ds = load_paired_dataset("paired", split="train", csv_path=str(root / "pairs.csv"), cache_dir=str(tmp_path / "c"))
+    assert ds["id"] == ["p0", "p1"] and label_names(ds) == ["x", "y"]
+    batch = next(iter(make_dataloader(ds, {"a": 1, "b": 2}, 2, shuffle=False)))
+    assert batch["b"].dtype == torch.uint8 and batch["b"][1].unique().tolist() == [1]
+    assert batch["labels"].tolist() == [[0.0, 1.0], [1.0, 0.0]]
