@@ -48,39 +48,14 @@ def _source_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _load_data(options: dict[str, Any], split: str | None) -> Any:
-    """The paired datasets.Dataset of a source, optionally one split.
-
-    ``synthetic`` is generated in memory from `datasets_scripts.synthetic` (deterministic from the seed, so
-    `search --png` regenerates the same images); a folder goes through
-    `datasets_scripts.loading.load_paired_dataset` (or, where that module is absent, plain Parquet loading).
-    """
-    import datasets
+    """The paired datasets.Dataset of a source (`datasets_scripts.loading.load_paired_dataset`), optionally one
+    split. The synthetic data is deterministic from its options, so `search --png` regenerates the same images."""
+    from datasets_scripts.loading import load_paired_dataset
 
     kwargs = {k: v for k, v in options.items() if k != "dataset"}
-    if options["dataset"] == "synthetic":
-        from datasets_scripts import synthetic
-
-        sizes = dict(synthetic.DEFAULT_SIZES)
-        if "num_pairs" in kwargs:
-            sizes = dict.fromkeys(sizes, int(kwargs["num_pairs"]))
-        if split is not None:
-            if split not in sizes:
-                raise ValueError(f"The synthetic data has splits {list(sizes)}, not {split!r}")
-            sizes = {split: sizes[split]}
-        size = kwargs.get("image_size", synthetic.DEFAULT_IMAGE_SIZE)
-        parts = [datasets.Dataset.from_dict(
-            synthetic.to_columns(synthetic.generate(n, seed=kwargs.get("seed", 0), image_size=size, split=name)),
-            features=synthetic.features(size)) for name, n in sizes.items()]
-        return datasets.concatenate_datasets(parts)
-    try:
-        from datasets_scripts.loading import load_paired_dataset
-    except ImportError:  # loading module not available: read the exported Parquet directly
-        from .retrieval import select_split
-
-        files = sorted(str(f) for f in Path(options["dataset"]).rglob("*.parquet"))
-        if not files:
-            raise FileNotFoundError(f"No Parquet files under {options['dataset']}")
-        return select_split(datasets.load_dataset("parquet", data_files=files, split="train"), split)
+    if "num_pairs" in kwargs:  # one size for every synthetic split
+        n = kwargs.pop("num_pairs")
+        kwargs.update(num_train=n, num_validation=n, num_test=n)
     return load_paired_dataset(options["dataset"], split=split, **kwargs)
 
 

@@ -15,7 +15,6 @@ Not imported by the model (remote code): this module may use datasets, accelerat
 from __future__ import annotations
 
 import json
-import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,7 +27,6 @@ import torch
 from .image_processing_crjepa import preprocess_batch
 from .metrics import f1_at_k, mean_average_precision, precision_at_k
 
-logger = logging.getLogger(__name__)
 
 SPACES = ("unified", "cross")
 """unified: phi_uni, for same-modal search; cross: phi_cross, for cross-modal search."""
