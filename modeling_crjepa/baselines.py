@@ -439,6 +439,29 @@ def build_model(architecture: str = "crjepa", preset: str | None = None, **overr
     return ARCHITECTURES[architecture][1](config)
 
 
+def architecture_of(config: CRJepaConfig) -> str:
+    """The ``model.architecture`` name of a config (the most derived registered class wins)."""
+    for name, (config_class, _) in ARCHITECTURES.items():
+        if type(config) is config_class:
+            return name
+    raise ValueError(f"No registered architecture for {type(config).__name__}; known: {sorted(ARCHITECTURES)}")
+
+
+def model_for_config(config: CRJepaConfig) -> PreTrainedModel:
+    """A freshly initialised model of the architecture a config belongs to (CRJepaConfig -> CRJepaModel, ...)."""
+    return ARCHITECTURES[architecture_of(config)][1](config)
+
+
+def model_fields() -> list[str]:
+    """Every key a training YAML's ``model`` section may set: ``architecture``, ``preset`` and the config fields
+    of all registered architectures (CR-JEPA's and the baselines' own knobs)."""
+    fields = dict.fromkeys(["architecture", "preset"])
+    for config_class, _ in ARCHITECTURES.values():
+        for klass in reversed([k for k in config_class.__mro__ if issubclass(k, CRJepaConfig)]):
+            fields.update(dict.fromkeys(klass.__dict__.get("__annotations__", {})))
+    return list(fields)
+
+
 def after_optimizer_step(model: nn.Module, step: int, total_steps: int | None = None) -> None:
     """Call the model's post-step hook if it has one (X-JEPA's EMA update); CR-JEPA needs none."""
     hook = getattr(model, "after_optimizer_step", None)
@@ -450,6 +473,6 @@ for _config_class, _model_class in (ARCHITECTURES["xjepa"], ARCHITECTURES["contr
     AutoConfig.register(_config_class.model_type, _config_class, exist_ok=True)
     AutoModel.register(_config_class, _model_class, exist_ok=True)
 
-__all__ = ["ARCHITECTURES", "ContrastiveConfig", "ContrastiveModel", "ContrastiveOutput", "MahalanobisAlignment",
+__all__ = ["ARCHITECTURES", "architecture_of", "model_fields", "model_for_config", "ContrastiveConfig", "ContrastiveModel", "ContrastiveOutput", "MahalanobisAlignment",
            "XJepaConfig", "XJepaModel", "XJepaOutput", "after_optimizer_step", "build_config", "build_model",
            "vicreg_covariance", "vicreg_variance"]
