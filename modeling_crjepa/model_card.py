@@ -1,0 +1,114 @@
+"""The model card of a trained CR-JEPA model: model_cards/model_card.md rendered with huggingface_hub.
+
+The card's metadata carries the four retrieval results as structured evaluation results (``model-index``, from
+`RetrievalResults.model_index`), so the Hub shows them and tools can read them; the body repeats them as the
+paper's table, next to the randomly initialised model, with the training data and the full run configuration.
+
+Not imported by the model files (remote code).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+MODEL_CARD_TEMPLATE = Path(__file__).resolve().parent.parent / "model_cards" / "model_card.md"
+TAGS = ["crjepa", "jepa", "remote-sensing", "image-retrieval", "cross-modal-retrieval", "self-supervised"]
+
+
+def _protocol(results: Any) -> str:
+    if results.gallery_split and results.gallery_split != results.query_split:
+        return f"queries from the {results.query_split} split, gallery = the {results.gallery_split} split"
+    split = f"the {results.query_split} split" if results.query_split else "the whole data set"
+    return f"{split} as queries and gallery (each query's own item removed from same-modal rankings)"
+
+
+def _data_description(run_config: dict[str, Any], train_pairs: int | None) -> str:
+    data = run_config["data"]
+    source = str(data["source"])
+    name = data["name"] or source
+    lines = [f"- data set: **{name}**" + (f" ([{data['hub_id']}](https://huggingface.co/datasets/{data['hub_id']}))"
+                                           if data.get("hub_id") else "")]
+    lines.append(f"- source: `{source}`" + (f", path `{data['path']}`" if data.get("path") else ""))
+    if data.get("options"):
+        lines.append("- options: " + ", ".join(f"{k}={v}" for k, v in data["options"].items()))
+    lines.append(f"- training split: `{data['train_split']}`" + (f" ({train_pairs} pairs)" if train_pairs else ""))
+    if source == "synthetic":
+        lines.append("- the built-in synthetic Sentinel-1/Sentinel-2 pairs of `datasets_scripts.synthetic` "
+                     "(deterministic from the seed; no real imagery)")
+    return "\n".join(lines)
+
+
+def comparison_table(random_init: Any | None, trained: Any) -> str:
+    """The headline metric per direction in %, the randomly initialised model next to the trained one."""
+    metric = trained.headline_metric
+    lines = [f"| direction | {metric} random init | {metric} trained |", "|---|---|---|"]
+    for direction in trained.directions:
+        before = f"{random_init.metrics[metric][direction] * 100:.2f}" if random_init is not None else "-"
+        lines.append(f"| {direction.upper()} | {before} | {trained.metrics[metric][direction] * 100:.2f} |")
+    return "\n".join(lines)
+
+
+def _relative(path: str) -> str:
+    """A config path relative to the repository when it lies inside it (cards should not leak local paths)."""
+    root = MODEL_CARD_TEMPLATE.parent.parent
+    try:
+        return str(Path(path).resolve().relative_to(root))
+    except ValueError:
+        return Path(path).name
+
+
+def render_model_card(model_config: Any, run_config: dict[str, Any], results: Any, random_init: Any = None,
+                      training_summary: dict[str, Any] | None = None, repo_id: str | None = None,
+                      template_path: str | Path = MODEL_CARD_TEMPLATE) -> Any:
+    """A huggingface_hub ModelCard for a trained model.
+
+    model_config: the CRJepaConfig; run_config: the training configuration (train_accelerate.py's mapping);
+    results / random_init: RetrievalResults of the trained / randomly initialised model; training_summary:
+    steps, total_steps, epochs, global_batch, processes, mixed_precision, train_seconds, train_pairs.
+    """
+    from huggingface_hub import ModelCard, ModelCardData
+
+    if not Path(template_path).is_file():
+        raise FileNotFoundError(f"Model card template not found at {template_path}")
+    summary = dict(training_summary or {})
+    hub = run_config.get("hub", {})
+    repo_id = repo_id or hub.get("hub_model_id") or "<user>/<model>"
+    data = run_config["data"]
+    dataset_name = data.get("name") or str(data["source"])
+    model_name = repo_id.split("/")[-1] if "/" in repo_id and not repo_id.startswith("<") else f"crjepa-{dataset_name}"
+    card_data = ModelCardData(
+        model_name=model_name, library_name="transformers", pipeline_tag="image-feature-extraction",
+        license="apache-2.0", tags=TAGS + [s for s in model_config.sensor_names],
+        datasets=[data["hub_id"]] if data.get("hub_id") else None,
+        eval_results=results.model_index(dataset_type=data.get("hub_id") or dataset_name),
+    )
+    comparison = comparison_table(random_init, results) if random_init is not None else None
+    training = run_config["training"]
+    sensor_a, sensor_b = model_config.sensor_names
+    return ModelCard.from_template(
+        card_data, template_path=str(template_path),
+        model_name=model_name, repo_id=repo_id, sensor_a=sensor_a, sensor_b=sensor_b,
+        band_names=dict(model_config.band_names), image_size=model_config.image_size,
+        retrieval_dim=model_config.retrieval_dim, num_parameters=summary.get("num_parameters", "n/a"),
+        dataset_name=dataset_name, protocol=_protocol(results), num_queries=results.num_queries,
+        num_gallery=results.num_gallery, results_table=results.to_markdown(), comparison_table=comparison,
+        notes="; ".join(results.notes), data_description=_data_description(run_config, summary.get("train_pairs")),
+        config_file=_relative(run_config.get("config_file", "configs/cpu_default.yaml")),
+        routes=list(model_config.routes), lambda_cross=model_config.lambda_cross, lambda_uni=model_config.lambda_uni,
+        lambda_sigreg=model_config.lambda_sigreg, mask_ratio=model_config.mask_ratio,
+        temperature=model_config.temperature, weight_decay=training["weight_decay"],
+        max_grad_norm=training["max_grad_norm"], lr_start=training["lr_start"], lr=training["lr"],
+        lr_end=training["lr_end"], warmup_epochs=training["warmup_epochs"],
+        steps=summary.get("steps", "n/a"), total_steps=summary.get("total_steps", "n/a"),
+        epochs=summary.get("epochs", training["epochs"]), global_batch=summary.get("global_batch", "n/a"),
+        processes=summary.get("processes", "n/a"), mixed_precision=summary.get("mixed_precision", "n/a"),
+        train_seconds=summary.get("train_seconds", "n/a"),
+        run_config_yaml=yaml.safe_dump(run_config, sort_keys=False).rstrip(),
+        synthetic=str(data["source"]) == "synthetic",
+    )
+
+
+__all__ = ["MODEL_CARD_TEMPLATE", "comparison_table", "render_model_card"]

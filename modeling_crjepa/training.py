@@ -1,0 +1,498 @@
+"""The testable pieces of `train_accelerate.py`: run configuration, optimiser groups, schedule, masks, checkpoints.
+
+- Run configuration: one nested mapping (`DEFAULTS` lists every valid key) read from a YAML file and overridden
+  by ``--key value`` command-line pairs (dotted keys for nested sections, values parsed as YAML scalars). An
+  unknown key is an error that names the key and the valid ones, before anything else happens.
+- AdamW parameter groups (the paper's weight decay 0.04, none on norms, biases, positional embeddings, mask
+  tokens and sensor embeddings) and the paper's learning-rate schedule (linear warm-up from ``lr_start`` to
+  ``lr`` over ``warmup_epochs``, then cosine to ``lr_end``), as a pure function of the optimiser step.
+- Masks as a pure function of (seed, step, sample id): a resumed run and a run on any number of processes draw
+  exactly the masks of the uninterrupted one-process run.
+- Atomic checkpoints: `accelerator.save_state` into a temporary folder, renamed when complete; keep the last K.
+
+Not imported by the model files (remote code): this module may use accelerate, yaml and the file system.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from .configuration_crjepa import PRESETS, CRJepaConfig
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "cpu_default.yaml"
+"""The configuration `train_accelerate.py` uses when no --config is given."""
+
+FREE_FORM = ("data.options",)
+"""Sections whose keys are passed on unchecked (the data source's own keyword arguments)."""
+
+DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "output_dir": "outputs/crjepa",
+    "resume": False,  # true: continue from the latest checkpoint in output_dir (fresh start when there is none)
+    "overwrite_output_dir": False,  # true: a fresh run may replace the checkpoints of an earlier run in output_dir
+    "model": {
+        "preset": "tiny",  # a CRJepaConfig preset; every other key of this section overrides a CRJepaConfig field
+    },
+    "data": {
+        "source": "synthetic",  # "synthetic", a folder of exported Parquet, or a builder name (with path)
+        "path": None,  # the builder's input folder / file (BEN-14K: the exported Parquet folder)
+        "name": None,  # the data set's name in the model card (default: the source)
+        "hub_id": None,  # the data set's Hub id, listed in the model card's metadata
+        "options": {},  # extra keyword arguments of load_paired_dataset (e.g. synthetic sizes)
+        "train_split": "train",
+        "batch_size": 64,  # per process; the global batch is batch_size x processes x accumulation steps
+        "num_workers": 0,
+    },
+    "training": {
+        "epochs": 10,
+        "max_steps": None,  # stop after this many optimiser steps (the schedule still follows `epochs`)
+        "gradient_accumulation_steps": 1,
+        "mixed_precision": None,  # no | fp16 | bf16; null: whatever `accelerate config` / launch flags say
+        "max_grad_norm": 1.0,
+        "weight_decay": 0.04,
+        "lr_start": 1.0e-4,  # warm-up start
+        "lr": 1.0e-3,  # peak, reached after warmup_epochs
+        "lr_end": 1.0e-6,  # end of the cosine decay
+        "warmup_epochs": 15.0,
+        "betas": [0.9, 0.999],
+    },
+    "eval": {
+        "query_split": "test",
+        "gallery_split": None,  # null: the query split is the gallery too (self-matches removed)
+        "k": 5,
+        "batch_size": 256,
+        "every_epochs": None,
+        "every_steps": None,
+        "before_training": True,  # score the randomly initialised model too (printed next to the trained one)
+    },
+    "checkpoint": {
+        "every_steps": 500,  # null or 0: no intermediate checkpoints (the last step is always saved)
+        "keep_last": 2,
+    },
+    "logging": {
+        "every_steps": 10,
+        "report_to": "tensorboard",  # tensorboard | trackio | wandb | none, or a list
+        "project_name": "crjepa",
+        "progress_bar": True,
+    },
+    "embeddings": {
+        "write": True,  # write the embeddings data set (Parquet) and faiss index of `split`
+        "split": "test",
+        "index": "auto",  # faiss index kind: auto | exact | hnsw | ivfpq
+    },
+    "hub": {
+        "push_to_hub": False,
+        "hub_model_id": None,
+        "push_embeddings": False,
+        "hub_embeddings_id": None,
+        "private": False,
+    },
+}
+
+CHECKPOINT_PREFIX = "step_"
+STATE_FILE = "trainer_state.json"
+"""Written last into a checkpoint folder: a folder without it is incomplete and never resumed from."""
+
+
+class ConfigError(ValueError):
+    """A run configuration a person must fix (unknown key, wrong type, missing value)."""
+
+
+# ---------------------------------------------------------------------------------------------- configuration
+def model_fields() -> list[str]:
+    """CRJepaConfig's own fields (the keys the ``model`` section may override besides ``preset``)."""
+    return list(CRJepaConfig.__dict__.get("__annotations__", {}))
+
+
+def valid_keys() -> list[str]:
+    """Every dotted key a configuration may set."""
+    keys = []
+
+    def walk(tree: dict[str, Any], prefix: str) -> None:
+        for key, value in tree.items():
+            if isinstance(value, dict) and f"{prefix}{key}" not in FREE_FORM:
+                walk(value, f"{prefix}{key}.")
+            else:
+                keys.append(f"{prefix}{key}")
+
+    walk(DEFAULTS, "")
+    return keys + [f"model.{name}" for name in model_fields()]
+
+
+def _is_valid(key: str) -> bool:
+    return key in valid_keys() or any(key.startswith(f"{f}.") for f in FREE_FORM)
+
+
+def resolve_key(key: str) -> str:
+    """A full dotted key from a dotted or bare one (``epochs`` -> ``training.epochs`` when unique)."""
+    key = key.replace("-", "_") if not key.startswith("data.options.") else key
+    if _is_valid(key):
+        return key
+    matches = [k for k in valid_keys() if k.rsplit(".", 1)[-1] == key]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise ConfigError(f"Config key {key!r} is ambiguous: write one of {matches}")
+    raise unknown_key_error(key)
+
+
+def unknown_key_error(key: str) -> ConfigError:
+    keys = valid_keys()
+    close = [k for k in keys if key.rsplit(".", 1)[-1] in k or k.rsplit(".", 1)[-1] in key.rsplit(".", 1)[-1]]
+    hint = f" Did you mean {close[:3]}?" if close else ""
+    return ConfigError(f"Unknown config key {key!r}.{hint}\nValid keys: " + ", ".join(keys))
+
+
+def parse_scalar(text: str) -> Any:
+    """A command-line value as a YAML scalar ('3' -> 3, 'true' -> True, 'null' -> None, '[1, 2]' -> list);
+    numbers YAML 1.1 leaves as text ('1e-3') become floats."""
+    value = yaml.safe_load(text) if text.strip() else ""
+    return _numeric(value)
+
+
+def _numeric(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return float(value) if re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)", value.strip()) else value
+        except ValueError:
+            return value
+    return value
+
+
+def parse_cli(argv: Sequence[str]) -> tuple[str | None, list[tuple[str, Any]]]:
+    """``[--config FILE] [--key value | --flag] ...`` -> (config path, [(key, value)]).
+
+    A ``--key`` followed by another ``--key`` (or nothing) is a flag set to true; ``--key=value`` works too.
+    """
+    config_path, pairs = None, []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or arg == "--":
+            raise ConfigError(f"Unexpected argument {arg!r}: write options as --key value (e.g. --training.epochs 3)")
+        key, has_value, value = arg[2:].partition("=")
+        if not has_value:
+            if i + 1 < len(args) and not (args[i + 1].startswith("--") and len(args[i + 1]) > 2):
+                value, i = args[i + 1], i + 1
+            else:
+                value = "true"
+        i += 1
+        if key == "config":
+            config_path = value
+        else:
+            pairs.append((key, parse_scalar(value)))
+    return config_path, pairs
+
+
+def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        node = tree.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"Config key {dotted!r}: {part!r} is not a section")
+        tree = node
+    tree[parts[-1]] = value
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and dotted not in FREE_FORM:
+            if not value and prefix == "" and key == "model":
+                continue
+            yield from _flatten(value, f"{dotted}.")
+        else:
+            yield dotted, value
+
+
+def load_run_config(config_path: str | os.PathLike | None = None,
+                    overrides: Sequence[tuple[str, Any]] = ()) -> dict[str, Any]:
+    """DEFAULTS <- YAML file (default configs/cpu_default.yaml) <- overrides; checked, with numbers coerced."""
+    path = Path(config_path) if config_path is not None else DEFAULT_CONFIG
+    if not path.is_file():
+        raise ConfigError(f"Config file {str(path)!r} not found")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"Config file {str(path)!r} is not valid YAML: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"Config file {str(path)!r} must hold a mapping of sections, found {type(loaded).__name__}")
+    config = copy.deepcopy(DEFAULTS)
+    for key, value in _flatten(loaded):
+        if not _is_valid(key):
+            raise ConfigError(f"{path}: " + str(unknown_key_error(key)))
+        _set(config, key, _numeric(value))
+    for key, value in overrides:
+        _set(config, resolve_key(key), value)
+    config["config_file"] = str(path)
+    check_run_config(config)
+    return config
+
+
+def check_run_config(config: dict[str, Any]) -> None:
+    """Types and ranges of the run configuration, all problems in one error."""
+    errors = []
+    flat = dict(_flatten({k: v for k, v in config.items() if k != "config_file"}))
+    for key, default in _flatten(DEFAULTS):
+        value = flat.get(key)
+        if value is None or default is None:
+            continue
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                errors.append(f"{key} must be true or false, found {value!r}")
+        elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            _set(config, key, float(value))
+        elif isinstance(default, (int, float)) and not (isinstance(value, (int, float)) and not isinstance(value, bool)):
+            errors.append(f"{key} must be a number, found {value!r}")
+    training, data = config["training"], config["data"]
+    if config["model"].get("preset") not in PRESETS:
+        errors.append(f"model.preset must be one of {sorted(PRESETS)}, found {config['model'].get('preset')!r}")
+    for key in ("batch_size",):
+        if isinstance(data[key], int) and data[key] < 1:
+            errors.append(f"data.{key} must be >= 1, found {data[key]}")
+    if isinstance(training["gradient_accumulation_steps"], int) and training["gradient_accumulation_steps"] < 1:
+        errors.append("training.gradient_accumulation_steps must be >= 1")
+    if training["mixed_precision"] not in (None, "no", "fp16", "bf16", "fp8"):
+        errors.append(f"training.mixed_precision must be no, fp16, bf16 or null, found {training['mixed_precision']!r}")
+    if isinstance(training["epochs"], (int, float)) and training["epochs"] <= 0:
+        errors.append(f"training.epochs must be positive, found {training['epochs']}")
+    hub = config["hub"]
+    if hub["push_to_hub"] and not hub["hub_model_id"]:
+        errors.append("hub.push_to_hub needs --hub_model_id user/name")
+    if hub["push_embeddings"] and not hub["hub_embeddings_id"]:
+        errors.append("hub.push_embeddings needs --hub_embeddings_id user/name")
+    if errors:
+        raise ConfigError("Invalid training configuration:\n  - " + "\n  - ".join(errors))
+
+
+def build_model_config(config: dict[str, Any]) -> CRJepaConfig:
+    """The CRJepaConfig of a run: the ``model.preset`` plus every other key of the ``model`` section."""
+    overrides = {k: v for k, v in config["model"].items() if k != "preset"}
+    try:
+        return CRJepaConfig.from_preset(config["model"]["preset"], **overrides)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"Invalid model settings {overrides}: {exc}") from exc
+
+
+def report_to(config: dict[str, Any]) -> list[str]:
+    """The trackers to log to (``none`` -> [])."""
+    value = config["logging"]["report_to"]
+    names = [value] if isinstance(value, str) else list(value or [])
+    return [n for n in names if n and n != "none"]
+
+
+# ---------------------------------------------------------------------------------------------- optimisation
+NO_DECAY_NAMES = ("pos_embed", "mask_token", "sensor_embed")
+"""Parameters (besides norms and biases, i.e. every tensor with ndim <= 1) trained without weight decay."""
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: weight decay on weight matrices and convolution kernels only; none on norms, biases,
+    positional embeddings, mask tokens and sensor embeddings (the usual ViT / I-JEPA recipe)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if param.ndim <= 1 or any(n in name.rsplit(".", 1)[-1] for n in NO_DECAY_NAMES):
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def no_decay_names(model: torch.nn.Module) -> list[str]:
+    """Names of the parameters `param_groups` exempts from weight decay (for tests and logs)."""
+    return [n for n, p in model.named_parameters()
+            if p.ndim <= 1 or any(k in n.rsplit(".", 1)[-1] for k in NO_DECAY_NAMES)]
+
+
+def learning_rate(step: int, total_steps: int, warmup_steps: int, lr_start: float, lr_peak: float,
+                  lr_end: float) -> float:
+    """The paper's schedule at optimiser step ``step`` (0-based): linear warm-up lr_start -> lr_peak over
+    ``warmup_steps``, then cosine decay to lr_end at ``total_steps``."""
+    warmup_steps = min(max(int(warmup_steps), 0), int(total_steps))
+    if step < warmup_steps:
+        return lr_start + (lr_peak - lr_start) * step / warmup_steps
+    progress = min(max((step - warmup_steps) / max(total_steps - warmup_steps, 1), 0.0), 1.0)
+    return lr_end + (lr_peak - lr_end) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+_M32 = 0xFFFFFFFF
+
+
+def hash32(x: Any) -> Any:
+    """A 32-bit integer mixing function (xor-shift-multiply) on Python ints or int64 tensors alike.
+
+    Every intermediate stays below 2**59, so int64 arithmetic never overflows and CPU and GPU agree.
+    """
+    x = x & _M32
+    x = ((x >> 16) ^ x) * 0x45D9F3B & _M32
+    x = ((x >> 16) ^ x) * 0x45D9F3B & _M32
+    return (x >> 16) ^ x
+
+
+def sample_keys(ids: Sequence[str]) -> list[int]:
+    """A stable 32-bit key per sample id (blake2b; Python's hash() is salted per process)."""
+    import hashlib
+
+    return [int.from_bytes(hashlib.blake2b(str(i).encode(), digest_size=4).digest(), "little") for i in ids]
+
+
+def draw_masks(config: CRJepaConfig, ids: Sequence[str], step: int, seed: int,
+               device: torch.device | str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{sensor: (visible_index, masked_index)} for a batch, as a pure function of (seed, step, sample id, sensor).
+
+    Each token gets a hashed 32-bit score from (seed, step, sample id, sensor, token); the lowest-scoring
+    round(N * mask_ratio) tokens are masked (the split `random_masks` makes, with the same static counts). A
+    pair's mask therefore does not depend on where it sits in the batch, on the number of processes, or on
+    whether the run was resumed: a run on 2 processes or a resumed run draws exactly the masks of the
+    uninterrupted 1-process run (the loader sorts rows inside a batch, so row positions are not comparable).
+    """
+    num_patches = config.num_patches
+    num_masked = min(max(int(round(num_patches * config.mask_ratio)), 1), num_patches - 1)
+    step_key = hash32(hash32(int(seed)) ^ hash32(int(step) + 0x9E3779B9))
+    keys = torch.tensor(sample_keys(ids), dtype=torch.int64, device=device)
+    tokens = torch.arange(num_patches, dtype=torch.int64, device=device) * 0x85EBCA6B & _M32
+    masks = {}
+    for index, sensor in enumerate(config.sensor_names):
+        row = hash32(hash32(keys ^ step_key) + 0x27D4EB2F * (index + 1))
+        order = hash32(row[:, None] ^ tokens[None, :]).argsort(dim=1, stable=True)
+        masks[sensor] = (order[:, num_masked:], order[:, :num_masked])
+    return masks
+
+
+# ---------------------------------------------------------------------------------------------- data order
+class ShardedEpochSampler(torch.utils.data.Sampler):
+    """This process's sample indices, in order, for one epoch: a permutation seeded by (seed, epoch), cut into
+    global batches of ``batch_size * num_processes`` pairs, of which process r takes rows [r*B, (r+1)*B).
+
+    The data order is a pure function of (seed, epoch): one process with batch 2B sees exactly the pairs that two
+    processes with batch B see together, and a resumed run sees what the uninterrupted one saw (`set_epoch` with
+    ``skip_batches``). Incomplete global batches (and an incomplete gradient-accumulation group) at the end of
+    an epoch are dropped, so every optimiser step has the same global batch.
+    """
+
+    def __init__(self, num_items: int, batch_size: int, num_processes: int = 1, process_index: int = 0,
+                 seed: int = 0, accumulation: int = 1) -> None:
+        self.num_items, self.batch_size, self.seed = int(num_items), int(batch_size), int(seed)
+        self.num_processes, self.process_index = int(num_processes), int(process_index)
+        global_batch = self.batch_size * self.num_processes
+        self.batches_per_epoch = (self.num_items // global_batch) // accumulation * accumulation
+        self.epoch, self.skip_batches = 0, 0
+
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        """Select the epoch's permutation and how many of this epoch's batches were already consumed."""
+        self.epoch, self.skip_batches = int(epoch), int(skip_batches)
+
+    def __len__(self) -> int:
+        return (self.batches_per_epoch - self.skip_batches) * self.batch_size
+
+    def __iter__(self):
+        generator = torch.Generator()
+        generator.manual_seed(hash32(hash32(self.seed) ^ hash32(self.epoch + 0x51ED)))
+        order = torch.randperm(self.num_items, generator=generator)
+        global_batch = self.batch_size * self.num_processes
+        for batch in range(self.skip_batches, self.batches_per_epoch):
+            start = batch * global_batch + self.process_index * self.batch_size
+            yield from order[start:start + self.batch_size].tolist()
+
+
+# ---------------------------------------------------------------------------------------------- files
+def check_output_dir(path: str | os.PathLike) -> Path:
+    """Create ``path`` if needed and prove it is writable (a probe file), or raise a ConfigError that says why."""
+    path = Path(path).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        blocker = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), None)
+        reason = f"{blocker} is a file, not a folder" if blocker is not None else exc.strerror or str(exc)
+        raise ConfigError(f"Cannot write to the output directory {str(path)!r}: {reason}. "
+                          "Choose another --output_dir.") from exc
+    return path.resolve()
+
+
+def prepare_output_dir(path: str | os.PathLike, resume: bool, overwrite: bool) -> Path:
+    """`check_output_dir`, then refuse to mix a fresh run with an earlier run's checkpoints (which a later
+    --resume would pick up), unless ``overwrite`` removes them."""
+    path = check_output_dir(path)
+    if list_checkpoints(path) and not resume:
+        if not overwrite:
+            raise ConfigError(f"The output directory {str(path)!r} holds checkpoints of an earlier run. Pass "
+                              "--resume to continue it, --overwrite_output_dir to start over, or another --output_dir.")
+        shutil.rmtree(checkpoint_dir(path), ignore_errors=True)
+    return path
+
+
+def checkpoint_dir(output_dir: str | os.PathLike) -> Path:
+    return Path(output_dir) / "checkpoints"
+
+
+def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints (folders ``step_N`` holding trainer_state.json), oldest first."""
+    root = checkpoint_dir(output_dir)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and re.fullmatch(rf"{CHECKPOINT_PREFIX}\d+", p.name)
+             and (p / STATE_FILE).is_file()]
+    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+
+
+def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    checkpoints = list_checkpoints(output_dir)
+    return checkpoints[-1] if checkpoints else None
+
+
+def read_state(checkpoint: str | os.PathLike) -> dict[str, Any]:
+    return json.loads((Path(checkpoint) / STATE_FILE).read_text())
+
+
+def save_checkpoint(accelerator: Any, output_dir: str | os.PathLike, step: int, state: dict[str, Any],
+                    keep_last: int = 2) -> Path:
+    """`accelerator.save_state` into ``checkpoints/.tmp-step_N``, then (main process) write trainer_state.json
+    and rename to ``checkpoints/step_N``; older complete checkpoints beyond ``keep_last`` are removed after.
+
+    A crash at any point leaves the previous complete checkpoint untouched and resumable.
+    """
+    root = checkpoint_dir(output_dir)
+    final = root / f"{CHECKPOINT_PREFIX}{step:08d}"
+    temporary = root / f".tmp-{final.name}"
+    if accelerator.is_main_process:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(temporary, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(temporary))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (temporary / STATE_FILE).write_text(json.dumps({**state, "step": step}, indent=2) + "\n")
+        if final.exists():  # a checkpoint of the same step from an earlier, interrupted run
+            shutil.rmtree(final)
+        os.replace(temporary, final)
+        for old in list_checkpoints(output_dir)[:-max(int(keep_last), 1)]:
+            shutil.rmtree(old, ignore_errors=True)
+        for stale in root.glob(".tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+__all__ = [
+    "DEFAULTS", "DEFAULT_CONFIG", "ConfigError", "ShardedEpochSampler", "build_model_config", "check_output_dir", "check_run_config",
+    "draw_masks", "latest_checkpoint", "prepare_output_dir", "learning_rate", "list_checkpoints", "load_run_config", "no_decay_names",
+    "param_groups", "parse_cli", "parse_scalar", "read_state", "report_to", "resolve_key", "save_checkpoint",
+    "valid_keys",
+]

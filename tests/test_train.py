@@ -1,0 +1,171 @@
+"""End-to-end tests of train_accelerate.py: the main command, two processes vs one, exact resume, bad input.
+
+Everything runs on the CPU, offline, on tiny settings of the built-in synthetic data (overrides below).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = str(ROOT / "train_accelerate.py")
+SMALL = [
+    "--data.options", "{num_train: 256, num_validation: 0, num_test: 128, image_size: 32, seed: 0}",
+    "--data.batch_size", "32", "--epochs", "2", "--warmup_epochs", "0.5", "--lr", "2e-3",
+    "--model.sigreg_num_directions", "64", "--eval.batch_size", "128", "--checkpoint.every_steps", "0",
+    "--logging.every_steps", "1", "--logging.report_to", "none", "--logging.progress_bar", "false",
+    "--embeddings.index", "exact",
+]
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+            "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+def run(args: list[str], launcher: list[str] | None = None, extra_env: dict[str, str] | None = None,
+        timeout: int = 300) -> subprocess.CompletedProcess:
+    command = [sys.executable, *(launcher if launcher is not None else []), SCRIPT, *args]
+    result = subprocess.run(command, cwd=ROOT, env={**env(), **(extra_env or {})}, capture_output=True,
+                            text=True, timeout=timeout)
+    return result
+
+
+def check(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return result.stdout
+
+
+def losses(output_dir: Path) -> list[dict[str, float]]:
+    return [json.loads(line) for line in (output_dir / "train_log.jsonl").read_text().splitlines()]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------------------------------------- main command
+def test_main_command_trains_evaluates_saves_and_beats_random_init(tmp_path):
+    out = tmp_path / "run"
+    stdout = check(run(SMALL + ["--output_dir", str(out)],
+                       launcher=["-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1"]))
+    table = dict((d, (float(a), float(b))) for d, a, b in
+                 re.findall(r"^\| (S\d->S\d) \| ([\d.]+) \| ([\d.]+) \|$", stdout, flags=re.M))
+    assert set(table) == {"S1->S1", "S2->S2", "S1->S2", "S2->S1"}, stdout
+    for direction in ("S1->S2", "S2->S1"):  # cross-modal: the trained model must clearly beat random init
+        random_init, trained = table[direction]
+        assert trained > random_init + 3, table
+    assert str(out / "model") in stdout and str(out / "embeddings") in stdout
+
+    from huggingface_hub import ModelCard
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(out / "model", trust_remote_code=True)
+    assert type(model).__name__ == "CRJepaModel"
+    assert (out / "model" / "model.safetensors").is_file() and (out / "model" / "preprocessor_config.json").is_file()
+    assert (out / "model" / "modeling_crjepa.py").is_file()  # remote code travels with the weights
+    card = ModelCard.load(out / "model" / "README.md")
+    results = {(r.metric_name, r.metric_config): r.metric_value for r in card.data.eval_results}
+    assert results[("F1@5 S1->S2", "s1->s2")] == pytest.approx(table["S1->S2"][1], abs=0.01)
+    assert {cfg for _, cfg in results} == {"s1->s1", "s2->s2", "s1->s2", "s2->s1"}
+    assert "random init" in card.text and "synthetic" in card.text
+    assert list((out / "embeddings" / "data").glob("*.parquet"))
+    assert {p.name for p in (out / "embeddings" / "faiss").iterdir()} == {"s1_unified", "s1_cross", "s2_unified",
+                                                                         "s2_cross"}
+    logged = losses(out)
+    assert len(logged) == 16 and {"train/loss_sigreg", "train/loss_pred_ab", "train/lr", "train/pairs_per_s"} <= set(logged[0])
+    summary = json.loads((out / "results.json").read_text())
+    assert summary["trained"]["metrics"]["F1@5"]["s1->s2"] * 100 == pytest.approx(table["S1->S2"][1], abs=0.01)
+
+
+# ---------------------------------------------------------------------------------------------- distributed
+def test_two_processes_reach_the_loss_of_one_process_with_the_same_global_batch(tmp_path):
+    """DDP on 2 CPU processes (gloo), per-process batch 8, vs 1 process with batch 16: same pairs per step (the
+    seedable sampler), same mask per pair (keyed by pair id), SIGReg on the global batch (all-reduced), the
+    prediction loss a per-pair mean (DDP averages the gradients). InfoNCE's negatives are the LOCAL batch, so
+    the two runs differ by design when lambda_cross / lambda_uni > 0: they are set to 0 here."""
+    common = SMALL + ["--data.options", "{num_train: 64, num_validation: 0, num_test: 32, seed: 0}",
+                      "--max_steps", "3", "--model.lambda_cross", "0", "--model.lambda_uni", "0",
+                      "--eval.before_training", "false", "--embeddings.write", "false"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    check(run(common + ["--data.batch_size", "16", "--output_dir", str(one)],
+              launcher=["-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1"]))
+    check(run(common + ["--data.batch_size", "8", "--output_dir", str(two)],
+              launcher=["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                        "--main_process_port", str(free_port())], extra_env={"ACCELERATE_USE_CPU": "yes"}))
+    single, double = losses(one), losses(two)
+    assert [r["step"] for r in single] == [r["step"] for r in double] == [1, 2, 3]
+    for a, b in zip(single, double):
+        for term in ("train/loss", "train/loss_pred", "train/loss_pred_ab", "train/loss_sigreg"):
+            assert b[term] == pytest.approx(a[term], rel=1e-4, abs=1e-5), (a["step"], term)
+    assert single[0]["train/loss"] != pytest.approx(single[2]["train/loss"], rel=1e-3)  # it did train
+
+
+# ---------------------------------------------------------------------------------------------- resume
+def test_resume_continues_exactly_like_the_uninterrupted_run(tmp_path):
+    """8 steps over 2 epochs; the interrupted run stops after step 5 (mid-epoch 2: exercises the data order of
+    a later epoch and the skipped batches), the resumed run finishes; the final weights must be identical."""
+    common = SMALL + ["--data.options", "{num_train: 64, num_validation: 0, num_test: 32, seed: 0}",
+                      "--data.batch_size", "16", "--eval.before_training", "false", "--embeddings.write", "false"]
+    full, parts = tmp_path / "full", tmp_path / "parts"
+    check(run(common + ["--output_dir", str(full)]))
+    check(run(common + ["--output_dir", str(parts), "--max_steps", "5"]))
+    assert [p.name for p in (parts / "checkpoints").iterdir()] == ["step_00000005"]
+    stdout = check(run(common + ["--output_dir", str(parts), "--resume"]))
+    assert "Resuming from" in stdout and "step 5 of 8" in stdout
+    reference, resumed = load_file(full / "model" / "model.safetensors"), load_file(parts / "model" / "model.safetensors")
+    assert reference.keys() == resumed.keys()
+    for name in reference:
+        torch.testing.assert_close(resumed[name], reference[name], rtol=0, atol=0, msg=name)
+    assert [r["train/loss"] for r in losses(parts)] == [r["train/loss"] for r in losses(full)]
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+def _no_training(output_dir: Path) -> None:
+    assert not (output_dir / "checkpoints").exists() and not (output_dir / "train_log.jsonl").exists()
+
+
+def test_bad_input_fails_before_training_with_a_clear_message(tmp_path, capsys, monkeypatch):
+    import train_accelerate
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "out"
+    cases = {
+        "unknown key": (["--training.epoch", "3"], r"Unknown config key 'training\.epoch'.*Valid keys:"),
+        "missing sensors": (["--model.preset", "dsrsid"], r"missing sensor column\(s\) \['pan', 'ms'\]"),
+        "wrong channels": (["--model.sensors", "{s1: 2, s2: 4}", "--model.band_names", "{s1: [VV, VH], s2: [a, b, c, d]}",
+                            "--model.band_mean", "{s1: [0, 0], s2: [0, 0, 0, 0]}",
+                            "--model.band_std", "{s1: [1, 1], s2: [1, 1, 1, 1]}"], r"'s2' has 12 channels, the model expects 4"),
+        "push offline": (["--push_to_hub", "--hub_model_id", "user/model"], r"HF_HUB_OFFLINE"),
+    }
+    for name, (args, message) in cases.items():
+        status = train_accelerate.main(SMALL + ["--output_dir", str(out)] + args)
+        err = capsys.readouterr().err
+        assert status == 2 and re.search(message, err, flags=re.S), (name, err)
+        _no_training(out)
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("in the way")
+    readonly = tmp_path / "readonly"
+    readonly.mkdir(mode=0o555)
+    if os.access(readonly, os.W_OK):  # root ignores permissions: use a file system that refuses everyone
+        readonly = Path("/sys/crjepa-test")
+    for target in (blocker / "out", readonly / "out"):
+        assert train_accelerate.main(SMALL + ["--output_dir", str(target)]) == 2
+        assert "Cannot write to the output directory" in capsys.readouterr().err
+
+    # the real exit status through accelerate launch
+    result = run(["--no_such_key", "1"], launcher=["-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1"])
+    assert result.returncode != 0 and "Unknown config key 'no_such_key'" in result.stderr

@@ -1,0 +1,173 @@
+"""Unit tests of modeling_crjepa.training: run configuration, optimiser groups, schedule, masks, checkpoints."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from modeling_crjepa import CRJepaConfig, CRJepaModel
+from modeling_crjepa.training import (
+    ConfigError,
+    build_model_config,
+    check_output_dir,
+    draw_masks,
+    latest_checkpoint,
+    learning_rate,
+    list_checkpoints,
+    load_run_config,
+    no_decay_names,
+    param_groups,
+    parse_cli,
+    prepare_output_dir,
+    read_state,
+    resolve_key,
+    save_checkpoint,
+)
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+# ---------------------------------------------------------------------------------------------- configuration
+@pytest.mark.parametrize("name", ["cpu_default", "paper_ben14k", "dsrsid", "cbrsir_vs"])
+def test_every_preset_loads_and_builds_its_model_config(name):
+    config = load_run_config(CONFIGS / f"{name}.yaml")
+    model_config = build_model_config(config)
+    assert isinstance(model_config, CRJepaConfig)
+    assert config["training"]["max_grad_norm"] == 1.0 and config["training"]["weight_decay"] == 0.04
+
+
+def test_paper_preset_has_the_papers_hyper_parameters():
+    config = load_run_config(CONFIGS / "paper_ben14k.yaml")
+    training = config["training"]
+    assert config["data"]["batch_size"] == 512 and training["epochs"] == 400
+    assert (training["lr_start"], training["lr"], training["lr_end"], training["warmup_epochs"]) == (1e-4, 1e-3, 1e-6, 15)
+    assert training["mixed_precision"] == "bf16"
+    assert build_model_config(config).hidden_size == 512
+
+
+def test_cli_overrides_parse_yaml_scalars_and_dotted_keys(tmp_path):
+    path, pairs = parse_cli(["--config", "x.yaml", "--model.mask_ratio", "0.25", "--lr=1e-3", "--push_to_hub",
+                             "--data.options.num_train", "64", "--routes", "[aa, ab]"])
+    assert path == "x.yaml"
+    assert pairs == [("model.mask_ratio", 0.25), ("lr", 1e-3), ("push_to_hub", True),
+                     ("data.options.num_train", 64), ("routes", ["aa", "ab"])]
+    config = load_run_config(CONFIGS / "cpu_default.yaml", [("model.mask_ratio", 0.25), ("epochs", 2),
+                                                             ("data.options.num_train", 64)])
+    assert config["model"]["mask_ratio"] == 0.25 and config["training"]["epochs"] == 2
+    assert config["data"]["options"]["num_train"] == 64 and config["data"]["options"]["num_test"] == 500
+    assert build_model_config(config).mask_ratio == 0.25
+
+
+def test_unknown_key_names_the_key_and_the_valid_keys(tmp_path):
+    with pytest.raises(ConfigError, match=r"(?s)Unknown config key 'training.epoch'.*Valid keys:.*training\.epochs"):
+        load_run_config(None, [("training.epoch", 3)])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training:\n  lerning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml.*'training.lerning_rate'"):
+        load_run_config(bad)
+    with pytest.raises(ConfigError, match="ambiguous"):
+        resolve_key("batch_size")
+    with pytest.raises(ConfigError, match="must be a number"):
+        load_run_config(None, [("epochs", "many")])
+    with pytest.raises(ConfigError, match="hub_model_id"):
+        load_run_config(None, [("push_to_hub", True)])
+    with pytest.raises(ConfigError, match="Invalid model settings"):
+        build_model_config(load_run_config(None, [("model.mask_ratio", 1.5)]))
+
+
+def test_output_dir_checks(tmp_path):
+    assert check_output_dir(tmp_path / "a" / "b").is_dir()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
+        check_output_dir(blocker / "out")
+    (tmp_path / "run" / "checkpoints" / "step_00000003").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / "step_00000003" / "trainer_state.json").write_text("{}")
+    with pytest.raises(ConfigError, match="--resume"):
+        prepare_output_dir(tmp_path / "run", resume=False, overwrite=False)
+    assert prepare_output_dir(tmp_path / "run", resume=True, overwrite=False)
+    prepare_output_dir(tmp_path / "run", resume=False, overwrite=True)
+    assert not list_checkpoints(tmp_path / "run")
+
+
+# ---------------------------------------------------------------------------------------------- optimisation
+def test_no_weight_decay_on_norms_biases_positions_mask_tokens_and_sensor_embeddings():
+    model = CRJepaModel(CRJepaConfig.from_preset("tiny"))
+    decay, no_decay = param_groups(model, 0.04)
+    assert decay["weight_decay"] == 0.04 and no_decay["weight_decay"] == 0.0
+    names = set(no_decay_names(model))
+    assert {"stems.s1.pos_embed", "stems.s2.pos_embed", "predictors.cross.mask_token",
+            "predictors.cross.pos_embed", "predictors.cross.target_sensor_embed"} <= names
+    assert "trunk.norm.weight" in names and "trunk.blocks.0.attn.q.bias" in names
+    assert "trunk.blocks.0.attn.q.weight" not in names and "stems.s1.patch_embed.weight" not in names
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+    assert len(no_decay["params"]) == len(names)
+
+
+def test_schedule_warm_up_then_cosine():
+    kw = dict(total_steps=100, warmup_steps=15, lr_start=1e-4, lr_peak=1e-3, lr_end=1e-6)
+    lrs = [learning_rate(s, **kw) for s in range(101)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[15] == pytest.approx(1e-3) and lrs[100] == pytest.approx(1e-6)
+    assert lrs[8] == pytest.approx(1e-4 + 0.9e-3 * 8 / 15)
+    assert all(a < b for a, b in zip(lrs[:15], lrs[1:16])) and all(a >= b for a, b in zip(lrs[15:], lrs[16:]))
+    middle = 15 + 85 / 2
+    assert learning_rate(int(middle), **kw) == pytest.approx(1e-6 + (1e-3 - 1e-6) * 0.5 * (1 + math.cos(math.pi * (int(middle) - 15) / 85)))
+    assert learning_rate(0, total_steps=10, warmup_steps=50, lr_start=1e-4, lr_peak=1e-3, lr_end=1e-6) == 1e-4
+
+
+# ---------------------------------------------------------------------------------------------- masks
+def test_masks_depend_only_on_seed_step_and_sample():
+    config = CRJepaConfig.from_preset("tiny")
+    ids = [f"pair-{i}" for i in range(8)]
+    masks = draw_masks(config, ids, step=3, seed=0, device="cpu")
+    for sensor in ("s1", "s2"):
+        visible, masked = masks[sensor]
+        assert masked.shape == (8, round(config.num_patches * config.mask_ratio))
+        assert visible.shape[1] + masked.shape[1] == config.num_patches
+        full = torch.cat([visible, masked], 1).sort(1).values
+        assert torch.equal(full, torch.arange(config.num_patches).expand(8, -1))
+    # the same pair gets the same mask whatever its row, its batch-mates or the process that draws it
+    shard = draw_masks(config, ids[4:][::-1], step=3, seed=0, device="cpu")
+    assert torch.equal(shard["s1"][1], masks["s1"][1][4:].flip(0))
+    # and a different one per step, per seed, per sensor and per sample
+    assert not torch.equal(draw_masks(config, ids, 4, 0, "cpu")["s1"][1], masks["s1"][1])
+    assert not torch.equal(draw_masks(config, ids, 3, 1, "cpu")["s1"][1], masks["s1"][1])
+    assert not torch.equal(masks["s2"][1], masks["s1"][1])
+    assert not torch.equal(masks["s1"][1][0], masks["s1"][1][1])
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+class FakeAccelerator:
+    """save_state writes one file; `fail` makes it crash half-way (after writing part of the folder)."""
+
+    is_main_process = True
+    fail = False
+
+    def wait_for_everyone(self) -> None:
+        pass
+
+    def save_state(self, output_dir: str) -> None:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(output_dir) / "model.safetensors").write_text("weights")
+        if self.fail:
+            raise RuntimeError("disk full")
+
+
+def test_checkpoints_are_atomic_and_pruned(tmp_path):
+    accelerator = FakeAccelerator()
+    for step in (2, 4, 6):
+        save_checkpoint(accelerator, tmp_path, step, {"micro_step": step}, keep_last=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000004", "step_00000006"]
+    accelerator.fail = True
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_checkpoint(accelerator, tmp_path, 8, {"micro_step": 8}, keep_last=2)
+    latest = latest_checkpoint(tmp_path)  # the crash left the previous checkpoint as the one to resume from
+    assert latest.name == "step_00000006" and read_state(latest) == {"micro_step": 6, "step": 6}
+    assert (tmp_path / "checkpoints" / ".tmp-step_00000008").exists()  # incomplete: ignored ...
+    accelerator.fail = False
+    save_checkpoint(accelerator, tmp_path, 8, {"micro_step": 8}, keep_last=2)
+    assert not list((tmp_path / "checkpoints").glob(".tmp-*"))  # ... and cleaned by the next save
+    assert latest_checkpoint(tmp_path).name == "step_00000008"
