@@ -129,13 +129,33 @@ def multi_hot(ds: datasets.Dataset) -> np.ndarray:
 
 
 def array3d_to_numpy(column: pa.ChunkedArray | pa.Array, shape: Sequence[int]) -> np.ndarray:
-    """An Arrow Array3D column -> (N, C, H, W) numpy array of its native dtype, without per-row work."""
-    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if isinstance(arr, pa.ExtensionArray):
-        arr = arr.storage
-    for _ in range(3):
-        arr = arr.flatten()
-    return arr.to_numpy(zero_copy_only=False, writable=True).reshape(-1, *shape)  # writable: torch needs it
+    """An Arrow Array3D column (or one chunk) -> (N, C, H, W) numpy array of its native dtype. Zero-copy where
+    Arrow allows (a memory-mapped file stays on disk until rows are indexed), so the result may be read-only."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    parts = []
+    for arr in chunks:
+        if isinstance(arr, pa.ExtensionArray):
+            arr = arr.storage
+        for _ in range(3):
+            arr = arr.flatten()
+        parts.append(arr.to_numpy(zero_copy_only=False).reshape(-1, *shape))
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+class Array3DColumn:
+    """Row access to an Array3D column without per-row Python: zero-copy numpy views of the Arrow chunks, and
+    one fancy-indexing copy per batch (which is also the only copy made before pinning / the GPU)."""
+
+    def __init__(self, column: pa.ChunkedArray, shape: Sequence[int]) -> None:
+        self.chunks = [array3d_to_numpy(chunk, shape) for chunk in column.chunks]
+        self.starts = np.cumsum([0] + [len(c) for c in self.chunks])
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """Rows (sorted ascending) -> (B, C, H, W) writable array."""
+        if len(self.chunks) == 1:
+            return self.chunks[0][rows]
+        which = np.searchsorted(self.starts, rows, side="right") - 1
+        return np.concatenate([self.chunks[c][rows[which == c] - self.starts[c]] for c in np.unique(which)])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -148,18 +168,33 @@ class PairBatches(torch.utils.data.Dataset):
         check_sensors(ds, sensors)
         self.sensors = list(sensors)
         self.shapes = {s: ds.features[s].shape for s in self.sensors}
-        self.table = ds.select_columns(self.sensors).with_format("arrow")
+        # the whole underlying table (a datasets Table: memory-mapped on-disk sets pickle as a path, cheap to send
+        # to spawned workers) and this dataset's rows in it (select / filter / shuffle leave an indices mapping)
+        self.table = ds.data
+        mapping = getattr(ds, "_indices", None)
+        self.rows = (mapping.column(0).to_numpy() if mapping is not None
+                     else np.arange(len(ds))).astype(np.int64)
+        self._columns: dict[str, Array3DColumn] | None = None
         self.labels = multi_hot(ds)
         self.ids = ds.with_format("arrow")[:]["id"].to_pylist()
+
+    def columns(self) -> dict[str, Array3DColumn]:
+        """Zero-copy views of the sensor columns, built lazily (in each worker process)."""
+        if self._columns is None:
+            self._columns = {s: Array3DColumn(self.table.table.column(s), self.shapes[s]) for s in self.sensors}
+        return self._columns
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_columns": None}
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, indices: Sequence[int]) -> dict[str, Any]:
-        idx = np.sort(np.asarray(indices, dtype=np.int64))  # sorted: contiguous reads from Arrow
-        table = self.table[idx.tolist()]
-        batch: dict[str, Any] = {s: torch.from_numpy(array3d_to_numpy(table[s], self.shapes[s]))
-                                 for s in self.sensors}
+        idx = np.asarray(indices, dtype=np.int64)
+        idx = idx[np.argsort(self.rows[idx], kind="stable")]  # ascending table rows: sequential reads
+        rows = self.rows[idx]
+        batch: dict[str, Any] = {s: torch.from_numpy(col.take(rows)) for s, col in self.columns().items()}
         batch["labels"] = torch.from_numpy(self.labels[idx])
         batch["id"] = [self.ids[i] for i in idx]
         return batch

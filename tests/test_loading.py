@@ -68,6 +68,33 @@ def test_worker_processes_give_the_same_batches(train):
     assert serial == parallel
 
 
+def test_selected_filtered_shuffled_views_read_the_right_rows(train):
+    view = train.select(range(5, 35)).shuffle(seed=1).filter(lambda r: len(r["labels"]) >= 2)
+    assert 0 < len(view) < 30
+    ref = S.generate(40, seed=2, image_size=16)
+    batch = next(iter(make_dataloader(view, ["s1", "s2"], len(view), shuffle=False)))
+    assert sorted(batch["id"]) == sorted(view["id"])
+    for j, pair_id in enumerate(batch["id"]):
+        i = int(pair_id.rsplit("-", 1)[1])
+        np.testing.assert_array_equal(batch["s2"][j].numpy(), ref["s2"][i])
+        assert batch["labels"][j].nonzero().ravel().tolist() == np.flatnonzero(ref["labels"][i]).tolist()
+
+
+def test_reader_pickles_small_for_spawned_workers(tmp_path):
+    import pickle
+
+    from datasets_scripts.loading import PairBatches
+
+    builder = S.SyntheticPairs(cache_dir=str(tmp_path / "c"), num_train=300, num_validation=0, num_test=0,
+                               image_size=32)
+    builder.download_and_prepare()
+    reader = PairBatches(builder.as_dataset(split="train"), ["s1", "s2"])  # memory-mapped Arrow
+    reader[[0, 1]]  # builds the column views
+    blob = pickle.dumps(reader)
+    assert len(blob) < 300 * 32 * 32 * 4  # far smaller than the 14 MB of pixels: the table travels as a path
+    np.testing.assert_array_equal(pickle.loads(blob)[[3, 1]]["s2"].numpy(), reader[[1, 3]]["s2"].numpy())
+
+
 def test_external_sampler_is_used(train):
     loader = make_dataloader(train, ["s1"], 4, sampler=list(range(8, 16)), drop_last=False)
     ids = [i for b in loader for i in b["id"]]
