@@ -50,7 +50,8 @@ def main() -> None:
                 for batch in loader:
                     n += batch["s1"].shape[0]
                 dt = time.perf_counter() - start
-                print(f"num_workers={workers} epoch {epoch}: {n / dt:,.0f} pairs/s ({n * pair_bytes / dt / 1e6:,.0f} MB/s)")
+                print(f"num_workers={workers} epoch {epoch}: {n / dt:,.0f} pairs/s "
+                      f"({n * pair_bytes / dt / 1e6:,.0f} MB/s)")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ is spelled out; `read_image` / `probe_image` are the only image readers (GeoTIFF
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import random
@@ -110,10 +109,12 @@ def probe_image(path: str | os.PathLike) -> SensorSpec:
         if suffix in NPY_SUFFIXES:
             with open(path, "rb") as f:  # header only
                 major, _ = np.lib.format.read_magic(f)
-                read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                fmt = np.lib.format
+                read_header = fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0
                 found, _, dtype = read_header(f)
             if dtype.hasobject:
-                raise DataError(f"{path}: .npy holds Python objects (pickles), which are never loaded; save a numeric array")
+                raise DataError(f"{path}: .npy holds Python objects (pickles), which are never loaded; "
+                                "save a numeric array")
             shape = (1, *found) if len(found) == 2 else tuple(found)
             if len(shape) != 3:
                 raise DataError(f"{path}: .npy images must be (C, H, W) or (H, W), found shape {tuple(found)}")
@@ -464,9 +465,8 @@ def export_builder(
         data_dir = tmp / "data"
         data_dir.mkdir()
         splits: dict[str, int] = {}
-        for split in SPLITS:
-            if split not in (builder.info.splits or {}):
-                continue
+        prepared_splits = list(builder.info.splits or {})
+        for split in [s for s in SPLITS if s in prepared_splits] + [s for s in prepared_splits if s not in SPLITS]:
             files = sorted(prepared.glob(f"*-{split}.parquet")) + sorted(prepared.glob(f"*-{split}-*.parquet"))
             for i, f in enumerate(files):
                 f.rename(data_dir / f"{split}-{i:05d}-of-{len(files):05d}.parquet")
@@ -524,7 +524,3 @@ def run_export(builder_cls: type, args: Any, **config: Any) -> int:
                             if args.push_to_hub else ""))
     return 0
 
-
-def stable_hash(text: str) -> int:
-    """A process-independent 32-bit hash (Python's hash() is salted per process)."""
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")

@@ -164,12 +164,13 @@ class DSRSID(PairedBuilder):
             for start in range(0, len(records), chunk):
                 part = records[start:start + chunk]
                 idx = np.array([r.sources["pan"][1] for r in part])
-                lo, hi = int(idx.min()), int(idx.max()) + 1  # contiguous slab read, then pick rows
+                runs = np.split(idx, np.flatnonzero(np.diff(idx) != 1) + 1)  # contiguous runs: one read each
                 arrays = {}
                 for sensor, key in (("pan", "PAN_IMAGES"), ("ms", "MUL_IMAGES")):
                     ds = h5[key]
-                    slab = ds[lo:hi] if ds.shape[0] == n else np.asarray(ds[..., lo:hi]).transpose(3, 2, 1, 0)
-                    arrays[sensor] = slab[idx - lo]
+                    arrays[sensor] = np.concatenate([
+                        ds[r[0]:r[-1] + 1] if ds.shape[0] == n
+                        else np.asarray(ds[..., r[0]:r[-1] + 1]).transpose(3, 2, 1, 0) for r in runs])
                 for j, rec in enumerate(part):
                     row = {s: conform(arrays[s][j], specs[s], f"{path}#{rec.sources[s][1]}", s) for s in specs}
                     yield rec.id, {"id": rec.id, **row, "labels": rec.labels, "split": rec.split,

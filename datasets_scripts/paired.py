@@ -52,7 +52,8 @@ class PairedFolder(PairedBuilder):
     def _csv(self) -> tuple[Path, list[str], list[dict[str, str]]]:
         if getattr(self, "_cached_csv", None) is None:
             if not self.config.csv_path:
-                raise DataError("PairedFolder needs csv_path=<CSV with columns id,<sensor a>,<sensor b>,labels[,split]>")
+                raise DataError("PairedFolder needs csv_path=<CSV with columns id,<sensor a>,<sensor b>,labels"
+                                "[,split]>")
             path = Path(self.config.csv_path).expanduser().resolve()
             if not path.is_file():
                 raise DataError(f"Pairs CSV not found: {path}")

@@ -39,7 +39,8 @@ class FakeHub:
         self.calls.append(("create_repo", args, kwargs))
 
     def upload_folder(self, **kwargs):
-        kwargs["files"] = sorted(str(p.relative_to(kwargs["folder_path"])) for p in Path(kwargs["folder_path"]).rglob("*"))
+        folder = Path(kwargs["folder_path"])
+        kwargs["files"] = sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
         self.calls.append(("upload_folder", (), kwargs))
 
 
@@ -73,7 +74,8 @@ def test_card_parses_and_declares_configs_features_license(exported):
     card = DatasetCard.load(out / "README.md")
     data = card.data.to_dict()
     assert data["configs"] == [{"config_name": "default", "data_files": [
-        {"split": "train", "path": "data/train-*.parquet"}, {"split": "validation", "path": "data/validation-*.parquet"},
+        {"split": "train", "path": "data/train-*.parquet"},
+        {"split": "validation", "path": "data/validation-*.parquet"},
         {"split": "test", "path": "data/test-*.parquet"}]}]
     assert data["license"] == "apache-2.0" and "image-feature-extraction" in data["task_categories"]
     assert "remote-sensing" in data["tags"]
