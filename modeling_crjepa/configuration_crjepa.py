@@ -122,6 +122,11 @@ class CRJepaConfig(PreTrainedConfig):
         lambda_cross, lambda_uni, lambda_sigreg: loss weights; temperature: InfoNCE temperature.
         sigreg_num_directions (J), sigreg_num_knots, sigreg_t_max: SIGReg's slicing and quadrature.
         stop_gradient_targets: detach z_M before the prediction loss.
+    Implementation (no effect on what is computed)
+        pack_sensors: run the trunk once on the visible tokens of both sensors (and once on both targets) as
+            one batch, each predictor once on all the routes it serves, and each head once on both sensors;
+            same math in fewer, larger kernels. False: one call per sensor and route (the reference path that
+            tests compare against). Packing needs a shared trunk; separate trunks run per sensor either way.
     """
 
     model_type = "crjepa"
@@ -165,6 +170,8 @@ class CRJepaConfig(PreTrainedConfig):
     sigreg_num_knots: int = 17
     sigreg_t_max: float = 3.0
     stop_gradient_targets: bool = True
+    # implementation
+    pack_sensors: bool = True
 
     def __post_init__(self, **kwargs):
         if self.sensors is None:

@@ -26,7 +26,10 @@ def sigreg_directions(dim: int, num_directions: int, step: int, seed: int = 0,
     generator.manual_seed((int(seed) * 1_000_003 + int(step)) % (2**63 - 1))
     directions = torch.randn(dim, num_directions, generator=generator, dtype=torch.float32)
     directions = directions / directions.norm(dim=0, keepdim=True)
-    return directions.to(device) if device is not None else directions
+    if device is None or torch.device(device).type == "cpu":
+        return directions if device is None else directions.to(device)
+    # pinned + non_blocking: a plain copy from pageable memory would make the host wait for the device queue
+    return directions.pin_memory().to(device, non_blocking=True)
 
 
 def epps_pulley_knots(num_knots: int = 17, t_max: float = 3.0, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,22 +65,25 @@ def sigreg(
         SIGReg = (B / J) sum_j sum_k w_k [ (mean_i cos(t_k s_ij) - exp(-t_k^2/2))^2 + (mean_i sin(t_k s_ij))^2 ].
     Under torch.distributed the per-slice means are averaged across processes (equal local batches) and B
     is the global batch, so every process returns the same value. Computed in float32 whatever the autocast.
+    A stack (P, B, D) of P projections gives the P statistics (P,) from one batched matmul, each equal to
+    SIGReg of its (B, D) slice with the same directions.
     """
-    if projections.ndim != 2:
-        raise ValueError(f"SIGReg expects a (batch, dim) matrix, found shape {tuple(projections.shape)}")
+    if projections.ndim not in (2, 3):
+        raise ValueError(f"SIGReg expects a (batch, dim) matrix or a (projections, batch, dim) stack, found shape "
+                         f"{tuple(projections.shape)}")
     x = projections.float()
     if directions is None:
-        directions = sigreg_directions(x.shape[1], num_directions, step, seed, device=x.device)
+        directions = sigreg_directions(x.shape[-1], num_directions, step, seed, device=x.device)
     t, weights = epps_pulley_knots(num_knots, t_max, device=x.device)
     with torch.autocast(device_type=x.device.type, enabled=False):
-        slices = x @ directions.to(x.device, torch.float32)  # (B, J): one matmul for all directions
-        phase = slices.unsqueeze(-1) * t  # (B, J, K)
-        cos_mean = _all_reduce_mean(torch.cos(phase).mean(dim=0))  # (J, K)
-        sin_mean = _all_reduce_mean(torch.sin(phase).mean(dim=0))
+        slices = x @ directions.to(x.device, torch.float32)  # (..., B, J): one matmul for all directions
+        phase = slices.unsqueeze(-1) * t  # (..., B, J, K)
+        cos_mean = _all_reduce_mean(torch.cos(phase).mean(dim=-3))  # (..., J, K)
+        sin_mean = _all_reduce_mean(torch.sin(phase).mean(dim=-3))
         gaussian_cf = torch.exp(-t.square() / 2)
-        error = (cos_mean - gaussian_cf).square() + sin_mean.square()  # (J, K)
-        global_batch = x.shape[0] * (torch.distributed.get_world_size() if _dist_ready() else 1)
-        return global_batch * (error @ weights).mean()
+        error = (cos_mean - gaussian_cf).square() + sin_mean.square()  # (..., J, K)
+        global_batch = x.shape[-2] * (torch.distributed.get_world_size() if _dist_ready() else 1)
+        return global_batch * (error @ weights).mean(dim=-1)
 
 
 def info_nce(e_a: torch.Tensor, e_b: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:

@@ -8,13 +8,17 @@ Every paper component has a class named after it here:
     RetrievalHead     phi_uni (same-modal search) and phi_cross (cross-modal search), 256-d
     CRJepaModel       masking, the four routes (aa, bb, ab, ba), and the objective
                       L = L_pred + lambda_cross L_cross + lambda_uni L_uni + lambda_sigreg L_sigreg
-The loss functions live in losses.py. This file travels as remote code (save_pretrained copies it with the
-files it imports relatively): it imports only torch, transformers and its siblings.
+The loss functions live in losses.py. Speed (config.pack_sensors, `compile_blocks`) never changes the math:
+`run_packed` batches calls of one module on same-shaped inputs into one call, e.g. the shared trunk on both
+sensors' visible tokens, or P_cross on both cross routes. This file travels as remote code (save_pretrained
+copies it with the files it imports relatively): it imports only torch, transformers and its siblings.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -71,10 +75,14 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         batch, length, dim = x.shape
-        context = x if context is None else context
         heads, head_dim = self.num_heads, dim // self.num_heads
-        q = self.q(x).view(batch, length, heads, head_dim).transpose(1, 2)
-        k, v = self.kv(context).view(batch, context.shape[1], 2, heads, head_dim).permute(2, 0, 3, 1, 4)
+        if context is None:  # self-attention: q, k, v from one fused matmul (same weights, same math)
+            weight = torch.cat([self.q.weight, self.kv.weight])
+            bias = None if self.q.bias is None else torch.cat([self.q.bias, self.kv.bias])
+            q, k, v = F.linear(x, weight, bias).view(batch, length, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
+        else:
+            q = self.q(x).view(batch, length, heads, head_dim).transpose(1, 2)
+            k, v = self.kv(context).view(batch, context.shape[1], 2, heads, head_dim).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(batch, length, dim))
 
@@ -173,12 +181,18 @@ class Predictor(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
         self.out_proj = nn.Linear(dim, config.hidden_size)
 
-    def forward(self, context: torch.Tensor, target_positions: torch.Tensor, target_sensor: int) -> torch.Tensor:
-        """context (B, Nv, D), target_positions (B, Nm) long -> predicted latents (B, Nm, D)."""
+    def forward(self, context: torch.Tensor, target_positions: torch.Tensor,
+                target_sensor: int | torch.Tensor) -> torch.Tensor:
+        """context (B, Nv, D), target_positions (B, Nm) long -> predicted latents (B, Nm, D).
+
+        target_sensor: the target sensor's index (0 = a, 1 = b), one int or a (B,) long tensor (one per row,
+        so routes with different targets can share one call).
+        """
         context = self.context_proj(context)
         pos = self.pos_embed.expand(target_positions.shape[0], -1, -1)
         pos = torch.gather(pos, 1, target_positions.unsqueeze(-1).expand(-1, -1, pos.shape[-1]))
-        queries = self.mask_token + pos + self.target_sensor_embed[target_sensor]
+        sensor_embed = self.target_sensor_embed[target_sensor]
+        queries = self.mask_token + pos + (sensor_embed.unsqueeze(1) if sensor_embed.ndim == 2 else sensor_embed)
         for block in self.blocks:
             queries = block(queries, context)
         return self.out_proj(self.norm(queries))
@@ -220,7 +234,37 @@ def random_masks(batch: int, num_patches: int, mask_ratio: float, device, genera
 
 
 def gather_tokens(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """The tokens (B, N, D) at `index` (B, n) -> (B, n, D)."""
     return torch.gather(tokens, 1, index.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
+
+
+def run_packed(calls: Sequence[tuple[nn.Module, tuple[torch.Tensor, ...]]], pack: bool = True) -> list[Any]:
+    """[module(*args) for module, args in calls], with calls packed when `pack` is set.
+
+    Calls to the same module whose tensor arguments agree in everything but the batch size (dim 0) are
+    concatenated along the batch, run as one call and split back: the same math for row-wise modules (every
+    module here treats the rows of a batch independently) in fewer, larger kernels. Outputs may be tensors or
+    tuples of tensors; the result is in the order of `calls`.
+    """
+    if not pack:
+        return [module(*args) for module, args in calls]
+    groups: dict[tuple, list[int]] = {}
+    for i, (module, args) in enumerate(calls):
+        key = (id(module),) + tuple((tuple(a.shape[1:]), a.dtype, a.device) for a in args)
+        groups.setdefault(key, []).append(i)
+    results: list[Any] = [None] * len(calls)
+    for members in groups.values():
+        module = calls[members[0]][0]
+        if len(members) == 1:
+            results[members[0]] = module(*calls[members[0]][1])
+            continue
+        sizes = [calls[i][1][0].shape[0] for i in members]
+        packed_args = [torch.cat([calls[i][1][j] for i in members]) for j in range(len(calls[members[0]][1]))]
+        output = module(*packed_args)
+        parts = ([o.split(sizes) for o in output] if isinstance(output, tuple) else [output.split(sizes)])
+        for n, i in enumerate(members):
+            results[i] = tuple(p[n] for p in parts) if isinstance(output, tuple) else parts[0][n]
+    return results
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -275,10 +319,27 @@ class CRJepaModel(CRJepaPreTrainedModel):
     def trunk_for(self, sensor: str) -> Trunk:
         return self.trunk if self.config.trunk_mode == "shared" else self.trunks[sensor]
 
-    def head_for(self, space: str) -> RetrievalHead:
+    def head_name(self, space: str) -> str:
+        """The key in self.heads of the head serving `space` (one head serves both in head_mode='single')."""
         if space not in SPACES:
             raise ValueError(f"Unknown embedding space {space!r}; choose from {list(SPACES)}")
-        return self.heads[space] if self.config.head_mode == "decoupled" else self.heads["shared"]
+        return space if self.config.head_mode == "decoupled" else "shared"
+
+    def head_for(self, space: str) -> RetrievalHead:
+        return self.heads[self.head_name(space)]
+
+    def compile_blocks(self, **compile_kwargs: Any) -> "CRJepaModel":
+        """Regional torch.compile: compile every trunk and predictor block in place (opt-in, for GPUs).
+
+        All blocks of a kind share one compiled graph (per input shape and grad mode), so compiling is quick;
+        the math is unchanged. Shapes are static (equal masked counts), hence dynamic=False by default.
+        Keyword arguments go to torch.compile (e.g. mode="max-autotune-no-cudagraphs", backend="eager").
+        """
+        compile_kwargs.setdefault("dynamic", False)
+        for module in self.modules():
+            if isinstance(module, (TrunkBlock, PredictorBlock)):
+                module.compile(**compile_kwargs)
+        return self
 
     def check_pixel_values(self, pixel_values: torch.Tensor, sensor: str, check_finite: bool = True) -> None:
         """Raise a clear error for an unknown sensor, a wrong shape or non-finite values."""
@@ -309,11 +370,18 @@ class CRJepaModel(CRJepaPreTrainedModel):
 
         space="unified" for same-modal search (phi_uni), "cross" for cross-modal search (phi_cross).
         """
-        head = self.head_for(space)
+        return self.embed(pixel_values, sensor, (space,), normalize)[space]
+
+    @torch.no_grad()
+    def embed(self, pixel_values: torch.Tensor, sensor: str, spaces: Sequence[str] = SPACES,
+              normalize: bool = True) -> dict[str, torch.Tensor]:
+        """{space: (B, retrieval_dim)} for several spaces from ONE trunk pass (get_embeddings per space would
+        run the trunk once per space)."""
+        names = {space: self.head_name(space) for space in spaces}
         self.check_pixel_values(pixel_values, sensor)
         pooled = self.encode(pixel_values, sensor).mean(dim=1)
-        raw, normalized = head(pooled)
-        return normalized if normalize else raw.float()
+        projected = {name: self.heads[name](pooled) for name in dict.fromkeys(names.values())}
+        return {space: projected[name][1] if normalize else projected[name][0].float() for space, name in names.items()}
 
     # ------------------------------------------------------------------ training objective
     def forward(
@@ -344,46 +412,54 @@ class CRJepaModel(CRJepaPreTrainedModel):
         if masks is None:
             masks = {n: random_masks(batch, cfg.num_patches, cfg.mask_ratio, x.device) for n, x in inputs.items()}
 
-        visible, targets, pooled = {}, {}, {}
-        for name, x in inputs.items():
-            tokens = self.stems[name](x)
-            vis_idx, mask_idx = masks[name]
-            z_visible = self.trunk_for(name)(gather_tokens(tokens, vis_idx))
-            visible[name] = z_visible
-            pooled[name] = z_visible.mean(dim=1)
-            if cfg.stop_gradient_targets:
-                with torch.no_grad():
-                    targets[name] = self.trunk_for(name)(gather_tokens(tokens.detach(), mask_idx))
-            else:
-                targets[name] = self.trunk_for(name)(gather_tokens(tokens, mask_idx))
+        pack = cfg.pack_sensors
+        tokens = {name: self.stems[name](x) for name, x in inputs.items()}
+        names = self.sensor_names
+        # z_V = g(f(x; V)) and z_M = g(f(x; M)), each subset through the trunk separately; with a shared trunk
+        # and pack_sensors both sensors' visible tokens go through it as one batch, and the targets likewise
+        def trunk_calls(subset: int, detach: bool = False) -> list[tuple[nn.Module, tuple[torch.Tensor]]]:
+            return [(self.trunk_for(n), (gather_tokens(tokens[n].detach() if detach else tokens[n], masks[n][subset]),))
+                    for n in names]
+
+        if cfg.stop_gradient_targets:
+            z_visible = run_packed(trunk_calls(0), pack)
+            with torch.no_grad():
+                z_masked = run_packed(trunk_calls(1, detach=True), pack)
+        else:  # all four subsets carry gradients: one call when the visible and masked counts agree
+            z_all = run_packed(trunk_calls(0) + trunk_calls(1), pack)
+            z_visible, z_masked = z_all[:len(names)], z_all[len(names):]
+        visible, targets = dict(zip(names, z_visible)), dict(zip(names, z_masked))
+        pooled = {n: visible[n].mean(dim=1) for n in names}
 
         zero = pixel_values_a.new_zeros((), dtype=torch.float32)
-        route_losses = {}
         sensor_of = {"a": name_a, "b": name_b}
-        for route in ("aa", "bb", "ab", "ba"):
-            if route not in cfg.routes:
-                route_losses[route] = zero
-                continue
-            source, target = sensor_of[route[0]], sensor_of[route[1]]
+        active = [r for r in ("aa", "bb", "ab", "ba") if r in cfg.routes]
+        calls = []
+        for route in active:  # routes served by one predictor (P_cross: ab and ba) are packed into one call
+            src, tgt = sensor_of[route[0]], sensor_of[route[1]]
+            target_sensor = torch.full((batch,), names.index(tgt), dtype=torch.long, device=pixel_values_a.device)
             predictor = self.predictors[self.route_to_predictor[route]]
-            predicted = predictor(visible[source], masks[target][1], self.sensor_names.index(target))
-            route_losses[route] = prediction_loss(predicted, targets[target])
+            calls.append((predictor, (visible[src], masks[tgt][1], target_sensor)))
+        predicted = dict(zip(active, run_packed(calls, pack)))
+        route_losses = {r: prediction_loss(predicted[r], targets[sensor_of[r[1]]]) if r in predicted else zero
+                        for r in ("aa", "bb", "ab", "ba")}
         loss_pred = sum(cfg.route_weights[r] * route_losses[r] for r in cfg.routes) if cfg.routes else zero
 
-        embeddings = {}
-        for name in self.sensor_names:
-            for space in SPACES:
-                raw, normalized = self.head_for(space)(pooled[name])
-                embeddings[f"{name}_{space}"] = (raw, normalized)
+        # heads: each head once on both sensors; r (raw) and e (normalised) per (sensor, head)
+        keys = [(n, h) for n in names for h in self.heads]
+        projected = dict(zip(keys, run_packed([(self.heads[h], (pooled[n],)) for n, h in keys], pack)))
+        embeddings = {f"{n}_{space}": projected[(n, self.head_name(space))] for n in names for space in SPACES}
         e = {k: v[1] for k, v in embeddings.items()}
         loss_cross = info_nce(e[f"{name_a}_cross"], e[f"{name_b}_cross"], cfg.temperature)
         loss_uni = uni_loss(e[f"{name_a}_unified"], e[f"{name_b}_unified"], cfg.temperature)
-        raws = [embeddings[f"{n}_{s}"][0] for n in self.sensor_names for s in SPACES]
-        if cfg.head_mode == "single":  # one head: r_uni and r_cross are the same projection
-            raws = raws[::2]
-        loss_sigreg = torch.stack([
-            sigreg(r, step=sigreg_step, num_directions=cfg.sigreg_num_directions, num_knots=cfg.sigreg_num_knots,
-                   t_max=cfg.sigreg_t_max) for r in raws]).mean()
+        # SIGReg on the raw projections (r_uni and r_cross of both sensors; one head: r of both sensors)
+        raws = [projected[key][0] for key in keys]
+        sigreg_kwargs = dict(step=sigreg_step, num_directions=cfg.sigreg_num_directions,
+                             num_knots=cfg.sigreg_num_knots, t_max=cfg.sigreg_t_max)
+        if pack:  # one batched matmul for the stack (P, B, R)
+            loss_sigreg = sigreg(torch.stack(raws), **sigreg_kwargs).mean()
+        else:
+            loss_sigreg = torch.stack([sigreg(r, **sigreg_kwargs) for r in raws]).mean()
 
         loss = loss_pred + cfg.lambda_cross * loss_cross + cfg.lambda_uni * loss_uni + cfg.lambda_sigreg * loss_sigreg
         return CRJepaOutput(

@@ -1,0 +1,107 @@
+"""Speed never changes the model: the packed path (pack_sensors=True, fused qkv, stacked SIGReg) computes the
+same losses, gradients and FLOPs as the plain path, one call per sensor and route."""
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from modeling_crjepa import CRJepaConfig, CRJepaModel
+from modeling_crjepa.losses import sigreg, sigreg_directions
+from modeling_crjepa.modeling_crjepa import random_masks, run_packed
+
+TERMS = ("loss", "loss_pred", "loss_pred_aa", "loss_pred_bb", "loss_pred_ab", "loss_pred_ba", "loss_cross",
+         "loss_uni", "loss_sigreg")
+
+
+def setup(n: int = 6, **overrides):
+    torch.manual_seed(0)
+    model = CRJepaModel(CRJepaConfig.from_preset("tiny", **overrides))
+    gen = torch.Generator().manual_seed(1)
+    (_, ca), (_, cb) = model.config.sensors.items()
+    size = model.config.image_size
+    a, b = torch.randn(n, ca, size, size, generator=gen), torch.randn(n, cb, size, size, generator=gen)
+    masks = {s: random_masks(n, model.config.num_patches, model.config.mask_ratio, "cpu", gen)
+             for s in model.sensor_names}
+    return model, a, b, masks
+
+
+def losses_and_grads(model: CRJepaModel, pack: bool, a, b, masks) -> tuple[dict, dict]:
+    model.config.pack_sensors = pack
+    model.zero_grad(set_to_none=True)
+    out = model(a, b, sigreg_step=5, masks=masks)
+    out.loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return {t: getattr(out, t).detach() for t in TERMS}, grads
+
+
+@pytest.mark.parametrize("overrides", [
+    {},  # the paper: P_aa, P_bb, one P_cross (ab and ba packed into one call)
+    {"predictor_sharing": "independent"},
+    {"predictor_sharing": "shared"},  # all four routes in one call
+    {"trunk_mode": "separate"},  # nothing to pack in the trunk
+    {"stop_gradient_targets": False, "head_mode": "single", "routes": ["aa", "ab", "ba"]},
+], ids=["paper", "independent", "shared", "separate_trunks", "no_stopgrad_single_head"])
+def test_packed_path_matches_plain_path(overrides):
+    model, a, b, masks = setup(**overrides)
+    packed_losses, packed_grads = losses_and_grads(model, True, a, b, masks)
+    plain_losses, plain_grads = losses_and_grads(model, False, a, b, masks)
+    for term in TERMS:
+        assert torch.allclose(packed_losses[term], plain_losses[term], rtol=1e-5, atol=1e-6), term
+    assert packed_grads.keys() == plain_grads.keys() and len(plain_grads) == len(list(model.parameters()))
+    for name, grad in plain_grads.items():  # per tensor, relative to its norm: fp32 rounding is ~1e-6
+        assert (packed_grads[name] - grad).norm() <= 1e-5 * grad.norm() + 1e-8, name
+
+
+def test_packed_path_counts_the_same_flops():
+    model, a, b, masks = setup()
+    counts = {}
+    for pack in (True, False):
+        model.config.pack_sensors = pack
+        with FlopCounterMode(display=False) as counter:
+            model(a, b, sigreg_step=0, masks=masks).loss.backward()
+        counts[pack] = counter.get_total_flops()
+    assert counts[True] == counts[False] > 0
+
+
+def test_stacked_sigreg_equals_each_projection():
+    gen = torch.Generator().manual_seed(0)
+    stack = torch.randn(4, 32, 16, generator=gen) * torch.tensor([0.5, 1.0, 2.0, 1.0]).view(4, 1, 1)
+    directions = sigreg_directions(16, 64, step=3)
+    each = torch.stack([sigreg(r, directions=directions) for r in stack])
+    assert torch.allclose(sigreg(stack, directions=directions), each, rtol=1e-6)
+    assert torch.allclose(sigreg(stack, step=3, num_directions=64).mean(), each.mean(), rtol=1e-6)
+
+
+def test_run_packed_groups_by_module_and_shape():
+    calls_seen = []
+
+    class Count(torch.nn.Module):
+        def forward(self, x):
+            calls_seen.append(x.shape[0])
+            return x * 2, x + 1
+
+    first, second = Count(), Count()
+    x3, x5, odd = torch.randn(3, 4), torch.randn(5, 4), torch.randn(2, 7)
+    out = run_packed([(first, (x3,)), (second, (x3,)), (first, (x5,)), (first, (odd,))])
+    assert sorted(calls_seen) == [2, 3, 8]  # first: 3 + 5 packed; second alone; odd shape alone
+    for x, (doubled, plus_one) in zip([x3, x3, x5, odd], out):
+        assert torch.equal(doubled, x * 2) and torch.equal(plus_one, x + 1)
+
+
+def test_embed_serves_every_space_from_one_trunk_pass():
+    model, a, _, _ = setup()
+    model.eval()
+    both = model.embed(a, "s1")
+    for space in ("unified", "cross"):
+        assert torch.allclose(both[space], model.get_embeddings(a, "s1", space), atol=1e-6)
+    raw = model.embed(a, "s1", ("cross",), normalize=False)["cross"]
+    assert torch.allclose(raw, model.get_embeddings(a, "s1", "cross", normalize=False))
+
+
+def test_compiled_blocks_compute_the_same_loss():
+    """compile_blocks is opt-in; the eager backend checks the wiring on the CPU in a few seconds."""
+    model, a, b, masks = setup()
+    reference, _ = losses_and_grads(model, True, a, b, masks)
+    model.compile_blocks(backend="eager")
+    compiled, _ = losses_and_grads(model, True, a, b, masks)
+    assert all(torch.allclose(compiled[t], reference[t], rtol=1e-5, atol=1e-6) for t in TERMS)
