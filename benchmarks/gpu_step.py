@@ -1,0 +1,256 @@
+"""Training and embedding throughput on one device: the fast path against a plain eager baseline (issue 6).
+
+    python benchmarks/gpu_step.py --device cuda                  # ben14k, batch 512, bf16, embed batch 1024
+    python benchmarks/gpu_step.py --device cpu --preset tiny --batch 8 --steps 2 --embed-batch 8   # code path
+
+The training step is train_accelerate.py's, built here from the model API and modeling_crjepa.training
+(which has no step function yet): native-size images -> preprocess_batch on the device for both sensors ->
+masks from training.draw_masks (keyed by sample id) -> model(a, b, sigreg_step, masks, check_finite=False) under autocast ->
+backward -> clip_grad_norm_(1.0) -> AdamW (training.param_groups) -> zero_grad.
+Baseline: the same model and step with every fast option off (pack_sensors=False, no compile, foreach AdamW).
+Fast: pack_sensors=True, regional torch.compile of the blocks (`model.compile_blocks()`), fused AdamW.
+FLOPs are counted with torch.utils.flop_counter.FlopCounterMode on one eager step (the packed and plain paths
+count the same, tests/test_fast_path.py); MFU = counted FLOP/s / peak, the peak being --peak-tflops or, by
+default, a measured large bf16 matmul on the same card. Both paths run in one process on one card, so every
+figure has its ratio. The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from modeling_crjepa import CRJepaConfig, CRJepaModel, preprocess_batch
+from modeling_crjepa.training import draw_masks, param_groups
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[int], Any], device: torch.device, warmup: int, steps: int) -> float:
+    """Seconds per call of fn(i), after `warmup` untimed calls (compilation, allocator warm-up)."""
+    for i in range(warmup):
+        fn(i)
+    synchronize(device)
+    start = time.perf_counter()
+    for i in range(warmup, warmup + steps):
+        fn(i)
+    synchronize(device)
+    return (time.perf_counter() - start) / steps
+
+
+def peak_memory_gb(device: torch.device) -> float:
+    """CUDA: max allocated since the last reset; CPU: the process's max RSS (includes the runtime)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1e9
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def reset_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def matmul_tflops(device: torch.device, dtype: torch.dtype | None) -> float:
+    """Achievable dense matmul TFLOP/s of this device: the MFU denominator when --peak-tflops is not given."""
+    n = 8192 if device.type == "cuda" else 512
+    x = torch.randn(n, n, device=device, dtype=dtype or torch.float32)
+    seconds = timed(lambda i: x @ x, device, warmup=3, steps=20 if device.type == "cuda" else 5)
+    return 2 * n**3 / seconds / 1e12
+
+
+def native_batch(config: CRJepaConfig, batch: int, size: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Random images at native size as the loader delivers them (SAR in dB, optical reflectance-like)."""
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    images = {}
+    for sensor, channels in config.sensors.items():
+        x = torch.randn(batch, channels, size, size, generator=gen)
+        mean = torch.tensor(config.band_mean[sensor]).view(1, -1, 1, 1)
+        std = torch.tensor(config.band_std[sensor]).view(1, -1, 1, 1)
+        images[sensor] = (mean + std * x).to(device)
+    return images
+
+
+# ---------------------------------------------------------------------------------------------- the step
+def make_optimizer(model: CRJepaModel, fused: bool) -> torch.optim.Optimizer:
+    """AdamW as in training: the paper's weight decay 0.04 on weight matrices only; fused kernels on CUDA."""
+    return torch.optim.AdamW(param_groups(model, 0.04), lr=1e-4, betas=(0.9, 0.999), fused=fused or None)
+
+
+def forward_backward(model: CRJepaModel, images: dict[str, torch.Tensor], step: int,
+                     amp: torch.dtype | None) -> torch.Tensor:
+    """Preprocess on the device, draw the step's masks, compute the objective and back-propagate."""
+    config = model.config
+    a, b = (preprocess_batch(images[s], s, config, check_finite=False) for s in config.sensor_names)
+    ids = [f"pair-{step}-{i}" for i in range(a.shape[0])]  # the loader's sample ids key the masks
+    masks = draw_masks(config, ids, step, seed=0, device=a.device)
+    with torch.autocast(a.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        out = model(a, b, sigreg_step=step, masks=masks, check_finite=False)
+    out.loss.backward()
+    return out.loss.detach()
+
+
+def train_step(model: CRJepaModel, optimizer: torch.optim.Optimizer, images: dict[str, torch.Tensor], step: int,
+               amp: torch.dtype | None, max_grad_norm: float = 1.0) -> torch.Tensor:
+    """One optimiser step, with no host synchronisation (the loss stays on the device)."""
+    loss = forward_backward(model, images, step, amp)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss
+
+
+def count_flops(fn: Callable[[], Any]) -> int:
+    """FLOPs of fn's operators; attention through the math kernels, which every device's counter knows (the
+    counter has no formula for the CPU's fused attention kernel)."""
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def host_syncs(fn: Callable[[], Any], device: torch.device) -> int | None:
+    """Synchronising CUDA calls made by fn (torch.cuda sync debug mode); None off CUDA."""
+    if device.type != "cuda":
+        return None
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fn()
+            synchronize(device)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
+# ---------------------------------------------------------------------------------------------- runs
+def measure(model: CRJepaModel, args: argparse.Namespace, device: torch.device, fast: bool,
+            images: dict[str, torch.Tensor], embed_pixels: torch.Tensor, amp: torch.dtype | None) -> dict[str, Any]:
+    """Training pairs/s, peak memory and embedding images/s of one configuration of the model."""
+    model.config.pack_sensors = fast
+    if fast and args.compile == "blocks":
+        model.compile_blocks(**({"mode": args.compile_mode} if args.compile_mode else {}))
+    model.train()
+    optimizer = make_optimizer(model, fused=fast and device.type == "cuda")
+    reset_memory(device)
+    step_s = timed(lambda i: train_step(model, optimizer, images, i, amp), device, args.warmup, args.steps)
+    result = {"step_s": step_s, "train_pairs_per_s": args.batch / step_s, "peak_memory_gb": peak_memory_gb(device),
+              "host_syncs_in_step": host_syncs(lambda: train_step(model, optimizer, images, 0, amp), device)}
+    del optimizer
+    model.zero_grad(set_to_none=True)
+    model.eval()
+    sensor = model.sensor_names[1]
+
+    def embed(i: int) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            return model.get_embeddings(embed_pixels, sensor=sensor, space="unified")
+
+    embed_s = timed(embed, device, args.warmup, args.embed_steps)
+    result["embed_images_per_s"] = embed_pixels.shape[0] / embed_s
+    reset_memory(device)
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--preset", default="ben14k")
+    parser.add_argument("--batch", type=int, default=512, help="training pairs per step")
+    parser.add_argument("--embed-batch", type=int, default=1024)
+    parser.add_argument("--native-size", type=int, default=120, help="native image side (BigEarthNet: 120)")
+    parser.add_argument("--steps", type=int, default=20, help="timed training steps per path")
+    parser.add_argument("--embed-steps", type=int, default=None, help="timed embedding batches (default: --steps)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed calls first (default 5 on CUDA, 1 on CPU)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="autocast dtype (default bf16 on CUDA, "
+                        "fp32 on CPU)")
+    parser.add_argument("--compile", choices=["blocks", "none"], default=None,
+                        help="fast path: regional torch.compile of the blocks (default on CUDA) or none")
+    parser.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="MFU denominator (default: a measured large matmul in the autocast dtype)")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the plain eager baseline")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    args.dtype = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
+    args.compile = args.compile or ("blocks" if device.type == "cuda" else "none")
+    args.warmup = args.warmup if args.warmup is not None else (5 if device.type == "cuda" else 1)
+    args.embed_steps = args.embed_steps or args.steps
+    amp = DTYPES[args.dtype]
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    torch.manual_seed(0)
+    config = CRJepaConfig.from_preset(args.preset)
+    model = CRJepaModel(config).to(device)
+    images = native_batch(config, args.batch, args.native_size, device)
+    embed_native = native_batch(config, args.embed_batch, args.native_size, device)[config.sensor_names[1]]
+    embed_pixels = preprocess_batch(embed_native, config.sensor_names[1], config)
+    del embed_native
+
+    # FLOPs of one eager training step (forward + backward) and of one embedding, from the operators run
+    model.config.pack_sensors = False
+    step_flops = count_flops(lambda: forward_backward(model, images, 0, amp))
+    model.zero_grad(set_to_none=True)
+    with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        embed_flops = count_flops(lambda: model.get_embeddings(embed_pixels, config.sensor_names[1]))
+    peak = args.peak_tflops or matmul_tflops(device, amp)
+
+    baseline = None if args.no_baseline else measure(model, args, device, False, images, embed_pixels, amp)
+    fast = measure(model, args, device, True, images, embed_pixels, amp)
+
+    def tflops(pairs_per_s: float) -> float:
+        return step_flops / args.batch * pairs_per_s / 1e12
+
+    result = {
+        "device": device_name(device),
+        "torch": torch.__version__, "preset": args.preset, "batch": args.batch, "embed_batch": args.embed_batch,
+        "dtype": args.dtype, "compile": args.compile, "compile_mode": args.compile_mode,
+        "train_pairs_per_s": fast["train_pairs_per_s"], "step_s": fast["step_s"],
+        "train_tflops": tflops(fast["train_pairs_per_s"]), "mfu": tflops(fast["train_pairs_per_s"]) / peak,
+        "peak_memory_gb": fast["peak_memory_gb"], "host_syncs_in_step": fast["host_syncs_in_step"],
+        "embed_images_per_s": fast["embed_images_per_s"],
+        "embed_tflops": embed_flops / args.embed_batch * fast["embed_images_per_s"] / 1e12,
+        "gflop_per_pair": step_flops / args.batch / 1e9, "embed_gflop_per_image": embed_flops / args.embed_batch / 1e9,
+        "peak_tflops": peak, "peak_tflops_source": "given" if args.peak_tflops else "measured matmul",
+        "peak_memory_kind": "cuda max_memory_allocated" if device.type == "cuda" else "process max RSS",
+    }
+    if baseline is not None:
+        result.update({
+            "baseline_train_pairs_per_s": baseline["train_pairs_per_s"], "baseline_step_s": baseline["step_s"],
+            "baseline_mfu": tflops(baseline["train_pairs_per_s"]) / peak,
+            "baseline_peak_memory_gb": baseline["peak_memory_gb"],
+            "baseline_host_syncs_in_step": baseline["host_syncs_in_step"],
+            "baseline_embed_images_per_s": baseline["embed_images_per_s"],
+            "train_speedup": fast["train_pairs_per_s"] / baseline["train_pairs_per_s"],
+            "embed_speedup": fast["embed_images_per_s"] / baseline["embed_images_per_s"],
+        })
+    result = {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
