@@ -350,7 +350,8 @@ def _hub_call(what: str, repo_id: str, fn: Any, /, *args: Any, **kwargs: Any) ->
     try:
         return fn(*args, **kwargs)
     except Exception as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = " ".join(str(exc).split())
+        msg = text.split(". ")[0].rstrip(".") if text else type(exc).__name__  # the hub's first sentence
         raise PublishError(
             f"Could not push to the Hub dataset repo {repo_id!r} ({what} failed: {msg}); {_HUB_HINT}."
         ) from None
