@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -242,11 +243,18 @@ class BaselinePreTrainedModel(CRJepaPreTrainedModel):
     def get_embeddings(self, pixel_values: torch.Tensor, sensor: str, space: str = "unified",
                        normalize: bool = True) -> torch.Tensor:
         """Embed one sensor's batch with all tokens: (B, retrieval_dim). Both spaces are the one retrieval space."""
-        if space not in SPACES:
-            raise ValueError(f"Unknown embedding space {space!r}; choose from {list(SPACES)}")
+        return self.embed(pixel_values, sensor, (space,), normalize)[space]
+
+    @torch.no_grad()
+    def embed(self, pixel_values: torch.Tensor, sensor: str, spaces: Sequence[str] = SPACES,
+              normalize: bool = True) -> dict[str, torch.Tensor]:
+        """{space: (B, retrieval_dim)} from one trunk pass, as CRJepaModel.embed; every space is the same vector."""
+        unknown = [space for space in spaces if space not in SPACES]
+        if unknown:
+            raise ValueError(f"Unknown embedding space {unknown[0]!r}; choose from {list(SPACES)}")
         self.check_pixel_values(pixel_values, sensor)
         raw, normalized = self.head(self.encode(pixel_values, sensor).mean(dim=1))
-        return normalized if normalize else raw.float()
+        return {space: normalized if normalize else raw.float() for space in spaces}
 
     def after_optimizer_step(self, step: int, total_steps: int | None = None) -> None:
         """Hook the training loop calls after every optimizer step; nothing to do by default."""
