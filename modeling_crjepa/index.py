@@ -1,0 +1,302 @@
+"""faiss indices over CR-JEPA embeddings, with dataset ids and provenance (model fingerprint, space, sensor).
+
+Vectors are L2-normalised float32 and compared by inner product (= cosine similarity), the paper's ranking.
+Index kinds (``build_index(kind=...)``):
+
+* ``"exact"``: ``IndexFlatIP``, brute force; the reference for evaluation and for archives below 50,000 items.
+* ``"hnsw"``: ``IndexHNSWFlat`` (graph; no training, slow to build on large archives).
+* ``"ivfpq"``: an inverted file with an HNSW coarse quantiser, 4-bit PQ fast-scan codes and exact re-ranking
+  of the best ``k_factor * k`` candidates on the stored float vectors (``IndexRefineFlat``):
+  ``IVF{nlist}_HNSW32,PQ{m}x4fs,RFlat``. Fast to build (k-means on a subsample) and fast to search.
+* ``"auto"``: ``"exact"`` below ``AUTO_EXACT_MAX`` (50,000) vectors, ``"ivfpq"`` above (the winner of
+  ``benchmarks/faiss_archive.py`` at 1M x 256; see :func:`default_params` for the size rule).
+
+Files written by :meth:`RetrievalIndex.save` (atomically: a temp folder renamed into place):
+``index.faiss`` (faiss.write_index), ``index.json`` (metadata), ``ids.json`` (dataset ids in faiss order).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import faiss
+import numpy as np
+
+Kind = Literal["auto", "exact", "hnsw", "ivfpq"]
+AUTO_EXACT_MAX = 50_000
+FORMAT_VERSION = 1
+INDEX_FILE, META_FILE, IDS_FILE = "index.faiss", "index.json", "ids.json"
+
+
+def available_cpus() -> int:
+    """CPUs this process may really use: the affinity mask, capped by a cgroup v2 CPU quota (containers).
+
+    faiss (OpenMP) defaults to the host's core count, which oversubscribes a CPU-limited container.
+    """
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cpus
+
+
+def set_threads(threads: int | None = None) -> int:
+    """Set faiss' OpenMP threads: ``threads``, else ``$OMP_NUM_THREADS`` if set, else the available CPUs."""
+    if threads is None:
+        env = os.environ.get("OMP_NUM_THREADS", "")
+        threads = int(env) if env.isdigit() and int(env) > 0 else available_cpus()
+    faiss.omp_set_num_threads(threads)
+    return threads
+
+
+def _as_float32_rows(vectors: Any, what: str) -> np.ndarray:
+    """(n, d) C-contiguous float32 copy from numpy / torch / lists; a single vector becomes one row."""
+    if hasattr(vectors, "detach"):  # torch.Tensor, without importing torch
+        vectors = vectors.detach().float().cpu().numpy()
+    x = np.array(vectors, dtype=np.float32, order="C", ndmin=2)  # always a copy: normalised in place later
+    if x.ndim != 2:
+        raise ValueError(f"{what} must be a (n, dim) array, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{what} contain NaN or inf values; check the embeddings")
+    return x
+
+
+def default_params(kind: Kind, n: int, dim: int) -> tuple[str, dict[str, Any]]:
+    """Resolve ``kind="auto"`` and fill the parameters the caller left out, from the archive size.
+
+    * exact: none.
+    * hnsw: M=32, efConstruction=40, efSearch=64.
+    * ivfpq: nlist = 4 * sqrt(n) rounded to a power of two in [64, 65536] (4096 at 1M); m = dim / 2
+      sub-quantisers of 4 bits (fast-scan; m must divide dim, else the largest divisor <= dim / 2 is used);
+      nprobe = nlist / 64 (>= 8); k_factor = 16 re-ranked candidates per result; k-means on at most
+      ``train_size`` = 64 * nlist points (>= 20,000 capped at n) with 10 iterations; the HNSW coarse
+      quantiser searches with efSearch = 2 * nprobe.
+    """
+    if kind == "auto":
+        kind = "exact" if n < AUTO_EXACT_MAX else "ivfpq"
+    if kind == "exact":
+        return kind, {}
+    if kind == "hnsw":
+        return kind, {"M": 32, "efConstruction": 40, "efSearch": 64}
+    if kind == "ivfpq":
+        nlist = int(min(65536, max(64, 2 ** round(math.log2(4 * math.sqrt(max(n, 1)))))))
+        m = max(d for d in range(1, dim // 2 + 1) if dim % d == 0) if dim > 1 else 1
+        nprobe = max(8, nlist // 64)
+        return kind, {
+            "nlist": nlist,
+            "m": m,
+            "nprobe": nprobe,
+            "k_factor": 16,
+            "quantizer_efSearch": 2 * nprobe,
+            "train_size": min(n, max(20_000, 64 * nlist)),
+            "niter": 10,
+        }
+    raise ValueError(f"unknown index kind {kind!r}; use 'auto', 'exact', 'hnsw' or 'ivfpq'")
+
+
+_SEARCH_PARAMS = {"exact": (), "hnsw": ("efSearch",), "ivfpq": ("nprobe", "k_factor", "quantizer_efSearch")}
+
+
+def _apply_search_params(index: faiss.Index, kind: str, params: dict[str, Any]) -> None:
+    """Set the search-time knobs stored in ``params`` on a (loaded or new) faiss index."""
+    if kind == "hnsw":
+        faiss.downcast_index(index).hnsw.efSearch = int(params["efSearch"])
+    elif kind == "ivfpq":
+        refine = faiss.downcast_index(index)
+        refine.k_factor = float(params["k_factor"])
+        ivf = faiss.extract_index_ivf(refine)
+        ivf.nprobe = int(params["nprobe"])
+        faiss.downcast_index(ivf.quantizer).hnsw.efSearch = int(params["quantizer_efSearch"])
+
+
+def _make_faiss_index(x: np.ndarray, kind: str, params: dict[str, Any], seed: int) -> faiss.Index:
+    """Create, train and fill the faiss index for normalised float32 rows ``x``."""
+    n, dim = x.shape
+    if kind == "exact":
+        index = faiss.IndexFlatIP(dim)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, int(params["M"]), faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = int(params["efConstruction"])
+    else:
+        if dim % int(params["m"]):
+            raise ValueError(f"ivfpq: m={params['m']} sub-quantisers must divide the dimension {dim}")
+        if n < params["nlist"]:
+            raise ValueError(f"ivfpq: {n} vectors cannot train nlist={params['nlist']} lists; use kind='exact'")
+        factory = f"IVF{int(params['nlist'])}_HNSW32,PQ{int(params['m'])}x4fs,RFlat"
+        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+        faiss.extract_index_ivf(index).cp.niter = int(params["niter"])
+        rng = np.random.default_rng(seed)
+        train = x if params["train_size"] >= n else x[np.sort(rng.choice(n, int(params["train_size"]), replace=False))]
+        index.train(train)
+    index.add(x)
+    _apply_search_params(index, kind, params)
+    return index
+
+
+@dataclass
+class IndexMetadata:
+    """What an index was built from: checked on load so that queries and archive come from the same model."""
+
+    dimension: int
+    kind: str
+    metric: str = "ip"
+    params: dict[str, Any] = field(default_factory=dict)
+    fingerprint: str = ""  # e.g. model repo + revision + weights hash: identifies the embedding model
+    space: str = ""  # "unified" (same-modal) or "cross" (cross-modal) head
+    sensor: str = ""  # sensor of the archive vectors, e.g. "s2"
+    count: int = 0
+    faiss_version: str = faiss.__version__
+    format_version: int = FORMAT_VERSION
+
+
+class RetrievalIndex:
+    """A faiss index plus the dataset ids of its rows and its provenance; ``search`` returns dataset ids."""
+
+    def __init__(self, index: faiss.Index, ids: np.ndarray, metadata: IndexMetadata) -> None:
+        if index.ntotal != len(ids):
+            raise ValueError(f"the faiss index holds {index.ntotal} vectors but {len(ids)} ids were given")
+        self.index, self.ids, self.metadata = index, ids, metadata
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal)
+
+    def __repr__(self) -> str:
+        m = self.metadata
+        return f"RetrievalIndex({len(self)} x {m.dimension}, kind={m.kind}, sensor={m.sensor!r}, space={m.space!r})"
+
+    def set_search_params(self, **params: Any) -> None:
+        """Change search-time knobs (hnsw: efSearch; ivfpq: nprobe, k_factor, quantizer_efSearch)."""
+        allowed = _SEARCH_PARAMS[self.metadata.kind]
+        unknown = set(params) - set(allowed)
+        if unknown:
+            raise ValueError(f"{self.metadata.kind} index: unknown search params {sorted(unknown)}; use {allowed}")
+        self.metadata.params.update(params)
+        _apply_search_params(self.index, self.metadata.kind, self.metadata.params)
+
+    def search(self, queries: Any, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k of each query: (scores (q, k) float32 cosine, ids (q, k) dataset-id strings).
+
+        Queries are L2-normalised here. Where fewer than k results exist the id is "" and the score -inf.
+        """
+        q = _as_float32_rows(queries, "queries")
+        if q.shape[1] != self.metadata.dimension:
+            raise ValueError(
+                f"query dimension {q.shape[1]} does not match the index dimension {self.metadata.dimension} "
+                f"(index built from {self.metadata.fingerprint or 'an unnamed model'}, space "
+                f"{self.metadata.space or '?'})"
+            )
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        if self.metadata.metric == "ip":
+            faiss.normalize_L2(q)
+        scores, rows = self.index.search(q, int(k))
+        found = rows >= 0
+        ids = np.where(found, self.ids[np.where(found, rows, 0)], "")
+        return np.where(found, scores, -np.inf).astype(np.float32), ids
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """Write index + metadata + ids to ``directory`` atomically (temp folder beside it, then rename)."""
+        target = Path(directory)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        try:
+            faiss.write_index(self.index, str(tmp / INDEX_FILE))
+            (tmp / META_FILE).write_text(json.dumps(asdict(self.metadata), indent=2, sort_keys=True))
+            (tmp / IDS_FILE).write_text(json.dumps(self.ids.tolist()))
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            if target.exists():
+                target.rename(old)
+            tmp.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return target
+
+    @classmethod
+    def load(
+        cls, directory: str | os.PathLike[str], expected_fingerprint: str | None = None, mmap: bool = False
+    ) -> RetrievalIndex:
+        """Read an index written by :meth:`save`; ``expected_fingerprint`` guards against a different model.
+
+        ``mmap=True`` maps the index file instead of reading it (large archives, read-only use).
+        """
+        path = Path(directory)
+        missing = [name for name in (INDEX_FILE, META_FILE, IDS_FILE) if not (path / name).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{path} is not a saved RetrievalIndex: missing {', '.join(missing)}")
+        meta = json.loads((path / META_FILE).read_text())
+        if meta.get("format_version", 0) > FORMAT_VERSION:
+            raise ValueError(f"{path / META_FILE}: format {meta['format_version']} is newer than this crjepa")
+        metadata = IndexMetadata(**meta)
+        if expected_fingerprint is not None and metadata.fingerprint != expected_fingerprint:
+            raise ValueError(
+                f"{path} was built from model {metadata.fingerprint!r} but {expected_fingerprint!r} was expected: "
+                "the embeddings are not comparable; rebuild the index with this model"
+            )
+        flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
+        index = faiss.read_index(str(path / INDEX_FILE), flags)
+        ids = np.asarray(json.loads((path / IDS_FILE).read_text()), dtype=str)
+        _apply_search_params(index, metadata.kind, metadata.params)
+        return cls(index, ids, metadata)
+
+
+def build_index(
+    vectors: Any,
+    kind: Kind = "auto",
+    metric: Literal["ip", "l2"] = "ip",
+    *,
+    ids: Any = None,
+    fingerprint: str = "",
+    space: str = "",
+    sensor: str = "",
+    threads: int | None = None,
+    seed: int = 0,
+    **params: Any,
+) -> RetrievalIndex:
+    """Build a :class:`RetrievalIndex` over ``vectors`` (n, dim).
+
+    ``metric="ip"`` L2-normalises the vectors (cosine similarity, the paper's ranking); ``"l2"`` keeps them and
+    is supported for ``"exact"`` only. ``ids`` are the dataset ids of the rows (default "0".."n-1").
+    ``params`` override :func:`default_params` (e.g. ``nlist=8192, nprobe=64`` or ``efSearch=128``).
+    """
+    x = _as_float32_rows(vectors, "vectors")
+    n, dim = x.shape
+    if n == 0:
+        raise ValueError("cannot build an index over an empty archive (0 vectors)")
+    ids = np.arange(n).astype(str) if ids is None else np.asarray(ids).astype(str)
+    if len(ids) != n:
+        raise ValueError(f"{len(ids)} ids given for {n} vectors")
+    resolved, defaults = default_params(kind, n, dim)
+    unknown = set(params) - set(defaults)
+    if unknown:
+        raise ValueError(f"{resolved} index: unknown parameters {sorted(unknown)}; accepted: {sorted(defaults)}")
+    full = {**defaults, **params}
+    if metric == "ip":
+        faiss.normalize_L2(x)
+    elif metric != "l2" or resolved != "exact":
+        raise ValueError(f"metric {metric!r} with kind {resolved!r}: use metric='ip' (or 'l2' with kind='exact')")
+    set_threads(threads)
+    index = faiss.IndexFlatL2(dim) if metric == "l2" else None
+    if index is not None:
+        index.add(x)
+    else:
+        index = _make_faiss_index(x, resolved, full, seed)
+    metadata = IndexMetadata(
+        dimension=dim, kind=resolved, metric=metric, params=full, fingerprint=fingerprint, space=space,
+        sensor=sensor, count=n,
+    )
+    return RetrievalIndex(index, ids, metadata)
+
+
+__all__ = ["IndexMetadata", "RetrievalIndex", "available_cpus", "build_index", "default_params", "set_threads"]
