@@ -13,7 +13,7 @@ What a run does, in order (every check that can fail happens before the first tr
   3. retrieval scores of the randomly initialised model (the baseline printed next to the trained one);
   4. training: AdamW (wd 0.04, none on norms/biases/positional embeddings/mask tokens/sensor embeddings),
      gradient clipping, the paper's warm-up + cosine schedule, gradient accumulation, on-device preprocessing,
-     masks seeded by (seed, step), SIGReg directions seeded by the step, logging of every loss term, the learning
+     masks keyed by (seed, step, pair id), SIGReg directions seeded by the step, logging of every loss term, the learning
      rate and pairs/s, periodic evaluation, atomic checkpoints every N steps (`--resume` continues exactly);
   5. final scores, `save_pretrained` (remote code + safetensors + image processor) into output_dir/model with a
      model card (model-index results), the embeddings archive (Parquet + faiss) of the evaluation split, and the
@@ -156,7 +156,8 @@ def train(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from accelerate.utils import ProjectConfiguration, set_seed
     from tqdm.auto import tqdm
 
-    from modeling_crjepa import CRJepaImageProcessor, CRJepaModel, preprocess_batch
+    from modeling_crjepa import CRJepaImageProcessor, preprocess_batch
+    from modeling_crjepa.baselines import after_optimizer_step, model_for_config
     from modeling_crjepa.retrieval import RetrievalResults, compute_embeddings, select_split
 
     training, data, ev, ckpt, logging_cfg = (config[k] for k in ("training", "data", "eval", "checkpoint", "logging"))
@@ -191,7 +192,7 @@ def train(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                    shuffle=False, num_workers=data["num_workers"], drop_last=True, sampler=sampler)
 
     # ---- model and optimiser
-    model = CRJepaModel(model_config)
+    model = model_for_config(model_config)  # CRJepaModel, or a baseline (model.architecture)
     optimizer = torch.optim.AdamW(param_groups(model, training["weight_decay"]), lr=training["lr_start"],
                                   betas=tuple(training["betas"]))
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -268,6 +269,8 @@ def train(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         group["lr"] = lr
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
+                if accelerator.sync_gradients:
+                    after_optimizer_step(core, step + 1, total_steps)  # X-JEPA's EMA update; no-op for CR-JEPA
             micro_step += 1
             if not accelerator.sync_gradients:
                 continue

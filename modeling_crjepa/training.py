@@ -43,7 +43,8 @@ DEFAULTS: dict[str, Any] = {
     "resume": False,  # true: continue from the latest checkpoint in output_dir (fresh start when there is none)
     "overwrite_output_dir": False,  # true: a fresh run may replace the checkpoints of an earlier run in output_dir
     "model": {
-        "preset": "tiny",  # a CRJepaConfig preset; every other key of this section overrides a CRJepaConfig field
+        "architecture": "crjepa",  # crjepa, or a baseline of modeling_crjepa.baselines (xjepa, contrastive)
+        "preset": "tiny",  # a preset of configuration_crjepa.PRESETS; every other key overrides a config field
     },
     "data": {
         "source": "synthetic",  # "synthetic", a folder of exported Parquet, or a builder name (with path)
@@ -112,8 +113,11 @@ class ConfigError(ValueError):
 
 # ---------------------------------------------------------------------------------------------- configuration
 def model_fields() -> list[str]:
-    """CRJepaConfig's own fields (the keys the ``model`` section may override besides ``preset``)."""
-    return list(CRJepaConfig.__dict__.get("__annotations__", {}))
+    """The keys the ``model`` section may set besides architecture and preset: the config fields of CR-JEPA and
+    of the baselines (modeling_crjepa.baselines registers them)."""
+    from .baselines import model_fields as all_model_fields
+
+    return [name for name in all_model_fields() if name not in DEFAULTS["model"]]
 
 
 def valid_keys() -> list[str]:
@@ -218,23 +222,40 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]
             yield dotted, value
 
 
-def load_run_config(config_path: str | os.PathLike | None = None,
-                    overrides: Sequence[tuple[str, Any]] = ()) -> dict[str, Any]:
-    """DEFAULTS <- YAML file (default configs/cpu_default.yaml) <- overrides; checked, with numbers coerced."""
-    path = Path(config_path) if config_path is not None else DEFAULT_CONFIG
+EXTENDS_KEY = "extends"
+"""A YAML file may start from a base file, named relative to its own folder (``extends: ../paper_ben14k.yaml``),
+and set only what differs (configs/ablations/*.yaml do)."""
+
+
+def read_config_chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict[str, Any]]]:
+    """[(file, mapping)] from the outermost ``extends:`` base down to ``path`` (each file's keys override its base)."""
     if not path.is_file():
-        raise ConfigError(f"Config file {str(path)!r} not found")
+        raise ConfigError(f"Config file {str(path)!r} not found" + (f" (extended by {seen[-1]})" if seen else ""))
     try:
         loaded = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"Config file {str(path)!r} is not valid YAML: {exc}") from exc
     if not isinstance(loaded, dict):
         raise ConfigError(f"Config file {str(path)!r} must hold a mapping of sections, found {type(loaded).__name__}")
+    base = loaded.pop(EXTENDS_KEY, None)
+    if base is None:
+        return [(path, loaded)]
+    base_path = (path.parent / str(base)).resolve()
+    if base_path in seen or base_path == path.resolve():
+        raise ConfigError(f"{path}: 'extends: {base}' makes a cycle ({' -> '.join(map(str, seen + (path,)))})")
+    return read_config_chain(base_path, seen + (path.resolve(),)) + [(path, loaded)]
+
+
+def load_run_config(config_path: str | os.PathLike | None = None,
+                    overrides: Sequence[tuple[str, Any]] = ()) -> dict[str, Any]:
+    """DEFAULTS <- YAML file (default configs/cpu_default.yaml) <- overrides; checked, with numbers coerced."""
+    path = Path(config_path) if config_path is not None else DEFAULT_CONFIG
     config = copy.deepcopy(DEFAULTS)
-    for key, value in _flatten(loaded):
-        if not _is_valid(key):
-            raise ConfigError(f"{path}: " + str(unknown_key_error(key)))
-        _set(config, key, _numeric(value))
+    for file, loaded in read_config_chain(path):  # the outermost base first (``extends:``), then each child
+        for key, value in _flatten(loaded):
+            if not _is_valid(key):
+                raise ConfigError(f"{file}: " + str(unknown_key_error(key)))
+            _set(config, key, _numeric(value))
     for key, value in overrides:
         _set(config, resolve_key(key), value)
     config["config_file"] = str(path)
@@ -279,10 +300,12 @@ def check_run_config(config: dict[str, Any]) -> None:
 
 
 def build_model_config(config: dict[str, Any]) -> CRJepaConfig:
-    """The CRJepaConfig of a run: the ``model.preset`` plus every other key of the ``model`` section."""
-    overrides = {k: v for k, v in config["model"].items() if k != "preset"}
+    """The model config of a run: ``model.architecture`` and ``model.preset`` plus every other ``model`` key."""
+    from .baselines import build_config
+
+    overrides = {k: v for k, v in config["model"].items() if k not in DEFAULTS["model"]}
     try:
-        return CRJepaConfig.from_preset(config["model"]["preset"], **overrides)
+        return build_config(config["model"]["architecture"], config["model"]["preset"], **overrides)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"Invalid model settings {overrides}: {exc}") from exc
 
