@@ -35,6 +35,15 @@ def tiny(architecture: str, **overrides):
     return build_model(architecture, "tiny", **overrides)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny runs are latency bound: one thread avoids oversubscription on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # ---------------------------------------------------------------------------------------------- baselines
 @pytest.mark.parametrize("architecture", ["xjepa", "contrastive"])
 def test_baseline_forward_backward_and_embeddings(architecture):
@@ -121,3 +130,73 @@ def test_baseline_configs_check_their_knobs():
     with pytest.raises(ValueError, match="architecture"):
         build_model("nope", "tiny")
     assert isinstance(tiny("xjepa"), XJepaModel) and isinstance(tiny("contrastive"), ContrastiveModel)
+
+
+# ---------------------------------------------------------------------------------------------- YAML files
+TINY_RUN = {
+    "model.preset": "tiny", "data.source": "synthetic", "data.path": "null", "data.num_workers": "0",
+    "data.options.num_train": "16", "data.options.num_validation": "0", "data.options.num_test": "8",
+    "data.options.image_size": "32", "data.batch_size": "8", "training.epochs": "1", "training.max_steps": "2",
+    "training.mixed_precision": "\"no\"", "eval.before_training": "false", "eval.every_epochs": "null",
+    "eval.batch_size": "8", "embeddings.write": "false", "checkpoint.every_steps": "0",
+    "logging.report_to": "none", "logging.progress_bar": "false", "logging.every_steps": "1",
+}
+"""Overrides that shrink any run to the tiny model, 16 synthetic pairs and two optimizer steps."""
+
+
+def yaml_model_section(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text()).get("model") or {}
+
+
+def test_every_paper_ablation_has_a_yaml():
+    names = {p.stem for p in ABLATION_FILES}
+    expected = {"loss_pred_uni", "loss_pred_cross", "loss_pred_sigreg", "loss_no_sigreg", "loss_all",
+                "routes_same_modal", "routes_cross_modal", "predictor_independent", "predictor_shared",
+                "head_single", "trunk_separate", "mask_ratio_025", "mask_ratio_050", "mask_ratio_075",
+                *(f"predictor_depth_{d:02d}" for d in (2, 4, 6, 8, 10, 12))}
+    assert expected <= names, sorted(expected - names)
+    assert {p.stem for p in BASELINE_FILES} == {"xjepa", "contrastive"}
+
+
+@pytest.mark.parametrize("path", ABLATION_FILES + BASELINE_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_yaml_unchanged_is_the_paper_run_with_its_overrides(path):
+    """Loaded as is, each file is the paper's BEN-14K run (its base) with only its model overrides."""
+    from modeling_crjepa.training import build_model_config, load_run_config
+
+    config = load_run_config(path)
+    paper = load_run_config(ROOT / "configs" / "paper_ben14k.yaml")
+    assert config["model"]["preset"] == "ben14k" and config["data"] == paper["data"]
+    assert config["training"] == paper["training"]
+    model_config = build_model_config(config)
+    architecture = yaml_model_section(path).get("architecture", "crjepa")
+    assert isinstance(model_config, ARCHITECTURES[architecture][0])
+    for key, value in yaml_model_section(path).items():
+        if key != "architecture":
+            assert getattr(model_config, key) == value, key
+
+
+@pytest.mark.parametrize("path", ABLATION_FILES + BASELINE_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_yaml_trains_two_steps_through_the_training_script(path, tmp_path):
+    import json
+
+    import train_accelerate
+
+    argv = ["--config", str(path), "--output_dir", str(tmp_path)]
+    extra = {"model.ema_momentum": "0.0", "model.ema_momentum_end": "0.0"} if yaml_model_section(path).get("architecture") == "xjepa" else {}
+    for key, value in {**TINY_RUN, **extra}.items():
+        argv += [f"--{key}", value]
+    summary = train_accelerate.train(argv)
+    assert summary["steps"] == 2
+    logged = [json.loads(line) for line in (tmp_path / train_accelerate.TRAIN_LOG_FILE).read_text().splitlines()]
+    assert logged and all(torch.isfinite(torch.tensor(v)) for v in logged[-1].values())
+    model = AutoModel.from_pretrained(summary["model_dir"])
+    architecture = yaml_model_section(path).get("architecture", "crjepa")
+    assert type(model) is ARCHITECTURES[architecture][1]
+    for key, value in yaml_model_section(path).items():
+        if key != "architecture":
+            assert getattr(model.config, key) == value, key
+    if architecture == "xjepa":  # momentum 0: after the loop's hook the target IS the online encoder
+        for online, target in zip(model.trunk.parameters(), model.target_trunk.parameters()):
+            assert torch.equal(online, target)
