@@ -94,6 +94,7 @@ def test_embed_serves_every_space_from_one_trunk_pass():
     both = model.embed(a, "s1")
     for space in ("unified", "cross"):
         assert torch.allclose(both[space], model.get_embeddings(a, "s1", space), atol=1e-6)
+    assert torch.equal(model.get_embeddings(a, "s1", "cross", check_finite=False), both["cross"])
     raw = model.embed(a, "s1", ("cross",), normalize=False)["cross"]
     assert torch.allclose(raw, model.get_embeddings(a, "s1", "cross", normalize=False))
 
