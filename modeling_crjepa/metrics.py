@@ -21,6 +21,7 @@ Shared conventions (one implementation in :func:`_iter_rankings`):
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -101,13 +102,13 @@ def _top_k_indices(scores: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(idx, order, axis=1)
 
 
+@dataclass
 class _Rankings:
     """Ranked gallery indices for a chunk of queries plus what the metrics need to judge them."""
 
-    def __init__(self, rows: slice, order: np.ndarray, valid: np.ndarray | None) -> None:
-        self.rows = rows  # query rows of this chunk
-        self.order = order  # (chunk, k or gallery) gallery indices, best first
-        self.valid = valid  # (chunk, gallery) bool mask of not-excluded items, or None
+    rows: slice  # query rows of this chunk
+    order: np.ndarray  # (chunk, k or gallery) gallery indices, best first
+    valid: np.ndarray | None  # (chunk, gallery) bool mask of the not-excluded items, or None
 
 
 def _iter_rankings(

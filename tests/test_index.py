@@ -43,7 +43,7 @@ def test_exact_search_equals_numpy_topk() -> None:
 def test_auto_rule() -> None:
     assert default_params("auto", 49_999, 256)[0] == "exact"
     kind, params = default_params("auto", 1_000_000, 256)
-    assert kind == "ivfpq" and params["nlist"] == 4096 and params["m"] == 128
+    assert kind == "ivfpq" and params["nlist"] == 4096 and params["m"] == 64
 
 
 def test_save_load_round_trip_and_fingerprint(tmp_path: Path) -> None:

@@ -1,0 +1,163 @@
+"""Retrieval over a large archive on CPU: build time, memory, queries/s and recall@10 of faiss indices.
+
+Data: ``--n`` (default 1,000,000) x ``--dim`` (256) unit vectors around ``--clusters`` (10,000) random unit
+centres, Gaussian noise of norm ``--spread`` (1.0: about as large as the centre, so the top-10 of a query is
+decided inside its cluster by the noise, a hard case for compressed codes); ``--queries`` (10,000) drawn the
+same way. Ground truth: exact inner-product search (the "Flat" row). Recall@10 = |approx top10 n exact top10|
+/ 10, averaged over queries; queries/s with all queries in one batched call (after a warm-up batch).
+
+Rows: the baselines of DESIGN.md (Flat; HNSW32 efSearch 64; IVF4096,PQ64x4fs,RFlat with nprobe 32 and
+k_factor 16) and the project default ``modeling_crjepa.index.build_index(kind="auto")``.
+
+    python benchmarks/faiss_archive.py                 # 1M x 256, a few minutes on 2 cores
+    python benchmarks/faiss_archive.py --n 200000 --skip hnsw
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from modeling_crjepa.index import RetrievalIndex, build_index, set_threads
+
+
+def clustered_unit_vectors(
+    rng: np.random.Generator, centres: np.ndarray, n: int, spread: float, chunk: int = 100_000
+) -> np.ndarray:
+    """n float32 unit vectors: a random centre plus Gaussian noise of expected norm ``spread``, normalised."""
+    dim = centres.shape[1]
+    out = np.empty((n, dim), dtype=np.float32)
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        x = centres[rng.integers(0, len(centres), stop - start)]
+        x += rng.standard_normal(x.shape, dtype=np.float32) * np.float32(spread / np.sqrt(dim))
+        out[start:stop] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
+
+
+def rss_mib() -> float:
+    """Resident memory of this process now (Linux), in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def file_mib(index: faiss.Index) -> float:
+    """Size of the index as written by faiss.write_index (what a user stores / downloads)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        faiss.write_index(index, f"{tmp}/i.faiss")
+        return os.path.getsize(f"{tmp}/i.faiss") / 2**20
+
+
+def measure(
+    name: str,
+    build: Callable[[], Callable[[np.ndarray, int], np.ndarray]],
+    queries: np.ndarray,
+    truth: np.ndarray | None,
+    k: int,
+) -> dict:
+    """Build (timed, RSS growth), then search all queries in one call; recall against ``truth``."""
+    rss0, t0 = rss_mib(), time.perf_counter()
+    search, index = build()
+    build_s = time.perf_counter() - t0
+    rss = rss_mib() - rss0
+    search(queries[:500], k)  # warm-up
+    t0 = time.perf_counter()
+    found = search(queries, k)
+    qps = len(queries) / (time.perf_counter() - t0)
+    recall = 1.0 if truth is None else float((found[:, :, None] == truth[:, None, :]).any(axis=2).mean())
+    row = {"index": name, "build_s": round(build_s, 1), "rss_mib": round(rss), "file_mib": round(file_mib(index)),
+           "qps": round(qps), "recall@10": round(recall, 4)}
+    print(f"  {row}", flush=True)
+    return row | {"found": found}
+
+
+def faiss_factory(factory: str, x: np.ndarray, train_size: int, **search: float) -> Callable:
+    """Builder for a plain index_factory index (baselines), trained on a random subsample."""
+
+    def build():
+        index = faiss.index_factory(x.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+        if not index.is_trained:
+            rng = np.random.default_rng(1)
+            index.train(x[np.sort(rng.choice(len(x), min(len(x), train_size), replace=False))])
+        index.add(x)
+        params = ",".join(f"{key}={value}" for key, value in search.items())
+        if params:
+            faiss.ParameterSpace().set_index_parameters(index, params)
+        return (lambda q, k: index.search(q, k)[1]), index
+
+    return build
+
+
+def project_default(x: np.ndarray) -> Callable:
+    """Builder for ``build_index(kind="auto")`` (ids are the row numbers, mapped back to ints here)."""
+
+    def build():
+        index: RetrievalIndex = build_index(x, kind="auto")
+        print(f"  default = {index.metadata.kind} {index.metadata.params}", flush=True)
+        return (lambda q, k: index.search(q, k)[1].astype(np.int64)), index.index
+
+    return build
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=1_000_000, help="archive size")
+    parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--queries", type=int, default=10_000)
+    parser.add_argument("--clusters", type=int, default=10_000)
+    parser.add_argument("--spread", type=float, default=1.0, help="noise norm relative to the unit centre")
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=None, help="faiss threads (default: available CPUs)")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["hnsw", "ivfpq", "default"])
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    threads = set_threads(args.threads)
+    rng = np.random.default_rng(args.seed)
+    centres = rng.standard_normal((args.clusters, args.dim), dtype=np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    t0 = time.perf_counter()
+    archive = clustered_unit_vectors(rng, centres, args.n, args.spread)
+    queries = clustered_unit_vectors(rng, centres, args.queries, args.spread)
+    print(f"data {args.n} x {args.dim} + {args.queries} queries in {time.perf_counter() - t0:.1f}s, "
+          f"{threads} threads, load {os.getloadavg()}", flush=True)
+
+    rows = [measure("Flat (exact)", faiss_factory("Flat", archive, 0), queries, None, args.k)]
+    truth = rows[0].pop("found")
+    candidates = {
+        "hnsw": ("HNSW32 (efSearch 64)", faiss_factory("HNSW32", archive, 0, efSearch=64)),
+        "ivfpq": ("IVF4096,PQ64x4fs,RFlat (nprobe 32, k_factor 16)",
+                  faiss_factory("IVF4096,PQ64x4fs,RFlat", archive, 131_072, nprobe=32, k_factor_rf=16)),
+        "default": ("crjepa default: build_index(kind='auto')", project_default(archive)),
+    }
+    for key, (name, build) in candidates.items():
+        if key not in args.skip:
+            row = measure(name, build, queries, truth, args.k)
+            row.pop("found")
+            rows.append(row)
+
+    print(f"\n{args.n:,} x {args.dim} archive, {args.queries:,} queries, top-{args.k}, {threads} threads, "
+          f"{platform.processor() or platform.machine()}, {datetime.date.today()}, load {os.getloadavg()[0]:.2f}\n")
+    print("| index | build s | RSS growth MiB | file MiB | queries/s | recall@10 |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['index']} | {r['build_s']} | {r['rss_mib']} | {r['file_mib']} | {r['qps']:,} | {r['recall@10']} |")
+    print(json.dumps({"benchmark": "faiss_archive", "n": args.n, "dim": args.dim, "queries": args.queries,
+                      "clusters": args.clusters, "spread": args.spread, "threads": threads,
+                      "faiss": faiss.__version__, "date": str(datetime.date.today()), "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()
