@@ -241,18 +241,18 @@ class BaselinePreTrainedModel(CRJepaPreTrainedModel):
 
     @torch.no_grad()
     def get_embeddings(self, pixel_values: torch.Tensor, sensor: str, space: str = "unified",
-                       normalize: bool = True) -> torch.Tensor:
+                       normalize: bool = True, check_finite: bool = True) -> torch.Tensor:
         """Embed one sensor's batch with all tokens: (B, retrieval_dim). Both spaces are the one retrieval space."""
-        return self.embed(pixel_values, sensor, (space,), normalize)[space]
+        return self.embed(pixel_values, sensor, (space,), normalize, check_finite)[space]
 
     @torch.no_grad()
     def embed(self, pixel_values: torch.Tensor, sensor: str, spaces: Sequence[str] = SPACES,
-              normalize: bool = True) -> dict[str, torch.Tensor]:
+              normalize: bool = True, check_finite: bool = True) -> dict[str, torch.Tensor]:
         """{space: (B, retrieval_dim)} from one trunk pass, as CRJepaModel.embed; every space is the same vector."""
         unknown = [space for space in spaces if space not in SPACES]
         if unknown:
             raise ValueError(f"Unknown embedding space {unknown[0]!r}; choose from {list(SPACES)}")
-        self.check_pixel_values(pixel_values, sensor)
+        self.check_pixel_values(pixel_values, sensor, check_finite)
         raw, normalized = self.head(self.encode(pixel_values, sensor).mean(dim=1))
         return {space: normalized if normalize else raw.float() for space in spaces}
 
