@@ -65,6 +65,7 @@ from .configuration_crjepa import PRESETS, CRJepaConfig
 from .losses import info_nce, prediction_loss
 from .modeling_crjepa import (
     CRJepaModel,
+    CRJepaOutput,
     CRJepaPreTrainedModel,
     Predictor,
     RetrievalHead,
@@ -154,11 +155,7 @@ class XJepaOutput(ModelOutput):
     loss_covariance: torch.FloatTensor | None = None
     embeddings: dict | None = None
 
-    def loss_terms(self) -> dict[str, torch.Tensor]:
-        """{name: scalar tensor} for logging."""
-        names = ("loss", "loss_pred", "loss_pred_aa", "loss_pred_bb", "loss_pred_ab", "loss_pred_ba",
-                 "loss_mahalanobis", "loss_variance", "loss_covariance")
-        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+    loss_terms = CRJepaOutput.loss_terms
 
 
 @dataclass
@@ -169,9 +166,7 @@ class ContrastiveOutput(ModelOutput):
     loss_contrastive: torch.FloatTensor | None = None
     embeddings: dict | None = None
 
-    def loss_terms(self) -> dict[str, torch.Tensor]:
-        """{name: scalar tensor} for logging."""
-        return {"loss": self.loss, "loss_contrastive": self.loss_contrastive}
+    loss_terms = CRJepaOutput.loss_terms
 
 
 # ---------------------------------------------------------------------------------------------- losses

@@ -56,10 +56,11 @@ class CRJepaOutput(ModelOutput):
     embeddings: dict | None = None
 
     def loss_terms(self) -> dict[str, torch.Tensor]:
-        """{name: scalar tensor} for logging."""
-        names = ("loss", "loss_pred", "loss_pred_aa", "loss_pred_bb", "loss_pred_ab", "loss_pred_ba",
-                 "loss_cross", "loss_uni", "loss_sigreg")
-        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+        """{name: scalar tensor} for logging: every set field whose name starts with "loss", in field order.
+
+        Generic over the output's fields, so other models' outputs (baselines.py) reuse it as is.
+        """
+        return {name: value for name, value in self.items() if name.startswith("loss")}
 
 
 # ---------------------------------------------------------------------------------------------- blocks
