@@ -6,10 +6,17 @@ decided inside its cluster by the noise, a hard case for compressed codes); ``--
 same way. Ground truth: exact inner-product search (the "Flat" row). Recall@10 = |approx top10 n exact top10|
 / 10, averaged over queries; queries/s with all queries in one batched call (after a warm-up batch).
 
+``--profile hierarchical`` draws a second, differently hard archive: 100 super-clusters of 100 clusters each
+(cluster centre = super centre + an offset 2.5x as long), points varying along 16 directions of their cluster
+(norm ``--spread``, default 1.2) plus isotropic noise of norm 0.4: overlapping clusters, so IVF needs many
+probes, while the within-cluster order is low-dimensional, so compressed codes rank well.
+
 Rows: the baselines of DESIGN.md (Flat; HNSW32 efSearch 64; IVF4096,PQ64x4fs,RFlat with nprobe 32 and
 k_factor 16) and the project default ``modeling_crjepa.index.build_index(kind="auto")``.
 
     python benchmarks/faiss_archive.py                 # 1M x 256, a few minutes on 2 cores
+    python benchmarks/faiss_archive.py --spread 0.5    # tight clusters: re-ranking depth decides
+    python benchmarks/faiss_archive.py --profile hierarchical
     python benchmarks/faiss_archive.py --n 200000 --skip hnsw
 """
 
@@ -43,6 +50,32 @@ def clustered_unit_vectors(
         x += rng.standard_normal(x.shape, dtype=np.float32) * np.float32(spread / np.sqrt(dim))
         out[start:stop] = x / np.linalg.norm(x, axis=1, keepdims=True)
     return out
+
+
+def hierarchical_unit_vectors(
+    rng: np.random.Generator, n: int, queries: int, dim: int, clusters: int, spread: float,
+    intrinsic: int = 16, noise: float = 0.4, offset: float = 2.5, chunk: int = 50_000,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Archive and queries from the ``hierarchical`` profile (see the module docstring)."""
+    supers = max(1, clusters // 100)
+    unit = lambda a: a / np.linalg.norm(a, axis=1, keepdims=True)  # noqa: E731
+    top = unit(rng.standard_normal((supers, dim), dtype=np.float32))
+    centres = unit(top[np.arange(clusters) % supers] + offset * unit(rng.standard_normal((clusters, dim), dtype=np.float32)))
+    pool = unit(rng.standard_normal((4096, dim), dtype=np.float32))
+    basis = rng.integers(0, len(pool), (clusters, intrinsic))  # the directions each cluster varies along
+
+    def draw(m: int) -> np.ndarray:
+        out = np.empty((m, dim), dtype=np.float32)
+        for start in range(0, m, chunk):
+            stop = min(m, start + chunk)
+            c = rng.integers(0, clusters, stop - start)
+            z = rng.standard_normal((stop - start, intrinsic, 1), dtype=np.float32) * np.float32(spread / np.sqrt(intrinsic))
+            x = centres[c] + (pool[basis[c]] * z).sum(axis=1)
+            x += rng.standard_normal(x.shape, dtype=np.float32) * np.float32(noise / np.sqrt(dim))
+            out[start:stop] = unit(x)
+        return out
+
+    return draw(n), draw(queries)
 
 
 def rss_mib() -> float:
@@ -117,7 +150,9 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--queries", type=int, default=10_000)
     parser.add_argument("--clusters", type=int, default=10_000)
-    parser.add_argument("--spread", type=float, default=1.0, help="noise norm relative to the unit centre")
+    parser.add_argument("--profile", choices=["isotropic", "hierarchical"], default="isotropic")
+    parser.add_argument("--spread", type=float, default=None,
+                        help="within-cluster spread relative to the unit centre (isotropic 1.0, hierarchical 1.2)")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--threads", type=int, default=None, help="faiss threads (default: available CPUs)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["hnsw", "ivfpq", "default"])
@@ -126,12 +161,17 @@ def main() -> None:
 
     threads = set_threads(args.threads)
     rng = np.random.default_rng(args.seed)
-    centres = rng.standard_normal((args.clusters, args.dim), dtype=np.float32)
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     t0 = time.perf_counter()
-    archive = clustered_unit_vectors(rng, centres, args.n, args.spread)
-    queries = clustered_unit_vectors(rng, centres, args.queries, args.spread)
-    print(f"data {args.n} x {args.dim} + {args.queries} queries in {time.perf_counter() - t0:.1f}s, "
+    if args.profile == "isotropic":
+        args.spread = 1.0 if args.spread is None else args.spread
+        centres = rng.standard_normal((args.clusters, args.dim), dtype=np.float32)
+        centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+        archive = clustered_unit_vectors(rng, centres, args.n, args.spread)
+        queries = clustered_unit_vectors(rng, centres, args.queries, args.spread)
+    else:
+        args.spread = 1.2 if args.spread is None else args.spread
+        archive, queries = hierarchical_unit_vectors(rng, args.n, args.queries, args.dim, args.clusters, args.spread)
+    print(f"{args.profile} data {args.n} x {args.dim} + {args.queries} queries in {time.perf_counter() - t0:.1f}s, "
           f"{threads} threads, load {os.getloadavg()}", flush=True)
 
     rows = [measure("Flat (exact)", faiss_factory("Flat", archive, 0), queries, None, args.k)]
@@ -148,14 +188,14 @@ def main() -> None:
             row.pop("found")
             rows.append(row)
 
-    print(f"\n{args.n:,} x {args.dim} archive, {args.queries:,} queries, top-{args.k}, {threads} threads, "
+    print(f"\n{args.profile} {args.n:,} x {args.dim} archive, {args.queries:,} queries, top-{args.k}, {threads} threads, "
           f"{platform.processor() or platform.machine()}, {datetime.date.today()}, load {os.getloadavg()[0]:.2f}\n")
     print("| index | build s | RSS growth MiB | file MiB | queries/s | recall@10 |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['index']} | {r['build_s']} | {r['rss_mib']} | {r['file_mib']} | {r['qps']:,} | {r['recall@10']} |")
     print(json.dumps({"benchmark": "faiss_archive", "n": args.n, "dim": args.dim, "queries": args.queries,
-                      "clusters": args.clusters, "spread": args.spread, "threads": threads,
+                      "clusters": args.clusters, "profile": args.profile, "spread": args.spread, "threads": threads,
                       "faiss": faiss.__version__, "date": str(datetime.date.today()), "rows": rows}))
 
 
