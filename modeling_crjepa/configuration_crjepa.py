@@ -21,6 +21,11 @@ PREDICTOR_SHARING = ("paper", "independent", "shared")
 """paper: P_aa, P_bb and one P_cross for both cross routes; independent: one predictor per route;
 shared: one predictor for all four routes."""
 
+HEAD_INITS = ("unit", "small")
+"""unit: LayerNorm on the pooled features and head linears drawn with std 1/sqrt(fan_in), so the raw
+projections r start near unit scale, where SIGReg's target N(0, I) is and its gradient is alive; small: no
+LayerNorm, std = initializer_range (r starts ~0.03: r = 0 is a stationary point of SIGReg's statistic and the
+regulariser stays inactive; kept to reproduce that measurement)."""
 HEAD_MODES = ("decoupled", "single")
 """decoupled: phi_uni for same-modal and phi_cross for cross-modal search (the paper); single: one head
 serves both spaces (ablation)."""
@@ -115,6 +120,7 @@ class CRJepaConfig(PreTrainedConfig):
         image_size 224, patch_size 16, hidden_size 512, num_hidden_layers 12, num_attention_heads 8,
         mlp_ratio 4, predictor_depth 6, predictor_hidden_size 512, retrieval_dim 256.
         head_hidden_size: width of the hidden layer of each retrieval head MLP (0: a single linear layer).
+        head_init: one of HEAD_INITS (how the retrieval heads start; "unit" keeps SIGReg active).
         predictor_sharing: one of PREDICTOR_SHARING. head_mode: one of HEAD_MODES. trunk_mode: TRUNK_MODES.
     Objective
         mask_ratio: fraction of tokens that are masked (targets) per sample and sensor.
@@ -158,6 +164,7 @@ class CRJepaConfig(PreTrainedConfig):
     retrieval_dim: int = 256
     head_hidden_size: int = 512
     head_mode: str = "decoupled"
+    head_init: str = "unit"
     # objective
     mask_ratio: float = 0.5
     routes: list = None
@@ -232,7 +239,7 @@ class CRJepaConfig(PreTrainedConfig):
             errors.append(f"routes {bad_routes} unknown; choose from {list(ROUTES)}")
         if set(self.route_weights) - set(ROUTES):
             errors.append(f"route_weights keys must be among {list(ROUTES)}, found {sorted(self.route_weights)}")
-        for field, choices in (("predictor_sharing", PREDICTOR_SHARING), ("head_mode", HEAD_MODES),
+        for field, choices in (("predictor_sharing", PREDICTOR_SHARING), ("head_mode", HEAD_MODES), ("head_init", HEAD_INITS),
                                ("trunk_mode", TRUNK_MODES), ("nan_policy", ("fill", "raise"))):
             if getattr(self, field) not in choices:
                 errors.append(f"{field} must be one of {list(choices)}, found {getattr(self, field)!r}")

@@ -199,19 +199,29 @@ class Predictor(nn.Module):
         return self.out_proj(self.norm(queries))
 
 
+class HeadLinear(nn.Linear):
+    """A retrieval-head layer: with ``head_init="unit"`` drawn with std 1/sqrt(fan_in) (see _init_weights)."""
+
+
 class RetrievalHead(nn.Module):
-    """phi: pooled trunk features (B, D) -> raw projection r (B, R); e = r / ||r||."""
+    """phi: pooled trunk features (B, D) -> raw projection r (B, R); e = r / ||r||.
+
+    With ``head_init="unit"`` the pooled features are layer-normalised first and the layers start at unit
+    gain, so r starts near the scale of SIGReg's target N(0, I) (``"small"``: r ~ 0.03, SIGReg inactive).
+    """
 
     def __init__(self, config: CRJepaConfig) -> None:
         super().__init__()
+        unit = config.head_init == "unit"
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if unit else nn.Identity()
         if config.head_hidden_size > 0:
-            self.proj = nn.Sequential(nn.Linear(config.hidden_size, config.head_hidden_size), nn.GELU(),
-                                      nn.Linear(config.head_hidden_size, config.retrieval_dim))
+            self.proj = nn.Sequential(HeadLinear(config.hidden_size, config.head_hidden_size), nn.GELU(),
+                                      HeadLinear(config.head_hidden_size, config.retrieval_dim))
         else:
-            self.proj = nn.Linear(config.hidden_size, config.retrieval_dim)
+            self.proj = HeadLinear(config.hidden_size, config.retrieval_dim)
 
     def forward(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raw = self.proj(pooled)
+        raw = self.proj(self.norm(pooled))
         return raw, F.normalize(raw.float(), dim=-1)
 
 
@@ -280,7 +290,10 @@ class CRJepaPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
-        if isinstance(module, (nn.Linear, nn.Conv2d)):
+        if isinstance(module, HeadLinear) and self.config.head_init == "unit":
+            init.trunc_normal_(module.weight, std=module.in_features ** -0.5)
+            init.zeros_(module.bias)
+        elif isinstance(module, (nn.Linear, nn.Conv2d)):
             init.trunc_normal_(module.weight, std=std)
             if module.bias is not None:
                 init.zeros_(module.bias)
