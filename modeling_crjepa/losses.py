@@ -25,11 +25,15 @@ def sigreg_directions(dim: int, num_directions: int, step: int, seed: int = 0,
     generator = torch.Generator(device="cpu")
     generator.manual_seed((int(seed) * 1_000_003 + int(step)) % (2**63 - 1))
     directions = torch.randn(dim, num_directions, generator=generator, dtype=torch.float32)
-    directions = directions / directions.norm(dim=0, keepdim=True)
+    return host_to_device(directions / directions.norm(dim=0, keepdim=True), device)
+
+
+def host_to_device(tensor: torch.Tensor, device: torch.device | str | None) -> torch.Tensor:
+    """A CPU tensor on ``device`` without a host sync: pinned + non_blocking for accelerators (a plain copy
+    from pageable memory makes the host wait for the device queue), unchanged for the CPU / None."""
     if device is None or torch.device(device).type == "cpu":
-        return directions if device is None else directions.to(device)
-    # pinned + non_blocking: a plain copy from pageable memory would make the host wait for the device queue
-    return directions.pin_memory().to(device, non_blocking=True)
+        return tensor if device is None else tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def epps_pulley_knots(num_knots: int = 17, t_max: float = 3.0, device=None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -30,6 +30,7 @@ import torch
 import yaml
 
 from .configuration_crjepa import PRESETS, CRJepaConfig
+from .losses import host_to_device
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "cpu_default.yaml"
 """The configuration `train_accelerate.py` uses when no --config is given."""
@@ -387,7 +388,7 @@ def draw_masks(config: CRJepaConfig, ids: Sequence[str], step: int, seed: int,
     num_patches = config.num_patches
     num_masked = min(max(int(round(num_patches * config.mask_ratio)), 1), num_patches - 1)
     step_key = hash32(hash32(int(seed)) ^ hash32(int(step) + 0x9E3779B9))
-    keys = torch.tensor(sample_keys(ids), dtype=torch.int64, device=device)
+    keys = host_to_device(torch.tensor(sample_keys(ids), dtype=torch.int64), device)  # no host sync on GPUs
     tokens = torch.arange(num_patches, dtype=torch.int64, device=device) * 0x85EBCA6B & _M32
     masks = {}
     for index, sensor in enumerate(config.sensor_names):
