@@ -27,7 +27,6 @@ logger = logging.getLogger(__name__)
 SPLITS: tuple[str, ...] = ("train", "validation", "test", "unassigned")
 """Split names used in the ``split`` column, in the order splits are written."""
 
-CARD_TEMPLATE = Path(__file__).resolve().parent.parent / "model_cards" / "dataset_card.md"
 PNG_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 TIFF_SUFFIXES = (".tif", ".tiff")
 NPY_SUFFIXES = (".npy",)
@@ -401,9 +400,11 @@ def render_card(
         f"| `{s}` | {features[s].shape[0]} | {features[s].shape[1]}x{features[s].shape[2]} | {features[s].dtype} |"
         for s in sensors
     )
+    from modeling_crjepa.model_card import card_template  # model_cards/ of the repo or of the installed wheel
+
     return str(DatasetCard.from_template(
         data,
-        template_path=str(CARD_TEMPLATE),
+        template_path=str(card_template("dataset_card.md")),
         pretty_name=data.pretty_name,
         repo_id=repo_id or "<user>/<repo>",
         description=card.get("description") or info.description or "",

@@ -27,13 +27,14 @@ from typing import Any
 
 import numpy as np
 
+from .model_card import card_template
 from .retrieval import SPACES, column_name, label_lists, multi_hot, parse_direction
 
 INFO_FILE = "embeddings_info.json"
 INDEX_DIR = "faiss"
 DATA_DIR = "data"
 FORMAT_VERSION = 1
-CARD_TEMPLATE = Path(__file__).resolve().parent.parent / "model_cards" / "embeddings_card.md"
+CARD_TEMPLATE = card_template("embeddings_card.md")
 
 # Config fields that describe where or how a model was saved, not what it computes.
 _VOLATILE_CONFIG_KEYS = {"_name_or_path", "transformers_version", "architectures", "auto_map", "dtype", "torch_dtype",

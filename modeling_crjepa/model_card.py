@@ -14,7 +14,18 @@ from typing import Any
 
 import yaml
 
-MODEL_CARD_TEMPLATE = Path(__file__).resolve().parent.parent / "model_cards" / "model_card.md"
+def card_template(name: str) -> Path:
+    """model_cards/<name>: the repository's folder (source checkout, editable install) or, in an installed
+    wheel, the copy packaged as ``modeling_crjepa/model_cards`` (pyproject.toml maps one onto the other)."""
+    here = Path(__file__).resolve().parent
+    for folder in (here.parent / "model_cards", here / "model_cards"):
+        if (folder / name).is_file():
+            return folder / name
+    raise FileNotFoundError(f"Card template {name!r} found neither in {here.parent / 'model_cards'} nor in "
+                            f"{here / 'model_cards'}; reinstall crjepa (`pip install -e .` from the repository)")
+
+
+MODEL_CARD_TEMPLATE = card_template("model_card.md")
 TAGS = ["crjepa", "jepa", "remote-sensing", "image-retrieval", "cross-modal-retrieval", "self-supervised"]
 
 
@@ -111,4 +122,4 @@ def render_model_card(model_config: Any, run_config: dict[str, Any], results: An
     )
 
 
-__all__ = ["MODEL_CARD_TEMPLATE", "comparison_table", "render_model_card"]
+__all__ = ["MODEL_CARD_TEMPLATE", "card_template", "comparison_table", "render_model_card"]
