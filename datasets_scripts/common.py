@@ -448,9 +448,9 @@ def export_builder(
     if push_to_hub:
         api = prepare_push(push_to_hub, token=token, api=api)
     card = dict(card or getattr(builder, "CARD", {}) or {})
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
-    try:
+    from modeling_crjepa.atomic import atomic_dir  # the one atomic-folder mechanism of the project
+
+    with atomic_dir(output_dir) as tmp:
         work = tmp / "_work"  # datasets also writes lock files next to its output folder
         prepared = work / "prepared"
         num_proc = num_proc if num_proc is not None else (os.cpu_count() or 1)
@@ -475,26 +475,11 @@ def export_builder(
             splits[split] = builder.info.splits[split].num_examples
         shutil.rmtree(work)
         (tmp / "README.md").write_text(render_card(builder.info, splits, card, push_to_hub), encoding="utf-8")
-        _replace_folder(tmp, output_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     logger.info("Exported %s to %s", dict(splits), output_dir)
     if push_to_hub:
         _hub_call("upload", push_to_hub, api.upload_folder, folder_path=str(output_dir), repo_id=push_to_hub,
                   repo_type="dataset", commit_message=f"Upload {card.get('pretty_name', 'dataset')} (crjepa)")
     return output_dir
-
-
-def _replace_folder(src: Path, dst: Path) -> None:
-    """Move a finished folder into place (replacing an old one only after the new one is complete)."""
-    old = None
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        dst.rename(old)
-    src.rename(dst)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -215,30 +215,19 @@ class BaselinePreTrainedModel(CRJepaPreTrainedModel):
     config_class = CRJepaConfig
     base_model_prefix = "baseline"
 
-    # CR-JEPA's input validation only needs self.config and self.sensor_names: reuse it as is.
+    # CR-JEPA's input checks, trunk choice, encoder and get_embeddings need only self.config, self.sensor_names,
+    # self.stems, self.trunk(s) and self.embed: reuse them as they are.
     check_pixel_values = CRJepaModel.check_pixel_values
+    _check_pair = CRJepaModel._check_pair
+    trunk_for = CRJepaModel.trunk_for
+    encode = CRJepaModel.encode
+    get_embeddings = CRJepaModel.get_embeddings
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
         if isinstance(module, MahalanobisAlignment):
             init.zeros_(module.off_diagonal)
             init.zeros_(module.log_diagonal)
-
-    def trunk_for(self, sensor: str) -> Trunk:
-        return self.trunk if self.config.trunk_mode == "shared" else self.trunks[sensor]
-
-    def encode(self, pixel_values: torch.Tensor, sensor: str, index: torch.Tensor | None = None) -> torch.Tensor:
-        """Online latents g(f_sensor(x; index)) (all tokens when index is None)."""
-        tokens = self.stems[sensor](pixel_values)
-        if index is not None:
-            tokens = gather_tokens(tokens, index)
-        return self.trunk_for(sensor)(tokens)
-
-    @torch.no_grad()
-    def get_embeddings(self, pixel_values: torch.Tensor, sensor: str, space: str = "unified",
-                       normalize: bool = True, check_finite: bool = True) -> torch.Tensor:
-        """Embed one sensor's batch with all tokens: (B, retrieval_dim). Both spaces are the one retrieval space."""
-        return self.embed(pixel_values, sensor, (space,), normalize, check_finite)[space]
 
     @torch.no_grad()
     def embed(self, pixel_values: torch.Tensor, sensor: str, spaces: Sequence[str] = SPACES,
@@ -253,16 +242,6 @@ class BaselinePreTrainedModel(CRJepaPreTrainedModel):
 
     def after_optimizer_step(self, step: int, total_steps: int | None = None) -> None:
         """Hook the training loop calls after every optimizer step; nothing to do by default."""
-
-    def _check_pair(self, pixel_values_a: torch.Tensor, pixel_values_b: torch.Tensor,
-                    check_finite: bool) -> dict[str, torch.Tensor]:
-        name_a, name_b = self.sensor_names
-        self.check_pixel_values(pixel_values_a, name_a, check_finite)
-        self.check_pixel_values(pixel_values_b, name_b, check_finite)
-        if pixel_values_a.shape[0] != pixel_values_b.shape[0]:
-            raise ValueError(f"Sensors {name_a!r} and {name_b!r} need the same batch size (pairs), found "
-                             f"{pixel_values_a.shape[0]} and {pixel_values_b.shape[0]}")
-        return {name_a: pixel_values_a, name_b: pixel_values_b}
 
 
 # ---------------------------------------------------------------------------------------------- X-JEPA

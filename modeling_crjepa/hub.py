@@ -17,16 +17,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .atomic import atomic_dir
 from .model_card import card_template
 from .retrieval import SPACES, column_name, label_lists, multi_hot, parse_direction
 
@@ -79,27 +77,6 @@ def config_summary(config: Any) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- atomic writes
-@contextmanager
-def _atomic_dir(target: Path) -> Iterator[Path]:
-    """Yield a temp folder beside ``target``; on success it replaces ``target``, on error it is removed, so a
-    failed write never leaves a half-written archive."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        yield tmp
-        old = None
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            target.rename(old)
-        tmp.rename(target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
     """Write JSON via a temp file + rename (atomic on one file system)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -239,7 +216,7 @@ def write_embeddings_dataset(
     import pyarrow.parquet as pq
 
     output_dir = Path(output_dir)
-    with _atomic_dir(output_dir) as tmp:
+    with atomic_dir(output_dir) as tmp:
         (tmp / DATA_DIR).mkdir()
         shards = max(1, -(-len(ids) // rows_per_shard))
         for shard in range(shards):

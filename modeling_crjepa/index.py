@@ -20,14 +20,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import faiss
 import numpy as np
+
+from .atomic import atomic_dir
 
 Kind = Literal["auto", "exact", "hnsw", "ivfpq"]
 AUTO_EXACT_MAX = 50_000
@@ -208,20 +208,10 @@ class RetrievalIndex:
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Write index + metadata + ids to ``directory`` atomically (temp folder beside it, then rename)."""
         target = Path(directory)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-        try:
+        with atomic_dir(target) as tmp:
             faiss.write_index(self.index, str(tmp / INDEX_FILE))
             (tmp / META_FILE).write_text(json.dumps(asdict(self.metadata), indent=2, sort_keys=True))
             (tmp / IDS_FILE).write_text(json.dumps(self.ids.tolist()))
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            if target.exists():
-                target.rename(old)
-            tmp.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return target
 
     @classmethod

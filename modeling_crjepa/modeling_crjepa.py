@@ -369,6 +369,17 @@ class CRJepaModel(CRJepaPreTrainedModel):
             raise ValueError(f"Sensor {sensor!r}: pixel_values contain NaN or inf; CRJepaImageProcessor fills "
                              "non-finite values (nan_policy='fill')")
 
+    def _check_pair(self, pixel_values_a: torch.Tensor, pixel_values_b: torch.Tensor,
+                    check_finite: bool) -> dict[str, torch.Tensor]:
+        """{sensor: pixel_values} of a batch of pairs, each sensor's input checked, equal batch sizes."""
+        name_a, name_b = self.sensor_names
+        self.check_pixel_values(pixel_values_a, name_a, check_finite)
+        self.check_pixel_values(pixel_values_b, name_b, check_finite)
+        if pixel_values_a.shape[0] != pixel_values_b.shape[0]:
+            raise ValueError(f"Sensors {name_a!r} and {name_b!r} need the same batch size (pairs), found "
+                             f"{pixel_values_a.shape[0]} and {pixel_values_b.shape[0]}")
+        return {name_a: pixel_values_a, name_b: pixel_values_b}
+
     def encode(self, pixel_values: torch.Tensor, sensor: str, index: torch.Tensor | None = None) -> torch.Tensor:
         """z = g(f_sensor(x; index)): trunk latents of the tokens at `index` (all tokens when None)."""
         tokens = self.stems[sensor](pixel_values)
@@ -417,13 +428,8 @@ class CRJepaModel(CRJepaPreTrainedModel):
         """
         cfg = self.config
         name_a, name_b = self.sensor_names
-        inputs = {name_a: pixel_values_a, name_b: pixel_values_b}
+        inputs = self._check_pair(pixel_values_a, pixel_values_b, check_finite)
         batch = pixel_values_a.shape[0]
-        for name, x in inputs.items():
-            self.check_pixel_values(x, name, check_finite)
-        if pixel_values_b.shape[0] != batch:
-            raise ValueError(f"Sensors {name_a!r} and {name_b!r} need the same batch size (pairs), found "
-                             f"{batch} and {pixel_values_b.shape[0]}")
         if masks is None:
             masks = {n: random_masks(batch, cfg.num_patches, cfg.mask_ratio, x.device) for n, x in inputs.items()}
 
