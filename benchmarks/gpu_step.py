@@ -12,7 +12,8 @@ Fast: pack_sensors=True, regional torch.compile of the blocks (`model.compile_bl
 FLOPs are counted with torch.utils.flop_counter.FlopCounterMode on one eager step (the packed and plain paths
 count the same, tests/test_fast_path.py); MFU = counted FLOP/s / peak, the peak being --peak-tflops or, by
 default, a measured large bf16 matmul on the same card. Both paths run in one process on one card, so every
-figure has its ratio. The last line printed is one JSON object.
+figure has its ratio. --profile FILE adds torch.profiler tables of the fast path and its device time split by
+kernel kind (matmul, attention, fused, optimizer, other) against wall time. The last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -145,13 +146,68 @@ def host_syncs(fn: Callable[[], Any], device: torch.device) -> int | None:
     return sum("synchroniz" in str(w.message) for w in caught)
 
 
+KERNEL_KINDS = (("attention", ("flash", "fmha", "attention", "sdpa")),
+                ("matmul", ("gemm", "nvjet", "xmma", "cutlass", "cublas", "wgmma", "aten::mm", "aten::addmm",
+                            "aten::bmm")),
+                ("fused (triton)", ("triton",)),
+                ("optimizer", ("adam", "multi_tensor", "foreach")),
+                ("elementwise/other", ("",)))
+"""Kernel (CUDA) or operator (CPU) names -> kind, first match wins (attention before matmul: some attention
+kernels are CUTLASS)."""
+
+
+def profile_steps(fn: Callable[[int], Any], device: torch.device, steps: int, path: str, title: str) -> dict[str, Any]:
+    """torch.profiler over `steps` calls of fn(i): the top operators/kernels table written to `path`, and the
+    device time split by kernel kind (matmul, attention, fused, optimizer, other) against the wall time, so a
+    run tells where the step's time goes (device busy vs idle: launch- or host-bound)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    fn(0)
+    synchronize(device)
+    with profile(activities=activities) as prof:
+        start = time.perf_counter()
+        for i in range(steps):
+            fn(i)
+        synchronize(device)
+        wall = time.perf_counter() - start
+    events = prof.key_averages()
+
+    def self_time(evt) -> float:  # microseconds, device time on CUDA, CPU time otherwise
+        if cuda:
+            return float(getattr(evt, "self_device_time_total", 0) or getattr(evt, "self_cuda_time_total", 0))
+        return float(evt.self_cpu_time_total)
+
+    split: dict[str, float] = {kind: 0.0 for kind, _ in KERNEL_KINDS}
+    for evt in events:
+        if cuda and str(getattr(evt, "device_type", "")).endswith("CPU"):
+            continue
+        name = evt.key.lower()
+        kind = next(k for k, needles in KERNEL_KINDS if any(n in name for n in needles))
+        split[kind] += self_time(evt)
+    busy = sum(split.values()) / 1e6
+    summary = {"title": title, "steps": steps, "wall_s_per_step": wall / steps,
+               "device_busy_s_per_step": busy / steps if cuda else None,
+               "split_s_per_step": {k: round(v / 1e6 / steps, 5) for k, v in split.items()}}
+    sort_by = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    with open(path, "a") as f:
+        f.write(f"## {title}\n{json.dumps(summary)}\n")
+        f.write(events.table(sort_by=sort_by, row_limit=45, max_name_column_width=90))
+        f.write("\n\n")
+    return summary
+
+
 # ---------------------------------------------------------------------------------------------- runs
 def measure(model: CRJepaModel, args: argparse.Namespace, device: torch.device, fast: bool,
             images: dict[str, torch.Tensor], embed_pixels: torch.Tensor, amp: torch.dtype | None) -> dict[str, Any]:
     """Training pairs/s, peak memory and embedding images/s of one configuration of the model."""
     model.config.pack_sensors = fast
-    if fast and args.compile == "blocks":
-        model.compile_blocks(**({"mode": args.compile_mode} if args.compile_mode else {}))
+    compile_kwargs = {"mode": args.compile_mode} if args.compile_mode else {}
+    if fast and args.compile in ("blocks", "model"):
+        model.compile_blocks(**compile_kwargs)
+    if fast and args.compile == "model":  # the whole training forward as one compiled region (blocks inlined)
+        model.compile(**compile_kwargs)
     model.train()
     optimizer = make_optimizer(model, fused=fast and device.type == "cuda")
     reset_memory(device)
@@ -169,6 +225,16 @@ def measure(model: CRJepaModel, args: argparse.Namespace, device: torch.device, 
 
     embed_s = timed(embed, device, args.warmup, args.embed_steps)
     result["embed_images_per_s"] = embed_pixels.shape[0] / embed_s
+    if fast and args.profile:
+        model.train()
+        optimizer = make_optimizer(model, fused=device.type == "cuda")
+        result["profile_train"] = profile_steps(lambda i: train_step(model, optimizer, images, i, amp), device,
+                                                args.profile_steps, args.profile, "fast path: training step")
+        del optimizer
+        model.zero_grad(set_to_none=True)
+        model.eval()
+        result["profile_embed"] = profile_steps(embed, device, args.profile_steps, args.profile,
+                                                "fast path: embedding batch")
     reset_memory(device)
     return result
 
@@ -185,12 +251,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--warmup", type=int, default=None, help="untimed calls first (default 5 on CUDA, 1 on CPU)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="autocast dtype (default bf16 on CUDA, "
                         "fp32 on CPU)")
-    parser.add_argument("--compile", choices=["blocks", "none"], default=None,
-                        help="fast path: regional torch.compile of the blocks (default on CUDA) or none")
+    parser.add_argument("--compile", choices=["blocks", "model", "none"], default=None,
+                        help="fast path: regional torch.compile of the blocks (default on CUDA), the whole "
+                        "training forward on top of that (model), or none")
     parser.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="MFU denominator (default: a measured large matmul in the autocast dtype)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the plain eager baseline")
+    parser.add_argument("--profile", default=None, metavar="FILE",
+                        help="also profile the fast path (training steps, embedding batches): tables to FILE")
+    parser.add_argument("--profile-steps", type=int, default=3)
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     args.dtype = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
@@ -218,7 +288,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         embed_flops = count_flops(lambda: model.get_embeddings(embed_pixels, config.sensor_names[1]))
     peak = args.peak_tflops or matmul_tflops(device, amp)
 
+    print(json.dumps({"gflop_per_pair": step_flops / args.batch / 1e9, "peak_tflops": peak}), flush=True)
     baseline = None if args.no_baseline else measure(model, args, device, False, images, embed_pixels, amp)
+    if baseline is not None:  # partial results first: a run cut short still reports the baseline
+        print(json.dumps({"baseline": baseline}), flush=True)
     fast = measure(model, args, device, True, images, embed_pixels, amp)
 
     def tflops(pairs_per_s: float) -> float:
@@ -237,6 +310,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "peak_tflops": peak, "peak_tflops_source": "given" if args.peak_tflops else "measured matmul",
         "peak_memory_kind": "cuda max_memory_allocated" if device.type == "cuda" else "process max RSS",
     }
+    for key in ("profile_train", "profile_embed"):
+        if key in fast:
+            result[key] = fast[key]
     if baseline is not None:
         result.update({
             "baseline_train_pairs_per_s": baseline["train_pairs_per_s"], "baseline_step_s": baseline["step_s"],

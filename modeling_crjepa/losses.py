@@ -15,6 +15,7 @@ def _dist_ready() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
+@torch.compiler.disable  # a CPU generator seeded per step: run eagerly, never traced or specialised on `step`
 def sigreg_directions(dim: int, num_directions: int, step: int, seed: int = 0,
                       device: torch.device | str | None = None) -> torch.Tensor:
     """J random unit directions in R^dim as a (dim, J) float32 matrix.

@@ -9,9 +9,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_gpu_step_benchmark_runs_on_cpu_and_prints_json():
+def test_gpu_step_benchmark_runs_on_cpu_and_prints_json(tmp_path):
+    profile = tmp_path / "profile.txt"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "gpu_step.py"), "--device", "cpu", "--preset", "tiny",
-           "--batch", "4", "--steps", "1", "--embed-batch", "4", "--native-size", "40", "--warmup", "1"]
+           "--batch", "4", "--steps", "1", "--embed-batch", "4", "--native-size", "40", "--warmup", "1",
+           "--profile", str(profile), "--profile-steps", "1"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -22,3 +24,8 @@ def test_gpu_step_benchmark_runs_on_cpu_and_prints_json():
     assert out["device"].startswith("cpu") and out["preset"] == "tiny" and out["batch"] == 4
     # the tiny model's counted FLOPs: a training pair costs far more than embedding one image
     assert out["gflop_per_pair"] > 2 * out["embed_gflop_per_image"]
+    # the profile: operator tables for both phases, and the step's time split by kind, matmuls among them
+    text = profile.read_text()
+    assert "## fast path: training step" in text and "## fast path: embedding batch" in text
+    split = out["profile_train"]["split_s_per_step"]
+    assert split["matmul"] > 0 and sum(split.values()) <= 1.5 * out["profile_train"]["wall_s_per_step"]
