@@ -1,23 +1,32 @@
 #!/usr/bin/env bash
-# The device checks of issue 6 as ONE prepared run (device tool: `run`, timeout ~420 s), results under $OUT:
-#   gpu_step.log / profile.txt   ben14k batch 512 bf16: plain eager baseline vs fast path, profiled
-#   loader.log                   Arrow -> torch batches with 0/4/8 workers on the GPU host's cores
-#   gpu_step_model.log           the whole training forward compiled, embedding batch 4096
+# The device checks of issue 6 as ONE prepared run (device tool: `run`, timeout ~560 s), results under $OUT:
+#   gpu_step.log / profile.txt   ben14k batch 512 bf16: plain eager baseline vs fast path (compiled blocks), profiled
+#   gpu_step_model.log           fast path with the whole training forward compiled
+#   gpu_step_flash.log, gpu_step_efficient.log   fast path with another attention kernel (default: PyTorch's pick)
+#   loader.log (LOADER=1)        Arrow -> torch batches with 0/4/8 workers on the GPU host's cores (needs
+#                                datasets: carry it as wheels in .whl/)
 # Each part has its own time limit so a slow part cannot take the others' results with it.
 set -u
 OUT=${OUT:-/tmp/crjepa-gpu-checks}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} TORCH_LOGS=recompiles
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, torch.cuda.get_device_name())"
-date -u
-timeout "${STEP_LIMIT:-300}" python3 benchmarks/gpu_step.py --device cuda --profile "$OUT/profile.txt" 2>&1 | tee "$OUT/gpu_step.log"
-date -u
-if ls .whl/*.whl >/dev/null 2>&1; then  # datasets is not in the device image: carried as wheels (--carry .whl)
+step() {  # step NAME LIMIT ARGS...
+  local name=$1 limit=$2; shift 2; date -u
+  timeout "$limit" python3 benchmarks/gpu_step.py --device cuda "$@" 2>&1 | tee "$OUT/gpu_step$name.log"
+}
+step "" 200 --profile "$OUT/profile.txt"
+step _model 170 --no-baseline --compile model
+step _flash 90 --no-baseline --sdpa flash
+step _efficient 90 --no-baseline --sdpa efficient
+if [ "${LOADER:-0}" = 1 ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=$PYTHONPATH:/tmp/site
+  timeout 60 python3 benchmarks/loader.py --pairs 2048 --batch-size 512 --workers 0 4 8 2>&1 | tee "$OUT/loader.log"
 fi
-timeout "${LOADER_LIMIT:-60}" python3 benchmarks/loader.py --pairs 2048 --batch-size 512 --workers 0 4 8 2>&1 | tee "$OUT/loader.log"
 date -u
-timeout "${MODEL_LIMIT:-130}" python3 benchmarks/gpu_step.py --device cuda --no-baseline --compile model --embed-batch 4096 \
-  --steps 15 2>&1 | tee "$OUT/gpu_step_model.log"
-date -u
-echo "== summary"; grep -h '^{' "$OUT"/gpu_step*.log | cut -c1-1500
+echo "== summary"
+for f in "$OUT"/gpu_step*.log; do echo "$f"; grep -h '^{"device"' "$f" | python3 -c "
+import json, sys
+for line in sys.stdin:
+    d = json.loads(line); d.pop('profile_train', None); d.pop('profile_embed', None)
+    print({k: d[k] for k in d if k not in ('torch', 'preset', 'peak_tflops_source', 'peak_memory_kind')})"; done

@@ -19,6 +19,7 @@ kernel kind (matmul, attention, fused, optimizer, other) against wall time. The 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import resource
@@ -35,6 +36,8 @@ from modeling_crjepa import CRJepaConfig, CRJepaModel, preprocess_batch
 from modeling_crjepa.training import draw_masks, param_groups
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
+SDPA_BACKENDS = {"default": None, "flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
+                 "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -258,6 +261,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="MFU denominator (default: a measured large matmul in the autocast dtype)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the plain eager baseline")
+    parser.add_argument("--sdpa", choices=sorted(SDPA_BACKENDS), default="default",
+                        help="attention kernel for both paths (default: PyTorch's choice)")
     parser.add_argument("--profile", default=None, metavar="FILE",
                         help="also profile the fast path (training steps, embedding batches): tables to FILE")
     parser.add_argument("--profile-steps", type=int, default=3)
@@ -289,10 +294,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     peak = args.peak_tflops or matmul_tflops(device, amp)
 
     print(json.dumps({"gflop_per_pair": step_flops / args.batch / 1e9, "peak_tflops": peak}), flush=True)
-    baseline = None if args.no_baseline else measure(model, args, device, False, images, embed_pixels, amp)
-    if baseline is not None:  # partial results first: a run cut short still reports the baseline
-        print(json.dumps({"baseline": baseline}), flush=True)
-    fast = measure(model, args, device, True, images, embed_pixels, amp)
+    backend = SDPA_BACKENDS[args.sdpa]
+    with sdpa_kernel(backend) if backend is not None else contextlib.nullcontext():
+        baseline = None if args.no_baseline else measure(model, args, device, False, images, embed_pixels, amp)
+        if baseline is not None:  # partial results first: a run cut short still reports the baseline
+            print(json.dumps({"baseline": baseline}), flush=True)
+        fast = measure(model, args, device, True, images, embed_pixels, amp)
 
     def tflops(pairs_per_s: float) -> float:
         return step_flops / args.batch * pairs_per_s / 1e12
@@ -300,7 +307,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = {
         "device": device_name(device),
         "torch": torch.__version__, "preset": args.preset, "batch": args.batch, "embed_batch": args.embed_batch,
-        "dtype": args.dtype, "compile": args.compile, "compile_mode": args.compile_mode,
+        "dtype": args.dtype, "sdpa": args.sdpa, "compile": args.compile, "compile_mode": args.compile_mode,
         "train_pairs_per_s": fast["train_pairs_per_s"], "step_s": fast["step_s"],
         "train_tflops": tflops(fast["train_pairs_per_s"]), "mfu": tflops(fast["train_pairs_per_s"]) / peak,
         "peak_memory_gb": fast["peak_memory_gb"], "host_syncs_in_step": fast["host_syncs_in_step"],

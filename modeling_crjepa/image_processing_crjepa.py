@@ -15,11 +15,13 @@ import torch
 import torch.nn.functional as F
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 
+from .losses import host_to_device
+
 
 def _stats(mean: list[float], std: list[float], device, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
-    m = torch.as_tensor(mean, dtype=torch.float32, device=device).view(1, channels, 1, 1)
-    s = torch.as_tensor(std, dtype=torch.float32, device=device).view(1, channels, 1, 1)
-    return m, s
+    """The band statistics as (1, C, 1, 1) tensors on `device`, copied without a host sync (pinned)."""
+    stats = host_to_device(torch.tensor([mean, std], dtype=torch.float32), device)
+    return stats[0].view(1, channels, 1, 1), stats[1].view(1, channels, 1, 1)
 
 
 def normalize_and_resize(
@@ -58,7 +60,10 @@ def normalize_and_resize(
                              "nan_policy='fill' to replace them with the band mean")
     x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
     if x.shape[-2:] != (image_size, image_size):
-        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True)
+        # antialiasing acts only where a side shrinks; for upsampling (BigEarthNet 120 -> 224) it computes the
+        # plain bilinear result (to float rounding) through a slower kernel, so it is asked for only then
+        shrinks = max(x.shape[-2:]) > image_size
+        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=shrinks)
     return x
 
 
