@@ -37,11 +37,13 @@ from modeling_crjepa.training import (
     ConfigError,
     ShardedEpochSampler,
     build_model_config,
+    compile_for_training,
+    compiled_modules,
     draw_masks,
     latest_checkpoint,
     learning_rate,
     load_run_config,
-    param_groups,
+    make_optimizer,
     parse_cli,
     prepare_output_dir,
     read_state,
@@ -193,8 +195,9 @@ def train(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     # ---- model and optimiser
     model = model_for_config(model_config)  # CRJepaModel, or a baseline (model.architecture)
-    optimizer = torch.optim.AdamW(param_groups(model, training["weight_decay"]), lr=training["lr_start"],
-                                  betas=tuple(training["betas"]))
+    compile_mode = compile_for_training(model, training["compile"], accelerator.device)
+    optimizer = make_optimizer(model, training["lr_start"], training["weight_decay"], training["betas"],
+                               accelerator.device)
     model, optimizer = accelerator.prepare(model, optimizer)
     core = accelerator.unwrap_model(model)
 
@@ -237,7 +240,8 @@ def train(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     # ---- training loop
     say(f"Training {total_steps} steps ({training['epochs']} epochs x {steps_per_epoch} steps, global batch "
-        f"{global_batch} pairs on {accelerator.num_processes} process(es), mixed precision: {accelerator.mixed_precision})"
+        f"{global_batch} pairs on {accelerator.num_processes} process(es), mixed precision: {accelerator.mixed_precision}, "
+        f"compile: {compile_mode}, {compiled_modules(core)} compiled modules)"
         + (f", stopping at step {stop_step}" if stop_step < total_steps else ""))
     log_file = output_dir / TRAIN_LOG_FILE
     if accelerator.is_main_process and checkpoint is None and log_file.exists():

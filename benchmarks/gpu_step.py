@@ -6,9 +6,11 @@
 The training step is train_accelerate.py's, built here from the model API and modeling_crjepa.training
 (which has no step function yet): native-size images -> preprocess_batch on the device for both sensors ->
 masks from training.draw_masks (keyed by sample id) -> model(a, b, sigreg_step, masks, check_finite=False) under autocast ->
-backward -> clip_grad_norm_(1.0) -> AdamW (training.param_groups) -> zero_grad.
+backward -> clip_grad_norm_(1.0) -> AdamW -> zero_grad.
 Baseline: the same model and step with every fast option off (pack_sensors=False, no compile, foreach AdamW).
-Fast: pack_sensors=True, regional torch.compile of the blocks (`model.compile_blocks()`), fused AdamW.
+Fast: pack_sensors=True, training.compile_for_training (the `training.compile` of train_accelerate.py: blocks =
+regional compile of stems and blocks, the default on CUDA; model = the whole forward too) and training.make_optimizer
+(fused AdamW on CUDA), the functions train_accelerate.py calls.
 FLOPs are counted with torch.utils.flop_counter.FlopCounterMode on one eager step (the packed and plain paths
 count the same, tests/test_fast_path.py); MFU = counted FLOP/s / peak, the peak being --peak-tflops or, by
 default, a measured large bf16 matmul on the same card. Both paths run in one process on one card, so every
@@ -33,7 +35,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from modeling_crjepa import CRJepaConfig, CRJepaModel, preprocess_batch
-from modeling_crjepa.training import draw_masks, param_groups
+from modeling_crjepa.training import compile_for_training, draw_masks, make_optimizer, param_groups
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 SDPA_BACKENDS = {"default": None, "flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
@@ -98,9 +100,12 @@ def native_batch(config: CRJepaConfig, batch: int, size: int, device: torch.devi
 
 
 # ---------------------------------------------------------------------------------------------- the step
-def make_optimizer(model: CRJepaModel, fused: bool) -> torch.optim.Optimizer:
-    """AdamW as in training: the paper's weight decay 0.04 on weight matrices only; fused kernels on CUDA."""
-    return torch.optim.AdamW(param_groups(model, 0.04), lr=1e-4, betas=(0.9, 0.999), fused=fused or None)
+def optimizer_for(model: CRJepaModel, fast: bool, device: torch.device) -> torch.optim.Optimizer:
+    """The fast path's AdamW is training's (fused on CUDA); the baseline's the plain foreach one. Both: the
+    paper's weight decay 0.04 on weight matrices only."""
+    if fast:
+        return make_optimizer(model, 1e-4, 0.04, (0.9, 0.999), device)
+    return torch.optim.AdamW(param_groups(model, 0.04), lr=1e-4, betas=(0.9, 0.999))
 
 
 def forward_backward(model: CRJepaModel, images: dict[str, torch.Tensor], step: int,
@@ -206,13 +211,15 @@ def measure(model: CRJepaModel, args: argparse.Namespace, device: torch.device, 
             images: dict[str, torch.Tensor], embed_pixels: torch.Tensor, amp: torch.dtype | None) -> dict[str, Any]:
     """Training pairs/s, peak memory and embedding images/s of one configuration of the model."""
     model.config.pack_sensors = fast
-    compile_kwargs = {"mode": args.compile_mode} if args.compile_mode else {}
-    if fast and args.compile in ("blocks", "model"):
-        model.compile_blocks(**compile_kwargs)
-    if fast and args.compile == "model":  # the whole training forward as one compiled region (blocks inlined)
-        model.compile(**compile_kwargs)
+    if fast and args.compile_mode:  # an explicit torch.compile mode (e.g. max-autotune-no-cudagraphs)
+        if args.compile in ("blocks", "model"):
+            model.compile_blocks(mode=args.compile_mode)
+        if args.compile == "model":
+            model.compile(mode=args.compile_mode)
+    elif fast:  # train_accelerate.py's training.compile
+        compile_for_training(model, args.compile, device)
     model.train()
-    optimizer = make_optimizer(model, fused=fast and device.type == "cuda")
+    optimizer = optimizer_for(model, fast, device)
     reset_memory(device)
     step_s = timed(lambda i: train_step(model, optimizer, images, i, amp), device, args.warmup, args.steps)
     result = {"step_s": step_s, "train_pairs_per_s": args.batch / step_s, "peak_memory_gb": peak_memory_gb(device),
@@ -230,7 +237,7 @@ def measure(model: CRJepaModel, args: argparse.Namespace, device: torch.device, 
     result["embed_images_per_s"] = embed_pixels.shape[0] / embed_s
     if fast and args.profile:
         model.train()
-        optimizer = make_optimizer(model, fused=device.type == "cuda")
+        optimizer = optimizer_for(model, True, device)
         result["profile_train"] = profile_steps(lambda i: train_step(model, optimizer, images, i, amp), device,
                                                 args.profile_steps, args.profile, "fast path: training step")
         del optimizer

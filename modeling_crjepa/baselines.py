@@ -222,6 +222,7 @@ class BaselinePreTrainedModel(CRJepaPreTrainedModel):
     trunk_for = CRJepaModel.trunk_for
     encode = CRJepaModel.encode
     get_embeddings = CRJepaModel.get_embeddings
+    compile_blocks = CRJepaModel.compile_blocks
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)

@@ -69,6 +69,10 @@ DEFAULTS: dict[str, Any] = {
         "lr_end": 1.0e-6,  # end of the cosine decay
         "warmup_epochs": 15.0,
         "betas": [0.9, 0.999],
+        # torch.compile (never changes the math): auto = blocks on CUDA, none elsewhere; blocks = regional compile
+        # of the stems, trunk and predictor blocks; model = the whole training forward on top of that (fastest
+        # on one H200, compiles longest: BENCHMARKS.md); none = eager
+        "compile": "auto",
     },
     "eval": {
         "query_split": "test",
@@ -102,6 +106,9 @@ DEFAULTS: dict[str, Any] = {
         "private": False,
     },
 }
+
+COMPILE_MODES = ("auto", "none", "blocks", "model")
+"""training.compile: see DEFAULTS."""
 
 CHECKPOINT_PREFIX = "step_"
 STATE_FILE = "trainer_state.json"
@@ -289,6 +296,8 @@ def check_run_config(config: dict[str, Any]) -> None:
         errors.append("training.gradient_accumulation_steps must be >= 1")
     if training["mixed_precision"] not in (None, "no", "fp16", "bf16", "fp8"):
         errors.append(f"training.mixed_precision must be no, fp16, bf16 or null, found {training['mixed_precision']!r}")
+    if training["compile"] not in COMPILE_MODES:
+        errors.append(f"training.compile must be one of {list(COMPILE_MODES)}, found {training['compile']!r}")
     if isinstance(training["epochs"], (int, float)) and training["epochs"] <= 0:
         errors.append(f"training.epochs must be positive, found {training['epochs']}")
     hub = config["hub"]
@@ -341,6 +350,36 @@ def no_decay_names(model: torch.nn.Module) -> list[str]:
     """Names of the parameters `param_groups` exempts from weight decay (for tests and logs)."""
     return [n for n, p in model.named_parameters()
             if p.ndim <= 1 or any(k in n.rsplit(".", 1)[-1] for k in NO_DECAY_NAMES)]
+
+
+def compiled_modules(model: torch.nn.Module) -> int:
+    """How many of the model's modules (itself included) run through torch.compile."""
+    return sum(getattr(m, "_compiled_call_impl", None) is not None for m in model.modules())
+
+
+def compile_for_training(model: torch.nn.Module, mode: str, device: torch.device | str) -> str:
+    """Apply training.compile to the model in place, before accelerate wraps it; returns the mode applied.
+
+    auto: blocks on CUDA, none elsewhere (Inductor's CPU kernels compile slowly and gain little).
+    blocks: `model.compile_blocks()`, regional compile of the stems and the trunk and predictor blocks (static
+    shapes); model: that plus the whole forward compiled as one region (losses, SIGReg, gathers fused too).
+    """
+    if mode not in COMPILE_MODES:
+        raise ConfigError(f"training.compile must be one of {list(COMPILE_MODES)}, found {mode!r}")
+    if mode == "auto":
+        mode = "blocks" if torch.device(device).type == "cuda" else "none"
+    if mode in ("blocks", "model"):
+        model.compile_blocks()
+    if mode == "model":
+        model.compile()
+    return mode
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas: Sequence[float],
+                   device: torch.device | str) -> torch.optim.AdamW:
+    """AdamW over `param_groups` (decay on weight matrices only); the fused CUDA kernel on GPUs (same update)."""
+    fused = True if torch.device(device).type == "cuda" else None
+    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=tuple(betas), fused=fused)
 
 
 def learning_rate(step: int, total_steps: int, warmup_steps: int, lr_start: float, lr_peak: float,
@@ -515,7 +554,7 @@ def save_checkpoint(accelerator: Any, output_dir: str | os.PathLike, step: int, 
 
 
 __all__ = [
-    "DEFAULTS", "DEFAULT_CONFIG", "ConfigError", "ShardedEpochSampler", "build_model_config", "check_output_dir", "check_run_config",
+    "DEFAULTS", "DEFAULT_CONFIG", "COMPILE_MODES", "ConfigError", "compile_for_training", "compiled_modules", "make_optimizer", "ShardedEpochSampler", "build_model_config", "check_output_dir", "check_run_config",
     "draw_masks", "latest_checkpoint", "prepare_output_dir", "learning_rate", "list_checkpoints", "load_run_config", "no_decay_names",
     "param_groups", "parse_cli", "parse_scalar", "read_state", "report_to", "resolve_key", "save_checkpoint",
     "valid_keys",

@@ -106,3 +106,20 @@ def test_compiled_blocks_compute_the_same_loss():
     model.compile_blocks(backend="eager")
     compiled, _ = losses_and_grads(model, True, a, b, masks)
     assert all(torch.allclose(compiled[t], reference[t], rtol=1e-5, atol=1e-6) for t in TERMS)
+
+
+def test_patch_embedding_is_the_strided_conv_it_replaces():
+    """SensorStem computes its Conv2d (kernel = stride = patch) as one matmul over flattened patches: the same
+    tokens and the same weight gradient as the convolution, from the same parameters (checkpoints unchanged)."""
+    model, a, b, _ = setup(n=3)
+    for sensor, x in zip(model.sensor_names, (a, b)):
+        stem = model.stems[sensor]
+        conv = stem.patch_embed
+        reference = torch.nn.functional.conv2d(x, conv.weight, conv.bias, stride=conv.stride)
+        reference = reference.flatten(2).transpose(1, 2) + stem.pos_embed
+        tokens = stem(x)
+        assert tokens.shape == reference.shape
+        assert torch.allclose(tokens, reference, rtol=1e-5, atol=1e-5)
+        (grad,) = torch.autograd.grad((tokens * reference.detach()).sum(), conv.weight)
+        (grad_ref,) = torch.autograd.grad((reference * reference.detach()).sum(), conv.weight)
+        assert torch.allclose(grad, grad_ref, rtol=1e-4, atol=1e-4)

@@ -79,3 +79,20 @@ def test_processor_round_trips_through_save_pretrained(config, tmp_path):
     s1, _ = native_pair(size=64)
     assert torch.equal(again(list(s1), sensor="s1")["pixel_values"], proc(list(s1), sensor="s1")["pixel_values"])
     assert again.band_std == proc.band_std and again.image_size == 32
+
+
+def test_antialiasing_only_where_a_side_shrinks():
+    """Upsampling (BigEarthNet 120 -> 224) skips the antialiasing kernel: the same result to float rounding;
+    downsampling keeps it (a plain bilinear result would alias)."""
+    import torch.nn.functional as F
+
+    from modeling_crjepa.image_processing_crjepa import normalize_and_resize
+
+    gen = torch.Generator().manual_seed(0)
+    for native, size in ((120, 224), (300, 224)):
+        x = torch.randn(2, 3, native, native, generator=gen)
+        out = normalize_and_resize(x, "s", [0.0] * 3, [1.0] * 3, size)
+        antialiased = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        assert torch.allclose(out, antialiased, atol=1e-4), native
+    plain = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
+    assert (out - plain).abs().max() > 0.1
