@@ -37,13 +37,19 @@ def host_to_device(tensor: torch.Tensor, device: torch.device | str | None) -> t
     return tensor.pin_memory().to(device, non_blocking=True)
 
 
+@torch.compiler.disable  # constants built eagerly on the CPU, also inside a compiled forward
 def epps_pulley_knots(num_knots: int = 17, t_max: float = 3.0, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Knots t_k on [0, t_max] and weights w_k = trapezoid weight * exp(-t_k^2 / 2)."""
-    t = torch.linspace(0.0, float(t_max), int(num_knots), dtype=torch.float32, device=device)
+    """Knots t_k on [0, t_max] and weights w_k = trapezoid weight * exp(-t_k^2 / 2).
+
+    Built on the CPU and copied once (pinned): writing the end weights into a GPU tensor would be two
+    synchronising host-to-device copies per call.
+    """
+    t = torch.linspace(0.0, float(t_max), int(num_knots), dtype=torch.float32)
     dt = float(t_max) / (int(num_knots) - 1)
     trapezoid = torch.full_like(t, dt)
     trapezoid[0] = trapezoid[-1] = dt / 2
-    return t, trapezoid * torch.exp(-t.square() / 2)
+    knots = host_to_device(torch.stack([t, trapezoid * torch.exp(-t.square() / 2)]), device)
+    return knots[0], knots[1]
 
 
 def _all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
