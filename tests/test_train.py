@@ -131,6 +131,10 @@ def test_compiled_training_follows_the_eager_run(tmp_path):
         for term in ("train/loss", "train/loss_pred", "train/loss_cross", "train/loss_uni", "train/loss_sigreg"):
             assert b[term] == pytest.approx(a[term], rel=1e-4, abs=1e-5), (a["step"], term)
     assert plain[0]["train/loss"] != pytest.approx(plain[2]["train/loss"], rel=1e-3)  # it did train
+    # compiling leaves the saved weights as they are: same names, same values to training's tolerance
+    weights, reference = (load_file(d / "model" / "model.safetensors") for d in (compiled, eager))
+    assert weights.keys() == reference.keys()
+    assert all(torch.allclose(weights[k], reference[k], rtol=1e-3, atol=1e-5) for k in weights)
 
 
 # ---------------------------------------------------------------------------------------------- resume
