@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The device checks of issue 6 as ONE prepared run (device tool: `run`, timeout ~560 s), results under $OUT:
+# The device checks of issue 6 as ONE prepared run (device tool: `run`, timeout ~600 s; the parts end in ~8 min), results under $OUT:
 #   gpu_step.log / profile.txt   ben14k batch 512 bf16: plain eager baseline vs fast path (compiled blocks), profiled
-#   gpu_step_model.log           fast path with the whole training forward compiled
-#   gpu_step_flash.log, gpu_step_efficient.log   fast path with another attention kernel (default: PyTorch's pick)
+#   gpu_step_model.log           fast path with the whole training forward compiled (training.compile: model)
+#   gpu_step_graphs.log          the same with CUDA graphs (torch.compile mode reduce-overhead)
+#   gpu_step_autotune.log        the same with Inductor's GEMM autotuning (epilogue fusion of GELU/bias/residual)
+# (2026-11-27, run 2, also tried --sdpa flash / efficient: within 0.3 % of PyTorch's cuDNN pick; BENCHMARKS.md)
 #   loader.log (LOADER=1)        Arrow -> torch batches with 0/4/8 workers on the GPU host's cores (needs
 #                                datasets: carry it as wheels in .whl/)
 # Each part has its own time limit so a slow part cannot take the others' results with it.
@@ -17,8 +19,8 @@ step() {  # step NAME LIMIT ARGS...
 }
 step "" 200 --profile "$OUT/profile.txt"
 step _model 170 --no-baseline --compile model
-step _flash 90 --no-baseline --sdpa flash
-step _efficient 90 --no-baseline --sdpa efficient
+step _graphs 150 --no-baseline --compile model --compile-mode reduce-overhead
+step _autotune 240 --no-baseline --compile model --compile-mode max-autotune-no-cudagraphs
 if [ "${LOADER:-0}" = 1 ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=$PYTHONPATH:/tmp/site
   timeout 60 python3 benchmarks/loader.py --pairs 2048 --batch-size 512 --workers 0 4 8 2>&1 | tee "$OUT/loader.log"
