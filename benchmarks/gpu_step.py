@@ -35,7 +35,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from modeling_crjepa import CRJepaConfig, CRJepaModel, preprocess_batch
-from modeling_crjepa.training import compile_for_training, draw_masks, make_optimizer, param_groups
+from modeling_crjepa.training import COMPILE_MODES, compile_for_training, draw_masks, make_optimizer, param_groups
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 SDPA_BACKENDS = {"default": None, "flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
@@ -211,19 +211,19 @@ def measure(model: CRJepaModel, args: argparse.Namespace, device: torch.device, 
             images: dict[str, torch.Tensor], embed_pixels: torch.Tensor, amp: torch.dtype | None) -> dict[str, Any]:
     """Training pairs/s, peak memory and embedding images/s of one configuration of the model."""
     model.config.pack_sensors = fast
-    if fast and args.compile_mode:  # an explicit torch.compile mode (e.g. max-autotune-no-cudagraphs)
-        if args.compile in ("blocks", "model"):
-            model.compile_blocks(mode=args.compile_mode)
-        if args.compile == "model":
-            model.compile(mode=args.compile_mode)
-    elif fast:  # train_accelerate.py's training.compile
-        compile_for_training(model, args.compile, device)
+    compiled = "none"
+    if fast:  # train_accelerate.py's training.compile (an explicit torch.compile mode passed on)
+        compiled = compile_for_training(model, args.compile, device,
+                                        **({"mode": args.compile_mode} if args.compile_mode else {}))
     model.train()
     optimizer = optimizer_for(model, fast, device)
     reset_memory(device)
     step_s = timed(lambda i: train_step(model, optimizer, images, i, amp), device, args.warmup, args.steps)
-    result = {"step_s": step_s, "train_pairs_per_s": args.batch / step_s, "peak_memory_gb": peak_memory_gb(device),
+    result = {"compile": compiled, "step_s": step_s, "train_pairs_per_s": args.batch / step_s, "peak_memory_gb": peak_memory_gb(device),
               "host_syncs_in_step": host_syncs(lambda: train_step(model, optimizer, images, 0, amp), device)}
+    if fast and args.profile:
+        result["profile_train"] = profile_steps(lambda i: train_step(model, optimizer, images, i, amp), device,
+                                                args.profile_steps, args.profile, "fast path: training step")
     del optimizer
     model.zero_grad(set_to_none=True)
     model.eval()
@@ -236,13 +236,6 @@ def measure(model: CRJepaModel, args: argparse.Namespace, device: torch.device, 
     embed_s = timed(embed, device, args.warmup, args.embed_steps)
     result["embed_images_per_s"] = embed_pixels.shape[0] / embed_s
     if fast and args.profile:
-        model.train()
-        optimizer = optimizer_for(model, True, device)
-        result["profile_train"] = profile_steps(lambda i: train_step(model, optimizer, images, i, amp), device,
-                                                args.profile_steps, args.profile, "fast path: training step")
-        del optimizer
-        model.zero_grad(set_to_none=True)
-        model.eval()
         result["profile_embed"] = profile_steps(embed, device, args.profile_steps, args.profile,
                                                 "fast path: embedding batch")
     reset_memory(device)
@@ -261,9 +254,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--warmup", type=int, default=None, help="untimed calls first (default 5 on CUDA, 1 on CPU)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="autocast dtype (default bf16 on CUDA, "
                         "fp32 on CPU)")
-    parser.add_argument("--compile", choices=["blocks", "model", "none"], default=None,
-                        help="fast path: regional torch.compile of the blocks (default on CUDA), the whole "
-                        "training forward on top of that (model), or none")
+    parser.add_argument("--compile", choices=list(COMPILE_MODES), default="auto",
+                        help="fast path: training.compile (auto = blocks on CUDA, none elsewhere; blocks = regional "
+                        "torch.compile of stems and blocks; model = the whole training forward on top of that)")
     parser.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="MFU denominator (default: a measured large matmul in the autocast dtype)")
@@ -276,7 +269,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     args.dtype = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
-    args.compile = args.compile or ("blocks" if device.type == "cuda" else "none")
     args.warmup = args.warmup if args.warmup is not None else (5 if device.type == "cuda" else 1)
     args.embed_steps = args.embed_steps or args.steps
     amp = DTYPES[args.dtype]
@@ -314,7 +306,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = {
         "device": device_name(device),
         "torch": torch.__version__, "preset": args.preset, "batch": args.batch, "embed_batch": args.embed_batch,
-        "dtype": args.dtype, "sdpa": args.sdpa, "compile": args.compile, "compile_mode": args.compile_mode,
+        "dtype": args.dtype, "sdpa": args.sdpa, "compile": fast["compile"], "compile_mode": args.compile_mode,
         "train_pairs_per_s": fast["train_pairs_per_s"], "step_s": fast["step_s"],
         "train_tflops": tflops(fast["train_pairs_per_s"]), "mfu": tflops(fast["train_pairs_per_s"]) / peak,
         "peak_memory_gb": fast["peak_memory_gb"], "host_syncs_in_step": fast["host_syncs_in_step"],

@@ -357,22 +357,24 @@ def compiled_modules(model: torch.nn.Module) -> int:
     return sum(getattr(m, "_compiled_call_impl", None) is not None for m in model.modules())
 
 
-def compile_for_training(model: torch.nn.Module, mode: str, device: torch.device | str) -> str:
-    """Apply training.compile to the model in place, before accelerate wraps it; returns the mode applied.
+def compile_for_training(model: torch.nn.Module, scope: str, device: torch.device | str, **compile_kwargs: Any) -> str:
+    """Apply training.compile to the model in place, before accelerate wraps it; returns the scope applied
+    (none, blocks or model; auto resolved).
 
     auto: blocks on CUDA, none elsewhere (Inductor's CPU kernels compile slowly and gain little).
     blocks: `model.compile_blocks()`, regional compile of the stems and the trunk and predictor blocks (static
     shapes); model: that plus the whole forward compiled as one region (losses, SIGReg, gathers fused too).
+    compile_kwargs go to torch.compile (e.g. mode="reduce-overhead").
     """
-    if mode not in COMPILE_MODES:
-        raise ConfigError(f"training.compile must be one of {list(COMPILE_MODES)}, found {mode!r}")
-    if mode == "auto":
-        mode = "blocks" if torch.device(device).type == "cuda" else "none"
-    if mode in ("blocks", "model"):
-        model.compile_blocks()
-    if mode == "model":
-        model.compile()
-    return mode
+    if scope not in COMPILE_MODES:
+        raise ConfigError(f"training.compile must be one of {list(COMPILE_MODES)}, found {scope!r}")
+    if scope == "auto":
+        scope = "blocks" if torch.device(device).type == "cuda" else "none"
+    if scope in ("blocks", "model"):
+        model.compile_blocks(**compile_kwargs)
+    if scope == "model":
+        model.compile(**compile_kwargs)
+    return scope
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas: Sequence[float],
