@@ -12,7 +12,7 @@ same way. Ground truth: exact inner-product search (the "Flat" row). Recall@10 =
 probes, while the within-cluster order is low-dimensional, so compressed codes rank well.
 
 Rows: the baselines of DESIGN.md (Flat; HNSW32 efSearch 64; IVF4096,PQ64x4fs,RFlat with nprobe 32 and
-k_factor 16) and the project default ``modeling_crjepa.index.build_index(kind="auto")``.
+k_factor 16) and the project default ``crjepa.search.index.build_index(kind="auto")``.
 
     python benchmarks/faiss_archive.py                 # 1M x 256, a few minutes on 2 cores
     python benchmarks/faiss_archive.py --spread 0.5    # tight clusters: re-ranking depth decides
@@ -35,7 +35,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from modeling_crjepa.index import RetrievalIndex, build_index, set_threads
+from crjepa.search.index import RetrievalIndex, build_index, set_threads
 
 
 def clustered_unit_vectors(

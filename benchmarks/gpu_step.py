@@ -3,7 +3,7 @@
     python benchmarks/gpu_step.py --device cuda                  # ben14k, batch 512, bf16, embed batch 1024
     python benchmarks/gpu_step.py --device cpu --preset tiny --batch 8 --steps 2 --embed-batch 8   # code path
 
-The training step is train_accelerate.py's, built here from the model API and modeling_crjepa.training
+The training step is train_accelerate.py's, built here from the model API and crjepa.train.training
 (which has no step function yet): native-size images -> preprocess_batch on the device for both sensors ->
 masks from training.draw_masks (keyed by sample id) -> model(a, b, sigreg_step, masks, check_finite=False) under autocast ->
 backward -> clip_grad_norm_(1.0) -> AdamW -> zero_grad.
@@ -35,7 +35,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from modeling_crjepa import CRJepaConfig, CRJepaModel, preprocess_batch
-from modeling_crjepa.training import COMPILE_MODES, compile_for_training, draw_masks, make_optimizer, param_groups
+from crjepa.train.training import COMPILE_MODES, compile_for_training, draw_masks, make_optimizer, param_groups
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 SDPA_BACKENDS = {"default": None, "flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,

@@ -1,4 +1,4 @@
-"""Arrow -> torch batch throughput of `datasets_scripts.loading.make_dataloader` at BigEarthNet size.
+"""Arrow -> torch batch throughput of `crjepa.data.loading.make_dataloader` at BigEarthNet size.
 
     python benchmarks/loader.py [--pairs 2048] [--batch-size 256] [--workers 0 2] [--epochs 2]
 
@@ -20,7 +20,7 @@ import time
 import datasets
 
 from datasets_scripts import synthetic
-from datasets_scripts.loading import make_dataloader
+from crjepa.data.loading import make_dataloader
 
 
 def main() -> None:

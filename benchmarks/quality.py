@@ -155,8 +155,8 @@ def measure_embeddings(model_dir: Path, config: dict[str, Any]) -> dict[str, flo
     """Embed the evaluation split with the saved model and summarise the embeddings (see embedding_stats)."""
     from transformers import AutoModel
 
-    import modeling_crjepa.baselines  # noqa: F401  (registers the baseline classes with AutoModel)
-    from modeling_crjepa.retrieval import compute_embeddings, select_split
+    import crjepa.baselines.models  # noqa: F401  (registers the baseline classes with AutoModel)
+    from crjepa.eval.retrieval import compute_embeddings, select_split
 
     model = AutoModel.from_pretrained(model_dir).eval()
     dataset = train_accelerate.load_data(config, model.config)
@@ -167,7 +167,7 @@ def measure_embeddings(model_dir: Path, config: dict[str, Any]) -> dict[str, flo
 
 def run_one(config: Path, seed: int, output_dir: Path, overrides: dict[str, Any]) -> dict[str, Any]:
     """Train and score one (variant, seed) with the training script; returns its scores and diagnostics."""
-    from modeling_crjepa.training import load_run_config, parse_cli
+    from crjepa.train.training import load_run_config, parse_cli
 
     argv = run_argv(config, seed, output_dir, overrides)
     start = time.perf_counter()
@@ -239,7 +239,7 @@ def machine() -> str:
 
 def parse_set(pairs: Sequence[str]) -> dict[str, Any]:
     """``key=value`` strings -> {key: YAML scalar}."""
-    from modeling_crjepa.training import parse_scalar
+    from crjepa.train.training import parse_scalar
 
     out = {}
     for pair in pairs:

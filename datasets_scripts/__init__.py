@@ -5,11 +5,4 @@ Every builder writes the same row schema (docs/CONTRACTS.md): ``id``, one ``Arra
 native size and dtype, ``labels`` (class ids), ``split`` and metadata strings.
 """
 
-BUILDER_MODULES: dict[str, str] = {
-    "synthetic": "datasets_scripts.synthetic",
-    "bigearthnet": "datasets_scripts.bigearthnet",
-    "dsrsid": "datasets_scripts.dsrsid",
-    "cbrsir_vs": "datasets_scripts.cbrsir_vs",
-    "paired": "datasets_scripts.paired",
-}
-"""Builder name -> module exposing ``add_cli(subparsers)`` and ``run_cli(args)`` (and usually ``BUILDER_CLASS``)."""
+from crjepa.data.schema import BUILDER_MODULES  # noqa: F401  (the registry lives with the schema)

@@ -22,19 +22,14 @@ from typing import Any
 import datasets
 import numpy as np
 
-logger = logging.getLogger(__name__)
+from crjepa.data.schema import SPLITS, DataError, SensorSpec, paired_features, sensor_columns  # the schema's one home
 
-SPLITS: tuple[str, ...] = ("train", "validation", "test", "unassigned")
-"""Split names used in the ``split`` column, in the order splits are written."""
+logger = logging.getLogger(__name__)
 
 PNG_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 TIFF_SUFFIXES = (".tif", ".tiff")
 NPY_SUFFIXES = (".npy",)
 IMAGE_SUFFIXES = PNG_SUFFIXES + TIFF_SUFFIXES + NPY_SUFFIXES
-
-
-class DataError(ValueError):
-    """Bad input data, with a message a person can act on (file, sensor, expected vs found)."""
 
 
 class PublishError(RuntimeError):
@@ -44,38 +39,6 @@ class PublishError(RuntimeError):
 # ----------------------------------------------------------------------------------------------------------
 # Schema
 # ----------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class SensorSpec:
-    """Native shape (C, H, W) and numpy dtype name of one sensor's images."""
-
-    shape: tuple[int, int, int]
-    dtype: str
-
-    def describe(self) -> str:
-        return f"{tuple(self.shape)} {self.dtype}"
-
-
-def paired_features(
-    sensors: Mapping[str, SensorSpec], class_names: Sequence[str], metadata: Sequence[str] = ()
-) -> datasets.Features:
-    """The row schema shared by all builders: id, one Array3D per sensor, labels, split, metadata strings."""
-    feats: dict[str, Any] = {"id": datasets.Value("string")}
-    for name, spec in sensors.items():
-        if len(spec.shape) != 3:
-            raise DataError(f"Sensor {name!r}: images must be (C, H, W), got shape {spec.shape}")
-        feats[name] = datasets.Array3D(shape=tuple(int(s) for s in spec.shape), dtype=spec.dtype)
-    feats["labels"] = datasets.Sequence(datasets.ClassLabel(names=list(class_names)))
-    feats["split"] = datasets.Value("string")
-    for column in metadata:
-        feats[column] = datasets.Value("string")
-    return datasets.Features(feats)
-
-
-def sensor_columns(features: datasets.Features) -> list[str]:
-    """Names of the image (Array3D) columns of a paired dataset, in schema order."""
-    return [k for k, v in features.items() if isinstance(v, datasets.Array3D)]
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Image readers: one per format, shared by every builder
 # ----------------------------------------------------------------------------------------------------------
@@ -400,7 +363,7 @@ def render_card(
         f"| `{s}` | {features[s].shape[0]} | {features[s].shape[1]}x{features[s].shape[2]} | {features[s].dtype} |"
         for s in sensors
     )
-    from modeling_crjepa.model_card import card_template  # model_cards/ of the repo or of the installed wheel
+    from crjepa.hub.cards import card_template  # model_cards/ of the repo or of the installed wheel
 
     return str(DatasetCard.from_template(
         data,
@@ -448,7 +411,7 @@ def export_builder(
     if push_to_hub:
         api = prepare_push(push_to_hub, token=token, api=api)
     card = dict(card or getattr(builder, "CARD", {}) or {})
-    from modeling_crjepa.atomic import atomic_dir  # the one atomic-folder mechanism of the project
+    from crjepa.utils.atomic import atomic_dir  # the one atomic-folder mechanism of the project
 
     with atomic_dir(output_dir) as tmp:
         work = tmp / "_work"  # datasets also writes lock files next to its output folder

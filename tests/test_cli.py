@@ -16,8 +16,8 @@ import torch
 from PIL import Image
 
 from modeling_crjepa import CRJepaConfig, CRJepaModel
-from modeling_crjepa.cli import main
-from modeling_crjepa.visualize import NOT_RELEVANT, RELEVANT, display_image, grid_size, tile_origin
+from crjepa.cli import main
+from crjepa.eval.visualize import NOT_RELEVANT, RELEVANT, display_image, grid_size, tile_origin
 
 REPO = Path(__file__).resolve().parents[1]
 SUBCOMMANDS = ["embed", "index", "search", "evaluate", "push"]
@@ -45,7 +45,7 @@ def workdir(tmp_path_factory) -> Path:
     ]
     script = textwrap.dedent(f"""
         import sys
-        from modeling_crjepa.cli import main
+        from crjepa.cli import main
         for argv in {commands!r}:
             print("=== " + argv[0], flush=True)
             code = main(argv)
@@ -66,7 +66,7 @@ def section(workdir: Path, command: str) -> str:
 
 
 def test_help_of_the_command_and_every_subcommand(tmp_path, capsys):
-    proc = run_python(["-m", "modeling_crjepa.cli", "--help"], tmp_path)
+    proc = run_python(["-m", "crjepa.cli", "--help"], tmp_path)
     assert proc.returncode == 0 and "usage: crjepa" in proc.stdout
     for name in SUBCOMMANDS:
         assert name in proc.stdout
@@ -92,7 +92,7 @@ def test_embed_writes_an_archive_and_index_adds_hnsw(workdir):
 
 
 def test_search_prints_the_exact_top_k_and_writes_the_grid(workdir):
-    from modeling_crjepa.hub import load_embeddings
+    from crjepa.hub.archive import load_embeddings
 
     text = section(workdir, "search")
     results = json.loads(text[: text.rindex("}") + 1])
@@ -127,7 +127,7 @@ def test_evaluate_writes_the_four_direction_table(workdir):
 
 
 def test_search_by_image_file(workdir, capsys):
-    from modeling_crjepa.cli import _load_data
+    from crjepa.cli import _load_data
 
     image = _load_data({"dataset": "synthetic", "num_pairs": 48}, "test").with_format("numpy")[3]["s2"]
     np.save(workdir / "query.npy", image)
@@ -149,7 +149,7 @@ def test_errors_are_one_line_without_traceback(workdir, capsys):
 
 def test_offline_push_fails_with_one_clear_sentence(workdir, tmp_path):
     env = {"HF_HOME": str(tmp_path / "hf"), "HF_TOKEN": ""}
-    proc = run_python(["-m", "modeling_crjepa.cli", "push", str(workdir / "emb"), "someone/crjepa-emb"], tmp_path,
+    proc = run_python(["-m", "crjepa.cli", "push", str(workdir / "emb"), "someone/crjepa-emb"], tmp_path,
                       **env)
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from modeling_crjepa import CRJepaConfig, CRJepaModel
-from modeling_crjepa.hub import (
+from crjepa.hub.archive import (
     EmbeddingsError,
     HubError,
     build_indices,
@@ -27,7 +27,7 @@ from modeling_crjepa.hub import (
     push_folder,
     write_embeddings_dataset,
 )
-from modeling_crjepa.retrieval import compute_embeddings
+from crjepa.eval.retrieval import compute_embeddings
 from test_retrieval import synthetic_pairs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,7 +74,7 @@ def test_archive_loads_in_a_fresh_process_and_search_equals_exact_numpy(archive_
     queries = [embeddings.ids[i] for i in (0, 7, 33, 79)]
     script = textwrap.dedent(f"""
         import json, sys
-        from modeling_crjepa.hub import load_embeddings
+        from crjepa.hub.archive import load_embeddings
         archive = load_embeddings({str(archive_dir)!r})
         assert sorted(archive.indices) == ['s1_cross', 's1_unified', 's2_cross', 's2_unified'], archive.indices
         out = {{d: [[h.id for h in archive.search_by_id(q, d, k=5)] for q in {queries!r}]
@@ -257,7 +257,7 @@ def test_bad_input_gives_clear_errors(tmp_path, archive_dir, model, pairs, embed
 
 
 def test_failed_write_leaves_nothing_behind(tmp_path, model, pairs, embeddings, monkeypatch):
-    import modeling_crjepa.hub as hub
+    import crjepa.hub.archive as hub
 
     target = write_archive(tmp_path / "emb", model, pairs, embeddings, indices=False)
     before = sorted(p.relative_to(target) for p in target.rglob("*"))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from modeling_crjepa.index import RetrievalIndex, build_index, default_params
+from crjepa.search.index import RetrievalIndex, build_index, default_params
 
 
 def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:

@@ -9,7 +9,7 @@ import torch
 
 from datasets_scripts import synthetic as S
 from datasets_scripts.common import DataError, export_builder
-from datasets_scripts.loading import (
+from crjepa.data.loading import (
     check_sensors, label_names, load_paired_dataset, make_dataloader, multi_hot,
 )
 
@@ -83,7 +83,7 @@ def test_selected_filtered_shuffled_views_read_the_right_rows(train):
 def test_reader_pickles_small_for_spawned_workers(tmp_path):
     import pickle
 
-    from datasets_scripts.loading import PairBatches
+    from crjepa.data.loading import PairBatches
 
     builder = S.SyntheticPairs(cache_dir=str(tmp_path / "c"), num_train=300, num_validation=0, num_test=0,
                                image_size=32)

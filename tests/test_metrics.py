@@ -16,9 +16,9 @@ import torch
 from sklearn.metrics import average_precision_score
 from torchmetrics.retrieval import RetrievalMAP, RetrievalPrecision
 
-from modeling_crjepa.metrics import f1_at_k, mean_average_precision, precision_at_k
+from crjepa.eval.metrics import f1_at_k, mean_average_precision, precision_at_k
 
-MODULES = Path(__file__).resolve().parents[1] / "modeling_crjepa" / "metrics_modules"
+MODULES = Path(__file__).resolve().parents[1] / "crjepa" / "eval" / "metrics_modules"
 
 
 def _random_case(nq: int = 40, ng: int = 60, classes: int = 6, seed: int = 0, multi: bool = True):

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from modeling_crjepa import CRJepaConfig, CRJepaModel, preprocess_batch
-from modeling_crjepa.metrics import f1_at_k, mean_average_precision, precision_at_k
-from modeling_crjepa.retrieval import (
+from crjepa.eval.metrics import f1_at_k, mean_average_precision, precision_at_k
+from crjepa.eval.retrieval import (
     EmbeddingSet,
     _shard,
     compute_embeddings,

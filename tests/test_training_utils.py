@@ -1,4 +1,4 @@
-"""Unit tests of modeling_crjepa.training: run configuration, optimiser groups, schedule, masks, checkpoints."""
+"""Unit tests of crjepa.train.training: run configuration, optimiser groups, schedule, masks, checkpoints."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from modeling_crjepa import CRJepaConfig, CRJepaModel
-from modeling_crjepa.training import (
+from crjepa.train.training import (
     ConfigError,
     build_model_config,
     check_output_dir,

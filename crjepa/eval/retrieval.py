@@ -7,7 +7,7 @@ GPU) and sharded over processes when an `accelerate.Accelerator` is passed, so s
 `evaluate_retrieval` scores a->a and b->b in the unified space (self-matches removed when the queries are the
 gallery) and a->b, b->a in the cross space, with the paper's metrics: F1@k (plus CSMAE's F1 and mAP@k with
 any-shared relevance) for multi-label sets such as BEN-14K, global mAP and P@k (same class) for single-label
-sets. The metrics themselves live in `modeling_crjepa.metrics`.
+sets. The metrics themselves live in `crjepa.eval.metrics`.
 
 Not imported by the model (remote code): this module may use datasets, accelerate and numpy freely.
 """
@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .image_processing_crjepa import preprocess_batch
-from .metrics import f1_at_k, mean_average_precision, precision_at_k
+from modeling_crjepa.image_processing_crjepa import preprocess_batch
+from crjepa.eval.metrics import f1_at_k, mean_average_precision, precision_at_k
 
 
 SPACES = ("unified", "cross")
@@ -186,7 +186,7 @@ def compute_embeddings(
     """Embed every item of a paired dataset with each sensor's image in each space, in dataset order.
 
     dataset_or_loader: a `datasets.Dataset` (rows with ``id``, one column per sensor, ``labels``) or an iterable
-        of batches shaped like `datasets_scripts.loading.make_dataloader`'s.
+        of batches shaped like `crjepa.data.loading.make_dataloader`'s.
     preprocess: True normalises and resizes native images on the device with `preprocess_batch` (same math as
         CRJepaImageProcessor); a callable (pixels, sensor) -> pixels replaces it; False means the inputs are
         already model-ready.

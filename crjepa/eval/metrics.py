@@ -329,7 +329,7 @@ def evaluate_metric_class(name: Literal["f1_at_k", "map", "precision_at_k"]) -> 
         def _info(self) -> evaluate.MetricInfo:
             return evaluate.MetricInfo(
                 description=(function.__doc__ or "").strip(),
-                citation="CR-JEPA (cross-modal remote-sensing retrieval); see modeling_crjepa.metrics",
+                citation="CR-JEPA (cross-modal remote-sensing retrieval); see crjepa.eval.metrics",
                 inputs_description=(
                     "similarity: (queries x gallery) floats; query_labels: multi-hot rows or class ids; "
                     f"compute() kwargs: gallery_labels, {', '.join(options)}, exclude_self, query_ids, gallery_ids"

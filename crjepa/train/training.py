@@ -29,10 +29,12 @@ from typing import Any
 import torch
 import yaml
 
-from .configuration_crjepa import PRESETS, CRJepaConfig
-from .losses import host_to_device
+from modeling_crjepa.configuration_crjepa import PRESETS, CRJepaConfig
+from modeling_crjepa.losses import host_to_device
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "cpu_default.yaml"
+from crjepa.utils.resources import resource_file
+
+DEFAULT_CONFIG = resource_file("configs", "cpu_default.yaml")
 """The configuration `train_accelerate.py` uses when no --config is given."""
 
 FREE_FORM = ("data.options",)
@@ -44,7 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "resume": False,  # true: continue from the latest checkpoint in output_dir (fresh start when there is none)
     "overwrite_output_dir": False,  # true: a fresh run may replace the checkpoints of an earlier run in output_dir
     "model": {
-        "architecture": "crjepa",  # crjepa, or a baseline of modeling_crjepa.baselines (xjepa, contrastive)
+        "architecture": "crjepa",  # crjepa, or a baseline of crjepa.baselines.models (xjepa, contrastive)
         "preset": "tiny",  # a preset of configuration_crjepa.PRESETS; every other key overrides a config field
     },
     "data": {
@@ -122,8 +124,8 @@ class ConfigError(ValueError):
 # ---------------------------------------------------------------------------------------------- configuration
 def model_fields() -> list[str]:
     """The keys the ``model`` section may set besides architecture and preset: the config fields of CR-JEPA and
-    of the baselines (modeling_crjepa.baselines registers them)."""
-    from .baselines import model_fields as all_model_fields
+    of the baselines (crjepa.baselines.models registers them)."""
+    from crjepa.baselines.models import model_fields as all_model_fields
 
     return [name for name in all_model_fields() if name not in DEFAULTS["model"]]
 
@@ -311,7 +313,7 @@ def check_run_config(config: dict[str, Any]) -> None:
 
 def build_model_config(config: dict[str, Any]) -> CRJepaConfig:
     """The model config of a run: ``model.architecture`` and ``model.preset`` plus every other ``model`` key."""
-    from .baselines import build_config
+    from crjepa.baselines.models import build_config
 
     overrides = {k: v for k, v in config["model"].items() if k not in DEFAULTS["model"]}
     try:

@@ -48,9 +48,9 @@ def _source_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _load_data(options: dict[str, Any], split: str | None) -> Any:
-    """The paired datasets.Dataset of a source (`datasets_scripts.loading.load_paired_dataset`), optionally one
+    """The paired datasets.Dataset of a source (`crjepa.data.loading.load_paired_dataset`), optionally one
     split. The synthetic data is deterministic from its options, so `search --png` regenerates the same images."""
-    from datasets_scripts.loading import load_paired_dataset
+    from crjepa.data.loading import load_paired_dataset
 
     kwargs = {k: v for k, v in options.items() if k != "dataset"}
     if "num_pairs" in kwargs:  # one size for every synthetic split
@@ -69,7 +69,7 @@ def _device(name: str) -> Any:
 
 def _load_model(path: str, device: str = "auto") -> Any:
     """A CR-JEPA model from a saved folder (or Hub repo), in eval mode on the chosen device."""
-    from .modeling_crjepa import CRJepaModel
+    from modeling_crjepa.modeling_crjepa import CRJepaModel
 
     try:
         model = CRJepaModel.from_pretrained(path)
@@ -120,8 +120,8 @@ def _load_image(path: str) -> Any:
 
 # ---------------------------------------------------------------------------------------------- commands
 def cmd_embed(args: argparse.Namespace) -> int:
-    from .hub import build_indices, config_summary, model_fingerprint, write_embeddings_dataset
-    from .retrieval import class_names_of, compute_embeddings
+    from crjepa.hub.archive import build_indices, config_summary, model_fingerprint, write_embeddings_dataset
+    from crjepa.eval.retrieval import class_names_of, compute_embeddings
 
     source = _source_options(args)
     dataset = _load_data(source, args.split)
@@ -152,7 +152,7 @@ def _is_scalar(feature: Any) -> bool:
 def cmd_index(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from .hub import add_indices, load_embeddings
+    from crjepa.hub.archive import add_indices, load_embeddings
 
     params = dict(_parse_param(p) for p in args.param)
     columns = args.columns or load_embeddings(args.archive, load_indices=False).columns
@@ -178,13 +178,13 @@ def _parse_param(text: str) -> tuple[str, Any]:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from .hub import load_embeddings
+    from crjepa.hub.archive import load_embeddings
 
     archive = load_embeddings(args.archive)
     if (args.id is None) == (args.image is None):
         raise ValueError("Give exactly one query: --id ARCHIVE_ID or --image FILE")
     if args.id is not None:
-        from .retrieval import directions_of
+        from crjepa.eval.retrieval import directions_of
 
         directions = [args.direction] if args.direction else directions_of(archive.sensors)
         results = {d: archive.search_by_id(args.id, d, args.k) for d in directions}
@@ -210,7 +210,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def _write_png(args: argparse.Namespace, archive: Any, results: dict[str, Any]) -> None:
     """The result grid: images come from --data or from the data source recorded in the archive."""
-    from .visualize import DatasetImages, image_grid, query_grid
+    from crjepa.eval.visualize import DatasetImages, image_grid, query_grid
 
     source = dict(archive.info.get("source") or {})
     if args.data:
@@ -230,7 +230,7 @@ def _write_png(args: argparse.Namespace, archive: Any, results: dict[str, Any]) 
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .retrieval import evaluate_retrieval
+    from crjepa.eval.retrieval import evaluate_retrieval
 
     source = _source_options(args)
     dataset = _load_data(source, args.split)
@@ -253,7 +253,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    from .hub import INFO_FILE, push_folder
+    from crjepa.hub.archive import INFO_FILE, push_folder
 
     folder = Path(args.folder)
     repo_type = args.repo_type
@@ -347,7 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``crjepa`` console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .hub import EmbeddingsError, HubError
+    from crjepa.hub.archive import EmbeddingsError, HubError
 
     try:
         return int(args.func(args) or 0)

@@ -4,7 +4,7 @@ An embeddings folder (a Hub dataset repo once pushed) holds
   data/train-*.parquet   id, labels (ClassLabel ids), metadata columns, one fixed-size float32 list column per
                          sensor and space (``s1_unified``, ``s2_cross``, ...)
   README.md              dataset card (YAML ``configs`` so ``load_dataset(repo)`` works)
-  faiss/<column>/        one faiss index per vector column (`modeling_crjepa.index`: index.faiss + sidecars)
+  faiss/<column>/        one faiss index per vector column (`crjepa.search.index`: index.faiss + sidecars)
   embeddings_info.json   dimension, sensors, spaces, the model fingerprint and model repo, index kinds.
 The model fingerprint ties an archive and its indices to the exact weights that produced them: searching with
 another model's query embeddings would silently return nonsense, so it is an error instead.
@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import atomic_dir
-from .model_card import card_template
-from .retrieval import SPACES, column_name, label_lists, multi_hot, parse_direction
+from crjepa.utils.atomic import atomic_dir
+from crjepa.hub.cards import card_template
+from crjepa.eval.retrieval import SPACES, column_name, label_lists, multi_hot, parse_direction
 
 INFO_FILE = "embeddings_info.json"
 INDEX_DIR = "faiss"
@@ -87,9 +87,9 @@ def _write_json(path: Path, data: Mapping[str, Any]) -> None:
 # ---------------------------------------------------------------------------------------------- faiss indices
 def build_indices(vectors: Mapping[str, np.ndarray], ids: Sequence[str], kind: str = "auto",
                   fingerprint: str = "", columns: Sequence[str] | None = None, **params: Any) -> dict[str, Any]:
-    """One `modeling_crjepa.index.RetrievalIndex` per vector column, over the archive ids, tagged with the
+    """One `crjepa.search.index.RetrievalIndex` per vector column, over the archive ids, tagged with the
     model fingerprint, sensor and space of the column."""
-    from .index import build_index
+    from crjepa.search.index import build_index
 
     out = {}
     for name in columns or list(vectors):
@@ -110,7 +110,7 @@ def save_indices(folder: Path, indices: Mapping[str, Any]) -> dict[str, str]:
 
 def _load_index(folder: Path, name: str, fingerprint: str, ids: Sequence[str], dimension: int) -> Any:
     """Load ``faiss/<name>`` and check it was built by the archive's model, over its ids, at its dimension."""
-    from .index import RetrievalIndex
+    from crjepa.search.index import RetrievalIndex
 
     try:
         index = RetrievalIndex.load(Path(folder) / INDEX_DIR / name, expected_fingerprint=fingerprint)
@@ -458,7 +458,7 @@ class EmbeddingArchive:
         ``target_sensor`` column (default: the same sensor); only the query is embedded."""
         import torch
 
-        from .image_processing_crjepa import preprocess_batch
+        from modeling_crjepa.image_processing_crjepa import preprocess_batch
 
         target_sensor = target_sensor or sensor
         _, _, space = parse_direction(f"{sensor}->{target_sensor}", self.sensors)

@@ -14,15 +14,11 @@ from typing import Any
 
 import yaml
 
+from crjepa.utils.resources import resource_file
+
 def card_template(name: str) -> Path:
-    """model_cards/<name>: the repository's folder (source checkout, editable install) or, in an installed
-    wheel, the copy packaged as ``modeling_crjepa/model_cards`` (pyproject.toml maps one onto the other)."""
-    here = Path(__file__).resolve().parent
-    for folder in (here.parent / "model_cards", here / "model_cards"):
-        if (folder / name).is_file():
-            return folder / name
-    raise FileNotFoundError(f"Card template {name!r} found neither in {here.parent / 'model_cards'} nor in "
-                            f"{here / 'model_cards'}; reinstall crjepa (`pip install -e .` from the repository)")
+    """model_cards/<name>, from the checkout or the installed package (crjepa.utils.resources)."""
+    return resource_file("model_cards", name)
 
 
 MODEL_CARD_TEMPLATE = card_template("model_card.md")

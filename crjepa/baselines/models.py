@@ -61,9 +61,9 @@ from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from .configuration_crjepa import PRESETS, CRJepaConfig
-from .losses import info_nce, prediction_loss
-from .modeling_crjepa import (
+from modeling_crjepa.configuration_crjepa import PRESETS, CRJepaConfig
+from modeling_crjepa.losses import info_nce, prediction_loss
+from modeling_crjepa.modeling_crjepa import (
     CRJepaModel,
     CRJepaOutput,
     CRJepaPreTrainedModel,

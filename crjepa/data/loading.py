@@ -20,8 +20,7 @@ import pyarrow as pa
 import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler, SequentialSampler
 
-from . import BUILDER_MODULES
-from .common import SPLITS, DataError, sensor_columns
+from crjepa.data.schema import BUILDER_MODULES, SPLITS, DataError, sensor_columns
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -49,7 +48,7 @@ def load_paired_dataset(source: str | os.PathLike, split: str | None = None, **k
 
 
 def _load_synthetic(split: str | None, **kw: Any) -> datasets.Dataset:
-    from . import synthetic
+    synthetic = importlib.import_module(BUILDER_MODULES["synthetic"])
 
     sizes = {s: int(kw.pop(f"num_{s}", synthetic.DEFAULT_SIZES[s])) for s in synthetic.DEFAULT_SIZES}
     image_size = int(kw.pop("image_size", synthetic.DEFAULT_IMAGE_SIZE))

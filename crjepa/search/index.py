@@ -27,7 +27,7 @@ from typing import Any, Literal
 import faiss
 import numpy as np
 
-from .atomic import atomic_dir
+from crjepa.utils.atomic import atomic_dir
 
 Kind = Literal["auto", "exact", "hnsw", "ivfpq"]
 AUTO_EXACT_MAX = 50_000

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .retrieval import _BatchReader, parse_direction
+from crjepa.eval.retrieval import _BatchReader, parse_direction
 
 RELEVANT = (0, 170, 0)
 NOT_RELEVANT = (210, 0, 0)
@@ -175,7 +175,7 @@ def _result_tiles(archive: Any, hits: Sequence[Any], target: str, images: Callab
 def query_grid(archive: Any, images: Callable[[str, str], np.ndarray], query_id: str,
                directions: Sequence[str] | None = None, k: int = 5, tile: int = 96) -> Image.Image:
     """The top-k of an archive item for each direction (default: the paper's four), as a framed grid."""
-    from .retrieval import directions_of
+    from crjepa.eval.retrieval import directions_of
 
     render = _renderer(archive)
     position = archive.position(query_id)

@@ -1,0 +1,17 @@
+"""crjepa: the application around the CR-JEPA model (data loading, evaluation, search, Hub, training, CLI).
+
+The model itself (what travels into a checkpoint as remote code) is the sibling package ``modeling_crjepa``;
+this package depends on it, never the reverse. Importing ``crjepa`` or a small helper of it imports no torch:
+each sub-package imports what it needs.
+
+    crjepa.utils      atomic writes, packaged resources (configs, card templates)
+    crjepa.data       loading exported data sets into training / evaluation batches
+    crjepa.eval       metrics (+ evaluate modules), four-direction retrieval evaluation, result grids
+    crjepa.search     faiss indices
+    crjepa.hub        embeddings archives, model / dataset cards, Hub uploads
+    crjepa.train      run configuration, optimiser, schedule, masks, sampler, checkpoints
+    crjepa.baselines  X-JEPA-style and contrastive baselines for the ablations
+    crjepa.cli        the ``crjepa`` command
+"""
+
+__version__ = "0.2.0"

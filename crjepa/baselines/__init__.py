@@ -1,0 +1,1 @@
+"""crjepa.baselines (see crjepa/__init__.py)."""

@@ -1,0 +1,1 @@
+"""crjepa.data (see crjepa/__init__.py)."""

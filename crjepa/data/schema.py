@@ -1,0 +1,63 @@
+"""The row schema every data set of crjepa shares, defined once (docs/CONTRACTS.md).
+
+``id`` (str), one ``Array3D(C, H, W)`` column per sensor at native size and dtype, ``labels`` (class ids),
+``split`` and metadata strings. Builders (datasets_scripts) write it; loaders, evaluation and the CLI read it.
+Also the registry of built-in data sources (the builders of datasets_scripts, by module name). Imports no torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import datasets
+
+SPLITS: tuple[str, ...] = ("train", "validation", "test", "unassigned")
+"""Split names used in the ``split`` column, in the order splits are written."""
+
+class DataError(ValueError):
+    """Bad input data, with a message a person can act on (file, sensor, expected vs found)."""
+
+
+BUILDER_MODULES: dict[str, str] = {
+    "synthetic": "datasets_scripts.synthetic",
+    "bigearthnet": "datasets_scripts.bigearthnet",
+    "dsrsid": "datasets_scripts.dsrsid",
+    "cbrsir_vs": "datasets_scripts.cbrsir_vs",
+    "paired": "datasets_scripts.paired",
+}
+"""Data source name -> builder module (imported on use, so the application never imports the builders at import
+time). Each module exposes ``add_cli(subparsers)`` and ``run_cli(args)`` (and usually ``BUILDER_CLASS``)."""
+
+
+@dataclass(frozen=True)
+class SensorSpec:
+    """Native shape (C, H, W) and numpy dtype name of one sensor's images."""
+
+    shape: tuple[int, int, int]
+    dtype: str
+
+    def describe(self) -> str:
+        return f"{tuple(self.shape)} {self.dtype}"
+
+
+def paired_features(
+    sensors: Mapping[str, SensorSpec], class_names: Sequence[str], metadata: Sequence[str] = ()
+) -> datasets.Features:
+    """The row schema shared by all builders: id, one Array3D per sensor, labels, split, metadata strings."""
+    feats: dict[str, Any] = {"id": datasets.Value("string")}
+    for name, spec in sensors.items():
+        if len(spec.shape) != 3:
+            raise DataError(f"Sensor {name!r}: images must be (C, H, W), got shape {spec.shape}")
+        feats[name] = datasets.Array3D(shape=tuple(int(s) for s in spec.shape), dtype=spec.dtype)
+    feats["labels"] = datasets.Sequence(datasets.ClassLabel(names=list(class_names)))
+    feats["split"] = datasets.Value("string")
+    for column in metadata:
+        feats[column] = datasets.Value("string")
+    return datasets.Features(feats)
+
+
+def sensor_columns(features: datasets.Features) -> list[str]:
+    """Names of the image (Array3D) columns of a paired dataset, in schema order."""
+    return [k for k, v in features.items() if isinstance(v, datasets.Array3D)]

@@ -1,0 +1,1 @@
+"""crjepa.eval (see crjepa/__init__.py)."""

@@ -1,0 +1,1 @@
+"""crjepa.hub (see crjepa/__init__.py)."""

@@ -1,0 +1,1 @@
+"""crjepa.search (see crjepa/__init__.py)."""

@@ -1,0 +1,1 @@
+"""crjepa.train (see crjepa/__init__.py)."""

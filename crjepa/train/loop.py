@@ -1,0 +1,500 @@
+"""The training run of train_accelerate.py, as named steps (I-JEPA's train.py, open_clip's train_one_epoch).
+
+    run = setup(argv)                      # 1. configuration, output folder, Hub access, data, model, optimiser
+    state = start(run)                     # 2. resume, trackers, the random-initialisation baseline
+    for batch in batches(run, state):      # 3. the loop over the seeded, resumable data order
+        train_step(run, state, batch)      #    one micro-step: preprocess, masks, forward, backward, optimiser
+        after_step(run, state)             #    after an optimiser step: log / evaluate / checkpoint
+    summary = finish(run, state)           # 4. final scores, model + card, embeddings + index, uploads
+
+`train(argv)` chains them. `Run` holds what is fixed for the run, `TrainState` what changes step by step
+(the step counters, the loss meter, timings): nothing lives in loose locals, so each step is testable alone.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from crjepa.hub.cards import comparison_table, render_model_card
+from crjepa.train.training import (
+    ConfigError,
+    ShardedEpochSampler,
+    build_model_config,
+    compile_for_training,
+    compiled_modules,
+    draw_masks,
+    latest_checkpoint,
+    learning_rate,
+    load_run_config,
+    make_optimizer,
+    parse_cli,
+    prepare_output_dir,
+    read_state,
+    report_to,
+    save_checkpoint,
+)
+
+RESULTS_FILE = "results.json"
+RANDOM_INIT_FILE = "results_random_init.json"
+TRAIN_LOG_FILE = "train_log.jsonl"
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def check_hub(config: dict[str, Any]) -> None:
+    """Fail before training when a requested push cannot work (offline, no token, token refused)."""
+    from crjepa.hub.archive import check_hub_access
+
+    hub = config["hub"]
+    if hub["push_to_hub"]:
+        check_hub_access(hub["hub_model_id"])
+    if hub["push_embeddings"]:
+        check_hub_access(hub["hub_embeddings_id"])
+
+
+def load_data(config: dict[str, Any], model_config: Any) -> Any:
+    """The paired data set, checked against the model's sensors and channel counts (before any training)."""
+    from crjepa.data.loading import check_sensors, load_paired_dataset
+
+    data = config["data"]
+    kwargs = dict(data["options"] or {})
+    if data["path"] is not None:
+        kwargs["path"] = data["path"]
+    dataset = load_paired_dataset(data["source"], **kwargs)
+    check_sensors(dataset, model_config.sensors)
+    return dataset
+
+
+def flat_hparams(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The run configuration as flat scalar hyper-parameters for the trackers (TensorBoard accepts scalars only)."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(flat_hparams(value, f"{prefix}{key}."))
+        elif isinstance(value, (int, float, str, bool)):
+            out[f"{prefix}{key}"] = value
+        else:
+            out[f"{prefix}{key}"] = json.dumps(value)
+    return out
+
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+def evaluate(model: Any, dataset: Any, config: dict[str, Any], accelerator: Any) -> tuple[Any, dict[str, Any]]:
+    """Embed the query (and gallery) split on every process and score the four directions.
+
+    Returns (RetrievalResults, {split: EmbeddingSet}) so the final embeddings are computed once.
+    """
+    from crjepa.eval.retrieval import compute_embeddings, evaluate_embeddings, select_split
+
+    ev = config["eval"]
+    embeddings = {split: compute_embeddings(model, select_split(dataset, split), batch_size=ev["batch_size"],
+                                            accelerator=accelerator)
+                  for split in dict.fromkeys([ev["query_split"], ev["gallery_split"] or ev["query_split"]])}
+    results = evaluate_embeddings(
+        embeddings[ev["query_split"]], embeddings.get(ev["gallery_split"]) if ev["gallery_split"] else None,
+        accelerator.unwrap_model(model).config.sensor_names, ev["k"],
+        dataset_name=config["data"]["name"] or str(config["data"]["source"]),
+        query_split=ev["query_split"], gallery_split=ev["gallery_split"])
+    return results, embeddings
+
+
+def log_results(accelerator: Any, results: Any, step: int, prefix: str = "eval") -> None:
+    values = {f"{prefix}/{metric}/{direction}": value * 100
+              for metric, by_direction in results.metrics.items() for direction, value in by_direction.items()}
+    accelerator.log(values, step=step)
+
+
+
+# ---------------------------------------------------------------------------------------------- state
+class LossMeter:
+    """Sums every loss term on the device and syncs with the host only when logging (one reduce per log)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count = 0
+
+    def add(self, terms: dict[str, torch.Tensor]) -> None:
+        for name, value in terms.items():
+            value = value.detach().float()
+            self.sums[name] = self.sums[name] + value if name in self.sums else value
+        self.count += 1
+
+    def reduce(self, accelerator: Any) -> dict[str, float]:
+        """Means over the micro-steps since the last call and over processes."""
+        if not self.count:
+            return {}
+        names = list(self.sums)
+        stacked = accelerator.reduce(torch.stack([self.sums[n] for n in names]) / self.count, reduction="mean")
+        self.sums, self.count = {}, 0
+        return dict(zip(names, stacked.tolist()))
+
+
+
+@dataclass
+class Run:
+    """What is fixed for a run: configuration, accelerator, data, model, optimiser, schedule."""
+
+    config: dict[str, Any]
+    model_config: Any
+    output_dir: Path
+    accelerator: Any
+    dataset: Any
+    train_set: Any
+    sampler: ShardedEpochSampler
+    loader: Any
+    model: Any
+    optimizer: Any
+    compile_mode: str
+    total_steps: int
+    stop_step: int
+    steps_per_epoch: int
+    global_batch: int
+    schedule: dict[str, Any]
+    trackers: list[str]
+    start_time: float
+
+    @property
+    def core(self) -> Any:
+        """The model without its DDP / compile wrappers."""
+        return self.accelerator.unwrap_model(self.model)
+
+    @property
+    def log_file(self) -> Path:
+        return self.output_dir / TRAIN_LOG_FILE
+
+    def say(self, *args: Any) -> None:
+        self.accelerator.print(*args)
+
+
+@dataclass
+class TrainState:
+    """What changes during the run: counters, the loss meter, gradient norms, learning rate, timings."""
+
+    step: int = 0
+    micro_step: int = 0
+    epoch: int = 0
+    lr: float = 0.0
+    checkpoint: Path | None = None  # the checkpoint the run resumed from
+    random_init: Any = None  # RetrievalResults of the randomly initialised model
+    meter: LossMeter = field(default_factory=LossMeter)
+    grad_norms: list[Any] = field(default_factory=list)
+    last_log_time: float = 0.0
+    last_log_micro: int = 0
+    train_start: float = 0.0
+    progress: Any = None
+
+    @property
+    def finished_at(self) -> int:
+        return self.step
+
+
+# ---------------------------------------------------------------------------------------------- 1. set-up
+def setup(argv: Sequence[str] | None = None) -> Run:
+    """Configuration, output folder, Hub access, data (checked), model, optimiser and schedule."""
+    start_time = time.perf_counter()
+    config_path, overrides = parse_cli(sys.argv[1:] if argv is None else argv)
+    config = load_run_config(config_path, overrides)
+    model_config = build_model_config(config)
+    output_dir = prepare_output_dir(config["output_dir"], config["resume"], config["overwrite_output_dir"])
+    if config["hub"]["push_to_hub"] or config["hub"]["push_embeddings"]:
+        check_hub(config)
+
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration, set_seed
+
+    from crjepa.baselines.models import model_for_config
+    from crjepa.data.loading import make_dataloader
+    from crjepa.eval.retrieval import select_split
+
+    training, data = config["training"], config["data"]
+    trackers = report_to(config)
+    accelerator = Accelerator(
+        mixed_precision=training["mixed_precision"],
+        gradient_accumulation_steps=training["gradient_accumulation_steps"],
+        log_with=trackers or None,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+    )
+    set_seed(int(config["seed"]))
+
+    # data, checked before the model is built
+    with accelerator.main_process_first():
+        dataset = load_data(config, model_config)
+    train_set = select_split(dataset, data["train_split"])
+    accumulation = training["gradient_accumulation_steps"]
+    # Our own seeded sampler instead of accelerator.prepare(loader): the data order must be a function of
+    # (seed, epoch) alone, identical for any number of processes and after a resume (see ShardedEpochSampler).
+    sampler = ShardedEpochSampler(len(train_set), data["batch_size"], accelerator.num_processes,
+                                  accelerator.process_index, int(config["seed"]), accumulation)
+    if sampler.batches_per_epoch == 0:
+        raise ConfigError(f"The training split {data['train_split']!r} has {len(train_set)} pairs, fewer than one "
+                          f"global batch of {data['batch_size']} x {accelerator.num_processes} process(es) x "
+                          f"{accumulation} accumulation step(s)")
+    loader = make_dataloader(train_set, model_config.sensor_names, batch_size=data["batch_size"],
+                             shuffle=False, num_workers=data["num_workers"], drop_last=True, sampler=sampler)
+
+    # model and optimiser
+    model = model_for_config(model_config)  # CRJepaModel, or a baseline (model.architecture)
+    compile_mode = compile_for_training(model, training["compile"], accelerator.device)
+    optimizer = make_optimizer(model, training["lr_start"], training["weight_decay"], training["betas"],
+                               accelerator.device)
+    model, optimizer = accelerator.prepare(model, optimizer)
+
+    steps_per_epoch = sampler.batches_per_epoch // accumulation
+    total_steps = max(1, round(training["epochs"] * steps_per_epoch))
+    stop_step = min(total_steps, training["max_steps"]) if training["max_steps"] else total_steps
+    schedule = dict(total_steps=total_steps, warmup_steps=round(training["warmup_epochs"] * steps_per_epoch),
+                    lr_start=training["lr_start"], lr_peak=training["lr"], lr_end=training["lr_end"])
+    return Run(config=config, model_config=model_config, output_dir=output_dir, accelerator=accelerator,
+               dataset=dataset, train_set=train_set, sampler=sampler, loader=loader, model=model,
+               optimizer=optimizer, compile_mode=compile_mode, total_steps=total_steps, stop_step=stop_step,
+               steps_per_epoch=steps_per_epoch,
+               global_batch=data["batch_size"] * accelerator.num_processes * accumulation,
+               schedule=schedule, trackers=trackers, start_time=start_time)
+
+
+# ---------------------------------------------------------------------------------------------- 2. start
+def start(run: Run) -> TrainState:
+    """Resume from the latest checkpoint (when asked), start the trackers, score the random initialisation."""
+    from tqdm.auto import tqdm
+
+    from crjepa.eval.retrieval import RetrievalResults
+
+    config, accelerator, ev = run.config, run.accelerator, run.config["eval"]
+    state = TrainState()
+    state.checkpoint = latest_checkpoint(run.output_dir) if config["resume"] else None
+    if state.checkpoint is not None:
+        accelerator.load_state(str(state.checkpoint))
+        saved = read_state(state.checkpoint)
+        state.step, state.micro_step = int(saved["step"]), int(saved["micro_step"])
+        run.say(f"Resuming from {state.checkpoint} (step {state.step} of {run.total_steps})")
+    elif config["resume"]:
+        run.say(f"--resume: no checkpoint in {run.output_dir / 'checkpoints'}; starting from scratch")
+    if run.trackers:
+        accelerator.init_trackers(config["logging"]["project_name"], config=flat_hparams(config))
+
+    # the baseline: the same model at random initialisation
+    random_file = run.output_dir / RANDOM_INIT_FILE
+    if state.checkpoint is None and accelerator.is_main_process:
+        random_file.unlink(missing_ok=True)
+    if state.checkpoint is None and ev["before_training"]:
+        state.random_init, _ = evaluate(run.model, run.dataset, config, accelerator)
+        log_results(accelerator, state.random_init, 0, prefix="eval_random_init")
+        if accelerator.is_main_process:
+            state.random_init.to_json(random_file)
+        run.say(f"Random initialisation ({state.random_init.headline_metric}, %):\n{state.random_init.to_markdown()}")
+    elif state.checkpoint is not None and random_file.is_file():
+        state.random_init = RetrievalResults.from_dict(json.loads(random_file.read_text()))
+
+    training = config["training"]
+    run.say(f"Training {run.total_steps} steps ({training['epochs']} epochs x {run.steps_per_epoch} steps, global batch "
+            f"{run.global_batch} pairs on {accelerator.num_processes} process(es), mixed precision: "
+            f"{accelerator.mixed_precision}, compile: {run.compile_mode}, {compiled_modules(run.core)} compiled modules)"
+            + (f", stopping at step {run.stop_step}" if run.stop_step < run.total_steps else ""))
+    if accelerator.is_main_process and state.checkpoint is None and run.log_file.exists():
+        run.log_file.unlink()
+    state.progress = tqdm(total=run.stop_step, initial=state.step, desc="training", unit="step",
+                          disable=not (accelerator.is_local_main_process and config["logging"]["progress_bar"]))
+    state.last_log_time, state.last_log_micro = time.perf_counter(), state.micro_step
+    state.train_start = time.perf_counter()
+    state.epoch = state.micro_step // run.sampler.batches_per_epoch
+    return state
+
+
+# ---------------------------------------------------------------------------------------------- 3. the loop
+def batches(run: Run, state: TrainState) -> Iterator[dict[str, Any]]:
+    """The batches of the run from where `state` stands, epoch after epoch, until the stop step."""
+    run.model.train()
+    while state.step < run.stop_step:
+        run.sampler.set_epoch(state.epoch, skip_batches=state.micro_step - state.epoch * run.sampler.batches_per_epoch)
+        for batch in run.loader:
+            yield batch
+            if state.step >= run.stop_step:
+                return
+        state.epoch += 1
+
+
+def train_step(run: Run, state: TrainState, batch: dict[str, Any]) -> bool:
+    """One micro-step: on-device preprocessing, masks, forward, backward and (on a sync step) the optimiser.
+
+    Returns True when an optimiser step happened (state.step advanced).
+    """
+    from modeling_crjepa import preprocess_batch
+
+    from crjepa.baselines.models import after_optimizer_step
+
+    accelerator, model, cfg = run.accelerator, run.model, run.model_config
+    sensor_a, sensor_b = cfg.sensor_names
+    with accelerator.accumulate(model):
+        pixels_a = preprocess_batch(batch[sensor_a].to(accelerator.device, non_blocking=True), sensor_a, cfg)
+        pixels_b = preprocess_batch(batch[sensor_b].to(accelerator.device, non_blocking=True), sensor_b, cfg)
+        masks = draw_masks(cfg, batch["id"], state.micro_step, int(run.config["seed"]), accelerator.device)
+        output = model(pixel_values_a=pixels_a, pixel_values_b=pixels_b, sigreg_step=state.step, masks=masks,
+                       check_finite=False)
+        accelerator.backward(output.loss)
+        state.meter.add(output.loss_terms())
+        if accelerator.sync_gradients:
+            state.grad_norms.append(accelerator.clip_grad_norm_(model.parameters(),
+                                                                run.config["training"]["max_grad_norm"]))
+            state.lr = learning_rate(state.step, **run.schedule)
+            for group in run.optimizer.param_groups:
+                group["lr"] = state.lr
+        run.optimizer.step()
+        run.optimizer.zero_grad(set_to_none=True)
+        if accelerator.sync_gradients:
+            after_optimizer_step(run.core, state.step + 1, run.total_steps)  # X-JEPA's EMA update; no-op for CR-JEPA
+    state.micro_step += 1
+    if not accelerator.sync_gradients:
+        return False
+    state.step += 1
+    state.progress.update(1)
+    return True
+
+
+def log_step(run: Run, state: TrainState) -> dict[str, float]:
+    """Reduce the loss meter over processes and log it (trackers, progress bar, train_log.jsonl)."""
+    accelerator, data = run.accelerator, run.config["data"]
+    now = time.perf_counter()
+    values = {f"train/{name}": v for name, v in state.meter.reduce(accelerator).items()}
+    values["train/grad_norm"] = torch.stack([torch.as_tensor(g).float() for g in state.grad_norms]).mean().item()
+    values["train/lr"] = state.lr
+    values["train/pairs_per_s"] = ((state.micro_step - state.last_log_micro) * data["batch_size"]
+                                   * accelerator.num_processes / max(now - state.last_log_time, 1e-9))
+    values["train/epoch"] = state.step / run.steps_per_epoch
+    state.grad_norms, state.last_log_time, state.last_log_micro = [], now, state.micro_step
+    accelerator.log(values, step=state.step)
+    state.progress.set_postfix(loss=f"{values['train/loss']:.4f}", lr=f"{state.lr:.2e}")
+    if accelerator.is_main_process:
+        with run.log_file.open("a") as f:
+            f.write(json.dumps({"step": state.step, **values}) + "\n")
+    return values
+
+
+def after_step(run: Run, state: TrainState) -> None:
+    """What follows an optimiser step: log, evaluate, checkpoint, each at its interval (and at the end)."""
+    ev, ckpt, step = run.config["eval"], run.config["checkpoint"], state.step
+    finished = step >= run.stop_step
+    if step % run.config["logging"]["every_steps"] == 0 or finished:
+        log_step(run, state)
+    epoch_done = step % run.steps_per_epoch == 0
+    if (ev["every_steps"] and step % ev["every_steps"] == 0) or (
+            ev["every_epochs"] and epoch_done and (step // run.steps_per_epoch) % ev["every_epochs"] == 0):
+        results, _ = evaluate(run.model, run.dataset, run.config, run.accelerator)
+        log_results(run.accelerator, results, step)
+        run.say(f"step {step}: {results.headline_metric} " + ", ".join(
+            f"{d.upper()} {v * 100:.2f}" for d, v in results.metrics[results.headline_metric].items()))
+        run.model.train()
+    if (ckpt["every_steps"] and step % ckpt["every_steps"] == 0) or finished:
+        save_checkpoint(run.accelerator, run.output_dir, step, {"micro_step": state.micro_step, "epoch": state.epoch,
+                                                               "total_steps": run.total_steps},
+                        keep_last=ckpt["keep_last"])
+
+
+# ---------------------------------------------------------------------------------------------- 4. finish
+def finish(run: Run, state: TrainState) -> dict[str, Any]:
+    """Final scores; model + processor + card, embeddings + indices, results.json; the Hub uploads."""
+    from modeling_crjepa import CRJepaImageProcessor
+
+    from crjepa.eval.retrieval import compute_embeddings, select_split
+
+    config, accelerator, core = run.config, run.accelerator, run.core
+    ev, data, training = config["eval"], config["data"], config["training"]
+    state.progress.close()
+    train_seconds = time.perf_counter() - state.train_start
+    trained, embeddings = evaluate(run.model, run.dataset, config, accelerator)
+    embed_split = config["embeddings"]["split"]
+    if config["embeddings"]["write"] and embed_split not in embeddings:
+        embeddings[embed_split] = compute_embeddings(run.model, select_split(run.dataset, embed_split),
+                                                     batch_size=ev["batch_size"], accelerator=accelerator)
+    log_results(accelerator, trained, state.step)
+    model_dir = run.output_dir / "model"
+    embeddings_dir = run.output_dir / "embeddings"
+    state_dict = accelerator.get_state_dict(run.model)
+    summary: dict[str, Any] = {}
+    if accelerator.is_main_process:
+        core.save_pretrained(model_dir, state_dict=state_dict)
+        CRJepaImageProcessor.from_config(core.config).save_pretrained(model_dir)
+        from crjepa.hub.archive import build_indices, config_summary, model_fingerprint, write_embeddings_dataset
+
+        fingerprint = model_fingerprint(core)
+        if config["embeddings"]["write"]:
+            embed_set = embeddings.get(embed_split)
+            write_embeddings_dataset(
+                embeddings_dir, embed_set.ids, embed_set.labels, embed_set.class_names or _class_names(embed_set),
+                embed_set.vectors, model_fingerprint=fingerprint, config_summary=config_summary(core.config),
+                indices=build_indices(embed_set.vectors, embed_set.ids, kind=config["embeddings"]["index"],
+                                      fingerprint=fingerprint),
+                model_repo_id=config["hub"]["hub_model_id"], repo_id=config["hub"]["hub_embeddings_id"],
+                source={"dataset": str(data["source"]), "split": embed_split, **(data["options"] or {})})
+        card = render_model_card(core.config, config, trained, state.random_init,
+                                 training_summary={"steps": state.step, "total_steps": run.total_steps,
+                                                   "epochs": training["epochs"], "global_batch": run.global_batch,
+                                                   "processes": accelerator.num_processes,
+                                                   "mixed_precision": accelerator.mixed_precision,
+                                                   "train_seconds": round(train_seconds, 1),
+                                                   "train_pairs": len(run.train_set),
+                                                   "num_parameters": f"{core.num_parameters() / 1e6:.2f}M"})
+        card.save(model_dir / "README.md")
+        summary = {
+            "output_dir": str(run.output_dir), "model_dir": str(model_dir),
+            "embeddings_dir": str(embeddings_dir) if config["embeddings"]["write"] else None,
+            "logs": str(run.output_dir / "logs"), "train_log": str(run.log_file),
+            "checkpoints": str(run.output_dir / "checkpoints"), "steps": state.step, "train_seconds": train_seconds,
+            "wall_seconds": time.perf_counter() - run.start_time, "model_fingerprint": fingerprint,
+            "trained": trained.as_dict(), "random_init": state.random_init.as_dict() if state.random_init else None,
+        }
+        (run.output_dir / RESULTS_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+        push(config, model_dir, embeddings_dir, run.say)
+        report(run, summary, trained, state.random_init)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return summary
+
+
+def report(run: Run, summary: dict[str, Any], trained: Any, random_init: Any) -> None:
+    """The closing lines on the console: scores next to the random initialisation, and where everything is."""
+    say, out = run.say, run.output_dir
+    say(f"\nRetrieval on {trained.dataset_name} ({trained.query_split or 'all'} split, "
+        f"{trained.num_queries} queries, {trained.headline_metric} in %):\n{comparison_table(random_init, trained)}")
+    say(f"\nTrained {summary['steps']} steps in {summary['train_seconds']:.1f} s; whole run {summary['wall_seconds']:.1f} s.")
+    say(f"Model (save_pretrained, remote code, card): {summary['model_dir']}")
+    if summary["embeddings_dir"]:
+        say(f"Embeddings + faiss indices:               {summary['embeddings_dir']}")
+    say(f"Checkpoints:                               {out / 'checkpoints'}")
+    say(f"Logs ({', '.join(run.trackers) or 'no tracker'}), train_log.jsonl:  {out / 'logs'}, {run.log_file}")
+    say(f"Scores (random init and trained):          {out / RESULTS_FILE}")
+
+
+def _class_names(embeddings: Any) -> list[str]:
+    return [str(i) for i in range(embeddings.labels.shape[1])]
+
+
+def push(config: dict[str, Any], model_dir: Path, embeddings_dir: Path, say: Any) -> None:
+    """Upload the model folder and, when asked, the embeddings archive (main process only)."""
+    from crjepa.hub.archive import push_folder
+
+    hub = config["hub"]
+    if hub["push_to_hub"]:
+        url = push_folder(model_dir, hub["hub_model_id"], repo_type="model", private=hub["private"])
+        say(f"Pushed the model to {url}")
+    if hub["push_embeddings"]:
+        url = push_folder(embeddings_dir, hub["hub_embeddings_id"], repo_type="dataset", private=hub["private"])
+        say(f"Pushed the embeddings to {url}")
+
+
+
+def train(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """The whole run; returns a summary (paths, scores, timings). Raises ConfigError on bad input."""
+    run = setup(argv)
+    state = start(run)
+    for batch in batches(run, state):
+        if train_step(run, state, batch):
+            after_step(run, state)
+    return finish(run, state)

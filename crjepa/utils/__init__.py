@@ -1,0 +1,1 @@
+"""crjepa.utils (see crjepa/__init__.py)."""
