@@ -42,8 +42,6 @@ def _source_options(args: argparse.Namespace) -> dict[str, Any]:
             options["image_size"] = args.image_size
     elif not Path(args.data).is_dir():
         raise FileNotFoundError(f"Data source {args.data!r} is neither 'synthetic' nor a folder of Parquet files")
-    else:
-        options["dataset"] = str(Path(args.data).resolve())
     return options
 
 
@@ -94,7 +92,10 @@ def _load_image(path: str) -> Any:
         raise FileNotFoundError(f"Query image {path} does not exist")
     suffix = file.suffix.lower()
     if suffix == ".npy":
-        image = np.load(file, allow_pickle=False)
+        try:
+            image = np.load(file, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as err:
+            raise ValueError(f"Query image {path} is not a readable .npy array ({err}); save it with numpy.save") from None
     elif suffix in (".tif", ".tiff"):
         try:
             import rasterio
@@ -106,9 +107,15 @@ def _load_image(path: str) -> Any:
 
             image = np.asarray(Image.open(file))
     else:
-        from PIL import Image
+        from PIL import Image, UnidentifiedImageError
 
-        image = np.asarray(Image.open(file))
+        try:
+            with Image.open(file) as opened:
+                image = np.asarray(opened)
+        except (UnidentifiedImageError, OSError, SyntaxError) as err:
+            raise ValueError(f"Query image {path} is not a readable image ({type(err).__name__}: "
+                             f"{str(err).splitlines()[0] if str(err) else 'corrupt'}); pass a valid .png, .tif "
+                             "or .npy file") from None
     if image.ndim == 2:
         image = image[None]
     elif suffix not in (".npy", ".tif", ".tiff") and image.ndim == 3:
@@ -120,6 +127,22 @@ def _load_image(path: str) -> Any:
 
 # ---------------------------------------------------------------------------------------------- commands
 def cmd_embed(args: argparse.Namespace) -> int:
+    from crjepa.hub.archive import OUTPUT_KIND
+    from crjepa.utils.atomic import check_replaceable, lock_file_for
+    from crjepa.utils.locks import DirLock
+
+    check_replaceable(args.output, OUTPUT_KIND, args.overwrite)  # before any work: never replace what is not ours
+    output = Path(args.output)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"{output.parent}: cannot create the output folder ({err.strerror}); choose a writable "
+                         "path with -o") from None
+    with DirLock(lock_file_for(output), what="crjepa embed", folder=output):  # a second writer stops at once
+        return _embed(args)
+
+
+def _embed(args: argparse.Namespace) -> int:
     from crjepa.hub.archive import build_indices, config_summary, model_fingerprint, write_embeddings_dataset
     from crjepa.eval.retrieval import class_names_of, compute_embeddings
 
@@ -139,7 +162,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
     out = write_embeddings_dataset(
         args.output, embeddings.ids, embeddings.labels, class_names, embeddings.vectors, metadata=metadata,
         model_fingerprint=fingerprint, config_summary=config_summary(model.config), indices=indices,
-        model_repo_id=args.model_repo_id, repo_id=args.repo_id, source={**source, "split": args.split})
+        model_repo_id=args.model_repo_id, repo_id=args.repo_id, source={**source, "split": args.split},
+        overwrite=args.overwrite)
     print(f"Wrote {len(embeddings)} items x {len(embeddings.vectors)} columns "
           f"({', '.join(embeddings.columns)}) to {out}")
     return 0
@@ -209,14 +233,15 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def _write_png(args: argparse.Namespace, archive: Any, results: dict[str, Any]) -> None:
-    """The result grid: images come from --data or from the data source recorded in the archive."""
+    """The result grid: images come from --data SOURCE, or with ``--data recorded`` from the data source the
+    archive records (an archive may come from the Hub: its record is used only when asked, and checked)."""
     from crjepa.eval.visualize import DatasetImages, image_grid, query_grid
 
-    source = dict(archive.info.get("source") or {})
-    if args.data:
-        source = {"dataset": args.data}
-    if not source.get("dataset"):
-        raise ValueError("--png needs the images: pass --data SOURCE (the archive records no data source)")
+    recorded = dict(archive.info.get("source") or {})
+    if not args.data:
+        hint = f" (the archive records {json.dumps(recorded)}: pass --data recorded to use it)" if recorded else ""
+        raise ValueError(f"--png needs the images: pass --data SOURCE{hint}")
+    source = recorded_source(recorded, archive.path) if args.data == "recorded" else {"dataset": args.data}
     split = source.pop("split", None)
     images = DatasetImages(_load_data(source, split))
     if args.id is not None:
@@ -227,6 +252,30 @@ def _write_png(args: argparse.Namespace, archive: Any, results: dict[str, Any]) 
     Path(args.png).parent.mkdir(parents=True, exist_ok=True)
     grid.save(args.png)
     print(f"Wrote {args.png} ({grid.width}x{grid.height})")
+
+
+SYNTHETIC_LIMITS = {"num_pairs": (1, 100_000), "image_size": (8, 512), "seed": (0, 2**31 - 1)}
+"""Bounds on the synthetic-data options an archive may record (a crafted size must not allocate gigabytes)."""
+
+
+def recorded_source(source: dict[str, Any], archive_path: Path) -> dict[str, Any]:
+    """The data source an archive records, checked before anything is generated or read from it."""
+    where = f"the data source recorded in {archive_path}"
+    dataset = source.get("dataset")
+    if dataset == "synthetic":
+        unknown = set(source) - {"dataset", "split", *SYNTHETIC_LIMITS}
+        if unknown:
+            raise ValueError(f"{where} has unknown synthetic option(s) {sorted(unknown)}; pass --data SOURCE")
+        for key, (low, high) in SYNTHETIC_LIMITS.items():
+            value = source.get(key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high):
+                raise ValueError(f"{where}: {key}={value!r} is outside [{low}, {high}]; pass --data SOURCE")
+    elif not isinstance(dataset, str) or not dataset or not Path(dataset).is_dir():
+        raise ValueError(f"{where} ({dataset!r}) is not 'synthetic' nor a local folder here; pass --data SOURCE")
+    split = source.get("split")
+    if split is not None and not isinstance(split, str):
+        raise ValueError(f"{where}: split {split!r} is not a split name; pass --data SOURCE")
+    return dict(source)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -278,7 +327,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "an embeddings archive folder (pushable as a Hub dataset).")
     _add_model_arguments(p)
     _add_data_arguments(p, "embed only this split (default: all rows)")
-    p.add_argument("-o", "--output", required=True, help="archive folder to write (replaced atomically)")
+    p.add_argument("-o", "--output", required=True,
+                   help="archive folder to write (replaced atomically; an existing folder only if it is an earlier "
+                        "archive or empty)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace OUTPUT even if it is not an embeddings archive (its contents are deleted)")
     p.add_argument("--sensors", nargs="+", default=None, help="sensors to embed (default: the model's two)")
     p.add_argument("--spaces", nargs="+", default=["unified", "cross"], choices=["unified", "cross"],
                    help="embedding spaces (default: both)")
@@ -311,7 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="with --image: 'auto', 'cpu', 'cuda'...")
     p.add_argument("-k", type=int, default=10, help="results per direction (default 10)")
     p.add_argument("--png", default=None, help="also write the result grid (green = relevant) to this PNG")
-    p.add_argument("--data", default=None, help="with --png: image source (default: the one the archive records)")
+    p.add_argument("--data", default=None,
+                   help="with --png: image source ('synthetic', a Parquet folder, or 'recorded': the source the "
+                        "archive records, checked first)")
     p.add_argument("--tile", type=int, default=96, help="with --png: tile size in pixels (default 96)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_search)
@@ -348,12 +403,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from crjepa.hub.archive import EmbeddingsError, HubError
+    from crjepa.utils.locks import LockedError
 
     try:
         return int(args.func(args) or 0)
-    except (HubError, EmbeddingsError, ValueError, FileNotFoundError, KeyError, ImportError) as err:
+    except (HubError, EmbeddingsError, ValueError, FileNotFoundError, FileExistsError, KeyError, ImportError,
+            LockedError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
         print(f"crjepa {args.command}: error: {message}", file=sys.stderr)
+        return 1
+    except OSError as err:  # read-only file system, disk full, permissions: name the file and what to do
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"crjepa {args.command}: error: {where}{err.strerror or err}; check that the path is writable and the "
+              "disk has space, or choose another path", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("crjepa: interrupted", file=sys.stderr)

@@ -634,7 +634,7 @@ def run_cli(args: argparse.Namespace) -> int:
         output_dir = Path(
             export_builder(
                 builder, args.output_dir, push_to_hub=args.push_to_hub, card=dataset_card(builder.config),
-                num_proc=num_proc,
+                num_proc=num_proc, overwrite=bool(getattr(args, "overwrite", False)),
             )  # fmt: skip
             or args.output_dir
         )

@@ -413,7 +413,7 @@ def export_builder(
     card = dict(card or getattr(builder, "CARD", {}) or {})
     from crjepa.utils.atomic import atomic_dir  # the one atomic-folder mechanism of the project
 
-    with atomic_dir(output_dir) as tmp:
+    with atomic_dir(output_dir, kind="dataset-export", overwrite=overwrite) as tmp:
         work = tmp / "_work"  # datasets also writes lock files next to its output folder
         prepared = work / "prepared"
         num_proc = num_proc if num_proc is not None else (os.cpu_count() or 1)
@@ -462,12 +462,14 @@ def run_export(builder_cls: type, args: Any, **config: Any) -> int:
     people become one line on stderr and exit code 1."""
     import sys
 
+    from crjepa.utils.atomic import LockedError, OutputExistsError
+
     try:
         with tempfile.TemporaryDirectory(prefix="crjepa-build-") as cache:
             builder = builder_cls(cache_dir=cache, **config)
             out = export_builder(builder, args.output_dir, push_to_hub=args.push_to_hub, num_proc=args.num_proc,
                                  token=args.token, overwrite=args.overwrite)
-    except (DataError, PublishError) as exc:
+    except (DataError, PublishError, OutputExistsError, LockedError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"Wrote {out}" + (f" and pushed to https://huggingface.co/datasets/{args.push_to_hub}"

@@ -39,7 +39,8 @@ def workdir(tmp_path_factory) -> Path:
     commands = [
         ["embed", "model", "synthetic", "--num-pairs", "48", "--split", "test", "-o", "emb", "--batch-size", "16"],
         ["index", "emb", "--kind", "hnsw", "--param", "efSearch=32"],
-        ["search", "emb", "--id", QUERY, "-k", "4", "--png", "grid.png", "--tile", "40", "--json"],
+        ["search", "emb", "--id", QUERY, "-k", "4", "--png", "grid.png", "--data", "recorded", "--tile", "40",
+         "--json"],
         ["evaluate", "model", "synthetic", "--num-pairs", "48", "--query-split", "validation",
          "--gallery-split", "test", "--output-dir", "eval"],
     ]

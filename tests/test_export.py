@@ -56,7 +56,7 @@ def test_parquet_shards_read_back_equal_the_builder_rows(exported, tmp_path):
     out, builder = exported
     assert sorted(p.name for p in (out / "data").iterdir()) == [
         "test-00000-of-00001.parquet", "train-00000-of-00001.parquet", "validation-00000-of-00001.parquet"]
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "data"]
+    assert sorted(p.name for p in out.iterdir()) == [".crjepa-output.json", "README.md", "data"]
     for split, n in (("train", 6), ("validation", 3), ("test", 2)):
         files = sorted(str(p) for p in (out / "data").glob(f"{split}-*.parquet"))
         back = datasets.load_dataset("parquet", data_files={split: files}, split=split, cache_dir=str(tmp_path))

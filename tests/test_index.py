@@ -55,7 +55,7 @@ def test_save_load_round_trip_and_fingerprint(tmp_path: Path) -> None:
                             **params)
         before = index.search(queries, k=5)
         target = index.save(tmp_path / kind)
-        assert sorted(p.name for p in target.iterdir()) == ["ids.json", "index.faiss", "index.json"]
+        assert sorted(p.name for p in target.iterdir()) == [".crjepa-output.json", "ids.json", "index.faiss", "index.json"]
         index.save(tmp_path / kind)  # overwriting an existing index works and leaves no temp folders behind
         assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
         loaded = RetrievalIndex.load(tmp_path / kind, expected_fingerprint="repo@abc123")

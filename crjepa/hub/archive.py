@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from crjepa.utils.atomic import atomic_dir
+from crjepa.utils.atomic import MARKER_FILE, atomic_dir
 from crjepa.hub.cards import card_template
 from crjepa.eval.retrieval import SPACES, column_name, label_lists, multi_hot, parse_direction
 
 INFO_FILE = "embeddings_info.json"
+OUTPUT_KIND = "embeddings"
 INDEX_DIR = "faiss"
 DATA_DIR = "data"
 FORMAT_VERSION = 1
@@ -74,6 +76,21 @@ def config_summary(config: Any) -> dict[str, Any]:
         "retrieval_dim": int(config.retrieval_dim),
         "head_mode": getattr(config, "head_mode", "decoupled"),
     }
+
+
+def public_path(value: Any) -> Any:
+    """What may be published of a local path: a Hub id or relative path as is, an absolute (or ~) path as its last
+    component only, so nothing names the user's machine."""
+    if not isinstance(value, str) or not value:
+        return value
+    if value.startswith(("/", "~", "\\")) or (len(value) > 1 and value[1] == ":") or ".." in Path(value).parts:
+        return Path(value).name
+    return value
+
+
+def public_source(source: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The data source recorded in a published archive, with local paths reduced by `public_path`."""
+    return {key: public_path(value) for key, value in dict(source or {}).items()}
 
 
 # ---------------------------------------------------------------------------------------------- atomic writes
@@ -183,13 +200,16 @@ def write_embeddings_dataset(
     repo_id: str | None = None,
     source: Mapping[str, Any] | None = None,
     rows_per_shard: int = 200_000,
+    overwrite: bool = False,
 ) -> Path:
     """Write an embeddings archive folder (Parquet + card + faiss + embeddings_info.json), atomically.
 
     labels: class-id lists or multi-hot rows. vectors: ``{"s1_unified": (N, R) float32, ...}``.
     metadata: extra per-row columns (stored as strings). indices: prebuilt indices per vector column.
     source: how the images were obtained (e.g. {"dataset": "synthetic", "num_pairs": 200}); the CLI uses it to
-    fetch images for result grids. repo_id: the dataset repo the card's usage snippet should name.
+    fetch images for result grids; local paths in it are published as their last component only (no path of
+    the user's machine). repo_id: the dataset repo the card's usage snippet should name. An existing
+    ``output_dir`` is replaced only if it is an earlier archive (or empty), unless ``overwrite``.
     """
     ids = [str(i) for i in ids]
     dim = _check_vectors(ids, vectors)
@@ -216,7 +236,7 @@ def write_embeddings_dataset(
     import pyarrow.parquet as pq
 
     output_dir = Path(output_dir)
-    with atomic_dir(output_dir) as tmp:
+    with atomic_dir(output_dir, kind=OUTPUT_KIND, overwrite=overwrite) as tmp:
         (tmp / DATA_DIR).mkdir()
         shards = max(1, -(-len(ids) // rows_per_shard))
         for shard in range(shards):
@@ -238,7 +258,7 @@ def write_embeddings_dataset(
             "class_names": list(class_names),
             "indices": index_kinds,
             "config": dict(config_summary or {}),
-            "source": dict(source or {}),
+            "source": public_source(source),
             "repo_id": repo_id,
         }
         _write_json(tmp / INFO_FILE, info)
@@ -330,7 +350,7 @@ def push_folder(folder: str | Path, repo_id: str, repo_type: str = "dataset", ap
     try:
         url = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True, token=token)
         api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type=repo_type,
-                          commit_message=message, token=token)
+                          commit_message=message, token=token, ignore_patterns=[MARKER_FILE])
     except Exception as err:
         raise HubError(f"Upload of {folder} to {repo_id} failed ({_reason(err)}).") from err
     return str(url)
@@ -387,7 +407,11 @@ class EmbeddingArchive:
     def check_model(self, model: Any) -> None:
         """Raise unless ``model`` is the model that produced these embeddings (same fingerprint)."""
         found = model_fingerprint(model)
-        if self.fingerprint and found != self.fingerprint:
+        if not self.fingerprint:
+            raise EmbeddingsError(
+                f"The archive at {self.path} records no model fingerprint, so it cannot be checked against the model "
+                f"(fingerprint {found}); re-embed the archive with `crjepa embed`.")
+        if found != self.fingerprint:
             raise EmbeddingsError(
                 f"The archive at {self.path} was embedded by model {self.fingerprint}, but the model passed has "
                 f"fingerprint {found}; use that model, or re-embed the archive with `crjepa embed`.")
@@ -515,21 +539,39 @@ def load_embeddings(repo_or_folder: str | Path, api: Any = None, *, revision: st
     info_path = folder / INFO_FILE
     if not info_path.is_file():
         raise EmbeddingsError(f"{folder} is not a CR-JEPA embeddings archive: {INFO_FILE} is missing")
-    info = json.loads(info_path.read_text())
+    info = check_info(_read_json(info_path), info_path)
     files = sorted((folder / DATA_DIR).glob("*.parquet"))
     if not files:
         raise EmbeddingsError(f"The archive at {folder} has no Parquet files under {DATA_DIR}/")
-    table = pa.concat_tables([pq.read_table(f) for f in files])
+    tables = []
+    for file in files:
+        try:
+            tables.append(pq.read_table(file))
+        except (OSError, pa.ArrowException) as err:
+            raise EmbeddingsError(f"{file} is not a readable Parquet file ({_reason(err)}); download or re-embed "
+                                  "the archive") from None
+    try:
+        table = pa.concat_tables(tables)
+    except pa.ArrowException as err:
+        raise EmbeddingsError(f"The Parquet files of {folder} do not share one schema ({_reason(err)})") from None
     if table.num_rows == 0:
         raise EmbeddingsError(f"The archive at {folder} is empty (0 rows)")
+    needed = ["id", "labels", *info["vector_columns"], *info.get("metadata_columns", [])]
+    absent = [name for name in needed if name not in table.column_names]
+    if absent:
+        raise EmbeddingsError(f"The Parquet files of {folder} lack the column(s) {absent} that {INFO_FILE} lists")
     vectors = {}
     for name in info["vector_columns"]:
         column = table[name].combine_chunks()
-        width = column.type.list_size
+        width = getattr(column.type, "list_size", None)
         if width != info["dimension"]:
             raise EmbeddingsError(f"Column {name!r} holds {width}-d vectors but {INFO_FILE} says {info['dimension']}-d")
         vectors[name] = column.flatten().to_numpy().reshape(-1, width).astype(np.float32, copy=False)
-    labels = multi_hot(table["labels"].to_pylist(), len(info["class_names"]))
+    try:
+        labels = multi_hot(table["labels"].to_pylist(), len(info["class_names"]))
+    except (TypeError, ValueError, IndexError) as err:
+        raise EmbeddingsError(f"The labels of the archive at {folder} do not fit its {len(info['class_names'])} "
+                              f"classes ({err})") from None
     metadata = {name: table[name].to_pylist() for name in info.get("metadata_columns", [])}
     archive = EmbeddingArchive(folder, info, [str(i) for i in table["id"].to_pylist()], labels, vectors, metadata, {})
     if model is not None:
@@ -540,10 +582,74 @@ def load_embeddings(repo_or_folder: str | Path, api: Any = None, *, revision: st
     return archive
 
 
+MAX_DIMENSION = 65_536
+MAX_CLASSES = 100_000
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,63}")
+_INDEX_KINDS = {"exact", "hnsw", "ivfpq"}
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise EmbeddingsError(f"{path} is not valid JSON ({err}); download or re-embed the archive") from None
+
+
+def check_info(info: Any, path: Path) -> dict[str, Any]:
+    """embeddings_info.json of a possibly downloaded archive, checked field by field (types, bounds, names that
+    cannot leave the archive folder); raises EmbeddingsError naming the file and the field."""
+    def bad(field: str, why: str) -> EmbeddingsError:
+        return EmbeddingsError(f"{path}: {field} {why}; this archive was not written by `crjepa embed` as it is "
+                               "(download it again or re-embed it)")
+
+    if not isinstance(info, dict):
+        raise bad("the file", "must hold a JSON object")
+    dim = info.get("dimension")
+    if not isinstance(dim, int) or isinstance(dim, bool) or not 1 <= dim <= MAX_DIMENSION:
+        raise bad("dimension", f"must be an integer in [1, {MAX_DIMENSION}], found {dim!r}")
+    for field, limit in (("sensors", 64), ("vector_columns", 256), ("metadata_columns", 1024)):
+        value = info.get(field, [] if field == "metadata_columns" else None)
+        if not isinstance(value, list) or not value and field != "metadata_columns" or len(value) > limit or \
+                not all(isinstance(v, str) and (_NAME.fullmatch(v) or field == "metadata_columns" and len(v) <= 256)
+                        for v in value):
+            raise bad(field, f"must be a list of at most {limit} plain names (letters, digits, _ -), found {value!r}")
+    for name in info["vector_columns"]:
+        sensor, _, space = name.rpartition("_")
+        if sensor not in info["sensors"] or space not in SPACES:
+            raise bad("vector_columns", f"has {name!r}, not <sensor>_<space> of sensors {info['sensors']}")
+    names = info.get("class_names")
+    if not isinstance(names, list) or not 0 < len(names) <= MAX_CLASSES or not all(isinstance(n, str) for n in names):
+        raise bad("class_names", f"must be a list of 1 to {MAX_CLASSES} strings")
+    indices = info.get("indices", {})
+    if not isinstance(indices, dict) or not all(k in info["vector_columns"] and v in _INDEX_KINDS
+                                                for k, v in indices.items()):
+        raise bad("indices", f"must map vector columns to {sorted(_INDEX_KINDS)}, found {indices!r}")
+    fingerprint = info.get("model_fingerprint", "")
+    if not isinstance(fingerprint, (str, type(None))) or fingerprint and not re.fullmatch(r"[0-9a-f]{1,64}", fingerprint):
+        raise bad("model_fingerprint", f"must be a hex string, found {fingerprint!r}")
+    source = info.get("source", {})
+    if not isinstance(source, dict) or not all(isinstance(v, (str, int, float, bool, type(None))) for v in source.values()):
+        raise bad("source", f"must be an object of scalars, found {source!r}")
+    for field in ("model_repo_id", "repo_id"):
+        if not isinstance(info.get(field), (str, type(None))):
+            raise bad(field, f"must be a string, found {info.get(field)!r}")
+    return info
+
+
 def add_indices(folder: str | Path, kind: str = "auto", columns: Sequence[str] | None = None,
                 progress: Callable[[str], None] | None = None, **params: Any) -> dict[str, str]:
     """Build and store faiss indices for an archive folder (the `crjepa index` command); returns column -> kind.
-    ``progress`` is called with each column name once its index is saved."""
+    ``progress`` is called with each column name once its index is saved. Holds the archive's writer lock, so
+    it never interleaves with `crjepa embed` (or another `crjepa index`) on the same folder."""
+    from crjepa.utils.atomic import lock_file_for
+    from crjepa.utils.locks import DirLock
+
+    with DirLock(lock_file_for(Path(folder)), what="crjepa index", folder=Path(folder)):
+        return _add_indices(folder, kind, columns, progress, **params)
+
+
+def _add_indices(folder: str | Path, kind: str, columns: Sequence[str] | None,
+                 progress: Callable[[str], None] | None, **params: Any) -> dict[str, str]:
     archive = load_embeddings(folder, load_indices=False)
     kinds = dict(archive.info.get("indices", {}))
     for name in columns or archive.columns:

@@ -12,7 +12,8 @@ Index kinds (``build_index(kind=...)``):
   ``benchmarks/faiss_archive.py`` at 1M x 256; see :func:`default_params` for the size rule).
 
 Files written by :meth:`RetrievalIndex.save` (atomically: a temp folder renamed into place):
-``index.faiss`` (faiss.write_index), ``index.json`` (metadata), ``ids.json`` (dataset ids in faiss order).
+``index.faiss`` (faiss.write_index), ``index.json`` (metadata), ``ids.json`` (dataset ids in faiss order), and the
+writer's marker ``.crjepa-output.json``. Loading trusts none of them (see :meth:`RetrievalIndex.load`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any, Literal
 import faiss
 import numpy as np
 
-from crjepa.utils.atomic import atomic_dir
+from crjepa.utils.atomic import atomic_dir, read_consistently
 
 Kind = Literal["auto", "exact", "hnsw", "ivfpq"]
 AUTO_EXACT_MAX = 50_000
@@ -205,41 +206,145 @@ class RetrievalIndex:
         ids = np.where(found, self.ids[np.where(found, rows, 0)], "")
         return np.where(found, scores, -np.inf).astype(np.float32), ids
 
-    def save(self, directory: str | os.PathLike[str]) -> Path:
-        """Write index + metadata + ids to ``directory`` atomically (temp folder beside it, then rename)."""
+    def save(self, directory: str | os.PathLike[str], overwrite: bool = False) -> Path:
+        """Write index + metadata + ids to ``directory`` atomically (temp folder beside it, then an atomic swap).
+
+        Replaces only an earlier index folder (or an empty one) unless ``overwrite``; one writer at a time
+        (`crjepa.utils.atomic.atomic_dir`: `OutputExistsError`, `LockedError`)."""
         target = Path(directory)
-        with atomic_dir(target) as tmp:
+        with atomic_dir(target, kind=OUTPUT_KIND, overwrite=overwrite) as tmp:
             faiss.write_index(self.index, str(tmp / INDEX_FILE))
             (tmp / META_FILE).write_text(json.dumps(asdict(self.metadata), indent=2, sort_keys=True))
             (tmp / IDS_FILE).write_text(json.dumps(self.ids.tolist()))
         return target
 
     @classmethod
-    def load(
-        cls, directory: str | os.PathLike[str], expected_fingerprint: str | None = None, mmap: bool = False
-    ) -> RetrievalIndex:
+    def load(cls, directory: str | os.PathLike[str], expected_fingerprint: str | None = None) -> RetrievalIndex:
         """Read an index written by :meth:`save`; ``expected_fingerprint`` guards against a different model.
 
-        ``mmap=True`` maps the index file instead of reading it (large archives, read-only use).
+        The folder may come from the Hub, so nothing in it is trusted (docs/RELIABILITY.md): index.json is
+        checked key by key (`IndexFileError` names the file), index.faiss is read through a stream that accepts only
+        the faiss structures `build_index` writes for the recorded kind (no memory-mapped or on-disk inverted
+        lists, which would open other local files) and the loaded object must be that class. All three files
+        come from one version of the folder even while a writer replaces it (`read_consistently`).
         """
         path = Path(directory)
         missing = [name for name in (INDEX_FILE, META_FILE, IDS_FILE) if not (path / name).is_file()]
         if missing:
             raise FileNotFoundError(f"{path} is not a saved RetrievalIndex: missing {', '.join(missing)}")
-        meta = json.loads((path / META_FILE).read_text())
-        if meta.get("format_version", 0) > FORMAT_VERSION:
-            raise ValueError(f"{path / META_FILE}: format {meta['format_version']} is newer than this crjepa")
-        metadata = IndexMetadata(**meta)
-        if expected_fingerprint is not None and metadata.fingerprint != expected_fingerprint:
+        index, ids, metadata = read_consistently(path, _read_index_folder)
+        if expected_fingerprint is not None and (not metadata.fingerprint
+                                                 or metadata.fingerprint != expected_fingerprint):
             raise ValueError(
                 f"{path} was built from model {metadata.fingerprint!r} but {expected_fingerprint!r} was expected: "
                 "the embeddings are not comparable; rebuild the index with this model"
             )
-        flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
-        index = faiss.read_index(str(path / INDEX_FILE), flags)
-        ids = np.asarray(json.loads((path / IDS_FILE).read_text()), dtype=str)
-        _apply_search_params(index, metadata.kind, metadata.params)
         return cls(index, ids, metadata)
+
+
+OUTPUT_KIND = "faiss-index"
+_FOURCC = {  # the faiss structures build_index writes, per kind (top level first)
+    ("exact", "ip"): ({b"IxFI"}, faiss.IndexFlatIP),
+    ("exact", "l2"): ({b"IxF2"}, faiss.IndexFlatL2),
+    ("hnsw", "ip"): ({b"IHNf", b"IxFI"}, faiss.IndexHNSWFlat),
+    ("ivfpq", "ip"): ({b"IxRF", b"IwPf", b"IxFI", b"ilbl", b"ilar"}, faiss.IndexRefineFlat),
+}
+_TOP = {("exact", "ip"): b"IxFI", ("exact", "l2"): b"IxF2", ("hnsw", "ip"): b"IHNf", ("ivfpq", "ip"): b"IxRF"}
+_META_TYPES: dict[str, tuple[type, ...]] = {
+    "dimension": (int,), "kind": (str,), "metric": (str,), "params": (dict,), "fingerprint": (str,),
+    "space": (str,), "sensor": (str,), "count": (int,), "faiss_version": (str,), "format_version": (int,),
+}
+MAX_DIMENSION = 65_536
+
+
+class IndexFileError(ValueError):
+    """A saved index folder that cannot be used as it is (corrupt, truncated, unknown structure, bad metadata)."""
+
+
+def _check_metadata(meta: Any, file: Path) -> IndexMetadata:
+    """index.json -> IndexMetadata, refusing unknown keys, wrong types and out-of-range values."""
+    rebuild = f"rebuild the index (`crjepa index <archive>`) or delete {file.parent}"
+    if not isinstance(meta, dict):
+        raise IndexFileError(f"{file} must hold a JSON object; {rebuild}")
+    unknown = sorted(set(meta) - set(_META_TYPES))
+    if unknown:
+        raise IndexFileError(f"{file}: unknown key(s) {unknown} (this crjepa knows {sorted(_META_TYPES)}); "
+                             f"a newer crjepa wrote it or it was edited: {rebuild}")
+    for key, types in _META_TYPES.items():
+        if key in meta and (not isinstance(meta[key], types) or isinstance(meta[key], bool)):
+            raise IndexFileError(f"{file}: {key} must be {types[0].__name__}, found {meta[key]!r}; {rebuild}")
+    for key in ("dimension", "kind"):
+        if key not in meta:
+            raise IndexFileError(f"{file}: {key} is missing; {rebuild}")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise IndexFileError(f"{file}: format {meta['format_version']} is newer than this crjepa; upgrade crjepa")
+    if not 1 <= meta["dimension"] <= MAX_DIMENSION:
+        raise IndexFileError(f"{file}: dimension {meta['dimension']} is out of range [1, {MAX_DIMENSION}]; {rebuild}")
+    if (meta["kind"], meta.get("metric", "ip")) not in _FOURCC:
+        raise IndexFileError(f"{file}: kind {meta['kind']!r} with metric {meta.get('metric', 'ip')!r} is not an index "
+                             f"crjepa writes (exact, hnsw, ivfpq); {rebuild}")
+    params = meta.get("params", {})
+    for name in _SEARCH_PARAMS[meta["kind"]]:
+        if not isinstance(params.get(name), (int, float)) or isinstance(params.get(name), bool) or \
+                not 0 < params[name] <= 1_000_000:
+            raise IndexFileError(f"{file}: search parameter {name}={params.get(name)!r} is missing or out of range; "
+                                 f"{rebuild}")
+    return IndexMetadata(**meta)
+
+
+def _read_faiss(file: Path, kind: str, metric: str, dimension: int) -> faiss.Index:
+    """faiss.read_index through a Python stream that refuses any structure but the ones of ``kind``.
+
+    Every 4-byte read that looks like a faiss fourcc (four ASCII letters or digits; no legitimate integer
+    field of our indices is that large) must be one we write: a crafted file declaring on-disk ("ilod") or
+    other inverted lists stops before faiss acts on it. No IO flags: never memory-mapped."""
+    allowed, cls = _FOURCC[(kind, metric)]
+    rebuild = f"rebuild it with `crjepa index` (or delete {file.parent})"
+    seen: list[bytes] = []
+
+    with file.open("rb") as stream:
+        def read(n: int) -> bytes:
+            data = stream.read(n)
+            if n == 4 and len(data) == 4 and all(48 <= c <= 122 and chr(c).isalnum() for c in data):
+                if not seen and data != _TOP[(kind, metric)] or data not in allowed:
+                    raise IndexFileError(f"{file} holds faiss structure {data.decode()!r}, not a {kind} index as "
+                                         f"crjepa writes it; refusing to load it: {rebuild}")
+                seen.append(data)
+            return data
+
+        try:
+            index = faiss.read_index(faiss.PyCallbackIOReader(read, 1 << 20))
+        except IndexFileError:
+            raise
+        except RuntimeError as err:
+            cause = err.__cause__ or err.__context__
+            if isinstance(cause, IndexFileError):
+                raise cause from None
+            if "IndexFileError" in str(err) or "refusing to load" in str(err):
+                raise IndexFileError(str(err).split("IndexFileError: ")[-1].strip().splitlines()[0]) from None
+            raise IndexFileError(f"{file} is truncated or corrupt (faiss could not read it); {rebuild}") from None
+    if type(index) is not cls or index.d != dimension:  # read_index returns the concrete class (and owns it)
+        raise IndexFileError(f"{file} holds a {type(index).__name__} of dimension {index.d}; index.json says a "
+                             f"{kind} index of dimension {dimension}: {rebuild}")
+    return index
+
+
+def _read_index_folder(path: Path) -> tuple[faiss.Index, np.ndarray, IndexMetadata]:
+    meta_file, ids_file = path / META_FILE, path / IDS_FILE
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise IndexFileError(f"{meta_file} is not valid JSON ({err}); rebuild the index") from None
+    metadata = _check_metadata(meta, meta_file)
+    index = _read_faiss(path / INDEX_FILE, metadata.kind, metadata.metric, metadata.dimension)
+    try:
+        ids = json.loads(ids_file.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise IndexFileError(f"{ids_file} is not valid JSON ({err}); rebuild the index") from None
+    if not isinstance(ids, list) or not all(isinstance(i, (str, int)) for i in ids) or len(ids) != index.ntotal:
+        raise IndexFileError(f"{ids_file} must list one id per vector ({index.ntotal}); rebuild the index")
+    _apply_search_params(index, metadata.kind, metadata.params)
+    return index, np.asarray(ids, dtype=str), metadata
 
 
 def build_index(
@@ -290,4 +395,4 @@ def build_index(
     return RetrievalIndex(index, ids, metadata)
 
 
-__all__ = ["IndexMetadata", "RetrievalIndex", "available_cpus", "build_index", "default_params", "set_threads"]
+__all__ = ["IndexFileError", "IndexMetadata", "RetrievalIndex", "available_cpus", "build_index", "default_params", "set_threads"]

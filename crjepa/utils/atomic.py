@@ -1,35 +1,202 @@
-"""Atomic folder writes: the one mechanism behind exported data sets, embedding archives and faiss indices.
+"""Atomic folder writes: the one mechanism behind exported data sets, embedding archives, faiss indices and
+saved models.
 
-Not imported by the model (remote code).
+Promises (docs/RELIABILITY.md):
+- nothing lost: a writer replaces only a folder that is recognisably our own output of the same kind (a
+  marker file ``.crjepa-output.json`` with the kind and a version, written into every folder we create) or an
+  empty folder; anything else (an unrelated folder, a file) stops with `OutputExistsError` unless the caller
+  passes ``overwrite=True`` (the CLI's ``--overwrite``);
+- one writer at a time: the write holds a lock beside the target (`crjepa.utils.locks.DirLock`); a second
+  writer stops at once with `LockedError` naming the holder;
+- readers never see a half-written or half-replaced folder: the new folder is complete (files and folder
+  fsynced) before it is swapped in with one atomic ``renameat2(RENAME_EXCHANGE)`` (Linux), so the target path
+  always names a complete folder (elsewhere: two renames, and readers retry, see `read_consistently`);
+- the folder gets the user's umask (not mkdtemp's 0700).
+
+Not imported by the model (remote code); imports only the standard library.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import errno
+import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
+
+from crjepa.utils.locks import DirLock, LockedError
+
+MARKER_FILE = ".crjepa-output.json"
+MARKER_VERSION = 1
+T = TypeVar("T")
+
+__all__ = ["MARKER_FILE", "LockedError", "OutputExistsError", "atomic_dir", "check_replaceable", "fsync_tree",
+           "read_consistently", "read_marker", "write_marker"]
+
+
+class OutputExistsError(FileExistsError):
+    """The target of a writer exists and is not our output of the same kind; the message says what to do."""
+
+
+def write_marker(folder: str | os.PathLike[str], kind: str) -> None:
+    (Path(folder) / MARKER_FILE).write_text(json.dumps({"kind": kind, "version": MARKER_VERSION}) + "\n")
+
+
+def read_marker(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The marker of a folder we wrote, or None (no marker, unreadable, not ours)."""
+    try:
+        data = json.loads((Path(folder) / MARKER_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("kind"), str) else None
+
+
+def check_replaceable(target: str | os.PathLike[str], kind: str, overwrite: bool = False) -> None:
+    """Raise `OutputExistsError` unless ``target`` is absent, an empty folder, or our output of ``kind``."""
+    target = Path(target)
+    if overwrite or not (target.exists() or target.is_symlink()):
+        return
+    flag = "pass --overwrite (overwrite=True) to replace it, or choose another output path"
+    if not target.is_dir() or target.is_symlink():
+        raise OutputExistsError(f"{target} exists and is not a folder; {flag}")
+    marker = read_marker(target)
+    if marker is None:
+        if any(target.iterdir()):
+            raise OutputExistsError(f"{target} exists, is not empty and is not a crjepa {kind} folder (no "
+                                    f"{MARKER_FILE}); refusing to replace it: {flag}")
+        return
+    if marker["kind"] != kind:
+        raise OutputExistsError(f"{target} holds a crjepa {marker['kind']}, not a {kind}; refusing to replace it: {flag}")
+
+
+def _umask() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # not thread-safe, hence the /proc read first
+    os.umask(mask)
+    return mask
+
+
+def fsync_tree(folder: str | os.PathLike[str]) -> None:
+    """fsync every file and folder under ``folder`` (and itself): durable before a rename publishes it."""
+    for root, dirs, files in os.walk(folder):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(root)
+
+
+def fsync_dir(folder: str | os.PathLike[str]) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+_RENAME_EXCHANGE = 2
+_libc: Any = None
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    global _libc
+    if _libc is None:
+        try:
+            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            _libc.renameat2  # noqa: B018  (glibc >= 2.28)
+        except (OSError, AttributeError):
+            _libc = False
+    if not _libc:
+        return False
+    at_fdcwd = -100
+    if _libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOENT):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def lock_file_for(target: str | os.PathLike[str]) -> Path:
+    """The lock of a writer of ``target``: ``.<name>.lock`` beside it."""
+    target = Path(target)
+    return target.with_name(f".{target.name}.lock")
 
 
 @contextmanager
-def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temp folder beside ``target``; on success it replaces ``target``, on error it is removed, so a
-    failed write never leaves a half-written folder (an old ``target`` is removed only once the new one is in
-    place)."""
+def atomic_dir(target: str | os.PathLike[str], kind: str, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temp folder beside ``target``; on success it replaces ``target`` atomically, on error it is
+    removed, so a failed write never leaves a half-written folder.
+
+    ``kind`` ("embeddings", "faiss-index", "dataset-export", "model", ...) is written as the folder's marker.
+    Before any work (and again before the swap): `check_replaceable` (``overwrite`` forces), and the writer's
+    lock (`LockedError` when another writer holds it).
+    """
     target = Path(target)
+    check_replaceable(target, kind, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    with DirLock(lock_file_for(target), what=f"writing {kind}", folder=target):
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        try:
+            os.chmod(tmp, 0o777 & ~_umask())
+            yield tmp
+            write_marker(tmp, kind)
+            check_replaceable(target, kind, overwrite)
+            fsync_tree(tmp)
+            if target.is_dir() and not target.is_symlink() and _exchange(tmp, target):
+                shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old folder
+            else:
+                if target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target)
+                elif target.exists() or target.is_symlink():
+                    target.unlink()
+                tmp.rename(target)
+            fsync_dir(target.parent)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
+def read_consistently(folder: str | os.PathLike[str], read: Callable[[Path], T], attempts: int = 50) -> T:
+    """``read(folder)`` such that all its files come from one version of the folder: the read is repeated if
+    the folder was replaced meanwhile (its inode changed) or vanished for an instant (non-Linux replace)."""
+    folder = Path(folder)
+    for attempt in range(attempts):
+        try:
+            before = os.stat(folder).st_ino
+        except FileNotFoundError:
+            if attempt + 1 < attempts and lock_file_for(folder).exists():
+                time.sleep(0.02)
+                continue
+            raise
+        try:
+            result = read(folder)
+        except (FileNotFoundError, ValueError, RuntimeError):
+            if _changed(folder, before) and attempt + 1 < attempts:
+                continue
+            raise
+        if not _changed(folder, before):
+            return result
+    raise RuntimeError(f"{folder} kept changing while it was read")
+
+
+def _changed(folder: Path, inode: int) -> bool:
     try:
-        yield tmp
-        old = None
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            target.rename(old)
-        tmp.rename(target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        return os.stat(folder).st_ino != inode
+    except FileNotFoundError:
+        return True
