@@ -33,9 +33,14 @@ from crjepa.train.training import ConfigError
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point: errors a person can fix are printed as one message with exit status 2."""
-    from crjepa.hub.archive import HubError
+    from crjepa.hub.archive import EmbeddingsError, HubError
+    from crjepa.train.guards import NonFiniteError
+    from crjepa.train.training import CheckpointError
+    from crjepa.utils.atomic import OutputExistsError
+    from crjepa.utils.locks import LockedError
 
-    errors: tuple[type[BaseException], ...] = (ConfigError, HubError)
+    errors: tuple[type[BaseException], ...] = (ConfigError, HubError, EmbeddingsError, NonFiniteError,
+                                                CheckpointError, LockedError, OutputExistsError)
     try:
         from datasets_scripts.common import DataError
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -102,3 +103,65 @@ def test_errors() -> None:
     # fewer results than k: empty id, -inf score
     scores, ids = build_index(_unit(rng, 3, 16), kind="exact").search(_unit(rng, 1, 16), k=5)
     assert list(ids[0, 3:]) == ["", ""] and np.isneginf(scores[0, 3:]).all()
+
+
+# ---------------------------------------------------------------------------------------------- untrusted files
+def test_crafted_on_disk_index_is_refused_before_faiss_maps_anything(tmp_path: Path) -> None:
+    """A downloaded index.faiss declaring on-disk inverted lists would make faiss open (and map read-write) a file
+    it names; the loader refuses the structure before faiss acts on it, and the named file stays untouched."""
+    import faiss
+
+    from crjepa.search.index import IndexFileError
+
+    rng = np.random.default_rng(3)
+    x = _unit(rng, 300, 16)
+    build_index(x, kind="exact").save(tmp_path / "idx")
+    victim = tmp_path / "victim.ivfdata"
+    quantizer = faiss.IndexFlatIP(16)
+    crafted = faiss.IndexIVFFlat(quantizer, 16, 4, faiss.METRIC_INNER_PRODUCT)
+    crafted.train(x)
+    invlists = faiss.OnDiskInvertedLists(4, crafted.code_size, str(victim))
+    crafted.replace_invlists(invlists)  # (Python keeps ownership of invlists and quantizer: kept alive below)
+    crafted.add(x)
+    faiss.write_index(crafted, str(tmp_path / "idx" / "index.faiss"))
+    del crafted, invlists, quantizer
+    before = victim.read_bytes()
+    with pytest.raises(IndexFileError, match=r"index.faiss holds faiss structure 'IwFl', not a exact index"):
+        RetrievalIndex.load(tmp_path / "idx")
+    assert victim.read_bytes() == before
+    # the same file claimed as an ivfpq index (the kind whose structures include inverted lists)
+    meta = json.loads((tmp_path / "idx" / "index.json").read_text())
+    meta.update(kind="ivfpq", params={"nprobe": 4, "k_factor": 4})
+    (tmp_path / "idx" / "index.json").write_text(json.dumps(meta))
+    with pytest.raises(IndexFileError, match="refusing to load it"):
+        RetrievalIndex.load(tmp_path / "idx")
+    assert victim.read_bytes() == before
+
+
+def test_corrupt_index_folders_give_one_clear_error(tmp_path: Path) -> None:
+    from crjepa.search.index import IndexFileError
+
+    x = _unit(np.random.default_rng(4), 200, 16)
+    for case in ("truncated", "unknown key", "wrong type", "bad dimension", "ids"):
+        folder = tmp_path / case.replace(" ", "_")
+        build_index(x, kind="hnsw").save(folder)
+        meta = json.loads((folder / "index.json").read_text())
+        if case == "truncated":
+            data = (folder / "index.faiss").read_bytes()
+            (folder / "index.faiss").write_bytes(data[: len(data) // 3])
+            message = r"index.faiss is truncated or corrupt.*rebuild it with `crjepa index`"
+        elif case == "unknown key":
+            meta["surprise"] = 1
+            message = r"index.json: unknown key\(s\) \['surprise'\]"
+        elif case == "wrong type":
+            meta["dimension"] = "16"
+            message = r"index.json: dimension must be int, found '16'"
+        elif case == "bad dimension":
+            meta["dimension"] = 32
+            message = r"holds a IndexHNSWFlat of dimension 16; index.json says a hnsw index of dimension 32"
+        else:
+            (folder / "ids.json").write_text(json.dumps(["a", "b"]))
+            message = r"ids.json must list one id per vector \(200\)"
+        (folder / "index.json").write_text(json.dumps(meta))
+        with pytest.raises(IndexFileError, match=message):
+            RetrievalIndex.load(folder)

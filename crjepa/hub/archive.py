@@ -79,13 +79,10 @@ def config_summary(config: Any) -> dict[str, Any]:
 
 
 def public_path(value: Any) -> Any:
-    """What may be published of a local path: a Hub id or relative path as is, an absolute (or ~) path as its last
-    component only, so nothing names the user's machine."""
-    if not isinstance(value, str) or not value:
-        return value
-    if value.startswith(("/", "~", "\\")) or (len(value) > 1 and value[1] == ":") or ".." in Path(value).parts:
-        return Path(value).name
-    return value
+    """What may be published of a local path (`crjepa.hub.cards._public`: the one rule)."""
+    from crjepa.hub.cards import _public
+
+    return _public(value)
 
 
 def public_source(source: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -58,6 +58,36 @@ def comparison_table(random_init: Any | None, trained: Any) -> str:
     return "\n".join(lines)
 
 
+def _public(value: Any) -> Any:
+    """A local path as published: relative paths and Hub ids as they are, absolute or home paths (and any path
+    climbing out with ..) reduced to their last component, so the card never names the user's machine."""
+    if not isinstance(value, str) or not value:
+        return value
+    if value.startswith(("/", "~", "\\")) or (len(value) > 1 and value[1] == ":") or ".." in Path(value).parts:
+        return Path(value).name
+    return value
+
+
+PATH_KEYS = (("output_dir",), ("config_file",), ("data", "path"), ("data", "source"))
+"""The run-configuration entries that may hold local paths."""
+
+
+def public_run_config(run_config: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the run configuration fit for publishing (`_public` on every path entry)."""
+    import copy
+
+    public = copy.deepcopy(run_config)
+    for keys in PATH_KEYS:
+        node = public
+        for key in keys[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and keys[-1] in node:
+            node[keys[-1]] = _public(node[keys[-1]])
+    if isinstance(public.get("data", {}).get("options"), dict):
+        public["data"]["options"] = {k: _public(v) for k, v in public["data"]["options"].items()}
+    return public
+
+
 def _relative(path: str) -> str:
     """A config path relative to the repository when it lies inside it (cards should not leak local paths)."""
     root = MODEL_CARD_TEMPLATE.parent.parent
@@ -80,6 +110,8 @@ def render_model_card(model_config: Any, run_config: dict[str, Any], results: An
 
     if not Path(template_path).is_file():
         raise FileNotFoundError(f"Model card template not found at {template_path}")
+    config_file = _relative(run_config.get("config_file", "configs/cpu_default.yaml"))
+    run_config = public_run_config(run_config)  # the card is published: no local paths
     summary = dict(training_summary or {})
     hub = run_config.get("hub", {})
     repo_id = repo_id or hub.get("hub_model_id") or "<user>/<model>"
@@ -103,7 +135,7 @@ def render_model_card(model_config: Any, run_config: dict[str, Any], results: An
         dataset_name=dataset_name, protocol=_protocol(results), num_queries=results.num_queries,
         num_gallery=results.num_gallery, results_table=results.to_markdown(), comparison_table=comparison,
         notes="; ".join(results.notes), data_description=_data_description(run_config, summary.get("train_pairs")),
-        config_file=_relative(run_config.get("config_file", "configs/cpu_default.yaml")),
+        config_file=config_file,
         routes=list(model_config.routes), lambda_cross=model_config.lambda_cross, lambda_uni=model_config.lambda_uni,
         lambda_sigreg=model_config.lambda_sigreg, mask_ratio=model_config.mask_ratio,
         temperature=model_config.temperature, weight_decay=training["weight_decay"],
@@ -113,9 +145,9 @@ def render_model_card(model_config: Any, run_config: dict[str, Any], results: An
         epochs=summary.get("epochs", training["epochs"]), global_batch=summary.get("global_batch", "n/a"),
         processes=summary.get("processes", "n/a"), mixed_precision=summary.get("mixed_precision", "n/a"),
         train_seconds=summary.get("train_seconds", "n/a"),
-        run_config_yaml=yaml.safe_dump(run_config, sort_keys=False).rstrip(),
+        run_config_yaml=yaml.safe_dump({**run_config, "config_file": config_file}, sort_keys=False).rstrip(),
         synthetic=str(data["source"]) == "synthetic",
     )
 
 
-__all__ = ["MODEL_CARD_TEMPLATE", "card_template", "comparison_table", "render_model_card"]
+__all__ = ["MODEL_CARD_TEMPLATE", "public_run_config", "card_template", "comparison_table", "render_model_card"]

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -24,8 +25,11 @@ from typing import Any
 import torch
 
 from crjepa.hub.cards import comparison_table, render_model_card
+from crjepa.train.guards import FiniteGuard, json_safe
 from crjepa.train.training import (
     ConfigError,
+    check_fresh_start,
+    check_output_path,
     ShardedEpochSampler,
     build_model_config,
     compile_for_training,
@@ -42,6 +46,12 @@ from crjepa.train.training import (
     save_checkpoint,
 )
 
+RUN_LOCK_FILE = ".crjepa-run.lock"
+"""Held (crjepa.utils.locks) by the main process of the run writing an output folder."""
+RESUME_KEYS = ("global_batch", "steps_per_epoch", "total_steps", "epochs", "seed", "warmup_steps", "lr_start",
+               "lr_peak", "lr_end")
+"""Run settings a checkpoint records; a resume that changes one of them would reinterpret the step count, the
+data order or the schedule, and is refused."""
 RESULTS_FILE = "results.json"
 RANDOM_INIT_FILE = "results_random_init.json"
 TRAIN_LOG_FILE = "train_log.jsonl"
@@ -70,6 +80,62 @@ def load_data(config: dict[str, Any], model_config: Any) -> Any:
     dataset = load_paired_dataset(data["source"], **kwargs)
     check_sensors(dataset, model_config.sensors)
     return dataset
+
+
+def lock_output_dir(output_dir: Path, main_process: bool) -> Any:
+    """The run's lock on its output folder (main process only): a second run on the same folder stops at once
+    naming the holder; a stale lock of a killed run is reported and taken over (crjepa.utils.locks)."""
+    if not main_process:
+        return None
+    from crjepa.utils.locks import DirLock
+
+    return DirLock(output_dir / RUN_LOCK_FILE, what="training run", folder=output_dir).acquire()
+
+
+def check_evaluation_inputs(config: dict[str, Any], dataset: Any) -> None:
+    """What would otherwise fail after all training: duplicate ids, eval.k larger than the gallery, missing or
+    empty evaluation / embedding splits. One ConfigError naming the data and the key to change."""
+    from collections import Counter
+
+    from crjepa.eval.retrieval import select_split
+
+    ev, data = config["eval"], config["data"]
+    name = data["name"] or data["path"] or data["source"]
+    errors = []
+    ids = [str(i) for i in dataset["id"]]
+    if len(set(ids)) != len(ids):
+        dupes = [i for i, n in Counter(ids).items() if n > 1]
+        errors.append(f"{len(dupes)} id(s) of {name} occur more than once (e.g. {dupes[:3]}); ids must be unique "
+                      "for retrieval and the embeddings archive: fix or re-export the data")
+    sizes = {}
+    splits = [ev["query_split"], ev["gallery_split"]] + ([config["embeddings"]["split"]]
+                                                        if config["embeddings"]["write"] else [])
+    for split in dict.fromkeys(s for s in splits if s):
+        try:
+            sizes[split] = len(select_split(dataset, split))
+        except (KeyError, ValueError) as exc:
+            errors.append(f"split {split!r} of {name}: {exc}")
+            continue
+        if sizes[split] == 0:
+            errors.append(f"split {split!r} of {name} is empty; choose another eval.query_split / gallery_split / "
+                          "embeddings.split")
+    gallery = ev["gallery_split"] or ev["query_split"]
+    if gallery in sizes and sizes[gallery]:
+        candidates = sizes[gallery] - (0 if ev["gallery_split"] and ev["gallery_split"] != ev["query_split"] else 1)
+        if ev["k"] > candidates:
+            errors.append(f"eval.k={ev['k']} is larger than the {candidates} candidates per query of the gallery "
+                          f"(split {gallery!r}, {sizes[gallery]} items, the query's own item removed); lower eval.k")
+    if errors:
+        raise ConfigError("The data cannot be evaluated as configured (checked before training):\n  - "
+                          + "\n  - ".join(errors))
+
+
+def effective_precision(accelerator: Any) -> str:
+    """The mixed precision that really runs: accelerate accepts fp16 on the CPU but trains in fp32 there."""
+    requested = str(accelerator.mixed_precision)
+    if requested in ("no", "None") or getattr(accelerator, "native_amp", True):
+        return requested
+    return f"no (fp32: {requested} was requested but is not supported on {accelerator.device.type})"
 
 
 def flat_hparams(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -160,6 +226,9 @@ class Run:
     schedule: dict[str, Any]
     trackers: list[str]
     start_time: float
+    lock: Any = None  # the DirLock on output_dir (main process)
+    guard: Any = None  # FiniteGuard: non-finite loss terms / gradient norms
+    precision: str = "no"  # the mixed precision that really runs (effective_precision)
 
     @property
     def core(self) -> Any:
@@ -189,6 +258,7 @@ class TrainState:
     last_log_time: float = 0.0
     last_log_micro: int = 0
     train_start: float = 0.0
+    train_seconds_before: float = 0.0  # training time of the earlier segments of a resumed run
     progress: Any = None
 
     @property
@@ -203,7 +273,20 @@ def setup(argv: Sequence[str] | None = None) -> Run:
     config_path, overrides = parse_cli(sys.argv[1:] if argv is None else argv)
     config = load_run_config(config_path, overrides)
     model_config = build_model_config(config)
-    output_dir = prepare_output_dir(config["output_dir"], config["resume"], config["overwrite_output_dir"])
+    output_dir = check_output_path(config["output_dir"])  # nothing is created before the data checks
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    lock = lock_output_dir(output_dir, main_process) if output_dir.is_dir() else None  # a second run stops here
+    try:
+        return _setup(config, model_config, output_dir, lock, main_process, start_time)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+
+
+def _setup(config: dict[str, Any], model_config: Any, output_dir: Path, lock: Any, main_process: bool,
+           start_time: float) -> Run:
+    check_fresh_start(output_dir, config["resume"], config["overwrite_output_dir"])
     if config["hub"]["push_to_hub"] or config["hub"]["push_embeddings"]:
         check_hub(config)
 
@@ -228,6 +311,10 @@ def setup(argv: Sequence[str] | None = None) -> Run:
     with accelerator.main_process_first():
         dataset = load_data(config, model_config)
     train_set = select_split(dataset, data["train_split"])
+    if len(train_set) == 0:
+        raise ConfigError(f"The training split {data['train_split']!r} of {data['name'] or data['path'] or data['source']} "
+                          "is empty; choose another data.train_split or check the exported data")
+    check_evaluation_inputs(config, dataset)
     accumulation = training["gradient_accumulation_steps"]
     # Our own seeded sampler instead of accelerator.prepare(loader): the data order must be a function of
     # (seed, epoch) alone, identical for any number of processes and after a resume (see ShardedEpochSampler).
@@ -247,6 +334,15 @@ def setup(argv: Sequence[str] | None = None) -> Run:
                                accelerator.device)
     model, optimizer = accelerator.prepare(model, optimizer)
 
+    # every check passed: now the output folder is created (and locked, if it was not there before)
+    if accelerator.is_main_process:
+        prepare_output_dir(output_dir, config["resume"], config["overwrite_output_dir"])
+        lock = lock or lock_output_dir(output_dir, main_process)
+    accelerator.wait_for_everyone()
+    precision = effective_precision(accelerator)
+    if precision != str(accelerator.mixed_precision):
+        print(f"warning: training.mixed_precision: {precision}", file=sys.stderr)
+
     steps_per_epoch = sampler.batches_per_epoch // accumulation
     total_steps = max(1, round(training["epochs"] * steps_per_epoch))
     stop_step = min(total_steps, training["max_steps"]) if training["max_steps"] else total_steps
@@ -257,7 +353,10 @@ def setup(argv: Sequence[str] | None = None) -> Run:
                optimizer=optimizer, compile_mode=compile_mode, total_steps=total_steps, stop_step=stop_step,
                steps_per_epoch=steps_per_epoch,
                global_batch=data["batch_size"] * accelerator.num_processes * accumulation,
-               schedule=schedule, trackers=trackers, start_time=start_time)
+               schedule=schedule, trackers=trackers, start_time=start_time, lock=lock,
+               guard=FiniteGuard(training["nonfinite"], training["max_skipped_steps"],
+                                 lambda step: learning_rate(max(step - 1, 0), **schedule)),
+               precision=precision)
 
 
 # ---------------------------------------------------------------------------------------------- 2. start
@@ -269,11 +368,21 @@ def start(run: Run) -> TrainState:
 
     config, accelerator, ev = run.config, run.accelerator, run.config["eval"]
     state = TrainState()
-    state.checkpoint = latest_checkpoint(run.output_dir) if config["resume"] else None
+    state.checkpoint = latest_checkpoint(run.output_dir, report=run.say) if config["resume"] else None
     if state.checkpoint is not None:
-        accelerator.load_state(str(state.checkpoint))
         saved = read_state(state.checkpoint)
+        check_resume(run, saved, state.checkpoint)
+        try:
+            accelerator.load_state(str(state.checkpoint))
+        except (RuntimeError, KeyError, ValueError, OSError) as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ConfigError(f"Cannot resume from {state.checkpoint}: it does not fit this model or optimiser "
+                              f"({reason[:300]}). Resume with the model.* settings it was trained with, or start "
+                              "over with --overwrite_output_dir or another --output_dir.") from None
         state.step, state.micro_step = int(saved["step"]), int(saved["micro_step"])
+        state.train_seconds_before = float(saved.get("train_seconds", 0.0))
+        if accelerator.is_main_process:
+            truncate_log(run.log_file, state.step)
         run.say(f"Resuming from {state.checkpoint} (step {state.step} of {run.total_steps})")
     elif config["resume"]:
         run.say(f"--resume: no checkpoint in {run.output_dir / 'checkpoints'}; starting from scratch")
@@ -296,7 +405,7 @@ def start(run: Run) -> TrainState:
     training = config["training"]
     run.say(f"Training {run.total_steps} steps ({training['epochs']} epochs x {run.steps_per_epoch} steps, global batch "
             f"{run.global_batch} pairs on {accelerator.num_processes} process(es), mixed precision: "
-            f"{accelerator.mixed_precision}, compile: {run.compile_mode}, {compiled_modules(run.core)} compiled modules)"
+            f"{run.precision}, compile: {run.compile_mode}, {compiled_modules(run.core)} compiled modules)"
             + (f", stopping at step {run.stop_step}" if run.stop_step < run.total_steps else ""))
     if accelerator.is_main_process and state.checkpoint is None and run.log_file.exists():
         run.log_file.unlink()
@@ -339,14 +448,20 @@ def train_step(run: Run, state: TrainState, batch: dict[str, Any]) -> bool:
         output = model(pixel_values_a=pixels_a, pixel_values_b=pixels_b, sigreg_step=state.step, masks=masks,
                        check_finite=False)
         accelerator.backward(output.loss)
-        state.meter.add(output.loss_terms())
+        terms = output.loss_terms()
+        if run.guard is None or run.guard.keep_micro_step(terms):  # skip mode only: one sync per micro-step
+            state.meter.add(terms)
         if accelerator.sync_gradients:
             state.grad_norms.append(accelerator.clip_grad_norm_(model.parameters(),
                                                                 run.config["training"]["max_grad_norm"]))
             state.lr = learning_rate(state.step, **run.schedule)
             for group in run.optimizer.param_groups:
                 group["lr"] = state.lr
-        run.optimizer.step()
+        if (not accelerator.sync_gradients or run.guard is None
+                or run.guard.allow_update(state.step + 1, state.grad_norms[-1], run.say)):
+            run.optimizer.step()
+        else:  # skip mode: a non-finite step changes nothing
+            state.grad_norms.pop()
         run.optimizer.zero_grad(set_to_none=True)
         if accelerator.sync_gradients:
             after_optimizer_step(run.core, state.step + 1, run.total_steps)  # X-JEPA's EMA update; no-op for CR-JEPA
@@ -363,17 +478,19 @@ def log_step(run: Run, state: TrainState) -> dict[str, float]:
     accelerator, data = run.accelerator, run.config["data"]
     now = time.perf_counter()
     values = {f"train/{name}": v for name, v in state.meter.reduce(accelerator).items()}
-    values["train/grad_norm"] = torch.stack([torch.as_tensor(g).float() for g in state.grad_norms]).mean().item()
+    values["train/grad_norm"] = (torch.stack([torch.as_tensor(g).float() for g in state.grad_norms]).mean().item()
+                                 if state.grad_norms else None)
     values["train/lr"] = state.lr
     values["train/pairs_per_s"] = ((state.micro_step - state.last_log_micro) * data["batch_size"]
                                    * accelerator.num_processes / max(now - state.last_log_time, 1e-9))
     values["train/epoch"] = state.step / run.steps_per_epoch
     state.grad_norms, state.last_log_time, state.last_log_micro = [], now, state.micro_step
     accelerator.log(values, step=state.step)
-    state.progress.set_postfix(loss=f"{values['train/loss']:.4f}", lr=f"{state.lr:.2e}")
+    if values.get("train/loss") is not None:
+        state.progress.set_postfix(loss=f"{values['train/loss']:.4f}", lr=f"{state.lr:.2e}")
     if accelerator.is_main_process:
-        with run.log_file.open("a") as f:
-            f.write(json.dumps({"step": state.step, **values}) + "\n")
+        with run.log_file.open("a") as f:  # valid JSON always: a non-finite value is written as null
+            f.write(json.dumps(json_safe({"step": state.step, **values}), allow_nan=False) + "\n")
     return values
 
 
@@ -381,20 +498,68 @@ def after_step(run: Run, state: TrainState) -> None:
     """What follows an optimiser step: log, evaluate, checkpoint, each at its interval (and at the end)."""
     ev, ckpt, step = run.config["eval"], run.config["checkpoint"], state.step
     finished = step >= run.stop_step
+    guard = run.guard or FiniteGuard()
+    guard.observe(step, state.meter.sums, state.grad_norms[-1] if state.grad_norms else None)  # on the device
     if step % run.config["logging"]["every_steps"] == 0 or finished:
+        guard.check("write the log line of step %d" % step)  # the one host sync of the check
         log_step(run, state)
     epoch_done = step % run.steps_per_epoch == 0
     if (ev["every_steps"] and step % ev["every_steps"] == 0) or (
             ev["every_epochs"] and epoch_done and (step // run.steps_per_epoch) % ev["every_epochs"] == 0):
+        guard.check(f"evaluate at step {step}")
         results, _ = evaluate(run.model, run.dataset, run.config, run.accelerator)
         log_results(run.accelerator, results, step)
         run.say(f"step {step}: {results.headline_metric} " + ", ".join(
             f"{d.upper()} {v * 100:.2f}" for d, v in results.metrics[results.headline_metric].items()))
         run.model.train()
     if (ckpt["every_steps"] and step % ckpt["every_steps"] == 0) or finished:
-        save_checkpoint(run.accelerator, run.output_dir, step, {"micro_step": state.micro_step, "epoch": state.epoch,
-                                                               "total_steps": run.total_steps},
-                        keep_last=ckpt["keep_last"])
+        guard.check(f"write the checkpoint of step {step}")
+        save_checkpoint(run.accelerator, run.output_dir, step, checkpoint_state(run, state),
+                        keep_last=ckpt["keep_last"], model=run.core)
+
+
+def checkpoint_state(run: Run, state: TrainState) -> dict[str, Any]:
+    """What trainer_state.json records besides the step: where the data order stands, the training time so far
+    and the settings a resume must keep (RESUME_KEYS)."""
+    return {"micro_step": state.micro_step, "epoch": state.epoch, "total_steps": run.total_steps,
+            "train_seconds": state.train_seconds_before + time.perf_counter() - state.train_start,
+            **_resume_settings(run)}
+
+
+def _resume_settings(run: Run) -> dict[str, Any]:
+    sched = run.schedule
+    return {"global_batch": run.global_batch, "steps_per_epoch": run.steps_per_epoch, "total_steps": run.total_steps,
+            "epochs": run.config["training"]["epochs"], "seed": int(run.config["seed"]),
+            "warmup_steps": sched["warmup_steps"], "lr_start": sched["lr_start"], "lr_peak": sched["lr_peak"],
+            "lr_end": sched["lr_end"]}
+
+
+def check_resume(run: Run, saved: dict[str, Any], checkpoint: Path) -> None:
+    """Refuse a resume that changes the global batch, epochs, data size, seed or schedule: the saved step count
+    would be reinterpreted (another data order, another learning rate at the same step)."""
+    now = _resume_settings(run)
+    changed = [f"{key}: {saved[key]!r} in the checkpoint, {now[key]!r} now" for key in RESUME_KEYS
+               if key in saved and saved[key] != now[key]]
+    if changed:
+        raise ConfigError(f"--resume from {checkpoint} would change the run: " + "; ".join(changed) + ". The step "
+                          "count, data order and schedule would be reinterpreted: resume with the settings of the "
+                          "checkpoint (data.batch_size, training.epochs, ...), or start a new --output_dir.")
+
+
+def truncate_log(log_file: Path, step: int) -> None:
+    """Drop train_log.jsonl lines after ``step`` (written after the checkpoint the run resumes from), atomically."""
+    if not log_file.is_file():
+        return
+    kept = []
+    for line in log_file.read_text().splitlines():
+        try:
+            if int(json.loads(line)["step"]) <= step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue  # a torn last line of a killed run
+    tmp = log_file.with_name(f".{log_file.name}.tmp")
+    tmp.write_text("".join(f"{line}\n" for line in kept))
+    os.replace(tmp, log_file)
 
 
 # ---------------------------------------------------------------------------------------------- 4. finish
@@ -407,7 +572,8 @@ def finish(run: Run, state: TrainState) -> dict[str, Any]:
     config, accelerator, core = run.config, run.accelerator, run.core
     ev, data, training = config["eval"], config["data"], config["training"]
     state.progress.close()
-    train_seconds = time.perf_counter() - state.train_start
+    (run.guard or FiniteGuard()).check("evaluate and save the model")
+    train_seconds = state.train_seconds_before + time.perf_counter() - state.train_start
     trained, embeddings = evaluate(run.model, run.dataset, config, accelerator)
     embed_split = config["embeddings"]["split"]
     if config["embeddings"]["write"] and embed_split not in embeddings:
@@ -419,9 +585,8 @@ def finish(run: Run, state: TrainState) -> dict[str, Any]:
     state_dict = accelerator.get_state_dict(run.model)
     summary: dict[str, Any] = {}
     if accelerator.is_main_process:
-        core.save_pretrained(model_dir, state_dict=state_dict)
-        CRJepaImageProcessor.from_config(core.config).save_pretrained(model_dir)
         from crjepa.hub.archive import build_indices, config_summary, model_fingerprint, write_embeddings_dataset
+        from crjepa.utils.atomic import atomic_dir
 
         fingerprint = model_fingerprint(core)
         if config["embeddings"]["write"]:
@@ -432,16 +597,21 @@ def finish(run: Run, state: TrainState) -> dict[str, Any]:
                 indices=build_indices(embed_set.vectors, embed_set.ids, kind=config["embeddings"]["index"],
                                       fingerprint=fingerprint),
                 model_repo_id=config["hub"]["hub_model_id"], repo_id=config["hub"]["hub_embeddings_id"],
-                source={"dataset": str(data["source"]), "split": embed_split, **(data["options"] or {})})
+                source={"dataset": str(data["source"]), "split": embed_split, **(data["options"] or {})},
+                overwrite=True)  # embeddings/ inside the locked output folder of this run is ours
         card = render_model_card(core.config, config, trained, state.random_init,
                                  training_summary={"steps": state.step, "total_steps": run.total_steps,
                                                    "epochs": training["epochs"], "global_batch": run.global_batch,
                                                    "processes": accelerator.num_processes,
-                                                   "mixed_precision": accelerator.mixed_precision,
+                                                   "mixed_precision": run.precision,
                                                    "train_seconds": round(train_seconds, 1),
                                                    "train_pairs": len(run.train_set),
                                                    "num_parameters": f"{core.num_parameters() / 1e6:.2f}M"})
-        card.save(model_dir / "README.md")
+        # weights, processor and card appear together or not at all (a kill here leaves the previous model/)
+        with atomic_dir(model_dir, kind="model", overwrite=True) as tmp:
+            core.save_pretrained(tmp, state_dict=state_dict)
+            CRJepaImageProcessor.from_config(core.config).save_pretrained(tmp)
+            card.save(tmp / "README.md")
         summary = {
             "output_dir": str(run.output_dir), "model_dir": str(model_dir),
             "embeddings_dir": str(embeddings_dir) if config["embeddings"]["write"] else None,
@@ -493,8 +663,12 @@ def push(config: dict[str, Any], model_dir: Path, embeddings_dir: Path, say: Any
 def train(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """The whole run; returns a summary (paths, scores, timings). Raises ConfigError on bad input."""
     run = setup(argv)
-    state = start(run)
-    for batch in batches(run, state):
-        if train_step(run, state, batch):
-            after_step(run, state)
-    return finish(run, state)
+    try:
+        state = start(run)
+        for batch in batches(run, state):
+            if train_step(run, state, batch):
+                after_step(run, state)
+        return finish(run, state)
+    finally:
+        if run.lock is not None:
+            run.lock.release()

@@ -75,6 +75,10 @@ DEFAULTS: dict[str, Any] = {
         # of the stems, trunk and predictor blocks; model = the whole training forward on top of that (fastest
         # on one H200, compiles longest: BENCHMARKS.md); none = eager
         "compile": "auto",
+        # a NaN / inf loss term or gradient norm: stop (default; checked without a per-step host sync) or skip
+        # the step (one sync per step) and stop after max_skipped_steps skipped steps (crjepa/train/guards.py)
+        "nonfinite": "stop",
+        "max_skipped_steps": 10,
     },
     "eval": {
         "query_split": "test",
@@ -298,6 +302,10 @@ def check_run_config(config: dict[str, Any]) -> None:
         errors.append("training.gradient_accumulation_steps must be >= 1")
     if training["mixed_precision"] not in (None, "no", "fp16", "bf16", "fp8"):
         errors.append(f"training.mixed_precision must be no, fp16, bf16 or null, found {training['mixed_precision']!r}")
+    if training["nonfinite"] not in ("stop", "skip"):
+        errors.append(f"training.nonfinite must be stop or skip, found {training['nonfinite']!r}")
+    if isinstance(training["max_skipped_steps"], int) and training["max_skipped_steps"] < 0:
+        errors.append("training.max_skipped_steps must be >= 0")
     if training["compile"] not in COMPILE_MODES:
         errors.append(f"training.compile must be one of {list(COMPILE_MODES)}, found {training['compile']!r}")
     if isinstance(training["epochs"], (int, float)) and training["epochs"] <= 0:
@@ -493,6 +501,34 @@ def check_output_dir(path: str | os.PathLike) -> Path:
     return path.resolve()
 
 
+def check_output_path(path: str | os.PathLike) -> Path:
+    """Like `check_output_dir` but creates nothing: ``path`` is a folder, or can be created in its nearest
+    existing ancestor (a folder we may write). Used before the data checks, so a failed run leaves no folder."""
+    path = Path(path).expanduser().absolute()
+    existing = next(p for p in [path, *path.parents] if p.exists() or p == p.parent)
+    problem = None
+    if not existing.is_dir():
+        problem = f"{existing} is a file, not a folder"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = f"{existing} is not writable"
+    else:
+        try:  # root ignores permissions; a read-only file system does not
+            with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-test-"):
+                pass
+        except OSError as exc:
+            problem = exc.strerror or str(exc)
+    if problem:
+        raise ConfigError(f"Cannot write to the output directory {str(path)!r}: {problem}. Choose another --output_dir.")
+    return path
+
+
+def check_fresh_start(path: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to mix a fresh run with an earlier run's checkpoints (which a later --resume would pick up)."""
+    if path.is_dir() and list_checkpoints(path) and not resume and not overwrite:
+        raise ConfigError(f"The output directory {str(path)!r} holds checkpoints of an earlier run. Pass "
+                          "--resume to continue it, --overwrite_output_dir to start over, or another --output_dir.")
+
+
 def prepare_output_dir(path: str | os.PathLike, resume: bool, overwrite: bool) -> Path:
     """`check_output_dir`, then refuse to mix a fresh run with an earlier run's checkpoints (which a later
     --resume would pick up), unless ``overwrite`` removes them."""
@@ -510,7 +546,7 @@ def checkpoint_dir(output_dir: str | os.PathLike) -> Path:
 
 
 def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
-    """Complete checkpoints (folders ``step_N`` holding trainer_state.json), oldest first."""
+    """Checkpoint folders ``step_N`` holding trainer_state.json (written last), oldest first."""
     root = checkpoint_dir(output_dir)
     if not root.is_dir():
         return []
@@ -519,46 +555,104 @@ def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
 
 
-def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
-    checkpoints = list_checkpoints(output_dir)
-    return checkpoints[-1] if checkpoints else None
+def checkpoint_problem(checkpoint: Path) -> str | None:
+    """Why a checkpoint cannot be resumed from (a file of its manifest missing or of another size), or None."""
+    try:
+        state = read_state(checkpoint)
+    except (OSError, ValueError) as exc:
+        return f"{STATE_FILE} is unreadable ({exc})"
+    manifest = state.get(MANIFEST_KEY)
+    if not isinstance(manifest, dict):  # written before manifests existed: at least the weights must be there
+        return None if any(checkpoint.glob("model*.safetensors")) or any(checkpoint.glob("pytorch_model*.bin")) \
+            else "its model weights are missing"
+    for name, size in manifest.items():
+        file = checkpoint / name
+        if not file.is_file():
+            return f"{name} is missing"
+        if file.stat().st_size != size:
+            return f"{name} has {file.stat().st_size} bytes, {size} were written"
+    return None
+
+
+def latest_checkpoint(output_dir: str | os.PathLike, report: Any = None) -> Path | None:
+    """The newest complete checkpoint; an incomplete newer one (a file of its manifest missing or truncated) is
+    passed over, and ``report`` (a print-like callable) says which and why."""
+    for checkpoint in reversed(list_checkpoints(output_dir)):
+        problem = checkpoint_problem(checkpoint)
+        if problem is None:
+            return checkpoint
+        if report is not None:
+            report(f"warning: checkpoint {checkpoint} is incomplete ({problem}); falling back to the previous one")
+    return None
 
 
 def read_state(checkpoint: str | os.PathLike) -> dict[str, Any]:
     return json.loads((Path(checkpoint) / STATE_FILE).read_text())
 
 
-def save_checkpoint(accelerator: Any, output_dir: str | os.PathLike, step: int, state: dict[str, Any],
-                    keep_last: int = 2) -> Path:
-    """`accelerator.save_state` into ``checkpoints/.tmp-step_N``, then (main process) write trainer_state.json
-    and rename to ``checkpoints/step_N``; older complete checkpoints beyond ``keep_last`` are removed after.
+MANIFEST_KEY = "files"
+"""trainer_state.json lists every file of its checkpoint with its size (checked before a resume)."""
 
-    A crash at any point leaves the previous complete checkpoint untouched and resumable.
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written (disk full, permissions); the message names it and what to do."""
+
+
+def save_checkpoint(accelerator: Any, output_dir: str | os.PathLike, step: int, state: dict[str, Any],
+                    keep_last: int = 2, model: Any = None) -> Path:
+    """`accelerator.save_state` into ``checkpoints/.tmp-step_N``, then (main process) write trainer_state.json
+    (with the manifest of the files and their sizes), fsync every file and the folder, and rename to
+    ``checkpoints/step_N``; older complete checkpoints beyond ``keep_last`` are removed after.
+
+    A crash at any point leaves the previous complete checkpoint untouched and resumable. With ``model``, its
+    weights are checked finite first (`crjepa.train.guards.check_finite_weights`): never a NaN checkpoint. An
+    OSError (disk full, read-only) removes the partial folder and raises CheckpointError.
     """
+    from crjepa.utils.atomic import fsync_dir, fsync_tree
+
     root = checkpoint_dir(output_dir)
     final = root / f"{CHECKPOINT_PREFIX}{step:08d}"
     temporary = root / f".tmp-{final.name}"
-    if accelerator.is_main_process:
-        root.mkdir(parents=True, exist_ok=True)
+    if model is not None:
+        from crjepa.train.guards import check_finite_weights
+
+        check_finite_weights(model, f"checkpoint {final}")
+    try:
+        if accelerator.is_main_process:
+            root.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(temporary, ignore_errors=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(temporary))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            manifest = {str(p.relative_to(temporary)): p.stat().st_size for p in sorted(temporary.rglob("*"))
+                        if p.is_file()}
+            (temporary / STATE_FILE).write_text(json.dumps({**state, "step": step, MANIFEST_KEY: manifest},
+                                                           indent=2) + "\n")
+            fsync_tree(temporary)
+            if final.exists():  # a checkpoint of the same step from an earlier, interrupted run
+                shutil.rmtree(final)
+            os.replace(temporary, final)
+            fsync_dir(root)
+            for old in list_checkpoints(output_dir)[:-max(int(keep_last), 1)]:
+                shutil.rmtree(old, ignore_errors=True)
+            for stale in root.glob(".tmp-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+    except OSError as exc:
         shutil.rmtree(temporary, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(temporary))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        (temporary / STATE_FILE).write_text(json.dumps({**state, "step": step}, indent=2) + "\n")
-        if final.exists():  # a checkpoint of the same step from an earlier, interrupted run
-            shutil.rmtree(final)
-        os.replace(temporary, final)
-        for old in list_checkpoints(output_dir)[:-max(int(keep_last), 1)]:
-            shutil.rmtree(old, ignore_errors=True)
-        for stale in root.glob(".tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
+        previous = latest_checkpoint(output_dir)
+        raise CheckpointError(
+            f"could not write checkpoint {final} ({exc.strerror or exc}"
+            + (f": {exc.filename}" if exc.filename else "") + "); "
+            + (f"the previous checkpoint {previous} is intact: free space (or fix the folder) and rerun with --resume"
+               if previous else "no earlier checkpoint exists: free space (or fix the folder) and rerun")) from None
     accelerator.wait_for_everyone()
     return final
 
 
 __all__ = [
-    "DEFAULTS", "DEFAULT_CONFIG", "COMPILE_MODES", "ConfigError", "compile_for_training", "compiled_modules", "make_optimizer", "ShardedEpochSampler", "build_model_config", "check_output_dir", "check_run_config",
+    "DEFAULTS", "DEFAULT_CONFIG", "COMPILE_MODES", "CheckpointError", "ConfigError", "check_fresh_start",
+    "check_output_path", "checkpoint_problem", "compile_for_training", "compiled_modules", "make_optimizer", "ShardedEpochSampler", "build_model_config", "check_output_dir", "check_run_config",
     "draw_masks", "latest_checkpoint", "prepare_output_dir", "learning_rate", "list_checkpoints", "load_run_config", "no_decay_names",
     "param_groups", "parse_cli", "parse_scalar", "read_state", "report_to", "resolve_key", "save_checkpoint",
     "valid_keys",

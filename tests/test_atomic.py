@@ -1,0 +1,143 @@
+"""crjepa.utils.atomic and crjepa.utils.locks: writers replace only their own output, one writer at a time,
+readers never see a half-replaced folder, stale locks of killed processes are reported (issue 16, items 1, 3, 9)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from crjepa.search.index import RetrievalIndex, build_index
+from crjepa.utils.atomic import MARKER_FILE, OutputExistsError, atomic_dir, lock_file_for
+from crjepa.utils.locks import DirLock, LockedError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _write(target: Path, kind: str = "faiss-index", overwrite: bool = False, text: str = "new") -> None:
+    with atomic_dir(target, kind=kind, overwrite=overwrite) as tmp:
+        (tmp / "payload.txt").write_text(text)
+
+
+def test_unrelated_folder_or_file_is_never_replaced_without_overwrite(tmp_path):
+    precious = tmp_path / "photos"
+    precious.mkdir()
+    (precious / "holiday.jpg").write_text("irreplaceable")
+    with pytest.raises(OutputExistsError, match=r"photos exists, is not empty and is not a crjepa faiss-index .*--overwrite"):
+        _write(precious)
+    assert (precious / "holiday.jpg").read_text() == "irreplaceable"
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep me")
+    with pytest.raises(OutputExistsError, match="exists and is not a folder"):
+        _write(a_file)
+    assert a_file.read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "photos"]  # no hidden leftovers
+    # another kind of our own output is not replaced either
+    _write(tmp_path / "emb", kind="embeddings")
+    with pytest.raises(OutputExistsError, match="holds a crjepa embeddings, not a faiss-index"):
+        _write(tmp_path / "emb")
+    # our own output of the same kind, or an empty folder, is replaced; --overwrite forces
+    _write(tmp_path / "emb", kind="embeddings", text="second")
+    assert (tmp_path / "emb" / "payload.txt").read_text() == "second"
+    assert json.loads((tmp_path / "emb" / MARKER_FILE).read_text()) == {"kind": "embeddings", "version": 1}
+    (tmp_path / "empty").mkdir()
+    _write(tmp_path / "empty")
+    _write(precious, overwrite=True)
+    assert sorted(p.name for p in precious.iterdir()) == [MARKER_FILE, "payload.txt"]
+
+
+def test_written_folder_follows_the_umask_not_0700(tmp_path):
+    old = os.umask(0o022)
+    try:
+        _write(tmp_path / "out")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755
+
+
+def test_a_second_writer_stops_at_once_naming_the_holder(tmp_path):
+    target = tmp_path / "index"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from crjepa.utils.locks import DirLock; "
+         f"lock = DirLock({str(lock_file_for(target))!r}, what='writing faiss-index').acquire(); "
+         "print('locked', flush=True); time.sleep(60)"],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        started = time.perf_counter()
+        with pytest.raises(LockedError, match=rf"in use by another crjepa process: pid {holder.pid} on host .*started"):
+            _write(target)
+        assert time.perf_counter() - started < 2  # at once, no waiting
+        assert not target.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder was killed: its lock file is left behind; the next writer reports it and takes over
+    assert lock_file_for(target).exists()
+    messages = []
+    with DirLock(lock_file_for(target), warn=messages.append, folder=target) as lock:
+        assert lock.stale["pid"] == holder.pid
+    assert len(messages) == 1 and f"stale lock of pid {holder.pid}" in messages[0] and "no longer running" in messages[0]
+    assert not lock_file_for(target).exists()  # released
+
+
+def test_lock_of_another_host_is_not_taken_over(tmp_path):
+    lock_file = tmp_path / ".out.lock"
+    lock_file.write_text(json.dumps({"pid": 1234, "host": "some-other-node", "started": 0, "what": "training run"}))
+    with pytest.raises(LockedError, match=r"locked by pid 1234 on host some-other-node.*delete .*\.out\.lock"):
+        DirLock(lock_file, folder=tmp_path / "out").acquire()
+
+
+def test_concurrent_index_saves_and_readers_never_see_a_half_replaced_index(tmp_path):
+    """The issue's probe, sized for seconds: 60 save calls from 8 threads into one folder while 3 readers load
+    it in a loop. Every save either completes or stops with LockedError; every load sees one complete version
+    (its ids, vectors and metadata agree); nothing is left beside the folder."""
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((200, 16)).astype(np.float32)
+    target = tmp_path / "index"
+
+    def version(v: int) -> RetrievalIndex:  # version v: ids "v<v>-<i>", metadata.sensor = "v<v>"
+        return build_index(vectors, kind="exact", ids=[f"v{v}-{i}" for i in range(200)], sensor=f"v{v}")
+
+    version(0).save(target)
+    stop, problems, loads = threading.Event(), [], [0]
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                index = RetrievalIndex.load(target)
+            except Exception as err:  # noqa: BLE001 - any failure is a finding
+                problems.append(f"load: {type(err).__name__}: {err}")
+                continue
+            tag = index.metadata.sensor
+            _, ids = index.search(vectors[17], k=1)
+            if not all(i.startswith(f"{tag}-") for i in index.ids) or ids[0, 0] != f"{tag}-17":
+                problems.append(f"mixed versions: metadata {tag}, ids {index.ids[:2]}, hit {ids[0, 0]}")
+            loads[0] += 1
+
+    def save(v: int) -> str:
+        try:
+            version(v).save(target)
+            return "saved"
+        except LockedError:
+            return "locked"
+
+    readers = [threading.Thread(target=reader) for _ in range(3)]
+    for t in readers:
+        t.start()
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(save, range(1, 61)))
+    stop.set()
+    for t in readers:
+        t.join()
+    assert not problems, problems[:5]
+    assert set(outcomes) <= {"saved", "locked"} and outcomes.count("saved") >= 1 and loads[0] > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]  # no .old-PID / .tmp / lock leftovers
