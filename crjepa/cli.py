@@ -215,8 +215,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     else:
         if not args.model or not args.sensor:
             raise ValueError("Searching by image needs --model (the model that embedded the archive) and --sensor")
+        image = _load_image(args.image)  # a bad query file fails before the model is loaded
         model = _load_model(args.model, args.device)
-        image = _load_image(args.image)
         targets = [args.target_sensor] if args.target_sensor else archive.sensors
         results = {f"{args.sensor}->{t}": archive.search_by_image(model, image, args.sensor, t, args.k)
                    for t in targets}

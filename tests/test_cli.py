@@ -171,3 +171,108 @@ def test_display_image_picks_bands_by_name():
     assert rgb.shape == (8, 8, 3) and rgb[..., 0].max() == 255  # VV, VH, VV-VH each stretched
     grey = np.asarray(display_image(np.arange(16.0).reshape(1, 4, 4)))
     assert (grey[..., 0] == grey[..., 2]).all()
+
+
+# ---------------------------------------------------------------------------------------------- issue 16
+def test_embed_never_replaces_an_unrelated_folder_or_file(workdir, tmp_path, capsys):
+    """`embed -o` on an existing unrelated folder used to delete it and exit 0; now it stops before any work."""
+    precious = tmp_path / "thesis"
+    precious.mkdir()
+    (precious / "chapter1.tex").write_text("years of work")
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep")
+    args = ["embed", str(workdir / "model"), "synthetic", "--num-pairs", "8", "--split", "test", "--device", "cpu"]
+    for target in (precious, a_file):
+        assert main([*args, "-o", str(target)]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "error:" in err and str(target) in err and "--overwrite" in err, err
+    assert (precious / "chapter1.tex").read_text() == "years of work" and a_file.read_text() == "keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "thesis"]  # nothing hidden moved aside
+    # an earlier archive is replaced; --overwrite replaces anything
+    assert main([*args, "-o", str(workdir / "emb-again")]) == 0
+    assert main([*args, "-o", str(workdir / "emb-again")]) == 0
+    assert main([*args, "-o", str(precious), "--overwrite"]) == 0
+    assert not (precious / "chapter1.tex").exists() and (precious / "embeddings_info.json").is_file()
+    capsys.readouterr()
+
+
+def test_archive_is_published_without_local_paths_and_with_the_umask(workdir, tmp_path):
+    data = tmp_path / "private" / "parquet-export"
+    from crjepa.cli import _load_data
+
+    _load_data({"dataset": "synthetic", "num_pairs": 8}, "test").to_parquet(str(data / "data" / "test-00000-of-00001.parquet"))
+    old = os.umask(0o022)
+    try:
+        code = main(["embed", str(workdir / "model"), str(data), "-o", str(tmp_path / "emb"), "--device", "cpu"])
+    finally:
+        os.umask(old)
+    assert code == 0
+    info = (tmp_path / "emb" / "embeddings_info.json").read_text()
+    card = (tmp_path / "emb" / "README.md").read_text()
+    assert str(tmp_path) not in info and str(tmp_path) not in card
+    assert json.loads(info)["source"]["dataset"] == "parquet-export"
+    assert (tmp_path / "emb").stat().st_mode & 0o777 == 0o755  # not mkdtemp's 0700
+
+
+def test_downloaded_archive_fields_are_not_trusted(workdir, tmp_path, capsys):
+    """A crafted `source` is used only when asked (--data recorded) and checked first; an archive without a
+    fingerprint never passes the model check; bad fields give one error line naming the file."""
+    from crjepa.hub.archive import EmbeddingsError, load_embeddings
+
+    crafted = tmp_path / "crafted"
+    shutil.copytree(workdir / "emb", crafted)
+    info_file = crafted / "embeddings_info.json"
+    info = json.loads(info_file.read_text())
+    info["source"] = {"dataset": "synthetic", "num_pairs": 10_000_000, "image_size": 20_000, "split": "test"}
+    info_file.write_text(json.dumps(info))
+    search = ["search", str(crafted), "--id", QUERY, "-k", "2", "--png", str(tmp_path / "g.png")]
+    assert main(search) == 1
+    assert "pass --data recorded to use it" in capsys.readouterr().err  # never regenerated without asking
+    assert main([*search, "--data", "recorded"]) == 1
+    assert "num_pairs=10000000 is outside" in capsys.readouterr().err and not (tmp_path / "g.png").exists()
+
+    model = CRJepaModel.from_pretrained(workdir / "model")
+    capsys.readouterr()  # the weight-loading progress bar
+    info["model_fingerprint"] = ""
+    info_file.write_text(json.dumps(info))
+    with pytest.raises(EmbeddingsError, match="records no model fingerprint"):
+        load_embeddings(crafted, model=model)
+    for field, value, message in (("dimension", 10**9, "dimension must be an integer"),
+                                  ("vector_columns", ["../../etc_cross"], "vector_columns must be a list"),
+                                  ("indices", {"s1_cross": "ondisk"}, "indices must map")):
+        bad = {**info, field: value}
+        info_file.write_text(json.dumps(bad))
+        assert main(["search", str(crafted), "--id", QUERY]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and str(info_file) in err and message in err, err
+
+
+def test_bad_files_give_one_error_line_naming_the_file(workdir, tmp_path, capsys):
+    """Issue 16 item 8: truncated index.faiss, unknown key in index.json, corrupt PNG query, embed -o on a
+    read-only file system."""
+    broken = tmp_path / "emb"
+    shutil.copytree(workdir / "emb", broken)
+    index_file = broken / "faiss" / "s1_cross" / "index.faiss"
+    index_file.write_bytes(index_file.read_bytes()[:100])
+    assert main(["search", str(broken), "--id", QUERY, "--direction", "s1->s2"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(index_file) in err and "truncated or corrupt" in err, err
+    shutil.rmtree(broken)
+    shutil.copytree(workdir / "emb", broken)
+    meta_file = broken / "faiss" / "s2_cross" / "index.json"
+    meta_file.write_text(json.dumps({**json.loads(meta_file.read_text()), "extra": 1}))
+    assert main(["search", str(broken), "--id", QUERY, "--direction", "s1->s2"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(meta_file) in err and "unknown key(s) ['extra']" in err, err
+
+    png = tmp_path / "query.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    assert main(["search", str(workdir / "emb"), "--image", str(png), "--sensor", "s2", "--model",
+                 str(workdir / "model"), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(png) in err and "not a readable image" in err, err
+
+    readonly = Path("/proc/crjepa-emb")  # a file system nobody (not even root) may create folders in
+    assert main(["embed", str(workdir / "model"), "synthetic", "--num-pairs", "8", "-o", str(readonly / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(readonly) in err and "choose a writable path" in err, err
