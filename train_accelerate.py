@@ -52,6 +52,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except errors as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # disk full, read-only or vanished folder while writing outputs: one line, no traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}; free space or fix the folder, then rerun (--resume continues "
+              "from the last checkpoint)", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -310,7 +310,11 @@ def _setup(config: dict[str, Any], model_config: Any, output_dir: Path, lock: An
     # data, checked before the model is built
     with accelerator.main_process_first():
         dataset = load_data(config, model_config)
-    train_set = select_split(dataset, data["train_split"])
+    try:
+        train_set = select_split(dataset, data["train_split"])
+    except ValueError as exc:  # no such split / no rows in it
+        raise ConfigError(f"The training split {data['train_split']!r} of {data['name'] or data['path'] or data['source']}"
+                          f" is unusable: {exc}; choose another data.train_split or check the exported data") from None
     if len(train_set) == 0:
         raise ConfigError(f"The training split {data['train_split']!r} of {data['name'] or data['path'] or data['source']} "
                           "is empty; choose another data.train_split or check the exported data")

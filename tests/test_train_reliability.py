@@ -1,0 +1,249 @@
+"""Issue 16 probes on the training run (crjepa/train/loop.py, training.py, guards.py): NaN, two runs on one
+folder, checks before the work, strict resume, atomic outputs, published paths, what precision really ran.
+
+In-process runs of `train_accelerate.main` on tiny synthetic data (a few seconds each); one subprocess run
+where a real second process is the point."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import train_accelerate
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = [
+    "--data.options", "{num_train: 64, num_validation: 0, num_test: 32, image_size: 32, seed: 0}",
+    "--data.batch_size", "16", "--epochs", "2", "--warmup_epochs", "0.5", "--lr", "2e-3",
+    "--model.sigreg_num_directions", "64", "--eval.batch_size", "128", "--checkpoint.every_steps", "0",
+    "--logging.every_steps", "1", "--logging.report_to", "none", "--logging.progress_bar", "false",
+    "--embeddings.index", "exact", "--eval.before_training", "false", "--embeddings.write", "false",
+]
+DIVERGE = ["--warmup_epochs", "0", "--lr_start", "1e12", "--lr", "1e12"]
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)  # each in-process run picks its own precision
+
+
+def strict_json_lines(path: Path) -> list[dict]:
+    def no_nan(token: str) -> None:
+        raise ValueError(f"bare {token} in {path}: not valid JSON")
+
+    return [json.loads(line, parse_constant=no_nan) for line in path.read_text().splitlines()]
+
+
+def error_line(capsys) -> str:
+    """The run's error message (one `error:` entry, possibly listing several problems), never a traceback."""
+    err = capsys.readouterr().err
+    assert err.count("error: ") == 1 and "Traceback" not in err, err[-3000:]
+    return err[err.index("error: "):]
+
+
+# ---------------------------------------------------------------------------------------------- item 2: NaN
+def test_diverging_run_stops_naming_step_and_term_before_writing_anything(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = train_accelerate.main(TINY + DIVERGE + ["--output_dir", str(out), "--checkpoint.every_steps", "2"])
+    assert code == 2
+    err = error_line(capsys)
+    assert re.search(r"training diverged: loss term '[\w/>-]+' became NaN/inf at step 2 \(lr", err), err
+    assert "training.nonfinite skip" in err
+    assert not (out / "checkpoints").exists() and not (out / "model").exists()  # no NaN checkpoint or model
+    logged = strict_json_lines(out / "train_log.jsonl")
+    assert [r["step"] for r in logged] == [1]  # the finite step is logged, the NaN one is not
+
+
+def test_skip_mode_skips_non_finite_steps_up_to_the_limit_and_the_log_stays_json(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = train_accelerate.main(TINY + DIVERGE + ["--output_dir", str(out), "--training.nonfinite", "skip",
+                                                   "--training.max_skipped_steps", "3"])
+    assert code == 2
+    err = error_line(capsys)
+    assert "4 steps skipped for non-finite" in err and "steps [2, 3, 4, 5]" in err, err
+    logged = strict_json_lines(out / "train_log.jsonl")
+    assert [r["step"] for r in logged] == [1, 2, 3, 4]
+    assert logged[1].get("train/loss") is None and logged[1]["train/grad_norm"] is None  # skipped: nothing to average
+
+
+# ---------------------------------------------------------------------------------------------- item 3: locks
+def test_second_run_on_a_folder_stops_at_once_and_a_killed_runs_lock_is_reported(tmp_path, capsys):
+    out = tmp_path / "run"
+    first = subprocess.Popen(
+        [sys.executable, "train_accelerate.py", *TINY, "--epochs", "200", "--checkpoint.every_steps", "3",
+         "--output_dir", str(out)],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not (out / "checkpoints").is_dir() and time.time() < deadline:
+            time.sleep(0.2)
+        assert (out / ".crjepa-run.lock").is_file()
+        started = time.perf_counter()
+        assert train_accelerate.main(TINY + ["--epochs", "200", "--output_dir", str(out), "--resume"]) == 2
+        err = error_line(capsys)
+        assert f"in use by another crjepa process: pid {first.pid} on host" in err and "training run" in err, err
+        assert time.perf_counter() - started < 10  # before any data or model work
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    # the killed run left its lock: the next run says so, takes over and resumes
+    code = train_accelerate.main(TINY + ["--epochs", "200", "--output_dir", str(out), "--resume", "--max_steps", "1"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err[-2000:]
+    assert f"stale lock of pid {first.pid}" in captured.err and "no longer running" in captured.err
+    assert "Resuming from" in captured.out and not (out / ".crjepa-run.lock").exists()
+
+
+# ---------------------------------------------------------------------------------------------- item 6: checks first
+def test_data_problems_fail_before_training_and_leave_no_folder(tmp_path, capsys):
+    from crjepa.data.loading import load_paired_dataset
+
+    out = tmp_path / "out"
+    assert train_accelerate.main(TINY + ["--output_dir", str(out), "--eval.k", "40"]) == 2
+    err = error_line(capsys)
+    assert "eval.k=40 is larger than the 31 candidates per query" in err and "lower eval.k" in err
+    assert not out.exists()  # the output folder is created only once every check passed
+
+    data = tmp_path / "dupes"
+    test = load_paired_dataset("synthetic", split="test", num_train=0, num_validation=0, num_test=32, image_size=32)
+    for shard in range(2):  # the same rows twice: duplicate ids
+        test.to_parquet(str(data / "data" / f"test-{shard:05d}-of-00002.parquet"))
+    train = load_paired_dataset("synthetic", split="train", num_train=32, num_validation=0, num_test=0, image_size=32)
+    train.to_parquet(str(data / "data" / "train-00000-of-00001.parquet"))
+    args = TINY + ["--data.options", "{}", "--data.source", str(data), "--output_dir", str(out)]
+    assert train_accelerate.main(args) == 2
+    assert "32 id(s) of " in error_line(capsys) and not out.exists()
+
+    args_empty = TINY + ["--data.options", "{num_train: 64, num_validation: 0, num_test: 32, image_size: 32}",
+                         "--data.train_split", "validation", "--output_dir", str(out)]
+    assert train_accelerate.main(args_empty) == 2
+    assert "training split 'validation'" in error_line(capsys) and not out.exists()
+
+
+# ---------------------------------------------------------------------------------------------- item 7: resume
+def test_resume_is_strict_falls_back_to_a_complete_checkpoint_and_does_not_repeat_the_log(tmp_path, capsys):
+    out = tmp_path / "run"
+    base = TINY + ["--output_dir", str(out), "--checkpoint.every_steps", "2", "--checkpoint.keep_last", "3"]
+    assert train_accelerate.main(base + ["--max_steps", "5"]) == 0
+    assert [p.name for p in sorted((out / "checkpoints").iterdir())] == ["step_00000002", "step_00000004",
+                                                                         "step_00000005"]
+    capsys.readouterr()
+    # a changed global batch or epoch count would reinterpret the step count and schedule: refused
+    assert train_accelerate.main(base + ["--resume", "--data.batch_size", "32"]) == 2
+    assert "global_batch: 16 in the checkpoint, 32 now" in error_line(capsys)
+    assert train_accelerate.main(base + ["--resume", "--epochs", "3"]) == 2
+    assert "epochs: 2 in the checkpoint, 3 now" in error_line(capsys)
+    # another architecture: one line, no traceback
+    assert train_accelerate.main(base + ["--resume", "--model.retrieval_dim", "48"]) == 2
+    assert "does not fit this model" in error_line(capsys)
+    # the newest checkpoint lost its weights (a kill, a bad copy): resume from the previous complete one
+    for weights in (out / "checkpoints" / "step_00000005").glob("model*.safetensors"):
+        weights.unlink()
+    seconds_before = json.loads((out / "checkpoints" / "step_00000004" / "trainer_state.json").read_text())["train_seconds"]
+    assert train_accelerate.main(base + ["--resume"]) == 0
+    captured = capsys.readouterr()
+    assert "step_00000005 is incomplete (model.safetensors is missing)" in captured.out + captured.err
+    assert "Resuming from" in captured.out and "step 4 of 8" in captured.out
+    assert [r["step"] for r in strict_json_lines(out / "train_log.jsonl")] == list(range(1, 9))  # no repeats
+    results = json.loads((out / "results.json").read_text())
+    assert results["train_seconds"] > seconds_before  # the earlier segment counts too
+
+
+# ---------------------------------------------------------------------------------------------- items 5, 6, 9
+def test_card_names_no_local_path_and_the_precision_that_really_ran(tmp_path, capsys):
+    out = tmp_path / "private-folder" / "run"
+    code = train_accelerate.main(TINY + ["--output_dir", str(out), "--max_steps", "1", "--embeddings.write", "true",
+                                         "--training.mixed_precision", "fp16"])
+    assert code == 0, capsys.readouterr().err[-2000:]
+    card = (out / "model" / "README.md").read_text()
+    assert str(tmp_path) not in card and "private-folder" not in card
+    assert "output_dir: run" in card
+    assert "fp16 was requested but is not supported on cpu" in card
+    assert "fp16 was requested but is not supported on cpu" in capsys.readouterr().err
+    for published in (out / "embeddings").rglob("*"):
+        if published.is_file() and published.suffix in (".json", ".md"):
+            assert str(tmp_path) not in published.read_text(), published
+
+
+def test_model_folder_is_written_whole_or_not_at_all(tmp_path, capsys, monkeypatch):
+    """A failure (disk full, kill) while the card is written used to leave model/ with weights and no card."""
+    from huggingface_hub import ModelCard
+
+    def disk_full(self, path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(ModelCard, "save", disk_full)
+    out = tmp_path / "run"
+    assert train_accelerate.main(TINY + ["--output_dir", str(out), "--max_steps", "1"]) == 2
+    err = error_line(capsys)
+    assert "No space left on device" in err and "README.md" in err
+    assert not (out / "model").exists() and [p.name for p in out.iterdir() if p.name.startswith(".model")] == []
+
+
+def test_disk_full_during_a_checkpoint_keeps_the_previous_one(tmp_path, capsys, monkeypatch):
+    from accelerate import Accelerator
+
+    real_save = Accelerator.save_state
+    calls = []
+
+    def save_then_fill_the_disk(self, output_dir, *args, **kwargs):
+        calls.append(output_dir)
+        if len(calls) == 2:
+            Path(output_dir).mkdir(parents=True, exist_ok=True)
+            (Path(output_dir) / "model.safetensors").write_bytes(b"half")
+            raise OSError(errno.ENOSPC, "No space left on device", str(Path(output_dir) / "optimizer.bin"))
+        return real_save(self, output_dir, *args, **kwargs)
+
+    monkeypatch.setattr(Accelerator, "save_state", save_then_fill_the_disk)
+    out = tmp_path / "run"
+    assert train_accelerate.main(TINY + ["--output_dir", str(out), "--checkpoint.every_steps", "2"]) == 2
+    err = error_line(capsys)
+    assert "could not write checkpoint" in err and "step_00000004" in err and "No space left on device" in err
+    assert "the previous checkpoint" in err and "step_00000002 is intact" in err and "--resume" in err
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step_00000002"]  # no partial folder
+
+
+def test_checkpoint_files_and_folder_are_fsynced_before_the_publishing_rename(tmp_path, monkeypatch):
+    import torch
+    from accelerate import Accelerator
+
+    from crjepa.train.training import save_checkpoint
+
+    accelerator = Accelerator(cpu=True)
+    model = torch.nn.Linear(4, 4)
+    optimizer = torch.optim.AdamW(model.parameters())
+    model, optimizer = accelerator.prepare(model, optimizer)
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))),
+                                                 real_fsync(fd)))
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("replace", str(a))), real_replace(a, b)))
+    final = save_checkpoint(accelerator, tmp_path, 3, {"micro_step": 3}, model=model)
+    publish = events.index(("replace", str(tmp_path / "checkpoints" / ".tmp-step_00000003")))
+    synced = {path for kind, path in events[:publish] if kind == "fsync"}
+    temporary = str(tmp_path / "checkpoints" / ".tmp-step_00000003")
+    for file in final.iterdir():
+        assert f"{temporary}/{file.name}" in synced, file.name
+    assert temporary in synced  # the folder itself
+    assert ("fsync", str(tmp_path / "checkpoints")) in events[publish:]  # and the rename, after it
+    # never a checkpoint with non-finite weights
+    with torch.no_grad():
+        model.weight[0, 0] = float("nan")
+    from crjepa.train.guards import NonFiniteError
+
+    with pytest.raises(NonFiniteError, match="parameter 'weight' holds NaN"):
+        save_checkpoint(accelerator, tmp_path, 4, {"micro_step": 4}, model=model)
+    assert not (tmp_path / "checkpoints" / "step_00000004").exists()
