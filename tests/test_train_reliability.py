@@ -127,6 +127,12 @@ def test_data_problems_fail_before_training_and_leave_no_folder(tmp_path, capsys
     assert train_accelerate.main(args) == 2
     assert "32 id(s) of " in error_line(capsys) and not out.exists()
 
+    shard = data / "data" / "train-00000-of-00001.parquet"  # a truncated training shard
+    shard.write_bytes(shard.read_bytes()[:2000])
+    assert train_accelerate.main(args) == 2
+    err = error_line(capsys)
+    assert f"{shard} is not a readable Parquet file" in err and "export the data again" in err and not out.exists()
+
     args_empty = TINY + ["--data.options", "{num_train: 64, num_validation: 0, num_test: 32, image_size: 32}",
                          "--data.train_split", "validation", "--output_dir", str(out)]
     assert train_accelerate.main(args_empty) == 2

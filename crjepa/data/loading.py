@@ -72,10 +72,25 @@ def _load_parquet(folder: Path, split: str | None, cache_dir: str | None = None)
         raise DataError(f"No exported Parquet shards (<split>-NNNNN-of-NNNNN.parquet) in {base}")
     if split is not None and split not in files:
         raise DataError(f"{folder} has no {split!r} split; it has {list(files)}")
+    _check_parquet_files([f for s, fs in files.items() if split in (None, s) for f in fs])
     dd = datasets.load_dataset("parquet", data_files=files, cache_dir=cache_dir)
     if split is not None:
         return dd[split]
     return datasets.concatenate_datasets([dd[s] for s in files])
+
+
+def _check_parquet_files(files: Sequence[str]) -> None:
+    """Read each shard's footer (cheap) so a truncated or corrupt file is one DataError naming it, not a
+    traceback from deep inside `datasets`."""
+    import pyarrow.parquet as pq
+
+    for file in files:
+        try:
+            pq.read_metadata(file)
+        except (OSError, pa.ArrowException) as exc:
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise DataError(f"{file} is not a readable Parquet file ({reason}); export the data again "
+                            "(`python -m datasets_scripts ...`) or remove the file") from None
 
 
 def _load_builder(name: str, split: str | None, cache_dir: str | None = None, **kw: Any) -> datasets.Dataset:
