@@ -411,7 +411,7 @@ def export_builder(
     if push_to_hub:
         api = prepare_push(push_to_hub, token=token, api=api)
     card = dict(card or getattr(builder, "CARD", {}) or {})
-    from crjepa.utils.atomic import atomic_dir  # the one atomic-folder mechanism of the project
+    from crjepa.utils.atomic import MARKER_FILE, atomic_dir  # the one atomic-folder mechanism of the project
 
     with atomic_dir(output_dir, kind="dataset-export", overwrite=overwrite) as tmp:
         work = tmp / "_work"  # datasets also writes lock files next to its output folder
@@ -441,7 +441,8 @@ def export_builder(
     logger.info("Exported %s to %s", dict(splits), output_dir)
     if push_to_hub:
         _hub_call("upload", push_to_hub, api.upload_folder, folder_path=str(output_dir), repo_id=push_to_hub,
-                  repo_type="dataset", commit_message=f"Upload {card.get('pretty_name', 'dataset')} (crjepa)")
+                  repo_type="dataset", commit_message=f"Upload {card.get('pretty_name', 'dataset')} (crjepa)",
+                  ignore_patterns=[MARKER_FILE])  # the local writer's marker is not part of the data set
     return output_dir
 
 

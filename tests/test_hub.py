@@ -156,6 +156,7 @@ def test_push_goes_through_the_injected_client(archive_dir):
     upload = api.calls[2][1]
     assert upload["folder_path"] == str(archive_dir) and upload["repo_type"] == "dataset"
     assert upload["repo_id"] == "someone/emb" and upload["commit_message"]
+    assert (archive_dir / ".crjepa-output.json").is_file() and upload["ignore_patterns"] == [".crjepa-output.json"]
 
 
 def test_hub_access_failures_are_one_clear_sentence(monkeypatch, tmp_path):

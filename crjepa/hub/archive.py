@@ -529,10 +529,17 @@ def load_embeddings(repo_or_folder: str | Path, api: Any = None, *, revision: st
     Stored faiss indices are loaded and checked against the archive's model fingerprint; missing ones are built
     on first search. With ``model``, the archive must have been embedded by that model.
     """
+    from crjepa.utils.atomic import read_consistently
+
+    folder = _resolve_folder(repo_or_folder, api, revision, token)
+    # every file from one version of the folder, even while `crjepa embed` replaces it
+    return read_consistently(folder, lambda path: _open_archive(path, model, load_indices))
+
+
+def _open_archive(folder: Path, model: Any, load_indices: bool) -> EmbeddingArchive:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    folder = _resolve_folder(repo_or_folder, api, revision, token)
     info_path = folder / INFO_FILE
     if not info_path.is_file():
         raise EmbeddingsError(f"{folder} is not a CR-JEPA embeddings archive: {INFO_FILE} is missing")

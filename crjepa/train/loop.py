@@ -1,13 +1,16 @@
 """The training run of train_accelerate.py, as named steps (I-JEPA's train.py, open_clip's train_one_epoch).
 
-    run = setup(argv)                      # 1. configuration, output folder, Hub access, data, model, optimiser
+    run = setup(argv)                      # 1. configuration, lock, Hub access, data + checks, model, optimiser,
+                                           #    then the output folder (nothing is created before the checks)
     state = start(run)                     # 2. resume, trackers, the random-initialisation baseline
     for batch in batches(run, state):      # 3. the loop over the seeded, resumable data order
         train_step(run, state, batch)      #    one micro-step: preprocess, masks, forward, backward, optimiser
         after_step(run, state)             #    after an optimiser step: log / evaluate / checkpoint
     summary = finish(run, state)           # 4. final scores, model + card, embeddings + index, uploads
 
-`train(argv)` chains them. `Run` holds what is fixed for the run, `TrainState` what changes step by step
+Reliability (docs/RELIABILITY.md): the run holds a lock on its output folder (`lock_output_dir`); non-finite
+losses stop it before anything is written (`crjepa.train.guards`); a resume must keep the settings of its
+checkpoint (`check_resume`). `train(argv)` chains them. `Run` holds what is fixed for the run, `TrainState` what changes step by step
 (the step counters, the loss meter, timings): nothing lives in loose locals, so each step is testable alone.
 """
 
