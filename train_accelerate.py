@@ -33,20 +33,16 @@ from crjepa.train.training import ConfigError
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point: errors a person can fix are printed as one message with exit status 2."""
-    from crjepa.hub.archive import EmbeddingsError, HubError
+    from crjepa.data.schema import DataError
+    from crjepa.hub.access import HubError
+    from crjepa.hub.archive import EmbeddingsError
     from crjepa.train.guards import NonFiniteError
     from crjepa.train.training import CheckpointError
     from crjepa.utils.atomic import OutputExistsError
     from crjepa.utils.locks import LockedError
 
-    errors: tuple[type[BaseException], ...] = (ConfigError, HubError, EmbeddingsError, NonFiniteError,
+    errors: tuple[type[BaseException], ...] = (ConfigError, HubError, DataError, EmbeddingsError, NonFiniteError,
                                                 CheckpointError, LockedError, OutputExistsError)
-    try:
-        from datasets_scripts.common import DataError
-
-        errors += (DataError,)
-    except ImportError:
-        pass
     try:
         train(argv)
     except errors as exc:

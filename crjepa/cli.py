@@ -83,48 +83,6 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-workers", type=int, default=0, help="data loader worker processes (default 0)")
 
 
-def _load_image(path: str) -> Any:
-    """A query image file -> native (C, H, W) array: .npy as stored, .tif via rasterio, .png/.jpg via Pillow."""
-    import numpy as np
-
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"Query image {path} does not exist")
-    suffix = file.suffix.lower()
-    if suffix == ".npy":
-        try:
-            image = np.load(file, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as err:
-            raise ValueError(f"Query image {path} is not a readable .npy array ({err}); save it with numpy.save") from None
-    elif suffix in (".tif", ".tiff"):
-        try:
-            import rasterio
-
-            with rasterio.open(file) as src:
-                image = src.read()
-        except ImportError:
-            from PIL import Image
-
-            image = np.asarray(Image.open(file))
-    else:
-        from PIL import Image, UnidentifiedImageError
-
-        try:
-            with Image.open(file) as opened:
-                image = np.asarray(opened)
-        except (UnidentifiedImageError, OSError, SyntaxError) as err:
-            raise ValueError(f"Query image {path} is not a readable image ({type(err).__name__}: "
-                             f"{str(err).splitlines()[0] if str(err) else 'corrupt'}); pass a valid .png, .tif "
-                             "or .npy file") from None
-    if image.ndim == 2:
-        image = image[None]
-    elif suffix not in (".npy", ".tif", ".tiff") and image.ndim == 3:
-        image = image.transpose(2, 0, 1)  # Pillow gives (H, W, C)
-    if image.ndim != 3:
-        raise ValueError(f"Query image {path} has shape {image.shape}; expected (C, H, W)")
-    return image
-
-
 # ---------------------------------------------------------------------------------------------- commands
 def cmd_embed(args: argparse.Namespace) -> int:
     from crjepa.hub.archive import OUTPUT_KIND
@@ -215,7 +173,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     else:
         if not args.model or not args.sensor:
             raise ValueError("Searching by image needs --model (the model that embedded the archive) and --sensor")
-        image = _load_image(args.image)  # a bad query file fails before the model is loaded
+        from crjepa.data.images import read_image
+
+        image = read_image(args.image)  # a bad query file fails before the model is loaded
         model = _load_model(args.model, args.device)
         targets = [args.target_sensor] if args.target_sensor else archive.sensors
         results = {f"{args.sensor}->{t}": archive.search_by_image(model, image, args.sensor, t, args.k)
@@ -235,6 +195,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 def _write_png(args: argparse.Namespace, archive: Any, results: dict[str, Any]) -> None:
     """The result grid: images come from --data SOURCE, or with ``--data recorded`` from the data source the
     archive records (an archive may come from the Hub: its record is used only when asked, and checked)."""
+    from crjepa.data.images import read_image
     from crjepa.eval.visualize import DatasetImages, image_grid, query_grid
 
     recorded = dict(archive.info.get("source") or {})
@@ -247,7 +208,7 @@ def _write_png(args: argparse.Namespace, archive: Any, results: dict[str, Any]) 
     if args.id is not None:
         grid = query_grid(archive, images, args.id, list(results), args.k, tile=args.tile)
     else:
-        grid = image_grid(archive, images, _load_image(args.image), args.sensor,
+        grid = image_grid(archive, images, read_image(args.image), args.sensor,
                           {d.split("->")[1]: hits for d, hits in results.items()}, tile=args.tile)
     Path(args.png).parent.mkdir(parents=True, exist_ok=True)
     grid.save(args.png)

@@ -3,7 +3,7 @@
 Every builder in this package writes rows with the same schema (docs/CONTRACTS.md): ``id``, one
 ``Array3D(C, H, W)`` column per sensor at native size and dtype, ``labels`` (list of class ids with the class
 names in the features), ``split`` and string metadata columns. `paired_features` is the only place that schema
-is spelled out; `read_image` / `probe_image` are the only image readers (GeoTIFF, PNG/JPEG, .npy).
+is spelled out; `read_image` / `probe_image` (crjepa.data.images, re-exported here) are the only image readers.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import os
 import random
 import shutil
 import tempfile
-import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,101 +21,20 @@ from typing import Any
 import datasets
 import numpy as np
 
+from crjepa.data.images import IMAGE_SUFFIXES, NPY_SUFFIXES, PNG_SUFFIXES, TIFF_SUFFIXES, probe_image, read_image  # noqa: F401
+from crjepa.hub.access import HubError, prepare_push, upload_folder
 from crjepa.data.schema import SPLITS, DataError, SensorSpec, paired_features, sensor_columns  # the schema's one home
 
 logger = logging.getLogger(__name__)
 
-PNG_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-TIFF_SUFFIXES = (".tif", ".tiff")
-NPY_SUFFIXES = (".npy",)
-IMAGE_SUFFIXES = PNG_SUFFIXES + TIFF_SUFFIXES + NPY_SUFFIXES
 
-
-class PublishError(RuntimeError):
-    """Pushing to the Hugging Face Hub failed (no network, no token, no rights)."""
+PublishError = HubError
+"""Pushing to the Hugging Face Hub failed (no network, no token, no rights): crjepa.hub.access.HubError."""
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Schema
+# Checking images against the schema (the readers themselves live in crjepa.data.images)
 # ----------------------------------------------------------------------------------------------------------
-# ----------------------------------------------------------------------------------------------------------
-# Image readers: one per format, shared by every builder
-# ----------------------------------------------------------------------------------------------------------
-def _pil_dtype(mode: str) -> str:
-    if mode.startswith("I;16"):
-        return "uint16"
-    return {"I": "int32", "F": "float32", "1": "bool"}.get(mode, "uint8")
-
-
-def probe_image(path: str | os.PathLike) -> SensorSpec:
-    """Shape (C, H, W) and dtype of an image file, from its header only (cheap; used to validate a whole set
-    before anything is written)."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if not path.is_file():
-        raise DataError(f"Missing image file: {path}")
-    try:
-        if suffix in TIFF_SUFFIXES:
-            import rasterio
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                with rasterio.open(path) as src:
-                    return SensorSpec((src.count, src.height, src.width), np.dtype(src.dtypes[0]).name)
-        if suffix in PNG_SUFFIXES:
-            from PIL import Image
-
-            with Image.open(path) as img:
-                return SensorSpec((len(img.getbands()), img.height, img.width), _pil_dtype(img.mode))
-        if suffix in NPY_SUFFIXES:
-            with open(path, "rb") as f:  # header only
-                major, _ = np.lib.format.read_magic(f)
-                fmt = np.lib.format
-                read_header = fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0
-                found, _, dtype = read_header(f)
-            if dtype.hasobject:
-                raise DataError(f"{path}: .npy holds Python objects (pickles), which are never loaded; "
-                                "save a numeric array")
-            shape = (1, *found) if len(found) == 2 else tuple(found)
-            if len(shape) != 3:
-                raise DataError(f"{path}: .npy images must be (C, H, W) or (H, W), found shape {tuple(found)}")
-            return SensorSpec(shape, dtype.name)
-    except DataError:
-        raise
-    except Exception as exc:  # rasterio/PIL/numpy raise many types for a corrupt file
-        raise DataError(f"Cannot read image file {path}: {type(exc).__name__}: {exc}") from exc
-    raise DataError(f"Unsupported image format {suffix!r} for {path}; use one of {', '.join(IMAGE_SUFFIXES)}")
-
-
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as a (C, H, W) array of its native dtype: GeoTIFF (rasterio), PNG/JPEG (pillow,
-    HWC converted to CHW; RGBA PNG gives 4 channels) or .npy (numpy, no pickles)."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if not path.is_file():
-        raise DataError(f"Missing image file: {path}")
-    try:
-        if suffix in TIFF_SUFFIXES:
-            import rasterio
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                with rasterio.open(path) as src:
-                    return src.read()
-        if suffix in PNG_SUFFIXES:
-            from PIL import Image
-
-            with Image.open(path) as img:
-                arr = np.asarray(img)
-            return arr[None] if arr.ndim == 2 else np.ascontiguousarray(arr.transpose(2, 0, 1))
-        if suffix in NPY_SUFFIXES:
-            arr = np.load(path, allow_pickle=False)
-            return arr[None] if arr.ndim == 2 else arr
-    except Exception as exc:
-        raise DataError(f"Cannot read image file {path}: {type(exc).__name__}: {exc}") from exc
-    raise DataError(f"Unsupported image format {suffix!r} for {path}; use one of {', '.join(IMAGE_SUFFIXES)}")
-
-
 def check_spec(found: SensorSpec, expected: SensorSpec, source: str, sensor: str) -> None:
     """Raise a DataError naming the file and sensor if a shape differs or a dtype cannot be cast safely."""
     if tuple(found.shape) != tuple(expected.shape):
@@ -304,33 +222,6 @@ def _progress(items: Sequence[Any], desc: str) -> Iterable[Any]:
 # ----------------------------------------------------------------------------------------------------------
 # Export: Parquet shards + dataset card, atomically; optional push to the Hub
 # ----------------------------------------------------------------------------------------------------------
-_HUB_HINT = "log in with `hf auth login` (or pass --token), check the network and that you may write to it"
-
-
-def _hub_call(what: str, repo_id: str, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
-    """Run one Hub call and turn any failure into a one-sentence PublishError."""
-    try:
-        return fn(*args, **kwargs)
-    except Exception as exc:
-        text = " ".join(str(exc).split())
-        msg = text.split(". ")[0].rstrip(".") if text else type(exc).__name__  # the hub's first sentence
-        raise PublishError(
-            f"Could not push to the Hub dataset repo {repo_id!r} ({what} failed: {msg}); {_HUB_HINT}."
-        ) from None
-
-
-def prepare_push(repo_id: str, token: str | None = None, api: Any = None, private: bool = False) -> Any:
-    """Check credentials and create the dataset repo BEFORE any conversion work; returns the Hub client."""
-    if api is None:
-        from huggingface_hub import HfApi
-
-        api = HfApi(token=token)
-    _hub_call("authentication", repo_id, api.whoami)
-    _hub_call("repo creation", repo_id, api.create_repo, repo_id, repo_type="dataset", exist_ok=True,
-              private=private)
-    return api
-
-
 def render_card(
     info: datasets.DatasetInfo, splits: Mapping[str, int], card: Mapping[str, Any] | None = None,
     repo_id: str | None = None,
@@ -409,9 +300,9 @@ def export_builder(
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
         raise DataError(f"Output folder {output_dir} exists and is not empty; remove it or pass overwrite=True")
     if push_to_hub:
-        api = prepare_push(push_to_hub, token=token, api=api)
+        api, _ = prepare_push(push_to_hub, repo_type="dataset", token=token, api=api)
     card = dict(card or getattr(builder, "CARD", {}) or {})
-    from crjepa.utils.atomic import MARKER_FILE, atomic_dir  # the one atomic-folder mechanism of the project
+    from crjepa.utils.atomic import atomic_dir  # the one atomic-folder mechanism of the project
 
     with atomic_dir(output_dir, kind="dataset-export", overwrite=overwrite) as tmp:
         work = tmp / "_work"  # datasets also writes lock files next to its output folder
@@ -440,9 +331,8 @@ def export_builder(
         (tmp / "README.md").write_text(render_card(builder.info, splits, card, push_to_hub), encoding="utf-8")
     logger.info("Exported %s to %s", dict(splits), output_dir)
     if push_to_hub:
-        _hub_call("upload", push_to_hub, api.upload_folder, folder_path=str(output_dir), repo_id=push_to_hub,
-                  repo_type="dataset", commit_message=f"Upload {card.get('pretty_name', 'dataset')} (crjepa)",
-                  ignore_patterns=[MARKER_FILE])  # the local writer's marker is not part of the data set
+        upload_folder(api, output_dir, push_to_hub, repo_type="dataset", token=token,
+                      commit_message=f"Upload {card.get('pretty_name', 'dataset')} (crjepa)")
     return output_dir
 
 

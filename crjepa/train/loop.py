@@ -63,7 +63,7 @@ TRAIN_LOG_FILE = "train_log.jsonl"
 # ---------------------------------------------------------------------------------------------- helpers
 def check_hub(config: dict[str, Any]) -> None:
     """Fail before training when a requested push cannot work (offline, no token, token refused)."""
-    from crjepa.hub.archive import check_hub_access
+    from crjepa.hub.access import check_hub_access
 
     hub = config["hub"]
     if hub["push_to_hub"]:
@@ -655,7 +655,7 @@ def _class_names(embeddings: Any) -> list[str]:
 
 def push(config: dict[str, Any], model_dir: Path, embeddings_dir: Path, say: Any) -> None:
     """Upload the model folder and, when asked, the embeddings archive (main process only)."""
-    from crjepa.hub.archive import push_folder
+    from crjepa.hub.access import push_folder
 
     hub = config["hub"]
     if hub["push_to_hub"]:
