@@ -37,7 +37,8 @@ MARKER_FILE = ".crjepa-output.json"
 MARKER_VERSION = 1
 T = TypeVar("T")
 
-__all__ = ["MARKER_FILE", "LockedError", "OutputExistsError", "atomic_dir", "check_replaceable", "fsync_tree",
+__all__ = ["MARKER_FILE", "LockedError", "OutputExistsError", "atomic_dir", "atomic_write_json", "atomic_write_text",
+           "check_replaceable", "fsync_tree",
            "read_consistently", "read_marker", "write_marker"]
 
 
@@ -200,3 +201,27 @@ def _changed(folder: Path, inode: int) -> bool:
         return os.stat(folder).st_ino != inode
     except FileNotFoundError:
         return True
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:
+    """One file, atomically: ``text`` goes to a temp file beside ``path`` (fsynced), which is then renamed over
+    ``path``, so readers see the old or the new content, never half; on error the temp file is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding=encoding, newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(name, 0o666 & ~_umask())
+        os.replace(name, path)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_json(path: str | os.PathLike[str], data: object, indent: int | None = 2) -> Path:
+    """`atomic_write_text` of ``data`` as JSON (with a final newline)."""
+    return atomic_write_text(path, json.dumps(data, indent=indent) + "\n")
