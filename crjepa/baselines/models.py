@@ -64,6 +64,7 @@ from transformers.utils import ModelOutput
 from modeling_crjepa.configuration_crjepa import PRESETS, CRJepaConfig
 from modeling_crjepa.losses import info_nce, prediction_loss
 from modeling_crjepa.modeling_crjepa import (
+    SPACES,
     CRJepaModel,
     CRJepaOutput,
     CRJepaPreTrainedModel,
@@ -75,8 +76,6 @@ from modeling_crjepa.modeling_crjepa import (
     predictor_for_route,
     random_masks,
 )
-
-SPACES = ("unified", "cross")
 
 
 # ---------------------------------------------------------------------------------------------- configs

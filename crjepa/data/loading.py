@@ -20,6 +20,7 @@ import pyarrow as pa
 import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler, SequentialSampler
 
+from crjepa.data.labels import class_names_of, multi_hot
 from crjepa.data.schema import BUILDER_MODULES, SPLITS, DataError, sensor_columns
 
 
@@ -120,26 +121,17 @@ def check_sensors(ds: datasets.Dataset, sensors: Mapping[str, int] | Sequence[st
     model expects (``sensors`` maps name -> channels, e.g. ``config.sensors``)."""
     have = {name: ds.features[name].shape[0] for name in sensor_columns(ds.features)}
     want = dict(sensors) if isinstance(sensors, Mapping) else {s: None for s in sensors}
-    missing = [s for s in want if s not in have]
+    not_images = [s for s in want if s not in have and s in ds.column_names]
+    missing = [s for s in want if s not in have and s not in not_images]
     wrong = [f"{s!r} has {have[s]} channels, the model expects {c}" for s, c in want.items()
              if s in have and c is not None and have[s] != c]
     problems = []
     if missing:
         problems.append(f"missing sensor column(s) {missing} (the dataset has {sorted(have)})")
+    problems.extend(f"column {s!r} is not an Array3D(C, H, W) image column" for s in not_images)
     problems.extend(wrong)
     if problems:
         raise DataError("Dataset does not match the model's sensors: " + "; ".join(problems))
-
-
-def multi_hot(ds: datasets.Dataset) -> np.ndarray:
-    """(N, num_classes) float32 multi-hot labels of the whole dataset (computed once, from Arrow)."""
-    col = ds.with_format("arrow")[:]["labels"].combine_chunks()
-    num_classes = len(label_names(ds))
-    out = np.zeros((len(col), num_classes), np.float32)
-    lengths = col.value_lengths().fill_null(0).to_numpy()
-    rows = np.repeat(np.arange(len(col)), lengths)
-    out[rows, col.flatten().to_numpy(zero_copy_only=False)] = 1.0
-    return out
 
 
 def array3d_to_numpy(column: pa.ChunkedArray | pa.Array, shape: Sequence[int]) -> np.ndarray:
@@ -185,11 +177,18 @@ class Array3DColumn:
 # Batches
 # ----------------------------------------------------------------------------------------------------------
 class PairBatches(torch.utils.data.Dataset):
-    """Map-style dataset whose items are whole batches: ``reader[list_of_indices]`` -> batch dict."""
+    """Map-style dataset whose items are whole batches: ``reader[list_of_indices]`` -> batch dict
+    ``{sensor: (B, C, H, W) native dtype, "labels": (B, num_classes) float multi-hot, "id": list[str]}``.
 
-    def __init__(self, ds: datasets.Dataset, sensors: Sequence[str]) -> None:
+    The one batch reader of crjepa: training (`make_dataloader`), embedding (`compute_embeddings`) and the result
+    grids (`crjepa.eval.visualize`) read rows through it. Rows are read in ascending table order (sequential
+    reads); ``in_order=True`` returns them in the order asked for (embedding keeps dataset order). ``labels``
+    is present when the dataset's labels have class names.
+    """
+
+    def __init__(self, ds: datasets.Dataset, sensors: Sequence[str], in_order: bool = False) -> None:
         check_sensors(ds, sensors)
-        self.sensors = list(sensors)
+        self.sensors, self.in_order = list(sensors), in_order
         self.shapes = {s: ds.features[s].shape for s in self.sensors}
         # the whole underlying table (a datasets Table: memory-mapped on-disk sets pickle as a path, cheap to send
         # to spawned workers) and this dataset's rows in it (select / filter / shuffle leave an indices mapping)
@@ -198,7 +197,7 @@ class PairBatches(torch.utils.data.Dataset):
         self.rows = (mapping.column(0).to_numpy() if mapping is not None
                      else np.arange(len(ds))).astype(np.int64)
         self._columns: dict[str, Array3DColumn] | None = None
-        self.labels = multi_hot(ds)
+        self.labels = multi_hot(ds, dtype=np.float32) if class_names_of(ds) is not None else None
         self.ids = ds.with_format("arrow")[:]["id"].to_pylist()
 
     def columns(self) -> dict[str, Array3DColumn]:
@@ -215,10 +214,15 @@ class PairBatches(torch.utils.data.Dataset):
 
     def __getitem__(self, indices: Sequence[int]) -> dict[str, Any]:
         idx = np.asarray(indices, dtype=np.int64)
-        idx = idx[np.argsort(self.rows[idx], kind="stable")]  # ascending table rows: sequential reads
-        rows = self.rows[idx]
-        batch: dict[str, Any] = {s: col.take(rows) for s, col in self.columns().items()}
-        batch["labels"] = torch.from_numpy(self.labels[idx])
+        order = np.argsort(self.rows[idx], kind="stable")  # ascending table rows: sequential reads
+        batch: dict[str, Any] = {s: col.take(self.rows[idx[order]]) for s, col in self.columns().items()}
+        if self.in_order:
+            back = torch.from_numpy(np.argsort(order, kind="stable"))
+            batch = {s: pixels[back] for s, pixels in batch.items()}
+        else:
+            idx = idx[order]
+        if self.labels is not None:
+            batch["labels"] = torch.from_numpy(self.labels[idx])
         batch["id"] = [self.ids[i] for i in idx]
         return batch
 

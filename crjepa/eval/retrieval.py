@@ -25,45 +25,18 @@ import numpy as np
 import torch
 
 from modeling_crjepa.image_processing_crjepa import preprocess_batch
+from modeling_crjepa.modeling_crjepa import SPACES  # unified: phi_uni, same-modal; cross: phi_cross, cross-modal
+from crjepa.data.labels import class_names_of, label_lists, multi_hot, num_classes_of
+from crjepa.data.loading import PairBatches
 from crjepa.eval.metrics import f1_at_k, mean_average_precision, precision_at_k
+from crjepa.utils.atomic import atomic_write_text
 
-
-SPACES = ("unified", "cross")
-"""unified: phi_uni, for same-modal search; cross: phi_cross, for cross-modal search."""
 
 DEFAULT_MAX_SIMILARITY_ELEMENTS = 1 << 28
 """Largest query x gallery similarity held at once (1 GiB of float32); larger evaluations run in chunks."""
 
 
-# ---------------------------------------------------------------------------------------------- labels & names
-def multi_hot(labels: Sequence[Sequence[int]] | np.ndarray, num_classes: int) -> np.ndarray:
-    """Lists of class ids (one list per item) -> uint8 multi-hot (N, num_classes); a 2-D array passes through.
-
-    The one place where label lists become multi-hot rows (the metrics and the archives use multi-hot).
-    """
-    if isinstance(labels, np.ndarray) and labels.ndim == 2:
-        if labels.shape[1] != num_classes:
-            raise ValueError(f"multi-hot labels have {labels.shape[1]} columns, expected {num_classes} classes")
-        return (labels != 0).astype(np.uint8)
-    out = np.zeros((len(labels), num_classes), dtype=np.uint8)
-    for row, ids in enumerate(labels):
-        ids = np.atleast_1d(np.asarray(ids, dtype=np.int64))
-        if ids.size and (ids.min() < 0 or ids.max() >= num_classes):
-            raise ValueError(f"item {row}: class id(s) {ids.tolist()} outside 0..{num_classes - 1}")
-        out[row, ids] = 1
-    return out
-
-
-def _num_classes(labels: Sequence[Sequence[int]]) -> int:
-    """Number of classes implied by label lists without class names: the largest id + 1."""
-    return max((int(max(row)) for row in labels if len(row)), default=-1) + 1
-
-
-def label_lists(labels: np.ndarray) -> list[list[int]]:
-    """Multi-hot (N, C) -> one sorted list of class ids per item (the inverse of `multi_hot`)."""
-    return [np.flatnonzero(row).tolist() for row in np.asarray(labels)]
-
-
+# ---------------------------------------------------------------------------------------------- names
 def column_name(sensor: str, space: str) -> str:
     """The name of a vector column / index: e.g. ``s1_unified``, ``s2_cross``."""
     return f"{sensor}_{space}"
@@ -88,13 +61,6 @@ def directions_of(sensors: Sequence[str]) -> list[str]:
     return [f"{a}->{a}", f"{b}->{b}", f"{a}->{b}", f"{b}->{a}"]
 
 
-def class_names_of(dataset: Any) -> list[str] | None:
-    """Class names from a datasets.Dataset's ``labels`` feature (Sequence/List of ClassLabel), if present."""
-    feature = getattr(dataset, "features", {}).get("labels") if hasattr(dataset, "features") else None
-    inner = getattr(feature, "feature", feature)
-    return list(inner.names) if hasattr(inner, "names") else None
-
-
 # ---------------------------------------------------------------------------------------------- embeddings
 @dataclass
 class EmbeddingSet:
@@ -117,38 +83,6 @@ class EmbeddingSet:
     @property
     def columns(self) -> list[str]:
         return list(self.vectors)
-
-
-class _BatchReader(torch.utils.data.Dataset):
-    """Reads a batch of rows of a datasets.Dataset as the dict `make_dataloader` yields:
-    {sensor: tensor (B, C, H, W) native dtype, "labels": float multi-hot (B, num_classes), "id": list[str]}.
-
-    Reads through Arrow so uint16 reflectance stays uint16 (numpy formatting would widen it to int64).
-    Labels are only read when ``num_classes`` is given.
-    """
-
-    def __init__(self, dataset: Any, sensors: Sequence[str], num_classes: int | None = None) -> None:
-        self.dataset, self.sensors, self.num_classes = dataset, list(sensors), num_classes
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, rows: list[int]) -> dict[str, Any]:
-        table = self.dataset.with_format("arrow")[list(rows)]
-        batch: dict[str, Any] = {"id": [str(i) for i in table["id"].to_pylist()]}
-        for sensor in self.sensors:
-            if sensor not in table.column_names:
-                raise ValueError(f"The dataset has no column {sensor!r} for sensor {sensor!r}; "
-                                 f"its columns are {table.column_names}")
-            column = table[sensor].combine_chunks()
-            try:
-                array = column.to_numpy()
-            except (TypeError, NotImplementedError, AttributeError):  # plain nested lists, not Array3D
-                array = np.asarray(column.to_pylist())
-            batch[sensor] = torch.from_numpy(np.array(array, copy=True))  # writable, contiguous
-        if self.num_classes and "labels" in table.column_names:
-            batch["labels"] = torch.from_numpy(multi_hot(table["labels"].to_pylist(), self.num_classes)).float()
-        return batch
 
 
 def _shard(num_items: int, accelerator: Any) -> tuple[np.ndarray, int]:
@@ -211,7 +145,7 @@ def compute_embeddings(
         if len(dataset_or_loader) == 0:
             raise ValueError("The dataset to embed is empty (0 rows); check the split name or the data source")
         indices, real = _shard(len(dataset_or_loader), accelerator)
-        reader = _BatchReader(dataset_or_loader, sensors)
+        reader = PairBatches(dataset_or_loader, sensors, in_order=True)
         sampler = torch.utils.data.BatchSampler(indices.tolist(), batch_size=batch_size, drop_last=False)
         batches: Iterable = torch.utils.data.DataLoader(reader, sampler=sampler, batch_size=None,
                                                         num_workers=num_workers)
@@ -258,7 +192,7 @@ def compute_embeddings(
         vectors = {name: v[:size] for name, v in vectors.items()}
         ids = [str(i) for i in dataset_or_loader["id"]]
         raw = dataset_or_loader["labels"] if "labels" in dataset_or_loader.column_names else [[] for _ in ids]
-        label_array = multi_hot(raw, len(class_names) if class_names else _num_classes(raw))
+        label_array = multi_hot(raw, len(class_names) if class_names else num_classes_of(raw))
     else:
         if accelerator is not None:
             ids = [str(i) for i in accelerator.gather_for_metrics(ids, use_gather_object=True)]
@@ -310,7 +244,7 @@ class RetrievalResults:
         """JSON text of `as_dict`; also written to ``path`` when given."""
         text = json.dumps(self.as_dict(), indent=2)
         if path is not None:
-            Path(path).write_text(text + "\n")
+            atomic_write_text(path, text + "\n")
         return text
 
     @classmethod

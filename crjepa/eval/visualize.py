@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from crjepa.eval.retrieval import _BatchReader, parse_direction
+from crjepa.data.loading import PairBatches
+from crjepa.eval.retrieval import parse_direction
 
 RELEVANT = (0, 170, 0)
 NOT_RELEVANT = (210, 0, 0)
@@ -148,12 +149,15 @@ class DatasetImages:
     def __init__(self, dataset: Any) -> None:
         self.dataset = dataset
         self.rows = {str(i): r for r, i in enumerate(dataset["id"])}
+        self.readers: dict[str, PairBatches] = {}
 
     def __call__(self, archive_id: str, sensor: str) -> np.ndarray:
         if archive_id not in self.rows:
             raise KeyError(f"Id {archive_id!r} is not in the image dataset ({len(self.rows)} rows); was the archive "
                            "embedded from another dataset or split?")
-        return _BatchReader(self.dataset, [sensor])[[self.rows[archive_id]]][sensor][0].numpy()
+        if sensor not in self.readers:
+            self.readers[sensor] = PairBatches(self.dataset, [sensor], in_order=True)
+        return self.readers[sensor][[self.rows[archive_id]]][sensor][0].numpy()
 
 
 def _renderer(archive: Any) -> Callable[[np.ndarray, str], Image.Image]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,9 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from crjepa.utils.atomic import MARKER_FILE, atomic_dir
+from crjepa.hub.access import HubError, check_hub_access, push_folder, reason
 from crjepa.hub.cards import card_template
-from crjepa.eval.retrieval import SPACES, column_name, label_lists, multi_hot, parse_direction
+from crjepa.utils.atomic import atomic_dir, atomic_write_json, atomic_write_text
+from crjepa.data.labels import label_lists, multi_hot
+from crjepa.eval.retrieval import SPACES, column_name, parse_direction
 
 INFO_FILE = "embeddings_info.json"
 OUTPUT_KIND = "embeddings"
@@ -39,10 +40,6 @@ CARD_TEMPLATE = card_template("embeddings_card.md")
 # Config fields that describe where or how a model was saved, not what it computes.
 _VOLATILE_CONFIG_KEYS = {"_name_or_path", "transformers_version", "architectures", "auto_map", "dtype", "torch_dtype",
                          "_attn_implementation_autoset", "_commit_hash"}
-
-
-class HubError(RuntimeError):
-    """The Hub cannot be reached or written (offline, no token, no permission); the message says what to do."""
 
 
 class EmbeddingsError(ValueError):
@@ -88,14 +85,6 @@ def public_path(value: Any) -> Any:
 def public_source(source: Mapping[str, Any] | None) -> dict[str, Any]:
     """The data source recorded in a published archive, with local paths reduced by `public_path`."""
     return {key: public_path(value) for key, value in dict(source or {}).items()}
-
-
-# ---------------------------------------------------------------------------------------------- atomic writes
-def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    """Write JSON via a temp file + rename (atomic on one file system)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------- faiss indices
@@ -258,7 +247,7 @@ def write_embeddings_dataset(
             "source": public_source(source),
             "repo_id": repo_id,
         }
-        _write_json(tmp / INFO_FILE, info)
+        atomic_write_json(tmp / INFO_FILE, info)
         render_card(info, ids[0]).save(tmp / "README.md")
     return output_dir
 
@@ -286,71 +275,6 @@ def render_card(info: Mapping[str, Any], example_id: str, template_path: Path = 
         class_names=info["class_names"], metadata_columns=info["metadata_columns"],
         vector_columns=info["vector_columns"], index_files=info["indices"],
         repo_id=info.get("repo_id") or "<user>/<embeddings-repo>", example_id=example_id, example_direction=example_direction)
-
-
-# ---------------------------------------------------------------------------------------------- Hub access
-def _offline() -> bool:
-    from huggingface_hub import constants
-
-    flag = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
-    return flag or bool(getattr(constants, "HF_HUB_OFFLINE", False))
-
-
-def check_hub_access(repo_id: str, api: Any = None, token: str | None = None) -> str:
-    """Fail fast (before training or embedding) when a push to ``repo_id`` cannot work; returns the user name.
-
-    Checks offline mode, that a token exists, and that the Hub accepts it (``whoami``).
-    """
-    if "/" not in repo_id or repo_id.count("/") != 1:
-        raise HubError(f"Hub repo id {repo_id!r} must look like 'user-or-org/name'.")
-    if api is None and _offline():
-        raise HubError(f"Cannot push to {repo_id}: HF_HUB_OFFLINE is set, so the Hugging Face Hub is unreachable; "
-                       "unset it (and log in with `hf auth login`) or skip the push.")
-    if api is None:
-        from huggingface_hub import HfApi
-
-        api = HfApi(token=token)
-    if token is None:
-        from huggingface_hub import get_token
-
-        token = getattr(api, "token", None) or get_token()
-    if not token:
-        raise HubError(f"Cannot push to {repo_id}: no Hugging Face token found; run `hf auth login`, set HF_TOKEN, "
-                       "or pass --token.")
-    try:
-        who = api.whoami(token=token)
-    except Exception as err:  # network, 401, proxy: one sentence for the user
-        raise HubError(f"Cannot push to {repo_id}: the Hub did not accept the token ({_reason(err)}).") from err
-    return str(who.get("name", "")) if isinstance(who, Mapping) else ""
-
-
-def _reason(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
-
-
-def push_folder(folder: str | Path, repo_id: str, repo_type: str = "dataset", api: Any = None,
-                token: str | None = None, private: bool = False, commit_message: str | None = None) -> str:
-    """Upload a folder (embeddings archive or saved model) to a Hub repo, creating it if needed; returns the
-    repo URL. ``api`` (an HfApi or a stand-in with create_repo/upload_folder/whoami) is injectable for tests."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"Nothing to push: {folder} is not a folder")
-    if repo_type not in ("dataset", "model"):
-        raise HubError(f"repo_type must be 'dataset' or 'model', found {repo_type!r}.")
-    check_hub_access(repo_id, api=api, token=token)
-    if api is None:
-        from huggingface_hub import HfApi
-
-        api = HfApi(token=token)
-    message = commit_message or f"Upload CR-JEPA {'embeddings' if repo_type == 'dataset' else 'model'}"
-    try:
-        url = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True, token=token)
-        api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type=repo_type,
-                          commit_message=message, token=token, ignore_patterns=[MARKER_FILE])
-    except Exception as err:
-        raise HubError(f"Upload of {folder} to {repo_id} failed ({_reason(err)}).") from err
-    return str(url)
 
 
 # ---------------------------------------------------------------------------------------------- loading & search
@@ -519,7 +443,7 @@ def _resolve_folder(repo_or_folder: str | Path, api: Any, revision: str | None, 
     try:
         return Path(api.snapshot_download(text, repo_type="dataset", revision=revision, token=token))
     except Exception as err:
-        raise HubError(f"Cannot download embeddings {text} from the Hub ({_reason(err)}).") from err
+        raise HubError(f"Cannot download embeddings {text} from the Hub ({reason(err)}).") from err
 
 
 def load_embeddings(repo_or_folder: str | Path, api: Any = None, *, revision: str | None = None,
@@ -552,12 +476,12 @@ def _open_archive(folder: Path, model: Any, load_indices: bool) -> EmbeddingArch
         try:
             tables.append(pq.read_table(file))
         except (OSError, pa.ArrowException) as err:
-            raise EmbeddingsError(f"{file} is not a readable Parquet file ({_reason(err)}); download or re-embed "
+            raise EmbeddingsError(f"{file} is not a readable Parquet file ({reason(err)}); download or re-embed "
                                   "the archive") from None
     try:
         table = pa.concat_tables(tables)
     except pa.ArrowException as err:
-        raise EmbeddingsError(f"The Parquet files of {folder} do not share one schema ({_reason(err)})") from None
+        raise EmbeddingsError(f"The Parquet files of {folder} do not share one schema ({reason(err)})") from None
     if table.num_rows == 0:
         raise EmbeddingsError(f"The archive at {folder} is empty (0 rows)")
     needed = ["id", "labels", *info["vector_columns"], *info.get("metadata_columns", [])]
@@ -664,8 +588,8 @@ def _add_indices(folder: str | Path, kind: str, columns: Sequence[str] | None,
         if progress:
             progress(name)
     info = {**archive.info, "indices": kinds}
-    _write_json(archive.path / INFO_FILE, info)
-    render_card(info, archive.ids[0]).save(archive.path / "README.md")
+    atomic_write_json(archive.path / INFO_FILE, info)
+    atomic_write_text(archive.path / "README.md", str(render_card(info, archive.ids[0])))
     return kinds
 
 

@@ -1,0 +1,85 @@
+"""Class labels, defined once: lists of class ids (the row schema's ``labels``) <-> multi-hot rows.
+
+The training batches, the evaluation, the metrics and the embeddings archives all use multi-hot (N, C) arrays;
+`multi_hot` is the one place label lists become them (vectorised over an Arrow column, so a whole data set's
+labels cost one pass), `label_lists` the way back. Imports no torch; pyarrow only when given Arrow data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+
+def class_names_of(dataset: Any) -> list[str] | None:
+    """Class names from a datasets.Dataset's ``labels`` feature (Sequence/List of ClassLabel), if present."""
+    feature = getattr(dataset, "features", {}).get("labels") if hasattr(dataset, "features") else None
+    inner = getattr(feature, "feature", feature)
+    return list(inner.names) if hasattr(inner, "names") else None
+
+
+def multi_hot(labels: Any, num_classes: int | None = None, dtype: Any = np.uint8) -> np.ndarray:
+    """Class ids per item -> multi-hot (N, num_classes) of ``dtype`` (1 where the item has the class).
+
+    labels: lists of class ids (one list per item), an Arrow list column (read without per-row Python), a
+        datasets.Dataset (its ``labels`` column; ``num_classes`` defaults to its class names), or a 2-D array
+        that is already multi-hot (checked and passed through).
+    Raises ValueError naming the item when a class id lies outside 0..num_classes-1.
+    """
+    if hasattr(labels, "features") and hasattr(labels, "with_format"):  # a datasets.Dataset
+        if num_classes is None:
+            names = class_names_of(labels)
+            if names is None:
+                raise ValueError("The dataset's labels feature has no class names; pass num_classes")
+            num_classes = len(names)
+        labels = labels.with_format("arrow")[:]["labels"]
+    if num_classes is None:
+        raise TypeError("multi_hot needs num_classes (or a datasets.Dataset with class names)")
+    if isinstance(labels, np.ndarray) and labels.ndim == 2:
+        if labels.shape[1] != num_classes:
+            raise ValueError(f"multi-hot labels have {labels.shape[1]} columns, expected {num_classes} classes")
+        return (labels != 0).astype(dtype)
+    if type(labels).__module__.startswith("pyarrow"):
+        return _from_arrow(labels, num_classes, dtype)
+    out = np.zeros((len(labels), num_classes), dtype=dtype)
+    for row, ids in enumerate(labels):
+        ids = np.atleast_1d(np.asarray(ids, dtype=np.int64))
+        _check_range(ids, num_classes, row)
+        out[row, ids] = 1
+    return out
+
+
+def _from_arrow(column: Any, num_classes: int, dtype: Any) -> np.ndarray:
+    """An Arrow list<int> column -> multi-hot, vectorised (one flatten, one scatter)."""
+    if hasattr(column, "combine_chunks"):
+        column = column.combine_chunks()
+    lengths = column.value_lengths().fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    rows = np.repeat(np.arange(len(column)), lengths)
+    ids = column.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
+    bad = (ids < 0) | (ids >= num_classes)
+    if bad.any():
+        row = int(rows[np.flatnonzero(bad)[0]])
+        _check_range(ids[rows == row], num_classes, row)
+    out = np.zeros((len(column), num_classes), dtype=dtype)
+    out[rows, ids] = 1
+    return out
+
+
+def _check_range(ids: np.ndarray, num_classes: int, row: int) -> None:
+    if ids.size and (ids.min() < 0 or ids.max() >= num_classes):
+        raise ValueError(f"item {row}: class id(s) {ids.tolist()} outside 0..{num_classes - 1}")
+
+
+def num_classes_of(labels: Sequence[Sequence[int]]) -> int:
+    """Number of classes implied by label lists without class names: the largest id + 1."""
+    return max((int(max(row)) for row in labels if len(row)), default=-1) + 1
+
+
+def label_lists(labels: np.ndarray) -> list[list[int]]:
+    """Multi-hot (N, C) -> one sorted list of class ids per item (the inverse of `multi_hot`)."""
+    return [np.flatnonzero(row).tolist() for row in np.asarray(labels)]
+
+
+__all__ = ["class_names_of", "label_lists", "multi_hot", "num_classes_of"]
