@@ -23,7 +23,8 @@ import numpy as np
 
 from crjepa.data.images import IMAGE_SUFFIXES, NPY_SUFFIXES, PNG_SUFFIXES, TIFF_SUFFIXES, probe_image, read_image  # noqa: F401
 from crjepa.hub.access import HubError, prepare_push, upload_folder
-from crjepa.data.schema import SPLITS, DataError, SensorSpec, paired_features, sensor_columns  # the schema's one home
+from crjepa.hub.cards import render_dataset_card
+from crjepa.data.schema import SPLITS, DataError, SensorSpec, paired_features  # the schema's one home
 
 logger = logging.getLogger(__name__)
 
@@ -222,64 +223,6 @@ def _progress(items: Sequence[Any], desc: str) -> Iterable[Any]:
 # ----------------------------------------------------------------------------------------------------------
 # Export: Parquet shards + dataset card, atomically; optional push to the Hub
 # ----------------------------------------------------------------------------------------------------------
-def render_card(
-    info: datasets.DatasetInfo, splits: Mapping[str, int], card: Mapping[str, Any] | None = None,
-    repo_id: str | None = None,
-) -> str:
-    """The README.md of an exported set: YAML (configs with data_files per split, dataset_info, license,
-    task_categories, tags) so `load_dataset(repo)` works with no code, plus the template's prose."""
-    from huggingface_hub import DatasetCard, DatasetCardData
-
-    card = dict(card or {})
-    features = info.features
-    sensors = sensor_columns(features)
-    class_names = features["labels"].feature.names
-    yaml_info = {
-        "features": features._to_yaml_list(),
-        "splits": [{"name": s, "num_examples": int(n)} for s, n in splits.items()],
-    }
-    data = DatasetCardData(
-        pretty_name=card.get("pretty_name", repo_id or "paired remote-sensing images"),
-        license=card.get("license") or "other",
-        task_categories=["image-feature-extraction"],
-        tags=["remote-sensing", "cross-modal-retrieval", "crjepa", "earth-observation", *card.get("tags", [])],
-        size_categories=_size_category(sum(splits.values())),
-        configs=[{
-            "config_name": "default",
-            "data_files": [{"split": s, "path": f"data/{s}-*.parquet"} for s in splits],
-        }],
-        dataset_info=yaml_info,
-    )
-    sensor_lines = "\n".join(
-        f"| `{s}` | {features[s].shape[0]} | {features[s].shape[1]}x{features[s].shape[2]} | {features[s].dtype} |"
-        for s in sensors
-    )
-    from crjepa.hub.cards import card_template  # model_cards/ of the repo or of the installed wheel
-
-    return str(DatasetCard.from_template(
-        data,
-        template_path=str(card_template("dataset_card.md")),
-        pretty_name=data.pretty_name,
-        repo_id=repo_id or "<user>/<repo>",
-        description=card.get("description") or info.description or "",
-        source=card.get("source", ""),
-        citation=card.get("citation") or info.citation or "",
-        sensor_table=sensor_lines,
-        sensor_names=sensors,
-        class_names=list(class_names),
-        first_split=next(iter(splits), "train"),
-        split_table="\n".join(f"| {s} | {n:,} |" for s, n in splits.items()),
-        metadata_columns=[k for k in features if k not in {"id", "labels", "split", *sensors}],
-    ))
-
-
-def _size_category(n: int) -> str:
-    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
-        if n < limit:
-            return name
-    return "1M<n<10M"
-
-
 def export_builder(
     builder: datasets.DatasetBuilder,
     output_dir: str | os.PathLike,
@@ -328,7 +271,7 @@ def export_builder(
                 f.rename(data_dir / f"{split}-{i:05d}-of-{len(files):05d}.parquet")
             splits[split] = builder.info.splits[split].num_examples
         shutil.rmtree(work)
-        (tmp / "README.md").write_text(render_card(builder.info, splits, card, push_to_hub), encoding="utf-8")
+        (tmp / "README.md").write_text(render_dataset_card(builder.info, splits, card, push_to_hub), encoding="utf-8")
     logger.info("Exported %s to %s", dict(splits), output_dir)
     if push_to_hub:
         upload_folder(api, output_dir, push_to_hub, repo_type="dataset", token=token,

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from crjepa.hub.access import HubError, check_hub_access, push_folder, reason
-from crjepa.hub.cards import card_template
+from crjepa.hub.cards import EMBEDDINGS_CARD_TEMPLATE as CARD_TEMPLATE  # noqa: F401  (the archive's template)
+from crjepa.hub.cards import render_embeddings_card as render_card  # module global: tests make it fail
 from crjepa.utils.atomic import atomic_dir, atomic_write_json, atomic_write_text
 from crjepa.data.labels import label_lists, multi_hot
 from crjepa.eval.retrieval import SPACES, column_name, parse_direction
@@ -35,7 +36,6 @@ OUTPUT_KIND = "embeddings"
 INDEX_DIR = "faiss"
 DATA_DIR = "data"
 FORMAT_VERSION = 1
-CARD_TEMPLATE = card_template("embeddings_card.md")
 
 # Config fields that describe where or how a model was saved, not what it computes.
 _VOLATILE_CONFIG_KEYS = {"_name_or_path", "transformers_version", "architectures", "auto_map", "dtype", "torch_dtype",
@@ -250,31 +250,6 @@ def write_embeddings_dataset(
         atomic_write_json(tmp / INFO_FILE, info)
         render_card(info, ids[0]).save(tmp / "README.md")
     return output_dir
-
-
-def render_card(info: Mapping[str, Any], example_id: str, template_path: Path = CARD_TEMPLATE) -> Any:
-    """The dataset card (huggingface_hub DatasetCard) from model_cards/embeddings_card.md."""
-    from huggingface_hub import DatasetCard, DatasetCardData
-
-    if not Path(template_path).is_file():
-        raise FileNotFoundError(f"Embeddings card template not found at {template_path}")
-    rows = info["num_rows"]
-    size = "n<1K" if rows < 1e3 else "1K<n<10K" if rows < 1e4 else "10K<n<100K" if rows < 1e5 else "100K<n<1M" if rows < 1e6 else "n>1M"
-    card_data = DatasetCardData(
-        pretty_name=f"CR-JEPA embeddings ({' / '.join(info['sensors'])})",
-        tags=["crjepa", "embeddings", "remote-sensing", "faiss", "cross-modal-retrieval"],
-        task_categories=["image-feature-extraction"], size_categories=[size],
-        configs=[{"config_name": "default", "data_files": [{"split": "train", "path": f"{DATA_DIR}/train-*.parquet"}]}],
-    )
-    sensors = info["sensors"]
-    example_direction = f"{sensors[0]}->{sensors[-1]}"
-    return DatasetCard.from_template(
-        card_data, template_path=str(template_path), pretty_name=card_data.pretty_name, num_rows=rows,
-        sensors=sensors, model_repo_id=info.get("model_repo_id"), model_fingerprint=info.get("model_fingerprint"),
-        source=json.dumps(info["source"]) if info.get("source") else "unknown", dimension=info["dimension"],
-        class_names=info["class_names"], metadata_columns=info["metadata_columns"],
-        vector_columns=info["vector_columns"], index_files=info["indices"],
-        repo_id=info.get("repo_id") or "<user>/<embeddings-repo>", example_id=example_id, example_direction=example_direction)
 
 
 # ---------------------------------------------------------------------------------------------- loading & search

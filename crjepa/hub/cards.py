@@ -1,6 +1,9 @@
-"""The model card of a trained CR-JEPA model: model_cards/model_card.md rendered with huggingface_hub.
+"""The cards of crjepa, defined once: model_cards/*.md rendered with huggingface_hub.
 
-The card's metadata carries the four retrieval results as structured evaluation results (``model-index``, from
+`render_model_card` (a trained model), `render_embeddings_card` (an embeddings archive, crjepa.hub.archive) and
+`render_dataset_card` (a data set exported by datasets_scripts); `size_category` is the one Hub size bucket.
+
+The model card's metadata carries the four retrieval results as structured evaluation results (``model-index``, from
 `RetrievalResults.model_index`), so the Hub shows them and tools can read them; the body repeats them as the
 paper's table, next to the randomly initialised model, with the training data and the full run configuration.
 
@@ -9,6 +12,8 @@ Not imported by the model files (remote code).
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +27,11 @@ def card_template(name: str) -> Path:
 
 
 MODEL_CARD_TEMPLATE = card_template("model_card.md")
+EMBEDDINGS_CARD_TEMPLATE = card_template("embeddings_card.md")
+DATASET_CARD_TEMPLATE = card_template("dataset_card.md")
+SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+                   (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"))
+"""The Hub's ``size_categories`` buckets (upper bound, name) up to 1B rows."""
 TAGS = ["crjepa", "jepa", "remote-sensing", "image-retrieval", "cross-modal-retrieval", "self-supervised"]
 
 
@@ -150,4 +160,88 @@ def render_model_card(model_config: Any, run_config: dict[str, Any], results: An
     )
 
 
-__all__ = ["MODEL_CARD_TEMPLATE", "public_run_config", "card_template", "comparison_table", "render_model_card"]
+def size_category(rows: int) -> str:
+    """The Hub's size bucket of a data set with ``rows`` rows (e.g. 1500 -> "1K<n<10K")."""
+    return next((name for limit, name in SIZE_CATEGORIES if rows < limit), "1B<n<10B")
+
+
+def render_embeddings_card(info: Mapping[str, Any], example_id: str,
+                           template_path: str | Path = EMBEDDINGS_CARD_TEMPLATE) -> Any:
+    """The card of an embeddings archive (a huggingface_hub DatasetCard) from model_cards/embeddings_card.md;
+    ``info`` is the archive's embeddings_info.json."""
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    if not Path(template_path).is_file():
+        raise FileNotFoundError(f"Embeddings card template not found at {template_path}")
+    rows = info["num_rows"]
+    card_data = DatasetCardData(
+        pretty_name=f"CR-JEPA embeddings ({' / '.join(info['sensors'])})",
+        tags=["crjepa", "embeddings", "remote-sensing", "faiss", "cross-modal-retrieval"],
+        task_categories=["image-feature-extraction"], size_categories=[size_category(rows)],
+        configs=[{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*.parquet"}]}],
+    )
+    sensors = info["sensors"]
+    example_direction = f"{sensors[0]}->{sensors[-1]}"
+    return DatasetCard.from_template(
+        card_data, template_path=str(template_path), pretty_name=card_data.pretty_name, num_rows=rows,
+        sensors=sensors, model_repo_id=info.get("model_repo_id"), model_fingerprint=info.get("model_fingerprint"),
+        source=json.dumps(info["source"]) if info.get("source") else "unknown", dimension=info["dimension"],
+        class_names=info["class_names"], metadata_columns=info["metadata_columns"],
+        vector_columns=info["vector_columns"], index_files=info["indices"],
+        repo_id=info.get("repo_id") or "<user>/<embeddings-repo>", example_id=example_id, example_direction=example_direction)
+
+
+def render_dataset_card(
+    info: Any, splits: Mapping[str, int], card: Mapping[str, Any] | None = None,
+    repo_id: str | None = None,
+) -> str:
+    """The README.md of a data set exported by datasets_scripts (``info``: the builder's datasets.DatasetInfo):
+    YAML (configs with data_files per split, dataset_info, license, task_categories, tags) so
+    `load_dataset(repo)` works with no code, plus the template's prose."""
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    from crjepa.data.schema import sensor_columns
+
+    card = dict(card or {})
+    features = info.features
+    sensors = sensor_columns(features)
+    class_names = features["labels"].feature.names
+    yaml_info = {
+        "features": features._to_yaml_list(),
+        "splits": [{"name": s, "num_examples": int(n)} for s, n in splits.items()],
+    }
+    data = DatasetCardData(
+        pretty_name=card.get("pretty_name", repo_id or "paired remote-sensing images"),
+        license=card.get("license") or "other",
+        task_categories=["image-feature-extraction"],
+        tags=["remote-sensing", "cross-modal-retrieval", "crjepa", "earth-observation", *card.get("tags", [])],
+        size_categories=[size_category(sum(splits.values()))],
+        configs=[{
+            "config_name": "default",
+            "data_files": [{"split": s, "path": f"data/{s}-*.parquet"} for s in splits],
+        }],
+        dataset_info=yaml_info,
+    )
+    sensor_lines = "\n".join(
+        f"| `{s}` | {features[s].shape[0]} | {features[s].shape[1]}x{features[s].shape[2]} | {features[s].dtype} |"
+        for s in sensors
+    )
+    return str(DatasetCard.from_template(
+        data,
+        template_path=str(DATASET_CARD_TEMPLATE),
+        pretty_name=data.pretty_name,
+        repo_id=repo_id or "<user>/<repo>",
+        description=card.get("description") or info.description or "",
+        source=card.get("source", ""),
+        citation=card.get("citation") or info.citation or "",
+        sensor_table=sensor_lines,
+        sensor_names=sensors,
+        class_names=list(class_names),
+        first_split=next(iter(splits), "train"),
+        split_table="\n".join(f"| {s} | {n:,} |" for s, n in splits.items()),
+        metadata_columns=[k for k in features if k not in {"id", "labels", "split", *sensors}],
+    ))
+
+
+__all__ = ["DATASET_CARD_TEMPLATE", "EMBEDDINGS_CARD_TEMPLATE", "MODEL_CARD_TEMPLATE", "SIZE_CATEGORIES", "card_template",
+           "comparison_table", "public_run_config", "render_dataset_card", "render_embeddings_card", "render_model_card", "size_category"]
