@@ -57,6 +57,7 @@ from typing import Any, Iterator
 import datasets
 import numpy as np
 
+from crjepa.data.schema import S1_BANDS, S2_BANDS  # the band orders' one home
 from datasets_scripts.ben_metadata import (
     BEN19_CLASSES,
     LIST_SPLIT_NAMES,
@@ -74,13 +75,11 @@ from datasets_scripts.ben_metadata import (
 logger = logging.getLogger(__name__)
 
 PATCH_SIZE = 120  # pixels of a 10 m band: 1.2 km x 1.2 km patches
-S2_BANDS: tuple[str, ...] = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
 # Native side length (pixels) of each band in a BigEarthNet patch: 10 m -> 120, 20 m -> 60, 60 m -> 20.
 S2_NATIVE_SIZE: dict[str, int] = {
     "B01": 20, "B02": 120, "B03": 120, "B04": 120, "B05": 60, "B06": 60,
     "B07": 60, "B08": 120, "B8A": 60, "B09": 20, "B11": 60, "B12": 60,
 }  # fmt: skip
-S1_BANDS: tuple[str, ...] = ("VV", "VH")
 S2_RESAMPLINGS: tuple[str, ...] = ("nearest", "bilinear", "bicubic")
 REBEN = "reben"
 ALL_SUBSETS: tuple[str, ...] = (*SUBSETS, REBEN)

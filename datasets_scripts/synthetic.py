@@ -28,6 +28,8 @@ from typing import Any
 import datasets
 import numpy as np
 
+from crjepa.data.schema import S1_BANDS, S2_BANDS  # noqa: F401  (the band orders' one home)
+
 from .ben_metadata import BEN19_CLASSES
 from .common import SPLITS, SensorSpec, paired_features
 
@@ -39,8 +41,6 @@ DEFAULT_IMAGE_SIZE = 32
 native 120 works too: ``image_size=120``)."""
 MIN_FRACTION = 0.05
 NUM_REGIONS = 8
-S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
-S1_BANDS = ("VV", "VH")
 SAR_LOOKS = 4.5
 _SPLIT_CODE = {s: i for i, s in enumerate(SPLITS)}
 

@@ -16,6 +16,13 @@ import datasets
 SPLITS: tuple[str, ...] = ("train", "validation", "test", "unassigned")
 """Split names used in the ``split`` column, in the order splits are written."""
 
+S2_BANDS: tuple[str, ...] = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
+"""Channel order of every ``s2`` column (Sentinel-2 L2A as in BigEarthNet; B10 is not part of L2A). The model's
+presets (modeling_crjepa.configuration_crjepa, which cannot import the application) spell the same order in
+``band_names["s2"]``; a test ties the two."""
+S1_BANDS: tuple[str, ...] = ("VV", "VH")
+"""Channel order of every ``s1`` column (Sentinel-1 polarisations, dB)."""
+
 class DataError(ValueError):
     """Bad input data, with a message a person can act on (file, sensor, expected vs found)."""
 
