@@ -148,3 +148,26 @@ def test_builder_name_source(tmp_path):
     batch = next(iter(make_dataloader(ds, {"a": 1, "b": 2}, 2, shuffle=False)))
     assert batch["b"].dtype == torch.uint8 and batch["b"][1].unique().tolist() == [1]
     assert batch["labels"].tolist() == [[0.0, 1.0], [1.0, 0.0]]
+
+
+def test_reader_in_order_returns_rows_as_asked_also_through_a_shuffled_mapping(train):
+    from crjepa.data.loading import PairBatches
+
+    shuffled = train.shuffle(seed=3)  # an indices mapping: dataset order differs from table order
+    reader = PairBatches(shuffled, ["s1", "s2"], in_order=True)
+    asked = [7, 2, 30, 2, 0]
+    batch = reader[asked]
+    rows = shuffled.with_format("numpy")[asked]
+    assert batch["id"] == list(rows["id"])
+    np.testing.assert_array_equal(batch["s1"].numpy(), rows["s1"])
+    np.testing.assert_array_equal(batch["s2"].numpy(), rows["s2"])
+    np.testing.assert_array_equal(batch["labels"].numpy(), multi_hot(shuffled, dtype=np.float32)[asked])
+    sorted_batch = PairBatches(shuffled, ["s1"])[asked]  # training reads in table order
+    assert sorted(sorted_batch["id"]) == sorted(batch["id"])
+
+
+def test_reader_names_a_column_that_is_not_an_image(train):
+    from crjepa.data.loading import PairBatches
+
+    with pytest.raises(DataError, match="column 'split' is not an Array3D"):
+        PairBatches(train, ["s1", "split"])

@@ -1,0 +1,43 @@
+"""crjepa.data.images: the one image reader (builders and ``crjepa search --image`` both use it)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from crjepa.data.images import probe_image, read_image
+from crjepa.data.schema import DataError
+
+
+def test_png_npy_and_tif_read_as_native_chw(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 255, (5, 7, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    got = read_image(tmp_path / "a.png")
+    assert got.shape == (3, 5, 7) and got.dtype == np.uint8
+    np.testing.assert_array_equal(got, rgb.transpose(2, 0, 1))
+    assert probe_image(tmp_path / "a.png").shape == (3, 5, 7)
+    grey16 = np.arange(35, dtype=np.uint16).reshape(5, 7) * 1000
+    Image.fromarray(grey16).save(tmp_path / "b.tif")  # Pillow-written TIFF: rasterio or Pillow reads it
+    np.testing.assert_array_equal(read_image(tmp_path / "b.tif"), grey16[None])
+    np.save(tmp_path / "c.npy", np.ones((2, 4, 4), np.float32))
+    assert read_image(tmp_path / "c.npy").shape == (2, 4, 4)
+
+
+def test_bad_files_are_one_data_error_naming_the_file(tmp_path):
+    np.save(tmp_path / "four_d.npy", np.ones((1, 2, 4, 4), np.float32))
+    with pytest.raises(DataError, match=r"four_d\.npy: .npy images must be \(C, H, W\) or \(H, W\)"):
+        read_image(tmp_path / "four_d.npy")
+    with pytest.raises(DataError, match="Missing image file: .*nothing.png"):
+        read_image(tmp_path / "nothing.png")
+    (tmp_path / "x.gif").write_bytes(b"GIF89a")
+    with pytest.raises(DataError, match="Unsupported image format '.gif'"):
+        read_image(tmp_path / "x.gif")
+
+
+def test_the_builders_and_the_cli_read_images_through_it():
+    import crjepa.cli
+    import datasets_scripts.common
+
+    assert datasets_scripts.common.read_image is read_image and datasets_scripts.common.probe_image is probe_image
+    assert not hasattr(crjepa.cli, "_load_image")  # the CLI's own reader is gone

@@ -1,0 +1,61 @@
+"""crjepa.hub.access: one error type and one credentials check for every push (crjepa push, the training run's
+uploads, python -m datasets_scripts --push-to-hub)."""
+
+from __future__ import annotations
+
+import pytest
+
+from crjepa.hub.access import HubError, prepare_push, push_folder
+
+
+class RefusingHub:
+    """A Hub client whose token is refused."""
+
+    token = "hf_refused"
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def whoami(self, token=None):
+        self.calls.append("whoami")
+        raise PermissionError("401 Client Error: Unauthorized\nmore detail")
+
+    def create_repo(self, *args, **kwargs):
+        self.calls.append("create_repo")
+
+    def upload_folder(self, **kwargs):
+        self.calls.append("upload_folder")
+
+
+def test_every_push_path_fails_the_same_way_before_writing(tmp_path):
+    from datasets_scripts import synthetic
+    from datasets_scripts.common import PublishError, export_builder
+
+    assert PublishError is HubError
+    messages = []
+    for push in (lambda api: push_folder(tmp_path, "me/repo", api=api),
+                 lambda api: prepare_push("me/repo", repo_type="model", api=api),
+                 lambda api: export_builder(synthetic.SyntheticPairs(cache_dir=str(tmp_path / "cache"), num_train=2,
+                                                                     num_validation=0, num_test=0, image_size=8),
+                                            tmp_path / "out", push_to_hub="me/repo", api=api, num_proc=1)):
+        api = RefusingHub()
+        with pytest.raises(HubError) as err:
+            push(api)
+        assert api.calls == ["whoami"]  # nothing created or uploaded
+        assert err.value.__cause__ is None and err.value.__suppress_context__
+        messages.append(str(err.value))
+    assert len(set(messages)) == 1, messages
+    assert "me/repo" in messages[0] and "PermissionError: 401" in messages[0] and "hf auth login" in messages[0]
+    assert "\n" not in messages[0] and not (tmp_path / "out").exists()
+
+
+def test_upload_failure_is_one_sentence():
+    class FailingUpload(RefusingHub):
+        def whoami(self, token=None):
+            return {"name": "me"}
+
+        def upload_folder(self, **kwargs):
+            raise ConnectionError("connection reset\ntrace")
+
+    with pytest.raises(HubError, match=r"Cannot push to me/repo: upload failed \(ConnectionError: connection reset\)"):
+        push_folder(".", "me/repo", api=FailingUpload())
