@@ -12,7 +12,7 @@ Fast: pack_sensors=True, training.compile_for_training (the `training.compile` o
 regional compile of stems and blocks, the default on CUDA; model = the whole forward too) and training.make_optimizer
 (fused AdamW on CUDA), the functions train_accelerate.py calls.
 FLOPs are counted with torch.utils.flop_counter.FlopCounterMode on one eager step (the packed and plain paths
-count the same, tests/test_fast_path.py); MFU = counted FLOP/s / peak, the peak being --peak-tflops or, by
+count the same, tests/test_model_fast_path.py); MFU = counted FLOP/s / peak, the peak being --peak-tflops or, by
 default, a measured large bf16 matmul on the same card. Both paths run in one process on one card, so every
 figure has its ratio. --profile FILE adds torch.profiler tables of the fast path and its device time split by
 kernel kind (matmul, attention, fused, optimizer, other) against wall time. The last line printed is one JSON object.

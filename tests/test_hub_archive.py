@@ -28,7 +28,7 @@ from crjepa.hub.archive import (
     write_embeddings_dataset,
 )
 from crjepa.eval.retrieval import compute_embeddings
-from test_retrieval import synthetic_pairs
+from test_eval_retrieval import synthetic_pairs
 
 REPO = Path(__file__).resolve().parents[1]
 
