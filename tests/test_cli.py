@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -15,18 +14,13 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import run_python
 from modeling_crjepa import CRJepaConfig, CRJepaModel
 from crjepa.cli import main
-from crjepa.eval.visualize import NOT_RELEVANT, RELEVANT, display_image, grid_size, tile_origin
+from crjepa.eval.visualize import NOT_RELEVANT, RELEVANT, grid_size, tile_origin
 
-REPO = Path(__file__).resolve().parents[1]
 SUBCOMMANDS = ["embed", "index", "search", "evaluate", "push"]
 QUERY = "synthetic-test-0-000003"
-
-
-def run_python(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", **env}
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd, env=full_env, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -156,21 +150,6 @@ def test_offline_push_fails_with_one_clear_sentence(workdir, tmp_path):
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "HF_HUB_OFFLINE" in lines[0], proc.stderr
-
-
-def test_display_image_picks_bands_by_name():
-    names = CRJepaConfig.from_preset("tiny").band_names
-    s2 = np.zeros((12, 8, 8), np.uint16)
-    s2[names["s2"].index("B04")] = 3000  # only red reflects -> true colour is red
-    s2[names["s2"].index("B04"), 0, 0] = 0
-    pixel = np.asarray(display_image(s2, names["s2"]))[4, 4]
-    assert pixel[0] == 255 and pixel[1] == 0 and pixel[2] == 0
-    s1 = np.stack([np.full((8, 8), -5.0), np.full((8, 8), -20.0)]).astype(np.float32)
-    s1 += np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
-    rgb = np.asarray(display_image(s1, names["s1"], sar=True))
-    assert rgb.shape == (8, 8, 3) and rgb[..., 0].max() == 255  # VV, VH, VV-VH each stretched
-    grey = np.asarray(display_image(np.arange(16.0).reshape(1, 4, 4)))
-    assert (grey[..., 0] == grey[..., 2]).all()
 
 
 # ---------------------------------------------------------------------------------------------- issue 16

@@ -8,6 +8,15 @@ from PIL import Image
 
 from crjepa.data.images import probe_image, read_image
 from crjepa.data.schema import DataError
+from helpers import write_png, write_tif
+
+RNG = np.random.default_rng(0)
+
+
+def rand(shape, dtype=np.uint8) -> np.ndarray:
+    if np.dtype(dtype).kind == "f":
+        return RNG.normal(-12, 4, shape).astype(dtype)
+    return RNG.integers(0, 255, shape).astype(dtype)
 
 
 def test_png_npy_and_tif_read_as_native_chw(tmp_path):
@@ -41,3 +50,20 @@ def test_the_builders_and_the_cli_read_images_through_it():
 
     assert datasets_scripts.common.read_image is read_image and datasets_scripts.common.probe_image is probe_image
     assert not hasattr(crjepa.cli, "_load_image")  # the CLI's own reader is gone
+
+
+def test_read_image_formats_are_chw_native_dtype(tmp_path):
+    rgba = write_png(tmp_path / "a.png", rand((4, 5, 6)))
+    grey = write_png(tmp_path / "g.png", rand((1, 5, 6)))
+    tif = write_tif(tmp_path / "t.tif", rand((2, 5, 6), np.float32))
+    np.save(tmp_path / "n.npy", rand((3, 5, 6), np.uint16))
+    np.testing.assert_array_equal(read_image(tmp_path / "a.png"), rgba)  # RGBA PNG -> 4 bands
+    np.testing.assert_array_equal(read_image(tmp_path / "g.png"), grey)
+    np.testing.assert_array_equal(read_image(tmp_path / "t.tif"), tif)
+    assert read_image(tmp_path / "n.npy").dtype == np.uint16 and read_image(tmp_path / "n.npy").shape == (3, 5, 6)
+
+
+def test_npy_with_pickles_is_refused(tmp_path):
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(DataError, match="obj.npy"):
+        read_image(tmp_path / "obj.npy")

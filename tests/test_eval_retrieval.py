@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from modeling_crjepa import CRJepaConfig, CRJepaModel, preprocess_batch
+from modeling_crjepa import preprocess_batch
 from crjepa.eval.metrics import f1_at_k, mean_average_precision, precision_at_k
 from crjepa.eval.retrieval import (
     EmbeddingSet,
@@ -20,21 +20,7 @@ from crjepa.eval.retrieval import (
     multi_hot,
     select_split,
 )
-
-
-def synthetic_pairs(sizes: dict[str, int], seed: int = 0) -> datasets.Dataset:
-    """Contract-shaped paired rows (id, s1, s2, labels, split) from the built-in generator."""
-    from datasets_scripts import synthetic
-
-    parts = [synthetic.to_columns(synthetic.generate(n, seed=seed, split=split)) for split, n in sizes.items()]
-    columns = {key: [v for part in parts for v in list(part[key])] for key in parts[0]}
-    return datasets.Dataset.from_dict(columns, features=synthetic.features())
-
-
-@pytest.fixture(scope="module")
-def model() -> CRJepaModel:
-    torch.manual_seed(0)
-    return CRJepaModel(CRJepaConfig.from_preset("tiny")).eval()
+from helpers import synthetic_pairs
 
 
 @pytest.fixture(scope="module")

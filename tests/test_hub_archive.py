@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -28,15 +25,8 @@ from crjepa.hub.archive import (
     write_embeddings_dataset,
 )
 from crjepa.eval.retrieval import compute_embeddings
-from test_eval_retrieval import synthetic_pairs
+from helpers import run_python, synthetic_pairs
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def model() -> CRJepaModel:
-    torch.manual_seed(0)
-    return CRJepaModel(CRJepaConfig.from_preset("tiny")).eval()
 
 
 @pytest.fixture(scope="module")
@@ -81,9 +71,7 @@ def test_archive_loads_in_a_fresh_process_and_search_equals_exact_numpy(archive_
                for d in ('s1->s2', 's2->s1', 's2->s2')}}
         print(json.dumps(out))
     """)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=archive_dir.parent,
-                          timeout=300)
+    proc = run_python(["-c", script], cwd=archive_dir.parent)
     assert proc.returncode == 0, proc.stderr
     found = json.loads(proc.stdout.strip().splitlines()[-1])
     rows = np.array([embeddings.ids.index(q) for q in queries])

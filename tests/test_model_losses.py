@@ -1,8 +1,6 @@
 """SIGReg, InfoNCE and the uni loss against independent float64 references."""
 
 import math
-import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -11,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import free_port, offline_env
 from modeling_crjepa.losses import epps_pulley_knots, info_nce, sigreg, sigreg_directions, uni_loss
 
 
@@ -85,12 +84,6 @@ def test_info_nce_and_uni_loss_reference():
     assert info_nce(a, a, 0.1) < info_nce(a, b, 0.1)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_sigreg_two_processes_agree(tmp_path):
     """Two gloo processes, each with half of a batch: same directions, same value as one process on all of it."""
     script = tmp_path / "worker.py"
@@ -98,7 +91,7 @@ def test_sigreg_two_processes_agree(tmp_path):
         import os, sys, torch, torch.distributed as dist
         from modeling_crjepa.losses import sigreg, sigreg_directions
         rank = int(sys.argv[1])
-        dist.init_process_group("gloo", init_method="tcp://127.0.0.1:{_free_port()}", rank=rank, world_size=2)
+        dist.init_process_group("gloo", init_method="tcp://127.0.0.1:{free_port()}", rank=rank, world_size=2)
         full = torch.randn(64, 16, generator=torch.Generator().manual_seed(0))
         mine = full[rank * 32:(rank + 1) * 32].clone().requires_grad_(True)
         value = sigreg(mine, step=7, num_directions=64)
@@ -107,7 +100,7 @@ def test_sigreg_two_processes_agree(tmp_path):
         torch.save({{"value": value.item(), "dirs": dirs, "grad": mine.grad}}, r"{tmp_path}/out%d.pt" % rank)
         dist.destroy_process_group()
     """))
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    env = offline_env()
     procs = [subprocess.Popen([sys.executable, str(script), str(r)], env=env) for r in range(2)]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
     out = [torch.load(tmp_path / f"out{r}.pt") for r in range(2)]

@@ -3,9 +3,7 @@ through an injected client, a clear failure without network, atomic output, and 
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import datasets
@@ -14,9 +12,9 @@ import pytest
 from huggingface_hub import DatasetCard
 
 from datasets_scripts import synthetic as S
+from helpers import run_python
 from datasets_scripts.common import DataError, PublishError, export_builder
 
-REPO = Path(__file__).resolve().parent.parent
 SIZES = {"num_train": 6, "num_validation": 3, "num_test": 2, "image_size": 16, "seed": 7}
 
 
@@ -124,9 +122,7 @@ def test_existing_output_is_kept_unless_overwrite(exported, tmp_path):
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "datasets_scripts", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return run_python(["-m", "datasets_scripts", *args], cwd=cwd)
 
 
 def test_cli_help_lists_the_builders(tmp_path):

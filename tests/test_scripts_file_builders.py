@@ -3,38 +3,18 @@ here, plus clear errors (wrong shape, missing file, unreadable file) that leave 
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from datasets_scripts.cbrsir_vs import CBRSIRVS
-from datasets_scripts.common import DataError, export_builder, read_image
+from datasets_scripts.common import DataError, export_builder
 from datasets_scripts.dsrsid import DSRSID
 from datasets_scripts.paired import PairedFolder
+from helpers import write_png, write_tif
 
 RNG = np.random.default_rng(0)
-
-
-def write_png(path: Path, chw: np.ndarray) -> np.ndarray:
-    """Save a (C, H, W) uint8 array as PNG (1 channel: L, 3: RGB, 4: RGBA)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(chw[0] if chw.shape[0] == 1 else chw.transpose(1, 2, 0)).save(path)
-    return chw
-
-
-def write_tif(path: Path, chw: np.ndarray) -> np.ndarray:
-    import rasterio
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # not georeferenced
-        with rasterio.open(path, "w", driver="GTiff", width=chw.shape[2], height=chw.shape[1], count=chw.shape[0],
-                           dtype=chw.dtype.name) as dst:
-            dst.write(chw)
-    return chw
 
 
 def rand(shape, dtype=np.uint8) -> np.ndarray:
@@ -47,24 +27,6 @@ def rows_by_id(builder) -> dict[str, dict]:
     builder.download_and_prepare()
     dd = builder.as_dataset()
     return {r["id"]: {**r, "_split": name} for name in dd for r in dd[name].with_format("numpy")}
-
-
-# ---------------------------------------------------------------------------------------------------- readers
-def test_read_image_formats_are_chw_native_dtype(tmp_path):
-    rgba = write_png(tmp_path / "a.png", rand((4, 5, 6)))
-    grey = write_png(tmp_path / "g.png", rand((1, 5, 6)))
-    tif = write_tif(tmp_path / "t.tif", rand((2, 5, 6), np.float32))
-    np.save(tmp_path / "n.npy", rand((3, 5, 6), np.uint16))
-    np.testing.assert_array_equal(read_image(tmp_path / "a.png"), rgba)  # RGBA PNG -> 4 bands
-    np.testing.assert_array_equal(read_image(tmp_path / "g.png"), grey)
-    np.testing.assert_array_equal(read_image(tmp_path / "t.tif"), tif)
-    assert read_image(tmp_path / "n.npy").dtype == np.uint16 and read_image(tmp_path / "n.npy").shape == (3, 5, 6)
-
-
-def test_npy_with_pickles_is_refused(tmp_path):
-    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    with pytest.raises(DataError, match="obj.npy"):
-        read_image(tmp_path / "obj.npy")
 
 
 # ---------------------------------------------------------------------------------------------------- DSRSID

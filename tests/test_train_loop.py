@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+
+from helpers import free_port, offline_env
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = str(ROOT / "train_accelerate.py")
@@ -29,8 +30,7 @@ SMALL = [
 
 
 def env() -> dict[str, str]:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-            "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return offline_env(HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1")
 
 
 def run(args: list[str], launcher: list[str] | None = None, extra_env: dict[str, str] | None = None,
@@ -48,12 +48,6 @@ def check(result: subprocess.CompletedProcess) -> str:
 
 def losses(output_dir: Path) -> list[dict[str, float]]:
     return [json.loads(line) for line in (output_dir / "train_log.jsonl").read_text().splitlines()]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---------------------------------------------------------------------------------------------- main command
