@@ -21,6 +21,14 @@ NPY_SUFFIXES = (".npy",)
 IMAGE_SUFFIXES = PNG_SUFFIXES + TIFF_SUFFIXES + NPY_SUFFIXES
 
 
+def _existing(path: str | os.PathLike) -> tuple[Path, str]:
+    """The path and its lower-case suffix, or a DataError naming a missing file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"Missing image file: {path}")
+    return path, path.suffix.lower()
+
+
 def _pil_dtype(mode: str) -> str:
     if mode.startswith("I;16"):
         return "uint16"
@@ -30,10 +38,7 @@ def _pil_dtype(mode: str) -> str:
 def probe_image(path: str | os.PathLike) -> SensorSpec:
     """Shape (C, H, W) and dtype of an image file, from its header only (cheap; used to validate a whole set
     before anything is written)."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if not path.is_file():
-        raise DataError(f"Missing image file: {path}")
+    path, suffix = _existing(path)
     try:
         if suffix in TIFF_SUFFIXES:
             import rasterio
@@ -70,10 +75,7 @@ def probe_image(path: str | os.PathLike) -> SensorSpec:
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image file as a (C, H, W) array of its native dtype: GeoTIFF (rasterio), PNG/JPEG (pillow,
     HWC converted to CHW; RGBA PNG gives 4 channels) or .npy (numpy, no pickles)."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if not path.is_file():
-        raise DataError(f"Missing image file: {path}")
+    path, suffix = _existing(path)
     try:
         if suffix in TIFF_SUFFIXES:
             try:
