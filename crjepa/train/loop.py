@@ -29,6 +29,7 @@ import torch
 
 from crjepa.hub.cards import comparison_table, render_model_card
 from crjepa.train.guards import FiniteGuard, json_safe
+from crjepa.utils.atomic import atomic_write_json
 from crjepa.train.training import (
     ConfigError,
     check_fresh_start,
@@ -627,7 +628,7 @@ def finish(run: Run, state: TrainState) -> dict[str, Any]:
             "wall_seconds": time.perf_counter() - run.start_time, "model_fingerprint": fingerprint,
             "trained": trained.as_dict(), "random_init": state.random_init.as_dict() if state.random_init else None,
         }
-        (run.output_dir / RESULTS_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+        atomic_write_json(run.output_dir / RESULTS_FILE, summary)
         push(config, model_dir, embeddings_dir, run.say)
         report(run, summary, trained, state.random_init)
     accelerator.wait_for_everyone()
