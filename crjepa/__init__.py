@@ -5,13 +5,15 @@ this package depends on it, never the reverse. Importing ``crjepa`` or a small h
 each sub-package imports what it needs.
 
     crjepa.utils      atomic writes, packaged resources (configs, card templates)
-    crjepa.data       loading exported data sets into training / evaluation batches
+    crjepa.data       the row schema and band orders, labels, image readers, data sets -> batches
     crjepa.eval       metrics (+ evaluate modules), four-direction retrieval evaluation, result grids
     crjepa.search     faiss indices
-    crjepa.hub        embeddings archives, model / dataset cards, Hub uploads
+    crjepa.hub        embeddings archives, model / dataset / embeddings cards, Hub access and uploads
     crjepa.train      run configuration, optimiser, schedule, masks, sampler, checkpoints
     crjepa.baselines  X-JEPA-style and contrastive baselines for the ablations
     crjepa.cli        the ``crjepa`` command
+
+docs/ARCHITECTURE.md is the map (layers, data flow, one home per fact).
 """
 
 __version__ = "0.2.0"
