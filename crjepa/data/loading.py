@@ -216,10 +216,10 @@ class PairBatches(torch.utils.data.Dataset):
         idx = np.asarray(indices, dtype=np.int64)
         order = np.argsort(self.rows[idx], kind="stable")  # ascending table rows: sequential reads
         batch: dict[str, Any] = {s: col.take(self.rows[idx[order]]) for s, col in self.columns().items()}
-        if self.in_order:
+        if self.in_order and np.any(order != np.arange(len(order))):  # already ascending: nothing to undo
             back = torch.from_numpy(np.argsort(order, kind="stable"))
             batch = {s: pixels[back] for s, pixels in batch.items()}
-        else:
+        elif not self.in_order:
             idx = idx[order]
         if self.labels is not None:
             batch["labels"] = torch.from_numpy(self.labels[idx])
