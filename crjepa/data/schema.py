@@ -2,16 +2,18 @@
 
 ``id`` (str), one ``Array3D(C, H, W)`` column per sensor at native size and dtype, ``labels`` (class ids),
 ``split`` and metadata strings. Builders (datasets_scripts) write it; loaders, evaluation and the CLI read it.
-Also the registry of built-in data sources (the builders of datasets_scripts, by module name). Imports no torch.
+Also the registry of built-in data sources (the builders of datasets_scripts, by module name). Imports no torch
+(and `datasets` only when the schema is built).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import datasets
+if TYPE_CHECKING:  # datasets is imported on use: the schema's constants and DataError stay instant to import
+    import datasets
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test", "unassigned")
 """Split names used in the ``split`` column, in the order splits are written."""
@@ -53,6 +55,8 @@ def paired_features(
     sensors: Mapping[str, SensorSpec], class_names: Sequence[str], metadata: Sequence[str] = ()
 ) -> datasets.Features:
     """The row schema shared by all builders: id, one Array3D per sensor, labels, split, metadata strings."""
+    import datasets
+
     feats: dict[str, Any] = {"id": datasets.Value("string")}
     for name, spec in sensors.items():
         if len(spec.shape) != 3:
@@ -67,4 +71,6 @@ def paired_features(
 
 def sensor_columns(features: datasets.Features) -> list[str]:
     """Names of the image (Array3D) columns of a paired dataset, in schema order."""
+    import datasets
+
     return [k for k, v in features.items() if isinstance(v, datasets.Array3D)]
