@@ -113,7 +113,10 @@ def _load_builder(name: str, split: str | None, cache_dir: str | None = None, **
 # ----------------------------------------------------------------------------------------------------------
 def label_names(ds: datasets.Dataset) -> list[str]:
     """Class names of a paired dataset, from its ``labels`` feature."""
-    return list(ds.features["labels"].feature.names)
+    names = class_names_of(ds)
+    if names is None:
+        raise DataError("The dataset's labels column has no class names (expected Sequence(ClassLabel(names=...)))")
+    return names
 
 
 def check_sensors(ds: datasets.Dataset, sensors: Mapping[str, int] | Sequence[str]) -> None:
