@@ -22,9 +22,9 @@ import datasets
 import numpy as np
 
 from crjepa.data.images import IMAGE_SUFFIXES, NPY_SUFFIXES, PNG_SUFFIXES, TIFF_SUFFIXES, probe_image, read_image  # noqa: F401
+from crjepa.data.schema import SPLITS, DataError, SensorSpec, paired_features  # the schema's one home
 from crjepa.hub.access import HubError, prepare_push, upload_folder
 from crjepa.hub.cards import render_dataset_card
-from crjepa.data.schema import SPLITS, DataError, SensorSpec, paired_features  # the schema's one home
 
 logger = logging.getLogger(__name__)
 
