@@ -7,12 +7,15 @@ pixel_values_b)`); tests/test_losses.py::test_two_sensor_objective_matches_wave1
 number with the current code and compares. Nothing here depends on the order in which a model draws its initial
 weights: every parameter is set from its (wave-1) name by `reference_weights`, the inputs and masks come from a
 seeded generator (`reference_inputs`), and SIGReg's directions from a fixed step. The file holds, per variant,
-every loss term and, per parameter, the gradient's norm, sum and 8 sampled values (fp32, CPU).
+every loss term and, per parameter, the gradient's norm, sum and 8 sampled values (fp32, CPU); plus a wave-1
+checkpoint's config.json and state-dict names and shapes (`wave1_config`, `wave1_shapes`), from which tests rebuild
+a wave-1 checkpoint (weights from `reference_weights`).
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 import zlib
 from pathlib import Path
 
@@ -96,6 +99,12 @@ def main() -> None:
             "losses": {k: v.item() for k, v in out.loss_terms().items()},
             "grads": summarize(grads),
         }
+    # a wave-1 checkpoint's config.json and state-dict layout (the paper variant), so tests can rebuild one
+    model = CRJepaModel(CRJepaConfig.from_preset("tiny")).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        reference["wave1_config"] = json.loads((Path(tmp) / "config.json").read_text())
+    reference["wave1_shapes"] = {n: list(t.shape) for n, t in model.state_dict().items()}
     OUT.write_text(json.dumps(reference, sort_keys=True, separators=(",", ":")) + "\n")
     print(f"wrote {OUT} ({OUT.stat().st_size} bytes)")
 
