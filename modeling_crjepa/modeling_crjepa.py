@@ -418,13 +418,44 @@ class CRJepaPreTrainedModel(PreTrainedModel):
         return self
 
     def save_pretrained(self, save_directory, *args: Any, **kwargs: Any) -> Any:
-        """transformers' save_pretrained, plus the crjepa model card as README.md when the folder has none
-        (a generic card never stands in for it; `crjepa.hub.cards` renders a fuller one with results)."""
+        """transformers' save_pretrained, plus: config.json's auto_map names both the encoder (AutoModel) and
+        the pretraining model (AutoModelForPreTraining), and the crjepa model card is written as README.md when
+        the folder has none (`crjepa.hub.cards` renders a fuller one with results)."""
+        if isinstance(self, (CRJepaModel, CRJepaForPreTraining)):
+            auto_map = dict(getattr(self.config, "auto_map", None) or {})
+            auto_map.update({"AutoConfig": "configuration_crjepa.CRJepaConfig",
+                             "AutoModel": "modeling_crjepa.CRJepaModel",
+                             "AutoModelForPreTraining": "modeling_crjepa.CRJepaForPreTraining"})
+            self.config.auto_map = auto_map
         result = super().save_pretrained(save_directory, *args, **kwargs)
         readme = Path(save_directory) / "README.md"
         if not readme.exists() and kwargs.get("is_main_process", True):
             readme.write_text(default_model_card(self.config, type(self).__name__))
         return result
+
+    def push_to_hub(self, repo_id: str, *, encoder_only: bool = False, card: str | None = None,
+                    commit_message: str = "Upload CR-JEPA model", private: bool | None = None,
+                    token: str | None = None, revision: str | None = None, create_pr: bool = False,
+                    api: Any = None, **kwargs: Any) -> Any:
+        """Upload the model with its image processor and the crjepa card (`card`, else `default_model_card`),
+        never transformers' generic one. encoder_only=True uploads CRJepaModel alone (retrieval needs no
+        predictors). api: an `huggingface_hub.HfApi`-like object (default: a new HfApi)."""
+        import tempfile
+
+        from huggingface_hub import HfApi
+
+        from .image_processing_crjepa import CRJepaImageProcessor
+
+        api = api or HfApi(token=token)
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        model = self.get_encoder() if encoder_only and hasattr(self, "crjepa") else self
+        with tempfile.TemporaryDirectory() as tmp:
+            if card is not None:
+                (Path(tmp) / "README.md").write_text(card)
+            model.save_pretrained(tmp)
+            CRJepaImageProcessor.from_config(self.config).save_pretrained(tmp)
+            return api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message,
+                                     revision=revision, create_pr=create_pr)
 
 
 def default_model_card(config: CRJepaConfig, architecture: str = "CRJepaModel") -> str:
@@ -611,8 +642,12 @@ class CRJepaForPreTraining(CRJepaPreTrainedModel):
         self.post_init()
 
     # the encoder's API, so a pretraining model embeds as CRJepaModel does (evaluation during training)
-    def get_encoder(self) -> CRJepaModel:
+    def get_encoder(self, *args: Any, **kwargs: Any) -> CRJepaModel:
         return self.crjepa
+
+    def save_encoder(self, save_directory, **kwargs: Any) -> Any:
+        """save_pretrained of the encoder alone (CRJepaModel: stems, trunk, heads), for retrieval."""
+        return self.crjepa.save_pretrained(save_directory, **kwargs)
 
     @property
     def stems(self) -> nn.ModuleDict:
@@ -621,6 +656,14 @@ class CRJepaForPreTraining(CRJepaPreTrainedModel):
     @property
     def heads(self) -> nn.ModuleDict:
         return self.crjepa.heads
+
+    @property
+    def trunk(self) -> Trunk:
+        return self.crjepa.trunk
+
+    @property
+    def trunks(self) -> nn.ModuleDict:
+        return self.crjepa.trunks
 
     def trunk_for(self, sensor: str) -> Trunk:
         return self.crjepa.trunk_for(sensor)
@@ -661,13 +704,13 @@ class CRJepaForPreTraining(CRJepaPreTrainedModel):
     # ------------------------------------------------------------------ training objective
     def forward(
         self,
-        pixel_values: dict[str, torch.Tensor] | None = None,
+        pixel_values: dict[str, torch.Tensor] | torch.Tensor | None = None,
+        pixel_values_b: torch.Tensor | None = None,
         sigreg_step: int = 0,
         masks: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
         check_finite: bool = True,
         return_dict: bool | None = None,
         pixel_values_a: torch.Tensor | None = None,
-        pixel_values_b: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> CRJepaPreTrainingOutput | tuple:
         """One training step's objective on a batch of co-registered rows (row i of every sensor is one place).
@@ -679,8 +722,6 @@ class CRJepaForPreTraining(CRJepaPreTrainedModel):
         """
         if torch.is_tensor(pixel_values):  # wave-1 positional call model(a, b, ...)
             pixel_values_a, pixel_values = pixel_values, None
-            if pixel_values_b is None and torch.is_tensor(sigreg_step):
-                pixel_values_b, sigreg_step = sigreg_step, kwargs.pop("sigreg_step", 0)
         if pixel_values is None:
             if pixel_values_a is None or pixel_values_b is None or len(self.sensor_names) != 2:
                 raise ValueError("Pass pixel_values={sensor: tensor} (pixel_values_a/_b only for two-sensor models)")

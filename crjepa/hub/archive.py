@@ -56,6 +56,8 @@ def model_fingerprint(model: Any) -> str:
     training step or config change. Used to tie archives and indices to the model that made them."""
     import torch
 
+    encoder = getattr(model, "get_encoder", None)
+    model = encoder() if callable(encoder) and hasattr(model, "crjepa") else model  # the encoder makes the vectors
     config = {k: v for k, v in model.config.to_dict().items() if k not in _VOLATILE_CONFIG_KEYS}
     digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
     for name, tensor in sorted(model.state_dict().items()):
