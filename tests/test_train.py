@@ -246,3 +246,15 @@ def test_three_sensors_train_and_evaluate_every_direction(tmp_path):
     card = ModelCard.load(out / "model" / "README.md")
     assert {r.metric_config for r in card.data.eval_results} == directions
     assert "s1 <-> s2 <-> rgb" in card.text
+
+
+def test_gradient_checkpointing_is_a_run_config_switch(tmp_path):
+    """training.gradient_checkpointing turns on the model's gradient checkpointing in set-up (off by default)."""
+    from crjepa.train.loop import setup
+
+    for switch in ("false", "true"):
+        run = setup([*SMALL, "--output_dir", str(tmp_path / switch), "--training.gradient_checkpointing", switch,
+                     "--data.options", "{num_train: 64, num_validation: 0, num_test: 32, image_size: 32, seed: 0}"])
+        blocks = [m for m in run.core.modules() if hasattr(m, "gradient_checkpointing")]
+        assert blocks and all(m.gradient_checkpointing == (switch == "true") for m in blocks)
+        assert run.core.is_gradient_checkpointing == (switch == "true")

@@ -355,6 +355,28 @@ def push_folder(folder: str | Path, repo_id: str, repo_type: str = "dataset", ap
     return str(url)
 
 
+def export_encoder(model_dir: str | Path, output_dir: str | Path) -> Path:
+    """The retrieval-only copy of a saved CR-JEPA folder (a CRJepaForPreTraining run's ``output_dir/model``):
+    CRJepaModel (stems, trunk, heads; no predictors) with its remote code, image processor and the folder's
+    card, written atomically to ``output_dir``. Publishing this folder pushes the encoder only."""
+    import shutil
+
+    from modeling_crjepa import CRJepaModel
+
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"No saved model in {model_dir} (config.json missing)")
+    encoder = CRJepaModel.from_pretrained(model_dir)
+    with atomic_dir(output_dir) as tmp:
+        for name in ("README.md", "preprocessor_config.json"):
+            if (model_dir / name).is_file():
+                shutil.copy2(model_dir / name, tmp / name)
+        encoder.save_pretrained(tmp)
+        if (model_dir / "preprocessor_config.json").is_file():  # the processor's remote code travels too
+            shutil.copy2(model_dir / "image_processing_crjepa.py", tmp / "image_processing_crjepa.py")
+    return Path(output_dir)
+
+
 # ---------------------------------------------------------------------------------------------- loading & search
 @dataclass
 class Hit:
@@ -673,6 +695,6 @@ def _add_indices(folder: str | Path, kind: str, columns: Sequence[str] | None,
 
 __all__ = [
     "EmbeddingArchive", "EmbeddingsError", "Hit", "HubError", "add_indices", "build_indices", "check_hub_access",
-    "config_summary", "load_embeddings", "model_fingerprint", "push_folder", "render_card", "save_indices",
+    "config_summary", "export_encoder", "load_embeddings", "model_fingerprint", "push_folder", "render_card", "save_indices",
     "write_embeddings_dataset", "SPACES",
 ]

@@ -113,6 +113,7 @@ DEFAULTS: dict[str, Any] = {
         "push_embeddings": False,
         "hub_embeddings_id": None,
         "private": False,
+        "encoder_only": False,  # push CRJepaModel alone (stems, trunk, heads: what retrieval needs), no predictors
     },
 }
 
