@@ -155,8 +155,9 @@ class CRJepaImageProcessor(BaseImageProcessor):
         layout = str(getattr(input_data_format, "value", input_data_format) or "channels_first").lower()
         if layout not in ("channels_first", "channels_last", "none"):
             raise ValueError(f"input_data_format must be 'channels_first' or 'channels_last', found {input_data_format!r}")
-        arrays = [a[..., None] if a.ndim == 2 else a for a in arrays]  # a one-band image (H, W)
-        if any(a.ndim == 2 for a in arrays) or any(a.ndim != 3 for a in arrays):
+        is_pil = [pil and a.ndim == 3 for a, pil in zip(arrays, is_pil)]  # a one-band PIL image is (H, W)
+        arrays = [a[None] if a.ndim == 2 else a for a in arrays]  # a one-band image (H, W) -> (1, H, W)
+        if any(a.ndim != 3 for a in arrays):
             raise ValueError(f"expected images of shape (C, H, W) or (H, W, C), found shapes "
                              f"{sorted({a.shape for a in arrays})}")
         last = [pil or layout == "channels_last" or (layout == "none" and a.shape[-1] < a.shape[0])
