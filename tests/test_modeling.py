@@ -252,3 +252,49 @@ def test_invalid_config_is_rejected_with_reasons():
         CRJepaModel(config)
     with pytest.raises(ValueError, match="Unknown CR-JEPA preset 'ben15k'"):
         CRJepaConfig.from_preset("ben15k")
+
+
+# ---------------------------------------------------------------------------------------------- N sensors
+def three_sensor_config(**overrides) -> CRJepaConfig:
+    return CRJepaConfig.from_preset("tiny", sensors={"s1": 2, "s2": 12, "rgb": 3}, band_names=None, band_mean=None,
+                                    band_std=None, **overrides)
+
+
+def test_routes_are_readable_sensor_pairs_and_wave1_codes_map_to_them():
+    config = CRJepaConfig.from_preset("tiny", routes=["ab", "s2 -> s2"], route_weights={"ab": 2.0})
+    assert config.routes == ["s1->s2", "s2->s2"] and config.route_pairs == [("s1", "s2"), ("s2", "s2")]
+    assert config.route_weights == {"s1->s1": 1.0, "s2->s2": 1.0, "s1->s2": 2.0, "s2->s1": 1.0}
+    assert CRJepaConfig.from_preset("tiny").routes == ["s1->s1", "s2->s2", "s1->s2", "s2->s1"]
+    with pytest.raises(ValueError, match="routes \\['s1->rgb'\\] unknown"):
+        CRJepaConfig.from_preset("tiny", routes=["s1->rgb"])
+
+
+@pytest.mark.parametrize("sharing,predictors", [("paper", {"aa", "bb", "cc", "cross"}), ("shared", {"shared"}),
+                                                ("independent", {"aa", "bb", "cc", "ab", "ba", "ac", "ca", "bc", "cb"})])
+def test_three_sensors_every_route_and_pair_is_a_term(sharing, predictors):
+    config = three_sensor_config(predictor_sharing=sharing)
+    assert len(config.routes) == 9 and "rgb->s1" in config.routes
+    torch.manual_seed(0)
+    model = CRJepaForPreTraining(config)
+    assert set(model.predictors) == predictors
+    pixels = {s: torch.randn(4, c, 32, 32) for s, c in config.sensors.items()}
+    out = model(pixels, sigreg_step=1)
+    terms = out.loss_terms()
+    assert {f"pred/{r}" for r in config.routes} <= set(terms)
+    assert {"cross/s1-s2", "cross/s1-rgb", "cross/s2-rgb", "uni/s1-s2", "uni/s1-rgb", "uni/s2-rgb"} <= set(terms)
+    assert torch.allclose(terms["cross"], torch.stack([terms[k] for k in terms if k.startswith("cross/")]).mean())
+    assert torch.allclose(terms["pred"], sum(terms[f"pred/{r}"] for r in config.routes))
+    out.loss.backward()
+    assert model.stems["rgb"].patch_embed.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="missing \\['rgb'\\]"):
+        model({"s1": pixels["s1"], "s2": pixels["s2"]})
+
+
+def test_one_sensor_model_embeds_but_pretraining_needs_two():
+    config = CRJepaConfig.from_preset("tiny", sensors={"s2": 12}, band_names=None, band_mean=None, band_std=None,
+                                      sar_sensors=[])
+    assert config.routes == ["s2->s2"]
+    encoder = CRJepaModel(config).eval()
+    assert encoder(torch.randn(2, 12, 32, 32)).image_embeds.shape == (2, config.retrieval_dim)
+    with pytest.raises(ValueError, match="two or more sensors"):
+        CRJepaForPreTraining(config)
