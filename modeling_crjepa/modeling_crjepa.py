@@ -34,7 +34,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 
-from .configuration_crjepa import CRJepaConfig, split_route
+from .configuration_crjepa import CRJepaConfig, all_routes, split_route
 from .losses import info_nce, prediction_loss, sigreg, uni_loss
 
 SPACES = ("unified", "cross")
@@ -298,8 +298,6 @@ def predictor_for_route(config: CRJepaConfig) -> dict[str, str]:
     two-sensor models keep the wave-1 keys: paper: "aa", "bb", ... per sensor for its same-sensor route and
     "cross" for every cross-sensor route; independent: "ab" for a->b etc., one per route; shared: "shared".
     """
-    from .configuration_crjepa import all_routes
-
     names = list(config.sensors)
     if len(names) > len(SENSOR_LETTERS):
         raise ValueError(f"At most {len(SENSOR_LETTERS)} sensors, found {len(names)}")
@@ -760,8 +758,6 @@ class CRJepaForPreTraining(CRJepaPreTrainedModel):
 
         zero = first.new_zeros((), dtype=torch.float32)
         # routes in canonical order (same-sensor first); routes served by one predictor are packed into one call
-        from .configuration_crjepa import all_routes
-
         active = [r for r in all_routes(names) if r in cfg.routes]
         calls = []
         for route in active:
