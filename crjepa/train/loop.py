@@ -336,8 +336,8 @@ def _setup(config: dict[str, Any], model_config: Any, output_dir: Path, lock: An
 
     # model and optimiser
     model = model_for_config(model_config)  # CRJepaForPreTraining, or a baseline (model.architecture)
-    if training.get("gradient_checkpointing"):
-        model.gradient_checkpointing_enable()
+    if training.get("gradient_checkpointing"):  # transformers >= 5.x names it activation checkpointing
+        getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
     compile_mode = compile_for_training(model, training["compile"], accelerator.device)
     optimizer = make_optimizer(model, training["lr_start"], training["weight_decay"], training["betas"],
                                accelerator.device)
