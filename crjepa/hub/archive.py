@@ -355,10 +355,11 @@ def push_folder(folder: str | Path, repo_id: str, repo_type: str = "dataset", ap
     return str(url)
 
 
-def export_encoder(model_dir: str | Path, output_dir: str | Path) -> Path:
+def export_encoder(model_dir: str | Path, output_dir: str | Path, overwrite: bool = False) -> Path:
     """The retrieval-only copy of a saved CR-JEPA folder (a CRJepaForPreTraining run's ``output_dir/model``):
     CRJepaModel (stems, trunk, heads; no predictors) with its remote code, image processor and the folder's
-    card, written atomically to ``output_dir``. Publishing this folder pushes the encoder only."""
+    card, written atomically to ``output_dir`` (an existing folder only with ``overwrite`` or when it is an earlier
+    export). Publishing this folder pushes the encoder only."""
     import shutil
 
     from modeling_crjepa import CRJepaModel
@@ -367,7 +368,7 @@ def export_encoder(model_dir: str | Path, output_dir: str | Path) -> Path:
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"No saved model in {model_dir} (config.json missing)")
     encoder = CRJepaModel.from_pretrained(model_dir)
-    with atomic_dir(output_dir) as tmp:
+    with atomic_dir(output_dir, kind="model-encoder", overwrite=overwrite) as tmp:
         for name in ("README.md", "preprocessor_config.json"):
             if (model_dir / name).is_file():
                 shutil.copy2(model_dir / name, tmp / name)
