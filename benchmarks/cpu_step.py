@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from modeling_crjepa import CRJepaConfig, CRJepaModel
+from modeling_crjepa import CRJepaConfig, CRJepaForPreTraining
 
 
 def max_rss_gb() -> float:
@@ -34,15 +34,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     config = CRJepaConfig.from_preset(args.preset)
-    model = CRJepaModel(config).train()
-    (a, ca), (b, cb) = config.sensors.items()
+    model = CRJepaForPreTraining(config).train()
     size = config.image_size
-    xa, xb = torch.randn(args.batch, ca, size, size), torch.randn(args.batch, cb, size, size)
+    pixels = {s: torch.randn(args.batch, c, size, size) for s, c in config.sensors.items()}
     rss_before = max_rss_gb()
     times = []
     for step in range(args.steps + 1):  # the first step warms up allocators and is not timed
         start = time.perf_counter()
-        out = model(xa, xb, sigreg_step=step, check_finite=False)
+        out = model(pixels, sigreg_step=step, check_finite=False)
         out.loss.backward()
         model.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - start)

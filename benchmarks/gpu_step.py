@@ -5,7 +5,7 @@
 
 The training step is train_accelerate.py's, built here from the model API and crjepa.train.training
 (which has no step function yet): native-size images -> preprocess_batch on the device for both sensors ->
-masks from training.draw_masks (keyed by sample id) -> model(a, b, sigreg_step, masks, check_finite=False) under autocast ->
+masks from training.draw_masks (keyed by sample id) -> model({sensor: pixels}, sigreg_step, masks, check_finite=False) under autocast ->
 backward -> clip_grad_norm_(1.0) -> AdamW -> zero_grad.
 Baseline: the same model and step with every fast option off (pack_sensors=False, no compile, foreach AdamW).
 Fast: pack_sensors=True, training.compile_for_training (the `training.compile` of train_accelerate.py: blocks =
@@ -34,7 +34,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from modeling_crjepa import CRJepaConfig, CRJepaModel, preprocess_batch
+from modeling_crjepa import CRJepaConfig, CRJepaForPreTraining, preprocess_batch
 from crjepa.train.training import COMPILE_MODES, compile_for_training, draw_masks, make_optimizer, param_groups
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
@@ -100,7 +100,7 @@ def native_batch(config: CRJepaConfig, batch: int, size: int, device: torch.devi
 
 
 # ---------------------------------------------------------------------------------------------- the step
-def optimizer_for(model: CRJepaModel, fast: bool, device: torch.device) -> torch.optim.Optimizer:
+def optimizer_for(model: CRJepaForPreTraining, fast: bool, device: torch.device) -> torch.optim.Optimizer:
     """The fast path's AdamW is training's (fused on CUDA); the baseline's the plain foreach one. Both: the
     paper's weight decay 0.04 on weight matrices only."""
     if fast:
@@ -108,20 +108,21 @@ def optimizer_for(model: CRJepaModel, fast: bool, device: torch.device) -> torch
     return torch.optim.AdamW(param_groups(model, 0.04), lr=1e-4, betas=(0.9, 0.999))
 
 
-def forward_backward(model: CRJepaModel, images: dict[str, torch.Tensor], step: int,
+def forward_backward(model: CRJepaForPreTraining, images: dict[str, torch.Tensor], step: int,
                      amp: torch.dtype | None) -> torch.Tensor:
     """Preprocess on the device, draw the step's masks, compute the objective and back-propagate."""
     config = model.config
-    a, b = (preprocess_batch(images[s], s, config, check_finite=False) for s in config.sensor_names)
-    ids = [f"pair-{step}-{i}" for i in range(a.shape[0])]  # the loader's sample ids key the masks
-    masks = draw_masks(config, ids, step, seed=0, device=a.device)
-    with torch.autocast(a.device.type, dtype=amp or torch.float32, enabled=amp is not None):
-        out = model(a, b, sigreg_step=step, masks=masks, check_finite=False)
+    pixels = {s: preprocess_batch(images[s], s, config, check_finite=False) for s in config.sensor_names}
+    first = pixels[config.sensor_names[0]]
+    ids = [f"pair-{step}-{i}" for i in range(first.shape[0])]  # the loader's sample ids key the masks
+    masks = draw_masks(config, ids, step, seed=0, device=first.device)
+    with torch.autocast(first.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        out = model(pixels, sigreg_step=step, masks=masks, check_finite=False)
     out.loss.backward()
     return out.loss.detach()
 
 
-def train_step(model: CRJepaModel, optimizer: torch.optim.Optimizer, images: dict[str, torch.Tensor], step: int,
+def train_step(model: CRJepaForPreTraining, optimizer: torch.optim.Optimizer, images: dict[str, torch.Tensor], step: int,
                amp: torch.dtype | None, max_grad_norm: float = 1.0) -> torch.Tensor:
     """One optimiser step, with no host synchronisation (the loss stays on the device)."""
     loss = forward_backward(model, images, step, amp)
@@ -207,7 +208,7 @@ def profile_steps(fn: Callable[[int], Any], device: torch.device, steps: int, pa
 
 
 # ---------------------------------------------------------------------------------------------- runs
-def measure(model: CRJepaModel, args: argparse.Namespace, device: torch.device, fast: bool,
+def measure(model: CRJepaForPreTraining, args: argparse.Namespace, device: torch.device, fast: bool,
             images: dict[str, torch.Tensor], embed_pixels: torch.Tensor, amp: torch.dtype | None) -> dict[str, Any]:
     """Training pairs/s, peak memory and embedding images/s of one configuration of the model."""
     model.config.pack_sensors = fast
@@ -278,7 +279,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     torch.manual_seed(0)
     config = CRJepaConfig.from_preset(args.preset)
-    model = CRJepaModel(config).to(device)
+    model = CRJepaForPreTraining(config).to(device)
     images = native_batch(config, args.batch, args.native_size, device)
     embed_native = native_batch(config, args.embed_batch, args.native_size, device)[config.sensor_names[1]]
     embed_pixels = preprocess_batch(embed_native, config.sensor_names[1], config)

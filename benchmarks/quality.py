@@ -123,7 +123,11 @@ def last_losses(output_dir: Path) -> dict[str, float]:
     lines = [line for line in log.read_text().splitlines() if line.strip()]
     last = json.loads(lines[-1]) if lines else {}
     return {k.removeprefix("train/"): round(float(v), 4) for k, v in last.items()
-            if k.startswith("train/loss")}
+            if k.removeprefix("train/").split("/")[0] in LOSS_TERMS}
+
+
+LOSS_TERMS = ("loss", "pred", "cross", "uni", "sigreg", "mahalanobis", "variance", "covariance", "contrastive")
+"""The logged loss terms (train/<term> and train/<term>/<route or pair>, from the model's loss_terms())."""
 
 
 def effective_rank(x: np.ndarray) -> float:

@@ -14,12 +14,46 @@ from typing import Any
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
-ROUTES = ("aa", "bb", "ab", "ba")
-"""The four prediction routes: a->a and b->b (same-modal), a->b and b->a (cross-modal)."""
+LEGACY_ROUTES = ("aa", "bb", "ab", "ba")
+"""Wave-1 route codes over the first two sensors a and b: a->a, b->b (same-modal), a->b, b->a (cross-modal).
+Configs (YAML, config.json) that still use them are read as the routes they name (`normalize_route`)."""
+ROUTES = LEGACY_ROUTES  # kept for imports of the wave-1 name
+ROUTE_ARROW = "->"
+
+
+def all_routes(sensors) -> list[str]:
+    """Every (source, target) route among `sensors` as "source->target": the same-sensor routes in sensor order,
+    then the cross-sensor ones pair by pair (a->b, b->a, a->c, c->a, ...). Two sensors: a->a, b->b, a->b, b->a
+    (the wave-1 order aa, bb, ab, ba)."""
+    names = list(sensors)
+    routes = [f"{s}{ROUTE_ARROW}{s}" for s in names]
+    for i, source in enumerate(names):
+        for target in names[i + 1:]:
+            routes += [f"{source}{ROUTE_ARROW}{target}", f"{target}{ROUTE_ARROW}{source}"]
+    return routes
+
+
+def normalize_route(route: str, sensors) -> str:
+    """A route as "source->target": wave-1 codes (aa, bb, ab, ba) map to the first two sensors; other text is
+    returned stripped of spaces (checked by CRJepaConfig.check)."""
+    names = list(sensors)
+    route = str(route).replace(" ", "")
+    if route in LEGACY_ROUTES and len(names) >= 2:
+        letter = dict(zip("ab", names[:2]))
+        return f"{letter[route[0]]}{ROUTE_ARROW}{letter[route[1]]}"
+    return route
+
+
+def split_route(route: str) -> tuple[str, str]:
+    """"s1->s2" -> ("s1", "s2")."""
+    source, _, target = route.partition(ROUTE_ARROW)
+    return source, target
+
 
 PREDICTOR_SHARING = ("paper", "independent", "shared")
-"""paper: P_aa, P_bb and one P_cross for both cross routes; independent: one predictor per route;
-shared: one predictor for all four routes."""
+"""Which predictor serves each route (modeling_crjepa.predictor_for_route): paper: one same-sensor predictor per
+sensor (P_aa, P_bb, ...) and one P_cross for every cross-sensor route; independent: one predictor per route;
+shared: one predictor for all routes."""
 
 HEAD_INITS = ("unit", "small")
 """unit: LayerNorm on the pooled features and head linears drawn with std 1/sqrt(fan_in), so the raw
@@ -110,7 +144,10 @@ class CRJepaConfig(PreTrainedConfig):
     r"""Configuration of a CR-JEPA model.
 
     Sensors
-        sensors: ordered mapping sensor name -> channel count; the first is sensor ``a``, the second ``b``.
+        sensors: ordered mapping sensor name -> channel count, one or more (pretraining needs two or more;
+            CRJepaForPreTraining checks). In the paper's notation the first is sensor ``a``, the second ``b``.
+        default_sensor: the sensor `CRJepaModel.forward` and the image processor assume when none is named and
+            the channel count does not tell (None: the first sensor).
         band_names, band_mean, band_std: per sensor, one entry per channel (normalisation statistics used
             by the image processor and the on-device preprocessing). Missing stats mean 0 / 1.
         sar_sensors: sensors whose values are SAR backscatter in dB (non-finite values are filled with the
@@ -124,7 +161,9 @@ class CRJepaConfig(PreTrainedConfig):
         predictor_sharing: one of PREDICTOR_SHARING. head_mode: one of HEAD_MODES. trunk_mode: TRUNK_MODES.
     Objective
         mask_ratio: fraction of tokens that are masked (targets) per sample and sensor.
-        routes: the active prediction routes (subset of ROUTES); route_weights: lambda per route.
+        routes: the active prediction routes, "source->target" sensor pairs (default: every pair,
+            `all_routes`); wave-1 codes aa / bb / ab / ba name routes among the first two sensors.
+        route_weights: lambda per route (default 1; keys as routes).
         lambda_cross, lambda_uni, lambda_sigreg: loss weights; temperature: InfoNCE temperature.
         sigreg_num_directions (J), sigreg_num_knots, sigreg_t_max: SIGReg's slicing and quadrature.
         stop_gradient_targets: detach z_M before the prediction loss.
@@ -144,6 +183,7 @@ class CRJepaConfig(PreTrainedConfig):
     band_std: dict = None
     sar_sensors: list = None
     nan_policy: str = "fill"
+    default_sensor: str | None = None
     # stems and trunk
     image_size: int = 224
     patch_size: int = 16
@@ -193,11 +233,11 @@ class CRJepaConfig(PreTrainedConfig):
         if self.sar_sensors is None:
             self.sar_sensors = []
         if self.routes is None:
-            self.routes = list(ROUTES)
-        self.routes = list(self.routes)
-        weights = {r: 1.0 for r in ROUTES}
-        weights.update(self.route_weights or {})
-        self.route_weights = {r: float(weights[r]) for r in ROUTES}
+            self.routes = all_routes(self.sensors)
+        self.routes = [normalize_route(r, self.sensors) for r in self.routes]
+        weights = {r: 1.0 for r in all_routes(self.sensors)}
+        weights.update({normalize_route(r, self.sensors): w for r, w in (self.route_weights or {}).items()})
+        self.route_weights = {r: float(w) for r, w in weights.items()}
         super().__post_init__(**kwargs)
         self.check()
 
@@ -208,8 +248,12 @@ class CRJepaConfig(PreTrainedConfig):
         Runs at construction (end of __post_init__), so a bad config never reaches a model.
         """
         errors = []
-        if len(self.sensors) != 2:
-            errors.append(f"sensors must name exactly two sensors (a, b), found {list(self.sensors)}")
+        if len(self.sensors) < 1:
+            errors.append("sensors must name at least one sensor (name -> channel count), found none")
+        if any(ROUTE_ARROW in s or "." in s or "/" in s or not s for s in self.sensors):
+            errors.append(f"sensor names must be non-empty and contain no '->', '.' or '/', found {list(self.sensors)}")
+        if self.default_sensor is not None and self.default_sensor not in self.sensors:
+            errors.append(f"default_sensor {self.default_sensor!r} must be one of sensors {list(self.sensors)}")
         for name, channels in self.sensors.items():
             if channels < 1:
                 errors.append(f"sensor {name!r} needs at least one channel, found {channels}")
@@ -234,11 +278,15 @@ class CRJepaConfig(PreTrainedConfig):
             errors.append(f"predictor_hidden_size {self.predictor_hidden_size} must be divisible by predictor_num_heads {self.predictor_num_heads}")
         if not 0.0 < self.mask_ratio < 1.0:
             errors.append(f"mask_ratio must be in (0, 1), found {self.mask_ratio}")
-        bad_routes = [r for r in self.routes if r not in ROUTES]
+        known = all_routes(self.sensors)
+        bad_routes = [r for r in self.routes if r not in known]
         if bad_routes:
-            errors.append(f"routes {bad_routes} unknown; choose from {list(ROUTES)}")
-        if set(self.route_weights) - set(ROUTES):
-            errors.append(f"route_weights keys must be among {list(ROUTES)}, found {sorted(self.route_weights)}")
+            errors.append(f"routes {bad_routes} unknown; routes are 'source->target' among sensors {list(self.sensors)} "
+                          f"(or the codes aa, bb, ab, ba for the first two), e.g. {known[:4]}")
+        if len(set(self.routes)) != len(self.routes):
+            errors.append(f"routes {self.routes} name a route twice")
+        if set(self.route_weights) - set(known):
+            errors.append(f"route_weights keys must be routes among {known}, found {sorted(self.route_weights)}")
         for field, choices in (("predictor_sharing", PREDICTOR_SHARING), ("head_mode", HEAD_MODES), ("head_init", HEAD_INITS),
                                ("trunk_mode", TRUNK_MODES), ("nan_policy", ("fill", "raise"))):
             if getattr(self, field) not in choices:
@@ -253,8 +301,13 @@ class CRJepaConfig(PreTrainedConfig):
     # ------------------------------------------------------------------ conveniences
     @property
     def sensor_names(self) -> list[str]:
-        """[a, b]: the sensor names in order."""
+        """The sensor names in order (a, b, ...)."""
         return list(self.sensors)
+
+    @property
+    def route_pairs(self) -> list[tuple[str, str]]:
+        """The active routes as (source, target) sensor pairs, in config order."""
+        return [split_route(r) for r in self.routes]
 
     @property
     def num_patches(self) -> int:
@@ -270,4 +323,5 @@ class CRJepaConfig(PreTrainedConfig):
         return cls(**values)
 
 
-__all__ = ["CRJepaConfig", "PRESETS", "ROUTES", "PREDICTOR_SHARING", "HEAD_MODES", "TRUNK_MODES"]
+__all__ = ["CRJepaConfig", "PRESETS", "ROUTES", "LEGACY_ROUTES", "PREDICTOR_SHARING", "HEAD_MODES", "TRUNK_MODES",
+           "all_routes", "normalize_route", "split_route"]

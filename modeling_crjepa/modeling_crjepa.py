@@ -6,7 +6,10 @@ Every paper component has a class named after it here:
     Predictor         P_aa, P_bb, P_cross: query-based (mask queries + target positions; self-attention,
                       cross-attention to the visible context, MLP), depth 6
     RetrievalHead     phi_uni (same-modal search) and phi_cross (cross-modal search), 256-d
-    CRJepaModel       masking, the four routes (aa, bb, ab, ba), and the objective
+    CRJepaModel       the encoder for retrieval: stems + trunk + the two heads (no predictors, no loss);
+                      forward(pixel_values, sensor=...) -> last_hidden_state, pooler_output, embeddings
+    CRJepaForPreTraining  CRJepaModel (as `.crjepa`) + the predictors + the objective: masking, the routes
+                      (source, target) among any number of sensors (two or more), and
                       L = L_pred + lambda_cross L_cross + lambda_uni L_uni + lambda_sigreg L_sigreg
 The loss functions live in losses.py. Speed (config.pack_sensors, `compile_blocks`) never changes the math:
 `run_packed` batches calls of one module on same-shaped inputs into one call, e.g. the shared trunk on both
@@ -16,8 +19,10 @@ copies it with the files it imports relatively): it imports only torch, transfor
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import combinations
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,9 +31,10 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 
-from .configuration_crjepa import CRJepaConfig
+from .configuration_crjepa import CRJepaConfig, all_routes, split_route
 from .losses import info_nce, prediction_loss, sigreg, uni_loss
 
 SPACES = ("unified", "cross")
@@ -36,47 +42,88 @@ SPACES = ("unified", "cross")
 
 # ---------------------------------------------------------------------------------------------- outputs
 @dataclass
-class CRJepaOutput(ModelOutput):
+class CRJepaModelOutput(ModelOutput):
+    """Encoder output for one sensor's images (`CRJepaModel.forward`).
+
+    last_hidden_state: (B, N, D) trunk tokens (after the final norm); pooler_output: (B, D) their mean (the
+    paper pools by the mean, no CLS token); image_embeds: (B, R) L2-normalised embedding in the asked space
+    (`space`, default "unified"); unified_embeds / cross_embeds: both spaces when no space was asked, else the
+    asked one; hidden_states: (stem output, each trunk block's output) when output_hidden_states.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    pooler_output: torch.FloatTensor | None = None
+    image_embeds: torch.FloatTensor | None = None
+    unified_embeds: torch.FloatTensor | None = None
+    cross_embeds: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class CRJepaPreTrainingOutput(ModelOutput):
     """Training forward output: the total loss and every term, so each can be logged.
 
-    loss_pred is the weighted sum over the active routes; loss_pred_<route> are the unweighted route losses
-    (0 for inactive routes). embeddings holds e (normalised) and r (raw) per sensor and head, from the
-    visible tokens, for monitoring.
+    losses: {term: scalar} keyed by route and sensor pair: "pred" (the weighted sum over the active routes),
+    "pred/<source>-><target>" (unweighted, active routes only), "cross" and "uni" (means over sensor pairs),
+    "cross/<a>-<b>" and "uni/<a>-<b>" per unordered pair, "sigreg". embeddings: e (normalised) per
+    "<sensor>_<space>", from the visible tokens, for monitoring.
     """
 
     loss: torch.FloatTensor | None = None
-    loss_pred: torch.FloatTensor | None = None
-    loss_pred_aa: torch.FloatTensor | None = None
-    loss_pred_bb: torch.FloatTensor | None = None
-    loss_pred_ab: torch.FloatTensor | None = None
-    loss_pred_ba: torch.FloatTensor | None = None
-    loss_cross: torch.FloatTensor | None = None
-    loss_uni: torch.FloatTensor | None = None
-    loss_sigreg: torch.FloatTensor | None = None
+    losses: dict | None = None
     embeddings: dict | None = None
 
     def loss_terms(self) -> dict[str, torch.Tensor]:
-        """{name: scalar tensor} for logging: every set field whose name starts with "loss", in field order.
+        """{name: scalar tensor} for logging: "loss" then every term of `losses`."""
+        return {"loss": self.loss, **(self.losses or {})}
 
-        Generic over the output's fields, so other models' outputs (baselines.py) reuse it as is.
-        """
-        return {name: value for name, value in self.items() if name.startswith("loss")}
+
+CRJepaOutput = CRJepaPreTrainingOutput  # the wave-1 name
 
 
 # ---------------------------------------------------------------------------------------------- blocks
-class Attention(nn.Module):
-    """Multi-head attention through scaled_dot_product_attention; self-attention when context is None."""
+def eager_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                            attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0,
+                            **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(q k^T * scaling) v in plain torch ops (transformers' "eager" kernel): (B, H, L, d) in,
+    (B, L, H, d) out, and the attention weights."""
+    if scaling is None:
+        scaling = query.size(-1) ** -0.5
+    weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        weights = weights + attention_mask
+    weights = F.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = F.dropout(weights, p=dropout, training=module.training)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
 
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True) -> None:
+
+class Attention(nn.Module):
+    """Multi-head attention; self-attention when context is None.
+
+    The kernel is the config's `_attn_implementation` ("sdpa" by default, "eager", "flash_attention_2" where
+    installed, ...) through transformers' ALL_ATTENTION_FUNCTIONS, read at call time, so
+    `from_pretrained(..., attn_implementation=...)` and `set_attn_implementation` select it.
+    """
+
+    is_causal = False
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, config: CRJepaConfig | None = None) -> None:
         super().__init__()
+        self.config = config
         self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scaling = self.head_dim ** -0.5
         self.q = nn.Linear(dim, dim, bias=qkv_bias)
         self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
+    def attention_function(self) -> Callable:
+        implementation = getattr(self.config, "_attn_implementation", None) or "sdpa"
+        return ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         batch, length, dim = x.shape
-        heads, head_dim = self.num_heads, dim // self.num_heads
+        heads, head_dim = self.num_heads, self.head_dim
         if context is None:  # self-attention: q, k, v from one fused matmul (same weights, same math)
             weight = torch.cat([self.q.weight, self.kv.weight])
             bias = None if self.q.bias is None else torch.cat([self.q.bias, self.kv.bias])
@@ -84,8 +131,8 @@ class Attention(nn.Module):
         else:
             q = self.q(x).view(batch, length, heads, head_dim).transpose(1, 2)
             k, v = self.kv(context).view(batch, context.shape[1], 2, heads, head_dim).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(out.transpose(1, 2).reshape(batch, length, dim))
+        out, _ = self.attention_function()(self, q, k, v, None, dropout=0.0, scaling=self.scaling, is_causal=False)
+        return self.proj(out.reshape(batch, length, dim))
 
 
 class MLP(nn.Module):
@@ -101,10 +148,11 @@ class MLP(nn.Module):
 class TrunkBlock(GradientCheckpointingLayer):
     """Pre-norm transformer block of the trunk: self-attention, MLP."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, eps: float, qkv_bias: bool) -> None:
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, eps: float, qkv_bias: bool,
+                 config: CRJepaConfig | None = None) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=eps)
-        self.attn = Attention(dim, num_heads, qkv_bias)
+        self.attn = Attention(dim, num_heads, qkv_bias, config)
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = MLP(dim, int(dim * mlp_ratio))
 
@@ -116,13 +164,14 @@ class TrunkBlock(GradientCheckpointingLayer):
 class PredictorBlock(GradientCheckpointingLayer):
     """Predictor block: self-attention among mask queries, cross-attention to the visible context, MLP."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, eps: float, qkv_bias: bool) -> None:
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, eps: float, qkv_bias: bool,
+                 config: CRJepaConfig | None = None) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=eps)
-        self.self_attn = Attention(dim, num_heads, qkv_bias)
+        self.self_attn = Attention(dim, num_heads, qkv_bias, config)
         self.norm_q = nn.LayerNorm(dim, eps=eps)
         self.norm_ctx = nn.LayerNorm(dim, eps=eps)
-        self.cross_attn = Attention(dim, num_heads, qkv_bias)
+        self.cross_attn = Attention(dim, num_heads, qkv_bias, config)
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = MLP(dim, int(dim * mlp_ratio))
 
@@ -160,12 +209,18 @@ class Trunk(nn.Module):
         super().__init__()
         self.blocks = nn.ModuleList(
             TrunkBlock(config.hidden_size, config.num_attention_heads, config.mlp_ratio, config.layer_norm_eps,
-                       config.qkv_bias) for _ in range(config.num_hidden_layers))
+                       config.qkv_bias, config) for _ in range(config.num_hidden_layers))
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, hidden_states: list | None = None) -> torch.Tensor:
+        """tokens (B, n, D) -> normalised latents (B, n, D); appends the input and each block's output to
+        `hidden_states` when given."""
         for block in self.blocks:
+            if hidden_states is not None:
+                hidden_states.append(tokens)
             tokens = block(tokens)
+        if hidden_states is not None:
+            hidden_states.append(tokens)
         return self.norm(tokens)
 
 
@@ -184,8 +239,8 @@ class Predictor(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, config.num_patches, dim))
         self.target_sensor_embed = nn.Parameter(torch.zeros(len(config.sensors), dim))
         self.blocks = nn.ModuleList(
-            PredictorBlock(dim, config.predictor_num_heads, config.mlp_ratio, config.layer_norm_eps, config.qkv_bias)
-            for _ in range(config.predictor_depth))
+            PredictorBlock(dim, config.predictor_num_heads, config.mlp_ratio, config.layer_norm_eps, config.qkv_bias,
+                           config) for _ in range(config.predictor_depth))
         self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
         self.out_proj = nn.Linear(dim, config.hidden_size)
 
@@ -193,8 +248,8 @@ class Predictor(nn.Module):
                 target_sensor: int | torch.Tensor) -> torch.Tensor:
         """context (B, Nv, D), target_positions (B, Nm) long -> predicted latents (B, Nm, D).
 
-        target_sensor: the target sensor's index (0 = a, 1 = b), one int or a (B,) long tensor (one per row,
-        so routes with different targets can share one call).
+        target_sensor: the target sensor's index in config.sensors (0 = a, 1 = b, ...), one int or a (B,) long
+        tensor (one per row, so routes with different targets can share one call).
         """
         context = self.context_proj(context)
         pos = self.pos_embed.expand(target_positions.shape[0], -1, -1)
@@ -232,13 +287,31 @@ class RetrievalHead(nn.Module):
         return raw, F.normalize(raw.float(), dim=-1)
 
 
+SENSOR_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+"""Sensor i is letter i in predictor names (the paper's P_aa, P_bb, P_cross; wave-1 checkpoints' keys)."""
+
+
 def predictor_for_route(config: CRJepaConfig) -> dict[str, str]:
-    """Which predictor module serves each route, by the config's predictor_sharing."""
-    if config.predictor_sharing == "paper":
-        return {"aa": "aa", "bb": "bb", "ab": "cross", "ba": "cross"}
-    if config.predictor_sharing == "independent":
-        return {r: r for r in ("aa", "bb", "ab", "ba")}
-    return {r: "shared" for r in ("aa", "bb", "ab", "ba")}
+    """{route: name of the predictor module serving it} for every route among the config's sensors.
+
+    Names use the sensors' letters (sensor i = SENSOR_LETTERS[i]), so they do not depend on the sensor names and
+    two-sensor models keep the wave-1 keys: paper: "aa", "bb", ... per sensor for its same-sensor route and
+    "cross" for every cross-sensor route; independent: "ab" for a->b etc., one per route; shared: "shared".
+    """
+    names = list(config.sensors)
+    if len(names) > len(SENSOR_LETTERS):
+        raise ValueError(f"At most {len(SENSOR_LETTERS)} sensors, found {len(names)}")
+    letter = dict(zip(names, SENSOR_LETTERS))
+    serving = {}
+    for route in all_routes(names):
+        source, target = split_route(route)
+        if config.predictor_sharing == "paper":
+            serving[route] = letter[source] * 2 if source == target else "cross"
+        elif config.predictor_sharing == "independent":
+            serving[route] = letter[source] + letter[target]
+        else:
+            serving[route] = "shared"
+    return serving
 
 
 def random_masks(batch: int, num_patches: int, mask_ratio: float, device, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -290,10 +363,17 @@ class CRJepaPreTrainedModel(PreTrainedModel):
     config_class = CRJepaConfig
     config: CRJepaConfig
     base_model_prefix = "crjepa"
-    main_input_name = "pixel_values_a"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
     supports_gradient_checkpointing = True
     _no_split_modules = ["TrunkBlock", "PredictorBlock", "SensorStem"]
     _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = False
+    _supports_attention_backend = True
+
+    no_weight_decay_parameter_names = ("pos_embed", "mask_token", "target_sensor_embed")
+    """Parameters (by their last name) trained without weight decay, besides every norm and bias (ndim <= 1)."""
 
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
@@ -314,9 +394,110 @@ class CRJepaPreTrainedModel(PreTrainedModel):
             init.trunc_normal_(module.mask_token, std=std)
             init.trunc_normal_(module.target_sensor_embed, std=std)
 
+    def no_weight_decay(self) -> set[str]:
+        """Names of the parameters to train without weight decay: norms, biases (every tensor with ndim <= 1),
+        positional embeddings, mask tokens and sensor embeddings (the ViT / I-JEPA recipe; optimisers read
+        this, as open_clip's and timm's do)."""
+        return {name for name, param in self.named_parameters()
+                if param.ndim <= 1 or name.rsplit(".", 1)[-1] in self.no_weight_decay_parameter_names}
+
+    def compile_blocks(self, **compile_kwargs: Any) -> "CRJepaPreTrainedModel":
+        """Regional torch.compile: compile every trunk and predictor block and the sensor stems in place
+        (opt-in, for GPUs).
+
+        All blocks of a kind share one compiled graph (per input shape and grad mode), so compiling is quick;
+        the math is unchanged. Shapes are static (equal masked counts), hence dynamic=False by default.
+        Keyword arguments go to torch.compile (e.g. mode="max-autotune-no-cudagraphs", backend="eager").
+        """
+        compile_kwargs.setdefault("dynamic", False)
+        for module in self.modules():
+            if isinstance(module, (TrunkBlock, PredictorBlock, SensorStem)):
+                module.compile(**compile_kwargs)
+        return self
+
+    def save_pretrained(self, save_directory, *args: Any, **kwargs: Any) -> Any:
+        """transformers' save_pretrained, plus: config.json's auto_map names both the encoder (AutoModel) and
+        the pretraining model (AutoModelForPreTraining), and the crjepa model card is written as README.md when
+        the folder has none (`crjepa.hub.cards` renders a fuller one with results)."""
+        if isinstance(self, (CRJepaModel, CRJepaForPreTraining)):
+            auto_map = dict(getattr(self.config, "auto_map", None) or {})
+            auto_map.update({"AutoConfig": "configuration_crjepa.CRJepaConfig",
+                             "AutoModel": "modeling_crjepa.CRJepaModel",
+                             "AutoModelForPreTraining": "modeling_crjepa.CRJepaForPreTraining"})
+            self.config.auto_map = auto_map
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        readme = Path(save_directory) / "README.md"
+        if not readme.exists() and kwargs.get("is_main_process", True):
+            readme.write_text(default_model_card(self.config, type(self).__name__))
+        return result
+
+    def push_to_hub(self, repo_id: str, *, encoder_only: bool = False, card: str | None = None,
+                    commit_message: str = "Upload CR-JEPA model", private: bool | None = None,
+                    token: str | None = None, revision: str | None = None, create_pr: bool = False,
+                    api: Any = None, **kwargs: Any) -> Any:
+        """Upload the model with its image processor and the crjepa card (`card`, else `default_model_card`),
+        never transformers' generic one. encoder_only=True uploads CRJepaModel alone (retrieval needs no
+        predictors). api: an `huggingface_hub.HfApi`-like object (default: a new HfApi)."""
+        import tempfile
+
+        from huggingface_hub import HfApi
+
+        from .image_processing_crjepa import CRJepaImageProcessor
+
+        api = api or HfApi(token=token)
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        model = self.get_encoder() if encoder_only and hasattr(self, "crjepa") else self
+        with tempfile.TemporaryDirectory() as tmp:
+            if card is not None:
+                (Path(tmp) / "README.md").write_text(card)
+            model.save_pretrained(tmp)
+            CRJepaImageProcessor.from_config(self.config).save_pretrained(tmp)
+            return api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message,
+                                     revision=revision, create_pr=create_pr)
+
+
+def default_model_card(config: CRJepaConfig, architecture: str = "CRJepaModel") -> str:
+    """A short crjepa card (YAML metadata + usage) for a saved folder that has no card yet."""
+    sensors = list(config.sensors)
+    first = config.default_sensor or sensors[0]
+    directions = ", ".join(f"{s}->{t}" for s in sensors for t in sensors)
+    return f"""---
+library_name: transformers
+pipeline_tag: image-feature-extraction
+tags:
+- crjepa
+- remote-sensing
+- image-retrieval
+- cross-modal-retrieval
+---
+
+# CR-JEPA ({architecture})
+
+CR-JEPA (arXiv 2606.00706) for cross-modal remote-sensing retrieval: one stem per sensor
+({", ".join(f"{s}: {c} bands" for s, c in config.sensors.items())}), a shared trunk, a **unified** space for
+same-modal search and a **cross** space for cross-modal search. Retrieval directions: {directions}.
+
+```python
+from transformers import AutoImageProcessor, AutoModel
+
+model = AutoModel.from_pretrained("path/or/repo", trust_remote_code=True)
+processor = AutoImageProcessor.from_pretrained("path/or/repo", trust_remote_code=True)
+pixels = processor(images, sensor="{first}", return_tensors="pt")["pixel_values"]
+unified = model.get_embeddings(pixels, sensor="{first}", space="unified")
+cross = model.get_embeddings(pixels, sensor="{first}", space="cross")
+```
+"""
+
 
 class CRJepaModel(CRJepaPreTrainedModel):
-    """CR-JEPA: `forward` computes the training objective; `get_embeddings` embeds images for retrieval."""
+    """The CR-JEPA encoder for retrieval: sensor stems, the trunk and the retrieval heads (no predictors, no loss).
+
+    `forward(pixel_values, sensor=...)` embeds one sensor's images (transformers' image-feature-extraction
+    pipeline and AutoModel use it); `get_embeddings` / `embed` are the retrieval API. A CRJepaForPreTraining
+    checkpoint (and a wave-1 CRJepaModel one) loads into it; the predictors are dropped silently.
+    """
+
+    _keys_to_ignore_on_load_unexpected = [r"^predictors\.", r"^crjepa\.predictors\."]
 
     def __init__(self, config: CRJepaConfig) -> None:
         config.check()
@@ -327,9 +508,6 @@ class CRJepaModel(CRJepaPreTrainedModel):
             self.trunk = Trunk(config)
         else:
             self.trunks = nn.ModuleDict({name: Trunk(config) for name in self.sensor_names})
-        self.route_to_predictor = predictor_for_route(config)
-        needed = sorted({self.route_to_predictor[r] for r in config.routes})
-        self.predictors = nn.ModuleDict({name: Predictor(config) for name in needed})
         if config.head_mode == "decoupled":
             self.heads = nn.ModuleDict({"unified": RetrievalHead(config), "cross": RetrievalHead(config)})
         else:
@@ -349,20 +527,6 @@ class CRJepaModel(CRJepaPreTrainedModel):
     def head_for(self, space: str) -> RetrievalHead:
         return self.heads[self.head_name(space)]
 
-    def compile_blocks(self, **compile_kwargs: Any) -> "CRJepaModel":
-        """Regional torch.compile: compile every trunk and predictor block and the sensor stems in place
-        (opt-in, for GPUs).
-
-        All blocks of a kind share one compiled graph (per input shape and grad mode), so compiling is quick;
-        the math is unchanged. Shapes are static (equal masked counts), hence dynamic=False by default.
-        Keyword arguments go to torch.compile (e.g. mode="max-autotune-no-cudagraphs", backend="eager").
-        """
-        compile_kwargs.setdefault("dynamic", False)
-        for module in self.modules():
-            if isinstance(module, (TrunkBlock, PredictorBlock, SensorStem)):
-                module.compile(**compile_kwargs)
-        return self
-
     def check_pixel_values(self, pixel_values: torch.Tensor, sensor: str, check_finite: bool = True) -> None:
         """Raise a clear error for an unknown sensor, a wrong shape or non-finite values."""
         if sensor not in self.config.sensors:
@@ -377,25 +541,60 @@ class CRJepaModel(CRJepaPreTrainedModel):
             raise ValueError(f"Sensor {sensor!r}: pixel_values contain NaN or inf; CRJepaImageProcessor fills "
                              "non-finite values (nan_policy='fill')")
 
-    def _check_pair(self, pixel_values_a: torch.Tensor, pixel_values_b: torch.Tensor,
-                    check_finite: bool) -> dict[str, torch.Tensor]:
-        """{sensor: pixel_values} of a batch of pairs, each sensor's input checked, equal batch sizes."""
-        name_a, name_b = self.sensor_names
-        self.check_pixel_values(pixel_values_a, name_a, check_finite)
-        self.check_pixel_values(pixel_values_b, name_b, check_finite)
-        if pixel_values_a.shape[0] != pixel_values_b.shape[0]:
-            raise ValueError(f"Sensors {name_a!r} and {name_b!r} need the same batch size (pairs), found "
-                             f"{pixel_values_a.shape[0]} and {pixel_values_b.shape[0]}")
-        return {name_a: pixel_values_a, name_b: pixel_values_b}
+    def sensor_of(self, pixel_values: torch.Tensor, sensor: str | None) -> str:
+        """The sensor of a batch: the one named, else the only sensor with the batch's channel count, else
+        config.default_sensor (or the first sensor)."""
+        if sensor is not None:
+            return sensor
+        if torch.is_tensor(pixel_values) and pixel_values.ndim == 4:
+            matching = [s for s, c in self.config.sensors.items() if c == pixel_values.shape[1]]
+            if len(matching) == 1:
+                return matching[0]
+        return self.config.default_sensor or self.sensor_names[0]
 
-    def encode(self, pixel_values: torch.Tensor, sensor: str, index: torch.Tensor | None = None) -> torch.Tensor:
+    def encode(self, pixel_values: torch.Tensor, sensor: str, index: torch.Tensor | None = None,
+               hidden_states: list | None = None) -> torch.Tensor:
         """z = g(f_sensor(x; index)): trunk latents of the tokens at `index` (all tokens when None)."""
-        tokens = self.stems[sensor](pixel_values)
+        tokens = self.stems[sensor](pixel_values.to(self.dtype))
         if index is not None:
             tokens = gather_tokens(tokens, index)
-        return self.trunk_for(sensor)(tokens)
+        return self.trunk_for(sensor)(tokens, hidden_states)
 
     # ------------------------------------------------------------------ inference
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        sensor: str | None = None,
+        space: str | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        check_finite: bool = True,
+        **kwargs: Any,
+    ) -> CRJepaModelOutput | tuple:
+        """Embed a batch of one sensor with all tokens (no masking).
+
+        pixel_values: (B, C, image_size, image_size) from CRJepaImageProcessor, any float dtype (cast to the
+        model's). sensor: which stem (default: `sensor_of`). space: "unified" or "cross" for image_embeds (None:
+        both spaces, image_embeds = unified). return_dict=False returns the output's set fields as a tuple.
+        """
+        output_hidden_states = (output_hidden_states if output_hidden_states is not None
+                                else self.config.output_hidden_states)
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        sensor = self.sensor_of(pixel_values, sensor)
+        self.check_pixel_values(pixel_values, sensor, check_finite)
+        spaces = SPACES if space is None else (space,)
+        names = {s: self.head_name(s) for s in spaces}
+        hidden_states: list | None = [] if output_hidden_states else None
+        last_hidden_state = self.encode(pixel_values, sensor, hidden_states=hidden_states)
+        pooled = last_hidden_state.mean(dim=1)
+        projected = {name: self.heads[name](pooled)[1] for name in dict.fromkeys(names.values())}
+        embeds = {s: projected[name] for s, name in names.items()}
+        output = CRJepaModelOutput(
+            last_hidden_state=last_hidden_state, pooler_output=pooled, image_embeds=embeds[spaces[0]],
+            unified_embeds=embeds.get("unified"), cross_embeds=embeds.get("cross"),
+            hidden_states=tuple(hidden_states) if hidden_states is not None else None)
+        return output if return_dict else output.to_tuple()
+
     @torch.no_grad()
     def get_embeddings(self, pixel_values: torch.Tensor, sensor: str, space: str = "unified",
                        normalize: bool = True, check_finite: bool = True) -> torch.Tensor:
@@ -417,71 +616,170 @@ class CRJepaModel(CRJepaPreTrainedModel):
         projected = {name: self.heads[name](pooled) for name in dict.fromkeys(names.values())}
         return {space: projected[name][1] if normalize else projected[name][0].float() for space, name in names.items()}
 
+
+class CRJepaForPreTraining(CRJepaPreTrainedModel):
+    """CR-JEPA pretraining: the encoder (`self.crjepa`, a CRJepaModel), the predictors and the objective.
+
+    Needs two or more sensors. `forward({sensor: pixel_values}, sigreg_step, masks)` computes L over the
+    config's routes; `pixel_values_a` / `pixel_values_b` remain as the wave-1 two-sensor spelling. Wave-1
+    checkpoints (keys stems.*, trunk.*, heads.*, predictors.*) load as they are: transformers adds the
+    `crjepa.` prefix to the encoder's keys, and the predictors' keys are unchanged.
+    """
+
+    def __init__(self, config: CRJepaConfig) -> None:
+        config.check()
+        if len(config.sensors) < 2:
+            raise ValueError(f"Pretraining needs two or more sensors (pairs to predict across), found "
+                             f"{list(config.sensors)}; CRJepaModel embeds a single sensor")
+        super().__init__(config)
+        self.crjepa = CRJepaModel(config)
+        self.sensor_names = list(config.sensors)
+        self.route_to_predictor = predictor_for_route(config)
+        needed = sorted({self.route_to_predictor[r] for r in config.routes})
+        self.predictors = nn.ModuleDict({name: Predictor(config) for name in needed})
+        self.post_init()
+
+    # the encoder's API, so a pretraining model embeds as CRJepaModel does (evaluation during training)
+    def get_encoder(self, *args: Any, **kwargs: Any) -> CRJepaModel:
+        return self.crjepa
+
+    def save_encoder(self, save_directory, **kwargs: Any) -> Any:
+        """save_pretrained of the encoder alone (CRJepaModel: stems, trunk, heads), for retrieval."""
+        return self.crjepa.save_pretrained(save_directory, **kwargs)
+
+    @property
+    def stems(self) -> nn.ModuleDict:
+        return self.crjepa.stems
+
+    @property
+    def heads(self) -> nn.ModuleDict:
+        return self.crjepa.heads
+
+    @property
+    def trunk(self) -> Trunk:
+        return self.crjepa.trunk
+
+    @property
+    def trunks(self) -> nn.ModuleDict:
+        return self.crjepa.trunks
+
+    def trunk_for(self, sensor: str) -> Trunk:
+        return self.crjepa.trunk_for(sensor)
+
+    def head_name(self, space: str) -> str:
+        return self.crjepa.head_name(space)
+
+    def check_pixel_values(self, pixel_values: torch.Tensor, sensor: str, check_finite: bool = True) -> None:
+        self.crjepa.check_pixel_values(pixel_values, sensor, check_finite)
+
+    def encode(self, pixel_values: torch.Tensor, sensor: str, index: torch.Tensor | None = None) -> torch.Tensor:
+        return self.crjepa.encode(pixel_values, sensor, index)
+
+    def get_embeddings(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self.crjepa.get_embeddings(*args, **kwargs)
+
+    def embed(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        return self.crjepa.embed(*args, **kwargs)
+
+    def check_inputs(self, pixel_values: dict[str, torch.Tensor], check_finite: bool) -> dict[str, torch.Tensor]:
+        """{sensor: pixel_values} in config order, each checked, all of one batch size (co-registered rows)."""
+        if not isinstance(pixel_values, dict):
+            raise ValueError("CRJepaForPreTraining takes pixel_values as {sensor: (B, C, S, S) tensor}, found "
+                             f"{type(pixel_values).__name__}")
+        unknown = [s for s in pixel_values if s not in self.config.sensors]
+        missing = [s for s in self.sensor_names if s not in pixel_values]
+        if unknown or missing:
+            raise ValueError(f"pixel_values must hold every sensor of the model {self.sensor_names}; "
+                             f"missing {missing}, unknown {unknown}")
+        for sensor in self.sensor_names:
+            self.check_pixel_values(pixel_values[sensor], sensor, check_finite)
+        sizes = {s: pixel_values[s].shape[0] for s in self.sensor_names}
+        if len(set(sizes.values())) != 1:
+            raise ValueError(f"Every sensor needs the same batch size (co-registered rows), found {sizes}")
+        dtype = self.dtype
+        return {s: pixel_values[s].to(dtype) for s in self.sensor_names}
+
     # ------------------------------------------------------------------ training objective
     def forward(
         self,
-        pixel_values_a: torch.Tensor,
-        pixel_values_b: torch.Tensor,
+        pixel_values: dict[str, torch.Tensor] | torch.Tensor | None = None,
+        pixel_values_b: torch.Tensor | None = None,
         sigreg_step: int = 0,
         masks: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
         check_finite: bool = True,
-        return_dict: bool = True,
-        **kwargs,
-    ) -> CRJepaOutput:
-        """One training step's objective on a batch of pairs (row i of a is co-registered with row i of b).
+        return_dict: bool | None = None,
+        pixel_values_a: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> CRJepaPreTrainingOutput | tuple:
+        """One training step's objective on a batch of co-registered rows (row i of every sensor is one place).
 
-        pixel_values_a/b: normalised (B, C_s, S, S) for sensors a and b (config.sensors order).
+        pixel_values: {sensor: normalised (B, C_s, S, S)} for every sensor of the model. (Wave-1 spelling:
+        pixel_values_a, pixel_values_b for the first two sensors of a two-sensor model, also positionally.)
         sigreg_step: seeds SIGReg's directions (the global step: identical on every process).
         masks: optional {sensor: (visible_index, masked_index)} to fix the masks (tests, benchmarks).
         """
-        cfg = self.config
-        name_a, name_b = self.sensor_names
-        inputs = self._check_pair(pixel_values_a, pixel_values_b, check_finite)
-        batch = pixel_values_a.shape[0]
+        if torch.is_tensor(pixel_values):  # wave-1 positional call model(a, b, ...)
+            pixel_values_a, pixel_values = pixel_values, None
+        if pixel_values is None:
+            if pixel_values_a is None or pixel_values_b is None or len(self.sensor_names) != 2:
+                raise ValueError("Pass pixel_values={sensor: tensor} (pixel_values_a/_b only for two-sensor models)")
+            pixel_values = dict(zip(self.sensor_names, (pixel_values_a, pixel_values_b)))
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        output = self.objective(self.check_inputs(pixel_values, check_finite), sigreg_step, masks)
+        return output if return_dict else output.to_tuple()
+
+    def objective(self, inputs: dict[str, torch.Tensor], sigreg_step: int,
+                  masks: dict[str, tuple[torch.Tensor, torch.Tensor]] | None) -> CRJepaPreTrainingOutput:
+        """L = L_pred + lambda_cross L_cross + lambda_uni L_uni + lambda_sigreg L_sigreg on checked inputs."""
+        cfg, encoder, names = self.config, self.crjepa, self.sensor_names
+        first = inputs[names[0]]
+        batch, device = first.shape[0], first.device
         if masks is None:
-            masks = {n: random_masks(batch, cfg.num_patches, cfg.mask_ratio, x.device) for n, x in inputs.items()}
+            masks = {n: random_masks(batch, cfg.num_patches, cfg.mask_ratio, device) for n in names}
 
         pack = cfg.pack_sensors
-        tokens = {name: self.stems[name](x) for name, x in inputs.items()}
-        names = self.sensor_names
+        tokens = {name: encoder.stems[name](inputs[name]) for name in names}
+
         # z_V = g(f(x; V)) and z_M = g(f(x; M)), each subset through the trunk separately; with a shared trunk
-        # and pack_sensors both sensors' visible tokens go through it as one batch, and the targets likewise
+        # and pack_sensors every sensor's visible tokens go through it as one batch, and the targets likewise
         def trunk_calls(subset: int, detach: bool = False) -> list[tuple[nn.Module, tuple[torch.Tensor]]]:
-            return [(self.trunk_for(n), (gather_tokens(tokens[n].detach() if detach else tokens[n], masks[n][subset]),))
+            return [(encoder.trunk_for(n), (gather_tokens(tokens[n].detach() if detach else tokens[n], masks[n][subset]),))
                     for n in names]
 
         if cfg.stop_gradient_targets:
             z_visible = run_packed(trunk_calls(0), pack)
             with torch.no_grad():
                 z_masked = run_packed(trunk_calls(1, detach=True), pack)
-        else:  # all four subsets carry gradients: one call when the visible and masked counts agree
+        else:  # every subset carries gradients: one call when the visible and masked counts agree
             z_all = run_packed(trunk_calls(0) + trunk_calls(1), pack)
             z_visible, z_masked = z_all[:len(names)], z_all[len(names):]
         visible, targets = dict(zip(names, z_visible)), dict(zip(names, z_masked))
         pooled = {n: visible[n].mean(dim=1) for n in names}
 
-        zero = pixel_values_a.new_zeros((), dtype=torch.float32)
-        sensor_of = {"a": name_a, "b": name_b}
-        active = [r for r in ("aa", "bb", "ab", "ba") if r in cfg.routes]
+        zero = first.new_zeros((), dtype=torch.float32)
+        # routes in canonical order (same-sensor first); routes served by one predictor are packed into one call
+        active = [r for r in all_routes(names) if r in cfg.routes]
         calls = []
-        for route in active:  # routes served by one predictor (P_cross: ab and ba) are packed into one call
-            src, tgt = sensor_of[route[0]], sensor_of[route[1]]
-            target_sensor = torch.full((batch,), names.index(tgt), dtype=torch.long, device=pixel_values_a.device)
+        for route in active:
+            source, target = split_route(route)
+            target_sensor = torch.full((batch,), names.index(target), dtype=torch.long, device=device)
             predictor = self.predictors[self.route_to_predictor[route]]
-            calls.append((predictor, (visible[src], masks[tgt][1], target_sensor)))
+            calls.append((predictor, (visible[source], masks[target][1], target_sensor)))
         predicted = dict(zip(active, run_packed(calls, pack)))
-        route_losses = {r: prediction_loss(predicted[r], targets[sensor_of[r[1]]]) if r in predicted else zero
-                        for r in ("aa", "bb", "ab", "ba")}
+        route_losses = {r: prediction_loss(predicted[r], targets[split_route(r)[1]]) for r in active}
         loss_pred = sum(cfg.route_weights[r] * route_losses[r] for r in cfg.routes) if cfg.routes else zero
 
-        # heads: each head once on both sensors; r (raw) and e (normalised) per (sensor, head)
-        keys = [(n, h) for n in names for h in self.heads]
-        projected = dict(zip(keys, run_packed([(self.heads[h], (pooled[n],)) for n, h in keys], pack)))
-        embeddings = {f"{n}_{space}": projected[(n, self.head_name(space))] for n in names for space in SPACES}
+        # heads: each head once on every sensor; r (raw) and e (normalised) per (sensor, head)
+        keys = [(n, h) for n in names for h in encoder.heads]
+        projected = dict(zip(keys, run_packed([(encoder.heads[h], (pooled[n],)) for n, h in keys], pack)))
+        embeddings = {f"{n}_{space}": projected[(n, encoder.head_name(space))] for n in names for space in SPACES}
         e = {k: v[1] for k, v in embeddings.items()}
-        loss_cross = info_nce(e[f"{name_a}_cross"], e[f"{name_b}_cross"], cfg.temperature)
-        loss_uni = uni_loss(e[f"{name_a}_unified"], e[f"{name_b}_unified"], cfg.temperature)
-        # SIGReg on the raw projections (r_uni and r_cross of both sensors; one head: r of both sensors)
+        pairs = list(combinations(names, 2))
+        cross_terms = {f"cross/{a}-{b}": info_nce(e[f"{a}_cross"], e[f"{b}_cross"], cfg.temperature) for a, b in pairs}
+        uni_terms = {f"uni/{a}-{b}": uni_loss(e[f"{a}_unified"], e[f"{b}_unified"], cfg.temperature) for a, b in pairs}
+        loss_cross = mean_of(list(cross_terms.values()))
+        loss_uni = mean_of(list(uni_terms.values()))
+        # SIGReg on the raw projections (r_uni and r_cross of every sensor; one head: r of every sensor)
         raws = [projected[key][0] for key in keys]
         sigreg_kwargs = dict(step=sigreg_step, num_directions=cfg.sigreg_num_directions,
                              num_knots=cfg.sigreg_num_knots, t_max=cfg.sigreg_t_max)
@@ -491,13 +789,17 @@ class CRJepaModel(CRJepaPreTrainedModel):
             loss_sigreg = torch.stack([sigreg(r, **sigreg_kwargs) for r in raws]).mean()
 
         loss = loss_pred + cfg.lambda_cross * loss_cross + cfg.lambda_uni * loss_uni + cfg.lambda_sigreg * loss_sigreg
-        return CRJepaOutput(
-            loss=loss, loss_pred=loss_pred, loss_pred_aa=route_losses["aa"], loss_pred_bb=route_losses["bb"],
-            loss_pred_ab=route_losses["ab"], loss_pred_ba=route_losses["ba"], loss_cross=loss_cross,
-            loss_uni=loss_uni, loss_sigreg=loss_sigreg,
-            embeddings={k: v[1].detach() for k, v in embeddings.items()},
-        )
+        losses = {"pred": loss_pred, **{f"pred/{r}": route_losses[r] for r in active},
+                  "cross": loss_cross, **cross_terms, "uni": loss_uni, **uni_terms, "sigreg": loss_sigreg}
+        return CRJepaPreTrainingOutput(loss=loss, losses=losses,
+                                       embeddings={k: v[1].detach() for k, v in embeddings.items()})
 
 
-__all__ = ["CRJepaModel", "CRJepaPreTrainedModel", "CRJepaOutput", "SensorStem", "Trunk", "Predictor",
-           "RetrievalHead", "random_masks"]
+def mean_of(terms: list[torch.Tensor]) -> torch.Tensor:
+    """The mean of scalar terms; one term is returned as is (two sensors: bit-identical to the wave-1 value)."""
+    return terms[0] if len(terms) == 1 else torch.stack(terms).mean()
+
+
+__all__ = ["CRJepaModel", "CRJepaForPreTraining", "CRJepaPreTrainedModel", "CRJepaModelOutput",
+           "CRJepaPreTrainingOutput", "CRJepaOutput", "SensorStem", "Trunk", "Predictor", "RetrievalHead",
+           "random_masks", "predictor_for_route", "eager_attention_forward"]

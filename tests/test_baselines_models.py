@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModel
+from transformers import AutoModel, AutoModelForPreTraining
+
+from modeling_crjepa.configuration_crjepa import normalize_route
 
 from crjepa.baselines.models import (
     ARCHITECTURES,
@@ -71,9 +73,10 @@ def test_xjepa_terms_sum_to_the_loss():
     model = tiny("xjepa")
     cfg = model.config
     out = model(*pair_batch(cfg))
-    assert cfg.routes == ["ab", "ba"] and out.loss_pred_aa == 0 and out.loss_pred_ab > 0
-    expected = (out.loss_pred + cfg.lambda_mahalanobis * out.loss_mahalanobis + cfg.lambda_vicreg
-                * (cfg.vicreg_variance_weight * out.loss_variance + cfg.vicreg_covariance_weight * out.loss_covariance))
+    terms = out.losses
+    assert cfg.routes == ["s1->s2", "s2->s1"] and "pred/s1->s1" not in terms and terms["pred/s1->s2"] > 0
+    expected = (terms["pred"] + cfg.lambda_mahalanobis * terms["mahalanobis"] + cfg.lambda_vicreg
+                * (cfg.vicreg_variance_weight * terms["variance"] + cfg.vicreg_covariance_weight * terms["covariance"]))
     assert torch.allclose(out.loss, expected)
 
 
@@ -174,7 +177,8 @@ def test_yaml_unchanged_is_the_paper_run_with_its_overrides(path):
     assert isinstance(model_config, ARCHITECTURES[architecture][0])
     for key, value in yaml_model_section(path).items():
         if key != "architecture":
-            assert getattr(model_config, key) == value, key
+            expected = [normalize_route(r, model_config.sensors) for r in value] if key == "routes" else value
+            assert getattr(model_config, key) == expected, key  # wave-1 route codes read as "s1->s2" routes
 
 
 @pytest.mark.parametrize("path", ABLATION_FILES + BASELINE_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
@@ -191,12 +195,13 @@ def test_yaml_trains_two_steps_through_the_training_script(path, tmp_path):
     assert summary["steps"] == 2
     logged = [json.loads(line) for line in (tmp_path / train_accelerate.TRAIN_LOG_FILE).read_text().splitlines()]
     assert logged and all(torch.isfinite(torch.tensor(v)) for v in logged[-1].values())
-    model = AutoModel.from_pretrained(summary["model_dir"])
     architecture = yaml_model_section(path).get("architecture", "crjepa")
+    model = (AutoModelForPreTraining if architecture == "crjepa" else AutoModel).from_pretrained(summary["model_dir"])
     assert type(model) is ARCHITECTURES[architecture][1]
     for key, value in yaml_model_section(path).items():
         if key != "architecture":
-            assert getattr(model.config, key) == value, key
+            expected = ([normalize_route(r, model.config.sensors) for r in value] if key == "routes" else value)
+            assert getattr(model.config, key) == expected, key
     if architecture == "xjepa":  # momentum 0: after the loop's hook the target IS the online encoder
         for online, target in zip(model.trunk.parameters(), model.target_trunk.parameters()):
             assert torch.equal(online, target)

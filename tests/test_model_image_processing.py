@@ -96,3 +96,24 @@ def test_antialiasing_only_where_a_side_shrinks():
         assert torch.allclose(out, antialiased, atol=1e-4), native
     plain = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
     assert (out - plain).abs().max() > 0.1
+
+
+def test_channel_last_numpy_and_pil_inputs_and_the_usual_knobs():
+    """input_data_format="channels_last" and PIL images give the channel-first result; do_resize, do_normalize
+    and size do what transformers' processors do; sensor=None finds the sensor by its channel count."""
+    from PIL import Image
+
+    config = CRJepaConfig.from_preset("cbrsir_vs", image_size=32)
+    proc = CRJepaImageProcessor.from_config(config)
+    rgb = np.random.default_rng(0).integers(0, 256, size=(2, 3, 48, 40), dtype=np.uint8)
+    first = proc(list(rgb), sensor="rgb")["pixel_values"]
+    last = proc([im.transpose(1, 2, 0) for im in rgb], sensor="rgb", input_data_format="channels_last")["pixel_values"]
+    pil = proc([Image.fromarray(im.transpose(1, 2, 0)) for im in rgb])["pixel_values"]  # sensor by channels: rgb
+    assert first.shape == (2, 3, 32, 32) and torch.equal(first, last) and torch.equal(first, pil)
+    raw = proc(list(rgb[:, :, :40]), sensor="rgb", do_normalize=False, do_resize=False)["pixel_values"]
+    assert raw.shape == (2, 3, 40, 40) and torch.equal(raw, torch.as_tensor(rgb[:, :, :40]).float())
+    assert proc(list(rgb), sensor="rgb", size={"height": 16, "width": 16})["pixel_values"].shape == (2, 3, 16, 16)
+    sar = proc(np.zeros((20, 20), dtype=np.uint8))["pixel_values"]  # one band (H, W): the 1-channel sensor
+    assert sar.shape == (1, 1, 32, 32)
+    with pytest.raises(ValueError, match="channels"):
+        proc(list(rgb), sensor="sar")

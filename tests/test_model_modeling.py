@@ -1,20 +1,20 @@
-"""CRJepaModel: paper size, training objective, gradients, bf16, inference API and clear errors."""
+"""CRJepaForPreTraining and CRJepaModel: paper size, training objective, gradients, bf16, inference API and clear errors."""
 
 from collections import Counter
 
 import pytest
 import torch
 
-from modeling_crjepa import CRJepaConfig, CRJepaModel
+from modeling_crjepa import CRJepaConfig, CRJepaForPreTraining, CRJepaModel
 from modeling_crjepa.modeling_crjepa import CRJepaOutput, random_masks
 
 
-def tiny(**overrides) -> CRJepaModel:
+def tiny(**overrides) -> CRJepaForPreTraining:
     torch.manual_seed(0)
-    return CRJepaModel(CRJepaConfig.from_preset("tiny", **overrides))
+    return CRJepaForPreTraining(CRJepaConfig.from_preset("tiny", **overrides))
 
 
-def batch(model: CRJepaModel, n: int = 8, seed: int = 0):
+def batch(model: CRJepaForPreTraining, n: int = 8, seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
     (a, ca), (b, cb) = model.config.sensors.items()
     size = model.config.image_size
@@ -22,16 +22,19 @@ def batch(model: CRJepaModel, n: int = 8, seed: int = 0):
 
 
 def test_ben14k_preset_has_the_papers_parameter_count():
-    model = CRJepaModel(CRJepaConfig.from_preset("ben14k"))
+    model = CRJepaForPreTraining(CRJepaConfig.from_preset("ben14k"))
     by_component = Counter()
     for name, p in model.named_parameters():
-        by_component[".".join(name.split(".")[:2])] += p.numel()
+        by_component[".".join(name.removeprefix("crjepa.").split(".")[:2])] += p.numel()
     total = sum(by_component.values())
     print("\nben14k parameters by component (M):",
           {k: round(v / 1e6, 3) for k, v in by_component.items()}, "total", round(total / 1e6, 3))
     assert abs(total - 117.93e6) / 117.93e6 < 0.02
     assert set(model.predictors) == {"aa", "bb", "cross"}
     assert set(model.heads) == {"unified", "cross"}
+    encoder = CRJepaModel(model.config)  # the retrieval checkpoint: no predictors (40.7M of the 117.9M)
+    assert sum(p.numel() for p in encoder.parameters()) == total - sum(
+        v for k, v in by_component.items() if k.startswith("predictors"))
 
 
 @pytest.mark.parametrize("preset,sensors", [("ben14k", {"s1": 2, "s2": 12}), ("dsrsid", {"pan": 1, "ms": 4}),
@@ -48,22 +51,22 @@ def test_forward_returns_every_term_and_each_has_a_gradient():
     out = model(a, b, sigreg_step=0)
     assert isinstance(out, CRJepaOutput)
     terms = out.loss_terms()
-    for name in ("loss", "loss_pred", "loss_pred_aa", "loss_pred_bb", "loss_pred_ab", "loss_pred_ba",
-                 "loss_cross", "loss_uni", "loss_sigreg"):
+    for name in ("loss", "pred", "pred/s1->s1", "pred/s2->s2", "pred/s1->s2", "pred/s2->s1",
+                 "cross", "uni", "sigreg"):
         assert torch.isfinite(terms[name]) and terms[name].item() > 0, name
     cfg = model.config
-    expected = (terms["loss_pred"] + cfg.lambda_cross * terms["loss_cross"] + cfg.lambda_uni * terms["loss_uni"]
-                + cfg.lambda_sigreg * terms["loss_sigreg"])
+    expected = (terms["pred"] + cfg.lambda_cross * terms["cross"] + cfg.lambda_uni * terms["uni"]
+                + cfg.lambda_sigreg * terms["sigreg"])
     assert torch.allclose(terms["loss"], expected)
     # each term alone reaches the parameters it should
-    reach = {"loss_pred_aa": "predictors.aa", "loss_pred_bb": "predictors.bb", "loss_pred_ab": "predictors.cross",
-             "loss_cross": "heads.cross", "loss_uni": "heads.unified", "loss_sigreg": "heads.cross"}
+    reach = {"pred/s1->s1": "predictors.aa", "pred/s2->s2": "predictors.bb", "pred/s1->s2": "predictors.cross",
+             "cross": "crjepa.heads.cross", "uni": "crjepa.heads.unified", "sigreg": "crjepa.heads.cross"}
     for term, prefix in reach.items():
         model.zero_grad()
-        getattr(model(a, b, sigreg_step=0), term).backward()
+        model(a, b, sigreg_step=0).loss_terms()[term].backward()
         grads = [p.grad for n, p in model.named_parameters() if n.startswith(prefix)]
         assert grads and all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0, term
-        trunk = [p.grad for n, p in model.named_parameters() if n.startswith("trunk.")]
+        trunk = [p.grad for n, p in model.named_parameters() if n.startswith("crjepa.trunk.")]
         assert any(g is not None and g.abs().sum() > 0 for g in trunk), term
 
 
@@ -82,10 +85,10 @@ def test_sigreg_is_active_from_the_start():
         model = tiny(head_init=head_init)
         a, b = batch(model, n=32)
         out = model(a, b, sigreg_step=0)
-        out.loss_sigreg.backward()
-        grad = sum(p.grad.square().sum() for n, p in model.named_parameters() if n.startswith("heads.")) ** 0.5
+        out.losses["sigreg"].backward()
+        grad = sum(p.grad.square().sum() for n, p in model.named_parameters() if n.startswith("crjepa.heads.")) ** 0.5
         raw = model.heads["cross"](model.trunk(model.stems["s1"](a)).mean(dim=1))[0]
-        stationary[head_init] = (raw.std().item(), out.loss_sigreg.item(), grad.item())
+        stationary[head_init] = (raw.std().item(), out.losses["sigreg"].item(), grad.item())
     r_zero = 32 * float(((1 - torch.exp(-t.square() / 2)).square() * w).sum())  # SIGReg of r = 0
     unit_std, unit_loss, unit_grad = stationary["unit"]
     small_std, small_loss, small_grad = stationary["small"]
@@ -95,12 +98,12 @@ def test_sigreg_is_active_from_the_start():
     # and it trains: 20 Adam steps on SIGReg alone lower it (heads only)
     model = tiny()
     a, b = batch(model, n=32)
-    heads = [p for n, p in model.named_parameters() if n.startswith("heads.")]
+    heads = [p for n, p in model.named_parameters() if n.startswith("crjepa.heads.")]
     optimizer = torch.optim.Adam(heads, lr=3e-3)
     losses = []
     for step in range(20):
         optimizer.zero_grad()
-        loss = model(a, b, sigreg_step=step).loss_sigreg
+        loss = model(a, b, sigreg_step=step).losses["sigreg"]
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
@@ -115,10 +118,10 @@ def test_stop_gradient_targets():
         masks = {s: random_masks(8, model.config.num_patches, 0.5, "cpu", torch.Generator().manual_seed(1))
                  for s in model.sensor_names}
         out = model(a, b, masks=masks)
-        target_grad = torch.autograd.grad(out.loss_pred, model.stems["s1"].patch_embed.weight, retain_graph=True)[0]
+        target_grad = torch.autograd.grad(out.losses["pred"], model.stems["s1"].patch_embed.weight, retain_graph=True)[0]
         # compare with a run where the targets are certainly detached
         model.config.stop_gradient_targets = True
-        detached = torch.autograd.grad(model(a, b, masks=masks).loss_pred, model.stems["s1"].patch_embed.weight)[0]
+        detached = torch.autograd.grad(model(a, b, masks=masks).losses["pred"], model.stems["s1"].patch_embed.weight)[0]
         assert torch.allclose(target_grad, detached) == stop
 
 
@@ -179,8 +182,8 @@ def test_routes_switch_off_and_weights_apply():
     model = tiny(routes=["ab", "ba"], route_weights={"ab": 2.0})
     a, b = batch(model)
     out = model(a, b)
-    assert out.loss_pred_aa.item() == 0 and out.loss_pred_bb.item() == 0
-    assert torch.allclose(out.loss_pred, 2.0 * out.loss_pred_ab + out.loss_pred_ba)
+    assert "pred/s1->s1" not in out.losses and "pred/s2->s2" not in out.losses  # inactive routes are not terms
+    assert torch.allclose(out.losses["pred"], 2.0 * out.losses["pred/s1->s2"] + out.losses["pred/s2->s1"])
     assert set(model.predictors) == {"cross"}
 
 
@@ -249,3 +252,49 @@ def test_invalid_config_is_rejected_with_reasons():
         CRJepaModel(config)
     with pytest.raises(ValueError, match="Unknown CR-JEPA preset 'ben15k'"):
         CRJepaConfig.from_preset("ben15k")
+
+
+# ---------------------------------------------------------------------------------------------- N sensors
+def three_sensor_config(**overrides) -> CRJepaConfig:
+    return CRJepaConfig.from_preset("tiny", sensors={"s1": 2, "s2": 12, "rgb": 3}, band_names=None, band_mean=None,
+                                    band_std=None, **overrides)
+
+
+def test_routes_are_readable_sensor_pairs_and_wave1_codes_map_to_them():
+    config = CRJepaConfig.from_preset("tiny", routes=["ab", "s2 -> s2"], route_weights={"ab": 2.0})
+    assert config.routes == ["s1->s2", "s2->s2"] and config.route_pairs == [("s1", "s2"), ("s2", "s2")]
+    assert config.route_weights == {"s1->s1": 1.0, "s2->s2": 1.0, "s1->s2": 2.0, "s2->s1": 1.0}
+    assert CRJepaConfig.from_preset("tiny").routes == ["s1->s1", "s2->s2", "s1->s2", "s2->s1"]
+    with pytest.raises(ValueError, match="routes \\['s1->rgb'\\] unknown"):
+        CRJepaConfig.from_preset("tiny", routes=["s1->rgb"])
+
+
+@pytest.mark.parametrize("sharing,predictors", [("paper", {"aa", "bb", "cc", "cross"}), ("shared", {"shared"}),
+                                                ("independent", {"aa", "bb", "cc", "ab", "ba", "ac", "ca", "bc", "cb"})])
+def test_three_sensors_every_route_and_pair_is_a_term(sharing, predictors):
+    config = three_sensor_config(predictor_sharing=sharing)
+    assert len(config.routes) == 9 and "rgb->s1" in config.routes
+    torch.manual_seed(0)
+    model = CRJepaForPreTraining(config)
+    assert set(model.predictors) == predictors
+    pixels = {s: torch.randn(4, c, 32, 32) for s, c in config.sensors.items()}
+    out = model(pixels, sigreg_step=1)
+    terms = out.loss_terms()
+    assert {f"pred/{r}" for r in config.routes} <= set(terms)
+    assert {"cross/s1-s2", "cross/s1-rgb", "cross/s2-rgb", "uni/s1-s2", "uni/s1-rgb", "uni/s2-rgb"} <= set(terms)
+    assert torch.allclose(terms["cross"], torch.stack([terms[k] for k in terms if k.startswith("cross/")]).mean())
+    assert torch.allclose(terms["pred"], sum(terms[f"pred/{r}"] for r in config.routes))
+    out.loss.backward()
+    assert model.stems["rgb"].patch_embed.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="missing \\['rgb'\\]"):
+        model({"s1": pixels["s1"], "s2": pixels["s2"]})
+
+
+def test_one_sensor_model_embeds_but_pretraining_needs_two():
+    config = CRJepaConfig.from_preset("tiny", sensors={"s2": 12}, band_names=None, band_mean=None, band_std=None,
+                                      sar_sensors=[])
+    assert config.routes == ["s2->s2"]
+    encoder = CRJepaModel(config).eval()
+    assert encoder(torch.randn(2, 12, 32, 32)).image_embeds.shape == (2, config.retrieval_dim)
+    with pytest.raises(ValueError, match="two or more sensors"):
+        CRJepaForPreTraining(config)

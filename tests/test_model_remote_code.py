@@ -11,9 +11,10 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 import torch
 
-from modeling_crjepa import CRJepaConfig, CRJepaImageProcessor, CRJepaModel
+from modeling_crjepa import CRJepaConfig, CRJepaForPreTraining, CRJepaImageProcessor, CRJepaModel
 
 LOADER = textwrap.dedent("""
     import importlib.abc, json, sys
@@ -53,7 +54,8 @@ def test_fresh_process_round_trip(tmp_path):
             "modeling_crjepa.py", "losses.py", "image_processing_crjepa.py"} <= files
     assert not any(f.endswith((".bin", ".pt", ".pkl")) for f in files)
     auto_map = json.loads((folder / "config.json").read_text())["auto_map"]
-    assert auto_map == {"AutoConfig": "configuration_crjepa.CRJepaConfig", "AutoModel": "modeling_crjepa.CRJepaModel"}
+    assert auto_map == {"AutoConfig": "configuration_crjepa.CRJepaConfig", "AutoModel": "modeling_crjepa.CRJepaModel",
+                        "AutoModelForPreTraining": "modeling_crjepa.CRJepaForPreTraining"}
     assert "auto_map" in json.loads((folder / "preprocessor_config.json").read_text())
 
     rng = np.random.default_rng(0)
@@ -91,3 +93,220 @@ def test_in_process_auto_classes_and_weights_round_trip(tmp_path):
     assert AutoConfig.from_pretrained(tmp_path, trust_remote_code=True).predictor_sharing == "independent"
     state, loaded = model.state_dict(), again.state_dict()
     assert state.keys() == loaded.keys() and all(torch.equal(state[k], loaded[k]) for k in state)
+
+
+PIPELINE = textwrap.dedent("""
+    import importlib.abc, json, sys, warnings
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("modeling_crjepa", "datasets_scripts", "crjepa"):
+                raise ImportError("source package blocked: " + name)
+    sys.meta_path.insert(0, Block())
+    import numpy as np, torch
+    from PIL import Image
+    from transformers import AutoImageProcessor, AutoModel, AutoModelForPreTraining, pipeline
+    from transformers.utils import logging
+    logging.set_verbosity_warning()
+    folder, out = sys.argv[1], sys.argv[2]
+    image = Image.open(folder + "/../rgb.png")
+    extractor = pipeline("image-feature-extraction", model=folder, trust_remote_code=True)
+    pooled = np.asarray(extractor(image, pool=True, return_tensors=True))
+    tokens = np.asarray(extractor(image, return_tensors=True))
+    encoder = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+    pretraining = AutoModelForPreTraining.from_pretrained(folder, trust_remote_code=True).eval()
+    bf16 = AutoModel.from_pretrained(folder, trust_remote_code=True, dtype=torch.bfloat16).eval()
+    proc = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
+    pixels = proc(image)["pixel_values"]  # float32, the rgb sensor found by its channel count
+    with torch.no_grad():
+        half = bf16(pixels, space="cross")
+    np.savez(out, pooled=pooled, tokens=tokens, bf16_cross=half.image_embeds.float().numpy(),
+             cross=encoder(pixels, space="cross").image_embeds.detach().numpy())
+    print(json.dumps({"pipeline_model": type(extractor.model).__name__, "encoder": type(encoder).__name__,
+                      "pretraining": type(pretraining).__name__, "predictors": sorted(pretraining.predictors),
+                      "bf16_dtype": str(half.last_hidden_state.dtype),
+                      "leaked": [m for m in sys.modules if m.split(".")[0] in ("modeling_crjepa", "crjepa")]}))
+""")
+
+
+def train_two_steps(config: CRJepaConfig) -> CRJepaForPreTraining:
+    """A CRJepaForPreTraining after two AdamW steps on random pairs (weights away from the initialisation)."""
+    torch.manual_seed(0)
+    model = CRJepaForPreTraining(config).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    size = config.image_size
+    for step in range(2):
+        pixels = {s: torch.randn(4, c, size, size) for s, c in config.sensors.items()}
+        model(pixels, sigreg_step=step).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return model.eval()
+
+
+def test_pipeline_and_auto_classes_on_a_pretraining_checkpoint_in_a_fresh_process(tmp_path):
+    """pipeline("image-feature-extraction"), AutoModel (encoder, predictors dropped without a warning),
+    AutoModelForPreTraining and a bf16 model on float32 pixels, from remote code alone."""
+    from PIL import Image
+
+    config = CRJepaConfig.from_preset("tiny", sensors={"rgb": 3, "s2": 12}, sar_sensors=[],
+                                      band_names={"rgb": ["R", "G", "B"], "s2": [f"B{i}" for i in range(12)]},
+                                      band_mean={"rgb": [127.5] * 3, "s2": [1000.0] * 12},
+                                      band_std={"rgb": [64.0] * 3, "s2": [500.0] * 12})
+    model = train_two_steps(config)
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    CRJepaImageProcessor.from_config(config).save_pretrained(folder)
+    assert json.loads((folder / "config.json").read_text())["architectures"] == ["CRJepaForPreTraining"]
+    readme = (folder / "README.md").read_text()
+    assert "pipeline_tag: image-feature-extraction" in readme and "CR-JEPA" in readme  # the crjepa card
+    rgb = np.random.default_rng(0).integers(0, 256, size=(48, 40, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    (tmp_path / "pipe.py").write_text(PIPELINE)
+    workdir = tmp_path / "elsewhere"
+    workdir.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
+    result = subprocess.run([sys.executable, str(tmp_path / "pipe.py"), str(folder), str(tmp_path / "out.npz")],
+                            cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    info = json.loads(result.stdout.strip().splitlines()[-1])
+    assert info == {"pipeline_model": "CRJepaModel", "encoder": "CRJepaModel", "pretraining": "CRJepaForPreTraining",
+                    "predictors": ["aa", "bb", "cross"], "bf16_dtype": "torch.bfloat16", "leaked": []}
+    assert "predictors" not in result.stderr and "UNEXPECTED" not in result.stderr.upper()  # no warning storm
+
+    out = np.load(tmp_path / "out.npz")
+    processor = CRJepaImageProcessor.from_config(config)
+    pixels = processor(np.asarray(Image.open(tmp_path / "rgb.png")), input_data_format="channels_last")["pixel_values"]
+    with torch.no_grad():
+        expected = model.crjepa(pixels, sensor="rgb")
+    assert out["tokens"].shape == (1, config.num_patches, config.hidden_size)
+    assert np.allclose(out["tokens"], expected.last_hidden_state.numpy(), atol=1e-5)
+    assert np.allclose(out["pooled"], expected.pooler_output.numpy(), atol=1e-5)
+    assert np.allclose(out["cross"], model.get_embeddings(pixels, "rgb", "cross").numpy(), atol=1e-5)
+    assert np.allclose(out["bf16_cross"], out["cross"], atol=0.05)
+
+
+def wave1_checkpoint(folder, variant: str = "paper"):
+    """A wave-1 checkpoint folder (config.json and state-dict names as the wave-1 CRJepaModel saved them,
+    tests/data/two_sensor_reference.json), weights from make_two_sensor_reference.reference_weights."""
+    import importlib.util
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    data = Path(__file__).parent / "data"
+    spec = importlib.util.spec_from_file_location("make_two_sensor_reference", data / "make_two_sensor_reference.py")
+    maker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(maker)
+    reference = json.loads((data / "two_sensor_reference.json").read_text())
+    params = [(n, torch.nn.Parameter(torch.empty(shape))) for n, shape in reference["wave1_shapes"].items()]
+    maker.reference_weights(params)
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(reference["wave1_config"]))
+    save_file({n: p.detach().contiguous() for n, p in params}, str(folder / "model.safetensors"),
+              metadata={"format": "pt"})
+    return maker, reference
+
+
+def test_wave1_checkpoint_loads_into_the_encoder_and_the_pretraining_model(tmp_path, caplog):
+    """Wave-1 keys (stems.*, trunk.*, heads.*, predictors.*) and route codes (aa, bb, ab, ba) load into both
+    classes: the pretraining model computes the wave-1 losses, the encoder the same embeddings."""
+    maker, reference = wave1_checkpoint(tmp_path / "wave1")
+    pretraining, info = CRJepaForPreTraining.from_pretrained(tmp_path / "wave1", output_loading_info=True)
+    assert all(not v for v in info.values() if isinstance(v, (list, set, dict))), info
+    assert pretraining.config.routes == ["s1->s1", "s2->s2", "s1->s2", "s2->s1"]
+    a, b, masks = maker.reference_inputs(pretraining.config)
+    out = pretraining.train()(pixel_values_a=a, pixel_values_b=b, sigreg_step=reference["sigreg_step"], masks=masks)
+    assert out.loss.item() == pytest.approx(reference["variants"]["paper"]["losses"]["loss"], rel=1e-6)
+    encoder, info = CRJepaModel.from_pretrained(tmp_path / "wave1", output_loading_info=True)
+    assert not info["missing_keys"] and not info["mismatched_keys"]
+    with torch.no_grad():
+        assert torch.equal(encoder.eval().get_embeddings(a, "s1", "cross"), pretraining.eval().get_embeddings(a, "s1", "cross"))
+    assert "predictors" not in caplog.text
+
+
+def test_attn_implementation_selects_the_kernel_and_eager_equals_sdpa(tmp_path, monkeypatch):
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    model = train_two_steps(CRJepaConfig.from_preset("tiny"))
+    model.save_pretrained(tmp_path)
+    eager = CRJepaModel.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    sdpa = CRJepaModel.from_pretrained(tmp_path, attn_implementation="sdpa").eval()
+    assert eager.config._attn_implementation == "eager" and sdpa.config._attn_implementation == "sdpa"
+    x = torch.randn(3, 12, 32, 32)
+    with torch.no_grad():
+        e, s = eager(x, sensor="s2", output_hidden_states=True), sdpa(x, sensor="s2", output_hidden_states=True)
+    assert torch.allclose(e.last_hidden_state, s.last_hidden_state, atol=1e-5)
+    assert torch.allclose(e.image_embeds, s.image_embeds, atol=1e-5)
+    assert len(e.hidden_states) == model.config.num_hidden_layers + 1
+    # the choice is real: with SDPA's kernel broken only the sdpa model fails
+    def broken(*args, **kwargs):
+        raise RuntimeError("sdpa kernel called")
+    monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS._global_mapping, "sdpa", broken)
+    with torch.no_grad():
+        eager(x, sensor="s2")
+        with pytest.raises(RuntimeError, match="sdpa kernel called"):
+            sdpa(x, sensor="s2")
+    # and the pretraining objective too: eager and sdpa give the same loss
+    pretraining_eager = CRJepaForPreTraining.from_pretrained(tmp_path, attn_implementation="eager")
+    assert pretraining_eager.predictors["cross"].blocks[0].cross_attn.config._attn_implementation == "eager"
+
+
+def test_return_dict_false_gives_a_tuple_and_inputs_are_cast_to_the_models_dtype():
+    model = CRJepaModel(CRJepaConfig.from_preset("tiny")).eval()
+    x = torch.randn(2, 2, 32, 32)
+    with torch.no_grad():
+        as_tuple = model(x, return_dict=False)
+        as_dict = model(x)
+        assert isinstance(as_tuple, tuple) and torch.equal(as_tuple[0], as_dict.last_hidden_state)
+        assert torch.equal(as_tuple[1], as_dict.pooler_output)
+        half = model.to(torch.bfloat16)(x, sensor="s1")  # float32 pixels into a bf16 model
+    assert half.last_hidden_state.dtype == torch.bfloat16
+
+
+def test_gradient_checkpointing_enable_gives_the_same_gradients():
+    model = train_two_steps(CRJepaConfig.from_preset("tiny")).train()
+    pixels = {s: torch.randn(4, c, 32, 32, generator=torch.Generator().manual_seed(3))
+              for s, c in model.config.sensors.items()}
+    masks = {s: (torch.arange(8).expand(4, 8), torch.arange(8, 16).expand(4, 8)) for s in model.config.sensors}
+
+    def grads():
+        model.zero_grad()
+        model(pixels, sigreg_step=1, masks=masks).loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    plain = grads()
+    getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
+    assert model.crjepa.trunk.blocks[0].gradient_checkpointing
+    checkpointed = grads()
+    assert plain.keys() == checkpointed.keys()
+    assert all(torch.allclose(plain[n], checkpointed[n], atol=1e-6) for n in plain)
+
+
+def test_push_to_hub_uploads_the_crjepa_card_and_can_push_the_encoder_only(tmp_path):
+    """push_to_hub through an injected HfApi stand-in (offline): the uploaded folder holds the crjepa card,
+    the image processor and, with encoder_only, a CRJepaModel without predictors."""
+    uploads = []
+
+    class OfflineApi:
+        def create_repo(self, repo_id, **kwargs):
+            return type("Repo", (), {"repo_id": repo_id})()
+
+        def upload_folder(self, repo_id, folder_path, **kwargs):
+            from safetensors import safe_open
+
+            with safe_open(os.path.join(folder_path, "model.safetensors"), "pt") as f:
+                keys = list(f.keys())
+            uploads.append({"repo": repo_id, "files": sorted(os.listdir(folder_path)), "keys": keys,
+                            "config": json.loads(open(os.path.join(folder_path, "config.json")).read()),
+                            "card": open(os.path.join(folder_path, "README.md")).read()})
+            return "ok"
+
+    model = CRJepaForPreTraining(CRJepaConfig.from_preset("tiny"))
+    assert model.push_to_hub("me/full", api=OfflineApi()) == "ok"
+    assert model.push_to_hub("me/encoder", api=OfflineApi(), encoder_only=True, card="# my card\n") == "ok"
+    full, encoder = uploads
+    assert "CR-JEPA" in full["card"] and "image-feature-extraction" in full["card"]
+    assert {"preprocessor_config.json", "modeling_crjepa.py", "README.md"} <= set(full["files"])
+    assert any(k.startswith("predictors.") for k in full["keys"])
+    assert encoder["card"] == "# my card\n" and encoder["config"]["architectures"] == ["CRJepaModel"]
+    assert not any("predictors" in k for k in encoder["keys"]) and any(k.startswith("stems.") for k in encoder["keys"])

@@ -79,7 +79,7 @@ def test_main_command_trains_evaluates_saves_and_beats_random_init(tmp_path):
     assert {p.name for p in (out / "embeddings" / "faiss").iterdir()} == {"s1_unified", "s1_cross", "s2_unified",
                                                                          "s2_cross"}
     logged = losses(out)
-    assert len(logged) == 16 and {"train/loss_sigreg", "train/loss_pred_ab", "train/lr", "train/pairs_per_s"} <= set(logged[0])
+    assert len(logged) == 16 and {"train/sigreg", "train/pred/s1->s2", "train/cross/s1-s2", "train/lr", "train/pairs_per_s"} <= set(logged[0])
     summary = json.loads((out / "results.json").read_text())
     assert summary["trained"]["metrics"]["F1@5"]["s1->s2"] * 100 == pytest.approx(table["S1->S2"][1], abs=0.01)
 
@@ -102,7 +102,7 @@ def test_two_processes_reach_the_loss_of_one_process_with_the_same_global_batch(
     single, double = losses(one), losses(two)
     assert [r["step"] for r in single] == [r["step"] for r in double] == [1, 2, 3]
     for a, b in zip(single, double):
-        for term in ("train/loss", "train/loss_pred", "train/loss_pred_ab", "train/loss_sigreg"):
+        for term in ("train/loss", "train/pred", "train/pred/s1->s2", "train/sigreg"):
             assert b[term] == pytest.approx(a[term], rel=1e-4, abs=1e-5), (a["step"], term)
     assert single[0]["train/loss"] != pytest.approx(single[2]["train/loss"], rel=1e-3)  # it did train
 
@@ -122,7 +122,7 @@ def test_compiled_training_follows_the_eager_run(tmp_path):
     plain, fast = losses(eager), losses(compiled)
     assert [r["step"] for r in plain] == [r["step"] for r in fast] == [1, 2, 3]
     for a, b in zip(plain, fast):
-        for term in ("train/loss", "train/loss_pred", "train/loss_cross", "train/loss_uni", "train/loss_sigreg"):
+        for term in ("train/loss", "train/pred", "train/cross", "train/uni", "train/sigreg"):
             assert b[term] == pytest.approx(a[term], rel=1e-4, abs=1e-5), (a["step"], term)
     assert plain[0]["train/loss"] != pytest.approx(plain[2]["train/loss"], rel=1e-3)  # it did train
     # compiling leaves the saved weights as they are: same names, same values to training's tolerance
@@ -187,3 +187,68 @@ def test_bad_input_fails_before_training_with_a_clear_message(tmp_path, capsys, 
     # the real exit status through accelerate launch
     result = run(["--no_such_key", "1"], launcher=["-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1"])
     assert result.returncode != 0 and "Unknown config key 'no_such_key'" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------- N sensors
+def test_three_sensors_train_and_evaluate_every_direction(tmp_path):
+    """A synthetic 3-sensor set (s1, s2 and an rgb view of s2's B04/B03/B02) trains 2 steps through
+    train_accelerate.py; evaluation, the embeddings archive and the card cover all 9 directions."""
+    import datasets
+    import numpy as np
+    import yaml
+    from huggingface_hub import ModelCard
+
+    import train_accelerate
+    from crjepa.data.loading import load_paired_dataset
+
+    data = tmp_path / "three" / "data"
+    data.mkdir(parents=True)
+    for split, n in (("train", 64), ("test", 32)):
+        ds = load_paired_dataset("synthetic", split, num_train=64 if split == "train" else 0,
+                                 num_validation=0, num_test=32 if split == "test" else 0, image_size=32, seed=0)
+        s2 = np.asarray(ds.with_format("numpy")["s2"])
+        rgb = (s2[:, [3, 2, 1]] // 20).clip(0, 255).astype(np.uint8)
+        features = ds.features.copy()
+        features["rgb"] = datasets.Array3D(shape=rgb.shape[1:], dtype="uint8")
+        ds = ds.add_column("rgb", rgb.tolist(), feature=features["rgb"])
+        ds.to_parquet(str(data / f"{split}-00000-of-00001.parquet"))
+    tiny = yaml.safe_load((ROOT / "configs" / "cpu_default.yaml").read_text())
+    from modeling_crjepa.configuration_crjepa import PRESETS
+
+    preset = PRESETS["tiny"]
+    model_overrides = {"sensors": {**preset["sensors"], "rgb": 3},
+                       "band_names": {**preset["band_names"], "rgb": ["R", "G", "B"]},
+                       "band_mean": {**preset["band_mean"], "rgb": [100.0] * 3},
+                       "band_std": {**preset["band_std"], "rgb": [50.0] * 3}}
+    tiny["data"].update(source=str(tmp_path / "three"), name="synthetic-3", options={}, batch_size=16)
+    config_file = tmp_path / "three.yaml"
+    config_file.write_text(yaml.safe_dump(tiny))
+    out = tmp_path / "run"
+    summary = train_accelerate.train(["--config", str(config_file), "--output_dir", str(out), "--max_steps", "2",
+                                      "--logging.report_to", "none", "--logging.progress_bar", "false",
+                                      "--eval.before_training", "false", "--model.sigreg_num_directions", "32",
+                                      *[a for k, v in model_overrides.items()
+                                        for a in (f"--model.{k}", yaml.safe_dump(v, default_flow_style=True, sort_keys=False).strip())]])
+    assert summary["steps"] == 2
+    directions = {f"{a}->{b}" for a in ("s1", "s2", "rgb") for b in ("s1", "s2", "rgb")}
+    results = json.loads((out / "results.json").read_text())["trained"]["metrics"]
+    assert all(set(by_direction) == directions for by_direction in results.values())
+    logged = set().union(*losses(out))
+    assert {"train/pred/rgb->s1", "train/pred/s2->rgb", "train/cross/s1-rgb", "train/uni/s2-rgb"} <= set(logged)
+    assert {p.name for p in (out / "embeddings" / "faiss").iterdir()} == {
+        f"{s}_{space}" for s in ("s1", "s2", "rgb") for space in ("unified", "cross")}
+    card = ModelCard.load(out / "model" / "README.md")
+    assert {r.metric_config for r in card.data.eval_results} == directions
+    assert "s1 <-> s2 <-> rgb" in card.text
+
+
+def test_gradient_checkpointing_is_a_run_config_switch(tmp_path):
+    """training.gradient_checkpointing turns on the model's gradient checkpointing in set-up (off by default)."""
+    from crjepa.train.loop import setup
+
+    for switch in ("false", "true"):
+        run = setup([*SMALL, "--output_dir", str(tmp_path / switch), "--training.gradient_checkpointing", switch,
+                     "--data.options", "{num_train: 64, num_validation: 0, num_test: 32, image_size: 32, seed: 0}"])
+        blocks = [m for m in run.core.modules() if hasattr(m, "gradient_checkpointing")]
+        assert blocks and all(m.gradient_checkpointing == (switch == "true") for m in blocks)
+        assert getattr(run.core, "is_activation_checkpointing", None) in (None, switch == "true")

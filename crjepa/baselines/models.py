@@ -4,12 +4,12 @@ Both reuse CR-JEPA's building blocks (SensorStem, Trunk, Predictor, RetrievalHea
 and its presets (their configs subclass CRJepaConfig, so ``from_preset("tiny", ...)`` works), and offer the same
 interface as CRJepaModel:
 
-    forward(pixel_values_a, pixel_values_b, sigreg_step=..., masks=..., check_finite=...) -> output with .loss
-        and .loss_terms()
+    forward({sensor: pixel_values}, sigreg_step=..., masks=..., check_finite=...) -> output with .loss
+        and .loss_terms() (the wave-1 pixel_values_a / pixel_values_b spelling works too; two sensors)
     get_embeddings(pixel_values, sensor, space, normalize) -> (B, retrieval_dim); both spaces ("unified",
         "cross") are the model's ONE retrieval space
     after_optimizer_step(step, total_steps=None): called by the training loop after every optimizer step
-        (the X-JEPA EMA target update; a no-op elsewhere, CRJepaModel included via `after_optimizer_step`)
+        (the X-JEPA EMA target update; a no-op elsewhere, CRJepaForPreTraining included via `after_optimizer_step`)
 
 XJepaModel -- our reading of X-JEPA (the paper's strongest baseline; X-JEPA itself is not in our papers
 folder, so everything below is an ASSUMPTION, kept configurable):
@@ -63,8 +63,10 @@ from transformers.utils import ModelOutput
 
 from modeling_crjepa.configuration_crjepa import PRESETS, CRJepaConfig
 from modeling_crjepa.losses import info_nce, prediction_loss
+from modeling_crjepa.configuration_crjepa import split_route
 from modeling_crjepa.modeling_crjepa import (
     SPACES,
+    CRJepaForPreTraining,
     CRJepaModel,
     CRJepaOutput,
     CRJepaPreTrainedModel,
@@ -141,17 +143,11 @@ class ContrastiveConfig(CRJepaConfig):
 # ---------------------------------------------------------------------------------------------- outputs
 @dataclass
 class XJepaOutput(ModelOutput):
-    """X-JEPA training output: the total loss and its terms (loss_pred_<route> unweighted, 0 when inactive)."""
+    """X-JEPA training output: the total loss and its terms, keyed as CR-JEPA's ("pred", "pred/<route>"
+    unweighted for the active routes, "mahalanobis", "variance", "covariance")."""
 
     loss: torch.FloatTensor | None = None
-    loss_pred: torch.FloatTensor | None = None
-    loss_pred_ab: torch.FloatTensor | None = None
-    loss_pred_ba: torch.FloatTensor | None = None
-    loss_pred_aa: torch.FloatTensor | None = None
-    loss_pred_bb: torch.FloatTensor | None = None
-    loss_mahalanobis: torch.FloatTensor | None = None
-    loss_variance: torch.FloatTensor | None = None
-    loss_covariance: torch.FloatTensor | None = None
+    losses: dict | None = None
     embeddings: dict | None = None
 
     loss_terms = CRJepaOutput.loss_terms
@@ -162,7 +158,7 @@ class ContrastiveOutput(ModelOutput):
     """Contrastive training output: the symmetric InfoNCE is the whole loss."""
 
     loss: torch.FloatTensor | None = None
-    loss_contrastive: torch.FloatTensor | None = None
+    losses: dict | None = None
     embeddings: dict | None = None
 
     loss_terms = CRJepaOutput.loss_terms
@@ -217,11 +213,27 @@ class BaselinePreTrainedModel(CRJepaPreTrainedModel):
     # CR-JEPA's input checks, trunk choice, encoder and get_embeddings need only self.config, self.sensor_names,
     # self.stems, self.trunk(s) and self.embed: reuse them as they are.
     check_pixel_values = CRJepaModel.check_pixel_values
-    _check_pair = CRJepaModel._check_pair
     trunk_for = CRJepaModel.trunk_for
     encode = CRJepaModel.encode
     get_embeddings = CRJepaModel.get_embeddings
-    compile_blocks = CRJepaModel.compile_blocks
+
+    def _check_pair(self, pixel_values: Any, pixel_values_a: torch.Tensor | None, pixel_values_b: torch.Tensor | None,
+                    check_finite: bool) -> dict[str, torch.Tensor]:
+        """{sensor: pixel_values} of a batch of pairs (a dict, or the wave-1 a / b tensors), checked, equal
+        batch sizes; the baselines are two-sensor models."""
+        if torch.is_tensor(pixel_values):
+            pixel_values, pixel_values_a = None, pixel_values
+        if pixel_values is None:
+            pixel_values = dict(zip(self.sensor_names, (pixel_values_a, pixel_values_b)))
+        if len(self.sensor_names) != 2 or set(pixel_values) != set(self.sensor_names):
+            raise ValueError(f"The baselines train on pairs of two sensors {self.sensor_names}, found "
+                             f"{sorted(pixel_values)}")
+        for name in self.sensor_names:
+            self.check_pixel_values(pixel_values[name], name, check_finite)
+        sizes = {n: pixel_values[n].shape[0] for n in self.sensor_names}
+        if len(set(sizes.values())) != 1:
+            raise ValueError(f"Every sensor needs the same batch size (pairs), found {sizes}")
+        return {n: pixel_values[n] for n in self.sensor_names}
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
@@ -301,18 +313,19 @@ class XJepaModel(BaselinePreTrainedModel):
 
     def forward(
         self,
-        pixel_values_a: torch.Tensor,
-        pixel_values_b: torch.Tensor,
+        pixel_values: dict[str, torch.Tensor] | torch.Tensor | None = None,
+        pixel_values_b: torch.Tensor | None = None,
         sigreg_step: int = 0,
         masks: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
         check_finite: bool = True,
         return_dict: bool = True,
+        pixel_values_a: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> XJepaOutput:
         """The baseline's objective on a batch of pairs; sigreg_step is accepted for interface parity."""
         cfg = self.config
-        inputs = self._check_pair(pixel_values_a, pixel_values_b, check_finite)
-        batch = pixel_values_a.shape[0]
+        inputs = self._check_pair(pixel_values, pixel_values_a, pixel_values_b, check_finite)
+        batch = next(iter(inputs.values())).shape[0]
         if masks is None:
             masks = {n: random_masks(batch, cfg.num_patches, cfg.mask_ratio, x.device) for n, x in inputs.items()}
         visible, targets, raw, normalized = {}, {}, {}, {}
@@ -322,14 +335,9 @@ class XJepaModel(BaselinePreTrainedModel):
             targets[name] = gather_tokens(self.encode_target(x, name), mask_idx)
             raw[name], normalized[name] = self.head(visible[name].mean(dim=1))
 
-        zero = pixel_values_a.new_zeros((), dtype=torch.float32)
-        sensor_of = dict(zip("ab", self.sensor_names))
         route_losses = {}
-        for route in ("aa", "bb", "ab", "ba"):
-            if route not in cfg.routes:
-                route_losses[route] = zero
-                continue
-            source, target = sensor_of[route[0]], sensor_of[route[1]]
+        for route in cfg.routes:
+            source, target = split_route(route)
             predictor = self.predictors[self.route_to_predictor[route]]
             predicted = predictor(visible[source], masks[target][1], self.sensor_names.index(target))
             route_losses[route] = prediction_loss(predicted, targets[target])
@@ -341,10 +349,10 @@ class XJepaModel(BaselinePreTrainedModel):
         loss_covariance = (vicreg_covariance(r_a) + vicreg_covariance(r_b)) / 2
         loss = (loss_pred + cfg.lambda_mahalanobis * loss_mahalanobis + cfg.lambda_vicreg
                 * (cfg.vicreg_variance_weight * loss_variance + cfg.vicreg_covariance_weight * loss_covariance))
+        losses = {"pred": loss_pred, **{f"pred/{r}": route_losses[r] for r in cfg.routes},
+                  "mahalanobis": loss_mahalanobis, "variance": loss_variance, "covariance": loss_covariance}
         return XJepaOutput(
-            loss=loss, loss_pred=loss_pred, loss_pred_aa=route_losses["aa"], loss_pred_bb=route_losses["bb"],
-            loss_pred_ab=route_losses["ab"], loss_pred_ba=route_losses["ba"], loss_mahalanobis=loss_mahalanobis,
-            loss_variance=loss_variance, loss_covariance=loss_covariance,
+            loss=loss, losses=losses,
             embeddings={n: normalized[n].detach() for n in self.sensor_names},
         )
 
@@ -370,18 +378,19 @@ class ContrastiveModel(BaselinePreTrainedModel):
 
     def forward(
         self,
-        pixel_values_a: torch.Tensor,
-        pixel_values_b: torch.Tensor,
+        pixel_values: dict[str, torch.Tensor] | torch.Tensor | None = None,
+        pixel_values_b: torch.Tensor | None = None,
         sigreg_step: int = 0,
         masks: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
         check_finite: bool = True,
         return_dict: bool = True,
+        pixel_values_a: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> ContrastiveOutput:
         """Symmetric InfoNCE between the two sensors' embeddings; masks are used only when config.mask_views."""
         cfg = self.config
-        inputs = self._check_pair(pixel_values_a, pixel_values_b, check_finite)
-        batch = pixel_values_a.shape[0]
+        inputs = self._check_pair(pixel_values, pixel_values_a, pixel_values_b, check_finite)
+        batch = next(iter(inputs.values())).shape[0]
         if cfg.mask_views and masks is None:
             masks = {n: random_masks(batch, cfg.num_patches, cfg.mask_ratio, x.device) for n, x in inputs.items()}
         embeddings = {}
@@ -390,13 +399,13 @@ class ContrastiveModel(BaselinePreTrainedModel):
             embeddings[name] = self.head(self.encode(x, name, index).mean(dim=1))[1]
         e_a, e_b = (embeddings[n] for n in self.sensor_names)
         loss = info_nce(e_a, e_b, cfg.temperature)
-        return ContrastiveOutput(loss=loss, loss_contrastive=loss,
+        return ContrastiveOutput(loss=loss, losses={"contrastive": loss},
                                  embeddings={n: e.detach() for n, e in embeddings.items()})
 
 
 # ---------------------------------------------------------------------------------------------- registry
 ARCHITECTURES: dict[str, tuple[type[CRJepaConfig], type[PreTrainedModel]]] = {
-    "crjepa": (CRJepaConfig, CRJepaModel),
+    "crjepa": (CRJepaConfig, CRJepaForPreTraining),
     "xjepa": (XJepaConfig, XJepaModel),
     "contrastive": (ContrastiveConfig, ContrastiveModel),
 }
@@ -430,7 +439,7 @@ def architecture_of(config: CRJepaConfig) -> str:
 
 
 def model_for_config(config: CRJepaConfig) -> PreTrainedModel:
-    """A freshly initialised model of the architecture a config belongs to (CRJepaConfig -> CRJepaModel, ...)."""
+    """A freshly initialised model of the architecture a config belongs to (CRJepaConfig -> CRJepaForPreTraining, ...)."""
     return ARCHITECTURES[architecture_of(config)][1](config)
 
 

@@ -56,9 +56,15 @@ def parse_direction(direction: str, sensors: Sequence[str]) -> tuple[str, str, s
 
 
 def directions_of(sensors: Sequence[str]) -> list[str]:
-    """The paper's four directions in its column order: a->a, b->b, a->b, b->a."""
-    a, b = list(sensors)[:2]
-    return [f"{a}->{a}", f"{b}->{b}", f"{a}->{b}", f"{b}->{a}"]
+    """Every retrieval direction among the sensors: the same-modal ones in sensor order, then the cross-modal
+    ones pair by pair (a->b, b->a, a->c, c->a, ...); N sensors give N^2. Two sensors: the paper's column order
+    a->a, b->b, a->b, b->a; one sensor: a->a."""
+    names = list(dict.fromkeys(sensors))
+    directions = [f"{s}->{s}" for s in names]
+    for i, source in enumerate(names):
+        for target in names[i + 1:]:
+            directions += [f"{source}->{target}", f"{target}->{source}"]
+    return directions
 
 
 # ---------------------------------------------------------------------------------------------- embeddings

@@ -53,6 +53,8 @@ def model_fingerprint(model: Any) -> str:
     training step or config change. Used to tie archives and indices to the model that made them."""
     import torch
 
+    encoder = getattr(model, "get_encoder", None)
+    model = encoder() if callable(encoder) and hasattr(model, "crjepa") else model  # the encoder makes the vectors
     config = {k: v for k, v in model.config.to_dict().items() if k not in _VOLATILE_CONFIG_KEYS}
     digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
     for name, tensor in sorted(model.state_dict().items()):
@@ -250,6 +252,29 @@ def write_embeddings_dataset(
         atomic_write_json(tmp / INFO_FILE, info)
         render_card(info, ids[0]).save(tmp / "README.md")
     return output_dir
+
+
+def export_encoder(model_dir: str | Path, output_dir: str | Path, overwrite: bool = False) -> Path:
+    """The retrieval-only copy of a saved CR-JEPA folder (a CRJepaForPreTraining run's ``output_dir/model``):
+    CRJepaModel (stems, trunk, heads; no predictors) with its remote code, image processor and the folder's
+    card, written atomically to ``output_dir`` (an existing folder only with ``overwrite`` or when it is an earlier
+    export). Publishing this folder pushes the encoder only."""
+    import shutil
+
+    from modeling_crjepa import CRJepaModel
+
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"No saved model in {model_dir} (config.json missing)")
+    encoder = CRJepaModel.from_pretrained(model_dir)
+    with atomic_dir(output_dir, kind="model-encoder", overwrite=overwrite) as tmp:
+        for name in ("README.md", "preprocessor_config.json"):
+            if (model_dir / name).is_file():
+                shutil.copy2(model_dir / name, tmp / name)
+        encoder.save_pretrained(tmp)
+        if (model_dir / "preprocessor_config.json").is_file():  # the processor's remote code travels too
+            shutil.copy2(model_dir / "image_processing_crjepa.py", tmp / "image_processing_crjepa.py")
+    return Path(output_dir)
 
 
 # ---------------------------------------------------------------------------------------------- loading & search
@@ -570,6 +595,6 @@ def _add_indices(folder: str | Path, kind: str, columns: Sequence[str] | None,
 
 __all__ = [
     "EmbeddingArchive", "EmbeddingsError", "Hit", "HubError", "add_indices", "build_indices", "check_hub_access",
-    "config_summary", "load_embeddings", "model_fingerprint", "push_folder", "render_card", "save_indices",
+    "config_summary", "export_encoder", "load_embeddings", "model_fingerprint", "push_folder", "render_card", "save_indices",
     "write_embeddings_dataset", "SPACES",
 ]

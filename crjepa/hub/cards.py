@@ -136,10 +136,16 @@ def render_model_card(model_config: Any, run_config: dict[str, Any], results: An
     )
     comparison = comparison_table(random_init, results) if random_init is not None else None
     training = run_config["training"]
-    sensor_a, sensor_b = model_config.sensor_names
+    from crjepa.eval.retrieval import directions_of
+
+    sensors = list(model_config.sensor_names)
+    sensor_a, sensor_b = sensors[0], sensors[1 % len(sensors)]
+    directions = directions_of(sensors)
     return ModelCard.from_template(
         card_data, template_path=str(template_path),
-        model_name=model_name, repo_id=repo_id, sensor_a=sensor_a, sensor_b=sensor_b,
+        model_name=model_name, repo_id=repo_id, sensor_a=sensor_a, sensor_b=sensor_b, sensors=sensors,
+        same_modal_directions=[d for d in directions if d.split("->")[0] == d.split("->")[1]],
+        cross_modal_directions=[d for d in directions if d.split("->")[0] != d.split("->")[1]] or ["none"],
         band_names=dict(model_config.band_names), image_size=model_config.image_size,
         retrieval_dim=model_config.retrieval_dim, num_parameters=summary.get("num_parameters", "n/a"),
         dataset_name=dataset_name, protocol=_protocol(results), num_queries=results.num_queries,

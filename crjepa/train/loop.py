@@ -336,7 +336,9 @@ def _setup(config: dict[str, Any], model_config: Any, output_dir: Path, lock: An
                              shuffle=False, num_workers=data["num_workers"], drop_last=True, sampler=sampler)
 
     # model and optimiser
-    model = model_for_config(model_config)  # CRJepaModel, or a baseline (model.architecture)
+    model = model_for_config(model_config)  # CRJepaForPreTraining, or a baseline (model.architecture)
+    if training.get("gradient_checkpointing"):  # transformers >= 5.x names it activation checkpointing
+        getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
     compile_mode = compile_for_training(model, training["compile"], accelerator.device)
     optimizer = make_optimizer(model, training["lr_start"], training["weight_decay"], training["betas"],
                                accelerator.device)
@@ -448,13 +450,11 @@ def train_step(run: Run, state: TrainState, batch: dict[str, Any]) -> bool:
     from crjepa.baselines.models import after_optimizer_step
 
     accelerator, model, cfg = run.accelerator, run.model, run.model_config
-    sensor_a, sensor_b = cfg.sensor_names
     with accelerator.accumulate(model):
-        pixels_a = preprocess_batch(batch[sensor_a].to(accelerator.device, non_blocking=True), sensor_a, cfg)
-        pixels_b = preprocess_batch(batch[sensor_b].to(accelerator.device, non_blocking=True), sensor_b, cfg)
+        pixels = {sensor: preprocess_batch(batch[sensor].to(accelerator.device, non_blocking=True), sensor, cfg)
+                  for sensor in cfg.sensor_names}
         masks = draw_masks(cfg, batch["id"], state.micro_step, int(run.config["seed"]), accelerator.device)
-        output = model(pixel_values_a=pixels_a, pixel_values_b=pixels_b, sigreg_step=state.step, masks=masks,
-                       check_finite=False)
+        output = model(pixel_values=pixels, sigreg_step=state.step, masks=masks, check_finite=False)
         accelerator.backward(output.loss)
         terms = output.loss_terms()
         if run.guard is None or run.guard.keep_micro_step(terms):  # skip mode only: one sync per micro-step
@@ -660,6 +660,10 @@ def push(config: dict[str, Any], model_dir: Path, embeddings_dir: Path, say: Any
 
     hub = config["hub"]
     if hub["push_to_hub"]:
+        if hub.get("encoder_only"):
+            from crjepa.hub.archive import export_encoder
+
+            model_dir = export_encoder(model_dir, model_dir.with_name(model_dir.name + "_encoder"), overwrite=True)
         url = push_folder(model_dir, hub["hub_model_id"], repo_type="model", private=hub["private"])
         say(f"Pushed the model to {url}")
     if hub["push_embeddings"]:

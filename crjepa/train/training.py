@@ -79,6 +79,9 @@ DEFAULTS: dict[str, Any] = {
         # the step (one sync per step) and stop after max_skipped_steps skipped steps (crjepa/train/guards.py)
         "nonfinite": "stop",
         "max_skipped_steps": 10,
+        # recompute each trunk / predictor block's activations in the backward pass instead of storing them
+        # (model.gradient_checkpointing_enable(): less memory, ~30% more compute, same numbers)
+        "gradient_checkpointing": False,
     },
     "eval": {
         "query_split": "test",
@@ -110,6 +113,7 @@ DEFAULTS: dict[str, Any] = {
         "push_embeddings": False,
         "hub_embeddings_id": None,
         "private": False,
+        "encoder_only": False,  # push CRJepaModel alone (stems, trunk, heads: what retrieval needs), no predictors
     },
 }
 
@@ -338,28 +342,23 @@ def report_to(config: dict[str, Any]) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------- optimisation
-NO_DECAY_NAMES = ("pos_embed", "mask_token", "sensor_embed")
-"""Parameters (besides norms and biases, i.e. every tensor with ndim <= 1) trained without weight decay."""
+def no_decay_names(model: torch.nn.Module) -> list[str]:
+    """Names of the parameters trained without weight decay, as the model declares them (`no_weight_decay()`,
+    CR-JEPA: norms, biases, positional embeddings, mask tokens, sensor embeddings); a model without the
+    method: every tensor with ndim <= 1."""
+    model = getattr(model, "module", model)  # DDP / accelerate wrappers
+    declared = model.no_weight_decay() if callable(getattr(model, "no_weight_decay", None)) else None
+    return [n for n, p in model.named_parameters() if (n in declared if declared is not None else p.ndim <= 1)]
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: weight decay on weight matrices and convolution kernels only; none on norms, biases,
-    positional embeddings, mask tokens and sensor embeddings (the usual ViT / I-JEPA recipe)."""
+    """AdamW groups: weight decay on every parameter except those the model exempts (`no_decay_names`)."""
+    exempt = set(no_decay_names(model))
     decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        if param.ndim <= 1 or any(n in name.rsplit(".", 1)[-1] for n in NO_DECAY_NAMES):
-            no_decay.append(param)
-        else:
-            decay.append(param)
+    for name, param in getattr(model, "module", model).named_parameters():
+        if param.requires_grad:
+            (no_decay if name in exempt else decay).append(param)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def no_decay_names(model: torch.nn.Module) -> list[str]:
-    """Names of the parameters `param_groups` exempts from weight decay (for tests and logs)."""
-    return [n for n, p in model.named_parameters()
-            if p.ndim <= 1 or any(k in n.rsplit(".", 1)[-1] for k in NO_DECAY_NAMES)]
 
 
 def compiled_modules(model: torch.nn.Module) -> int:
