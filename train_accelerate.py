@@ -28,27 +28,35 @@ import sys
 from collections.abc import Sequence
 
 from crjepa.train.loop import RESULTS_FILE, TRAIN_LOG_FILE, load_data, train  # noqa: F401  (the script's API)
-from crjepa.train.training import ConfigError
+from crjepa.train.training import ConfigError, config_help
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point: errors a person can fix are printed as one message with exit status 2."""
+    """Console entry point: errors a person can fix are printed as one message with exit status 2.
+
+    ``--help`` / ``-h`` prints every config key with its default and one line (`config_help`, generated from the
+    schema); with ``--config FILE`` before it, the defaults shown are that file's.
+    """
+    from crjepa.data.schema import DataError
     from crjepa.hub.archive import EmbeddingsError, HubError
     from crjepa.train.guards import NonFiniteError
     from crjepa.train.training import CheckpointError
     from crjepa.utils.atomic import OutputExistsError
     from crjepa.utils.locks import LockedError
 
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--help" in args or "-h" in args:
+        config = args[args.index("--config") + 1] if "--config" in args[:-1] else None
+        try:
+            print(config_help(config))
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
     errors: tuple[type[BaseException], ...] = (ConfigError, HubError, EmbeddingsError, NonFiniteError,
-                                                CheckpointError, LockedError, OutputExistsError)
+                                                CheckpointError, LockedError, OutputExistsError, DataError)
     try:
-        from datasets_scripts.common import DataError
-
-        errors += (DataError,)
-    except ImportError:
-        pass
-    try:
-        train(argv)
+        train(args)
     except errors as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -141,10 +141,10 @@ def test_search_by_image_file(workdir, capsys):
 
 
 def test_errors_are_one_line_without_traceback(workdir, capsys):
-    assert main(["search", str(workdir / "emb"), "--id", "missing-id"]) == 1
+    assert main(["search", str(workdir / "emb"), "--id", "missing-id"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("crjepa search: error: No item with id 'missing-id'") and "Traceback" not in err
-    assert main(["search", str(workdir / "emb"), "--image", str(workdir / "query.npy")]) == 1
+    assert main(["search", str(workdir / "emb"), "--image", str(workdir / "query.npy")]) == 2
     assert "needs --model" in capsys.readouterr().err
 
 
