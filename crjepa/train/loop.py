@@ -77,13 +77,17 @@ def load_data(config: dict[str, Any], model_config: Any) -> Any:
 
     ``data.path`` set: the data is that exported Parquet folder (`python -m datasets_scripts ...`), whatever
     ``data.source`` says (the source then only names the kind of data, e.g. ``bigearthnet``); ``data.options``
-    go to a builder, never to an export. Unset: ``data.source`` ("synthetic", an export folder, or a builder
+    go to a builder, never to an export. A ``--data.source`` on the command line without ``--data.path``
+    replaces the YAML's path. Unset: ``data.source`` ("synthetic", an export folder, or a builder
     name) with ``data.options``. ``data.name`` defaults to the export's own name (its card's pretty_name), so
     the model card names the data actually trained on.
     """
     from crjepa.data.loading import check_sensors, export_name, load_paired_dataset
 
     data = config["data"]
+    cli_keys = config.get("cli_keys", ())
+    if "data.source" in cli_keys and "data.path" not in cli_keys:
+        data["path"] = None  # a source given on the command line replaces the YAML's path
     if data["path"] is not None:
         path = Path(str(data["path"])).expanduser()
         if not path.is_dir():
