@@ -248,4 +248,4 @@ def test_train_accelerate_help_lists_every_key_with_default_and_a_line():
     from crjepa.train.training import config_help
 
     paper = config_help("paper_ben14k.yaml")
-assert "  --data.batch_size 512" in paper  # with --config: that file's defaults
+    assert "  --data.batch_size 512" in paper  # with --config: that file's defaults
