@@ -65,6 +65,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {where}{exc.strerror or exc}; free space or fix the folder, then rerun (--resume continues "
               "from the last checkpoint)", file=sys.stderr)
         return 2
+    except ImportError as exc:
+        if getattr(exc, "name", None) not in ("rasterio", "h5py", "bigearthnet_common"):
+            raise
+        print(f'error: {exc}: this data needs the bigearthnet extra: pip install "crjepa[bigearthnet]"',
+              file=sys.stderr)
+        return 2
     return 0
 
 
