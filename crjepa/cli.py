@@ -219,10 +219,6 @@ def cmd_search(args: argparse.Namespace) -> int:
 
         if args.direction:
             parse_direction(args.direction, archive.sensors)  # unknown sensor -> an error naming the accepted ones
-            if args.direction.replace(" ", "") not in directions_of(archive.sensors) and \
-                    len(set(archive.sensors)) == 1:
-                raise ValueError(f"--direction {args.direction!r}: this archive holds one sensor; accepted: "
-                                 f"{directions_of(archive.sensors)}")
         directions = [args.direction] if args.direction else directions_of(archive.sensors)
         results = {d: archive.search_by_id(args.id, d, args.k) for d in directions}
     else:

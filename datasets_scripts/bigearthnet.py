@@ -14,6 +14,13 @@ Layouts read
   _VH.tif`; a flat `S2_DIR/<patch_id>/` is accepted too), same band sizes and dtypes as v1, no
   per-patch JSON, and `metadata.parquet` with columns patch_id, labels (19-class names; CLC names are mapped),
   split (train/validation/test), country, s1_name, which is the pairing. Its B01/B09 are required as in v1.
+  The metadata is found beside or inside the S2 folder when --reben-metadata is not given.
+- S2 patches alone (no `s1_dir`): an S2-only archive (no `s1` column) of every S2 patch of the subset present,
+  for same-sensor retrieval (`crjepa embed / search / evaluate` use the one direction s2->s2).
+- Layout detection: when a subset finds nothing, the error names the layout found under the folders (v1: patch
+  folders directly; v2: nested by product), a sample pair whose partner is missing, and the `--subset` that fits.
+- Bands are read by NAME (`<patch>_<band>.tif`), never by position; a patch folder holding other band files
+  (e.g. B10), or a GeoTIFF whose band description names another band than its file name, is refused.
 
 Rows follow docs/CONTRACTS.md: `id` (S2 patch name), `s1` Array3D (2,120,120) float32 dB in VV,VH order,
 `s2` Array3D (12,120,120) uint16 in B01,B02,B03,B04,B05,B06,B07,B08,B8A,B09,B11,B12 order, `labels`
@@ -33,7 +40,8 @@ Bad input (decided per case; `strict=True` raises on the first instead of skippi
   reverse): the pair is SKIPPED with a warning and counted by reason in the conversion report; each message
   names the patch, the file, and the expected vs found shape/value.
 - pairs of the subset absent from both folders are MISSING (a partial download): counted, not an error.
-- no pair of the subset present at all, a folder argument that is not a folder, bad metadata: raise.
+- no pair of the subset present at all, a folder argument that is not a folder, bad metadata: raise (the CLI
+  prints one `error:` line and exits 2; a run that converted nothing exits 1 and leaves no export behind).
 Writing is atomic: `datasets` writes into `<cache>.incomplete` and renames on success, so a failure mid-build
 (strict mode, Ctrl-C, crash) leaves no usable-looking dataset behind. Note that the `datasets` cache is keyed
 by the arguments, not by file contents: after fixing input files, rebuild with
@@ -209,24 +217,15 @@ def read_pair(task: dict[str, Any], resampling: str = "nearest") -> dict[str, An
     s2_folder = Path(task["s2_folder"])
     s1_folder = Path(task["s1_folder"]) if task.get("s1_folder") else None
     tile = None
-    if task["layout"] == "v1" and s1_folder is None:  # S2-only: the labels come from the S2 JSON alone
-        s2_meta = _read_json(s2_folder / f"{s2_name}_labels_metadata.json", s2_name)
-        labels_43 = s2_meta.get("labels")
-        if not isinstance(labels_43, list):
-            raise BigEarthNetError("corrupt JSON", f"patch {s2_name}: no 'labels' list in its JSON")
-        try:
-            labels = to_ben19(labels_43, where=f"patch {s2_name}")
-        except ValueError as err:
-            raise BigEarthNetError("unknown label", str(err)) from err
-        tile = _tile(s2_meta.get("tile_source"))
-    elif task["layout"] == "v1":
-        s1_meta = _read_json(s1_folder / f"{s1_name}_labels_metadata.json", s1_name)
-        partner = s1_meta.get("corresponding_s2_patch")
-        if partner != s2_name:
-            raise BigEarthNetError(
-                "pairing mismatch",
-                f"patch {s1_name}: its JSON names S2 partner {partner!r}, the metadata pairs it with {s2_name!r}",
-            )
+    if task["layout"] == "v1":
+        if s1_folder is not None:  # an S2-only archive has no S1 JSON to check the pairing with
+            s1_meta = _read_json(s1_folder / f"{s1_name}_labels_metadata.json", s1_name)
+            partner = s1_meta.get("corresponding_s2_patch")
+            if partner != s2_name:
+                raise BigEarthNetError(
+                    "pairing mismatch",
+                    f"patch {s1_name}: its JSON names S2 partner {partner!r}, the metadata pairs it with {s2_name!r}",
+                )
         s2_meta = _read_json(s2_folder / f"{s2_name}_labels_metadata.json", s2_name)
         labels_43 = s2_meta.get("labels")
         if not isinstance(labels_43, list):
