@@ -160,23 +160,26 @@ def test_s2_only_archive_convert_embed_index_search_evaluate(paper_run, reben_s2
 
 
 # ------------------------------------------------------------------------------------ v1: --subset all
-def test_v1_pairs_subset_all_export_train_embed_evaluate(ben_v1_dirs, tmp_path):
+def test_v1_pairs_subset_all_export_embed_evaluate(ben_v1_dirs, paper_run, tmp_path):
+    """v1 with --subset all: the export, then the trained model's embed / evaluate on it (the paper config's
+    training on this export runs in tests/test_readme.py, the README's BEN-14K recipe)."""
     from crjepa.cli import main
-    from crjepa.train.loop import train
+    from crjepa.data.loading import load_paired_dataset
 
     export = tmp_path / "v1"
     run = run_module("datasets_scripts", "bigearthnet", "--s1-dir", ben_v1_dirs[0], "--s2-dir", ben_v1_dirs[1],
                      "--subset", "all", "--output-dir", export, "--num-proc", "1")
     assert run.returncode == 0, run.stderr[-3000:]
     assert "converted 6 pairs (train 4, test 1, unassigned 1)" in run.stdout
-    summary = train(["--config", "configs/paper_ben14k.yaml", "--data.path", str(export), "--output_dir",
-                     str(tmp_path / "run"), *TINY, "--training.mixed_precision", "no", "--eval.query_split", "train",
-                     "--embeddings.split", "train", "--eval.before_training", "false", "--eval.k", "3"])
-    assert summary["trained"]["dataset_name"] == "BigEarthNet-MM (all)" and summary["steps"] == 2
-    card = (tmp_path / "run" / "model" / "README.md").read_text()
-    assert "BigEarthNet-MM (all)" in card and "synthetic" not in card.lower()
-    assert main(["embed", summary["model_dir"], str(export), "-o", str(tmp_path / "emb"), "--device", "cpu"]) == 0
-    assert main(["evaluate", summary["model_dir"], str(export), "--query-split", "train", "--device", "cpu", "-k", "3"]) == 0
+    ds = load_paired_dataset(export)
+    assert ds.features["s1"].shape == (2, 120, 120) and ds.features["s2"].shape == (12, 120, 120)
+    model_dir = paper_run / "model"
+    assert main(["embed", str(model_dir), str(export), "-o", str(tmp_path / "emb"), "--device", "cpu"]) == 0
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(model_dir), str(export), "--query-split", "train", "--device", "cpu", "-k", "3",
+                 "--output-dir", str(out)]) == 0
+    scores = json.loads((out / "retrieval_results.json").read_text())
+    assert scores["num_queries"] == 4 and set(scores["metrics"]["F1@3"]) == {"s1->s1", "s2->s2", "s1->s2", "s2->s1"}
 
 
 # ------------------------------------------------------------------------------------ every YAML of configs/
