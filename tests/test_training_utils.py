@@ -196,7 +196,7 @@ def test_the_launchers_mixed_precision_wins_unless_the_user_sets_it(tmp_path):
             "    AcceleratorState._reset_state(True)\n"
             "    print('precision', setup(argv).accelerator.mixed_precision)\n")
     small = ["--model.preset", "tiny", "--data.source", "synthetic", "--data.options",
-             "{num_train: 8, num_validation: 0, num_test: 4, image_size: 32}", "--data.batch_size", "4",
+             "{num_train: 8, num_validation: 0, num_test: 8, image_size: 32}", "--data.batch_size", "4",
              "--data.num_workers", "0", "--training.compile", "none", "--logging.report_to", "none"]
     runs = [["--config", config, *small, "--output_dir", str(tmp_path / f"{config}{len(extra)}"), *extra]
             for config in ("cpu_default.yaml", "paper_ben14k.yaml")

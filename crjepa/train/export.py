@@ -88,7 +88,7 @@ def export_checkpoint(path: str | os.PathLike, output: str | os.PathLike, step: 
         results = evaluate_retrieval(model, dataset, query_split=ev["query_split"], gallery_split=ev["gallery_split"],
                                      k=ev["k"], batch_size=ev["batch_size"],
                                      dataset_name=run_config["data"]["name"] or str(run_config["data"]["source"]))
-    with atomic_dir(output) as tmp:
+    with atomic_dir(output, "model") as tmp:
         model.save_pretrained(tmp)
         CRJepaImageProcessor.from_config(model.config).save_pretrained(tmp)
         if results is not None:

@@ -78,7 +78,7 @@ DEFAULTS: dict[str, Any] = {
         # a NaN / inf loss term or gradient norm: stop (default; checked without a per-step host sync) or skip
         # the step (one sync per step) and stop after max_skipped_steps skipped steps (crjepa/train/guards.py)
         "nonfinite": "stop",
-        "max_skipped_steps": 10,
+        "max_skipped_steps": 10,  # with nonfinite: skip, stop after this many skipped steps
     },
     "eval": {
         "query_split": "test",  # queries come from this split
