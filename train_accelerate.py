@@ -28,11 +28,15 @@ import sys
 from collections.abc import Sequence
 
 from crjepa.train.loop import RESULTS_FILE, TRAIN_LOG_FILE, load_data, train  # noqa: F401  (the script's API)
-from crjepa.train.training import ConfigError
+from crjepa.train.training import ConfigError, config_help
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point: errors a person can fix are printed as one message with exit status 2."""
+    """Console entry point: errors a person can fix are printed as one message with exit status 2.
+
+    ``--help`` / ``-h`` prints every config key with its default and one line (`config_help`, generated from the
+    schema); with ``--config FILE`` before it, the defaults shown are that file's.
+    """
     from crjepa.data.schema import DataError
     from crjepa.hub.access import HubError
     from crjepa.hub.archive import EmbeddingsError
@@ -41,10 +45,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     from crjepa.utils.atomic import OutputExistsError
     from crjepa.utils.locks import LockedError
 
-    errors: tuple[type[BaseException], ...] = (ConfigError, HubError, DataError, EmbeddingsError, NonFiniteError,
-                                                CheckpointError, LockedError, OutputExistsError)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--help" in args or "-h" in args:
+        config = args[args.index("--config") + 1] if "--config" in args[:-1] else None
+        try:
+            print(config_help(config))
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
+    errors: tuple[type[BaseException], ...] = (ConfigError, HubError, EmbeddingsError, NonFiniteError,
+                                                CheckpointError, LockedError, OutputExistsError, DataError)
     try:
-        train(argv)
+        train(args)
     except errors as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -52,6 +65,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"error: {where}{exc.strerror or exc}; free space or fix the folder, then rerun (--resume continues "
               "from the last checkpoint)", file=sys.stderr)
+        return 2
+    except ImportError as exc:
+        if getattr(exc, "name", None) not in ("rasterio", "h5py", "bigearthnet_common"):
+            raise
+        print(f'error: {exc}: this data needs the bigearthnet extra: pip install "crjepa[bigearthnet]"',
+              file=sys.stderr)
         return 2
     return 0
 

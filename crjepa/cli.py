@@ -4,7 +4,11 @@
     crjepa index EMB [--kind hnsw]          faiss indices for an archive folder
     crjepa search EMB --id ID [--png g.png] search by archive id (no model needed) or --image FILE --model M
     crjepa evaluate MODEL DATA              the paper's four-direction table (markdown + JSON)
+    crjepa export-checkpoint RUN -o DIR     a training checkpoint -> from_pretrained folder (+ card with scores)
     crjepa push FOLDER user/repo            embeddings folder (dataset repo) or model folder (model repo)
+
+Directions are written 's1->s2': quote them, or the shell reads '>' as a redirection. One-sensor archives (e.g.
+S2 patches alone) are embedded, searched and evaluated in their one same-sensor direction.
 
 DATA is ``synthetic`` (built in) or a folder of Parquet exported by ``python -m datasets_scripts``.
 Heavy imports happen inside the commands so ``--help`` stays instant. Errors print one sentence, no traceback.
@@ -107,7 +111,10 @@ def _embed(args: argparse.Namespace) -> int:
     source = _source_options(args)
     dataset = _load_data(source, args.split)
     model = _load_model(args.model, args.device)
-    embeddings = compute_embeddings(model, dataset, sensors=args.sensors, spaces=args.spaces,
+    from crjepa.eval.retrieval import present_sensors
+
+    sensors = args.sensors or present_sensors(model.config.sensor_names, dataset)  # S2-only data: just s2
+    embeddings = compute_embeddings(model, dataset, sensors=sensors, spaces=args.spaces,
                                     batch_size=args.batch_size, num_workers=args.num_workers, progress=True)
     fingerprint = model_fingerprint(model)
     indices = None
@@ -166,8 +173,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     if (args.id is None) == (args.image is None):
         raise ValueError("Give exactly one query: --id ARCHIVE_ID or --image FILE")
     if args.id is not None:
-        from crjepa.eval.retrieval import directions_of
+        from crjepa.eval.retrieval import directions_of, parse_direction
 
+        if args.direction:
+            parse_direction(args.direction, archive.sensors)  # unknown sensor -> an error naming the accepted ones
         directions = [args.direction] if args.direction else directions_of(archive.sensors)
         results = {d: archive.search_by_id(args.id, d, args.k) for d in directions}
     else:
@@ -262,6 +271,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_checkpoint(args: argparse.Namespace) -> int:
+    from crjepa.train.export import export_checkpoint
+
+    done = export_checkpoint(args.run, args.output, step=args.step, evaluate=not args.no_evaluate,
+                             device=str(_device(args.device)))
+    print(f"Wrote {done['output']} from {done['checkpoint']} (step {done['step']}); load it with "
+          f"AutoModel.from_pretrained({done['output']!r}, trust_remote_code=True)")
+    if done["results"] is not None:
+        print(done["results"].to_markdown())
+    return 0
+
+
 def cmd_push(args: argparse.Namespace) -> int:
     from crjepa.hub.archive import INFO_FILE, push_folder
 
@@ -280,7 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crjepa", description="CR-JEPA cross-modal remote-sensing retrieval: embed, index, search, "
                                    "evaluate, push.",
-        epilog="Example: crjepa embed ./model synthetic -o ./emb && crjepa search ./emb --id ID --png grid.png")
+        epilog="Example: crjepa embed ./model synthetic -o ./emb && crjepa search ./emb --id ID --direction 's1->s2'"
+               " (quote directions: the shell reads > as a redirection)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("embed", help="embed a dataset into an embeddings archive (Parquet + card + faiss)",
@@ -318,7 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("archive", help="embeddings archive folder or Hub dataset repo id")
     p.add_argument("--id", default=None, help="query by the id of an archive item")
     p.add_argument("--image", default=None, help="query by an image file (.npy (C,H,W), .tif, .png)")
-    p.add_argument("--direction", default=None, help="with --id: e.g. s1->s2 (default: all four directions)")
+    p.add_argument("--direction", default=None,
+                   help="with --id: e.g. 's1->s2' (quoted: unquoted, the shell reads > as a redirection; default: "
+                        "every direction the archive's sensors allow: four for two sensors, 's2->s2' for S2 alone)")
     p.add_argument("--sensor", default=None, help="with --image: the sensor of the image")
     p.add_argument("--target-sensor", default=None, help="with --image: sensor column to search (default: both)")
     p.add_argument("--model", default=None, help="with --image: the model folder that embedded the archive")
@@ -333,8 +357,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("evaluate", help="score the paper's four retrieval directions",
-                       description="S1->S1, S2->S2 (unified head, self-matches removed), S1->S2, S2->S1 (cross "
-                                   "head): F1@k for multi-label sets, mAP and P@k for single-label sets.")
+                       description="'s1->s1', 's2->s2' (unified head, self-matches removed), 's1->s2', 's2->s1' "
+                                   "(cross head): F1@k for multi-label sets, mAP and P@k for single-label sets. Data "
+                                   "with one of the model's sensors (e.g. S2 alone) is scored in its same-sensor "
+                                   "direction.")
     _add_model_arguments(p)
     _add_data_arguments(p, "load only this split before evaluating (default: all rows)")
     p.add_argument("--query-split", default=None, help="queries from this split (default: all rows)")
@@ -344,6 +370,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset-name", default=None, help="name used in the results and model-index")
     p.add_argument("--output-dir", default=None, help="write retrieval_results.md and retrieval_results.json here")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export-checkpoint", help="turn a training checkpoint into a from_pretrained folder",
+                       description="Load the latest (or --step N) checkpoint of a run's output_dir/checkpoints, "
+                                   "score it on the run's data as the run's eval section says, and write model + "
+                                   "image processor + model card to -o DIR (ready for evaluate, embed or push).")
+    p.add_argument("run", help="a training run's output_dir, or one of its checkpoints/step_N folders")
+    p.add_argument("-o", "--output", required=True, help="folder to write (replaced atomically)")
+    p.add_argument("--step", type=int, default=None, help="the checkpoint of this step (default: the latest)")
+    p.add_argument("--no-evaluate", action="store_true", help="skip the scores (and so the model card)")
+    p.add_argument("--device", default="auto", help="'auto' (GPU if available), 'cpu', 'cuda'...")
+    p.set_defaults(func=cmd_export_checkpoint)
 
     p = sub.add_parser("push", help="upload an embeddings or model folder to the Hugging Face Hub",
                        description="Create the repo if needed and upload the folder (needs a token: "
@@ -359,6 +396,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXTRA_MODULES = ("rasterio", "h5py", "bigearthnet_common")
+"""Modules of the `bigearthnet` extra (GeoTIFF, HDF5 .mat, BigEarthNet metadata)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``crjepa`` console script; returns the exit code."""
     parser = build_parser()
@@ -371,13 +412,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (HubError, EmbeddingsError, ValueError, FileNotFoundError, FileExistsError, KeyError, ImportError,
             LockedError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-        print(f"crjepa {args.command}: error: {message}", file=sys.stderr)
-        return 1
+        if isinstance(err, ImportError) and getattr(err, "name", None) in EXTRA_MODULES:
+            message = f"{message}: this needs the bigearthnet extra: pip install \"crjepa[bigearthnet]\""
+        print(f"crjepa {args.command}: error: {' '.join(message.split())}", file=sys.stderr)
+        return 2
     except OSError as err:  # read-only file system, disk full, permissions: name the file and what to do
         where = f"{err.filename}: " if err.filename else ""
         print(f"crjepa {args.command}: error: {where}{err.strerror or err}; check that the path is writable and the "
               "disk has space, or choose another path", file=sys.stderr)
-        return 1
+        return 2
     except KeyboardInterrupt:
         print("crjepa: interrupted", file=sys.stderr)
         return 130

@@ -136,7 +136,7 @@ def metadata_dir() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise BigEarthNetMetadataError(
             "BigEarthNet metadata not found: install the PyPI package bigearthnet-common==2.8.0 "
-            "(pip install 'crjepa[bigearthnet]'); only its CSV files are read."
+            '(pip install "crjepa[bigearthnet]"); only its CSV files are read.'
         )
     return Path(list(spec.submodule_search_locations)[0])
 

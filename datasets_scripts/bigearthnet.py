@@ -14,6 +14,13 @@ Layouts read
   _VH.tif`; a flat `S2_DIR/<patch_id>/` is accepted too), same band sizes and dtypes as v1, no
   per-patch JSON, and `metadata.parquet` with columns patch_id, labels (19-class names; CLC names are mapped),
   split (train/validation/test), country, s1_name, which is the pairing. Its B01/B09 are required as in v1.
+  The metadata is found beside or inside the S2 folder when --reben-metadata is not given.
+- S2 patches alone (no `s1_dir`): an S2-only archive (no `s1` column) of every S2 patch of the subset present,
+  for same-sensor retrieval (`crjepa embed / search / evaluate` use the one direction s2->s2).
+- Layout detection: when a subset finds nothing, the error names the layout found under the folders (v1: patch
+  folders directly; v2: nested by product), a sample pair whose partner is missing, and the `--subset` that fits.
+- Bands are read by NAME (`<patch>_<band>.tif`), never by position; a patch folder holding other band files
+  (e.g. B10), or a GeoTIFF whose band description names another band than its file name, is refused.
 
 Rows follow docs/CONTRACTS.md: `id` (S2 patch name), `s1` Array3D (2,120,120) float32 dB in VV,VH order,
 `s2` Array3D (12,120,120) uint16 in B01,B02,B03,B04,B05,B06,B07,B08,B8A,B09,B11,B12 order, `labels`
@@ -33,7 +40,8 @@ Bad input (decided per case; `strict=True` raises on the first instead of skippi
   reverse): the pair is SKIPPED with a warning and counted by reason in the conversion report; each message
   names the patch, the file, and the expected vs found shape/value.
 - pairs of the subset absent from both folders are MISSING (a partial download): counted, not an error.
-- no pair of the subset present at all, a folder argument that is not a folder, bad metadata: raise.
+- no pair of the subset present at all, a folder argument that is not a folder, bad metadata: raise (the CLI
+  prints one `error:` line and exits 2; a run that converted nothing exits 1 and leaves no export behind).
 Writing is atomic: `datasets` writes into `<cache>.incomplete` and renames on success, so a failure mid-build
 (strict mode, Ctrl-C, crash) leaves no usable-looking dataset behind. Note that the `datasets` cache is keyed
 by the arguments, not by file contents: after fixing input files, rebuild with
@@ -44,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import logging
 import os
 import re
@@ -80,6 +89,7 @@ S2_NATIVE_SIZE: dict[str, int] = {
     "B01": 20, "B02": 120, "B03": 120, "B04": 120, "B05": 60, "B06": 60,
     "B07": 60, "B08": 120, "B8A": 60, "B09": 20, "B11": 60, "B12": 60,
 }  # fmt: skip
+ALL_BAND_NAMES = frozenset((*S2_BANDS, *S1_BANDS, "B10"))
 S2_RESAMPLINGS: tuple[str, ...] = ("nearest", "bilinear", "bicubic")
 REBEN = "reben"
 ALL_SUBSETS: tuple[str, ...] = (*SUBSETS, REBEN)
@@ -107,10 +117,13 @@ def _read_json(path: Path, patch: str) -> dict[str, Any]:
         raise BigEarthNetError("corrupt JSON", f"patch {patch}: cannot parse {path}: {err}") from err
 
 
-def read_band(path: Path, patch: str, native_size: int, dtype: str, resampling: str = "nearest") -> np.ndarray:
+def read_band(path: Path, patch: str, native_size: int, dtype: str, resampling: str = "nearest",
+              band: str | None = None) -> np.ndarray:
     """One single-band GeoTIFF as a (120, 120) array of `dtype`, checked and upsampled from `native_size`.
 
-    Raises BigEarthNetError (missing file, corrupt GeoTIFF, wrong shape/band count/dtype) naming patch and file.
+    `band` (e.g. "B8A"): the band the file name promises; a GeoTIFF whose own band description names another
+    band is refused (bands are mapped by name, never by position).
+    Raises BigEarthNetError (missing file, corrupt GeoTIFF, wrong shape/band count/dtype/band) naming patch and file.
     """
     import rasterio
     from rasterio.enums import Resampling
@@ -120,6 +133,12 @@ def read_band(path: Path, patch: str, native_size: int, dtype: str, resampling: 
         raise BigEarthNetError("missing band file", f"patch {patch}: band file missing: {path}")
     try:
         with rasterio.open(path) as src:
+            described = (src.descriptions[0] or "").strip().upper() if src.count == 1 else ""
+            if band and described in ALL_BAND_NAMES and described != band.upper():
+                raise BigEarthNetError(
+                    "band mismatch", f"patch {patch}: {path.name} is named band {band} but its GeoTIFF band "
+                    f"description says {described}"
+                )
             found = (src.count, src.height, src.width)
             if found != (1, native_size, native_size):
                 raise BigEarthNetError(
@@ -141,19 +160,38 @@ def read_band(path: Path, patch: str, native_size: int, dtype: str, resampling: 
     return array.astype(dtype, copy=False)
 
 
+def check_band_files(folder: Path, name: str, bands: tuple[str, ...]) -> None:
+    """Refuse a patch folder holding band files other than `bands` (e.g. a B10, or a band named `_b8a`): the
+    bands are read by their names, so a folder whose names do not match the expected set is not guessed at."""
+    if not folder.is_dir():
+        return
+    prefix = f"{name}_"
+    found = {f.name[len(prefix):-len(f.suffix)] for f in folder.iterdir()
+             if f.name.startswith(prefix) and f.suffix.lower() in (".tif", ".tiff")}
+    unexpected = sorted(found - set(bands))
+    if unexpected:
+        raise BigEarthNetError(
+            "band mismatch", f"patch {name}: {folder} holds band files {unexpected} that are not among the expected "
+            f"bands {list(bands)} (bands are matched by file name, never by position)"
+        )
+
+
 def read_s2(folder: Path, name: str, resampling: str = "nearest") -> np.ndarray:
-    """S2 patch as (12, 120, 120) uint16 in S2_BANDS order."""
+    """S2 patch as (12, 120, 120) uint16 in S2_BANDS order, each band read from the file that names it."""
+    check_band_files(folder, name, S2_BANDS)
     return np.stack(
-        [read_band(folder / f"{name}_{b}.tif", name, S2_NATIVE_SIZE[b], "uint16", resampling) for b in S2_BANDS]
+        [read_band(folder / f"{name}_{b}.tif", name, S2_NATIVE_SIZE[b], "uint16", resampling, band=b)
+         for b in S2_BANDS]
     )
 
 
 def read_s1(folder: Path, name: str) -> np.ndarray:
     """S1 patch as (2, 120, 120) float32 dB in VV, VH order; NaN/inf is an error (it would poison training)."""
+    check_band_files(folder, name, S1_BANDS)
     bands = []
     for band in S1_BANDS:
         path = folder / f"{name}_{band}.tif"
-        array = read_band(path, name, PATCH_SIZE, "float32")
+        array = read_band(path, name, PATCH_SIZE, "float32", band=band)
         bad = int(np.count_nonzero(~np.isfinite(array)))
         if bad:
             raise BigEarthNetError(
@@ -175,16 +213,18 @@ def _tile(*candidates: str | None) -> str | None:
 def read_pair(task: dict[str, Any], resampling: str = "nearest") -> dict[str, Any]:
     """Read one planned pair into a dataset row. Raises BigEarthNetError naming patch and file on bad input."""
     s2_name, s1_name = task["s2_name"], task["s1_name"]
-    s2_folder, s1_folder = Path(task["s2_folder"]), Path(task["s1_folder"])
+    s2_folder = Path(task["s2_folder"])
+    s1_folder = Path(task["s1_folder"]) if task.get("s1_folder") else None
     tile = None
     if task["layout"] == "v1":
-        s1_meta = _read_json(s1_folder / f"{s1_name}_labels_metadata.json", s1_name)
-        partner = s1_meta.get("corresponding_s2_patch")
-        if partner != s2_name:
-            raise BigEarthNetError(
-                "pairing mismatch",
-                f"patch {s1_name}: its JSON names S2 partner {partner!r}, the metadata pairs it with {s2_name!r}",
-            )
+        if s1_folder is not None:  # an S2-only archive has no S1 JSON to check the pairing with
+            s1_meta = _read_json(s1_folder / f"{s1_name}_labels_metadata.json", s1_name)
+            partner = s1_meta.get("corresponding_s2_patch")
+            if partner != s2_name:
+                raise BigEarthNetError(
+                    "pairing mismatch",
+                    f"patch {s1_name}: its JSON names S2 partner {partner!r}, the metadata pairs it with {s2_name!r}",
+                )
         s2_meta = _read_json(s2_folder / f"{s2_name}_labels_metadata.json", s2_name)
         labels_43 = s2_meta.get("labels")
         if not isinstance(labels_43, list):
@@ -196,9 +236,9 @@ def read_pair(task: dict[str, Any], resampling: str = "nearest") -> dict[str, An
         tile = _tile(s2_meta.get("tile_source"))
     else:
         labels_43, labels = None, task["labels"]
-    return {
+    row = {
         "id": s2_name,
-        "s1": read_s1(s1_folder, s1_name),
+        "s1": read_s1(s1_folder, s1_name) if s1_folder is not None else None,
         "s2": read_s2(s2_folder, s2_name, resampling),
         "labels": [BEN19_CLASSES.index(name) for name in labels],
         "split": task["split"],
@@ -206,9 +246,12 @@ def read_pair(task: dict[str, Any], resampling: str = "nearest") -> dict[str, An
         "s2_name": s2_name,
         "country": task["country"],
         "s2_date": s2_date(s2_name).isoformat(),
-        "tile": tile or _tile(s2_name) or _s1_tile(s1_name),
+        "tile": tile or _tile(s2_name) or (_s1_tile(s1_name) if s1_name else None),
         "labels_43": labels_43,
     }
+    if s1_folder is None:
+        del row["s1"]
+    return row
 
 
 def _s1_tile(s1_name: str) -> str | None:
@@ -280,16 +323,26 @@ def _check_dir(path: str | None, what: str) -> Path:
 
 
 def _plan_from_metadata(
-    subset: str, pairs: list[tuple[str, str, str | None, str, list[str] | None]], s1_root: Path, s2_root: Path
+    subset: str, pairs: list[tuple[str, str, str | None, str, list[str] | None]], s1_root: Path | None,
+    s2_root: Path,
 ) -> ConversionPlan:
-    """Match metadata pairs (s2, s1, country, split, labels) against the folders on disk."""
+    """Match metadata pairs (s2, s1, country, split, labels) against the folders on disk; without `s1_root`
+    (an S2-only archive) every S2 patch present is a task."""
     layout = "reben" if subset == REBEN else "v1"
     s2_index = _index_patch_folders(s2_root, nested=layout == "reben")
-    s1_index = _index_patch_folders(s1_root, nested=layout == "reben")
+    s1_index = _index_patch_folders(s1_root, nested=layout == "reben") if s1_root is not None else {}
     plan = ConversionPlan(subset, len(pairs))
     for s2_name, s1_name, country, split, labels in pairs:
         s2_folder, s1_folder = s2_index.get(s2_name), s1_index.get(s1_name)
-        if s2_folder is None and s1_folder is None:
+        if s1_root is None:
+            if s2_folder is None:
+                plan.missing.append(s2_name)
+            else:
+                plan.tasks.append(
+                    {"s2_name": s2_name, "s1_name": None, "s2_folder": str(s2_folder), "s1_folder": None,
+                     "split": split, "country": country, "labels": labels, "layout": layout}  # fmt: skip
+                )
+        elif s2_folder is None and s1_folder is None:
             plan.missing.append(s2_name)
         elif s2_folder is None:
             plan.skipped[s2_name] = BigEarthNetError(
@@ -307,15 +360,23 @@ def _plan_from_metadata(
     return plan
 
 
-def _plan_all_v1(s1_root: Path, s2_root: Path) -> ConversionPlan:
-    """Every S1 folder paired through its JSON; official split and country where the metadata knows the pair."""
+def _plan_all_v1(s1_root: Path | None, s2_root: Path) -> ConversionPlan:
+    """Every S1 folder paired through its JSON (or, S2-only, every S2 folder); official split and country where
+    the metadata knows the pair."""
     from tqdm.auto import tqdm
 
     known = {p.s2_name: p for p in all_pairs()}
-    s1_names = sorted(e.name for e in os.scandir(s1_root) if e.is_dir())
     s2_names = {e.name for e in os.scandir(s2_root) if e.is_dir()}
-    found: list[tuple[str, str, str | None, str, None]] = []
     plan = ConversionPlan("all", len(known))
+    if s1_root is None:
+        rows = [(s2, known[s2].s1_name if s2 in known else "", known[s2].country if s2 in known else None,
+                 known[s2].split if s2 in known else UNASSIGNED, None) for s2 in sorted(s2_names)]
+        sub = _plan_from_metadata("all", rows, None, s2_root)
+        plan.tasks = sub.tasks
+        plan.missing = [s2 for s2 in known if s2 not in s2_names]
+        return plan
+    s1_names = sorted(e.name for e in os.scandir(s1_root) if e.is_dir())
+    found: list[tuple[str, str, str | None, str, None]] = []
     for s1_name in tqdm(s1_names, desc="pairing S1 patches via their JSON", unit="patch"):
         try:
             meta = _read_json(s1_root / s1_name / f"{s1_name}_labels_metadata.json", s1_name)
@@ -342,6 +403,61 @@ def _plan_all_v1(s1_root: Path, s2_root: Path) -> ConversionPlan:
     return plan
 
 
+# ----------------------------------------------------------------------------------------------- layouts
+V1, V2 = "v1", "v2"
+LAYOUT_NAMES = {V1: "BigEarthNet v1 (patch folders directly under the folder, one JSON per patch)",
+                V2: "BigEarthNet v2 / reBEN (patch folders nested one level, by product / tile)"}
+
+
+def _has_band_files(folder: str | os.PathLike, name: str) -> bool:
+    return any(os.path.exists(os.path.join(folder, f"{name}_{b}.tif")) for b in ("B02", "B04", "VV", "VH"))
+
+
+def detect_layout(root: Path, sample: int = 50) -> tuple[str | None, list[str]]:
+    """(V1, V2 or None, patch names seen) of a BigEarthNet S1 or S2 folder, from its first entries.
+
+    v1: ``root/<patch>/<patch>_B02.tif``; v2 (reBEN): ``root/<product>/<patch>/<patch>_B02.tif``.
+    """
+    v1, v2 = [], []
+    with os.scandir(root) as top:
+        for count, entry in enumerate(e for e in top if e.is_dir()):
+            if count >= sample:
+                break
+            if _has_band_files(entry.path, entry.name):
+                v1.append(entry.name)
+                continue
+            with os.scandir(entry.path) as sub:
+                v2.extend(e.name for e in sub if e.is_dir() and _has_band_files(e.path, e.name))
+    if v1 or v2:
+        return (V1, v1) if len(v1) >= len(v2) else (V2, v2)
+    return None, []
+
+
+def _subset_hint(subset: str, s1_root: Path | None, s2_root: Path, reben_metadata: str | None) -> str:
+    """Why a subset found nothing, in words: the layout found and the --subset (and options) that fit it."""
+    layout, _ = detect_layout(s2_root)
+    where = f"s2_dir={s2_root}" + (f", s1_dir={s1_root}" if s1_root is not None else "")
+    if layout is None:
+        return (f"No BigEarthNet patch folder found under {where}: --s2-dir must be the folder holding the S2 "
+                "patch folders (v1: BigEarthNet-v1.0/<patch>/<patch>_B02.tif; v2: BigEarthNet-S2/<product>/<patch>/"
+                "<patch>_B02.tif), --s1-dir the same for S1.")
+    found = f"Found the {LAYOUT_NAMES[layout]} layout under {where}."
+    if layout == V2 and subset != REBEN:
+        meta = find_reben_metadata(s2_root)
+        return (f"{found} --subset {subset} lists BigEarthNet v1 patches; for v2 data use --subset reben"
+                + (f" (its metadata {meta} is found automatically)." if meta else
+                   " --reben-metadata <reBEN metadata.parquet>."))
+    if layout == V1 and subset == REBEN:
+        return f"{found} --subset reben is for v2 data; for v1 use --subset all (every pair found), recommended or ben14k."
+    if layout == V1 and subset in SUBSETS and subset != "all":
+        s2_names = {e.name for e in os.scandir(s2_root) if e.is_dir()}
+        fits = {name: sum(p.s2_name in s2_names for p in subset_pairs(name)) for name in SUBSETS if name != "all"}
+        counts = ", ".join(f"{name}: {n}" for name, n in fits.items())
+        return (f"{found} None of its {len(s2_names):,} S2 patches is in {subset} (patches per subset: {counts}); "
+                f"--subset all converts every pair found.")
+    return found
+
+
 def _reben_metadata_pairs(path: Path) -> list[tuple[str, str, str | None, str, list[str]]]:
     """(patch_id, s1_name, country, split, 19-class labels) from reBEN's metadata.parquet."""
     import pyarrow.parquet as pq
@@ -360,28 +476,48 @@ def _reben_metadata_pairs(path: Path) -> list[tuple[str, str, str | None, str, l
     return rows
 
 
+def find_reben_metadata(s2_dir: str | os.PathLike) -> Path | None:
+    """reBEN's metadata.parquet when it lies beside or inside the S2 folder (as bigearth.net's download unpacks)."""
+    root = Path(s2_dir)
+    for candidate in (root / "metadata.parquet", root.parent / "metadata.parquet"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def plan_conversion(
     subset: str, s1_dir: str | None, s2_dir: str | None, reben_metadata: str | None = None
 ) -> ConversionPlan:
-    """Which pairs of `subset` are present, missing, or unusable before any GeoTIFF is read."""
+    """Which pairs of `subset` are present, missing, or unusable before any GeoTIFF is read.
+
+    ``s1_dir=None`` plans an S2-only archive (every S2 patch of the subset present under s2_dir).
+    """
     if subset not in ALL_SUBSETS:
         raise ValueError(f"unknown BigEarthNet subset {subset!r}; expected one of {', '.join(ALL_SUBSETS)}")
-    s1_root, s2_root = _check_dir(s1_dir, "s1_dir"), _check_dir(s2_dir, "s2_dir")
+    s2_root = _check_dir(s2_dir, "s2_dir")
+    s1_root = _check_dir(s1_dir, "s1_dir") if s1_dir else None
     if subset == "all":
         plan = _plan_all_v1(s1_root, s2_root)
     else:
         if subset == REBEN:
+            reben_metadata = reben_metadata or find_reben_metadata(s2_root)
             if not reben_metadata:
-                raise ValueError("subset 'reben' needs reben_metadata=<path to reBEN metadata.parquet>")
+                raise ValueError(
+                    f"subset 'reben' needs reBEN's metadata.parquet: pass --reben-metadata PATH (none found beside "
+                    f"or in {s2_root})"
+                )
             pairs = _reben_metadata_pairs(Path(reben_metadata))
         else:
             pairs = [(p.s2_name, p.s1_name, p.country, p.split, None) for p in subset_pairs(subset)]
         plan = _plan_from_metadata(subset, pairs, s1_root, s2_root)
     if not plan.tasks:
+        half = next(iter(plan.skipped.values()), None)
+        example = f" For example: {half}." if half is not None else ""
         raise FileNotFoundError(
-            f"BigEarthNet {subset}: none of its {plan.subset_size:,} pairs is present with both patches under "
-            f"s1_dir={s1_root} and s2_dir={s2_root} ({len(plan.skipped)} half pairs). These folders must hold "
-            f"the patch folders{' (nested by tile for reBEN)' if subset == REBEN else ''} directly."
+            f"BigEarthNet {subset}: none of its {plan.subset_size:,} pairs is present"
+            + (" with both patches" if s1_root is not None else "")
+            + f" ({len(plan.skipped)} half pairs).{example} "
+            + _subset_hint(subset, s1_root, s2_root, reben_metadata)
         )
     return plan
 
@@ -389,10 +525,10 @@ def plan_conversion(
 # ----------------------------------------------------------------------------------------------- builder
 
 
-def features() -> datasets.Features:
-    """Row schema of docs/CONTRACTS.md for BigEarthNet-MM."""
+def features(s2_only: bool = False) -> datasets.Features:
+    """Row schema of docs/CONTRACTS.md for BigEarthNet-MM (without the `s1` column for an S2-only archive)."""
     string = datasets.Value("string")
-    return datasets.Features(
+    feats = datasets.Features(
         {
             "id": string,
             "s1": datasets.Array3D(shape=(len(S1_BANDS), PATCH_SIZE, PATCH_SIZE), dtype="float32"),
@@ -407,6 +543,9 @@ def features() -> datasets.Features:
             "labels_43": datasets.Sequence(string),
         }
     )
+    if s2_only:
+        del feats["s1"]
+    return feats
 
 
 @dataclass
@@ -472,7 +611,7 @@ class BigEarthNetMM(datasets.GeneratorBasedBuilder):
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(
             description=_DESCRIPTIONS.get(self.config.name, "") + " " + __doc__.split("\n\n")[0],
-            features=features(),
+            features=features(s2_only=not self.config.s1_dir),
             homepage="https://bigearth.net",
             license="CDLA-Permissive-1.0",
             citation=self.CITATION,
@@ -552,6 +691,21 @@ def metadata_list(subset: str, reben_metadata: str | None = None) -> list[tuple[
 
 def dataset_card(config: BigEarthNetConfig) -> dict[str, Any]:
     """Card fields for `datasets_scripts.common.export_builder`: what the data is and how it was made."""
+    if not config.s1_dir:
+        return {
+            "pretty_name": f"BigEarthNet-S2 ({config.name})",
+            "license": "cdla-permissive-1.0",
+            "tags": ["bigearthnet", "sentinel-2", "multi-label"],
+            "description": (
+                f"Sentinel-2 patches only (no Sentinel-1 partner): {_DESCRIPTIONS[config.name]} `s2` (B01,B02,B03,"
+                "B04,B05,B06,B07,B08,B8A,B09,B11,B12 uint16 L2A reflectance) on the 120x120 10 m grid; 20 m / 60 m "
+                f"bands upsampled with {config.s2_resampling} resampling. Labels: BigEarthNet-19 nomenclature. "
+                "For same-sensor (S2->S2) retrieval: `crjepa embed`, `index`, `search`, `evaluate`."
+            ),
+            "source": "BigEarthNet v1 / reBEN, https://bigearth.net (converted with `python -m datasets_scripts "
+            "bigearthnet` without --s1-dir)",
+            "citation": BigEarthNetMM.CITATION,
+        }
     return {
         "pretty_name": f"BigEarthNet-MM ({config.name})",
         "license": "cdla-permissive-1.0",
@@ -575,11 +729,12 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="BigEarthNet-MM S1/S2 pairs (BEN-14K, recommended, all; reBEN) -> Parquet / Hub",
         description=__doc__.split("\n\n")[0],
     )
-    p.add_argument("--s1-dir", help="folder holding the BigEarthNet-S1 patch folders")
+    p.add_argument("--s1-dir", help="folder holding the BigEarthNet-S1 patch folders (omit for an S2-only archive)")
     p.add_argument("--s2-dir", help="folder holding the BigEarthNet-S2 patch folders")
     p.add_argument("--output-dir", help="where the Parquet export goes")
     p.add_argument("--subset", choices=ALL_SUBSETS, default="ben14k", help="which pairs (default: ben14k)")
-    p.add_argument("--reben-metadata", help="reBEN metadata.parquet (subset reben)")
+    p.add_argument("--reben-metadata", help="reBEN metadata.parquet (subset reben; default: a metadata.parquet "
+                                            "beside or inside --s2-dir)")
     p.add_argument("--push-to-hub", metavar="USER/REPO", help="also push the export to this Hub dataset repo")
     p.add_argument("--list-only", action="store_true", help="print the subset's pair list stats from metadata")
     p.add_argument("--list-out", help="with --list-only: also write the list (s2_name,s1_name,split) here")
@@ -615,13 +770,51 @@ def _exported_ids(output_dir: Path) -> set[str]:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    """`python -m datasets_scripts bigearthnet ...`: list from metadata, or convert + export (+ push)."""
+    """`python -m datasets_scripts bigearthnet ...`: list from metadata, or convert + export (+ push).
+
+    User errors (bad folders, nothing of the subset present, missing extra, output not empty) print one
+    ``error:`` line and return 2; a run that converted nothing returns 1 and leaves no export behind.
+    """
+    import sys
+
+    from crjepa.data.schema import DataError
+
+    from datasets_scripts.ben_metadata import BigEarthNetMetadataError
+
+    try:
+        try:
+            return _run_cli(args)
+        except datasets.exceptions.DatasetGenerationError as err:  # --strict: the bad pair, not the wrapper
+            if isinstance(err.__cause__, BigEarthNetError):
+                raise err.__cause__ from None
+            raise
+    except (ValueError, OSError, DataError, BigEarthNetMetadataError, ImportError) as err:
+        message = str(err)
+        if isinstance(err, ImportError) and "crjepa[bigearthnet]" not in message:
+            message = f"{message}: BigEarthNet needs the bigearthnet extra: pip install \"crjepa[bigearthnet]\""
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+
+def _require_extra() -> None:
+    """rasterio (GeoTIFF) is in the bigearthnet extra; say so before any work starts."""
+    try:
+        import rasterio  # noqa: F401
+    except ImportError as err:
+        raise ImportError(f"rasterio is not installed ({err}); BigEarthNet needs the bigearthnet extra: "
+                          'pip install "crjepa[bigearthnet]"') from None
+
+
+def _run_cli(args: argparse.Namespace) -> int:
     if args.list_only:
         return _run_list_only(args)
-    if not (args.s1_dir and args.s2_dir and args.output_dir):
-        raise SystemExit("bigearthnet: --s1-dir, --s2-dir and --output-dir are required (or use --list-only)")
+    if not (args.s2_dir and args.output_dir):
+        raise ValueError("bigearthnet: --s2-dir and --output-dir are required (and --s1-dir for S1/S2 pairs), "
+                         "or use --list-only")
+    _require_extra()
     from datasets_scripts.common import export_builder
 
+    output_existed = Path(args.output_dir).exists()
     cache_dir = args.cache_dir or tempfile.mkdtemp(prefix="crjepa-bigearthnet-")
     try:
         builder = BigEarthNetMM(
@@ -642,7 +835,14 @@ def run_cli(args: argparse.Namespace) -> int:
         if not args.cache_dir:
             shutil.rmtree(cache_dir, ignore_errors=True)
     print(report.summary())
-    return 0 if sum(report.converted.values()) else 1
+    if not sum(report.converted.values()):
+        if not output_existed:  # an empty export must not look like a result
+            shutil.rmtree(output_dir, ignore_errors=True)
+        for err in list(report.skipped.values())[:3]:
+            print(f"skipped: {err}", file=sys.stderr)
+        print(f"error: every pair was skipped; nothing written to {args.output_dir}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _main() -> int:
@@ -659,6 +859,6 @@ if __name__ == "__main__":
 
 __all__ = [
     "BigEarthNetConfig", "BigEarthNetError", "BigEarthNetMM", "ConversionPlan", "ConversionReport", "S1_BANDS",
-    "S2_BANDS", "S2_NATIVE_SIZE", "add_cli", "dataset_card", "features", "metadata_list", "plan_conversion", "read_band",
+    "S2_BANDS", "S2_NATIVE_SIZE", "add_cli", "check_band_files", "detect_layout", "find_reben_metadata", "dataset_card", "features", "metadata_list", "plan_conversion", "read_band",
     "read_pair", "read_s1", "read_s2", "run_cli",
 ]  # fmt: skip

@@ -20,3 +20,155 @@ def model():
 
     torch.manual_seed(0)
     return CRJepaModel(CRJepaConfig.from_preset("tiny")).eval()
+# ============================================================================================================
+# Real BigEarthNet data (section owned by the real-data tests; issue 12)
+#
+# Real patches come from two PyPI wheels, downloaded once into a cache (CI has PyPI; tests are offline after):
+# - bigearthnet-common==2.8.0: 6 real BigEarthNet v1 S1/S2 pairs (tar.bz2 archives in the package folder);
+# - configilm==0.7.1: 24 real BigEarthNet v2 (reBEN) pairs as safetensors in an LMDB, with the real reBEN
+#   metadata parquet (configilm/extra/mock_data/BENv2/). Read with `lmdb` + `safetensors` (no pickles; the
+#   wheel's code is never imported, and its BENv1 LMDB, which holds pickles, is never opened).
+# The fixtures turn them into the folder layouts bigearth.net distributes (GeoTIFF per band at native size).
+# ============================================================================================================
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+WHEELS = {"bigearthnet-common": ("bigearthnet_common-2.8.0-py3-none-any.whl", "2.8.0"),
+          "configilm": ("configilm-0.7.1-py3-none-any.whl", "0.7.1")}
+WHEEL_CACHE = Path(os.environ.get("CRJEPA_TEST_WHEELS", Path.home() / ".cache" / "crjepa-test-wheels"))
+BENV2_IN_WHEEL = "configilm/extra/mock_data/BENv2/"
+
+
+def real_data_wheel(name: str) -> Path:
+    """The wheel of `name` (see WHEELS) in the cache, downloaded with pip on first use; a failed download FAILS
+    the test (the real-data tests must not be skipped silently)."""
+    file, version = WHEELS[name]
+    path = WHEEL_CACHE / file
+    if not path.is_file():
+        WHEEL_CACHE.mkdir(parents=True, exist_ok=True)
+        run = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", f"{name}=={version}",
+                              "-d", str(WHEEL_CACHE)], capture_output=True, text=True, timeout=300)
+        if run.returncode or not path.is_file():
+            pytest.fail(f"could not download the real-data wheel {name}=={version} into {WHEEL_CACHE} "
+                        f"(pip download needs PyPI once; then it is cached): {run.stderr.strip()[-800:]}")
+    return path
+
+
+def _write_tif(path: Path, array, crs: str = "EPSG:32633") -> None:
+    import rasterio
+
+    pixel = 1200 / array.shape[0]  # every band covers the same 1.2 km x 1.2 km patch
+    with rasterio.open(path, "w", driver="GTiff", height=array.shape[0], width=array.shape[1], count=1,
+                       dtype=array.dtype, crs=crs,
+                       transform=rasterio.Affine(pixel, 0, 400_000, 0, -pixel, 5_342_400)) as dst:
+        dst.write(array, 1)
+
+
+@pytest.fixture(scope="session")
+def ben_v1_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The 6 real BigEarthNet v1 pairs of bigearthnet-common's wheel, extracted once: (s1_dir, s2_dir)."""
+    root = tmp_path_factory.mktemp("ben_v1")
+    with zipfile.ZipFile(real_data_wheel("bigearthnet-common")) as wheel:
+        for sensor in ("S1", "S2"):
+            member = f"bigearthnet_common/BigEarthNet-{sensor}-Example.tar.bz2"
+            wheel.extract(member, root)
+            with tarfile.open(root / member) as tar:
+                tar.extractall(root, filter="data")
+    shutil.rmtree(root / "bigearthnet_common")
+    return root / "BigEarthNet-S1-Example", root / "BigEarthNet-S2-Example"
+
+
+def _product(name: str, parts: int) -> str:
+    """reBEN's product folder of a patch: the patch name without its last `parts` fields."""
+    return "_".join(name.split("_")[:-parts])
+
+
+@pytest.fixture(scope="session")
+def reben_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The 24 real reBEN pairs of configilm's wheel as a BigEarthNet v2 download: {"s1": BigEarthNet-S1,
+    "s2": BigEarthNet-S2, "metadata": metadata.parquet, "snow_cloud_metadata": ...}.
+
+    Layout as bigearth.net ships it: ``BigEarthNet-S2/<product>/<patch_id>/<patch_id>_B01.tif`` (10 m bands
+    120x120, 20 m 60x60, 60 m 20x20, uint16) and ``BigEarthNet-S1/<product>/<s1_name>/<s1_name>_VV.tif, _VH.tif``
+    (120x120 float32), plus the real metadata parquet files. Real patch and folder names.
+    """
+    lmdb = pytest.importorskip("lmdb", reason="test dependency of the dev extra: pip install -e '.[dev]'")
+    from safetensors.numpy import load as load_safetensors
+
+    root = tmp_path_factory.mktemp("reben")
+    raw = root / "raw"
+    with zipfile.ZipFile(real_data_wheel("configilm")) as wheel:
+        members = [m for m in wheel.namelist() if m.startswith(BENV2_IN_WHEEL)
+                   and (m.endswith(".parquet") or "/BigEarthNet-V2-LMDB/" in m)]
+        wheel.extractall(raw, members)
+    source = raw / BENV2_IN_WHEEL
+    out = {"s1": root / "BigEarthNet-S1", "s2": root / "BigEarthNet-S2", "metadata": root / "metadata.parquet",
+           "snow_cloud_metadata": root / "metadata_for_patches_with_snow_cloud_or_shadow.parquet"}
+    shutil.copy(source / "metadata.parquet", out["metadata"])
+    shutil.copy(source / "metadata_for_patches_with_snow_cloud_or_shadow.parquet", out["snow_cloud_metadata"])
+    env = lmdb.open(str(source / "BigEarthNet-V2-LMDB"), readonly=True, lock=False, readahead=False)
+    try:
+        with env.begin() as txn:
+            for key, value in txn.cursor():
+                name = key.decode()
+                bands = load_safetensors(bytes(value))  # {band name: native array}: mapped by name
+                if name.startswith("S2"):
+                    folder = out["s2"] / _product(name, 2) / name
+                else:
+                    folder = out["s1"] / _product(name, 3) / name
+                folder.mkdir(parents=True)
+                for band, array in bands.items():
+                    _write_tif(folder / f"{name}_{band}.tif", array)
+    finally:
+        env.close()
+    shutil.rmtree(raw)
+    return out
+
+
+def reben_pairs(reben_dirs: dict[str, Path]) -> list[dict]:
+    """The rows of the real reBEN metadata.parquet (patch_id, s1_name, labels, split, country, ...)."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(reben_dirs["metadata"]).to_pylist()
+
+
+@pytest.fixture(scope="session")
+def reben_export(reben_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The reBEN pairs exported by the real CLI: `python -m datasets_scripts bigearthnet --subset reben`."""
+    out = tmp_path_factory.mktemp("reben_export") / "reben"
+    run = run_module("datasets_scripts", "bigearthnet", "--s1-dir", reben_dirs["s1"], "--s2-dir", reben_dirs["s2"],
+                     "--reben-metadata", reben_dirs["metadata"], "--subset", "reben", "--output-dir", out,
+                     "--num-proc", "1")
+    assert run.returncode == 0, run.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="session")
+def reben_s2_export(reben_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An S2-only archive: the reBEN S2 folder alone (no --s1-dir), exported by the real CLI."""
+    out = tmp_path_factory.mktemp("reben_s2_export") / "s2only"
+    run = run_module("datasets_scripts", "bigearthnet", "--s2-dir", reben_dirs["s2"], "--reben-metadata",
+                     reben_dirs["metadata"], "--subset", "reben", "--output-dir", out, "--num-proc", "1")
+    assert run.returncode == 0, run.stderr[-3000:]
+    return out
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_module(module: str, *args: object, cwd: Path | None = None, timeout: int = 300,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`python -m module args...` in a fresh process, offline, with this checkout first on the path."""
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), **(env or {})}
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=cwd or REPO, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+# ============================================================================================================
+# end of the real BigEarthNet section
+# ============================================================================================================

@@ -16,10 +16,11 @@ from PIL import Image
 
 from helpers import run_python
 from modeling_crjepa import CRJepaConfig, CRJepaModel
-from crjepa.cli import main
-from crjepa.eval.visualize import NOT_RELEVANT, RELEVANT, grid_size, tile_origin
+from crjepa.cli import build_parser, main
+from crjepa.eval.visualize import NOT_RELEVANT, RELEVANT, display_image, grid_size, tile_origin
 
-SUBCOMMANDS = ["embed", "index", "search", "evaluate", "push"]
+REPO = Path(__file__).resolve().parents[1]
+SUBCOMMANDS = ["embed", "index", "search", "evaluate", "export-checkpoint", "push"]
 QUERY = "synthetic-test-0-000003"
 
 
@@ -135,10 +136,10 @@ def test_search_by_image_file(workdir, capsys):
 
 
 def test_errors_are_one_line_without_traceback(workdir, capsys):
-    assert main(["search", str(workdir / "emb"), "--id", "missing-id"]) == 1
+    assert main(["search", str(workdir / "emb"), "--id", "missing-id"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("crjepa search: error: No item with id 'missing-id'") and "Traceback" not in err
-    assert main(["search", str(workdir / "emb"), "--image", str(workdir / "query.npy")]) == 1
+    assert main(["search", str(workdir / "emb"), "--image", str(workdir / "query.npy")]) == 2
     assert "needs --model" in capsys.readouterr().err
 
 
@@ -162,7 +163,7 @@ def test_embed_never_replaces_an_unrelated_folder_or_file(workdir, tmp_path, cap
     a_file.write_text("keep")
     args = ["embed", str(workdir / "model"), "synthetic", "--num-pairs", "8", "--split", "test", "--device", "cpu"]
     for target in (precious, a_file):
-        assert main([*args, "-o", str(target)]) == 1
+        assert main([*args, "-o", str(target)]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "error:" in err and str(target) in err and "--overwrite" in err, err
     assert (precious / "chapter1.tex").read_text() == "years of work" and a_file.read_text() == "keep"
@@ -205,9 +206,9 @@ def test_downloaded_archive_fields_are_not_trusted(workdir, tmp_path, capsys):
     info["source"] = {"dataset": "synthetic", "num_pairs": 10_000_000, "image_size": 20_000, "split": "test"}
     info_file.write_text(json.dumps(info))
     search = ["search", str(crafted), "--id", QUERY, "-k", "2", "--png", str(tmp_path / "g.png")]
-    assert main(search) == 1
+    assert main(search) == 2
     assert "pass --data recorded to use it" in capsys.readouterr().err  # never regenerated without asking
-    assert main([*search, "--data", "recorded"]) == 1
+    assert main([*search, "--data", "recorded"]) == 2
     assert "num_pairs=10000000 is outside" in capsys.readouterr().err and not (tmp_path / "g.png").exists()
 
     model = CRJepaModel.from_pretrained(workdir / "model")
@@ -221,7 +222,7 @@ def test_downloaded_archive_fields_are_not_trusted(workdir, tmp_path, capsys):
                                   ("indices", {"s1_cross": "ondisk"}, "indices must map")):
         bad = {**info, field: value}
         info_file.write_text(json.dumps(bad))
-        assert main(["search", str(crafted), "--id", QUERY]) == 1
+        assert main(["search", str(crafted), "--id", QUERY]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and str(info_file) in err and message in err, err
 
@@ -233,25 +234,46 @@ def test_bad_files_give_one_error_line_naming_the_file(workdir, tmp_path, capsys
     shutil.copytree(workdir / "emb", broken)
     index_file = broken / "faiss" / "s1_cross" / "index.faiss"
     index_file.write_bytes(index_file.read_bytes()[:100])
-    assert main(["search", str(broken), "--id", QUERY, "--direction", "s1->s2"]) == 1
+    assert main(["search", str(broken), "--id", QUERY, "--direction", "s1->s2"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(index_file) in err and "truncated or corrupt" in err, err
     shutil.rmtree(broken)
     shutil.copytree(workdir / "emb", broken)
     meta_file = broken / "faiss" / "s2_cross" / "index.json"
     meta_file.write_text(json.dumps({**json.loads(meta_file.read_text()), "extra": 1}))
-    assert main(["search", str(broken), "--id", QUERY, "--direction", "s1->s2"]) == 1
+    assert main(["search", str(broken), "--id", QUERY, "--direction", "s1->s2"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(meta_file) in err and "unknown key(s) ['extra']" in err, err
 
     png = tmp_path / "query.png"
     png.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
     assert main(["search", str(workdir / "emb"), "--image", str(png), "--sensor", "s2", "--model",
-                 str(workdir / "model"), "--device", "cpu"]) == 1
+                 str(workdir / "model"), "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(png) in err and "not a readable image" in err, err
 
     readonly = Path("/proc/crjepa-emb")  # a file system nobody (not even root) may create folders in
-    assert main(["embed", str(workdir / "model"), "synthetic", "--num-pairs", "8", "-o", str(readonly / "out")]) == 1
+    assert main(["embed", str(workdir / "model"), "synthetic", "--num-pairs", "8", "-o", str(readonly / "out")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(readonly) in err and "choose a writable path" in err, err
+
+
+def test_help_quotes_every_direction(capsys):
+    """Typed as shown, an unquoted s1->s2 makes the shell write a file named s2 (issue 12)."""
+    import re
+
+    texts = [build_parser().format_help()]
+    for name in SUBCOMMANDS:
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        texts.append(capsys.readouterr().out)
+    arrows = [m for text in texts for m in re.finditer(r"\S*->\S*", text)]
+    assert arrows, "the help shows directions"
+    for match in arrows:
+        assert match.group().lstrip("(").startswith("'"), match.group()
+
+
+def test_user_errors_are_one_line_with_exit_2(tmp_path):
+    proc = run_python(["-m", "crjepa.cli", "search", str(tmp_path), "--id", "x", "--direction", "s1->s9"], tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("crjepa search: error:")

@@ -18,6 +18,7 @@ import pytest
 rasterio = pytest.importorskip("rasterio")
 pytest.importorskip("bigearthnet_common")  # only its data files are read, never its code
 
+from conftest import reben_pairs, run_module  # noqa: E402
 from datasets_scripts import ben_metadata as meta  # noqa: E402
 from datasets_scripts.bigearthnet import (  # noqa: E402
     BigEarthNetError,
@@ -39,14 +40,9 @@ SNOWY = "S2B_MSIL2A_20180204T94161_57_38"
 
 
 @pytest.fixture(scope="module")
-def example_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """The wheel's BigEarthNet-S1/S2 example archives, extracted once: (s1_dir, s2_dir)."""
-    root = tmp_path_factory.mktemp("ben_examples")
-    package = Path(list(importlib.util.find_spec("bigearthnet_common").submodule_search_locations)[0])
-    for sensor in ("S1", "S2"):
-        with tarfile.open(package / f"BigEarthNet-{sensor}-Example.tar.bz2") as tar:
-            tar.extractall(root, filter="data")
-    return root / "BigEarthNet-S1-Example", root / "BigEarthNet-S2-Example"
+def example_dirs(ben_v1_dirs: tuple[Path, Path]) -> tuple[Path, Path]:
+    """The 6 real v1 pairs of bigearthnet-common's wheel (tests/conftest.py): (s1_dir, s2_dir)."""
+    return ben_v1_dirs
 
 
 def _copy(example_dirs: tuple[Path, Path], dst: Path) -> tuple[Path, Path]:
@@ -340,3 +336,95 @@ def test_cli_convert_exports_parquet_and_prints_summary(example_dirs, tmp_path, 
     table = pq.read_table(sorted((out / "data").glob("train-*.parquet")))
     assert table.num_rows == 4 and set(table["id"].to_pylist()) < set(EXAMPLES)
     assert "BigEarthNet-MM (recommended)" in (out / "README.md").read_text()
+
+
+# ------------------------------------------------------------------------------------------ issue 12: real layouts
+def _cli_main(argv: list[str], capsys) -> tuple[int, str, str]:
+    from datasets_scripts.__main__ import main
+
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_reben_folders_under_a_v1_subset_say_which_layout_and_subset(reben_dirs, tmp_path, capsys):
+    code, _, err = _cli_main(["bigearthnet", "--s1-dir", str(reben_dirs["s1"]), "--s2-dir", str(reben_dirs["s2"]),
+                              "--output-dir", str(tmp_path / "out")], capsys)
+    assert code == 2 and not (tmp_path / "out").exists()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err
+    assert "BigEarthNet v2 / reBEN" in err and "--subset reben" in err
+    assert str(reben_dirs["metadata"]) in err  # found beside the S2 folder: nothing to guess
+
+
+def test_v1_pairs_outside_ben14k_say_which_subset_fits(ben_v1_dirs, tmp_path, capsys):
+    code, _, err = _cli_main(["bigearthnet", "--s1-dir", str(ben_v1_dirs[0]), "--s2-dir", str(ben_v1_dirs[1]),
+                              "--output-dir", str(tmp_path / "out")], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert "BigEarthNet v1" in err and "None of its 6 S2 patches is in ben14k" in err
+    assert "recommended: 5" in err and "--subset all" in err
+
+
+def test_missing_partner_is_named_for_a_sample(reben_dirs, tmp_path, capsys):
+    s1 = tmp_path / "S1"
+    s1.mkdir()  # the S1 download is missing: every pair is half
+    code, _, err = _cli_main(["bigearthnet", "--s1-dir", str(s1), "--s2-dir", str(reben_dirs["s2"]), "--subset",
+                              "reben", "--output-dir", str(tmp_path / "out")], capsys)
+    first = sorted(reben_pairs(reben_dirs), key=lambda r: r["patch_id"])
+    assert code == 2 and "18 half pairs" in err and "its S1 partner" in err and "is missing under" in err
+    assert any(r["patch_id"] in err and r["s1_name"] in err for r in first)
+
+
+def test_every_pair_skipped_leaves_no_export(ben_v1_dirs, tmp_path, capsys):
+    s1, s2 = _copy(ben_v1_dirs, tmp_path / "data")
+    for folder in s2.iterdir():
+        b02 = folder / f"{folder.name}_B02.tif"
+        b02.write_bytes(b02.read_bytes()[:3000])  # truncated GeoTIFF in every pair
+    out = tmp_path / "out"
+    code, stdout, err = _cli_main(["bigearthnet", "--s1-dir", str(s1), "--s2-dir", str(s2), "--subset", "all",
+                                   "--output-dir", str(out), "--num-proc", "1"], capsys)
+    assert code == 1 and "converted 0 pairs" in stdout and "corrupt GeoTIFF: 6" in stdout
+    assert not out.exists() and "error: every pair was skipped" in err and "Traceback" not in err
+
+
+def test_bands_are_mapped_by_name_and_a_folder_with_other_bands_is_refused(ben_v1_dirs, tmp_path):
+    s1, s2 = _copy(ben_v1_dirs, tmp_path / "data")
+    names = sorted(EXAMPLES)
+    extra = s2 / names[0] / f"{names[0]}_B10.tif"  # a band BigEarthNet does not have: not silently dropped
+    _write_tif(extra, np.ones((20, 20), np.uint16))
+    relabelled = s2 / names[1] / f"{names[1]}_B02.tif"  # the file says B02, its GeoTIFF band says B8A
+    with rasterio.open(relabelled, "r+") as dst:
+        dst.set_band_description(1, "B8A")
+    builder, ds = _build(s1, s2, "all", tmp_path / "cache")
+    written = {r for split in ds.values() for r in split["id"]}
+    assert names[0] not in written and names[1] not in written and len(written) == 4
+    report = builder.conversion_report(ds)
+    assert report.skipped[names[0]].reason == "band mismatch" and "B10" in str(report.skipped[names[0]])
+    assert report.skipped[names[1]].reason == "band mismatch"
+    assert "named band B02" in str(report.skipped[names[1]]) and "says B8A" in str(report.skipped[names[1]])
+
+
+def test_s2_only_v1_folder_exports_without_s1(ben_v1_dirs, tmp_path, capsys):
+    out = tmp_path / "s2only"
+    code, stdout, err = _cli_main(["bigearthnet", "--s2-dir", str(ben_v1_dirs[1]), "--subset", "all",
+                                   "--output-dir", str(out), "--num-proc", "1"], capsys)
+    assert code == 0, err
+    from crjepa.data.loading import load_paired_dataset
+
+    ds = load_paired_dataset(out)
+    assert "s1" not in ds.column_names and sorted(ds["id"]) == sorted(EXAMPLES)
+    assert "BigEarthNet-S2 (all)" in (out / "README.md").read_text()
+
+
+def test_missing_extra_names_the_install_command(ben_v1_dirs, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "rasterio", None)  # as if the bigearthnet extra were not installed
+    code, _, err = _cli_main(["bigearthnet", "--s1-dir", str(ben_v1_dirs[0]), "--s2-dir", str(ben_v1_dirs[1]),
+                              "--subset", "all", "--output-dir", str(tmp_path / "out")], capsys)
+    assert code == 2 and 'pip install "crjepa[bigearthnet]"' in err and len(err.strip().splitlines()) == 1
+
+
+def test_bad_folder_is_one_error_line_without_traceback(tmp_path):
+    run = run_module("datasets_scripts", "bigearthnet", "--s1-dir", tmp_path / "nope", "--s2-dir", tmp_path,
+                     "--output-dir", tmp_path / "out")
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines()[-1] == f"error: BigEarthNet: s1_dir {tmp_path / 'nope'} is not a folder"

@@ -44,7 +44,7 @@ def test_paper_preset_has_the_papers_hyper_parameters():
     training = config["training"]
     assert config["data"]["batch_size"] == 512 and training["epochs"] == 400
     assert (training["lr_start"], training["lr"], training["lr_end"], training["warmup_epochs"]) == (1e-4, 1e-3, 1e-6, 15)
-    assert training["mixed_precision"] == "bf16"
+    assert training["mixed_precision"] is None  # bf16 comes from `accelerate config` / launch flags (the launcher wins)
     assert build_model_config(config).hidden_size == 512
 
 
@@ -183,3 +183,78 @@ def test_optimiser_reads_the_models_no_weight_decay_declaration():
     decay, no_decay = param_groups(model, 0.04)
     assert len(no_decay["params"]) == 1 and no_decay["params"][0] is model.get_parameter(matrix)
     assert len(decay["params"]) == len(list(model.parameters())) - 1
+# ---------------------------------------------------------------------------------------------- issue 12
+def test_mixed_precision_no_is_the_string_no_on_the_command_line_and_in_yaml(tmp_path):
+    _, overrides = parse_cli(["--training.mixed_precision", "no"])
+    assert load_run_config(None, overrides)["training"]["mixed_precision"] == "no"
+    (tmp_path / "run.yaml").write_text("extends: " + str(CONFIGS / "paper_ben14k.yaml") + "\n"
+                                       "training:\n  mixed_precision: no\n")
+    assert load_run_config(tmp_path / "run.yaml")["training"]["mixed_precision"] == "no"
+
+
+def test_the_launchers_mixed_precision_wins_unless_the_user_sets_it(tmp_path):
+    """`accelerate launch` passes its choice (a saved `accelerate config`, or --mixed_precision) in
+    ACCELERATE_MIXED_PRECISION; the shipped YAMLs leave training.mixed_precision null so that choice holds, and
+    --training.mixed_precision overrides both."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, json\nfrom accelerate.state import AcceleratorState\nfrom crjepa.train.loop import setup\n"
+            "for argv in json.loads(sys.argv[1]):\n"
+            "    AcceleratorState._reset_state(True)\n"
+            "    print('precision', setup(argv).accelerator.mixed_precision)\n")
+    small = ["--model.preset", "tiny", "--data.source", "synthetic", "--data.options",
+             "{num_train: 8, num_validation: 0, num_test: 8, image_size: 32}", "--data.batch_size", "4",
+             "--data.num_workers", "0", "--training.compile", "none", "--logging.report_to", "none"]
+    runs = [["--config", config, *small, "--output_dir", str(tmp_path / f"{config}{len(extra)}"), *extra]
+            for config in ("cpu_default.yaml", "paper_ben14k.yaml")
+            for extra in ([], ["--training.mixed_precision", "no"])]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "ACCELERATE_MIXED_PRECISION": "bf16",
+           "PYTHONPATH": str(CONFIGS.parent)}
+    import json
+
+    run = subprocess.run([sys.executable, "-c", code, json.dumps(runs)], capture_output=True, text=True, env=env,
+                         timeout=300, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert [line for line in run.stdout.splitlines() if line.startswith("precision")] == [
+        "precision bf16", "precision no", "precision bf16", "precision no"]
+
+
+def test_config_names_resolve_to_the_packaged_copies(tmp_path, monkeypatch):
+    from crjepa.train.training import resolve_config_path
+
+    monkeypatch.chdir(tmp_path)  # no configs/ here: the copies that travel with crjepa are used
+    for given in ("paper_ben14k.yaml", "configs/paper_ben14k.yaml", "ablations/head_single.yaml",
+                  "configs/baselines/contrastive.yaml"):
+        path = resolve_config_path(given)
+        assert path.is_file() and path.name == Path(given).name
+        assert load_run_config(given)["config_file"] == str(path)
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "paper_ben14k.yaml").write_text("seed: 7\n")  # a local file of that name wins
+    assert load_run_config("configs/paper_ben14k.yaml")["seed"] == 7
+    with pytest.raises(ConfigError, match="not found .*packaged configs: .*paper_ben14k.yaml"):
+        load_run_config("nope.yaml")
+
+
+def test_train_accelerate_help_lists_every_key_with_default_and_a_line():
+    import subprocess
+    import sys
+
+    from crjepa.train.training import DEFAULTS, key_docs, valid_keys
+
+    root = CONFIGS.parent
+    run = subprocess.run([sys.executable, str(root / "train_accelerate.py"), "--help"], capture_output=True,
+                         text=True, timeout=300, env={"PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    assert run.returncode == 0 and run.stdout.startswith("usage: accelerate launch train_accelerate.py"), run.stderr
+    lines = {line.split()[0]: line for line in run.stdout.splitlines() if line.startswith("  --")}
+    docs = key_docs()
+    for key in [k for k in valid_keys() if not k.startswith("model.") or k in DEFAULTS["model"]]:
+        assert f"--{key}" in lines, key
+        assert docs[key] and lines[f"--{key}"].endswith(docs[key]), key  # one line each, from the schema
+    assert lines["--training.mixed_precision"].split()[1] == "null" and lines["--data.batch_size"].split()[1] == "64"
+    assert "mask_ratio" in run.stdout  # the model fields too
+    from crjepa.train.training import config_help
+
+    paper = config_help("paper_ben14k.yaml")
+    assert "  --data.batch_size 512" in paper  # with --config: that file's defaults

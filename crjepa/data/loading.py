@@ -48,6 +48,25 @@ def load_paired_dataset(source: str | os.PathLike, split: str | None = None, **k
                     f"of the builders {sorted(BUILDER_MODULES)}")
 
 
+def export_name(folder: str | os.PathLike) -> str:
+    """The name of an exported folder: its dataset card's ``pretty_name`` (written by `python -m datasets_scripts`),
+    else the folder's name. Used as the data set's name in model cards and results."""
+    import yaml
+
+    folder = Path(folder)
+    card = folder / "README.md"
+    if card.is_file():
+        text = card.read_text(encoding="utf-8")
+        if text.startswith("---"):
+            try:
+                meta = yaml.safe_load(text.split("---", 2)[1]) or {}
+            except yaml.YAMLError:
+                meta = {}
+            if isinstance(meta, dict) and meta.get("pretty_name"):
+                return str(meta["pretty_name"])
+    return folder.resolve().name
+
+
 def _load_synthetic(split: str | None, **kw: Any) -> datasets.Dataset:
     synthetic = importlib.import_module(BUILDER_MODULES["synthetic"])
 

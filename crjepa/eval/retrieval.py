@@ -367,6 +367,20 @@ def evaluate_embeddings(
                             num_queries=len(query_set), num_gallery=len(gallery_set), notes=notes)
 
 
+def present_sensors(model_sensors: Sequence[str], dataset: Any) -> list[str]:
+    """The model's sensors the data holds a column for (an S2-only archive: just ``s2``); an error naming both
+    sides when there is none."""
+    names = getattr(dataset, "column_names", None) or []
+    columns = set(next(iter(names.values()), [])) if isinstance(names, dict) else set(names)  # DatasetDict
+    if not columns:  # not a datasets.Dataset (a loader): trust the model's sensors
+        return list(model_sensors)
+    present = [s for s in model_sensors if s in columns]
+    if not present:
+        raise ValueError(f"The data has none of the model's sensor columns {list(model_sensors)}; its columns are "
+                         f"{sorted(columns)}")
+    return present
+
+
 def select_split(dataset: Any, split: str | None) -> Any:
     """Rows of one split: ``dataset[split]`` for a DatasetDict, the rows whose ``split`` column equals it for a
     Dataset; None returns the dataset unchanged."""
@@ -409,18 +423,21 @@ def evaluate_retrieval(
     give global mAP and P@k (same class).
     """
     config = (accelerator.unwrap_model(model) if accelerator is not None else model).config
-    options = dict(batch_size=batch_size, accelerator=accelerator, num_workers=num_workers, progress=progress)
+    sensors = present_sensors(config.sensor_names, dataset)
+    options = dict(batch_size=batch_size, accelerator=accelerator, num_workers=num_workers, progress=progress,
+                   sensors=sensors)
     queries = compute_embeddings(model, select_split(dataset, query_split), **options)
     gallery = None
     if gallery_split is not None and gallery_split != query_split:
         gallery = compute_embeddings(model, select_split(dataset, gallery_split), **options)
     name = dataset_name or getattr(getattr(dataset, "info", None), "dataset_name", None) or "dataset"
-    return evaluate_embeddings(queries, gallery, config.sensor_names, k, multi_label=multi_label,
+    return evaluate_embeddings(queries, gallery, sensors, k, multi_label=multi_label,
                                dataset_name=name, query_split=query_split, gallery_split=gallery_split,
                                max_similarity_elements=max_similarity_elements)
 
 
 __all__ = [
     "SPACES", "EmbeddingSet", "RetrievalResults", "column_name", "compute_embeddings", "directions_of",
-    "evaluate_embeddings", "evaluate_retrieval", "label_lists", "multi_hot", "parse_direction", "select_split",
+    "evaluate_embeddings", "evaluate_retrieval", "label_lists", "multi_hot", "parse_direction", "present_sensors",
+    "select_split",
 ]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+import re
 from pathlib import Path
 from typing import Any
 
@@ -44,18 +45,27 @@ def _protocol(results: Any) -> str:
 
 def _data_description(run_config: dict[str, Any], train_pairs: int | None) -> str:
     data = run_config["data"]
-    source = str(data["source"])
+    source = _data_source(data)
     name = data["name"] or source
     lines = [f"- data set: **{name}**" + (f" ([{data['hub_id']}](https://huggingface.co/datasets/{data['hub_id']}))"
                                            if data.get("hub_id") else "")]
-    lines.append(f"- source: `{source}`" + (f", path `{data['path']}`" if data.get("path") else ""))
-    if data.get("options"):
+    if data.get("path"):
+        lines.append(f"- source: the Parquet export `{Path(str(data['path'])).name}` (`python -m datasets_scripts`)")
+    else:
+        lines.append(f"- source: `{source}`")
+    if data.get("options") and not data.get("path"):
         lines.append("- options: " + ", ".join(f"{k}={v}" for k, v in data["options"].items()))
     lines.append(f"- training split: `{data['train_split']}`" + (f" ({train_pairs} pairs)" if train_pairs else ""))
-    if source == "synthetic":
+    if source == "synthetic" and not data.get("path"):
         lines.append("- the built-in synthetic Sentinel-1/Sentinel-2 pairs of `datasets_scripts.synthetic` "
                      "(deterministic from the seed; no real imagery)")
     return "\n".join(lines)
+
+
+def _data_source(data: dict[str, Any]) -> str:
+    """What the run trained on: the export folder's name when ``data.path`` is set (it then wins over
+    ``data.source``), else the source."""
+    return Path(str(data["path"])).name if data.get("path") else str(data["source"])
 
 
 def comparison_table(random_init: Any | None, trained: Any) -> str:
@@ -126,8 +136,9 @@ def render_model_card(model_config: Any, run_config: dict[str, Any], results: An
     hub = run_config.get("hub", {})
     repo_id = repo_id or hub.get("hub_model_id") or "<user>/<model>"
     data = run_config["data"]
-    dataset_name = data.get("name") or str(data["source"])
-    model_name = repo_id.split("/")[-1] if "/" in repo_id and not repo_id.startswith("<") else f"crjepa-{dataset_name}"
+    dataset_name = data.get("name") or _data_source(data)
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", dataset_name).strip("-")
+    model_name = repo_id.split("/")[-1] if "/" in repo_id and not repo_id.startswith("<") else f"crjepa-{slug}"
     card_data = ModelCardData(
         model_name=model_name, library_name="transformers", pipeline_tag="image-feature-extraction",
         license="apache-2.0", tags=TAGS + [s for s in model_config.sensor_names],
@@ -162,7 +173,7 @@ def render_model_card(model_config: Any, run_config: dict[str, Any], results: An
         processes=summary.get("processes", "n/a"), mixed_precision=summary.get("mixed_precision", "n/a"),
         train_seconds=summary.get("train_seconds", "n/a"),
         run_config_yaml=yaml.safe_dump({**run_config, "config_file": config_file}, sort_keys=False).rstrip(),
-        synthetic=str(data["source"]) == "synthetic",
+        synthetic=_data_source(data) == "synthetic",
     )
 
 

@@ -74,14 +74,32 @@ def check_hub(config: dict[str, Any]) -> None:
 
 
 def load_data(config: dict[str, Any], model_config: Any) -> Any:
-    """The paired data set, checked against the model's sensors and channel counts (before any training)."""
-    from crjepa.data.loading import check_sensors, load_paired_dataset
+    """The paired data set, checked against the model's sensors and channel counts (before any training).
+
+    ``data.path`` set: the data is that exported Parquet folder (`python -m datasets_scripts ...`), whatever
+    ``data.source`` says (the source then only names the kind of data, e.g. ``bigearthnet``); ``data.options``
+    go to a builder, never to an export. A ``--data.source`` on the command line without ``--data.path``
+    replaces the YAML's path. Unset: ``data.source`` ("synthetic", an export folder, or a builder
+    name) with ``data.options``. ``data.name`` defaults to the export's own name (its card's pretty_name), so
+    the model card names the data actually trained on.
+    """
+    from crjepa.data.loading import check_sensors, export_name, load_paired_dataset
 
     data = config["data"]
-    kwargs = dict(data["options"] or {})
+    cli_keys = config.get("cli_keys", ())
+    if "data.source" in cli_keys and "data.path" not in cli_keys:
+        data["path"] = None  # a source given on the command line replaces the YAML's path
     if data["path"] is not None:
-        kwargs["path"] = data["path"]
-    dataset = load_paired_dataset(data["source"], **kwargs)
+        path = Path(str(data["path"])).expanduser()
+        if not path.is_dir():
+            raise ConfigError(f"data.path {str(data['path'])!r} is not a folder: pass --data.path with the folder "
+                              "`python -m datasets_scripts <dataset> ... --output-dir DIR` wrote")
+        dataset = load_paired_dataset(path)
+        data["path"] = str(path.resolve())  # absolute: checkpoints and archives find the data from anywhere
+        if "data.name" not in config.get("cli_keys", ()):
+            data["name"] = export_name(path)
+    else:
+        dataset = load_paired_dataset(data["source"], **dict(data["options"] or {}))
     check_sensors(dataset, model_config.sensors)
     return dataset
 
@@ -413,9 +431,11 @@ def start(run: Run) -> TrainState:
         state.random_init = RetrievalResults.from_dict(json.loads(random_file.read_text()))
 
     training = config["training"]
+    precision_from = ("training.mixed_precision" if training["mixed_precision"] is not None
+                      else "the launcher: accelerate config / launch flags")
     run.say(f"Training {run.total_steps} steps ({training['epochs']} epochs x {run.steps_per_epoch} steps, global batch "
             f"{run.global_batch} pairs on {accelerator.num_processes} process(es), mixed precision: "
-            f"{run.precision}, compile: {run.compile_mode}, {compiled_modules(run.core)} compiled modules)"
+            f"{run.precision} (from {precision_from}), compile: {run.compile_mode}, {compiled_modules(run.core)} compiled modules)"
             + (f", stopping at step {run.stop_step}" if run.stop_step < run.total_steps else ""))
     if accelerator.is_main_process and state.checkpoint is None and run.log_file.exists():
         run.log_file.unlink()
@@ -528,10 +548,11 @@ def after_step(run: Run, state: TrainState) -> None:
 
 def checkpoint_state(run: Run, state: TrainState) -> dict[str, Any]:
     """What trainer_state.json records besides the step: where the data order stands, the training time so far
-    and the settings a resume must keep (RESUME_KEYS)."""
+    and the settings a resume must keep (RESUME_KEYS); and the run configuration, from which `crjepa
+    export-checkpoint` rebuilds the model."""
     return {"micro_step": state.micro_step, "epoch": state.epoch, "total_steps": run.total_steps,
             "train_seconds": state.train_seconds_before + time.perf_counter() - state.train_start,
-            **_resume_settings(run)}
+            **_resume_settings(run), "run_config": run.config}
 
 
 def _resume_settings(run: Run) -> dict[str, Any]:
@@ -605,7 +626,9 @@ def finish(run: Run, state: TrainState) -> dict[str, Any]:
                 indices=build_indices(embed_set.vectors, embed_set.ids, kind=config["embeddings"]["index"],
                                       fingerprint=fingerprint),
                 model_repo_id=config["hub"]["hub_model_id"], repo_id=config["hub"]["hub_embeddings_id"],
-                source={"dataset": str(data["source"]), "split": embed_split, **(data["options"] or {})},
+                source=({"dataset": str(Path(str(data["path"])).expanduser().resolve()), "split": embed_split}
+                        if data["path"] else
+                        {"dataset": str(data["source"]), "split": embed_split, **(data["options"] or {})}),
                 overwrite=True)  # embeddings/ inside the locked output folder of this run is ours
         card = render_model_card(core.config, config, trained, state.random_init,
                                  training_summary={"steps": state.step, "total_steps": run.total_steps,

@@ -41,8 +41,8 @@ FREE_FORM = ("data.options",)
 """Sections whose keys are passed on unchecked (the data source's own keyword arguments)."""
 
 DEFAULTS: dict[str, Any] = {
-    "seed": 0,
-    "output_dir": "outputs/crjepa",
+    "seed": 0,  # seeds the model init, the data order, the masks and SIGReg's directions
+    "output_dir": "outputs/crjepa",  # model/, embeddings/, checkpoints/, logs/, results.json go here
     "resume": False,  # true: continue from the latest checkpoint in output_dir (fresh start when there is none)
     "overwrite_output_dir": False,  # true: a fresh run may replace the checkpoints of an earlier run in output_dir
     "model": {
@@ -50,27 +50,27 @@ DEFAULTS: dict[str, Any] = {
         "preset": "tiny",  # a preset of configuration_crjepa.PRESETS; every other key overrides a config field
     },
     "data": {
-        "source": "synthetic",  # "synthetic", a folder of exported Parquet, or a builder name (with path)
-        "path": None,  # the builder's input folder / file (BEN-14K: the exported Parquet folder)
-        "name": None,  # the data set's name in the model card (default: the source)
+        "source": "synthetic",  # "synthetic", a folder of exported Parquet, or a builder name (its options)
+        "path": None,  # an exported Parquet folder (python -m datasets_scripts ...); set, it is the data
+        "name": None,  # the data set's name in the card (default: the export's name, else the source)
         "hub_id": None,  # the data set's Hub id, listed in the model card's metadata
         "options": {},  # extra keyword arguments of load_paired_dataset (e.g. synthetic sizes)
-        "train_split": "train",
+        "train_split": "train",  # the split trained on
         "batch_size": 64,  # per process; the global batch is batch_size x processes x accumulation steps
-        "num_workers": 0,
+        "num_workers": 0,  # DataLoader worker processes
     },
     "training": {
-        "epochs": 10,
+        "epochs": 10,  # length of the run and of the learning-rate schedule
         "max_steps": None,  # stop after this many optimiser steps (the schedule still follows `epochs`)
-        "gradient_accumulation_steps": 1,
-        "mixed_precision": None,  # no | fp16 | bf16; null: whatever `accelerate config` / launch flags say
-        "max_grad_norm": 1.0,
-        "weight_decay": 0.04,
+        "gradient_accumulation_steps": 1,  # micro-batches per optimiser step
+        "mixed_precision": None,  # no | fp16 | bf16; null: the launcher's (`accelerate config` / launch flags)
+        "max_grad_norm": 1.0,  # gradient clipping (global L2 norm)
+        "weight_decay": 0.04,  # AdamW, on weight matrices only
         "lr_start": 1.0e-4,  # warm-up start
         "lr": 1.0e-3,  # peak, reached after warmup_epochs
         "lr_end": 1.0e-6,  # end of the cosine decay
-        "warmup_epochs": 15.0,
-        "betas": [0.9, 0.999],
+        "warmup_epochs": 15.0,  # linear warm-up from lr_start to lr
+        "betas": [0.9, 0.999],  # AdamW betas
         # torch.compile (never changes the math): auto = blocks on CUDA, none elsewhere; blocks = regional compile
         # of the stems, trunk and predictor blocks; model = the whole training forward on top of that (fastest
         # on one H200, compiles longest: BENCHMARKS.md); none = eager
@@ -78,41 +78,41 @@ DEFAULTS: dict[str, Any] = {
         # a NaN / inf loss term or gradient norm: stop (default; checked without a per-step host sync) or skip
         # the step (one sync per step) and stop after max_skipped_steps skipped steps (crjepa/train/guards.py)
         "nonfinite": "stop",
-        "max_skipped_steps": 10,
+        "max_skipped_steps": 10,  # with nonfinite: skip, stop after this many skipped steps
         # recompute each trunk / predictor block's activations in the backward pass instead of storing them
         # (model.gradient_checkpointing_enable(): less memory, ~30% more compute, same numbers)
         "gradient_checkpointing": False,
     },
     "eval": {
-        "query_split": "test",
+        "query_split": "test",  # queries come from this split
         "gallery_split": None,  # null: the query split is the gallery too (self-matches removed)
-        "k": 5,
-        "batch_size": 256,
-        "every_epochs": None,
-        "every_steps": None,
+        "k": 5,  # cut-off of F1@k / P@k
+        "batch_size": 256,  # images per forward pass when embedding
+        "every_epochs": None,  # evaluate every N epochs (null: only at the end)
+        "every_steps": None,  # evaluate every N optimiser steps
         "before_training": True,  # score the randomly initialised model too (printed next to the trained one)
     },
     "checkpoint": {
         "every_steps": 500,  # null or 0: no intermediate checkpoints (the last step is always saved)
-        "keep_last": 2,
+        "keep_last": 2,  # complete checkpoints kept
     },
     "logging": {
-        "every_steps": 10,
+        "every_steps": 10,  # log the loss terms every N optimiser steps
         "report_to": "tensorboard",  # tensorboard | trackio | wandb | none, or a list
-        "project_name": "crjepa",
-        "progress_bar": True,
+        "project_name": "crjepa",  # tracker project name
+        "progress_bar": True,  # tqdm bar on the main process
     },
     "embeddings": {
         "write": True,  # write the embeddings data set (Parquet) and faiss index of `split`
-        "split": "test",
+        "split": "test",  # the split whose embeddings are written
         "index": "auto",  # faiss index kind: auto | exact | hnsw | ivfpq
     },
     "hub": {
-        "push_to_hub": False,
-        "hub_model_id": None,
-        "push_embeddings": False,
-        "hub_embeddings_id": None,
-        "private": False,
+        "push_to_hub": False,  # upload output_dir/model to hub_model_id at the end
+        "hub_model_id": None,  # user/name of the model repo
+        "push_embeddings": False,  # upload the embeddings archive to hub_embeddings_id
+        "hub_embeddings_id": None,  # user/name of the embeddings dataset repo
+        "private": False,  # create the Hub repos as private
         "encoder_only": False,  # push CRJepaModel alone (stems, trunk, heads: what retrieval needs), no predictors
     },
 }
@@ -264,19 +264,54 @@ def read_config_chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Pat
     return read_config_chain(base_path, seen + (path.resolve(),)) + [(path, loaded)]
 
 
+META_KEYS = ("config_file", "cli_keys")
+"""Keys a loaded run configuration carries besides the sections: the YAML file it came from, and the dotted keys
+set on the command line (what the user chose explicitly, e.g. data.name)."""
+
+
+def resolve_config_path(config_path: str | os.PathLike | None) -> Path:
+    """The YAML file of ``--config``: the path as given when it exists, else the copy packaged with crjepa
+    (``paper_ben14k.yaml``, ``configs/paper_ben14k.yaml`` and ``ablations/x.yaml`` all work after a plain
+    ``pip install``), else a ConfigError listing the packaged configurations."""
+    if config_path is None:
+        return DEFAULT_CONFIG
+    path = Path(config_path).expanduser()
+    if path.is_file():
+        return path
+    name = Path(*path.parts[1:]) if path.parts and path.parts[0] == "configs" else path
+    if not path.is_absolute():
+        try:
+            return resource_file("configs", str(name))
+        except FileNotFoundError:
+            pass
+    available = ", ".join(packaged_configs())
+    raise ConfigError(f"Config file {str(config_path)!r} not found (nor among crjepa's packaged configs: {available})")
+
+
+def packaged_configs() -> list[str]:
+    """The run configurations that travel with crjepa, relative to configs/ (e.g. ``ablations/head_single.yaml``)."""
+    from crjepa.utils.resources import resource_dir
+
+    root = resource_dir("configs")
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*.yaml"))
+
+
 def load_run_config(config_path: str | os.PathLike | None = None,
                     overrides: Sequence[tuple[str, Any]] = ()) -> dict[str, Any]:
     """DEFAULTS <- YAML file (default configs/cpu_default.yaml) <- overrides; checked, with numbers coerced."""
-    path = Path(config_path) if config_path is not None else DEFAULT_CONFIG
+    path = resolve_config_path(config_path)
     config = copy.deepcopy(DEFAULTS)
     for file, loaded in read_config_chain(path):  # the outermost base first (``extends:``), then each child
         for key, value in _flatten(loaded):
             if not _is_valid(key):
                 raise ConfigError(f"{file}: " + str(unknown_key_error(key)))
             _set(config, key, _numeric(value))
+    cli_keys = []
     for key, value in overrides:
-        _set(config, resolve_key(key), value)
+        cli_keys.append(resolve_key(key))
+        _set(config, cli_keys[-1], value)
     config["config_file"] = str(path)
+    config["cli_keys"] = cli_keys
     check_run_config(config)
     return config
 
@@ -284,7 +319,9 @@ def load_run_config(config_path: str | os.PathLike | None = None,
 def check_run_config(config: dict[str, Any]) -> None:
     """Types and ranges of the run configuration, all problems in one error."""
     errors = []
-    flat = dict(_flatten({k: v for k, v in config.items() if k != "config_file"}))
+    if config["training"]["mixed_precision"] is False:  # YAML 1.1 reads a bare `no` as false
+        config["training"]["mixed_precision"] = "no"
+    flat = dict(_flatten({k: v for k, v in config.items() if k not in META_KEYS}))
     for key, default in _flatten(DEFAULTS):
         value = flat.get(key)
         if value is None or default is None:
@@ -332,6 +369,60 @@ def build_model_config(config: dict[str, Any]) -> CRJepaConfig:
         return build_config(config["model"]["architecture"], config["model"]["preset"], **overrides)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"Invalid model settings {overrides}: {exc}") from exc
+
+
+def key_docs() -> dict[str, str]:
+    """Dotted key -> its one-line description, read from the comments of `DEFAULTS` in this file's source (the
+    schema is documented once, where it is defined; a comment block above a key describes that key)."""
+    import inspect
+
+    source = inspect.getsource(inspect.getmodule(key_docs)).split("DEFAULTS: dict[str, Any] = {", 1)[1]
+    docs: dict[str, str] = {}
+    stack: list[str] = []
+    pending: list[str] = []
+    for line in source.splitlines():
+        text = line.strip()
+        if not stack and text == "}":
+            break
+        match = re.match(r'"([A-Za-z_]+)":\s*(.*?)(?:\s*#\s*(.*))?$', text)
+        if text.startswith("#"):
+            pending.append(text.lstrip("# ").strip())
+        elif match:
+            key, value, comment = match.groups()
+            dotted = ".".join([*stack, key])
+            if value == "{" or (value.startswith("{") and not value.rstrip(",").endswith("}")):
+                stack.append(key)
+            else:
+                docs[dotted] = " ".join(pending + [comment or ""]).strip()
+            pending = []
+        elif text.startswith("}"):
+            stack = stack[:-1]
+            pending = []
+    return docs
+
+
+def config_help(config_path: str | os.PathLike | None = None) -> str:
+    """`train_accelerate.py --help`: usage, then every config key with its default (DEFAULTS, or the values of
+    ``config_path`` when given) and one line, generated from the schema, plus the model fields and packaged configs."""
+    docs = key_docs()
+    values = dict(_flatten(DEFAULTS))
+    if config_path is not None:
+        loaded = load_run_config(config_path)
+        values = dict(_flatten({k: v for k, v in loaded.items() if k not in META_KEYS}))
+    lines = ["usage: accelerate launch train_accelerate.py [--config FILE] [--KEY VALUE ...]",
+             "",
+             "Train CR-JEPA, evaluate the four retrieval directions, save model + card + embeddings.",
+             "--config FILE: a YAML run configuration (a path, or one packaged with crjepa: "
+             + ", ".join(packaged_configs()[:4]) + ", ...). Any key below is an option: --training.epochs 3,",
+             "or a bare name when unique (--epochs 3); values are YAML scalars (true, null, 1e-3, [0.9, 0.99]).",
+             "", "config keys (defaults" + (f" of {config_path}" if config_path else "") + "):"]
+    for key in [k for k in valid_keys() if not k.startswith("model.") or k in docs]:
+        value = values.get(key, DEFAULTS.get(key))
+        shown = yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
+        lines.append(f"  --{key} {shown}" + (f"    {docs[key]}" if docs.get(key) else ""))
+    lines.append("  --model.<field> VALUE    any CR-JEPA / baseline config field overrides the preset: "
+                 + ", ".join(model_fields()))
+    return "\n".join(lines)
 
 
 def report_to(config: dict[str, Any]) -> list[str]:
@@ -651,7 +742,9 @@ def save_checkpoint(accelerator: Any, output_dir: str | os.PathLike, step: int, 
 
 __all__ = [
     "DEFAULTS", "DEFAULT_CONFIG", "COMPILE_MODES", "CheckpointError", "ConfigError", "check_fresh_start",
-    "check_output_path", "checkpoint_problem", "compile_for_training", "compiled_modules", "make_optimizer", "ShardedEpochSampler", "build_model_config", "check_output_dir", "check_run_config",
+    "check_output_path", "checkpoint_problem", "compile_for_training", "compiled_modules", "config_help", "key_docs",
+    "make_optimizer", "packaged_configs", "resolve_config_path", "ShardedEpochSampler", "build_model_config",
+    "check_output_dir", "check_run_config",
     "draw_masks", "latest_checkpoint", "prepare_output_dir", "learning_rate", "list_checkpoints", "load_run_config", "no_decay_names",
     "param_groups", "parse_cli", "parse_scalar", "read_state", "report_to", "resolve_key", "save_checkpoint",
     "valid_keys",
