@@ -176,15 +176,17 @@ def _is_scalar(feature: Any) -> bool:
 def cmd_index(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from crjepa.hub.archive import add_indices, load_embeddings
+    from crjepa.hub.archive import INDEX_DIR, add_indices, load_embeddings
+    from crjepa.search.index import META_FILE, IndexMetadata, describe_calibration
 
     params = dict(_parse_param(p) for p in args.param)
-    columns = args.columns or load_embeddings(args.archive, load_indices=False).columns
+    columns = args.columns or load_embeddings(args.archive, load_indices=False, vectors=False).info["vector_columns"]
     with tqdm(total=len(columns), desc="indexing", unit="column") as bar:
-        kinds = add_indices(args.archive, kind=args.kind, columns=columns, progress=lambda name: bar.update(1),
-                            **params)
+        add_indices(args.archive, kind=args.kind, columns=columns, progress=lambda name: bar.update(1),
+                    recall=args.recall, **params)
     for name in columns:
-        print(f"{name}: {kinds[name]}")
+        metadata = IndexMetadata(**json.loads((Path(args.archive) / INDEX_DIR / name / META_FILE).read_text()))
+        print(f"{name}: {describe_calibration(metadata)}")
     return 0
 
 
@@ -348,7 +350,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="index kind (default auto: exact for small archives, ANN for large ones)")
     p.add_argument("--columns", nargs="+", default=None, help="vector columns to index (default: all)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                   help="index parameter, e.g. --param M=32 (repeatable)")
+                   help="index parameter, e.g. --param M=32 (repeatable); fixing a search knob (nprobe, "
+                        "k_factor, efSearch) turns the recall calibration off")
+    p.add_argument("--recall", type=float, default=None,
+                   help="recall@10 the ANN kinds calibrate to on held-out archive vectors (default 0.95); the "
+                        "measured recall, #queries, q/s and calibration time are printed and stored")
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("search", help="search an archive by archive id or by an image file",
