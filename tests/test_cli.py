@@ -276,3 +276,18 @@ def test_bad_files_give_one_error_line_naming_the_file(workdir, tmp_path, capsys
     assert main(["embed", str(workdir / "model"), "synthetic", "--num-pairs", "8", "-o", str(readonly / "out")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(readonly) in err and "choose a writable path" in err, err
+
+
+def test_index_recall_prints_and_records_the_calibration(workdir, tmp_path, capsys):
+    folder = tmp_path / "emb"
+    shutil.copytree(workdir / "emb", folder)
+    assert main(["index", str(folder), "--kind", "hnsw", "--recall", "0.9", "--columns", "s2_cross"]) == 0
+    out = capsys.readouterr().out
+    assert "s2_cross: hnsw recall@10 " in out and "for target 0.9, measured on 4 held-out archive vectors" in out
+    assert " q/s on " in out and "efSearch" in out and "calibration " in out
+    info = json.loads((folder / "embeddings_info.json").read_text())
+    cal = info["index_calibration"]["s2_cross"]
+    assert cal["target"] == 0.9 and cal["queries"] == 4 and cal["qps"] > 0
+    card = (folder / "README.md").read_text()
+    assert f"calibrated for recall@10 >= 0.9: measured {cal['recall']:.3f}" in card
+    assert "on 4 held-out archive vectors" in card

@@ -212,3 +212,41 @@ def test_fixed_search_params_turn_the_calibration_off() -> None:
     assert build_index(archive, kind="auto", recall=1.0).metadata.kind == "exact"
     with pytest.raises(ValueError, match="recall must be in"):
         build_index(archive, kind="hnsw", recall=1.5)
+
+
+def test_two_shards_merged_equal_the_single_index() -> None:
+    """docs/SCALE.md in miniature: an archive split over two shards, searched per shard and merged, gives the
+    single index's results (exact shards via merge_results; IVF-PQ shards sharing one trained quantiser and
+    codebook via faiss.IndexShards)."""
+    import faiss
+
+    from crjepa.search.index import merge_results
+
+    rng = np.random.default_rng(9)
+    archive, queries = _clustered(rng, 6_000, 50, 32, 60)
+    ids = np.array([f"scene-{i}" for i in range(6_000)])
+    whole = build_index(archive, kind="exact", ids=ids).search(queries, k=10)
+    halves = [build_index(archive[part], kind="exact", ids=ids[part]).search(queries, k=10)
+              for part in (slice(0, 3_000), slice(3_000, None))]
+    merged = merge_results(halves, k=10)
+    np.testing.assert_array_equal(merged[1], whole[1])
+    np.testing.assert_allclose(merged[0], whole[0], atol=1e-6)
+
+    trained = faiss.index_factory(32, "IVF64,PQ8x4fs", faiss.METRIC_INNER_PRODUCT)
+    trained.train(archive)
+    single = faiss.clone_index(trained)
+    single.add(archive)
+    shards = faiss.IndexShards(32, False, True)  # not threaded, successive ids: shard 2's rows follow shard 1's
+    parts = [faiss.clone_index(trained), faiss.clone_index(trained)]
+    parts[0].add(archive[:3_000])
+    parts[1].add(archive[3_000:])
+    for index in (single, *parts):
+        faiss.extract_index_ivf(index).nprobe = 8
+    for part in parts:
+        shards.add_shard(part)
+    expected, got = single.search(queries, 10), shards.search(queries, 10)
+    np.testing.assert_allclose(got[0], expected[0], atol=1e-5)
+    # same ids, except among results tied (4-bit PQ scores) with the k-th score, where either may be returned
+    for g, e, s, last in zip(got[1], expected[1], expected[0], expected[0][:, -1]):
+        clear = s > last + 1e-5
+        assert set(g[clear]) == set(e[clear])

@@ -636,6 +636,15 @@ def build_index(
     return RetrievalIndex(index, ids, metadata)
 
 
+def merge_results(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Global top-k from the (scores, ids) of several shards' ``search`` calls (what a serving layer over
+    sharded indices does, docs/SCALE.md): per query, the k best scores of all shards, best first."""
+    scores = np.concatenate([s for s, _ in parts], axis=1)
+    ids = np.concatenate([i for _, i in parts], axis=1)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
+
+
 def describe_calibration(metadata: IndexMetadata) -> str:
     """One line for people: what the index promises and what it measured (printed by `crjepa index`)."""
     c = metadata.calibration
@@ -651,6 +660,6 @@ def describe_calibration(metadata: IndexMetadata) -> str:
 
 
 __all__ = [
-    "DEFAULT_RECALL", "IndexFileError", "IndexMetadata", "RetrievalIndex", "available_cpus", "build_index", "default_params",
-    "describe_calibration", "pick_point", "set_threads",
+    "DEFAULT_RECALL", "IndexFileError", "IndexMetadata", "RetrievalIndex", "available_cpus", "build_index",
+    "default_params", "describe_calibration", "merge_results", "pick_point", "set_threads",
 ]
