@@ -115,6 +115,13 @@ def build_indices(vectors: Mapping[str, np.ndarray], ids: Sequence[str], kind: s
     return out
 
 
+def calibration_summary(index: Any) -> dict[str, Any]:
+    """What an index's recall calibration measured, for embeddings_info.json and the card ({} if none)."""
+    cal = index.metadata.calibration
+    keys = ("target", "recall", "recall_se", "k", "queries", "qps", "threads", "params", "seconds", "met")
+    return {key: cal[key] for key in keys} if cal else {}
+
+
 def save_indices(folder: Path, indices: Mapping[str, Any]) -> dict[str, str]:
     """Save indices as ``faiss/<column>/`` beside an archive (each save is atomic); returns column -> kind."""
     for name, index in indices.items():
@@ -255,6 +262,7 @@ def write_embeddings_dataset(
             "metadata_columns": list(metadata),
             "class_names": list(class_names),
             "indices": index_kinds,
+            "index_calibration": {name: calibration_summary(index) for name, index in (indices or {}).items()},
             "config": dict(config_summary or {}),
             "source": public_source(source),
             "repo_id": repo_id,
@@ -704,9 +712,7 @@ def _add_indices(folder: str | Path, kind: str, columns: Sequence[str] | None,
                             **params)
         del vectors
         kinds.update(save_indices(archive.path, {name: index}))
-        cal = index.metadata.calibration
-        calibration[name] = {key: cal[key] for key in ("target", "recall", "recall_se", "k", "queries", "qps",
-                                                       "threads", "params", "seconds", "met")} if cal else {}
+        calibration[name] = calibration_summary(index)
         if progress:
             progress(name)
     info = {**archive.info, "indices": kinds, "index_calibration": calibration}
@@ -716,7 +722,8 @@ def _add_indices(folder: str | Path, kind: str, columns: Sequence[str] | None,
 
 
 __all__ = [
-    "EmbeddingArchive", "EmbeddingsError", "Hit", "HubError", "add_indices", "build_indices", "check_hub_access", "read_vector_column",
+    "EmbeddingArchive", "EmbeddingsError", "Hit", "HubError", "add_indices", "build_indices", "calibration_summary",
+    "check_hub_access", "read_vector_column",
     "config_summary", "load_embeddings", "model_fingerprint", "push_folder", "render_card", "save_indices",
     "write_embeddings_dataset", "SPACES",
 ]
