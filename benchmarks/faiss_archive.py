@@ -289,7 +289,8 @@ def main() -> None:
             print(f"| {r['index']} | {r.get('build_s', '')} | {r.get('rss_mib', '')} | {r.get('file_mib', '')} | "
                   f"{r['qps']:,} | {r['recall@10']} |")
     print(json.dumps({"benchmark": "faiss_archive", "n": args.n, "dim": args.dim, "queries": args.queries,
-                      "clusters": args.clusters, "profile": args.profile, "spread": args.spread, "load": os.getloadavg(), "threads": threads,
+                      "clusters": args.clusters, "profile": args.profile, "spread": args.spread, "load": os.getloadavg(),
+                      "threads": threads,
                       "faiss": faiss.__version__, "date": str(datetime.date.today()), "rows": rows}))
 
 
