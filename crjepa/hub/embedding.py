@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from crjepa.hub.archive import (
-    DATA_DIR, FORMAT_VERSION, INFO_FILE, EmbeddingsError, _vector_table, _write_json, add_indices, render_card,
+    DATA_DIR, FORMAT_VERSION, INFO_FILE, EmbeddingsError, _vector_table, _write_json, add_indices, public_source,
+    render_card,
 )
 
 RUN_DIR = ".embed"
@@ -261,7 +262,7 @@ def finish_archive(
         "class_names": list(class_names),
         "indices": {},
         "config": dict(config_summary),
-        "source": dict(source),
+        "source": public_source(source),
         "repo_id": repo_id,
     }
     _write_json(output / INFO_FILE, info)
