@@ -11,6 +11,15 @@ same way. Ground truth: exact inner-product search (the "Flat" row). Recall@10 =
 (norm ``--spread``, default 1.2) plus isotropic noise of norm 0.4: overlapping clusters, so IVF needs many
 probes, while the within-cluster order is low-dimensional, so compressed codes rank well.
 
+``--profile mixed`` is the archive the defaults were NOT tuned on (issue 15): four equal populations with their own
+random centres, 1,000 clusters at spread 1.4, 5,000 at 0.7, 20,000 at 1.0 and 50,000 at 0.5 (so 76,000 clusters of
+very different sizes and tightness: ~250 points each down to ~5).
+
+``--calibrated`` (issue 15) builds ``build_index(recall=T)`` once per ``--targets`` value (default 0.95 0.98) and
+reports, on the 10,000 fresh queries: the recall reached, q/s, build and calibration seconds, and the best fixed
+IVF-PQ settings (the DESIGN.md baseline nprobe 32 / k_factor 16 and the old default 64 / 12) on the same
+trained index, so the comparison isolates the search parameters.
+
 Rows: the baselines of DESIGN.md (Flat; HNSW32 efSearch 64; IVF4096,PQ64x4fs,RFlat with nprobe 32 and
 k_factor 16) and the project default ``crjepa.search.index.build_index(kind="auto")``.
 
@@ -18,6 +27,7 @@ k_factor 16) and the project default ``crjepa.search.index.build_index(kind="aut
     python benchmarks/faiss_archive.py --spread 0.5    # tight clusters: re-ranking depth decides
     python benchmarks/faiss_archive.py --profile hierarchical
     python benchmarks/faiss_archive.py --n 200000 --skip hnsw
+    python benchmarks/faiss_archive.py --profile mixed --calibrated --skip hnsw ivfpq default
 """
 
 from __future__ import annotations
@@ -74,6 +84,26 @@ def hierarchical_unit_vectors(
             x += rng.standard_normal(x.shape, dtype=np.float32) * np.float32(noise / np.sqrt(dim))
             out[start:stop] = unit(x)
         return out
+
+    return draw(n), draw(queries)
+
+
+MIXED = ((1_000, 1.4), (5_000, 0.7), (20_000, 1.0), (50_000, 0.5))
+"""(clusters, spread) of the four populations of the ``mixed`` profile."""
+
+
+def mixed_unit_vectors(rng: np.random.Generator, n: int, queries: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Archive and queries from the ``mixed`` profile: equal shares of each population of ``MIXED``, shuffled."""
+    populations = []
+    for clusters, spread in MIXED:
+        centres = rng.standard_normal((clusters, dim), dtype=np.float32)
+        centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+        populations.append((centres, spread))
+
+    def draw(m: int) -> np.ndarray:
+        share = -(-m // len(populations))
+        out = np.concatenate([clustered_unit_vectors(rng, c, share, s) for c, s in populations])[:m]
+        return out[rng.permutation(m)]
 
     return draw(n), draw(queries)
 
@@ -144,13 +174,69 @@ def project_default(x: np.ndarray) -> Callable:
     return build
 
 
+def calibrated_rows(archive: np.ndarray, queries: np.ndarray, truth: np.ndarray, k: int,
+                    targets: list[float]) -> list[dict]:
+    """``build_index(recall=T)`` per target: fresh-query recall and q/s, build and calibration seconds, and the
+    fixed IVF-PQ settings on the same trained index."""
+    rows = []
+
+    def timed(index: RetrievalIndex, **params: float) -> tuple[float, float]:
+        index.search(queries[:500], k, **params)  # warm-up
+        t0 = time.perf_counter()
+        found = index.search(queries, k, **params)[1].astype(np.int64)
+        qps = len(queries) / (time.perf_counter() - t0)
+        return round(float((found[:, :, None] == truth[:, None, :]).any(axis=2).mean()), 4), round(qps)
+
+    for target in targets:
+        t0 = time.perf_counter()
+        index = build_index(archive, kind="auto", recall=target)
+        build_s = time.perf_counter() - t0
+        cal = index.metadata.calibration
+        recall, qps = timed(index)
+        row = {"index": f"build_index(recall={target})", "target": target, "recall@10": recall, "qps": qps,
+               "build_s": round(build_s, 1), "calibration_s": cal["seconds"], "params": cal["params"],
+               "calibration_recall": cal["recall"], "calibration_queries": cal["queries"], "points": cal["points"]}
+        print(f"  {row}", flush=True)
+        rows.append(row)
+        for nprobe, k_factor in ((32, 16), (64, 12), (128, 16), (256, 16)):
+            recall, qps = timed(index, nprobe=nprobe, k_factor=k_factor)
+            fixed = {"index": f"same index, fixed nprobe {nprobe} k_factor {k_factor}", "recall@10": recall, "qps": qps}
+            print(f"  {fixed}", flush=True)
+            rows.append(fixed)
+        ivf = faiss.extract_index_ivf(faiss.downcast_index(index.index))
+        coverage = {}
+        for nprobe in (32, 64, 128, 256):  # share of the true top-10 lying in the probed lists (IVF ceiling)
+            ivf.nprobe = nprobe
+            _, lists = ivf.quantizer.search(queries, nprobe)
+            assign = ivf_assignments(ivf, truth)
+            coverage[nprobe] = round(float((assign[:, :, None] == lists[:, None, :]).any(axis=2).mean()), 4)
+        print(f"  coverage of the true top-10 by the probed lists: {coverage}", flush=True)
+        rows.append({"index": "coverage", "coverage": coverage})
+        del index
+    return rows
+
+
+def ivf_assignments(ivf: faiss.IndexIVF, rows: np.ndarray) -> np.ndarray:
+    """The inverted list of each archive row in ``rows`` (any shape)."""
+    owner = np.empty(ivf.ntotal, dtype=np.int64)
+    invlists = ivf.invlists
+    for lst in range(ivf.nlist):
+        size = invlists.list_size(lst)
+        if size:
+            ids = faiss.rev_swig_ptr(invlists.get_ids(lst), size).copy()
+            owner[ids] = lst
+    return owner[rows]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=1_000_000, help="archive size")
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--queries", type=int, default=10_000)
     parser.add_argument("--clusters", type=int, default=10_000)
-    parser.add_argument("--profile", choices=["isotropic", "hierarchical"], default="isotropic")
+    parser.add_argument("--profile", choices=["isotropic", "hierarchical", "mixed"], default="isotropic")
+    parser.add_argument("--calibrated", action="store_true", help="also the recall-calibrated builds (issue 15)")
+    parser.add_argument("--targets", type=float, nargs="+", default=[0.95, 0.98])
     parser.add_argument("--spread", type=float, default=None,
                         help="within-cluster spread relative to the unit centre (isotropic 1.0, hierarchical 1.2)")
     parser.add_argument("--k", type=int, default=10)
@@ -168,14 +254,18 @@ def main() -> None:
         centres /= np.linalg.norm(centres, axis=1, keepdims=True)
         archive = clustered_unit_vectors(rng, centres, args.n, args.spread)
         queries = clustered_unit_vectors(rng, centres, args.queries, args.spread)
+    elif args.profile == "mixed":
+        archive, queries = mixed_unit_vectors(rng, args.n, args.queries, args.dim)
     else:
         args.spread = 1.2 if args.spread is None else args.spread
         archive, queries = hierarchical_unit_vectors(rng, args.n, args.queries, args.dim, args.clusters, args.spread)
     print(f"{args.profile} data {args.n} x {args.dim} + {args.queries} queries in {time.perf_counter() - t0:.1f}s, "
           f"{threads} threads, load {os.getloadavg()}", flush=True)
 
-    rows = [measure("Flat (exact)", faiss_factory("Flat", archive, 0), queries, None, args.k)]
-    truth = rows[0].pop("found")
+    t0 = time.perf_counter()
+    truth = faiss.knn(queries, archive, args.k, metric=faiss.METRIC_INNER_PRODUCT)[1]
+    rows = [{"index": "Flat (exact)", "qps": round(len(queries) / (time.perf_counter() - t0)), "recall@10": 1.0}]
+    print(f"  {rows[0]}", flush=True)
     candidates = {
         "hnsw": ("HNSW32 (efSearch 64)", faiss_factory("HNSW32", archive, 0, efSearch=64)),
         "ivfpq": ("IVF4096,PQ64x4fs,RFlat (nprobe 32, k_factor 16)",
@@ -187,15 +277,20 @@ def main() -> None:
             row = measure(name, build, queries, truth, args.k)
             row.pop("found")
             rows.append(row)
+    if args.calibrated:
+        rows += calibrated_rows(archive, queries, truth, args.k, args.targets)
 
     print(f"\n{args.profile} {args.n:,} x {args.dim} archive, {args.queries:,} queries, top-{args.k}, {threads} threads, "
           f"{platform.processor() or platform.machine()}, {datetime.date.today()}, load {os.getloadavg()[0]:.2f}\n")
     print("| index | build s | RSS growth MiB | file MiB | queries/s | recall@10 |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['index']} | {r['build_s']} | {r['rss_mib']} | {r['file_mib']} | {r['qps']:,} | {r['recall@10']} |")
+        if "qps" in r:
+            print(f"| {r['index']} | {r.get('build_s', '')} | {r.get('rss_mib', '')} | {r.get('file_mib', '')} | "
+                  f"{r['qps']:,} | {r['recall@10']} |")
     print(json.dumps({"benchmark": "faiss_archive", "n": args.n, "dim": args.dim, "queries": args.queries,
-                      "clusters": args.clusters, "profile": args.profile, "spread": args.spread, "threads": threads,
+                      "clusters": args.clusters, "profile": args.profile, "spread": args.spread, "load": os.getloadavg(),
+                      "threads": threads,
                       "faiss": faiss.__version__, "date": str(datetime.date.today()), "rows": rows}))
 
 

@@ -88,50 +88,119 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- commands
+RANK_ENV, WORLD_ENV = "CRJEPA_EMBED_RANK", "CRJEPA_EMBED_WORLD"
+
+
 def cmd_embed(args: argparse.Namespace) -> int:
+    """Streamed, sharded, resumable embedding (`crjepa.hub.embedding`) under the output's writer lock: a new run
+    replaces only an earlier archive or an empty folder (or anything with --overwrite); a run of the same command
+    resumes. Workers (started by --num-processes, or accelerate ranks > 0) run under the launcher's lock."""
+    import os
+    import shutil
+
     from crjepa.hub.archive import OUTPUT_KIND
+    from crjepa.hub.embedding import RUN_DIR, RUN_FILE
     from crjepa.utils.atomic import check_replaceable, lock_file_for
     from crjepa.utils.locks import DirLock
 
-    check_replaceable(args.output, OUTPUT_KIND, args.overwrite)  # before any work: never replace what is not ours
     output = Path(args.output)
+    if RANK_ENV in os.environ or int(os.environ.get("RANK", "0")) > 0:
+        return _embed(args)
+    resuming = (output / RUN_DIR / RUN_FILE).is_file() and not args.overwrite
+    if not resuming:
+        check_replaceable(output, OUTPUT_KIND, args.overwrite)  # before any work: never replace what is not ours
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ValueError(f"{output.parent}: cannot create the output folder ({err.strerror}); choose a writable "
                          "path with -o") from None
     with DirLock(lock_file_for(output), what="crjepa embed", folder=output):  # a second writer stops at once
+        if not resuming and output.is_dir() and any(output.iterdir()):
+            shutil.rmtree(output)  # an earlier archive (check_replaceable) or --overwrite: start over
         return _embed(args)
 
 
 def _embed(args: argparse.Namespace) -> int:
-    from crjepa.hub.archive import build_indices, config_summary, model_fingerprint, write_embeddings_dataset
-    from crjepa.eval.retrieval import class_names_of, compute_embeddings
+    import os
+
+    from crjepa.hub.archive import config_summary, model_fingerprint
+    from crjepa.hub.embedding import claim_folder, embed_shards, finish_archive, run_signature, stream_source
+    from crjepa.eval.retrieval import SPACES, class_names_of, column_name, present_sensors
 
     source = _source_options(args)
-    dataset = _load_data(source, args.split)
-    model = _load_model(args.model, args.device)
-    from crjepa.eval.retrieval import present_sensors
+    output = Path(args.output)
+    worker = RANK_ENV in os.environ
+    state = None
+    if worker:
+        rank, world = int(os.environ[RANK_ENV]), int(os.environ[WORLD_ENV])
+    elif int(os.environ.get("WORLD_SIZE", "1")) > 1:  # accelerate launch / torchrun
+        from accelerate import PartialState
 
-    sensors = args.sensors or present_sensors(model.config.sensor_names, dataset)  # S2-only data: just s2
-    embeddings = compute_embeddings(model, dataset, sensors=sensors, spaces=args.spaces,
-                                    batch_size=args.batch_size, num_workers=args.num_workers, progress=True)
+        state = PartialState()
+        rank, world = state.process_index, state.num_processes
+    else:
+        rank, world = 0, 1
+    model = _load_model(args.model, args.device if state is None else str(state.device))
     fingerprint = model_fingerprint(model)
-    indices = None
-    if args.index != "none":
-        indices = build_indices(embeddings.vectors, embeddings.ids, kind=args.index, fingerprint=fingerprint)
+    stream = stream_source(source, args.split)
+    sensors = list(args.sensors or present_sensors(model.config.sensor_names, stream))  # S2-only data: just s2
+    shard_rows = max(1, -(-args.shard_rows // args.batch_size)) * args.batch_size
+    signature = run_signature(fingerprint, {**source, "split": args.split}, sensors, args.spaces, shard_rows)
+    if rank == 0 and not worker:
+        claim_folder(output, signature)
+    if state is not None:
+        state.wait_for_everyone()
+    claim_folder(output, signature)  # every process checks it resumes the same run
+    features = stream.features or {}
+    class_names = class_names_of(stream) or []
     skip = {"id", "labels", *model.config.sensors}
-    metadata = {name: dataset[name] for name in dataset.column_names
-                if name not in skip and _is_scalar(dataset.features[name])}
-    class_names = class_names_of(dataset) or [str(i) for i in range(embeddings.labels.shape[1])]
-    out = write_embeddings_dataset(
-        args.output, embeddings.ids, embeddings.labels, class_names, embeddings.vectors, metadata=metadata,
-        model_fingerprint=fingerprint, config_summary=config_summary(model.config), indices=indices,
-        model_repo_id=args.model_repo_id, repo_id=args.repo_id, source={**source, "split": args.split},
-        overwrite=args.overwrite)
-    print(f"Wrote {len(embeddings)} items x {len(embeddings.vectors)} columns "
-          f"({', '.join(embeddings.columns)}) to {out}")
+    metadata_columns = [name for name, feature in features.items() if name not in skip and _is_scalar(feature)]
+    if args.num_processes > 1 and not worker and state is None:
+        _run_workers(args, world=args.num_processes)
+        world = args.num_processes
+    else:
+        import torch
+
+        if worker:
+            torch.set_num_threads(max(1, int(os.environ.get("CRJEPA_EMBED_THREADS", "1"))))
+        stats = embed_shards(model, stream, output, class_names=class_names, metadata_columns=metadata_columns,
+                             sensors=sensors, spaces=args.spaces, batch_size=args.batch_size, shard_rows=shard_rows,
+                             rank=rank, world=world, progress=True)
+        print(f"process {rank + 1}/{world}: {stats['written']} shards written, {stats['skipped']} already done "
+              f"(of {stats['shards']}, {stats['rows']} rows)", flush=True)
+        if worker:
+            return 0
+        if state is not None:
+            state.wait_for_everyone()
+            if not state.is_main_process:
+                return 0
+    columns = [column_name(s, sp) for s in sensors for sp in SPACES if sp in args.spaces]
+    info = finish_archive(output, world, class_names=class_names, metadata_columns=metadata_columns,
+                          vector_columns=columns, dimension=model.config.retrieval_dim, model_fingerprint=fingerprint,
+                          config_summary=config_summary(model.config), source={**source, "split": args.split},
+                          model_repo_id=args.model_repo_id, repo_id=args.repo_id, index=args.index, recall=args.recall)
+    print(f"Wrote {info['num_rows']} items x {len(columns)} columns ({', '.join(columns)}) to {output}")
     return 0
+
+
+def _run_workers(args: argparse.Namespace, world: int) -> None:
+    """Start ``world`` worker processes of this same command (same argv), split the CPU threads between them,
+    wait for all; a failed worker is an error (its finished shards stay: rerun to resume)."""
+    import os
+    import subprocess
+
+    from crjepa.search.index import available_cpus
+
+    threads = max(1, available_cpus() // world)
+    procs = []
+    for rank in range(world):
+        env = {**os.environ, RANK_ENV: str(rank), WORLD_ENV: str(world), "CRJEPA_EMBED_THREADS": str(threads),
+               "OMP_NUM_THREADS": str(threads)}
+        procs.append(subprocess.Popen([sys.executable, "-m", "crjepa.cli", *args.argv], env=env))
+    failed = [rank for rank, proc in enumerate(procs) if proc.wait() != 0]
+    if failed:
+        raise ValueError(f"embedding processes {failed} failed (see above); rerun the same command to resume: "
+                         "finished shards are kept")
 
 
 def _is_scalar(feature: Any) -> bool:
@@ -141,15 +210,17 @@ def _is_scalar(feature: Any) -> bool:
 def cmd_index(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from crjepa.hub.archive import add_indices, load_embeddings
+    from crjepa.hub.archive import INDEX_DIR, add_indices, load_embeddings
+    from crjepa.search.index import META_FILE, IndexMetadata, describe_calibration
 
     params = dict(_parse_param(p) for p in args.param)
-    columns = args.columns or load_embeddings(args.archive, load_indices=False).columns
+    columns = args.columns or load_embeddings(args.archive, load_indices=False, vectors=False).info["vector_columns"]
     with tqdm(total=len(columns), desc="indexing", unit="column") as bar:
-        kinds = add_indices(args.archive, kind=args.kind, columns=columns, progress=lambda name: bar.update(1),
-                            **params)
+        add_indices(args.archive, kind=args.kind, columns=columns, progress=lambda name: bar.update(1),
+                    recall=args.recall, **params)
     for name in columns:
-        print(f"{name}: {kinds[name]}")
+        metadata = IndexMetadata(**json.loads((Path(args.archive) / INDEX_DIR / name / META_FILE).read_text()))
+        print(f"{name}: {describe_calibration(metadata)}")
     return 0
 
 
@@ -311,15 +382,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_arguments(p)
     _add_data_arguments(p, "embed only this split (default: all rows)")
     p.add_argument("-o", "--output", required=True,
-                   help="archive folder to write (replaced atomically; an existing folder only if it is an earlier "
-                        "archive or empty)")
+                   help="archive folder to write: shards appear as they finish and rerunning the same command "
+                        "resumes; an existing folder is replaced only if it is an earlier archive or empty")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace OUTPUT even if it is not an embeddings archive (its contents are deleted)")
+                   help="replace OUTPUT even if it is not an embeddings archive, or restart a run (contents deleted)")
     p.add_argument("--sensors", nargs="+", default=None, help="sensors to embed (default: the model's two)")
     p.add_argument("--spaces", nargs="+", default=["unified", "cross"], choices=["unified", "cross"],
                    help="embedding spaces (default: both)")
     p.add_argument("--index", default="none", choices=["none", "auto", "exact", "hnsw", "ivfpq"],
                    help="also build faiss indices of this kind (default: none; see `crjepa index`)")
+    p.add_argument("--recall", type=float, default=None, help="with --index: recall@10 target (default 0.95)")
+    p.add_argument("--num-processes", type=int, default=1,
+                   help="worker processes sharing the input (default 1; or run under `accelerate launch -m "
+                        "crjepa.cli embed ...`, one process per GPU)")
+    p.add_argument("--shard-rows", type=int, default=8192,
+                   help="rows per Parquet shard (rounded up to a multiple of --batch-size); finished shards are "
+                        "kept and skipped when the same command is rerun (default 8192)")
     p.add_argument("--model-repo-id", default=None, help="Hub repo of the model, recorded in the card")
     p.add_argument("--repo-id", default=None, help="Hub dataset repo the archive will be pushed to (for the card)")
     p.set_defaults(func=cmd_embed)
@@ -331,7 +409,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="index kind (default auto: exact for small archives, ANN for large ones)")
     p.add_argument("--columns", nargs="+", default=None, help="vector columns to index (default: all)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                   help="index parameter, e.g. --param M=32 (repeatable)")
+                   help="index parameter, e.g. --param M=32 (repeatable); fixing a search knob (nprobe, "
+                        "k_factor, efSearch) turns the recall calibration off")
+    p.add_argument("--recall", type=float, default=None,
+                   help="recall@10 the ANN kinds calibrate to on held-out archive vectors (default 0.95); the "
+                        "measured recall, #queries, q/s and calibration time are printed and stored")
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("search", help="search an archive by archive id or by an image file",
@@ -404,6 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``crjepa`` console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     from crjepa.hub.archive import EmbeddingsError, HubError
     from crjepa.utils.locks import LockedError
 

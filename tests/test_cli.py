@@ -277,3 +277,16 @@ def test_user_errors_are_one_line_with_exit_2(tmp_path):
     proc = run_python(["-m", "crjepa.cli", "search", str(tmp_path), "--id", "x", "--direction", "s1->s9"], tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("crjepa search: error:")
+def test_index_recall_prints_and_records_the_calibration(workdir, tmp_path, capsys):
+    folder = tmp_path / "emb"
+    shutil.copytree(workdir / "emb", folder)
+    assert main(["index", str(folder), "--kind", "hnsw", "--recall", "0.9", "--columns", "s2_cross"]) == 0
+    out = capsys.readouterr().out
+    assert "s2_cross: hnsw recall@10 " in out and "for target 0.9, measured on 4 held-out archive vectors" in out
+    assert " q/s on " in out and "efSearch" in out and "calibration " in out
+    info = json.loads((folder / "embeddings_info.json").read_text())
+    cal = info["index_calibration"]["s2_cross"]
+    assert cal["target"] == 0.9 and cal["queries"] == 4 and cal["qps"] > 0
+    card = (folder / "README.md").read_text()
+    assert f"calibrated for recall@10 >= 0.9: measured {cal['recall']:.3f}" in card
+    assert "on 4 held-out archive vectors" in card

@@ -106,6 +106,13 @@ def build_indices(vectors: Mapping[str, np.ndarray], ids: Sequence[str], kind: s
     return out
 
 
+def calibration_summary(index: Any) -> dict[str, Any]:
+    """What an index's recall calibration measured, for embeddings_info.json and the card ({} if none)."""
+    cal = index.metadata.calibration
+    keys = ("target", "recall", "recall_se", "k", "queries", "qps", "threads", "params", "seconds", "met")
+    return {key: cal[key] for key in keys} if cal else {}
+
+
 def save_indices(folder: Path, indices: Mapping[str, Any]) -> dict[str, str]:
     """Save indices as ``faiss/<column>/`` beside an archive (each save is atomic); returns column -> kind."""
     for name, index in indices.items():
@@ -124,7 +131,8 @@ def _load_index(folder: Path, name: str, fingerprint: str, ids: Sequence[str], d
     if index.metadata.dimension != dimension:
         raise EmbeddingsError(f"faiss index {name!r} holds {index.metadata.dimension}-d vectors; the archive holds "
                               f"{dimension}-d vectors; rebuild it with `crjepa index {folder}`")
-    if len(index) != len(ids) or not np.array_equal(index.ids, np.asarray(ids, dtype=str)):
+    # same items; the order may differ (a calibrated index adds its held-out rows last)
+    if len(index) != len(ids) or not np.array_equal(np.sort(index.ids), np.sort(np.asarray(ids, dtype=str))):
         raise EmbeddingsError(f"faiss index {name!r} covers other items than the archive at {folder}; rebuild it "
                               f"with `crjepa index {folder}`")
     return index
@@ -245,6 +253,7 @@ def write_embeddings_dataset(
             "metadata_columns": list(metadata),
             "class_names": list(class_names),
             "indices": index_kinds,
+            "index_calibration": {name: calibration_summary(index) for name, index in (indices or {}).items()},
             "config": dict(config_summary or {}),
             "source": public_source(source),
             "repo_id": repo_id,
@@ -447,20 +456,22 @@ def _resolve_folder(repo_or_folder: str | Path, api: Any, revision: str | None, 
 
 
 def load_embeddings(repo_or_folder: str | Path, api: Any = None, *, revision: str | None = None,
-                    token: str | None = None, model: Any = None, load_indices: bool = True) -> EmbeddingArchive:
+                    token: str | None = None, model: Any = None, load_indices: bool = True,
+                    vectors: bool = True) -> EmbeddingArchive:
     """Open an embeddings archive from a local folder or a Hub dataset repo.
 
     Stored faiss indices are loaded and checked against the archive's model fingerprint; missing ones are built
-    on first search. With ``model``, the archive must have been embedded by that model.
+    on first search. With ``model``, the archive must have been embedded by that model. ``vectors=False``
+    reads ids, labels and metadata only (``archive.vectors`` is then empty; see `read_vector_column`).
     """
     from crjepa.utils.atomic import read_consistently
 
     folder = _resolve_folder(repo_or_folder, api, revision, token)
     # every file from one version of the folder, even while `crjepa embed` replaces it
-    return read_consistently(folder, lambda path: _open_archive(path, model, load_indices))
+    return read_consistently(folder, lambda path: _open_archive(path, model, load_indices, vectors))
 
 
-def _open_archive(folder: Path, model: Any, load_indices: bool) -> EmbeddingArchive:
+def _open_archive(folder: Path, model: Any, load_indices: bool, vectors: bool = True) -> EmbeddingArchive:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -471,10 +482,11 @@ def _open_archive(folder: Path, model: Any, load_indices: bool) -> EmbeddingArch
     files = sorted((folder / DATA_DIR).glob("*.parquet"))
     if not files:
         raise EmbeddingsError(f"The archive at {folder} has no Parquet files under {DATA_DIR}/")
+    wanted = None if vectors else ["id", "labels", *info.get("metadata_columns", [])]
     tables = []
     for file in files:
         try:
-            tables.append(pq.read_table(file))
+            tables.append(pq.read_table(file, columns=wanted))
         except (OSError, pa.ArrowException) as err:
             raise EmbeddingsError(f"{file} is not a readable Parquet file ({reason(err)}); download or re-embed "
                                   "the archive") from None
@@ -484,12 +496,12 @@ def _open_archive(folder: Path, model: Any, load_indices: bool) -> EmbeddingArch
         raise EmbeddingsError(f"The Parquet files of {folder} do not share one schema ({reason(err)})") from None
     if table.num_rows == 0:
         raise EmbeddingsError(f"The archive at {folder} is empty (0 rows)")
-    needed = ["id", "labels", *info["vector_columns"], *info.get("metadata_columns", [])]
+    needed = ["id", "labels", *(info["vector_columns"] if vectors else []), *info.get("metadata_columns", [])]
     absent = [name for name in needed if name not in table.column_names]
     if absent:
         raise EmbeddingsError(f"The Parquet files of {folder} lack the column(s) {absent} that {INFO_FILE} lists")
-    vectors = {}
-    for name in info["vector_columns"]:
+    read_vectors, vectors = vectors, {}
+    for name in info["vector_columns"] if read_vectors else []:
         column = table[name].combine_chunks()
         width = getattr(column.type, "list_size", None)
         if width != info["dimension"]:
@@ -564,37 +576,76 @@ def check_info(info: Any, path: Path) -> dict[str, Any]:
     return info
 
 
+def read_vector_column(folder: str | Path, name: str, dimension: int | None = None) -> np.ndarray:
+    """One vector column of an archive as float32 (N, R), read Parquet file by file into one preallocated array
+    (the peak is the column plus one row group, not the archive: other columns are never read)."""
+    import pyarrow.parquet as pq
+
+    files = sorted((Path(folder) / DATA_DIR).glob("*.parquet"))
+    if not files:
+        raise EmbeddingsError(f"The archive at {folder} has no Parquet files under {DATA_DIR}/")
+    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    out: np.ndarray | None = None
+    start = 0
+    for file in files:
+        reader = pq.ParquetFile(file)
+        for group in range(reader.num_row_groups):
+            column = reader.read_row_group(group, columns=[name])[name].combine_chunks()
+            width = column.type.list_size
+            if dimension is not None and width != dimension:
+                raise EmbeddingsError(f"{file}: column {name!r} holds {width}-d vectors, expected {dimension}-d")
+            if out is None:
+                out = np.empty((rows, width), dtype=np.float32)
+            block = column.flatten().to_numpy().reshape(-1, width)
+            out[start:start + len(block)] = block
+            start += len(block)
+    assert out is not None and start == rows
+    return out
+
+
 def add_indices(folder: str | Path, kind: str = "auto", columns: Sequence[str] | None = None,
-                progress: Callable[[str], None] | None = None, **params: Any) -> dict[str, str]:
+                progress: Callable[[str], None] | None = None, recall: float | None = None,
+                **params: Any) -> dict[str, str]:
     """Build and store faiss indices for an archive folder (the `crjepa index` command); returns column -> kind.
-    ``progress`` is called with each column name once its index is saved. Holds the archive's writer lock, so
+    ``progress`` is called with each column name once its index is saved. ``recall`` is the target the ANN
+    kinds calibrate to (`crjepa.search.index.build_index`; None: its default). Vectors are read one column at a
+    time and indexed in place, so the archive is never held twice in memory. Holds the archive's writer lock, so
     it never interleaves with `crjepa embed` (or another `crjepa index`) on the same folder."""
     from crjepa.utils.atomic import lock_file_for
     from crjepa.utils.locks import DirLock
 
     with DirLock(lock_file_for(Path(folder)), what="crjepa index", folder=Path(folder)):
-        return _add_indices(folder, kind, columns, progress, **params)
+        return _add_indices(folder, kind, columns, progress, recall, **params)
 
 
 def _add_indices(folder: str | Path, kind: str, columns: Sequence[str] | None,
-                 progress: Callable[[str], None] | None, **params: Any) -> dict[str, str]:
-    archive = load_embeddings(folder, load_indices=False)
+                 progress: Callable[[str], None] | None, recall: float | None, **params: Any) -> dict[str, str]:
+    from crjepa.search.index import DEFAULT_RECALL, build_index
+
+    archive = load_embeddings(folder, load_indices=False, vectors=False)
     kinds = dict(archive.info.get("indices", {}))
-    for name in columns or archive.columns:
-        archive._check_column(name)
-        built = build_indices(archive.vectors, archive.ids, kind=kind, fingerprint=archive.fingerprint,
-                              columns=[name], **params)
-        kinds.update(save_indices(archive.path, built))
+    calibration = dict(archive.info.get("index_calibration", {}))
+    for name in columns or archive.info["vector_columns"]:
+        if name not in archive.info["vector_columns"]:
+            archive._check_column(name)
+        sensor, space = name.rsplit("_", 1)
+        vectors = read_vector_column(archive.path, name, archive.dimension)
+        index = build_index(vectors, kind=kind, ids=archive.ids, fingerprint=archive.fingerprint, space=space,
+                            sensor=sensor, recall=DEFAULT_RECALL if recall is None else recall, copy=False,
+                            **params)
+        del vectors
+        kinds.update(save_indices(archive.path, {name: index}))
+        calibration[name] = calibration_summary(index)
         if progress:
             progress(name)
-    info = {**archive.info, "indices": kinds}
+    info = {**archive.info, "indices": kinds, "index_calibration": calibration}
     atomic_write_json(archive.path / INFO_FILE, info)
     atomic_write_text(archive.path / "README.md", str(render_card(info, archive.ids[0])))
     return kinds
 
 
 __all__ = [
-    "EmbeddingArchive", "EmbeddingsError", "Hit", "HubError", "add_indices", "build_indices", "check_hub_access",
-    "config_summary", "export_encoder", "load_embeddings", "model_fingerprint", "push_folder", "render_card", "save_indices",
+    "EmbeddingArchive", "EmbeddingsError", "Hit", "HubError", "add_indices", "build_indices", "calibration_summary",
+    "check_hub_access", "config_summary", "export_encoder", "read_vector_column", "load_embeddings", "model_fingerprint", "push_folder", "render_card", "save_indices",
     "write_embeddings_dataset", "SPACES",
 ]

@@ -205,6 +205,7 @@ def render_embeddings_card(info: Mapping[str, Any], example_id: str,
         source=json.dumps(info["source"]) if info.get("source") else "unknown", dimension=info["dimension"],
         class_names=info["class_names"], metadata_columns=info["metadata_columns"],
         vector_columns=info["vector_columns"], index_files=info["indices"],
+        index_calibration=info.get("index_calibration") or {},
         repo_id=info.get("repo_id") or "<user>/<embeddings-repo>", example_id=example_id, example_direction=example_direction)
 
 

@@ -11,6 +11,16 @@ Index kinds (``build_index(kind=...)``):
 * ``"auto"``: ``"exact"`` below ``AUTO_EXACT_MAX`` (50,000) vectors, ``"ivfpq"`` above (the winner of
   ``benchmarks/faiss_archive.py`` at 1M x 256; see :func:`default_params` for the size rule).
 
+Recall calibration (``build_index(vectors, recall=0.95)``, the default for ANN kinds): a fixed nprobe / k_factor
+cannot promise a recall on embeddings it was not tuned on, so the build measures it on the archive itself. It holds
+out ``calibration_queries`` archive vectors (added to the index only after calibration, so they are fresh
+queries: an HNSW graph finds its own nodes' neighbours far more easily than a new vector's), computes their exact
+top-k among the other vectors, walks the operating points (ivfpq: nprobe on a ~1.4x ladder x k_factor in
+``K_FACTORS``, computed exactly from one fast-scan pass per nprobe; hnsw: efSearch) and keeps the fastest point
+whose measured recall@k meets the target. What it measured (recall, its standard error, #queries, q/s, seconds,
+and the timed points) is stored in ``IndexMetadata.calibration``; ``RetrievalIndex.search(recall=...)`` picks
+another stored point per call.
+
 Files written by :meth:`RetrievalIndex.save` (atomically: a temp folder renamed into place):
 ``index.faiss`` (faiss.write_index), ``index.json`` (metadata), ``ids.json`` (dataset ids in faiss order), and the
 writer's marker ``.crjepa-output.json``. Loading trusts none of them (see :meth:`RetrievalIndex.load`).
@@ -21,6 +31,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +43,15 @@ from crjepa.utils.atomic import atomic_dir, read_consistently
 
 Kind = Literal["auto", "exact", "hnsw", "ivfpq"]
 AUTO_EXACT_MAX = 50_000
+DEFAULT_RECALL = 0.95
+"""Default recall@10 target of ANN indices. At 1M x 256 on 2 cores 0.95 costs 15-20k q/s on every benchmark archive
+while 0.98 needs ~6% of the archive scanned per query on the isotropic / hierarchical ones (~10k q/s, BENCHMARKS.md);
+the neighbours an index misses at 0.95 are near-ties in cosine score, which move F1@5 on label sets by far less than
+the model's own run-to-run noise. Ask for more with ``recall=0.98`` (or 1.0 = kind "exact")."""
+K_FACTORS = (1, 2, 4, 8, 16, 32)
+"""Re-ranking depths (candidates per result) the ivfpq calibration walks."""
+CALIBRATION_TARGETS = (0.9, 0.95, 0.98, 0.99)
+"""Targets besides the build's own whose fastest point is also timed and stored (``search(recall=...)``)."""
 FORMAT_VERSION = 1
 INDEX_FILE, META_FILE, IDS_FILE = "index.faiss", "index.json", "ids.json"
 
@@ -60,11 +80,12 @@ def set_threads(threads: int | None = None) -> int:
     return threads
 
 
-def _as_float32_rows(vectors: Any, what: str) -> np.ndarray:
-    """(n, d) C-contiguous float32 copy from numpy / torch / lists; a single vector becomes one row."""
+def _as_float32_rows(vectors: Any, what: str, copy: bool = True) -> np.ndarray:
+    """(n, d) C-contiguous float32 from numpy / torch / lists (a copy unless ``copy=False`` and it already is
+    one); a single vector becomes one row."""
     if hasattr(vectors, "detach"):  # torch.Tensor, without importing torch
         vectors = vectors.detach().float().cpu().numpy()
-    x = np.array(vectors, dtype=np.float32, order="C", ndmin=2)  # always a copy: normalised in place later
+    x = np.array(vectors, dtype=np.float32, order="C", ndmin=2, copy=True if copy else None)  # normalised in place
     if x.ndim != 2:
         raise ValueError(f"{what} must be a (n, dim) array, got shape {x.shape}")
     if not np.isfinite(x).all():
@@ -121,8 +142,8 @@ def _apply_search_params(index: faiss.Index, kind: str, params: dict[str, Any]) 
         faiss.extract_index_ivf(refine).nprobe = int(params["nprobe"])
 
 
-def _make_faiss_index(x: np.ndarray, kind: str, params: dict[str, Any], seed: int) -> faiss.Index:
-    """Create, train and fill the faiss index for normalised float32 rows ``x``."""
+def _make_faiss_index(x: np.ndarray, kind: str, params: dict[str, Any], seed: int, add: bool = True) -> faiss.Index:
+    """Create, train and (``add``) fill the faiss index for normalised float32 rows ``x``."""
     n, dim = x.shape
     if kind == "exact":
         index = faiss.IndexFlatIP(dim)
@@ -140,9 +161,166 @@ def _make_faiss_index(x: np.ndarray, kind: str, params: dict[str, Any], seed: in
         rng = np.random.default_rng(seed)
         train = x if params["train_size"] >= n else x[np.sort(rng.choice(n, int(params["train_size"]), replace=False))]
         index.train(train)
-    index.add(x)
+    if add:
+        index.add(x)
     _apply_search_params(index, kind, params)
     return index
+
+
+def _search_parameters(kind: str, params: dict[str, Any]) -> Any:
+    """faiss per-call SearchParameters for ``params`` (the index's own settings are left as they are)."""
+    if kind == "hnsw":
+        return faiss.SearchParametersHNSW(efSearch=int(params["efSearch"]))
+    if kind == "ivfpq":
+        ivf = faiss.SearchParametersIVF(nprobe=int(params["nprobe"]))
+        out = faiss.IndexRefineSearchParameters(k_factor=float(params["k_factor"]), base_index_params=ivf)
+        out.ivf_params_ref = ivf  # keep the base parameters alive as long as the refine parameters
+        return out
+    return None
+
+
+def _ladder(start: int, stop: int) -> list[int]:
+    """Integers from ``start`` to ``stop`` (both included) in steps of ~sqrt(2): 1, 2, 3, 4, 6, 8, 11, 16, 23, ..."""
+    out, value = [], float(start)
+    while round(value) < stop:
+        if not out or round(value) > out[-1]:
+            out.append(int(round(value)))
+        value *= math.sqrt(2)
+    return out + [int(stop)]
+
+
+def _drop_self(found: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Remove each query's own archive row from its result row (or the last result if it is absent): (q, w-1)."""
+    keep = found != rows[:, None]
+    absent = keep.all(axis=1)
+    keep[absent, -1] = False
+    return found[keep].reshape(len(found), found.shape[1] - 1)
+
+
+def _recall_per_query(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """|found top-k n exact top-k| / k for each query (k = truth.shape[1]; -1 entries match nothing)."""
+    k = truth.shape[1]
+    return (found[:, :k, None] == truth[:, None, :]).any(axis=2).sum(axis=1) / k
+
+
+def _summary(per_query: np.ndarray) -> tuple[float, float]:
+    """Mean recall and its standard error."""
+    se = float(per_query.std(ddof=1) / math.sqrt(len(per_query))) if len(per_query) > 1 else 0.0
+    return float(per_query.mean()), se
+
+
+def _timed_qps(index: faiss.Index, q: np.ndarray, k: int, search_params: Any, min_s: float = 0.1) -> float:
+    """Queries/s of one batched search of ``q``: the fastest of repeated runs (at least 3, for at least ``min_s``
+    in all), since the machine may be shared and one short run is mostly noise."""
+    best, spent, runs = math.inf, 0.0, 0
+    while runs < 3 or spent < min_s:
+        t0 = time.perf_counter()
+        index.search(q, k, params=search_params)
+        took = time.perf_counter() - t0
+        best, spent, runs = min(best, took), spent + took, runs + 1
+    return len(q) / max(best, 1e-9)
+
+
+def _walk_ivfpq(index: faiss.Index, x: np.ndarray, q: np.ndarray, truth: np.ndarray, targets: list[float],
+                deadline: float) -> dict[tuple[int, int], float]:
+    """Recall@k of every (nprobe, k_factor) on the ladder, until every k_factor meets the highest target (or
+    nprobe is 4x the first rung where one did, or ``deadline``). One fast-scan pass per nprobe gives the
+    candidates of the deepest k_factor; the shallower ones re-rank its prefix exactly, as IndexRefineFlat does."""
+    refine = faiss.downcast_index(index)
+    ivf = faiss.extract_index_ivf(refine)
+    base = refine.base_index
+    k = truth.shape[1]
+    width = k * max(K_FACTORS)
+    grid: dict[tuple[int, int], float] = {}
+    first_top: int | None = None
+    for nprobe in _ladder(1, min(ivf.nlist, 2048)):
+        ivf.nprobe = nprobe
+        _, cand = base.search(q, width)
+        scores = np.empty(cand.shape, dtype=np.float32)
+        for start in range(0, len(q), 64):  # exact scores of all candidates, 64 queries at a time
+            c = cand[start:start + 64]
+            scores[start:start + 64] = np.einsum("bmd,bd->bm", x[np.maximum(c, 0)], q[start:start + 64])
+        scores[cand < 0] = -np.inf
+        for factor in K_FACTORS:
+            depth = k * factor
+            top = np.argsort(-scores[:, :depth], axis=1, kind="stable")[:, :k]
+            grid[(nprobe, factor)] = float(_recall_per_query(np.take_along_axis(cand[:, :depth], top, 1), truth).mean())
+        met = [f for f in K_FACTORS if grid[(nprobe, f)] >= max(targets)]
+        if met and first_top is None:
+            first_top = nprobe
+        if len(met) == len(K_FACTORS) or (first_top is not None and nprobe >= 4 * first_top):
+            break
+        if time.perf_counter() > deadline and any(r >= targets[0] for r in grid.values()):
+            break  # the budget only cuts the walk once the build's own target is met
+    return grid
+
+
+def _calibrate(index: faiss.Index, kind: str, params: dict[str, Any], x: np.ndarray, q: np.ndarray, target: float,
+               k: int, budget_s: float) -> dict[str, Any]:
+    """Set ``params``' search knobs to the fastest operating point whose recall@k for the held-out queries ``q``
+    (archive vectors not yet added) against the indexed rows ``x`` meets ``target``; returns what was measured
+    (stored as ``IndexMetadata.calibration``)."""
+    t0 = time.perf_counter()
+    truth = faiss.knn(q, x, k, metric=faiss.METRIC_INNER_PRODUCT)[1]
+    targets = sorted({*CALIBRATION_TARGETS, target})
+    deadline = time.perf_counter() + budget_s  # for the walk, after the exact top-k
+    points: list[dict[str, Any]] = []
+    if kind == "ivfpq":
+        grid = _walk_ivfpq(index, x, q, truth, [target, *targets], deadline)
+        chosen_points = set()
+        for goal in targets:
+            for factor in K_FACTORS:
+                ok = sorted(p for (p, f), r in grid.items() if f == factor and r >= goal)
+                if ok:
+                    chosen_points.add((ok[0], factor))
+        if not any(r >= target for r in grid.values()):  # unreachable: the best recall seen, cheapest first
+            best = max(grid.values())
+            chosen_points.add(min(key for key, r in grid.items() if r == best))
+        for nprobe, factor in sorted(chosen_points):
+            search = {"nprobe": nprobe, "k_factor": factor}
+            qps = _timed_qps(index, q, k, _search_parameters(kind, search))
+            points.append({**search, "recall": round(grid[(nprobe, factor)], 4), "qps": round(qps)})
+    else:  # hnsw: recall and time both grow with efSearch, so the first rung that meets the target is the fastest
+        for ef in (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024):
+            if ef < k:
+                continue
+            search = {"efSearch": ef}
+            sp = _search_parameters(kind, search)
+            qps = _timed_qps(index, q, k, sp)
+            recall = float(_recall_per_query(index.search(q, k, params=sp)[1], truth).mean())
+            points.append({**search, "recall": round(recall, 4), "qps": round(qps)})
+            if recall >= max(targets) or (time.perf_counter() > deadline and recall >= target):
+                break
+    best = pick_point(points, target)
+    search = {key: best[key] for key in _SEARCH_PARAMS[kind]}
+    params.update(search)
+    _apply_search_params(index, kind, params)
+    recall, se = _summary(_recall_per_query(index.search(q, k)[1], truth))
+    return {
+        "target": target, "recall": round(recall, 4), "recall_se": round(se, 4), "met": recall >= target,
+        "k": k, "queries": len(q), "qps": best["qps"], "threads": faiss.omp_get_max_threads(), "params": search,
+        "seconds": round(time.perf_counter() - t0, 2), "points": points,
+    }
+
+
+def _hold_out(x: np.ndarray, ids: np.ndarray, count: int, seed: int) -> None:
+    """Move ``count`` random rows of ``x`` (and their ids) to the end, in place, by swapping with tail rows:
+    the held-out calibration queries are added to the index last, after calibration."""
+    n = len(x)
+    rows = np.random.default_rng(seed + 1).choice(n, count, replace=False)
+    tail = np.arange(n - count, n)
+    move = np.setdiff1d(rows, tail)  # held-out rows not yet in the tail
+    free = np.setdiff1d(tail, rows)  # tail rows that are not held out
+    x[move], x[free] = x[free].copy(), x[move].copy()
+    ids[move], ids[free] = ids[free].copy(), ids[move].copy()
+
+
+def pick_point(points: list[dict[str, Any]], recall: float) -> dict[str, Any]:
+    """The fastest calibrated point whose recall meets ``recall``; the highest-recall one when none does."""
+    ok = [p for p in points if p["recall"] >= recall]
+    if ok:
+        return max(ok, key=lambda p: (p["qps"], p["recall"]))
+    return max(points, key=lambda p: (p["recall"], p["qps"]))
 
 
 @dataclass
@@ -157,6 +335,7 @@ class IndexMetadata:
     space: str = ""  # "unified" (same-modal) or "cross" (cross-modal) head
     sensor: str = ""  # sensor of the archive vectors, e.g. "s2"
     count: int = 0
+    calibration: dict[str, Any] = field(default_factory=dict)  # what `build_index(recall=...)` measured
     faiss_version: str = faiss.__version__
     format_version: int = FORMAT_VERSION
 
@@ -185,10 +364,14 @@ class RetrievalIndex:
         self.metadata.params.update(params)
         _apply_search_params(self.index, self.metadata.kind, self.metadata.params)
 
-    def search(self, queries: Any, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: Any, k: int = 10, *, recall: float | None = None,
+               **params: Any) -> tuple[np.ndarray, np.ndarray]:
         """Top-k of each query: (scores (q, k) float32 cosine, ids (q, k) dataset-id strings).
 
         Queries are L2-normalised here. Where fewer than k results exist the id is "" and the score -inf.
+        Speed against recall, for this call only: ``recall=0.98`` takes the fastest point the build's calibration
+        measured at that recall or more (the highest-recall one if none reached it); or explicit knobs
+        (ivfpq: ``nprobe=``, ``k_factor=``; hnsw: ``efSearch=``).
         """
         q = _as_float32_rows(queries, "queries")
         if q.shape[1] != self.metadata.dimension:
@@ -199,12 +382,33 @@ class RetrievalIndex:
             )
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
+        search_params = self._call_params(recall, params)
         if self.metadata.metric == "ip":
             faiss.normalize_L2(q)
-        scores, rows = self.index.search(q, int(k))
+        scores, rows = self.index.search(q, int(k), params=search_params)
         found = rows >= 0
         ids = np.where(found, self.ids[np.where(found, rows, 0)], "")
         return np.where(found, scores, -np.inf).astype(np.float32), ids
+
+    def _call_params(self, recall: float | None, params: dict[str, Any]) -> Any:
+        """faiss SearchParameters for one call (None: the index's stored settings)."""
+        kind = self.metadata.kind
+        unknown = set(params) - set(_SEARCH_PARAMS[kind])
+        if unknown:
+            raise ValueError(f"{kind} index: unknown search params {sorted(unknown)}; use {_SEARCH_PARAMS[kind]}")
+        if recall is not None:
+            if params:
+                raise ValueError("give either recall= or explicit search params, not both")
+            if not 0 < recall <= 1:
+                raise ValueError(f"recall must be in (0, 1], got {recall}")
+            points = self.metadata.calibration.get("points")
+            if kind == "exact":
+                return None
+            if not points:
+                raise ValueError(f"this {kind} index was built without recall calibration (fixed params "
+                                 f"{self.metadata.params}); rebuild it with recall=..., or pass explicit params")
+            params = {key: pick_point(points, recall)[key] for key in _SEARCH_PARAMS[kind]}
+        return _search_parameters(kind, {**self.metadata.params, **params}) if params else None
 
     def save(self, directory: str | os.PathLike[str], overwrite: bool = False) -> Path:
         """Write index + metadata + ids to ``directory`` atomically (temp folder beside it, then an atomic swap).
@@ -253,6 +457,7 @@ _TOP = {("exact", "ip"): b"IxFI", ("exact", "l2"): b"IxF2", ("hnsw", "ip"): b"IH
 _META_TYPES: dict[str, tuple[type, ...]] = {
     "dimension": (int,), "kind": (str,), "metric": (str,), "params": (dict,), "fingerprint": (str,),
     "space": (str,), "sensor": (str,), "count": (int,), "faiss_version": (str,), "format_version": (int,),
+    "calibration": (dict,),
 }
 MAX_DIMENSION = 65_536
 
@@ -289,6 +494,14 @@ def _check_metadata(meta: Any, file: Path) -> IndexMetadata:
                 not 0 < params[name] <= 1_000_000:
             raise IndexFileError(f"{file}: search parameter {name}={params.get(name)!r} is missing or out of range; "
                                  f"{rebuild}")
+    points = meta.get("calibration", {}).get("points", [])
+    if not isinstance(points, list) or not all(
+            isinstance(point, dict) and all(isinstance(point.get(name), (int, float)) and not isinstance(
+                point.get(name), bool) and 0 <= point[name] <= 1_000_000 for name in (*_SEARCH_PARAMS[meta["kind"]],
+                                                                                    "recall", "qps"))
+            for point in points):
+        raise IndexFileError(f"{file}: calibration points must be objects with numeric search parameters, recall "
+                             f"and qps; {rebuild}")
     return IndexMetadata(**meta)
 
 
@@ -352,12 +565,17 @@ def build_index(
     kind: Kind = "auto",
     metric: Literal["ip", "l2"] = "ip",
     *,
+    recall: float | None = DEFAULT_RECALL,
     ids: Any = None,
     fingerprint: str = "",
     space: str = "",
     sensor: str = "",
     threads: int | None = None,
     seed: int = 0,
+    calibration_queries: int = 500,
+    calibration_k: int = 10,
+    calibration_budget_s: float = 30.0,
+    copy: bool = True,
     **params: Any,
 ) -> RetrievalIndex:
     """Build a :class:`RetrievalIndex` over ``vectors`` (n, dim).
@@ -365,14 +583,27 @@ def build_index(
     ``metric="ip"`` L2-normalises the vectors (cosine similarity, the paper's ranking); ``"l2"`` keeps them and
     is supported for ``"exact"`` only. ``ids`` are the dataset ids of the rows (default "0".."n-1").
     ``params`` override :func:`default_params` (e.g. ``nlist=8192, nprobe=64`` or ``efSearch=128``).
+
+    ``recall``: the recall@``calibration_k`` the ANN kinds must reach; their search knobs are calibrated on
+    ``calibration_queries`` held-out archive vectors (module docstring), unless the caller fixes the search
+    knobs (``nprobe`` / ``k_factor`` / ``efSearch``) or passes ``recall=None``. ``calibration_budget_s`` bounds
+    the walk once the build's target is met (the search for the higher per-call targets' points stops there).
+    The held-out rows are added last, so a calibrated index holds
+    its rows (and ``ids``) in archive order except for those ``calibration_queries`` rows. ``copy=False``
+    normalises (and reorders) a float32 C-contiguous ``vectors`` in place instead of copying it (large archives
+    read for indexing only).
     """
-    x = _as_float32_rows(vectors, "vectors")
+    x = _as_float32_rows(vectors, "vectors", copy=copy)
     n, dim = x.shape
     if n == 0:
         raise ValueError("cannot build an index over an empty archive (0 vectors)")
-    ids = np.arange(n).astype(str) if ids is None else np.asarray(ids).astype(str)
+    ids = np.arange(n).astype(str) if ids is None else np.array(ids).astype(str)  # a copy: reordered below
     if len(ids) != n:
         raise ValueError(f"{len(ids)} ids given for {n} vectors")
+    if recall is not None and not 0 < recall <= 1:
+        raise ValueError(f"recall must be in (0, 1], got {recall}")
+    if kind == "auto" and recall == 1.0:
+        kind = "exact"
     resolved, defaults = default_params(kind, n, dim)
     unknown = set(params) - set(defaults)
     if unknown:
@@ -383,16 +614,53 @@ def build_index(
     elif metric != "l2" or resolved != "exact":
         raise ValueError(f"metric {metric!r} with kind {resolved!r}: use metric='ip' (or 'l2' with kind='exact')")
     set_threads(threads)
-    index = faiss.IndexFlatL2(dim) if metric == "l2" else None
-    if index is not None:
+    calibration: dict[str, Any] = {}
+    fixed = set(params) & set(_SEARCH_PARAMS[resolved])
+    held = min(calibration_queries, n // 10) if recall is not None and resolved != "exact" and not fixed else 0
+    if metric == "l2":
+        index = faiss.IndexFlatL2(dim)
         index.add(x)
-    else:
+    elif held < 1:
         index = _make_faiss_index(x, resolved, full, seed)
+    else:  # calibrate on held-out rows moved to the end: index the rest, calibrate, then add them too
+        _hold_out(x, ids, held, seed)
+        kept = n - held
+        index = _make_faiss_index(x[:kept], resolved, full, seed, add=False)
+        index.add(x[:kept])
+        calibration = _calibrate(index, resolved, full, x[:kept], x[kept:], float(recall), calibration_k,
+                                 calibration_budget_s)
+        index.add(x[kept:])
     metadata = IndexMetadata(
         dimension=dim, kind=resolved, metric=metric, params=full, fingerprint=fingerprint, space=space,
-        sensor=sensor, count=n,
+        sensor=sensor, count=n, calibration=calibration,
     )
     return RetrievalIndex(index, ids, metadata)
 
 
-__all__ = ["IndexFileError", "IndexMetadata", "RetrievalIndex", "available_cpus", "build_index", "default_params", "set_threads"]
+def merge_results(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Global top-k from the (scores, ids) of several shards' ``search`` calls (what a serving layer over
+    sharded indices does, docs/SCALE.md): per query, the k best scores of all shards, best first."""
+    scores = np.concatenate([s for s, _ in parts], axis=1)
+    ids = np.concatenate([i for _, i in parts], axis=1)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
+
+
+def describe_calibration(metadata: IndexMetadata) -> str:
+    """One line for people: what the index promises and what it measured (printed by `crjepa index`)."""
+    c = metadata.calibration
+    if metadata.kind == "exact":
+        return "exact search (recall 1.0)"
+    if not c:
+        return f"{metadata.kind} {metadata.params}: fixed search params, recall not measured"
+    knobs = ", ".join(f"{key} {value:g}" for key, value in c["params"].items())
+    verdict = "" if c["met"] else f" (target {c['target']} NOT reached: best found)"
+    return (f"{metadata.kind} recall@{c['k']} {c['recall']:.3f} +- {c['recall_se']:.3f} for target {c['target']}"
+            f"{verdict}, measured on {c['queries']} held-out archive vectors; {c['qps']:,} q/s on {c['threads']} "
+            f"threads; {knobs}; calibration {c['seconds']:.1f} s")
+
+
+__all__ = [
+    "DEFAULT_RECALL", "IndexFileError", "IndexMetadata", "RetrievalIndex", "available_cpus", "build_index",
+    "default_params", "describe_calibration", "merge_results", "pick_point", "set_threads",
+]

@@ -1,0 +1,276 @@
+"""Embedding an archive too big for one process: streamed input, Parquet shards written as they finish, resume.
+
+The input is read as a stream of Arrow batches (`stream_source`: a local Parquet export through `datasets`'
+streaming Parquet reader, a Hub data set id with ``streaming=True``, or the built-in synthetic set), never
+materialised. Rows are cut into shards of ``shard_rows`` consecutive rows (a multiple of the batch size, so the
+batches, and hence the vectors, are the same for any number of processes); shard ``s`` belongs to process
+``s % world``. Each shard is written batch by batch to a temp file and renamed to ``data/train-NNNNN.parquet``
+when complete, so memory is bounded by one batch and a finished shard is never half-written. A rerun with the
+same run (model fingerprint, source, sensors, spaces, shard size: ``.embed/run.json``) skips the shards that
+exist: a crash loses at most the shards in flight and duplicates nothing. Each process records the rows it saw
+in ``.embed/rank-R-of-W.json``; `finish_archive` (one process, after all) checks every shard is there and writes
+``embeddings_info.json`` and the card, which makes the folder a normal embeddings archive (`crjepa.hub.archive`).
+
+Processes: ``crjepa embed --num-processes N`` starts N workers of itself (CPU threads split between them);
+``accelerate launch -m crjepa.cli embed ...`` runs one worker per launched process (one per GPU).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crjepa.hub.archive import (
+    DATA_DIR, FORMAT_VERSION, INFO_FILE, EmbeddingsError, _vector_table, _write_json, add_indices, public_source,
+    render_card,
+)
+
+RUN_DIR = ".embed"
+RUN_FILE = "run.json"
+SHARD_PATTERN = "train-{:05d}.parquet"
+
+
+# ---------------------------------------------------------------------------------------------- input
+def stream_source(options: Mapping[str, Any], split: str | None) -> Any:
+    """A `datasets.IterableDataset` over the rows of a data source, in Arrow format (nothing materialised).
+
+    options: ``{"dataset": "synthetic", ...}`` (built in memory, then iterated), a local folder of exported Parquet
+    (``data/<split>-*.parquet``, read by `datasets`' streaming Parquet reader), or a Hub data set id
+    (``load_dataset(id, split=split or "train", streaming=True)``).
+    """
+    import datasets
+
+    from crjepa.data.schema import SPLITS, DataError
+
+    source = str(options["dataset"])
+    if source == "synthetic":
+        from crjepa.data.loading import load_paired_dataset
+
+        kwargs = {k: v for k, v in options.items() if k != "dataset"}
+        if "num_pairs" in kwargs:
+            n = kwargs.pop("num_pairs")
+            kwargs.update(num_train=n, num_validation=n, num_test=n)
+        stream = load_paired_dataset("synthetic", split=split, **kwargs).to_iterable_dataset()
+    elif Path(source).is_dir():
+        base = Path(source) / "data" if (Path(source) / "data").is_dir() else Path(source)
+        wanted = [split] if split else list(SPLITS)
+        files = [str(p) for s in wanted for p in sorted(base.glob(f"{s}-*.parquet"))]
+        if not files:
+            raise DataError(f"No exported Parquet shards ({split or '<split>'}-NNNNN-of-NNNNN.parquet) in {base}")
+        stream = datasets.load_dataset("parquet", data_files={"all": files}, split="all", streaming=True)
+    else:
+        stream = datasets.load_dataset(source, split=split or "train", streaming=True)
+    return stream.with_format("arrow")
+
+
+def _batches(stream: Any, batch_size: int) -> Iterator[Any]:
+    """The stream as pyarrow Tables of ``batch_size`` rows (the last one shorter)."""
+    yield from stream.iter(batch_size=batch_size)
+
+
+# ---------------------------------------------------------------------------------------------- run bookkeeping
+def run_signature(fingerprint: str, source: Mapping[str, Any], sensors: Sequence[str], spaces: Sequence[str],
+                  shard_rows: int) -> dict[str, Any]:
+    """What makes two runs' shards interchangeable (stored in ``.embed/run.json``)."""
+    return {"model_fingerprint": fingerprint, "source": dict(source), "sensors": list(sensors),
+            "spaces": list(spaces), "shard_rows": int(shard_rows)}
+
+
+def claim_folder(output: Path, signature: Mapping[str, Any]) -> None:
+    """Start or resume a run in ``output``: refuse a folder that holds anything else or another run's shards."""
+    run = output / RUN_DIR / RUN_FILE
+    if run.is_file():
+        found = json.loads(run.read_text())
+        if found != dict(signature):
+            diff = sorted(k for k in {**found, **signature} if found.get(k) != signature.get(k))
+            raise EmbeddingsError(f"{output} holds shards of another embedding run (different {', '.join(diff)}); "
+                                  "use another --output folder or delete this one")
+        return
+    if output.exists() and any(output.iterdir()):
+        raise EmbeddingsError(f"{output} exists and is not a resumable embedding run (no {RUN_DIR}/{RUN_FILE}); "
+                              "use another --output folder or delete this one")
+    (output / RUN_DIR).mkdir(parents=True, exist_ok=True)
+    (output / DATA_DIR).mkdir(exist_ok=True)
+    _write_json(run, signature)
+
+
+def shard_path(output: Path, shard: int) -> Path:
+    return output / DATA_DIR / SHARD_PATTERN.format(shard)
+
+
+# ---------------------------------------------------------------------------------------------- the worker
+def _table_batch(table: Any, sensors: Sequence[str]) -> dict[str, Any]:
+    """A pyarrow batch -> {"id": [...], sensor: tensor (B, C, H, W) in its stored dtype}."""
+    import torch
+
+    batch: dict[str, Any] = {"id": [str(i) for i in table["id"].to_pylist()]}
+    for sensor in sensors:
+        if sensor not in table.column_names:
+            raise EmbeddingsError(f"The data has no column {sensor!r} for sensor {sensor!r}; its columns are "
+                                  f"{table.column_names}")
+        column = table[sensor].combine_chunks()
+        try:
+            array = column.to_numpy()
+        except (TypeError, NotImplementedError, AttributeError):  # nested lists rather than Array3D
+            array = np.asarray(column.to_pylist())
+        if array.dtype == object:
+            array = np.stack([np.asarray(a.tolist() if hasattr(a, "tolist") else a) for a in array])
+        batch[sensor] = torch.from_numpy(np.array(array, copy=True))
+    return batch
+
+
+def embed_shards(
+    model: Any,
+    stream: Any,
+    output: str | Path,
+    *,
+    class_names: Sequence[str],
+    metadata_columns: Sequence[str] = (),
+    sensors: Sequence[str] | None = None,
+    spaces: Sequence[str] = ("unified", "cross"),
+    batch_size: int = 64,
+    shard_rows: int = 8192,
+    rank: int = 0,
+    world: int = 1,
+    progress: bool = False,
+    on_shard: Callable[[int], None] | None = None,
+) -> dict[str, int]:
+    """Embed this process's shards of ``stream`` into ``output/data/`` (see the module docstring).
+
+    Returns {"rows": rows in the stream, "shards": shards in the stream, "written": shards written now,
+    "skipped": own shards found finished}. ``on_shard`` is called with each shard number once it is renamed.
+    """
+    from crjepa.eval.retrieval import compute_embeddings
+
+    output = Path(output)
+    sensors = list(sensors or model.config.sensor_names)
+    if shard_rows % batch_size:
+        raise EmbeddingsError(f"shard_rows ({shard_rows}) must be a multiple of the batch size ({batch_size})")
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(desc=f"embedding (process {rank + 1}/{world})", unit="img", unit_scale=True, position=rank)
+    writer, current, tmp = None, -1, None
+    rows = written = skipped = 0
+    seen_own: set[int] = set()
+
+    def close() -> None:
+        nonlocal writer, written
+        if writer is not None:
+            writer.close()
+            os.replace(tmp, shard_path(output, current))
+            writer = None
+            written += 1
+            if on_shard:
+                on_shard(current)
+
+    import pyarrow.parquet as pq
+
+    for number, table in enumerate(_batches(stream, batch_size)):
+        shard = number * batch_size // shard_rows
+        rows += table.num_rows
+        if shard != current:
+            close()
+            current = shard
+        if shard % world != rank:
+            continue
+        if shard not in seen_own:
+            seen_own.add(shard)
+            if shard_path(output, shard).is_file():
+                skipped += 1
+        if shard_path(output, shard).is_file():
+            continue
+        batch = _table_batch(table, sensors)
+        emb = compute_embeddings(model, [batch], sensors=sensors, spaces=spaces, batch_size=batch_size)
+        labels = table["labels"].to_pylist() if "labels" in table.column_names else [[] for _ in batch["id"]]
+        metadata = {name: table[name].to_pylist() for name in metadata_columns}
+        part = _vector_table(batch["id"], labels, class_names, emb.vectors, metadata)
+        if writer is None:
+            tmp = output / DATA_DIR / f".{SHARD_PATTERN.format(shard)}.tmp-{os.getpid()}"
+            writer = pq.ParquetWriter(tmp, part.schema)
+        writer.write_table(part)
+        if bar is not None:
+            bar.update(table.num_rows * len(sensors))
+    close()
+    if bar is not None:
+        bar.close()
+    shards = math.ceil(rows / shard_rows)
+    _write_json(output / RUN_DIR / f"rank-{rank}-of-{world}.json", {"rows": rows, "shards": shards})
+    return {"rows": rows, "shards": shards, "written": written, "skipped": skipped}
+
+
+# ---------------------------------------------------------------------------------------------- finishing
+def finish_archive(
+    output: str | Path,
+    world: int,
+    *,
+    class_names: Sequence[str],
+    metadata_columns: Sequence[str],
+    vector_columns: Sequence[str],
+    dimension: int,
+    model_fingerprint: str,
+    config_summary: Mapping[str, Any],
+    source: Mapping[str, Any],
+    model_repo_id: str | None = None,
+    repo_id: str | None = None,
+    index: str = "none",
+    recall: float | None = None,
+) -> dict[str, Any]:
+    """Check every shard of a finished run is there, then write embeddings_info.json + card (and indices,
+    built column by column from the shards); returns the info."""
+    import pyarrow.parquet as pq
+
+    output = Path(output)
+    done = [output / RUN_DIR / f"rank-{r}-of-{world}.json" for r in range(world)]
+    missing = [p.name for p in done if not p.is_file()]
+    if missing:
+        raise EmbeddingsError(f"{output}: processes {missing} did not finish; rerun the same command to resume")
+    shards = {json.loads(p.read_text())["shards"] for p in done}
+    if len(shards) != 1:
+        raise EmbeddingsError(f"{output}: the processes saw different numbers of shards {sorted(shards)}; the input "
+                              "changed during the run")
+    expected = [shard_path(output, s) for s in range(shards.pop())]
+    absent = [p.name for p in expected if not p.is_file()]
+    extra = sorted(set((output / DATA_DIR).glob("train-*.parquet")) - set(expected))
+    if absent or extra:
+        raise EmbeddingsError(f"{output}: shards missing {absent[:5]} or unexpected {[p.name for p in extra[:5]]}; "
+                              "rerun the same command to resume, or start in an empty folder")
+    if not expected:
+        raise EmbeddingsError("Refusing to finish an empty embeddings archive (0 rows); check the data source or split")
+    ids = [i for p in expected for i in pq.read_table(p, columns=["id"])["id"].to_pylist()]
+    if len(set(ids)) != len(ids):
+        raise EmbeddingsError(f"Archive ids must be unique (search by id needs it); {len(ids) - len(set(ids))} "
+                              "duplicates in the input")
+    vector_columns = list(vector_columns)
+    info = {
+        "format_version": FORMAT_VERSION,
+        "num_rows": len(ids),
+        "dimension": int(dimension),
+        "model_fingerprint": model_fingerprint,
+        "model_repo_id": model_repo_id,
+        "sensors": list(dict.fromkeys(name.rsplit("_", 1)[0] for name in vector_columns)),
+        "spaces": list(dict.fromkeys(name.rsplit("_", 1)[1] for name in vector_columns)),
+        "vector_columns": vector_columns,
+        "metadata_columns": list(metadata_columns),
+        "class_names": list(class_names),
+        "indices": {},
+        "config": dict(config_summary),
+        "source": public_source(source),
+        "repo_id": repo_id,
+    }
+    _write_json(output / INFO_FILE, info)
+    render_card(info, ids[0]).save(output / "README.md")
+    if index != "none":
+        add_indices(output, kind=index, recall=recall)
+        info = json.loads((output / INFO_FILE).read_text())
+    return info
+
+
+__all__ = ["claim_folder", "embed_shards", "finish_archive", "run_signature", "shard_path", "stream_source"]
