@@ -73,7 +73,8 @@ def check_hub(config: dict[str, Any]) -> None:
 
 
 def load_data(config: dict[str, Any], model_config: Any) -> Any:
-    """The paired data set, checked against the model's sensors and channel counts (before any training)."""
+    """The paired data set, checked against the model's sensors (names both ways, channel counts, each sensor
+    present in some row) before any training."""
     from crjepa.data.loading import check_sensors, load_paired_dataset
 
     data = config["data"]
@@ -81,7 +82,8 @@ def load_data(config: dict[str, Any], model_config: Any) -> Any:
     if data["path"] is not None:
         kwargs["path"] = data["path"]
     dataset = load_paired_dataset(data["source"], **kwargs)
-    check_sensors(dataset, model_config.sensors)
+    # both directions: a config sensor the data lacks, or a data sensor the config lacks, stops the run here
+    check_sensors(dataset, model_config.sensors, exact=True, where=str(data["path"] or data["source"]))
     return dataset
 
 
