@@ -7,6 +7,7 @@ import argparse
 import hashlib
 import importlib.util
 import json
+import re
 import shutil
 import sys
 import tarfile
@@ -356,16 +357,21 @@ def test_cli_keep_unpaired_keeps_half_pairs_as_single_sensor_rows(example_dirs, 
     argv = ["bigearthnet", "--s1-dir", str(s1), "--s2-dir", str(s2), "--subset", "all", "--num-proc", "1"]
     assert _run([*argv, "--output-dir", str(tmp_path / "paired-only")]) == 0
     assert "converted 4 pairs" in capsys.readouterr().out  # without the flag the two half pairs are skipped
-    out = tmp_path / "out"
-    assert _run([*argv, "--output-dir", str(out), "--keep-unpaired"]) == 0
-    assert "converted 6 pairs (train 4, test 1, unassigned 1, 2 of them single-sensor rows)" in capsys.readouterr().out
+    out = tmp_path / "out"  # the README's command
+    assert _run([*argv, "--output-dir", str(out), "--keep-unpaired", "--split-by", "tile"]) == 0
+    assert re.search(r"converted 6 pairs \(.*unassigned 1, 2 of them single-sensor rows\)", capsys.readouterr().out)
     ds = load_paired_dataset(out, cache_dir=str(tmp_path / "hf"))
     assert pairing_summary(ds) == {"s1+s2": 4, "s1": 1, "s2": 1}
     full = {r["id"]: r for split in all_examples[1].values() for r in split}
     rows = {r["id"]: r for r in ds}
-    for name in EXAMPLES:  # the same labels, split and metadata as when both patches are there
-        for key in ("labels", "split", "country", "tile", "s2_date"):
+    for name in EXAMPLES:  # the same labels and metadata as when both patches are there
+        for key in ("labels", "country", "tile", "s2_date"):
             assert rows[name][key] == full[name][key], (name, key)
+    tiles: dict[str, set[str]] = {}
+    for r in rows.values():
+        if r["split"] != "unassigned":
+            tiles.setdefault(r["tile"], set()).add(r["split"])
+    assert len(tiles) == 4 and all(len(v) == 1 for v in tiles.values()) and rows[SNOWY]["split"] == "unassigned"
     assert rows[s1_only]["s2"] is None and rows[s2_only]["s1"] is None and rows[s2_only]["s1_name"] is None
     batch = next(iter(make_dataloader(ds, ["s1", "s2"], 6, shuffle=False)))
     for j, name in enumerate(batch["id"]):

@@ -199,6 +199,25 @@ def pairing_summary(ds: datasets.Dataset, sensors: Sequence[str] | None = None) 
     return dict(sorted(out.items(), key=lambda kv: (-kv[0].count("+"), kv[0])))
 
 
+def require_paired(ds: datasets.Dataset, sensors: Sequence[str], split: str | None = None,
+                   where: str | None = None) -> None:
+    """Stop, in words, if a row (of ``split``, if given) lacks one of ``sensors``: for consumers that need every
+    sensor in every row (today's two-sensor training objective, until it takes the presence masks)."""
+    table = ds.with_format("arrow")[:]
+    rows = np.ones(len(table), bool)
+    if split is not None and "split" in table.column_names:
+        rows = np.asarray(table.column("split").to_pylist(), dtype=object) == split
+    lacking = {s: int((~table.column(s).is_valid().to_numpy(zero_copy_only=False) & rows).sum())
+               for s in sensors if s in table.column_names}
+    lacking = {s: n for s, n in lacking.items() if n}
+    if lacking:
+        what = ", ".join(f"{n:,} lack {s!r}" for s, n in lacking.items())
+        raise DataError(f"Dataset{f' {where}' if where else ''}: of its {int(rows.sum()):,} "
+                        f"{f'{split!r} ' if split else ''}rows, {what}; the training objective needs every sensor in "
+                        "every training row: keep the paired rows only (re-export without --keep-unpaired, "
+                        "pairing_rate=1) until the objective takes presence masks")
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Combining data sets (paired + single-sensor) into one training stream
 # ----------------------------------------------------------------------------------------------------------

@@ -75,7 +75,7 @@ def check_hub(config: dict[str, Any]) -> None:
 def load_data(config: dict[str, Any], model_config: Any) -> Any:
     """The paired data set, checked against the model's sensors (names both ways, channel counts, each sensor
     present in some row) before any training."""
-    from crjepa.data.loading import check_sensors, load_paired_dataset
+    from crjepa.data.loading import check_sensors, load_paired_dataset, require_paired
 
     data = config["data"]
     kwargs = dict(data["options"] or {})
@@ -84,6 +84,10 @@ def load_data(config: dict[str, Any], model_config: Any) -> Any:
     dataset = load_paired_dataset(data["source"], **kwargs)
     # both directions: a config sensor the data lacks, or a data sensor the config lacks, stops the run here
     check_sensors(dataset, model_config.sensors, exact=True, where=str(data["path"] or data["source"]))
+    # rows lacking a sensor are loaded with presence masks, but the two-sensor objective does not read them yet:
+    # stop rather than train on zero-filled images (remove once the objective uses batch["present"])
+    require_paired(dataset, model_config.sensor_names, split=data["train_split"],
+                   where=str(data["path"] or data["source"]))
     return dataset
 
 
