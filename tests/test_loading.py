@@ -226,6 +226,10 @@ def test_paired_set_combined_with_a_single_sensor_export_and_a_mix(tmp_path):
     # 3:1 with 24 and 8 rows: 24 paired + 8 S2-only, every row once
     assert len(load_paired_dataset("synthetic", split="train", extra_sources={"s2_only": str(s2_only)},
                                    mix={"paired": 3, "s2_only": 1}, **opts)) == 32
+    # all splits loaded (as training does): only the train rows are resampled, the test rows appear once
+    whole = load_paired_dataset("synthetic", extra_sources={"s2_only": str(s2_only)},
+                                mix={"paired": 0.5, "s2_only": 0.5}, **{**opts, "num_test": 5})
+    assert sorted(whole["split"]) == ["test"] * 5 + ["train"] * 48 and len(set(whole["id"])) == 37
     with pytest.raises(DataError, match=r"unknown data set\(s\) \['s1_only'\]"):
         load_paired_dataset("synthetic", split="train", extra_sources={"s2_only": str(s2_only)},
                             mix={"paired": 1, "s1_only": 1}, **opts)

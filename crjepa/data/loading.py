@@ -50,7 +50,8 @@ def load_paired_dataset(
 
     extra_sources: ``{name: source}`` or ``{name: {"source": ..., **kwargs}}`` opened the same way (e.g.
     ``{"s2_only": "exports/s2-only"}``) and combined with this one, which is named ``"paired"``, by
-    `combine_datasets` with ``mix`` (``{name: share}``; default: proportional to size) and ``mix_seed``."""
+    `combine_datasets` with ``mix`` (``{name: share}``; default: proportional to size) and ``mix_seed``; the mix
+    resamples the rows of ``split`` (all splits: the train rows only, evaluation rows stay once)."""
     if extra_sources:
         parts = {"paired": load_paired_dataset(source, split, **kw)}
         where = {"paired": str(kw.get("path") or kw.get("data_dir") or kw.get("csv_path") or source)}
@@ -62,7 +63,7 @@ def load_paired_dataset(
                 raise DataError(f"extra_sources[{name!r}] needs a 'source' (a folder, 'synthetic' or a builder)")
             where[name] = str(opts.get("path") or opts.get("data_dir") or opts.get("csv_path") or opts["source"])
             parts[name] = load_paired_dataset(opts.pop("source"), split, **opts)
-        return combine_datasets(parts, mix=mix, seed=mix_seed, where=where)
+        return combine_datasets(parts, mix=mix, seed=mix_seed, where=where, mix_split=split or "train")
     if mix is not None:
         raise DataError("mix needs extra_sources: there is only one data set to draw from")
     if split is not None and split not in SPLITS:
@@ -226,7 +227,8 @@ ORIGIN = "origin"
 
 
 def combine_datasets(parts: Mapping[str, datasets.Dataset], mix: Mapping[str, float] | None = None,
-                     seed: int = 0, where: Mapping[str, str] | None = None) -> datasets.Dataset:
+                     seed: int = 0, where: Mapping[str, str] | None = None,
+                     mix_split: str = "train") -> datasets.Dataset:
     """One training stream from several data sets, e.g. ``{"paired": ..., "s2_only": ...}``.
 
     Columns: the union of the parts' sensor columns (a part without a sensor gets an all-null column: its rows
@@ -238,7 +240,8 @@ def combine_datasets(parts: Mapping[str, datasets.Dataset], mix: Mapping[str, fl
     "s2_only": 0.5}`` makes each epoch hold the parts in those shares: the epoch is as long as needed for no
     part to be subsampled (``max(n_i / share_i)`` rows), every row of a part appears at least once, smaller
     parts are repeated whole and topped up with a random (``seed``) draw without replacement. A share of 0
-    leaves the part out. The result is a view (an indices mapping), so nothing is copied."""
+    leaves the part out. Only rows of ``mix_split`` are resampled; rows of other splits (evaluation) appear once,
+    first. The result is a view (an indices mapping), so nothing is copied."""
     if not parts:
         raise DataError("combine_datasets: no data sets given")
     where = {name: where.get(name, name) if where else name for name in parts}
@@ -287,7 +290,13 @@ def combine_datasets(parts: Mapping[str, datasets.Dataset], mix: Mapping[str, fl
     combined = datasets.concatenate_datasets(aligned)
     if mix is None:
         return combined
-    return combined.select(mix_indices({n: len(parts[n]) for n in names}, mix, seed))
+    split_of = np.asarray(combined.with_format("arrow")[:]["split"].to_pylist(), dtype=object)
+    origin = np.repeat(np.arange(len(names)), [len(parts[n]) for n in names])
+    mixed = split_of == mix_split
+    rows = {n: np.flatnonzero(mixed & (origin == i)) for i, n in enumerate(names)}
+    picks = mix_indices({n: len(r) for n, r in rows.items()}, mix, seed)  # into the mixed rows, part by part
+    flat = np.concatenate([rows[n] for n in names])
+    return combined.select(np.concatenate([np.flatnonzero(~mixed), flat[picks]]).tolist())
 
 
 def mix_indices(sizes: Mapping[str, int], mix: Mapping[str, float], seed: int = 0) -> np.ndarray:
