@@ -173,9 +173,13 @@ def test_unpaired_rows_give_presence_masks_and_zero_filled_images(tmp_path):
     ref = S.generate(40, seed=2, image_size=16, pairing_rate=0.5)
     assert (ref["has_s1"] & ref["has_s2"]).sum() == 20
     assert (ref["has_s1"] & ~ref["has_s2"]).sum() == 10 and (~ref["has_s1"] & ref["has_s2"]).sum() == 10
-    from crjepa.data.loading import pairing_summary
+    from crjepa.data.loading import pairing_summary, presence
 
     assert pairing_summary(ds) == {"s1+s2": 20, "s1": 10, "s2": 10}
+    view = ds.shuffle(seed=0).select(range(15))  # a view: presence read through its indices mapping
+    ids = [int(i.rsplit("-", 1)[1]) for i in view["id"]]
+    assert presence(view)["s1"].tolist() == ref["has_s1"][ids].tolist()
+    assert presence(view)["s2"].tolist() == ref["has_s2"][ids].tolist()
     assert _check_batches_against_generate(make_dataloader(ds, ["s1", "s2"], 16, seed=1, drop_last=False), ref) == 40
     # the same through the builder, a Parquet export (memory-mapped), a worker process, and 3 Arrow chunks
     import datasets

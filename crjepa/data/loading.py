@@ -172,8 +172,7 @@ def check_sensors(ds: datasets.Dataset, sensors: Mapping[str, int] | Sequence[st
                             "rename the column or add the sensor to the config")
     problems.extend(wrong)
     if len(ds):
-        table = ds.with_format("arrow")[:] if getattr(ds, "_indices", None) is not None else ds.data.table
-        empty = [s for s in want if s in have and table.column(s).null_count == len(table)]
+        empty = [s for s in want if s in have and not _column_numpy(ds, s, valid=True).any()]
         if empty:
             problems.append(f"no row has sensor(s) {empty} (every value of the column is empty)")
     if problems:
@@ -181,11 +180,21 @@ def check_sensors(ds: datasets.Dataset, sensors: Mapping[str, int] | Sequence[st
                         + "; ".join(problems))
 
 
+def _column_numpy(ds: datasets.Dataset, name: str, valid: bool = False) -> np.ndarray:
+    """One column of the dataset's rows as numpy (``valid``: its validity, i.e. non-null), read from the
+    underlying table and mapped through the indices of a select / filter / shuffle view, so image columns are
+    never copied."""
+    column = ds.data.table.column(name)
+    out = (column.is_valid().to_numpy(zero_copy_only=False) if valid
+           else np.asarray(column.to_pylist(), dtype=object))
+    mapping = getattr(ds, "_indices", None)
+    return out if mapping is None else out[mapping.column(0).to_numpy()]
+
+
 def presence(ds: datasets.Dataset, sensors: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     """{sensor: (N,) bool}: which rows of the dataset have each sensor (a null value means the row lacks it)."""
-    table = ds.with_format("arrow")[:]
     names = list(sensors) if sensors is not None else sensor_columns(ds.features)
-    return {s: table.column(s).is_valid().to_numpy(zero_copy_only=False) for s in names}
+    return {s: _column_numpy(ds, s, valid=True) for s in names}
 
 
 def pairing_summary(ds: datasets.Dataset, sensors: Sequence[str] | None = None) -> dict[str, int]:
@@ -204,12 +213,11 @@ def require_paired(ds: datasets.Dataset, sensors: Sequence[str], split: str | No
                    where: str | None = None) -> None:
     """Stop, in words, if a row (of ``split``, if given) lacks one of ``sensors``: for consumers that need every
     sensor in every row (today's two-sensor training objective, until it takes the presence masks)."""
-    table = ds.with_format("arrow")[:]
-    rows = np.ones(len(table), bool)
-    if split is not None and "split" in table.column_names:
-        rows = np.asarray(table.column("split").to_pylist(), dtype=object) == split
-    lacking = {s: int((~table.column(s).is_valid().to_numpy(zero_copy_only=False) & rows).sum())
-               for s in sensors if s in table.column_names}
+    columns = set(ds.features)
+    rows = np.ones(len(ds), bool)
+    if split is not None and "split" in columns:
+        rows = _column_numpy(ds, "split") == split
+    lacking = {s: int((~_column_numpy(ds, s, valid=True) & rows).sum()) for s in sensors if s in columns}
     lacking = {s: n for s, n in lacking.items() if n}
     if lacking:
         what = ", ".join(f"{n:,} lack {s!r}" for s, n in lacking.items())
@@ -290,7 +298,7 @@ def combine_datasets(parts: Mapping[str, datasets.Dataset], mix: Mapping[str, fl
     combined = datasets.concatenate_datasets(aligned)
     if mix is None:
         return combined
-    split_of = np.asarray(combined.with_format("arrow")[:]["split"].to_pylist(), dtype=object)
+    split_of = _column_numpy(combined, "split")
     origin = np.repeat(np.arange(len(names)), [len(parts[n]) for n in names])
     mixed = split_of == mix_split
     rows = {n: np.flatnonzero(mixed & (origin == i)) for i, n in enumerate(names)}
