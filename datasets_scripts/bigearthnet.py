@@ -336,7 +336,8 @@ class ConversionReport:
         why = f" ({', '.join(f'{r}: {n}' for r, n in reasons.most_common())})" if reasons else ""
         kept = f", {self.single_sensor:,} of them single-sensor rows" if self.single_sensor else ""
         return (
-            f"bigearthnet {self.subset}: converted {total:,} pairs ({per_split}{kept}), missing {self.missing:,} of the "
+            f"bigearthnet {self.subset}: converted {total:,} pairs ({per_split}{kept}), "
+            f"missing {self.missing:,} of the "
             f"{self.subset_size:,} pairs of the subset, skipped {len(self.skipped):,}{why}"
         )
 
@@ -777,6 +778,7 @@ if __name__ == "__main__":
 
 __all__ = [
     "BigEarthNetConfig", "BigEarthNetError", "BigEarthNetMM", "ConversionPlan", "ConversionReport", "S1_BANDS",
-    "S2_BANDS", "S2_NATIVE_SIZE", "SPLIT_PROTOCOLS", "add_cli", "dataset_card", "features", "metadata_list", "plan_conversion", "read_band",
+    "S2_BANDS", "S2_NATIVE_SIZE", "SPLIT_PROTOCOLS", "add_cli", "dataset_card", "features", "metadata_list",
+    "plan_conversion", "read_band",
     "read_pair", "read_s1", "read_s2", "resplit", "run_cli", "spatial_group",
 ]  # fmt: skip

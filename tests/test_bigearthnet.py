@@ -398,7 +398,8 @@ def test_split_by_tile_and_block_never_split_a_tile_or_block(example_dirs, tmp_p
         splits = {}
         for seed in range(4):
             tasks = (builder.plan() if (split_by, seed) == ("tile", 0) else
-                     resplit(ConversionPlan("all", 6, copy.deepcopy(official.tasks)), split_by, block_km, seed, (0.5, 0.25, 0.25))).tasks
+                     resplit(ConversionPlan("all", 6, copy.deepcopy(official.tasks)), split_by, block_km, seed,
+                             (0.5, 0.25, 0.25))).tasks
             by_group: dict[str, set[str]] = {}
             for t in tasks:
                 if t["split"] != "unassigned":  # rows without an official split are not re-split

@@ -199,7 +199,7 @@ def test_unpaired_rows_give_presence_masks_and_zero_filled_images(tmp_path):
     assert pairing_summary(test) == {"s1+s2": 6}  # evaluation splits stay paired
 
 
-def _s2_only_export(tmp_path, image_size: int = 16, n: int = 8) -> "Path":
+def _s2_only_export(tmp_path, image_size: int = 16, n: int = 8):
     """An S2-only archive exported as Parquet (a data set without any S1 column)."""
     ds = load_paired_dataset("synthetic", split="train", num_train=n, num_validation=0, num_test=0,
                              image_size=image_size, seed=9).remove_columns(["s1"])

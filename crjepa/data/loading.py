@@ -45,7 +45,8 @@ def load_paired_dataset(
     source: ``"synthetic"`` (built in; kwargs num_train / num_validation / num_test / image_size / seed /
     pairing_rate (share of train rows kept paired, the rest single-sensor), built in memory, deterministic),
     a folder of exported Parquet (``data/<split>-*.parquet``; kwarg cache_dir), or a builder name
-    (``"dsrsid"``, ``"cbrsir_vs"``, ``"paired"``, ``"bigearthnet"``) whose kwargs go to the builder (e.g. ``data_dir=...``, ``cache_dir=...``). ``split=None`` returns all splits
+    (``"dsrsid"``, ``"cbrsir_vs"``, ``"paired"``, ``"bigearthnet"``) whose kwargs go to the builder (e.g.
+    ``data_dir=...``, ``cache_dir=...``). ``split=None`` returns all splits
     concatenated (the ``split`` column tells them apart).
 
     extra_sources: ``{name: source}`` or ``{name: {"source": ..., **kwargs}}`` opened the same way (e.g.
@@ -475,7 +476,8 @@ def make_dataloader(
     sampler: Sampler | None = None,
 ) -> DataLoader:
     """A DataLoader of batch dicts {sensor: (B, C, H, W) native dtype, zero where a row lacks the sensor,
-    "present": {sensor: (B,) bool}, "labels": (B, K) float multi-hot, "id": list[str]}. Reads are batched (one Arrow take per batch); ``sampler`` (e.g. a DistributedSampler)
+    "present": {sensor: (B,) bool}, "labels": (B, K) float multi-hot, "id": list[str]}. Reads are batched (one
+    Arrow take per batch); ``sampler`` (e.g. a DistributedSampler)
     replaces the built-in seeded shuffle; memory is pinned when CUDA is available."""
     names = list(sensors)
     reader = PairBatches(ds, names)
