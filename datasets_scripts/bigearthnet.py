@@ -34,6 +34,19 @@ and is lossless: `s2[c, ::2, ::2]` (20 m) or `s2[c, ::6, ::6]` (60 m) gives back
 The model resizes to 224x224 on the device anyway, so smooth interpolation happens once, there.
 "bilinear" and "bicubic" (rasterio resampling) are available for those who want smoothed stored bands.
 
+Partially paired archives (`keep_unpaired=True`, CLI `--keep-unpaired`): an S1 patch whose S2 partner folder is
+missing (or the reverse) is KEPT as a single-sensor row instead of skipped: the absent sensor's value is null
+(the loader's presence mask says so), `id` stays the S2 patch name, labels come from the patch present (v1: its
+JSON; reBEN: the metadata). Without the flag such half pairs are skipped as below.
+
+Spatial splits (`split_by="tile"` / `"block"`, CLI `--split-by tile|block [--block-km 50]`): the official
+splits put patches of the same tile, metres apart, on both sides of the train/test line. These protocols
+re-split every row that has an official split (unassigned rows stay unassigned) so that a whole MGRS tile, or a
+whole `block_km` square of the tile's 1.2 km patch grid (the `_<row>_<col>` of the patch names), lands in one
+split, in `split_fractions` (default 0.8/0.1/0.1) shuffled by `split_seed`. Blocks do not span tiles (adjacent
+tiles overlap by ~10 km; `tile` is the stricter protocol). Recommended for any claim about generalisation to
+new places; report the official splits too when comparing with the paper.
+
 Bad input (decided per case; `strict=True` raises on the first instead of skipping):
 - missing band/JSON file, truncated or corrupt GeoTIFF, band of the wrong size or dtype, NaN/inf in SAR,
   S1 JSON naming another S2 patch than the metadata, an S1 patch whose S2 partner folder is missing (or the
@@ -211,13 +224,16 @@ def _tile(*candidates: str | None) -> str | None:
 
 
 def read_pair(task: dict[str, Any], resampling: str = "nearest") -> dict[str, Any]:
-    """Read one planned pair into a dataset row. Raises BigEarthNetError naming patch and file on bad input."""
+    """Read one planned pair into a dataset row. Raises BigEarthNetError naming patch and file on bad input.
+
+    A task whose `s1_folder` or `s2_folder` is None (kept with `keep_unpaired`) gives a row with that sensor None.
+    """
     s2_name, s1_name = task["s2_name"], task["s1_name"]
-    s2_folder = Path(task["s2_folder"])
-    s1_folder = Path(task["s1_folder"]) if task.get("s1_folder") else None
+    s2_folder = Path(task["s2_folder"]) if task["s2_folder"] else None
+    s1_folder = Path(task["s1_folder"]) if task["s1_folder"] else None
     tile = None
     if task["layout"] == "v1":
-        if s1_folder is not None:  # an S2-only archive has no S1 JSON to check the pairing with
+        if s1_folder is not None:
             s1_meta = _read_json(s1_folder / f"{s1_name}_labels_metadata.json", s1_name)
             partner = s1_meta.get("corresponding_s2_patch")
             if partner != s2_name:
@@ -225,21 +241,24 @@ def read_pair(task: dict[str, Any], resampling: str = "nearest") -> dict[str, An
                     "pairing mismatch",
                     f"patch {s1_name}: its JSON names S2 partner {partner!r}, the metadata pairs it with {s2_name!r}",
                 )
-        s2_meta = _read_json(s2_folder / f"{s2_name}_labels_metadata.json", s2_name)
-        labels_43 = s2_meta.get("labels")
+        if s2_folder is not None:
+            label_patch, meta = s2_name, _read_json(s2_folder / f"{s2_name}_labels_metadata.json", s2_name)
+            tile = _tile(meta.get("tile_source"))
+        else:  # S1-only row: the S1 JSON carries the same CLC labels
+            label_patch, meta = s1_name, s1_meta
+        labels_43 = meta.get("labels")
         if not isinstance(labels_43, list):
-            raise BigEarthNetError("corrupt JSON", f"patch {s2_name}: no 'labels' list in its JSON")
+            raise BigEarthNetError("corrupt JSON", f"patch {label_patch}: no 'labels' list in its JSON")
         try:
-            labels = to_ben19(labels_43, where=f"patch {s2_name}")
+            labels = to_ben19(labels_43, where=f"patch {label_patch}")
         except ValueError as err:
             raise BigEarthNetError("unknown label", str(err)) from err
-        tile = _tile(s2_meta.get("tile_source"))
     else:
         labels_43, labels = None, task["labels"]
     row = {
         "id": s2_name,
         "s1": read_s1(s1_folder, s1_name) if s1_folder is not None else None,
-        "s2": read_s2(s2_folder, s2_name, resampling),
+        "s2": read_s2(s2_folder, s2_name, resampling) if s2_folder is not None else None,
         "labels": [BEN19_CLASSES.index(name) for name in labels],
         "split": task["split"],
         "s1_name": s1_name,
@@ -258,6 +277,70 @@ def _s1_tile(s1_name: str) -> str | None:
     """Tile field of a v1 S1 name (S1A_IW_GRDH_1SDV_<time>_<tile>_<x>_<y>)."""
     parts = s1_name.split("_")
     return parts[5] if len(parts) == 8 else None
+
+
+# ----------------------------------------------------------------------------------------------- spatial splits
+
+SPLIT_PROTOCOLS: tuple[str, ...] = ("official", "tile", "block")
+PATCH_KM = PATCH_SIZE * 10 / 1000  # a patch is 1.2 km on a side
+
+
+def _task_tile(task: dict[str, Any]) -> str:
+    """MGRS tile of a planned row, from its names (reBEN S2 and v1 S1 names carry it) or, for a v1 S2-only row,
+    from its JSON's `tile_source`."""
+    tile = _tile(task["s2_name"]) or (_s1_tile(task["s1_name"]) if task["s1_name"] else None)
+    if tile is None and task["s2_folder"]:
+        path = Path(task["s2_folder"]) / f"{task['s2_name']}_labels_metadata.json"
+        try:
+            tile = _tile(_read_json(path, task["s2_name"]).get("tile_source"))
+        except BigEarthNetError:
+            tile = None
+    if tile is None:
+        raise ValueError(f"patch {task['s2_name']}: cannot tell its tile (from its names or its JSON's tile_source) "
+                         "for a spatial split; use --split-by official")
+    return tile
+
+
+def _patch_grid(name: str | None) -> tuple[int, int] | None:
+    """(row, col) of a patch in its tile's 1.2 km grid: the last two `_` fields of BigEarthNet patch names."""
+    parts = (name or "").rsplit("_", 2)
+    if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+        return int(parts[1]), int(parts[2])
+    return None
+
+
+def spatial_group(task: dict[str, Any], split_by: str, block_km: float = 50.0) -> str:
+    """Group key of a planned row for `split_by` "tile" (the MGRS tile) or "block" (tile + a `block_km` square
+    of the tile's patch grid)."""
+    tile = _task_tile(task)
+    if split_by == "tile":
+        return tile
+    if not block_km > 0:
+        raise ValueError(f"block_km must be > 0, got {block_km}")
+    grid = _patch_grid(task["s2_name"]) or _patch_grid(task["s1_name"])
+    if grid is None:
+        raise ValueError(f"patch {task['s2_name']}: no _<row>_<col> patch grid position in its name for "
+                         "--split-by block; use --split-by tile")
+    per_block = block_km / PATCH_KM
+    return f"{tile}/{int(grid[0] // per_block)}_{int(grid[1] // per_block)}"
+
+
+def resplit(plan: ConversionPlan, split_by: str, block_km: float = 50.0, seed: int = 0,
+            fractions: tuple[float, ...] = (0.8, 0.1, 0.1)) -> ConversionPlan:
+    """Re-split the planned rows that have an official split so that each tile / block lies in one split
+    (`datasets_scripts.common.split_by_group`); unassigned rows stay unassigned. In place; returns the plan."""
+    if split_by == "official":
+        return plan
+    if split_by not in SPLIT_PROTOCOLS:
+        raise ValueError(f"split_by must be one of {SPLIT_PROTOCOLS}, got {split_by!r}")
+    from datasets_scripts.common import split_by_group
+
+    eligible = [t for t in plan.tasks if t["split"] in SPLITS]
+    groups = {t["s2_name"]: spatial_group(t, split_by, block_km) for t in eligible}
+    new = split_by_group(groups, fractions, seed)
+    for task in eligible:
+        task["split"] = new[task["s2_name"]]
+    return plan
 
 
 # ----------------------------------------------------------------------------------------------- planning
@@ -283,6 +366,7 @@ class ConversionReport:
     converted: dict[str, int]
     missing: int
     skipped: dict[str, BigEarthNetError]
+    single_sensor: int = 0
 
     def summary(self) -> str:
         """One line for people: converted N pairs, missing M of the subset, skipped K (with reasons)."""
@@ -290,8 +374,10 @@ class ConversionReport:
         per_split = ", ".join(f"{s} {n:,}" for s, n in self.converted.items())
         reasons = Counter(err.reason for err in self.skipped.values())
         why = f" ({', '.join(f'{r}: {n}' for r, n in reasons.most_common())})" if reasons else ""
+        kept = f", {self.single_sensor:,} of them single-sensor rows" if self.single_sensor else ""
         return (
-            f"bigearthnet {self.subset}: converted {total:,} pairs ({per_split}), missing {self.missing:,} of the "
+            f"bigearthnet {self.subset}: converted {total:,} pairs ({per_split}{kept}), "
+            f"missing {self.missing:,} of the "
             f"{self.subset_size:,} pairs of the subset, skipped {len(self.skipped):,}{why}"
         )
 
@@ -324,10 +410,11 @@ def _check_dir(path: str | None, what: str) -> Path:
 
 def _plan_from_metadata(
     subset: str, pairs: list[tuple[str, str, str | None, str, list[str] | None]], s1_root: Path | None,
-    s2_root: Path,
+    s2_root: Path, keep_unpaired: bool = False,
 ) -> ConversionPlan:
     """Match metadata pairs (s2, s1, country, split, labels) against the folders on disk; without `s1_root`
-    (an S2-only archive) every S2 patch present is a task."""
+    (an S2-only archive) every S2 patch present is a task; with `keep_unpaired` a half pair becomes a
+    single-sensor task (the absent folder None) instead of being skipped."""
     layout = "reben" if subset == REBEN else "v1"
     s2_index = _index_patch_folders(s2_root, nested=layout == "reben")
     s1_index = _index_patch_folders(s1_root, nested=layout == "reben") if s1_root is not None else {}
@@ -344,6 +431,12 @@ def _plan_from_metadata(
                 )
         elif s2_folder is None and s1_folder is None:
             plan.missing.append(s2_name)
+        elif keep_unpaired or (s2_folder is not None and s1_folder is not None):
+            plan.tasks.append(
+                {"s2_name": s2_name, "s1_name": s1_name, "s2_folder": s2_folder and str(s2_folder),
+                 "s1_folder": s1_folder and str(s1_folder), "split": split, "country": country, "labels": labels,
+                 "layout": layout}  # fmt: skip
+            )
         elif s2_folder is None:
             plan.skipped[s2_name] = BigEarthNetError(
                 "S2 partner missing", f"patch {s1_name}: its S2 partner {s2_name} is missing under {s2_root}"
@@ -352,15 +445,10 @@ def _plan_from_metadata(
             plan.skipped[s2_name] = BigEarthNetError(
                 "S1 partner missing", f"patch {s2_name}: its S1 partner {s1_name} is missing under {s1_root}"
             )
-        else:
-            plan.tasks.append(
-                {"s2_name": s2_name, "s1_name": s1_name, "s2_folder": str(s2_folder), "s1_folder": str(s1_folder),
-                 "split": split, "country": country, "labels": labels, "layout": layout}  # fmt: skip
-            )
     return plan
 
 
-def _plan_all_v1(s1_root: Path | None, s2_root: Path) -> ConversionPlan:
+def _plan_all_v1(s1_root: Path | None, s2_root: Path, keep_unpaired: bool = False) -> ConversionPlan:
     """Every S1 folder paired through its JSON (or, S2-only, every S2 folder); official split and country where
     the metadata knows the pair."""
     from tqdm.auto import tqdm
@@ -392,9 +480,17 @@ def _plan_all_v1(s1_root: Path | None, s2_root: Path) -> ConversionPlan:
         pair = known.get(s2_name)
         found.append((s2_name, s1_name, pair.country if pair else None, pair.split if pair else UNASSIGNED, None))
     named = {s2 for s2, *_ in found}
-    sub = _plan_from_metadata("all", found, s1_root, s2_root)
+    sub = _plan_from_metadata("all", found, s1_root, s2_root, keep_unpaired)
     plan.tasks, plan.skipped = sub.tasks, {**plan.skipped, **sub.skipped}
     for s2_name in sorted(s2_names - named):
+        if keep_unpaired:  # an S2 patch no S1 JSON names: an S2-only row
+            pair = known.get(s2_name)
+            plan.tasks.append(
+                {"s2_name": s2_name, "s1_name": None, "s2_folder": str(s2_root / s2_name), "s1_folder": None,
+                 "split": pair.split if pair else UNASSIGNED, "country": pair.country if pair else None,
+                 "labels": None, "layout": "v1"}  # fmt: skip
+            )
+            continue
         plan.skipped[s2_name] = BigEarthNetError(
             "S1 partner missing", f"patch {s2_name}: no S1 patch under {s1_root} names it as its partner"
         )
@@ -486,18 +582,20 @@ def find_reben_metadata(s2_dir: str | os.PathLike) -> Path | None:
 
 
 def plan_conversion(
-    subset: str, s1_dir: str | None, s2_dir: str | None, reben_metadata: str | None = None
+    subset: str, s1_dir: str | None, s2_dir: str | None, reben_metadata: str | None = None,
+    keep_unpaired: bool = False,
 ) -> ConversionPlan:
     """Which pairs of `subset` are present, missing, or unusable before any GeoTIFF is read.
 
-    ``s1_dir=None`` plans an S2-only archive (every S2 patch of the subset present under s2_dir).
+    ``s1_dir=None`` plans an S2-only archive (every S2 patch of the subset present under s2_dir); with
+    `keep_unpaired`, half pairs are planned as single-sensor rows.
     """
     if subset not in ALL_SUBSETS:
         raise ValueError(f"unknown BigEarthNet subset {subset!r}; expected one of {', '.join(ALL_SUBSETS)}")
     s2_root = _check_dir(s2_dir, "s2_dir")
     s1_root = _check_dir(s1_dir, "s1_dir") if s1_dir else None
     if subset == "all":
-        plan = _plan_all_v1(s1_root, s2_root)
+        plan = _plan_all_v1(s1_root, s2_root, keep_unpaired)
     else:
         if subset == REBEN:
             reben_metadata = reben_metadata or find_reben_metadata(s2_root)
@@ -509,7 +607,7 @@ def plan_conversion(
             pairs = _reben_metadata_pairs(Path(reben_metadata))
         else:
             pairs = [(p.s2_name, p.s1_name, p.country, p.split, None) for p in subset_pairs(subset)]
-        plan = _plan_from_metadata(subset, pairs, s1_root, s2_root)
+        plan = _plan_from_metadata(subset, pairs, s1_root, s2_root, keep_unpaired)
     if not plan.tasks:
         half = next(iter(plan.skipped.values()), None)
         example = f" For example: {half}." if half is not None else ""
@@ -557,6 +655,11 @@ class BigEarthNetConfig(datasets.BuilderConfig):
     reben_metadata: str | None = None
     strict: bool = False
     s2_resampling: str = "nearest"
+    keep_unpaired: bool = False
+    split_by: str = "official"
+    block_km: float = 50.0
+    split_seed: int = 0
+    split_fractions: tuple[float, ...] = (0.8, 0.1, 0.1)
 
 
 _DESCRIPTIONS = {
@@ -591,6 +694,8 @@ class BigEarthNetMM(datasets.GeneratorBasedBuilder):
         super().__init__(*args, **kwargs)
         if self.config.s2_resampling not in S2_RESAMPLINGS:
             raise ValueError(f"s2_resampling must be one of {S2_RESAMPLINGS}, got {self.config.s2_resampling!r}")
+        if self.config.split_by not in SPLIT_PROTOCOLS:
+            raise ValueError(f"split_by must be one of {SPLIT_PROTOCOLS}, got {self.config.split_by!r}")
         self._plan: ConversionPlan | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -603,7 +708,8 @@ class BigEarthNetMM(datasets.GeneratorBasedBuilder):
         """The conversion plan (cached); in strict mode a pair unusable before reading raises here."""
         if self._plan is None:
             c = self.config
-            self._plan = plan_conversion(c.name, c.s1_dir, c.s2_dir, c.reben_metadata)
+            self._plan = resplit(plan_conversion(c.name, c.s1_dir, c.s2_dir, c.reben_metadata, c.keep_unpaired),
+                                 c.split_by, c.block_km, c.split_seed, tuple(c.split_fractions))
         if self.config.strict and self._plan.skipped:
             raise next(iter(self._plan.skipped.values()))
         return self._plan
@@ -674,7 +780,8 @@ class BigEarthNetMM(datasets.GeneratorBasedBuilder):
                     skipped[task["s2_name"]] = BigEarthNetError("not written", f"pair {task['s2_name']} not written")
                 except BigEarthNetError as err:
                     skipped[task["s2_name"]] = err
-        return ConversionReport(plan.subset, plan.subset_size, converted, len(plan.missing), skipped)
+        single = sum(1 for t in plan.tasks if t["s2_name"] in written_ids and not (t["s1_folder"] and t["s2_folder"]))
+        return ConversionReport(plan.subset, plan.subset_size, converted, len(plan.missing), skipped, single)
 
 
 # ----------------------------------------------------------------------------------------------- CLI
@@ -742,6 +849,11 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--s2-resampling", choices=S2_RESAMPLINGS, default="nearest", help="20/60 m band upsampling")
     p.add_argument("--num-proc", type=int, default=None, help="worker processes (default: all cores)")
     p.add_argument("--cache-dir", help="build cache (default: a temporary folder, removed afterwards)")
+    p.add_argument("--keep-unpaired", action="store_true",
+                   help="keep an S1 patch without its S2 partner (or the reverse) as a single-sensor row")
+    from datasets_scripts.common import add_split_arguments
+
+    add_split_arguments(p, choices=SPLIT_PROTOCOLS)
     p.set_defaults(func=run_cli)
     return p
 
@@ -820,6 +932,9 @@ def _run_cli(args: argparse.Namespace) -> int:
         builder = BigEarthNetMM(
             s1_dir=args.s1_dir, s2_dir=args.s2_dir, subset=args.subset, reben_metadata=args.reben_metadata,
             strict=args.strict, s2_resampling=args.s2_resampling, cache_dir=cache_dir,
+            keep_unpaired=getattr(args, "keep_unpaired", False), split_by=getattr(args, "split_by", None) or "official",
+            block_km=getattr(args, "block_km", 50.0), split_seed=getattr(args, "split_seed", 0),
+            split_fractions=tuple(getattr(args, "split_fractions", (0.8, 0.1, 0.1))),
         )  # fmt: skip
         plan = builder.plan()  # fail fast (no pair present, strict) before any worker starts
         num_proc = min(args.num_proc or os.cpu_count() or 1, max(1, len(plan.tasks) // 2))
@@ -859,6 +974,6 @@ if __name__ == "__main__":
 
 __all__ = [
     "BigEarthNetConfig", "BigEarthNetError", "BigEarthNetMM", "ConversionPlan", "ConversionReport", "S1_BANDS",
-    "S2_BANDS", "S2_NATIVE_SIZE", "add_cli", "check_band_files", "detect_layout", "find_reben_metadata", "dataset_card", "features", "metadata_list", "plan_conversion", "read_band",
+    "S2_BANDS", "S2_NATIVE_SIZE", "add_cli", "check_band_files", "detect_layout", "find_reben_metadata", "dataset_card", "SPLIT_PROTOCOLS", "resplit", "spatial_group", "features", "metadata_list", "plan_conversion", "read_band",
     "read_pair", "read_s1", "read_s2", "run_cli",
 ]  # fmt: skip

@@ -101,6 +101,63 @@ def split_by_class(
     return out
 
 
+SPLIT_BY: tuple[str, ...] = ("tile", "block")
+"""Spatial split protocols of `split_by_group` (the recommended ones for archives without official splits, and
+next to the official splits when neighbouring patches must not sit on both sides of a train/test line)."""
+DEFAULT_SPLIT_FRACTIONS: dict[str, float] = {"train": 0.8, "validation": 0.1, "test": 0.1}
+KM_PER_DEGREE = 111.32
+"""Kilometres per degree of latitude (and of longitude at the equator), for `block_key`."""
+
+
+def split_by_group(groups: Mapping[str, str], fractions: Mapping[str, float] | Sequence[float] | None = None,
+                   seed: int = 0) -> dict[str, str]:
+    """Assign whole groups (tiles, spatial blocks) to splits: ``groups`` maps row id -> group key, the result row
+    id -> split. Every row of a group lands in the same split, so neighbouring patches (same tile or block)
+    never sit on both sides of a train/test line. Groups are visited in an order shuffled by ``seed`` (from the
+    sorted keys, so the result depends only on the keys and the seed) and each goes to the split furthest below
+    its target share of rows (``fractions``: {split: share} or (train, validation, test); default 0.8/0.1/0.1).
+    Deterministic."""
+    if fractions is None:
+        fractions = DEFAULT_SPLIT_FRACTIONS
+    if not isinstance(fractions, Mapping):
+        fractions = dict(zip(("train", "validation", "test"), fractions))
+    bad = [s for s in fractions if s not in SPLITS]
+    if bad or any(float(v) < 0 for v in fractions.values()) or not sum(fractions.values()) > 0:
+        raise DataError(f"split fractions {dict(fractions)}: need shares >= 0 (not all 0) for splits in {SPLITS}")
+    total_share = sum(float(v) for v in fractions.values())
+    targets = {s: float(v) / total_share for s, v in fractions.items() if float(v) > 0}
+    members: dict[str, list[str]] = {}
+    for row_id, key in groups.items():
+        members.setdefault(str(key), []).append(row_id)
+    keys = sorted(members)
+    random.Random(f"split-by-group-{seed}").shuffle(keys)
+    counts = dict.fromkeys(targets, 0)
+    out: dict[str, str] = {}
+    done = 0
+    for key in keys:
+        rows = members[key]
+        # the split with the largest deficit after this group is added (ties: the order of `targets`)
+        split = max(targets, key=lambda s: targets[s] * (done + len(rows)) - counts[s])
+        counts[split] += len(rows)
+        done += len(rows)
+        out.update((row_id, split) for row_id in rows)
+    return out
+
+
+def block_key(lat: float, lon: float, block_km: float) -> str:
+    """Key of the ``block_km`` x ``block_km`` cell holding (lat, lon) in degrees: rows of equal latitude span,
+    columns of ``block_km`` along each row's centre latitude (so cells stay near-square away from the poles)."""
+    import math
+
+    if not block_km > 0:
+        raise DataError(f"block size must be > 0 km, got {block_km}")
+    step = block_km / KM_PER_DEGREE
+    row = math.floor(lat / step)
+    centre = math.radians((row + 0.5) * step)
+    col = math.floor(lon * KM_PER_DEGREE * max(math.cos(centre), 1e-6) / block_km)
+    return f"{row}_{col}"
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Base builder for file-backed paired sets
 # ----------------------------------------------------------------------------------------------------------
@@ -126,6 +183,10 @@ class PairedBuilder(datasets.GeneratorBasedBuilder):
     METADATA: tuple[str, ...] = ()
 
     # -- to implement -------------------------------------------------------------------------------------
+    def _keep_unpaired(self) -> bool:
+        """True: a record may lack sensors (source None); its row holds a null value there."""
+        return False
+
     def _class_names(self) -> list[str]:
         raise NotImplementedError
 
@@ -134,9 +195,14 @@ class PairedBuilder(datasets.GeneratorBasedBuilder):
         raise NotImplementedError
 
     def _sensor_specs(self) -> dict[str, SensorSpec]:
-        """Shape and dtype per sensor; by default those of the first pair (every other pair must match)."""
-        first = self._index()[0]
-        return {sensor: self._probe(source) for sensor, source in first.sources.items()}
+        """Shape and dtype per sensor; by default those of the first record that has the sensor (every other
+        must match)."""
+        specs: dict[str, SensorSpec] = {}
+        for rec in self._index():
+            for sensor, source in rec.sources.items():
+                if sensor not in specs and source is not None:
+                    specs[sensor] = self._probe(source)
+        return specs
 
     def _probe(self, source: Any) -> SensorSpec:
         """Header-only shape of one source; override for non-file sources."""
@@ -194,7 +260,9 @@ class PairedBuilder(datasets.GeneratorBasedBuilder):
                 raise DataError(f"Duplicate pair id {rec.id!r}")
             seen.add(rec.id)
             for sensor, spec in specs.items():
-                if sensor not in rec.sources:
+                if rec.sources.get(sensor) is None:
+                    if self._keep_unpaired() and any(v is not None for v in rec.sources.values()):
+                        continue
                     raise DataError(f"Pair {rec.id!r} has no {sensor!r} image")
                 check_spec(self._probe(rec.sources[sensor]), spec, str(rec.sources[sensor]), sensor)
 
@@ -203,7 +271,8 @@ class PairedBuilder(datasets.GeneratorBasedBuilder):
         for rec in records:
             row: dict[str, Any] = {"id": rec.id}
             for sensor, spec in specs.items():
-                row[sensor] = conform(self._load(rec.sources[sensor]), spec, str(rec.sources[sensor]), sensor)
+                source = rec.sources.get(sensor)
+                row[sensor] = None if source is None else conform(self._load(source), spec, str(source), sensor)
             row["labels"] = list(rec.labels)
             row["split"] = rec.split
             for column in self.METADATA:
@@ -289,6 +358,16 @@ def add_export_arguments(parser: Any) -> None:
     parser.add_argument("--token", default=None, help="Hub token (default: the logged-in one)")
     parser.add_argument("--num-proc", type=int, default=None, help="conversion processes (default: all cores)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+
+
+def add_split_arguments(parser: Any, choices: Sequence[str] = SPLIT_BY) -> None:
+    """--split-by, --block-km, --split-seed, --split-fractions (spatial splits, see `split_by_group`)."""
+    parser.add_argument("--split-by", choices=list(choices), default=None,
+                        help="re-split so that a tile / spatial block never sits in two splits (recommended)")
+    parser.add_argument("--block-km", type=float, default=50.0, help="block side in km for --split-by block")
+    parser.add_argument("--split-seed", type=int, default=0, help="seed of the group shuffle of --split-by")
+    parser.add_argument("--split-fractions", type=float, nargs=3, default=[0.8, 0.1, 0.1],
+                        metavar=("TRAIN", "VALIDATION", "TEST"), help="target shares of rows per split")
 
 
 def run_export(builder_cls: type, args: Any, **config: Any) -> int:

@@ -14,6 +14,15 @@
   ``class_names`` (a list, or a text file with one name per line) or, if not given, from the CSV: the sorted
   set of names, or ``0..max`` when all labels are integers.
 - ``split``: train / validation / test / unassigned; without the column every pair is ``train``.
+- Partially paired archives: with ``keep_unpaired=True`` (``--keep-unpaired``) a sensor cell may be EMPTY: the row
+  is kept with that sensor missing (a null value; the loader's presence mask says so). A row with no image at
+  all is an error. Without the flag an empty cell is an error.
+- Spatial splits (recommended when the CSV has no split of its own, or its split mixes neighbours):
+  ``split_by="tile"`` (``--split-by tile``) puts every row of a ``tile`` column value in one split;
+  ``split_by="block"`` (``--split-by block --block-km 50``) does the same for ``block_km`` square cells of the
+  ``lat`` / ``lon`` columns (degrees). Whole groups go to train / validation / test in ``split_fractions``
+  (default 0.8 / 0.1 / 0.1), shuffled by ``split_seed``: deterministic, and no tile or block is in two splits.
+  Patches on either side of a block border can still differ in split: pick blocks much larger than a patch.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ from typing import Any
 
 import datasets
 
-from .common import DataError, PairedBuilder, Record
+from .common import DataError, PairedBuilder, Record, SPLIT_BY, block_key, split_by_group
 
 RESERVED = ("id", "labels", "split")
 
@@ -38,6 +47,11 @@ class PairedConfig(datasets.BuilderConfig):
     sensors: tuple[str, ...] | None = None
     class_names: tuple[str, ...] | str | None = None
     label_separator: str = ";"
+    keep_unpaired: bool = False
+    split_by: str | None = None
+    block_km: float = 50.0
+    split_seed: int = 0
+    split_fractions: tuple[float, ...] = (0.8, 0.1, 0.1)
 
 
 class PairedFolder(PairedBuilder):
@@ -47,6 +61,9 @@ class PairedFolder(PairedBuilder):
     BUILDER_CONFIGS = [PairedConfig(name="default")]
     CARD = {"pretty_name": "Paired remote-sensing images", "license": "other",
             "description": "Co-registered image pairs of two sensors, exported with crjepa's generic builder."}
+
+    def _keep_unpaired(self) -> bool:
+        return bool(self.config.keep_unpaired)
 
     # -- CSV ----------------------------------------------------------------------------------------------
     def _csv(self) -> tuple[Path, list[str], list[dict[str, str]]]:
@@ -109,15 +126,48 @@ class PairedFolder(PairedBuilder):
                     labels.append(int(tok))
                 else:
                     raise DataError(f"{path} line {line}: unknown label {tok!r}; classes are {names}")
-            sources = {}
+            sources: dict[str, Path | None] = {}
             for s in sensors:
                 if not row.get(s):
-                    raise DataError(f"{path} line {line}: empty path for sensor {s!r}")
+                    if not self.config.keep_unpaired:
+                        raise DataError(f"{path} line {line}: empty path for sensor {s!r} (pass --keep-unpaired / "
+                                        "keep_unpaired=True to keep rows that lack a sensor)")
+                    sources[s] = None
+                    continue
                 p = Path(row[s]).expanduser()
                 sources[s] = p if p.is_absolute() else path.parent / p
+            if all(v is None for v in sources.values()):
+                raise DataError(f"{path} line {line}: row {row['id']!r} has no image for any sensor {sensors}")
             records.append(Record(row["id"], sources, sorted(set(labels)), row.get("split") or "train",
                                   {m: row.get(m, "") for m in metadata}))
+        for s in sensors:
+            if records and all(r.sources[s] is None for r in records):
+                raise DataError(f"{path}: no row has an image for sensor {s!r}")
+        if self.config.split_by:
+            self._spatial_split(path, rows, records)
         return records
+
+    def _spatial_split(self, path: Path, rows: list[dict[str, str]], records: list[Record]) -> None:
+        """Replace each record's split by the split of its tile / block (`split_by_group`)."""
+        how = self.config.split_by
+        if how not in SPLIT_BY:
+            raise DataError(f"split_by must be one of {SPLIT_BY}, got {how!r}")
+        groups: dict[str, str] = {}
+        for line, (row, rec) in enumerate(zip(rows, records), start=2):
+            if how == "tile":
+                if not row.get("tile"):
+                    raise DataError(f"{path} line {line}: --split-by tile needs a 'tile' value in every row")
+                groups[rec.id] = row["tile"]
+            else:
+                try:
+                    lat, lon = float(row["lat"]), float(row["lon"])
+                except (KeyError, TypeError, ValueError):
+                    raise DataError(f"{path} line {line}: --split-by block needs numeric 'lat' and 'lon' columns "
+                                    f"(degrees), found lat={row.get('lat')!r} lon={row.get('lon')!r}") from None
+                groups[rec.id] = block_key(lat, lon, self.config.block_km)
+        split = split_by_group(groups, self.config.split_fractions, self.config.split_seed)
+        for rec in records:
+            rec.split = split[rec.id]
 
     def _metadata_columns(self) -> tuple[str, ...]:
         _, header, _ = self._csv()
@@ -134,7 +184,7 @@ BUILDER_CLASS = PairedFolder
 
 def add_cli(subparsers: Any) -> None:
     """Register the ``paired`` subcommand."""
-    from .common import add_export_arguments
+    from .common import add_export_arguments, add_split_arguments
 
     p = subparsers.add_parser("paired", help="your own two sensors, listed in a CSV (GeoTIFF / PNG / .npy)",
                               description="Export pairs listed in a CSV: id,<sensor a>,<sensor b>,labels[,split].")
@@ -143,6 +193,9 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--class-names", nargs="+", default=None,
                    help="class names in id order, or one path to a text file with one name per line")
     p.add_argument("--label-separator", default=";")
+    p.add_argument("--keep-unpaired", action="store_true",
+                   help="keep rows with an empty sensor cell (that sensor is missing in the row)")
+    add_split_arguments(p)
     add_export_arguments(p)
     p.set_defaults(func=run_cli)
 
@@ -158,4 +211,6 @@ def run_cli(args: Any) -> int:
         names = tuple(names)
     return run_export(PairedFolder, args, csv_path=str(Path(args.csv).resolve()),
                       sensors=tuple(args.sensors) if args.sensors else None, class_names=names,
-                      label_separator=args.label_separator)
+                      label_separator=args.label_separator, keep_unpaired=args.keep_unpaired,
+                      split_by=args.split_by, block_km=args.block_km, split_seed=args.split_seed,
+                      split_fractions=tuple(args.split_fractions))

@@ -14,6 +14,11 @@ retrieval is genuinely harder than same-modal:
   optical image does not show, bright point scatterers in built-up areas, an incidence-angle gradient and
   multiplicative Gamma speckle (4.5 looks) applied in linear power before conversion to dB.
 
+Partially paired archives: ``pairing_rate`` (e.g. 0.25) keeps that share of the TRAIN rows paired; the others
+are kept as single-sensor rows, half S1-only and half S2-only (the other sensor's value is null). Evaluation
+splits stay fully paired so every retrieval direction can be scored. Which rows lose which sensor is drawn from
+(seed, split), independently of the pixels, so the images of a row do not change with the rate.
+
 Everything is deterministic from ``seed``: pairs are drawn in blocks of 256, each seeded by (seed, split,
 block), so ``generate(n)`` is a prefix of ``generate(m)`` for n < m and the builder can shard blocks over
 processes without changing a single pixel.
@@ -183,11 +188,30 @@ def generate_block(seed: int, split: str, block: int, image_size: int = DEFAULT_
     return {"s1": s1, "s2": s2, "labels": labels, "land_cover": land_cover.astype(np.uint8)}
 
 
+def pairing_masks(num_pairs: int, seed: int, split: str, pairing_rate: float = 1.0) -> dict[str, np.ndarray]:
+    """{"s1": (N,) bool, "s2": (N,) bool}: which rows keep which sensor. ``round(pairing_rate * N)`` rows keep
+    both; of the others, the first half (rounded down) keeps only S1 and the rest only S2, rows drawn at random
+    from (seed, split)."""
+    if not 0.0 <= float(pairing_rate) <= 1.0:
+        raise ValueError(f"pairing_rate must be in [0, 1], got {pairing_rate}")
+    has = {"s1": np.ones(num_pairs, bool), "s2": np.ones(num_pairs, bool)}
+    paired = int(round(float(pairing_rate) * num_pairs))
+    if paired < num_pairs:
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed), _SPLIT_CODE[split], 0x9A1E]))
+        unpaired = rng.permutation(num_pairs)[paired:]
+        half = len(unpaired) // 2
+        has["s2"][unpaired[:half]] = False  # S1-only rows
+        has["s1"][unpaired[half:]] = False  # S2-only rows
+    return has
+
+
 def generate(num_pairs: int, seed: int = 0, image_size: int = DEFAULT_IMAGE_SIZE, split: str = "train",
-             min_fraction: float = MIN_FRACTION) -> dict[str, np.ndarray]:
+             min_fraction: float = MIN_FRACTION, pairing_rate: float = 1.0) -> dict[str, np.ndarray]:
     """``num_pairs`` synthetic pairs as numpy arrays: ``id`` (N,) str, ``s1`` (N, 2, H, W) float32 dB,
     ``s2`` (N, 12, H, W) uint16, ``labels`` (N, 19) bool multi-hot, ``land_cover`` (N, H, W) uint8 class map,
-    ``split`` (N,) str. Deterministic from (seed, split); a different split gives different scenes."""
+    ``split`` (N,) str, ``has_s1`` / ``has_s2`` (N,) bool (see `pairing_masks`; `to_columns` turns a missing
+    sensor into a null value, the arrays keep every image). Deterministic from (seed, split); a different split
+    gives different scenes."""
     if split not in _SPLIT_CODE:
         raise ValueError(f"Unknown split {split!r}; use one of {SPLITS}")
     if num_pairs < 0 or image_size < 4:
@@ -196,15 +220,25 @@ def generate(num_pairs: int, seed: int = 0, image_size: int = DEFAULT_IMAGE_SIZE
     out = {key: np.concatenate([blk[key] for blk in blocks])[:num_pairs] for key in blocks[0]}
     out["id"] = np.array([f"synthetic-{split}-{seed}-{i:06d}" for i in range(num_pairs)])
     out["split"] = np.full(num_pairs, split)
+    for sensor, has in pairing_masks(num_pairs, seed, split, pairing_rate).items():
+        out[f"has_{sensor}"] = has
     return out
 
 
 def to_columns(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
-    """`generate` output -> columns of the shared schema (labels as lists of class ids)."""
+    """`generate` output -> columns of the shared schema (labels as lists of class ids; None where a row lacks a
+    sensor)."""
+
+    def column(sensor: str) -> Any:
+        has = arrays.get(f"has_{sensor}")
+        if has is None or has.all():
+            return arrays[sensor]
+        return [image if keep else None for image, keep in zip(arrays[sensor], has)]
+
     return {
         "id": arrays["id"].tolist(),
-        "s1": arrays["s1"],
-        "s2": arrays["s2"],
+        "s1": column("s1"),
+        "s2": column("s2"),
         "labels": [np.flatnonzero(row).tolist() for row in arrays["labels"]],
         "split": arrays["split"].tolist(),
     }
@@ -220,6 +254,8 @@ class SyntheticConfig(datasets.BuilderConfig):
     image_size: int = DEFAULT_IMAGE_SIZE
     seed: int = 0
     min_fraction: float = MIN_FRACTION
+    pairing_rate: float = 1.0
+    """Share of the train rows that keep both sensors (see the module docstring)."""
 
 
 class SyntheticPairs(datasets.GeneratorBasedBuilder):
@@ -250,11 +286,14 @@ class SyntheticPairs(datasets.GeneratorBasedBuilder):
 
     def _generate_examples(self, split: str, num_pairs: int, blocks: list[int]) -> Iterator[tuple[str, dict]]:
         cfg = self.config
+        has = pairing_masks(num_pairs, cfg.seed, split, cfg.pairing_rate if split == "train" else 1.0)
         for b in blocks:
             arrays = generate_block(cfg.seed, split, b, cfg.image_size, cfg.min_fraction)
             for i in range(min(BLOCK, num_pairs - b * BLOCK)):
-                pair_id = f"synthetic-{split}-{cfg.seed}-{b * BLOCK + i:06d}"
-                yield pair_id, {"id": pair_id, "s1": arrays["s1"][i], "s2": arrays["s2"][i],
+                row = b * BLOCK + i
+                pair_id = f"synthetic-{split}-{cfg.seed}-{row:06d}"
+                yield pair_id, {"id": pair_id, "s1": arrays["s1"][i] if has["s1"][row] else None,
+                                "s2": arrays["s2"][i] if has["s2"][row] else None,
                                 "labels": np.flatnonzero(arrays["labels"][i]).tolist(), "split": split}
 
 
@@ -272,6 +311,8 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--num-test", type=int, default=DEFAULT_SIZES["test"])
     p.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pairing-rate", type=float, default=1.0,
+                   help="share of train rows kept paired; the rest become single-sensor rows, half each sensor")
     add_export_arguments(p)
     p.set_defaults(func=run_cli)
 
@@ -281,4 +322,5 @@ def run_cli(args: Any) -> int:
     from .common import run_export
 
     return run_export(SyntheticPairs, args, num_train=args.num_train, num_validation=args.num_validation,
-                      num_test=args.num_test, image_size=args.image_size, seed=args.seed)
+                      num_test=args.num_test, image_size=args.image_size, seed=args.seed,
+                      pairing_rate=args.pairing_rate)

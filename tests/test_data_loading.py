@@ -98,7 +98,7 @@ def test_reader_pickles_small_for_spawned_workers(tmp_path):
 def test_external_sampler_is_used(train):
     loader = make_dataloader(train, ["s1"], 4, sampler=list(range(8, 16)), drop_last=False)
     ids = [i for b in loader for i in b["id"]]
-    assert ids == train["id"][8:16] and set(next(iter(loader))) == {"s1", "labels", "id"}
+    assert ids == train["id"][8:16] and set(next(iter(loader))) == {"s1", "present", "labels", "id"}
 
 
 def test_multi_hot_matches_label_lists(train):
@@ -171,3 +171,113 @@ def test_reader_names_a_column_that_is_not_an_image(train):
 
     with pytest.raises(DataError, match="column 'split' is not an Array3D"):
         PairBatches(train, ["s1", "split"])
+# ---------------------------------------------------------------------------------------- partially paired data
+def _check_batches_against_generate(loader, ref) -> int:
+    """Every row: presence masks equal generate's has_*; pixels equal where present, zero where absent."""
+    seen = 0
+    for batch in loader:
+        assert set(batch["present"]) == {"s1", "s2"}
+        for sensor in ("s1", "s2"):
+            mask = batch["present"][sensor]
+            assert mask.dtype == torch.bool and mask.shape == (len(batch["id"]),)
+            for j, pair_id in enumerate(batch["id"]):
+                i = int(pair_id.rsplit("-", 1)[1])
+                assert bool(mask[j]) == bool(ref[f"has_{sensor}"][i])
+                expected = ref[sensor][i] if ref[f"has_{sensor}"][i] else np.zeros_like(ref[sensor][i])
+                np.testing.assert_array_equal(batch[sensor][j].numpy(), expected)
+        seen += len(batch["id"])
+    return seen
+
+
+def test_unpaired_rows_give_presence_masks_and_zero_filled_images(tmp_path):
+    ds = load_paired_dataset("synthetic", split="train", **{**SIZES, "pairing_rate": 0.5})
+    ref = S.generate(40, seed=2, image_size=16, pairing_rate=0.5)
+    assert (ref["has_s1"] & ref["has_s2"]).sum() == 20
+    assert (ref["has_s1"] & ~ref["has_s2"]).sum() == 10 and (~ref["has_s1"] & ref["has_s2"]).sum() == 10
+    from crjepa.data.loading import pairing_summary, presence
+
+    assert pairing_summary(ds) == {"s1+s2": 20, "s1": 10, "s2": 10}
+    view = ds.shuffle(seed=0).select(range(15))  # a view: presence read through its indices mapping
+    ids = [int(i.rsplit("-", 1)[1]) for i in view["id"]]
+    assert presence(view)["s1"].tolist() == ref["has_s1"][ids].tolist()
+    assert presence(view)["s2"].tolist() == ref["has_s2"][ids].tolist()
+    assert _check_batches_against_generate(make_dataloader(ds, ["s1", "s2"], 16, seed=1, drop_last=False), ref) == 40
+    # the same through the builder, a Parquet export (memory-mapped), a worker process, and 3 Arrow chunks
+    import datasets
+
+    chunked = datasets.concatenate_datasets([ds.select(r).flatten_indices() for r in (range(0, 7), range(7, 30),
+                                                                                    range(30, 40))])
+    assert chunked.data.table.column("s1").num_chunks == 3
+    assert _check_batches_against_generate(make_dataloader(chunked, ["s1", "s2"], 16, seed=2, drop_last=False),
+                                           ref) == 40
+    builder = S.SyntheticPairs(cache_dir=str(tmp_path / "c"), **SIZES, pairing_rate=0.5)
+    out = export_builder(builder, tmp_path / "export", num_proc=1)
+    train = load_paired_dataset(out, split="train", cache_dir=str(tmp_path / "hf"))
+    assert train.data.table.column("s1").null_count == 10
+    loader = make_dataloader(train, ["s1", "s2"], 16, seed=1, drop_last=False, num_workers=1)
+    assert _check_batches_against_generate(loader, ref) == 40
+    test = load_paired_dataset(out, split="test", cache_dir=str(tmp_path / "hf"))
+    assert pairing_summary(test) == {"s1+s2": 6}  # evaluation splits stay paired
+
+
+def _s2_only_export(tmp_path, image_size: int = 16, n: int = 8):
+    """An S2-only archive exported as Parquet (a data set without any S1 column)."""
+    ds = load_paired_dataset("synthetic", split="train", num_train=n, num_validation=0, num_test=0,
+                             image_size=image_size, seed=9).remove_columns(["s1"])
+    folder = tmp_path / f"s2-only-{image_size}"
+    (folder / "data").mkdir(parents=True)
+    ds.to_parquet(str(folder / "data" / "train-00000-of-00001.parquet"))
+    return folder
+
+
+def test_paired_set_combined_with_a_single_sensor_export_and_a_mix(tmp_path):
+    s2_only = _s2_only_export(tmp_path)
+    opts = {"num_train": 24, "num_validation": 0, "num_test": 0, "image_size": 16, "seed": 2}
+    both = load_paired_dataset("synthetic", split="train", extra_sources={"s2_only": str(s2_only)}, **opts)
+    assert len(both) == 32 and list(both.features)[:3] == ["id", "s1", "s2"]
+    assert both["origin"] == ["paired"] * 24 + ["s2_only"] * 8
+    batch = next(iter(make_dataloader(both, ["s1", "s2"], 32, shuffle=False)))
+    assert batch["present"]["s1"].tolist() == [True] * 24 + [False] * 8
+    assert batch["present"]["s2"].all() and not batch["s1"][24:].any()
+    alone = load_paired_dataset(s2_only, split="train")
+    np.testing.assert_array_equal(batch["s2"][24:].numpy(), np.stack(alone.with_format("numpy")["s2"]))
+    assert batch["id"][24:] == alone["id"]
+    # a 50/50 mix: the epoch is long enough to keep all 24 paired rows; the 8 S2-only rows appear 3 times each
+    mixed = load_paired_dataset("synthetic", split="train", extra_sources={"s2_only": {"source": str(s2_only)}},
+                                mix={"paired": 0.5, "s2_only": 0.5}, **opts)
+    ids = [i for b in make_dataloader(mixed, ["s1", "s2"], 8, seed=0) for i in b["id"]]
+    assert len(ids) == 48 and sorted(set(ids)) == sorted(both["id"])
+    assert {ids.count(i) for i in alone["id"]} == {3} and {ids.count(i) for i in both["id"][:24]} == {1}
+    # 3:1 with 24 and 8 rows: 24 paired + 8 S2-only, every row once
+    assert len(load_paired_dataset("synthetic", split="train", extra_sources={"s2_only": str(s2_only)},
+                                   mix={"paired": 3, "s2_only": 1}, **opts)) == 32
+    # all splits loaded (as training does): only the train rows are resampled, the test rows appear once
+    whole = load_paired_dataset("synthetic", extra_sources={"s2_only": str(s2_only)},
+                                mix={"paired": 0.5, "s2_only": 0.5}, **{**opts, "num_test": 5})
+    assert sorted(whole["split"]) == ["test"] * 5 + ["train"] * 48 and len(set(whole["id"])) == 37
+    with pytest.raises(DataError, match=r"unknown data set\(s\) \['s1_only'\]"):
+        load_paired_dataset("synthetic", split="train", extra_sources={"s2_only": str(s2_only)},
+                            mix={"paired": 1, "s1_only": 1}, **opts)
+
+
+def test_combining_sets_whose_sensor_shapes_differ_names_the_sensor_and_the_folder(tmp_path):
+    small = _s2_only_export(tmp_path, image_size=8)
+    with pytest.raises(DataError) as err:
+        load_paired_dataset("synthetic", split="train", extra_sources={"s2_only": str(small)},
+                            num_train=8, num_validation=0, num_test=0, image_size=16)
+    msg = str(err.value)
+    assert "sensor 's2'" in msg and str(small) in msg and "(12, 8, 8)" in msg and "(12, 16, 16)" in msg
+
+
+def test_check_sensors_both_directions_and_sensors_no_row_has(tmp_path):
+    train = load_paired_dataset("synthetic", split="train", **SIZES)
+    check_sensors(train, {"s1": 2}, exact=False)  # reading a subset of the sensors is fine
+    with pytest.raises(DataError, match=r"sensor column\(s\) \['s2'\] not in the model's config"):
+        check_sensors(train, {"s1": 2}, exact=True, where="my/folder")
+    with pytest.raises(DataError, match=r"Dataset my/folder does not match"):
+        check_sensors(train, {"s1": 2}, exact=True, where="my/folder")
+    s2_only = _s2_only_export(tmp_path)
+    stream = load_paired_dataset(s2_only, split="train").add_column(
+        "s1", [None] * 8, feature=train.features["s1"])
+    with pytest.raises(DataError, match=r"no row has sensor\(s\) \['s1'\]"):
+        check_sensors(stream, {"s1": 2, "s2": 12}, exact=True)

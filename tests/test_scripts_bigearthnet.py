@@ -7,6 +7,7 @@ import argparse
 import hashlib
 import importlib.util
 import json
+import re
 import shutil
 import sys
 import tarfile
@@ -428,3 +429,73 @@ def test_bad_folder_is_one_error_line_without_traceback(tmp_path):
                      "--output-dir", tmp_path / "out")
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert run.stderr.strip().splitlines()[-1] == f"error: BigEarthNet: s1_dir {tmp_path / 'nope'} is not a folder"
+# ------------------------------------------------------------------------------------------ partially paired, splits
+
+
+def test_cli_keep_unpaired_keeps_half_pairs_as_single_sensor_rows(example_dirs, all_examples, tmp_path, capsys):
+    from crjepa.data.loading import load_paired_dataset, make_dataloader, pairing_summary
+
+    s1, s2 = _copy(example_dirs, tmp_path / "data")
+    names = sorted(EXAMPLES)
+    s1_only, s2_only = names[0], names[4]  # Austria keeps only S1, Finland (train) only S2
+    shutil.rmtree(s2 / s1_only)
+    shutil.rmtree(s1 / EXAMPLES[s2_only][0])
+    argv = ["bigearthnet", "--s1-dir", str(s1), "--s2-dir", str(s2), "--subset", "all", "--num-proc", "1"]
+    assert _run([*argv, "--output-dir", str(tmp_path / "paired-only")]) == 0
+    assert "converted 4 pairs" in capsys.readouterr().out  # without the flag the two half pairs are skipped
+    out = tmp_path / "out"  # the README's command
+    assert _run([*argv, "--output-dir", str(out), "--keep-unpaired", "--split-by", "tile"]) == 0
+    assert re.search(r"converted 6 pairs \(.*unassigned 1, 2 of them single-sensor rows\)", capsys.readouterr().out)
+    ds = load_paired_dataset(out, cache_dir=str(tmp_path / "hf"))
+    assert pairing_summary(ds) == {"s1+s2": 4, "s1": 1, "s2": 1}
+    full = {r["id"]: r for split in all_examples[1].values() for r in split}
+    rows = {r["id"]: r for r in ds}
+    for name in EXAMPLES:  # the same labels and metadata as when both patches are there
+        for key in ("labels", "country", "tile", "s2_date"):
+            assert rows[name][key] == full[name][key], (name, key)
+    tiles: dict[str, set[str]] = {}
+    for r in rows.values():
+        if r["split"] != "unassigned":
+            tiles.setdefault(r["tile"], set()).add(r["split"])
+    assert len(tiles) == 4 and all(len(v) == 1 for v in tiles.values()) and rows[SNOWY]["split"] == "unassigned"
+    assert rows[s1_only]["s2"] is None and rows[s2_only]["s1"] is None and rows[s2_only]["s1_name"] is None
+    batch = next(iter(make_dataloader(ds, ["s1", "s2"], 6, shuffle=False)))
+    for j, name in enumerate(batch["id"]):
+        assert bool(batch["present"]["s2"][j]) == (name != s1_only)
+        assert bool(batch["present"]["s1"][j]) == (name != s2_only)
+        for sensor in ("s1", "s2"):
+            expected = np.asarray(full[name][sensor])
+            if not batch["present"][sensor][j]:
+                expected = np.zeros_like(expected)
+            np.testing.assert_array_equal(batch[sensor][j].numpy(), expected)
+
+
+def test_split_by_tile_and_block_never_split_a_tile_or_block(example_dirs, tmp_path):
+    import copy
+
+    from datasets_scripts.bigearthnet import ConversionPlan, resplit, spatial_group
+
+    builder = BigEarthNetMM(s1_dir=example_dirs[0], s2_dir=example_dirs[1], subset="all",
+                            cache_dir=str(tmp_path / "c"), split_by="tile", split_fractions=(0.5, 0.25, 0.25))
+    official = BigEarthNetMM(s1_dir=example_dirs[0], s2_dir=example_dirs[1], subset="all",
+                             cache_dir=str(tmp_path / "c")).plan()
+    assert {t["s2_name"]: t["split"] for t in official.tasks} == {k: v[2] for k, v in EXAMPLES.items()}
+    for split_by, block_km in (("tile", 50.0), ("block", 10.0)):
+        splits = {}
+        for seed in range(4):
+            tasks = (builder.plan() if (split_by, seed) == ("tile", 0) else
+                     resplit(ConversionPlan("all", 6, copy.deepcopy(official.tasks)), split_by, block_km, seed,
+                             (0.5, 0.25, 0.25))).tasks
+            by_group: dict[str, set[str]] = {}
+            for t in tasks:
+                if t["split"] != "unassigned":  # rows without an official split are not re-split
+                    by_group.setdefault(spatial_group(t, split_by, block_km), set()).add(t["split"])
+            assert len(by_group) == (4 if split_by == "tile" else 5) and all(len(s) == 1 for s in by_group.values())
+            assert {t["split"] for t in tasks if t["s2_name"] == SNOWY} == {"unassigned"}  # stays out
+            splits[seed] = tuple(t["split"] for t in tasks)
+        assert len(set(splits.values())) > 1
+    ireland = [{"s2_name": n, "s1_name": EXAMPLES[n][0], "s2_folder": None} for n in sorted(EXAMPLES)
+               if EXAMPLES[n][1] == "Ireland"]  # 29UPU patches 36_85 and 4_55: ~38 km apart
+    assert {spatial_group(t, "tile") for t in ireland} == {"29UPU"}
+    assert len({spatial_group(t, "block", 10.0) for t in ireland}) == 2
+    assert len({spatial_group(t, "block", 120.0) for t in ireland}) == 1

@@ -191,3 +191,99 @@ def test_paired_unknown_label_is_an_error(paired_csv, tmp_path):
     with pytest.raises(DataError, match="unknown label 'water'"):
         PairedFolder(cache_dir=str(tmp_path / "c"), csv_path=str(csv_path),
                      class_names=("crop", "town")).download_and_prepare()
+
+
+# ---------------------------------------------------------------------- partially paired CSV, spatial splits
+@pytest.fixture
+def unpaired_csv(tmp_path) -> tuple[Path, dict]:
+    """12 rows over 4 tiles (3 rows each, 2 of them neighbours inside a 50 km block): 8 pairs, 2 radar-only and
+    2 optical-only rows (an empty cell), coordinates in degrees."""
+    root, truth = tmp_path / "mixed", {}
+    root.mkdir()
+    lines = ["id,radar,optical,labels,tile,lat,lon"]
+    for i in range(12):
+        tile, k = f"T{i // 3}", i % 3
+        radar, optical = rand((2, 8, 8), np.float32), rand((3, 8, 8))
+        has = {"radar": i not in (4, 9), "optical": i not in (2, 7)}
+        if has["radar"]:
+            np.save(root / f"r{i}.npy", radar)
+        if has["optical"]:
+            np.save(root / f"o{i}.npy", optical)
+        lat, lon = 45.0 + 2.0 * (i // 3) + 0.05 * k, 10.0 + 0.05 * k
+        lines.append(f"p{i},{f'r{i}.npy' if has['radar'] else ''},{f'o{i}.npy' if has['optical'] else ''},"
+                     f"{i % 2},{tile},{lat},{lon}")
+        truth[f"p{i}"] = {"radar": radar if has["radar"] else None, "optical": optical if has["optical"] else None,
+                          "tile": tile}
+    (root / "pairs.csv").write_text("\n".join(lines) + "\n")
+    return root / "pairs.csv", truth
+
+
+def test_paired_cli_keep_unpaired_and_split_by_tile(unpaired_csv, tmp_path, capsys):
+    from datasets_scripts.__main__ import main
+
+    from crjepa.data.loading import load_paired_dataset, make_dataloader, pairing_summary
+
+    csv_path, truth = unpaired_csv
+    out = tmp_path / "export"
+    assert main(["paired", str(csv_path), "--output-dir", str(out), "--num-proc", "1"]) == 1
+    assert "line 4: empty path for sensor 'optical' (pass --keep-unpaired" in capsys.readouterr().err
+    assert not out.exists()
+    args = ["paired", str(csv_path), "--output-dir", str(out), "--num-proc", "1", "--keep-unpaired",
+            "--split-by", "tile", "--split-fractions", "0.5", "0.25", "0.25"]
+    assert main(args) == 0
+    ds = load_paired_dataset(out, cache_dir=str(tmp_path / "hf"))
+    assert len(ds) == 12 and pairing_summary(ds) == {"radar+optical": 8, "optical": 2, "radar": 2}
+    splits_of_tile: dict[str, set[str]] = {}
+    for row_id, tile, split in zip(ds["id"], ds["tile"], ds["split"]):
+        splits_of_tile.setdefault(tile, set()).add(split)
+    assert all(len(s) == 1 for s in splits_of_tile.values())  # no tile in two splits
+    assert sorted(next(iter(s)) for s in splits_of_tile.values()) == ["test", "train", "train", "validation"]
+    batch = next(iter(make_dataloader(ds, ["radar", "optical"], 12, shuffle=False)))
+    for j, row_id in enumerate(batch["id"]):
+        for sensor in ("radar", "optical"):
+            expected = truth[row_id][sensor]
+            assert bool(batch["present"][sensor][j]) == (expected is not None)
+            np.testing.assert_array_equal(batch[sensor][j].numpy(),
+                                          expected if expected is not None else np.zeros_like(batch[sensor][j]))
+    again = tmp_path / "again"
+    assert main([*args[:3], str(again), *args[4:]]) == 0  # deterministic
+    assert load_paired_dataset(again, cache_dir=str(tmp_path / "hf"))["split"] == ds["split"]
+
+
+def test_paired_split_by_block_keeps_each_block_in_one_split(unpaired_csv, tmp_path):
+    csv_path, truth = unpaired_csv
+    from datasets_scripts.common import block_key
+
+    by_seed = {}
+    for seed in (0, 1, 2):
+        builder = PairedFolder(cache_dir=str(tmp_path / f"c{seed}"), csv_path=str(csv_path), keep_unpaired=True,
+                               split_by="block", block_km=50.0, split_seed=seed, split_fractions=(0.5, 0.25, 0.25))
+        rows = rows_by_id(builder)
+        blocks: dict[str, set[str]] = {}
+        for row in rows.values():
+            blocks.setdefault(block_key(float(row["lat"]), float(row["lon"]), 50.0), set()).add(row["split"])
+        assert len(blocks) == 4 and all(len(s) == 1 for s in blocks.values())  # rows 0.05 deg apart share a block
+        by_seed[seed] = {k: r["split"] for k, r in rows.items()}
+    assert len({tuple(sorted(v.items())) for v in by_seed.values()}) > 1  # the seed moves blocks between splits
+    with pytest.raises(DataError, match=r"line 2: --split-by block needs numeric 'lat' and 'lon'"):
+        bad = csv_path.read_text().replace(",45.0,", ",north,", 1)
+        csv_path.write_text(bad)
+        PairedFolder(cache_dir=str(tmp_path / "cx"), csv_path=str(csv_path), keep_unpaired=True,
+                     split_by="block").download_and_prepare()
+
+
+def test_split_by_group_is_whole_groups_near_the_fractions_and_seeded():
+    from datasets_scripts.common import split_by_group
+
+    groups = {f"r{i}": f"g{i // 10}" for i in range(1000)}  # 100 groups of 10 rows
+    split = split_by_group(groups, (0.8, 0.1, 0.1), seed=3)
+    assert split == split_by_group(dict(reversed(list(groups.items()))), (0.8, 0.1, 0.1), seed=3)
+    assert split != split_by_group(groups, (0.8, 0.1, 0.1), seed=4)
+    per_group: dict[str, set[str]] = {}
+    for row, g in groups.items():
+        per_group.setdefault(g, set()).add(split[row])
+    assert all(len(s) == 1 for s in per_group.values())
+    counts = {s: list(split.values()).count(s) for s in ("train", "validation", "test")}
+    assert counts == {"train": 800, "validation": 100, "test": 100}
+    with pytest.raises(DataError, match="split fractions"):
+        split_by_group(groups, {"train": 1, "holdout": 1})

@@ -105,3 +105,31 @@ def test_builder_rows_equal_generate(tmp_path):
     assert list(rows["id"]) == list(ref["id"])
     assert [list(x) for x in rows["labels"]] == [np.flatnonzero(r).tolist() for r in ref["labels"]]
     assert dd["train"].features["labels"].feature.names == list(S.CLASS_NAMES)
+
+
+def test_pairing_rate_keeps_unpaired_train_rows_as_single_sensor_rows_half_each(tmp_path, capsys):
+    from datasets_scripts.__main__ import main
+
+    from crjepa.data.loading import load_paired_dataset, pairing_summary
+
+    for rate, paired in ((1.0, 400), (0.5, 200), (0.25, 100), (0.1, 40), (0.0, 0)):
+        has = S.pairing_masks(400, 0, "train", rate)
+        assert int((has["s1"] & has["s2"]).sum()) == paired
+        assert int((has["s1"] & ~has["s2"]).sum()) == (400 - paired) // 2 == int((~has["s1"] & has["s2"]).sum())
+    a, b = S.generate(300, seed=1, image_size=8, pairing_rate=0.25), S.generate(300, seed=1, image_size=8)
+    np.testing.assert_array_equal(a["s2"], b["s2"])  # the rate never changes the images of a row
+    assert b["has_s1"].all() and b["has_s2"].all()
+    out = tmp_path / "synthetic-25"  # the README's command, at test size
+    assert main(["synthetic", "--pairing-rate", "0.25", "--num-train", "40", "--num-validation", "0",
+                 "--num-test", "8", "--image-size", "8", "--output-dir", str(out), "--num-proc", "1"]) == 0
+    train = load_paired_dataset(out, split="train", cache_dir=str(tmp_path / "hf"))
+    assert pairing_summary(train) == {"s1+s2": 10, "s1": 15, "s2": 15}
+    assert pairing_summary(load_paired_dataset(out, split="test", cache_dir=str(tmp_path / "hf"))) == {"s1+s2": 8}
+    ref = S.generate(40, seed=0, image_size=8, pairing_rate=0.25)
+    for row in train:  # python format: a missing sensor is None (the numpy format would give NaN / garbage)
+        i = int(row["id"].rsplit("-", 1)[1])
+        assert (row["s1"] is not None, row["s2"] is not None) == (ref["has_s1"][i], ref["has_s2"][i])
+        if row["s2"] is not None:
+            np.testing.assert_array_equal(np.asarray(row["s2"]), ref["s2"][i])
+    with pytest.raises(ValueError, match="pairing_rate must be in"):
+        S.pairing_masks(4, 0, "train", 1.5)

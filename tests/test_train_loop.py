@@ -162,10 +162,13 @@ def test_bad_input_fails_before_training_with_a_clear_message(tmp_path, capsys, 
     out = tmp_path / "out"
     cases = {
         "unknown key": (["--training.epoch", "3"], r"Unknown config key 'training\.epoch'.*Valid keys:"),
-        "missing sensors": (["--model.preset", "dsrsid"], r"missing sensor column\(s\) \['pan', 'ms'\]"),
+        "missing sensors": (["--model.preset", "dsrsid"], r"missing sensor column\(s\) \['pan', 'ms'\].*"
+                            r"sensor column\(s\) \['s1', 's2'\] not in the model's config"),
         "wrong channels": (["--model.sensors", "{s1: 2, s2: 4}", "--model.band_names", "{s1: [VV, VH], s2: [a, b, c, d]}",
                             "--model.band_mean", "{s1: [0, 0], s2: [0, 0, 0, 0]}",
                             "--model.band_std", "{s1: [1, 1], s2: [1, 1, 1, 1]}"], r"'s2' has 12 channels, the model expects 4"),
+        "unpaired rows": (["--data.options", "{num_train: 256, num_validation: 0, num_test: 128, image_size: 32, "
+                           "pairing_rate: 0.5}"], r"of its 256 'train' rows, 64 lack 's1', 64 lack 's2'"),
         "push offline": (["--push_to_hub", "--hub_model_id", "user/model"], r"HF_HUB_OFFLINE"),
     }
     for name, (args, message) in cases.items():

@@ -3,7 +3,13 @@
 `load_paired_dataset` opens any source (the built-in synthetic set, an exported Parquet folder, or a builder
 by name). `make_dataloader` reads WHOLE BATCHES of rows at once from Arrow (one ``take`` per batch, flattened
 to numpy without per-row Python work and without changing dtypes: S2 stays uint16, S1 float32) and yields
-``{sensor: (B, C, H, W) tensor, "labels": (B, num_classes) float multi-hot, "id": list[str]}``.
+``{sensor: (B, C, H, W) tensor, "present": {sensor: (B,) bool}, "labels": (B, num_classes) float multi-hot,
+"id": list[str]}``.
+
+Partially paired data: a row may lack any sensor (a null value in that sensor's column). Such a row's slot in
+``batch[sensor]`` is ZERO-FILLED (shapes stay static) and ``batch["present"][sensor]`` is False there; a loss term
+must use only the rows whose masks say it has what it needs. `load_paired_dataset` also combines a paired set
+with single-sensor sets (``extra_sources``) into one stream with a sampling ``mix`` (see `combine_datasets`).
 """
 
 from __future__ import annotations
@@ -27,14 +33,41 @@ from crjepa.data.schema import BUILDER_MODULES, SPLITS, DataError, sensor_column
 # ----------------------------------------------------------------------------------------------------------
 # Opening a dataset
 # ----------------------------------------------------------------------------------------------------------
-def load_paired_dataset(source: str | os.PathLike, split: str | None = None, **kw: Any) -> datasets.Dataset:
-    """Open a paired dataset.
+def load_paired_dataset(
+    source: str | os.PathLike,
+    split: str | None = None,
+    extra_sources: Mapping[str, Any] | None = None,
+    mix: Mapping[str, float] | None = None,
+    mix_seed: int = 0,
+    **kw: Any,
+) -> datasets.Dataset:
+    """Open a paired dataset, optionally combined with more (e.g. single-sensor) data sets.
 
-    source: ``"synthetic"`` (built in; kwargs num_train / num_validation / num_test / image_size / seed,
-    built in memory, deterministic), a folder of exported Parquet (``data/<split>-*.parquet``; kwarg
-    cache_dir), or a builder name (``"dsrsid"``, ``"cbrsir_vs"``, ``"paired"``, ``"bigearthnet"``) whose
-    kwargs go to the builder (e.g. ``data_dir=...``, ``cache_dir=...``). ``split=None`` returns all splits
-    concatenated (the ``split`` column tells them apart)."""
+    source: ``"synthetic"`` (built in; kwargs num_train / num_validation / num_test / image_size / seed /
+    pairing_rate (share of train rows kept paired, the rest single-sensor), built in memory, deterministic),
+    a folder of exported Parquet (``data/<split>-*.parquet``; kwarg cache_dir), or a builder name
+    (``"dsrsid"``, ``"cbrsir_vs"``, ``"paired"``, ``"bigearthnet"``) whose kwargs go to the builder (e.g.
+    ``data_dir=...``, ``cache_dir=...``). ``split=None`` returns all splits
+    concatenated (the ``split`` column tells them apart).
+
+    extra_sources: ``{name: source}`` or ``{name: {"source": ..., **kwargs}}`` opened the same way (e.g.
+    ``{"s2_only": "exports/s2-only"}``) and combined with this one, which is named ``"paired"``, by
+    `combine_datasets` with ``mix`` (``{name: share}``; default: proportional to size) and ``mix_seed``; the mix
+    resamples the rows of ``split`` (all splits: the train rows only, evaluation rows stay once)."""
+    if extra_sources:
+        parts = {"paired": load_paired_dataset(source, split, **kw)}
+        where = {"paired": str(kw.get("path") or kw.get("data_dir") or kw.get("csv_path") or source)}
+        for name, spec in extra_sources.items():
+            if name in parts:
+                raise DataError(f"extra_sources: the name {name!r} is taken (the main source is 'paired')")
+            opts = dict(spec) if isinstance(spec, Mapping) else {"source": spec}
+            if "source" not in opts:
+                raise DataError(f"extra_sources[{name!r}] needs a 'source' (a folder, 'synthetic' or a builder)")
+            where[name] = str(opts.get("path") or opts.get("data_dir") or opts.get("csv_path") or opts["source"])
+            parts[name] = load_paired_dataset(opts.pop("source"), split, **opts)
+        return combine_datasets(parts, mix=mix, seed=mix_seed, where=where, mix_split=split or "train")
+    if mix is not None:
+        raise DataError("mix needs extra_sources: there is only one data set to draw from")
     if split is not None and split not in SPLITS:
         raise ValueError(f"Unknown split {split!r}; use one of {SPLITS}")
     if str(source) == "synthetic":
@@ -73,14 +106,17 @@ def _load_synthetic(split: str | None, **kw: Any) -> datasets.Dataset:
     sizes = {s: int(kw.pop(f"num_{s}", synthetic.DEFAULT_SIZES[s])) for s in synthetic.DEFAULT_SIZES}
     image_size = int(kw.pop("image_size", synthetic.DEFAULT_IMAGE_SIZE))
     seed = int(kw.pop("seed", 0))
+    pairing_rate = float(kw.pop("pairing_rate", 1.0))
     kw.pop("cache_dir", None)
     if kw:
         raise TypeError(f"Unknown options for the synthetic data: {sorted(kw)}")
     wanted = [split] if split else [s for s, n in sizes.items() if n > 0]
     if split and split not in sizes:
         raise ValueError(f"The synthetic data has splits {list(sizes)}, not {split!r}")
-    parts = [datasets.Dataset.from_dict(synthetic.to_columns(synthetic.generate(sizes[s], seed, image_size, s)),
-                                        features=synthetic.features(image_size), split=s) for s in wanted]
+    parts = [datasets.Dataset.from_dict(
+        synthetic.to_columns(synthetic.generate(sizes[s], seed, image_size, s,
+                                              pairing_rate=pairing_rate if s == "train" else 1.0)),
+        features=synthetic.features(image_size), split=s) for s in wanted]
     return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
 
 
@@ -138,9 +174,13 @@ def label_names(ds: datasets.Dataset) -> list[str]:
     return names
 
 
-def check_sensors(ds: datasets.Dataset, sensors: Mapping[str, int] | Sequence[str]) -> None:
-    """Fail early, in words, if the dataset lacks a sensor column or has a different channel count than the
-    model expects (``sensors`` maps name -> channels, e.g. ``config.sensors``)."""
+def check_sensors(ds: datasets.Dataset, sensors: Mapping[str, int] | Sequence[str], exact: bool = False,
+                  where: str | None = None) -> None:
+    """Fail early, in words, if the dataset lacks a sensor column, has a different channel count than the model
+    expects (``sensors`` maps name -> channels, e.g. ``config.sensors``), or no row at all has one of the
+    sensors. With ``exact=True`` (training) a sensor column the model does not have is an error too, so a
+    misnamed sensor stops the run before its first step instead of being silently ignored. ``where`` (a file
+    or folder) is named in the message."""
     have = {name: ds.features[name].shape[0] for name in sensor_columns(ds.features)}
     want = dict(sensors) if isinstance(sensors, Mapping) else {s: None for s in sensors}
     not_images = [s for s in want if s not in have and s in ds.column_names]
@@ -151,9 +191,176 @@ def check_sensors(ds: datasets.Dataset, sensors: Mapping[str, int] | Sequence[st
     if missing:
         problems.append(f"missing sensor column(s) {missing} (the dataset has {sorted(have)})")
     problems.extend(f"column {s!r} is not an Array3D(C, H, W) image column" for s in not_images)
+    if exact:
+        extra = [s for s in have if s not in want]
+        if extra:
+            problems.append(f"sensor column(s) {extra} not in the model's config (its sensors are {list(want)}); "
+                            "rename the column or add the sensor to the config")
     problems.extend(wrong)
+    if len(ds):
+        empty = [s for s in want if s in have and not _column_numpy(ds, s, valid=True).any()]
+        if empty:
+            problems.append(f"no row has sensor(s) {empty} (every value of the column is empty)")
     if problems:
-        raise DataError("Dataset does not match the model's sensors: " + "; ".join(problems))
+        raise DataError(f"Dataset{f' {where}' if where else ''} does not match the model's sensors: "
+                        + "; ".join(problems))
+
+
+def _column_numpy(ds: datasets.Dataset, name: str, valid: bool = False) -> np.ndarray:
+    """One column of the dataset's rows as numpy (``valid``: its validity, i.e. non-null), read from the
+    underlying table and mapped through the indices of a select / filter / shuffle view, so image columns are
+    never copied."""
+    column = ds.data.table.column(name)
+    out = (column.is_valid().to_numpy(zero_copy_only=False) if valid
+           else np.asarray(column.to_pylist(), dtype=object))
+    mapping = getattr(ds, "_indices", None)
+    return out if mapping is None else out[mapping.column(0).to_numpy()]
+
+
+def presence(ds: datasets.Dataset, sensors: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """{sensor: (N,) bool}: which rows of the dataset have each sensor (a null value means the row lacks it)."""
+    names = list(sensors) if sensors is not None else sensor_columns(ds.features)
+    return {s: _column_numpy(ds, s, valid=True) for s in names}
+
+
+def pairing_summary(ds: datasets.Dataset, sensors: Sequence[str] | None = None) -> dict[str, int]:
+    """Row counts by which sensors a row has, e.g. ``{"s1+s2": 900, "s1": 50, "s2": 50}`` (for logs and cards)."""
+    have = presence(ds, sensors)
+    names = list(have)
+    keys = np.stack([have[s] for s in names], axis=1) if names else np.zeros((len(ds), 0), bool)
+    out: dict[str, int] = {}
+    for pattern, count in zip(*np.unique(keys, axis=0, return_counts=True)):
+        label = "+".join(s for s, on in zip(names, pattern) if on) or "none"
+        out[label] = int(count)
+    return dict(sorted(out.items(), key=lambda kv: (-kv[0].count("+"), kv[0])))
+
+
+def require_paired(ds: datasets.Dataset, sensors: Sequence[str], split: str | None = None,
+                   where: str | None = None) -> None:
+    """Stop, in words, if a row (of ``split``, if given) lacks one of ``sensors``: for consumers that need every
+    sensor in every row (today's two-sensor training objective, until it takes the presence masks)."""
+    columns = set(ds.features)
+    rows = np.ones(len(ds), bool)
+    if split is not None and "split" in columns:
+        rows = _column_numpy(ds, "split") == split
+    lacking = {s: int((~_column_numpy(ds, s, valid=True) & rows).sum()) for s in sensors if s in columns}
+    lacking = {s: n for s, n in lacking.items() if n}
+    if lacking:
+        what = ", ".join(f"{n:,} lack {s!r}" for s, n in lacking.items())
+        raise DataError(f"Dataset{f' {where}' if where else ''}: of its {int(rows.sum()):,} "
+                        f"{f'{split!r} ' if split else ''}rows, {what}; the training objective needs every sensor in "
+                        "every training row: keep the paired rows only (re-export without --keep-unpaired, "
+                        "pairing_rate=1) until the objective takes presence masks")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Combining data sets (paired + single-sensor) into one training stream
+# ----------------------------------------------------------------------------------------------------------
+ORIGIN = "origin"
+"""Column added by `combine_datasets`: the name of the data set each row came from."""
+
+
+def combine_datasets(parts: Mapping[str, datasets.Dataset], mix: Mapping[str, float] | None = None,
+                     seed: int = 0, where: Mapping[str, str] | None = None,
+                     mix_split: str = "train") -> datasets.Dataset:
+    """One training stream from several data sets, e.g. ``{"paired": ..., "s2_only": ...}``.
+
+    Columns: the union of the parts' sensor columns (a part without a sensor gets an all-null column: its rows
+    lack that sensor), ``labels`` (the class names must be identical), ``split``, the union of metadata columns
+    (missing values null) and ``origin`` (the part's name). A sensor in several parts must have the same shape and
+    dtype in each; a mismatch is a DataError naming the sensor, both parts and their sources (``where``).
+
+    Sampling mix: ``mix=None`` keeps every row once (each part in proportion to its size). ``mix={"paired": 0.5,
+    "s2_only": 0.5}`` makes each epoch hold the parts in those shares: the epoch is as long as needed for no
+    part to be subsampled (``max(n_i / share_i)`` rows), every row of a part appears at least once, smaller
+    parts are repeated whole and topped up with a random (``seed``) draw without replacement. A share of 0
+    leaves the part out. Only rows of ``mix_split`` are resampled; rows of other splits (evaluation) appear once,
+    first. The result is a view (an indices mapping), so nothing is copied."""
+    if not parts:
+        raise DataError("combine_datasets: no data sets given")
+    where = {name: where.get(name, name) if where else name for name in parts}
+    names = list(parts)
+    first = names[0]
+    classes = label_names(parts[first])
+    specs: dict[str, tuple[str, Any]] = {}  # sensor -> (part, feature)
+    meta: dict[str, Any] = {}
+    for name in names:
+        ds = parts[name]
+        if label_names(ds) != classes:
+            raise DataError(f"{where[name]} ({name!r}) has classes {label_names(ds)}, but {where[first]} "
+                            f"({first!r}) has {classes}; combined data sets need the same class names in order")
+        for sensor in sensor_columns(ds.features):
+            feat = ds.features[sensor]
+            if sensor in specs and (specs[sensor][1].shape, specs[sensor][1].dtype) != (feat.shape, feat.dtype):
+                other, ref = specs[sensor]
+                raise DataError(f"sensor {sensor!r}: {where[name]} ({name!r}) has images {tuple(feat.shape)} "
+                                f"{feat.dtype}, {where[other]} ({other!r}) has {tuple(ref.shape)} {ref.dtype}")
+            specs.setdefault(sensor, (name, feat))
+        for column, feat in ds.features.items():
+            if column not in ("id", "labels", "split", ORIGIN) and column not in specs:
+                meta.setdefault(column, feat)
+    order = ["id", *specs, "labels", "split", *meta, ORIGIN]
+    common = datasets.Features({"id": datasets.Value("string"), **{s: f for s, (_, f) in specs.items()},
+                                "labels": parts[first].features["labels"], "split": datasets.Value("string"),
+                                **meta, ORIGIN: datasets.Value("string")})
+    aligned = []
+    for name in names:
+        ds = parts[name].flatten_indices() if getattr(parts[name], "_indices", None) is not None else parts[name]
+        for column in order:
+            if column == ORIGIN:
+                ds = ds.remove_columns([ORIGIN]) if ORIGIN in ds.features else ds
+                ds = ds.add_column(ORIGIN, [name] * len(ds), feature=datasets.Value("string"))
+            elif column not in ds.features:
+                feat = specs[column][1] if column in specs else meta[column]
+                ds = ds.add_column(column, [None] * len(ds), feature=feat)
+        ds = ds.select_columns(order)
+        if ds.features != common:
+            try:
+                ds = ds.cast(common)
+            except (ValueError, TypeError) as exc:
+                raise DataError(f"{where[name]} ({name!r}): its columns do not cast to the combined schema "
+                                f"({type(exc).__name__}: {exc})") from None
+        aligned.append(ds)
+    combined = datasets.concatenate_datasets(aligned)
+    if mix is None:
+        return combined
+    split_of = _column_numpy(combined, "split")
+    origin = np.repeat(np.arange(len(names)), [len(parts[n]) for n in names])
+    mixed = split_of == mix_split
+    rows = {n: np.flatnonzero(mixed & (origin == i)) for i, n in enumerate(names)}
+    picks = mix_indices({n: len(r) for n, r in rows.items()}, mix, seed)  # into the mixed rows, part by part
+    flat = np.concatenate([rows[n] for n in names])
+    return combined.select(np.concatenate([np.flatnonzero(~mixed), flat[picks]]).tolist())
+
+
+def mix_indices(sizes: Mapping[str, int], mix: Mapping[str, float], seed: int = 0) -> np.ndarray:
+    """Row indices (into the parts concatenated in ``sizes`` order) of one epoch with the shares ``mix``; see
+    `combine_datasets`."""
+    unknown = sorted(set(mix) - set(sizes))
+    absent = sorted(set(sizes) - set(mix))
+    if unknown or absent:
+        raise DataError(f"mix {dict(mix)}: " + "; ".join(
+            ([f"unknown data set(s) {unknown}"] if unknown else []) + ([f"no share for {absent}"] if absent else []))
+            + f" (the data sets are {list(sizes)})")
+    bad = {n: v for n, v in mix.items() if not (float(v) >= 0)}
+    if bad or not sum(float(v) for v in mix.values()) > 0:
+        raise DataError(f"mix {dict(mix)}: shares must be >= 0 and not all 0")
+    total = sum(float(v) for v in mix.values())
+    shares = {n: float(mix[n]) / total for n in sizes}
+    empty = [n for n in sizes if shares[n] > 0 and sizes[n] == 0]
+    if empty:
+        raise DataError(f"mix {dict(mix)}: data set(s) {empty} have no rows but a share > 0")
+    epoch = max(sizes[n] / shares[n] for n in sizes if shares[n] > 0)
+    rng = np.random.default_rng(seed)
+    out, offset = [], 0
+    for name, n in sizes.items():
+        count = int(round(shares[name] * epoch))
+        if count:
+            whole = [np.arange(n, dtype=np.int64)] * (count // n)
+            rest = np.sort(rng.choice(n, count % n, replace=False)).astype(np.int64)
+            out.extend(part + offset for part in (*whole, rest))
+        offset += n
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
 def array3d_to_numpy(column: pa.ChunkedArray | pa.Array, shape: Sequence[int]) -> np.ndarray:
@@ -172,27 +379,57 @@ def array3d_to_numpy(column: pa.ChunkedArray | pa.Array, shape: Sequence[int]) -
 
 class Array3DColumn:
     """Row access to an Array3D column without per-row Python: zero-copy numpy views of the Arrow chunks, and
-    one fancy-indexing copy per batch (which is also the only copy made before pinning / the GPU)."""
+    one fancy-indexing copy per batch (which is also the only copy made before pinning / the GPU).
 
-    def __init__(self, column: pa.ChunkedArray, shape: Sequence[int]) -> None:
+    Null values (rows lacking the sensor) take no space in Arrow's flattened values, so each chunk's view holds
+    only its present rows; ``position`` maps a table row to its place among them (-1: absent)."""
+
+    def __init__(self, column: pa.ChunkedArray, shape: Sequence[int], dtype: str | None = None) -> None:
         self.chunks = [array3d_to_numpy(chunk, shape) for chunk in column.chunks]
+        if dtype is not None:  # an all-null chunk flattens to an empty array of Arrow's default type
+            self.chunks = [c if c.dtype == np.dtype(dtype) else c.astype(dtype) for c in self.chunks]
+        self.shape = tuple(int(x) for x in shape)
+        self.dtype = np.dtype(dtype) if dtype is not None else self.chunks[0].dtype
         self.starts = np.cumsum([0] + [len(c) for c in self.chunks])
+        self.position: np.ndarray | None = None
+        if column.null_count:
+            valid = column.is_valid().to_numpy(zero_copy_only=False)
+            self.position = np.where(valid, np.cumsum(valid) - 1, -1).astype(np.int64)
 
     def take(self, rows: np.ndarray) -> torch.Tensor:
-        """Rows (sorted ascending) -> (B, C, H, W) tensor. In a DataLoader worker the rows are gathered straight
-        into shared memory, saving the copy torch would otherwise make to send the batch to the main process."""
-        first = self.chunks[0]
-        out = torch.from_numpy(np.empty((len(rows), *first.shape[1:]), first.dtype))
+        """Rows (sorted ascending) -> (B, C, H, W) tensor, zero where a row lacks the sensor (see `present`). In
+        a DataLoader worker the rows are gathered straight into shared memory, saving the copy torch would
+        otherwise make to send the batch to the main process."""
+        out = torch.from_numpy(np.empty((len(rows), *self.shape), self.dtype))
         if torch.utils.data.get_worker_info() is not None:
             out = out.share_memory_()
         target = out.numpy()
-        which = np.searchsorted(self.starts, rows, side="right") - 1
+        if self.position is None:
+            self._gather(rows, target)
+            return out
+        where = self.position[rows]
+        have = where >= 0
+        if have.all():
+            self._gather(where, target)
+        else:
+            target[~have] = 0
+            part = np.empty((int(have.sum()), *self.shape), self.dtype)
+            self._gather(where[have], part)
+            target[have] = part
+        return out
+
+    def present(self, rows: np.ndarray) -> np.ndarray:
+        """(B,) bool: which of the rows have this sensor."""
+        return np.ones(len(rows), bool) if self.position is None else self.position[rows] >= 0
+
+    def _gather(self, values: np.ndarray, target: np.ndarray) -> None:
+        """Copy values (ascending indices into the concatenated chunks) into target, chunk by chunk."""
+        which = np.searchsorted(self.starts, values, side="right") - 1
         done = 0
         for c in np.unique(which):
-            part = rows[which == c] - self.starts[c]
+            part = values[which == c] - self.starts[c]
             np.take(self.chunks[c], part, axis=0, out=target[done:done + len(part)])
             done += len(part)
-        return out
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -200,7 +437,8 @@ class Array3DColumn:
 # ----------------------------------------------------------------------------------------------------------
 class PairBatches(torch.utils.data.Dataset):
     """Map-style dataset whose items are whole batches: ``reader[list_of_indices]`` -> batch dict
-    ``{sensor: (B, C, H, W) native dtype, "labels": (B, num_classes) float multi-hot, "id": list[str]}``.
+    ``{sensor: (B, C, H, W) native dtype, "present": {sensor: (B,) bool}, "labels": (B, num_classes) float
+    multi-hot, "id": list[str]}``; a row that lacks a sensor (null value) has zeros there and False in "present".
 
     The one batch reader of crjepa: training (`make_dataloader`), embedding (`compute_embeddings`) and the result
     grids (`crjepa.eval.visualize`) read rows through it. Rows are read in ascending table order (sequential
@@ -212,6 +450,7 @@ class PairBatches(torch.utils.data.Dataset):
         check_sensors(ds, sensors)
         self.sensors, self.in_order = list(sensors), in_order
         self.shapes = {s: ds.features[s].shape for s in self.sensors}
+        self.dtypes = {s: ds.features[s].dtype for s in self.sensors}
         # the whole underlying table (a datasets Table: memory-mapped on-disk sets pickle as a path, cheap to send
         # to spawned workers) and this dataset's rows in it (select / filter / shuffle leave an indices mapping)
         self.table = ds.data
@@ -225,7 +464,8 @@ class PairBatches(torch.utils.data.Dataset):
     def columns(self) -> dict[str, Array3DColumn]:
         """Zero-copy views of the sensor columns, built lazily (in each worker process)."""
         if self._columns is None:
-            self._columns = {s: Array3DColumn(self.table.table.column(s), self.shapes[s]) for s in self.sensors}
+            self._columns = {s: Array3DColumn(self.table.table.column(s), self.shapes[s], self.dtypes[s])
+                             for s in self.sensors}
         return self._columns
 
     def __getstate__(self) -> dict[str, Any]:
@@ -237,12 +477,17 @@ class PairBatches(torch.utils.data.Dataset):
     def __getitem__(self, indices: Sequence[int]) -> dict[str, Any]:
         idx = np.asarray(indices, dtype=np.int64)
         order = np.argsort(self.rows[idx], kind="stable")  # ascending table rows: sequential reads
-        batch: dict[str, Any] = {s: col.take(self.rows[idx[order]]) for s, col in self.columns().items()}
+        rows = self.rows[idx[order]]
+        columns = self.columns()
+        batch: dict[str, Any] = {s: col.take(rows) for s, col in columns.items()}
+        present = {s: torch.from_numpy(col.present(rows)) for s, col in columns.items()}
         if self.in_order and np.any(order != np.arange(len(order))):  # already ascending: nothing to undo
             back = torch.from_numpy(np.argsort(order, kind="stable"))
             batch = {s: pixels[back] for s, pixels in batch.items()}
+            present = {s: mask[back] for s, mask in present.items()}
         elif not self.in_order:
             idx = idx[order]
+        batch["present"] = present
         if self.labels is not None:
             batch["labels"] = torch.from_numpy(self.labels[idx])
         batch["id"] = [self.ids[i] for i in idx]
@@ -259,8 +504,9 @@ def make_dataloader(
     drop_last: bool = True,
     sampler: Sampler | None = None,
 ) -> DataLoader:
-    """A DataLoader of batch dicts {sensor: (B, C, H, W) native dtype, "labels": (B, K) float multi-hot,
-    "id": list[str]}. Reads are batched (one Arrow take per batch); ``sampler`` (e.g. a DistributedSampler)
+    """A DataLoader of batch dicts {sensor: (B, C, H, W) native dtype, zero where a row lacks the sensor,
+    "present": {sensor: (B,) bool}, "labels": (B, K) float multi-hot, "id": list[str]}. Reads are batched (one
+    Arrow take per batch); ``sampler`` (e.g. a DistributedSampler)
     replaces the built-in seeded shuffle; memory is pinned when CUDA is available."""
     names = list(sensors)
     reader = PairBatches(ds, names)

@@ -74,7 +74,8 @@ def check_hub(config: dict[str, Any]) -> None:
 
 
 def load_data(config: dict[str, Any], model_config: Any) -> Any:
-    """The paired data set, checked against the model's sensors and channel counts (before any training).
+    """The paired data set, checked against the model's sensors (names both ways, channel counts, each sensor
+    present in some row) before any training.
 
     ``data.path`` set: the data is that exported Parquet folder (`python -m datasets_scripts ...`), whatever
     ``data.source`` says (the source then only names the kind of data, e.g. ``bigearthnet``); ``data.options``
@@ -83,7 +84,7 @@ def load_data(config: dict[str, Any], model_config: Any) -> Any:
     name) with ``data.options``. ``data.name`` defaults to the export's own name (its card's pretty_name), so
     the model card names the data actually trained on.
     """
-    from crjepa.data.loading import check_sensors, export_name, load_paired_dataset
+    from crjepa.data.loading import check_sensors, export_name, load_paired_dataset, require_paired
 
     data = config["data"]
     cli_keys = config.get("cli_keys", ())
@@ -100,7 +101,12 @@ def load_data(config: dict[str, Any], model_config: Any) -> Any:
             data["name"] = export_name(path)
     else:
         dataset = load_paired_dataset(data["source"], **dict(data["options"] or {}))
-    check_sensors(dataset, model_config.sensors)
+    where = str(data["path"] or data["source"])
+    # both directions: a config sensor the data lacks, or a data sensor the config lacks, stops the run here
+    check_sensors(dataset, model_config.sensors, exact=True, where=where)
+    # rows lacking a sensor are loaded with presence masks, but the objective does not read them yet:
+    # stop rather than train on zero-filled images (remove once the objective uses batch["present"])
+    require_paired(dataset, model_config.sensor_names, split=data["train_split"], where=where)
     return dataset
 
 
