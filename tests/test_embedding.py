@@ -103,5 +103,5 @@ def test_a_killed_run_resumes_to_the_same_result(root: Path) -> None:
 
 def test_a_folder_of_another_run_is_refused(root: Path, capsys) -> None:
     other = [a if a != "8" else "12" for a in DATA]  # another shard size: shards would not line up
-    assert main(["embed", str(root / "model"), *other, "-o", str(root / "one"), "--device", "cpu"]) == 1
+    assert main(["embed", str(root / "model"), *other, "-o", str(root / "one"), "--device", "cpu"]) == 2
     assert "holds shards of another embedding run (different shard_rows)" in capsys.readouterr().err

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,8 @@ NOT_RUN = {
     "python -m datasets_scripts cbrsir_vs <root> --output-dir out/cbrsir_vs": "CBRSIR_VS has no public layout",
     "python -m datasets_scripts paired pairs.csv --output-dir out/mine [--push-to-hub you/mine]":
         "needs the user's own files (the paired builder is tested on generated files)",
+    "python -m datasets_scripts paired pairs.csv --keep-unpaired --split-by tile --output-dir out/mine":
+        "needs the user's own files (--keep-unpaired / --split-by on the paired builder: test_scripts_file_builders.py)",
     "accelerate launch train_accelerate.py --config configs/dsrsid.yaml --data.path out/dsrsid":
         "needs the DSRSID export above",
     "crjepa push emb user/crjepa-emb": "the Hugging Face Hub (tests are offline; push is tested with a fake Hub)",
@@ -91,8 +94,8 @@ def readme_commands(text: str) -> tuple[list[str], list[str]]:
     """(shell commands in README order, python blocks)."""
     shell, python = [], []
     for block in readme_blocks(text):
-        if block[0].startswith(("from ", "import ")):
-            python.append("\n".join(block))
+        if block[0].lstrip().startswith(("from ", "import ")):  # a block inside a list item is indented more
+            python.append(textwrap.dedent("\n".join(block)))
             continue
         for line in block:
             shell.extend(part.strip() for part in strip_comment(line).split(" && ") if part.strip())

@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from crjepa.utils.atomic import atomic_write_json
 from crjepa.hub.archive import (
-    DATA_DIR, FORMAT_VERSION, INFO_FILE, EmbeddingsError, _vector_table, _write_json, add_indices, public_source,
+    DATA_DIR, FORMAT_VERSION, INFO_FILE, EmbeddingsError, _vector_table, add_indices, public_source,
     render_card,
 )
 
@@ -97,7 +98,7 @@ def claim_folder(output: Path, signature: Mapping[str, Any]) -> None:
                               "use another --output folder or delete this one")
     (output / RUN_DIR).mkdir(parents=True, exist_ok=True)
     (output / DATA_DIR).mkdir(exist_ok=True)
-    _write_json(run, signature)
+    atomic_write_json(run, signature)
 
 
 def shard_path(output: Path, shard: int) -> Path:
@@ -202,7 +203,7 @@ def embed_shards(
     if bar is not None:
         bar.close()
     shards = math.ceil(rows / shard_rows)
-    _write_json(output / RUN_DIR / f"rank-{rank}-of-{world}.json", {"rows": rows, "shards": shards})
+    atomic_write_json(output / RUN_DIR / f"rank-{rank}-of-{world}.json", {"rows": rows, "shards": shards})
     return {"rows": rows, "shards": shards, "written": written, "skipped": skipped}
 
 
@@ -265,7 +266,7 @@ def finish_archive(
         "source": public_source(source),
         "repo_id": repo_id,
     }
-    _write_json(output / INFO_FILE, info)
+    atomic_write_json(output / INFO_FILE, info)
     render_card(info, ids[0]).save(output / "README.md")
     if index != "none":
         add_indices(output, kind=index, recall=recall)
