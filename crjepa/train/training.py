@@ -174,7 +174,8 @@ def unknown_key_error(key: str) -> ConfigError:
     keys = valid_keys()
     close = [k for k in keys if key.rsplit(".", 1)[-1] in k or k.rsplit(".", 1)[-1] in key.rsplit(".", 1)[-1]]
     hint = f" Did you mean {close[:3]}?" if close else ""
-    return ConfigError(f"Unknown config key {key!r}.{hint}\nValid keys: " + ", ".join(keys))
+    return ConfigError(f"Unknown config key {key!r}.{hint} `python train_accelerate.py --help` lists every key "
+                       "with its default")
 
 
 def parse_scalar(text: str) -> Any:
