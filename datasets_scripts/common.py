@@ -372,7 +372,7 @@ def add_split_arguments(parser: Any, choices: Sequence[str] = SPLIT_BY) -> None:
 
 def run_export(builder_cls: type, args: Any, **config: Any) -> int:
     """Build ``builder_cls(**config)`` in a throwaway cache and export it as the CLI arguments say; errors for
-    people become one line on stderr and exit code 1."""
+    people become one line on stderr and exit code 2 (as every crjepa command)."""
     import sys
 
     from crjepa.utils.atomic import LockedError, OutputExistsError
@@ -384,7 +384,7 @@ def run_export(builder_cls: type, args: Any, **config: Any) -> int:
                                  token=args.token, overwrite=args.overwrite)
     except (DataError, PublishError, OutputExistsError, LockedError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     print(f"Wrote {out}" + (f" and pushed to https://huggingface.co/datasets/{args.push_to_hub}"
                             if args.push_to_hub else ""))
     return 0

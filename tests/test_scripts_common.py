@@ -141,4 +141,4 @@ def test_cli_synthetic_exports_and_reports_errors_in_one_line(tmp_path):
     assert sorted(p.name for p in (out / "data").iterdir()) == ["train-00000-of-00001.parquet",
                                                                "validation-00000-of-00001.parquet"]
     again = _cli(*args, cwd=tmp_path)
-    assert again.returncode == 1 and "error:" in again.stderr and "Traceback" not in again.stderr
+    assert again.returncode == 2 and "error:" in again.stderr and "Traceback" not in again.stderr

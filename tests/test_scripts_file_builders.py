@@ -225,7 +225,7 @@ def test_paired_cli_keep_unpaired_and_split_by_tile(unpaired_csv, tmp_path, caps
 
     csv_path, truth = unpaired_csv
     out = tmp_path / "export"
-    assert main(["paired", str(csv_path), "--output-dir", str(out), "--num-proc", "1"]) == 1
+    assert main(["paired", str(csv_path), "--output-dir", str(out), "--num-proc", "1"]) == 2
     assert "line 4: empty path for sensor 'optical' (pass --keep-unpaired" in capsys.readouterr().err
     assert not out.exists()
     args = ["paired", str(csv_path), "--output-dir", str(out), "--num-proc", "1", "--keep-unpaired",
