@@ -138,20 +138,25 @@ def effective_rank(x: np.ndarray) -> float:
     return float(np.exp(-(p * np.log(p)).sum()))
 
 
-def embedding_stats(vectors: dict[str, np.ndarray], sensors: Sequence[str]) -> dict[str, float]:
-    """Per space: cosine of the co-registered pair, cosine to other items (of the other sensor), the pair's
-    top-1 cross-modal hit rate, and each sensor's effective rank. Vectors are unit length."""
-    a, b = sensors
+def embedding_stats(vectors: dict[str, np.ndarray], sensors: Sequence[str],
+                    present: dict[str, np.ndarray] | None = None) -> dict[str, float]:
+    """Per space: cosine of the co-registered pair (the first two sensors, on the rows that have both), cosine
+    to other items (of the other sensor), the pair's top-1 cross-modal hit rate, and each sensor's effective rank
+    (on its own rows). Vectors are unit length."""
+    a, b = sensors[:2]
+    present = present or {}
+    rows = {s: present.get(s, np.ones(len(vectors[f"{s}_cross"]), bool)) for s in sensors}
+    both = rows[a] & rows[b]
     stats: dict[str, float] = {}
     for space in ("unified", "cross"):
-        va, vb = vectors[f"{a}_{space}"], vectors[f"{b}_{space}"]
+        va, vb = vectors[f"{a}_{space}"][both], vectors[f"{b}_{space}"][both]
         sim = va @ vb.T
         n = len(sim)
         stats[f"{space}/pair_cos"] = float(np.diag(sim).mean())
         stats[f"{space}/other_cos"] = float((sim.sum() - np.trace(sim)) / max(n * (n - 1), 1))
         stats[f"{space}/pair_top1"] = float((sim.argmax(1) == np.arange(n)).mean())
-        for sensor, v in ((a, va), (b, vb)):
-            stats[f"{space}/{sensor}_rank"] = effective_rank(v)
+        for sensor in sensors:
+            stats[f"{space}/{sensor}_rank"] = effective_rank(vectors[f"{sensor}_{space}"][rows[sensor]])
     return {k: round(v, 4) for k, v in stats.items()}
 
 
@@ -166,7 +171,7 @@ def measure_embeddings(model_dir: Path, config: dict[str, Any]) -> dict[str, flo
     dataset = train_accelerate.load_data(config, model.config)
     embeddings = compute_embeddings(model, select_split(dataset, config["eval"]["query_split"]),
                                     batch_size=config["eval"]["batch_size"])
-    return embedding_stats(embeddings.vectors, model.config.sensor_names)
+    return embedding_stats(embeddings.vectors, model.config.sensor_names, embeddings.present)
 
 
 def run_one(config: Path, seed: int, output_dir: Path, overrides: dict[str, Any]) -> dict[str, Any]:

@@ -134,9 +134,11 @@ def _embed(args: argparse.Namespace) -> int:
     if worker:
         rank, world = int(os.environ[RANK_ENV]), int(os.environ[WORLD_ENV])
     elif int(os.environ.get("WORLD_SIZE", "1")) > 1:  # accelerate launch / torchrun
-        from accelerate import PartialState
+        # Accelerator, not PartialState(): under `accelerate launch --multi_gpu` with ACCELERATE_USE_CPU a bare
+        # PartialState reports one process per rank (every rank would write every shard), Accelerator sees them all
+        from accelerate import Accelerator
 
-        state = PartialState()
+        state = Accelerator()
         rank, world = state.process_index, state.num_processes
     else:
         rank, world = 0, 1

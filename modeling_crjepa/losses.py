@@ -2,6 +2,11 @@
 
 L = L_pred + lambda_cross * L_cross + lambda_uni * L_uni + lambda_sigreg * L_sigreg  (PAPER.md, Objective).
 
+Partially paired batches (beyond the paper): every term takes an optional per-row weight or validity (B,) in
+{0, 1} saying which rows have what the term needs; a term is then computed on exactly those rows with static
+shapes (masked logits, weighted means), and is 0, not NaN, when no row qualifies. Without it, every row counts
+and the value is the paper's.
+
 This module travels with the model as remote code: it imports only torch.
 """
 
@@ -52,6 +57,23 @@ def epps_pulley_knots(num_knots: int = 17, t_max: float = 3.0, device=None) -> t
     return knots[0], knots[1]
 
 
+def _all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
+    """Differentiable sum over all processes (identity when torch.distributed is not initialised)."""
+    if not _dist_ready() or torch.distributed.get_world_size() == 1:
+        return x
+    from torch.distributed.nn.functional import all_reduce
+
+    return all_reduce(x, op=torch.distributed.ReduceOp.SUM)
+
+
+def weighted_mean(values: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """mean(values) when weight is None, else sum(weight * values) / max(sum(weight), 1): 0 when no row counts."""
+    if weight is None:
+        return values.mean()
+    weight = weight.to(values.dtype)
+    return (values * weight).sum() / weight.sum().clamp(min=1)
+
+
 def _all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
     """Differentiable mean over all processes (identity when torch.distributed is not initialised)."""
     if not _dist_ready() or torch.distributed.get_world_size() == 1:
@@ -69,6 +91,7 @@ def sigreg(
     t_max: float = 3.0,
     seed: int = 0,
     directions: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """SIGReg (LeJEPA): sliced Epps-Pulley test of the projections against an isotropic Gaussian.
 
@@ -78,6 +101,10 @@ def sigreg(
     is the global batch, so every process returns the same value. Computed in float32 whatever the autocast.
     A stack (P, B, D) of P projections gives the P statistics (P,) from one batched matmul, each equal to
     SIGReg of its (B, D) slice with the same directions.
+
+    weight: optional (B,) (or (P, B) for a stack) in {0, 1}: only rows with weight 1 count (rows lacking the
+    sensor in a partially paired batch); B becomes their number over all processes, and a slice without any row
+    gives 0. Local batches may then differ in size across processes.
     """
     if projections.ndim not in (2, 3):
         raise ValueError(f"SIGReg expects a (batch, dim) matrix or a (projections, batch, dim) stack, found shape "
@@ -89,30 +116,66 @@ def sigreg(
     with torch.autocast(device_type=x.device.type, enabled=False):
         slices = x @ directions.to(x.device, torch.float32)  # (..., B, J): one matmul for all directions
         phase = slices.unsqueeze(-1) * t  # (..., B, J, K)
-        cos_mean = _all_reduce_mean(torch.cos(phase).mean(dim=-3))  # (..., J, K)
-        sin_mean = _all_reduce_mean(torch.sin(phase).mean(dim=-3))
         gaussian_cf = torch.exp(-t.square() / 2)
+        if weight is None:
+            cos_mean = _all_reduce_mean(torch.cos(phase).mean(dim=-3))  # (..., J, K)
+            sin_mean = _all_reduce_mean(torch.sin(phase).mean(dim=-3))
+            global_batch = x.shape[-2] * (torch.distributed.get_world_size() if _dist_ready() else 1)
+        else:  # weighted sums and row counts, summed over processes
+            w = weight.to(device=x.device, dtype=torch.float32)[..., None, None]  # (..., B, 1, 1)
+            count = _all_reduce_sum(w.sum(dim=-3))  # (..., 1, 1)
+            cos_mean = _all_reduce_sum((torch.cos(phase) * w).sum(dim=-3)) / count.clamp(min=1)
+            sin_mean = _all_reduce_sum((torch.sin(phase) * w).sum(dim=-3)) / count.clamp(min=1)
+            global_batch = count[..., 0, 0]
         error = (cos_mean - gaussian_cf).square() + sin_mean.square()  # (..., J, K)
-        global_batch = x.shape[-2] * (torch.distributed.get_world_size() if _dist_ready() else 1)
         return global_batch * (error @ weights).mean(dim=-1)
 
 
-def info_nce(e_a: torch.Tensor, e_b: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
-    """Symmetric batch InfoNCE between paired, L2-normalised embeddings (row i of a matches row i of b)."""
+MASKED_LOGIT = -1e9
+"""The logit given to a pair that is not a candidate (a row lacking one of the sensors): exp() of it is 0 in float32."""
+
+
+def info_nce(e_a: torch.Tensor, e_b: torch.Tensor, temperature: float = 0.1,
+             valid: torch.Tensor | None = None, has_a: torch.Tensor | None = None,
+             has_b: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric batch InfoNCE between paired, L2-normalised embeddings (row i of a matches row i of b).
+
+    Partially paired batches: ``valid`` (B,) in {0, 1} marks the rows that have both sensors; only they are
+    queries (they have a positive). The candidates of an a->b query are the rows that have b (``has_b``, default
+    ``valid``): a row with b alone is a true negative (another place), so single-sensor rows still sharpen the
+    contrast. Other pairs get MASKED_LOGIT (static shapes); the value equals InfoNCE over those rows alone, and
+    is 0 when no row is valid.
+    """
     logits = (e_a.float() @ e_b.float().T) / temperature
     target = torch.arange(logits.shape[0], device=logits.device)
-    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+    if valid is None:
+        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+    eye = torch.eye(len(valid), dtype=torch.bool, device=logits.device)
+    columns_b = (has_b if has_b is not None else valid).bool()
+    columns_a = (has_a if has_a is not None else valid).bool()
+    a_to_b = logits.masked_fill(~(columns_b[None, :] | eye), MASKED_LOGIT)
+    b_to_a = logits.T.masked_fill(~(columns_a[None, :] | eye), MASKED_LOGIT)
+    per_row = (F.cross_entropy(a_to_b, target, reduction="none") + F.cross_entropy(b_to_a, target, reduction="none")) / 2
+    return weighted_mean(per_row, valid)
 
 
-def uni_loss(e_a: torch.Tensor, e_b: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
-    """L_uni = InfoNCE(e_a, e_b) + mean_i (1 - cos(e_a_i, e_b_i)) on the unified head's embeddings."""
+def uni_loss(e_a: torch.Tensor, e_b: torch.Tensor, temperature: float = 0.1,
+             valid: torch.Tensor | None = None, has_a: torch.Tensor | None = None,
+             has_b: torch.Tensor | None = None) -> torch.Tensor:
+    """L_uni = InfoNCE(e_a, e_b) + mean_i (1 - cos(e_a_i, e_b_i)) on the unified head's embeddings (partially
+    paired: InfoNCE as in `info_nce`, the cosine term over the ``valid`` rows)."""
     cosine = F.cosine_similarity(e_a.float(), e_b.float(), dim=-1)
-    return info_nce(e_a, e_b, temperature) + (1 - cosine).mean()
+    return info_nce(e_a, e_b, temperature, valid, has_a, has_b) + weighted_mean(1 - cosine, valid)
 
 
-def prediction_loss(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """||z_hat_M - z_M||^2 averaged over samples, masked tokens and channels (a per-element MSE)."""
-    return F.mse_loss(predicted.float(), target.float())
+def prediction_loss(predicted: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """||z_hat_M - z_M||^2 averaged over samples, masked tokens and channels (a per-element MSE); with ``weight``
+    (B,) only the rows with weight 1 count (every row has the same number of masked tokens)."""
+    if weight is None:
+        return F.mse_loss(predicted.float(), target.float())
+    per_row = (predicted.float() - target.float()).square().flatten(1).mean(dim=1)
+    return weighted_mean(per_row, weight)
 
 
-__all__ = ["sigreg", "sigreg_directions", "epps_pulley_knots", "info_nce", "uni_loss", "prediction_loss"]
+__all__ = ["sigreg", "sigreg_directions", "epps_pulley_knots", "info_nce", "uni_loss", "prediction_loss",
+           "weighted_mean", "MASKED_LOGIT"]

@@ -66,16 +66,21 @@ class CRJepaPreTrainingOutput(ModelOutput):
     losses: {term: scalar} keyed by route and sensor pair: "pred" (the weighted sum over the active routes),
     "pred/<source>-><target>" (unweighted, active routes only), "cross" and "uni" (means over sensor pairs),
     "cross/<a>-<b>" and "uni/<a>-<b>" per unordered pair, "sigreg". embeddings: e (normalised) per
-    "<sensor>_<space>", from the visible tokens, for monitoring.
+    "<sensor>_<space>", from the visible tokens, for monitoring. rows (partially paired batches only, when
+    `present` was passed): {term: rows it used} for each route and pair term, "sigreg": projection rows; a 0
+    means the term is 0 because no row of the batch had its sensors.
     """
 
     loss: torch.FloatTensor | None = None
     losses: dict | None = None
     embeddings: dict | None = None
+    rows: dict | None = None
 
     def loss_terms(self) -> dict[str, torch.Tensor]:
-        """{name: scalar tensor} for logging: "loss" then every term of `losses`."""
-        return {"loss": self.loss, **(self.losses or {})}
+        """{name: scalar tensor} for logging: "loss", every term of `losses`, then "rows/<term>" (row counts of a
+        partially paired batch)."""
+        rows = {f"rows/{name}": value.float() for name, value in (getattr(self, "rows", None) or {}).items()}
+        return {"loss": self.loss, **(self.losses or {}), **rows}
 
 
 CRJepaOutput = CRJepaPreTrainingOutput  # the wave-1 name
@@ -709,6 +714,7 @@ class CRJepaForPreTraining(CRJepaPreTrainedModel):
         check_finite: bool = True,
         return_dict: bool | None = None,
         pixel_values_a: torch.Tensor | None = None,
+        present: dict[str, torch.Tensor] | None = None,
         **kwargs: Any,
     ) -> CRJepaPreTrainingOutput | tuple:
         """One training step's objective on a batch of co-registered rows (row i of every sensor is one place).
@@ -717,6 +723,13 @@ class CRJepaForPreTraining(CRJepaPreTrainedModel):
         pixel_values_a, pixel_values_b for the first two sensors of a two-sensor model, also positionally.)
         sigreg_step: seeds SIGReg's directions (the global step: identical on every process).
         masks: optional {sensor: (visible_index, masked_index)} to fix the masks (tests, benchmarks).
+        present: optional {sensor: (B,) bool}, which rows really have each sensor (a partially paired batch: the
+        loader zero-fills the images of absent sensors; `crjepa.data.loading.PairBatches` gives batch["present"]).
+        Each term then uses exactly the rows that have what it needs: a same-sensor route the rows with that
+        sensor, a cross route the rows with both, L_cross / L_uni the rows with both as queries and every row
+        with the target sensor as a candidate (single-sensor rows are true negatives), SIGReg every projection
+        of a present sensor; a term without rows is 0 (never NaN) and `output.rows` says how many rows it used.
+        Shapes stay static (every row is computed, absent ones are weighted 0). None: every row has every sensor.
         """
         if torch.is_tensor(pixel_values):  # wave-1 positional call model(a, b, ...)
             pixel_values_a, pixel_values = pixel_values, None
@@ -725,15 +738,52 @@ class CRJepaForPreTraining(CRJepaPreTrainedModel):
                 raise ValueError("Pass pixel_values={sensor: tensor} (pixel_values_a/_b only for two-sensor models)")
             pixel_values = dict(zip(self.sensor_names, (pixel_values_a, pixel_values_b)))
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        output = self.objective(self.check_inputs(pixel_values, check_finite), sigreg_step, masks)
+        inputs = self.check_inputs(pixel_values, check_finite)
+        output = self.objective(inputs, sigreg_step, masks, self.check_present(present, inputs))
         return output if return_dict else output.to_tuple()
 
+    def check_present(self, present: dict[str, torch.Tensor] | None,
+                      inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+        """{sensor: (B,) float32 weight in {0, 1}} on the inputs' device from {sensor: (B,) bool}; None stays None
+        (every row has every sensor). A sensor missing from ``present`` counts as present in every row."""
+        if present is None:
+            return None
+        unknown = [s for s in present if s not in self.config.sensors]
+        if unknown:
+            raise ValueError(f"present names sensor(s) {unknown} the model does not have; its sensors are "
+                             f"{self.sensor_names}")
+        out = {}
+        for sensor in self.sensor_names:
+            pixels = inputs[sensor]
+            mask = present.get(sensor)
+            if mask is None:
+                out[sensor] = pixels.new_ones(pixels.shape[0], dtype=torch.float32)
+                continue
+            mask = torch.as_tensor(mask, device=pixels.device)
+            if mask.shape != (pixels.shape[0],):
+                raise ValueError(f"present[{sensor!r}] must have shape ({pixels.shape[0]},) (one flag per row), "
+                                 f"found {tuple(mask.shape)}")
+            out[sensor] = mask.to(torch.float32)
+        return out
+
     def objective(self, inputs: dict[str, torch.Tensor], sigreg_step: int,
-                  masks: dict[str, tuple[torch.Tensor, torch.Tensor]] | None) -> CRJepaPreTrainingOutput:
-        """L = L_pred + lambda_cross L_cross + lambda_uni L_uni + lambda_sigreg L_sigreg on checked inputs."""
+                  masks: dict[str, tuple[torch.Tensor, torch.Tensor]] | None,
+                  present: dict[str, torch.Tensor] | None = None) -> CRJepaPreTrainingOutput:
+        """L = L_pred + lambda_cross L_cross + lambda_uni L_uni + lambda_sigreg L_sigreg on checked inputs.
+
+        present: {sensor: (B,) float weight in {0, 1}} (`check_present`) or None (every row has every sensor:
+        the paper's objective, computed exactly as without the argument)."""
         cfg, encoder, names = self.config, self.crjepa, self.sensor_names
         first = inputs[names[0]]
         batch, device = first.shape[0], first.device
+
+        def rows(*sensors: str) -> torch.Tensor | None:  # the rows having every one of `sensors` (None: all)
+            if present is None:
+                return None
+            weight = present[sensors[0]]
+            for sensor in sensors[1:]:
+                weight = weight * present[sensor]
+            return weight
         if masks is None:
             masks = {n: random_masks(batch, cfg.num_patches, cfg.mask_ratio, device) for n in names}
 
@@ -766,7 +816,8 @@ class CRJepaForPreTraining(CRJepaPreTrainedModel):
             predictor = self.predictors[self.route_to_predictor[route]]
             calls.append((predictor, (visible[source], masks[target][1], target_sensor)))
         predicted = dict(zip(active, run_packed(calls, pack)))
-        route_losses = {r: prediction_loss(predicted[r], targets[split_route(r)[1]]) for r in active}
+        route_losses = {r: prediction_loss(predicted[r], targets[split_route(r)[1]], rows(*split_route(r)))
+                        for r in active}
         loss_pred = sum(cfg.route_weights[r] * route_losses[r] for r in cfg.routes) if cfg.routes else zero
 
         # heads: each head once on every sensor; r (raw) and e (normalised) per (sensor, head)
@@ -775,23 +826,33 @@ class CRJepaForPreTraining(CRJepaPreTrainedModel):
         embeddings = {f"{n}_{space}": projected[(n, encoder.head_name(space))] for n in names for space in SPACES}
         e = {k: v[1] for k, v in embeddings.items()}
         pairs = list(combinations(names, 2))
-        cross_terms = {f"cross/{a}-{b}": info_nce(e[f"{a}_cross"], e[f"{b}_cross"], cfg.temperature) for a, b in pairs}
-        uni_terms = {f"uni/{a}-{b}": uni_loss(e[f"{a}_unified"], e[f"{b}_unified"], cfg.temperature) for a, b in pairs}
+        # contrastive terms: the rows with both sensors are the queries, every row with the target sensor a candidate
+        cross_terms = {f"cross/{a}-{b}": info_nce(e[f"{a}_cross"], e[f"{b}_cross"], cfg.temperature, rows(a, b),
+                                                  rows(a), rows(b)) for a, b in pairs}
+        uni_terms = {f"uni/{a}-{b}": uni_loss(e[f"{a}_unified"], e[f"{b}_unified"], cfg.temperature, rows(a, b),
+                                              rows(a), rows(b)) for a, b in pairs}
         loss_cross = mean_of(list(cross_terms.values()))
         loss_uni = mean_of(list(uni_terms.values()))
         # SIGReg on the raw projections (r_uni and r_cross of every sensor; one head: r of every sensor)
         raws = [projected[key][0] for key in keys]
         sigreg_kwargs = dict(step=sigreg_step, num_directions=cfg.sigreg_num_directions,
                              num_knots=cfg.sigreg_num_knots, t_max=cfg.sigreg_t_max)
+        weights = [rows(n) for n, _ in keys]  # each projection counts the rows of its sensor
         if pack:  # one batched matmul for the stack (P, B, R)
-            loss_sigreg = sigreg(torch.stack(raws), **sigreg_kwargs).mean()
+            stacked_weight = None if present is None else torch.stack(weights)
+            loss_sigreg = sigreg(torch.stack(raws), weight=stacked_weight, **sigreg_kwargs).mean()
         else:
-            loss_sigreg = torch.stack([sigreg(r, **sigreg_kwargs) for r in raws]).mean()
+            loss_sigreg = torch.stack([sigreg(r, weight=w, **sigreg_kwargs) for r, w in zip(raws, weights)]).mean()
 
         loss = loss_pred + cfg.lambda_cross * loss_cross + cfg.lambda_uni * loss_uni + cfg.lambda_sigreg * loss_sigreg
         losses = {"pred": loss_pred, **{f"pred/{r}": route_losses[r] for r in active},
                   "cross": loss_cross, **cross_terms, "uni": loss_uni, **uni_terms, "sigreg": loss_sigreg}
-        return CRJepaPreTrainingOutput(loss=loss, losses=losses,
+        used = None
+        if present is not None:  # how many rows each term used (0: the term is 0 because no row had its sensors)
+            used = {**{f"pred/{r}": rows(*split_route(r)).sum() for r in active},
+                    **{f"{term}/{a}-{b}": rows(a, b).sum() for a, b in pairs for term in ("cross", "uni")},
+                    "sigreg": torch.stack(weights).sum()}
+        return CRJepaPreTrainingOutput(loss=loss, losses=losses, rows=used,
                                        embeddings={k: v[1].detach() for k, v in embeddings.items()})
 
 

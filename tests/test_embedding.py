@@ -4,6 +4,7 @@ another run is refused."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -105,3 +106,78 @@ def test_a_folder_of_another_run_is_refused(root: Path, capsys) -> None:
     other = [a if a != "8" else "12" for a in DATA]  # another shard size: shards would not line up
     assert main(["embed", str(root / "model"), *other, "-o", str(root / "one"), "--device", "cpu"]) == 2
     assert "holds shards of another embedding run (different shard_rows)" in capsys.readouterr().err
+
+
+def test_a_partially_paired_export_embeds_indexes_and_evaluates(root: Path, capsys) -> None:
+    """`crjepa embed` on an export with single-sensor rows (synthetic --pairing-rate 0.5): null vectors where a
+    row lacks the sensor, equal to the in-memory embedding elsewhere; index, search and evaluate use each
+    sensor's own rows."""
+    from datasets_scripts.__main__ import main as export
+
+    from crjepa.data.loading import load_paired_dataset
+    from crjepa.eval.retrieval import compute_embeddings
+
+    data = root / "partial-data"
+    assert export(["synthetic", "--pairing-rate", "0.5", "--num-train", "24", "--num-validation", "0", "--num-test",
+                   "8", "--image-size", "32", "--output-dir", str(data), "--num-proc", "1"]) == 0
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        assert main(["embed", "model", str(data), "--split", "train", "-o", "partial", "--device", "cpu",
+                     "--batch-size", "4", "--shard-rows", "8", "--index", "exact"]) == 0
+        archive = load_embeddings(root / "partial")
+        train = load_paired_dataset(data, split="train")
+        reference = compute_embeddings(CRJepaModel.from_pretrained(root / "model").eval(), train, batch_size=4)
+        assert archive.ids == reference.ids
+        for sensor in ("s1", "s2"):
+            assert np.array_equal(archive.present[sensor], reference.present[sensor])
+            rows = reference.present[sensor]
+            for column in (f"{sensor}_unified", f"{sensor}_cross"):
+                np.testing.assert_allclose(archive.vectors[column][rows], reference.vectors[column][rows], atol=1e-6)
+                assert not archive.vectors[column][~rows].any() and len(archive.indices[column]) == rows.sum()
+        s2_only = archive.ids[int(np.flatnonzero(~reference.present["s1"])[0])]
+        capsys.readouterr()
+        assert main(["search", "partial", "--id", s2_only, "--direction", "s2->s1", "-k", "3"]) == 0
+        assert main(["search", "partial", "--id", s2_only, "--direction", "s1->s2"]) == 2
+        assert f"Item '{s2_only}' has no 's1' image" in capsys.readouterr().err
+        assert main(["evaluate", "model", str(data), "--query-split", "train", "--output-dir", "partial-eval"]) == 0
+        scored = json.loads(next((root / "partial-eval").glob("*.json")).read_text())
+        assert scored["direction_counts"]["s1->s2"] == [int(reference.present["s1"].sum()),
+                                                        int(reference.present["s2"].sum())]
+    finally:
+        os.chdir(cwd)
+
+
+def test_a_finished_archive_is_marked_and_published_without_its_run_folder(root: Path) -> None:
+    """finish_archive marks the folder as an embeddings archive (so a later `embed -o` may replace it), and a
+    push leaves out the local run bookkeeping (.embed/ names the local input path) and the marker."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    from crjepa.hub.access import push_folder
+    from crjepa.utils.atomic import read_marker
+    from test_hub_archive import FakeHubApi
+
+    folder = root / "one"
+    assert read_marker(folder)["kind"] == "embeddings"
+    api = FakeHubApi()
+    push_folder(folder, "someone/emb", api=api)
+    upload = api.calls[-1][1]
+    files = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
+    published = list(filter_repo_objects(files, ignore_patterns=upload["ignore_patterns"]))
+    assert ".embed/run.json" in files and not [f for f in published if f.startswith(".embed")]
+    assert "embeddings_info.json" in published and "data/train-00000.parquet" in published
+    assert ".crjepa-output.json" not in published
+
+
+def test_accelerate_launch_two_processes_give_the_embeddings_of_one(root: Path) -> None:
+    """`accelerate launch -m crjepa.cli embed ...` (the GPU recipe of the README) on 2 CPU processes (gloo):
+    each rank embeds its shards, rank 0 finishes the archive; the result is that of one process."""
+    from helpers import free_port
+
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--main_process_port", str(free_port()), "-m", "crjepa.cli", "embed", "model", *DATA, "-o", "launched"]
+    proc = subprocess.run(command, cwd=root, env={**_env(), "ACCELERATE_USE_CPU": "yes", "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "process 1/2: 3 shards written" in proc.stdout and "process 2/2: 2 shards written" in proc.stdout
+    _same_archive(root / "one", root / "launched")

@@ -164,3 +164,45 @@ def test_clear_errors_for_bad_input(model, pairs):
         compute_embeddings(model, pairs.select([]))
     with pytest.raises(ValueError, match="outside 0..2"):
         multi_hot([[0], [5]], 3)
+
+
+def test_rows_lacking_a_sensor_are_neither_queries_nor_candidates(model):
+    """A partially paired split: compute_embeddings records which rows have each sensor, and every direction
+    is scored on its own rows (queries with the source sensor, gallery with the target sensor), exactly as
+    if the other rows were not there; the placeholder vectors of absent rows never count."""
+    from crjepa.data.loading import load_paired_dataset, presence
+
+    ds = load_paired_dataset("synthetic", "train", num_train=60, num_validation=0, num_test=0, image_size=32,
+                             pairing_rate=0.5)
+    emb = compute_embeddings(model, ds, batch_size=16)
+    have = presence(ds, ["s1", "s2"])
+    assert emb.present is not None and all(np.array_equal(emb.present[s], have[s]) for s in have)
+    results = evaluate_embeddings(emb, k=5)
+
+    def subset(rows):
+        return EmbeddingSet({c: v[rows] for c, v in emb.vectors.items()}, [emb.ids[i] for i in np.flatnonzero(rows)],
+                            emb.labels[rows], None)
+
+    s1, s2 = subset(have["s1"]), subset(have["s2"])
+    assert results["F1@5"]["s1->s1"] == pytest.approx(evaluate_embeddings(s1, k=5)["F1@5"]["s1->s1"])
+    assert results["F1@5"]["s2->s2"] == pytest.approx(evaluate_embeddings(s2, k=5)["F1@5"]["s2->s2"])
+    assert results["F1@5"]["s1->s2"] == pytest.approx(evaluate_embeddings(s1, s2, k=5)["F1@5"]["s1->s2"])
+    assert results["F1@5"]["s2->s1"] == pytest.approx(evaluate_embeddings(s2, s1, k=5)["F1@5"]["s2->s1"])
+    assert results.direction_counts["s1->s2"] == [int(have["s1"].sum()), int(have["s2"].sum())]
+    # placeholders cannot leak: absent rows made identical to the first query change nothing
+    for column in emb.vectors:
+        rows = ~emb.present[column.split("_")[0]]
+        emb.vectors[column][rows] = emb.vectors[column][np.flatnonzero(~rows)[0]]
+    assert evaluate_embeddings(emb, k=5).metrics == results.metrics
+
+
+def test_a_direction_without_rows_is_reported_not_scored():
+    labels = multi_hot([[i % 3, (i + 1) % 3] for i in range(12)], 3)
+    emb = _random_set(labels)
+    emb.present = {"a": np.zeros(12, bool), "b": np.ones(12, bool)}
+    results = evaluate_embeddings(emb, k=2)
+    assert results["F1@2"]["a->b"] is None and results["F1@2"]["a->a"] is None
+    assert results["F1@2"]["b->b"] is not None and results["F1@2"]["b->a"] is None
+    assert any(note.startswith("a->b: not scored (0 queries with 'a'") for note in results.notes)
+    assert "| n/a |" in results.to_markdown()
+    assert {r.metric_config for r in results.model_index()} == {"b->b"}

@@ -124,3 +124,29 @@ def test_patch_embedding_is_the_strided_conv_it_replaces():
         (grad,) = torch.autograd.grad((tokens * reference.detach()).sum(), conv.weight)
         (grad_ref,) = torch.autograd.grad((reference * reference.detach()).sum(), conv.weight)
         assert torch.allclose(grad, grad_ref, rtol=1e-4, atol=1e-4)
+
+
+def test_presence_changes_never_recompile_the_training_forward():
+    """Partially paired batches keep static shapes (absent rows are computed and weighted 0): the whole
+    training forward compiled once (dynamic=False) serves batches with any presence pattern, including one
+    without pairs, with the eager forward's values."""
+    import torch._dynamo
+
+    model, a, b, masks = setup(n=8)
+    patterns = [(torch.arange(8) < 6, torch.arange(8) >= 2), (torch.arange(8) % 2 == 0, torch.ones(8, dtype=torch.bool)),
+                (torch.arange(8) < 4, torch.arange(8) >= 4)]
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    compiled = torch.compile(model, backend="eager", dynamic=False)
+    graphs = []
+    for has_a, has_b in patterns:
+        present = {"s1": has_a, "s2": has_b}
+        out = compiled({"s1": a, "s2": b}, sigreg_step=5, masks=masks, present=present)
+        graphs.append(torch._dynamo.utils.counters["stats"]["unique_graphs"])
+        eager = model({"s1": a, "s2": b}, sigreg_step=5, masks=masks, present=present)
+        for term, value in eager.losses.items():
+            assert torch.allclose(out.losses[term], value, rtol=1e-5, atol=1e-6), term
+    assert graphs[0] > 0 and graphs == [graphs[0]] * len(patterns)  # no new graph for a new pattern
+    _, a6, b6, masks6 = setup(n=6)  # the counter does see a real shape change
+    compiled({"s1": a6, "s2": b6}, sigreg_step=5, masks=masks6, present={"s1": torch.ones(6, dtype=torch.bool)})
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > graphs[0]

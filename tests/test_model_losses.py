@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from helpers import free_port, offline_env
-from modeling_crjepa.losses import epps_pulley_knots, info_nce, sigreg, sigreg_directions, uni_loss
+from modeling_crjepa.losses import epps_pulley_knots, info_nce, prediction_loss, sigreg, sigreg_directions, uni_loss
 
 
 def sigreg_reference(r: np.ndarray, u: np.ndarray, num_knots: int = 17, t_max: float = 3.0) -> float:
@@ -97,7 +97,10 @@ def test_sigreg_two_processes_agree(tmp_path):
         value = sigreg(mine, step=7, num_directions=64)
         value.backward()
         dirs = sigreg_directions(16, 64, step=7)
-        torch.save({{"value": value.item(), "dirs": dirs, "grad": mine.grad}}, r"{tmp_path}/out%d.pt" % rank)
+        keep = torch.arange(32) < (10 if rank == 0 else 32)  # unequal local counts: 10 + 32 rows
+        weighted = sigreg(full[rank * 32:(rank + 1) * 32], step=7, num_directions=64, weight=keep)
+        torch.save({{"value": value.item(), "dirs": dirs, "grad": mine.grad, "weighted": weighted.item()}},
+                   r"{tmp_path}/out%d.pt" % rank)
         dist.destroy_process_group()
     """))
     env = offline_env()
@@ -111,10 +114,84 @@ def test_sigreg_two_processes_agree(tmp_path):
     single = sigreg(full, step=7, num_directions=64)
     single.backward()
     assert out[0]["value"] == pytest.approx(single.item(), rel=1e-5)
+    rows = torch.cat([full[:10], full[32:]]).detach()  # the weighted statistic = SIGReg of the 42 kept rows
+    for r in range(2):
+        assert out[r]["weighted"] == pytest.approx(sigreg(rows, step=7, num_directions=64).item(), rel=1e-5)
     # DDP averages parameter gradients over processes, so each process holds world_size x its share of the
     # gradient of the global statistic: after DDP's average the update equals the single-process one.
     for r in range(2):
         assert torch.allclose(out[r]["grad"] / 2, full.grad[r * 32:(r + 1) * 32], rtol=1e-4, atol=1e-7)
+
+
+# ---------------------------------------------------------------------------------------------- partial batches
+def test_weighted_terms_equal_the_terms_on_the_valid_rows_alone():
+    """Each loss with a per-row validity equals the same loss on the valid rows only (static shapes, no
+    indexing inside), for several patterns; the rows outside get exactly zero gradient."""
+    g = torch.Generator().manual_seed(3)
+    for valid in ([1, 0, 1, 1, 0, 1, 1, 0], [0, 0, 0, 0, 0, 0, 1, 1], [1] * 8):
+        valid = torch.tensor(valid, dtype=torch.bool)
+        a = torch.nn.functional.normalize(torch.randn(8, 16, generator=g), dim=-1).requires_grad_(True)
+        b = torch.nn.functional.normalize(torch.randn(8, 16, generator=g), dim=-1)
+        r = torch.randn(8, 16, generator=g).requires_grad_(True)
+        pred, target = torch.randn(8, 5, 16, generator=g).requires_grad_(True), torch.randn(8, 5, 16, generator=g)
+        pairs = [
+            (info_nce(a, b, 0.1, valid), info_nce(a[valid], b[valid], 0.1)),
+            (uni_loss(a, b, 0.1, valid), uni_loss(a[valid], b[valid], 0.1)),
+            (sigreg(r, step=3, num_directions=32, weight=valid), sigreg(r[valid], step=3, num_directions=32)),
+            (prediction_loss(pred, target, valid), prediction_loss(pred[valid], target[valid])),
+        ]
+        for weighted, subset in pairs:
+            assert weighted.item() == pytest.approx(subset.item(), rel=1e-5, abs=1e-6)
+        sum(w for w, _ in pairs).backward()
+        for x in (a, r, pred):
+            assert torch.all(x.grad[~valid] == 0) and torch.isfinite(x.grad).all()
+    # a stack (P, B, D) with its own rows per projection = each projection's SIGReg on its rows
+    stack, weights = torch.randn(3, 8, 16, generator=g), torch.rand(3, 8, generator=g) > 0.4
+    each = sigreg(stack, step=1, num_directions=32, weight=weights)
+    for p in range(3):
+        assert each[p].item() == pytest.approx(sigreg(stack[p][weights[p]], step=1, num_directions=32).item(), rel=1e-5)
+
+
+def info_nce_reference(e_a, e_b, temperature, valid, has_a, has_b) -> float:
+    """Partially paired InfoNCE written out: each row with both sensors is a query; the candidates of an a->b
+    query are itself and every row with b (and the reverse), float64 loops."""
+    a, b = e_a.double().numpy(), e_b.double().numpy()
+    losses = []
+    for i in np.flatnonzero(valid.numpy()):
+        parts = []
+        for x, y, has in ((a, b, has_b), (b, a, has_a)):
+            cand = sorted(set(np.flatnonzero(has.numpy())) | {i})
+            logits = np.array([x[i] @ y[j] / temperature for j in cand])
+            parts.append(np.log(np.exp(logits - logits.max()).sum()) + logits.max() - logits[cand.index(i)])
+        losses.append(sum(parts) / 2)
+    return float(np.mean(losses)) if losses else 0.0
+
+
+def test_single_sensor_rows_are_negatives_of_the_contrastive_terms():
+    """L_cross / L_uni on a partial batch: the paired rows are the queries, every row with the target sensor a
+    candidate (a single-sensor row is a true negative), against the loop reference."""
+    g = torch.Generator().manual_seed(5)
+    a = torch.nn.functional.normalize(torch.randn(10, 16, generator=g), dim=-1)
+    b = torch.nn.functional.normalize(torch.randn(10, 16, generator=g), dim=-1)
+    has_a = torch.tensor([1, 1, 1, 0, 0, 1, 1, 0, 1, 1], dtype=torch.bool)
+    has_b = torch.tensor([1, 0, 1, 1, 1, 1, 0, 0, 1, 1], dtype=torch.bool)
+    valid = has_a & has_b
+    value = info_nce(a, b, 0.2, valid, has_a, has_b)
+    assert value.item() == pytest.approx(info_nce_reference(a, b, 0.2, valid, has_a, has_b), rel=1e-5)
+    assert value.item() != pytest.approx(info_nce(a, b, 0.2, valid).item(), rel=1e-3)  # the negatives count
+    cosine = torch.nn.functional.cosine_similarity(a, b)[valid]
+    assert uni_loss(a, b, 0.2, valid, has_a, has_b).item() == pytest.approx(value.item() + (1 - cosine).mean().item(),
+                                                                             rel=1e-5)
+
+
+def test_terms_without_valid_rows_are_zero_not_nan():
+    a = torch.nn.functional.normalize(torch.randn(6, 8), dim=-1).requires_grad_(True)
+    none = torch.zeros(6, dtype=torch.bool)
+    values = [info_nce(a, a.detach().flip(0), 0.1, none), uni_loss(a, a.detach(), 0.1, none),
+              sigreg(a, num_directions=16, weight=none), prediction_loss(a[:, None], a.detach()[:, None] + 1, none)]
+    assert [v.item() for v in values] == [0.0, 0.0, 0.0, 0.0]
+    sum(values).backward()
+    assert torch.equal(a.grad, torch.zeros_like(a))
 
 
 # ---------------------------------------------------------------------------------------------- wave-1 regression

@@ -298,3 +298,95 @@ def test_one_sensor_model_embeds_but_pretraining_needs_two():
     assert encoder(torch.randn(2, 12, 32, 32)).image_embeds.shape == (2, config.retrieval_dim)
     with pytest.raises(ValueError, match="two or more sensors"):
         CRJepaForPreTraining(config)
+
+
+# ---------------------------------------------------------------------------------------------- partial pairing
+def _masks(config, n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {s: random_masks(n, config.num_patches, config.mask_ratio, "cpu", generator=g) for s in config.sensors}
+
+
+def _subset(masks, rows):
+    return {s: (v[rows], m[rows]) for s, (v, m) in masks.items()}
+
+
+@pytest.mark.parametrize("three", [False, True])
+def test_partial_batch_terms_use_exactly_the_rows_that_have_their_sensors(three):
+    """present={sensor: (B,) bool}: the images of absent rows change nothing (loss identical when they are
+    replaced by noise, their pixel gradients exactly 0), and each term equals that term computed on its rows
+    alone; the log's rows/<term> counts them."""
+    config = three_sensor_config() if three else CRJepaConfig.from_preset("tiny")
+    torch.manual_seed(0)
+    model = CRJepaForPreTraining(config).eval()
+    n, g = 8, torch.Generator().manual_seed(1)
+    pixels = {s: torch.randn(n, c, 32, 32, generator=g) for s, c in config.sensors.items()}
+    names = list(config.sensors)
+    patterns = {names[0]: [1, 1, 1, 0, 0, 1, 1, 0], names[1]: [1, 0, 1, 1, 1, 1, 0, 0]}
+    if three:
+        patterns[names[2]] = [0, 1, 1, 1, 0, 1, 1, 1]
+    present = {s: torch.tensor(v, dtype=torch.bool) for s, v in patterns.items()}
+    masks = _masks(config, n)
+
+    def run(images):
+        images = {s: x.clone().requires_grad_(True) for s, x in images.items()}
+        return images, model(images, sigreg_step=2, masks=masks, present=present)
+
+    images, out = run(pixels)
+    out.loss.backward()
+    for s in names:
+        assert torch.all(images[s].grad[~present[s]] == 0) and images[s].grad[present[s]].abs().sum() > 0
+    noisy = {s: torch.where(present[s][:, None, None, None], x, torch.randn_like(x) * 50) for s, x in pixels.items()}
+    _, again = run(noisy)
+    for term, value in out.losses.items():
+        assert again.losses[term].item() == pytest.approx(value.item(), rel=1e-5, abs=1e-6), term
+
+    a, b = names[0], names[1]
+    both = present[a] & present[b]
+    on_pairs = model(_subset_pixels(pixels, both), sigreg_step=2, masks=_subset(masks, both))
+    for term in (f"pred/{a}->{b}", f"pred/{b}->{a}"):
+        assert out.losses[term].item() == pytest.approx(on_pairs.losses[term].item(), rel=1e-5), term
+    # contrastive terms: paired rows are the queries, every row with the target sensor a candidate
+    from test_model_losses import info_nce_reference
+
+    e = out.embeddings
+    cross = info_nce_reference(e[f"{a}_cross"], e[f"{b}_cross"], config.temperature, both, present[a], present[b])
+    assert out.losses[f"cross/{a}-{b}"].item() == pytest.approx(cross, rel=1e-5)
+    cosine = torch.nn.functional.cosine_similarity(e[f"{a}_unified"], e[f"{b}_unified"])[both]
+    uni = info_nce_reference(e[f"{a}_unified"], e[f"{b}_unified"], config.temperature, both, present[a], present[b])
+    assert out.losses[f"uni/{a}-{b}"].item() == pytest.approx(uni + (1 - cosine).mean().item(), rel=1e-5)
+    on_a = model(_subset_pixels(pixels, present[a]), sigreg_step=2, masks=_subset(masks, present[a]))
+    assert out.losses[f"pred/{a}->{a}"].item() == pytest.approx(on_a.losses[f"pred/{a}->{a}"].item(), rel=1e-5)
+    rows = out.loss_terms()
+    assert rows[f"rows/cross/{a}-{b}"].item() == both.sum().item() == 3
+    assert rows[f"rows/pred/{a}->{a}"].item() == present[a].sum().item()
+    assert rows["rows/sigreg"].item() == 2 * sum(int(m.sum()) for m in present.values())  # 2 heads per sensor
+
+
+def _subset_pixels(pixels, rows):
+    return {s: x[rows] for s, x in pixels.items()}
+
+
+def test_batch_without_pairs_trains_same_sensor_routes_and_zeroes_the_cross_terms():
+    model = tiny().train()
+    a, b = batch(model)
+    half = torch.arange(8) < 4
+    out = model({"s1": a, "s2": b}, sigreg_step=0, present={"s1": half, "s2": ~half})
+    terms = out.loss_terms()
+    for term in ("pred/s1->s2", "pred/s2->s1", "cross/s1-s2", "uni/s1-s2", "cross", "uni",
+                 "rows/cross/s1-s2", "rows/pred/s1->s2"):
+        assert terms[term].item() == 0.0, term
+    assert terms["pred/s1->s1"] > 0 and terms["sigreg"] > 0 and terms["rows/pred/s2->s2"].item() == 4
+    out.loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert all(torch.isfinite(g).all() for g in grads.values())
+    assert any("heads.unified" in n and g.abs().sum() > 0 for n, g in grads.items())  # SIGReg still shapes heads
+    # every row present = the paper's objective (the mask is then a no-op up to float rounding)
+    full = model({"s1": a, "s2": b}, sigreg_step=0, masks=_masks(model.config, 8))
+    same = model({"s1": a, "s2": b}, sigreg_step=0, masks=_masks(model.config, 8),
+                 present={"s1": torch.ones(8, dtype=torch.bool), "s2": torch.ones(8, dtype=torch.bool)})
+    for term, value in full.losses.items():
+        assert same.losses[term].item() == pytest.approx(value.item(), rel=1e-5), term
+    with pytest.raises(ValueError, match=r"present\['s1'\] must have shape \(8,\)"):
+        model({"s1": a, "s2": b}, present={"s1": torch.ones(3, dtype=torch.bool)})
+    with pytest.raises(ValueError, match="sensor\\(s\\) \\['dem'\\]"):
+        model({"s1": a, "s2": b}, present={"dem": torch.ones(8, dtype=torch.bool)})

@@ -167,8 +167,10 @@ def test_bad_input_fails_before_training_with_a_clear_message(tmp_path, capsys, 
         "wrong channels": (["--model.sensors", "{s1: 2, s2: 4}", "--model.band_names", "{s1: [VV, VH], s2: [a, b, c, d]}",
                             "--model.band_mean", "{s1: [0, 0], s2: [0, 0, 0, 0]}",
                             "--model.band_std", "{s1: [1, 1], s2: [1, 1, 1, 1]}"], r"'s2' has 12 channels, the model expects 4"),
-        "unpaired rows": (["--data.options", "{num_train: 256, num_validation: 0, num_test: 128, image_size: 32, "
-                           "pairing_rate: 0.5}"], r"of its 256 'train' rows, 64 lack 's1', 64 lack 's2'"),
+        "baseline on unpaired rows": (["--data.options", "{num_train: 256, num_validation: 0, num_test: 128, "
+                                       "image_size: 32, pairing_rate: 0.5}", "--model.architecture", "xjepa"],
+                                      r"xjepa baseline needs every sensor in every training row, but of the 256 "
+                                      r"training rows of synthetic\S*, 64 lack 's1', 64 lack 's2'"),
         "push offline": (["--push_to_hub", "--hub_model_id", "user/model"], r"HF_HUB_OFFLINE"),
     }
     for name, (args, message) in cases.items():
@@ -190,6 +192,44 @@ def test_bad_input_fails_before_training_with_a_clear_message(tmp_path, capsys, 
     # the real exit status through accelerate launch
     result = run(["--no_such_key", "1"], launcher=["-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1"])
     assert result.returncode != 0 and "Unknown config key 'no_such_key'" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------- partial pairing
+def test_partially_paired_and_unpaired_training_rows(tmp_path, capsys):
+    """pairing_rate 0.25: every row trains (the log counts each term's rows per batch, the cross terms on the
+    paired quarter), evaluation scores all four directions, the card says how the rows were paired. pairing_rate
+    0: no pair at all -> the same-sensor routes train, cross terms stay 0, a warning and the card say the cross
+    head is untrained."""
+    import train_accelerate
+    from huggingface_hub import ModelCard
+
+    def options(rate):
+        return ["--data.options", f"{{num_train: 256, num_validation: 0, num_test: 128, image_size: 32, seed: 0, "
+                f"pairing_rate: {rate}}}"]
+
+    out = tmp_path / "quarter"
+    summary = train_accelerate.train([*SMALL, *options(0.25), "--output_dir", str(out), "--epochs", "1"])
+    log = losses(out)
+    assert len(log) == summary["steps"] == 8  # 256 rows / 32: every row is used, not only the 64 pairs
+    rows = [r["train/rows/cross/s1-s2"] for r in log]
+    assert all(0 < n < 32 for n in rows) and sum(rows) == pytest.approx(64, abs=1e-6)  # the 64 pairs, once each
+    assert sum(r["train/rows/pred/s1->s1"] for r in log) == pytest.approx(64 + 96)  # pairs + S1-only rows
+    assert all(r["train/loss"] == r["train/loss"] for r in log)  # no NaN
+    assert set(summary["trained"]["metrics"]["F1@5"]) == {"s1->s1", "s2->s2", "s1->s2", "s2->s1"}
+    card = ModelCard.load(out / "model" / "README.md").text
+    assert "partially paired: 64 with s1 + s2, 96 with s1, 96 with s2" in card and "heads untrained" not in card
+    capsys.readouterr()
+
+    out = tmp_path / "none"
+    summary = train_accelerate.train([*SMALL, *options(0.0), "--output_dir", str(out), "--epochs", "1"])
+    printed = capsys.readouterr().out
+    assert "warning: no training row has both 's1' and 's2'" in printed and "cross head is untrained" in printed
+    log = losses(out)
+    assert all(r["train/cross/s1-s2"] == 0 == r["train/rows/cross/s1-s2"] == r["train/pred/s1->s2"] for r in log)
+    assert all(r["train/pred/s1->s1"] > 0 and r["train/sigreg"] > 0 for r in log)
+    card = ModelCard.load(out / "model" / "README.md").text
+    assert "cross-modal heads untrained for s1->s2, s2->s1" in card
+    assert summary["trained"]["metrics"]["F1@5"]["s1->s1"] is not None
 
 
 # ---------------------------------------------------------------------------------------------- N sensors
@@ -255,3 +295,32 @@ def test_gradient_checkpointing_is_a_run_config_switch(tmp_path):
         blocks = [m for m in run.core.modules() if hasattr(m, "gradient_checkpointing")]
         assert blocks and all(m.gradient_checkpointing == (switch == "true") for m in blocks)
         assert getattr(run.core, "is_activation_checkpointing", None) in (None, switch == "true")
+
+
+def test_extra_single_sensor_sources_add_training_rows_in_the_mix(tmp_path):
+    """data.extra_sources + data.mix: a paired export and an S2-only export train together in the asked shares
+    (each epoch half paired, half S2-only rows); evaluation keeps the paired export's splits."""
+    import train_accelerate
+    from datasets_scripts.__main__ import main as export
+
+    from crjepa.data.loading import load_paired_dataset
+
+    paired, s2_only = tmp_path / "paired", tmp_path / "s2-only"
+    assert export(["synthetic", "--num-train", "64", "--num-validation", "0", "--num-test", "32", "--image-size", "32",
+                   "--output-dir", str(paired), "--num-proc", "1"]) == 0
+    extra = load_paired_dataset("synthetic", "train", num_train=128, num_validation=0, num_test=0, image_size=32,
+                                seed=5).remove_columns(["s1"])
+    extra = extra.map(lambda row: {"id": "s2only-" + row["id"]})
+    (s2_only / "data").mkdir(parents=True)
+    extra.to_parquet(str(s2_only / "data" / "train-00000-of-00001.parquet"))
+    out = tmp_path / "run"
+    summary = train_accelerate.train([*SMALL, "--data.path", str(paired), "--output_dir", str(out), "--epochs", "1",
+                                      "--data.extra_sources", f"{{s2_only: {s2_only}}}",
+                                      "--data.mix", "{paired: 0.5, s2_only: 0.5}"])
+    log = losses(out)
+    assert summary["steps"] == len(log) == 8  # an epoch of 2 x 128 rows: the 64 pairs twice, the 128 S2 rows once
+    assert sum(r["train/rows/pred/s1->s1"] for r in log) == pytest.approx(128)
+    assert sum(r["train/rows/pred/s2->s2"] for r in log) == pytest.approx(256)
+    assert summary["trained"]["num_queries"] == 32  # the paired export's test split only
+    with pytest.raises(Exception, match="data.mix must be"):
+        train_accelerate.train([*SMALL, "--output_dir", str(tmp_path / "bad"), "--data.mix", "{paired: 1}"])

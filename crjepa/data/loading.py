@@ -198,7 +198,7 @@ def check_sensors(ds: datasets.Dataset, sensors: Mapping[str, int] | Sequence[st
                             "rename the column or add the sensor to the config")
     problems.extend(wrong)
     if len(ds):
-        empty = [s for s in want if s in have and not _column_numpy(ds, s, valid=True).any()]
+        empty = [s for s in want if s in have and not column_numpy(ds, s, valid=True).any()]
         if empty:
             problems.append(f"no row has sensor(s) {empty} (every value of the column is empty)")
     if problems:
@@ -206,7 +206,7 @@ def check_sensors(ds: datasets.Dataset, sensors: Mapping[str, int] | Sequence[st
                         + "; ".join(problems))
 
 
-def _column_numpy(ds: datasets.Dataset, name: str, valid: bool = False) -> np.ndarray:
+def column_numpy(ds: datasets.Dataset, name: str, valid: bool = False) -> np.ndarray:
     """One column of the dataset's rows as numpy (``valid``: its validity, i.e. non-null), read from the
     underlying table and mapped through the indices of a select / filter / shuffle view, so image columns are
     never copied."""
@@ -220,7 +220,7 @@ def _column_numpy(ds: datasets.Dataset, name: str, valid: bool = False) -> np.nd
 def presence(ds: datasets.Dataset, sensors: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     """{sensor: (N,) bool}: which rows of the dataset have each sensor (a null value means the row lacks it)."""
     names = list(sensors) if sensors is not None else sensor_columns(ds.features)
-    return {s: _column_numpy(ds, s, valid=True) for s in names}
+    return {s: column_numpy(ds, s, valid=True) for s in names}
 
 
 def pairing_summary(ds: datasets.Dataset, sensors: Sequence[str] | None = None) -> dict[str, int]:
@@ -242,8 +242,8 @@ def require_paired(ds: datasets.Dataset, sensors: Sequence[str], split: str | No
     columns = set(ds.features)
     rows = np.ones(len(ds), bool)
     if split is not None and "split" in columns:
-        rows = _column_numpy(ds, "split") == split
-    lacking = {s: int((~_column_numpy(ds, s, valid=True) & rows).sum()) for s in sensors if s in columns}
+        rows = column_numpy(ds, "split") == split
+    lacking = {s: int((~column_numpy(ds, s, valid=True) & rows).sum()) for s in sensors if s in columns}
     lacking = {s: n for s, n in lacking.items() if n}
     if lacking:
         what = ", ".join(f"{n:,} lack {s!r}" for s, n in lacking.items())
@@ -324,7 +324,7 @@ def combine_datasets(parts: Mapping[str, datasets.Dataset], mix: Mapping[str, fl
     combined = datasets.concatenate_datasets(aligned)
     if mix is None:
         return combined
-    split_of = _column_numpy(combined, "split")
+    split_of = column_numpy(combined, "split")
     origin = np.repeat(np.arange(len(names)), [len(parts[n]) for n in names])
     mixed = split_of == mix_split
     rows = {n: np.flatnonzero(mixed & (origin == i)) for i, n in enumerate(names)}

@@ -71,12 +71,20 @@ def directions_of(sensors: Sequence[str]) -> list[str]:
 @dataclass
 class EmbeddingSet:
     """Vectors per column (``{sensor}_{space}``: float32 (N, R), L2-normalised) with ids and multi-hot labels,
-    all in dataset order."""
+    all in dataset order. ``present`` ({sensor: (N,) bool}, None: every row has every sensor) marks the rows that
+    really have each sensor; the vectors of the others are placeholders that retrieval never uses."""
 
     vectors: dict[str, np.ndarray]
     ids: list[str]
     labels: np.ndarray
     class_names: list[str] | None = None
+    present: dict[str, np.ndarray] | None = None
+
+    def rows_with(self, sensor: str) -> np.ndarray | None:
+        """The rows having ``sensor`` (a bool mask), or None when every row has it."""
+        if self.present is None or sensor not in self.present or self.present[sensor].all():
+            return None
+        return self.present[sensor]
 
     def __getitem__(self, column: str) -> np.ndarray:
         if column not in self.vectors:
@@ -168,6 +176,7 @@ def compute_embeddings(
     chunks: dict[str, list[torch.Tensor]] = {column_name(s, sp): [] for s in sensors for sp in spaces}
     ids: list[str] = []
     labels: list[torch.Tensor] = []
+    present: dict[str, list[torch.Tensor]] = {sensor: [] for sensor in sensors}
     was_training = core.training
     core.eval()
     try:
@@ -181,6 +190,9 @@ def compute_embeddings(
                         emb = core.get_embeddings(pixels, sensor=sensor, space=space, normalize=False).float()
                         chunks[column_name(sensor, space)].append(torch.nn.functional.normalize(emb, dim=-1))
                 ids.extend(str(i) for i in batch.get("id", []))
+                if not is_dataset and "present" in batch:  # a loader's rows lacking a sensor
+                    for sensor in sensors:
+                        present[sensor].append(torch.as_tensor(batch["present"][sensor]).to(device))
                 if "labels" in batch:
                     labels.append(torch.as_tensor(batch["labels"]).float().to(device))
     finally:
@@ -199,11 +211,16 @@ def compute_embeddings(
         ids = [str(i) for i in dataset_or_loader["id"]]
         raw = dataset_or_loader["labels"] if "labels" in dataset_or_loader.column_names else [[] for _ in ids]
         label_array = multi_hot(raw, len(class_names) if class_names else num_classes_of(raw))
+        from crjepa.data.loading import presence
+
+        have = presence(dataset_or_loader, sensors)
     else:
         if accelerator is not None:
             ids = [str(i) for i in accelerator.gather_for_metrics(ids, use_gather_object=True)]
         label_array = (collect(labels).cpu().numpy() != 0).astype(np.uint8) if labels else np.zeros((len(ids), 0), np.uint8)
-    return EmbeddingSet(vectors=vectors, ids=ids, labels=label_array, class_names=class_names)
+        have = {s: collect(parts).cpu().numpy().astype(bool) for s, parts in present.items() if parts}
+    have = have if have and not all(mask.all() for mask in have.values()) else None
+    return EmbeddingSet(vectors=vectors, ids=ids, labels=label_array, class_names=class_names, present=have)
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
@@ -221,6 +238,8 @@ class RetrievalResults:
     num_queries: int = 0
     num_gallery: int = 0
     notes: list[str] = field(default_factory=list)
+    direction_counts: dict[str, list[int]] | None = None
+    """{direction: [queries, gallery items]} when some rows lack a sensor (each direction then has its own)."""
 
     @property
     def directions(self) -> list[str]:
@@ -239,7 +258,8 @@ class RetrievalResults:
         header = "| metric | " + " | ".join(d.upper() for d in self.directions) + " |"
         lines = [header, "|" + "---|" * (len(self.directions) + 1)]
         for metric, values in self.metrics.items():
-            cells = [f"{values[d] * (100 if percent else 1):.{digits}f}" for d in self.directions]
+            cells = [f"{values[d] * (100 if percent else 1):.{digits}f}" if values.get(d) is not None else "n/a"
+                     for d in self.directions]
             lines.append(f"| {metric} | " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
@@ -266,6 +286,8 @@ class RetrievalResults:
         results = []
         for metric, values in self.metrics.items():
             for direction in self.directions:
+                if values.get(direction) is None:  # not scored (no queries or gallery with its sensors)
+                    continue
                 results.append(EvalResult(
                     task_type="image-retrieval", task_name="Cross-modal remote-sensing image retrieval",
                     dataset_type=dataset_type or self.dataset_name, dataset_name=self.dataset_name,
@@ -322,8 +344,11 @@ def _score_direction(
     if multi_label and len(chunks) > 1:
         notes.append(f"F1@{k} (CSMAE) skipped: {len(queries)} x {len(gallery)} similarities exceed "
                      f"max_similarity_elements={max_elements}")
-    order = [f"F1@{k}", f"F1@{k} (CSMAE)", f"mAP@{k} (any shared)"] if multi_label else ["mAP", f"P@{k}"]
-    return {name: sums[name] / len(queries) for name in order if name in sums}, notes
+    return {name: sums[name] / len(queries) for name in _metric_names(multi_label, k) if name in sums}, notes
+
+
+def _metric_names(multi_label: bool, k: int) -> list[str]:
+    return [f"F1@{k}", f"F1@{k} (CSMAE)", f"mAP@{k} (any shared)"] if multi_label else ["mAP", f"P@{k}"]
 
 
 def evaluate_embeddings(
@@ -352,19 +377,37 @@ def evaluate_embeddings(
         multi_label = bool((query_set.labels.sum(1) > 1).any() or (gallery_set.labels.sum(1) > 1).any())
     metrics: dict[str, dict[str, float]] = {}
     notes: list[str] = []
+    counts: dict[str, list[int]] = {}
     for direction in directions_of(sensors):
         source, target, space = parse_direction(direction, sensors)
+        # rows lacking a sensor are neither queries of its directions nor candidates in its gallery
+        query_rows, gallery_rows = query_set.rows_with(source), gallery_set.rows_with(target)
+        queries, query_labels = query_set[column_name(source, space)], query_set.labels
+        gallery, gallery_labels = gallery_set[column_name(target, space)], gallery_set.labels
+        if query_rows is not None:
+            queries, query_labels = queries[query_rows], query_labels[query_rows]
+        if gallery_rows is not None:
+            gallery, gallery_labels = gallery[gallery_rows], gallery_labels[gallery_rows]
+        counts[direction] = [len(queries), len(gallery)]
+        candidates = len(gallery) - (1 if same_set and source == target else 0)
+        if len(queries) == 0 or candidates < k:
+            notes.append(f"{direction}: not scored ({len(queries)} queries with {source!r}, {len(gallery)} gallery "
+                         f"items with {target!r}; k={k})")
+            for name in _metric_names(multi_label, k):
+                metrics.setdefault(name, {})[direction] = None
+            continue
         scores, direction_notes = _score_direction(
-            query_set[column_name(source, space)], gallery_set[column_name(target, space)],
-            query_set.labels, gallery_set.labels, same_set and source == target, multi_label, k,
+            queries, gallery, query_labels, gallery_labels, same_set and source == target, multi_label, k,
             max_similarity_elements)
         notes.extend(n for n in direction_notes if n not in notes)
         for name, value in scores.items():
             metrics.setdefault(name, {})[direction] = value
+    partial = query_set.present is not None or gallery_set.present is not None
     return RetrievalResults(dataset_name=dataset_name, sensors=list(sensors), metrics=metrics, k=k,
                             multi_label=multi_label, query_split=query_split,
                             gallery_split=gallery_split if not same_set else query_split,
-                            num_queries=len(query_set), num_gallery=len(gallery_set), notes=notes)
+                            num_queries=len(query_set), num_gallery=len(gallery_set), notes=notes,
+                            direction_counts=counts if partial else None)
 
 
 def present_sensors(model_sensors: Sequence[str], dataset: Any) -> list[str]:

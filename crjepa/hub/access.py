@@ -92,16 +92,21 @@ def prepare_push(repo_id: str, repo_type: str = "dataset", api: Any = None, toke
     return api, str(url)
 
 
+LOCAL_ONLY = [".embed/*", ".embed/**"]
+"""Upload ignore patterns of local run bookkeeping (besides the marker file)."""
+
+
 def upload_folder(api: Any, folder: str | Path, repo_id: str, repo_type: str = "dataset",
                   commit_message: str | None = None, token: str | None = None) -> None:
-    """Upload a prepared folder to a repo that `prepare_push` checked and created (the local writer's marker
-    file, `crjepa.utils.atomic.MARKER_FILE`, is not part of what is published)."""
+    """Upload a prepared folder to a repo that `prepare_push` checked and created. Local bookkeeping is not part
+    of what is published: the writer's marker file (`crjepa.utils.atomic.MARKER_FILE`) and the run folder of a
+    sharded `crjepa embed` (``.embed/``: its run signature names the local input path)."""
     from crjepa.utils.atomic import MARKER_FILE
 
     message = commit_message or f"Upload CR-JEPA {'embeddings' if repo_type == 'dataset' else 'model'}"
     extra = {"token": token} if token else {}
     hub_call("upload", repo_id, api.upload_folder, folder_path=str(folder), repo_id=repo_id, repo_type=repo_type,
-             commit_message=message, ignore_patterns=[MARKER_FILE], **extra)
+             commit_message=message, ignore_patterns=LOCAL_ONLY + [MARKER_FILE], **extra)
 
 
 def push_folder(folder: str | Path, repo_id: str, repo_type: str = "dataset", api: Any = None,

@@ -91,9 +91,11 @@ def public_source(source: Mapping[str, Any] | None) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------- faiss indices
 def build_indices(vectors: Mapping[str, np.ndarray], ids: Sequence[str], kind: str = "auto",
-                  fingerprint: str = "", columns: Sequence[str] | None = None, **params: Any) -> dict[str, Any]:
+                  fingerprint: str = "", columns: Sequence[str] | None = None,
+                  present: Mapping[str, np.ndarray] | None = None, **params: Any) -> dict[str, Any]:
     """One `crjepa.search.index.RetrievalIndex` per vector column, over the archive ids, tagged with the
-    model fingerprint, sensor and space of the column."""
+    model fingerprint, sensor and space of the column. ``present`` ({sensor: (N,) bool}): a column indexes only
+    the rows having its sensor (a partially paired archive)."""
     from crjepa.search.index import build_index
 
     out = {}
@@ -101,9 +103,20 @@ def build_indices(vectors: Mapping[str, np.ndarray], ids: Sequence[str], kind: s
         if name not in vectors:
             raise EmbeddingsError(f"No vector column {name!r} to index; available: {sorted(vectors)}")
         sensor, space = name.rsplit("_", 1)
-        out[name] = build_index(vectors[name], kind=kind, ids=list(ids), fingerprint=fingerprint, space=space,
+        rows = _rows_with(present, sensor)
+        matrix, row_ids = (vectors[name], list(ids)) if rows is None else (
+            vectors[name][rows], [i for i, keep in zip(ids, rows) if keep])
+        if not len(row_ids):
+            continue  # no row has this sensor: nothing to search in this column
+        out[name] = build_index(matrix, kind=kind, ids=row_ids, fingerprint=fingerprint, space=space,
                                 sensor=sensor, **params)
     return out
+
+
+def _rows_with(present: Mapping[str, np.ndarray] | None, sensor: str) -> np.ndarray | None:
+    """The rows having ``sensor`` (bool mask), or None when every row has it."""
+    mask = None if present is None else present.get(sensor)
+    return None if mask is None or np.all(mask) else np.asarray(mask, dtype=bool)
 
 
 def calibration_summary(index: Any) -> dict[str, Any]:
@@ -121,7 +134,8 @@ def save_indices(folder: Path, indices: Mapping[str, Any]) -> dict[str, str]:
 
 
 def _load_index(folder: Path, name: str, fingerprint: str, ids: Sequence[str], dimension: int) -> Any:
-    """Load ``faiss/<name>`` and check it was built by the archive's model, over its ids, at its dimension."""
+    """Load ``faiss/<name>`` and check it was built by the archive's model, over its ids (those of the rows
+    that have the column's sensor), at its dimension."""
     from crjepa.search.index import RetrievalIndex
 
     try:
@@ -140,8 +154,10 @@ def _load_index(folder: Path, name: str, fingerprint: str, ids: Sequence[str], d
 
 # ---------------------------------------------------------------------------------------------- writing
 def _vector_table(ids: Sequence[str], labels: Sequence[Sequence[int]], class_names: Sequence[str],
-                  vectors: Mapping[str, np.ndarray], metadata: Mapping[str, Sequence[Any]]) -> Any:
-    """A pyarrow table whose schema carries the `datasets` features (ClassLabel names, fixed-size vectors)."""
+                  vectors: Mapping[str, np.ndarray], metadata: Mapping[str, Sequence[Any]],
+                  present: Mapping[str, np.ndarray] | None = None) -> Any:
+    """A pyarrow table whose schema carries the `datasets` features (ClassLabel names, fixed-size vectors).
+    ``present`` ({sensor: (N,) bool}): a row lacking a sensor gets a null vector in that sensor's columns."""
     import datasets
     import pyarrow as pa
 
@@ -154,9 +170,11 @@ def _vector_table(ids: Sequence[str], labels: Sequence[Sequence[int]], class_nam
     })
     arrays = [pa.array([str(i) for i in ids], pa.string()), pa.array([list(map(int, r)) for r in labels], pa.list_(pa.int64()))]
     arrays += [pa.array([None if v is None else str(v) for v in values], pa.string()) for values in metadata.values()]
-    for matrix in vectors.values():
+    for name, matrix in vectors.items():
         flat = pa.array(np.ascontiguousarray(matrix, dtype=np.float32).reshape(-1))
-        arrays.append(pa.FixedSizeListArray.from_arrays(flat, dim))
+        rows = _rows_with(present, name.rsplit("_", 1)[0])
+        mask = None if rows is None else pa.array(~rows)
+        arrays.append(pa.FixedSizeListArray.from_arrays(flat, dim, mask=mask))
     return pa.Table.from_arrays(arrays, schema=features.arrow_schema)
 
 
@@ -197,6 +215,7 @@ def write_embeddings_dataset(
     source: Mapping[str, Any] | None = None,
     rows_per_shard: int = 200_000,
     overwrite: bool = False,
+    present: Mapping[str, np.ndarray] | None = None,
 ) -> Path:
     """Write an embeddings archive folder (Parquet + card + faiss + embeddings_info.json), atomically.
 
@@ -205,7 +224,9 @@ def write_embeddings_dataset(
     source: how the images were obtained (e.g. {"dataset": "synthetic", "num_pairs": 200}); the CLI uses it to
     fetch images for result grids; local paths in it are published as their last component only (no path of
     the user's machine). repo_id: the dataset repo the card's usage snippet should name. An existing
-    ``output_dir`` is replaced only if it is an earlier archive (or empty), unless ``overwrite``.
+    ``output_dir`` is replaced only if it is an earlier archive (or empty), unless ``overwrite``. present:
+    {sensor: (N,) bool} for a partially paired archive: rows lacking a sensor store null vectors there and are
+    not in that sensor's indices (EmbeddingSet.present).
     """
     ids = [str(i) for i in ids]
     dim = _check_vectors(ids, vectors)
@@ -222,9 +243,11 @@ def write_embeddings_dataset(
     for index_name, index in (indices or {}).items():
         if index_name not in vectors:
             raise EmbeddingsError(f"Index {index_name!r} has no vector column; columns: {sorted(vectors)}")
-        if index.metadata.dimension != dim or len(index) != len(ids):
+        rows = _rows_with(present, index_name.rsplit("_", 1)[0])
+        count = len(ids) if rows is None else int(rows.sum())
+        if index.metadata.dimension != dim or len(index) != count:
             raise EmbeddingsError(f"Index {index_name!r} holds {len(index)} x {index.metadata.dimension} vectors; "
-                                  f"the archive has {len(ids)} x {dim}")
+                                  f"the archive has {count} x {dim}")
         if index.metadata.fingerprint != model_fingerprint:
             raise EmbeddingsError(f"Index {index_name!r} was built from model {index.metadata.fingerprint!r}, "
                                   f"the vectors from {model_fingerprint!r}")
@@ -238,7 +261,8 @@ def write_embeddings_dataset(
         for shard in range(shards):
             rows = slice(shard * rows_per_shard, min((shard + 1) * rows_per_shard, len(ids)))
             table = _vector_table(ids[rows], lists[rows], class_names, {k: v[rows] for k, v in vectors.items()},
-                                  {k: list(v)[rows] for k, v in metadata.items()})
+                                  {k: list(v)[rows] for k, v in metadata.items()},
+                                  {k: np.asarray(v)[rows] for k, v in (present or {}).items()})
             pq.write_table(table, tmp / DATA_DIR / f"train-{shard:05d}-of-{shards:05d}.parquet")
         index_kinds = save_indices(tmp, indices) if indices else {}
         info = {
@@ -306,6 +330,7 @@ class EmbeddingArchive:
         self.path, self.info, self.ids, self.labels = path, info, ids, labels
         self.vectors, self.metadata, self.indices = vectors, metadata, indices
         self._position = {archive_id: row for row, archive_id in enumerate(ids)}
+        self.present: dict[str, np.ndarray] = {}  # {sensor: (N,) bool} for sensors some rows lack (null vectors)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -359,8 +384,24 @@ class EmbeddingArchive:
         self._check_column(column)
         if column not in self.indices:
             self.indices.update(build_indices(self.vectors, self.ids, kind="exact", fingerprint=self.fingerprint,
-                                              columns=[column]))
+                                              columns=[column], present=self.present))
+        if column not in self.indices:
+            raise EmbeddingsError(f"No row of the archive at {self.path} has sensor {column.rsplit('_', 1)[0]!r}")
         return self.indices[column]
+
+    def searchable(self, column: str) -> int:
+        """How many rows ``column`` can return (rows lacking its sensor are not in its index)."""
+        rows = self.present.get(column.rsplit("_", 1)[0])
+        return len(self) if rows is None else int(rows.sum())
+
+    def vector(self, column: str, position: int) -> np.ndarray:
+        """The stored vector of a row; an error naming the item when the row lacks the column's sensor."""
+        sensor = column.rsplit("_", 1)[0]
+        rows = self.present.get(sensor)
+        if rows is not None and not rows[position]:
+            raise EmbeddingsError(f"Item {self.ids[position]!r} has no {sensor!r} image in the archive at {self.path}; "
+                                  f"search from a sensor it has ({[s for s in self.sensors if s not in self.present or self.present[s][position]]})")
+        return self.vectors[column][position]
 
     def _check_column(self, column: str) -> None:
         if column not in self.vectors:
@@ -375,16 +416,16 @@ class EmbeddingArchive:
         a vector (R,). ``exclude_position`` drops that row (a query's own item in same-modal search)."""
         self._check_column(column)
         if isinstance(query, str):
-            query = self.vectors[column][self.position(query)]
+            query = self.vector(column, self.position(query))
         vector = np.asarray(query, dtype=np.float32)
         if vector.ndim == 2 and vector.shape[0] == 1:
             vector = vector[0]
         if vector.ndim != 1 or vector.shape[0] != self.dimension:
             raise EmbeddingsError(f"Query embedding has shape {vector.shape}; this archive holds {self.dimension}-d "
                                   "vectors (was it made by another model?)")
-        if not 0 < k <= len(self) - (exclude_position is not None):
-            raise EmbeddingsError(f"k={k} must be between 1 and the number of searchable items "
-                                  f"({len(self) - (exclude_position is not None)})")
+        searchable = self.searchable(column) - (exclude_position is not None)
+        if not 0 < k <= searchable:
+            raise EmbeddingsError(f"k={k} must be between 1 and the number of searchable items ({searchable})")
         wanted = k + (exclude_position is not None)
         scores, found = self.index(column).search(vector[None, :], wanted)
         hits = []
@@ -402,7 +443,7 @@ class EmbeddingArchive:
         space and skip the item itself (the paper removes self-matches)."""
         source, target, space = parse_direction(direction or f"{self.sensors[0]}->{self.sensors[-1]}", self.sensors)
         position = self.position(archive_id)
-        vector = self.vectors[self._column(source, space)][position]
+        vector = self.vector(self._column(source, space), position)
         return self.search(vector, self._column(target, space), k,
                            exclude_position=position if source == target else None)
 
@@ -501,12 +542,15 @@ def _open_archive(folder: Path, model: Any, load_indices: bool, vectors: bool = 
     if absent:
         raise EmbeddingsError(f"The Parquet files of {folder} lack the column(s) {absent} that {INFO_FILE} lists")
     read_vectors, vectors = vectors, {}
+    present: dict[str, np.ndarray] = {}
     for name in info["vector_columns"] if read_vectors else []:
         column = table[name].combine_chunks()
         width = getattr(column.type, "list_size", None)
         if width != info["dimension"]:
             raise EmbeddingsError(f"Column {name!r} holds {width}-d vectors but {INFO_FILE} says {info['dimension']}-d")
-        vectors[name] = column.flatten().to_numpy().reshape(-1, width).astype(np.float32, copy=False)
+        vectors[name], valid = _vector_block(column, width)
+        if valid is not None:
+            present[name.rsplit("_", 1)[0]] = valid
     try:
         labels = multi_hot(table["labels"].to_pylist(), len(info["class_names"]))
     except (TypeError, ValueError, IndexError) as err:
@@ -514,12 +558,27 @@ def _open_archive(folder: Path, model: Any, load_indices: bool, vectors: bool = 
                               f"classes ({err})") from None
     metadata = {name: table[name].to_pylist() for name in info.get("metadata_columns", [])}
     archive = EmbeddingArchive(folder, info, [str(i) for i in table["id"].to_pylist()], labels, vectors, metadata, {})
+    archive.present = present
     if model is not None:
         archive.check_model(model)
     if load_indices:
         for name in info.get("indices", {}):
-            archive.indices[name] = _load_index(folder, name, archive.fingerprint, archive.ids, archive.dimension)
+            rows = present.get(name.rsplit("_", 1)[0]) if read_vectors else None
+            ids = archive.ids if rows is None else [i for i, keep in zip(archive.ids, rows) if keep]
+            archive.indices[name] = _load_index(folder, name, archive.fingerprint, ids, archive.dimension)
     return archive
+
+
+def _vector_block(column: Any, width: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """A FixedSizeList column -> float32 (N, width) and its validity (None: no nulls). Null vectors (rows lacking
+    the sensor) are zeros in the array; Arrow's flattened values skip them, so they are scattered back."""
+    values = column.flatten().to_numpy().reshape(-1, width).astype(np.float32, copy=False)
+    if not column.null_count:
+        return values, None
+    valid = column.is_valid().to_numpy(zero_copy_only=False)
+    out = np.zeros((len(column), width), np.float32)
+    out[valid] = values
+    return out, valid
 
 
 MAX_DIMENSION = 65_536
@@ -576,9 +635,12 @@ def check_info(info: Any, path: Path) -> dict[str, Any]:
     return info
 
 
-def read_vector_column(folder: str | Path, name: str, dimension: int | None = None) -> np.ndarray:
+def read_vector_column(folder: str | Path, name: str, dimension: int | None = None,
+                       with_validity: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray | None]:
     """One vector column of an archive as float32 (N, R), read Parquet file by file into one preallocated array
-    (the peak is the column plus one row group, not the archive: other columns are never read)."""
+    (the peak is the column plus one row group, not the archive: other columns are never read). Null vectors
+    (rows lacking the sensor) read as zeros; ``with_validity`` also returns their (N,) bool validity (None: no
+    nulls)."""
     import pyarrow.parquet as pq
 
     files = sorted((Path(folder) / DATA_DIR).glob("*.parquet"))
@@ -586,6 +648,7 @@ def read_vector_column(folder: str | Path, name: str, dimension: int | None = No
         raise EmbeddingsError(f"The archive at {folder} has no Parquet files under {DATA_DIR}/")
     rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     out: np.ndarray | None = None
+    validity = np.ones(rows, bool)
     start = 0
     for file in files:
         reader = pq.ParquetFile(file)
@@ -596,10 +659,14 @@ def read_vector_column(folder: str | Path, name: str, dimension: int | None = No
                 raise EmbeddingsError(f"{file}: column {name!r} holds {width}-d vectors, expected {dimension}-d")
             if out is None:
                 out = np.empty((rows, width), dtype=np.float32)
-            block = column.flatten().to_numpy().reshape(-1, width)
+            block, valid = _vector_block(column, width)
             out[start:start + len(block)] = block
+            if valid is not None:
+                validity[start:start + len(block)] = valid
             start += len(block)
     assert out is not None and start == rows
+    if with_validity:
+        return out, (None if validity.all() else validity)
     return out
 
 
@@ -629,8 +696,14 @@ def _add_indices(folder: str | Path, kind: str, columns: Sequence[str] | None,
         if name not in archive.info["vector_columns"]:
             archive._check_column(name)
         sensor, space = name.rsplit("_", 1)
-        vectors = read_vector_column(archive.path, name, archive.dimension)
-        index = build_index(vectors, kind=kind, ids=archive.ids, fingerprint=archive.fingerprint, space=space,
+        vectors, valid = read_vector_column(archive.path, name, archive.dimension, with_validity=True)
+        ids = archive.ids
+        if valid is not None:  # rows lacking the sensor are not searchable in its columns
+            vectors, ids = vectors[valid], [i for i, keep in zip(ids, valid) if keep]
+        if not ids:
+            raise EmbeddingsError(f"No row of the archive at {archive.path} has sensor {sensor!r}: column {name!r} "
+                                  "cannot be indexed")
+        index = build_index(vectors, kind=kind, ids=ids, fingerprint=archive.fingerprint, space=space,
                             sensor=sensor, recall=DEFAULT_RECALL if recall is None else recall, copy=False,
                             **params)
         del vectors

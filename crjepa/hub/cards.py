@@ -13,7 +13,7 @@ Not imported by the model files (remote code).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 import re
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,8 @@ def _protocol(results: Any) -> str:
     return f"{split} as queries and gallery (each query's own item removed from same-modal rankings)"
 
 
-def _data_description(run_config: dict[str, Any], train_pairs: int | None) -> str:
+def _data_description(run_config: dict[str, Any], train_pairs: int | None,
+                      train_rows: dict[str, int] | None = None, untrained: Sequence[str] = ()) -> str:
     data = run_config["data"]
     source = _data_source(data)
     name = data["name"] or source
@@ -55,7 +56,16 @@ def _data_description(run_config: dict[str, Any], train_pairs: int | None) -> st
         lines.append(f"- source: `{source}`")
     if data.get("options") and not data.get("path"):
         lines.append("- options: " + ", ".join(f"{k}={v}" for k, v in data["options"].items()))
-    lines.append(f"- training split: `{data['train_split']}`" + (f" ({train_pairs} pairs)" if train_pairs else ""))
+    if train_rows and (len(train_rows) > 1 or untrained):
+        counts = ", ".join(f"{n:,} with {k.replace('+', ' + ')}" for k, n in train_rows.items())
+        lines.append(f"- training split: `{data['train_split']}`, partially paired: {counts} (each loss term used the "
+                     "rows that have its sensors)")
+    else:
+        lines.append(f"- training split: `{data['train_split']}`" + (f" ({train_pairs} pairs)" if train_pairs else ""))
+    if untrained:
+        lines.append(f"- **cross-modal heads untrained for {', '.join(untrained)}**: no training row had both sensors, "
+                     "so these directions' scores are those of an untrained cross head; the same-sensor directions "
+                     "were trained")
     if source == "synthetic" and not data.get("path"):
         lines.append("- the built-in synthetic Sentinel-1/Sentinel-2 pairs of `datasets_scripts.synthetic` "
                      "(deterministic from the seed; no real imagery)")
@@ -73,9 +83,14 @@ def comparison_table(random_init: Any | None, trained: Any) -> str:
     metric = trained.headline_metric
     lines = [f"| direction | {metric} random init | {metric} trained |", "|---|---|---|"]
     for direction in trained.directions:
-        before = f"{random_init.metrics[metric][direction] * 100:.2f}" if random_init is not None else "-"
-        lines.append(f"| {direction.upper()} | {before} | {trained.metrics[metric][direction] * 100:.2f} |")
+        before = _percent(random_init.metrics[metric].get(direction)) if random_init is not None else "-"
+        lines.append(f"| {direction.upper()} | {before} | {_percent(trained.metrics[metric].get(direction))} |")
     return "\n".join(lines)
+
+
+def _percent(value: float | None) -> str:
+    """A score in % with two decimals; "n/a" for a direction that was not scored (no rows with its sensors)."""
+    return "n/a" if value is None else f"{value * 100:.2f}"
 
 
 def _public(value: Any) -> Any:
@@ -103,8 +118,9 @@ def public_run_config(run_config: dict[str, Any]) -> dict[str, Any]:
             node = node.get(key) if isinstance(node, dict) else None
         if isinstance(node, dict) and keys[-1] in node:
             node[keys[-1]] = _public(node[keys[-1]])
-    if isinstance(public.get("data", {}).get("options"), dict):
-        public["data"]["options"] = {k: _public(v) for k, v in public["data"]["options"].items()}
+    for section in ("options", "extra_sources"):
+        if isinstance(public.get("data", {}).get(section), dict):
+            public["data"][section] = {k: _public(v) for k, v in public["data"][section].items()}
     return public
 
 
@@ -161,7 +177,9 @@ def render_model_card(model_config: Any, run_config: dict[str, Any], results: An
         retrieval_dim=model_config.retrieval_dim, num_parameters=summary.get("num_parameters", "n/a"),
         dataset_name=dataset_name, protocol=_protocol(results), num_queries=results.num_queries,
         num_gallery=results.num_gallery, results_table=results.to_markdown(), comparison_table=comparison,
-        notes="; ".join(results.notes), data_description=_data_description(run_config, summary.get("train_pairs")),
+        notes="; ".join(results.notes),
+        data_description=_data_description(run_config, summary.get("train_pairs"), summary.get("train_rows"),
+                                           summary.get("untrained_directions") or ()),
         config_file=config_file,
         routes=list(model_config.routes), lambda_cross=model_config.lambda_cross, lambda_uni=model_config.lambda_uni,
         lambda_sigreg=model_config.lambda_sigreg, mask_ratio=model_config.mask_ratio,

@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from crjepa.utils.atomic import atomic_write_json
+from crjepa.utils.atomic import atomic_write_json, write_marker
 from crjepa.hub.archive import (
-    DATA_DIR, FORMAT_VERSION, INFO_FILE, EmbeddingsError, _vector_table, add_indices, public_source,
+    DATA_DIR, FORMAT_VERSION, INFO_FILE, OUTPUT_KIND, EmbeddingsError, _vector_table, add_indices, public_source,
     render_card,
 )
 
@@ -106,24 +106,43 @@ def shard_path(output: Path, shard: int) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------- the worker
-def _table_batch(table: Any, sensors: Sequence[str]) -> dict[str, Any]:
-    """A pyarrow batch -> {"id": [...], sensor: tensor (B, C, H, W) in its stored dtype}."""
+def _table_batch(table: Any, sensors: Sequence[str], config: Any = None) -> dict[str, Any]:
+    """A pyarrow batch -> {"id": [...], sensor: tensor (B, C, H, W) in its stored dtype, "present": {sensor: (B,)
+    bool}}. A row lacking a sensor (null value) gets zeros there and False in "present" (as `PairBatches`); a
+    batch where no row has the sensor gets zeros at the model's size (``config``)."""
     import torch
 
-    batch: dict[str, Any] = {"id": [str(i) for i in table["id"].to_pylist()]}
+    batch: dict[str, Any] = {"id": [str(i) for i in table["id"].to_pylist()], "present": {}}
     for sensor in sensors:
         if sensor not in table.column_names:
             raise EmbeddingsError(f"The data has no column {sensor!r} for sensor {sensor!r}; its columns are "
                                   f"{table.column_names}")
         column = table[sensor].combine_chunks()
-        try:
-            array = column.to_numpy()
-        except (TypeError, NotImplementedError, AttributeError):  # nested lists rather than Array3D
-            array = np.asarray(column.to_pylist())
-        if array.dtype == object:
-            array = np.stack([np.asarray(a.tolist() if hasattr(a, "tolist") else a) for a in array])
+        valid = column.is_valid().to_numpy(zero_copy_only=False) if column.null_count else np.ones(len(column), bool)
+        if not valid.any():
+            channels, size = (config.sensors[sensor], config.image_size) if config is not None else (1, 1)
+            batch[sensor] = torch.zeros(len(column), channels, size, size)
+            batch["present"][sensor] = torch.from_numpy(valid)
+            continue
+        array = _image_array(column.filter(column.is_valid()) if column.null_count else column)
+        if column.null_count:  # scatter the present rows back, zeros elsewhere
+            full = np.zeros((len(column), *array.shape[1:]), array.dtype)
+            full[valid] = array
+            array = full
         batch[sensor] = torch.from_numpy(np.array(array, copy=True))
+        batch["present"][sensor] = torch.from_numpy(valid)
     return batch
+
+
+def _image_array(column: Any) -> np.ndarray:
+    """An image column without nulls (Array3D, or nested lists from a Hub stream) -> (N, C, H, W) numpy."""
+    try:
+        array = column.to_numpy()
+    except (TypeError, NotImplementedError, AttributeError):  # nested lists rather than Array3D
+        array = np.asarray(column.to_pylist())
+    if array.dtype == object:
+        array = np.stack([np.asarray(a.tolist() if hasattr(a, "tolist") else a) for a in array])
+    return array
 
 
 def embed_shards(
@@ -188,11 +207,11 @@ def embed_shards(
                 skipped += 1
         if shard_path(output, shard).is_file():
             continue
-        batch = _table_batch(table, sensors)
+        batch = _table_batch(table, sensors, model.config)
         emb = compute_embeddings(model, [batch], sensors=sensors, spaces=spaces, batch_size=batch_size)
         labels = table["labels"].to_pylist() if "labels" in table.column_names else [[] for _ in batch["id"]]
         metadata = {name: table[name].to_pylist() for name in metadata_columns}
-        part = _vector_table(batch["id"], labels, class_names, emb.vectors, metadata)
+        part = _vector_table(batch["id"], labels, class_names, emb.vectors, metadata, emb.present)
         if writer is None:
             tmp = output / DATA_DIR / f".{SHARD_PATTERN.format(shard)}.tmp-{os.getpid()}"
             writer = pq.ParquetWriter(tmp, part.schema)
@@ -268,6 +287,7 @@ def finish_archive(
     }
     atomic_write_json(output / INFO_FILE, info)
     render_card(info, ids[0]).save(output / "README.md")
+    write_marker(output, OUTPUT_KIND)  # a finished archive: a later `embed -o` here may replace it
     if index != "none":
         add_indices(output, kind=index, recall=recall)
         info = json.loads((output / INFO_FILE).read_text())

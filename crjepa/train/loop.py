@@ -84,7 +84,7 @@ def load_data(config: dict[str, Any], model_config: Any) -> Any:
     name) with ``data.options``. ``data.name`` defaults to the export's own name (its card's pretty_name), so
     the model card names the data actually trained on.
     """
-    from crjepa.data.loading import check_sensors, export_name, load_paired_dataset, require_paired
+    from crjepa.data.loading import check_sensors, export_name, load_paired_dataset
 
     data = config["data"]
     cli_keys = config.get("cli_keys", ())
@@ -104,10 +104,81 @@ def load_data(config: dict[str, Any], model_config: Any) -> Any:
     where = str(data["path"] or data["source"])
     # both directions: a config sensor the data lacks, or a data sensor the config lacks, stops the run here
     check_sensors(dataset, model_config.sensors, exact=True, where=where)
-    # rows lacking a sensor are loaded with presence masks, but the objective does not read them yet:
-    # stop rather than train on zero-filled images (remove once the objective uses batch["present"])
-    require_paired(dataset, model_config.sensor_names, split=data["train_split"], where=where)
     return dataset
+
+
+@dataclass
+class Pairing:
+    """Which sensors the training rows have: ``rows`` = `pairing_summary` (e.g. {"s1+s2": 900, "s2": 100}),
+    ``partial`` = some row lacks a sensor (the objective then reads batch["present"]), ``unpaired`` = sensor
+    pairs no training row has together (their cross routes, L_cross and L_uni stay 0: cross head untrained)."""
+
+    rows: dict[str, int]
+    partial: bool
+    unpaired: list[tuple[str, str]]
+
+    @property
+    def untrained_directions(self) -> list[str]:
+        return [d for a, b in self.unpaired for d in (f"{a}->{b}", f"{b}->{a}")]
+
+
+def check_pairing(train_set: Any, model_config: Any, architecture: str, name: str, say: Any) -> Pairing:
+    """How the training rows are paired; a baseline that needs every sensor in every row stops here (one error
+    naming the counts), and sensor pairs without a single joint row are announced (the card repeats it)."""
+    from itertools import combinations
+
+    from crjepa.data.loading import pairing_summary, presence
+
+    sensors = list(model_config.sensor_names)
+    have = presence(train_set, sensors)
+    rows = pairing_summary(train_set, sensors)
+    partial = not all(mask.all() for mask in have.values())
+    unpaired = [(a, b) for a, b in combinations(sensors, 2) if not (have[a] & have[b]).any()]
+    if partial and architecture != "crjepa":
+        lacking = ", ".join(f"{int((~mask).sum()):,} lack {s!r}" for s, mask in have.items() if not mask.all())
+        raise ConfigError(f"The {architecture} baseline needs every sensor in every training row, but of the "
+                          f"{len(train_set):,} training rows of {name}, {lacking}. Train it on the paired rows "
+                          "(re-export without --keep-unpaired, pairing_rate: 1), or use model.architecture: crjepa, "
+                          "whose objective uses the rows each term needs")
+    if partial:
+        say(f"Training rows by sensors present: {rows}; each loss term uses the rows that have its sensors "
+            "(rows/<term> in the log)")
+    for a, b in unpaired:
+        say(f"warning: no training row has both {a!r} and {b!r}: the routes {a}->{b} and {b}->{a}, L_cross and L_uni "
+            f"for {a}-{b} stay 0, so the cross head is untrained for {a}<->{b} retrieval (the model card says so); "
+            f"same-sensor training ({a}->{a}, {b}->{b}) and SIGReg proceed")
+    return Pairing(rows=rows, partial=partial, unpaired=unpaired)
+
+
+def training_rows(config: dict[str, Any], dataset: Any, model_config: Any) -> Any:
+    """The rows trained on: the train split of the data set, plus the train splits of ``data.extra_sources``
+    (e.g. single-sensor exports) combined by `crjepa.data.loading.combine_datasets` in the shares of
+    ``data.mix``. Extra sets add training rows only: evaluation and the embeddings archive keep the main data
+    set's splits (a mix may repeat rows, which must not become duplicate archive items)."""
+    from crjepa.data.loading import check_sensors, combine_datasets, load_paired_dataset
+    from crjepa.eval.retrieval import select_split
+
+    data = config["data"]
+    name = data["name"] or data["path"] or data["source"]
+    try:
+        train = select_split(dataset, data["train_split"])
+    except ValueError as exc:  # no such split / no rows in it
+        raise ConfigError(f"The training split {data['train_split']!r} of {name} is unusable: {exc}; choose another "
+                          "data.train_split or check the exported data") from None
+    if not data["extra_sources"]:
+        return train
+    parts, where = {"paired": train}, {"paired": str(name)}
+    for part, source in data["extra_sources"].items():
+        folder = Path(str(source)).expanduser()
+        if not folder.is_dir():
+            raise ConfigError(f"data.extra_sources.{part}: {str(source)!r} is not a folder: pass a folder "
+                              "`python -m datasets_scripts <dataset> ... --output-dir DIR` wrote")
+        data["extra_sources"][part] = str(folder.resolve())
+        parts[part], where[part] = load_paired_dataset(folder, split=data["train_split"]), str(folder)
+    combined = combine_datasets(parts, mix=data["mix"], seed=int(config["seed"]), where=where,
+                                mix_split=data["train_split"])
+    check_sensors(combined, model_config.sensors, exact=True, where=" + ".join(where.values()))
+    return combined
 
 
 def lock_output_dir(output_dir: Path, main_process: bool) -> Any:
@@ -130,20 +201,23 @@ def check_evaluation_inputs(config: dict[str, Any], dataset: Any) -> None:
     ev, data = config["eval"], config["data"]
     name = data["name"] or data["path"] or data["source"]
     errors = []
-    ids = [str(i) for i in dataset["id"]]
-    if len(set(ids)) != len(ids):
-        dupes = [i for i, n in Counter(ids).items() if n > 1]
-        errors.append(f"{len(dupes)} id(s) of {name} occur more than once (e.g. {dupes[:3]}); ids must be unique "
-                      "for retrieval and the embeddings archive: fix or re-export the data")
     sizes = {}
     splits = [ev["query_split"], ev["gallery_split"]] + ([config["embeddings"]["split"]]
                                                         if config["embeddings"]["write"] else [])
     for split in dict.fromkeys(s for s in splits if s):
         try:
-            sizes[split] = len(select_split(dataset, split))
+            rows = select_split(dataset, split)
         except (KeyError, ValueError) as exc:
             errors.append(f"split {split!r} of {name}: {exc}")
             continue
+        sizes[split] = len(rows)
+        # ids name archive items, so they must be unique where they are searched (a data.mix may repeat
+        # training rows on purpose)
+        ids = [str(i) for i in rows["id"]]
+        if len(set(ids)) != len(ids):
+            dupes = [i for i, n in Counter(ids).items() if n > 1]
+            errors.append(f"{len(dupes)} id(s) of split {split!r} of {name} occur more than once (e.g. {dupes[:3]}); "
+                          "ids must be unique for retrieval and the embeddings archive: fix or re-export the data")
         if sizes[split] == 0:
             errors.append(f"split {split!r} of {name} is empty; choose another eval.query_split / gallery_split / "
                           "embeddings.split")
@@ -202,7 +276,8 @@ def evaluate(model: Any, dataset: Any, config: dict[str, Any], accelerator: Any)
 
 def log_results(accelerator: Any, results: Any, step: int, prefix: str = "eval") -> None:
     values = {f"{prefix}/{metric}/{direction}": value * 100
-              for metric, by_direction in results.metrics.items() for direction, value in by_direction.items()}
+              for metric, by_direction in results.metrics.items() for direction, value in by_direction.items()
+              if value is not None}  # None: a direction not scored (no rows with its sensors)
     accelerator.log(values, step=step)
 
 
@@ -257,6 +332,7 @@ class Run:
     lock: Any = None  # the DirLock on output_dir (main process)
     guard: Any = None  # FiniteGuard: non-finite loss terms / gradient norms
     precision: str = "no"  # the mixed precision that really runs (effective_precision)
+    pairing: Pairing | None = None  # which sensors the training rows have (check_pairing)
 
     @property
     def core(self) -> Any:
@@ -323,7 +399,6 @@ def _setup(config: dict[str, Any], model_config: Any, output_dir: Path, lock: An
 
     from crjepa.baselines.models import model_for_config
     from crjepa.data.loading import make_dataloader
-    from crjepa.eval.retrieval import select_split
 
     training, data = config["training"], config["data"]
     trackers = report_to(config)
@@ -338,22 +413,22 @@ def _setup(config: dict[str, Any], model_config: Any, output_dir: Path, lock: An
     # data, checked before the model is built
     with accelerator.main_process_first():
         dataset = load_data(config, model_config)
-    try:
-        train_set = select_split(dataset, data["train_split"])
-    except ValueError as exc:  # no such split / no rows in it
-        raise ConfigError(f"The training split {data['train_split']!r} of {data['name'] or data['path'] or data['source']}"
-                          f" is unusable: {exc}; choose another data.train_split or check the exported data") from None
+        train_set = training_rows(config, dataset, model_config)
     if len(train_set) == 0:
         raise ConfigError(f"The training split {data['train_split']!r} of {data['name'] or data['path'] or data['source']} "
                           "is empty; choose another data.train_split or check the exported data")
     check_evaluation_inputs(config, dataset)
+    from crjepa.baselines.models import architecture_of
+
+    pairing = check_pairing(train_set, model_config, architecture_of(model_config),
+                            data["name"] or data["path"] or data["source"], accelerator.print)
     accumulation = training["gradient_accumulation_steps"]
     # Our own seeded sampler instead of accelerator.prepare(loader): the data order must be a function of
     # (seed, epoch) alone, identical for any number of processes and after a resume (see ShardedEpochSampler).
     sampler = ShardedEpochSampler(len(train_set), data["batch_size"], accelerator.num_processes,
                                   accelerator.process_index, int(config["seed"]), accumulation)
     if sampler.batches_per_epoch == 0:
-        raise ConfigError(f"The training split {data['train_split']!r} has {len(train_set)} pairs, fewer than one "
+        raise ConfigError(f"The training split {data['train_split']!r} has {len(train_set)} rows, fewer than one "
                           f"global batch of {data['batch_size']} x {accelerator.num_processes} process(es) x "
                           f"{accumulation} accumulation step(s)")
     loader = make_dataloader(train_set, model_config.sensor_names, batch_size=data["batch_size"],
@@ -390,7 +465,7 @@ def _setup(config: dict[str, Any], model_config: Any, output_dir: Path, lock: An
                schedule=schedule, trackers=trackers, start_time=start_time, lock=lock,
                guard=FiniteGuard(training["nonfinite"], training["max_skipped_steps"],
                                  lambda step: learning_rate(max(step - 1, 0), **schedule)),
-               precision=precision)
+               precision=precision, pairing=pairing)
 
 
 # ---------------------------------------------------------------------------------------------- 2. start
@@ -480,7 +555,10 @@ def train_step(run: Run, state: TrainState, batch: dict[str, Any]) -> bool:
         pixels = {sensor: preprocess_batch(batch[sensor].to(accelerator.device, non_blocking=True), sensor, cfg)
                   for sensor in cfg.sensor_names}
         masks = draw_masks(cfg, batch["id"], state.micro_step, int(run.config["seed"]), accelerator.device)
-        output = model(pixel_values=pixels, sigreg_step=state.step, masks=masks, check_finite=False)
+        # a partially paired split: every term uses only the rows having its sensors (None: all rows, all sensors)
+        present = batch["present"] if run.pairing is not None and run.pairing.partial else None
+        output = model(pixel_values=pixels, sigreg_step=state.step, masks=masks, check_finite=False,
+                       **({"present": present} if present is not None else {}))
         accelerator.backward(output.loss)
         terms = output.loss_terms()
         if run.guard is None or run.guard.keep_micro_step(terms):  # skip mode only: one sync per micro-step
@@ -544,7 +622,8 @@ def after_step(run: Run, state: TrainState) -> None:
         results, _ = evaluate(run.model, run.dataset, run.config, run.accelerator)
         log_results(run.accelerator, results, step)
         run.say(f"step {step}: {results.headline_metric} " + ", ".join(
-            f"{d.upper()} {v * 100:.2f}" for d, v in results.metrics[results.headline_metric].items()))
+            f"{d.upper()} {'n/a' if v is None else f'{v * 100:.2f}'}"
+            for d, v in results.metrics[results.headline_metric].items()))
         run.model.train()
     if (ckpt["every_steps"] and step % ckpt["every_steps"] == 0) or finished:
         guard.check(f"write the checkpoint of step {step}")
@@ -630,7 +709,8 @@ def finish(run: Run, state: TrainState) -> dict[str, Any]:
                 embeddings_dir, embed_set.ids, embed_set.labels, embed_set.class_names or _class_names(embed_set),
                 embed_set.vectors, model_fingerprint=fingerprint, config_summary=config_summary(core.config),
                 indices=build_indices(embed_set.vectors, embed_set.ids, kind=config["embeddings"]["index"],
-                                      fingerprint=fingerprint),
+                                      fingerprint=fingerprint, present=embed_set.present),
+                present=embed_set.present,
                 model_repo_id=config["hub"]["hub_model_id"], repo_id=config["hub"]["hub_embeddings_id"],
                 source=({"dataset": str(Path(str(data["path"])).expanduser().resolve()), "split": embed_split}
                         if data["path"] else
@@ -643,6 +723,9 @@ def finish(run: Run, state: TrainState) -> dict[str, Any]:
                                                    "mixed_precision": run.precision,
                                                    "train_seconds": round(train_seconds, 1),
                                                    "train_pairs": len(run.train_set),
+                                                   "train_rows": run.pairing.rows if run.pairing else None,
+                                                   "untrained_directions": (run.pairing.untrained_directions
+                                                                            if run.pairing else []),
                                                    "num_parameters": f"{core.num_parameters() / 1e6:.2f}M"})
         # weights, processor and card appear together or not at all (a kill here leaves the previous model/)
         with atomic_dir(model_dir, kind="model", overwrite=True) as tmp:

@@ -37,7 +37,7 @@ from crjepa.utils.resources import resource_file
 DEFAULT_CONFIG = resource_file("configs", "cpu_default.yaml")
 """The configuration `train_accelerate.py` uses when no --config is given."""
 
-FREE_FORM = ("data.options",)
+FREE_FORM = ("data.options", "data.extra_sources", "data.mix")
 """Sections whose keys are passed on unchecked (the data source's own keyword arguments)."""
 
 DEFAULTS: dict[str, Any] = {
@@ -55,6 +55,10 @@ DEFAULTS: dict[str, Any] = {
         "name": None,  # the data set's name in the card (default: the export's name, else the source)
         "hub_id": None,  # the data set's Hub id, listed in the model card's metadata
         "options": {},  # extra keyword arguments of load_paired_dataset (e.g. synthetic sizes)
+        # more data sets trained on together with this one, e.g. single-sensor exports: {name: folder}; rows lacking
+        # a sensor train the terms they can (README: archives that are not fully paired)
+        "extra_sources": {},
+        "mix": None,  # {name: share} of each training epoch ("paired" = the main data set); null: every row once
         "train_split": "train",  # the split trained on
         "batch_size": 64,  # per process; the global batch is batch_size x processes x accumulation steps
         "num_workers": 0,  # DataLoader worker processes
@@ -337,6 +341,10 @@ def check_run_config(config: dict[str, Any]) -> None:
     training, data = config["training"], config["data"]
     if config["model"].get("preset") not in PRESETS:
         errors.append(f"model.preset must be one of {sorted(PRESETS)}, found {config['model'].get('preset')!r}")
+    if not isinstance(data["extra_sources"] or {}, dict):
+        errors.append(f"data.extra_sources must map names to exported folders, found {data['extra_sources']!r}")
+    if data["mix"] is not None and not (isinstance(data["mix"], dict) and data["extra_sources"]):
+        errors.append(f"data.mix must be {{name: share}} and needs data.extra_sources, found {data['mix']!r}")
     for key in ("batch_size",):
         if isinstance(data[key], int) and data[key] < 1:
             errors.append(f"data.{key} must be >= 1, found {data[key]}")
