@@ -198,3 +198,51 @@ def test_every_yaml_in_configs_accepts_data_path_of_an_export(reben_export):
         dataset = load_data(config, build_model_config(config))
         assert len(dataset) == 18, name
         assert config["data"]["name"] == "BigEarthNet-MM (reben)", name
+
+
+def test_partially_paired_real_patches_convert_train_embed_evaluate(reben_dirs, tmp_path):
+    """Real reBEN patches with some S1 acquisitions missing: `--keep-unpaired` keeps their S2 as S2-only rows,
+    the paper's config trains on every row through `accelerate launch` (the log counts the pairs each step used),
+    the card says how the rows were paired, and `crjepa embed` / `evaluate` use each sensor's rows."""
+    import pyarrow.parquet as pq
+
+    from crjepa.cli import main
+
+    meta = reben_pairs(reben_dirs)
+    dropped = {r["s1_name"] for r in meta if r["split"] == "train"}
+    dropped = set(sorted(dropped)[:3])  # three training places lose their S1 patch
+    s1 = tmp_path / "BigEarthNet-S1"
+    for patch in reben_dirs["s1"].glob("*/*"):
+        if patch.name not in dropped:
+            (s1 / patch.parent.name).mkdir(parents=True, exist_ok=True)
+            (s1 / patch.parent.name / patch.name).symlink_to(patch)
+    export = tmp_path / "partial"
+    run = run_module("datasets_scripts", "bigearthnet", "--s1-dir", s1, "--s2-dir", reben_dirs["s2"],
+                     "--reben-metadata", reben_dirs["metadata"], "--subset", "reben", "--keep-unpaired",
+                     "--output-dir", export, "--num-proc", "1")
+    assert run.returncode == 0, run.stderr[-3000:]
+    table = pq.read_table(next((export / "data").glob("train-*.parquet")))
+    assert table["s1"].null_count == 3 and table["s2"].null_count == 0
+
+    out = tmp_path / "run"
+    run = run_module("accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
+                     "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "train_accelerate.py"),
+                     "--config", "configs/paper_ben14k.yaml", "--data.path", export, "--output_dir", out,
+                     *TINY, "--logging.every_steps", "1", "--training.max_steps", "3", timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    assert "Training rows by sensors present: {'s1+s2': 3, 's2': 3}" in run.stdout
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert sum(r["train/rows/cross/s1-s2"] for r in log) <= 3 * 4 and all("train/rows/pred/s2->s2" in r for r in log)
+    assert sum(r["train/rows/pred/s2->s2"] for r in log) == 3 * 4  # 3 steps of 4 rows, every row has S2
+    card = (out / "model" / "README.md").read_text()
+    assert "partially paired: 3 with s1 + s2, 3 with s2" in card
+
+    emb = tmp_path / "emb"
+    assert main(["embed", str(out / "model"), str(export), "--split", "train", "-o", str(emb), "--device", "cpu",
+                 "--index", "exact"]) == 0
+    shard = pq.read_table(next((emb / "data").glob("*.parquet")))
+    assert shard["s1_cross"].null_count == 3 and shard["s2_cross"].null_count == 0
+    assert main(["evaluate", str(out / "model"), str(export), "--query-split", "train", "--device", "cpu",
+                 "--output-dir", str(tmp_path / "eval")]) == 0
+    scores = json.loads((tmp_path / "eval" / "retrieval_results.json").read_text())
+    assert scores["direction_counts"] == {"s1->s1": [3, 3], "s2->s2": [6, 6], "s1->s2": [3, 6], "s2->s1": [6, 3]}
