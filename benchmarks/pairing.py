@@ -14,8 +14,7 @@ directions (F1@5, test split as queries and gallery). The CR-JEPA model at the C
 - (b) everything: all 2,000 rows, each loss term on the rows that have its sensors, for as many epochs as (a), so
   each pair is seen as often as in (a); that takes 186 / r steps (more compute: the steps are in the table);
 - at 25 % also (a) for (b)'s steps (same compute, pairs only), and (b) with the pairs drawn as half of every epoch
-  (``data.mix``: the single-sensor rows given as ``data.extra_sources``), for (b)'s steps, to separate data from
-  compute and from batch composition.
+  (``data.pair_share: 0.5``), for (b)'s steps, to separate data from compute and from batch composition.
 Writes <out>/pairing.md and <out>/pairing.json (after every run; ``--resume`` keeps finished runs).
 """
 
@@ -160,10 +159,9 @@ def mode_run(mode: str, rate: float, folders: dict[str, Path], seed: int, out: P
         return run(name, folders["b"], seed, out, long_steps)
     if mode == "a_long":
         return run(name, folders["a"], seed, out, long_steps)
-    singles = train_rows(folders["single"])
+    singles = train_rows(folders["b"]) - pairs
     epoch_rows = int(max(pairs / 0.5, singles / 0.5))  # combine_datasets: no part subsampled
-    extra = {"data.extra_sources": {"single": str(folders["single"])}, "data.mix": {"paired": 0.5, "single": 0.5}}
-    result = run(name, folders["a"], seed, out, long_steps, epoch_rows, extra)
+    result = run(name, folders["b"], seed, out, long_steps, epoch_rows, {"data.pair_share": 0.5})
     result["train_rows"] = pairs + singles
     return result
 

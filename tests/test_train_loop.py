@@ -324,3 +324,20 @@ def test_extra_single_sensor_sources_add_training_rows_in_the_mix(tmp_path):
     assert summary["trained"]["num_queries"] == 32  # the paired export's test split only
     with pytest.raises(Exception, match="data.mix must be"):
         train_accelerate.train([*SMALL, "--output_dir", str(tmp_path / "bad"), "--data.mix", "{paired: 1}"])
+
+
+def test_pair_share_draws_the_pairs_as_that_share_of_each_epoch(tmp_path):
+    """data.pair_share 0.5 on a 25 %-paired split: each epoch holds every single-sensor row once and the pairs
+    repeated to the same number (the log's row counts show it), and a bad value stops before training."""
+    import train_accelerate
+
+    out = tmp_path / "share"
+    options = "{num_train: 256, num_validation: 0, num_test: 128, image_size: 32, seed: 0, pairing_rate: 0.25}"
+    summary = train_accelerate.train([*SMALL, "--data.options", options, "--output_dir", str(out), "--epochs", "1",
+                                      "--data.pair_share", "0.5"])
+    log = losses(out)
+    assert summary["steps"] == len(log) == 12  # max(64 / 0.5, 192 / 0.5) = 384 rows = 12 batches of 32
+    assert sum(r["train/rows/cross/s1-s2"] for r in log) == pytest.approx(192)  # the 64 pairs, 3 times each
+    assert sum(r["train/rows/pred/s1->s1"] for r in log) == pytest.approx(192 + 96)  # + the 96 S1-only rows once
+    assert train_accelerate.main([*SMALL, "--output_dir", str(tmp_path / "bad"), "--data.pair_share", "1.5"]) == 2
+    _no_training(tmp_path / "bad")

@@ -122,6 +122,24 @@ class Pairing:
         return [d for a, b in self.unpaired for d in (f"{a}->{b}", f"{b}->{a}")]
 
 
+def balance_pairs(train: Any, sensors: Sequence[str], share: float, seed: int, split: str, name: str) -> Any:
+    """The training rows with the rows that have every sensor drawn as ``share`` of each epoch (data.pair_share):
+    `combine_datasets` of the paired and the other rows with that mix (the smaller part repeated, none
+    subsampled). Unchanged when every row, or no row, is paired."""
+    import numpy as np
+
+    from crjepa.data.loading import combine_datasets, presence
+
+    have = presence(train, sensors)
+    both = np.logical_and.reduce([have[s] for s in sensors])
+    if both.all() or not both.any():
+        return train
+    parts = {"paired": train.select(np.flatnonzero(both).tolist()), "single": train.select(np.flatnonzero(~both).tolist())}
+    return combine_datasets(parts, mix={"paired": share, "single": 1 - share}, seed=seed,
+                            where={"paired": f"{name} (rows with {' + '.join(sensors)})",
+                                   "single": f"{name} (the other rows)"}, mix_split=split)
+
+
 def check_pairing(train_set: Any, model_config: Any, architecture: str, name: str, say: Any) -> Pairing:
     """How the training rows are paired; a baseline that needs every sensor in every row stops here (one error
     naming the counts), and sensor pairs without a single joint row are announced (the card repeats it)."""
@@ -165,6 +183,9 @@ def training_rows(config: dict[str, Any], dataset: Any, model_config: Any) -> An
     except ValueError as exc:  # no such split / no rows in it
         raise ConfigError(f"The training split {data['train_split']!r} of {name} is unusable: {exc}; choose another "
                           "data.train_split or check the exported data") from None
+    if data["pair_share"] is not None:
+        train = balance_pairs(train, model_config.sensor_names, float(data["pair_share"]), int(config["seed"]),
+                              data["train_split"], str(name))
     if not data["extra_sources"]:
         return train
     parts, where = {"paired": train}, {"paired": str(name)}

@@ -59,6 +59,9 @@ DEFAULTS: dict[str, Any] = {
         # a sensor train the terms they can (README: archives that are not fully paired)
         "extra_sources": {},
         "mix": None,  # {name: share} of each training epoch ("paired" = the main data set); null: every row once
+        # share of each training epoch drawn from the rows that have every sensor (e.g. 0.5 when a quarter of the
+        # rows are pairs: pairs repeated, single-sensor rows once); null: every row once, pairs at their own share
+        "pair_share": None,
         "train_split": "train",  # the split trained on
         "batch_size": 64,  # per process; the global batch is batch_size x processes x accumulation steps
         "num_workers": 0,  # DataLoader worker processes
@@ -343,6 +346,8 @@ def check_run_config(config: dict[str, Any]) -> None:
         errors.append(f"model.preset must be one of {sorted(PRESETS)}, found {config['model'].get('preset')!r}")
     if not isinstance(data["extra_sources"] or {}, dict):
         errors.append(f"data.extra_sources must map names to exported folders, found {data['extra_sources']!r}")
+    if data["pair_share"] is not None and not (isinstance(data["pair_share"], (int, float)) and 0 < data["pair_share"] < 1):
+        errors.append(f"data.pair_share must be a number between 0 and 1 (exclusive) or null, found {data['pair_share']!r}")
     if data["mix"] is not None and not (isinstance(data["mix"], dict) and data["extra_sources"]):
         errors.append(f"data.mix must be {{name: share}} and needs data.extra_sources, found {data['mix']!r}")
     for key in ("batch_size",):
