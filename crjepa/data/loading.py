@@ -235,24 +235,6 @@ def pairing_summary(ds: datasets.Dataset, sensors: Sequence[str] | None = None) 
     return dict(sorted(out.items(), key=lambda kv: (-kv[0].count("+"), kv[0])))
 
 
-def require_paired(ds: datasets.Dataset, sensors: Sequence[str], split: str | None = None,
-                   where: str | None = None) -> None:
-    """Stop, in words, if a row (of ``split``, if given) lacks one of ``sensors``: for consumers that need every
-    sensor in every row (today's two-sensor training objective, until it takes the presence masks)."""
-    columns = set(ds.features)
-    rows = np.ones(len(ds), bool)
-    if split is not None and "split" in columns:
-        rows = column_numpy(ds, "split") == split
-    lacking = {s: int((~column_numpy(ds, s, valid=True) & rows).sum()) for s in sensors if s in columns}
-    lacking = {s: n for s, n in lacking.items() if n}
-    if lacking:
-        what = ", ".join(f"{n:,} lack {s!r}" for s, n in lacking.items())
-        raise DataError(f"Dataset{f' {where}' if where else ''}: of its {int(rows.sum()):,} "
-                        f"{f'{split!r} ' if split else ''}rows, {what}; the training objective needs every sensor in "
-                        "every training row: keep the paired rows only (re-export without --keep-unpaired, "
-                        "pairing_rate=1) until the objective takes presence masks")
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Combining data sets (paired + single-sensor) into one training stream
 # ----------------------------------------------------------------------------------------------------------
