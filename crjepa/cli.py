@@ -509,6 +509,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("crjepa: interrupted", file=sys.stderr)
         return 130
+    finally:
+        # streamed Parquet readers (embed) hold Arrow threads: collect them now, while Arrow is alive, not in the
+        # interpreter's teardown where they can abort a finished run (apache/arrow#34314, datasets#7566)
+        import gc
+
+        gc.collect()
 
 
 if __name__ == "__main__":

@@ -36,7 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     parser, _ = build_parser()
     args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    status = int(args.func(args) or 0)
+    import gc
+
+    gc.collect()  # Arrow objects go before the interpreter's teardown (see common.run_export)
+    return status
 
 
 if __name__ == "__main__":

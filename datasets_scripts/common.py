@@ -377,11 +377,18 @@ def run_export(builder_cls: type, args: Any, **config: Any) -> int:
 
     from crjepa.utils.atomic import LockedError, OutputExistsError
 
+    import gc
+
     try:
         with tempfile.TemporaryDirectory(prefix="crjepa-build-") as cache:
             builder = builder_cls(cache_dir=cache, **config)
             out = export_builder(builder, args.output_dir, push_to_hub=args.push_to_hub, num_proc=args.num_proc,
                                  token=args.token, overwrite=args.overwrite)
+            # release the builder's Arrow tables (and the reader threads behind them) now, while Arrow is alive: left
+            # to the interpreter's final teardown they can abort the finished process ("terminate called without an
+            # active exception", apache/arrow#34314, huggingface/datasets#7566; seen once under load in CI)
+            del builder
+            gc.collect()
     except (DataError, PublishError, OutputExistsError, LockedError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
