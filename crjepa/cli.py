@@ -517,5 +517,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         gc.collect()
 
 
+def entry() -> None:
+    """The ``crjepa`` console script: `main`, then leave without the interpreter's teardown, where Arrow's reader
+    threads can abort a finished run (crjepa.utils.process)."""
+    from crjepa.utils.process import exit_without_teardown
+
+    exit_without_teardown(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

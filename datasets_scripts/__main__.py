@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import sys
 
 from . import BUILDER_MODULES
 
@@ -44,4 +43,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from crjepa.utils.process import exit_without_teardown
+
+    exit_without_teardown(main())  # an Arrow thread must not abort a finished export at exit (crjepa.utils.process)
