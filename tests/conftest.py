@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import pytest
 
+import crjepa.search  # noqa: F401  (before any test imports faiss: picks OpenBLAS's kernels, crjepa/search/blas.py)
+
 
 # ==================================================================================================================
 # Shared model fixtures

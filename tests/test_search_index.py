@@ -82,8 +82,7 @@ def test_hnsw_and_ivfpq_recall_at_100k() -> None:
 
     hnsw = build_index(archive, kind="hnsw", M=16, efConstruction=40, efSearch=64)
     assert recall(hnsw.search(queries, k=10)[1]) >= 0.95
-    ivfpq = build_index(archive, kind="auto")  # the size rule picks ivfpq at 100k
-    assert ivfpq.metadata.kind == "ivfpq"
+    ivfpq = build_index(archive, kind="ivfpq")
     assert recall(ivfpq.search(queries, k=10)[1]) >= ivfpq.metadata.calibration["target"] - 0.01  # calibrated
 
 
@@ -202,6 +201,41 @@ def test_calibrated_index_keeps_its_recall_on_fresh_queries(kind: str, params: d
                                   index.search(queries[:50], k=10, recall=0.99)[1])
 
 
+def test_auto_index_turns_exact_when_the_ann_index_cannot_keep_the_promise() -> None:
+    """kind="auto" proposes IVF-PQ from 50,000 vectors on; when its calibration cannot reach the target recall (here
+    structureless vectors, whose 4-bit codes rank badly) or exact search is faster at it, the build keeps the promise
+    with an exact index and records what the ANN index reached. kind="ivfpq" keeps IVF-PQ and says it missed."""
+    from crjepa.search.index import describe_calibration
+
+    rng = np.random.default_rng(11)
+    archive, queries = _unit(rng, 50_000, 16), _unit(rng, 20, 16)
+    auto = build_index(archive, kind="auto", recall=0.9999, calibration_queries=200)
+    cal = auto.metadata.calibration
+    assert auto.metadata.kind == "exact" and len(auto) == 50_000
+    assert cal["met"] and cal["recall"] == 1.0 and cal["qps"] == cal["exact_qps"] > 0 and cal["params"] == {}
+    assert cal["ann"]["kind"] == "ivfpq" and cal["ann"]["why"] in ("below the target", "slower than exact search")
+    assert "exact search (recall 1.0" in describe_calibration(auto.metadata) and "ivfpq" in describe_calibration(
+        auto.metadata)
+    from crjepa.hub.archive import calibration_summary
+    from crjepa.hub.cards import render_embeddings_card
+
+    info = {"num_rows": 50_000, "sensors": ["s2"], "dimension": 16, "class_names": ["a"], "metadata_columns": [],
+            "vector_columns": ["s2_cross"], "indices": {"s2_cross": "exact"},
+            "index_calibration": {"s2_cross": calibration_summary(auto)}}
+    card = str(render_embeddings_card(info, "0"))
+    assert "`faiss/s2_cross/` (exact)" in card and "measured 1.000" in card, card
+    assert f"exact search because the calibrated ivfpq index was {cal['ann']['why']}" in card, card
+    exact = build_index(archive, kind="exact")
+    np.testing.assert_array_equal(auto.search(queries, k=10)[1], exact.search(queries, k=10)[1])
+    np.testing.assert_array_equal(np.sort(auto.ids.astype(int)), np.arange(50_000))
+
+    ivfpq = build_index(archive, kind="ivfpq", recall=0.9999, calibration_queries=200)
+    missed = ivfpq.metadata.calibration
+    assert ivfpq.metadata.kind == "ivfpq" and not missed["met"] and missed["recall"] < 0.9999
+    assert missed["params"]["k_factor"] >= 64  # the walk went past the old depth cap of 32 for the best recall
+    assert "NOT reached" in describe_calibration(ivfpq.metadata)
+
+
 def test_fixed_search_params_turn_the_calibration_off() -> None:
     rng = np.random.default_rng(8)
     archive, _ = _clustered(rng, 2_000, 0, 32, 20)
@@ -250,3 +284,39 @@ def test_two_shards_merged_equal_the_single_index() -> None:
     for g, e, s, last in zip(got[1], expected[1], expected[0], expected[0][:, -1]):
         clear = s > last + 1e-5
         assert set(g[clear]) == set(e[clear])
+
+
+def test_openblas_kernel_choice_follows_the_cpu_flags_and_yields_to_the_user() -> None:
+    from crjepa.search.blas import choose_openblas_kernel
+
+    avx512 = frozenset({"sse3", "avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd"})
+    for flags, expected in ((avx512, "SkylakeX"), (frozenset({"avx2", "fma"}), "Haswell"),
+                            (frozenset({"avx512f", "avx2"}), None), (frozenset(), None)):
+        env: dict[str, str] = {}
+        assert choose_openblas_kernel(env, flags, loaded=False) == expected
+        assert env.get("OPENBLAS_CORETYPE") == expected
+    env = {"OPENBLAS_CORETYPE": "Zen"}
+    assert choose_openblas_kernel(env, avx512, loaded=False) == "Zen" and env == {"OPENBLAS_CORETYPE": "Zen"}
+    env = {}
+    assert choose_openblas_kernel(env, avx512, loaded=True) is None and env == {}  # too late: faiss has loaded
+
+
+def test_faiss_in_a_fresh_process_runs_on_the_chosen_openblas_kernel() -> None:
+    """Importing crjepa's index module before faiss makes faiss's bundled OpenBLAS (0.3.15, which takes recent
+    Xeons for a generic SSE3 CPU) load the kernel the CPU supports; OPENBLAS_VERBOSE=2 makes OpenBLAS say which."""
+    import os
+    import subprocess
+    import sys
+
+    from crjepa.search.blas import choose_openblas_kernel, cpu_flags
+
+    expected = choose_openblas_kernel({}, cpu_flags(), loaded=False)
+    if expected is None:
+        pytest.skip("this CPU has neither AVX-512 nor AVX2: OpenBLAS keeps its own choice")
+    env = {key: value for key, value in os.environ.items() if key != "OPENBLAS_CORETYPE"} | {"OPENBLAS_VERBOSE": "2"}
+    script = "import crjepa.search.index, os; print(os.environ['OPENBLAS_CORETYPE'])"
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == expected
+    cores = [line.split(":", 1)[1].strip() for line in run.stderr.splitlines() if line.startswith("Core:")]
+    assert cores and set(cores) == {expected}, run.stderr  # what faiss's OpenBLAS really loaded

@@ -123,7 +123,8 @@ def calibration_summary(index: Any) -> dict[str, Any]:
     """What an index's recall calibration measured, for embeddings_info.json and the card ({} if none)."""
     cal = index.metadata.calibration
     keys = ("target", "recall", "recall_se", "k", "queries", "qps", "threads", "params", "seconds", "met")
-    return {key: cal[key] for key in keys} if cal else {}
+    ann = {key: cal["ann"][key] for key in ("kind", "why", "recall", "qps", "params")} if cal.get("ann") else None
+    return {**{key: cal[key] for key in keys}, **({"ann": ann} if ann else {})} if cal else {}
 
 
 def save_indices(folder: Path, indices: Mapping[str, Any]) -> dict[str, str]:

@@ -15,11 +15,13 @@ Recall calibration (``build_index(vectors, recall=0.95)``, the default for ANN k
 cannot promise a recall on embeddings it was not tuned on, so the build measures it on the archive itself. It holds
 out ``calibration_queries`` archive vectors (added to the index only after calibration, so they are fresh
 queries: an HNSW graph finds its own nodes' neighbours far more easily than a new vector's), computes their exact
-top-k among the other vectors, walks the operating points (ivfpq: nprobe on a ~1.4x ladder x k_factor in
-``K_FACTORS``, computed exactly from one fast-scan pass per nprobe; hnsw: efSearch) and keeps the fastest point
-whose measured recall@k meets the target. What it measured (recall, its standard error, #queries, q/s, seconds,
-and the timed points) is stored in ``IndexMetadata.calibration``; ``RetrievalIndex.search(recall=...)`` picks
-another stored point per call.
+top-k among the other vectors, walks the operating points (ivfpq: nprobe on a ~1.4x ladder up to every list x
+k_factor in ``K_FACTORS`` up to 256, computed exactly from one fast-scan pass per nprobe; hnsw: efSearch) and keeps
+the fastest point whose measured recall@k meets the target. ``kind="auto"`` then keeps the promise with an exact
+index when the IVF-PQ one cannot reach the target or is slower than exact search at it (the exact top-k of the
+held-out vectors is an exact search: its time is measured for free). What it measured (recall, its standard
+error, #queries, q/s, seconds, and the timed points) is stored in ``IndexMetadata.calibration``;
+``RetrievalIndex.search(recall=...)`` picks another stored point per call.
 
 Files written by :meth:`RetrievalIndex.save` (atomically: a temp folder renamed into place):
 ``index.faiss`` (faiss.write_index), ``index.json`` (metadata), ``ids.json`` (dataset ids in faiss order), and the
@@ -48,8 +50,10 @@ DEFAULT_RECALL = 0.95
 while 0.98 needs ~6% of the archive scanned per query on the isotropic / hierarchical ones (~10k q/s, BENCHMARKS.md);
 the neighbours an index misses at 0.95 are near-ties in cosine score, which move F1@5 on label sets by far less than
 the model's own run-to-run noise. Ask for more with ``recall=0.98`` (or 1.0 = kind "exact")."""
-K_FACTORS = (1, 2, 4, 8, 16, 32)
-"""Re-ranking depths (candidates per result) the ivfpq calibration walks."""
+K_FACTORS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+"""Re-ranking depths (candidates per result) the ivfpq calibration walks. The deep ones are for archives whose 4-bit
+PQ ranks poorly: on benchmarks/faiss_archive.py's ``mixed`` profile (76,000 clusters, the smallest of ~5 points)
+recall@10 at nprobe 2048 of 4096 is 0.948 with 32 x k re-ranked candidates and 0.980 with 256 x k."""
 CALIBRATION_TARGETS = (0.9, 0.95, 0.98, 0.99)
 """Targets besides the build's own whose fastest point is also timed and stored (``search(recall=...)``)."""
 FORMAT_VERSION = 1
@@ -101,12 +105,14 @@ def default_params(kind: Kind, n: int, dim: int) -> tuple[str, dict[str, Any]]:
     * ivfpq: nlist = 4 * sqrt(n) rounded to a power of two in [64, 65536] (4096 at 1M); m = dim / 4
       sub-quantisers of 4 bits (32-byte codes at dim 256; the largest divisor of dim <= dim / 4);
       nprobe = nlist / 64 (>= 8); k_factor = 12 re-ranked candidates per result; k-means on ``train_size`` =
-      32 * nlist points (capped at n) with ``niter`` = 25 iterations. Chosen on three 1M x 256 benchmark
+      48 * nlist points (capped at n) with ``niter`` = 8 iterations. Chosen on three 1M x 256 benchmark
       archives (BENCHMARKS.md), which are limited by different things: on the isotropic one (noise as large as
-      the centre) and the hierarchical one by how many true neighbours the probed lists hold (nprobe; k-means
-      quality is worth 0.015-0.025 recall@10: 98k points x 20 it. against 131k x 25), on the tight isotropic
-      one (spread 0.5) by re-ranking enough candidates to cover a whole 100-point cluster (k_factor 8: 0.967,
-      16: 0.9997). Refining from float16 or int8 copies instead of the float32 vectors was not faster enough
+      the centre) and the hierarchical one by how many true neighbours the probed lists hold (nprobe), where the
+      k-means sample matters far more than its iterations (recall@10 at nprobe 16 / k_factor 8 on isotropic:
+      65k points x 12 it. 0.832, 131k x 12 0.933, 131k x 25 0.934, 197k x 8 0.953, 262k x 6 0.952, 393k x 4
+      0.936, 524k x 3 0.899; 197k x 8 trains in 18.7 s on 2 cores against 31.7 s for 131k x 25), on the tight
+      isotropic one (spread 0.5) by re-ranking enough candidates to cover a whole 100-point cluster (k_factor 8:
+      0.967, 16: 0.9997). Refining from float16 or int8 copies instead of the float32 vectors was not faster enough
       to pay for the lost recall.
     """
     if kind == "auto":
@@ -123,8 +129,8 @@ def default_params(kind: Kind, n: int, dim: int) -> tuple[str, dict[str, Any]]:
             "m": m,
             "nprobe": max(8, nlist // 64),
             "k_factor": 12,
-            "train_size": min(n, 32 * nlist),
-            "niter": 25,
+            "train_size": min(n, 48 * nlist),
+            "niter": 8,
         }
     raise ValueError(f"unknown index kind {kind!r}; use 'auto', 'exact', 'hnsw' or 'ivfpq'")
 
@@ -209,11 +215,13 @@ def _summary(per_query: np.ndarray) -> tuple[float, float]:
     return float(per_query.mean()), se
 
 
-def _timed_qps(index: faiss.Index, q: np.ndarray, k: int, search_params: Any, min_s: float = 0.1) -> float:
+def _timed_qps(index: faiss.Index, q: np.ndarray, k: int, search_params: Any, min_s: float = 0.1,
+               max_s: float = 0.5) -> float:
     """Queries/s of one batched search of ``q``: the fastest of repeated runs (at least 3, for at least ``min_s``
-    in all), since the machine may be shared and one short run is mostly noise."""
+    in all), since the machine may be shared and one short run is mostly noise; slow points (near-exhaustive
+    scans) stop repeating once ``max_s`` is spent, a long run being its own average."""
     best, spent, runs = math.inf, 0.0, 0
-    while runs < 3 or spent < min_s:
+    while (runs < 3 or spent < min_s) and not (runs and spent >= max_s):
         t0 = time.perf_counter()
         index.search(q, k, params=search_params)
         took = time.perf_counter() - t0
@@ -221,38 +229,68 @@ def _timed_qps(index: faiss.Index, q: np.ndarray, k: int, search_params: Any, mi
     return len(q) / max(best, 1e-9)
 
 
+FAR_BELOW = 0.05
+"""While a rung's best recall is this far below the build's target the walk steps ~2x in nprobe, not ~1.4x."""
+SHALLOW = 32
+"""The walk re-ranks up to ``SHALLOW`` x k candidates per query until a rung shows the ranking limits recall
+(``SHALLOW`` x k recalls more than ``SHALLOW / 2`` x k), then all of ``K_FACTORS``."""
+
+
 def _walk_ivfpq(index: faiss.Index, x: np.ndarray, q: np.ndarray, truth: np.ndarray, targets: list[float],
                 deadline: float) -> dict[tuple[int, int], float]:
     """Recall@k of every (nprobe, k_factor) on the ladder, until every k_factor meets the highest target (or
     nprobe is 4x the first rung where one did, or ``deadline``). One fast-scan pass per nprobe gives the
-    candidates of the deepest k_factor; the shallower ones re-rank its prefix exactly, as IndexRefineFlat does."""
+    candidates of the deepest k_factor; the shallower ones re-rank its prefix exactly, as IndexRefineFlat does.
+    Factors above ``SHALLOW`` are walked only from the rung where re-ranking deeper starts to pay (the
+    exact scores of 256 x k candidates per query cost ~8x those of 32 x k)."""
     refine = faiss.downcast_index(index)
     ivf = faiss.extract_index_ivf(refine)
     base = refine.base_index
     k = truth.shape[1]
-    width = k * max(K_FACTORS)
     grid: dict[tuple[int, int], float] = {}
     first_top: int | None = None
-    for nprobe in _ladder(1, min(ivf.nlist, 2048)):
+    factors = tuple(f for f in K_FACTORS if f <= SHALLOW)
+    far = False  # the last rung's best recall was FAR_BELOW the build's target: take every other rung
+    for rung, nprobe in enumerate(_ladder(1, ivf.nlist)):
+        if far and rung % 2 and nprobe < ivf.nlist:
+            continue
         ivf.nprobe = nprobe
+        width = k * max(factors)
+        chunk = max(1, (1 << 25) // (width * x.shape[1]))
         _, cand = base.search(q, width)
         scores = np.empty(cand.shape, dtype=np.float32)
-        for start in range(0, len(q), 64):  # exact scores of all candidates, 64 queries at a time
-            c = cand[start:start + 64]
-            scores[start:start + 64] = np.einsum("bmd,bd->bm", x[np.maximum(c, 0)], q[start:start + 64])
+        for start in range(0, len(q), chunk):  # exact scores of all candidates, ~128 MB of gathered rows at a time
+            c = cand[start:start + chunk]
+            scores[start:start + chunk] = np.einsum("bmd,bd->bm", x[np.maximum(c, 0)], q[start:start + chunk])
         scores[cand < 0] = -np.inf
-        for factor in K_FACTORS:
+        for factor in factors:
             depth = k * factor
             top = np.argsort(-scores[:, :depth], axis=1, kind="stable")[:, :k]
             grid[(nprobe, factor)] = float(_recall_per_query(np.take_along_axis(cand[:, :depth], top, 1), truth).mean())
-        met = [f for f in K_FACTORS if grid[(nprobe, f)] >= max(targets)]
+        met = [f for f in factors if grid[(nprobe, f)] >= max(targets)]
         if met and first_top is None:
             first_top = nprobe
-        if len(met) == len(K_FACTORS) or (first_top is not None and nprobe >= 4 * first_top):
+        if len(met) == len(factors) or (first_top is not None and nprobe >= 4 * first_top):
             break
         if time.perf_counter() > deadline and any(r >= targets[0] for r in grid.values()):
             break  # the budget only cuts the walk once the build's own target is met
+        far = max(grid[(nprobe, f)] for f in factors) < targets[0] - FAR_BELOW
+        if max(factors) == SHALLOW and grid[(nprobe, SHALLOW)] > grid[(nprobe, SHALLOW // 2)] + 0.002:
+            factors = K_FACTORS  # the 4-bit ranking, not the probed lists, limits recall: re-rank deeper
     return grid
+
+
+def _staircase(grid: dict[tuple[int, int], float], goal: float) -> set[tuple[int, int]]:
+    """The (nprobe, k_factor) points worth timing for ``goal``: per k_factor the fewest probes that meet it, minus
+    those a smaller k_factor meets with as few probes (same scan, shallower re-rank: never slower)."""
+    points: set[tuple[int, int]] = set()
+    fewest = None
+    for factor in K_FACTORS:
+        ok = [p for (p, f), r in grid.items() if f == factor and r >= goal]
+        if ok and (fewest is None or min(ok) < fewest):
+            fewest = min(ok)
+            points.add((fewest, factor))
+    return points
 
 
 def _calibrate(index: faiss.Index, kind: str, params: dict[str, Any], x: np.ndarray, q: np.ndarray, target: float,
@@ -262,17 +300,13 @@ def _calibrate(index: faiss.Index, kind: str, params: dict[str, Any], x: np.ndar
     (stored as ``IndexMetadata.calibration``)."""
     t0 = time.perf_counter()
     truth = faiss.knn(q, x, k, metric=faiss.METRIC_INNER_PRODUCT)[1]
+    exact_qps = len(q) / max(time.perf_counter() - t0, 1e-9)  # the exact top-k is an exact search: time it
     targets = sorted({*CALIBRATION_TARGETS, target})
     deadline = time.perf_counter() + budget_s  # for the walk, after the exact top-k
     points: list[dict[str, Any]] = []
     if kind == "ivfpq":
         grid = _walk_ivfpq(index, x, q, truth, [target, *targets], deadline)
-        chosen_points = set()
-        for goal in targets:
-            for factor in K_FACTORS:
-                ok = sorted(p for (p, f), r in grid.items() if f == factor and r >= goal)
-                if ok:
-                    chosen_points.add((ok[0], factor))
+        chosen_points = set().union(*(_staircase(grid, goal) for goal in targets))
         if not any(r >= target for r in grid.values()):  # unreachable: the best recall seen, cheapest first
             best = max(grid.values())
             chosen_points.add(min(key for key, r in grid.items() if r == best))
@@ -299,8 +333,20 @@ def _calibrate(index: faiss.Index, kind: str, params: dict[str, Any], x: np.ndar
     return {
         "target": target, "recall": round(recall, 4), "recall_se": round(se, 4), "met": recall >= target,
         "k": k, "queries": len(q), "qps": best["qps"], "threads": faiss.omp_get_max_threads(), "params": search,
-        "seconds": round(time.perf_counter() - t0, 2), "points": points,
+        "seconds": round(time.perf_counter() - t0, 2), "points": points, "exact_qps": round(exact_qps),
     }
+
+
+def _exact_instead(x: np.ndarray, calibration: dict[str, Any], kind: str) -> tuple[faiss.Index, dict[str, Any]]:
+    """``kind="auto"`` when the calibrated ANN index cannot keep the promise (its best recall is below the target)
+    or is slower than exact search at it: an exact index over all rows, and a calibration record that says so
+    (recall 1.0 at the exact search's measured q/s; what the ANN index reached is kept under ``"ann"``)."""
+    index = faiss.IndexFlatIP(x.shape[1])
+    index.add(x)
+    ann = {key: calibration[key] for key in ("recall", "recall_se", "met", "qps", "params", "points")}
+    why = "slower than exact search" if calibration["met"] else "below the target"
+    return index, {**calibration, "recall": 1.0, "recall_se": 0.0, "met": True, "qps": calibration["exact_qps"],
+                   "params": {}, "points": [], "ann": {"kind": kind, "why": why, **ann}}
 
 
 def _hold_out(x: np.ndarray, ids: np.ndarray, count: int, seed: int) -> None:
@@ -574,7 +620,7 @@ def build_index(
     seed: int = 0,
     calibration_queries: int = 500,
     calibration_k: int = 10,
-    calibration_budget_s: float = 30.0,
+    calibration_budget_s: float = 10.0,
     copy: bool = True,
     **params: Any,
 ) -> RetrievalIndex:
@@ -629,7 +675,12 @@ def build_index(
         index.add(x[:kept])
         calibration = _calibrate(index, resolved, full, x[:kept], x[kept:], float(recall), calibration_k,
                                  calibration_budget_s)
-        index.add(x[kept:])
+        if kind == "auto" and (not calibration["met"] or calibration["qps"] < calibration["exact_qps"]):
+            del index
+            index, calibration = _exact_instead(x, calibration, resolved)
+            resolved, full = "exact", {}
+        else:
+            index.add(x[kept:])
     metadata = IndexMetadata(
         dimension=dim, kind=resolved, metric=metric, params=full, fingerprint=fingerprint, space=space,
         sensor=sensor, count=n, calibration=calibration,
@@ -650,7 +701,13 @@ def describe_calibration(metadata: IndexMetadata) -> str:
     """One line for people: what the index promises and what it measured (printed by `crjepa index`)."""
     c = metadata.calibration
     if metadata.kind == "exact":
-        return "exact search (recall 1.0)"
+        ann = c.get("ann")
+        if not ann:
+            return "exact search (recall 1.0)"
+        knobs = ", ".join(f"{key} {value:g}" for key, value in ann["params"].items())
+        return (f"exact search (recall 1.0, {c['qps']:,} q/s on {c['threads']} threads) for target {c['target']}: "
+                f"the calibrated {ann['kind']} index was {ann['why']} (best {ann['recall']:.3f} at {ann['qps']:,} "
+                f"q/s; {knobs}), measured on {c['queries']} held-out archive vectors in {c['seconds']:.1f} s")
     if not c:
         return f"{metadata.kind} {metadata.params}: fixed search params, recall not measured"
     knobs = ", ".join(f"{key} {value:g}" for key, value in c["params"].items())
