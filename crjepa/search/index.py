@@ -46,8 +46,9 @@ from crjepa.utils.atomic import atomic_dir, read_consistently
 Kind = Literal["auto", "exact", "hnsw", "ivfpq"]
 AUTO_EXACT_MAX = 50_000
 DEFAULT_RECALL = 0.95
-"""Default recall@10 target of ANN indices. At 1M x 256 on 2 cores 0.95 costs 15-20k q/s on every benchmark archive
-while 0.98 needs ~6% of the archive scanned per query on the isotropic / hierarchical ones (~10k q/s, BENCHMARKS.md);
+"""Default recall@10 target of ANN indices. At 1M x 256 on 2 cores 0.95 runs at 13-29k q/s on three of the four
+benchmark archives while 0.98 needs ~4% of the archive scanned per query on the isotropic / hierarchical ones (6-8k
+q/s, BENCHMARKS.md);
 the neighbours an index misses at 0.95 are near-ties in cosine score, which move F1@5 on label sets by far less than
 the model's own run-to-run noise. Ask for more with ``recall=0.98`` (or 1.0 = kind "exact")."""
 K_FACTORS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
