@@ -40,6 +40,20 @@ LOADER = textwrap.dedent("""
 """)
 
 
+def _run_elsewhere(tmp_path, name: str, script: str, folder) -> tuple[dict, str]:
+    """Run ``script`` (saved as ``name``) on ``folder`` in a fresh Python whose working directory and path hold no
+    project code, offline; returns the JSON of its last stdout line and its stderr."""
+    (tmp_path / name).write_text(script)
+    workdir = tmp_path / "elsewhere"
+    workdir.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
+    result = subprocess.run([sys.executable, str(tmp_path / name), str(folder), str(tmp_path / "out.npz")],
+                            cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1]), result.stderr
+
+
 def test_fresh_process_round_trip(tmp_path):
     torch.manual_seed(0)
     config = CRJepaConfig.from_preset("tiny")
@@ -62,15 +76,7 @@ def test_fresh_process_round_trip(tmp_path):
     s1 = rng.normal(-15, 4, size=(4, 2, 120, 120)).astype(np.float32)
     s2 = rng.integers(0, 5000, size=(4, 12, 120, 120)).astype(np.uint16)
     np.savez(tmp_path / "inputs.npz", s1=s1, s2=s2)
-    (tmp_path / "load.py").write_text(LOADER)
-    workdir = tmp_path / "elsewhere"
-    workdir.mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
-    result = subprocess.run([sys.executable, str(tmp_path / "load.py"), str(folder), str(tmp_path / "out.npz")],
-                            cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    info = json.loads(result.stdout.strip().splitlines()[-1])
+    info, _ = _run_elsewhere(tmp_path, "load.py", LOADER, folder)
     assert info["class"] == "CRJepaModel" and info["module"].startswith("transformers_modules")
     assert info["leaked"] == [] and info["proc"] == "CRJepaImageProcessor"
     assert info["sensors"] == {"s1": 2, "s2": 12}
@@ -160,18 +166,10 @@ def test_pipeline_and_auto_classes_on_a_pretraining_checkpoint_in_a_fresh_proces
     assert "pipeline_tag: image-feature-extraction" in readme and "CR-JEPA" in readme  # the crjepa card
     rgb = np.random.default_rng(0).integers(0, 256, size=(48, 40, 3), dtype=np.uint8)
     Image.fromarray(rgb).save(tmp_path / "rgb.png")
-    (tmp_path / "pipe.py").write_text(PIPELINE)
-    workdir = tmp_path / "elsewhere"
-    workdir.mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
-    result = subprocess.run([sys.executable, str(tmp_path / "pipe.py"), str(folder), str(tmp_path / "out.npz")],
-                            cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    info = json.loads(result.stdout.strip().splitlines()[-1])
+    info, stderr = _run_elsewhere(tmp_path, "pipe.py", PIPELINE, folder)
     assert info == {"pipeline_model": "CRJepaModel", "encoder": "CRJepaModel", "pretraining": "CRJepaForPreTraining",
                     "predictors": ["aa", "bb", "cross"], "bf16_dtype": "torch.bfloat16", "leaked": []}
-    assert "predictors" not in result.stderr and "UNEXPECTED" not in result.stderr.upper()  # no warning storm
+    assert "predictors" not in stderr and "UNEXPECTED" not in stderr.upper()  # no warning storm
 
     out = np.load(tmp_path / "out.npz")
     processor = CRJepaImageProcessor.from_config(config)

@@ -168,20 +168,18 @@ def test_paired_wrong_shape_names_file_sensor_and_shapes_and_leaves_no_output(pa
     assert not out.exists() and not list(tmp_path.glob(".export*"))
 
 
-def test_paired_missing_file_is_named(paired_csv, tmp_path):
+@pytest.mark.parametrize("damaged, message", [
+    ("o2.png", r"Missing image file: .*o2\.png"),  # removed
+    ("o1.tif", r"Cannot read image file .*o1\.tif"),  # not a GeoTIFF
+])
+def test_paired_missing_or_unreadable_file_is_named(paired_csv, tmp_path, damaged, message):
     csv_path, _ = paired_csv
-    (csv_path.parent / "o2.png").unlink()
+    if damaged.endswith(".png"):
+        (csv_path.parent / damaged).unlink()
+    else:
+        (csv_path.parent / damaged).write_bytes(b"this is not a GeoTIFF")
     out = tmp_path / "export"
-    with pytest.raises(DataError, match=r"Missing image file: .*o2\.png"):
-        export_builder(PairedFolder(cache_dir=str(tmp_path / "c"), csv_path=str(csv_path)), out, num_proc=1)
-    assert not out.exists() and not list(tmp_path.glob(".export*"))
-
-
-def test_paired_unreadable_file_is_named(paired_csv, tmp_path):
-    csv_path, _ = paired_csv
-    (csv_path.parent / "o1.tif").write_bytes(b"this is not a GeoTIFF")
-    out = tmp_path / "export"
-    with pytest.raises(DataError, match=r"Cannot read image file .*o1\.tif"):
+    with pytest.raises(DataError, match=message):
         export_builder(PairedFolder(cache_dir=str(tmp_path / "c"), csv_path=str(csv_path)), out, num_proc=1)
     assert not out.exists() and not list(tmp_path.glob(".export*"))
 
