@@ -246,7 +246,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if (args.id is None) == (args.image is None):
         raise ValueError("Give exactly one query: --id ARCHIVE_ID or --image FILE")
     if args.id is not None:
-        from crjepa.eval.retrieval import directions_of, parse_direction
+        from crjepa.eval.directions import directions_of, parse_direction
 
         if args.direction:
             parse_direction(args.direction, archive.sensors)  # unknown sensor -> an error naming the accepted ones

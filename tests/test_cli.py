@@ -122,6 +122,28 @@ def test_evaluate_writes_the_four_direction_table(workdir):
     assert table[2] in section(workdir, "evaluate")
 
 
+def test_search_by_id_runs_without_torch(workdir, tmp_path):
+    """Searching a finished archive by id needs neither the model nor torch (an archive pulled from the Hub by a
+    user with faiss alone): the whole command runs in a fresh process that never imports torch."""
+    script = ("import json, sys; from crjepa.cli import main; "
+              f"code = main(['search', {str(workdir / 'emb')!r}, '--id', {QUERY!r}, '-k', '3', '--json']); "
+              "print(json.dumps({'code': code, 'torch': 'torch' in sys.modules, "
+              "'transformers': 'transformers' in sys.modules}))")
+    proc = run_python(["-c", script], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    assert json.loads(lines[-1]) == {"code": 0, "torch": False, "transformers": False}
+    hits = json.loads("\n".join(lines[:-1]))
+    assert list(hits) == ["s1->s1", "s2->s2", "s1->s2", "s2->s1"] and all(len(h) == 3 for h in hits.values())
+
+
+def test_directions_module_names_the_models_spaces():
+    from crjepa.eval.directions import SPACES
+    from modeling_crjepa.modeling_crjepa import SPACES as MODEL_SPACES
+
+    assert SPACES == MODEL_SPACES
+
+
 def test_search_by_image_file(workdir, capsys):
     from crjepa.cli import _load_data
 

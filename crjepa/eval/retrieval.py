@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from modeling_crjepa.image_processing_crjepa import preprocess_batch
-from modeling_crjepa.modeling_crjepa import SPACES  # unified: phi_uni, same-modal; cross: phi_cross, cross-modal
+from crjepa.eval.directions import SPACES, column_name, directions_of, parse_direction  # noqa: F401 (re-exported)
 from crjepa.data.labels import class_names_of, label_lists, multi_hot, num_classes_of
 from crjepa.data.loading import PairBatches
 from crjepa.eval.metrics import f1_at_k, mean_average_precision, precision_at_k
@@ -34,37 +34,6 @@ from crjepa.utils.atomic import atomic_write_text
 
 DEFAULT_MAX_SIMILARITY_ELEMENTS = 1 << 28
 """Largest query x gallery similarity held at once (1 GiB of float32); larger evaluations run in chunks."""
-
-
-# ---------------------------------------------------------------------------------------------- names
-def column_name(sensor: str, space: str) -> str:
-    """The name of a vector column / index: e.g. ``s1_unified``, ``s2_cross``."""
-    return f"{sensor}_{space}"
-
-
-def parse_direction(direction: str, sensors: Sequence[str]) -> tuple[str, str, str]:
-    """'s1->s2' -> (query sensor, target sensor, space): unified for same-modal, cross for cross-modal."""
-    parts = [p.strip() for p in direction.replace("→", "->").lower().split("->")]
-    known = {s.lower(): s for s in sensors}
-    if len(parts) != 2:
-        raise ValueError(f"A direction looks like 'a->b' with sensors {list(sensors)}; found {direction!r}")
-    for part in parts:
-        if part not in known:
-            raise ValueError(f"Unknown sensor {part!r} in direction {direction!r}; known sensors: {list(sensors)}")
-    source, target = known[parts[0]], known[parts[1]]
-    return source, target, ("unified" if source == target else "cross")
-
-
-def directions_of(sensors: Sequence[str]) -> list[str]:
-    """Every retrieval direction among the sensors: the same-modal ones in sensor order, then the cross-modal
-    ones pair by pair (a->b, b->a, a->c, c->a, ...); N sensors give N^2. Two sensors: the paper's column order
-    a->a, b->b, a->b, b->a; one sensor: a->a."""
-    names = list(dict.fromkeys(sensors))
-    directions = [f"{s}->{s}" for s in names]
-    for i, source in enumerate(names):
-        for target in names[i + 1:]:
-            directions += [f"{source}->{target}", f"{target}->{source}"]
-    return directions
 
 
 # ---------------------------------------------------------------------------------------------- embeddings

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from crjepa.data.loading import PairBatches
-from crjepa.eval.retrieval import parse_direction
+from crjepa.eval.directions import parse_direction
 
 RELEVANT = (0, 170, 0)
 NOT_RELEVANT = (210, 0, 0)
@@ -179,7 +179,7 @@ def _result_tiles(archive: Any, hits: Sequence[Any], target: str, images: Callab
 def query_grid(archive: Any, images: Callable[[str, str], np.ndarray], query_id: str,
                directions: Sequence[str] | None = None, k: int = 5, tile: int = 96) -> Image.Image:
     """The top-k of an archive item for each direction (default: the paper's four), as a framed grid."""
-    from crjepa.eval.retrieval import directions_of
+    from crjepa.eval.directions import directions_of
 
     render = _renderer(archive)
     position = archive.position(query_id)

@@ -29,7 +29,7 @@ from crjepa.hub.cards import EMBEDDINGS_CARD_TEMPLATE as CARD_TEMPLATE  # noqa: 
 from crjepa.hub.cards import render_embeddings_card as render_card  # module global: tests make it fail
 from crjepa.utils.atomic import atomic_dir, atomic_write_json, atomic_write_text
 from crjepa.data.labels import label_lists, multi_hot
-from crjepa.eval.retrieval import SPACES, column_name, parse_direction
+from crjepa.eval.directions import SPACES, column_name, parse_direction
 
 INFO_FILE = "embeddings_info.json"
 OUTPUT_KIND = "embeddings"

@@ -163,7 +163,7 @@ def render_model_card(model_config: Any, run_config: dict[str, Any], results: An
     )
     comparison = comparison_table(random_init, results) if random_init is not None else None
     training = run_config["training"]
-    from crjepa.eval.retrieval import directions_of
+    from crjepa.eval.directions import directions_of
 
     sensors = list(model_config.sensor_names)
     sensor_a, sensor_b = sensors[0], sensors[1 % len(sensors)]
