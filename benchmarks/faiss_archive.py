@@ -255,9 +255,9 @@ def calibrated_rows(archive: np.ndarray, queries: np.ndarray, truth: np.ndarray,
         if index.metadata.kind == "ivfpq":
             ivf = faiss.extract_index_ivf(faiss.downcast_index(index.index))
             coverage = {}
+            assign = ivf_assignments(ivf, truth)  # the list of each true neighbour: the same for every nprobe
             for nprobe in (32, 64, 128, 256, 1024):  # share of the true top-10 in the probed lists (IVF ceiling)
                 _, lists = ivf.quantizer.search(queries, nprobe)
-                assign = ivf_assignments(ivf, truth)
                 coverage[nprobe] = round(float((assign[:, :, None] == lists[:, None, :]).any(axis=2).mean()), 4)
             print(f"  coverage of the true top-10 by the probed lists: {coverage}", flush=True)
             rows.append({"index": "coverage", "coverage": coverage})
