@@ -320,3 +320,38 @@ def test_faiss_in_a_fresh_process_runs_on_the_chosen_openblas_kernel() -> None:
     assert run.stdout.strip() == expected
     cores = [line.split(":", 1)[1].strip() for line in run.stderr.splitlines() if line.startswith("Core:")]
     assert cores and set(cores) == {expected}, run.stderr  # what faiss's OpenBLAS really loaded
+
+
+def test_faiss_scores_query_batches_with_blas_from_16_queries_unless_the_user_chose() -> None:
+    """faiss 1.15 streams the whole database (an IVF index's centroids) once per query below 128,000 queries x
+    dimension: every batch under 1,000 queries on 2 threads ran ~4x slower (crjepa/search/blas.py). Importing
+    crjepa's index module lowers the threshold to 16 queries at d=256, keeps a value someone else set, and the
+    results of both paths agree."""
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    import faiss
+
+    from crjepa.search.blas import BLAS_THRESHOLD, lower_faiss_blas_threshold
+
+    assert faiss.cvar.distance_compute_blas_threshold == BLAS_THRESHOLD  # this process imported crjepa.search.index
+    script = ("import faiss; faiss.cvar.distance_compute_blas_threshold = 7; import crjepa.search.index; "
+              "print(faiss.cvar.distance_compute_blas_threshold)")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.split() == ["7"], run.stderr  # a value set before is kept
+    cvar = SimpleNamespace(distance_compute_blas_threshold=128_000)
+    assert lower_faiss_blas_threshold(cvar) == BLAS_THRESHOLD == cvar.distance_compute_blas_threshold
+
+    rng = np.random.default_rng(0)
+    x, q = rng.standard_normal((3000, 256), dtype=np.float32), rng.standard_normal((64, 256), dtype=np.float32)
+    index = faiss.IndexFlatIP(256)
+    index.add(x)
+    blas = index.search(q, 10)  # 64 x 256 = 16,384 >= 4,096: BLAS
+    try:
+        faiss.cvar.distance_compute_blas_threshold = 128_000
+        streamed = index.search(q, 10)
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = BLAS_THRESHOLD
+    np.testing.assert_array_equal(blas[1], streamed[1])
+    np.testing.assert_allclose(blas[0], streamed[0], rtol=1e-5, atol=1e-4)

@@ -41,7 +41,10 @@ from typing import Any, Literal
 import faiss
 import numpy as np
 
+from crjepa.search.blas import lower_faiss_blas_threshold
 from crjepa.utils.atomic import atomic_dir, read_consistently
+
+lower_faiss_blas_threshold(faiss.cvar)  # batches from 16 queries on BLAS (crjepa/search/blas.py)
 
 Kind = Literal["auto", "exact", "hnsw", "ivfpq"]
 AUTO_EXACT_MAX = 50_000
