@@ -17,12 +17,15 @@ faiss also decides per call whether a batch of queries is scored with BLAS at al
 ``faiss.cvar.distance_compute_blas_threshold`` (compared with queries x dimension; 128,000 in faiss 1.15, i.e.
 500 queries at d=256) it streams the whole database once per query. For an IVF index that database is the coarse
 quantiser's centroids, scored inside each thread's slice of the batch, so on 2 threads every batch below 1,000
-queries runs the slow path: measured on the dev VM at 1M x 256 (IVF4096,PQ64x4fs,RFlat, nprobe 1, k_factor 8),
-batches of 64 / 250 / 500 queries at 13.7k / 12.9k / 12.9k q/s against 47.7k / 51.6k / 49.5k with BLAS from 16
-queries up, and 49.0k for 10,000 queries either way; a single query is faster without BLAS (6.2k against 2.2k
-q/s), 16 queries faster with it (22.5k against 13.7k). :func:`lower_faiss_blas_threshold` (called when
-``crjepa.search.index`` imports faiss) sets the threshold to :data:`BLAS_THRESHOLD` unless it was changed from
-faiss's default already. Inner products from BLAS and from the streaming path agree to float32 rounding.
+queries took the slow path. Measured on the dev VM (``benchmarks/faiss_batches.py``, BENCHMARKS.md) on
+``build_index(recall=0.95)`` at 1M x 256 (nprobe 23, k_factor 8): batches of 64 / 250 / 500 queries at 11.4k /
+10.5k / 10.7k q/s with faiss's threshold, 25.0k / 25.5k / 29.0k with BLAS from 16 queries, 1,000 and more the
+same either way; exact search over 50,000 vectors 2.4x / 4.9x / 6.2x at 16 / 64 / 250 queries. For 1 to 8 queries
+per call the streaming path is the faster one (1 query, IVF-PQ at 1M, nprobe 1: 2.2k q/s with BLAS against 6.2k
+without), hence 16.
+:func:`lower_faiss_blas_threshold` (called when ``crjepa.search.index`` imports faiss) sets the threshold to
+:data:`BLAS_THRESHOLD` unless it was changed from faiss's default already. Inner products from BLAS and from the
+streaming path agree to float32 rounding.
 """
 
 from __future__ import annotations
