@@ -255,6 +255,34 @@ class BaselinePreTrainedModel(CRJepaPreTrainedModel):
     def after_optimizer_step(self, step: int, total_steps: int | None = None) -> None:
         """Hook the training loop calls after every optimizer step; nothing to do by default."""
 
+    draws_masks = True
+    """Whether ``forward`` draws I-JEPA masks when the caller passes none."""
+
+    def forward(
+        self,
+        pixel_values: dict[str, torch.Tensor] | torch.Tensor | None = None,
+        pixel_values_b: torch.Tensor | None = None,
+        sigreg_step: int = 0,
+        masks: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+        check_finite: bool = True,
+        return_dict: bool = True,
+        pixel_values_a: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> ModelOutput:
+        """The baseline's :meth:`objective` on a batch of pairs, taken as CRJepaForPreTraining takes them (a
+        {sensor: images} dict, or the wave-1 a / b tensors); sigreg_step is accepted for interface parity."""
+        cfg = self.config
+        inputs = self._check_pair(pixel_values, pixel_values_a, pixel_values_b, check_finite)
+        if masks is None and self.draws_masks:
+            batch = next(iter(inputs.values())).shape[0]
+            masks = {n: random_masks(batch, cfg.num_patches, cfg.mask_ratio, x.device) for n, x in inputs.items()}
+        return self.objective(inputs, masks)
+
+    def objective(self, inputs: dict[str, torch.Tensor],
+                  masks: dict[str, tuple[torch.Tensor, torch.Tensor]] | None) -> ModelOutput:
+        """Loss and embeddings of checked pairs ``inputs`` ({sensor: (B, C, H, W)}) under ``masks``."""
+        raise NotImplementedError
+
 
 # ---------------------------------------------------------------------------------------------- X-JEPA
 class XJepaModel(BaselinePreTrainedModel):
@@ -311,23 +339,10 @@ class XJepaModel(BaselinePreTrainedModel):
         """Target latents of ALL tokens of one sensor from the EMA encoder (no gradients)."""
         return self.target_trunk(self.target_stems[sensor](pixel_values))
 
-    def forward(
-        self,
-        pixel_values: dict[str, torch.Tensor] | torch.Tensor | None = None,
-        pixel_values_b: torch.Tensor | None = None,
-        sigreg_step: int = 0,
-        masks: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
-        check_finite: bool = True,
-        return_dict: bool = True,
-        pixel_values_a: torch.Tensor | None = None,
-        **kwargs: Any,
-    ) -> XJepaOutput:
-        """The baseline's objective on a batch of pairs; sigreg_step is accepted for interface parity."""
+    def objective(self, inputs: dict[str, torch.Tensor],
+                  masks: dict[str, tuple[torch.Tensor, torch.Tensor]] | None) -> XJepaOutput:
+        """Latent prediction within and across sensors, Mahalanobis alignment and VICReg (module docstring)."""
         cfg = self.config
-        inputs = self._check_pair(pixel_values, pixel_values_a, pixel_values_b, check_finite)
-        batch = next(iter(inputs.values())).shape[0]
-        if masks is None:
-            masks = {n: random_masks(batch, cfg.num_patches, cfg.mask_ratio, x.device) for n, x in inputs.items()}
         visible, targets, raw, normalized = {}, {}, {}, {}
         for name, x in inputs.items():
             vis_idx, mask_idx = masks[name]
@@ -376,23 +391,14 @@ class ContrastiveModel(BaselinePreTrainedModel):
         self.head = RetrievalHead(config)
         self.post_init()
 
-    def forward(
-        self,
-        pixel_values: dict[str, torch.Tensor] | torch.Tensor | None = None,
-        pixel_values_b: torch.Tensor | None = None,
-        sigreg_step: int = 0,
-        masks: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
-        check_finite: bool = True,
-        return_dict: bool = True,
-        pixel_values_a: torch.Tensor | None = None,
-        **kwargs: Any,
-    ) -> ContrastiveOutput:
+    @property
+    def draws_masks(self) -> bool:
+        return self.config.mask_views
+
+    def objective(self, inputs: dict[str, torch.Tensor],
+                  masks: dict[str, tuple[torch.Tensor, torch.Tensor]] | None) -> ContrastiveOutput:
         """Symmetric InfoNCE between the two sensors' embeddings; masks are used only when config.mask_views."""
         cfg = self.config
-        inputs = self._check_pair(pixel_values, pixel_values_a, pixel_values_b, check_finite)
-        batch = next(iter(inputs.values())).shape[0]
-        if cfg.mask_views and masks is None:
-            masks = {n: random_masks(batch, cfg.num_patches, cfg.mask_ratio, x.device) for n, x in inputs.items()}
         embeddings = {}
         for name, x in inputs.items():
             index = masks[name][0] if cfg.mask_views else None
