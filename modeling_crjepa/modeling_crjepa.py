@@ -399,6 +399,16 @@ class CRJepaPreTrainedModel(PreTrainedModel):
             init.trunc_normal_(module.mask_token, std=std)
             init.trunc_normal_(module.target_sensor_embed, std=std)
 
+    def _add_encoder(self, config: CRJepaConfig) -> None:
+        """The sensor-specific stems and the trunk (one shared, or one per sensor: ``config.trunk_mode``), under the
+        names every checkpoint uses: ``stems.<sensor>``, ``trunk`` / ``trunks.<sensor>``."""
+        self.sensor_names = list(config.sensors)
+        self.stems = nn.ModuleDict({name: SensorStem(ch, config) for name, ch in config.sensors.items()})
+        if config.trunk_mode == "shared":
+            self.trunk = Trunk(config)
+        else:
+            self.trunks = nn.ModuleDict({name: Trunk(config) for name in self.sensor_names})
+
     def no_weight_decay(self) -> set[str]:
         """Names of the parameters to train without weight decay: norms, biases (every tensor with ndim <= 1),
         positional embeddings, mask tokens and sensor embeddings (the ViT / I-JEPA recipe; optimisers read
@@ -507,12 +517,7 @@ class CRJepaModel(CRJepaPreTrainedModel):
     def __init__(self, config: CRJepaConfig) -> None:
         config.check()
         super().__init__(config)
-        self.sensor_names = list(config.sensors)
-        self.stems = nn.ModuleDict({name: SensorStem(ch, config) for name, ch in config.sensors.items()})
-        if config.trunk_mode == "shared":
-            self.trunk = Trunk(config)
-        else:
-            self.trunks = nn.ModuleDict({name: Trunk(config) for name in self.sensor_names})
+        self._add_encoder(config)
         if config.head_mode == "decoupled":
             self.heads = nn.ModuleDict({"unified": RetrievalHead(config), "cross": RetrievalHead(config)})
         else:

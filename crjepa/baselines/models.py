@@ -294,9 +294,7 @@ class XJepaModel(BaselinePreTrainedModel):
     def __init__(self, config: XJepaConfig) -> None:
         config.check()
         super().__init__(config)
-        self.sensor_names = list(config.sensors)
-        self.stems = nn.ModuleDict({name: SensorStem(ch, config) for name, ch in config.sensors.items()})
-        self.trunk = Trunk(config)
+        self._add_encoder(config)  # shared trunk (XJepaConfig.check)
         self.route_to_predictor = predictor_for_route(config)
         needed = sorted({self.route_to_predictor[r] for r in config.routes})
         self.predictors = nn.ModuleDict({name: Predictor(config) for name in needed})
@@ -382,12 +380,7 @@ class ContrastiveModel(BaselinePreTrainedModel):
     def __init__(self, config: ContrastiveConfig) -> None:
         config.check()
         super().__init__(config)
-        self.sensor_names = list(config.sensors)
-        self.stems = nn.ModuleDict({name: SensorStem(ch, config) for name, ch in config.sensors.items()})
-        if config.trunk_mode == "shared":
-            self.trunk = Trunk(config)
-        else:
-            self.trunks = nn.ModuleDict({name: Trunk(config) for name in self.sensor_names})
+        self._add_encoder(config)
         self.head = RetrievalHead(config)
         self.post_init()
 
