@@ -482,8 +482,10 @@ def _build_and_calibrate(client: Any, name: str, folder: Path, column: str, dim:
     kind, k = plan["index_type"], int(plan["k"])
     if not client.list_indexes(name):
         index = client.prepare_index_params()
-        index.add_index(field_name="vector", index_type=kind, metric_type="IP", params=dict(plan["build"]))
-        client.create_index(name, index)
+        index.add_index(field_name="vector", index_name="vector", index_type=kind, metric_type="IP",
+                        params=dict(plan["build"]))
+        client.create_index(name, index, sync=False)
+    _wait_for_index(client, name)
     client.load_collection(name)
     if not held or recall is None:
         return {}
@@ -506,6 +508,19 @@ def _build_and_calibrate(client: Any, name: str, folder: Path, column: str, dim:
                        lambda point: timed_qps(lambda: search(point), len(q)), truth, recall, targets,
                        time.perf_counter() + budget_s)
     return finish_calibration(points, [knob], recall, search, truth, t0, exact_qps, index_type=kind)
+
+
+def _wait_for_index(client: Any, name: str, poll_s: float = 1.0) -> None:
+    """Until the server has built the vector index of every sealed segment (Lite builds it at once)."""
+    while True:
+        described = client.describe_index(name, "vector") or {}
+        state = str(described.get("state", "Finished"))
+        if state == "Failed":
+            raise EmbeddingsError(f"Milvus could not build the index of {name!r}: "
+                                  f"{described.get('index_state_fail_reason', 'no reason given')}")
+        if state == "Finished":
+            return
+        time.sleep(poll_s)
 
 
 def _ids(results: Any, k: int) -> np.ndarray:
