@@ -486,8 +486,10 @@ class EmbeddingArchive:
         return name
 
 
-def _resolve_folder(repo_or_folder: str | Path, api: Any, revision: str | None, token: str | None) -> Path:
-    """A local folder as is; otherwise download the Hub dataset repo (snapshot_download, injectable api)."""
+def _resolve_folder(repo_or_folder: str | Path, api: Any, revision: str | None, token: str | None,
+                    patterns: list[str] | None = None) -> Path:
+    """A local folder as is; otherwise download the Hub dataset repo (snapshot_download, injectable api; only the
+    files matching ``patterns`` when given)."""
     path = Path(repo_or_folder).expanduser()
     if path.is_dir():
         return path
@@ -499,7 +501,8 @@ def _resolve_folder(repo_or_folder: str | Path, api: Any, revision: str | None, 
 
         api = HfApi(token=token)
     try:
-        return Path(api.snapshot_download(text, repo_type="dataset", revision=revision, token=token))
+        extra = {"allow_patterns": patterns} if patterns else {}
+        return Path(api.snapshot_download(text, repo_type="dataset", revision=revision, token=token, **extra))
     except Exception as err:
         raise HubError(f"Cannot download embeddings {text} from the Hub ({reason(err)}).") from err
 
@@ -519,7 +522,7 @@ def load_embeddings(repo_or_folder: str | Path, api: Any = None, *, revision: st
     """
     from crjepa.utils.atomic import read_consistently
 
-    folder = _resolve_folder(repo_or_folder, api, revision, token)
+    folder = _resolve_folder(repo_or_folder, api, revision, token, [INFO_FILE] if milvus_uri else None)
     if milvus_uri is not None:
         from crjepa.search.milvus import open_archive
 

@@ -107,17 +107,13 @@ def _first_line(err: BaseException) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- names and plans
-def archive_fingerprint(folder: str | Path, info: Mapping[str, Any]) -> str:
-    """A short hex id of an archive's contents: its model, rows, columns and classes (embeddings_info.json, minus
-    what `crjepa index` rewrites) and the name and size of each Parquet shard. A collection records it, so rows
-    of another archive never join it."""
+def archive_fingerprint(info: Mapping[str, Any]) -> str:
+    """A short hex id of an archive's contents from its embeddings_info.json alone (so a search client needs no
+    Parquet): the model, the data source and split, the row count, the columns and classes; `crjepa index` rewrites
+    none of them. A collection records it, so rows of another archive never join it."""
     keys = ("format_version", "num_rows", "dimension", "model_fingerprint", "vector_columns", "metadata_columns",
             "class_names", "source")
-    files = sorted((Path(folder) / DATA_DIR).glob("*.parquet"))
-    digest = hashlib.sha256(json.dumps({key: info.get(key) for key in keys}, sort_keys=True).encode())
-    for file in files:
-        digest.update(f"{file.name}:{file.stat().st_size}".encode())
-    return digest.hexdigest()[:16]
+    return hashlib.sha256(json.dumps({key: info.get(key) for key in keys}, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def default_prefix(name: str) -> str:
@@ -375,7 +371,7 @@ def index_archive(folder: str | Path, uri: str, *, token: str | None = None, col
         if column not in info["vector_columns"]:
             raise EmbeddingsError(f"No vector column {column!r}; this archive has {info['vector_columns']}")
     client = connect(uri, token)
-    fingerprint = archive_fingerprint(folder, info)
+    fingerprint = archive_fingerprint(info)
     prefix = prefix or default_prefix(name or str(folder))
     records = {}
     for column in columns or info["vector_columns"]:
@@ -400,7 +396,8 @@ def _load_column(client: Any, folder: Path, info: dict[str, Any], fingerprint: s
         asked = resolve_index_type(index_type, n, is_lite(uri))
         if index_type.lower() != "auto" and asked != plan["index_type"] or params and dict(params) != plan["build"]:
             raise EmbeddingsError(f"Milvus collection {name!r} at {uri} is a {plan['index_type']} "
-                                  f"{plan['build']} collection; pass --overwrite to rebuild it as {asked} {dict(params)}")
+                                  f"{plan['build']} collection; pass --overwrite to rebuild it as {asked} "
+                                  f"{dict(params)}")
     else:
         kind = resolve_index_type(index_type, n, is_lite(uri))
         build = {**index_params(kind, n, dim, segment_rows(is_lite(uri), dim)), **params}
@@ -636,7 +633,7 @@ class MilvusArchive(EmbeddingArchive):
     def __init__(self, path: Path, info: dict[str, Any], client: Any, uri: str, prefix: str) -> None:
         super().__init__(path, info, [], np.zeros((0, len(info["class_names"])), bool), {}, {}, {})
         self.client, self.uri, self.prefix = client, uri, prefix
-        self._fingerprint = archive_fingerprint(path, info)
+        self._fingerprint = archive_fingerprint(info)
 
     def __len__(self) -> int:
         return int(self.info["num_rows"])
