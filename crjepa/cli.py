@@ -212,6 +212,8 @@ def _is_scalar(feature: Any) -> bool:
 def cmd_index(args: argparse.Namespace) -> int:
     if _backend(args) == "milvus":
         return _index_milvus(args)
+    if args.index_type != "AUTO" or args.overwrite or args.prefix:
+        raise ValueError("--index-type, --overwrite and --prefix are for --backend milvus (faiss: --kind)")
     from tqdm.auto import tqdm
 
     from crjepa.hub.archive import INDEX_DIR, add_indices, load_embeddings
