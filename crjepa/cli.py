@@ -210,6 +210,10 @@ def _is_scalar(feature: Any) -> bool:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
+    if _backend(args) == "milvus":
+        return _index_milvus(args)
+    if args.index_type != "AUTO" or args.overwrite or args.prefix:
+        raise ValueError("--index-type, --overwrite and --prefix are for --backend milvus (faiss: --kind)")
     from tqdm.auto import tqdm
 
     from crjepa.hub.archive import INDEX_DIR, add_indices, load_embeddings
@@ -240,9 +244,7 @@ def _parse_param(text: str) -> tuple[str, Any]:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from crjepa.hub.archive import load_embeddings
-
-    archive = load_embeddings(args.archive)
+    archive, where = _search_archive(args)
     if (args.id is None) == (args.image is None):
         raise ValueError("Give exactly one query: --id ARCHIVE_ID or --image FILE")
     if args.id is not None:
@@ -251,7 +253,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         if args.direction:
             parse_direction(args.direction, archive.sensors)  # unknown sensor -> an error naming the accepted ones
         directions = [args.direction] if args.direction else directions_of(archive.sensors)
-        results = {d: archive.search_by_id(args.id, d, args.k) for d in directions}
+        results = {d: archive.search_by_id(args.id, d, args.k, **where) for d in directions}
     else:
         if not args.model or not args.sensor:
             raise ValueError("Searching by image needs --model (the model that embedded the archive) and --sensor")
@@ -260,7 +262,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         image = read_image(args.image)  # a bad query file fails before the model is loaded
         model = _load_model(args.model, args.device)
         targets = [args.target_sensor] if args.target_sensor else archive.sensors
-        results = {f"{args.sensor}->{t}": archive.search_by_image(model, image, args.sensor, t, args.k)
+        results = {f"{args.sensor}->{t}": archive.search_by_image(model, image, args.sensor, t, args.k, **where)
                    for t in targets}
     if args.json:
         print(json.dumps({d: [vars(h) for h in hits] for d, hits in results.items()}, indent=2))
@@ -272,6 +274,83 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.png:
         _write_png(args, archive, results)
     return 0
+
+
+def _backend(args: argparse.Namespace) -> str:
+    """faiss (in-process, the default) or milvus (needs --uri); Milvus options without it are errors."""
+    if args.backend == "milvus" and not args.uri:
+        raise ValueError("--backend milvus needs --uri: a Milvus Lite file (e.g. emb.db) or a server "
+                         "(http://host:19530)")
+    if args.backend == "faiss" and args.uri:
+        raise ValueError("--uri is for --backend milvus (faiss indices live in the archive folder)")
+    return args.backend
+
+
+def _milvus_token(args: argparse.Namespace) -> str | None:
+    import os
+
+    return args.token or os.environ.get("MILVUS_TOKEN") or None
+
+
+def _index_milvus(args: argparse.Namespace) -> int:
+    """`crjepa index --backend milvus`: one collection per vector column, streamed from the archive's Parquet
+    shards, resumable (`crjepa.search.milvus.index_archive`)."""
+    from crjepa.hub.archive import _resolve_folder
+    from crjepa.search.index import DEFAULT_RECALL
+    from crjepa.search.milvus import describe, index_archive
+
+    if args.kind != "auto":
+        raise ValueError("--kind picks a faiss index; with --backend milvus use --index-type")
+    params = dict(_parse_param(p) for p in args.param)
+    folder = _resolve_folder(args.archive, None, None, None)
+
+    def progress(column: str, done: int, rows: int) -> None:
+        print(f"{column}: {done}/{rows} rows loaded", flush=True)
+
+    records = index_archive(folder, args.uri, token=_milvus_token(args), columns=args.columns,
+                            index_type=args.index_type, recall=DEFAULT_RECALL if args.recall is None else args.recall,
+                            prefix=args.prefix, name=args.archive, batch_rows=args.batch_rows,
+                            overwrite=args.overwrite, progress=progress, **params)
+    for column, record in records.items():
+        print(f"{column}: {describe(record)}")
+    return 0
+
+
+def _search_archive(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """The archive to search and the filter keywords of its search calls ({} with faiss, which has none)."""
+    from crjepa.hub.archive import load_embeddings
+
+    filters = bool(args.label or args.meta or args.range or args.where)
+    if _backend(args) == "faiss":
+        if filters:
+            raise ValueError("filters (--label, --meta, --range, --where) run inside Milvus: search with "
+                             "--backend milvus --uri URI")
+        return load_embeddings(args.archive), {}
+    if args.png:
+        raise ValueError("--png needs the archive's labels in memory: search without --backend milvus for a grid")
+    archive = load_embeddings(args.archive, milvus_uri=args.uri, milvus_token=_milvus_token(args),
+                              milvus_prefix=args.prefix)
+    ranges = {}
+    for text in args.range:
+        key, _, bounds = text.partition("=")
+        if ".." not in bounds:
+            raise ValueError(f"--range takes KEY=LOW..HIGH (either end may be empty), found {text!r}")
+        ranges[key] = tuple(bounds.split("..", 1))
+    equal = dict(text.split("=", 1) if "=" in text else (text, None) for text in args.meta)
+    if None in equal.values():
+        raise ValueError(f"--meta takes KEY=VALUE, found {[k for k, v in equal.items() if v is None]}")
+    return archive, {"where": archive.filter(args.label, equal, ranges, args.where)}
+
+
+def _add_milvus_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Milvus (archives past one machine; pip install \"crjepa[milvus]\")")
+    group.add_argument("--backend", default="faiss", choices=["faiss", "milvus"],
+                       help="faiss in this process (default) or a Milvus collection per vector column")
+    group.add_argument("--uri", default=None,
+                       help="Milvus Lite file (path ending in .db) or server/cluster address (http://host:19530)")
+    group.add_argument("--token", default=None, help="Milvus server token, e.g. user:password (default $MILVUS_TOKEN)")
+    group.add_argument("--prefix", default=None,
+                       help="collection names <prefix>_<column> (default crjepa_<archive folder name>)")
 
 
 def _write_png(args: argparse.Namespace, archive: Any, results: dict[str, Any]) -> None:
@@ -416,6 +495,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recall", type=float, default=None,
                    help="recall@10 the ANN kinds calibrate to on held-out archive vectors (default 0.95); the "
                         "measured recall, #queries, q/s and calibration time are printed and stored")
+    _add_milvus_arguments(p)
+    p.add_argument("--index-type", default="auto", type=str.upper,
+                   help="with --backend milvus: AUTO (FLAT below 50k rows, else IVF_FLAT on Milvus Lite, HNSW on a "
+                        "server, DISKANN from 10M rows), FLAT, IVF_FLAT, IVF_SQ8, HNSW, HNSW_SQ; servers also "
+                        "IVF_PQ, DISKANN")
+    p.add_argument("--batch-rows", type=int, default=8192,
+                   help="with --backend milvus: rows per insert; progress is recorded after each (default 8192)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="with --backend milvus: drop the collections first (another archive, or another index type)")
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("search", help="search an archive by archive id or by an image file",
@@ -438,6 +526,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "archive records, checked first)")
     p.add_argument("--tile", type=int, default=96, help="with --png: tile size in pixels (default 96)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_milvus_arguments(p)
+    p.add_argument("--label", action="append", default=[], metavar="CLASS",
+                   help="with --backend milvus: only items whose labels contain CLASS (repeatable: all of them)")
+    p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --backend milvus: only items whose metadata KEY equals VALUE, e.g. tile=33UVP")
+    p.add_argument("--range", action="append", default=[], metavar="KEY=LOW..HIGH",
+                   help="with --backend milvus: metadata KEY within [LOW, HIGH] (string order: ISO dates work; "
+                        "an empty end is open), e.g. s2_date=2017-06-01..2017-08-31")
+    p.add_argument("--where", default=None, help="with --backend milvus: a raw Milvus filter expression")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("evaluate", help="score the paper's four retrieval directions",

@@ -49,6 +49,7 @@ NOT_RUN = {
     "HF_HUB_OFFLINE=1 python -m pytest -q tests": "the test suite itself (.ci/run)",
     'HF_HUB_OFFLINE=1 python -m pytest -q -m "not slow" tests': "the fast tier of the test suite itself",
     'pip install -e ".[bigearthnet]"': "install",
+    'pip install -e ".[milvus]"': "install (the dev extra installs pymilvus and Milvus Lite for the tests)",
     "accelerate config": "interactive set-up of the launcher",
     "accelerate launch train_accelerate.py [--config configs/x.yaml] [--output_dir DIR] [--key value ...]":
         "the synopsis (its options are tested by the commands below and by --help)",

@@ -18,7 +18,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -314,13 +314,15 @@ def export_encoder(model_dir: str | Path, output_dir: str | Path, overwrite: boo
 # ---------------------------------------------------------------------------------------------- loading & search
 @dataclass
 class Hit:
-    """One search result: rank (1 = best), archive id, cosine score, class names, row position."""
+    """One search result: rank (1 = best), archive id, cosine score, class names, row position and the row's
+    metadata columns (the same shape from faiss and from Milvus)."""
 
     rank: int
     id: str
     score: float
     labels: list[str]
     position: int
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 class EmbeddingArchive:
@@ -435,7 +437,8 @@ class EmbeddingArchive:
             if position < 0 or position == exclude_position or len(hits) == k:
                 continue
             hits.append(Hit(len(hits) + 1, self.ids[position], float(score),
-                            [self.class_names[c] for c in np.flatnonzero(self.labels[position])], position))
+                            [self.class_names[c] for c in np.flatnonzero(self.labels[position])], position,
+                            {name: values[position] for name, values in self.metadata.items()}))
         return hits
 
     def search_by_id(self, archive_id: str, direction: str | None = None, k: int = 10) -> list[Hit]:
@@ -452,12 +455,17 @@ class EmbeddingArchive:
                         k: int = 10) -> list[Hit]:
         """Embed one native-resolution image (C, H, W) of ``sensor`` with ``model`` and search the archive's
         ``target_sensor`` column (default: the same sensor); only the query is embedded."""
+        target_sensor = target_sensor or sensor
+        _, _, space = parse_direction(f"{sensor}->{target_sensor}", self.sensors)
+        return self.search(self.embed_query(model, image, sensor, space), self._column(target_sensor, space), k)
+
+    def embed_query(self, model: Any, image: Any, sensor: str, space: str) -> np.ndarray:
+        """The ``space`` embedding (R,) of one native-resolution image (C, H, W) of ``sensor``, by ``model``, which
+        must be the archive's model (`check_model`)."""
         import torch
 
         from modeling_crjepa.image_processing_crjepa import preprocess_batch
 
-        target_sensor = target_sensor or sensor
-        _, _, space = parse_direction(f"{sensor}->{target_sensor}", self.sensors)
         self.check_model(model)
         pixels = torch.as_tensor(np.asarray(image))
         if pixels.ndim == 3:
@@ -468,10 +476,9 @@ class EmbeddingArchive:
         try:
             with torch.no_grad():
                 ready = preprocess_batch(pixels.to(device), sensor, model.config)
-                vector = model.get_embeddings(ready, sensor=sensor, space=space).float().cpu().numpy()[0]
+                return model.get_embeddings(ready, sensor=sensor, space=space).float().cpu().numpy()[0]
         finally:
             model.train(was_training)
-        return self.search(vector, self._column(target_sensor, space), k)
 
     def _column(self, sensor: str, space: str) -> str:
         name = column_name(sensor, space)
@@ -479,8 +486,10 @@ class EmbeddingArchive:
         return name
 
 
-def _resolve_folder(repo_or_folder: str | Path, api: Any, revision: str | None, token: str | None) -> Path:
-    """A local folder as is; otherwise download the Hub dataset repo (snapshot_download, injectable api)."""
+def _resolve_folder(repo_or_folder: str | Path, api: Any, revision: str | None, token: str | None,
+                    patterns: list[str] | None = None) -> Path:
+    """A local folder as is; otherwise download the Hub dataset repo (snapshot_download, injectable api; only the
+    files matching ``patterns`` when given)."""
     path = Path(repo_or_folder).expanduser()
     if path.is_dir():
         return path
@@ -492,23 +501,33 @@ def _resolve_folder(repo_or_folder: str | Path, api: Any, revision: str | None, 
 
         api = HfApi(token=token)
     try:
-        return Path(api.snapshot_download(text, repo_type="dataset", revision=revision, token=token))
+        extra = {"allow_patterns": patterns} if patterns else {}
+        return Path(api.snapshot_download(text, repo_type="dataset", revision=revision, token=token, **extra))
     except Exception as err:
         raise HubError(f"Cannot download embeddings {text} from the Hub ({reason(err)}).") from err
 
 
 def load_embeddings(repo_or_folder: str | Path, api: Any = None, *, revision: str | None = None,
                     token: str | None = None, model: Any = None, load_indices: bool = True,
-                    vectors: bool = True) -> EmbeddingArchive:
+                    vectors: bool = True, milvus_uri: str | None = None, milvus_token: str | None = None,
+                    milvus_prefix: str | None = None) -> EmbeddingArchive:
     """Open an embeddings archive from a local folder or a Hub dataset repo.
 
     Stored faiss indices are loaded and checked against the archive's model fingerprint; missing ones are built
     on first search. With ``model``, the archive must have been embedded by that model. ``vectors=False``
     reads ids, labels and metadata only (``archive.vectors`` is then empty; see `read_vector_column`).
+    ``milvus_uri`` (a Milvus Lite ``.db`` path or ``http://host:19530``, with ``milvus_token``): search the
+    collections `crjepa index --backend milvus` loaded instead (`crjepa.search.milvus.MilvusArchive`: the same
+    search methods and hits, plus filters; only embeddings_info.json is read here).
     """
     from crjepa.utils.atomic import read_consistently
 
-    folder = _resolve_folder(repo_or_folder, api, revision, token)
+    folder = _resolve_folder(repo_or_folder, api, revision, token, [INFO_FILE] if milvus_uri else None)
+    if milvus_uri is not None:
+        from crjepa.search.milvus import open_archive
+
+        return open_archive(folder, milvus_uri, token=milvus_token, prefix=milvus_prefix, model=model,
+                            name=str(repo_or_folder))
     # every file from one version of the folder, even while `crjepa embed` replaces it
     return read_consistently(folder, lambda path: _open_archive(path, model, load_indices, vectors))
 

@@ -36,6 +36,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import faiss
@@ -219,18 +220,63 @@ def _summary(per_query: np.ndarray) -> tuple[float, float]:
     return float(per_query.mean()), se
 
 
-def _timed_qps(index: faiss.Index, q: np.ndarray, k: int, search_params: Any, min_s: float = 0.1,
-               max_s: float = 0.5) -> float:
-    """Queries/s of one batched search of ``q``: the fastest of repeated runs (at least 3, for at least ``min_s``
-    in all), since the machine may be shared and one short run is mostly noise; slow points (near-exhaustive
-    scans) stop repeating once ``max_s`` is spent, a long run being its own average."""
+def timed_qps(run: Callable[[], Any], queries: int, min_s: float = 0.1, max_s: float = 0.5) -> float:
+    """Queries/s of ``run()`` (one batched search of ``queries`` queries): the fastest of repeated runs (at least 3,
+    for at least ``min_s`` in all), since the machine may be shared and one short run is mostly noise; slow points
+    (near-exhaustive scans) stop repeating once ``max_s`` is spent, a long run being its own average. The timer of
+    every calibration, faiss or search engine."""
     best, spent, runs = math.inf, 0.0, 0
     while (runs < 3 or spent < min_s) and not (runs and spent >= max_s):
         t0 = time.perf_counter()
-        index.search(q, k, params=search_params)
+        run()
         took = time.perf_counter() - t0
         best, spent, runs = min(best, took), spent + took, runs + 1
-    return len(q) / max(best, 1e-9)
+    return queries / max(best, 1e-9)
+
+
+def _timed_qps(index: faiss.Index, q: np.ndarray, k: int, search_params: Any, min_s: float = 0.1,
+               max_s: float = 0.5) -> float:
+    """`timed_qps` of one batched faiss search of ``q``."""
+    return timed_qps(lambda: index.search(q, k, params=search_params), len(q), min_s, max_s)
+
+
+EF_LADDER = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+"""Candidate-list sizes a graph index's calibration walks (faiss efSearch; Milvus HNSW ef, DiskANN search_list)."""
+
+
+def walk_knob(knob: str, values: Sequence[int], search: Callable[[dict[str, int]], np.ndarray],
+              qps: Callable[[dict[str, int]], float], truth: np.ndarray, target: float, targets: Sequence[float],
+              deadline: float) -> list[dict[str, Any]]:
+    """Operating points of a search whose recall and time both grow with one knob (HNSW efSearch, an IVF index's
+    nprobe, DiskANN's search_list): value by value, the recall@k of ``search({knob: value})`` (result ids, (q, >=k))
+    against the exact top-k ``truth`` and its q/s (``qps``), until a value meets the highest of ``targets`` (or the
+    build's ``target`` once ``deadline`` has passed). The first value that meets a target is then the fastest that
+    does, so `pick_point` needs no more."""
+    points: list[dict[str, Any]] = []
+    for value in values:
+        point = {knob: int(value)}
+        speed = qps(point)
+        recall = float(_recall_per_query(search(point), truth).mean())
+        points.append({**point, "recall": round(recall, 4), "qps": round(speed)})
+        if recall >= max(targets) or (time.perf_counter() > deadline and recall >= target):
+            break
+    return points
+
+
+def finish_calibration(points: list[dict[str, Any]], knobs: Sequence[str], target: float,
+                       search: Callable[[dict[str, Any]], np.ndarray], truth: np.ndarray, started: float,
+                       exact_qps: float, **extra: Any) -> dict[str, Any]:
+    """The calibration record of an index (faiss or search engine): the fastest measured point meeting ``target``
+    (`pick_point`), its recall@k re-measured over the held-out queries with its standard error, and everything
+    measured (``IndexMetadata.calibration``; a Milvus collection's properties)."""
+    best = pick_point(points, target)
+    chosen = {key: best[key] for key in knobs}
+    recall, se = _summary(_recall_per_query(search(chosen), truth))
+    return {
+        "target": target, "recall": round(recall, 4), "recall_se": round(se, 4), "met": recall >= target,
+        "k": int(truth.shape[1]), "queries": len(truth), "qps": best["qps"], **extra, "params": chosen,
+        "seconds": round(time.perf_counter() - started, 2), "points": points, "exact_qps": round(exact_qps),
+    }
 
 
 FAR_BELOW = 0.05
@@ -319,26 +365,16 @@ def _calibrate(index: faiss.Index, kind: str, params: dict[str, Any], x: np.ndar
             qps = _timed_qps(index, q, k, _search_parameters(kind, search))
             points.append({**search, "recall": round(grid[(nprobe, factor)], 4), "qps": round(qps)})
     else:  # hnsw: recall and time both grow with efSearch, so the first rung that meets the target is the fastest
-        for ef in (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024):
-            if ef < k:
-                continue
-            search = {"efSearch": ef}
-            sp = _search_parameters(kind, search)
-            qps = _timed_qps(index, q, k, sp)
-            recall = float(_recall_per_query(index.search(q, k, params=sp)[1], truth).mean())
-            points.append({**search, "recall": round(recall, 4), "qps": round(qps)})
-            if recall >= max(targets) or (time.perf_counter() > deadline and recall >= target):
-                break
-    best = pick_point(points, target)
-    search = {key: best[key] for key in _SEARCH_PARAMS[kind]}
-    params.update(search)
+        points = walk_knob("efSearch", [ef for ef in EF_LADDER if ef >= k],
+                           lambda p: index.search(q, k, params=_search_parameters(kind, p))[1],
+                           lambda p: _timed_qps(index, q, k, _search_parameters(kind, p)), truth, target, targets,
+                           deadline)
+    record = finish_calibration(points, _SEARCH_PARAMS[kind], target,
+                                lambda p: index.search(q, k, params=_search_parameters(kind, p))[1], truth, t0,
+                                exact_qps, threads=faiss.omp_get_max_threads())
+    params.update(record["params"])
     _apply_search_params(index, kind, params)
-    recall, se = _summary(_recall_per_query(index.search(q, k)[1], truth))
-    return {
-        "target": target, "recall": round(recall, 4), "recall_se": round(se, 4), "met": recall >= target,
-        "k": k, "queries": len(q), "qps": best["qps"], "threads": faiss.omp_get_max_threads(), "params": search,
-        "seconds": round(time.perf_counter() - t0, 2), "points": points, "exact_qps": round(exact_qps),
-    }
+    return record
 
 
 def _exact_instead(x: np.ndarray, calibration: dict[str, Any], kind: str) -> tuple[faiss.Index, dict[str, Any]]:
@@ -353,11 +389,21 @@ def _exact_instead(x: np.ndarray, calibration: dict[str, Any], kind: str) -> tup
                    "params": {}, "points": [], "ann": {"kind": kind, "why": why, **ann}}
 
 
+def held_out_count(n: int, calibration_queries: int) -> int:
+    """How many archive vectors a calibration holds out as queries: ``calibration_queries``, at most a tenth."""
+    return min(calibration_queries, n // 10)
+
+
+def held_out_rows(n: int, count: int, seed: int) -> np.ndarray:
+    """The archive rows (positions, unsorted) a calibration with ``seed`` holds out as queries."""
+    return np.random.default_rng(seed + 1).choice(n, count, replace=False)
+
+
 def _hold_out(x: np.ndarray, ids: np.ndarray, count: int, seed: int) -> None:
     """Move ``count`` random rows of ``x`` (and their ids) to the end, in place, by swapping with tail rows:
     the held-out calibration queries are added to the index last, after calibration."""
     n = len(x)
-    rows = np.random.default_rng(seed + 1).choice(n, count, replace=False)
+    rows = held_out_rows(n, count, seed)
     tail = np.arange(n - count, n)
     move = np.setdiff1d(rows, tail)  # held-out rows not yet in the tail
     free = np.setdiff1d(tail, rows)  # tail rows that are not held out
@@ -666,7 +712,7 @@ def build_index(
     set_threads(threads)
     calibration: dict[str, Any] = {}
     fixed = set(params) & set(_SEARCH_PARAMS[resolved])
-    held = min(calibration_queries, n // 10) if recall is not None and resolved != "exact" and not fixed else 0
+    held = held_out_count(n, calibration_queries) if recall is not None and resolved != "exact" and not fixed else 0
     if metric == "l2":
         index = faiss.IndexFlatL2(dim)
         index.add(x)
