@@ -367,19 +367,24 @@ class ConversionReport:
     missing: int
     skipped: dict[str, BigEarthNetError]
     single_sensor: int = 0
+    s2_only: bool = False
 
     def summary(self) -> str:
-        """One line for people: converted N pairs, missing M of the subset, skipped K (with reasons)."""
+        """One line for people: converted N pairs (or S2 patches), missing M of the subset, skipped K (with
+        reasons). An S2-only archive counts patches, not pairs; subset `all` (every pair found on disk) has no
+        list to be missing from, so nothing is reported missing."""
         total = sum(self.converted.values())
         per_split = ", ".join(f"{s} {n:,}" for s, n in self.converted.items())
         reasons = Counter(err.reason for err in self.skipped.values())
         why = f" ({', '.join(f'{r}: {n}' for r, n in reasons.most_common())})" if reasons else ""
-        kept = f", {self.single_sensor:,} of them single-sensor rows" if self.single_sensor else ""
-        return (
-            f"bigearthnet {self.subset}: converted {total:,} pairs ({per_split}{kept}), "
-            f"missing {self.missing:,} of the "
-            f"{self.subset_size:,} pairs of the subset, skipped {len(self.skipped):,}{why}"
-        )
+        kept = f", {self.single_sensor:,} of them single-sensor rows" if self.single_sensor and not self.s2_only else ""
+        unit = "S2 patches" if self.s2_only else "pairs"
+        found = f"converted {total:,} {unit} ({per_split}{kept}), "
+        if self.subset == "all":
+            found += f"every {'S2 patch' if self.s2_only else 'pair'} found on disk"
+        else:
+            found += f"missing {self.missing:,} of the {self.subset_size:,} {unit} of the subset"
+        return f"bigearthnet {self.subset}: {found}, skipped {len(self.skipped):,}{why}"
 
 
 def _index_patch_folders(root: Path, nested: bool) -> dict[str, Path]:
@@ -599,6 +604,8 @@ def plan_conversion(
     else:
         if subset == REBEN:
             reben_metadata = reben_metadata or find_reben_metadata(s2_root)
+            if not reben_metadata and detect_layout(s2_root)[0] == V1:  # the layout, not a missing file, is wrong
+                raise FileNotFoundError(f"BigEarthNet reben: {_subset_hint(subset, s1_root, s2_root, None)}")
             if not reben_metadata:
                 raise ValueError(
                     f"subset 'reben' needs reBEN's metadata.parquet: pass --reben-metadata PATH (none found beside "
@@ -781,7 +788,8 @@ class BigEarthNetMM(datasets.GeneratorBasedBuilder):
                 except BigEarthNetError as err:
                     skipped[task["s2_name"]] = err
         single = sum(1 for t in plan.tasks if t["s2_name"] in written_ids and not (t["s1_folder"] and t["s2_folder"]))
-        return ConversionReport(plan.subset, plan.subset_size, converted, len(plan.missing), skipped, single)
+        return ConversionReport(plan.subset, plan.subset_size, converted, len(plan.missing), skipped, single,
+                                s2_only=not self.config.s1_dir)
 
 
 # ----------------------------------------------------------------------------------------------- CLI

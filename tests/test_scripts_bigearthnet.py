@@ -415,6 +415,53 @@ def test_s2_only_v1_folder_exports_without_s1(ben_v1_dirs, tmp_path, capsys):
     ds = load_paired_dataset(out)
     assert "s1" not in ds.column_names and sorted(ds["id"]) == sorted(EXAMPLES)
     assert "BigEarthNet-S2 (all)" in (out / "README.md").read_text()
+    # S2 patches alone are counted as patches (not "pairs ... single-sensor rows"), and subset `all` (every
+    # patch found on disk) reports nothing missing (it has no list: not "missing 590,320")
+    summary = stdout.strip().splitlines()[-1]
+    assert summary.startswith("bigearthnet all: converted 6 S2 patches (train 4, test 1, unassigned 1), every S2 "
+                              "patch found on disk, skipped 0"), summary
+    assert "pairs" not in summary and "single-sensor" not in summary and "missing" not in summary
+
+
+def test_s2_only_reben_export_counts_patches_and_v1_all_reports_nothing_missing(reben_dirs, ben_v1_dirs, tmp_path,
+                                                                                 capsys):
+    code, stdout, err = _cli_main(["bigearthnet", "--s2-dir", str(reben_dirs["s2"]), "--subset", "reben",
+                                   "--output-dir", str(tmp_path / "s2"), "--num-proc", "1"], capsys)
+    assert code == 0, err
+    assert ("converted 18 S2 patches (train 6, validation 6, test 6), missing 0 of the 18 S2 patches of the subset"
+            in stdout), stdout
+    code, stdout, err = _cli_main(["bigearthnet", "--s1-dir", str(ben_v1_dirs[0]), "--s2-dir", str(ben_v1_dirs[1]),
+                                   "--subset", "all", "--output-dir", str(tmp_path / "v1"), "--num-proc", "1"], capsys)
+    assert code == 0, err
+    assert "converted 6 pairs (train 4, test 1, unassigned 1), every pair found on disk, skipped 0" in stdout
+    assert "missing" not in stdout.strip().splitlines()[-1]
+
+
+def test_v1_folders_under_subset_reben_name_the_layout_not_a_metadata_file(ben_v1_dirs, tmp_path, capsys):
+    code, _, err = _cli_main(["bigearthnet", "--s1-dir", str(ben_v1_dirs[0]), "--s2-dir", str(ben_v1_dirs[1]),
+                              "--subset", "reben", "--output-dir", str(tmp_path / "out")], capsys)
+    assert code == 2 and not (tmp_path / "out").exists()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err
+    assert "Found the BigEarthNet v1" in err and "use --subset all" in err
+    assert "metadata.parquet" not in err and "--reben-metadata" not in err
+
+
+def test_split_by_tile_with_fewer_tiles_than_splits_warns(reben_dirs, tmp_path, capsys, caplog):
+    """The reBEN sample lies in one tile: --split-by tile can fill only one split, and says so (it used to put
+    every row in train silently; training then stopped on an empty test split)."""
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        code, stdout, err = _cli_main(["bigearthnet", "--s1-dir", str(reben_dirs["s1"]), "--s2-dir",
+                                       str(reben_dirs["s2"]), "--subset", "reben", "--keep-unpaired", "--split-by",
+                                       "tile", "--output-dir", str(tmp_path / "out"), "--num-proc", "1"], capsys)
+    assert code == 0, err
+    assert "converted 18 pairs (train 18)" in stdout
+    warnings = [r.getMessage() for r in caplog.records if "spatial split" in r.getMessage()]
+    assert len(warnings) == 1, caplog.text
+    assert "18 rows lie in 1 group(s)" in warnings[0] and "'validation' and 'test' got no rows" in warnings[0]
+    assert "--split-by block" in warnings[0]
 
 
 def test_missing_extra_names_the_install_command(ben_v1_dirs, tmp_path, capsys, monkeypatch):
