@@ -29,7 +29,7 @@ import numpy as np
 from crjepa.utils.atomic import atomic_write_json, write_marker
 from crjepa.hub.archive import (
     DATA_DIR, FORMAT_VERSION, INFO_FILE, OUTPUT_KIND, EmbeddingsError, _vector_table, add_indices, public_source,
-    render_card,
+    render_card, write_local_source,
 )
 
 RUN_DIR = ".embed"
@@ -42,8 +42,8 @@ def stream_source(options: Mapping[str, Any], split: str | None) -> Any:
     """A `datasets.IterableDataset` over the rows of a data source, in Arrow format (nothing materialised).
 
     options: ``{"dataset": "synthetic", ...}`` (built in memory, then iterated), a local folder of exported Parquet
-    (``data/<split>-*.parquet``, read by `datasets`' streaming Parquet reader), or a Hub data set id
-    (``load_dataset(id, split=split or "train", streaming=True)``).
+    (``data/<split>-*.parquet``, read by `datasets`' streaming Parquet reader), or a Hub data set id (streamed by
+    `crjepa.data.loading.load_hub_dataset`; every split when ``split`` is None, as for a local folder).
     """
     import datasets
 
@@ -66,7 +66,9 @@ def stream_source(options: Mapping[str, Any], split: str | None) -> Any:
             raise DataError(f"No exported Parquet shards ({split or '<split>'}-NNNNN-of-NNNNN.parquet) in {base}")
         stream = datasets.load_dataset("parquet", data_files={"all": files}, split="all", streaming=True)
     else:
-        stream = datasets.load_dataset(source, split=split or "train", streaming=True)
+        from crjepa.data.loading import load_hub_dataset
+
+        stream = load_hub_dataset(source, split, streaming=True)
     return stream.with_format("arrow")
 
 
@@ -286,6 +288,7 @@ def finish_archive(
         "repo_id": repo_id,
     }
     atomic_write_json(output / INFO_FILE, info)
+    write_local_source(output, source)
     render_card(info, ids[0]).save(output / "README.md")
     write_marker(output, OUTPUT_KIND)  # a finished archive: a later `embed -o` here may replace it
     if index != "none":

@@ -728,7 +728,8 @@ def finish(run: Run, state: TrainState) -> dict[str, Any]:
             embed_set = embeddings.get(embed_split)
             write_embeddings_dataset(
                 embeddings_dir, embed_set.ids, embed_set.labels, embed_set.class_names or _class_names(embed_set),
-                embed_set.vectors, model_fingerprint=fingerprint, config_summary=config_summary(core.config),
+                embed_set.vectors, archive_metadata(select_split(run.dataset, embed_split), embed_set.ids),
+                model_fingerprint=fingerprint, config_summary=config_summary(core.config),
                 indices=build_indices(embed_set.vectors, embed_set.ids, kind=config["embeddings"]["index"],
                                       fingerprint=fingerprint, present=embed_set.present),
                 present=embed_set.present,
@@ -781,6 +782,17 @@ def report(run: Run, summary: dict[str, Any], trained: Any, random_init: Any) ->
     say(f"Checkpoints:                               {out / 'checkpoints'}")
     say(f"Logs ({', '.join(run.trackers) or 'no tracker'}), train_log.jsonl:  {out / 'logs'}, {run.log_file}")
     say(f"Scores (random init and trained):          {out / RESULTS_FILE}")
+
+
+def archive_metadata(rows: Any, ids: Sequence[str]) -> dict[str, list[Any]]:
+    """The scalar metadata columns of the embedded rows (e.g. ``s1_name``, ``country``, ``tile``), as `crjepa
+    embed` stores them: an archive of a training run then answers ``search --id`` with an S1 patch name too.
+    Nothing when the rows are not the embedded ones, in order."""
+    if list(map(str, rows["id"])) != list(ids):
+        return {}
+    skip = {"id", "labels"}
+    return {name: rows[name] for name, feature in rows.features.items()
+            if name not in skip and type(feature).__name__ == "Value"}
 
 
 def _class_names(embeddings: Any) -> list[str]:
