@@ -130,7 +130,8 @@ def _embed(args: argparse.Namespace) -> int:
     import os
 
     from crjepa.hub.archive import config_summary, model_fingerprint
-    from crjepa.hub.embedding import claim_folder, embed_shards, finish_archive, run_signature, stream_source
+    from crjepa.hub.embedding import (claim_folder, embed_shards, finish_archive, run_signature, source_rows,
+                                      stream_source)
     from crjepa.eval.retrieval import SPACES, class_names_of, column_name, present_sensors
 
     source = _source_options(args)
@@ -173,7 +174,8 @@ def _embed(args: argparse.Namespace) -> int:
             torch.set_num_threads(max(1, int(os.environ.get("CRJEPA_EMBED_THREADS", "1"))))
         stats = embed_shards(model, stream, output, class_names=class_names, metadata_columns=metadata_columns,
                              sensors=sensors, spaces=args.spaces, batch_size=args.batch_size, shard_rows=shard_rows,
-                             rank=rank, world=world, progress=True)
+                             rank=rank, world=world, progress=True,
+                             total_rows=source_rows(source, args.split, stream))
         print(f"process {rank + 1}/{world}: {stats['written']} shards written, {stats['skipped']} already done "
               f"(of {stats['shards']}, {stats['rows']} rows)", flush=True)
         if worker:
@@ -381,6 +383,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                  k=args.k, batch_size=args.batch_size, num_workers=args.num_workers,
                                  dataset_name=name, progress=True)
     table = results.to_markdown()
+    print(f"{results.describe()} (in %):")
     print(table)
     for note in results.notes:
         print(f"note: {note}", file=sys.stderr)

@@ -120,6 +120,9 @@ def test_evaluate_writes_the_four_direction_table(workdir):
     assert (data["num_queries"], data["num_gallery"]) == (48, 48)
     assert all(0 <= v <= 1 for values in data["metrics"].values() for v in values.values())
     assert table[2] in section(workdir, "evaluate")
+    # the printed table says what it scored: data set, splits and counts
+    assert ("synthetic, queries from the validation split, gallery from the test split: 48 queries x 48 gallery "
+            "items (in %):\n| metric |") in section(workdir, "evaluate")
 
 
 def test_search_by_id_runs_without_torch(workdir, tmp_path):

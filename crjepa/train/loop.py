@@ -116,6 +116,9 @@ class Pairing:
     rows: dict[str, int]
     partial: bool
     unpaired: list[tuple[str, str]]
+    epoch_rows: dict[str, int] | None = None
+    """The same counts over one epoch's draws when data.pair_share / data.mix repeat rows (else None): ``rows``
+    counts each distinct row once."""
 
     @property
     def untrained_directions(self) -> list[str]:
@@ -149,7 +152,9 @@ def check_pairing(train_set: Any, model_config: Any, architecture: str, name: st
 
     sensors = list(model_config.sensor_names)
     have = presence(train_set, sensors)
-    rows = pairing_summary(train_set, sensors)
+    distinct = distinct_rows(train_set)
+    rows = pairing_summary(distinct, sensors)
+    epoch_rows = pairing_summary(train_set, sensors) if len(distinct) != len(train_set) else None
     partial = not all(mask.all() for mask in have.values())
     unpaired = [(a, b) for a, b in combinations(sensors, 2) if not (have[a] & have[b]).any()]
     if partial and architecture != "crjepa":
@@ -159,13 +164,26 @@ def check_pairing(train_set: Any, model_config: Any, architecture: str, name: st
                           "(re-export without --keep-unpaired, pairing_rate: 1), or use model.architecture: crjepa, "
                           "whose objective uses the rows each term needs")
     if partial:
-        say(f"Training rows by sensors present: {rows}; each loss term uses the rows that have its sensors "
+        drawn = f" (each epoch draws {epoch_rows})" if epoch_rows else ""
+        say(f"Training rows by sensors present: {rows}{drawn}; each loss term uses the rows that have its sensors "
             "(rows/<term> in the log)")
     for a, b in unpaired:
         say(f"warning: no training row has both {a!r} and {b!r}: the routes {a}->{b} and {b}->{a}, L_cross and L_uni "
             f"for {a}-{b} stay 0, so the cross head is untrained for {a}<->{b} retrieval (the model card says so); "
             f"same-sensor training ({a}->{a}, {b}->{b}) and SIGReg proceed")
-    return Pairing(rows=rows, partial=partial, unpaired=unpaired)
+    return Pairing(rows=rows, partial=partial, unpaired=unpaired, epoch_rows=epoch_rows)
+
+
+def distinct_rows(ds: Any) -> Any:
+    """The rows of a data set view once each: a mix (`combine_datasets`, data.pair_share) repeats rows of the
+    smaller parts, which must not be counted as more rows than there are."""
+    import numpy as np
+
+    mapping = getattr(ds, "_indices", None)
+    if mapping is None:
+        return ds
+    _, first = np.unique(mapping.column(0).to_numpy(), return_index=True)
+    return ds if len(first) == len(ds) else ds.select(np.sort(first).tolist())
 
 
 def training_rows(config: dict[str, Any], dataset: Any, model_config: Any) -> Any:
@@ -744,8 +762,10 @@ def finish(run: Run, state: TrainState) -> dict[str, Any]:
                                                    "processes": accelerator.num_processes,
                                                    "mixed_precision": run.precision,
                                                    "train_seconds": round(train_seconds, 1),
-                                                   "train_pairs": len(run.train_set),
+                                                   "train_pairs": (sum(run.pairing.rows.values()) if run.pairing
+                                                                   else len(run.train_set)),
                                                    "train_rows": run.pairing.rows if run.pairing else None,
+                                                   "epoch_rows": run.pairing.epoch_rows if run.pairing else None,
                                                    "untrained_directions": (run.pairing.untrained_directions
                                                                             if run.pairing else []),
                                                    "num_parameters": f"{core.num_parameters() / 1e6:.2f}M"})
@@ -773,8 +793,8 @@ def finish(run: Run, state: TrainState) -> dict[str, Any]:
 def report(run: Run, summary: dict[str, Any], trained: Any, random_init: Any) -> None:
     """The closing lines on the console: scores next to the random initialisation, and where everything is."""
     say, out = run.say, run.output_dir
-    say(f"\nRetrieval on {trained.dataset_name} ({trained.query_split or 'all'} split, "
-        f"{trained.num_queries} queries, {trained.headline_metric} in %):\n{comparison_table(random_init, trained)}")
+    say(f"\nRetrieval on {trained.describe()} ({trained.headline_metric} in %):\n"
+        f"{comparison_table(random_init, trained)}")
     say(f"\nTrained {summary['steps']} steps in {summary['train_seconds']:.1f} s; whole run {summary['wall_seconds']:.1f} s.")
     say(f"Model (save_pretrained, remote code, card): {summary['model_dir']}")
     if summary["embeddings_dir"]:
