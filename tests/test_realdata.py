@@ -291,3 +291,22 @@ def test_partially_paired_real_patches_convert_train_embed_evaluate(reben_dirs, 
                  "--output-dir", str(tmp_path / "eval")]) == 0
     scores = json.loads((tmp_path / "eval" / "retrieval_results.json").read_text())
     assert scores["direction_counts"] == {"s1->s1": [3, 3], "s2->s2": [6, 6], "s1->s2": [3, 6], "s2->s1": [6, 3]}
+
+
+@pytest.mark.slow
+def test_a_one_row_test_split_stops_with_one_error_and_no_traceback(ben_v1_dirs, tmp_path):
+    """The v1 sample exported with --subset all has a 1-row test split: the paper config (which scores the test
+    split) stops before training with one error that says what to do, printed once, and no launcher traceback
+    when launched as README.md documents it (`accelerate launch -q -m train_accelerate`, from any folder)."""
+    export = tmp_path / "v1"
+    run = run_module("datasets_scripts", "bigearthnet", "--s1-dir", ben_v1_dirs[0], "--s2-dir", ben_v1_dirs[1],
+                     "--subset", "all", "--output-dir", export, "--num-proc", "1")
+    assert run.returncode == 0, run.stderr[-3000:]
+    run = run_module("accelerate.commands.launch", "-q", "--num_processes", "1", "--num_machines", "1",
+                     "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "train_accelerate",
+                     "--config", "paper_ben14k.yaml", "--data.path", export, "--output_dir", tmp_path / "run",
+                     *TINY, cwd=tmp_path, timeout=600)
+    assert run.returncode != 0 and "Traceback" not in run.stderr, run.stderr[-3000:]
+    assert run.stderr.count("error: The data cannot be evaluated") == 1, run.stderr[-3000:]
+    assert "has 1 item: nothing to rank" in run.stderr and "--eval.query_split train, 4 rows" in run.stderr
+    assert not (tmp_path / "run").exists()

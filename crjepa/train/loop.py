@@ -263,7 +263,13 @@ def check_evaluation_inputs(config: dict[str, Any], dataset: Any) -> None:
     gallery = ev["gallery_split"] or ev["query_split"]
     if gallery in sizes and sizes[gallery]:
         candidates = sizes[gallery] - (0 if ev["gallery_split"] and ev["gallery_split"] != ev["query_split"] else 1)
-        if ev["k"] > candidates:
+        if candidates < 1:
+            larger = sorted((n, s) for s, n in Counter(str(v) for v in dataset["split"]).items() if n > 1)
+            hint = f" (e.g. --eval.query_split {larger[-1][1]}, {larger[-1][0]} rows)" if larger else ""
+            errors.append(f"the gallery (split {gallery!r} of {name}) has {sizes[gallery]} item: nothing to rank once "
+                          f"the query's own item is removed; evaluate on a larger split{hint}, or re-export with "
+                          "more rows in it")
+        elif ev["k"] > candidates:
             errors.append(f"eval.k={ev['k']} is larger than the {candidates} candidates per query of the gallery "
                           f"(split {gallery!r}, {sizes[gallery]} items, the query's own item removed); lower eval.k")
     if errors:
