@@ -1,6 +1,6 @@
 """Train CR-JEPA with Hugging Face Accelerate, evaluate the four retrieval directions, save and publish.
 
-    accelerate launch -q -m train_accelerate [--config configs/x.yaml] [--output_dir DIR] [--key value ...]
+    accelerate launch -q -m train_accelerate [--config <name>.yaml] [--output_dir DIR] [--key value ...]
 
 (`-m train_accelerate` works from any folder once crjepa is installed; `accelerate launch train_accelerate.py` from
 a checkout's root; `-q` keeps the launcher from adding its own traceback to an error this script already printed.)

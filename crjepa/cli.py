@@ -378,7 +378,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     source = _source_options(args)
     dataset = _load_data(source, args.split)
     model = _load_model(args.model, args.device)
-    name = args.dataset_name or ("synthetic" if args.data == "synthetic" else Path(args.data).name)
+    from crjepa.data.loading import export_name
+
+    name = args.dataset_name or (export_name(args.data) if Path(args.data).is_dir() else args.data)
     results = evaluate_retrieval(model, dataset, query_split=args.query_split, gallery_split=args.gallery_split,
                                  k=args.k, batch_size=args.batch_size, num_workers=args.num_workers,
                                  dataset_name=name, progress=True)

@@ -1,4 +1,4 @@
-"""The training run of train_accelerate.py, as named steps (I-JEPA's train.py, open_clip's train_one_epoch).
+"""The training run of train_accelerate.py, as named steps (I-JEPA's src/train.py, open_clip's train_one_epoch).
 
     run = setup(argv)                      # 1. configuration, lock, Hub access, data + checks, model, optimiser,
                                            #    then the output folder (nothing is created before the checks)
