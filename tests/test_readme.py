@@ -66,8 +66,8 @@ NOT_RUN = {
     "crjepa push outputs/crjepa-reben/model user/crjepa-reben": "the Hugging Face Hub (tests/test_hub_archive.py)",
     "crjepa push emb user/crjepa-reben-embeddings": "the Hugging Face Hub (tests/test_hub_archive.py)",
     "accelerate launch -q --multi_gpu --num_processes 8 -m train_accelerate --config paper_ben14k.yaml --data.path "
-    "data/ben14k": "8 GPUs (the same launcher with 2 CPU processes: "
-                   "tests/test_train_loop.py::test_two_processes_reach_the_loss_of_one_process_with_the_same_global_batch)",
+    "data/ben14k": "8 GPUs (the same launcher with 2 CPU processes: tests/test_train_loop.py::"
+                   "test_two_processes_reach_the_loss_of_one_process_with_the_same_global_batch)",
     "accelerate launch -q --multi_gpu --num_processes 8 -m crjepa.cli embed outputs/crjepa-ben14k/model data/ben14k -o "
     "emb-ben14k": "8 GPUs (2 CPU processes: "
                   "tests/test_embedding.py::test_accelerate_launch_two_processes_give_the_embeddings_of_one)",

@@ -227,7 +227,8 @@ class RetrievalResults:
         sensor, since each direction then has its own queries and gallery), e.g. ``BigEarthNet-MM (reben), test
         split as queries and gallery: 6 queries x 6 gallery items``."""
         if self.gallery_split and self.gallery_split != self.query_split:
-            splits = f"queries from the {self.query_split or 'whole'} split, gallery from the {self.gallery_split} split"
+            splits = (f"queries from the {self.query_split or 'whole'} split, gallery from the {self.gallery_split} "
+                      "split")
         else:
             splits = f"{self.query_split + ' split' if self.query_split else 'all rows'} as queries and gallery"
         return f"{self.dataset_name}, {splits}: {self.counts()}"
