@@ -53,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = args[args.index("--config") + 1] if "--config" in args[:-1] else None
         try:
             print(config_help(config))
+        except BrokenPipeError:  # `--help | head`: the reader has what it wanted
+            sys.stdout = None
         except ConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

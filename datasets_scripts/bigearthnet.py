@@ -883,10 +883,10 @@ class BigEarthNetMM(datasets.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager: Any) -> list[datasets.SplitGenerator]:
         plan = self.plan()
-        logger.info(
-            "BigEarthNet %s: %d pairs to convert, %d missing, %d skipped before reading",
-            plan.subset, len(plan.tasks), len(plan.missing), len(plan.skipped),
-        )  # fmt: skip
+        missing = "" if plan.subset == "all" else f", {len(plan.missing):,} missing"  # `all` has no list to miss
+        unit = "S2 patches" if self.config.s2_only else "pairs"
+        logger.info("BigEarthNet %s: %s %s to convert%s, %s skipped before reading", plan.subset,
+                    f"{len(plan.tasks):,}", unit, missing, f"{len(plan.skipped):,}")
         for err in plan.skipped.values():
             logger.warning("skipped: %s", err)
         by_split: dict[str, list[dict[str, Any]]] = {}

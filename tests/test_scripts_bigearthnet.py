@@ -424,7 +424,10 @@ def test_s2_only_v1_folder_exports_without_s1(ben_v1_dirs, tmp_path, capsys):
 
 
 def test_s2_only_reben_export_counts_patches_and_v1_all_reports_nothing_missing(reben_dirs, ben_v1_dirs, tmp_path,
-                                                                                 capsys):
+                                                                                 capsys, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO)
     code, stdout, err = _cli_main(["bigearthnet", "--s2-dir", str(reben_dirs["s2"]), "--subset", "reben",
                                    "--output-dir", str(tmp_path / "s2"), "--num-proc", "1"], capsys)
     assert code == 0, err
@@ -435,6 +438,9 @@ def test_s2_only_reben_export_counts_patches_and_v1_all_reports_nothing_missing(
     assert code == 0, err
     assert "converted 6 pairs (train 4, test 1, unassigned 1), every pair found on disk, skipped 0" in stdout
     assert "missing" not in stdout.strip().splitlines()[-1]
+    plans = [r.getMessage() for r in caplog.records if "to convert" in r.getMessage()]
+    assert plans == ["BigEarthNet reben: 18 S2 patches to convert, 0 missing, 0 skipped before reading",
+                     "BigEarthNet all: 6 pairs to convert, 0 skipped before reading"], plans
 
 
 def test_v1_folders_under_subset_reben_name_the_layout_not_a_metadata_file(ben_v1_dirs, tmp_path, capsys):
