@@ -1,8 +1,11 @@
 """Train CR-JEPA with Hugging Face Accelerate, evaluate the four retrieval directions, save and publish.
 
-    accelerate launch train_accelerate.py [--config configs/x.yaml] [--output_dir DIR] [--key value ...]
+    accelerate launch -q -m train_accelerate [--config <name>.yaml] [--output_dir DIR] [--key value ...]
 
-With no arguments: configs/cpu_default.yaml (the `tiny` model on the built-in synthetic pairs, CPU, ~3 minutes).
+(`-m train_accelerate` works from any folder once crjepa is installed; `accelerate launch train_accelerate.py` from
+a checkout's root; `-q` keeps the launcher from adding its own traceback to an error this script already printed.)
+With no arguments: configs/cpu_default.yaml (the `tiny` model on the built-in synthetic pairs, on the CPU; README.md
+states how long it takes).
 Any key of the YAML file can be overridden (`--training.epochs 3`, `--model.mask_ratio 0.25`, or a bare name
 when it is unique: `--epochs 3`); values are YAML scalars. Mixed precision, DDP and FSDP2 come from
 `accelerate config` / `accelerate launch` flags (or `training.mixed_precision`); nothing here is device-specific.
@@ -50,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = args[args.index("--config") + 1] if "--config" in args[:-1] else None
         try:
             print(config_help(config))
+        except BrokenPipeError:  # `--help | head`: the reader has what it wanted
+            sys.stdout = None
         except ConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

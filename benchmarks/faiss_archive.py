@@ -17,10 +17,10 @@ very different sizes and tightness: ~250 points each down to ~5).
 
 ``--calibrated`` (issue 15) builds ``build_index(recall=T)`` once per ``--targets`` value (default 0.95 0.98) and
 reports, on the 10,000 fresh queries: the recall reached, q/s, build and calibration seconds, and the fastest fixed
-IVF-PQ setting (nprobe x k_factor grid on the DESIGN.md baseline build) reaching the same recall, timed in turns
+IVF-PQ setting (nprobe x k_factor grid on the baseline build of docs/DESIGN.md) reaching the same recall, timed in turns
 with it (the fastest of 5 rounds each).
 
-Rows: the baselines of DESIGN.md (Flat; HNSW32 efSearch 64; IVF4096,PQ64x4fs,RFlat with nprobe 32 and
+Rows: the baselines of docs/DESIGN.md (Flat; HNSW32 efSearch 64; IVF4096,PQ64x4fs,RFlat with nprobe 32 and
 k_factor 16) and the project default ``crjepa.search.index.build_index(kind="auto")``.
 
     python benchmarks/faiss_archive.py                 # 1M x 256, a few minutes on 2 cores
@@ -177,7 +177,7 @@ def project_default(x: np.ndarray) -> Callable:
 
 FIXED_NPROBE = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 FIXED_K_FACTOR = (8, 16, 64, 256)
-"""The fixed IVF-PQ settings the calibrated index is compared with: every combination, on the DESIGN.md baseline
+"""The fixed IVF-PQ settings the calibrated index is compared with: every combination, on the docs/DESIGN.md baseline
 build (IVF4096,PQ64x4fs,RFlat trained by faiss' defaults on 131,072 points), nprobe rising until one rung past
 the first where every k_factor reaches the highest target."""
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The device checks of issue 6 as ONE prepared run (device tool: `run`, timeout ~600 s; the parts end in ~8 min), results under $OUT:
+# The GPU training-step and embedding checks as ONE prepared run (device tool: `run`, timeout ~600 s; the parts end in ~8 min), results under $OUT:
 #   gpu_step.log / profile.txt   ben14k batch 512 bf16: plain eager baseline vs fast path (compiled blocks), profiled
 #   gpu_step_model.log           fast path with the whole training forward compiled (training.compile: model)
 #   gpu_step_graphs.log          the same with CUDA graphs (torch.compile mode reduce-overhead)
@@ -9,7 +9,7 @@
 #                                datasets: carry it as wheels in .whl/)
 # Each part has its own time limit so a slow part cannot take the others' results with it.
 set -u
-OUT=${OUT:-/tmp/crjepa-gpu-checks}; mkdir -p "$OUT"
+OUT=${OUT:-$(mktemp -d -t crjepa-gpu-checks.XXXX)}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} TORCH_LOGS=recompiles
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, torch.cuda.get_device_name())"
@@ -22,7 +22,7 @@ step _model 170 --no-baseline --compile model
 step _graphs 150 --no-baseline --compile model --compile-mode reduce-overhead
 step _autotune 240 --no-baseline --compile model --compile-mode max-autotune-no-cudagraphs
 if [ "${LOADER:-0}" = 1 ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=$PYTHONPATH:/tmp/site
+  python3 -m pip install -q --no-index --no-deps --no-compile --target "$OUT/site" .whl/*.whl && export PYTHONPATH=$PYTHONPATH:$OUT/site
   timeout 60 python3 benchmarks/loader.py --pairs 2048 --batch-size 512 --workers 0 4 8 2>&1 | tee "$OUT/loader.log"
 fi
 date -u

@@ -10,7 +10,9 @@
 Directions are written 's1->s2': quote them, or the shell reads '>' as a redirection. One-sensor archives (e.g.
 S2 patches alone) are embedded, searched and evaluated in their one same-sensor direction.
 
-DATA is ``synthetic`` (built in) or a folder of Parquet exported by ``python -m datasets_scripts``.
+DATA is ``synthetic`` (built in), a folder of Parquet exported by ``python -m datasets_scripts``, or the id of such
+an export on the Hugging Face Hub (``user/name``, streamed). A search query is an archive id, a sensor's patch name
+the archive records (an S1 patch name), or an image: a file or a BigEarthNet patch folder of per-band GeoTIFFs.
 Heavy imports happen inside the commands so ``--help`` stays instant. Errors print one sentence, no traceback.
 """
 
@@ -26,8 +28,8 @@ from typing import Any
 
 # ---------------------------------------------------------------------------------------------- shared helpers
 def _add_data_arguments(parser: argparse.ArgumentParser, split_help: str) -> None:
-    parser.add_argument("data", help="data source: 'synthetic' (built in) or a folder of Parquet exported by "
-                                     "`python -m datasets_scripts`")
+    parser.add_argument("data", help="data source: 'synthetic' (built in), a folder of Parquet exported by "
+                                     "`python -m datasets_scripts`, or such an export's Hub data set id (user/name)")
     parser.add_argument("--split", default=None, help=split_help)
     parser.add_argument("--num-pairs", type=int, default=None,
                         help="synthetic data: pairs per split (default: the generator's sizes)")
@@ -45,7 +47,11 @@ def _source_options(args: argparse.Namespace) -> dict[str, Any]:
         if args.image_size is not None:
             options["image_size"] = args.image_size
     elif not Path(args.data).is_dir():
-        raise FileNotFoundError(f"Data source {args.data!r} is neither 'synthetic' nor a folder of Parquet files")
+        from crjepa.hub.access import is_hub_repo_id
+
+        if not is_hub_repo_id(args.data):
+            raise FileNotFoundError(f"Data source {args.data!r} is neither 'synthetic', a folder of Parquet files, nor "
+                                    "a Hub data set id (user/name)")
     return options
 
 
@@ -124,7 +130,8 @@ def _embed(args: argparse.Namespace) -> int:
     import os
 
     from crjepa.hub.archive import config_summary, model_fingerprint
-    from crjepa.hub.embedding import claim_folder, embed_shards, finish_archive, run_signature, stream_source
+    from crjepa.hub.embedding import (claim_folder, embed_shards, finish_archive, run_signature, source_rows,
+                                      stream_source)
     from crjepa.eval.retrieval import SPACES, class_names_of, column_name, present_sensors
 
     source = _source_options(args)
@@ -167,7 +174,8 @@ def _embed(args: argparse.Namespace) -> int:
             torch.set_num_threads(max(1, int(os.environ.get("CRJEPA_EMBED_THREADS", "1"))))
         stats = embed_shards(model, stream, output, class_names=class_names, metadata_columns=metadata_columns,
                              sensors=sensors, spaces=args.spaces, batch_size=args.batch_size, shard_rows=shard_rows,
-                             rank=rank, world=world, progress=True)
+                             rank=rank, world=world, progress=True,
+                             total_rows=source_rows(source, args.split, stream))
         print(f"process {rank + 1}/{world}: {stats['written']} shards written, {stats['skipped']} already done "
               f"(of {stats['shards']}, {stats['rows']} rows)", flush=True)
         if worker:
@@ -247,30 +255,30 @@ def cmd_search(args: argparse.Namespace) -> int:
     archive, where = _search_archive(args)
     if (args.id is None) == (args.image is None):
         raise ValueError("Give exactly one query: --id ARCHIVE_ID or --image FILE")
+    query_labels = None
     if args.id is not None:
         from crjepa.eval.directions import directions_of, parse_direction
 
+        position, named = archive.resolve(args.id)  # an archive id, or a sensor's patch name (S1 names)
         if args.direction:
             parse_direction(args.direction, archive.sensors)  # unknown sensor -> an error naming the accepted ones
-        directions = [args.direction] if args.direction else directions_of(archive.sensors)
+        directions = [args.direction] if args.direction else [
+            d for d in directions_of(archive.sensors) if named is None or d.split("->")[0] == named]
         results = {d: archive.search_by_id(args.id, d, args.k, **where) for d in directions}
+        query_labels = archive.labels_of(position)
     else:
-        if not args.model or not args.sensor:
-            raise ValueError("Searching by image needs --model (the model that embedded the archive) and --sensor")
-        from crjepa.data.images import read_image
-
-        image = read_image(args.image)  # a bad query file fails before the model is loaded
+        if not args.model:
+            raise ValueError("Searching by image needs --model (the model that embedded the archive)")
+        sensor, image = _query_image(args, archive)  # a bad query fails before the model is loaded
+        args.sensor = sensor
         model = _load_model(args.model, args.device)
         targets = [args.target_sensor] if args.target_sensor else archive.sensors
-        results = {f"{args.sensor}->{t}": archive.search_by_image(model, image, args.sensor, t, args.k, **where)
+        results = {f"{sensor}->{t}": archive.search_by_image(model, image, sensor, t, args.k, **where)
                    for t in targets}
     if args.json:
         print(json.dumps({d: [vars(h) for h in hits] for d, hits in results.items()}, indent=2))
     else:
-        for direction, hits in results.items():
-            print(f"{direction.upper()}  (query: {args.id or args.image})")
-            for hit in hits:
-                print(f"  {hit.rank:>3}  {hit.score:+.4f}  {hit.id}  {', '.join(hit.labels)}")
+        _print_hits(args.id or args.image, query_labels, results)
     if args.png:
         _write_png(args, archive, results)
     return 0
@@ -353,21 +361,61 @@ def _add_milvus_arguments(parser: argparse.ArgumentParser) -> None:
                        help="collection names <prefix>_<column> (default crjepa_<archive folder name>)")
 
 
+def _query_image(args: argparse.Namespace, archive: Any) -> tuple[str, Any]:
+    """(sensor, (C, H, W) array) of an image query: a file (needs --sensor), or a BigEarthNet-style patch folder
+    of per-band GeoTIFFs (`<patch>_B02.tif`, `<patch>_VV.tif`, ...) read in the band order the archive's model
+    uses; the sensor of a folder is the one whose bands it holds when --sensor is not given."""
+    from crjepa.data.images import band_folder_sensor, read_image
+
+    bands = dict((archive.info.get("config") or {}).get("band_names") or {})
+    if Path(args.image).is_dir():
+        sensor = args.sensor or band_folder_sensor(args.image, bands)
+        if sensor not in bands:
+            raise ValueError(f"--sensor {sensor!r}: the archive's model has sensors {sorted(bands)}")
+        return sensor, read_image(args.image, bands=bands[sensor])
+    if not args.sensor:
+        raise ValueError("Searching by an image file needs --sensor (the sensor of the image)")
+    return args.sensor, read_image(args.image)
+
+
+def _print_hits(query: str, query_labels: list[str] | None, results: dict[str, Any]) -> None:
+    """The text results: per direction the query (and its labels), then rank, score, the hit's name (its patch
+    name in the searched sensor when the archive records one), the labels it shares with the query (relevance:
+    any shared label) and its labels."""
+    about = f"; labels: {', '.join(query_labels)}" if query_labels is not None else ""
+    for direction, hits in results.items():
+        print(f"{direction.upper()}  (query: {query}{about})")
+        for hit in hits:
+            name = f"{hit.name} (item {hit.id})" if hit.name and hit.name != hit.id else hit.id
+            shared = ""
+            if query_labels is not None:
+                common = len(set(hit.labels) & set(query_labels))
+                shared = f"  {'relevant' if common else 'not relevant'}, {common}/{len(query_labels)} labels shared"
+            print(f"  {hit.rank:>3}  {hit.score:+.4f}  {name}{shared}  [{', '.join(hit.labels)}]")
+
+
 def _write_png(args: argparse.Namespace, archive: Any, results: dict[str, Any]) -> None:
     """The result grid: images come from --data SOURCE, or with ``--data recorded`` from the data source the
     archive records (an archive may come from the Hub: its record is used only when asked, and checked)."""
     from crjepa.data.images import read_image
     from crjepa.eval.visualize import DatasetImages, image_grid, query_grid
 
+    from crjepa.hub.archive import read_local_source
+
     recorded = dict(archive.info.get("source") or {})
     if not args.data:
         hint = f" (the archive records {json.dumps(recorded)}: pass --data recorded to use it)" if recorded else ""
         raise ValueError(f"--png needs the images: pass --data SOURCE{hint}")
-    source = recorded_source(recorded, archive.path) if args.data == "recorded" else {"dataset": args.data}
+    if args.data == "recorded":  # a local archive also knows its local folder by its absolute path
+        local = read_local_source(archive.path) if Path(args.archive).is_dir() else None
+        source = recorded_source(local or recorded, archive.path)
+    else:
+        source = {"dataset": args.data}
     split = source.pop("split", None)
     images = DatasetImages(_load_data(source, split))
     if args.id is not None:
-        grid = query_grid(archive, images, args.id, list(results), args.k, tile=args.tile)
+        row_id = archive.ids[archive.position(args.id)]  # an S1 patch name -> its item
+        grid = query_grid(archive, images, row_id, list(results), args.k, tile=args.tile)
     else:
         grid = image_grid(archive, images, read_image(args.image), args.sensor,
                           {d.split("->")[1]: hits for d, hits in results.items()}, tile=args.tile)
@@ -393,7 +441,11 @@ def recorded_source(source: dict[str, Any], archive_path: Path) -> dict[str, Any
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high):
                 raise ValueError(f"{where}: {key}={value!r} is outside [{low}, {high}]; pass --data SOURCE")
     elif not isinstance(dataset, str) or not dataset or not Path(dataset).is_dir():
-        raise ValueError(f"{where} ({dataset!r}) is not 'synthetic' nor a local folder here; pass --data SOURCE")
+        from crjepa.hub.access import is_hub_repo_id
+
+        if not isinstance(dataset, str) or not is_hub_repo_id(dataset) or Path(dataset).exists():
+            raise ValueError(f"{where} ({dataset!r}) is not 'synthetic', a local folder here, nor a Hub data set "
+                             "id; pass --data SOURCE")
     split = source.get("split")
     if split is not None and not isinstance(split, str):
         raise ValueError(f"{where}: split {split!r} is not a split name; pass --data SOURCE")
@@ -406,11 +458,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     source = _source_options(args)
     dataset = _load_data(source, args.split)
     model = _load_model(args.model, args.device)
-    name = args.dataset_name or ("synthetic" if args.data == "synthetic" else Path(args.data).name)
+    from crjepa.data.loading import export_name
+
+    name = args.dataset_name or (export_name(args.data) if Path(args.data).is_dir() else args.data)
     results = evaluate_retrieval(model, dataset, query_split=args.query_split, gallery_split=args.gallery_split,
                                  k=args.k, batch_size=args.batch_size, num_workers=args.num_workers,
                                  dataset_name=name, progress=True)
     table = results.to_markdown()
+    print(f"{results.describe()} (in %):")
     print(table)
     for note in results.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -510,12 +565,16 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Print the top-k archive items (id, cosine score, labels) for a query. By id: "
                                    "uses the stored embedding, no model needed. By image: embeds only the query.")
     p.add_argument("archive", help="embeddings archive folder or Hub dataset repo id")
-    p.add_argument("--id", default=None, help="query by the id of an archive item")
-    p.add_argument("--image", default=None, help="query by an image file (.npy (C,H,W), .tif, .png)")
+    p.add_argument("--id", default=None,
+                   help="query by the id of an archive item, or by a sensor's patch name the archive records (an S1 "
+                        "patch name: the search then starts from s1)")
+    p.add_argument("--image", default=None,
+                   help="query by an image file (.npy (C,H,W), .tif, .png) or a BigEarthNet patch folder of per-band "
+                        "GeoTIFFs (S1 or S2; its sensor is found from its bands)")
     p.add_argument("--direction", default=None,
                    help="with --id: e.g. 's1->s2' (quoted: unquoted, the shell reads > as a redirection; default: "
                         "every direction the archive's sensors allow: four for two sensors, 's2->s2' for S2 alone)")
-    p.add_argument("--sensor", default=None, help="with --image: the sensor of the image")
+    p.add_argument("--sensor", default=None, help="with --image: the sensor of the image (a folder's is found)")
     p.add_argument("--target-sensor", default=None, help="with --image: sensor column to search (default: both)")
     p.add_argument("--model", default=None, help="with --image: the model folder that embedded the archive")
     p.add_argument("--device", default="auto", help="with --image: 'auto', 'cpu', 'cuda'...")

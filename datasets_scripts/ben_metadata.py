@@ -7,7 +7,7 @@ The metadata files (bz2 CSVs) ship inside the PyPI package `bigearthnet-common` 
 files: importing that package's code needs an old pydantic, so we locate its folder with
 `importlib.util.find_spec`, which does not execute it.
 
-BEN-14K rule (PAPER.md): pairs whose country is Serbia and whose S2 acquisition date, taken from the S2 patch
+BEN-14K rule (docs/PAPER.md): pairs whose country is Serbia and whose S2 acquisition date, taken from the S2 patch
 name, is on or before 2017-08-31 (14,834 pairs), minus the official exclusions (seasonal snow, cloud/shadow,
 no 19-class label: 2 pairs) = 14,832, with the official train/val/test split. The `season` column of the
 metadata CSV is derived from the S1 date and mislabels 115 of these pairs as autumn, so it is never used here.
@@ -100,7 +100,7 @@ CLC43_TO_BEN19: dict[str, str | None] = {
 }
 
 # Split names: `datasets` convention in dataset rows, official CSV file stems in the BEN-14K list file
-# (PAPER.md's md5 0fcce0ed... is reproduced with train/val/test, not with "validation").
+# (docs/PAPER.md's md5 0fcce0ed... is reproduced with train/val/test, not with "validation").
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 UNASSIGNED = "unassigned"
 LIST_SPLIT_NAMES: dict[str, str] = {"train": "train", "validation": "val", "test": "test"}
@@ -194,7 +194,7 @@ def s2_date(s2_name: str) -> dt.date:
 
 
 def is_ben14k(pair: PairMeta) -> bool:
-    """PAPER.md's BEN-14K rule before exclusions: Serbia, S2 date (from the name) <= 2017-08-31."""
+    """docs/PAPER.md's BEN-14K rule before exclusions: Serbia, S2 date (from the name) <= 2017-08-31."""
     return pair.country == BEN14K_COUNTRY and s2_date(pair.s2_name) <= BEN14K_LAST_S2_DATE
 
 
@@ -222,7 +222,7 @@ def pair_list_bytes(rows: list[tuple[str, str, str]]) -> bytes:
 
 
 def pair_list_md5(rows: list[tuple[str, str, str]]) -> str:
-    """md5 of `pair_list_bytes(rows)`: PAPER.md gives 0fcce0ed1b79a7432f9e9ea5f9888b90 for BEN-14K."""
+    """md5 of `pair_list_bytes(rows)`: docs/PAPER.md gives 0fcce0ed1b79a7432f9e9ea5f9888b90 for BEN-14K."""
     return hashlib.md5(pair_list_bytes(rows)).hexdigest()
 
 

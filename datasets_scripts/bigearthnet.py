@@ -15,6 +15,11 @@ Layouts read
   per-patch JSON, and `metadata.parquet` with columns patch_id, labels (19-class names; CLC names are mapped),
   split (train/validation/test), country, s1_name, which is the pairing. Its B01/B09 are required as in v1.
   The metadata is found beside or inside the S2 folder when --reben-metadata is not given.
+- BigEarthNet v2 as distributed for ConfigILM (subset `reben`, `lmdb=` / CLI `--lmdb`): one LMDB folder
+  (`BigEarthNet-V2-LMDB/`: `data.mdb`, `lock.mdb`) whose keys are patch names (S2 `patch_id`s and S1 `s1_name`s)
+  and whose values are safetensors files mapping band names to native arrays (the same sizes and dtypes as the
+  GeoTIFFs), with reBEN's `metadata.parquet` beside it. Read with the `lmdb` package and `safetensors` directly
+  (no configilm code, no pickles); the rows are bit for bit those of the GeoTIFF route.
 - S2 patches alone (no `s1_dir`): an S2-only archive (no `s1` column) of every S2 patch of the subset present,
   for same-sensor retrieval (`crjepa embed / search / evaluate` use the one direction s2->s2).
 - Layout detection: when a subset finds nothing, the error names the layout found under the folders (v1: patch
@@ -64,6 +69,7 @@ by the arguments, not by file contents: after fixing input files, rebuild with
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import logging
@@ -214,6 +220,104 @@ def read_s1(folder: Path, name: str) -> np.ndarray:
     return np.stack(bands)
 
 
+def _lmdb_env(path: str) -> Any:
+    """The read-only LMDB environment at ``path``, to be closed by the caller (`with`). Opened per use: LMDB
+    refuses an environment opened before a fork in the forked worker, and opening one only maps the file."""
+    import lmdb
+
+    try:
+        return lmdb.open(path, readonly=True, lock=False, readahead=False, subdir=True)
+    except lmdb.Error as err:
+        raise ValueError(f"BigEarthNet: {path} is not a readable LMDB folder ({err})") from None
+
+
+def lmdb_keys(path: str | os.PathLike) -> set[str]:
+    """Every key (patch name) of a BigEarthNet LMDB, without reading a value."""
+    with _lmdb_env(str(path)) as env, env.begin() as txn:
+        return {bytes(key).decode() for key in txn.cursor().iternext(keys=True, values=False)}
+
+
+def _read_lmdb_bands(path: str, name: str, bands: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """{band: native array} of one patch of a BigEarthNet LMDB (a safetensors file per key; never a pickle)."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load as load_safetensors
+
+    with _lmdb_env(path) as env, env.begin() as txn:
+        value = txn.get(name.encode())
+        if value is None:
+            raise BigEarthNetError("missing band file", f"patch {name}: no entry in the LMDB {path}")
+        try:
+            arrays = load_safetensors(bytes(value))
+        except (SafetensorError, ValueError) as err:
+            raise BigEarthNetError("corrupt safetensors", f"patch {name}: its LMDB entry in {path} is not a readable "
+                                   f"safetensors file ({err})") from None
+    unexpected, absent = sorted(set(arrays) - set(bands)), [b for b in bands if b not in arrays]
+    if unexpected:
+        raise BigEarthNetError("band mismatch", f"patch {name}: its LMDB entry in {path} holds bands {unexpected} that "
+                               f"are not among the expected bands {list(bands)}")
+    if absent:
+        raise BigEarthNetError("missing band file", f"patch {name}: its LMDB entry in {path} lacks bands {absent}")
+    return arrays
+
+
+def _checked_band(array: np.ndarray, name: str, band: str, native_size: int, dtype: str, where: str) -> np.ndarray:
+    """A band read from the LMDB, checked as `read_band` checks a GeoTIFF (shape, dtype kind, uint16 range)."""
+    if array.shape != (native_size, native_size):
+        raise BigEarthNetError("wrong band size", f"patch {name}: band {band} in {where} has shape {array.shape}, "
+                               f"expected {(native_size, native_size)}")
+    ok = array.dtype.kind == "f" if dtype == "float32" else array.dtype.kind in "ui"
+    if not ok:
+        raise BigEarthNetError("wrong dtype", f"patch {name}: band {band} in {where} has dtype {array.dtype}, "
+                               f"expected {dtype}")
+    if dtype == "uint16" and array.size and (array.min() < 0 or array.max() > 65535):
+        raise BigEarthNetError("wrong dtype", f"patch {name}: band {band} in {where} has values outside uint16")
+    return array
+
+
+def upsample_band(array: np.ndarray, resampling: str = "nearest") -> np.ndarray:
+    """A native (n, n) band on the 120x120 grid, as `read_band` resamples a GeoTIFF: nearest repeats each pixel
+    (120 / n)^2 times; bilinear / bicubic go through rasterio on an in-memory GeoTIFF (the same GDAL code)."""
+    if array.shape[0] == PATCH_SIZE:
+        return array
+    if resampling == "nearest":
+        factor = PATCH_SIZE // array.shape[0]
+        return np.repeat(np.repeat(array, factor, axis=0), factor, axis=1)
+    import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.io import MemoryFile
+
+    import warnings
+
+    with warnings.catch_warnings(), MemoryFile() as memory:
+        warnings.simplefilter("ignore")  # not georeferenced: resampling works in pixel space
+        with memory.open(driver="GTiff", height=array.shape[0], width=array.shape[1], count=1,
+                         dtype=array.dtype) as dst:
+            dst.write(array, 1)
+        with memory.open() as src:
+            return src.read(1, out_shape=(PATCH_SIZE, PATCH_SIZE), resampling=Resampling[resampling])
+
+
+def read_s2_lmdb(path: str, name: str, resampling: str = "nearest") -> np.ndarray:
+    """S2 patch from a BigEarthNet LMDB as (12, 120, 120) uint16 in S2_BANDS order (as `read_s2`)."""
+    arrays = _read_lmdb_bands(path, name, S2_BANDS)
+    return np.stack([upsample_band(_checked_band(arrays[b], name, b, S2_NATIVE_SIZE[b], "uint16", path),
+                                   resampling).astype("uint16", copy=False) for b in S2_BANDS])
+
+
+def read_s1_lmdb(path: str, name: str) -> np.ndarray:
+    """S1 patch from a BigEarthNet LMDB as (2, 120, 120) float32 dB in VV, VH order (as `read_s1`)."""
+    arrays = _read_lmdb_bands(path, name, S1_BANDS)
+    bands = []
+    for band in S1_BANDS:
+        array = _checked_band(arrays[band], name, band, PATCH_SIZE, "float32", path).astype("float32", copy=False)
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        if bad:
+            raise BigEarthNetError("NaN/inf in SAR", f"patch {name}: band {band} in {path} holds {bad} NaN/inf "
+                                   f"pixels of {array.size}")
+        bands.append(array)
+    return np.stack(bands)
+
+
 def _tile(*candidates: str | None) -> str | None:
     """Sentinel-2 MGRS tile (e.g. 33UUP) from the first name that carries `_T<tile>`."""
     for text in candidates:
@@ -255,10 +359,17 @@ def read_pair(task: dict[str, Any], resampling: str = "nearest") -> dict[str, An
             raise BigEarthNetError("unknown label", str(err)) from err
     else:
         labels_43, labels = None, task["labels"]
+    lmdb = task.get("lmdb")
+    if lmdb:  # the ConfigILM distribution: both sensors' patches are entries of one LMDB
+        s1 = read_s1_lmdb(lmdb, s1_name) if s1_folder is not None else None
+        s2 = read_s2_lmdb(lmdb, s2_name, resampling) if s2_folder is not None else None
+    else:
+        s1 = read_s1(s1_folder, s1_name) if s1_folder is not None else None
+        s2 = read_s2(s2_folder, s2_name, resampling) if s2_folder is not None else None
     row = {
         "id": s2_name,
-        "s1": read_s1(s1_folder, s1_name) if s1_folder is not None else None,
-        "s2": read_s2(s2_folder, s2_name, resampling) if s2_folder is not None else None,
+        "s1": s1,
+        "s2": s2,
         "labels": [BEN19_CLASSES.index(name) for name in labels],
         "split": task["split"],
         "s1_name": s1_name,
@@ -367,19 +478,24 @@ class ConversionReport:
     missing: int
     skipped: dict[str, BigEarthNetError]
     single_sensor: int = 0
+    s2_only: bool = False
 
     def summary(self) -> str:
-        """One line for people: converted N pairs, missing M of the subset, skipped K (with reasons)."""
+        """One line for people: converted N pairs (or S2 patches), missing M of the subset, skipped K (with
+        reasons). An S2-only archive counts patches, not pairs; subset `all` (every pair found on disk) has no
+        list to be missing from, so nothing is reported missing."""
         total = sum(self.converted.values())
         per_split = ", ".join(f"{s} {n:,}" for s, n in self.converted.items())
         reasons = Counter(err.reason for err in self.skipped.values())
         why = f" ({', '.join(f'{r}: {n}' for r, n in reasons.most_common())})" if reasons else ""
-        kept = f", {self.single_sensor:,} of them single-sensor rows" if self.single_sensor else ""
-        return (
-            f"bigearthnet {self.subset}: converted {total:,} pairs ({per_split}{kept}), "
-            f"missing {self.missing:,} of the "
-            f"{self.subset_size:,} pairs of the subset, skipped {len(self.skipped):,}{why}"
-        )
+        kept = f", {self.single_sensor:,} of them single-sensor rows" if self.single_sensor and not self.s2_only else ""
+        unit = "S2 patches" if self.s2_only else "pairs"
+        found = f"converted {total:,} {unit} ({per_split}{kept}), "
+        if self.subset == "all":
+            found += f"every {'S2 patch' if self.s2_only else 'pair'} found on disk"
+        else:
+            found += f"missing {self.missing:,} of the {self.subset_size:,} {unit} of the subset"
+        return f"bigearthnet {self.subset}: {found}, skipped {len(self.skipped):,}{why}"
 
 
 def _index_patch_folders(root: Path, nested: bool) -> dict[str, Path]:
@@ -410,14 +526,20 @@ def _check_dir(path: str | None, what: str) -> Path:
 
 def _plan_from_metadata(
     subset: str, pairs: list[tuple[str, str, str | None, str, list[str] | None]], s1_root: Path | None,
-    s2_root: Path, keep_unpaired: bool = False,
+    s2_root: Path, keep_unpaired: bool = False, lmdb: Path | None = None,
 ) -> ConversionPlan:
-    """Match metadata pairs (s2, s1, country, split, labels) against the folders on disk; without `s1_root`
-    (an S2-only archive) every S2 patch present is a task; with `keep_unpaired` a half pair becomes a
-    single-sensor task (the absent folder None) instead of being skipped."""
+    """Match metadata pairs (s2, s1, country, split, labels) against the folders on disk (or the keys of an
+    `lmdb`, which then is both roots); without `s1_root` (an S2-only archive) every S2 patch present is a task;
+    with `keep_unpaired` a half pair becomes a single-sensor task (the absent folder None) instead of being
+    skipped."""
     layout = "reben" if subset == REBEN else "v1"
-    s2_index = _index_patch_folders(s2_root, nested=layout == "reben")
-    s1_index = _index_patch_folders(s1_root, nested=layout == "reben") if s1_root is not None else {}
+    if lmdb is not None:
+        keys = {key: lmdb for key in lmdb_keys(lmdb)}
+        s2_index, s1_index = keys, keys if s1_root is not None else {}
+    else:
+        s2_index = _index_patch_folders(s2_root, nested=layout == "reben")
+        s1_index = _index_patch_folders(s1_root, nested=layout == "reben") if s1_root is not None else {}
+    extra = {"lmdb": str(lmdb)} if lmdb is not None else {}
     plan = ConversionPlan(subset, len(pairs))
     for s2_name, s1_name, country, split, labels in pairs:
         s2_folder, s1_folder = s2_index.get(s2_name), s1_index.get(s1_name)
@@ -427,7 +549,7 @@ def _plan_from_metadata(
             else:
                 plan.tasks.append(
                     {"s2_name": s2_name, "s1_name": None, "s2_folder": str(s2_folder), "s1_folder": None,
-                     "split": split, "country": country, "labels": labels, "layout": layout}  # fmt: skip
+                     "split": split, "country": country, "labels": labels, "layout": layout, **extra}  # fmt: skip
                 )
         elif s2_folder is None and s1_folder is None:
             plan.missing.append(s2_name)
@@ -435,7 +557,7 @@ def _plan_from_metadata(
             plan.tasks.append(
                 {"s2_name": s2_name, "s1_name": s1_name, "s2_folder": s2_folder and str(s2_folder),
                  "s1_folder": s1_folder and str(s1_folder), "split": split, "country": country, "labels": labels,
-                 "layout": layout}  # fmt: skip
+                 "layout": layout, **extra}  # fmt: skip
             )
         elif s2_folder is None:
             plan.skipped[s2_name] = BigEarthNetError(
@@ -583,15 +705,18 @@ def find_reben_metadata(s2_dir: str | os.PathLike) -> Path | None:
 
 def plan_conversion(
     subset: str, s1_dir: str | None, s2_dir: str | None, reben_metadata: str | None = None,
-    keep_unpaired: bool = False,
+    keep_unpaired: bool = False, lmdb: str | None = None,
 ) -> ConversionPlan:
     """Which pairs of `subset` are present, missing, or unusable before any GeoTIFF is read.
 
     ``s1_dir=None`` plans an S2-only archive (every S2 patch of the subset present under s2_dir); with
-    `keep_unpaired`, half pairs are planned as single-sensor rows.
+    `keep_unpaired`, half pairs are planned as single-sensor rows. ``lmdb``: the ConfigILM LMDB folder instead
+    of the two folders (subset reben; its metadata.parquet is found beside it).
     """
     if subset not in ALL_SUBSETS:
         raise ValueError(f"unknown BigEarthNet subset {subset!r}; expected one of {', '.join(ALL_SUBSETS)}")
+    if lmdb:
+        return _plan_lmdb(subset, lmdb, reben_metadata, keep_unpaired)
     s2_root = _check_dir(s2_dir, "s2_dir")
     s1_root = _check_dir(s1_dir, "s1_dir") if s1_dir else None
     if subset == "all":
@@ -599,6 +724,8 @@ def plan_conversion(
     else:
         if subset == REBEN:
             reben_metadata = reben_metadata or find_reben_metadata(s2_root)
+            if not reben_metadata and detect_layout(s2_root)[0] == V1:  # the layout, not a missing file, is wrong
+                raise FileNotFoundError(f"BigEarthNet reben: {_subset_hint(subset, s1_root, s2_root, None)}")
             if not reben_metadata:
                 raise ValueError(
                     f"subset 'reben' needs reBEN's metadata.parquet: pass --reben-metadata PATH (none found beside "
@@ -617,6 +744,30 @@ def plan_conversion(
             + f" ({len(plan.skipped)} half pairs).{example} "
             + _subset_hint(subset, s1_root, s2_root, reben_metadata)
         )
+    return plan
+
+
+def _plan_lmdb(subset: str, lmdb: str, reben_metadata: str | None, keep_unpaired: bool) -> ConversionPlan:
+    """The pairs of reBEN's metadata whose patches are keys of the ConfigILM LMDB folder ``lmdb``."""
+    if subset != REBEN:
+        raise ValueError(f"--lmdb holds BigEarthNet v2 (reBEN) patches: use --subset reben, not {subset!r}")
+    root = _check_dir(lmdb, "lmdb")
+    if not (root / "data.mdb").is_file():
+        raise FileNotFoundError(f"BigEarthNet: {root} is not an LMDB folder (no data.mdb); --lmdb takes the "
+                                "BigEarthNet-V2-LMDB folder of the ConfigILM distribution")
+    metadata = reben_metadata or find_reben_metadata(root)
+    if not metadata:
+        raise ValueError(f"subset 'reben' needs reBEN's metadata.parquet: pass --reben-metadata PATH (none found "
+                         f"beside or in {root})")
+    pairs = _reben_metadata_pairs(Path(metadata))
+    plan = _plan_from_metadata(subset, pairs, root, root, keep_unpaired, lmdb=root)
+    if not plan.tasks:
+        keys = sorted(lmdb_keys(root))
+        half = next(iter(plan.skipped.values()), None)
+        raise FileNotFoundError(
+            f"BigEarthNet reben: none of the {plan.subset_size:,} pairs of {metadata} is in the LMDB {root} with "
+            f"both patches ({len(keys):,} entries, e.g. {keys[:2]}; {len(plan.skipped)} half pairs"
+            + (f", for example: {half}" if half is not None else "") + ")")
     return plan
 
 
@@ -653,6 +804,7 @@ class BigEarthNetConfig(datasets.BuilderConfig):
     s1_dir: str | None = None
     s2_dir: str | None = None
     reben_metadata: str | None = None
+    lmdb: str | None = None
     strict: bool = False
     s2_resampling: str = "nearest"
     keep_unpaired: bool = False
@@ -660,6 +812,11 @@ class BigEarthNetConfig(datasets.BuilderConfig):
     block_km: float = 50.0
     split_seed: int = 0
     split_fractions: tuple[float, ...] = (0.8, 0.1, 0.1)
+
+    @property
+    def s2_only(self) -> bool:
+        """An S2-only archive: S2 folders without S1 ones (an LMDB always holds both sensors)."""
+        return not (self.s1_dir or self.lmdb)
 
 
 _DESCRIPTIONS = {
@@ -688,7 +845,7 @@ class BigEarthNetMM(datasets.GeneratorBasedBuilder):
             if kwargs.get("config_name") not in (None, subset):
                 raise ValueError(f"subset={subset!r} and config_name={kwargs['config_name']!r} disagree")
             kwargs["config_name"] = subset
-        for key in ("s1_dir", "s2_dir", "reben_metadata"):  # absolute strings: stable, readable cache ids
+        for key in ("s1_dir", "s2_dir", "reben_metadata", "lmdb"):  # absolute strings: stable, readable cache ids
             if kwargs.get(key) is not None:
                 kwargs[key] = str(Path(kwargs[key]).expanduser().resolve())
         super().__init__(*args, **kwargs)
@@ -708,7 +865,8 @@ class BigEarthNetMM(datasets.GeneratorBasedBuilder):
         """The conversion plan (cached); in strict mode a pair unusable before reading raises here."""
         if self._plan is None:
             c = self.config
-            self._plan = resplit(plan_conversion(c.name, c.s1_dir, c.s2_dir, c.reben_metadata, c.keep_unpaired),
+            self._plan = resplit(plan_conversion(c.name, c.s1_dir, c.s2_dir, c.reben_metadata, c.keep_unpaired,
+                                                 c.lmdb),
                                  c.split_by, c.block_km, c.split_seed, tuple(c.split_fractions))
         if self.config.strict and self._plan.skipped:
             raise next(iter(self._plan.skipped.values()))
@@ -717,7 +875,7 @@ class BigEarthNetMM(datasets.GeneratorBasedBuilder):
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(
             description=_DESCRIPTIONS.get(self.config.name, "") + " " + __doc__.split("\n\n")[0],
-            features=features(s2_only=not self.config.s1_dir),
+            features=features(s2_only=self.config.s2_only),
             homepage="https://bigearth.net",
             license="CDLA-Permissive-1.0",
             citation=self.CITATION,
@@ -725,10 +883,10 @@ class BigEarthNetMM(datasets.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager: Any) -> list[datasets.SplitGenerator]:
         plan = self.plan()
-        logger.info(
-            "BigEarthNet %s: %d pairs to convert, %d missing, %d skipped before reading",
-            plan.subset, len(plan.tasks), len(plan.missing), len(plan.skipped),
-        )  # fmt: skip
+        missing = "" if plan.subset == "all" else f", {len(plan.missing):,} missing"  # `all` has no list to miss
+        unit = "S2 patches" if self.config.s2_only else "pairs"
+        logger.info("BigEarthNet %s: %s %s to convert%s, %s skipped before reading", plan.subset,
+                    f"{len(plan.tasks):,}", unit, missing, f"{len(plan.skipped):,}")
         for err in plan.skipped.values():
             logger.warning("skipped: %s", err)
         by_split: dict[str, list[dict[str, Any]]] = {}
@@ -781,7 +939,8 @@ class BigEarthNetMM(datasets.GeneratorBasedBuilder):
                 except BigEarthNetError as err:
                     skipped[task["s2_name"]] = err
         single = sum(1 for t in plan.tasks if t["s2_name"] in written_ids and not (t["s1_folder"] and t["s2_folder"]))
-        return ConversionReport(plan.subset, plan.subset_size, converted, len(plan.missing), skipped, single)
+        return ConversionReport(plan.subset, plan.subset_size, converted, len(plan.missing), skipped, single,
+                                s2_only=self.config.s2_only)
 
 
 # ----------------------------------------------------------------------------------------------- CLI
@@ -798,7 +957,7 @@ def metadata_list(subset: str, reben_metadata: str | None = None) -> list[tuple[
 
 def dataset_card(config: BigEarthNetConfig) -> dict[str, Any]:
     """Card fields for `datasets_scripts.common.export_builder`: what the data is and how it was made."""
-    if not config.s1_dir:
+    if config.s2_only:
         return {
             "pretty_name": f"BigEarthNet-S2 ({config.name})",
             "license": "cdla-permissive-1.0",
@@ -824,7 +983,7 @@ def dataset_card(config: BigEarthNetConfig) -> dict[str, Any]:
             "(`labels_43` keeps the original CORINE names)."
         ),
         "source": "BigEarthNet v1 / reBEN, https://bigearth.net (converted with `python -m datasets_scripts "
-        "bigearthnet`)",
+        "bigearthnet`" + (" from the ConfigILM LMDB)" if config.lmdb else ")"),
         "citation": BigEarthNetMM.CITATION,
     }
 
@@ -839,9 +998,14 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--s1-dir", help="folder holding the BigEarthNet-S1 patch folders (omit for an S2-only archive)")
     p.add_argument("--s2-dir", help="folder holding the BigEarthNet-S2 patch folders")
     p.add_argument("--output-dir", help="where the Parquet export goes")
-    p.add_argument("--subset", choices=ALL_SUBSETS, default="ben14k", help="which pairs (default: ben14k)")
+    p.add_argument("--lmdb", metavar="DIR",
+                   help="BigEarthNet v2 as distributed for ConfigILM: the BigEarthNet-V2-LMDB folder (safetensors "
+                        "patches of both sensors; read without configilm), instead of --s1-dir / --s2-dir; "
+                        "subset reben, metadata.parquet found beside it")
+    p.add_argument("--subset", choices=ALL_SUBSETS, default=None,
+                   help="which pairs (default: ben14k; reben with --lmdb)")
     p.add_argument("--reben-metadata", help="reBEN metadata.parquet (subset reben; default: a metadata.parquet "
-                                            "beside or inside --s2-dir)")
+                                            "beside or inside --s2-dir or --lmdb)")
     p.add_argument("--push-to-hub", metavar="USER/REPO", help="also push the export to this Hub dataset repo")
     p.add_argument("--list-only", action="store_true", help="print the subset's pair list stats from metadata")
     p.add_argument("--list-out", help="with --list-only: also write the list (s2_name,s1_name,split) here")
@@ -893,6 +1057,8 @@ def run_cli(args: argparse.Namespace) -> int:
 
     from datasets_scripts.ben_metadata import BigEarthNetMetadataError
 
+    if args.subset is None:
+        args.subset = REBEN if getattr(args, "lmdb", None) else "ben14k"
     try:
         try:
             return _run_cli(args)
@@ -908,22 +1074,27 @@ def run_cli(args: argparse.Namespace) -> int:
         return 2
 
 
-def _require_extra() -> None:
-    """rasterio (GeoTIFF) is in the bigearthnet extra; say so before any work starts."""
+def _require_extra(module: str = "rasterio") -> None:
+    """rasterio (GeoTIFF) and lmdb (the ConfigILM LMDB) are in the bigearthnet extra; say so before any work
+    starts."""
     try:
-        import rasterio  # noqa: F401
+        importlib.import_module(module)
     except ImportError as err:
-        raise ImportError(f"rasterio is not installed ({err}); BigEarthNet needs the bigearthnet extra: "
+        raise ImportError(f"{module} is not installed ({err}); BigEarthNet needs the bigearthnet extra: "
                           'pip install "crjepa[bigearthnet]"') from None
 
 
 def _run_cli(args: argparse.Namespace) -> int:
     if args.list_only:
         return _run_list_only(args)
-    if not (args.s2_dir and args.output_dir):
-        raise ValueError("bigearthnet: --s2-dir and --output-dir are required (and --s1-dir for S1/S2 pairs), "
-                         "or use --list-only")
-    _require_extra()
+    lmdb = getattr(args, "lmdb", None)
+    if lmdb and (args.s1_dir or args.s2_dir):
+        raise ValueError("bigearthnet: give either --lmdb (the ConfigILM LMDB) or --s1-dir / --s2-dir (GeoTIFF "
+                         "folders), not both")
+    if not ((args.s2_dir or lmdb) and args.output_dir):
+        raise ValueError("bigearthnet: --s2-dir and --output-dir are required (and --s1-dir for S1/S2 pairs; or "
+                         "--lmdb instead of both), or use --list-only")
+    _require_extra("lmdb" if lmdb else "rasterio")
     from datasets_scripts.common import export_builder
 
     output_existed = Path(args.output_dir).exists()
@@ -931,7 +1102,7 @@ def _run_cli(args: argparse.Namespace) -> int:
     try:
         builder = BigEarthNetMM(
             s1_dir=args.s1_dir, s2_dir=args.s2_dir, subset=args.subset, reben_metadata=args.reben_metadata,
-            strict=args.strict, s2_resampling=args.s2_resampling, cache_dir=cache_dir,
+            lmdb=lmdb, strict=args.strict, s2_resampling=args.s2_resampling, cache_dir=cache_dir,
             keep_unpaired=getattr(args, "keep_unpaired", False), split_by=getattr(args, "split_by", None) or "official",
             block_km=getattr(args, "block_km", 50.0), split_seed=getattr(args, "split_seed", 0),
             split_fractions=tuple(getattr(args, "split_fractions", (0.8, 0.1, 0.1))),
@@ -975,5 +1146,5 @@ if __name__ == "__main__":
 __all__ = [
     "BigEarthNetConfig", "BigEarthNetError", "BigEarthNetMM", "ConversionPlan", "ConversionReport", "S1_BANDS",
     "S2_BANDS", "S2_NATIVE_SIZE", "add_cli", "check_band_files", "detect_layout", "find_reben_metadata", "dataset_card", "SPLIT_PROTOCOLS", "resplit", "spatial_group", "features", "metadata_list", "plan_conversion", "read_band",
-    "read_pair", "read_s1", "read_s2", "run_cli",
+    "read_pair", "read_s1", "read_s2", "run_cli", "lmdb_keys", "read_s1_lmdb", "read_s2_lmdb", "upsample_band",
 ]  # fmt: skip

@@ -141,6 +141,13 @@ def split_by_group(groups: Mapping[str, str], fractions: Mapping[str, float] | S
         counts[split] += len(rows)
         done += len(rows)
         out.update((row_id, split) for row_id in rows)
+    empty = [s for s in targets if not counts[s]]
+    if empty and keys:
+        logger.warning(
+            "warning: spatial split: the %s rows lie in %s group(s) (tiles or blocks), and a whole group goes to "
+            "one split, so %s got no rows; use smaller groups (--split-by block --block-km 10) or the official "
+            "splits, or train with an evaluation split that has rows", f"{done:,}", f"{len(keys):,}",
+            " and ".join(repr(s) for s in empty))
     return out
 
 

@@ -2,7 +2,7 @@
 
 The config is the single source of truth: the model, the losses, the image processor, the training script
 and the presets all read their settings from here. Choices the paper leaves open are fields too, with the
-defaults documented in DESIGN.md. This file travels with `save_pretrained` (remote code): it imports only
+defaults documented in docs/PAPER.md. This file travels with `save_pretrained` (remote code): it imports only
 the standard library and transformers.
 """
 

@@ -1,6 +1,6 @@
 """CR-JEPA's loss terms in pure torch: SIGReg, symmetric InfoNCE, the unified-head loss and the prediction loss.
 
-L = L_pred + lambda_cross * L_cross + lambda_uni * L_uni + lambda_sigreg * L_sigreg  (PAPER.md, Objective).
+L = L_pred + lambda_cross * L_cross + lambda_uni * L_uni + lambda_sigreg * L_sigreg  (docs/PAPER.md, Objective).
 
 Partially paired batches (beyond the paper): every term takes an optional per-row weight or validity (B,) in
 {0, 1} saying which rows have what the term needs; a term is then computed on exactly those rows with static

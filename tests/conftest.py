@@ -129,6 +129,20 @@ def reben_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return out
 
 
+@pytest.fixture(scope="session")
+def reben_lmdb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same 24 real reBEN pairs as ConfigILM distributes them: the ``BigEarthNet-V2-LMDB`` folder (one
+    safetensors file per patch name) with ``metadata.parquet`` beside it, as unpacked from configilm's wheel."""
+    root = tmp_path_factory.mktemp("reben_lmdb")
+    with zipfile.ZipFile(real_data_wheel("configilm")) as wheel:
+        members = [m for m in wheel.namelist() if m.startswith(BENV2_IN_WHEEL)
+                   and (m.endswith(".parquet") or "/BigEarthNet-V2-LMDB/" in m)]
+        wheel.extractall(root, members)
+    shutil.move(root / BENV2_IN_WHEEL, root / "BENv2")
+    shutil.rmtree(root / "configilm")
+    return root / "BENv2" / "BigEarthNet-V2-LMDB"
+
+
 def reben_pairs(reben_dirs: dict[str, Path]) -> list[dict]:
     """The rows of the real reBEN metadata.parquet (patch_id, s1_name, labels, split, country, ...)."""
     import pyarrow.parquet as pq

@@ -120,6 +120,9 @@ def test_evaluate_writes_the_four_direction_table(workdir):
     assert (data["num_queries"], data["num_gallery"]) == (48, 48)
     assert all(0 <= v <= 1 for values in data["metrics"].values() for v in values.values())
     assert table[2] in section(workdir, "evaluate")
+    # the printed table says what it scored: data set, splits and counts
+    assert ("synthetic, queries from the validation split, gallery from the test split: 48 queries x 48 gallery "
+            "items (in %):\n| metric |") in section(workdir, "evaluate")
 
 
 def test_search_by_id_runs_without_torch(workdir, tmp_path):
@@ -155,6 +158,101 @@ def test_search_by_image_file(workdir, capsys):
     results = json.loads(capsys.readouterr().out)
     assert list(results) == ["s2->s1", "s2->s2"]
     assert results["s2->s2"][0]["id"] == QUERY and results["s2->s2"][0]["score"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_text_results_name_the_query_labels_and_each_hits_relevance(workdir, capsys):
+    from crjepa.hub.archive import load_embeddings
+
+    assert main(["search", str(workdir / "emb"), "--id", QUERY, "-k", "3", "--direction", "s1->s2"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    archive = load_embeddings(workdir / "emb")
+    query = set(archive.class_names[c] for c in np.flatnonzero(archive.labels[archive.position(QUERY)]))
+    assert lines[0] == f"S1->S2  (query: {QUERY}; labels: {', '.join(sorted(query, key=archive.class_names.index))})"
+    hits = archive.search_by_id(QUERY, "s1->s2", 3)
+    for line, hit in zip(lines[1:], hits, strict=True):
+        shared = len(query & set(hit.labels))
+        verdict = "relevant" if shared else "not relevant"
+        assert f"{hit.id}  {verdict}, {shared}/{len(query)} labels shared  [{', '.join(hit.labels)}]" in line, line
+
+
+def _parquet_export(folder: Path, num_pairs: int = 8) -> Path:
+    from crjepa.cli import _load_data
+
+    _load_data({"dataset": "synthetic", "num_pairs": num_pairs}, "test").to_parquet(
+        str(folder / "data" / "test-00000-of-00001.parquet"))
+    return folder
+
+
+def test_recorded_source_of_an_archive_embedded_from_an_absolute_path(workdir, tmp_path, monkeypatch, capsys):
+    """The published record names only the folder's last component (no local path); the archive also keeps the
+    absolute path in a local file that is never uploaded, so `--png --data recorded` works from any folder."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    from crjepa.hub.access import LOCAL_ONLY, push_folder
+    from crjepa.utils.atomic import MARKER_FILE
+
+    data = _parquet_export(tmp_path / "private" / "export")
+    emb = tmp_path / "emb"
+    assert main(["embed", str(workdir / "model"), str(data), "-o", str(emb), "--device", "cpu"]) == 0
+    assert json.loads((emb / "embeddings_info.json").read_text())["source"]["dataset"] == "export"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    capsys.readouterr()
+    assert main(["search", str(emb), "--id", QUERY, "-k", "2", "--png", "g.png", "--data", "recorded"]) == 0, \
+        capsys.readouterr().err
+    assert Image.open(elsewhere / "g.png").size == grid_size(4, 2)
+
+    class Recorder:
+        def whoami(self):
+            return {"name": "me"}
+
+        def create_repo(self, *args, **kwargs):
+            return "https://huggingface.co/datasets/me/emb"
+
+        def upload_folder(self, folder_path, ignore_patterns, **kwargs):
+            files = [str(p.relative_to(folder_path)) for p in Path(folder_path).rglob("*") if p.is_file()]
+            self.uploaded = list(filter_repo_objects(files, ignore_patterns=ignore_patterns))
+
+    api = Recorder()
+    push_folder(emb, "me/emb", api=api)
+    assert ".crjepa-source.json" in LOCAL_ONLY and (emb / ".crjepa-source.json").is_file()
+    assert ".crjepa-source.json" not in api.uploaded and MARKER_FILE not in api.uploaded and api.uploaded
+    assert not any(str(tmp_path) in (emb / f).read_text(errors="ignore") for f in api.uploaded if f.endswith(
+        (".json", ".md")))
+
+
+def test_embed_and_evaluate_take_a_hub_data_set_id(workdir, tmp_path, monkeypatch, capsys):
+    """`crjepa embed MODEL user/name` streams the Hub data set (its export's Parquet); `evaluate` loads it. The Hub
+    is stood in for by `datasets.load_dataset` serving a local export under that id."""
+    import datasets
+
+    export = _parquet_export(tmp_path / "export", num_pairs=12)
+    real = datasets.load_dataset
+    asked = []
+
+    def hub(path, *args, **kwargs):
+        if path != "someone/crjepa-export":
+            return real(path, *args, **kwargs)
+        asked.append(kwargs.get("streaming", False))
+        files = {"test": sorted(str(f) for f in (export / "data").glob("test-*.parquet"))}
+        return real("parquet", data_files=files, **kwargs)
+
+    monkeypatch.setattr(datasets, "load_dataset", hub)
+    assert main(["embed", str(workdir / "model"), "someone/crjepa-export", "-o", str(tmp_path / "emb"),
+                 "--device", "cpu"]) == 0
+    info = json.loads((tmp_path / "emb" / "embeddings_info.json").read_text())
+    assert info["num_rows"] == 12 and info["source"]["dataset"] == "someone/crjepa-export"
+    assert main(["evaluate", str(workdir / "model"), "someone/crjepa-export", "--device", "cpu"]) == 0
+    assert asked == [True, False]  # embed streams, evaluate loads
+    assert "Hub data set id" in build_parser()._subparsers._group_actions[0].choices["embed"].format_help()
+    monkeypatch.setattr(datasets, "load_dataset", real)
+    capsys.readouterr()
+    assert main(["embed", str(workdir / "model"), "nobody/not-cached", "-o", str(tmp_path / "emb2")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the weight-loading progress bar
+    assert err.startswith("crjepa embed: error: Cannot load the Hub data set 'nobody/not-cached'"), err
+    assert main(["embed", str(workdir / "model"), "./not/here", "-o", str(tmp_path / "emb3")]) == 2
+    assert "neither 'synthetic', a folder of Parquet files, nor a Hub data set id" in capsys.readouterr().err
 
 
 def test_errors_are_one_line_without_traceback(workdir, capsys):

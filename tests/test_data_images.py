@@ -67,3 +67,27 @@ def test_npy_with_pickles_is_refused(tmp_path):
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(DataError, match="obj.npy"):
         read_image(tmp_path / "obj.npy")
+
+
+def test_a_patch_folder_of_band_files_reads_in_the_given_band_order_on_the_finest_grid(tmp_path):
+    """A BigEarthNet-style patch folder (one file per band, 10 m / 20 m / 60 m grids) is one (C, H, W) image:
+    bands in the order asked for (not file order), coarser bands repeated onto the finest grid."""
+    from crjepa.data.images import band_folder_sensor, read_band_folder
+
+    patch = tmp_path / "P_1_2"
+    b02, b8a, b01 = (rand((1, n, n), np.uint16) for n in (12, 6, 2))
+    for band, array in (("B02", b02), ("B8A", b8a), ("B01", b01)):
+        write_tif(patch / f"P_1_2_{band}.tif", array)
+    got = read_image(patch, bands=["B01", "B02", "B8A"])
+    assert got.shape == (3, 12, 12) and got.dtype == np.uint16
+    np.testing.assert_array_equal(got[1], b02[0])
+    np.testing.assert_array_equal(got[2, ::2, ::2], b8a[0])
+    np.testing.assert_array_equal(got[0], np.kron(b01[0], np.ones((6, 6), np.uint16)))
+    bands = {"s1": ["VV", "VH"], "s2": ["B01", "B02", "B8A"]}
+    assert band_folder_sensor(patch, bands) == "s2"
+    with pytest.raises(DataError, match="no sensor has all its bands here"):
+        band_folder_sensor(patch, {"s1": ["VV", "VH"]})
+    with pytest.raises(DataError, match=r"band\(s\) \['B12'\]"):
+        read_band_folder(patch, ["B02", "B12"])
+    with pytest.raises(DataError, match="is a folder"):
+        read_image(patch)

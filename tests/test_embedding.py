@@ -125,6 +125,26 @@ def test_a_killed_run_resumes_to_the_same_result(root: Path) -> None:
 
 
 @pytest.mark.slow
+def test_the_progress_bar_knows_the_total(root: Path, tmp_path, capsys) -> None:
+    """The embed bar has a total (hence an ETA): the source's length from the synthetic sizes or the Parquet
+    footers, this process's share of the shards, shards finished by an earlier run counted as done."""
+    from crjepa.hub.embedding import own_rows, source_rows
+
+    assert source_rows({"dataset": "synthetic", "num_pairs": 40}, "test") == 40
+    assert source_rows({"dataset": "synthetic"}, None) == 3000  # the generator's default sizes
+    export = tmp_path / "export"
+    from crjepa.cli import _load_data
+
+    _load_data({"dataset": "synthetic", "num_pairs": 7}, None).to_parquet(str(export / "data" / "test-0.parquet"))
+    assert source_rows({"dataset": str(export)}, "test") == 21 and source_rows({"dataset": str(export)}, "train") == 0
+    assert own_rows(40, 16, 1, 2) == [(1, 16)] and own_rows(40, 16, 0, 2) == [(0, 16), (2, 8)]
+    capsys.readouterr()
+    assert main(["embed", str(root / "model"), *DATA, "-o", str(tmp_path / "emb"), "--device", "cpu"]) == 0
+    bar = capsys.readouterr().err.split("\r")[-1]
+    assert "100%" in bar and "80.0/80.0" in bar, bar  # 40 rows x 2 sensors, with a percentage and an ETA
+
+
+@pytest.mark.slow
 def test_a_folder_of_another_run_is_refused(root: Path, capsys) -> None:
     other = [a if a != "8" else "12" for a in DATA]  # another shard size: shards would not line up
     assert main(["embed", str(root / "model"), *other, "-o", str(root / "one"), "--device", "cpu"]) == 2

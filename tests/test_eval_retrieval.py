@@ -107,8 +107,11 @@ def test_evaluate_retrieval_four_directions_and_markdown(model, pairs):
 
 
 def test_split_protocol_scores_queries_against_the_other_split(model, pairs):
-    results = evaluate_retrieval(model, pairs, query_split="validation", gallery_split="test", k=5)
+    results = evaluate_retrieval(model, pairs, query_split="validation", gallery_split="test", k=5,
+                                 dataset_name="synthetic")
     assert (results.num_queries, results.num_gallery) == (40, 56)
+    assert results.describe() == ("synthetic, queries from the validation split, gallery from the test split: 40 "
+                                  "queries x 56 gallery items")
     queries = compute_embeddings(model, select_split(pairs, "validation"))
     gallery = compute_embeddings(model, select_split(pairs, "test"))
     expected = f1_at_k(queries["s1_cross"] @ gallery["s2_cross"].T, queries.labels, gallery.labels, k=5)
@@ -189,6 +192,9 @@ def test_rows_lacking_a_sensor_are_neither_queries_nor_candidates(model):
     assert results["F1@5"]["s1->s2"] == pytest.approx(evaluate_embeddings(s1, s2, k=5)["F1@5"]["s1->s2"])
     assert results["F1@5"]["s2->s1"] == pytest.approx(evaluate_embeddings(s2, s1, k=5)["F1@5"]["s2->s1"])
     assert results.direction_counts["s1->s2"] == [int(have["s1"].sum()), int(have["s2"].sum())]
+    n1, n2 = int(have["s1"].sum()), int(have["s2"].sum())  # the header says each direction's own counts
+    assert results.describe().endswith(f"queries x gallery items per direction: S1->S1 {n1} x {n1}, S2->S2 {n2} x "
+                                       f"{n2}, S1->S2 {n1} x {n2}, S2->S1 {n2} x {n1}") and n1 < 60 and n2 < 60
     # placeholders cannot leak: absent rows made identical to the first query change nothing
     for column in emb.vectors:
         rows = ~emb.present[column.split("_")[0]]

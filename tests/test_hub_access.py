@@ -59,3 +59,25 @@ def test_upload_failure_is_one_sentence():
 
     with pytest.raises(HubError, match=r"Cannot push to me/repo: upload failed \(ConnectionError: connection reset\)"):
         push_folder(".", "me/repo", api=FailingUpload())
+
+
+def test_an_unreachable_hub_is_not_reported_as_a_refused_token():
+    """No network: the check says the Hub could not be reached (it used to say the token was not accepted)."""
+
+    class ConnectError(Exception):  # httpx's name for a failed connection (matched by name, httpx not imported)
+        pass
+
+    class Offline(RefusingHub):
+        def whoami(self, token=None):
+            try:
+                raise OSError(-2, "Name or service not known")
+            except OSError as cause:
+                raise ConnectError("[Errno -2] Name or service not known") from cause
+
+    with pytest.raises(HubError) as err:
+        prepare_push("me/repo", api=Offline())
+    message = str(err.value)
+    assert "could not be reached (ConnectError: [Errno -2] Name or service not known)" in message
+    assert "did not accept the token" not in message and "\n" not in message
+    with pytest.raises(HubError, match="did not accept the token"):  # a refusal stays a refusal
+        prepare_push("me/repo", api=RefusingHub())

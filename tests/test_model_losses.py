@@ -14,7 +14,7 @@ from modeling_crjepa.losses import epps_pulley_knots, info_nce, prediction_loss,
 
 
 def sigreg_reference(r: np.ndarray, u: np.ndarray, num_knots: int = 17, t_max: float = 3.0) -> float:
-    """PAPER.md's formula written out with loops in float64."""
+    """docs/PAPER.md's formula written out with loops in float64."""
     batch, num_dirs = r.shape[0], u.shape[1]
     t = np.linspace(0.0, t_max, num_knots)
     dt = t_max / (num_knots - 1)

@@ -1,21 +1,24 @@
-"""README.md's commands run, at tiny scale, on real BigEarthNet patches (issue 12): a documented command that
-breaks fails CI.
+"""README.md's commands run, at tiny scale, on real BigEarthNet patches: a documented command that breaks fails CI.
 
 Every code block of README.md is extracted (4-space indented blocks; `\\` continuations joined, `&&` chains
 split, trailing `# comments` dropped). Each command is either RUN in README order in one working folder, or
-listed in NOT_RUN with the reason (installs, interactive set-up, the Hub, data sets with no public sample, the
-benchmark); a README command in neither list fails the test, and so does a NOT_RUN entry the README no longer has.
+listed in NOT_RUN with the reason (installs, interactive set-up, the Hub, GPUs, data sets with no public sample);
+a README command in neither list fails the test, and so does a NOT_RUN entry the README no longer has. Commands
+quoted inline in the text must be (part of) a block command or listed in INLINE_NOT_RUN.
 
 What is adapted to make the commands tiny and offline (nothing else is changed):
 - the working folder holds the real data under the README's names: BigEarthNet-S1-v1.0 / BigEarthNet-v1.0 (the 6
   real v1 pairs of bigearthnet-common), BigEarthNet-S1 / BigEarthNet-S2 + metadata.parquet (configilm's 24 real
-  reBEN pairs), query.npy (a real S2 patch);
+  reBEN pairs as GeoTIFF folders), BENv2/ (the same pairs as configilm ships them: the LMDB + metadata.parquet),
+  query.npy (a real S2 patch);
 - `--subset ben14k` -> `--subset all` for the conversion (the 6 real v1 pairs are not in BEN-14K; the BEN-14K list
   itself is run with --list-only); `[--push-to-hub ...]` optional groups are dropped (no Hub offline);
-- `accelerate launch train_accelerate.py ARGS` runs `train_accelerate.main(ARGS + TINY)` in this process (the
+- `accelerate launch [-q] -m train_accelerate ARGS` runs `train_accelerate.main(ARGS + TINY)` in this process (the
   launcher itself is exercised by tests/test_realdata.py); `crjepa ARGS` runs `crjepa.cli.main(ARGS)`;
-  `python -m datasets_scripts ARGS` runs its `main(ARGS)`; `<archive id>` becomes the archive's first id;
-- the Python block runs with `s2_image_chw_uint16` bound to a real S2 patch.
+  `python -m datasets_scripts ARGS` runs its `main(ARGS)`, `python -m train_accelerate --help` its help;
+- the Python blocks run with `s2_image_chw_uint16` bound to a real S2 patch.
+Runs write where the README says; nothing overwrites an earlier run's folder, so two documented runs that collide
+fail here as they would for a user.
 """
 
 from __future__ import annotations
@@ -34,10 +37,10 @@ from conftest import REPO
 TINY = ["--model.preset", "tiny", "--data.batch_size", "4", "--data.num_workers", "0", "--training.max_steps", "2",
         "--training.compile", "none", "--eval.batch_size", "64", "--logging.report_to", "none",
         "--logging.progress_bar", "false", "--eval.query_split", "train", "--eval.k", "3",
-        "--embeddings.split", "train", "--embeddings.index", "exact", "--overwrite_output_dir", "true",
+        "--embeddings.split", "train", "--embeddings.index", "exact",
         "--data.options", "{num_train: 64, num_validation: 0, num_test: 32, image_size: 32}"]
 """Appended to every training command: the tiny model, 2 steps, small evaluations (the real exports have 1-6
-pairs per split, so scores use the train split and k=3)."""
+pairs per split, so scores and the archive use the train split and k=3)."""
 
 NOT_RUN = {
     "python -m venv .venv": "environment set-up (.ci/run runs the README's set-up and test command)",
@@ -51,20 +54,33 @@ NOT_RUN = {
     'pip install -e ".[bigearthnet]"': "install",
     'pip install -e ".[milvus]"': "install (the dev extra installs pymilvus and Milvus Lite for the tests)",
     "accelerate config": "interactive set-up of the launcher",
-    "accelerate launch train_accelerate.py [--config configs/x.yaml] [--output_dir DIR] [--key value ...]":
-        "the synopsis (its options are tested by the commands below and by --help)",
-    "python -m datasets_scripts dsrsid /data/DSRSID --output-dir out/dsrsid":
+    "python -m datasets_scripts dsrsid /data/DSRSID --output-dir data/dsrsid":
         "DSRSID has no public sample to test on (its builder is tested on generated files)",
-    "python -m datasets_scripts cbrsir_vs <root> --output-dir out/cbrsir_vs": "CBRSIR_VS has no public layout",
-    "python -m datasets_scripts paired pairs.csv --output-dir out/mine [--push-to-hub you/mine]":
-        "needs the user's own files (the paired builder is tested on generated files)",
-    "python -m datasets_scripts paired pairs.csv --keep-unpaired --split-by tile --output-dir out/mine":
-        "needs the user's own files (--keep-unpaired / --split-by on the paired builder: test_scripts_file_builders.py)",
-    "accelerate launch train_accelerate.py --config configs/dsrsid.yaml --data.path out/dsrsid":
-        "needs the DSRSID export above",
-    "crjepa push emb user/crjepa-emb": "the Hugging Face Hub (tests are offline; push is tested with a fake Hub)",
-    "python benchmarks/quality.py --output-dir outputs/quality": "a benchmark (minutes), never run by CI",
+    "python -m datasets_scripts cbrsir_vs <root> --output-dir data/cbrsir_vs": "CBRSIR_VS has no public layout",
+    "python -m datasets_scripts paired pairs.csv --output-dir data/mine [--push-to-hub you/mine]":
+        "needs the user's own files (the paired builder: tests/test_scripts_file_builders.py)",
+    "python -m datasets_scripts paired pairs.csv --keep-unpaired --split-by tile --output-dir data/mine-partial":
+        "needs the user's own files (--keep-unpaired / --split-by: tests/test_scripts_file_builders.py)",
+    "accelerate launch -q -m train_accelerate --config paper_ben14k.yaml --data.path data/ben14k --push_to_hub "
+    "--hub_model_id user/crjepa-ben14k --push_embeddings --hub_embeddings_id user/crjepa-ben14k-embeddings":
+        "the Hugging Face Hub (tests are offline; uploads are tested with a stand-in Hub: tests/test_hub_archive.py)",
+    "crjepa push outputs/crjepa-reben/model user/crjepa-reben": "the Hugging Face Hub (tests/test_hub_archive.py)",
+    "crjepa push emb user/crjepa-reben-embeddings": "the Hugging Face Hub (tests/test_hub_archive.py)",
+    "accelerate launch -q --multi_gpu --num_processes 8 -m train_accelerate --config paper_ben14k.yaml --data.path "
+    "data/ben14k": "8 GPUs (the same launcher with 2 CPU processes: tests/test_train_loop.py::"
+                   "test_two_processes_reach_the_loss_of_one_process_with_the_same_global_batch)",
+    "accelerate launch -q --multi_gpu --num_processes 8 -m crjepa.cli embed outputs/crjepa-ben14k/model data/ben14k -o "
+    "emb-ben14k": "8 GPUs (2 CPU processes: "
+                  "tests/test_embedding.py::test_accelerate_launch_two_processes_give_the_embeddings_of_one)",
 }
+
+INLINE_NOT_RUN = {
+    "accelerate launch train_accelerate.py": "the checkout-root form of `-m train_accelerate` (the script file is "
+                                             "launched by tests/test_realdata.py)",
+    "pip install .": "install (the wheel: tests/test_packaging.py)",
+    "hf auth login": "the Hugging Face Hub",
+}
+"""Commands quoted inline in README.md's text that are not (part of) a block command."""
 
 
 def readme_blocks(text: str) -> list[list[str]]:
@@ -103,14 +119,24 @@ def readme_commands(text: str) -> tuple[list[str], list[str]]:
     return shell, python
 
 
+INLINE_COMMAND = re.compile(r"`((?:crjepa|accelerate|python|pip|hf|pytest) [^`]*)`")
+
+
+def inline_commands(text: str) -> list[str]:
+    """Commands quoted inline in the text (outside the code blocks)."""
+    prose = "\n".join(line for line in text.splitlines() if not line.startswith("    "))
+    return INLINE_COMMAND.findall(prose)
+
+
 @pytest.fixture
-def workdir(tmp_path: Path, ben_v1_dirs, reben_dirs) -> Path:
+def workdir(tmp_path: Path, ben_v1_dirs, reben_dirs, reben_lmdb) -> Path:
     """A folder holding the real data under the names the README uses."""
     (tmp_path / "BigEarthNet-S1-v1.0").symlink_to(ben_v1_dirs[0])
     (tmp_path / "BigEarthNet-v1.0").symlink_to(ben_v1_dirs[1])
     (tmp_path / "BigEarthNet-S1").symlink_to(reben_dirs["s1"])
     (tmp_path / "BigEarthNet-S2").symlink_to(reben_dirs["s2"])
     (tmp_path / "metadata.parquet").symlink_to(reben_dirs["metadata"])
+    (tmp_path / "BENv2").symlink_to(reben_lmdb.parent)
     return tmp_path
 
 
@@ -127,18 +153,16 @@ def _s2_patch(reben_dirs) -> np.ndarray:
 def run_command(command: str, cwd: Path) -> int:
     """Run one README command as documented, adapted as the module docstring says."""
     command = re.sub(r"\s*\[--push-to-hub [^\]]*\]", "", command)
-    if "<archive id>" in command:
-        from crjepa.hub.archive import load_embeddings
-
-        first = load_embeddings(str(cwd / command.split()[2]), load_indices=False).ids[0]
-        command = command.replace("<archive id>", first)
     argv = shlex.split(command)
-    if argv[:2] == ["accelerate", "launch"]:
+    if argv[:2] == ["accelerate", "launch"] and argv[argv.index("-m") + 1] == "train_accelerate":
         import train_accelerate
 
-        script = next(i for i, arg in enumerate(argv) if arg.endswith("train_accelerate.py"))
-        args = argv[script:]  # what follows the launcher's own options (--num_processes 1)
-        return train_accelerate.main(args[1:] + TINY)
+        args = argv[argv.index("-m") + 2:]  # what follows the launcher's own options (-q)
+        return train_accelerate.main(args + TINY)
+    if argv[:3] == ["python", "-m", "train_accelerate"]:
+        import train_accelerate
+
+        return train_accelerate.main(argv[3:])
     if argv == ["python", "tests/fetch_real_data.py"]:  # the fixtures are cached: it checks their hashes
         import subprocess
         import sys
@@ -171,26 +195,42 @@ def test_readme_commands_run_on_real_data(workdir, reben_dirs, monkeypatch):
             continue
         assert run_command(command, workdir) == 0, command
         ran.append(command)
-    assert len(ran) >= 15 and any(c.startswith("crjepa export-checkpoint") for c in ran)
+    assert len(ran) >= 25 and any(c.startswith("crjepa export-checkpoint") for c in ran)
     namespace = {"s2_image_chw_uint16": _s2_patch(reben_dirs)}
     for code in python:
         exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - the README's own example
+        for line in code.splitlines():  # a documented result (`call(...)   # ... e.g. {...}`) is the real one
+            if "# " in line and " e.g. {" in line:
+                call, shown = line.split("#", 1)[0].strip(), line.split("e.g. ", 1)[1]
+                assert eval(call, namespace) == eval(shown), line  # noqa: S307 - the README's own example
     assert tuple(namespace["e"].shape) == (1, 32)
     assert (workdir / "data" / "reben-s2" / "README.md").is_file() and (workdir / "eval").is_dir()
+    assert (workdir / "grid.png").is_file() and (workdir / "data" / "reben-lmdb" / "README.md").is_file()
 
 
-def test_readme_states_what_the_quick_start_model_is_for():
+def test_every_inline_command_is_a_documented_block_command_or_listed():
     text = (REPO / "README.md").read_text()
-    quick_start = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
-    assert "not** a retrieval model for\nreal imagery" in quick_start or "not a retrieval model for real imagery" \
-        in " ".join(quick_start.replace("*", "").split())
-    assert "P@5 0.762" in quick_start and "0.771" in quick_start
+    shell, _ = readme_commands(text)
+    inline = inline_commands(text)
+    assert inline, "no inline command found: the pattern is wrong"
+    for command in inline:
+        if command in INLINE_NOT_RUN:
+            continue
+        pieces = [piece.strip() for piece in command.split("...") if piece.strip()]
+        assert all(any(piece in block for block in shell) for piece in pieces), (
+            f"README.md quotes {command!r} inline, but no code block runs it: add it to a block, or to INLINE_NOT_RUN "
+            "with the reason")
+    assert not [c for c in INLINE_NOT_RUN if c not in inline], "INLINE_NOT_RUN lists commands the README no longer has"
 
 
-def test_ci_runs_exactly_the_readme_test_command():
-    """`.ci/run` runs the README's test quick start verbatim: what CI checks is what a contributor runs."""
+def test_the_two_quick_starts():
+    """The main job is one command; the test quick start is, byte for byte, what .ci/run runs; the quick-start
+    model is said not to be a retrieval model for real imagery."""
     text = (REPO / "README.md").read_text()
-    command = next(line.strip() for block in readme_blocks(text) for line in block
-                   if "python -m pytest" in line and line.strip().startswith("python -m venv"))
-    ci = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()]
-    assert command in ci, (command, ci)
+    main_job = text.split("## Quick start: the main job", 1)[1].split("\n## ", 1)[0]
+    tests = text.split("## Quick start: the tests", 1)[1].split("\n## ", 1)[0]
+    assert len(readme_blocks(main_job)) == 1 and len(readme_blocks(main_job)[0]) == 1
+    assert readme_blocks(main_job)[0][0].endswith("accelerate launch -q -m train_accelerate")
+    ci = (REPO / ".ci" / "run").read_text().split("(keep identical) ---\n", 1)[1].splitlines()[0]
+    assert readme_blocks(tests)[0] == [ci]  # then the fast tier, for the inner loop
+    assert "not a retrieval model for real imagery" in " ".join(main_job.replace("*", "").split())

@@ -136,6 +136,51 @@ def test_export_checkpoint_gives_a_from_pretrained_folder_with_the_runs_scores(p
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
+def test_training_archive_answers_s1_names_patch_folders_and_its_recorded_source(paper_run, reben_dirs, reben_export,
+                                                                                 tmp_path, monkeypatch, capsys):
+    """The run's own archive, searched from another folder: `--png --data recorded` finds the export again (the
+    archive recorded only its name); an S1 patch name is a query (from s1, hits in s1 named by their S1 patch);
+    BigEarthNet patch folders of either sensor are image queries whose sensor is found from their bands, read
+    bit for bit as the export stores them (the patch itself comes back first, at cosine 1)."""
+    from crjepa.cli import main
+    from crjepa.data.images import read_image
+    from crjepa.hub.archive import load_embeddings
+
+    emb, model_dir = paper_run / "embeddings", paper_run / "model"
+    archive = load_embeddings(emb)
+    row = archive.ids[0]
+    s1_name = archive.metadata["s1_name"][0]
+    assert s1_name == _rows(reben_export)[row]["s1_name"] and s1_name != row
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(["search", str(emb), "--id", s1_name, "-k", "2", "--png", "grid.png", "--data", "recorded"]) == 0, \
+        capsys.readouterr().err
+    assert (tmp_path / "grid.png").is_file()
+    capsys.readouterr()
+    assert main(["search", str(emb), "--id", s1_name, "-k", "3", "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert list(hits) == ["s1->s1", "s1->s2"]
+    for hit in hits["s1->s1"]:  # S1 hits by their S1 patch name, with their item (S2) id beside
+        assert hit["name"] == archive.metadata["s1_name"][archive.position(hit["id"])] != hit["id"]
+    assert all(hit["name"] == hit["id"] for hit in hits["s1->s2"])
+    assert main(["search", str(emb), "--id", s1_name, "--direction", "s2->s1"]) == 2
+    assert "is the s1 patch of item" in capsys.readouterr().err
+
+    rows = _rows(reben_export)
+    bands = archive.info["config"]["band_names"]
+    folders = {"s2": next(reben_dirs["s2"].glob(f"*/{row}")), "s1": next(reben_dirs["s1"].glob(f"*/{s1_name}"))}
+    for sensor, folder in folders.items():
+        np.testing.assert_array_equal(read_image(folder, bands=bands[sensor]), np.asarray(rows[row][sensor]))
+        capsys.readouterr()
+        assert main(["search", str(emb), "--image", str(folder), "--model", str(model_dir), "-k", "1", "--json",
+                     "--device", "cpu"]) == 0  # no --sensor: the folder's bands say which
+        found = json.loads(capsys.readouterr().out)
+        assert sorted(found) == sorted(f"{sensor}->{t}" for t in ("s1", "s2"))
+        same = found[f"{sensor}->{sensor}"][0]
+        assert same["id"] == row and same["score"] == pytest.approx(1.0, abs=1e-4)
+
+
 # ------------------------------------------------------------------------------------ S2-only archives
 def test_s2_only_archive_convert_embed_index_search_evaluate(paper_run, reben_s2_export, tmp_path, capsys):
     from crjepa.cli import main
@@ -247,3 +292,22 @@ def test_partially_paired_real_patches_convert_train_embed_evaluate(reben_dirs, 
                  "--output-dir", str(tmp_path / "eval")]) == 0
     scores = json.loads((tmp_path / "eval" / "retrieval_results.json").read_text())
     assert scores["direction_counts"] == {"s1->s1": [3, 3], "s2->s2": [6, 6], "s1->s2": [3, 6], "s2->s1": [6, 3]}
+
+
+@pytest.mark.slow
+def test_a_one_row_test_split_stops_with_one_error_and_no_traceback(ben_v1_dirs, tmp_path):
+    """The v1 sample exported with --subset all has a 1-row test split: the paper config (which scores the test
+    split) stops before training with one error that says what to do, printed once, and no launcher traceback
+    when launched as README.md documents it (`accelerate launch -q -m train_accelerate`, from any folder)."""
+    export = tmp_path / "v1"
+    run = run_module("datasets_scripts", "bigearthnet", "--s1-dir", ben_v1_dirs[0], "--s2-dir", ben_v1_dirs[1],
+                     "--subset", "all", "--output-dir", export, "--num-proc", "1")
+    assert run.returncode == 0, run.stderr[-3000:]
+    run = run_module("accelerate.commands.launch", "-q", "--num_processes", "1", "--num_machines", "1",
+                     "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "train_accelerate",
+                     "--config", "paper_ben14k.yaml", "--data.path", export, "--output_dir", tmp_path / "run",
+                     *TINY, cwd=tmp_path, timeout=600)
+    assert run.returncode != 0 and "Traceback" not in run.stderr, run.stderr[-3000:]
+    assert run.stderr.count("error: The data cannot be evaluated") == 1, run.stderr[-3000:]
+    assert "has 1 item: nothing to rank" in run.stderr and "--eval.query_split train, 4 rows" in run.stderr
+    assert not (tmp_path / "run").exists()

@@ -412,6 +412,59 @@ def test_s2_only_v1_folder_exports_without_s1(ben_v1_dirs, tmp_path, capsys):
     ds = load_paired_dataset(out)
     assert "s1" not in ds.column_names and sorted(ds["id"]) == sorted(EXAMPLES)
     assert "BigEarthNet-S2 (all)" in (out / "README.md").read_text()
+    # S2 patches alone are counted as patches (not "pairs ... single-sensor rows"), and subset `all` (every
+    # patch found on disk) reports nothing missing (it has no list: not "missing 590,320")
+    summary = stdout.strip().splitlines()[-1]
+    assert summary.startswith("bigearthnet all: converted 6 S2 patches (train 4, test 1, unassigned 1), every S2 "
+                              "patch found on disk, skipped 0"), summary
+    assert "pairs" not in summary and "single-sensor" not in summary and "missing" not in summary
+
+
+def test_s2_only_reben_export_counts_patches_and_v1_all_reports_nothing_missing(reben_dirs, ben_v1_dirs, tmp_path,
+                                                                                 capsys, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO)
+    code, stdout, err = _cli_main(["bigearthnet", "--s2-dir", str(reben_dirs["s2"]), "--subset", "reben",
+                                   "--output-dir", str(tmp_path / "s2"), "--num-proc", "1"], capsys)
+    assert code == 0, err
+    assert ("converted 18 S2 patches (train 6, validation 6, test 6), missing 0 of the 18 S2 patches of the subset"
+            in stdout), stdout
+    code, stdout, err = _cli_main(["bigearthnet", "--s1-dir", str(ben_v1_dirs[0]), "--s2-dir", str(ben_v1_dirs[1]),
+                                   "--subset", "all", "--output-dir", str(tmp_path / "v1"), "--num-proc", "1"], capsys)
+    assert code == 0, err
+    assert "converted 6 pairs (train 4, test 1, unassigned 1), every pair found on disk, skipped 0" in stdout
+    assert "missing" not in stdout.strip().splitlines()[-1]
+    plans = [r.getMessage() for r in caplog.records if "to convert" in r.getMessage()]
+    assert plans == ["BigEarthNet reben: 18 S2 patches to convert, 0 missing, 0 skipped before reading",
+                     "BigEarthNet all: 6 pairs to convert, 0 skipped before reading"], plans
+
+
+def test_v1_folders_under_subset_reben_name_the_layout_not_a_metadata_file(ben_v1_dirs, tmp_path, capsys):
+    code, _, err = _cli_main(["bigearthnet", "--s1-dir", str(ben_v1_dirs[0]), "--s2-dir", str(ben_v1_dirs[1]),
+                              "--subset", "reben", "--output-dir", str(tmp_path / "out")], capsys)
+    assert code == 2 and not (tmp_path / "out").exists()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err
+    assert "Found the BigEarthNet v1" in err and "use --subset all" in err
+    assert "metadata.parquet" not in err and "--reben-metadata" not in err
+
+
+def test_split_by_tile_with_fewer_tiles_than_splits_warns(reben_dirs, tmp_path, capsys, caplog):
+    """The reBEN sample lies in one tile: --split-by tile can fill only one split, and says so (it used to put
+    every row in train silently; training then stopped on an empty test split)."""
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        code, stdout, err = _cli_main(["bigearthnet", "--s1-dir", str(reben_dirs["s1"]), "--s2-dir",
+                                       str(reben_dirs["s2"]), "--subset", "reben", "--keep-unpaired", "--split-by",
+                                       "tile", "--output-dir", str(tmp_path / "out"), "--num-proc", "1"], capsys)
+    assert code == 0, err
+    assert "converted 18 pairs (train 18)" in stdout
+    warnings = [r.getMessage() for r in caplog.records if "spatial split" in r.getMessage()]
+    assert len(warnings) == 1, caplog.text
+    assert "18 rows lie in 1 group(s)" in warnings[0] and "'validation' and 'test' got no rows" in warnings[0]
+    assert "--split-by block" in warnings[0]
 
 
 def test_missing_extra_names_the_install_command(ben_v1_dirs, tmp_path, capsys, monkeypatch):
@@ -496,3 +549,100 @@ def test_split_by_tile_and_block_never_split_a_tile_or_block(example_dirs, tmp_p
     assert {spatial_group(t, "tile") for t in ireland} == {"29UPU"}
     assert len({spatial_group(t, "block", 10.0) for t in ireland}) == 2
     assert len({spatial_group(t, "block", 120.0) for t in ireland}) == 1
+
+
+# ------------------------------------------------------------------------------------------ the ConfigILM LMDB
+def _rows(folder: Path) -> tuple[dict, dict]:
+    from crjepa.data.loading import load_paired_dataset
+
+    ds = load_paired_dataset(folder)
+    return {r["id"]: r for r in ds}, ds.features
+
+
+def test_configilm_lmdb_converts_bit_for_bit_like_the_geotiff_folders(reben_lmdb, reben_dirs, tmp_path, capsys):
+    """The LMDB of safetensors patches (configilm's wheel) and the GeoTIFF folders built from the same patches give
+    the same export: every row, every pixel, every metadata field, the same features; two worker processes."""
+    code, stdout, err = _cli_main(["bigearthnet", "--lmdb", str(reben_lmdb), "--output-dir", str(tmp_path / "lmdb"),
+                                   "--num-proc", "2"], capsys)  # subset reben and metadata.parquet found beside it
+    assert code == 0, err
+    assert "converted 18 pairs (train 6, validation 6, test 6), missing 0 of the 18 pairs" in stdout
+    code, _, err = _cli_main(["bigearthnet", "--s1-dir", str(reben_dirs["s1"]), "--s2-dir", str(reben_dirs["s2"]),
+                              "--subset", "reben", "--output-dir", str(tmp_path / "tif"), "--num-proc", "1"], capsys)
+    assert code == 0, err
+    lmdb_rows, lmdb_features = _rows(tmp_path / "lmdb")
+    tif_rows, tif_features = _rows(tmp_path / "tif")
+    assert lmdb_features == tif_features and sorted(lmdb_rows) == sorted(tif_rows) and len(lmdb_rows) == 18
+    for name, row in lmdb_rows.items():
+        for column, value in row.items():
+            if column in ("s1", "s2"):
+                a, b = np.asarray(value), np.asarray(tif_rows[name][column])
+                assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), (name, column)
+            else:
+                assert value == tif_rows[name][column], (name, column)
+    assert "ConfigILM LMDB" in (tmp_path / "lmdb" / "README.md").read_text()
+
+
+def test_lmdb_resampling_matches_rasterio_on_the_geotiffs(reben_lmdb, reben_dirs):
+    from datasets_scripts.bigearthnet import read_s1, read_s1_lmdb, read_s2, read_s2_lmdb
+
+    row = reben_pairs(reben_dirs)[0]
+    s2_folder = next(reben_dirs["s2"].glob(f"*/{row['patch_id']}"))
+    s1_folder = next(reben_dirs["s1"].glob(f"*/{row['s1_name']}"))
+    for resampling in ("nearest", "bilinear"):
+        np.testing.assert_array_equal(read_s2_lmdb(str(reben_lmdb), row["patch_id"], resampling),
+                                      read_s2(s2_folder, row["patch_id"], resampling))
+    np.testing.assert_array_equal(read_s1_lmdb(str(reben_lmdb), row["s1_name"]), read_s1(s1_folder, row["s1_name"]))
+
+
+def _tampered_lmdb(reben_lmdb: Path, dst: Path, change) -> Path:
+    """A copy of the LMDB (with metadata.parquet beside it) whose entries ``change(name, bands)`` rewrites: a dict
+    of bands, raw bytes, or None to drop the entry."""
+    import lmdb
+    from safetensors.numpy import load, save
+
+    out = dst / "BigEarthNet-V2-LMDB"
+    shutil.copy(reben_lmdb.parent / "metadata.parquet", dst / "metadata.parquet")
+    source = lmdb.open(str(reben_lmdb), readonly=True, lock=False)
+    target = lmdb.open(str(out), map_size=1 << 28)
+    with source.begin() as read, target.begin(write=True) as write:
+        for key, value in read.cursor():
+            new = change(key.decode(), load(bytes(value)))
+            if new is not None:
+                write.put(key, new if isinstance(new, bytes) else save(new))
+    source.close()
+    target.close()
+    return out
+
+
+def test_bad_lmdb_entries_are_skipped_and_counted_and_bad_arguments_are_one_line(reben_lmdb, reben_dirs, tmp_path,
+                                                                                  capsys):
+    rows = sorted(reben_pairs(reben_dirs), key=lambda r: r["patch_id"])[:3]
+    extra_band, truncated, no_s1 = rows[0]["patch_id"], rows[1]["patch_id"], rows[2]["s1_name"]
+
+    def change(name, bands):
+        if name == extra_band:
+            return {**bands, "B10": bands["B01"]}
+        if name == truncated:
+            from safetensors.numpy import save
+
+            return save(bands)[:100]
+        return None if name == no_s1 else bands
+
+    lmdb_dir = _tampered_lmdb(reben_lmdb, tmp_path, change)
+    code, stdout, err = _cli_main(["bigearthnet", "--lmdb", str(lmdb_dir), "--output-dir", str(tmp_path / "out"),
+                                   "--num-proc", "1"], capsys)
+    assert code == 0, err
+    assert "converted 15 pairs" in stdout and "skipped 3" in stdout
+    assert "band mismatch: 1" in stdout and "corrupt safetensors: 1" in stdout and "S1 partner missing: 1" in stdout
+    code, stdout, _ = _cli_main(["bigearthnet", "--lmdb", str(lmdb_dir), "--keep-unpaired", "--output-dir",
+                                 str(tmp_path / "kept"), "--num-proc", "1"], capsys)
+    assert code == 0 and "converted 16 pairs" in stdout and "1 of them single-sensor rows" in stdout
+    for argv, expected in (
+        (["--lmdb", str(tmp_path)], "is not an LMDB folder (no data.mdb)"),
+        (["--lmdb", str(lmdb_dir), "--subset", "all"], "use --subset reben"),
+        (["--lmdb", str(lmdb_dir), "--s2-dir", str(reben_dirs["s2"])], "not both"),
+    ):
+        code, _, err = _cli_main(["bigearthnet", *argv, "--output-dir", str(tmp_path / "never")], capsys)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and expected in err, err
+        assert not (tmp_path / "never").exists()

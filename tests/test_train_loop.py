@@ -348,5 +348,8 @@ def test_pair_share_draws_the_pairs_as_that_share_of_each_epoch(tmp_path):
     assert summary["steps"] == len(log) == 12  # max(64 / 0.5, 192 / 0.5) = 384 rows = 12 batches of 32
     assert sum(r["train/rows/cross/s1-s2"] for r in log) == pytest.approx(192)  # the 64 pairs, 3 times each
     assert sum(r["train/rows/pred/s1->s1"] for r in log) == pytest.approx(192 + 96)  # + the 96 S1-only rows once
+    card = (out / "model" / "README.md").read_text()  # distinct rows, not the repeated draws (64 pairs, not 192)
+    assert "partially paired: 64 with s1 + s2, 96 with s1, 96 with s2 distinct rows" in card
+    assert "each epoch drew 192 with s1 + s2, 96 with s1, 96 with s2 (data.pair_share / data.mix)" in card
     assert train_accelerate.main([*SMALL, "--output_dir", str(tmp_path / "bad"), "--data.pair_share", "1.5"]) == 2
     _no_training(tmp_path / "bad")

@@ -248,14 +248,22 @@ def test_train_accelerate_help_lists_every_key_with_default_and_a_line():
     root = CONFIGS.parent
     run = subprocess.run([sys.executable, str(root / "train_accelerate.py"), "--help"], capture_output=True,
                          text=True, timeout=300, env={"PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
-    assert run.returncode == 0 and run.stdout.startswith("usage: accelerate launch train_accelerate.py"), run.stderr
+    assert run.returncode == 0 and run.stdout.startswith("usage: accelerate launch -m train_accelerate"), run.stderr
     lines = {line.split()[0]: line for line in run.stdout.splitlines() if line.startswith("  --")}
     docs = key_docs()
     for key in [k for k in valid_keys() if not k.startswith("model.") or k in DEFAULTS["model"]]:
         assert f"--{key}" in lines, key
-        assert docs[key] and lines[f"--{key}"].endswith(docs[key]), key  # one line each, from the schema
+        assert docs[key] and docs[key] in lines[f"--{key}"], key  # one line each, from the schema
     assert lines["--training.mixed_precision"].split()[1] == "null" and lines["--data.batch_size"].split()[1] == "64"
     assert "mask_ratio" in run.stdout  # the model fields too
+    from crjepa.train.training import packaged_configs
+    from modeling_crjepa.configuration_crjepa import PRESETS
+
+    configs = run.stdout.split("--config FILE: ", 1)[1].split("config keys")[0]
+    assert "..." not in configs  # every packaged config, none cut off
+    for name in packaged_configs():
+        assert name.split("/")[-1] in configs, name
+    assert "paper_ben14k.yaml" in run.stdout and all(p in lines["--model.preset"] for p in PRESETS)
     from crjepa.train.training import config_help
 
     paper = config_help("paper_ben14k.yaml")

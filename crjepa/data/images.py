@@ -1,7 +1,8 @@
 """The image readers of crjepa, defined once: GeoTIFF (rasterio), PNG/JPEG (Pillow) and .npy (numpy, no pickles).
 
 `read_image` gives a (C, H, W) array of the file's native dtype; `probe_image` its shape and dtype from the header
-only. The builders of datasets_scripts read every file through them, and so does ``crjepa search --image``.
+only. The builders of datasets_scripts read every file through them, and so does ``crjepa search --image``, which
+also takes a patch folder of per-band files (`read_band_folder`: a BigEarthNet patch as downloaded).
 Imports no torch; rasterio and Pillow are imported on use.
 """
 
@@ -72,9 +73,68 @@ def probe_image(path: str | os.PathLike) -> SensorSpec:
     raise DataError(f"Unsupported image format {suffix!r} for {path}; use one of {', '.join(IMAGE_SUFFIXES)}")
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
+def band_files(folder: str | os.PathLike, bands: list[str] | tuple[str, ...]) -> dict[str, Path]:
+    """{band: file} of a patch folder holding one single-band image per band, named ``<anything>_<BAND>.tif``
+    (BigEarthNet: ``<patch>_B8A.tif``, ``<patch>_VV.tif``); bands without exactly one such file are absent."""
+    found: dict[str, list[Path]] = {band: [] for band in bands}
+    for file in Path(folder).iterdir():
+        if file.suffix.lower() in TIFF_SUFFIXES + NPY_SUFFIXES + PNG_SUFFIXES:
+            band = file.stem.rsplit("_", 1)[-1]
+            if band in found:
+                found[band].append(file)
+    return {band: files[0] for band, files in found.items() if len(files) == 1}
+
+
+def band_folder_sensor(folder: str | os.PathLike, bands_by_sensor: dict[str, list[str]]) -> str:
+    """The sensor whose bands a patch folder holds (each band once), e.g. 's1' for ``<patch>_VV.tif`` +
+    ``<patch>_VH.tif``; a DataError naming the folder when none or several fit."""
+    fits = [s for s, bands in bands_by_sensor.items() if bands and len(band_files(folder, bands)) == len(bands)]
+    if len(fits) != 1:
+        wanted = "; ".join(f"{s}: {', '.join(b)}" for s, b in bands_by_sensor.items())
+        why = f"several fit: {fits}" if fits else "no sensor has all its bands here"
+        raise DataError(f"{folder}: cannot tell the sensor of this patch folder ({why}); expected one file "
+                        f"<patch>_<BAND>.tif per band of a sensor ({wanted}), or pass --sensor")
+    return fits[0]
+
+
+def read_band_folder(folder: str | os.PathLike, bands: list[str] | tuple[str, ...]) -> np.ndarray:
+    """A patch folder of single-band files (`band_files`) as a (C, H, W) array in ``bands`` order. Bands of a
+    coarser grid (BigEarthNet's 20 m / 60 m bands: 60x60, 20x20) are brought to the finest band's grid by
+    nearest neighbour, each pixel repeated (what `python -m datasets_scripts bigearthnet` stores, bit for bit)."""
+    folder = Path(folder)
+    files = band_files(folder, bands)
+    absent = [band for band in bands if band not in files]
+    if absent:
+        raise DataError(f"{folder}: no single file <patch>_<BAND>.tif for band(s) {absent} of {list(bands)}")
+    arrays = []
+    for band in bands:
+        array = read_image(files[band])
+        if array.shape[0] != 1 or array.shape[1] != array.shape[2]:
+            raise DataError(f"{files[band]}: expected one square band, found shape (bands, height, width) = "
+                            f"{array.shape}")
+        arrays.append(array[0])
+    side = max(a.shape[0] for a in arrays)
+    out = []
+    for band, array in zip(bands, arrays):
+        if side % array.shape[0]:
+            raise DataError(f"{files[band]}: {array.shape[0]} px does not divide the patch's {side} px grid")
+        factor = side // array.shape[0]
+        out.append(np.repeat(np.repeat(array, factor, axis=0), factor, axis=1) if factor > 1 else array)
+    dtypes = {a.dtype for a in out}
+    if len(dtypes) != 1:
+        raise DataError(f"{folder}: the bands have different dtypes {sorted(d.name for d in dtypes)}")
+    return np.stack(out)
+
+
+def read_image(path: str | os.PathLike, bands: list[str] | tuple[str, ...] | None = None) -> np.ndarray:
     """Read an image file as a (C, H, W) array of its native dtype: GeoTIFF (rasterio), PNG/JPEG (pillow,
-    HWC converted to CHW; RGBA PNG gives 4 channels) or .npy (numpy, no pickles)."""
+    HWC converted to CHW; RGBA PNG gives 4 channels) or .npy (numpy, no pickles). A folder of per-band files is
+    read with `read_band_folder` when ``bands`` (the sensor's band order) is given."""
+    if Path(path).is_dir():
+        if bands is None:
+            raise DataError(f"{path} is a folder: a patch folder of per-band files is read in a sensor's band order "
+                            "(give the sensor), or pass one image file")
+        return read_band_folder(path, bands)
     path, suffix = _existing(path)
     try:
         if suffix in TIFF_SUFFIXES:
@@ -116,4 +176,5 @@ def _read_with_pillow(path: Path) -> np.ndarray:
     return arr[None] if arr.ndim == 2 else np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
-__all__ = ["IMAGE_SUFFIXES", "NPY_SUFFIXES", "PNG_SUFFIXES", "TIFF_SUFFIXES", "probe_image", "read_image"]
+__all__ = ["IMAGE_SUFFIXES", "NPY_SUFFIXES", "PNG_SUFFIXES", "TIFF_SUFFIXES", "band_files", "band_folder_sensor",
+           "probe_image", "read_band_folder", "read_image"]

@@ -77,8 +77,33 @@ def load_paired_dataset(
     path = Path(source).expanduser()
     if path.is_dir():
         return _load_parquet(path, split, **kw)
-    raise DataError(f"Unknown data source {str(source)!r}: use 'synthetic', a folder of exported Parquet, or one "
-                    f"of the builders {sorted(BUILDER_MODULES)}")
+    from crjepa.hub.access import is_hub_repo_id
+
+    if is_hub_repo_id(str(source)):
+        return load_hub_dataset(str(source), split, cache_dir=kw.get("cache_dir"))
+    raise DataError(f"Unknown data source {str(source)!r}: use 'synthetic', a folder of exported Parquet, a Hub data "
+                    f"set id (user/name), or one of the builders {sorted(BUILDER_MODULES)}")
+
+
+def load_hub_dataset(repo_id: str, split: str | None = None, streaming: bool = False,
+                     cache_dir: str | None = None) -> Any:
+    """A paired data set on the Hugging Face Hub (an export of `python -m datasets_scripts ... --push-to-hub`: its
+    card's `configs` name the Parquet shards of each split), one split or all of them concatenated in SPLITS
+    order; ``streaming`` reads it without downloading it whole. A Hub that cannot be reached, or a repo that
+    does not exist, is one DataError."""
+    from crjepa.hub.access import reason
+
+    try:
+        loaded = datasets.load_dataset(repo_id, split=split, streaming=streaming, cache_dir=cache_dir)
+    except Exception as err:  # offline, unknown repo, no such split: one line for a person
+        raise DataError(f"Cannot load the Hub data set {repo_id!r} ({reason(err)}); check the name and the network "
+                        "(HF_HUB_OFFLINE=1 reads only what is cached), or pass a local export folder") from None
+    if split is not None:
+        return loaded
+    parts = [loaded[s] for s in SPLITS if s in loaded]
+    if not parts:
+        raise DataError(f"The Hub data set {repo_id!r} has splits {list(loaded)}, none of {list(SPLITS)}")
+    return datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
 
 
 def export_name(folder: str | os.PathLike) -> str:

@@ -222,6 +222,25 @@ class RetrievalResults:
     def __getitem__(self, metric: str) -> dict[str, float]:
         return self.metrics[metric]
 
+    def describe(self) -> str:
+        """What was scored, in one line: the data set, the splits and the counts (per direction when rows lack a
+        sensor, since each direction then has its own queries and gallery), e.g. ``BigEarthNet-MM (reben), test
+        split as queries and gallery: 6 queries x 6 gallery items``."""
+        if self.gallery_split and self.gallery_split != self.query_split:
+            splits = (f"queries from the {self.query_split or 'whole'} split, gallery from the {self.gallery_split} "
+                      "split")
+        else:
+            splits = f"{self.query_split + ' split' if self.query_split else 'all rows'} as queries and gallery"
+        return f"{self.dataset_name}, {splits}: {self.counts()}"
+
+    def counts(self) -> str:
+        """How many queries and gallery items were scored: ``6 queries x 6 gallery items``, or per direction when
+        rows lack a sensor (``queries x gallery items per direction: S1->S1 2 x 2, ...``)."""
+        if self.direction_counts:
+            counts = ", ".join(f"{d.upper()} {q:,} x {g:,}" for d, (q, g) in self.direction_counts.items())
+            return f"queries x gallery items per direction: {counts}"
+        return f"{self.num_queries:,} queries x {self.num_gallery:,} gallery items"
+
     def to_markdown(self, percent: bool = True, digits: int = 2) -> str:
         """The paper's table: one row per metric, columns S1->S1, S2->S2, S1->S2, S2->S1 (values in %)."""
         header = "| metric | " + " | ".join(d.upper() for d in self.directions) + " |"

@@ -10,6 +10,7 @@ Imports no torch; huggingface_hub is imported on use.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,28 @@ def reason(err: BaseException) -> str:
     """The first line of an exception, with its type: ``ConnectionError: Failed to resolve ...``."""
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
+NETWORK_ERRORS = frozenset({"ConnectError", "ConnectTimeout", "NetworkError", "TransportError", "TimeoutException",
+                            "ProxyError", "ConnectionError", "Timeout", "NameResolutionError", "gaierror"})
+"""Names of the exception classes (httpx, requests, urllib3, socket, builtins) that mean the Hub was not reached,
+matched by name so that no HTTP client is imported."""
+
+
+def unreachable(err: BaseException) -> bool:
+    """Whether ``err`` (or an exception it chains) says the Hub could not be reached, as opposed to refusing."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, (ConnectionError, TimeoutError)) or NETWORK_ERRORS & {c.__name__ for c in type(err).__mro__}:
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def is_hub_repo_id(text: str) -> bool:
+    """Whether ``text`` reads as a Hub repo id ``owner/name`` (not a local path: no leading ./ or /, one slash)."""
+    return bool(re.fullmatch(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}", text)) and ".." not in text
 
 
 def hub_call(what: str, repo_id: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
@@ -73,7 +96,11 @@ def check_hub_access(repo_id: str, api: Any = None, token: str | None = None) ->
     try:
         who = api.whoami(token=token) if token else api.whoami()
     except Exception as err:
-        message = f"Cannot push to {repo_id}: the Hub did not accept the token ({reason(err)}); {HUB_HINT}."
+        if unreachable(err):
+            message = (f"Cannot push to {repo_id}: the Hugging Face Hub could not be reached ({reason(err)}); check "
+                       "the network (or proxy / HF_ENDPOINT) and retry, or skip the push.")
+        else:
+            message = f"Cannot push to {repo_id}: the Hub did not accept the token ({reason(err)}); {HUB_HINT}."
     else:
         return str(who.get("name", "")) if isinstance(who, Mapping) else ""
     raise HubError(message) from None
@@ -92,8 +119,9 @@ def prepare_push(repo_id: str, repo_type: str = "dataset", api: Any = None, toke
     return api, str(url)
 
 
-LOCAL_ONLY = [".embed/*", ".embed/**"]
-"""Upload ignore patterns of local run bookkeeping (besides the marker file)."""
+LOCAL_ONLY = [".embed/*", ".embed/**", ".crjepa-source.json"]
+"""Upload ignore patterns of local run bookkeeping (besides the marker file): the run folder of a sharded embed
+and an archive's local data-source record (`crjepa.hub.archive.LOCAL_SOURCE_FILE`, an absolute local path)."""
 
 
 def upload_folder(api: Any, folder: str | Path, repo_id: str, repo_type: str = "dataset",
@@ -121,5 +149,5 @@ def push_folder(folder: str | Path, repo_id: str, repo_type: str = "dataset", ap
     return url
 
 
-__all__ = ["HUB_HINT", "HubError", "check_hub_access", "hub_call", "prepare_push", "push_folder", "reason",
-           "upload_folder"]
+__all__ = ["HUB_HINT", "HubError", "check_hub_access", "hub_call", "is_hub_repo_id", "prepare_push", "push_folder",
+           "reason", "unreachable", "upload_folder"]

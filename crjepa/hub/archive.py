@@ -89,6 +89,31 @@ def public_source(source: Mapping[str, Any] | None) -> dict[str, Any]:
     return {key: public_path(value) for key, value in dict(source or {}).items()}
 
 
+LOCAL_SOURCE_FILE = ".crjepa-source.json"
+"""The data source of an archive as this machine knows it (an absolute local folder), next to the published
+record whose paths are reduced to their last component (`public_source`). Local bookkeeping: never uploaded
+(`crjepa.hub.access.LOCAL_ONLY`), so `search --data recorded` finds a local folder again from any working folder,
+while a downloaded archive falls back to the published record."""
+
+
+def write_local_source(folder: Path, source: Mapping[str, Any] | None) -> None:
+    """Record a local folder source of an archive by its absolute path (nothing for synthetic / Hub sources)."""
+    source = dict(source or {})
+    dataset = source.get("dataset")
+    if isinstance(dataset, str) and dataset != "synthetic" and Path(dataset).expanduser().is_dir():
+        source["dataset"] = str(Path(dataset).expanduser().resolve())
+        atomic_write_json(Path(folder) / LOCAL_SOURCE_FILE, source)
+
+
+def read_local_source(folder: Path) -> dict[str, Any] | None:
+    """The local record of `write_local_source`, or None (absent or unreadable: the published record is used)."""
+    try:
+        data = json.loads((Path(folder) / LOCAL_SOURCE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 # ---------------------------------------------------------------------------------------------- faiss indices
 def build_indices(vectors: Mapping[str, np.ndarray], ids: Sequence[str], kind: str = "auto",
                   fingerprint: str = "", columns: Sequence[str] | None = None,
@@ -284,6 +309,7 @@ def write_embeddings_dataset(
             "repo_id": repo_id,
         }
         atomic_write_json(tmp / INFO_FILE, info)
+        write_local_source(tmp, source)
         render_card(info, ids[0]).save(tmp / "README.md")
     return output_dir
 
@@ -314,8 +340,9 @@ def export_encoder(model_dir: str | Path, output_dir: str | Path, overwrite: boo
 # ---------------------------------------------------------------------------------------------- loading & search
 @dataclass
 class Hit:
-    """One search result: rank (1 = best), archive id, cosine score, class names, row position and the row's
-    metadata columns (the same shape from faiss and from Milvus)."""
+    """One search result: rank (1 = best), archive id, cosine score, class names, row position, the row's metadata
+    columns (the same shape from faiss and from Milvus) and ``name``: the patch name of the searched sensor's image
+    when the archive records one (e.g. the S1 patch name of an S1 hit; archive ids are the S2 names), else None."""
 
     rank: int
     id: str
@@ -323,6 +350,7 @@ class Hit:
     labels: list[str]
     position: int
     metadata: dict[str, Any] = field(default_factory=dict)
+    name: str | None = None
 
 
 class EmbeddingArchive:
@@ -375,12 +403,34 @@ class EmbeddingArchive:
                 f"fingerprint {found}; use that model, or re-embed the archive with `crjepa embed`.")
 
     def position(self, archive_id: str) -> int:
-        """Row of an archive id."""
-        try:
-            return self._position[str(archive_id)]
-        except KeyError:
-            raise EmbeddingsError(f"No item with id {archive_id!r} in the archive at {self.path} "
-                                  f"({len(self)} items, e.g. {self.ids[:3]})") from None
+        """Row of an archive id, or of a sensor's patch name the archive records (`resolve`)."""
+        return self.resolve(archive_id)[0]
+
+    def resolve(self, name: str) -> tuple[int, str | None]:
+        """(row, sensor) of a query name: an archive id gives (row, None); a patch name recorded in a
+        ``<sensor>_name`` metadata column (e.g. an S1 patch name in ``s1_name``, where ids are S2 names) gives
+        (row, sensor), i.e. the item whose ``sensor`` image has that name."""
+        name = str(name)
+        if name in self._position:
+            return self._position[name], None
+        for sensor in self.sensors:
+            names = self.metadata.get(f"{sensor}_name")
+            if names is not None and name in names:
+                return names.index(name), sensor
+        recorded = [f"{s}_name" for s in self.sensors if f"{s}_name" in self.metadata]
+        also = f" or {' / '.join(recorded)}" if recorded else ""
+        raise EmbeddingsError(f"No item with id{also} {name!r} in the archive at {self.path} "
+                              f"({len(self)} items, e.g. {self.ids[:3]})")
+
+    def labels_of(self, position: int) -> list[str]:
+        """The class names of an archive row."""
+        return [self.class_names[c] for c in np.flatnonzero(self.labels[position])]
+
+    def patch_name(self, position: int, sensor: str) -> str | None:
+        """The recorded patch name of a row's ``sensor`` image (metadata ``<sensor>_name``), or None."""
+        names = self.metadata.get(f"{sensor}_name")
+        value = names[position] if names is not None else None
+        return str(value) if value else None
 
     def index(self, column: str) -> Any:
         """The index of a vector column; an exact one is built on the fly (and kept) when none is stored."""
@@ -432,21 +482,30 @@ class EmbeddingArchive:
         wanted = k + (exclude_position is not None)
         scores, found = self.index(column).search(vector[None, :], wanted)
         hits = []
+        sensor = column.rsplit("_", 1)[0]
         for score, archive_id in zip(scores[0], found[0]):
             position = self._position.get(str(archive_id), -1)
             if position < 0 or position == exclude_position or len(hits) == k:
                 continue
             hits.append(Hit(len(hits) + 1, self.ids[position], float(score),
                             [self.class_names[c] for c in np.flatnonzero(self.labels[position])], position,
-                            {name: values[position] for name, values in self.metadata.items()}))
+                            {name: values[position] for name, values in self.metadata.items()},
+                            self.patch_name(position, sensor)))
         return hits
 
     def search_by_id(self, archive_id: str, direction: str | None = None, k: int = 10) -> list[Hit]:
         """Search with an archive item's stored embedding, no model needed: ``direction="s1->s2"`` takes the id's
         s1 vector in the cross space and searches the s2 cross column; same-modal directions use the unified
-        space and skip the item itself (the paper removes self-matches)."""
-        source, target, space = parse_direction(direction or f"{self.sensors[0]}->{self.sensors[-1]}", self.sensors)
-        position = self.position(archive_id)
+        space and skip the item itself (the paper removes self-matches). ``archive_id`` may also be a sensor's
+        patch name the archive records (an S1 patch name); the search then starts from that sensor."""
+        position, named = self.resolve(archive_id)
+        start = named or self.sensors[0]
+        default = f"{start}->{next((s for s in reversed(self.sensors) if s != start), start)}"  # cross-sensor first
+        source, target, space = parse_direction(direction or default, self.sensors)
+        if named is not None and source != named:
+            raise EmbeddingsError(f"{archive_id!r} is the {named} patch of item {self.ids[position]!r}: search from "
+                                  f"{named!r} ({', '.join(repr(f'{named}->{s}') for s in self.sensors)}), or use "
+                                  "the item's id")
         vector = self.vector(self._column(source, space), position)
         return self.search(vector, self._column(target, space), k,
                            exclude_position=position if source == target else None)

@@ -44,7 +44,8 @@ def _protocol(results: Any) -> str:
 
 
 def _data_description(run_config: dict[str, Any], train_pairs: int | None,
-                      train_rows: dict[str, int] | None = None, untrained: Sequence[str] = ()) -> str:
+                      train_rows: dict[str, int] | None = None, untrained: Sequence[str] = (),
+                      epoch_rows: dict[str, int] | None = None) -> str:
     data = run_config["data"]
     source = _data_source(data)
     name = data["name"] or source
@@ -58,8 +59,12 @@ def _data_description(run_config: dict[str, Any], train_pairs: int | None,
         lines.append("- options: " + ", ".join(f"{k}={v}" for k, v in data["options"].items()))
     if train_rows and (len(train_rows) > 1 or untrained):
         counts = ", ".join(f"{n:,} with {k.replace('+', ' + ')}" for k, n in train_rows.items())
-        lines.append(f"- training split: `{data['train_split']}`, partially paired: {counts} (each loss term used the "
-                     "rows that have its sensors)")
+        drawn = ""
+        if epoch_rows:
+            drawn = "; each epoch drew " + ", ".join(f"{n:,} with {k.replace('+', ' + ')}" for k, n in
+                                                    epoch_rows.items()) + " (data.pair_share / data.mix)"
+        lines.append(f"- training split: `{data['train_split']}`, partially paired: {counts} distinct rows (each loss "
+                     f"term used the rows that have its sensors{drawn})")
     else:
         lines.append(f"- training split: `{data['train_split']}`" + (f" ({train_pairs} pairs)" if train_pairs else ""))
     if untrained:
@@ -176,10 +181,11 @@ def render_model_card(model_config: Any, run_config: dict[str, Any], results: An
         band_names=dict(model_config.band_names), image_size=model_config.image_size,
         retrieval_dim=model_config.retrieval_dim, num_parameters=summary.get("num_parameters", "n/a"),
         dataset_name=dataset_name, protocol=_protocol(results), num_queries=results.num_queries,
-        num_gallery=results.num_gallery, results_table=results.to_markdown(), comparison_table=comparison,
+        num_gallery=results.num_gallery, counts=results.counts(), results_table=results.to_markdown(),
+        comparison_table=comparison,
         notes="; ".join(results.notes),
         data_description=_data_description(run_config, summary.get("train_pairs"), summary.get("train_rows"),
-                                           summary.get("untrained_directions") or ()),
+                                           summary.get("untrained_directions") or (), summary.get("epoch_rows")),
         config_file=config_file,
         routes=list(model_config.routes), lambda_cross=model_config.lambda_cross, lambda_uni=model_config.lambda_uni,
         lambda_sigreg=model_config.lambda_sigreg, mask_ratio=model_config.mask_ratio,

@@ -29,7 +29,7 @@ import numpy as np
 from crjepa.utils.atomic import atomic_write_json, write_marker
 from crjepa.hub.archive import (
     DATA_DIR, FORMAT_VERSION, INFO_FILE, OUTPUT_KIND, EmbeddingsError, _vector_table, add_indices, public_source,
-    render_card,
+    render_card, write_local_source,
 )
 
 RUN_DIR = ".embed"
@@ -42,8 +42,8 @@ def stream_source(options: Mapping[str, Any], split: str | None) -> Any:
     """A `datasets.IterableDataset` over the rows of a data source, in Arrow format (nothing materialised).
 
     options: ``{"dataset": "synthetic", ...}`` (built in memory, then iterated), a local folder of exported Parquet
-    (``data/<split>-*.parquet``, read by `datasets`' streaming Parquet reader), or a Hub data set id
-    (``load_dataset(id, split=split or "train", streaming=True)``).
+    (``data/<split>-*.parquet``, read by `datasets`' streaming Parquet reader), or a Hub data set id (streamed by
+    `crjepa.data.loading.load_hub_dataset`; every split when ``split`` is None, as for a local folder).
     """
     import datasets
 
@@ -66,8 +66,39 @@ def stream_source(options: Mapping[str, Any], split: str | None) -> Any:
             raise DataError(f"No exported Parquet shards ({split or '<split>'}-NNNNN-of-NNNNN.parquet) in {base}")
         stream = datasets.load_dataset("parquet", data_files={"all": files}, split="all", streaming=True)
     else:
-        stream = datasets.load_dataset(source, split=split or "train", streaming=True)
+        from crjepa.data.loading import load_hub_dataset
+
+        stream = load_hub_dataset(source, split, streaming=True)
     return stream.with_format("arrow")
+
+
+def source_rows(options: Mapping[str, Any], split: str | None, stream: Any = None) -> int | None:
+    """How many rows a source streams (for the progress bar's total and ETA), without reading a row: the synthetic
+    set's sizes, the row counts in the Parquet footers of a local export, or the split sizes a Hub data set's
+    card records (``stream.info``); None when unknown."""
+    import importlib
+
+    from crjepa.data.schema import BUILDER_MODULES, SPLITS
+
+    source = str(options["dataset"])
+    wanted = [split] if split else list(SPLITS)
+    if source == "synthetic":
+        sizes = importlib.import_module(BUILDER_MODULES["synthetic"]).DEFAULT_SIZES
+        return sum(int(options.get("num_pairs") or options.get(f"num_{s}") or sizes.get(s, 0)) for s in wanted)
+    if Path(source).is_dir():
+        import pyarrow.parquet as pq
+
+        base = Path(source) / "data" if (Path(source) / "data").is_dir() else Path(source)
+        return sum(pq.read_metadata(p).num_rows for s in wanted for p in sorted(base.glob(f"{s}-*.parquet")))
+    splits = getattr(getattr(stream, "info", None), "splits", None) or {}
+    counts = [splits[s].num_examples for s in wanted if s in splits]
+    return sum(counts) if counts and all(counts) else None
+
+
+def own_rows(total: int, shard_rows: int, rank: int, world: int) -> list[tuple[int, int]]:
+    """(shard, rows) of the shards process ``rank`` of ``world`` embeds out of ``total`` rows."""
+    shards = math.ceil(total / shard_rows)
+    return [(s, min(shard_rows, total - s * shard_rows)) for s in range(rank, shards, world)]
 
 
 def _batches(stream: Any, batch_size: int) -> Iterator[Any]:
@@ -160,8 +191,12 @@ def embed_shards(
     world: int = 1,
     progress: bool = False,
     on_shard: Callable[[int], None] | None = None,
+    total_rows: int | None = None,
 ) -> dict[str, int]:
     """Embed this process's shards of ``stream`` into ``output/data/`` (see the module docstring).
+
+    ``total_rows`` (`source_rows`): the stream's length, so the progress bar shows this process's total and an ETA
+    (shards finished by an earlier run count as done).
 
     Returns {"rows": rows in the stream, "shards": shards in the stream, "written": shards written now,
     "skipped": own shards found finished}. ``on_shard`` is called with each shard number once it is renamed.
@@ -176,7 +211,13 @@ def embed_shards(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(desc=f"embedding (process {rank + 1}/{world})", unit="img", unit_scale=True, position=rank)
+        total = initial = None
+        if total_rows:
+            mine = own_rows(total_rows, shard_rows, rank, world)
+            total = sum(n for _, n in mine) * len(sensors)
+            initial = sum(n for s, n in mine if shard_path(output, s).is_file()) * len(sensors)
+        bar = tqdm(desc=f"embedding (process {rank + 1}/{world})", unit="img", unit_scale=True, position=rank,
+                   total=total, initial=initial or 0)
     writer, current, tmp = None, -1, None
     rows = written = skipped = 0
     seen_own: set[int] = set()
@@ -286,6 +327,7 @@ def finish_archive(
         "repo_id": repo_id,
     }
     atomic_write_json(output / INFO_FILE, info)
+    write_local_source(output, source)
     render_card(info, ids[0]).save(output / "README.md")
     write_marker(output, OUTPUT_KIND)  # a finished archive: a later `embed -o` here may replace it
     if index != "none":
@@ -294,4 +336,5 @@ def finish_archive(
     return info
 
 
-__all__ = ["claim_folder", "embed_shards", "finish_archive", "run_signature", "shard_path", "stream_source"]
+__all__ = ["claim_folder", "embed_shards", "finish_archive", "own_rows", "run_signature", "shard_path",
+           "source_rows", "stream_source"]

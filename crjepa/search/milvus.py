@@ -634,6 +634,8 @@ class MilvusArchive(EmbeddingArchive):
         super().__init__(path, info, [], np.zeros((0, len(info["class_names"])), bool), {}, {}, {})
         self.client, self.uri, self.prefix = client, uri, prefix
         self._fingerprint = archive_fingerprint(info)
+        self._resolved: dict[str, str] = {}  # query name (an id or a patch name) -> archive id
+        self._row_labels: dict[int, list[str]] = {}
 
     def __len__(self) -> int:
         return int(self.info["num_rows"])
@@ -670,6 +672,34 @@ class MilvusArchive(EmbeddingArchive):
             self.indices[column] = MilvusIndex(self.client, name, self.uri, props)
         return self.indices[column]
 
+    def resolve(self, name: str) -> tuple[int, str | None]:
+        """(row, sensor) of a query name, looked up inside Milvus: an archive id gives (row, None); a patch name
+        recorded in a ``<sensor>_name`` metadata column gives (row, sensor). Its labels and id are kept for
+        `labels_of` and `search_by_id`."""
+        name = str(name)
+        lookups = [(None, f"id == {_literal(name)}")] + [
+            (sensor, f"{sensor}_name == {_literal(name)}") for sensor in self.sensors
+            if f"{sensor}_name" in self.info.get("metadata_columns", [])]
+        for sensor, expression in lookups:
+            for column in self.columns:
+                found = self.client.query(self.index(column).name, filter=expression,
+                                          output_fields=["id", "row", "labels"], limit=1)
+                if found:
+                    row = int(found[0]["row"])
+                    self._resolved[name] = str(found[0]["id"])
+                    self._row_labels[row] = [self.class_names[c] for c in found[0]["labels"]]
+                    return row, sensor
+        raise EmbeddingsError(f"No item with id {name!r} in the Milvus collections of the archive at {self.path} "
+                              f"({self.uri})")
+
+    def labels_of(self, position: int) -> list[str]:
+        """The class names of a row found by `resolve` (asked of Milvus otherwise)."""
+        if position not in self._row_labels:
+            found = self.client.query(self.index(self.columns[0]).name, filter=f"row == {int(position)}",
+                                      output_fields=["labels"], limit=1)
+            self._row_labels[position] = [self.class_names[c] for c in (found[0]["labels"] if found else [])]
+        return self._row_labels[position]
+
     def vector(self, column: str, archive_id: Any) -> np.ndarray:
         """The stored vector of an archive id in ``column`` (fetched from its collection)."""
         found = self.client.get(self.index(column).name, ids=[str(archive_id)], output_fields=["vector"])
@@ -694,15 +724,20 @@ class MilvusArchive(EmbeddingArchive):
             where = " and ".join(part for part in (f"row != {int(exclude_position)}", where and f"({where})") if part)
         fields = ["row", "labels", *self.info.get("metadata_columns", [])]
         hits = self.index(column).hits(vector[None, :], k, where=where, recall=recall, output_fields=fields)[0]
+        name_field = f"{column.rsplit('_', 1)[0]}_name"  # the searched sensor's patch name, when recorded
         return [Hit(rank, str(hit["id"]), float(hit["distance"]), [self.class_names[c] for c in
                                                                     hit["entity"]["labels"]],
-                    int(hit["entity"]["row"]), {m: hit["entity"].get(m) for m in fields[2:]})
+                    int(hit["entity"]["row"]), {m: hit["entity"].get(m) for m in fields[2:]},
+                    str(hit["entity"][name_field]) if hit["entity"].get(name_field) else None)
                 for rank, hit in enumerate(hits, 1)]
 
     def search_by_id(self, archive_id: str, direction: str | None = None, k: int = 10, where: str = "",
                      recall: float | None = None) -> list[Hit]:
         """`EmbeddingArchive.search_by_id` in Milvus: the id's stored vector of the source sensor searches the
         target column; same-sensor directions skip the item itself (inside Milvus, by its id)."""
+        if str(archive_id) not in self._resolved:
+            self.resolve(archive_id)
+        archive_id = self._resolved[str(archive_id)]
         source, target, space = parse_direction(direction or f"{self.sensors[0]}->{self.sensors[-1]}", self.sensors)
         vector = self.vector(self._column(source, space), archive_id)
         if source == target:

@@ -1,4 +1,4 @@
-"""The training run of train_accelerate.py, as named steps (I-JEPA's train.py, open_clip's train_one_epoch).
+"""The training run of train_accelerate.py, as named steps (I-JEPA's src/train.py, open_clip's train_one_epoch).
 
     run = setup(argv)                      # 1. configuration, lock, Hub access, data + checks, model, optimiser,
                                            #    then the output folder (nothing is created before the checks)
@@ -116,6 +116,9 @@ class Pairing:
     rows: dict[str, int]
     partial: bool
     unpaired: list[tuple[str, str]]
+    epoch_rows: dict[str, int] | None = None
+    """The same counts over one epoch's draws when data.pair_share / data.mix repeat rows (else None): ``rows``
+    counts each distinct row once."""
 
     @property
     def untrained_directions(self) -> list[str]:
@@ -149,7 +152,9 @@ def check_pairing(train_set: Any, model_config: Any, architecture: str, name: st
 
     sensors = list(model_config.sensor_names)
     have = presence(train_set, sensors)
-    rows = pairing_summary(train_set, sensors)
+    distinct = distinct_rows(train_set)
+    rows = pairing_summary(distinct, sensors)
+    epoch_rows = pairing_summary(train_set, sensors) if len(distinct) != len(train_set) else None
     partial = not all(mask.all() for mask in have.values())
     unpaired = [(a, b) for a, b in combinations(sensors, 2) if not (have[a] & have[b]).any()]
     if partial and architecture != "crjepa":
@@ -159,13 +164,26 @@ def check_pairing(train_set: Any, model_config: Any, architecture: str, name: st
                           "(re-export without --keep-unpaired, pairing_rate: 1), or use model.architecture: crjepa, "
                           "whose objective uses the rows each term needs")
     if partial:
-        say(f"Training rows by sensors present: {rows}; each loss term uses the rows that have its sensors "
+        drawn = f" (each epoch draws {epoch_rows})" if epoch_rows else ""
+        say(f"Training rows by sensors present: {rows}{drawn}; each loss term uses the rows that have its sensors "
             "(rows/<term> in the log)")
     for a, b in unpaired:
         say(f"warning: no training row has both {a!r} and {b!r}: the routes {a}->{b} and {b}->{a}, L_cross and L_uni "
             f"for {a}-{b} stay 0, so the cross head is untrained for {a}<->{b} retrieval (the model card says so); "
             f"same-sensor training ({a}->{a}, {b}->{b}) and SIGReg proceed")
-    return Pairing(rows=rows, partial=partial, unpaired=unpaired)
+    return Pairing(rows=rows, partial=partial, unpaired=unpaired, epoch_rows=epoch_rows)
+
+
+def distinct_rows(ds: Any) -> Any:
+    """The rows of a data set view once each: a mix (`combine_datasets`, data.pair_share) repeats rows of the
+    smaller parts, which must not be counted as more rows than there are."""
+    import numpy as np
+
+    mapping = getattr(ds, "_indices", None)
+    if mapping is None:
+        return ds
+    _, first = np.unique(mapping.column(0).to_numpy(), return_index=True)
+    return ds if len(first) == len(ds) else ds.select(np.sort(first).tolist())
 
 
 def training_rows(config: dict[str, Any], dataset: Any, model_config: Any) -> Any:
@@ -245,7 +263,13 @@ def check_evaluation_inputs(config: dict[str, Any], dataset: Any) -> None:
     gallery = ev["gallery_split"] or ev["query_split"]
     if gallery in sizes and sizes[gallery]:
         candidates = sizes[gallery] - (0 if ev["gallery_split"] and ev["gallery_split"] != ev["query_split"] else 1)
-        if ev["k"] > candidates:
+        if candidates < 1:
+            larger = sorted((n, s) for s, n in Counter(str(v) for v in dataset["split"]).items() if n > 1)
+            hint = f" (e.g. --eval.query_split {larger[-1][1]}, {larger[-1][0]} rows)" if larger else ""
+            errors.append(f"the gallery (split {gallery!r} of {name}) has {sizes[gallery]} item: nothing to rank once "
+                          f"the query's own item is removed; evaluate on a larger split{hint}, or re-export with "
+                          "more rows in it")
+        elif ev["k"] > candidates:
             errors.append(f"eval.k={ev['k']} is larger than the {candidates} candidates per query of the gallery "
                           f"(split {gallery!r}, {sizes[gallery]} items, the query's own item removed); lower eval.k")
     if errors:
@@ -728,7 +752,8 @@ def finish(run: Run, state: TrainState) -> dict[str, Any]:
             embed_set = embeddings.get(embed_split)
             write_embeddings_dataset(
                 embeddings_dir, embed_set.ids, embed_set.labels, embed_set.class_names or _class_names(embed_set),
-                embed_set.vectors, model_fingerprint=fingerprint, config_summary=config_summary(core.config),
+                embed_set.vectors, archive_metadata(select_split(run.dataset, embed_split), embed_set.ids),
+                model_fingerprint=fingerprint, config_summary=config_summary(core.config),
                 indices=build_indices(embed_set.vectors, embed_set.ids, kind=config["embeddings"]["index"],
                                       fingerprint=fingerprint, present=embed_set.present),
                 present=embed_set.present,
@@ -743,8 +768,10 @@ def finish(run: Run, state: TrainState) -> dict[str, Any]:
                                                    "processes": accelerator.num_processes,
                                                    "mixed_precision": run.precision,
                                                    "train_seconds": round(train_seconds, 1),
-                                                   "train_pairs": len(run.train_set),
+                                                   "train_pairs": (sum(run.pairing.rows.values()) if run.pairing
+                                                                   else len(run.train_set)),
                                                    "train_rows": run.pairing.rows if run.pairing else None,
+                                                   "epoch_rows": run.pairing.epoch_rows if run.pairing else None,
                                                    "untrained_directions": (run.pairing.untrained_directions
                                                                             if run.pairing else []),
                                                    "num_parameters": f"{core.num_parameters() / 1e6:.2f}M"})
@@ -772,8 +799,8 @@ def finish(run: Run, state: TrainState) -> dict[str, Any]:
 def report(run: Run, summary: dict[str, Any], trained: Any, random_init: Any) -> None:
     """The closing lines on the console: scores next to the random initialisation, and where everything is."""
     say, out = run.say, run.output_dir
-    say(f"\nRetrieval on {trained.dataset_name} ({trained.query_split or 'all'} split, "
-        f"{trained.num_queries} queries, {trained.headline_metric} in %):\n{comparison_table(random_init, trained)}")
+    say(f"\nRetrieval on {trained.describe()} ({trained.headline_metric} in %):\n"
+        f"{comparison_table(random_init, trained)}")
     say(f"\nTrained {summary['steps']} steps in {summary['train_seconds']:.1f} s; whole run {summary['wall_seconds']:.1f} s.")
     say(f"Model (save_pretrained, remote code, card): {summary['model_dir']}")
     if summary["embeddings_dir"]:
@@ -781,6 +808,17 @@ def report(run: Run, summary: dict[str, Any], trained: Any, random_init: Any) ->
     say(f"Checkpoints:                               {out / 'checkpoints'}")
     say(f"Logs ({', '.join(run.trackers) or 'no tracker'}), train_log.jsonl:  {out / 'logs'}, {run.log_file}")
     say(f"Scores (random init and trained):          {out / RESULTS_FILE}")
+
+
+def archive_metadata(rows: Any, ids: Sequence[str]) -> dict[str, list[Any]]:
+    """The scalar metadata columns of the embedded rows (e.g. ``s1_name``, ``country``, ``tile``), as `crjepa
+    embed` stores them: an archive of a training run then answers ``search --id`` with an S1 patch name too.
+    Nothing when the rows are not the embedded ones, in order."""
+    if list(map(str, rows["id"])) != list(ids):
+        return {}
+    skip = {"id", "labels"}
+    return {name: rows[name] for name, feature in rows.features.items()
+            if name not in skip and type(feature).__name__ == "Value"}
 
 
 def _class_names(embeddings: Any) -> list[str]:

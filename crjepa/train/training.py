@@ -423,17 +423,27 @@ def config_help(config_path: str | os.PathLike | None = None) -> str:
     if config_path is not None:
         loaded = load_run_config(config_path)
         values = dict(_flatten({k: v for k, v in loaded.items() if k not in META_KEYS}))
-    lines = ["usage: accelerate launch train_accelerate.py [--config FILE] [--KEY VALUE ...]",
+    configs = packaged_configs()
+    top = [c for c in configs if "/" not in c]
+    folders = sorted({c.split("/")[0] for c in configs if "/" in c})
+    lines = ["usage: accelerate launch -m train_accelerate [--config FILE] [--KEY VALUE ...]",
+             "       (any folder; from a checkout also: accelerate launch train_accelerate.py ...)",
              "",
              "Train CR-JEPA, evaluate the four retrieval directions, save model + card + embeddings.",
-             "--config FILE: a YAML run configuration (a path, or one packaged with crjepa: "
-             + ", ".join(packaged_configs()[:4]) + ", ...). Any key below is an option: --training.epochs 3,",
-             "or a bare name when unique (--epochs 3); values are YAML scalars (true, null, 1e-3, [0.9, 0.99]).",
-             "", "config keys (defaults" + (f" of {config_path}" if config_path else "") + "):"]
+             "--config FILE: a YAML run configuration, a path or one packaged with crjepa (default cpu_default.yaml):",
+             "  " + ", ".join(top)]
+    for folder in folders:
+        lines.append(f"  {folder}/: " + ", ".join(c.split("/", 1)[1] for c in configs if c.startswith(folder + "/")))
+    lines += ["Any key below is an option: --training.epochs 3, or a bare name when unique (--epochs 3); values are",
+              "YAML scalars (true, null, 1e-3, [0.9, 0.99]).",
+              "", "config keys (defaults" + (f" of {config_path}" if config_path else "") + "):"]
     for key in [k for k in valid_keys() if not k.startswith("model.") or k in docs]:
         value = values.get(key, DEFAULTS.get(key))
         shown = yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
-        lines.append(f"  --{key} {shown}" + (f"    {docs[key]}" if docs.get(key) else ""))
+        doc = docs.get(key) or ""
+        if key == "model.preset":
+            doc += f" ({', '.join(sorted(PRESETS))})"
+        lines.append(f"  --{key} {shown}" + (f"    {doc}" if doc else ""))
     lines.append("  --model.<field> VALUE    any CR-JEPA / baseline config field overrides the preset: "
                  + ", ".join(model_fields()))
     return "\n".join(lines)

@@ -3,7 +3,7 @@
     PYTHONPATH=. python tests/data/make_two_sensor_reference.py   # writes tests/data/two_sensor_reference.json
 
 Run ONCE on the code before the N-sensor rewrite (commit 7554b37, `CRJepaModel.forward(pixel_values_a,
-pixel_values_b)`); tests/test_losses.py::test_two_sensor_objective_matches_wave1_reference recomputes every
+pixel_values_b)`); tests/test_model_losses.py::test_two_sensor_objective_matches_wave1_reference recomputes every
 number with the current code and compares. Nothing here depends on the order in which a model draws its initial
 weights: every parameter is set from its (wave-1) name by `reference_weights`, the inputs and masks come from a
 seeded generator (`reference_inputs`), and SIGReg's directions from a fixed step. The file holds, per variant,
