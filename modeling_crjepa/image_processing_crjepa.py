@@ -256,6 +256,23 @@ class CRJepaImageProcessor(BaseImageProcessor):
                              f"{shapes}; pass the sensor's bands at native size, channel-first or channel-last")
         raise ValueError(f"Images of shapes {shapes} fit sensors {sorted(fitting)}: name one with sensor=")
 
+    def read(self, images: Any, sensor: str | None = None,
+             input_data_format: Any = None) -> tuple[torch.Tensor, str]:
+        """The images as one native-valued channel-first batch (B, C, H, W) and the sensor they belong to (the named
+        one, checked, or the one their channel count fits); what `preprocess` then normalises and resizes."""
+        layout = str(getattr(input_data_format, "value", input_data_format) or "none").lower()
+        if layout not in ("channels_first", "channels_last", "none"):
+            raise ValueError(f"input_data_format must be 'channels_first', 'channels_last' or None (inferred), "
+                             f"found {input_data_format!r}")
+        arrays, known_last = self._arrays(images)
+        sensor, last = self._sensor_and_layout(arrays, known_last, sensor, layout)
+        arrays = [np.moveaxis(a, -1, 0) if is_last else a for a, is_last in zip(arrays, last)]
+        shapes = {a.shape for a in arrays}
+        if len(shapes) != 1:
+            raise ValueError(f"Sensor {sensor!r}: all images of a batch need one shape, found {sorted(shapes)}")
+        batch = torch.as_tensor(np.stack(arrays))
+        return (batch.to(torch.int32) if batch.dtype == torch.uint16 else batch), sensor
+
     # ------------------------------------------------------------------ the call
     def preprocess(self, images: Any, sensor: str | None = None, return_tensors: Any = "pt",
                    input_data_format: Any = None, data_format: Any = None, do_resize: bool | None = None,
@@ -270,19 +287,7 @@ class CRJepaImageProcessor(BaseImageProcessor):
         out_layout = str(getattr(data_format, "value", data_format) or "channels_first").lower()
         if out_layout != "channels_first":
             raise ValueError(f"data_format must be 'channels_first' (the model's layout), found {data_format!r}")
-        layout = str(getattr(input_data_format, "value", input_data_format) or "none").lower()
-        if layout not in ("channels_first", "channels_last", "none"):
-            raise ValueError(f"input_data_format must be 'channels_first', 'channels_last' or None (inferred), "
-                             f"found {input_data_format!r}")
-        arrays, known_last = self._arrays(images)
-        sensor, last = self._sensor_and_layout(arrays, known_last, sensor, layout)
-        arrays = [np.moveaxis(a, -1, 0) if is_last else a for a, is_last in zip(arrays, last)]
-        shapes = {a.shape for a in arrays}
-        if len(shapes) != 1:
-            raise ValueError(f"Sensor {sensor!r}: all images of a batch need one shape, found {sorted(shapes)}")
-        batch = torch.as_tensor(np.stack(arrays))
-        if batch.dtype == torch.uint16:
-            batch = batch.to(torch.int32)
+        batch, sensor = self.read(images, sensor, input_data_format)
         do_resize = self.do_resize if do_resize is None else do_resize
         do_normalize = self.do_normalize if do_normalize is None else do_normalize
         target = _size_of(size, (self.size["height"], self.size["width"])) if do_resize else tuple(batch.shape[-2:])

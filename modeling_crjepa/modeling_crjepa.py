@@ -477,17 +477,31 @@ class CRJepaPreTrainedModel(PreTrainedModel):
 
     def save_pretrained(self, save_directory, *args: Any, **kwargs: Any) -> Any:
         """transformers' save_pretrained, plus: config.json's auto_map names both the encoder (AutoModel) and
-        the pretraining model (AutoModelForPreTraining), and the crjepa model card is written as README.md when
-        the folder has none (`crjepa.hub.cards` renders a fuller one with results)."""
+        the pretraining model (AutoModelForPreTraining), its custom_pipelines names the crjepa pipeline for
+        "image-feature-extraction" (pipeline_crjepa.py is copied beside the model's files), the image processor of
+        the config is written when the folder has none (AutoImageProcessor and the pipeline load it), and the crjepa
+        model card is written as README.md when the folder has none (`crjepa.hub.cards` renders a fuller one with
+        results)."""
+        from transformers.dynamic_module_utils import custom_object_save
+
+        from .image_processing_crjepa import CRJepaImageProcessor
+        from .pipeline_crjepa import PIPELINE_CONFIG, CRJepaFeatureExtractionPipeline
+
         if isinstance(self, (CRJepaModel, CRJepaForPreTraining)):
             auto_map = dict(getattr(self.config, "auto_map", None) or {})
             auto_map.update({"AutoConfig": "configuration_crjepa.CRJepaConfig",
                              "AutoModel": "modeling_crjepa.CRJepaModel",
                              "AutoModelForPreTraining": "modeling_crjepa.CRJepaForPreTraining"})
             self.config.auto_map = auto_map
+            self.config.custom_pipelines = {task: dict(info) for task, info in PIPELINE_CONFIG.items()}
         result = super().save_pretrained(save_directory, *args, **kwargs)
+        main = kwargs.get("is_main_process", True)
+        if isinstance(self, (CRJepaModel, CRJepaForPreTraining)) and main:
+            custom_object_save(CRJepaFeatureExtractionPipeline, save_directory)
+            if not (Path(save_directory) / "preprocessor_config.json").exists():
+                CRJepaImageProcessor.from_config(self.config).save_pretrained(save_directory)
         readme = Path(save_directory) / "README.md"
-        if not readme.exists() and kwargs.get("is_main_process", True):
+        if not readme.exists() and main:
             readme.write_text(default_model_card(self.config, type(self).__name__))
         return result
 

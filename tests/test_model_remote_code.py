@@ -115,9 +115,16 @@ PIPELINE = textwrap.dedent("""
     logging.set_verbosity_warning()
     folder, out = sys.argv[1], sys.argv[2]
     image = Image.open(folder + "/../rgb.png")
+    s2 = np.load(folder + "/../s2.npy")  # (12, H, W) uint16
     extractor = pipeline("image-feature-extraction", model=folder, trust_remote_code=True)
-    pooled = np.asarray(extractor(image, pool=True, return_tensors=True))
-    tokens = np.asarray(extractor(image, return_tensors=True))
+    unified = np.asarray(extractor(image, return_tensors=True))  # the rgb sensor, found by its 3 bands
+    s2_cross = np.asarray(extractor(s2, sensor="s2", space="cross"))
+    inferred = type(pipeline(model=folder, trust_remote_code=True)).__name__  # the task from custom_pipelines
+    try:
+        pipeline("image-feature-extraction", model=folder, trust_remote_code=False)
+        refused = ""
+    except ValueError as exc:
+        refused = str(exc)
     encoder = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
     pretraining = AutoModelForPreTraining.from_pretrained(folder, trust_remote_code=True).eval()
     bf16 = AutoModel.from_pretrained(folder, trust_remote_code=True, dtype=torch.bfloat16).eval()
@@ -125,9 +132,11 @@ PIPELINE = textwrap.dedent("""
     pixels = proc(image)["pixel_values"]  # float32, the rgb sensor found by its channel count
     with torch.no_grad():
         half = bf16(pixels, space="cross")
-    np.savez(out, pooled=pooled, tokens=tokens, bf16_cross=half.image_embeds.float().numpy(),
+    np.savez(out, unified=unified, s2_cross=s2_cross, bf16_cross=half.image_embeds.float().numpy(),
              cross=encoder(pixels, space="cross").image_embeds.detach().numpy())
     print(json.dumps({"pipeline_model": type(extractor.model).__name__, "encoder": type(encoder).__name__,
+                      "pipeline": type(extractor).__name__, "inferred": inferred,
+                      "refused": "trust_remote_code=True" in refused,
                       "pretraining": type(pretraining).__name__, "predictors": sorted(pretraining.predictors),
                       "bf16_dtype": str(half.last_hidden_state.dtype),
                       "leaked": [m for m in sys.modules if m.split(".")[0] in ("modeling_crjepa", "crjepa")]}))
@@ -149,7 +158,8 @@ def train_two_steps(config: CRJepaConfig) -> CRJepaForPreTraining:
 
 
 def test_pipeline_and_auto_classes_on_a_pretraining_checkpoint_in_a_fresh_process(tmp_path):
-    """pipeline("image-feature-extraction"), AutoModel (encoder, predictors dropped without a warning),
+    """pipeline("image-feature-extraction") (the crjepa pipeline the config registers: retrieval embeddings of a PIL
+    RGB image and of a uint16 12-band array), AutoModel (encoder, predictors dropped without a warning),
     AutoModelForPreTraining and a bf16 model on float32 pixels, from remote code alone."""
     from PIL import Image
 
@@ -161,24 +171,30 @@ def test_pipeline_and_auto_classes_on_a_pretraining_checkpoint_in_a_fresh_proces
     folder = tmp_path / "model"
     model.save_pretrained(folder)
     CRJepaImageProcessor.from_config(config).save_pretrained(folder)
-    assert json.loads((folder / "config.json").read_text())["architectures"] == ["CRJepaForPreTraining"]
+    saved = json.loads((folder / "config.json").read_text())
+    assert saved["architectures"] == ["CRJepaForPreTraining"] and (folder / "pipeline_crjepa.py").is_file()
+    assert saved["custom_pipelines"] == {"image-feature-extraction": {
+        "impl": "pipeline_crjepa.CRJepaFeatureExtractionPipeline", "pt": ["AutoModel"], "type": "image"}}
     readme = (folder / "README.md").read_text()
     assert "pipeline_tag: image-feature-extraction" in readme and "CR-JEPA" in readme  # the crjepa card
     rgb = np.random.default_rng(0).integers(0, 256, size=(48, 40, 3), dtype=np.uint8)
     Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    s2 = np.random.default_rng(1).integers(0, 6000, size=(12, 50, 50), dtype=np.uint16)
+    np.save(tmp_path / "s2.npy", s2)
     info, stderr = _run_elsewhere(tmp_path, "pipe.py", PIPELINE, folder)
     assert info == {"pipeline_model": "CRJepaModel", "encoder": "CRJepaModel", "pretraining": "CRJepaForPreTraining",
-                    "predictors": ["aa", "bb", "cross"], "bf16_dtype": "torch.bfloat16", "leaked": []}
+                    "pipeline": "CRJepaFeatureExtractionPipeline", "inferred": "CRJepaFeatureExtractionPipeline",
+                    "refused": True, "predictors": ["aa", "bb", "cross"], "bf16_dtype": "torch.bfloat16",
+                    "leaked": []}
     assert "predictors" not in stderr and "UNEXPECTED" not in stderr.upper()  # no warning storm
 
     out = np.load(tmp_path / "out.npz")
     processor = CRJepaImageProcessor.from_config(config)
     pixels = processor(np.asarray(Image.open(tmp_path / "rgb.png")), input_data_format="channels_last")["pixel_values"]
-    with torch.no_grad():
-        expected = model.crjepa(pixels, sensor="rgb")
-    assert out["tokens"].shape == (1, config.num_patches, config.hidden_size)
-    assert np.allclose(out["tokens"], expected.last_hidden_state.numpy(), atol=1e-5)
-    assert np.allclose(out["pooled"], expected.pooler_output.numpy(), atol=1e-5)
+    assert out["unified"].shape == (config.retrieval_dim,)
+    assert np.allclose(out["unified"], model.get_embeddings(pixels, "rgb", "unified")[0].numpy(), atol=1e-5)
+    s2_pixels = processor(s2, sensor="s2")["pixel_values"]
+    assert np.allclose(out["s2_cross"], model.get_embeddings(s2_pixels, "s2", "cross")[0].numpy(), atol=1e-5)
     assert np.allclose(out["cross"], model.get_embeddings(pixels, "rgb", "cross").numpy(), atol=1e-5)
     assert np.allclose(out["bf16_cross"], out["cross"], atol=0.05)
 

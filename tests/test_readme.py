@@ -169,6 +169,7 @@ def test_readme_commands_run_on_real_data(workdir, reben_dirs, monkeypatch):
     for code in python:
         exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - the README's own example
     assert tuple(namespace["e"].shape) == (1, 32)
+    assert np.allclose(namespace["v"], namespace["e"][0].numpy(), atol=1e-6)  # the pipeline's one call, same vector
     assert (workdir / "data" / "reben-s2" / "README.md").is_file() and (workdir / "eval").is_dir()
 
 
