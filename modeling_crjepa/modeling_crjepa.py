@@ -505,29 +505,57 @@ class CRJepaPreTrainedModel(PreTrainedModel):
             readme.write_text(default_model_card(self.config, type(self).__name__))
         return result
 
-    def push_to_hub(self, repo_id: str, *, encoder_only: bool = False, card: str | None = None,
-                    commit_message: str = "Upload CR-JEPA model", private: bool | None = None,
-                    token: str | None = None, revision: str | None = None, create_pr: bool = False,
-                    api: Any = None, **kwargs: Any) -> Any:
-        """Upload the model with its image processor and the crjepa card (`card`, else `default_model_card`),
-        never transformers' generic one. encoder_only=True uploads CRJepaModel alone (retrieval needs no
-        predictors). api: an `huggingface_hub.HfApi`-like object (default: a new HfApi)."""
+    def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, commit_description: str | None = None,
+                    private: bool | None = None, token: bool | str | None = None, revision: str | None = None,
+                    create_pr: bool = False, max_shard_size: int | str | None = "50GB",
+                    tags: list[str] | None = None, encoder_only: bool = False, card: str | None = None,
+                    api: Any = None) -> Any:
+        """transformers' push_to_hub (every argument means what it means there), with the image processor and the
+        crjepa card instead of transformers' generic one.
+
+        The card: ``card`` (text) when given, else the card beside the weights this model was loaded from (a
+        trained model's card, with its model-index results), else the card already in the repo (kept), else
+        `default_model_card`; ``tags`` are added to its metadata. encoder_only=True uploads CRJepaModel alone
+        (retrieval needs no predictors). api: an `huggingface_hub.HfApi`-like client (default: a new HfApi).
+        Returns what ``api.upload_folder`` returns (the commit)."""
         import tempfile
 
-        from huggingface_hub import HfApi
-
-        from .image_processing_crjepa import CRJepaImageProcessor
+        from huggingface_hub import HfApi, ModelCard
 
         api = api or HfApi(token=token)
-        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        repo_id = api.create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
         model = self.get_encoder() if encoder_only and hasattr(self, "crjepa") else self
+        text = card if card is not None else (self._own_card() or _card_in_repo(api, repo_id, revision, token)
+                                              or default_model_card(self.config, type(model).__name__))
+        if tags:
+            model_card = ModelCard(text)
+            known = list(model_card.data.tags or [])
+            model_card.data.tags = known + [tag for tag in tags if tag not in known]
+            text = str(model_card)
         with tempfile.TemporaryDirectory() as tmp:
-            if card is not None:
-                (Path(tmp) / "README.md").write_text(card)
-            model.save_pretrained(tmp)
-            CRJepaImageProcessor.from_config(self.config).save_pretrained(tmp)
-            return api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message,
-                                     revision=revision, create_pr=create_pr)
+            (Path(tmp) / "README.md").write_text(text, encoding="utf-8")
+            model.save_pretrained(tmp, max_shard_size=max_shard_size)  # + config, code, pipeline, processor
+            return api.upload_folder(repo_id=repo_id, folder_path=tmp,
+                                     commit_message=commit_message or "Upload CR-JEPA model",
+                                     commit_description=commit_description, token=token, revision=revision,
+                                     create_pr=create_pr)
+
+    def _own_card(self) -> str | None:
+        """The README.md beside the weights this model was loaded from (a local folder), if any."""
+        folder = Path(str(getattr(self, "name_or_path", "") or getattr(self.config, "_name_or_path", "") or ""))
+        readme = folder / "README.md"
+        return readme.read_text(encoding="utf-8") if str(folder) not in ("", ".") and readme.is_file() else None
+
+
+def _card_in_repo(api: Any, repo_id: str, revision: str | None, token: Any) -> str | None:
+    """The README.md already in a Hub repo (its text), or None when the repo or the revision has none."""
+    from huggingface_hub.errors import EntryNotFoundError, RevisionNotFoundError
+
+    try:
+        path = api.hf_hub_download(repo_id=repo_id, filename="README.md", revision=revision, token=token)
+    except (EntryNotFoundError, RevisionNotFoundError):
+        return None
+    return Path(path).read_text(encoding="utf-8")
 
 
 def default_model_card(config: CRJepaConfig, architecture: str = "CRJepaModel") -> str:
@@ -538,6 +566,7 @@ def default_model_card(config: CRJepaConfig, architecture: str = "CRJepaModel") 
     return f"""---
 library_name: transformers
 pipeline_tag: image-feature-extraction
+inference: false
 tags:
 - crjepa
 - remote-sensing
@@ -550,16 +579,19 @@ tags:
 CR-JEPA (arXiv 2606.00706) for cross-modal remote-sensing retrieval: one stem per sensor
 ({", ".join(f"{s}: {c} bands" for s, c in config.sensors.items())}), a shared trunk, a **unified** space for
 same-modal search and a **cross** space for cross-modal search. Retrieval directions: {directions}.
+Needs torch, transformers, numpy and Pillow; not the crjepa package.
 
 ```python
-from transformers import AutoImageProcessor, AutoModel
+from transformers import pipeline
 
-model = AutoModel.from_pretrained("path/or/repo", trust_remote_code=True)
-processor = AutoImageProcessor.from_pretrained("path/or/repo", trust_remote_code=True)
-pixels = processor(images, sensor="{first}", return_tensors="pt")["pixel_values"]
-unified = model.get_embeddings(pixels, sensor="{first}", space="unified")
-cross = model.get_embeddings(pixels, sensor="{first}", space="cross")
+embed = pipeline("image-feature-extraction", model="path/or/repo", trust_remote_code=True)
+# image: native bands of one sensor (array, tensor, PIL image or .npy path), channel-first or channel-last
+unified = embed(image, sensor="{first}", space="unified")  # same-sensor search
+cross = embed(image, sensor="{first}", space="cross")      # cross-sensor search
 ```
+
+The same vectors from the model: `AutoImageProcessor.from_pretrained(...)(images, sensor="{first}")["pixel_values"]`,
+then `AutoModel.from_pretrained(..., trust_remote_code=True).get_embeddings(pixels, sensor="{first}", space="cross")`.
 """
 
 

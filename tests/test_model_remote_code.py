@@ -305,6 +305,11 @@ def test_push_to_hub_uploads_the_crjepa_card_and_can_push_the_encoder_only(tmp_p
         def create_repo(self, repo_id, **kwargs):
             return type("Repo", (), {"repo_id": repo_id})()
 
+        def hf_hub_download(self, repo_id, filename, **kwargs):  # a new repo: no card yet
+            from huggingface_hub.errors import EntryNotFoundError
+
+            raise EntryNotFoundError(filename)
+
         def upload_folder(self, repo_id, folder_path, **kwargs):
             from safetensors import safe_open
 
@@ -324,3 +329,81 @@ def test_push_to_hub_uploads_the_crjepa_card_and_can_push_the_encoder_only(tmp_p
     assert any(k.startswith("predictors.") for k in full["keys"])
     assert encoder["card"] == "# my card\n" and encoder["config"]["architectures"] == ["CRJepaModel"]
     assert not any("predictors" in k for k in encoder["keys"]) and any(k.startswith("stems.") for k in encoder["keys"])
+
+
+class RecordingApi:
+    """An HfApi stand-in (offline) that records every call and what the uploaded folder held; ``card`` is the
+    README.md already in the repo (None: the repo has none)."""
+
+    def __init__(self, card: str | None = None, tmp_path=None) -> None:
+        self.card, self.tmp_path, self.calls = card, tmp_path, []
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(("create_repo", repo_id, kwargs))
+        return type("Repo", (), {"repo_id": repo_id})()
+
+    def hf_hub_download(self, repo_id, filename, **kwargs):
+        from huggingface_hub.errors import EntryNotFoundError
+
+        self.calls.append(("hf_hub_download", repo_id, {"filename": filename, **kwargs}))
+        if self.card is None:
+            raise EntryNotFoundError(f"{filename} not in {repo_id}")
+        path = self.tmp_path / "hub_readme.md"
+        path.write_text(self.card)
+        return str(path)
+
+    def upload_folder(self, repo_id, folder_path, **kwargs):
+        files = sorted(os.listdir(folder_path))
+        self.calls.append(("upload_folder", repo_id, {**kwargs, "files": files,
+                                                      "card": open(os.path.join(folder_path, "README.md")).read()}))
+        return "commit"
+
+
+def full_card() -> str:
+    """A trained model's card: metadata with model-index results, a body with the results table."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    data = ModelCardData(model_name="crjepa-ben14k", library_name="transformers", tags=["crjepa"], eval_results=[
+        EvalResult(task_type="image-feature-extraction", dataset_type="user/ben14k", dataset_name="BEN-14K",
+                   metric_type="crjepa_f1_at_k", metric_value=75.82, metric_config="s1->s2")])
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n# crjepa-ben14k\n\n| F1@5 | 75.82 |\n"))
+
+
+def test_push_to_hub_passes_every_argument_through_and_keeps_the_full_card(tmp_path):
+    """Every argument of transformers' push_to_hub reaches the client or the files (tags into the card's metadata,
+    max_shard_size into the shards); the card is the one beside the loaded weights, else the repo's own (kept with
+    its model-index), else the crjepa default; an unknown argument is a TypeError, never dropped."""
+    from huggingface_hub import ModelCard
+
+    torch.manual_seed(0)
+    model = CRJepaModel(CRJepaConfig.from_preset("tiny"))
+    hub = RecordingApi(card=full_card(), tmp_path=tmp_path)
+    assert model.push_to_hub("me/model", commit_message="msg", commit_description="why", private=True, token="tok",
+                             revision="dev", create_pr=True, max_shard_size="100KB", tags=["sentinel-2"],
+                             api=hub) == "commit"
+    (_, repo, created), (_, _, download), (_, _, upload) = hub.calls
+    assert repo == "me/model" and created == {"private": True, "token": "tok", "exist_ok": True}
+    assert download == {"filename": "README.md", "revision": "dev", "token": "tok"}
+    files = upload.pop("files")
+    assert {k: upload[k] for k in ("commit_message", "commit_description", "token", "revision", "create_pr")} == {
+        "commit_message": "msg", "commit_description": "why", "token": "tok", "revision": "dev", "create_pr": True}
+    assert "model.safetensors.index.json" in files and len([f for f in files if f.endswith(".safetensors")]) > 1
+    assert {"preprocessor_config.json", "pipeline_crjepa.py", "README.md"} <= set(files)
+    pushed = ModelCard(upload["card"])
+    assert pushed.data.tags == ["crjepa", "sentinel-2"] and "| F1@5 | 75.82 |" in pushed.text
+    assert [(r.metric_type, r.metric_value) for r in pushed.data.eval_results] == [("crjepa_f1_at_k", 75.82)]
+
+    # loaded from a trained model's folder: that folder's card travels (the repo has none yet)
+    folder = tmp_path / "trained"
+    model.save_pretrained(folder)
+    (folder / "README.md").write_text(full_card())
+    again = CRJepaModel.from_pretrained(folder)
+    fresh = RecordingApi(card=None, tmp_path=tmp_path)
+    again.push_to_hub("me/other", api=fresh)
+    assert fresh.calls[-1][2]["card"] == full_card() and fresh.calls[-1][2]["commit_message"] == "Upload CR-JEPA model"
+    # nothing anywhere: the crjepa default card, never transformers' generic one
+    nothing = RecordingApi(card=None, tmp_path=tmp_path)
+    CRJepaModel(CRJepaConfig.from_preset("tiny")).push_to_hub("me/new", api=nothing)
+    assert "pipeline(\"image-feature-extraction\"" in nothing.calls[-1][2]["card"]
+    with pytest.raises(TypeError, match="safe_serialization"):
+        model.push_to_hub("me/model", api=hub, safe_serialization=True)

@@ -157,9 +157,10 @@ def render_model_card(model_config: Any, run_config: dict[str, Any], results: An
     model_name = repo_id.split("/")[-1] if "/" in repo_id and not repo_id.startswith("<") else f"crjepa-{slug}"
     card_data = ModelCardData(
         model_name=model_name, library_name="transformers", pipeline_tag="image-feature-extraction",
+        inference=False,  # served by the checkpoint's own pipeline (trust_remote_code), never by a hosted widget
         license="apache-2.0", tags=TAGS + [s for s in model_config.sensor_names],
         datasets=[data["hub_id"]] if data.get("hub_id") else None,
-        eval_results=results.model_index(dataset_type=data.get("hub_id") or dataset_name),
+        eval_results=results.model_index(dataset_type=data.get("hub_id")),  # else an id from the data set's name
     )
     comparison = comparison_table(random_init, results) if random_init is not None else None
     training = run_config["training"]
