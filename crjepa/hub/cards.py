@@ -229,24 +229,30 @@ def render_embeddings_card(info: Mapping[str, Any], example_id: str,
 
 
 def render_dataset_card(
-    info: Any, splits: Mapping[str, int], card: Mapping[str, Any] | None = None,
+    info: Any, splits: Mapping[str, int] | None = None, card: Mapping[str, Any] | None = None,
     repo_id: str | None = None,
 ) -> str:
-    """The README.md of a data set exported by datasets_scripts (``info``: the builder's datasets.DatasetInfo):
-    YAML (configs with data_files per split, dataset_info, license, task_categories, tags) so
-    `load_dataset(repo)` works with no code, plus the template's prose."""
+    """The README.md of a data set exported by datasets_scripts (``info``: the builder's datasets.DatasetInfo after
+    preparation): YAML (configs with data_files per split, datasets' own dataset_info with its split sizes, license,
+    task_categories, tags) so `load_dataset(repo)` works with no code and no warning, plus the template's prose.
+    ``splits`` ({split: rows}) stands in for ``info.splits`` when the info has none."""
+    import copy
+
+    import datasets
     from huggingface_hub import DatasetCard, DatasetCardData
 
     from crjepa.data.schema import sensor_columns
 
     card = dict(card or {})
+    info = copy.deepcopy(info)
+    if not info.splits and splits:
+        info.splits = datasets.SplitDict()
+        for name, rows in splits.items():
+            info.splits.add(datasets.SplitInfo(name=name, num_examples=int(rows)))
+    splits = {name: split.num_examples for name, split in (info.splits or {}).items()}
     features = info.features
     sensors = sensor_columns(features)
     class_names = features["labels"].feature.names
-    yaml_info = {
-        "features": features._to_yaml_list(),
-        "splits": [{"name": s, "num_examples": int(n)} for s, n in splits.items()],
-    }
     data = DatasetCardData(
         pretty_name=card.get("pretty_name", repo_id or "paired remote-sensing images"),
         license=card.get("license") or "other",
@@ -257,8 +263,8 @@ def render_dataset_card(
             "config_name": "default",
             "data_files": [{"split": s, "path": f"data/{s}-*.parquet"} for s in splits],
         }],
-        dataset_info=yaml_info,
     )
+    datasets.info.DatasetInfosDict({"default": info}).to_dataset_card_data(data)  # datasets' own split metadata
     sensor_lines = "\n".join(
         f"| `{s}` | {features[s].shape[0]} | {features[s].shape[1]}x{features[s].shape[2]} | {features[s].dtype} |"
         for s in sensors
@@ -276,8 +282,16 @@ def render_dataset_card(
         class_names=list(class_names),
         first_split=next(iter(splits), "train"),
         split_table="\n".join(f"| {s} | {n:,} |" for s, n in splits.items()),
-        metadata_columns=[k for k in features if k not in {"id", "labels", "split", *sensors}],
+        metadata_columns={k: _column_type(v) for k, v in features.items() if k not in {"id", "labels", "split", *sensors}},
     ))
+
+
+def _column_type(feature: Any) -> str:
+    """A metadata column's type as the card states it: "string", "float64", "list of string", ..."""
+    dtype = getattr(feature, "dtype", None)
+    if dtype == "list":
+        return f"list of {_column_type(getattr(feature, 'feature', None))}"
+    return str(dtype or type(feature).__name__)
 
 
 __all__ = ["DATASET_CARD_TEMPLATE", "EMBEDDINGS_CARD_TEMPLATE", "MODEL_CARD_TEMPLATE", "SIZE_CATEGORIES", "card_template",
