@@ -288,10 +288,9 @@ def render_dataset_card(
 
 def _column_type(feature: Any) -> str:
     """A metadata column's type as the card states it: "string", "float64", "list of string", ..."""
-    dtype = getattr(feature, "dtype", None)
-    if dtype == "list":
-        return f"list of {_column_type(getattr(feature, 'feature', None))}"
-    return str(dtype or type(feature).__name__)
+    if hasattr(feature, "feature"):  # a List / Sequence
+        return f"list of {_column_type(feature.feature)}"
+    return str(getattr(feature, "dtype", None) or type(feature).__name__)
 
 
 __all__ = ["DATASET_CARD_TEMPLATE", "EMBEDDINGS_CARD_TEMPLATE", "MODEL_CARD_TEMPLATE", "SIZE_CATEGORIES", "card_template",
