@@ -12,7 +12,6 @@ Not imported by the model files (remote code).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 import re
 from pathlib import Path
@@ -210,22 +209,43 @@ def render_embeddings_card(info: Mapping[str, Any], example_id: str,
     if not Path(template_path).is_file():
         raise FileNotFoundError(f"Embeddings card template not found at {template_path}")
     rows = info["num_rows"]
+    source = dict(info.get("source") or {})
+    split = str(source.get("split") or "train")  # crjepa.hub.archive.archive_split: the shards' names
     card_data = DatasetCardData(
         pretty_name=f"CR-JEPA embeddings ({' / '.join(info['sensors'])})",
+        license=info.get("license") or "other",
         tags=["crjepa", "embeddings", "remote-sensing", "faiss", "cross-modal-retrieval"],
         task_categories=["image-feature-extraction"], size_categories=[size_category(rows)],
-        configs=[{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*.parquet"}]}],
+        configs=[{"config_name": "default", "data_files": [{"split": split, "path": f"data/{split}-*.parquet"}]}],
     )
     sensors = info["sensors"]
     example_direction = f"{sensors[0]}->{sensors[-1]}"
     return DatasetCard.from_template(
         card_data, template_path=str(template_path), pretty_name=card_data.pretty_name, num_rows=rows,
         sensors=sensors, model_repo_id=info.get("model_repo_id"), model_fingerprint=info.get("model_fingerprint"),
-        source=json.dumps(info["source"]) if info.get("source") else "unknown", dimension=info["dimension"],
+        source=source_prose(source), split=split, license=info.get("license"), dimension=info["dimension"],
         class_names=info["class_names"], metadata_columns=info["metadata_columns"],
         vector_columns=info["vector_columns"], index_files=info["indices"],
         index_calibration=info.get("index_calibration") or {},
         repo_id=info.get("repo_id") or "<user>/<embeddings-repo>", example_id=example_id, example_direction=example_direction)
+
+
+def source_prose(source: Mapping[str, Any]) -> str:
+    """The data an archive was computed from, in words: which split of which data set (a Hub id linked), with the
+    options of the built-in synthetic set."""
+    dataset = str(source.get("dataset") or "")
+    if not dataset:
+        return "not recorded"
+    split = source.get("split")
+    options = {k: v for k, v in source.items() if k not in ("dataset", "split")}
+    if dataset == "synthetic":
+        name = "the built-in synthetic Sentinel-1 / Sentinel-2 pairs of crjepa (no real imagery)"
+    elif re.fullmatch(r"[\w.-]+/[\w.-]+", dataset):
+        name = f"the Hub data set [{dataset}](https://huggingface.co/datasets/{dataset})"
+    else:
+        name = f"the data set `{dataset}` (a `python -m datasets_scripts` export)"
+    which = f"the `{split}` split of {name}" if split else f"every row of {name} (all splits)"
+    return which + (f", with {', '.join(f'{k}={v}' for k, v in options.items())}" if options else "")
 
 
 def render_dataset_card(
@@ -294,4 +314,5 @@ def _column_type(feature: Any) -> str:
 
 
 __all__ = ["DATASET_CARD_TEMPLATE", "EMBEDDINGS_CARD_TEMPLATE", "MODEL_CARD_TEMPLATE", "SIZE_CATEGORIES", "card_template",
-           "comparison_table", "public_run_config", "render_dataset_card", "render_embeddings_card", "render_model_card", "size_category"]
+           "comparison_table", "public_run_config", "render_dataset_card", "render_embeddings_card", "render_model_card",
+           "size_category", "source_prose"]
