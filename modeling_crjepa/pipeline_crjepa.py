@@ -30,8 +30,12 @@ PIPELINE_CONFIG = {PIPELINE_TASK: {"impl": "pipeline_crjepa.CRJepaFeatureExtract
 """config.custom_pipelines of every saved checkpoint (transformers' format: module.Class, the Auto classes)."""
 
 
-class ImageBatch(list):
-    """A list of images that goes through the pipeline as one batch (one forward pass), split again at the end."""
+class ImageBatch:
+    """A list of images that goes through the pipeline as one input (one forward pass), split again at the end;
+    not a list itself, since transformers' Pipeline runs the items of a list one by one."""
+
+    def __init__(self, images: list) -> None:
+        self.images = list(images)
 
 
 class CRJepaFeatureExtractionPipeline(Pipeline):
@@ -65,7 +69,7 @@ class CRJepaFeatureExtractionPipeline(Pipeline):
 
     def __call__(self, images: Any, **kwargs: Any) -> Any:
         """See the class docstring; a list of images runs as one batch."""
-        if isinstance(images, list) and not isinstance(images, ImageBatch):
+        if isinstance(images, (list, tuple)):
             images = ImageBatch(images)
         return super().__call__(images, **kwargs)
 
@@ -86,7 +90,7 @@ class CRJepaFeatureExtractionPipeline(Pipeline):
             shape = "batch"
         else:
             shape = "list" if batched else "single"
-        batch, sensor = self.image_processor.read(list(images) if batched else images, sensor, input_data_format)
+        batch, sensor = self.image_processor.read(images.images if batched else images, sensor, input_data_format)
         pixels = self.image_processor(batch, sensor=sensor, return_tensors="pt")["pixel_values"]
         return {"pixel_values": pixels, "sensor": sensor, "shape": shape}
 

@@ -69,3 +69,15 @@ def test_unknown_arguments_and_images_no_sensor_fits_are_refused():
         pipe(Image.fromarray(np.zeros((30, 30, 3), np.uint8)))  # an RGB picture into an S1/S2 model
     with pytest.raises(ValueError, match="Unknown embedding space 'same'"):
         pipe(s2, space="same")
+
+
+def test_a_list_of_images_runs_as_one_batch():
+    """transformers' Pipeline runs a list item by item; this one embeds the whole list in one forward pass."""
+    pipe, model, proc = pipe_for("tiny")
+    calls = []
+    embed = model.get_embeddings
+    model.get_embeddings = lambda pixels, **kw: calls.append(pixels.shape[0]) or embed(pixels, **kw)
+    s2 = np.random.default_rng(3).integers(0, 9000, size=(5, 12, 40, 40), dtype=np.uint16)
+    out = pipe(list(s2), sensor="s2", return_tensors=True)
+    assert calls == [5] and len(out) == 5
+    assert torch.allclose(torch.stack(out), reference(model, proc, list(s2), "s2"), atol=1e-6)
