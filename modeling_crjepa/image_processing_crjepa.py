@@ -90,7 +90,8 @@ def _tensor_type(return_tensors: Any) -> str | None:
         return None
     key = str(getattr(return_tensors, "value", return_tensors)).lower()
     if key not in TENSOR_TYPES:
-        raise ValueError(f"return_tensors must be 'pt', 'np' or None (a list of numpy arrays), found {return_tensors!r}")
+        raise ValueError(f"return_tensors must be 'pt', 'np' or None (a list of numpy arrays), "
+                         f"found {return_tensors!r}")
     return TENSOR_TYPES[key]
 
 

@@ -123,7 +123,8 @@ def test_channel_last_numpy_and_pil_inputs_and_the_usual_knobs():
 def test_unknown_keyword_arguments_are_refused_naming_them(config):
     proc = CRJepaImageProcessor.from_config(config)
     s1, _ = native_pair(n=1)
-    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['do_center_crop', 'sensr'\].*takes sensor"):
+    with pytest.raises(TypeError,
+                       match=r"unexpected keyword argument\(s\) \['do_center_crop', 'sensr'\].*takes sensor"):
         proc(s1[0], sensr="s1", do_center_crop=True)
 
 
@@ -137,7 +138,8 @@ def test_do_rescale_is_refused_because_the_statistics_are_in_native_units(config
         proc(s2[0], sensor="s2", rescale_factor=0.5)
     with pytest.raises(ValueError, match="never rescales"):
         CRJepaImageProcessor(sensors={"s2": 12}, do_rescale=True)
-    assert torch.equal(proc(s2[0], sensor="s2", do_rescale=False)["pixel_values"], proc(s2[0], sensor="s2")["pixel_values"])
+    assert torch.equal(proc(s2[0], sensor="s2", do_rescale=False)["pixel_values"],
+                       proc(s2[0], sensor="s2")["pixel_values"])
 
 
 def test_return_tensors_pt_np_and_none_are_honoured(config):
@@ -184,7 +186,8 @@ def test_paths_of_npy_and_png_files_are_read_and_others_refused_clearly(config, 
     assert torch.equal(rgb_proc(str(tmp_path / "rgb.png"))["pixel_values"],
                        rgb_proc(rgb.transpose(2, 0, 1), sensor="rgb")["pixel_values"])
     (tmp_path / "s2.tif").write_bytes(b"II*\x00")
-    with pytest.raises(ValueError, match=r"s2\.tif: CRJepaImageProcessor reads \.npy.*rasterio\.open\(path\)\.read\(\)"):
+    with pytest.raises(ValueError,
+                       match=r"s2\.tif: CRJepaImageProcessor reads \.npy.*rasterio\.open\(path\)\.read\(\)"):
         proc(str(tmp_path / "s2.tif"), sensor="s2")
     with pytest.raises(ValueError, match="local files only.*URL"):
         proc("https://example.org/s2.npy", sensor="s2")
@@ -205,7 +208,8 @@ def test_non_square_sizes_are_honoured_not_squared(config, tmp_path):
                                 image_size=32, size={"height": 16, "width": 40})
     wide.save_pretrained(tmp_path)
     again = CRJepaImageProcessor.from_pretrained(tmp_path)
-    assert again.size == {"height": 16, "width": 40} and again(s2[0], sensor="s2")["pixel_values"].shape == (1, 12, 16, 40)
+    assert again.size == {"height": 16, "width": 40}
+    assert again(s2[0], sensor="s2")["pixel_values"].shape == (1, 12, 16, 40)
     assert proc.size == {"height": 32, "width": 32}
     with pytest.raises(ValueError, match="size must be an int, .*shortest_edge"):
         proc(list(s2), sensor="s2", size={"shortest_edge": 32})

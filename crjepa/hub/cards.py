@@ -302,7 +302,8 @@ def render_dataset_card(
         class_names=list(class_names),
         first_split=next(iter(splits), "train"),
         split_table="\n".join(f"| {s} | {n:,} |" for s, n in splits.items()),
-        metadata_columns={k: _column_type(v) for k, v in features.items() if k not in {"id", "labels", "split", *sensors}},
+        metadata_columns={k: _column_type(v) for k, v in features.items()
+                          if k not in {"id", "labels", "split", *sensors}},
     ))
 
 
@@ -313,6 +314,6 @@ def _column_type(feature: Any) -> str:
     return str(getattr(feature, "dtype", None) or type(feature).__name__)
 
 
-__all__ = ["DATASET_CARD_TEMPLATE", "EMBEDDINGS_CARD_TEMPLATE", "MODEL_CARD_TEMPLATE", "SIZE_CATEGORIES", "card_template",
-           "comparison_table", "public_run_config", "render_dataset_card", "render_embeddings_card", "render_model_card",
-           "size_category", "source_prose"]
+__all__ = ["DATASET_CARD_TEMPLATE", "EMBEDDINGS_CARD_TEMPLATE", "MODEL_CARD_TEMPLATE", "SIZE_CATEGORIES",
+           "card_template", "comparison_table", "public_run_config", "render_dataset_card", "render_embeddings_card",
+           "render_model_card", "size_category", "source_prose"]

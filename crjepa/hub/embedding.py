@@ -5,7 +5,8 @@ streaming Parquet reader, a Hub data set id with ``streaming=True``, or the buil
 materialised. Rows are cut into shards of ``shard_rows`` consecutive rows (a multiple of the batch size, so the
 batches, and hence the vectors, are the same for any number of processes); shard ``s`` belongs to process
 ``s % world``. Each shard is written batch by batch to a temp file and renamed to ``data/<split>-NNNNN.parquet``
-(the source's split, `archive_split`) when complete, so memory is bounded by one batch and a finished shard is never half-written. A rerun with the
+(the source's split, `archive_split`) when complete, so memory is bounded by one batch and a finished shard is
+never half-written. A rerun with the
 same run (model fingerprint, source, sensors, spaces, shard size: ``.embed/run.json``) skips the shards that
 exist: a crash loses at most the shards in flight and duplicates nothing. Each process records the rows it saw
 in ``.embed/rank-R-of-W.json``; `finish_archive` (one process, after all) checks every shard is there and writes
