@@ -1,7 +1,7 @@
 """CR-JEPA retrieval metric for `evaluate`: precision at k.
 
 Standalone: `evaluate.load("path/to/crjepa_precision_at_k")` needs numpy, datasets and evaluate, not crjepa. The maths
-is in retrieval_metrics.py beside this file, a link to crjepa/eval/metrics.py (its one home; `evaluate` copies the linked
+is in retrieval_metrics.py beside this file, a link to crjepa/eval/metrics.py (its one home; `evaluate` copies the
 file with this script, and wheels hold it as a plain file). Example::
 
     metric = evaluate.load("crjepa/eval/metrics_modules/crjepa_precision_at_k")
