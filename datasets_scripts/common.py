@@ -14,6 +14,7 @@ import random
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -187,7 +188,8 @@ class PairedBuilder(datasets.GeneratorBasedBuilder):
 
     CARD: dict[str, Any] = {}
     """Card facts: pretty_name, license, description, citation, source (used by `export_builder`)."""
-    METADATA: tuple[str, ...] = ()
+    METADATA: tuple[str, ...] | dict[str, str] = ()
+    """Metadata columns: names (strings), or {name: datasets dtype} ("int64", "float64", "string")."""
 
     # -- to implement -------------------------------------------------------------------------------------
     def _keep_unpaired(self) -> bool:
@@ -282,9 +284,40 @@ class PairedBuilder(datasets.GeneratorBasedBuilder):
                 row[sensor] = None if source is None else conform(self._load(source), spec, str(source), sensor)
             row["labels"] = list(rec.labels)
             row["split"] = rec.split
-            for column in self.METADATA:
-                row[column] = rec.metadata.get(column, "")
+            types = self.METADATA if isinstance(self.METADATA, Mapping) else dict.fromkeys(self.METADATA, "string")
+            for column, dtype in types.items():
+                row[column] = typed_value(rec.metadata.get(column, ""), dtype)
             yield rec.id, row
+
+
+NUMERIC_TYPES = {"int64": int, "float64": float}
+
+
+def infer_column_type(values: Iterable[str]) -> str:
+    """The datasets dtype of a text metadata column: "int64" when every non-empty value is an integer (without a
+    leading zero, which an id like "007" would lose), "float64" when every one is a number, else "string"."""
+    filled = [v.strip() for v in values if v is not None and v.strip()]
+    if not filled:
+        return "string"
+    for dtype, cast in NUMERIC_TYPES.items():
+        try:
+            for value in filled:
+                cast(value)
+        except ValueError:
+            continue
+        if dtype == "int64" and any(len(v.lstrip("+-")) > 1 and v.lstrip("+-").startswith("0") for v in filled):
+            return "string"
+        return dtype
+    return "string"
+
+
+def typed_value(value: Any, dtype: str) -> Any:
+    """A metadata value as its column's dtype: numbers parsed, an empty cell None (null); strings as they are."""
+    if dtype not in NUMERIC_TYPES:
+        return "" if value is None else str(value)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return NUMERIC_TYPES[dtype](value)
 
 
 def _progress(items: Sequence[Any], desc: str) -> Iterable[Any]:
@@ -328,10 +361,11 @@ def export_builder(
         prepared = work / "prepared"
         num_proc = num_proc if num_proc is not None else (os.cpu_count() or 1)
         try:
-            builder.download_and_prepare(
-                output_dir=str(prepared), file_format="parquet", num_proc=num_proc if num_proc > 1 else None,
-                max_shard_size=max_shard_size,
-            )
+            with _quiet_num_proc_fallback():
+                builder.download_and_prepare(
+                    output_dir=str(prepared), file_format="parquet", num_proc=num_proc if num_proc > 1 else None,
+                    max_shard_size=max_shard_size,
+                )
         except datasets.exceptions.DatasetGenerationError as exc:
             cause = exc.__cause__
             if isinstance(cause, DataError):
@@ -347,12 +381,31 @@ def export_builder(
                 f.rename(data_dir / f"{split}-{i:05d}-of-{len(files):05d}.parquet")
             splits[split] = builder.info.splits[split].num_examples
         shutil.rmtree(work)
-        (tmp / "README.md").write_text(render_dataset_card(builder.info, splits, card, push_to_hub), encoding="utf-8")
+        info = builder.info.copy()  # datasets' own metadata: split sizes (rows, bytes) and the Parquet size
+        info.download_size = sum(f.stat().st_size for f in data_dir.glob("*.parquet"))
+        info.dataset_size = sum(split.num_bytes for split in info.splits.values())
+        (tmp / "README.md").write_text(render_dataset_card(info, None, card, push_to_hub), encoding="utf-8")
     logger.info("Exported %s to %s", dict(splits), output_dir)
     if push_to_hub:
         upload_folder(api, output_dir, push_to_hub, repo_type="dataset", token=token,
                       commit_message=f"Upload {card.get('pretty_name', 'dataset')} (crjepa)")
     return output_dir
+
+
+@contextmanager
+def _quiet_num_proc_fallback() -> Iterator[None]:
+    """Drop datasets' "Setting num_proc from N back to 1 for the X split ..." lines (logged twice per split that has
+    a single shard): the conversion is right either way, and a user cannot act on them."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Setting num_proc from")
+
+    builder_logger = logging.getLogger("datasets.builder")
+    builder_logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        builder_logger.removeFilter(keep)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from typing import Any
 
 import datasets
 
-from .common import DataError, PairedBuilder, Record, SPLIT_BY, block_key, split_by_group
+from .common import DataError, PairedBuilder, Record, SPLIT_BY, block_key, infer_column_type, split_by_group
 
 RESERVED = ("id", "labels", "split")
 
@@ -169,10 +169,12 @@ class PairedFolder(PairedBuilder):
         for rec in records:
             rec.split = split[rec.id]
 
-    def _metadata_columns(self) -> tuple[str, ...]:
-        _, header, _ = self._csv()
+    def _metadata_columns(self) -> dict[str, str]:
+        """{column: datasets dtype} of the CSV's other columns: numbers (lat, lon, ...) typed, the rest strings."""
+        _, header, rows = self._csv()
         sensors = self._sensor_names()
-        return tuple(h for h in header if h not in RESERVED and h not in sensors)
+        return {h: infer_column_type(row.get(h, "") for row in rows) for h in header
+                if h not in RESERVED and h not in sensors}
 
     def _info(self) -> datasets.DatasetInfo:
         self.METADATA = self._metadata_columns()

@@ -93,7 +93,15 @@ _POINT_SCATTERERS[[0, 1]] = (0.04, 0.06)
 _HAZE_PROFILE = np.array([1, .8, .6, .4, .3, .2, .15, .1, .1, .1, 0, 0], dtype=np.float32)
 
 CLASS_NAMES: tuple[str, ...] = BEN19_CLASSES
-_DESCRIPTION = " ".join((__doc__ or "").split("\n\n")[1].split())
+def _description(doc: str) -> str:
+    """The card's description: the docstring's "Why" paragraph and the list of the two sensors it ends with."""
+    paragraphs = doc.replace("``", "`").split("\n\n")
+    why = " ".join(paragraphs[1].removeprefix("Why: ").split())
+    return why[0].upper() + why[1:] + "\n\n" + "\n".join(
+        "- " + " ".join(item.removeprefix("- ").split()) for item in paragraphs[2].split("\n- "))
+
+
+_DESCRIPTION = _description(__doc__ or "")
 SENSORS: dict[str, int] = {"s1": 2, "s2": 12}
 
 

@@ -57,13 +57,27 @@ def epps_pulley_knots(num_knots: int = 17, t_max: float = 3.0, device=None) -> t
     return knots[0], knots[1]
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over all processes with a gradient: forward all-reduces a copy, backward all-reduces the gradient
+    (every process's loss depends on every process's rows). The math of torch.distributed.nn.functional's
+    all_reduce, which torch deprecates (a FutureWarning on every call) in favour of a private module."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, tensor: torch.Tensor) -> torch.Tensor:
+        tensor = tensor.clone(memory_format=torch.contiguous_format)
+        torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
+        return tensor
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad_output: torch.Tensor) -> torch.Tensor:
+        return _AllReduceSum.apply(grad_output)
+
+
 def _all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
     """Differentiable sum over all processes (identity when torch.distributed is not initialised)."""
     if not _dist_ready() or torch.distributed.get_world_size() == 1:
         return x
-    from torch.distributed.nn.functional import all_reduce
-
-    return all_reduce(x, op=torch.distributed.ReduceOp.SUM)
+    return _AllReduceSum.apply(x)
 
 
 def weighted_mean(values: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
@@ -78,9 +92,7 @@ def _all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
     """Differentiable mean over all processes (identity when torch.distributed is not initialised)."""
     if not _dist_ready() or torch.distributed.get_world_size() == 1:
         return x
-    from torch.distributed.nn.functional import all_reduce
-
-    return all_reduce(x, op=torch.distributed.ReduceOp.SUM) / torch.distributed.get_world_size()
+    return _AllReduceSum.apply(x) / torch.distributed.get_world_size()
 
 
 def sigreg(

@@ -48,7 +48,8 @@ class CRJepaModelOutput(ModelOutput):
     last_hidden_state: (B, N, D) trunk tokens (after the final norm); pooler_output: (B, D) their mean (the
     paper pools by the mean, no CLS token); image_embeds: (B, R) L2-normalised embedding in the asked space
     (`space`, default "unified"); unified_embeds / cross_embeds: both spaces when no space was asked, else the
-    asked one; hidden_states: (stem output, each trunk block's output) when output_hidden_states.
+    asked one; hidden_states: (stem output, each trunk block's output) when output_hidden_states; attentions: each
+    trunk block's attention weights (B, heads, N, N) when output_attentions.
     """
 
     last_hidden_state: torch.FloatTensor | None = None
@@ -57,6 +58,7 @@ class CRJepaModelOutput(ModelOutput):
     unified_embeds: torch.FloatTensor | None = None
     cross_embeds: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 @dataclass
@@ -107,7 +109,8 @@ class Attention(nn.Module):
 
     The kernel is the config's `_attn_implementation` ("sdpa" by default, "eager", "flash_attention_2" where
     installed, ...) through transformers' ALL_ATTENTION_FUNCTIONS, read at call time, so
-    `from_pretrained(..., attn_implementation=...)` and `set_attn_implementation` select it.
+    `from_pretrained(..., attn_implementation=...)` and `set_attn_implementation` select it. With
+    output_attentions the eager kernel runs (the fused ones return no weights) and (output, weights) is returned.
     """
 
     is_causal = False
@@ -126,7 +129,8 @@ class Attention(nn.Module):
         implementation = getattr(self.config, "_attn_implementation", None) or "sdpa"
         return ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                output_attentions: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         batch, length, dim = x.shape
         heads, head_dim = self.num_heads, self.head_dim
         if context is None:  # self-attention: q, k, v from one fused matmul (same weights, same math)
@@ -136,8 +140,10 @@ class Attention(nn.Module):
         else:
             q = self.q(x).view(batch, length, heads, head_dim).transpose(1, 2)
             k, v = self.kv(context).view(batch, context.shape[1], 2, heads, head_dim).permute(2, 0, 3, 1, 4)
-        out, _ = self.attention_function()(self, q, k, v, None, dropout=0.0, scaling=self.scaling, is_causal=False)
-        return self.proj(out.reshape(batch, length, dim))
+        kernel = eager_attention_forward if output_attentions else self.attention_function()
+        out, weights = kernel(self, q, k, v, None, dropout=0.0, scaling=self.scaling, is_causal=False)
+        out = self.proj(out.reshape(batch, length, dim))
+        return (out, weights) if output_attentions else out
 
 
 class MLP(nn.Module):
@@ -161,9 +167,14 @@ class TrunkBlock(GradientCheckpointingLayer):
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = MLP(dim, int(dim * mlp_ratio))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+    def forward(self, x: torch.Tensor,
+                output_attentions: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """x (B, n, D) -> (B, n, D); with output_attentions also the attention weights (B, heads, n, n)."""
+        attended = self.attn(self.norm1(x), output_attentions=output_attentions)
+        attended, weights = attended if output_attentions else (attended, None)
+        x = x + attended
+        x = x + self.mlp(self.norm2(x))
+        return (x, weights) if output_attentions else x
 
 
 class PredictorBlock(GradientCheckpointingLayer):
@@ -217,13 +228,18 @@ class Trunk(nn.Module):
                        config.qkv_bias, config) for _ in range(config.num_hidden_layers))
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, tokens: torch.Tensor, hidden_states: list | None = None) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, hidden_states: list | None = None,
+                attentions: list | None = None) -> torch.Tensor:
         """tokens (B, n, D) -> normalised latents (B, n, D); appends the input and each block's output to
-        `hidden_states` when given."""
+        `hidden_states`, and each block's attention weights to `attentions`, when given."""
         for block in self.blocks:
             if hidden_states is not None:
                 hidden_states.append(tokens)
-            tokens = block(tokens)
+            if attentions is not None:
+                tokens, weights = block(tokens, output_attentions=True)
+                attentions.append(weights)
+            else:
+                tokens = block(tokens)
         if hidden_states is not None:
             hidden_states.append(tokens)
         return self.norm(tokens)
@@ -409,6 +425,35 @@ class CRJepaPreTrainedModel(PreTrainedModel):
         else:
             self.trunks = nn.ModuleDict({name: Trunk(config) for name in self.sensor_names})
 
+    def get_input_embeddings(self) -> nn.ModuleDict:
+        """The input embeddings: the sensor stems {sensor: SensorStem} (patch embedding + positional embedding per
+        sensor; a vision model's counterpart of a token embedding table)."""
+        return self.stems
+
+    def set_input_embeddings(self, value: nn.ModuleDict) -> None:
+        """Replace the stems (the same sensors, each a module mapping (B, C, S, S) pixels to (B, N, D) tokens)."""
+        if not isinstance(value, nn.ModuleDict) or list(value) != list(self.config.sensors):
+            raise ValueError(f"set_input_embeddings takes an nn.ModuleDict with one stem per sensor "
+                             f"{list(self.config.sensors)}, found {type(value).__name__}"
+                             + (f" with keys {list(value)}" if isinstance(value, nn.ModuleDict) else ""))
+        target = self.crjepa if hasattr(self, "crjepa") else self
+        target.stems = value
+
+    def enable_input_require_grads(self) -> None:
+        """Make every stem's output require gradients (adapters / gradient checkpointing on a frozen model):
+        transformers' version hooks get_input_embeddings(), a ModuleDict that is never called itself."""
+        def make_output_require_grad(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+            output.requires_grad_(True)
+
+        self._require_grads_hooks = [stem.register_forward_hook(make_output_require_grad)
+                                     for stem in self.get_input_embeddings().values()]
+        self._require_grads_hook = self._require_grads_hooks[0]
+
+    def disable_input_require_grads(self) -> None:
+        for hook in getattr(self, "_require_grads_hooks", []):
+            hook.remove()
+        self._require_grads_hooks = []
+
     def no_weight_decay(self) -> set[str]:
         """Names of the parameters to train without weight decay: norms, biases (every tensor with ndim <= 1),
         positional embeddings, mask tokens and sensor embeddings (the ViT / I-JEPA recipe; optimisers read
@@ -432,43 +477,85 @@ class CRJepaPreTrainedModel(PreTrainedModel):
 
     def save_pretrained(self, save_directory, *args: Any, **kwargs: Any) -> Any:
         """transformers' save_pretrained, plus: config.json's auto_map names both the encoder (AutoModel) and
-        the pretraining model (AutoModelForPreTraining), and the crjepa model card is written as README.md when
-        the folder has none (`crjepa.hub.cards` renders a fuller one with results)."""
+        the pretraining model (AutoModelForPreTraining), its custom_pipelines names the crjepa pipeline for
+        "image-feature-extraction" (pipeline_crjepa.py is copied beside the model's files), the image processor of
+        the config is written when the folder has none (AutoImageProcessor and the pipeline load it), and the crjepa
+        model card is written as README.md when the folder has none (`crjepa.hub.cards` renders a fuller one with
+        results)."""
+        from transformers.dynamic_module_utils import custom_object_save
+
+        from .image_processing_crjepa import CRJepaImageProcessor
+        from .pipeline_crjepa import PIPELINE_CONFIG, CRJepaFeatureExtractionPipeline
+
         if isinstance(self, (CRJepaModel, CRJepaForPreTraining)):
             auto_map = dict(getattr(self.config, "auto_map", None) or {})
             auto_map.update({"AutoConfig": "configuration_crjepa.CRJepaConfig",
                              "AutoModel": "modeling_crjepa.CRJepaModel",
                              "AutoModelForPreTraining": "modeling_crjepa.CRJepaForPreTraining"})
             self.config.auto_map = auto_map
+            self.config.custom_pipelines = {task: dict(info) for task, info in PIPELINE_CONFIG.items()}
         result = super().save_pretrained(save_directory, *args, **kwargs)
+        main = kwargs.get("is_main_process", True)
+        if isinstance(self, (CRJepaModel, CRJepaForPreTraining)) and main:
+            custom_object_save(CRJepaFeatureExtractionPipeline, save_directory)
+            if not (Path(save_directory) / "preprocessor_config.json").exists():
+                CRJepaImageProcessor.from_config(self.config).save_pretrained(save_directory)
         readme = Path(save_directory) / "README.md"
-        if not readme.exists() and kwargs.get("is_main_process", True):
+        if not readme.exists() and main:
             readme.write_text(default_model_card(self.config, type(self).__name__))
         return result
 
-    def push_to_hub(self, repo_id: str, *, encoder_only: bool = False, card: str | None = None,
-                    commit_message: str = "Upload CR-JEPA model", private: bool | None = None,
-                    token: str | None = None, revision: str | None = None, create_pr: bool = False,
-                    api: Any = None, **kwargs: Any) -> Any:
-        """Upload the model with its image processor and the crjepa card (`card`, else `default_model_card`),
-        never transformers' generic one. encoder_only=True uploads CRJepaModel alone (retrieval needs no
-        predictors). api: an `huggingface_hub.HfApi`-like object (default: a new HfApi)."""
+    def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, commit_description: str | None = None,
+                    private: bool | None = None, token: bool | str | None = None, revision: str | None = None,
+                    create_pr: bool = False, max_shard_size: int | str | None = "50GB",
+                    tags: list[str] | None = None, encoder_only: bool = False, card: str | None = None,
+                    api: Any = None) -> Any:
+        """transformers' push_to_hub (every argument means what it means there), with the image processor and the
+        crjepa card instead of transformers' generic one.
+
+        The card: ``card`` (text) when given, else the card beside the weights this model was loaded from (a
+        trained model's card, with its model-index results), else the card already in the repo (kept), else
+        `default_model_card`; ``tags`` are added to its metadata. encoder_only=True uploads CRJepaModel alone
+        (retrieval needs no predictors). api: an `huggingface_hub.HfApi`-like client (default: a new HfApi).
+        Returns what ``api.upload_folder`` returns (the commit)."""
         import tempfile
 
-        from huggingface_hub import HfApi
-
-        from .image_processing_crjepa import CRJepaImageProcessor
+        from huggingface_hub import HfApi, ModelCard
 
         api = api or HfApi(token=token)
-        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        repo_id = api.create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
         model = self.get_encoder() if encoder_only and hasattr(self, "crjepa") else self
+        text = card if card is not None else (self._own_card() or _card_in_repo(api, repo_id, revision, token)
+                                              or default_model_card(self.config, type(model).__name__))
+        if tags:
+            model_card = ModelCard(text)
+            known = list(model_card.data.tags or [])
+            model_card.data.tags = known + [tag for tag in tags if tag not in known]
+            text = str(model_card)
         with tempfile.TemporaryDirectory() as tmp:
-            if card is not None:
-                (Path(tmp) / "README.md").write_text(card)
-            model.save_pretrained(tmp)
-            CRJepaImageProcessor.from_config(self.config).save_pretrained(tmp)
-            return api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message,
-                                     revision=revision, create_pr=create_pr)
+            (Path(tmp) / "README.md").write_text(text, encoding="utf-8")
+            model.save_pretrained(tmp, max_shard_size=max_shard_size)  # + config, code, pipeline, processor
+            return api.upload_folder(repo_id=repo_id, folder_path=tmp,
+                                     commit_message=commit_message or "Upload CR-JEPA model",
+                                     commit_description=commit_description, token=token, revision=revision,
+                                     create_pr=create_pr)
+
+    def _own_card(self) -> str | None:
+        """The README.md beside the weights this model was loaded from (a local folder), if any."""
+        folder = Path(str(getattr(self, "name_or_path", "") or getattr(self.config, "_name_or_path", "") or ""))
+        readme = folder / "README.md"
+        return readme.read_text(encoding="utf-8") if str(folder) not in ("", ".") and readme.is_file() else None
+
+
+def _card_in_repo(api: Any, repo_id: str, revision: str | None, token: Any) -> str | None:
+    """The README.md already in a Hub repo (its text), or None when the repo or the revision has none."""
+    from huggingface_hub.errors import EntryNotFoundError, RevisionNotFoundError
+
+    try:
+        path = api.hf_hub_download(repo_id=repo_id, filename="README.md", revision=revision, token=token)
+    except (EntryNotFoundError, RevisionNotFoundError):
+        return None
+    return Path(path).read_text(encoding="utf-8")
 
 
 def default_model_card(config: CRJepaConfig, architecture: str = "CRJepaModel") -> str:
@@ -479,6 +566,7 @@ def default_model_card(config: CRJepaConfig, architecture: str = "CRJepaModel") 
     return f"""---
 library_name: transformers
 pipeline_tag: image-feature-extraction
+inference: false
 tags:
 - crjepa
 - remote-sensing
@@ -491,16 +579,19 @@ tags:
 CR-JEPA (arXiv 2606.00706) for cross-modal remote-sensing retrieval: one stem per sensor
 ({", ".join(f"{s}: {c} bands" for s, c in config.sensors.items())}), a shared trunk, a **unified** space for
 same-modal search and a **cross** space for cross-modal search. Retrieval directions: {directions}.
+Needs torch, transformers, numpy and Pillow; not the crjepa package.
 
 ```python
-from transformers import AutoImageProcessor, AutoModel
+from transformers import pipeline
 
-model = AutoModel.from_pretrained("path/or/repo", trust_remote_code=True)
-processor = AutoImageProcessor.from_pretrained("path/or/repo", trust_remote_code=True)
-pixels = processor(images, sensor="{first}", return_tensors="pt")["pixel_values"]
-unified = model.get_embeddings(pixels, sensor="{first}", space="unified")
-cross = model.get_embeddings(pixels, sensor="{first}", space="cross")
+embed = pipeline("image-feature-extraction", model="path/or/repo", trust_remote_code=True)
+# image: native bands of one sensor (array, tensor, PIL image or .npy path), channel-first or channel-last
+unified = embed(image, sensor="{first}", space="unified")  # same-sensor search
+cross = embed(image, sensor="{first}", space="cross")      # cross-sensor search
 ```
+
+The same vectors from the model: `AutoImageProcessor.from_pretrained(...)(images, sensor="{first}")["pixel_values"]`,
+then `AutoModel.from_pretrained(..., trust_remote_code=True).get_embeddings(pixels, sensor="{first}", space="cross")`.
 """
 
 
@@ -563,12 +654,12 @@ class CRJepaModel(CRJepaPreTrainedModel):
         return self.config.default_sensor or self.sensor_names[0]
 
     def encode(self, pixel_values: torch.Tensor, sensor: str, index: torch.Tensor | None = None,
-               hidden_states: list | None = None) -> torch.Tensor:
+               hidden_states: list | None = None, attentions: list | None = None) -> torch.Tensor:
         """z = g(f_sensor(x; index)): trunk latents of the tokens at `index` (all tokens when None)."""
         tokens = self.stems[sensor](pixel_values.to(self.dtype))
         if index is not None:
             tokens = gather_tokens(tokens, index)
-        return self.trunk_for(sensor)(tokens, hidden_states)
+        return self.trunk_for(sensor)(tokens, hidden_states, attentions)
 
     # ------------------------------------------------------------------ inference
     def forward(
@@ -579,30 +670,38 @@ class CRJepaModel(CRJepaPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         check_finite: bool = True,
+        output_attentions: bool | None = None,
         **kwargs: Any,
     ) -> CRJepaModelOutput | tuple:
         """Embed a batch of one sensor with all tokens (no masking).
 
         pixel_values: (B, C, image_size, image_size) from CRJepaImageProcessor, any float dtype (cast to the
         model's). sensor: which stem (default: `sensor_of`). space: "unified" or "cross" for image_embeds (None:
-        both spaces, image_embeds = unified). return_dict=False returns the output's set fields as a tuple.
+        both spaces, image_embeds = unified). output_attentions: each trunk block's attention weights (computed with
+        the eager kernel). return_dict=False returns the output's set fields as a tuple. Other keyword arguments are
+        refused (a TypeError naming them), never ignored.
         """
+        if kwargs:
+            raise TypeError(f"CRJepaModel.forward got unexpected keyword argument(s) {sorted(kwargs)}")
         output_hidden_states = (output_hidden_states if output_hidden_states is not None
                                 else self.config.output_hidden_states)
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         sensor = self.sensor_of(pixel_values, sensor)
         self.check_pixel_values(pixel_values, sensor, check_finite)
         spaces = SPACES if space is None else (space,)
         names = {s: self.head_name(s) for s in spaces}
         hidden_states: list | None = [] if output_hidden_states else None
-        last_hidden_state = self.encode(pixel_values, sensor, hidden_states=hidden_states)
+        attentions: list | None = [] if output_attentions else None
+        last_hidden_state = self.encode(pixel_values, sensor, hidden_states=hidden_states, attentions=attentions)
         pooled = last_hidden_state.mean(dim=1)
         projected = {name: self.heads[name](pooled)[1] for name in dict.fromkeys(names.values())}
         embeds = {s: projected[name] for s, name in names.items()}
         output = CRJepaModelOutput(
             last_hidden_state=last_hidden_state, pooler_output=pooled, image_embeds=embeds[spaces[0]],
             unified_embeds=embeds.get("unified"), cross_embeds=embeds.get("cross"),
-            hidden_states=tuple(hidden_states) if hidden_states is not None else None)
+            hidden_states=tuple(hidden_states) if hidden_states is not None else None,
+            attentions=tuple(attentions) if attentions is not None else None)
         return output if return_dict else output.to_tuple()
 
     @torch.no_grad()
@@ -735,7 +834,12 @@ class CRJepaForPreTraining(CRJepaPreTrainedModel):
         with the target sensor as a candidate (single-sensor rows are true negatives), SIGReg every projection
         of a present sensor; a term without rows is 0 (never NaN) and `output.rows` says how many rows it used.
         Shapes stay static (every row is computed, absent ones are weighted 0). None: every row has every sensor.
+        Other keyword arguments (output_attentions, output_hidden_states, ...) are refused, never ignored: the
+        objective returns losses; `model.crjepa(...)` returns the encoder's tokens and attention weights.
         """
+        if kwargs:
+            raise TypeError(f"CRJepaForPreTraining.forward computes the objective and takes no {sorted(kwargs)}; call "
+                            "the encoder (model.crjepa(pixel_values, sensor=..., output_attentions=True)) for those")
         if torch.is_tensor(pixel_values):  # wave-1 positional call model(a, b, ...)
             pixel_values_a, pixel_values = pixel_values, None
         if pixel_values is None:

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -142,3 +143,60 @@ def test_concurrent_index_saves_and_readers_never_see_a_half_replaced_index(tmp_
     assert not problems, problems[:5]
     assert set(outcomes) <= {"saved", "locked"} and outcomes.count("saved") >= 1 and loads[0] > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]  # no .old-PID / .tmp / lock leftovers
+
+
+WINDOWS_LIKE = textwrap.dedent("""
+    # A Windows-like interpreter: `import fcntl` raises ImportError, then crjepa.utils.locks gets an msvcrt whose
+    # locking() is simulated with POSIX byte-range locks (same calls, same offsets, one lock per process), so its
+    # Windows branch runs for real (msvcrt is not put in sys.modules: the standard library would take us for Windows)
+    import fcntl as _fcntl, os, sys, types
+    sys.modules["fcntl"] = None
+    import crjepa.search, crjepa.search.index, crjepa.hub.archive, crjepa.utils.locks as locks
+    assert locks.fcntl is None
+    msvcrt = types.ModuleType("msvcrt")
+    msvcrt.LK_UNLCK, msvcrt.LK_NBLCK = 0, 2
+    def locking(fd, mode, nbytes):
+        start = os.lseek(fd, 0, os.SEEK_CUR)
+        _fcntl.lockf(fd, _fcntl.LOCK_UN if mode == msvcrt.LK_UNLCK else _fcntl.LOCK_EX | _fcntl.LOCK_NB, nbytes, start)
+    msvcrt.locking = locking
+    locks.msvcrt = msvcrt
+""")
+
+
+@pytest.mark.slow
+def test_search_and_archives_import_without_fcntl_and_locks_still_exclude(tmp_path):
+    """crjepa.search and crjepa.hub.archive import where fcntl does not exist (Windows); the lock then takes the
+    msvcrt path: a second writer stops naming the holder, a killed holder's lock is reported and taken over."""
+    lock = tmp_path / ".out.lock"
+    holder_code = WINDOWS_LIKE + textwrap.dedent(f"""
+        import time
+        from crjepa.utils.locks import DirLock
+        held = DirLock({str(lock)!r}, what="writing embeddings").acquire()
+        print("locked", flush=True)
+        time.sleep(60)
+    """)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    holder = subprocess.Popen([sys.executable, "-c", holder_code], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        line = holder.stdout.readline().strip()
+        assert line == "locked", holder.stderr.read()
+        second = subprocess.run([sys.executable, "-c", WINDOWS_LIKE + textwrap.dedent(f"""
+            from crjepa.utils.locks import DirLock, LockedError
+            try:
+                DirLock({str(lock)!r}).acquire()
+            except LockedError as exc:
+                print(exc)
+        """)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert f"in use by another crjepa process: pid {holder.pid}" in second.stdout, second.stderr
+        assert "(writing embeddings)" in second.stdout
+    finally:
+        holder.kill()
+        holder.wait()
+    third = subprocess.run([sys.executable, "-c", WINDOWS_LIKE + textwrap.dedent(f"""
+        from crjepa.utils.locks import DirLock
+        with DirLock({str(lock)!r}) as taken:
+            print(taken.stale["pid"])
+    """)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert third.stdout.split() == [str(holder.pid)] and "taking over the stale lock" in third.stderr, third.stderr
+    assert not lock.exists()

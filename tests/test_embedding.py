@@ -63,7 +63,7 @@ def test_one_process_equals_the_in_memory_embedding(root: Path) -> None:
     from crjepa.eval.retrieval import compute_embeddings
 
     archive = load_embeddings(root / "one", load_indices=False)
-    assert sorted(p.name for p in (root / "one" / "data").iterdir()) == [f"train-{i:05d}.parquet" for i in range(5)]
+    assert sorted(p.name for p in (root / "one" / "data").iterdir()) == [f"test-{i:05d}.parquet" for i in range(5)]
     dataset = _load_data({"dataset": "synthetic", "seed": 0, "num_pairs": 40}, "test")
     model = CRJepaModel.from_pretrained(root / "model").eval()
     reference = compute_embeddings(model, dataset, batch_size=4)
@@ -111,8 +111,8 @@ def test_a_killed_run_resumes_to_the_same_result(root: Path) -> None:
     killed = subprocess.run([sys.executable, "-c", KILL_AFTER_SHARDS, "3", *args], cwd=root, env=_env(),
                             capture_output=True, text=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    done = sorted((root / "killed" / "data").glob("train-*.parquet"))
-    assert [p.name for p in done] == [f"train-{i:05d}.parquet" for i in range(3)]
+    done = sorted((root / "killed" / "data").glob("test-*.parquet"))
+    assert [p.name for p in done] == [f"test-{i:05d}.parquet" for i in range(3)]
     assert not (root / "killed" / "embeddings_info.json").exists()
     stamps = {p: p.stat().st_mtime_ns for p in done}
     resumed = subprocess.run([sys.executable, "-m", "crjepa.cli", *args], cwd=root, env=_env(), capture_output=True,
@@ -210,7 +210,7 @@ def test_a_finished_archive_is_marked_and_published_without_its_run_folder(root:
     files = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
     published = list(filter_repo_objects(files, ignore_patterns=upload["ignore_patterns"]))
     assert ".embed/run.json" in files and not [f for f in published if f.startswith(".embed")]
-    assert "embeddings_info.json" in published and "data/train-00000.parquet" in published
+    assert "embeddings_info.json" in published and "data/test-00000.parquet" in published
     assert ".crjepa-output.json" not in published
 
 
@@ -225,3 +225,40 @@ def test_accelerate_launch_two_processes_give_the_embeddings_of_one(root: Path) 
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "process 1/2: 3 shards written" in proc.stdout and "process 2/2: 2 shards written" in proc.stdout
     _same_archive(root / "one", root / "launched")
+
+
+def test_archive_of_the_test_split_is_published_as_test_with_license_and_source_in_words(root: Path, tmp_path) -> None:
+    """`embed --split test`: shards data/test-*.parquet, the card's data_files name the split `test` (load_dataset
+    gives split "test"), the license is the source data's, the source is a sentence (no raw JSON)."""
+    import logging
+    import warnings
+
+    import datasets
+    from huggingface_hub import DatasetCard
+
+    from crjepa.hub.archive import source_license
+
+    archive = root / "one"
+    assert sorted(p.name.split("-")[0] for p in (archive / "data").glob("*.parquet")) == ["test"] * 5
+    card = DatasetCard.load(archive / "README.md")
+    assert card.data.license == "apache-2.0"  # the synthetic set's license
+    assert card.data.configs == [{"config_name": "default", "data_files": [{"split": "test",
+                                                                             "path": "data/test-*.parquet"}]}]
+    assert "Source data: the `test` split of the built-in synthetic" in card.text and '{"dataset"' not in card.text
+    assert 'split="test"' in card.text
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(level=logging.WARNING)
+    handler.emit = records.append
+    logging.getLogger().addHandler(handler)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            loaded = datasets.load_dataset(str(archive), cache_dir=str(tmp_path / "hf"))
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert list(loaded) == ["test"] and len(loaded["test"]) == 40 and not records
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "README.md").write_text("---\nlicense: cdla-permissive-1.0\npretty_name: x\n---\n# x\n")
+    assert source_license({"dataset": str(export), "split": "test"}) == "cdla-permissive-1.0"
+    assert source_license({"dataset": "user/remote"}) is None

@@ -189,15 +189,21 @@ CASES = [  # module, package function, compute() kwargs, single-label (class ids
 
 @pytest.mark.slow
 def test_evaluate_modules_match_package(tmp_path: Path) -> None:
-    """evaluate.load offline (fresh HF_HOME and cache, module copied out of the repo) gives the package value,
-    for a whole compute() and for queries streamed with add_batch. One subprocess: importing evaluate is slow."""
+    """evaluate.load offline (fresh HF_HOME and cache, module copied out of the repo, crjepa unimportable: the
+    modules stand alone) gives the package value, for a whole compute() and for queries streamed with add_batch; each
+    module has its metric card. One subprocess: importing evaluate is slow."""
     sim, ql, gl = _random_case(nq=12, ng=12, seed=5)
     class_ids = ql.argmax(axis=1)
     shutil.copytree(MODULES, tmp_path / "modules")
     np.savez(tmp_path / "case.npz", sim=sim, ql=ql, gl=gl, ids=class_ids)
     script = textwrap.dedent(
         """
-        import json, sys
+        import importlib.abc, json, sys
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("crjepa", "modeling_crjepa", "datasets_scripts"):
+                    raise ImportError("crjepa blocked: " + name)
+        sys.meta_path.insert(0, Block())
         import numpy as np
         import evaluate
         tmp, cases = sys.argv[1], json.loads(sys.argv[2])
@@ -211,6 +217,7 @@ def test_evaluate_modules_match_package(tmp_path: Path) -> None:
                 metric.add_batch(similarity=case["sim"][rows], query_labels=ql[rows])
             batched = metric.compute(gallery_labels=gl, **kwargs)
             results.append([whole, batched])
+        assert not [m for m in sys.modules if m.split(".")[0] == "crjepa"]
         print(json.dumps(results))
         """
     )
@@ -222,6 +229,9 @@ def test_evaluate_modules_match_package(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr[-3000:]
     results = json.loads(out.stdout.strip().splitlines()[-1])
+    for module in {module for module, *_ in CASES}:
+        card = (MODULES / module / "README.md").read_text()
+        assert "tags:\n- evaluate\n- metric" in card and f'evaluate.load("{module}' in card.replace("path/to/", "")
     for (module, function, kwargs, single), (whole, batched) in zip(CASES, results):
         labels = (class_ids, class_ids) if single else (ql, gl)
         expected = function(sim, *labels, **kwargs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import datasets
@@ -100,8 +101,9 @@ def test_evaluate_retrieval_four_directions_and_markdown(model, pairs):
     assert lines[2].startswith("| F1@5 | ") and f"{results['F1@5']['s1->s2'] * 100:.2f}" in lines[2]
     assert len(lines) == 2 + 3
     entries = results.model_index()
-    assert len(entries) == 3 * 4 and entries[0].task_type == "image-retrieval"
-    assert entries[0].dataset_name == "synthetic" and entries[0].metric_type == "f1_at_5"
+    assert len(entries) == 3 * 4 and entries[0].task_type == "image-feature-extraction"
+    assert entries[0].dataset_name == entries[0].dataset_type == "synthetic"
+    assert (entries[0].metric_type, entries[0].metric_args) == ("crjepa_f1_at_k", {"k": 5, "variant": "paper"})
     assert entries[0].metric_value == round(results["F1@5"]["s1->s1"] * 100, 2)
     assert type(results).from_dict(results.as_dict()).metrics == results.metrics
 
@@ -212,3 +214,31 @@ def test_a_direction_without_rows_is_reported_not_scored():
     assert any(note.startswith("a->b: not scored (0 queries with 'a'") for note in results.notes)
     assert "| n/a |" in results.to_markdown()
     assert {r.metric_config for r in results.model_index()} == {"b->b"}
+
+
+def test_model_index_names_a_hub_task_and_the_evaluate_module_with_the_arguments_that_give_each_value(model, pairs):
+    """task.type is a Hub task (the model's pipeline tag), dataset.type an id, and metric.type + metric.args name the
+    evaluate module (crjepa/eval/metrics_modules/<type>/) and the compute() arguments that reproduce the value."""
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    from crjepa.eval import metrics
+    from crjepa.eval.retrieval import MODEL_INDEX_TASK, dataset_id, metric_module
+
+    assert MODEL_INDEX_TASK in PIPELINE_REGISTRY.get_supported_tasks()
+    assert dataset_id("BEN-14K (reBEN)") == "ben-14k-reben"
+    results = evaluate_retrieval(model, pairs, k=5, dataset_name="BEN-14K (reBEN)")
+    queries = compute_embeddings(model, pairs)
+    sim = queries["s1_cross"] @ queries["s2_cross"].T
+    functions = {"crjepa_f1_at_k": metrics.f1_at_k, "crjepa_map": metrics.mean_average_precision,
+                 "crjepa_precision_at_k": metrics.precision_at_k}
+    modules = Path(metrics.__file__).parent / "metrics_modules"
+    for entry in results.model_index(dataset_type="user/ben14k"):
+        assert entry.task_type == "image-feature-extraction" and entry.dataset_type == "user/ben14k"
+        assert (modules / entry.metric_type / f"{entry.metric_type}.py").is_file()
+        if entry.metric_config == "s1->s2":
+            value = functions[entry.metric_type](sim, queries.labels, queries.labels, **entry.metric_args)
+            assert entry.metric_value == pytest.approx(round(value * 100, 2)), entry.metric_name
+    assert results.model_index()[0].dataset_type == "ben-14k-reben"
+    single = [metric_module(name) for name in ("mAP", "P@5")]
+    assert single == [("crjepa_map", {"relevance": "same_class"}),
+                      ("crjepa_precision_at_k", {"k": 5, "relevance": "same_class"})]

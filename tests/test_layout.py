@@ -20,9 +20,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_FILES = {"__init__.py", "configuration_crjepa.py", "modeling_crjepa.py", "losses.py",
-               "image_processing_crjepa.py"}
-MODEL_ALLOWED = {"torch", "transformers", "numpy", "huggingface_hub"}  # huggingface_hub: a dependency of transformers
-# (the strict config dataclass; HfApi inside push_to_hub), so it is wherever the model loads
+               "image_processing_crjepa.py", "pipeline_crjepa.py"}
+MODEL_ALLOWED = {"torch", "transformers", "numpy", "huggingface_hub", "PIL"}  # huggingface_hub: a dependency of
+# transformers (the strict config dataclass; HfApi inside push_to_hub), so it is wherever the model loads; PIL:
+# transformers' AutoImageProcessor requires Pillow, so it is wherever the image processor loads
 PACKAGES = ("crjepa", "datasets_scripts", "modeling_crjepa")
 LIGHT_MODULES = ("crjepa", "crjepa.utils.atomic", "crjepa.utils.resources", "crjepa.data.schema",
                  "crjepa.data.images", "crjepa.data.labels", "crjepa.eval.metrics", "crjepa.hub.cards",

@@ -86,7 +86,8 @@ def test_info_nce_and_uni_loss_reference():
 
 @pytest.mark.slow
 def test_sigreg_two_processes_agree(tmp_path):
-    """Two gloo processes, each with half of a batch: same directions, same value as one process on all of it."""
+    """Two gloo processes, each with half of a batch: same directions, same value as one process on all of it;
+    the all-reduce emits no warning (FutureWarnings are errors in the workers)."""
     script = tmp_path / "worker.py"
     script.write_text(textwrap.dedent(f"""
         import os, sys, torch, torch.distributed as dist
@@ -105,7 +106,8 @@ def test_sigreg_two_processes_agree(tmp_path):
         dist.destroy_process_group()
     """))
     env = offline_env()
-    procs = [subprocess.Popen([sys.executable, str(script), str(r)], env=env) for r in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-W", "error::FutureWarning", str(script), str(r)], env=env)
+             for r in range(2)]
     assert [p.wait() for p in procs] == [0, 0]  # a hang is caught by pytest-timeout
     out = [torch.load(tmp_path / f"out{r}.pt") for r in range(2)]
     assert torch.equal(out[0]["dirs"], out[1]["dirs"])

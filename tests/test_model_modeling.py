@@ -391,3 +391,53 @@ def test_batch_without_pairs_trains_same_sensor_routes_and_zeroes_the_cross_term
         model({"s1": a, "s2": b}, present={"s1": torch.ones(3, dtype=torch.bool)})
     with pytest.raises(ValueError, match="sensor\\(s\\) \\['dem'\\]"):
         model({"s1": a, "s2": b}, present={"dem": torch.ones(8, dtype=torch.bool)})
+
+
+def test_output_attentions_are_returned_and_match_the_eager_softmax_and_other_kwargs_are_refused():
+    """output_attentions is honoured (one (B, heads, N, N) map per trunk block, rows summing to 1, the same tokens as
+    without it), never silently ignored; unknown keyword arguments are a TypeError, on both models."""
+    model = tiny().eval()
+    encoder = model.crjepa
+    config = model.config
+    pixels = batch(model, n=3)[1]
+    plain = encoder(pixels, sensor="s2")
+    out = encoder(pixels, sensor="s2", output_attentions=True)
+    assert plain.attentions is None and len(out.attentions) == config.num_hidden_layers
+    tokens = config.num_patches
+    for weights in out.attentions:
+        assert weights.shape == (3, config.num_attention_heads, tokens, tokens)
+        assert torch.allclose(weights.sum(-1), torch.ones(()), atol=1e-5)
+    scale = plain.last_hidden_state.abs().max().item()
+    assert torch.allclose(out.last_hidden_state, plain.last_hidden_state, atol=1e-5 * scale)
+    # the first block's map is softmax(q k^T / sqrt(d)) of its normalised input
+    block = encoder.trunk.blocks[0]
+    x = block.norm1(encoder.stems["s2"](pixels))
+    q, k, _ = torch.nn.functional.linear(x, torch.cat([block.attn.q.weight, block.attn.kv.weight]),
+                                         torch.cat([block.attn.q.bias, block.attn.kv.bias])).view(
+        3, tokens, 3, config.num_attention_heads, -1).permute(2, 0, 3, 1, 4)
+    expected = torch.softmax(q @ k.transpose(-1, -2) * block.attn.scaling, dim=-1)
+    assert torch.allclose(out.attentions[0], expected, atol=1e-5)
+    assert encoder(pixels, sensor="s2", output_attentions=True, return_dict=False)[-1][0].shape == expected.shape
+    with pytest.raises(TypeError, match="interpolate_pos_encoding"):
+        encoder(pixels, sensor="s2", interpolate_pos_encoding=True)
+    a, b = batch(model, n=3)
+    with pytest.raises(TypeError, match=r"output_attentions.*model\.crjepa"):
+        model({"s1": a, "s2": b}, output_attentions=True)
+
+
+def test_input_embeddings_are_the_sensor_stems_and_require_grads_reaches_every_sensor():
+    model = tiny()
+    stems = model.get_input_embeddings()
+    assert stems is model.crjepa.stems and list(stems) == ["s1", "s2"] and model.crjepa.get_input_embeddings() is stems
+    model.requires_grad_(False)
+    model.enable_input_require_grads()
+    a, b = batch(model, n=2)
+    for sensor, pixels in (("s1", a), ("s2", b)):
+        assert model.crjepa(pixels, sensor=sensor).last_hidden_state.requires_grad, sensor
+    model.disable_input_require_grads()
+    assert not model.crjepa(a, sensor="s1").last_hidden_state.requires_grad
+    replacement = torch.nn.ModuleDict({name: stem for name, stem in stems.items()})
+    model.set_input_embeddings(replacement)
+    assert model.get_input_embeddings() is replacement
+    with pytest.raises(ValueError, match=r"one stem per sensor \['s1', 's2'\]"):
+        model.set_input_embeddings(torch.nn.ModuleDict({"s1": stems["s1"]}))

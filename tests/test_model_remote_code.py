@@ -117,9 +117,16 @@ PIPELINE = textwrap.dedent("""
     logging.set_verbosity_warning()
     folder, out = sys.argv[1], sys.argv[2]
     image = Image.open(folder + "/../rgb.png")
+    s2 = np.load(folder + "/../s2.npy")  # (12, H, W) uint16
     extractor = pipeline("image-feature-extraction", model=folder, trust_remote_code=True)
-    pooled = np.asarray(extractor(image, pool=True, return_tensors=True))
-    tokens = np.asarray(extractor(image, return_tensors=True))
+    unified = np.asarray(extractor(image, return_tensors=True))  # the rgb sensor, found by its 3 bands
+    s2_cross = np.asarray(extractor(s2, sensor="s2", space="cross"))
+    inferred = type(pipeline(model=folder, trust_remote_code=True)).__name__  # the task from custom_pipelines
+    try:
+        pipeline("image-feature-extraction", model=folder, trust_remote_code=False)
+        refused = ""
+    except ValueError as exc:
+        refused = str(exc)
     encoder = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
     pretraining = AutoModelForPreTraining.from_pretrained(folder, trust_remote_code=True).eval()
     bf16 = AutoModel.from_pretrained(folder, trust_remote_code=True, dtype=torch.bfloat16).eval()
@@ -127,9 +134,11 @@ PIPELINE = textwrap.dedent("""
     pixels = proc(image)["pixel_values"]  # float32, the rgb sensor found by its channel count
     with torch.no_grad():
         half = bf16(pixels, space="cross")
-    np.savez(out, pooled=pooled, tokens=tokens, bf16_cross=half.image_embeds.float().numpy(),
+    np.savez(out, unified=unified, s2_cross=s2_cross, bf16_cross=half.image_embeds.float().numpy(),
              cross=encoder(pixels, space="cross").image_embeds.detach().numpy())
     print(json.dumps({"pipeline_model": type(extractor.model).__name__, "encoder": type(encoder).__name__,
+                      "pipeline": type(extractor).__name__, "inferred": inferred,
+                      "refused": "trust_remote_code=True" in refused,
                       "pretraining": type(pretraining).__name__, "predictors": sorted(pretraining.predictors),
                       "bf16_dtype": str(half.last_hidden_state.dtype),
                       "leaked": [m for m in sys.modules if m.split(".")[0] in ("modeling_crjepa", "crjepa")]}))
@@ -152,7 +161,8 @@ def train_two_steps(config: CRJepaConfig) -> CRJepaForPreTraining:
 
 @pytest.mark.slow
 def test_pipeline_and_auto_classes_on_a_pretraining_checkpoint_in_a_fresh_process(tmp_path):
-    """pipeline("image-feature-extraction"), AutoModel (encoder, predictors dropped without a warning),
+    """pipeline("image-feature-extraction") (the crjepa pipeline the config registers: retrieval embeddings of a PIL
+    RGB image and of a uint16 12-band array), AutoModel (encoder, predictors dropped without a warning),
     AutoModelForPreTraining and a bf16 model on float32 pixels, from remote code alone."""
     from PIL import Image
 
@@ -164,24 +174,30 @@ def test_pipeline_and_auto_classes_on_a_pretraining_checkpoint_in_a_fresh_proces
     folder = tmp_path / "model"
     model.save_pretrained(folder)
     CRJepaImageProcessor.from_config(config).save_pretrained(folder)
-    assert json.loads((folder / "config.json").read_text())["architectures"] == ["CRJepaForPreTraining"]
+    saved = json.loads((folder / "config.json").read_text())
+    assert saved["architectures"] == ["CRJepaForPreTraining"] and (folder / "pipeline_crjepa.py").is_file()
+    assert saved["custom_pipelines"] == {"image-feature-extraction": {
+        "impl": "pipeline_crjepa.CRJepaFeatureExtractionPipeline", "pt": ["AutoModel"], "type": "image"}}
     readme = (folder / "README.md").read_text()
     assert "pipeline_tag: image-feature-extraction" in readme and "CR-JEPA" in readme  # the crjepa card
     rgb = np.random.default_rng(0).integers(0, 256, size=(48, 40, 3), dtype=np.uint8)
     Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    s2 = np.random.default_rng(1).integers(0, 6000, size=(12, 50, 50), dtype=np.uint16)
+    np.save(tmp_path / "s2.npy", s2)
     info, stderr = _run_elsewhere(tmp_path, "pipe.py", PIPELINE, folder)
     assert info == {"pipeline_model": "CRJepaModel", "encoder": "CRJepaModel", "pretraining": "CRJepaForPreTraining",
-                    "predictors": ["aa", "bb", "cross"], "bf16_dtype": "torch.bfloat16", "leaked": []}
+                    "pipeline": "CRJepaFeatureExtractionPipeline", "inferred": "CRJepaFeatureExtractionPipeline",
+                    "refused": True, "predictors": ["aa", "bb", "cross"], "bf16_dtype": "torch.bfloat16",
+                    "leaked": []}
     assert "predictors" not in stderr and "UNEXPECTED" not in stderr.upper()  # no warning storm
 
     out = np.load(tmp_path / "out.npz")
     processor = CRJepaImageProcessor.from_config(config)
     pixels = processor(np.asarray(Image.open(tmp_path / "rgb.png")), input_data_format="channels_last")["pixel_values"]
-    with torch.no_grad():
-        expected = model.crjepa(pixels, sensor="rgb")
-    assert out["tokens"].shape == (1, config.num_patches, config.hidden_size)
-    assert np.allclose(out["tokens"], expected.last_hidden_state.numpy(), atol=1e-5)
-    assert np.allclose(out["pooled"], expected.pooler_output.numpy(), atol=1e-5)
+    assert out["unified"].shape == (config.retrieval_dim,)
+    assert np.allclose(out["unified"], model.get_embeddings(pixels, "rgb", "unified")[0].numpy(), atol=1e-5)
+    s2_pixels = processor(s2, sensor="s2")["pixel_values"]
+    assert np.allclose(out["s2_cross"], model.get_embeddings(s2_pixels, "s2", "cross")[0].numpy(), atol=1e-5)
     assert np.allclose(out["cross"], model.get_embeddings(pixels, "rgb", "cross").numpy(), atol=1e-5)
     assert np.allclose(out["bf16_cross"], out["cross"], atol=0.05)
 
@@ -293,6 +309,11 @@ def test_push_to_hub_uploads_the_crjepa_card_and_can_push_the_encoder_only(tmp_p
         def create_repo(self, repo_id, **kwargs):
             return type("Repo", (), {"repo_id": repo_id})()
 
+        def hf_hub_download(self, repo_id, filename, **kwargs):  # a new repo: no card yet
+            from huggingface_hub.errors import EntryNotFoundError
+
+            raise EntryNotFoundError(filename)
+
         def upload_folder(self, repo_id, folder_path, **kwargs):
             from safetensors import safe_open
 
@@ -312,3 +333,81 @@ def test_push_to_hub_uploads_the_crjepa_card_and_can_push_the_encoder_only(tmp_p
     assert any(k.startswith("predictors.") for k in full["keys"])
     assert encoder["card"] == "# my card\n" and encoder["config"]["architectures"] == ["CRJepaModel"]
     assert not any("predictors" in k for k in encoder["keys"]) and any(k.startswith("stems.") for k in encoder["keys"])
+
+
+class RecordingApi:
+    """An HfApi stand-in (offline) that records every call and what the uploaded folder held; ``card`` is the
+    README.md already in the repo (None: the repo has none)."""
+
+    def __init__(self, card: str | None = None, tmp_path=None) -> None:
+        self.card, self.tmp_path, self.calls = card, tmp_path, []
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(("create_repo", repo_id, kwargs))
+        return type("Repo", (), {"repo_id": repo_id})()
+
+    def hf_hub_download(self, repo_id, filename, **kwargs):
+        from huggingface_hub.errors import EntryNotFoundError
+
+        self.calls.append(("hf_hub_download", repo_id, {"filename": filename, **kwargs}))
+        if self.card is None:
+            raise EntryNotFoundError(f"{filename} not in {repo_id}")
+        path = self.tmp_path / "hub_readme.md"
+        path.write_text(self.card)
+        return str(path)
+
+    def upload_folder(self, repo_id, folder_path, **kwargs):
+        files = sorted(os.listdir(folder_path))
+        self.calls.append(("upload_folder", repo_id, {**kwargs, "files": files,
+                                                      "card": open(os.path.join(folder_path, "README.md")).read()}))
+        return "commit"
+
+
+def full_card() -> str:
+    """A trained model's card: metadata with model-index results, a body with the results table."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    data = ModelCardData(model_name="crjepa-ben14k", library_name="transformers", tags=["crjepa"], eval_results=[
+        EvalResult(task_type="image-feature-extraction", dataset_type="user/ben14k", dataset_name="BEN-14K",
+                   metric_type="crjepa_f1_at_k", metric_value=75.82, metric_config="s1->s2")])
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n# crjepa-ben14k\n\n| F1@5 | 75.82 |\n"))
+
+
+def test_push_to_hub_passes_every_argument_through_and_keeps_the_full_card(tmp_path):
+    """Every argument of transformers' push_to_hub reaches the client or the files (tags into the card's metadata,
+    max_shard_size into the shards); the card is the one beside the loaded weights, else the repo's own (kept with
+    its model-index), else the crjepa default; an unknown argument is a TypeError, never dropped."""
+    from huggingface_hub import ModelCard
+
+    torch.manual_seed(0)
+    model = CRJepaModel(CRJepaConfig.from_preset("tiny"))
+    hub = RecordingApi(card=full_card(), tmp_path=tmp_path)
+    assert model.push_to_hub("me/model", commit_message="msg", commit_description="why", private=True, token="tok",
+                             revision="dev", create_pr=True, max_shard_size="100KB", tags=["sentinel-2"],
+                             api=hub) == "commit"
+    (_, repo, created), (_, _, download), (_, _, upload) = hub.calls
+    assert repo == "me/model" and created == {"private": True, "token": "tok", "exist_ok": True}
+    assert download == {"filename": "README.md", "revision": "dev", "token": "tok"}
+    files = upload.pop("files")
+    assert {k: upload[k] for k in ("commit_message", "commit_description", "token", "revision", "create_pr")} == {
+        "commit_message": "msg", "commit_description": "why", "token": "tok", "revision": "dev", "create_pr": True}
+    assert "model.safetensors.index.json" in files and len([f for f in files if f.endswith(".safetensors")]) > 1
+    assert {"preprocessor_config.json", "pipeline_crjepa.py", "README.md"} <= set(files)
+    pushed = ModelCard(upload["card"])
+    assert pushed.data.tags == ["crjepa", "sentinel-2"] and "| F1@5 | 75.82 |" in pushed.text
+    assert [(r.metric_type, r.metric_value) for r in pushed.data.eval_results] == [("crjepa_f1_at_k", 75.82)]
+
+    # loaded from a trained model's folder: that folder's card travels (the repo has none yet)
+    folder = tmp_path / "trained"
+    model.save_pretrained(folder)
+    (folder / "README.md").write_text(full_card())
+    again = CRJepaModel.from_pretrained(folder)
+    fresh = RecordingApi(card=None, tmp_path=tmp_path)
+    again.push_to_hub("me/other", api=fresh)
+    assert fresh.calls[-1][2]["card"] == full_card() and fresh.calls[-1][2]["commit_message"] == "Upload CR-JEPA model"
+    # nothing anywhere: the crjepa default card, never transformers' generic one
+    nothing = RecordingApi(card=None, tmp_path=tmp_path)
+    CRJepaModel(CRJepaConfig.from_preset("tiny")).push_to_hub("me/new", api=nothing)
+    assert "pipeline(\"image-feature-extraction\"" in nothing.calls[-1][2]["card"]
+    with pytest.raises(TypeError, match="safe_serialization"):
+        model.push_to_hub("me/model", api=hub, safe_serialization=True)

@@ -48,6 +48,12 @@ def test_wheel_ships_the_card_templates_and_uses_them(wheel_site, tmp_path):
     assert {"crjepa/model_cards/model_card.md", "crjepa/model_cards/embeddings_card.md",
             "crjepa/model_cards/dataset_card.md"} <= names, sorted(n for n in names if "card" in n)
     assert TEMPLATES == ["dataset_card.md", "embeddings_card.md", "model_card.md"]
+    metrics = (ROOT / "crjepa" / "eval" / "metrics.py").read_bytes()
+    for module in ("crjepa_f1_at_k", "crjepa_map", "crjepa_precision_at_k"):  # the evaluate modules, whole
+        folder = wheel_site / "crjepa" / "eval" / "metrics_modules" / module
+        assert (folder / f"{module}.py").is_file() and (folder / "README.md").is_file(), module
+        assert (folder / "retrieval_metrics.py").read_bytes() == metrics, module  # the link, as a plain file
+    assert "modeling_crjepa/pipeline_crjepa.py" in names
     # the unpacked wheel, imported without site processing (no editable-install hooks, so not this checkout)
     code = ("import crjepa.hub.cards as m, crjepa.hub.archive as h\n"
             "print(m.MODEL_CARD_TEMPLATE); print(h.CARD_TEMPLATE); print(m.card_template('dataset_card.md'))\n"

@@ -204,6 +204,7 @@ def test_readme_commands_run_on_real_data(workdir, reben_dirs, monkeypatch):
                 call, shown = line.split("#", 1)[0].strip(), line.split("e.g. ", 1)[1]
                 assert eval(call, namespace) == eval(shown), line  # noqa: S307 - the README's own example
     assert tuple(namespace["e"].shape) == (1, 32)
+    assert np.allclose(namespace["v"], namespace["e"][0].numpy(), atol=1e-6)  # the pipeline's one call, same vector
     assert (workdir / "data" / "reben-s2" / "README.md").is_file() and (workdir / "eval").is_dir()
     assert (workdir / "grid.png").is_file() and (workdir / "data" / "reben-lmdb" / "README.md").is_file()
 

@@ -78,7 +78,8 @@ def test_card_parses_and_declares_configs_features_license(exported):
     assert data["license"] == "apache-2.0" and "image-feature-extraction" in data["task_categories"]
     assert "remote-sensing" in data["tags"]
     assert datasets.Features._from_yaml_list(data["dataset_info"]["features"]) == builder.info.features
-    assert {"name": "train", "num_examples": 6} in data["dataset_info"]["splits"]
+    assert {"name": "train", "num_examples": 6} in [{k: v for k, v in split.items() if k != "num_bytes"}
+                                                    for split in data["dataset_info"]["splits"]]
     assert "| `s2` | 12 | 16x16 | uint16 |" in card.text and "Marine waters" in card.text
 
 
@@ -144,3 +145,39 @@ def test_cli_synthetic_exports_and_reports_errors_in_one_line(tmp_path):
                                                                "validation-00000-of-00001.parquet"]
     again = _cli(*args, cwd=tmp_path)
     assert again.returncode == 2 and "error:" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_metadata_column_types_are_inferred_and_values_typed():
+    from datasets_scripts.common import infer_column_type, typed_value
+
+    assert infer_column_type(["45.1", "-3", ""]) == "float64" and infer_column_type(["3", "12", " "]) == "int64"
+    assert infer_column_type(["007", "12"]) == "string"  # an id with a leading zero stays text
+    assert infer_column_type(["T33UVP", "4"]) == "string" and infer_column_type(["", ""]) == "string"
+    assert typed_value("45.5", "float64") == 45.5 and typed_value("", "float64") is None
+    assert typed_value("12", "int64") == 12 and typed_value(None, "string") == ""
+
+
+def test_export_loads_and_streams_without_a_warning_and_exports_without_num_proc_noise(tmp_path, caplog):
+    """`load_dataset(EXPORT)` and streaming raise no warning and log none (the card's dataset_info is datasets' own,
+    split sizes included); a num_proc export logs no "Setting num_proc back to 1" lines; the card's text is whole."""
+    import logging
+    import warnings
+
+    caplog.set_level(logging.INFO)
+    out = export_builder(tiny_builder(tmp_path), tmp_path / "out", num_proc=2)
+    assert not [r for r in caplog.records if "num_proc" in r.getMessage()]
+    caplog.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "hf"))
+        streamed = datasets.load_dataset(str(out), streaming=True)
+        first = next(iter(streamed["test"]))
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], [r.getMessage() for r in caplog.records]
+    assert {s: len(d) for s, d in ds.items()} == {"train": 6, "validation": 3, "test": 2}
+    assert first["id"] == ds["test"][0]["id"]
+    card = DatasetCard.load(out / "README.md")
+    splits = card.data.to_dict()["dataset_info"]["splits"]
+    assert [(s["name"], s["num_examples"]) for s in splits] == [("train", 6), ("validation", 3), ("test", 2)]
+    assert all(s["num_bytes"] > 0 for s in splits)
+    assert S.SyntheticPairs.CARD["description"] in card.text and card.text.count("S1-like SAR (VV, VH") == 1
+    assert "https://github.com/)" not in card.text and "arxiv.org/abs/2606.00706" in card.text

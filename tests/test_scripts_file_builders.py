@@ -231,6 +231,10 @@ def test_paired_cli_keep_unpaired_and_split_by_tile(unpaired_csv, tmp_path, caps
     assert main(args) == 0
     ds = load_paired_dataset(out, cache_dir=str(tmp_path / "hf"))
     assert len(ds) == 12 and pairing_summary(ds) == {"radar+optical": 8, "optical": 2, "radar": 2}
+    # numeric metadata columns are typed (floats, not strings), text stays text; the card says which is which
+    assert (ds.features["lat"].dtype, ds.features["lon"].dtype, ds.features["tile"].dtype) == (
+        "float64", "float64", "string")
+    assert sorted(ds["lat"])[0] == 45.0 and "- `lat` (float64): metadata." in (out / "README.md").read_text()
     splits_of_tile: dict[str, set[str]] = {}
     for row_id, tile, split in zip(ds["id"], ds["tile"], ds["split"]):
         splits_of_tile.setdefault(tile, set()).add(split)

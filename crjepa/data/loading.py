@@ -106,13 +106,12 @@ def load_hub_dataset(repo_id: str, split: str | None = None, streaming: bool = F
     return datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
 
 
-def export_name(folder: str | os.PathLike) -> str:
-    """The name of an exported folder: its dataset card's ``pretty_name`` (written by `python -m datasets_scripts`),
-    else the folder's name. Used as the data set's name in model cards and results."""
+def export_card(folder: str | os.PathLike) -> dict[str, Any]:
+    """The YAML metadata of an exported folder's dataset card (README.md written by `python -m datasets_scripts`);
+    {} when there is none or it does not parse."""
     import yaml
 
-    folder = Path(folder)
-    card = folder / "README.md"
+    card = Path(folder) / "README.md"
     if card.is_file():
         text = card.read_text(encoding="utf-8")
         if text.startswith("---"):
@@ -120,9 +119,16 @@ def export_name(folder: str | os.PathLike) -> str:
                 meta = yaml.safe_load(text.split("---", 2)[1]) or {}
             except yaml.YAMLError:
                 meta = {}
-            if isinstance(meta, dict) and meta.get("pretty_name"):
-                return str(meta["pretty_name"])
-    return folder.resolve().name
+            if isinstance(meta, dict):
+                return meta
+    return {}
+
+
+def export_name(folder: str | os.PathLike) -> str:
+    """The name of an exported folder: its dataset card's ``pretty_name`` (written by `python -m datasets_scripts`),
+    else the folder's name. Used as the data set's name in model cards and results."""
+    name = export_card(folder).get("pretty_name")
+    return str(name) if name else Path(folder).resolve().name
 
 
 def _load_synthetic(split: str | None, **kw: Any) -> datasets.Dataset:

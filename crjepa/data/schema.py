@@ -52,9 +52,10 @@ class SensorSpec:
 
 
 def paired_features(
-    sensors: Mapping[str, SensorSpec], class_names: Sequence[str], metadata: Sequence[str] = ()
+    sensors: Mapping[str, SensorSpec], class_names: Sequence[str], metadata: Sequence[str] | Mapping[str, str] = ()
 ) -> datasets.Features:
-    """The row schema shared by all builders: id, one Array3D per sensor, labels, split, metadata strings."""
+    """The row schema shared by all builders: id, one Array3D per sensor, labels, split, metadata columns (names:
+    strings; a mapping gives each column's datasets dtype, e.g. {"lat": "float64", "tile": "string"})."""
     import datasets
 
     feats: dict[str, Any] = {"id": datasets.Value("string")}
@@ -64,8 +65,9 @@ def paired_features(
         feats[name] = datasets.Array3D(shape=tuple(int(s) for s in spec.shape), dtype=spec.dtype)
     feats["labels"] = datasets.Sequence(datasets.ClassLabel(names=list(class_names)))
     feats["split"] = datasets.Value("string")
-    for column in metadata:
-        feats[column] = datasets.Value("string")
+    types = dict(metadata) if isinstance(metadata, Mapping) else dict.fromkeys(metadata, "string")
+    for column, dtype in types.items():
+        feats[column] = datasets.Value(dtype)
     return datasets.Features(feats)
 
 

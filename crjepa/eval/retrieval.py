@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -267,28 +268,52 @@ class RetrievalResults:
         return cls(**{key: value for key, value in data.items() if key in names})
 
     def model_index(self, dataset_type: str | None = None, dataset_split: str | None = None) -> list[Any]:
-        """huggingface_hub `EvalResult`s (values in %), ready for `ModelCardData(eval_results=...)`."""
+        """huggingface_hub `EvalResult`s (values in %), ready for `ModelCardData(eval_results=...)`.
+
+        task: the Hub task of the model (`MODEL_INDEX_TASK`, its pipeline tag); dataset.type: ``dataset_type`` (the
+        data set's Hub id) or an id made from the data set's name; metric.type: the `evaluate` module that computes
+        the metric (crjepa/eval/metrics_modules/), metric.args its compute() arguments, metric.config the direction.
+        """
         from huggingface_hub import EvalResult
 
         split = dataset_split or self.query_split or None
         results = []
         for metric, values in self.metrics.items():
+            module, args = metric_module(metric)
             for direction in self.directions:
                 if values.get(direction) is None:  # not scored (no queries or gallery with its sensors)
                     continue
                 results.append(EvalResult(
-                    task_type="image-retrieval", task_name="Cross-modal remote-sensing image retrieval",
-                    dataset_type=dataset_type or self.dataset_name, dataset_name=self.dataset_name,
-                    dataset_split=split, metric_type=_metric_type(metric),
+                    task_type=MODEL_INDEX_TASK, task_name="Cross-modal remote-sensing image retrieval",
+                    dataset_type=dataset_type or dataset_id(self.dataset_name), dataset_name=self.dataset_name,
+                    dataset_split=split, metric_type=module, metric_args=args,
                     metric_name=f"{metric} {direction.upper()}", metric_value=round(values[direction] * 100, 2),
                     metric_config=direction))
         return results
 
 
-def _metric_type(metric: str) -> str:
-    """'F1@5 (CSMAE)' -> 'f1_at_5_csmae': a machine-friendly metric id for model-index."""
-    text = metric.lower().replace("@", "_at_").replace("(", "").replace(")", "").replace("-", "_")
-    return "_".join(text.split())
+MODEL_INDEX_TASK = "image-feature-extraction"
+"""The Hub task of the model-index results: the model's pipeline tag (the Hub has no retrieval task for images)."""
+
+
+def dataset_id(name: str) -> str:
+    """An id for a data set known only by its name (no Hub id): lower case, runs of other characters as one "-"
+    ("BEN-14K (reBEN)" -> "ben-14k-reben")."""
+    return re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-") or "dataset"
+
+
+def metric_module(metric: str) -> tuple[str, dict[str, Any]]:
+    """The `evaluate` module (crjepa/eval/metrics_modules/) and its compute() arguments that give a metric of
+    `_metric_names`: "F1@5" -> ("crjepa_f1_at_k", {"k": 5, "variant": "paper"})."""
+    match = re.fullmatch(r"(F1|P|mAP)(?:@(\d+))?(?: \((CSMAE|any shared)\))?", metric)
+    if match is None:
+        raise ValueError(f"No evaluate module computes the metric {metric!r}")
+    name, k, variant = match.groups()
+    args: dict[str, Any] = {"k": int(k)} if k else {}
+    if name == "F1":
+        return "crjepa_f1_at_k", {**args, "variant": "csmae" if variant == "CSMAE" else "paper"}
+    relevance = "any_shared" if variant == "any shared" else "same_class"
+    return ("crjepa_map" if name == "mAP" else "crjepa_precision_at_k"), {**args, "relevance": relevance}
 
 
 def _similarity_chunks(queries: np.ndarray, gallery: np.ndarray, max_elements: int) -> Iterable[slice]:

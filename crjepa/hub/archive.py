@@ -1,7 +1,7 @@
 """Hub-hosted CR-JEPA embeddings: write, publish, load and search an archive without re-embedding it.
 
 An embeddings folder (a Hub dataset repo once pushed) holds
-  data/train-*.parquet   id, labels (ClassLabel ids), metadata columns, one fixed-size float32 list column per
+  data/<split>-*.parquet id, labels (ClassLabel ids), metadata columns, one fixed-size float32 list column per
                          sensor and space (``s1_unified``, ``s2_cross``, ...)
   README.md              dataset card (YAML ``configs`` so ``load_dataset(repo)`` works)
   faiss/<column>/        one faiss index per vector column (`crjepa.search.index`: index.faiss + sidecars)
@@ -82,6 +82,30 @@ def public_path(value: Any) -> Any:
     from crjepa.hub.cards import _public
 
     return _public(value)
+
+
+def archive_split(source: Mapping[str, Any] | None) -> str:
+    """The split the archive's rows are published under (shard names, the card's data_files): the source's split,
+    or "train" when the archive holds the whole source (datasets' name for a single split)."""
+    return str((source or {}).get("split") or "train")
+
+
+def source_license(source: Mapping[str, Any] | None) -> str | None:
+    """The license of the data the vectors were computed from: a local export's card license, the built-in
+    synthetic set's; None when unknown (a Hub data set: its own card says)."""
+    dataset = str((source or {}).get("dataset") or "")
+    if dataset == "synthetic":
+        import importlib
+
+        from crjepa.data.schema import BUILDER_MODULES
+
+        return importlib.import_module(BUILDER_MODULES["synthetic"]).BUILDER_CLASS.CARD.get("license")
+    if dataset and Path(dataset).expanduser().is_dir():
+        from crjepa.data.loading import export_card
+
+        found = export_card(Path(dataset).expanduser()).get("license")
+        return str(found) if found else None
+    return None
 
 
 def public_source(source: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -289,7 +313,7 @@ def write_embeddings_dataset(
             table = _vector_table(ids[rows], lists[rows], class_names, {k: v[rows] for k, v in vectors.items()},
                                   {k: list(v)[rows] for k, v in metadata.items()},
                                   {k: np.asarray(v)[rows] for k, v in (present or {}).items()})
-            pq.write_table(table, tmp / DATA_DIR / f"train-{shard:05d}-of-{shards:05d}.parquet")
+            pq.write_table(table, tmp / DATA_DIR / f"{archive_split(source)}-{shard:05d}-of-{shards:05d}.parquet")
         index_kinds = save_indices(tmp, indices) if indices else {}
         info = {
             "format_version": FORMAT_VERSION,
@@ -306,6 +330,7 @@ def write_embeddings_dataset(
             "index_calibration": {name: calibration_summary(index) for name, index in (indices or {}).items()},
             "config": dict(config_summary or {}),
             "source": public_source(source),
+            "license": source_license(source),
             "repo_id": repo_id,
         }
         atomic_write_json(tmp / INFO_FILE, info)
@@ -708,7 +733,7 @@ def check_info(info: Any, path: Path) -> dict[str, Any]:
     source = info.get("source", {})
     if not isinstance(source, dict) or not all(isinstance(v, (str, int, float, bool, type(None))) for v in source.values()):
         raise bad("source", f"must be an object of scalars, found {source!r}")
-    for field in ("model_repo_id", "repo_id"):
+    for field in ("model_repo_id", "repo_id", "license"):
         if not isinstance(info.get(field), (str, type(None))):
             raise bad(field, f"must be a string, found {info.get(field)!r}")
     return info

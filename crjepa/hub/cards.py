@@ -12,7 +12,6 @@ Not imported by the model files (remote code).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 import re
 from pathlib import Path
@@ -162,9 +161,10 @@ def render_model_card(model_config: Any, run_config: dict[str, Any], results: An
     model_name = repo_id.split("/")[-1] if "/" in repo_id and not repo_id.startswith("<") else f"crjepa-{slug}"
     card_data = ModelCardData(
         model_name=model_name, library_name="transformers", pipeline_tag="image-feature-extraction",
+        inference=False,  # served by the checkpoint's own pipeline (trust_remote_code), never by a hosted widget
         license="apache-2.0", tags=TAGS + [s for s in model_config.sensor_names],
         datasets=[data["hub_id"]] if data.get("hub_id") else None,
-        eval_results=results.model_index(dataset_type=data.get("hub_id") or dataset_name),
+        eval_results=results.model_index(dataset_type=data.get("hub_id")),  # else an id from the data set's name
     )
     comparison = comparison_table(random_init, results) if random_init is not None else None
     training = run_config["training"]
@@ -215,43 +215,70 @@ def render_embeddings_card(info: Mapping[str, Any], example_id: str,
     if not Path(template_path).is_file():
         raise FileNotFoundError(f"Embeddings card template not found at {template_path}")
     rows = info["num_rows"]
+    source = dict(info.get("source") or {})
+    split = str(source.get("split") or "train")  # crjepa.hub.archive.archive_split: the shards' names
     card_data = DatasetCardData(
         pretty_name=f"CR-JEPA embeddings ({' / '.join(info['sensors'])})",
+        license=info.get("license") or "other",
         tags=["crjepa", "embeddings", "remote-sensing", "faiss", "cross-modal-retrieval"],
         task_categories=["image-feature-extraction"], size_categories=[size_category(rows)],
-        configs=[{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*.parquet"}]}],
+        configs=[{"config_name": "default", "data_files": [{"split": split, "path": f"data/{split}-*.parquet"}]}],
     )
     sensors = info["sensors"]
     example_direction = f"{sensors[0]}->{sensors[-1]}"
     return DatasetCard.from_template(
         card_data, template_path=str(template_path), pretty_name=card_data.pretty_name, num_rows=rows,
         sensors=sensors, model_repo_id=info.get("model_repo_id"), model_fingerprint=info.get("model_fingerprint"),
-        source=json.dumps(info["source"]) if info.get("source") else "unknown", dimension=info["dimension"],
+        source=source_prose(source), split=split, license=info.get("license"), dimension=info["dimension"],
         class_names=info["class_names"], metadata_columns=info["metadata_columns"],
         vector_columns=info["vector_columns"], index_files=info["indices"],
         index_calibration=info.get("index_calibration") or {},
         repo_id=info.get("repo_id") or "<user>/<embeddings-repo>", example_id=example_id, example_direction=example_direction)
 
 
+def source_prose(source: Mapping[str, Any]) -> str:
+    """The data an archive was computed from, in words: which split of which data set (a Hub id linked), with the
+    options of the built-in synthetic set."""
+    dataset = str(source.get("dataset") or "")
+    if not dataset:
+        return "not recorded"
+    split = source.get("split")
+    options = {k: v for k, v in source.items() if k not in ("dataset", "split")}
+    if dataset == "synthetic":
+        name = "the built-in synthetic Sentinel-1 / Sentinel-2 pairs of crjepa (no real imagery)"
+    elif re.fullmatch(r"[\w.-]+/[\w.-]+", dataset):
+        name = f"the Hub data set [{dataset}](https://huggingface.co/datasets/{dataset})"
+    else:
+        name = f"the data set `{dataset}` (a `python -m datasets_scripts` export)"
+    which = f"the `{split}` split of {name}" if split else f"every row of {name} (all splits)"
+    return which + (f", with {', '.join(f'{k}={v}' for k, v in options.items())}" if options else "")
+
+
 def render_dataset_card(
-    info: Any, splits: Mapping[str, int], card: Mapping[str, Any] | None = None,
+    info: Any, splits: Mapping[str, int] | None = None, card: Mapping[str, Any] | None = None,
     repo_id: str | None = None,
 ) -> str:
-    """The README.md of a data set exported by datasets_scripts (``info``: the builder's datasets.DatasetInfo):
-    YAML (configs with data_files per split, dataset_info, license, task_categories, tags) so
-    `load_dataset(repo)` works with no code, plus the template's prose."""
+    """The README.md of a data set exported by datasets_scripts (``info``: the builder's datasets.DatasetInfo after
+    preparation): YAML (configs with data_files per split, datasets' own dataset_info with its split sizes, license,
+    task_categories, tags) so `load_dataset(repo)` works with no code and no warning, plus the template's prose.
+    ``splits`` ({split: rows}) stands in for ``info.splits`` when the info has none."""
+    import copy
+
+    import datasets
     from huggingface_hub import DatasetCard, DatasetCardData
 
     from crjepa.data.schema import sensor_columns
 
     card = dict(card or {})
+    info = copy.deepcopy(info)
+    if not info.splits and splits:
+        info.splits = datasets.SplitDict()
+        for name, rows in splits.items():
+            info.splits.add(datasets.SplitInfo(name=name, num_examples=int(rows)))
+    splits = {name: split.num_examples for name, split in (info.splits or {}).items()}
     features = info.features
     sensors = sensor_columns(features)
     class_names = features["labels"].feature.names
-    yaml_info = {
-        "features": features._to_yaml_list(),
-        "splits": [{"name": s, "num_examples": int(n)} for s, n in splits.items()],
-    }
     data = DatasetCardData(
         pretty_name=card.get("pretty_name", repo_id or "paired remote-sensing images"),
         license=card.get("license") or "other",
@@ -262,8 +289,8 @@ def render_dataset_card(
             "config_name": "default",
             "data_files": [{"split": s, "path": f"data/{s}-*.parquet"} for s in splits],
         }],
-        dataset_info=yaml_info,
     )
+    datasets.info.DatasetInfosDict({"default": info}).to_dataset_card_data(data)  # datasets' own split metadata
     sensor_lines = "\n".join(
         f"| `{s}` | {features[s].shape[0]} | {features[s].shape[1]}x{features[s].shape[2]} | {features[s].dtype} |"
         for s in sensors
@@ -281,9 +308,18 @@ def render_dataset_card(
         class_names=list(class_names),
         first_split=next(iter(splits), "train"),
         split_table="\n".join(f"| {s} | {n:,} |" for s, n in splits.items()),
-        metadata_columns=[k for k in features if k not in {"id", "labels", "split", *sensors}],
+        metadata_columns={k: _column_type(v) for k, v in features.items()
+                          if k not in {"id", "labels", "split", *sensors}},
     ))
 
 
-__all__ = ["DATASET_CARD_TEMPLATE", "EMBEDDINGS_CARD_TEMPLATE", "MODEL_CARD_TEMPLATE", "SIZE_CATEGORIES", "card_template",
-           "comparison_table", "public_run_config", "render_dataset_card", "render_embeddings_card", "render_model_card", "size_category"]
+def _column_type(feature: Any) -> str:
+    """A metadata column's type as the card states it: "string", "float64", "list of string", ..."""
+    if hasattr(feature, "feature"):  # a List / Sequence
+        return f"list of {_column_type(feature.feature)}"
+    return str(getattr(feature, "dtype", None) or type(feature).__name__)
+
+
+__all__ = ["DATASET_CARD_TEMPLATE", "EMBEDDINGS_CARD_TEMPLATE", "MODEL_CARD_TEMPLATE", "SIZE_CATEGORIES",
+           "card_template", "comparison_table", "public_run_config", "render_dataset_card", "render_embeddings_card",
+           "render_model_card", "size_category", "source_prose"]

@@ -4,8 +4,9 @@ The input is read as a stream of Arrow batches (`stream_source`: a local Parquet
 streaming Parquet reader, a Hub data set id with ``streaming=True``, or the built-in synthetic set), never
 materialised. Rows are cut into shards of ``shard_rows`` consecutive rows (a multiple of the batch size, so the
 batches, and hence the vectors, are the same for any number of processes); shard ``s`` belongs to process
-``s % world``. Each shard is written batch by batch to a temp file and renamed to ``data/train-NNNNN.parquet``
-when complete, so memory is bounded by one batch and a finished shard is never half-written. A rerun with the
+``s % world``. Each shard is written batch by batch to a temp file and renamed to ``data/<split>-NNNNN.parquet``
+(the source's split, `archive_split`) when complete, so memory is bounded by one batch and a finished shard is
+never half-written. A rerun with the
 same run (model fingerprint, source, sensors, spaces, shard size: ``.embed/run.json``) skips the shards that
 exist: a crash loses at most the shards in flight and duplicates nothing. Each process records the rows it saw
 in ``.embed/rank-R-of-W.json``; `finish_archive` (one process, after all) checks every shard is there and writes
@@ -28,13 +29,13 @@ import numpy as np
 
 from crjepa.utils.atomic import atomic_write_json, write_marker
 from crjepa.hub.archive import (
-    DATA_DIR, FORMAT_VERSION, INFO_FILE, OUTPUT_KIND, EmbeddingsError, _vector_table, add_indices, public_source,
-    render_card, write_local_source,
+    DATA_DIR, FORMAT_VERSION, INFO_FILE, OUTPUT_KIND, EmbeddingsError, _vector_table, add_indices, archive_split,
+    public_source, render_card, source_license, write_local_source,
 )
 
 RUN_DIR = ".embed"
 RUN_FILE = "run.json"
-SHARD_PATTERN = "train-{:05d}.parquet"
+SHARD_PATTERN = "{split}-{shard:05d}.parquet"
 
 
 # ---------------------------------------------------------------------------------------------- input
@@ -132,8 +133,14 @@ def claim_folder(output: Path, signature: Mapping[str, Any]) -> None:
     atomic_write_json(run, signature)
 
 
-def shard_path(output: Path, shard: int) -> Path:
-    return output / DATA_DIR / SHARD_PATTERN.format(shard)
+def run_split(output: Path) -> str:
+    """The split a run's shards are named after: that of the source its run.json records (`archive_split`)."""
+    run = output / RUN_DIR / RUN_FILE
+    return archive_split(json.loads(run.read_text()).get("source") if run.is_file() else None)
+
+
+def shard_path(output: Path, shard: int, split: str = "train") -> Path:
+    return output / DATA_DIR / SHARD_PATTERN.format(split=split, shard=shard)
 
 
 # ---------------------------------------------------------------------------------------------- the worker
@@ -204,6 +211,7 @@ def embed_shards(
     from crjepa.eval.retrieval import compute_embeddings
 
     output = Path(output)
+    split = run_split(output)
     sensors = list(sensors or model.config.sensor_names)
     if shard_rows % batch_size:
         raise EmbeddingsError(f"shard_rows ({shard_rows}) must be a multiple of the batch size ({batch_size})")
@@ -226,7 +234,7 @@ def embed_shards(
         nonlocal writer, written
         if writer is not None:
             writer.close()
-            os.replace(tmp, shard_path(output, current))
+            os.replace(tmp, shard_path(output, current, split))
             writer = None
             written += 1
             if on_shard:
@@ -244,9 +252,9 @@ def embed_shards(
             continue
         if shard not in seen_own:
             seen_own.add(shard)
-            if shard_path(output, shard).is_file():
+            if shard_path(output, shard, split).is_file():
                 skipped += 1
-        if shard_path(output, shard).is_file():
+        if shard_path(output, shard, split).is_file():
             continue
         batch = _table_batch(table, sensors, model.config)
         emb = compute_embeddings(model, [batch], sensors=sensors, spaces=spaces, batch_size=batch_size)
@@ -254,7 +262,7 @@ def embed_shards(
         metadata = {name: table[name].to_pylist() for name in metadata_columns}
         part = _vector_table(batch["id"], labels, class_names, emb.vectors, metadata, emb.present)
         if writer is None:
-            tmp = output / DATA_DIR / f".{SHARD_PATTERN.format(shard)}.tmp-{os.getpid()}"
+            tmp = output / DATA_DIR / f".{SHARD_PATTERN.format(split=split, shard=shard)}.tmp-{os.getpid()}"
             writer = pq.ParquetWriter(tmp, part.schema)
         writer.write_table(part)
         if bar is not None:
@@ -297,9 +305,10 @@ def finish_archive(
     if len(shards) != 1:
         raise EmbeddingsError(f"{output}: the processes saw different numbers of shards {sorted(shards)}; the input "
                               "changed during the run")
-    expected = [shard_path(output, s) for s in range(shards.pop())]
+    split = archive_split(source)
+    expected = [shard_path(output, s, split) for s in range(shards.pop())]
     absent = [p.name for p in expected if not p.is_file()]
-    extra = sorted(set((output / DATA_DIR).glob("train-*.parquet")) - set(expected))
+    extra = sorted(set((output / DATA_DIR).glob("*.parquet")) - set(expected))
     if absent or extra:
         raise EmbeddingsError(f"{output}: shards missing {absent[:5]} or unexpected {[p.name for p in extra[:5]]}; "
                               "rerun the same command to resume, or start in an empty folder")
@@ -324,6 +333,7 @@ def finish_archive(
         "indices": {},
         "config": dict(config_summary),
         "source": public_source(source),
+        "license": source_license(source),
         "repo_id": repo_id,
     }
     atomic_write_json(output / INFO_FILE, info)

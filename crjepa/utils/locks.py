@@ -1,20 +1,24 @@
 """Advisory locks on output folders: one writer at a time, the second stops at once naming the holder.
 
-A lock is a small JSON file (pid, host, start time, what) held with ``fcntl.flock`` for the writer's lifetime.
-The kernel drops the flock when the holder dies, so a lock file whose flock can be taken was left by a process
+A lock is a small JSON file (pid, host, start time, what) held with an OS file lock for the writer's lifetime
+(``fcntl.flock`` on POSIX, ``msvcrt.locking`` on Windows: `_try_lock`). The kernel drops the lock when the holder
+dies, so a lock file whose lock can be taken was left by a process
 that is gone (a kill, a crash): that *stale* lock is reported (a warning naming the dead holder) and then taken
 over, never silently. A live holder (flock held, or a pid still running on this host) makes `acquire` raise
 `LockedError` with the holder's pid, host and start time and what to do. A lock file written by another host
 cannot be checked: it is refused, and the message says to delete it if that run is gone.
 
 flock locks belong to an open file, so two threads of one process also exclude each other.
-Imports only the standard library (no torch).
+Imports only the standard library (no torch), and imports on every platform (no module-level ``fcntl``).
+
+Why not ``filelock`` (a dependency): the holder's details live in the locked file itself, and filelock's Windows
+lock covers the file's first byte, which Windows enforces on reads, so a second writer could not read them to
+name the holder. `_try_lock` locks one byte far past the details instead.
 """
 
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
 import socket
@@ -24,7 +28,55 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+try:  # POSIX
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+try:
+    import msvcrt
+except ImportError:  # POSIX
+    msvcrt = None  # type: ignore[assignment]
+
 __all__ = ["DirLock", "LockedError", "pid_alive"]
+
+_WINDOWS_LOCK_OFFSET = 1 << 40
+"""Windows byte-range locks are enforced on reads: the lock covers one byte here, far past the holder's details."""
+
+
+def _try_lock(fd: int) -> bool:
+    """Take the exclusive OS lock of an open file without waiting: True, or False when another holder has it."""
+    if fcntl is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno in (errno.EAGAIN, errno.EACCES):
+                return False
+            raise
+        return True
+    if msvcrt is not None:
+        position = os.lseek(fd, 0, os.SEEK_CUR)
+        os.lseek(fd, _WINDOWS_LOCK_OFFSET, os.SEEK_SET)
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        finally:
+            os.lseek(fd, position, os.SEEK_SET)
+        return True
+    raise OSError(errno.ENOSYS, "this platform has neither fcntl nor msvcrt file locks; crjepa cannot lock folders")
+
+
+def _unlock(fd: int) -> None:
+    """Drop the lock `_try_lock` took (closing the file drops it too)."""
+    if fcntl is not None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    elif msvcrt is not None:
+        position = os.lseek(fd, 0, os.SEEK_CUR)
+        os.lseek(fd, _WINDOWS_LOCK_OFFSET, os.SEEK_SET)
+        try:
+            msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+        finally:
+            os.lseek(fd, position, os.SEEK_SET)
 
 _HELD: dict[str, tuple[int, int]] = {}  # lock file -> (thread id, depth): re-entrant within one thread only
 _HELD_GUARD = threading.Lock()
@@ -38,6 +90,13 @@ def pid_alive(pid: int) -> bool:
     """Whether a process with this pid runs on this host (signal 0: permission errors mean it exists)."""
     if pid <= 0:
         return False
+    if os.name == "nt":  # os.kill(pid, 0) would terminate the process there; ask the process table instead
+        import ctypes
+
+        handle = ctypes.windll.kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if handle:
+            ctypes.windll.kernel32.CloseHandle(handle)
+        return bool(handle)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -114,11 +173,12 @@ class DirLock:
         for _ in range(50):
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as err:
+                locked = _try_lock(fd)
+            except OSError:
                 os.close(fd)
-                if err.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
+                raise
+            if not locked:
+                os.close(fd)
                 raise LockedError(
                     f"{self.folder} is in use by another crjepa process: {_describe(_read_holder(self.path))}. "
                     f"Wait for it to finish or choose another output folder (lock file {self.path}).") from None
@@ -174,16 +234,23 @@ class DirLock:
             return
         with _HELD_GUARD:
             _HELD.pop(key, None)
+        ours = False
         try:
             try:
-                if os.fstat(self._fd).st_ino == os.stat(self.path).st_ino:
+                ours = os.fstat(self._fd).st_ino == os.stat(self.path).st_ino
+                if ours and os.name != "nt":  # POSIX: remove while locked, so no waiter takes a removed file
                     os.unlink(self.path)
             except FileNotFoundError:
                 pass
         finally:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            _unlock(self._fd)
             os.close(self._fd)
             self._fd = None
+        if ours and os.name == "nt":  # Windows removes no open file: after closing (a waiter then finds none)
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
 
     def __enter__(self) -> DirLock:
         return self.acquire()

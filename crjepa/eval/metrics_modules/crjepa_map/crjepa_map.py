@@ -1,14 +1,15 @@
 """CR-JEPA retrieval metric for `evaluate`: mean average precision (global, or mAP@k).
 
-Load with `evaluate.load("path/to/crjepa_map")`; the maths lives in `crjepa.eval.metrics` (installed with
-crjepa), so this file only names the metric. Example::
+Standalone: `evaluate.load("path/to/crjepa_map")` needs numpy, datasets and evaluate, not crjepa. The maths is in
+retrieval_metrics.py beside this file, a link to crjepa/eval/metrics.py (its one home; `evaluate` copies the linked
+file with this script, and wheels hold it as a plain file). Example::
 
     metric = evaluate.load("crjepa/eval/metrics_modules/crjepa_map")
     metric.compute(similarity=sim, query_labels=query_multi_hot, gallery_labels=gallery_multi_hot)
 """
 
-from crjepa.eval.metrics import evaluate_metric_class
+from .retrieval_metrics import evaluate_metric_class
 
 
 class CrjepaMap(evaluate_metric_class("map")):
-    """mean average precision (global, or mAP@k); see crjepa.eval.metrics."""
+    """Mean average precision (global, or mAP@k); see README.md beside this file."""
