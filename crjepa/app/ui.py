@@ -1,0 +1,178 @@
+"""The Gradio page of `crjepa app` and ``serve``, which the command and an exported Space's app.py both call.
+
+Layout: the query (by archive id, with search-as-you-type over the ids, or by an uploaded image when the model is
+loaded), direction / target, k and filters on the left; the result rows on the right (`crjepa.app.render`); the
+archive's card facts and per-direction scores below. Every handler turns a bad input into a message in the page
+(`#crjepa-message`); an unexpected error is logged on the server and reported in one line, never as a traceback.
+No ``from __future__ import annotations`` here: Gradio reads the handlers' annotations (``gr.KeyUpData``) at run time.
+"""
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from crjepa.app import require_gradio
+from crjepa.app.engine import ALL, AUTO, MAX_K, AppError, Explorer, Filter, load_explorer
+from crjepa.app.render import CSS, empty_html, results_html
+from crjepa.app.uploads import UPLOAD_SUFFIXES
+from crjepa.data.schema import DataError
+from crjepa.hub.archive import EmbeddingsError
+
+logger = logging.getLogger(__name__)
+
+NO_FIELD = "(none)"
+DEFAULT_K = 5  # the paper's F1@5
+ERRORS = (AppError, DataError, EmbeddingsError, ValueError, KeyError, FileNotFoundError)
+
+
+def _message(text: str, kind: str = "error") -> str:
+    return f"**⚠ {text}**" if kind == "error" else text
+
+
+def _run(search: Callable[[], list[Any]], where: Filter) -> tuple[str, str]:
+    """(message, results HTML) of one search; problems become a message, never an exception in the page."""
+    try:
+        rows = search()
+    except ERRORS as err:
+        text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        return _message(" ".join(str(text).split())), empty_html("No results: see the message above.")
+    except Exception as err:  # a bug: keep the page alive, the traceback goes to the server log
+        logger.exception("search failed")
+        return (_message(f"The search failed on the server ({type(err).__name__}: {err}); the details are in the "
+                         "server log"), empty_html("No results."))
+    counts = ", ".join(f"{row.direction}: {len(row.results)}" for row in rows)
+    note = f" · filter: {where.describe()}" if where else ""
+    return f"Results ({counts}){note}", results_html(rows)
+
+
+def _filter(labels: list[str] | None, field: str | None, value: str | None) -> Filter:
+    return Filter(tuple(labels or ()), None if field in (None, "", NO_FIELD) else field, value or "")
+
+
+def build_app(explorer: Explorer) -> Any:
+    """The page for one explorer, as a ``gr.Blocks`` (launch it with ``serve`` or ``.launch(css=CSS)``)."""
+    import gradio as gr
+
+    archive = explorer.archive
+    source = dict(archive.info.get("source") or {})
+    title = f"CR-JEPA retrieval · {source.get('dataset') or archive.path.name}"
+    first_id = explorer.matching_ids("", limit=1)[0]
+    k_max = max(1, min(MAX_K, len(archive) - 1))
+
+    with gr.Blocks(title=title, analytics_enabled=False) as demo:
+        gr.Markdown(f"# {title}\n{len(archive):,} items · sensors {', '.join(archive.sensors)} · "
+                    f"{len(archive.class_names)} classes · frames: green = shares a label with the query, red = "
+                    "does not")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1, min_width=300):
+                with gr.Tabs():
+                    with gr.Tab("By archive id", id="by-id"):
+                        query_id = gr.Dropdown(choices=explorer.matching_ids(""), value=first_id, label="Archive id",
+                                               info="type to search the ids", allow_custom_value=True,
+                                               filterable=True, elem_id="crjepa-id")
+                        direction = gr.Dropdown(choices=[("every direction", ALL)] + [
+                            (d.upper().replace("->", " → "), d) for d in explorer.directions], value=ALL,
+                            label="Direction", elem_id="crjepa-direction")
+                        by_id = gr.Button("Search", variant="primary", elem_id="crjepa-search-id")
+                    with gr.Tab("By image", id="by-image"):
+                        if explorer.model is not None:
+                            upload = gr.File(label="Query image", file_types=list(UPLOAD_SUFFIXES),
+                                             elem_id="crjepa-upload")
+                            gr.Markdown(".npy (C, H, W), GeoTIFF, PNG, or a BigEarthNet patch folder as .zip")
+                            sensor = gr.Dropdown(choices=[("tell from the bands", AUTO)] + [
+                                (s, s) for s in explorer.model.config.sensors], value=AUTO, label="Its sensor")
+                            target = gr.Dropdown(choices=[("every sensor", ALL)] + [(s, s) for s in archive.sensors],
+                                                 value=ALL, label="Search in")
+                            by_image = gr.Button("Search by image", variant="primary", elem_id="crjepa-search-image")
+                        else:
+                            gr.Markdown("Searching by image needs the model that embedded the archive: start the "
+                                        "app with `--model MODEL`.", elem_id="crjepa-no-model")
+                k = gr.Slider(1, k_max, value=min(DEFAULT_K, k_max), step=1, label="Results per direction (k)",
+                              elem_id="crjepa-k")
+                with gr.Accordion("Filters", open=False):
+                    labels = gr.Dropdown(choices=archive.class_names, value=[], multiselect=True,
+                                         label="Labels (results have any of them)", elem_id="crjepa-labels")
+                    fields = list(archive.metadata)
+                    field = gr.Dropdown(choices=[NO_FIELD, *fields], value=NO_FIELD, label="Metadata field",
+                                        visible=bool(fields))
+                    value = gr.Textbox(label="Value", placeholder="a value; a, b (any); low..high (a range)",
+                                       visible=bool(fields), elem_id="crjepa-value")
+            with gr.Column(scale=4):
+                message = gr.Markdown("", elem_id="crjepa-message")
+                results = gr.HTML(empty_html("Pick an id and press Search."), elem_id="crjepa-results")
+        with gr.Accordion("About this archive", open=True):
+            with gr.Row():
+                gr.Markdown("\n".join(f"- **{what}**: {text}" for what, text in explorer.facts()),
+                            elem_id="crjepa-facts")
+                if explorer.scores:
+                    import pandas as pd
+
+                    gr.BarPlot(pd.DataFrame(explorer.scores["rows"]), x="direction", y="score", color="model",
+                               title=f"{explorer.scores['metric']} per direction (%)", y_lim=[0, 100],
+                               elem_id="crjepa-scores")
+
+        def suggest(data: gr.KeyUpData) -> Any:
+            return gr.Dropdown(choices=explorer.matching_ids(data.input_value))
+
+        def search_id(archive_id: str, chosen: str, k_value: float, chosen_labels: list[str], field_name: str,
+                      field_value: str) -> tuple[str, str]:
+            where = _filter(chosen_labels, field_name, field_value)
+            return _run(lambda: explorer.search_id(archive_id, chosen, k_value, where), where)
+
+        query_id.key_up(suggest, None, query_id, show_progress="hidden", queue=False)
+        id_inputs = [query_id, direction, k, labels, field, value]
+        by_id.click(search_id, id_inputs, [message, results])
+        query_id.select(search_id, id_inputs, [message, results])
+        demo.load(search_id, id_inputs, [message, results])
+
+        if explorer.model is not None:
+            def search_image(file: Any, chosen_sensor: str, chosen_target: str, k_value: float,
+                             chosen_labels: list[str], field_name: str, field_value: str) -> tuple[str, str]:
+                where = _filter(chosen_labels, field_name, field_value)
+                path = file if isinstance(file, (str, Path)) or file is None else getattr(file, "name", None)
+                name = _upload_name(path)
+                return _run(lambda: explorer.search_image(path, chosen_sensor, chosen_target, k_value, where,
+                                                          name=name), where)
+
+            by_image.click(search_image, [upload, sensor, target, k, labels, field, value], [message, results])
+    return demo
+
+
+def _upload_name(path: str | Path | None) -> str | None:
+    """The name a person gave the file (Gradio keeps it as the last component of its cached copy)."""
+    return Path(path).name if path else None
+
+
+THEME_FONTS = ["ui-sans-serif", "system-ui", "Segoe UI", "Roboto", "Helvetica", "Arial", "sans-serif"]
+
+
+def serve(archive: str | Path, model: str | None = None, data: str | None = None, host: str | None = None,
+          port: int | None = None, backend: Any = None, block: bool = True, say: Callable[[str], None] | None = None
+          ) -> Any:
+    """Open the archive (and model, images, scores) and serve the page; returns the Blocks (with ``block=False``
+    the server runs in the background: ``.close()`` it). ``host`` / ``port`` None: Gradio's defaults and its
+    GRADIO_SERVER_NAME / GRADIO_SERVER_PORT variables (what a Space sets)."""
+    require_gradio()
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    import gradio as gr
+
+    explorer = load_explorer(archive, model=model, data=data, backend=backend)
+    demo = build_app(explorer)
+    theme = gr.themes.Soft(primary_hue="emerald", font=THEME_FONTS, font_mono=["ui-monospace", "monospace"])
+    _, url, _ = demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True, theme=theme,
+                            css=CSS, footer_links=[], show_error=False)
+    (say or (lambda text: print(text, flush=True)))(f"crjepa app: serving {archive} at {url}")
+    if block:
+        try:
+            demo.block_thread()
+        except KeyboardInterrupt:
+            print("crjepa app: stopped", file=sys.stderr)
+        finally:
+            demo.close()
+    return demo
+
+
+__all__ = ["build_app", "serve"]
