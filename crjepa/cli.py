@@ -298,8 +298,10 @@ def _write_png(args: argparse.Namespace, archive: Any, results: dict[str, Any]) 
     print(f"Wrote {args.png} ({grid.width}x{grid.height})")
 
 
-SYNTHETIC_LIMITS = {"num_pairs": (1, 100_000), "image_size": (8, 512), "seed": (0, 2**31 - 1)}
-"""Bounds on the synthetic-data options an archive may record (a crafted size must not allocate gigabytes)."""
+SYNTHETIC_LIMITS = {"num_pairs": (1, 100_000), "num_train": (0, 100_000), "num_validation": (0, 100_000),
+                    "num_test": (0, 100_000), "image_size": (8, 512), "seed": (0, 2**31 - 1)}
+"""Bounds on the synthetic-data options an archive may record (a crafted size must not allocate gigabytes):
+``num_pairs`` (`crjepa embed`) or the per-split sizes a training run records (its ``data.options``)."""
 
 
 def recorded_source(source: dict[str, Any], archive_path: Path) -> dict[str, Any]:

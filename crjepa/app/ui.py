@@ -16,7 +16,7 @@ from typing import Any
 
 from crjepa.app import require_gradio
 from crjepa.app.engine import ALL, AUTO, MAX_K, AppError, Explorer, Filter, load_explorer
-from crjepa.app.render import CSS, empty_html, results_html
+from crjepa.app.render import CSS, empty_html, results_html, scores_svg
 from crjepa.app.uploads import UPLOAD_SUFFIXES
 from crjepa.data.schema import DataError
 from crjepa.hub.archive import EmbeddingsError
@@ -108,11 +108,7 @@ def build_app(explorer: Explorer) -> Any:
                 gr.Markdown("\n".join(f"- **{what}**: {text}" for what, text in explorer.facts()),
                             elem_id="crjepa-facts")
                 if explorer.scores:
-                    import pandas as pd
-
-                    gr.BarPlot(pd.DataFrame(explorer.scores["rows"]), x="direction", y="score", color="model",
-                               title=f"{explorer.scores['metric']} per direction (%)", y_lim=[0, 100],
-                               elem_id="crjepa-scores")
+                    gr.HTML(scores_svg(explorer.scores), elem_id="crjepa-scores")
 
         def suggest(data: gr.KeyUpData) -> Any:
             return gr.Dropdown(choices=explorer.matching_ids(data.input_value))
