@@ -14,11 +14,10 @@ import torch
 
 from crjepa.app.engine import ALL, AppError, Explorer, FaissBackend, Filter, filter_rows, load_explorer, load_scores
 from crjepa.eval.directions import directions_of
-from crjepa.eval.retrieval import compute_embeddings, evaluate_retrieval
+from crjepa.eval.retrieval import evaluate_retrieval
 from crjepa.eval.visualize import DatasetImages
-from crjepa.hub.archive import build_indices, config_summary, load_embeddings, model_fingerprint, \
-    write_embeddings_dataset
-from helpers import synthetic_pairs
+from crjepa.hub.archive import load_embeddings
+from helpers import synthetic_pairs, write_app_archive
 from modeling_crjepa import CRJepaConfig, CRJepaModel
 from modeling_crjepa.configuration_crjepa import PRESETS
 
@@ -33,15 +32,7 @@ def pairs():
 @pytest.fixture(scope="module")
 def archive_dir(tmp_path_factory, model, pairs) -> Path:
     """An archive of 40 synthetic pairs (metadata: split, row number) with stored exact indices, and its model."""
-    root = tmp_path_factory.mktemp("app")
-    model.save_pretrained(root / "model")
-    emb = compute_embeddings(model, pairs, batch_size=40)
-    fingerprint = model_fingerprint(model)
-    return write_embeddings_dataset(
-        root / "emb", emb.ids, emb.labels, emb.class_names, emb.vectors,
-        metadata={"split": pairs["split"], "row": [str(i) for i in range(ROWS)]}, model_fingerprint=fingerprint,
-        config_summary=config_summary(model.config), source={"dataset": "synthetic", "num_pairs": ROWS // 2},
-        indices=build_indices(emb.vectors, emb.ids, kind="exact", fingerprint=fingerprint))
+    return write_app_archive(tmp_path_factory.mktemp("app") / "emb", model, pairs, ROWS // 2)
 
 
 @pytest.fixture(scope="module")

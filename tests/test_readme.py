@@ -63,6 +63,9 @@ NOT_RUN = {
         "needs the DSRSID export above",
     "crjepa push emb user/crjepa-emb": "the Hugging Face Hub (tests are offline; push is tested with a fake Hub)",
     "python benchmarks/quality.py --output-dir outputs/quality": "a benchmark (minutes), never run by CI",
+    'pip install -e ".[app]"': "install",
+    "crjepa app outputs/crjepa-cpu-default/embeddings --model outputs/crjepa-cpu-default/model --data recorded":
+        "serves until stopped: tests/test_app_ui.py runs it as written after the quick start, in a real browser",
 }
 
 

@@ -4,7 +4,6 @@ Layout: the query (by archive id, with search-as-you-type over the ids, or by an
 loaded), direction / target, k and filters on the left; the result rows on the right (`crjepa.app.render`); the
 archive's card facts and per-direction scores below. Every handler turns a bad input into a message in the page
 (`#crjepa-message`); an unexpected error is logged on the server and reported in one line, never as a traceback.
-No ``from __future__ import annotations`` here: Gradio reads the handlers' annotations (``gr.KeyUpData``) at run time.
 """
 
 import logging
@@ -24,6 +23,10 @@ from crjepa.hub.archive import EmbeddingsError
 logger = logging.getLogger(__name__)
 
 NO_FIELD = "(none)"
+ID_CHOICES_LIMIT = 20_000
+"""Archives with at most this many ids send them all to the page, whose id list filters them as the person types;
+larger ones get a search box whose text the server matches (the first SUGGESTIONS ids, the first one picked)."""
+SUGGESTIONS = 100
 DEFAULT_K = 5  # the paper's F1@5
 ERRORS = (AppError, DataError, EmbeddingsError, ValueError, KeyError, FileNotFoundError)
 
@@ -52,7 +55,7 @@ def _filter(labels: list[str] | None, field: str | None, value: str | None) -> F
     return Filter(tuple(labels or ()), None if field in (None, "", NO_FIELD) else field, value or "")
 
 
-def build_app(explorer: Explorer) -> Any:
+def build_app(explorer: Explorer, id_choices_limit: int | None = None) -> Any:
     """The page for one explorer, as a ``gr.Blocks`` (launch it with ``serve`` or ``.launch(css=CSS)``)."""
     import gradio as gr
 
@@ -61,6 +64,7 @@ def build_app(explorer: Explorer) -> Any:
     title = f"CR-JEPA retrieval · {source.get('dataset') or archive.path.name}"
     first_id = explorer.matching_ids("", limit=1)[0]
     k_max = max(1, min(MAX_K, len(archive) - 1))
+    every_id = len(archive) <= (ID_CHOICES_LIMIT if id_choices_limit is None else id_choices_limit)
 
     with gr.Blocks(title=title, analytics_enabled=False) as demo:
         gr.Markdown(f"# {title}\n{len(archive):,} items · sensors {', '.join(archive.sensors)} · "
@@ -70,9 +74,14 @@ def build_app(explorer: Explorer) -> Any:
             with gr.Column(scale=1, min_width=300):
                 with gr.Tabs():
                     with gr.Tab("By archive id", id="by-id"):
-                        query_id = gr.Dropdown(choices=explorer.matching_ids(""), value=first_id, label="Archive id",
-                                               info="type to search the ids", allow_custom_value=True,
-                                               filterable=True, elem_id="crjepa-id")
+                        id_search = None if every_id else gr.Textbox(
+                            label="Search the ids", placeholder=f"part of an id ({len(archive):,} ids)",
+                            elem_id="crjepa-id-search")
+                        query_id = gr.Dropdown(
+                            choices=explorer.matching_ids("", limit=ID_CHOICES_LIMIT if every_id else SUGGESTIONS),
+                            value=first_id, label="Archive id", allow_custom_value=True, filterable=True,
+                            info="type to search the ids" if every_id else f"the first {SUGGESTIONS} matches",
+                            elem_id="crjepa-id")
                         direction = gr.Dropdown(choices=[("every direction", ALL)] + [
                             (d.upper().replace("->", " → "), d) for d in explorer.directions], value=ALL,
                             label="Direction", elem_id="crjepa-direction")
@@ -110,15 +119,18 @@ def build_app(explorer: Explorer) -> Any:
                 if explorer.scores:
                     gr.HTML(scores_svg(explorer.scores), elem_id="crjepa-scores")
 
-        def suggest(data: gr.KeyUpData) -> Any:
-            return gr.Dropdown(choices=explorer.matching_ids(data.input_value))
+        def suggest(text: str) -> Any:
+            matches = explorer.matching_ids(text, limit=SUGGESTIONS)
+            return gr.Dropdown(choices=matches, value=matches[0] if matches else None)
 
         def search_id(archive_id: str, chosen: str, k_value: float, chosen_labels: list[str], field_name: str,
                       field_value: str) -> tuple[str, str]:
             where = _filter(chosen_labels, field_name, field_value)
             return _run(lambda: explorer.search_id(archive_id, chosen, k_value, where), where)
 
-        query_id.key_up(suggest, None, query_id, show_progress="hidden", queue=False)
+        if id_search is not None:  # the server's matches of the latest text (read when the event runs, so a
+            # fast typist's last keystroke wins; the dropdown's own key-up data would be the first deferred one)
+            id_search.input(suggest, id_search, query_id, show_progress="hidden", trigger_mode="always_last")
         id_inputs = [query_id, direction, k, labels, field, value]
         by_id.click(search_id, id_inputs, [message, results])
         query_id.select(search_id, id_inputs, [message, results])
