@@ -24,6 +24,8 @@ OUTPUT_KIND = "space"
 VENDORED = ("crjepa", "modeling_crjepa", "datasets_scripts")
 """Packages copied into a Space folder: the app, the model (also loaded without remote code) and the builders
 (the 'synthetic' data source)."""
+RESOURCES = ("configs", "model_cards")
+"""crjepa's packaged files (card templates, run configurations), copied as an installed wheel holds them."""
 
 APP_TEMPLATE = '''"""A Hugging Face Space: the CR-JEPA search app (`crjepa app`) over an embeddings archive.
 
@@ -110,19 +112,24 @@ def export_space(folder: str | Path, archive: str, model: str | None = None, dat
         (tmp / "requirements.txt").write_text("\n".join(requirements(requirement)) + "\n")
         card.save(tmp / "README.md")
         if not requirement:
+            from crjepa.utils.resources import resource_dir
+
+            skip = shutil.ignore_patterns("__pycache__", "*.pyc")
             for package in VENDORED:
-                source = _package_folder(package)
-                shutil.copytree(source, tmp / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+                shutil.copytree(_package_folder(package), tmp / package, ignore=skip)
+            for kind in RESOURCES:  # where an installed wheel keeps them (crjepa.utils.resources)
+                shutil.copytree(resource_dir(kind), tmp / "crjepa" / kind, ignore=skip, dirs_exist_ok=True)
     return folder
 
 
 def _package_folder(name: str) -> Path:
-    import importlib
+    """The folder of an installed (or checked-out) package, found without importing it."""
+    import importlib.util
 
-    module = importlib.import_module(name)
-    if not getattr(module, "__file__", None):
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(f"cannot find the code of {name} to copy into the Space; pass --requirement")
-    return Path(module.__file__).parent
+    return Path(list(spec.submodule_search_locations)[0])
 
 
 __all__ = ["APP_TEMPLATE", "INSTALL_HINT", "OUTPUT_KIND", "VENDORED", "export_space", "requirements"]
