@@ -395,7 +395,7 @@ def cmd_app(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crjepa", description="CR-JEPA cross-modal remote-sensing retrieval: embed, index, search, "
-                                   "evaluate, push.",
+                                   "evaluate, push, and look at the results in the browser (app).",
         epilog="Example: crjepa embed ./model synthetic -o ./emb && crjepa search ./emb --id ID --direction 's1->s2'"
                " (quote directions: the shell reads > as a redirection)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

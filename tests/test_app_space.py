@@ -4,6 +4,7 @@ exported app.py serving an archive in a fresh process from the folder's own copy
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import urllib.request
 from pathlib import Path
@@ -13,7 +14,7 @@ import yaml
 
 from crjepa.app.space import export_space, requirements
 from crjepa.cli import main
-from helpers import free_port, run_python, synthetic_pairs, write_app_archive
+from helpers import free_port, offline_env, run_python, synthetic_pairs, write_app_archive
 
 
 @pytest.fixture(scope="module")
@@ -28,14 +29,14 @@ def front_matter(readme: Path) -> dict:
 
 
 def test_export_writes_the_space_metadata_requirements_and_app(tmp_path, capsys):
-    import gradio
+    import importlib.metadata
 
     space = tmp_path / "space"
     assert main(["app", "someone/crjepa-ben14k-embeddings", "--model", "someone/crjepa-ben14k", "--data",
                  "someone/ben14k", "--export-space", str(space)]) == 0
     assert f"Wrote the Space folder {space}" in capsys.readouterr().out
     meta = front_matter(space / "README.md")
-    assert meta["sdk"] == "gradio" and meta["sdk_version"] == gradio.__version__ and meta["app_file"] == "app.py"
+    assert meta["sdk"] == "gradio" and meta["sdk_version"] == importlib.metadata.version("gradio") and meta["app_file"] == "app.py"
     assert meta["models"] == ["someone/crjepa-ben14k"]
     assert meta["datasets"] == ["someone/crjepa-ben14k-embeddings", "someone/ben14k"]
     needed = (space / "requirements.txt").read_text().split()
@@ -66,14 +67,10 @@ def test_a_pip_requirement_replaces_the_copied_code(tmp_path):
 def test_the_exported_app_serves_a_local_archive_from_its_own_code(archive_dir, tmp_path):
     space = export_space(tmp_path / "space", str(archive_dir), model=str(archive_dir.parent / "model"),
                          data="recorded")
-    where = run_python(["-c", "import crjepa, modeling_crjepa; print(crjepa.__file__); print(modeling_crjepa.__file__)"],
-                       space)
+    where = run_python(["-c", "import crjepa, modeling_crjepa; print(crjepa.__file__, modeling_crjepa.__file__)"],
+                       space, PYTHONPATH="")
     assert where.returncode == 0 and all(Path(p).is_relative_to(space) for p in where.stdout.split()), where.stdout
     port = free_port()
-    import subprocess
-
-    from helpers import offline_env
-
     proc = subprocess.Popen([sys.executable, "app.py"], cwd=space, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env={**offline_env(GRADIO_SERVER_PORT=str(port),
                                                           GRADIO_SERVER_NAME="127.0.0.1"), "PYTHONPATH": ""})

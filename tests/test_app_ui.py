@@ -68,16 +68,31 @@ def test_the_page_offers_search_by_image_only_with_the_model(archive_dir, model)
     assert "crjepa-scores" not in without  # no results.json, no model card: no plot
 
 
-def test_without_gradio_the_command_is_one_line_naming_the_install(archive_dir, tmp_path):
+def test_without_gradio_the_command_is_one_line_naming_the_install(archive_dir, tmp_path, monkeypatch, capsys):
+    from crjepa.cli import main
+
+    monkeypatch.setitem(sys.modules, "gradio", None)  # `import gradio` fails as if it were not installed
     for argv in (["app", str(archive_dir)], ["app", str(archive_dir), "--export-space", str(tmp_path / "space")]):
-        code = ("import sys; sys.modules['gradio'] = None\n"  # as if Gradio were not installed
-                f"from crjepa.cli import main; sys.exit(main({argv!r}))")
-        run = run_python(["-c", code], tmp_path)
-        lines = run.stderr.strip().splitlines()
-        assert run.returncode == 2 and len(lines) == 1, run.stderr
-        assert lines[0].startswith("crjepa app: error: the app needs Gradio") and \
-            lines[0].endswith('pip install "crjepa[app]"')
+        assert main(argv) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("crjepa app: error: the app needs Gradio") and \
+            lines[0].endswith('pip install "crjepa[app]"'), lines
     assert not (tmp_path / "space").exists()
+
+
+def test_a_port_in_use_is_one_line(archive_dir, capsys):
+    import socket
+
+    from crjepa.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["app", str(archive_dir), "--host", "127.0.0.1", "--port", str(port)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"crjepa app: error: cannot serve on 127.0.0.1:{port} (") and \
+        error.endswith("choose another --port or --host") and len(error.splitlines()) == 1
 
 
 # ---------------------------------------------------------------------------------------------- the browser

@@ -19,8 +19,27 @@ class AppDependencyError(ImportError):
 
 
 def require_gradio() -> None:
-    """Raise AppDependencyError naming the install command when Gradio cannot be imported."""
+    """Raise AppDependencyError naming the install command when Gradio cannot be imported. Gradio's usage
+    analytics are off unless GRADIO_ANALYTICS_ENABLED says otherwise (set before Gradio is first imported)."""
+    import os
+
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:
-        import gradio  # noqa: F401
+        import gradio  # noqa: F401  (importable: the app can run)
     except ImportError as err:
         raise AppDependencyError(f"the app needs Gradio, which is not installed ({err}): {INSTALL_HINT}") from None
+
+
+def gradio_version() -> str:
+    """The installed Gradio's version, found without importing it (a Space export needs only the number);
+    AppDependencyError naming the install command when Gradio is not there."""
+    import importlib.metadata
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("gradio") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise AppDependencyError(f"the app needs Gradio, which is not installed: {INSTALL_HINT}")
+    return importlib.metadata.version("gradio")

@@ -60,7 +60,8 @@ def _tile_html(tile: Tile, query: bool = False) -> str:
     if query:
         colour, mark, relevant = (40, 40, 40), "&nbsp;", "query"
     else:
-        colour, mark, relevant = {True: (RELEVANT, "✓ relevant", "true"), False: (NOT_RELEVANT, "✗ not relevant", "false"),
+        colour, mark, relevant = {True: (RELEVANT, "✓ relevant", "true"),
+                                  False: (NOT_RELEVANT, "✗ not relevant", "false"),
                                   None: (UNKNOWN, "no query labels", "unknown")}[tile.relevant]
     picture = (f'<img src="{png_data_uri(tile.image)}" alt="{esc(tile.id)}">' if tile.image is not None else
                f"<span>{esc(tile.note or 'no image')}</span>")

@@ -17,7 +17,7 @@ import re
 import shutil
 from pathlib import Path
 
-from crjepa.app import INSTALL_HINT, require_gradio
+from crjepa.app import INSTALL_HINT, gradio_version
 from crjepa.utils.atomic import atomic_dir
 
 OUTPUT_KIND = "space"
@@ -93,14 +93,14 @@ def export_space(folder: str | Path, archive: str, model: str | None = None, dat
                  requirement: str | None = None, overwrite: bool = False) -> Path:
     """Write the Space folder (see the module doc); returns its path. ``archive`` / ``model`` / ``data`` are what
     the app serves: Hub ids for a Space on the Hub (a local path works only where that path exists)."""
-    require_gradio()  # the Space's sdk_version is the Gradio this app was tested with
-    import gradio
     from huggingface_hub import SpaceCard, SpaceCardData
+
+    sdk_version = gradio_version()  # the Space runs the Gradio this app was tested with
 
     folder = Path(folder)
     title = archive.rstrip("/").rsplit("/", 1)[-1]
     card_data = SpaceCardData(
-        title=f"CR-JEPA search: {title}"[:60], sdk="gradio", sdk_version=gradio.__version__, app_file="app.py",
+        title=f"CR-JEPA search: {title}"[:60], sdk="gradio", sdk_version=sdk_version, app_file="app.py",
         license="apache-2.0", models=[m for m in [_hub_id(model)] if m] or None,
         datasets=[d for d in dict.fromkeys([_hub_id(archive), _hub_id(data)]) if d] or None,
         tags=["crjepa", "remote-sensing", "image-retrieval"], emoji="🛰️", colorFrom="green", colorTo="blue",

@@ -164,14 +164,18 @@ def serve(archive: str | Path, model: str | None = None, data: str | None = None
     the server runs in the background: ``.close()`` it). ``host`` / ``port`` None: Gradio's defaults and its
     GRADIO_SERVER_NAME / GRADIO_SERVER_PORT variables (what a Space sets)."""
     require_gradio()
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
 
     explorer = load_explorer(archive, model=model, data=data, backend=backend)
     demo = build_app(explorer)
     theme = gr.themes.Soft(primary_hue="emerald", font=THEME_FONTS, font_mono=["ui-monospace", "monospace"])
-    _, url, _ = demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True, theme=theme,
-                            css=CSS, footer_links=[], show_error=False)
+    try:
+        _, url, _ = demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True,
+                                theme=theme, css=CSS, footer_links=[], show_error=False)
+    except OSError as err:  # the port is taken, or the address is not this machine's
+        where = f"{host or os.environ.get('GRADIO_SERVER_NAME') or '127.0.0.1'}:{port or 'the default port'}"
+        raise ValueError(f"cannot serve on {where} ({str(err).splitlines()[0]}); choose another --port or "
+                         "--host") from None
     (say or (lambda text: print(text, flush=True)))(f"crjepa app: serving {archive} at {url}")
     if block:
         try:
