@@ -31,8 +31,9 @@ DEFAULT_K = 5  # the paper's F1@5
 ERRORS = (AppError, DataError, EmbeddingsError, ValueError, KeyError, FileNotFoundError)
 
 
-def _message(text: str, kind: str = "error") -> str:
-    return f"**⚠ {text}**" if kind == "error" else text
+def _warning(text: str) -> str:
+    """A problem, as the page's message shows it (one line, bold, a warning sign the browser test looks for)."""
+    return f"**⚠ {' '.join(str(text).split())}**"
 
 
 def _run(search: Callable[[], list[Any]], where: Filter) -> tuple[str, str]:
@@ -41,10 +42,10 @@ def _run(search: Callable[[], list[Any]], where: Filter) -> tuple[str, str]:
         rows = search()
     except ERRORS as err:
         text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-        return _message(" ".join(str(text).split())), empty_html("No results: see the message above.")
+        return _warning(text), empty_html("No results: see the message above.")
     except Exception as err:  # a bug: keep the page alive, the traceback goes to the server log
         logger.exception("search failed")
-        return (_message(f"The search failed on the server ({type(err).__name__}: {err}); the details are in the "
+        return (_warning(f"The search failed on the server ({type(err).__name__}: {err}); the details are in the "
                          "server log"), empty_html("No results."))
     counts = ", ".join(f"{row.direction}: {len(row.results)}" for row in rows)
     note = f" · filter: {where.describe()}" if where else ""
