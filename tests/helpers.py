@@ -7,12 +7,21 @@ import os
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import datasets
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
+
+ROUNDOFF_ULPS = 128
+"""Units of roundoff two code paths of one float computation may differ by in these tests. The same numbers
+computed on another CPU (AVX2 vs AVX-512 kernels, AMD vs Intel), with another thread count or another batch
+split sum in another order; the largest difference seen (the two-sensor objective's losses and gradients, AMD EPYC
+vs Intel Xeon, 1 or 2 threads) was ~7 units at the quantity's scale, so 128 leaves a wide margin while a real
+change (a wrong weight, a missing term) moves values by far more."""
 
 
 def offline_env(**extra: str) -> dict[str, str]:
@@ -24,6 +33,31 @@ def run_python(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedPr
     """``python ARGS`` in a fresh process (offline, this checkout on the path), output captured."""
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd, env=offline_env(**env),
                           timeout=300)
+
+
+def roundoff(scale: float, dtype: object = np.float32, ulps: int = ROUNDOFF_ULPS) -> float:
+    """The absolute tolerance for a `dtype` computation whose magnitude is `scale`: `ulps` units of roundoff
+    (machine epsilon) at that scale. The scale is the quantity's own size, never the difference being checked:
+    a tensor's norm for its elements, norm x sqrt(numel) for a sum of elements that cancel, 1 for unit vectors."""
+    return ulps * float(np.finfo(dtype).eps) * float(scale)
+
+
+def assert_close_at_scale(actual: object, expected: object, scale: float | None = None, dtype: object = np.float32,
+                          ulps: int = ROUNDOFF_ULPS) -> None:
+    """`actual` equals `expected` up to roundoff at `scale` (default: the largest magnitude in `expected`)."""
+    got, want = (np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=np.float64)
+                 for x in (actual, expected))
+    scale = float(np.abs(want).max(initial=0.0)) if scale is None else scale
+    np.testing.assert_allclose(got, want, rtol=0, atol=roundoff(scale, dtype, ulps))
+
+
+def wait_for(event: Callable[[], bool], process: subprocess.Popen, what: str) -> None:
+    """Wait until `event()` holds (a file appeared, a line was written) while `process` runs; fail at once if the
+    process exits first. No deadline of its own: load only makes the wait longer, and a hang is pytest-timeout's."""
+    while not event():
+        if process.poll() is not None:
+            raise AssertionError(f"the process exited with status {process.returncode} before {what}")
+        time.sleep(0.05)
 
 
 def free_port() -> int:

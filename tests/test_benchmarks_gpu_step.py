@@ -6,7 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.slow  # runs the benchmark script in a process of its own
 
 
 def test_gpu_step_benchmark_runs_on_cpu_and_prints_json(tmp_path):

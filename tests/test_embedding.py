@@ -1,6 +1,6 @@
 """Sharded, streamed, resumable embedding (`crjepa.hub.embedding` through `crjepa embed`): two processes give
-exactly the archive of one, a run killed after its first shard resumes to the same archive, and a folder of
-another run is refused."""
+the archive of one, a run killed after some shards resumes to the same archive, and a folder of another run is
+refused."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from helpers import assert_close_at_scale, free_port
 from modeling_crjepa import CRJepaConfig, CRJepaModel
 from crjepa.cli import main
 from crjepa.hub.archive import load_embeddings
@@ -44,17 +44,19 @@ def root(tmp_path_factory) -> Path:
 
 
 def _same_archive(a: Path, b: Path) -> None:
-    """Same ids, labels, metadata and vectors (bit for bit), compared after sorting by id."""
+    """Same ids, labels and metadata (exactly) and vectors (to float32 roundoff: another process may run other
+    thread counts, so other GEMM blockings), compared after sorting by id."""
     x, y = load_embeddings(a, load_indices=False), load_embeddings(b, load_indices=False)
     ox, oy = np.argsort(x.ids), np.argsort(y.ids)
     assert [x.ids[i] for i in ox] == [y.ids[i] for i in oy] and len(x) == 40
     np.testing.assert_array_equal(x.labels[ox], y.labels[oy])
     assert x.columns == y.columns == ["s1_unified", "s1_cross", "s2_unified", "s2_cross"]
     for column in x.columns:
-        np.testing.assert_array_equal(x.vectors[column][ox], y.vectors[column][oy])
+        assert_close_at_scale(x.vectors[column][ox], y.vectors[column][oy], scale=1.0)  # unit vectors
     assert x.metadata == y.metadata and x.info == y.info
 
 
+@pytest.mark.slow
 def test_one_process_equals_the_in_memory_embedding(root: Path) -> None:
     """The streamed shards hold what `compute_embeddings` computes on the whole data set at once."""
     from crjepa.cli import _load_data
@@ -68,9 +70,10 @@ def test_one_process_equals_the_in_memory_embedding(root: Path) -> None:
     assert archive.ids == reference.ids
     np.testing.assert_array_equal(archive.labels, reference.labels)
     for column in archive.columns:
-        np.testing.assert_allclose(archive.vectors[column], reference.vectors[column], atol=1e-6)
+        assert_close_at_scale(archive.vectors[column], reference.vectors[column], scale=1.0)
 
 
+@pytest.mark.slow
 def test_two_processes_give_exactly_the_embeddings_of_one(root: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "crjepa.cli", "embed", "model", *DATA, "-o", "two", "--device",
                            "cpu", "--num-processes", "2"], cwd=root, env=_env(), capture_output=True, text=True,
@@ -80,34 +83,55 @@ def test_two_processes_give_exactly_the_embeddings_of_one(root: Path) -> None:
     _same_archive(root / "one", root / "two")
 
 
+KILL_AFTER_SHARDS = """
+import os, signal, sys
+import crjepa.hub.embedding as embedding
+real_embed_shards, kill_after = embedding.embed_shards, int(sys.argv.pop(1))
+
+def embed_shards(*args, on_shard=None, **kwargs):  # the real writer, SIGKILLed once `kill_after` shards are in place
+    def renamed(shard):
+        if on_shard:
+            on_shard(shard)
+        if shard + 1 == kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return real_embed_shards(*args, on_shard=renamed, **kwargs)
+
+embedding.embed_shards = embed_shards
+from crjepa.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+"""`crjepa embed ARGS` killed (SIGKILL, no cleanup) right after its Nth shard is renamed into place: the kill lands
+at the same point on any machine and under any load."""
+
+
+@pytest.mark.slow
 def test_a_killed_run_resumes_to_the_same_result(root: Path) -> None:
     data = [a if a != "8" else "4" for a in DATA]  # 10 one-batch shards: the kill lands mid-way
-    command = [sys.executable, "-m", "crjepa.cli", "embed", "model", *data, "-o", "killed", "--device", "cpu"]
-    first = root / "killed" / "data" / "train-00000.parquet"
-    proc = subprocess.Popen(command, cwd=root, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    args = ["embed", "model", *data, "-o", "killed", "--device", "cpu"]
+    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_SHARDS, "3", *args], cwd=root, env=_env(),
+                            capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     done = sorted((root / "killed" / "data").glob("train-*.parquet"))
-    assert first in done and len(done) < 10, "the run finished before it could be killed"
+    assert [p.name for p in done] == [f"train-{i:05d}.parquet" for i in range(3)]
     assert not (root / "killed" / "embeddings_info.json").exists()
     stamps = {p: p.stat().st_mtime_ns for p in done}
-    resumed = subprocess.run(command, cwd=root, env=_env(), capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run([sys.executable, "-m", "crjepa.cli", *args], cwd=root, env=_env(), capture_output=True,
+                             text=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"{10 - len(done)} shards written, {len(done)} already done (of 10, 40 rows)" in resumed.stdout
+    assert "7 shards written, 3 already done (of 10, 40 rows)" in resumed.stdout
     assert {p: p.stat().st_mtime_ns for p in done} == stamps  # finished shards are skipped, not rewritten
     assert not [p for p in (root / "killed" / "data").iterdir() if p.name.startswith(".")]  # no temp files left
     _same_archive(root / "one", root / "killed")
 
 
+@pytest.mark.slow
 def test_a_folder_of_another_run_is_refused(root: Path, capsys) -> None:
     other = [a if a != "8" else "12" for a in DATA]  # another shard size: shards would not line up
     assert main(["embed", str(root / "model"), *other, "-o", str(root / "one"), "--device", "cpu"]) == 2
     assert "holds shards of another embedding run (different shard_rows)" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_partially_paired_export_embeds_indexes_and_evaluates(root: Path, capsys) -> None:
     """`crjepa embed` on an export with single-sensor rows (synthetic --pairing-rate 0.5): null vectors where a
     row lacks the sensor, equal to the in-memory embedding elsewhere; index, search and evaluate use each
@@ -133,7 +157,7 @@ def test_a_partially_paired_export_embeds_indexes_and_evaluates(root: Path, caps
             assert np.array_equal(archive.present[sensor], reference.present[sensor])
             rows = reference.present[sensor]
             for column in (f"{sensor}_unified", f"{sensor}_cross"):
-                np.testing.assert_allclose(archive.vectors[column][rows], reference.vectors[column][rows], atol=1e-6)
+                assert_close_at_scale(archive.vectors[column][rows], reference.vectors[column][rows], scale=1.0)
                 assert not archive.vectors[column][~rows].any() and len(archive.indices[column]) == rows.sum()
         s2_only = archive.ids[int(np.flatnonzero(~reference.present["s1"])[0])]
         capsys.readouterr()
@@ -148,6 +172,7 @@ def test_a_partially_paired_export_embeds_indexes_and_evaluates(root: Path, caps
         os.chdir(cwd)
 
 
+@pytest.mark.slow
 def test_a_finished_archive_is_marked_and_published_without_its_run_folder(root: Path) -> None:
     """finish_archive marks the folder as an embeddings archive (so a later `embed -o` may replace it), and a
     push leaves out the local run bookkeeping (.embed/ names the local input path) and the marker."""
@@ -169,11 +194,10 @@ def test_a_finished_archive_is_marked_and_published_without_its_run_folder(root:
     assert ".crjepa-output.json" not in published
 
 
+@pytest.mark.slow
 def test_accelerate_launch_two_processes_give_the_embeddings_of_one(root: Path) -> None:
     """`accelerate launch -m crjepa.cli embed ...` (the GPU recipe of the README) on 2 CPU processes (gloo):
     each rank embeds its shards, rank 0 finishes the archive; the result is that of one process."""
-    from helpers import free_port
-
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--main_process_port", str(free_port()), "-m", "crjepa.cli", "embed", "model", *DATA, "-o", "launched"]
     proc = subprocess.run(command, cwd=root, env={**_env(), "ACCELERATE_USE_CPU": "yes", "OMP_NUM_THREADS": "1"},

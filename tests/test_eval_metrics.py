@@ -187,6 +187,7 @@ CASES = [  # module, package function, compute() kwargs, single-label (class ids
 ]
 
 
+@pytest.mark.slow
 def test_evaluate_modules_match_package(tmp_path: Path) -> None:
     """evaluate.load offline (fresh HF_HOME and cache, module copied out of the repo) gives the package value,
     for a whole compute() and for queries streamed with add_batch. One subprocess: importing evaluate is slow."""

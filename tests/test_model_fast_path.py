@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from helpers import assert_close_at_scale
 from modeling_crjepa import CRJepaConfig, CRJepaForPreTraining
 from modeling_crjepa.losses import sigreg, sigreg_directions
 from modeling_crjepa.modeling_crjepa import random_masks, run_packed
@@ -69,8 +70,8 @@ def test_stacked_sigreg_equals_each_projection():
     stack = torch.randn(4, 32, 16, generator=gen) * torch.tensor([0.5, 1.0, 2.0, 1.0]).view(4, 1, 1)
     directions = sigreg_directions(16, 64, step=3)
     each = torch.stack([sigreg(r, directions=directions) for r in stack])
-    assert torch.allclose(sigreg(stack, directions=directions), each, rtol=1e-6)
-    assert torch.allclose(sigreg(stack, step=3, num_directions=64).mean(), each.mean(), rtol=1e-6)
+    assert_close_at_scale(sigreg(stack, directions=directions), each)
+    assert_close_at_scale(sigreg(stack, step=3, num_directions=64).mean(), each.mean())
 
 
 def test_run_packed_groups_by_module_and_shape():
@@ -94,12 +95,13 @@ def test_embed_serves_every_space_from_one_trunk_pass():
     model.eval()
     both = model.embed(a, "s1")
     for space in ("unified", "cross"):
-        assert torch.allclose(both[space], model.get_embeddings(a, "s1", space), atol=1e-6)
+        assert_close_at_scale(both[space], model.get_embeddings(a, "s1", space), scale=1.0)  # unit vectors
     assert torch.equal(model.get_embeddings(a, "s1", "cross", check_finite=False), both["cross"])
     raw = model.embed(a, "s1", ("cross",), normalize=False)["cross"]
     assert torch.allclose(raw, model.get_embeddings(a, "s1", "cross", normalize=False))
 
 
+@pytest.mark.slow
 def test_compiled_blocks_compute_the_same_loss():
     """compile_blocks is opt-in; the eager backend checks the wiring on the CPU in a few seconds."""
     model, a, b, masks = setup()
@@ -126,6 +128,7 @@ def test_patch_embedding_is_the_strided_conv_it_replaces():
         assert torch.allclose(grad, grad_ref, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_presence_changes_never_recompile_the_training_forward():
     """Partially paired batches keep static shapes (absent rows are computed and weighted 0): the whole
     training forward compiled once (dynamic=False) serves batches with any presence pattern, including one

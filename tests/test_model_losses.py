@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import free_port, offline_env
+from helpers import assert_close_at_scale, free_port, offline_env, roundoff
 from modeling_crjepa.losses import epps_pulley_knots, info_nce, prediction_loss, sigreg, sigreg_directions, uni_loss
 
 
@@ -84,6 +84,7 @@ def test_info_nce_and_uni_loss_reference():
     assert info_nce(a, a, 0.1) < info_nce(a, b, 0.1)
 
 
+@pytest.mark.slow
 def test_sigreg_two_processes_agree(tmp_path):
     """Two gloo processes, each with half of a batch: same directions, same value as one process on all of it."""
     script = tmp_path / "worker.py"
@@ -105,7 +106,7 @@ def test_sigreg_two_processes_agree(tmp_path):
     """))
     env = offline_env()
     procs = [subprocess.Popen([sys.executable, str(script), str(r)], env=env) for r in range(2)]
-    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    assert [p.wait() for p in procs] == [0, 0]  # a hang is caught by pytest-timeout
     out = [torch.load(tmp_path / f"out{r}.pt") for r in range(2)]
     assert torch.equal(out[0]["dirs"], out[1]["dirs"])
     assert out[0]["value"] == pytest.approx(out[1]["value"], rel=1e-6)
@@ -120,7 +121,7 @@ def test_sigreg_two_processes_agree(tmp_path):
     # DDP averages parameter gradients over processes, so each process holds world_size x its share of the
     # gradient of the global statistic: after DDP's average the update equals the single-process one.
     for r in range(2):
-        assert torch.allclose(out[r]["grad"] / 2, full.grad[r * 32:(r + 1) * 32], rtol=1e-4, atol=1e-7)
+        assert_close_at_scale(out[r]["grad"] / 2, full.grad[r * 32:(r + 1) * 32])
 
 
 # ---------------------------------------------------------------------------------------------- partial batches
@@ -235,11 +236,12 @@ def test_two_sensor_objective_matches_wave1_reference(variant):
         if new not in terms:  # an inactive route: wave-1 logged 0
             assert value == 0.0 and new.startswith("pred/"), old
             continue
-        assert terms[new].item() == pytest.approx(value, rel=1e-6, abs=1e-6), old
+        assert terms[new].item() == pytest.approx(value, abs=roundoff(abs(value))), old  # positive terms
     grads = {wave1_name(n): p.grad for n, p in model.named_parameters() if p.grad is not None}
     assert grads.keys() == expected["grads"].keys()
     for name, summary in expected["grads"].items():
         flat = grads[name].reshape(-1).double()
-        assert flat.norm().item() == pytest.approx(summary["norm"], rel=1e-5, abs=1e-7), name
-        assert flat.sum().item() == pytest.approx(summary["sum"], rel=1e-4, abs=1e-6), name
-        assert np.allclose([flat[i].item() for i in summary["index"]], summary["values"], rtol=1e-5, atol=1e-7), name
+        scale = summary["norm"]  # an element's roundoff scales with the tensor's norm; a sum's with norm x sqrt(n)
+        assert flat.norm().item() == pytest.approx(scale, abs=roundoff(scale)), name
+        assert flat.sum().item() == pytest.approx(summary["sum"], abs=roundoff(scale * flat.numel() ** 0.5)), name
+        assert_close_at_scale([flat[i].item() for i in summary["index"]], summary["values"], scale=scale)

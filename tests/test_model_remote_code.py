@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import roundoff
 from modeling_crjepa import CRJepaConfig, CRJepaForPreTraining, CRJepaImageProcessor, CRJepaModel
 
 LOADER = textwrap.dedent("""
@@ -54,6 +55,7 @@ def _run_elsewhere(tmp_path, name: str, script: str, folder) -> tuple[dict, str]
     return json.loads(result.stdout.strip().splitlines()[-1]), result.stderr
 
 
+@pytest.mark.slow
 def test_fresh_process_round_trip(tmp_path):
     torch.manual_seed(0)
     config = CRJepaConfig.from_preset("tiny")
@@ -148,6 +150,7 @@ def train_two_steps(config: CRJepaConfig) -> CRJepaForPreTraining:
     return model.eval()
 
 
+@pytest.mark.slow
 def test_pipeline_and_auto_classes_on_a_pretraining_checkpoint_in_a_fresh_process(tmp_path):
     """pipeline("image-feature-extraction"), AutoModel (encoder, predictors dropped without a warning),
     AutoModelForPreTraining and a bf16 model on float32 pixels, from remote code alone."""
@@ -214,7 +217,8 @@ def test_wave1_checkpoint_loads_into_the_encoder_and_the_pretraining_model(tmp_p
     assert pretraining.config.routes == ["s1->s1", "s2->s2", "s1->s2", "s2->s1"]
     a, b, masks = maker.reference_inputs(pretraining.config)
     out = pretraining.train()(pixel_values_a=a, pixel_values_b=b, sigreg_step=reference["sigreg_step"], masks=masks)
-    assert out.loss.item() == pytest.approx(reference["variants"]["paper"]["losses"]["loss"], rel=1e-6)
+    expected = reference["variants"]["paper"]["losses"]["loss"]
+    assert out.loss.item() == pytest.approx(expected, abs=roundoff(expected))
     encoder, info = CRJepaModel.from_pretrained(tmp_path / "wave1", output_loading_info=True)
     assert not info["missing_keys"] and not info["mismatched_keys"]
     with torch.no_grad():

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.slow  # builds and installs the wheel
 TEMPLATES = sorted(p.name for p in (ROOT / "model_cards").glob("*.md"))
 
 

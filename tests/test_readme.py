@@ -30,7 +30,6 @@ import pytest
 
 from conftest import REPO
 
-pytest.importorskip("rasterio")
 
 TINY = ["--model.preset", "tiny", "--data.batch_size", "4", "--data.num_workers", "0", "--training.max_steps", "2",
         "--training.compile", "none", "--eval.batch_size", "64", "--logging.report_to", "none",
@@ -48,6 +47,7 @@ NOT_RUN = {
     "pip install -q torch==2.13.0": "install",
     'pip install -q -e ".[dev]"': "install",
     "HF_HUB_OFFLINE=1 python -m pytest -q tests": "the test suite itself (.ci/run)",
+    'HF_HUB_OFFLINE=1 python -m pytest -q -m "not slow" tests': "the fast tier of the test suite itself",
     'pip install -e ".[bigearthnet]"': "install",
     "accelerate config": "interactive set-up of the launcher",
     "accelerate launch train_accelerate.py [--config configs/x.yaml] [--output_dir DIR] [--key value ...]":
@@ -141,6 +141,11 @@ def run_command(command: str, cwd: Path) -> int:
         script = next(i for i, arg in enumerate(argv) if arg.endswith("train_accelerate.py"))
         args = argv[script:]  # what follows the launcher's own options (--num_processes 1)
         return train_accelerate.main(args[1:] + TINY)
+    if argv == ["python", "tests/fetch_real_data.py"]:  # the fixtures are cached: it checks their hashes
+        import subprocess
+        import sys
+
+        return subprocess.run([sys.executable, "tests/fetch_real_data.py"], cwd=REPO).returncode
     if argv[0] == "crjepa":
         from crjepa.cli import main
 
@@ -156,6 +161,7 @@ def run_command(command: str, cwd: Path) -> int:
                          "with a reason, or teach run_command)")
 
 
+@pytest.mark.slow
 def test_readme_commands_run_on_real_data(workdir, reben_dirs, monkeypatch):
     shell, python = readme_commands((REPO / "README.md").read_text())
     assert not [c for c in NOT_RUN if c not in shell], "NOT_RUN lists commands the README no longer has"
@@ -181,3 +187,12 @@ def test_readme_states_what_the_quick_start_model_is_for():
     assert "not** a retrieval model for\nreal imagery" in quick_start or "not a retrieval model for real imagery" \
         in " ".join(quick_start.replace("*", "").split())
     assert "P@5 0.762" in quick_start and "0.771" in quick_start
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    """`.ci/run` runs the README's test quick start verbatim: what CI checks is what a contributor runs."""
+    text = (REPO / "README.md").read_text()
+    command = next(line.strip() for block in readme_blocks(text) for line in block
+                   if "python -m pytest" in line and line.strip().startswith("python -m venv"))
+    ci = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()]
+    assert command in ci, (command, ci)

@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import rasterio  # the dev extra: a missing reader fails these tests, never skips them
 
 from conftest import REPO, reben_pairs, run_module
 
-rasterio = pytest.importorskip("rasterio")
+pytestmark = pytest.mark.slow  # real-data journeys through the real commands
 
 
 def _rows(export: Path) -> dict[str, dict]:

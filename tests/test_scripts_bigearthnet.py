@@ -15,13 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio  # the dev extra: a missing reader fails these tests, never skips them
 
-rasterio = pytest.importorskip("rasterio")
-pytest.importorskip("bigearthnet_common")  # only its data files are read, never its code
-
-from conftest import reben_pairs, run_module  # noqa: E402
-from datasets_scripts import ben_metadata as meta  # noqa: E402
-from datasets_scripts.bigearthnet import (  # noqa: E402
+from conftest import reben_pairs, run_module
+from datasets_scripts import ben_metadata as meta
+from datasets_scripts.bigearthnet import (
     BigEarthNetError,
     BigEarthNetMM,
     add_cli,
@@ -326,7 +324,6 @@ def test_cli_list_only(tmp_path, capsys):
 
 
 def test_cli_convert_exports_parquet_and_prints_summary(example_dirs, tmp_path, capsys):
-    pytest.importorskip("datasets_scripts.common")  # the shared exporter (Parquet shards + card, atomic)
     import pyarrow.parquet as pq
 
     out = tmp_path / "out"

@@ -132,6 +132,7 @@ def test_cli_help_lists_the_builders(tmp_path):
         assert name in result.stdout
 
 
+@pytest.mark.slow
 def test_cli_synthetic_exports_and_reports_errors_in_one_line(tmp_path):
     out = tmp_path / "syn"
     args = ["synthetic", "--num-train", "4", "--num-validation", "2", "--num-test", "0", "--image-size", "8",

@@ -64,7 +64,7 @@ def test_dsrsid_unequal_pan_ms_counts_is_an_error(dsrsid_png, tmp_path):
 
 @pytest.mark.parametrize("matlab_order", [False, True], ids=["N-first", "matlab-transposed"])
 def test_dsrsid_mat_hdf5(tmp_path, matlab_order):
-    h5py = pytest.importorskip("h5py")
+    import h5py
     pan, ms = rand((6, 1, 16, 16)), rand((6, 4, 4, 4))
     types = np.array([[1, 2, 1, 2, 1, 2]], dtype=np.float64)  # MATLAB stores doubles
     path = tmp_path / "DSRSID.mat"

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import assert_close_at_scale
+
 from crjepa.search.index import RetrievalIndex, build_index, default_params
 
 
@@ -71,6 +73,7 @@ def test_save_load_round_trip_and_fingerprint(tmp_path: Path) -> None:
         RetrievalIndex.load(tmp_path / "nothing")
 
 
+@pytest.mark.slow
 def test_hnsw_and_ivfpq_recall_at_100k() -> None:
     """ANN recall@10 against exact search on a clustered 100,000 x 64 archive."""
     rng = np.random.default_rng(2)
@@ -174,6 +177,7 @@ def _recall(found: np.ndarray, exact: np.ndarray) -> float:
     ("hnsw", {"M": 16, "efConstruction": 40}, 1.5),  # efSearch 16 reaches 0.88 here, 0.9 needs ~48
     ("ivfpq", {"nlist": 128}, 1.0),  # nprobe 1 reaches ~0.6
 ])
+@pytest.mark.slow
 def test_calibrated_index_keeps_its_recall_on_fresh_queries(kind: str, params: dict, spread: float,
                                                             tmp_path: Path) -> None:
     """build_index(recall=T) measures recall on held-out archive vectors; fresh queries get that recall too."""
@@ -201,6 +205,7 @@ def test_calibrated_index_keeps_its_recall_on_fresh_queries(kind: str, params: d
                                   index.search(queries[:50], k=10, recall=0.99)[1])
 
 
+@pytest.mark.slow
 def test_auto_index_turns_exact_when_the_ann_index_cannot_keep_the_promise() -> None:
     """kind="auto" proposes IVF-PQ from 50,000 vectors on; when its calibration cannot reach the target recall (here
     structureless vectors, whose 4-bit codes rank badly) or exact search is faster at it, the build keeps the promise
@@ -264,7 +269,7 @@ def test_two_shards_merged_equal_the_single_index() -> None:
               for part in (slice(0, 3_000), slice(3_000, None))]
     merged = merge_results(halves, k=10)
     np.testing.assert_array_equal(merged[1], whole[1])
-    np.testing.assert_allclose(merged[0], whole[0], atol=1e-6)
+    assert_close_at_scale(merged[0], whole[0])  # other BLAS blockings of the same inner products
 
     trained = faiss.index_factory(32, "IVF64,PQ8x4fs", faiss.METRIC_INNER_PRODUCT)
     trained.train(archive)

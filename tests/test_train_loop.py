@@ -51,6 +51,7 @@ def losses(output_dir: Path) -> list[dict[str, float]]:
 
 
 # ---------------------------------------------------------------------------------------------- main command
+@pytest.mark.slow
 def test_main_command_trains_evaluates_saves_and_beats_random_init(tmp_path):
     out = tmp_path / "run"
     stdout = check(run(SMALL + ["--output_dir", str(out)],
@@ -85,6 +86,7 @@ def test_main_command_trains_evaluates_saves_and_beats_random_init(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- distributed
+@pytest.mark.slow
 def test_two_processes_reach_the_loss_of_one_process_with_the_same_global_batch(tmp_path):
     """DDP on 2 CPU processes (gloo), per-process batch 8, vs 1 process with batch 16: same pairs per step (the
     seedable sampler), same mask per pair (keyed by pair id), SIGReg on the global batch (all-reduced), the
@@ -108,6 +110,7 @@ def test_two_processes_reach_the_loss_of_one_process_with_the_same_global_batch(
 
 
 # ---------------------------------------------------------------------------------------------- compile
+@pytest.mark.slow
 def test_compiled_training_follows_the_eager_run(tmp_path):
     """training.compile=blocks (regional torch.compile of stems and blocks, Inductor's real CPU kernels) trains
     the same losses as eager: speed never changes the model."""
@@ -132,6 +135,7 @@ def test_compiled_training_follows_the_eager_run(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- resume
+@pytest.mark.slow
 def test_resume_continues_exactly_like_the_uninterrupted_run(tmp_path):
     """8 steps over 2 epochs; the interrupted run stops after step 5 (mid-epoch 2: exercises the data order of
     a later epoch and the skipped batches), the resumed run finishes; the final weights must be identical."""
@@ -155,6 +159,7 @@ def _no_training(output_dir: Path) -> None:
     assert not (output_dir / "checkpoints").exists() and not (output_dir / "train_log.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_bad_input_fails_before_training_with_a_clear_message(tmp_path, capsys, monkeypatch):
     import train_accelerate
 
@@ -195,6 +200,7 @@ def test_bad_input_fails_before_training_with_a_clear_message(tmp_path, capsys, 
 
 
 # ---------------------------------------------------------------------------------------------- partial pairing
+@pytest.mark.slow
 def test_partially_paired_and_unpaired_training_rows(tmp_path, capsys):
     """pairing_rate 0.25: every row trains (the log counts each term's rows per batch, the cross terms on the
     paired quarter), evaluation scores all four directions, the card says how the rows were paired. pairing_rate
@@ -233,6 +239,7 @@ def test_partially_paired_and_unpaired_training_rows(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------------------------- N sensors
+@pytest.mark.slow
 def test_three_sensors_train_and_evaluate_every_direction(tmp_path):
     """A synthetic 3-sensor set (s1, s2 and an rgb view of s2's B04/B03/B02) trains 2 steps through
     train_accelerate.py; evaluation, the embeddings archive and the card cover all 9 directions."""
@@ -297,6 +304,7 @@ def test_gradient_checkpointing_is_a_run_config_switch(tmp_path):
         assert getattr(run.core, "is_activation_checkpointing", None) in (None, switch == "true")
 
 
+@pytest.mark.slow
 def test_extra_single_sensor_sources_add_training_rows_in_the_mix(tmp_path):
     """data.extra_sources + data.mix: a paired export and an S2-only export train together in the asked shares
     (each epoch half paired, half S2-only rows); evaluation keeps the paired export's splits."""
@@ -326,6 +334,7 @@ def test_extra_single_sensor_sources_add_training_rows_in_the_mix(tmp_path):
         train_accelerate.train([*SMALL, "--output_dir", str(tmp_path / "bad"), "--data.mix", "{paired: 1}"])
 
 
+@pytest.mark.slow
 def test_pair_share_draws_the_pairs_as_that_share_of_each_epoch(tmp_path):
     """data.pair_share 0.5 on a 25 %-paired split: each epoch holds every single-sensor row once and the pairs
     repeated to the same number (the log's row counts show it), and a bad value stops before training."""

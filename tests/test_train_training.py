@@ -192,6 +192,7 @@ def test_mixed_precision_no_is_the_string_no_on_the_command_line_and_in_yaml(tmp
     assert load_run_config(tmp_path / "run.yaml")["training"]["mixed_precision"] == "no"
 
 
+@pytest.mark.slow
 def test_the_launchers_mixed_precision_wins_unless_the_user_sets_it(tmp_path):
     """`accelerate launch` passes its choice (a saved `accelerate config`, or --mixed_precision) in
     ACCELERATE_MIXED_PRECISION; the shipped YAMLs leave training.mixed_precision null so that choice holds, and
@@ -237,6 +238,7 @@ def test_config_names_resolve_to_the_packaged_copies(tmp_path, monkeypatch):
         load_run_config("nope.yaml")
 
 
+@pytest.mark.slow
 def test_train_accelerate_help_lists_every_key_with_default_and_a_line():
     import subprocess
     import sys
