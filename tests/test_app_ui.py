@@ -19,12 +19,11 @@ import pytest
 
 from crjepa.app.engine import Explorer, Filter
 from crjepa.hub.archive import load_embeddings
-from helpers import REPO, free_port, offline_env, run_python, synthetic_pairs, write_app_archive
+from helpers import REPO, free_port, offline_env, run_python, synthetic_pairs, wait_for, write_app_archive
 
 APT_COMMAND = "apt-get update && apt-get install -y chromium chromium-driver"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-WAIT_S = 300  # the cap on one wait for the page (it answers in about a second; generous under load)
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +135,16 @@ def start_app(argv: list[str], cwd: Path, **env: str) -> tuple[subprocess.Popen,
     pytest.fail(f"the app stopped before serving (exit {proc.returncode}):\n{''.join(seen)[-3000:]}")
 
 
+class Serving:
+    """`wait_for`'s process for a server running in this process: alive while the Blocks serve."""
+
+    def __init__(self, demo) -> None:
+        self.demo, self.returncode = demo, None
+
+    def poll(self) -> int | None:
+        return None if self.demo.is_running else 1
+
+
 def stop(proc: subprocess.Popen) -> None:
     proc.terminate()
     try:
@@ -160,7 +169,6 @@ def test_the_app_in_a_real_browser_by_id_and_by_upload(tmp_path, ben_v1_dirs):
     labels and relevance marks are checked against the archive; a screenshot is kept (its path is printed)."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import WebDriverWait
 
     train = run_python([str(REPO / "train_accelerate.py"), "--training.max_steps", "6", "--logging.report_to", "none",
                         "--logging.progress_bar", "false", "--data.options",
@@ -177,7 +185,9 @@ def test_the_app_in_a_real_browser_by_id_and_by_upload(tmp_path, ben_v1_dirs):
     try:
         assert url == f"http://127.0.0.1:{port}/"
         driver.get(url)
-        wait = WebDriverWait(driver, WAIT_S)
+
+        def until(condition, what: str) -> None:  # no deadline of its own; fails at once if the app exits
+            wait_for(lambda: bool(condition()), proc, what)
 
         def find(selector: str) -> list:
             return driver.find_elements(By.CSS_SELECTOR, selector)
@@ -209,7 +219,7 @@ def test_the_app_in_a_real_browser_by_id_and_by_upload(tmp_path, ben_v1_dirs):
                         relevant]
 
         # the page opens with the first id's results, and the archive's facts and scores
-        wait.until(lambda _: find("figure.crjepa-tile:not(.crjepa-query)"))
+        until(lambda: find("figure.crjepa-tile:not(.crjepa-query)"), "the first results show")
         facts = driver.find_element(By.ID, "crjepa-facts").text
         assert "Recall promise" in facts and "synthetic (test split): 64 items" in facts
         assert len(find("#crjepa-scores rect[data-model='trained']")) == 4  # results.json of the run
@@ -221,10 +231,10 @@ def test_the_app_in_a_real_browser_by_id_and_by_upload(tmp_path, ben_v1_dirs):
         box.send_keys(Keys.CONTROL, "a")
         box.send_keys(wanted[-8:])
         option = f'#crjepa-id li[aria-label="{wanted}"]'
-        wait.until(lambda _: find(option) and all(wanted[-8:] in o.get_attribute("aria-label")
-                                                  for o in find("#crjepa-id li")))  # the list narrows as one types
+        until(lambda: find(option) and all(wanted[-8:] in o.get_attribute("aria-label") for o in find("#crjepa-id li")),
+              "the id list narrows to the typed text")
         find(option)[0].click()
-        wait.until(lambda _: find(f'figure.crjepa-query[data-id="{wanted}"]'))
+        until(lambda: find(f'figure.crjepa-query[data-id="{wanted}"]'), "the picked id's results show")
         assert message() == "Results (s1->s1: 5, s2->s2: 5, s1->s2: 5, s2->s1: 5)"
         check_tiles(wanted, ["s1->s1", "s2->s2", "s1->s2", "s2->s1"], 5)
         height = driver.execute_script("return Math.max(document.body.scrollHeight, "
@@ -241,7 +251,7 @@ def test_the_app_in_a_real_browser_by_id_and_by_upload(tmp_path, ben_v1_dirs):
         box.send_keys(Keys.CONTROL, "a")
         box.send_keys("no-such-patch", Keys.ENTER)
         driver.find_element(By.ID, "crjepa-search-id").click()
-        wait.until(lambda _: "Unknown id 'no-such-patch'" in message())
+        until(lambda: "Unknown id 'no-such-patch'" in message(), "the unknown id's message shows")
         assert not find("figure.crjepa-tile")
 
         # 3. by upload: a wrong band count, then a real BigEarthNet S2 patch folder as .zip
@@ -249,16 +259,16 @@ def test_the_app_in_a_real_browser_by_id_and_by_upload(tmp_path, ben_v1_dirs):
         upload = driver.find_element(By.CSS_SELECTOR, "#crjepa-upload input[type=file]")
         np.save(tmp_path / "rgb.npy", np.zeros((3, 32, 32), np.uint8))
         upload.send_keys(str(tmp_path / "rgb.npy"))
-        wait.until(lambda _: find('#crjepa-upload td.filename[aria-label="rgb.npy"]'))
+        until(lambda: find('#crjepa-upload td.filename[aria-label="rgb.npy"]'), "rgb.npy is uploaded")
         driver.find_element(By.ID, "crjepa-search-image").click()
-        wait.until(lambda _: "rgb.npy has 3 band(s)" in message())
+        until(lambda: "rgb.npy has 3 band(s)" in message(), "the band count message shows")
         assert "wrong band count" in message()
         driver.find_element(By.CSS_SELECTOR, "#crjepa-upload button[aria-label=Clear]").click()
         patch = zip_patch(sorted(p for p in ben_v1_dirs[1].iterdir() if p.is_dir())[0], tmp_path / "s2-patch.zip")
         driver.find_element(By.CSS_SELECTOR, "#crjepa-upload input[type=file]").send_keys(str(patch))
-        wait.until(lambda _: find('#crjepa-upload td.filename[aria-label="s2-patch.zip"]'))
+        until(lambda: find('#crjepa-upload td.filename[aria-label="s2-patch.zip"]'), "the patch zip is uploaded")
         driver.find_element(By.ID, "crjepa-search-image").click()
-        wait.until(lambda _: find('figure.crjepa-query[data-id="s2-patch.zip"]'))
+        until(lambda: find('figure.crjepa-query[data-id="s2-patch.zip"]'), "the upload's results show")
         assert message() == "Results (s2->s2: 5, s2->s1: 5)"
         check_tiles(None, ["s2->s2", "s2->s1"], 5)
         assert find("figure.crjepa-query img")  # the uploaded patch, rendered in true colour
@@ -274,7 +284,6 @@ def test_a_large_archive_gets_a_search_box_the_server_matches(archive_dir, model
     """Past ID_CHOICES_LIMIT ids the page gets a search box; the server's matches of the latest text fill the id
     list (typed at machine speed: the last keystroke wins) and the first match is searched."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     from crjepa.app.render import CSS
     from crjepa.app.ui import build_app
@@ -286,14 +295,19 @@ def test_a_large_archive_gets_a_search_box_the_server_matches(archive_dir, model
     driver = chrome(tmp_path / "chromium")
     try:
         driver.get(url)
-        wait = WebDriverWait(driver, WAIT_S)
-        wait.until(lambda _: driver.find_elements(By.CSS_SELECTOR, "figure.crjepa-tile:not(.crjepa-query)"))
+        serving = Serving(demo)
+
+        def until(condition, what: str) -> None:
+            wait_for(lambda: bool(condition()), serving, what)
+
+        until(lambda: driver.find_elements(By.CSS_SELECTOR, "figure.crjepa-tile:not(.crjepa-query)"), "results show")
         wanted = explorer.archive.ids[17]
         driver.find_element(By.CSS_SELECTOR, "#crjepa-id-search textarea").send_keys(wanted[-6:])
         picked = driver.find_element(By.CSS_SELECTOR, "#crjepa-id input")
-        wait.until(lambda _: picked.get_attribute("value") == wanted)
+        until(lambda: picked.get_attribute("value") == wanted, "the server's first match is picked")
         driver.find_element(By.ID, "crjepa-search-id").click()
-        wait.until(lambda _: driver.find_elements(By.CSS_SELECTOR, f'figure.crjepa-query[data-id="{wanted}"]'))
+        until(lambda: driver.find_elements(By.CSS_SELECTOR, f'figure.crjepa-query[data-id="{wanted}"]'),
+              "its results show")
         assert len(driver.find_elements(By.CSS_SELECTOR, "figure.crjepa-tile:not(.crjepa-query)")) == 4 * 5
     finally:
         driver.quit()
