@@ -7,7 +7,7 @@ at the installed version, app_file, the model and data sets it uses). crjepa is 
 code of this installation (crjepa, modeling_crjepa and the data builders) is copied into the folder and
 requirements.txt lists its dependencies; ``requirement`` names a pip requirement for crjepa instead (e.g. a git URL).
 The folder is written atomically (`crjepa.utils.atomic.atomic_dir`); it is pushed with `hf upload USER/SPACE DIR
---repo-type space` or `crjepa push DIR USER/SPACE --repo-type space`.
+--repo-type space`.
 """
 
 from __future__ import annotations
