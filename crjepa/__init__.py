@@ -11,6 +11,7 @@ each sub-package imports what it needs.
     crjepa.hub        embeddings archives, model / dataset / embeddings cards, Hub access and uploads
     crjepa.train      run configuration, optimiser, schedule, masks, sampler, checkpoints
     crjepa.baselines  X-JEPA-style and contrastive baselines for the ablations
+    crjepa.app        the search app in the browser (Gradio, optional) and its Hugging Face Space export
     crjepa.cli        the ``crjepa`` command
 
 docs/ARCHITECTURE.md is the map (layers, data flow, one home per fact).

@@ -6,6 +6,7 @@
     crjepa evaluate MODEL DATA              the paper's four-direction table (markdown + JSON)
     crjepa export-checkpoint RUN -o DIR     a training checkpoint -> from_pretrained folder (+ card with scores)
     crjepa push FOLDER user/repo            embeddings folder (dataset repo) or model folder (model repo)
+    crjepa app EMB [--model M] [--data D]   the search app in the browser (Gradio); --export-space DIR: a Space
 
 Directions are written 's1->s2': quote them, or the shell reads '>' as a redirection. One-sensor archives (e.g.
 S2 patches alone) are embedded, searched and evaluated in their one same-sensor direction.
@@ -424,8 +425,10 @@ def _write_png(args: argparse.Namespace, archive: Any, results: dict[str, Any]) 
     print(f"Wrote {args.png} ({grid.width}x{grid.height})")
 
 
-SYNTHETIC_LIMITS = {"num_pairs": (1, 100_000), "image_size": (8, 512), "seed": (0, 2**31 - 1)}
-"""Bounds on the synthetic-data options an archive may record (a crafted size must not allocate gigabytes)."""
+SYNTHETIC_LIMITS = {"num_pairs": (1, 100_000), "num_train": (0, 100_000), "num_validation": (0, 100_000),
+                    "num_test": (0, 100_000), "image_size": (8, 512), "seed": (0, 2**31 - 1)}
+"""Bounds on the synthetic-data options an archive may record (a crafted size must not allocate gigabytes):
+``num_pairs`` (`crjepa embed`) or the per-split sizes a training run records (its ``data.options``)."""
 
 
 def recorded_source(source: dict[str, Any], archive_path: Path) -> dict[str, Any]:
@@ -503,11 +506,30 @@ def cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_app(args: argparse.Namespace) -> int:
+    """The search app (crjepa.app): serve it, or write a Hugging Face Space folder that serves it."""
+    from crjepa.app import require_gradio
+
+    if args.export_space:
+        from crjepa.app.space import export_space
+
+        folder = export_space(args.export_space, args.archive, model=args.model, data=args.data,
+                              requirement=args.requirement, overwrite=args.overwrite)
+        print(f"Wrote the Space folder {folder}: push it with `hf upload USER/SPACE {folder} --repo-type space` "
+              f"(or run it here: cd {folder} && python app.py)")
+        return 0
+    require_gradio()  # before the archive and model are loaded
+    from crjepa.app.ui import serve
+
+    serve(args.archive, model=args.model, data=args.data, host=args.host, port=args.port)
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crjepa", description="CR-JEPA cross-modal remote-sensing retrieval: embed, index, search, "
-                                   "evaluate, push.",
+                                   "evaluate, push, and look at the results in the browser (app).",
         epilog="Example: crjepa embed ./model synthetic -o ./emb && crjepa search ./emb --id ID --direction 's1->s2'"
                " (quote directions: the shell reads > as a redirection)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -633,6 +655,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", default=None, help="Hub token (default: the logged-in one)")
     p.add_argument("--message", default=None, help="commit message")
     p.set_defaults(func=cmd_push)
+
+    p = sub.add_parser("app", help="search an archive in the browser (Gradio), or export that app as a Space",
+                       description="Serve a search page for an embeddings archive: query by archive id (search as "
+                                   "you type) or, with --model, by an uploaded image (.npy, GeoTIFF, PNG, a "
+                                   "BigEarthNet patch folder as .zip); choose the direction, k and label / metadata "
+                                   "filters; see the top-k as pictures with ids, scores, labels and relevance, and "
+                                   "the archive's card facts and scores. Needs `pip install \"crjepa[app]\"`.")
+    p.add_argument("archive", help="embeddings archive folder or Hub dataset repo id")
+    p.add_argument("--model", default=None, help="the model that embedded the archive (folder or Hub repo): enables "
+                                                  "search by image")
+    p.add_argument("--data", default=None,
+                   help="where the pictures come from: 'synthetic', a Parquet export folder, a Hub dataset id, or "
+                        "'recorded' (the source the archive records, checked first); default: no pictures")
+    p.add_argument("--port", type=int, default=None, help="port (default: 7860 or GRADIO_SERVER_PORT)")
+    p.add_argument("--host", default=None,
+                   help="address to listen on (default: 127.0.0.1 or GRADIO_SERVER_NAME; 0.0.0.0 for all)")
+    p.add_argument("--export-space", default=None, metavar="DIR",
+                   help="write a Hugging Face Space folder (app.py, requirements.txt, README.md) that serves this "
+                        "app for ARCHIVE, --model and --data (Hub ids), instead of serving it here")
+    p.add_argument("--requirement", default=None,
+                   help="with --export-space: how the Space installs crjepa (a pip requirement, e.g. \"crjepa[app] @ "
+                        "git+https://github.com/you/crjepa\"); default: the crjepa code is copied into the folder")
+    p.add_argument("--overwrite", action="store_true", help="with --export-space: replace DIR whatever it holds")
+    p.set_defaults(func=cmd_app)
     return parser
 
 

@@ -98,3 +98,20 @@ def write_tif(path: Path, chw: np.ndarray) -> np.ndarray:
                            dtype=chw.dtype.name) as dst:
             dst.write(chw)
     return chw
+
+
+def write_app_archive(folder: Path, model, pairs: datasets.Dataset, num_pairs: int) -> Path:
+    """An embeddings archive of ``pairs`` (the synthetic rows of ``synthetic_pairs`` with ``num_pairs`` per split)
+    with metadata (split, row number), stored exact indices and its recorded source, as `crjepa app` opens it; the
+    model is saved beside it as ``model/``."""
+    from crjepa.eval.retrieval import compute_embeddings
+    from crjepa.hub.archive import build_indices, config_summary, model_fingerprint, write_embeddings_dataset
+
+    model.save_pretrained(folder.parent / "model")
+    emb = compute_embeddings(model, pairs, batch_size=64)
+    fingerprint = model_fingerprint(model)
+    return write_embeddings_dataset(
+        folder, emb.ids, emb.labels, emb.class_names, emb.vectors,
+        metadata={"split": pairs["split"], "row": [str(i) for i in range(len(pairs))]}, model_fingerprint=fingerprint,
+        config_summary=config_summary(model.config), source={"dataset": "synthetic", "num_pairs": num_pairs},
+        indices=build_indices(emb.vectors, emb.ids, kind="exact", fingerprint=fingerprint))

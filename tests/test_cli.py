@@ -20,7 +20,7 @@ from crjepa.cli import build_parser, main
 from crjepa.eval.visualize import NOT_RELEVANT, RELEVANT, display_image, grid_size, tile_origin
 
 REPO = Path(__file__).resolve().parents[1]
-SUBCOMMANDS = ["embed", "index", "search", "evaluate", "export-checkpoint", "push"]
+SUBCOMMANDS = ["embed", "index", "search", "evaluate", "export-checkpoint", "push", "app"]
 QUERY = "synthetic-test-0-000003"
 
 
@@ -312,6 +312,18 @@ def test_archive_is_published_without_local_paths_and_with_the_umask(workdir, tm
     assert str(tmp_path) not in info and str(tmp_path) not in card
     assert json.loads(info)["source"]["dataset"] == "parquet-export"
     assert (tmp_path / "emb").stat().st_mode & 0o777 == 0o755  # not mkdtemp's 0700
+
+
+def test_the_synthetic_source_a_training_run_records_is_accepted_within_bounds(tmp_path):
+    """`--data recorded` on the quick start's archive: training records the synthetic split sizes of its YAML."""
+    from crjepa.cli import recorded_source
+    from crjepa.train.training import load_run_config
+
+    options = load_run_config(None, [])["data"]["options"]  # configs/cpu_default.yaml, the quick start
+    source = {"dataset": "synthetic", "split": "test", **options}
+    assert recorded_source(source, tmp_path) == source
+    with pytest.raises(ValueError, match=r"num_test=10000000 is outside \[0, 100000\]"):
+        recorded_source({**source, "num_test": 10_000_000}, tmp_path)
 
 
 def test_downloaded_archive_fields_are_not_trusted(workdir, tmp_path, capsys):

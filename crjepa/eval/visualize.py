@@ -160,7 +160,8 @@ class DatasetImages:
         return self.readers[sensor][[self.rows[archive_id]]][sensor][0].numpy()
 
 
-def _renderer(archive: Any) -> Callable[[np.ndarray, str], Image.Image]:
+def renderer(archive: Any) -> Callable[[np.ndarray, str], Image.Image]:
+    """(image, sensor) -> the picture people see, with the band names and SAR sensors the archive records."""
     config = archive.info.get("config", {})
     bands, sar = config.get("band_names", {}), set(config.get("sar_sensors", []))
     return lambda image, sensor: display_image(image, bands.get(sensor), sensor in sar)
@@ -168,7 +169,7 @@ def _renderer(archive: Any) -> Callable[[np.ndarray, str], Image.Image]:
 
 def _result_tiles(archive: Any, hits: Sequence[Any], target: str, images: Callable[[str, str], np.ndarray],
                   query_labels: np.ndarray | None) -> list[GridTile]:
-    render = _renderer(archive)
+    render = renderer(archive)
     tiles = []
     for hit in hits:
         relevant = None if query_labels is None else bool((archive.labels[hit.position] & query_labels).any())
@@ -181,7 +182,7 @@ def query_grid(archive: Any, images: Callable[[str, str], np.ndarray], query_id:
     """The top-k of an archive item for each direction (default: the paper's four), as a framed grid."""
     from crjepa.eval.directions import directions_of
 
-    render = _renderer(archive)
+    render = renderer(archive)
     position = archive.position(query_id)
     rows = []
     for direction in directions or directions_of(archive.sensors):
@@ -196,7 +197,7 @@ def query_grid(archive: Any, images: Callable[[str, str], np.ndarray], query_id:
 def image_grid(archive: Any, images: Callable[[str, str], np.ndarray], query_image: np.ndarray, sensor: str,
                hits_by_target: Mapping[str, Sequence[Any]], tile: int = 96) -> Image.Image:
     """Grid for an external query image (no labels, so frames are grey): one row per searched target sensor."""
-    render = _renderer(archive)
+    render = renderer(archive)
     query = GridTile(render(query_image, sensor), "query image")
     rows = [GridRow(f"{sensor}->{target}".upper(), query, _result_tiles(archive, hits, target, images, None))
             for target, hits in hits_by_target.items()]
@@ -204,4 +205,4 @@ def image_grid(archive: Any, images: Callable[[str, str], np.ndarray], query_ima
 
 
 __all__ = ["DatasetImages", "GridRow", "GridTile", "display_image", "grid_size", "image_grid", "query_grid",
-           "render_grid", "tile_origin"]
+           "render_grid", "renderer", "tile_origin"]

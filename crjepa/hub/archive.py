@@ -363,6 +363,27 @@ def export_encoder(model_dir: str | Path, output_dir: str | Path, overwrite: boo
 
 
 # ---------------------------------------------------------------------------------------------- loading & search
+def embed_image(model: Any, image: Any, sensor: str, space: str) -> np.ndarray:
+    """One native-resolution image (C, H, W) of ``sensor`` -> its (R,) float32 embedding in ``space``, through
+    the model's own preprocessing (normalise, resize) on the model's device; the model's train/eval mode is kept."""
+    import torch
+
+    from modeling_crjepa.image_processing_crjepa import preprocess_batch
+
+    pixels = torch.as_tensor(np.asarray(image))
+    if pixels.ndim == 3:
+        pixels = pixels.unsqueeze(0)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            ready = preprocess_batch(pixels.to(device), sensor, model.config)
+            return model.get_embeddings(ready, sensor=sensor, space=space).float().cpu().numpy()[0]
+    finally:
+        model.train(was_training)
+
+
 @dataclass
 class Hit:
     """One search result: rank (1 = best), archive id, cosine score, class names, row position, the row's metadata
@@ -546,23 +567,8 @@ class EmbeddingArchive:
     def embed_query(self, model: Any, image: Any, sensor: str, space: str) -> np.ndarray:
         """The ``space`` embedding (R,) of one native-resolution image (C, H, W) of ``sensor``, by ``model``, which
         must be the archive's model (`check_model`)."""
-        import torch
-
-        from modeling_crjepa.image_processing_crjepa import preprocess_batch
-
         self.check_model(model)
-        pixels = torch.as_tensor(np.asarray(image))
-        if pixels.ndim == 3:
-            pixels = pixels.unsqueeze(0)
-        device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                ready = preprocess_batch(pixels.to(device), sensor, model.config)
-                return model.get_embeddings(ready, sensor=sensor, space=space).float().cpu().numpy()[0]
-        finally:
-            model.train(was_training)
+        return embed_image(model, image, sensor, space)
 
     def _column(self, sensor: str, space: str) -> str:
         name = column_name(sensor, space)
@@ -823,6 +829,6 @@ def _add_indices(folder: str | Path, kind: str, columns: Sequence[str] | None,
 
 __all__ = [
     "EmbeddingArchive", "EmbeddingsError", "Hit", "HubError", "add_indices", "build_indices", "calibration_summary",
-    "check_hub_access", "config_summary", "export_encoder", "read_vector_column", "load_embeddings", "model_fingerprint", "push_folder", "render_card", "save_indices",
+    "check_hub_access", "config_summary", "embed_image", "export_encoder", "read_vector_column", "load_embeddings", "model_fingerprint", "push_folder", "render_card", "save_indices",
     "write_embeddings_dataset", "SPACES",
 ]
