@@ -19,6 +19,7 @@ PRODUCED_NAMES = {
     "retrieval_results.md": "written by `crjepa evaluate --output-dir`",
     "quality.md": "written by benchmarks/quality.py into its --output-dir",
     "pairing.md": "written by benchmarks/pairing.py into its --output-dir",
+    "app.py": "written by `crjepa app --export-space DIR` into the Space folder",
     "modeling_ijepa.py": "a file of huggingface/transformers (a style anchor)",
     "modeling_vit.py": "a file of huggingface/transformers (a style anchor)",
     "modeling_siglip.py": "a file of huggingface/transformers (a style anchor)",
