@@ -82,7 +82,6 @@ INLINE_NOT_RUN = {
                                              "launched by tests/test_realdata.py)",
     "pip install .": "install (the wheel: tests/test_packaging.py)",
     "hf auth login": "the Hugging Face Hub",
-    "bash .ci/browser-deps": "installs system packages (CI runs it: .ci/run)",
     "crjepa app --help": "help text (tests/test_cli.py::test_help_of_the_command_and_every_subcommand)",
 }
 """Commands quoted inline in README.md's text that are not (part of) a block command."""

@@ -39,7 +39,9 @@ FORMAT_VERSION = 1
 
 # Config fields that describe where or how a model was saved, not what it computes.
 _VOLATILE_CONFIG_KEYS = {"_name_or_path", "transformers_version", "architectures", "auto_map", "dtype", "torch_dtype",
-                         "_attn_implementation_autoset", "_commit_hash"}
+                         "_attn_implementation_autoset", "_commit_hash", "custom_pipelines"}
+"""Config fields that say where and how a checkpoint was saved (or which pipeline class serves it), not what the
+model computes: `model_fingerprint` leaves them out, so saving a model keeps its fingerprint."""
 
 
 class EmbeddingsError(ValueError):
