@@ -92,22 +92,25 @@ RANK_ENV, WORLD_ENV = "CRJEPA_EMBED_RANK", "CRJEPA_EMBED_WORLD"
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    """Streamed, sharded, resumable embedding (`crjepa.hub.embedding`) under the output's writer lock: a new run
-    replaces only an earlier archive or an empty folder (or anything with --overwrite); a run of the same command
-    resumes. Workers (started by --num-processes, or accelerate ranks > 0) run under the launcher's lock."""
+    """Streamed, sharded, resumable embedding (`crjepa.hub.embedding`) under the output's writer lock. Nothing
+    that exists is deleted before the new archive is complete: a new run into an empty or absent folder writes
+    there (a rerun of the same command resumes it); a run that replaces an earlier archive (or anything, with
+    --overwrite) writes beside it (`crjepa.hub.embedding.staging_folder`, resumable too) and swaps the finished
+    archive in at the end. Workers (started by --num-processes, or accelerate ranks > 0) run under the
+    launcher's lock and find the folder it chose."""
     import os
-    import shutil
 
     from crjepa.hub.archive import OUTPUT_KIND
     from crjepa.hub.embedding import RUN_DIR, RUN_FILE
-    from crjepa.utils.atomic import check_replaceable, lock_file_for
+    from crjepa.utils.atomic import check_not_inside, check_replaceable, lock_file_for
     from crjepa.utils.locks import DirLock
 
     output = Path(args.output)
     if RANK_ENV in os.environ or int(os.environ.get("RANK", "0")) > 0:
         return _embed(args)
-    resuming = (output / RUN_DIR / RUN_FILE).is_file() and not args.overwrite
-    if not resuming:
+    if args.data != "synthetic" and Path(args.data).exists():
+        check_not_inside(output, args.data, what="-o folder")  # replacing it would delete the input
+    if not (output / RUN_DIR / RUN_FILE).is_file() or args.overwrite:
         check_replaceable(output, OUTPUT_KIND, args.overwrite)  # before any work: never replace what is not ours
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -115,8 +118,6 @@ def cmd_embed(args: argparse.Namespace) -> int:
         raise ValueError(f"{output.parent}: cannot create the output folder ({err.strerror}); choose a writable "
                          "path with -o") from None
     with DirLock(lock_file_for(output), what="crjepa embed", folder=output):  # a second writer stops at once
-        if not resuming and output.is_dir() and any(output.iterdir()):
-            shutil.rmtree(output)  # an earlier archive (check_replaceable) or --overwrite: start over
         return _embed(args)
 
 
@@ -124,8 +125,11 @@ def _embed(args: argparse.Namespace) -> int:
     import os
 
     from crjepa.hub.archive import config_summary, model_fingerprint
-    from crjepa.hub.embedding import claim_folder, embed_shards, finish_archive, run_signature, stream_source
+    from crjepa.hub.embedding import (
+        claim_folder, embed_shards, finish_archive, run_signature, stream_source, work_folder,
+    )
     from crjepa.eval.retrieval import SPACES, class_names_of, column_name, present_sensors
+    from crjepa.utils.atomic import publish_dir
 
     source = _source_options(args)
     output = Path(args.output)
@@ -148,11 +152,14 @@ def _embed(args: argparse.Namespace) -> int:
     sensors = list(args.sensors or present_sensors(model.config.sensor_names, stream))  # S2-only data: just s2
     shard_rows = max(1, -(-args.shard_rows // args.batch_size)) * args.batch_size
     signature = run_signature(fingerprint, {**source, "split": args.split}, sensors, args.spaces, shard_rows)
-    if rank == 0 and not worker:
-        claim_folder(output, signature)
+    main_process = rank == 0 and not worker
+    work = work_folder(output, signature, overwrite=args.overwrite, decide=main_process)
+    if main_process:
+        claim_folder(work, signature)
     if state is not None:
         state.wait_for_everyone()
-    claim_folder(output, signature)  # every process checks it resumes the same run
+        work = work_folder(output, signature, overwrite=args.overwrite, decide=main_process)
+    claim_folder(work, signature)  # every process checks it resumes the same run
     features = stream.features or {}
     class_names = class_names_of(stream) or []
     skip = {"id", "labels", *model.config.sensors}
@@ -165,7 +172,7 @@ def _embed(args: argparse.Namespace) -> int:
 
         if worker:
             torch.set_num_threads(max(1, int(os.environ.get("CRJEPA_EMBED_THREADS", "1"))))
-        stats = embed_shards(model, stream, output, class_names=class_names, metadata_columns=metadata_columns,
+        stats = embed_shards(model, stream, work, class_names=class_names, metadata_columns=metadata_columns,
                              sensors=sensors, spaces=args.spaces, batch_size=args.batch_size, shard_rows=shard_rows,
                              rank=rank, world=world, progress=True)
         print(f"process {rank + 1}/{world}: {stats['written']} shards written, {stats['skipped']} already done "
@@ -177,10 +184,12 @@ def _embed(args: argparse.Namespace) -> int:
             if not state.is_main_process:
                 return 0
     columns = [column_name(s, sp) for s in sensors for sp in SPACES if sp in args.spaces]
-    info = finish_archive(output, world, class_names=class_names, metadata_columns=metadata_columns,
+    info = finish_archive(work, world, class_names=class_names, metadata_columns=metadata_columns,
                           vector_columns=columns, dimension=model.config.retrieval_dim, model_fingerprint=fingerprint,
                           config_summary=config_summary(model.config), source={**source, "split": args.split},
                           model_repo_id=args.model_repo_id, repo_id=args.repo_id, index=args.index, recall=args.recall)
+    if work != output:  # the complete new archive replaces the earlier one in one step
+        publish_dir(work, output)
     print(f"Wrote {info['num_rows']} items x {len(columns)} columns ({', '.join(columns)}) to {output}")
     return 0
 

@@ -92,15 +92,16 @@ def prepare_push(repo_id: str, repo_type: str = "dataset", api: Any = None, toke
     return api, str(url)
 
 
-LOCAL_ONLY = [".embed/*", ".embed/**"]
-"""Upload ignore patterns of local run bookkeeping (besides the marker file)."""
+LOCAL_ONLY = [".embed/*", ".embed/**", "*.tmp-*", "*.lock"]
+"""Upload ignore patterns of local run bookkeeping (besides the marker file): the run folder of a sharded `crjepa
+embed`, files being written (a killed writer's ``.train-NNNNN.parquet.tmp-PID``) and writers' locks."""
 
 
 def upload_folder(api: Any, folder: str | Path, repo_id: str, repo_type: str = "dataset",
                   commit_message: str | None = None, token: str | None = None) -> None:
     """Upload a prepared folder to a repo that `prepare_push` checked and created. Local bookkeeping is not part
-    of what is published: the writer's marker file (`crjepa.utils.atomic.MARKER_FILE`) and the run folder of a
-    sharded `crjepa embed` (``.embed/``: its run signature names the local input path)."""
+    of what is published: the writer's marker file (`crjepa.utils.atomic.MARKER_FILE`), the run folder of a
+    sharded `crjepa embed` (``.embed/``: its run signature names the local input path) and temp files (`LOCAL_ONLY`)."""
     from crjepa.utils.atomic import MARKER_FILE
 
     message = commit_message or f"Upload CR-JEPA {'embeddings' if repo_type == 'dataset' else 'model'}"
