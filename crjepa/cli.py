@@ -25,14 +25,55 @@ from typing import Any
 
 
 # ---------------------------------------------------------------------------------------------- shared helpers
+SYNTHETIC_LIMITS = {"num_pairs": (1, 100_000), "image_size": (8, 512), "seed": (0, 2**31 - 1)}
+"""Bounds on the synthetic-data options (the command line's and those an archive records: a crafted size must not
+allocate gigabytes)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one line per user error: ``crjepa embed: error: ...`` and exit status 2 (no usage block)."""
+
+    def error(self, message: str) -> Any:
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def int_in(low: int, high: int) -> Any:
+    """An argparse type: an integer in [low, high], checked before any work."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer in [{low}, {high}], found {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be an integer in [{low}, {high}], found {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def fraction(text: str) -> float:
+    """An argparse type: a number in (0, 1] (a recall target)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], found {text!r}")
+    return value
+
+
 def _add_data_arguments(parser: argparse.ArgumentParser, split_help: str) -> None:
     parser.add_argument("data", help="data source: 'synthetic' (built in) or a folder of Parquet exported by "
                                      "`python -m datasets_scripts`")
     parser.add_argument("--split", default=None, help=split_help)
-    parser.add_argument("--num-pairs", type=int, default=None,
+    parser.add_argument("--num-pairs", type=int_in(*SYNTHETIC_LIMITS["num_pairs"]), default=None,
                         help="synthetic data: pairs per split (default: the generator's sizes)")
-    parser.add_argument("--seed", type=int, default=0, help="synthetic data: seed (default 0)")
-    parser.add_argument("--image-size", type=int, default=None, help="synthetic data: native image side in pixels")
+    parser.add_argument("--seed", type=int_in(*SYNTHETIC_LIMITS["seed"]), default=0,
+                        help="synthetic data: seed (default 0)")
+    parser.add_argument("--image-size", type=int_in(*SYNTHETIC_LIMITS["image_size"]), default=None,
+                        help="synthetic data: native image side in pixels (8 to 512)")
 
 
 def _source_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -66,7 +107,13 @@ def _device(name: str) -> Any:
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r} is not a device: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise ValueError(f"--device {name}: no such GPU here ({torch.cuda.device_count()} visible); use auto or cpu")
+    return device
 
 
 def _load_model(path: str, device: str = "auto") -> Any:
@@ -82,9 +129,10 @@ def _load_model(path: str, device: str = "auto") -> Any:
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="saved model folder (save_pretrained) or Hub model repo id")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+    parser.add_argument("--batch-size", type=int_in(1, 65_536), default=64, help="images per forward pass (default 64)")
     parser.add_argument("--device", default="auto", help="'auto' (GPU if available), 'cpu', 'cuda', 'cuda:1'...")
-    parser.add_argument("--num-workers", type=int, default=0, help="data loader worker processes (default 0)")
+    parser.add_argument("--num-workers", type=int_in(0, 256), default=0,
+                        help="data loader worker processes (default 0)")
 
 
 # ---------------------------------------------------------------------------------------------- commands
@@ -149,6 +197,9 @@ def _embed(args: argparse.Namespace) -> int:
     model = _load_model(args.model, args.device if state is None else str(state.device))
     fingerprint = model_fingerprint(model)
     stream = stream_source(source, args.split)
+    unknown = sorted(set(args.sensors or []) - set(model.config.sensor_names))
+    if unknown:
+        raise ValueError(f"--sensors {unknown}: the model has the sensors {list(model.config.sensor_names)}")
     sensors = list(args.sensors or present_sensors(model.config.sensor_names, stream))  # S2-only data: just s2
     shard_rows = max(1, -(-args.shard_rows // args.batch_size)) * args.batch_size
     signature = run_signature(fingerprint, {**source, "split": args.split}, sensors, args.spaces, shard_rows)
@@ -267,6 +318,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         from crjepa.data.images import read_image
 
         image = read_image(args.image)  # a bad query file fails before the model is loaded
+        channels = (archive.info.get("config") or {}).get("sensors", {}).get(args.sensor)
+        if isinstance(channels, int):
+            from crjepa.hub.archive import check_query_image
+
+            check_query_image(image, args.sensor, channels)
         model = _load_model(args.model, args.device)
         targets = [args.target_sensor] if args.target_sensor else archive.sensors
         results = {f"{args.sensor}->{t}": archive.search_by_image(model, image, args.sensor, t, args.k)
@@ -306,8 +362,6 @@ def _write_png(args: argparse.Namespace, archive: Any, results: dict[str, Any]) 
     print(f"Wrote {args.png} ({grid.width}x{grid.height})")
 
 
-SYNTHETIC_LIMITS = {"num_pairs": (1, 100_000), "image_size": (8, 512), "seed": (0, 2**31 - 1)}
-"""Bounds on the synthetic-data options an archive may record (a crafted size must not allocate gigabytes)."""
 
 
 def recorded_source(source: dict[str, Any], archive_path: Path) -> dict[str, Any]:
@@ -380,7 +434,7 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="crjepa", description="CR-JEPA cross-modal remote-sensing retrieval: embed, index, search, "
                                    "evaluate, push.",
         epilog="Example: crjepa embed ./model synthetic -o ./emb && crjepa search ./emb --id ID --direction 's1->s2'"
@@ -402,11 +456,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="embedding spaces (default: both)")
     p.add_argument("--index", default="none", choices=["none", "auto", "exact", "hnsw", "ivfpq"],
                    help="also build faiss indices of this kind (default: none; see `crjepa index`)")
-    p.add_argument("--recall", type=float, default=None, help="with --index: recall@10 target (default 0.95)")
-    p.add_argument("--num-processes", type=int, default=1,
+    p.add_argument("--recall", type=fraction, default=None, help="with --index: recall@10 target (default 0.95)")
+    p.add_argument("--num-processes", type=int_in(1, 256), default=1,
                    help="worker processes sharing the input (default 1; or run under `accelerate launch -m "
                         "crjepa.cli embed ...`, one process per GPU)")
-    p.add_argument("--shard-rows", type=int, default=8192,
+    p.add_argument("--shard-rows", type=int_in(1, 10_000_000), default=8192,
                    help="rows per Parquet shard (rounded up to a multiple of --batch-size); finished shards are "
                         "kept and skipped when the same command is rerun (default 8192)")
     p.add_argument("--model-repo-id", default=None, help="Hub repo of the model, recorded in the card")
@@ -422,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="index parameter, e.g. --param M=32 (repeatable); fixing a search knob (nprobe, "
                         "k_factor, efSearch) turns the recall calibration off")
-    p.add_argument("--recall", type=float, default=None,
+    p.add_argument("--recall", type=fraction, default=None,
                    help="recall@10 the ANN kinds calibrate to on held-out archive vectors (default 0.95); the "
                         "measured recall, #queries, q/s and calibration time are printed and stored")
     p.set_defaults(func=cmd_index)
@@ -440,12 +494,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-sensor", default=None, help="with --image: sensor column to search (default: both)")
     p.add_argument("--model", default=None, help="with --image: the model folder that embedded the archive")
     p.add_argument("--device", default="auto", help="with --image: 'auto', 'cpu', 'cuda'...")
-    p.add_argument("-k", type=int, default=10, help="results per direction (default 10)")
+    p.add_argument("-k", type=int_in(1, 100_000), default=10, help="results per direction (default 10)")
     p.add_argument("--png", default=None, help="also write the result grid (green = relevant) to this PNG")
     p.add_argument("--data", default=None,
                    help="with --png: image source ('synthetic', a Parquet folder, or 'recorded': the source the "
                         "archive records, checked first)")
-    p.add_argument("--tile", type=int, default=96, help="with --png: tile size in pixels (default 96)")
+    p.add_argument("--tile", type=int_in(8, 1024), default=96, help="with --png: tile size in pixels (8 to 1024, "
+                                                                 "default 96)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_search)
 
@@ -459,7 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--query-split", default=None, help="queries from this split (default: all rows)")
     p.add_argument("--gallery-split", default=None,
                    help="archive from another split (CSMAE protocol: --query-split validation --gallery-split test)")
-    p.add_argument("-k", type=int, default=5, help="cut-off for F1@k / P@k (default 5, the paper's)")
+    p.add_argument("-k", type=int_in(1, 100_000), default=5, help="cut-off for F1@k / P@k (default 5, the paper's)")
     p.add_argument("--dataset-name", default=None, help="name used in the results and model-index")
     p.add_argument("--output-dir", default=None, help="write retrieval_results.md and retrieval_results.json here")
     p.set_defaults(func=cmd_evaluate)
@@ -470,7 +525,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "image processor + model card to -o DIR (ready for evaluate, embed or push).")
     p.add_argument("run", help="a training run's output_dir, or one of its checkpoints/step_N folders")
     p.add_argument("-o", "--output", required=True, help="folder to write (replaced atomically)")
-    p.add_argument("--step", type=int, default=None, help="the checkpoint of this step (default: the latest)")
+    p.add_argument("--step", type=int_in(0, 2**62), default=None,
+                   help="the checkpoint of this step (default: the latest)")
     p.add_argument("--no-evaluate", action="store_true", help="skip the scores (and so the model card)")
     p.add_argument("--device", default="auto", help="'auto' (GPU if available), 'cpu', 'cuda'...")
     p.set_defaults(func=cmd_export_checkpoint)
@@ -502,6 +558,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from crjepa.utils.locks import LockedError
 
     try:
+        if getattr(args, "device", "auto") != "auto":
+            _device(args.device)  # a device that does not exist: before any work
         return int(args.func(args) or 0)
     except (HubError, EmbeddingsError, ValueError, FileNotFoundError, FileExistsError, KeyError, ImportError,
             LockedError) as err:

@@ -125,7 +125,7 @@ def test_crafted_on_disk_index_is_refused_before_faiss_maps_anything(tmp_path: P
     faiss.write_index(crafted, str(tmp_path / "idx" / "index.faiss"))
     del crafted, invlists, quantizer
     before = victim.read_bytes()
-    with pytest.raises(IndexFileError, match=r"index.faiss holds faiss structure 'IwFl', not a exact index"):
+    with pytest.raises(IndexFileError, match=r"index.faiss holds faiss structure 'IwFl', not an exact index"):
         RetrievalIndex.load(tmp_path / "idx")
     assert victim.read_bytes() == before
     # the same file claimed as an ivfpq index (the kind whose structures include inverted lists)

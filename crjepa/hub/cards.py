@@ -7,20 +7,34 @@ The model card's metadata carries the four retrieval results as structured evalu
 `RetrievalResults.model_index`), so the Hub shows them and tools can read them; the body repeats them as the
 paper's table, next to the randomly initialised model, with the training data and the full run configuration.
 
+Every string that reaches a code snippet or a command in a card is escaped for that language: Python literals
+through Jinja's ``tojson`` in the templates (a JSON string is a Python string literal), shell words through
+`shell_word` (``shlex.quote``). Ids, repo names and sensor names come from data and downloaded files.
+
 Not imported by the model files (remote code).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
 import re
+import shlex
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from crjepa.utils.resources import resource_file
+
+def shell_word(value: Any, placeholder: str = "ID") -> str:
+    """``value`` as one shell word (``shlex.quote``), for the commands cards show; a value with a line break or
+    another control character (which a Markdown code block cannot show as one line) becomes ``placeholder``."""
+    text = str(value)
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        text = placeholder
+    return shlex.quote(text)
+
 
 def card_template(name: str) -> Path:
     """model_cards/<name>, from the checkout or the installed package (crjepa.utils.resources)."""
@@ -180,7 +194,7 @@ def render_model_card(model_config: Any, run_config: dict[str, Any], results: An
         notes="; ".join(results.notes),
         data_description=_data_description(run_config, summary.get("train_pairs"), summary.get("train_rows"),
                                            summary.get("untrained_directions") or ()),
-        config_file=config_file,
+        config_file=config_file, config_file_shell=shell_word(config_file, "CONFIG.yaml"),
         routes=list(model_config.routes), lambda_cross=model_config.lambda_cross, lambda_uni=model_config.lambda_uni,
         lambda_sigreg=model_config.lambda_sigreg, mask_ratio=model_config.mask_ratio,
         temperature=model_config.temperature, weight_decay=training["weight_decay"],
@@ -217,6 +231,7 @@ def render_embeddings_card(info: Mapping[str, Any], example_id: str,
     )
     sensors = info["sensors"]
     example_direction = f"{sensors[0]}->{sensors[-1]}"
+    repo_id = info.get("repo_id") or "<user>/<embeddings-repo>"
     return DatasetCard.from_template(
         card_data, template_path=str(template_path), pretty_name=card_data.pretty_name, num_rows=rows,
         sensors=sensors, model_repo_id=info.get("model_repo_id"), model_fingerprint=info.get("model_fingerprint"),
@@ -224,7 +239,9 @@ def render_embeddings_card(info: Mapping[str, Any], example_id: str,
         class_names=info["class_names"], metadata_columns=info["metadata_columns"],
         vector_columns=info["vector_columns"], index_files=info["indices"],
         index_calibration=info.get("index_calibration") or {},
-        repo_id=info.get("repo_id") or "<user>/<embeddings-repo>", example_id=example_id, example_direction=example_direction)
+        repo_id=repo_id, repo_id_shell=shell_word(repo_id), example_id=example_id,
+        example_id_shell=shell_word(example_id, "ARCHIVE_ID"), example_direction=example_direction,
+        example_direction_shell=shell_word(example_direction))
 
 
 def render_dataset_card(
@@ -280,4 +297,5 @@ def render_dataset_card(
 
 
 __all__ = ["DATASET_CARD_TEMPLATE", "EMBEDDINGS_CARD_TEMPLATE", "MODEL_CARD_TEMPLATE", "SIZE_CATEGORIES", "card_template",
-           "comparison_table", "public_run_config", "render_dataset_card", "render_embeddings_card", "render_model_card", "size_category"]
+           "comparison_table", "public_run_config", "render_dataset_card", "render_embeddings_card", "render_model_card",
+           "shell_word", "size_category"]
