@@ -25,7 +25,10 @@ from typing import Any
 
 
 # ---------------------------------------------------------------------------------------------- shared helpers
-SYNTHETIC_LIMITS = {"num_pairs": (1, 100_000), "image_size": (8, 512), "seed": (0, 2**31 - 1)}
+from crjepa.data.schema import SYNTHETIC_OPTIONS  # noqa: E402  (light: no torch, no datasets)
+
+SYNTHETIC_LIMITS = {"num_pairs": (1, 100_000), "image_size": tuple(map(int, SYNTHETIC_OPTIONS["image_size"][1:])),
+                    "seed": tuple(map(int, SYNTHETIC_OPTIONS["seed"][1:]))}
 """Bounds on the synthetic-data options (the command line's and those an archive records: a crafted size must not
 allocate gigabytes)."""
 

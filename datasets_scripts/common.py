@@ -320,6 +320,9 @@ def export_builder(
         work = tmp / "_work"  # datasets also writes lock files next to its output folder
         prepared = work / "prepared"
         num_proc = num_proc if num_proc is not None else (os.cpu_count() or 1)
+        # Parquet without content-defined chunking: with it, pyarrow (26) aborts the whole process when a write fails
+        # (a full disk: "Check failed: _s.ok() ... WriteArrowDense"), so nothing could clean up or say why
+        cdc, datasets.config.DEFAULT_CDC_OPTIONS = datasets.config.DEFAULT_CDC_OPTIONS, False
         try:
             builder.download_and_prepare(
                 output_dir=str(prepared), file_format="parquet", num_proc=num_proc if num_proc > 1 else None,
@@ -330,6 +333,8 @@ def export_builder(
             if isinstance(cause, DataError):
                 raise DataError(str(cause)) from None
             raise
+        finally:
+            datasets.config.DEFAULT_CDC_OPTIONS = cdc
         data_dir = tmp / "data"
         data_dir.mkdir()
         splits: dict[str, int] = {}
@@ -379,7 +384,12 @@ def run_export(builder_cls: type, args: Any, **config: Any) -> int:
 
     import gc
 
+    from crjepa.utils.atomic import check_not_inside
+
     try:
+        for value in config.values():  # the output never lies in (or holds) the files it is built from
+            if isinstance(value, (str, os.PathLike)) and str(value) and Path(value).exists():
+                check_not_inside(args.output_dir, value, what="--output-dir")
         with tempfile.TemporaryDirectory(prefix="crjepa-build-") as cache:
             builder = builder_cls(cache_dir=cache, **config)
             out = export_builder(builder, args.output_dir, push_to_hub=args.push_to_hub, num_proc=args.num_proc,
@@ -391,6 +401,10 @@ def run_export(builder_cls: type, args: Any, **config: Any) -> int:
             gc.collect()
     except (DataError, PublishError, OutputExistsError, LockedError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full or read-only disk: the old output (if any) is intact, no temp folder is left
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}; free space or choose a writable --output-dir", file=sys.stderr)
         return 2
     print(f"Wrote {out}" + (f" and pushed to https://huggingface.co/datasets/{args.push_to_hub}"
                             if args.push_to_hub else ""))

@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler, SequentialSampler
 
 from crjepa.data.labels import class_names_of, multi_hot
-from crjepa.data.schema import BUILDER_MODULES, SPLITS, DataError, sensor_columns
+from crjepa.data.schema import BUILDER_MODULES, SPLITS, DataError, check_synthetic_options, sensor_columns
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -101,6 +101,7 @@ def export_name(folder: str | os.PathLike) -> str:
 
 
 def _load_synthetic(split: str | None, **kw: Any) -> datasets.Dataset:
+    check_synthetic_options(kw)
     synthetic = importlib.import_module(BUILDER_MODULES["synthetic"])
 
     sizes = {s: int(kw.pop(f"num_{s}", synthetic.DEFAULT_SIZES[s])) for s in synthetic.DEFAULT_SIZES}

@@ -808,7 +808,7 @@ def _add_indices(folder: str | Path, kind: str, columns: Sequence[str] | None,
         (staging / INDEX_DIR).mkdir(exist_ok=True)
         publish_dir(staging / INDEX_DIR, archive.path / INDEX_DIR)
     except BaseException as exc:
-        failure = write_failure(exc, staging) if isinstance(exc, Exception) else None
+        failure = write_failure(exc, archive.path / INDEX_DIR) if isinstance(exc, Exception) else None
         shutil.rmtree(staging, ignore_errors=True)
         if failure is not None and failure is not exc:
             raise failure from exc

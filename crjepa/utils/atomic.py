@@ -118,7 +118,7 @@ def write_failure(exc: BaseException, path: str | os.PathLike[str]) -> OSError |
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
         if isinstance(cause, OSError) and cause.errno in WRITE_ERRNOS:
-            return cause
+            return cause if cause.filename else OSError(cause.errno, os.strerror(cause.errno), str(path))
         cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
     text = str(exc)
     for markers, code in ((DISK_FULL_TEXT, errno.ENOSPC), (READ_ONLY_TEXT, errno.EROFS)):
@@ -240,7 +240,7 @@ def atomic_dir(target: str | os.PathLike[str], kind: str, overwrite: bool = Fals
             check_replaceable(target, kind, overwrite)
             publish_dir(tmp, target)
         except BaseException as exc:
-            failure = write_failure(exc, tmp) if not isinstance(exc, (OutputExistsError, LockedError)) else None
+            failure = write_failure(exc, target) if not isinstance(exc, (OutputExistsError, LockedError)) else None
             shutil.rmtree(tmp, ignore_errors=True)
             if failure is not None and failure is not exc:
                 raise failure from exc
