@@ -123,10 +123,18 @@ def _load_model(path: str, device: str = "auto") -> Any:
     """A CR-JEPA model from a saved folder (or Hub repo), in eval mode on the chosen device."""
     from modeling_crjepa.modeling_crjepa import CRJepaModel
 
+    from crjepa.utils.files import check_safetensors_in
+
+    if Path(path).is_dir():
+        check_safetensors_in(path)  # a crafted header: one line naming the file, before any allocation
     try:
         model = CRJepaModel.from_pretrained(path)
     except OSError as err:
         raise FileNotFoundError(f"Cannot load a CR-JEPA model from {path!r}: {str(err).splitlines()[0]}") from err
+    except Exception as err:
+        if type(err).__name__ != "SafetensorError":
+            raise
+        raise ValueError(f"Cannot load a CR-JEPA model from {path!r}: {str(err).splitlines()[0]}") from None
     return model.to(_device(device)).eval()
 
 
@@ -559,6 +567,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     from crjepa.hub.archive import EmbeddingsError, HubError
     from crjepa.utils.locks import LockedError
+    from crjepa.utils.process import report_user_error
 
     try:
         if getattr(args, "device", "auto") != "auto":
@@ -569,13 +578,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
         if isinstance(err, ImportError) and getattr(err, "name", None) in EXTRA_MODULES:
             message = f"{message}: this needs the bigearthnet extra: pip install \"crjepa[bigearthnet]\""
-        print(f"crjepa {args.command}: error: {' '.join(message.split())}", file=sys.stderr)
-        return 2
+        return report_user_error(f"crjepa {args.command}: error: {' '.join(message.split())}")
     except OSError as err:  # read-only file system, disk full, permissions: name the file and what to do
         where = f"{err.filename}: " if err.filename else ""
-        print(f"crjepa {args.command}: error: {where}{err.strerror or err}; check that the path is writable and the "
-              "disk has space, or choose another path", file=sys.stderr)
-        return 2
+        return report_user_error(f"crjepa {args.command}: error: {where}{err.strerror or err}; check that the path is "
+                                 "writable and the disk has space, or choose another path")
     except KeyboardInterrupt:
         print("crjepa: interrupted", file=sys.stderr)
         return 130

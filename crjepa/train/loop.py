@@ -506,6 +506,12 @@ def start(run: Run) -> TrainState:
     if state.checkpoint is not None:
         saved = read_state(state.checkpoint)
         check_resume(run, saved, state.checkpoint)
+        from crjepa.utils.files import FileCheckError, check_safetensors_in
+
+        try:
+            check_safetensors_in(state.checkpoint)
+        except FileCheckError as exc:
+            raise ConfigError(f"Cannot resume: {exc}") from None
         try:
             accelerator.load_state(str(state.checkpoint))
         except (RuntimeError, KeyError, ValueError, OSError) as exc:
