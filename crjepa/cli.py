@@ -37,8 +37,9 @@ class _Parser(argparse.ArgumentParser):
     """argparse with one line per user error: ``crjepa embed: error: ...`` and exit status 2 (no usage block)."""
 
     def error(self, message: str) -> Any:
-        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
-        sys.exit(2)
+        from crjepa.utils.process import report_user_error
+
+        sys.exit(report_user_error(f"{self.prog}: error: {message} (see {self.prog} --help)"))
 
 
 def int_in(low: int, high: int) -> Any:

@@ -168,7 +168,9 @@ def test_checkpoints_are_atomic_and_pruned(tmp_path):
     latest = latest_checkpoint(tmp_path)  # the crash left the previous checkpoint as the one to resume from
     assert latest.name == "step_00000006"
     assert read_state(latest) == {"micro_step": 6, "step": 6, "files": {"model.safetensors": 7}}  # + its manifest
-    assert (tmp_path / "checkpoints" / ".tmp-step_00000008").exists()  # incomplete: ignored ...
+    assert not (tmp_path / "checkpoints" / ".tmp-step_00000008").exists()  # a failed save removes its folder
+    (tmp_path / "checkpoints" / ".tmp-step_00000010").mkdir()  # a killed one leaves it: ignored ...
+    assert latest_checkpoint(tmp_path).name == "step_00000006"
     accelerator.fail = False
     save_checkpoint(accelerator, tmp_path, 8, {"micro_step": 8}, keep_last=2)
     assert not list((tmp_path / "checkpoints").glob(".tmp-*"))  # ... and cleaned by the next save

@@ -101,7 +101,12 @@ def export_name(folder: str | os.PathLike) -> str:
 
 
 def _load_synthetic(split: str | None, **kw: Any) -> datasets.Dataset:
-    check_synthetic_options(kw)
+    from crjepa.data.schema import SYNTHETIC_OPTIONS
+
+    unknown = sorted(set(kw) - set(SYNTHETIC_OPTIONS))
+    if unknown:  # a keyword the function does not take
+        raise TypeError(f"Unknown options for the synthetic data: {unknown}; it takes {sorted(SYNTHETIC_OPTIONS)}")
+    check_synthetic_options(kw)  # sizes before anything is generated
     synthetic = importlib.import_module(BUILDER_MODULES["synthetic"])
 
     sizes = {s: int(kw.pop(f"num_{s}", synthetic.DEFAULT_SIZES[s])) for s in synthetic.DEFAULT_SIZES}

@@ -298,9 +298,12 @@ def export_encoder(model_dir: str | Path, output_dir: str | Path, overwrite: boo
 
     from modeling_crjepa import CRJepaModel
 
+    from crjepa.utils.files import check_safetensors_in
+
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"No saved model in {model_dir} (config.json missing)")
+    check_safetensors_in(model_dir)
     encoder = CRJepaModel.from_pretrained(model_dir)
     with atomic_dir(output_dir, kind="model-encoder", overwrite=overwrite) as tmp:
         for name in ("README.md", "preprocessor_config.json"):
