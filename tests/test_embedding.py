@@ -103,8 +103,16 @@ def test_a_killed_run_resumes_to_the_same_result(root: Path) -> None:
 
 
 def test_a_folder_of_another_run_is_refused(root: Path, capsys) -> None:
+    """An unfinished run's shards are not mixed with another run's (a finished archive is replaced whole: the new
+    one is written beside it, see tests/test_cli.py)."""
+    import shutil
+
+    unfinished = root / "unfinished"
+    shutil.copytree(root / "one", unfinished)
+    (unfinished / "embeddings_info.json").unlink()
+    (unfinished / ".crjepa-output.json").unlink()
     other = [a if a != "8" else "12" for a in DATA]  # another shard size: shards would not line up
-    assert main(["embed", str(root / "model"), *other, "-o", str(root / "one"), "--device", "cpu"]) == 2
+    assert main(["embed", str(root / "model"), *other, "-o", str(unfinished), "--device", "cpu"]) == 2
     assert "holds shards of another embedding run (different shard_rows)" in capsys.readouterr().err
 
 

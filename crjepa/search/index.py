@@ -470,9 +470,8 @@ class RetrievalIndex:
         scores = np.full((len(q), k), -np.inf, dtype=np.float32)
         ids = np.full((len(q), k), "", dtype=self.ids.dtype)
         parts = max(1, -(-len(q) // batch))
-        size = -(-len(q) // parts)  # equal batches: none much smaller than the others
-        for start in range(0, len(q), size):
-            stop = min(start + size, len(q))
+        bounds = [len(q) * part // parts for part in range(parts + 1)]  # equal batches (+-1): none a sliver
+        for start, stop in zip(bounds[:-1], bounds[1:]):
             found_scores, rows = self.index.search(q[start:stop], depth, params=search_params)
             found = rows >= 0
             scores[start:stop, :depth] = np.where(found, found_scores, -np.inf)
@@ -802,7 +801,7 @@ def _read_faiss(file: Path, kind: str, metric: str, dimension: int) -> faiss.Ind
                 data = stream.read(n)
                 layout.position += len(data)
                 if len(data) < n:
-                    return data  # faiss reports the file truncated
+                    raise layout.corrupt(f"it ends at byte {layout.position:,}")
                 step[0] = _advance(plan, data)
                 return data
             left = blob_left[0] or want[1]
@@ -815,7 +814,7 @@ def _read_faiss(file: Path, kind: str, metric: str, dimension: int) -> faiss.Ind
                 want[2](data)
             blob_left[0] = left - len(data)
             if len(data) < n:
-                return data
+                raise layout.corrupt(f"it ends at byte {layout.position:,}")
             if not blob_left[0]:
                 step[0] = _advance(plan, None)
             return data
