@@ -68,6 +68,15 @@ def fraction(text: str) -> float:
     return value
 
 
+def repo_id(text: str) -> str:
+    """An argparse type: a Hub repo id (it is pasted into the card's code)."""
+    from crjepa.hub.access import is_repo_id
+
+    if not is_repo_id(text):
+        raise argparse.ArgumentTypeError(f"must be a Hub repo id like user/name, found {text!r}")
+    return text
+
+
 def _add_data_arguments(parser: argparse.ArgumentParser, split_help: str) -> None:
     parser.add_argument("data", help="data source: 'synthetic' (built in) or a folder of Parquet exported by "
                                      "`python -m datasets_scripts`")
@@ -475,8 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-rows", type=int_in(1, 10_000_000), default=8192,
                    help="rows per Parquet shard (rounded up to a multiple of --batch-size); finished shards are "
                         "kept and skipped when the same command is rerun (default 8192)")
-    p.add_argument("--model-repo-id", default=None, help="Hub repo of the model, recorded in the card")
-    p.add_argument("--repo-id", default=None, help="Hub dataset repo the archive will be pushed to (for the card)")
+    p.add_argument("--model-repo-id", type=repo_id, default=None, help="Hub repo of the model, recorded in the card")
+    p.add_argument("--repo-id", type=repo_id, default=None,
+                   help="Hub dataset repo the archive will be pushed to (for the card)")
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("index", help="build faiss indices for an embeddings archive folder",

@@ -189,3 +189,59 @@ def test_accelerate_launch_two_processes_give_the_embeddings_of_one(root: Path) 
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "process 1/2: 3 shards written" in proc.stdout and "process 2/2: 2 shards written" in proc.stdout
     _same_archive(root / "one", root / "launched")
+
+
+def test_a_run_stopped_by_a_full_disk_resumes_and_leaves_no_temp_file(root: Path, small_disk, capsys) -> None:
+    """On a real full disk the shard in flight used to stay as data/.train-NNNNN.parquet.tmp-PID after the resumed
+    run finished (and `crjepa push` would upload it). Now the failing run removes it, says so in one line, and the
+    rerun finishes an archive equal to the one of an undisturbed run."""
+    from helpers import fill_disk
+
+    disk = small_disk("8m")
+    out = disk / "emb"
+    filler = fill_disk(disk, leave=40 << 10)  # room for a few shards of 4 rows
+    command = ["embed", str(root / "model"), *DATA, "-o", str(out), "--device", "cpu"]
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "Traceback" not in err
+    shards = sorted(p.name for p in (out / "data").iterdir())
+    assert shards and all(not name.startswith(".") for name in shards), shards  # finished shards only
+    filler.unlink()
+    assert main(command) == 0
+    assert "already done" in capsys.readouterr().out
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
+    _same_archive(root / "one", out)
+
+
+def test_a_damaged_finished_shard_is_embedded_again(root: Path, capsys) -> None:
+    """A finished shard truncated afterwards (a full disk, a bad copy) made every rerun fail with a Parquet error
+    and no hint; the rerun now warns, embeds that shard again and finishes the same archive."""
+    import shutil
+
+    damaged = root / "damaged"
+    shutil.copytree(root / "one", damaged)
+    shard = damaged / "data" / "train-00002.parquet"
+    shard.write_bytes(shard.read_bytes()[:300])
+    assert main(["embed", str(root / "model"), *DATA, "-o", str(damaged), "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert f"the finished shard {shard} does not read" in captured.err and "embedding it again" in captured.err
+    assert "1 shards written, 4 already done" in captured.out
+    _same_archive(root / "one", damaged)
+
+
+def test_rows_without_an_id_are_refused(root: Path, tmp_path: Path, capsys) -> None:
+    """A null id became the archive id "None" (and search by id "found" it); now the embedding stops naming it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from crjepa.cli import _load_data
+
+    export = tmp_path / "export" / "data" / "test-00000-of-00001.parquet"
+    _load_data({"dataset": "synthetic", "num_pairs": 8}, "test").to_parquet(str(export))
+    table = pq.read_table(export)
+    ids = table["id"].to_pylist()
+    ids[3] = None
+    pq.write_table(table.set_column(0, table.schema.field("id"), pa.array(ids, pa.string())), export)
+    assert main(["embed", str(root / "model"), str(tmp_path / "export"), "-o", str(tmp_path / "emb"),
+                 "--device", "cpu"]) == 2
+    assert "rows without an id (null or empty; rows [3]" in capsys.readouterr().err

@@ -142,3 +142,38 @@ def test_cli_synthetic_exports_and_reports_errors_in_one_line(tmp_path):
                                                                "validation-00000-of-00001.parquet"]
     again = _cli(*args, cwd=tmp_path)
     assert again.returncode == 2 and "error:" in again.stderr and "Traceback" not in again.stderr
+
+
+# ---------------------------------------------------------------------------------------------- a real full disk
+@pytest.mark.slow
+def test_an_export_to_a_full_disk_is_one_line_and_leaves_nothing(small_disk, tmp_path):
+    """On a real full disk the export died with SIGABRT (pyarrow aborts when a Parquet write with content-defined
+    chunking fails), leaving its temp folder and lock; it runs in a subprocess here because it aborted the process."""
+    from helpers import fill_disk
+
+    disk = small_disk("24m")
+    filler = fill_disk(disk, leave=2 << 20)  # the default synthetic export is ~60 MB
+    proc = run_python(["-m", "datasets_scripts", "synthetic", "--output-dir", str(disk / "out"), "--num-proc", "1"],
+                      tmp_path)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
+    assert len(lines) == 1 and "No space left on device" in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+    assert sorted(p.name for p in disk.iterdir()) == [".filler"]  # no temp folder, no lock, no output
+    filler.unlink()
+
+
+def test_an_export_to_a_read_only_disk_or_into_its_input_is_one_line(small_disk, tmp_path, capsys):
+    """A read-only output folder ended in an OSError traceback; an output inside the export's input folder (with
+    --overwrite: deleting it) was not refused."""
+    from datasets_scripts.__main__ import main
+
+    disk = small_disk("1m", readonly=True)
+    assert main(["synthetic", "--output-dir", str(disk / "out"), "--num-proc", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error: ") == 1 and "Read-only file system" in err and "Traceback" not in err, err
+    pairs = tmp_path / "pairs"
+    pairs.mkdir()
+    (pairs / "pairs.csv").write_text("id,s1,s2,labels\n")
+    assert main(["paired", str(pairs / "pairs.csv"), "--output-dir", str(pairs), "--overwrite", "--num-proc", "1"]) == 2
+    assert "contains the input" in capsys.readouterr().err
+    assert (pairs / "pairs.csv").is_file()

@@ -10,12 +10,20 @@ Imports no torch; huggingface_hub is imported on use.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 HUB_HINT = "log in with `hf auth login` (or pass --token), check the network and that you may write to it"
 REPO_TYPES = ("dataset", "model")
+REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}")
+"""A Hub repo id as the Hub accepts it (``user-or-org/name``): cards paste repo ids into code and commands, so
+anything else (quotes, spaces, new lines) is refused where a repo id enters."""
+
+
+def is_repo_id(value: Any) -> bool:
+    return isinstance(value, str) and REPO_ID.fullmatch(value) is not None
 
 
 class HubError(RuntimeError):
@@ -57,8 +65,8 @@ def check_hub_access(repo_id: str, api: Any = None, token: str | None = None) ->
     user name. Checks the repo id, offline mode, that a token exists and that the Hub accepts it (``whoami``).
 
     A client without a ``token`` attribute is taken to authenticate itself (tests inject such stand-ins)."""
-    if "/" not in repo_id or repo_id.count("/") != 1:
-        raise HubError(f"Hub repo id {repo_id!r} must look like 'user-or-org/name'.")
+    if not is_repo_id(repo_id):
+        raise HubError(f"Hub repo id {repo_id!r} must look like 'user-or-org/name' (letters, digits, - _ .).")
     if api is None and _offline():
         raise HubError(f"Cannot push to {repo_id}: HF_HUB_OFFLINE is set, so the Hugging Face Hub is unreachable; "
                        "unset it (and log in with `hf auth login`) or skip the push.")
@@ -122,5 +130,5 @@ def push_folder(folder: str | Path, repo_id: str, repo_type: str = "dataset", ap
     return url
 
 
-__all__ = ["HUB_HINT", "HubError", "check_hub_access", "hub_call", "prepare_push", "push_folder", "reason",
-           "upload_folder"]
+__all__ = ["HUB_HINT", "REPO_ID", "HubError", "check_hub_access", "hub_call", "is_repo_id", "prepare_push",
+           "push_folder", "reason", "upload_folder"]

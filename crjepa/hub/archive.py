@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from crjepa.hub.access import HubError, check_hub_access, push_folder, reason
+from crjepa.hub.access import HubError, check_hub_access, is_repo_id, push_folder, reason
 from crjepa.hub.cards import EMBEDDINGS_CARD_TEMPLATE as CARD_TEMPLATE  # noqa: F401  (the archive's template)
 from crjepa.hub.cards import render_embeddings_card as render_card  # module global: tests make it fail
 from crjepa.hub.cards import shell_word
@@ -647,7 +647,6 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,63}")
 _LABEL = re.compile(r"[^\x00-\x1f\x7f`|]{1,256}")
 """Metadata column names: printable, no backtick or table bar (they appear in the card's table)."""
 _CLASS = re.compile(r"[^\x00-\x1f\x7f]{1,1024}")
-_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}")
 MAX_INFO_BYTES = 64 << 20
 """embeddings_info.json is read whole: a larger file is refused before it is read."""
 _INDEX_KINDS = {"exact", "hnsw", "ivfpq"}
@@ -710,7 +709,7 @@ def check_info(info: Any, path: Path) -> dict[str, Any]:
         raise bad("source", f"must be an object of scalars, found {source!r}")
     for field in ("model_repo_id", "repo_id"):
         value = info.get(field)
-        if value is not None and not (isinstance(value, str) and _REPO_ID.fullmatch(value)):
+        if value is not None and not is_repo_id(value):
             raise bad(field, f"must be a Hub repo id like 'user/name', found {value!r}")
     if not all(_CLASS.fullmatch(n) for n in names):
         raise bad("class_names", "must be printable names of at most 1024 characters")

@@ -36,6 +36,15 @@ def shell_word(value: Any, placeholder: str = "ID") -> str:
     return shlex.quote(text)
 
 
+def _repo_id(value: str | None, what: str) -> str | None:
+    """``value`` when it is a Hub repo id (or None); a ValueError otherwise (cards paste it into code)."""
+    from crjepa.hub.access import is_repo_id
+
+    if value is not None and not is_repo_id(value):
+        raise ValueError(f"{what} {value!r} is not a Hub repo id ('user-or-org/name': letters, digits, - _ .)")
+    return value
+
+
 def card_template(name: str) -> Path:
     """model_cards/<name>, from the checkout or the installed package (crjepa.utils.resources)."""
     return resource_file("model_cards", name)
@@ -164,7 +173,7 @@ def render_model_card(model_config: Any, run_config: dict[str, Any], results: An
     run_config = public_run_config(run_config)  # the card is published: no local paths
     summary = dict(training_summary or {})
     hub = run_config.get("hub", {})
-    repo_id = repo_id or hub.get("hub_model_id") or "<user>/<model>"
+    repo_id = _repo_id(repo_id or hub.get("hub_model_id"), "The model's repo id") or "<user>/<model>"
     data = run_config["data"]
     dataset_name = data.get("name") or _data_source(data)
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", dataset_name).strip("-")
@@ -231,7 +240,8 @@ def render_embeddings_card(info: Mapping[str, Any], example_id: str,
     )
     sensors = info["sensors"]
     example_direction = f"{sensors[0]}->{sensors[-1]}"
-    repo_id = info.get("repo_id") or "<user>/<embeddings-repo>"
+    repo_id = _repo_id(info.get("repo_id"), "The archive's repo id") or "<user>/<embeddings-repo>"
+    _repo_id(info.get("model_repo_id"), "The model's repo id")
     return DatasetCard.from_template(
         card_data, template_path=str(template_path), pretty_name=card_data.pretty_name, num_rows=rows,
         sensors=sensors, model_repo_id=info.get("model_repo_id"), model_fingerprint=info.get("model_fingerprint"),
@@ -256,6 +266,7 @@ def render_dataset_card(
     from crjepa.data.schema import sensor_columns
 
     card = dict(card or {})
+    _repo_id(repo_id, "The data set's repo id")
     features = info.features
     sensors = sensor_columns(features)
     class_names = features["labels"].feature.names

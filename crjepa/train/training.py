@@ -413,6 +413,11 @@ def check_run_config(config: dict[str, Any]) -> None:
         value = flat.get(key)
         if (value is not None or key in TEXT_KEYS) and not (isinstance(value, str) and value.strip()):
             errors.append(f"{key} must be a non-empty string{'' if key in TEXT_KEYS else ' or null'}, found {value!r}")
+    from crjepa.hub.access import is_repo_id
+
+    for key in ("data.hub_id", "hub.hub_model_id", "hub.hub_embeddings_id"):
+        if flat.get(key) is not None and not is_repo_id(flat[key]):
+            errors.append(f"{key} must be a Hub repo id like user/name (letters, digits, - _ .), found {flat[key]!r}")
     report = config["logging"]["report_to"]
     if not (isinstance(report, str) or isinstance(report, list) and all(isinstance(r, str) for r in report)):
         errors.append(f"logging.report_to must be a tracker name or a list of them, found {report!r}")
