@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import textwrap
@@ -320,9 +321,12 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 
 def _one_error_line(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip() and "it/s]" not in line]
-    assert len(lines) == 1 and "error:" in lines[0] and "Traceback" not in err and "usage:" not in err, err[-2000:]
-    return lines[0]
+    """The command's one `error:` line (progress bars may share stderr), asserting there is no other and no
+    traceback or usage block."""
+    found = re.findall(r"crjepa [\w-]+: error: [^\r\n]*", err)
+    assert len(found) == 1 and err.count("error:") == 1, err[-2000:]
+    assert "Traceback" not in err and "usage:" not in err, err[-2000:]
+    return found[0]
 
 
 def _run(argv: list[str]) -> int:

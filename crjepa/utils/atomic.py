@@ -111,8 +111,8 @@ def write_failure(exc: BaseException, path: str | os.PathLike[str]) -> OSError |
     OSError with a write errno in its chain of causes, the errno's text in the message, or, for a library's bare
     "write failed" (RuntimeError, safetensors, datasets, pyarrow), less than 1 MiB left on the file system of
     ``path`` (measured before the caller removes its partial files). A new OSError names ``path``."""
-    if isinstance(exc, OSError):
-        return exc
+    if isinstance(exc, OSError):  # named after the folder being written when the OS did not name the file
+        return exc if exc.filename or exc.errno not in WRITE_ERRNOS else OSError(exc.errno, exc.strerror, str(path))
     seen: set[int] = set()
     cause: BaseException | None = exc
     while cause is not None and id(cause) not in seen:
