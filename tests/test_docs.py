@@ -17,10 +17,10 @@ CITE = re.compile(r"(tests/[\w/]+\.py)?::(\w+)|(tests/[\w/]+\.py)")
 
 def citations(text: str) -> list[tuple[str, str | None]]:
     """(test file, test name or None) cited in a Markdown text; a bare ``::name`` belongs to the last file cited
-    before it on the same line (the docs' tables write ``tests/x.py::a``, ``::b``)."""
+    before it (the docs write ``tests/x.py::a``, ``::b``)."""
     found = []
+    last = None
     for line in text.splitlines():
-        last = None
         for match in CITE.finditer(line):
             path, name, bare = match.groups()
             if bare:
@@ -28,8 +28,7 @@ def citations(text: str) -> list[tuple[str, str | None]]:
                 found.append((bare, None))
                 continue
             last = path or last
-            if last is None:
-                raise AssertionError(f"'::{name}' cites no test file: {line.strip()}")
+            assert last is not None, f"'::{name}' cites no test file: {line.strip()}"
             found.append((last, name))
     return found
 
