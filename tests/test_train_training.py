@@ -277,7 +277,7 @@ BAD_VALUES = [
     ("seed", -1, "seed must be an integer in [0, 4294967295]"),
     ("data.options", {"bogus": 3}, "data.options: unknown option(s) ['bogus']"),
     ("data.options", {"image_size": 100_000}, "data.options: image_size must be an integer in [8, 512]"),
-    ("data.mix", {"a": 2}, "data.mix must be {name: share} and needs data.extra_sources"),
+    ("eval.every_steps", -1, "eval.every_steps must be an integer >= 0 or null"),
     ("embeddings.index", "flat", "embeddings.index must be one of"),
     ("hub.hub_model_id", "me/x\nimport os", "hub.hub_model_id must be a Hub repo id"),
     ("output_dir", "", "output_dir must be a non-empty string"),
