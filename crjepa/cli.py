@@ -336,8 +336,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     else:
         if not args.model or not args.sensor:
             raise ValueError("Searching by image needs --model (the model that embedded the archive) and --sensor")
-        from crjepa.data.images import read_image
+        from crjepa.data.images import probe_image, read_image
+        from crjepa.hub.archive import MAX_IMAGE_SIDE
 
+        shape = probe_image(args.image).shape  # the header's size, before the pixels are decoded
+        if max(shape[1:]) > MAX_IMAGE_SIDE:
+            raise ValueError(f"{args.image} is {shape[1]}x{shape[2]} pixels; a query image side is at most "
+                             f"{MAX_IMAGE_SIDE}")
         image = read_image(args.image)  # a bad query file fails before the model is loaded
         channels = (archive.info.get("config") or {}).get("sensors", {}).get(args.sensor)
         if isinstance(channels, int):
@@ -378,8 +383,13 @@ def _write_png(args: argparse.Namespace, archive: Any, results: dict[str, Any]) 
     else:
         grid = image_grid(archive, images, read_image(args.image), args.sensor,
                           {d.split("->")[1]: hits for d, hits in results.items()}, tile=args.tile)
-    Path(args.png).parent.mkdir(parents=True, exist_ok=True)
-    grid.save(args.png)
+    import io
+
+    from crjepa.utils.atomic import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    grid.save(buffer, format="PNG")
+    atomic_write_bytes(args.png, buffer.getvalue())  # an earlier grid stays until the new one is whole
     print(f"Wrote {args.png} ({grid.width}x{grid.height})")
 
 
@@ -422,7 +432,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.output_dir:
         out = Path(args.output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "retrieval_results.md").write_text(table + "\n")
+        from crjepa.utils.atomic import atomic_write_text
+
+        atomic_write_text(out / "retrieval_results.md", table + "\n")
         results.to_json(out / "retrieval_results.json")
         print(f"Wrote {out / 'retrieval_results.md'} and {out / 'retrieval_results.json'}")
     return 0

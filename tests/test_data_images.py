@@ -67,3 +67,13 @@ def test_npy_with_pickles_is_refused(tmp_path):
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(DataError, match="obj.npy"):
         read_image(tmp_path / "obj.npy")
+
+
+def test_a_npy_header_declaring_more_than_the_file_holds_is_refused_before_numpy_allocates(tmp_path):
+    """numpy allocates what a .npy header declares before it reads: a few-byte file may not declare gigabytes."""
+    path = tmp_path / "big.npy"
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<u2", "fortran_order": False, "shape": (12, 40000, 40000)})
+        f.write(bytes(384))
+    with pytest.raises(DataError, match=r"declares a \(12, 40000, 40000\) uint16 array \(38,400,000,000 bytes\)"):
+        read_image(path)

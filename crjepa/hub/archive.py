@@ -717,17 +717,23 @@ def check_info(info: Any, path: Path) -> dict[str, Any]:
 
 
 def read_vector_column(folder: str | Path, name: str, dimension: int | None = None,
-                       with_validity: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray | None]:
+                       with_validity: bool = False,
+                       rows: int | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray | None]:
     """One vector column of an archive as float32 (N, R), read Parquet file by file into one preallocated array
     (the peak is the column plus one row group, not the archive: other columns are never read). Null vectors
     (rows lacking the sensor) read as zeros; ``with_validity`` also returns their (N,) bool validity (None: no
-    nulls)."""
+    nulls). ``rows``: the archive's row count, which the files' footers must agree with before anything is
+    allocated."""
     import pyarrow.parquet as pq
 
     files = sorted((Path(folder) / DATA_DIR).glob("*.parquet"))
     if not files:
         raise EmbeddingsError(f"The archive at {folder} has no Parquet files under {DATA_DIR}/")
-    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    claimed = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    if rows is not None and claimed != rows:  # the footers' counts size the array: checked against the rows read
+        raise EmbeddingsError(f"The Parquet footers of {folder} claim {claimed:,} rows, the archive has {rows:,}; "
+                              "download or re-embed the archive")
+    rows = claimed
     out: np.ndarray | None = None
     validity = np.ones(rows, bool)
     start = 0
@@ -788,7 +794,8 @@ def _add_indices(folder: str | Path, kind: str, columns: Sequence[str] | None,
             if name not in archive.info["vector_columns"]:
                 archive._check_column(name)
             sensor, space = name.rsplit("_", 1)
-            vectors, valid = read_vector_column(archive.path, name, archive.dimension, with_validity=True)
+            vectors, valid = read_vector_column(archive.path, name, archive.dimension, with_validity=True,
+                                                rows=len(archive.ids))
             ids = archive.ids
             if valid is not None:  # rows lacking the sensor are not searchable in its columns
                 vectors, ids = vectors[valid], [i for i, keep in zip(ids, valid) if keep]

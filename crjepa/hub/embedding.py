@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from crjepa.utils.atomic import atomic_write_json, fsync_dir, write_marker
+from crjepa.utils.atomic import atomic_write_json, atomic_write_text, fsync_dir, write_marker
 from crjepa.hub.archive import (
     DATA_DIR, FORMAT_VERSION, INFO_FILE, OUTPUT_KIND, EmbeddingsError, _vector_table, add_indices, public_source,
     render_card,
@@ -395,7 +395,7 @@ def finish_archive(
         "repo_id": repo_id,
     }
     atomic_write_json(output / INFO_FILE, info)
-    render_card(info, ids[0]).save(output / "README.md")
+    atomic_write_text(output / "README.md", str(render_card(info, ids[0])))
     write_marker(output, OUTPUT_KIND)  # a finished archive: a later `embed -o` here may replace it
     if index != "none":
         add_indices(output, kind=index, recall=recall)

@@ -559,6 +559,9 @@ _META_TYPES: dict[str, tuple[type, ...]] = {
     "calibration": (dict,),
 }
 MAX_DIMENSION = 65_536
+MAX_META_BYTES = 16 << 20
+MAX_ID_BYTES = 4096
+"""index.json and ids.json are read whole: a larger file than they can need is refused before it is read."""
 
 
 class IndexFileError(ValueError):
@@ -848,12 +851,19 @@ def _advance(plan: Any, data: bytes | None) -> Any:
 
 def _read_index_folder(path: Path) -> tuple[faiss.Index, np.ndarray, IndexMetadata]:
     meta_file, ids_file = path / META_FILE, path / IDS_FILE
+    if meta_file.stat().st_size > MAX_META_BYTES:
+        raise IndexFileError(f"{meta_file} is {meta_file.stat().st_size:,} bytes, more than index metadata can need "
+                             f"({MAX_META_BYTES:,}); rebuild the index")
     try:
         meta = json.loads(meta_file.read_text())
     except (ValueError, UnicodeDecodeError) as err:
         raise IndexFileError(f"{meta_file} is not valid JSON ({err}); rebuild the index") from None
     metadata = _check_metadata(meta, meta_file)
     index = _read_faiss(path / INDEX_FILE, metadata.kind, metadata.metric, metadata.dimension)
+    most = 16 + index.ntotal * (MAX_ID_BYTES + 8)  # JSON of ntotal ids (read whole: checked against the count first)
+    if ids_file.stat().st_size > most:
+        raise IndexFileError(f"{ids_file} is {ids_file.stat().st_size:,} bytes, more than {index.ntotal:,} ids can take; "
+                             "rebuild the index")
     try:
         ids = json.loads(ids_file.read_text())
     except (ValueError, UnicodeDecodeError) as err:

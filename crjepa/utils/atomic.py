@@ -41,7 +41,8 @@ MARKER_FILE = ".crjepa-output.json"
 MARKER_VERSION = 1
 T = TypeVar("T")
 
-__all__ = ["MARKER_FILE", "LockedError", "OutputExistsError", "atomic_dir", "atomic_write_json", "atomic_write_text",
+__all__ = ["MARKER_FILE", "LockedError", "OutputExistsError", "atomic_dir", "atomic_write_bytes", "atomic_write_json",
+           "atomic_write_text",
            "check_not_inside", "check_replaceable", "fsync_tree", "publish_dir", "read_consistently", "read_marker",
            "write_failure", "write_marker"]
 
@@ -280,12 +281,17 @@ def _changed(folder: Path, inode: int) -> bool:
 def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:
     """One file, atomically: ``text`` goes to a temp file beside ``path`` (fsynced), which is then renamed over
     ``path``, so readers see the old or the new content, never half; on error the temp file is removed."""
+    return atomic_write_bytes(path, text.encode(encoding))
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """`atomic_write_text` for bytes (an image, a list file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:
-        with os.fdopen(handle, "w", encoding=encoding, newline="") as f:
-            f.write(text)
+        with os.fdopen(handle, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(name, 0o666 & ~_umask())
