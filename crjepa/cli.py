@@ -23,10 +23,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from crjepa.data.schema import SYNTHETIC_OPTIONS  # light: no torch, no datasets (--help stays instant)
+
 
 # ---------------------------------------------------------------------------------------------- shared helpers
-from crjepa.data.schema import SYNTHETIC_OPTIONS  # noqa: E402  (light: no torch, no datasets)
-
 SYNTHETIC_LIMITS = {"num_pairs": (1, 100_000), "image_size": tuple(map(int, SYNTHETIC_OPTIONS["image_size"][1:])),
                     "seed": tuple(map(int, SYNTHETIC_OPTIONS["seed"][1:]))}
 """Bounds on the synthetic-data options (the command line's and those an archive records: a crafted size must not

@@ -196,8 +196,8 @@ def small_disk(tmp_path: Path):
         run = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True,
                              text=True)
         if run.returncode:
-            pytest.skip(f"cannot mount a small tmpfs for a real full disk here ({run.stderr.strip() or 'mount failed'}; "
-                        "needs root or CAP_SYS_ADMIN)")
+            why = run.stderr.strip() or "mount failed"
+            pytest.skip(f"cannot mount a small tmpfs for a real full disk here ({why}; needs root or CAP_SYS_ADMIN)")
         mounts.append(path)
         return path
 

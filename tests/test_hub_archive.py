@@ -386,11 +386,12 @@ def test_a_downloaded_archive_is_checked_before_it_is_used(tmp_path, archive_dir
         column = table["s1_cross"].to_pylist()
         column[0] = column[0][:5]
         at = table.schema.get_field_index("s1_cross")
-        return table.set_column(at, pa.field("s1_cross", pa.list_(pa.float32())), pa.array(column, pa.list_(pa.float32())))
+        ragged_type = pa.list_(pa.float32())
+        return table.set_column(at, pa.field("s1_cross", ragged_type), pa.array(column, ragged_type))
 
     _rewrite(folder, ragged)
     assert main(["index", str(folder), "--kind", "exact", "--columns", "s1_cross"]) == 2
-    with pytest.raises(EmbeddingsError, match=r"Column 's1_cross' of .* is list<element: float>, not fixed-size float32"):
+    with pytest.raises(EmbeddingsError, match=r"Column 's1_cross' of .* is list<element: float>, not fixed-size"):
         load_embeddings(folder)
 
 

@@ -448,8 +448,6 @@ def test_search_batches_its_queries_within_the_memory_budget(monkeypatch) -> Non
 
 def test_index_parameters_are_type_and_range_checked() -> None:
     """`--param M=-4` made faiss allocate until std::bad_alloc and `nlist=0` crashed it; each is now one error."""
-    from crjepa.search.index import IndexFileError
-
     x = _unit(np.random.default_rng(7), 500, 16)
     for kind, params, message in (("hnsw", {"M": 1000}, r"M=1000 must be an integer in \[2, 512\]"),
                                   ("ivfpq", {"nlist": 0}, r"nlist=0 must be an integer in \[1, "),

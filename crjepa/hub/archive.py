@@ -687,8 +687,8 @@ def check_info(info: Any, path: Path) -> dict[str, Any]:
     for field, limit in (("sensors", 64), ("vector_columns", 256), ("metadata_columns", 1024)):
         value = info.get(field, [] if field == "metadata_columns" else None)
         if not isinstance(value, list) or not value and field != "metadata_columns" or len(value) > limit or \
-                not all(isinstance(v, str) and (_NAME.fullmatch(v) or field == "metadata_columns" and _LABEL.fullmatch(v))
-                        for v in value):
+                not all(isinstance(v, str) and (_NAME.fullmatch(v) or field == "metadata_columns"
+                                                and _LABEL.fullmatch(v)) for v in value):
             raise bad(field, f"must be a list of at most {limit} plain names (letters, digits, _ -), found {value!r}")
     for name in info["vector_columns"]:
         sensor, _, space = name.rpartition("_")

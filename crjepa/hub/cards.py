@@ -308,5 +308,5 @@ def render_dataset_card(
 
 
 __all__ = ["DATASET_CARD_TEMPLATE", "EMBEDDINGS_CARD_TEMPLATE", "MODEL_CARD_TEMPLATE", "SIZE_CATEGORIES", "card_template",
-           "comparison_table", "public_run_config", "render_dataset_card", "render_embeddings_card", "render_model_card",
-           "shell_word", "size_category"]
+           "comparison_table", "public_run_config", "render_dataset_card", "render_embeddings_card",
+           "render_model_card", "shell_word", "size_category"]

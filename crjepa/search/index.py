@@ -667,7 +667,7 @@ class _Layout:
         return value
 
     # -------------------------------------------------------------------------------- structures
-    def index(self, allowed: tuple[bytes, ...], top: bool = False, ntotal: int | None = None):
+    def index(self, allowed: tuple[bytes, ...], ntotal: int | None = None):
         """One index: its fourcc (one of ``allowed``), the common header, then its own fields."""
         fourcc = yield from self.field("4s")
         if fourcc not in allowed:
@@ -704,7 +704,8 @@ class _Layout:
         cum = []
         yield from self.vector(4, "cum_nneighbor_per_level", most=65,
                                check=lambda chunk: cum.append(np.frombuffer(chunk, np.int32)))
-        yield from self.vector(4, "levels", exact=count, check=lambda chunk: levels.append(np.frombuffer(chunk, np.int32)))
+        yield from self.vector(4, "levels", exact=count,
+                               check=lambda chunk: levels.append(np.frombuffer(chunk, np.int32)))
         yield from self.vector(8, "offsets", exact=count + 1,
                                check=lambda chunk: offsets.append(np.frombuffer(chunk, np.uint64)))
         per_level = np.concatenate(cum) if cum else np.zeros(0, np.int32)
@@ -788,7 +789,7 @@ def _read_faiss(file: Path, kind: str, metric: str, dimension: int) -> faiss.Ind
     _, cls = _FOURCC[(kind, metric)]
     rebuild = f"rebuild it with `crjepa index` (or delete {file.parent})"
     layout = _Layout(file, file.stat().st_size, kind, metric, dimension, rebuild)
-    plan = layout.index((_TOP[(kind, metric)],), top=True)
+    plan = layout.index((_TOP[(kind, metric)],))
     step: list[Any] = [next(plan)]
     blob_left = [0]
 
@@ -862,8 +863,8 @@ def _read_index_folder(path: Path) -> tuple[faiss.Index, np.ndarray, IndexMetada
     index = _read_faiss(path / INDEX_FILE, metadata.kind, metadata.metric, metadata.dimension)
     most = 16 + index.ntotal * (MAX_ID_BYTES + 8)  # JSON of ntotal ids (read whole: checked against the count first)
     if ids_file.stat().st_size > most:
-        raise IndexFileError(f"{ids_file} is {ids_file.stat().st_size:,} bytes, more than {index.ntotal:,} ids can take; "
-                             "rebuild the index")
+        raise IndexFileError(f"{ids_file} is {ids_file.stat().st_size:,} bytes, more than {index.ntotal:,} ids can "
+                             "take; rebuild the index")
     try:
         ids = json.loads(ids_file.read_text())
     except (ValueError, UnicodeDecodeError) as err:
