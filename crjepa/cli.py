@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from crjepa.data.schema import SYNTHETIC_OPTIONS  # light: no torch, no datasets (--help stays instant)
+from crjepa.utils.arguments import OneLineParser, fraction, int_in, repo_id
 
 
 # ---------------------------------------------------------------------------------------------- shared helpers
@@ -31,50 +32,6 @@ SYNTHETIC_LIMITS = {"num_pairs": (1, 100_000), "image_size": tuple(map(int, SYNT
                     "seed": tuple(map(int, SYNTHETIC_OPTIONS["seed"][1:]))}
 """Bounds on the synthetic-data options (the command line's and those an archive records: a crafted size must not
 allocate gigabytes)."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with one line per user error: ``crjepa embed: error: ...`` and exit status 2 (no usage block)."""
-
-    def error(self, message: str) -> Any:
-        from crjepa.utils.process import report_user_error
-
-        sys.exit(report_user_error(f"{self.prog}: error: {message} (see {self.prog} --help)"))
-
-
-def int_in(low: int, high: int) -> Any:
-    """An argparse type: an integer in [low, high], checked before any work."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an integer in [{low}, {high}], found {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be an integer in [{low}, {high}], found {value}")
-        return value
-
-    parse.__name__ = "integer"
-    return parse
-
-
-def fraction(text: str) -> float:
-    """An argparse type: a number in (0, 1] (a recall target)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], found {text!r}")
-    return value
-
-
-def repo_id(text: str) -> str:
-    """An argparse type: a Hub repo id (it is pasted into the card's code)."""
-    from crjepa.hub.access import is_repo_id
-
-    if not is_repo_id(text):
-        raise argparse.ArgumentTypeError(f"must be a Hub repo id like user/name, found {text!r}")
-    return text
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser, split_help: str) -> None:
@@ -467,7 +424,7 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog="crjepa", description="CR-JEPA cross-modal remote-sensing retrieval: embed, index, search, "
                                    "evaluate, push.",
         epilog="Example: crjepa embed ./model synthetic -o ./emb && crjepa search ./emb --id ID --direction 's1->s2'"

@@ -25,6 +25,7 @@ from crjepa.data.images import IMAGE_SUFFIXES, NPY_SUFFIXES, PNG_SUFFIXES, TIFF_
 from crjepa.data.schema import SPLITS, DataError, SensorSpec, paired_features  # the schema's one home
 from crjepa.hub.access import HubError, prepare_push, upload_folder
 from crjepa.hub.cards import render_dataset_card
+from crjepa.utils.arguments import int_in, number_in, repo_id
 
 logger = logging.getLogger(__name__)
 
@@ -359,9 +360,11 @@ def export_builder(
 def add_export_arguments(parser: Any) -> None:
     """--output-dir, --push-to-hub, --token, --num-proc, --overwrite, --cache-dir for a builder subcommand."""
     parser.add_argument("--output-dir", required=True, help="folder to write Parquet shards + README.md into")
-    parser.add_argument("--push-to-hub", metavar="USER/REPO", default=None, help="also upload as a Hub dataset")
+    parser.add_argument("--push-to-hub", metavar="USER/REPO", type=repo_id, default=None,
+                        help="also upload as a Hub dataset")
     parser.add_argument("--token", default=None, help="Hub token (default: the logged-in one)")
-    parser.add_argument("--num-proc", type=int, default=None, help="conversion processes (default: all cores)")
+    parser.add_argument("--num-proc", type=int_in(1, 1024), default=None,
+                        help="conversion processes (default: all cores)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
 
 
@@ -369,9 +372,11 @@ def add_split_arguments(parser: Any, choices: Sequence[str] = SPLIT_BY) -> None:
     """--split-by, --block-km, --split-seed, --split-fractions (spatial splits, see `split_by_group`)."""
     parser.add_argument("--split-by", choices=list(choices), default=None,
                         help="re-split so that a tile / spatial block never sits in two splits (recommended)")
-    parser.add_argument("--block-km", type=float, default=50.0, help="block side in km for --split-by block")
-    parser.add_argument("--split-seed", type=int, default=0, help="seed of the group shuffle of --split-by")
-    parser.add_argument("--split-fractions", type=float, nargs=3, default=[0.8, 0.1, 0.1],
+    parser.add_argument("--block-km", type=number_in(0, 10_000, low_open=True), default=50.0,
+                        help="block side in km for --split-by block")
+    parser.add_argument("--split-seed", type=int_in(0, 2**32 - 1), default=0,
+                        help="seed of the group shuffle of --split-by")
+    parser.add_argument("--split-fractions", type=number_in(0, 1), nargs=3, default=[0.8, 0.1, 0.1],
                         metavar=("TRAIN", "VALIDATION", "TEST"), help="target shares of rows per split")
 
 

@@ -177,3 +177,21 @@ def test_an_export_to_a_read_only_disk_or_into_its_input_is_one_line(small_disk,
     assert main(["paired", str(pairs / "pairs.csv"), "--output-dir", str(pairs), "--overwrite", "--num-proc", "1"]) == 2
     assert "contains the input" in capsys.readouterr().err
     assert (pairs / "pairs.csv").is_file()
+
+
+def test_export_arguments_out_of_range_are_one_line_before_any_work(tmp_path, capsys):
+    """`--image-size 100000` or `--pairing-rate 7` failed deep in the generator (a DatasetGenerationError traceback),
+    `--num-train -5` and `--num-proc 0` were accepted; the parser now checks each, one line, exit 2."""
+    from datasets_scripts.__main__ import main
+
+    out = tmp_path / "out"
+    for argv, message in ((["--image-size", "100000"], "--image-size: must be an integer in [8, 512]"),
+                          (["--pairing-rate", "7"], "--pairing-rate: must be a number in [0, 1]"),
+                          (["--num-train", "-5"], "--num-train: must be an integer in [0, 1000000]"),
+                          (["--num-proc", "0"], "--num-proc: must be an integer in [1, 1024]"),
+                          (["--push-to-hub", "me/x y"], "--push-to-hub: must be a Hub repo id")):
+        with pytest.raises(SystemExit) as exit_:
+            main(["synthetic", "--output-dir", str(out), *argv])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and err.count("error:") == 1 and message in err and "usage" not in err, err
+        assert not out.exists()

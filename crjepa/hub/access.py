@@ -17,7 +17,7 @@ from typing import Any
 
 HUB_HINT = "log in with `hf auth login` (or pass --token), check the network and that you may write to it"
 REPO_TYPES = ("dataset", "model")
-REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}")
+REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}")  # = utils.arguments
 """A Hub repo id as the Hub accepts it (``user-or-org/name``): cards paste repo ids into code and commands, so
 anything else (quotes, spaces, new lines) is refused where a repo id enters."""
 
