@@ -88,7 +88,9 @@ def test_second_run_on_a_folder_stops_at_once_and_a_killed_runs_lock_is_reported
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
-        while not (out / "checkpoints").is_dir() and time.time() < deadline:
+        from crjepa.train.training import list_checkpoints
+
+        while not list_checkpoints(out) and time.time() < deadline:  # a complete checkpoint, not just its folder
             time.sleep(0.2)
         assert (out / ".crjepa-run.lock").is_file()
         started = time.perf_counter()
