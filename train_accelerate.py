@@ -64,21 +64,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         train(args)
     except errors as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _user_error(f"error: {exc}")
     except OSError as exc:  # disk full, read-only or vanished folder while writing outputs: one line, no traceback
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"error: {where}{exc.strerror or exc}; free space or fix the folder, then rerun (--resume continues "
-              "from the last checkpoint)", file=sys.stderr)
-        return 2
+        return _user_error(f"error: {where}{exc.strerror or exc}; free space or fix the folder, then rerun (--resume "
+                           "continues from the last checkpoint)")
     except ImportError as exc:
         if getattr(exc, "name", None) not in ("rasterio", "h5py", "bigearthnet_common"):
             raise
-        print(f'error: {exc}: this data needs the bigearthnet extra: pip install "crjepa[bigearthnet]"',
-              file=sys.stderr)
-        return 2
+        return _user_error(f'error: {exc}: this data needs the bigearthnet extra: pip install "crjepa[bigearthnet]"')
     return 0
 
+
+def _user_error(line: str) -> int:
+    """One line, exit status 2 (`crjepa.utils.process.report_user_error`: once, and without `accelerate launch`'s
+    traceback)."""
+    from crjepa.utils.process import report_user_error
+
+    return report_user_error(line)
 
 if __name__ == "__main__":
     sys.exit(main())

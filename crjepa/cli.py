@@ -26,16 +26,29 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from crjepa.data.schema import SYNTHETIC_OPTIONS  # light: no torch, no datasets (--help stays instant)
+from crjepa.utils.arguments import OneLineParser, fraction, int_in, repo_id
+
 
 # ---------------------------------------------------------------------------------------------- shared helpers
+SYNTHETIC_LIMITS = {"num_pairs": (1, 100_000), "num_train": (0, 100_000), "num_validation": (0, 100_000),
+                    "num_test": (0, 100_000), "image_size": tuple(map(int, SYNTHETIC_OPTIONS["image_size"][1:])),
+                    "seed": tuple(map(int, SYNTHETIC_OPTIONS["seed"][1:]))}
+"""Bounds on the synthetic-data options (the command line's and those an archive records: a crafted size must not
+allocate gigabytes): ``num_pairs`` (`crjepa embed`) or the per-split sizes a training run records (its
+``data.options``)."""
+
+
 def _add_data_arguments(parser: argparse.ArgumentParser, split_help: str) -> None:
     parser.add_argument("data", help="data source: 'synthetic' (built in), a folder of Parquet exported by "
                                      "`python -m datasets_scripts`, or such an export's Hub data set id (user/name)")
     parser.add_argument("--split", default=None, help=split_help)
-    parser.add_argument("--num-pairs", type=int, default=None,
+    parser.add_argument("--num-pairs", type=int_in(*SYNTHETIC_LIMITS["num_pairs"]), default=None,
                         help="synthetic data: pairs per split (default: the generator's sizes)")
-    parser.add_argument("--seed", type=int, default=0, help="synthetic data: seed (default 0)")
-    parser.add_argument("--image-size", type=int, default=None, help="synthetic data: native image side in pixels")
+    parser.add_argument("--seed", type=int_in(*SYNTHETIC_LIMITS["seed"]), default=0,
+                        help="synthetic data: seed (default 0)")
+    parser.add_argument("--image-size", type=int_in(*SYNTHETIC_LIMITS["image_size"]), default=None,
+                        help="synthetic data: native image side in pixels (8 to 512)")
 
 
 def _source_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -48,9 +61,9 @@ def _source_options(args: argparse.Namespace) -> dict[str, Any]:
         if args.image_size is not None:
             options["image_size"] = args.image_size
     elif not Path(args.data).is_dir():
-        from crjepa.hub.access import is_hub_repo_id
+        from crjepa.hub.access import is_repo_id
 
-        if not is_hub_repo_id(args.data):
+        if not is_repo_id(args.data):
             raise FileNotFoundError(f"Data source {args.data!r} is neither 'synthetic', a folder of Parquet files, nor "
                                     "a Hub data set id (user/name)")
     return options
@@ -73,25 +86,40 @@ def _device(name: str) -> Any:
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r} is not a device: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise ValueError(f"--device {name}: no such GPU here ({torch.cuda.device_count()} visible); use auto or cpu")
+    return device
 
 
 def _load_model(path: str, device: str = "auto") -> Any:
     """A CR-JEPA model from a saved folder (or Hub repo), in eval mode on the chosen device."""
     from modeling_crjepa.modeling_crjepa import CRJepaModel
 
+    from crjepa.utils.files import check_safetensors_in
+
+    if Path(path).is_dir():
+        check_safetensors_in(path)  # a crafted header: one line naming the file, before any allocation
     try:
         model = CRJepaModel.from_pretrained(path)
     except OSError as err:
         raise FileNotFoundError(f"Cannot load a CR-JEPA model from {path!r}: {str(err).splitlines()[0]}") from err
+    except Exception as err:
+        if type(err).__name__ != "SafetensorError":
+            raise
+        raise ValueError(f"Cannot load a CR-JEPA model from {path!r}: {str(err).splitlines()[0]}") from None
     return model.to(_device(device)).eval()
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="saved model folder (save_pretrained) or Hub model repo id")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+    parser.add_argument("--batch-size", type=int_in(1, 65_536), default=64, help="images per forward pass (default 64)")
     parser.add_argument("--device", default="auto", help="'auto' (GPU if available), 'cpu', 'cuda', 'cuda:1'...")
-    parser.add_argument("--num-workers", type=int, default=0, help="data loader worker processes (default 0)")
+    parser.add_argument("--num-workers", type=int_in(0, 256), default=0,
+                        help="data loader worker processes (default 0)")
 
 
 # ---------------------------------------------------------------------------------------------- commands
@@ -99,22 +127,25 @@ RANK_ENV, WORLD_ENV = "CRJEPA_EMBED_RANK", "CRJEPA_EMBED_WORLD"
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    """Streamed, sharded, resumable embedding (`crjepa.hub.embedding`) under the output's writer lock: a new run
-    replaces only an earlier archive or an empty folder (or anything with --overwrite); a run of the same command
-    resumes. Workers (started by --num-processes, or accelerate ranks > 0) run under the launcher's lock."""
+    """Streamed, sharded, resumable embedding (`crjepa.hub.embedding`) under the output's writer lock. Nothing
+    that exists is deleted before the new archive is complete: a new run into an empty or absent folder writes
+    there (a rerun of the same command resumes it); a run that replaces an earlier archive (or anything, with
+    --overwrite) writes beside it (`crjepa.hub.embedding.staging_folder`, resumable too) and swaps the finished
+    archive in at the end. Workers (started by --num-processes, or accelerate ranks > 0) run under the
+    launcher's lock and find the folder it chose."""
     import os
-    import shutil
 
     from crjepa.hub.archive import OUTPUT_KIND
     from crjepa.hub.embedding import RUN_DIR, RUN_FILE
-    from crjepa.utils.atomic import check_replaceable, lock_file_for
+    from crjepa.utils.atomic import check_not_inside, check_replaceable, lock_file_for
     from crjepa.utils.locks import DirLock
 
     output = Path(args.output)
     if RANK_ENV in os.environ or int(os.environ.get("RANK", "0")) > 0:
         return _embed(args)
-    resuming = (output / RUN_DIR / RUN_FILE).is_file() and not args.overwrite
-    if not resuming:
+    if args.data != "synthetic" and Path(args.data).exists():
+        check_not_inside(output, args.data, what="-o folder")  # replacing it would delete the input
+    if not (output / RUN_DIR / RUN_FILE).is_file() or args.overwrite:
         check_replaceable(output, OUTPUT_KIND, args.overwrite)  # before any work: never replace what is not ours
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -122,8 +153,6 @@ def cmd_embed(args: argparse.Namespace) -> int:
         raise ValueError(f"{output.parent}: cannot create the output folder ({err.strerror}); choose a writable "
                          "path with -o") from None
     with DirLock(lock_file_for(output), what="crjepa embed", folder=output):  # a second writer stops at once
-        if not resuming and output.is_dir() and any(output.iterdir()):
-            shutil.rmtree(output)  # an earlier archive (check_replaceable) or --overwrite: start over
         return _embed(args)
 
 
@@ -131,9 +160,11 @@ def _embed(args: argparse.Namespace) -> int:
     import os
 
     from crjepa.hub.archive import config_summary, model_fingerprint
-    from crjepa.hub.embedding import (claim_folder, embed_shards, finish_archive, run_signature, source_rows,
-                                      stream_source)
+    from crjepa.hub.embedding import (
+        claim_folder, embed_shards, finish_archive, run_signature, source_rows, stream_source, work_folder,
+    )
     from crjepa.eval.retrieval import SPACES, class_names_of, column_name, present_sensors
+    from crjepa.utils.atomic import publish_dir
 
     source = _source_options(args)
     output = Path(args.output)
@@ -153,14 +184,20 @@ def _embed(args: argparse.Namespace) -> int:
     model = _load_model(args.model, args.device if state is None else str(state.device))
     fingerprint = model_fingerprint(model)
     stream = stream_source(source, args.split)
+    unknown = sorted(set(args.sensors or []) - set(model.config.sensor_names))
+    if unknown:
+        raise ValueError(f"--sensors {unknown}: the model has the sensors {list(model.config.sensor_names)}")
     sensors = list(args.sensors or present_sensors(model.config.sensor_names, stream))  # S2-only data: just s2
     shard_rows = max(1, -(-args.shard_rows // args.batch_size)) * args.batch_size
     signature = run_signature(fingerprint, {**source, "split": args.split}, sensors, args.spaces, shard_rows)
-    if rank == 0 and not worker:
-        claim_folder(output, signature)
+    main_process = rank == 0 and not worker
+    work = work_folder(output, signature, overwrite=args.overwrite, decide=main_process)
+    if main_process:
+        claim_folder(work, signature)
     if state is not None:
         state.wait_for_everyone()
-    claim_folder(output, signature)  # every process checks it resumes the same run
+        work = work_folder(output, signature, overwrite=args.overwrite, decide=main_process)
+    claim_folder(work, signature)  # every process checks it resumes the same run
     features = stream.features or {}
     class_names = class_names_of(stream) or []
     skip = {"id", "labels", *model.config.sensors}
@@ -173,7 +210,7 @@ def _embed(args: argparse.Namespace) -> int:
 
         if worker:
             torch.set_num_threads(max(1, int(os.environ.get("CRJEPA_EMBED_THREADS", "1"))))
-        stats = embed_shards(model, stream, output, class_names=class_names, metadata_columns=metadata_columns,
+        stats = embed_shards(model, stream, work, class_names=class_names, metadata_columns=metadata_columns,
                              sensors=sensors, spaces=args.spaces, batch_size=args.batch_size, shard_rows=shard_rows,
                              rank=rank, world=world, progress=True,
                              total_rows=source_rows(source, args.split, stream))
@@ -186,10 +223,12 @@ def _embed(args: argparse.Namespace) -> int:
             if not state.is_main_process:
                 return 0
     columns = [column_name(s, sp) for s in sensors for sp in SPACES if sp in args.spaces]
-    info = finish_archive(output, world, class_names=class_names, metadata_columns=metadata_columns,
+    info = finish_archive(work, world, class_names=class_names, metadata_columns=metadata_columns,
                           vector_columns=columns, dimension=model.config.retrieval_dim, model_fingerprint=fingerprint,
                           config_summary=config_summary(model.config), source={**source, "split": args.split},
                           model_repo_id=args.model_repo_id, repo_id=args.repo_id, index=args.index, recall=args.recall)
+    if work != output:  # the complete new archive replaces the earlier one in one step
+        publish_dir(work, output)
     print(f"Wrote {info['num_rows']} items x {len(columns)} columns ({', '.join(columns)}) to {output}")
     return 0
 
@@ -366,17 +405,28 @@ def _query_image(args: argparse.Namespace, archive: Any) -> tuple[str, Any]:
     """(sensor, (C, H, W) array) of an image query: a file (needs --sensor), or a BigEarthNet-style patch folder
     of per-band GeoTIFFs (`<patch>_B02.tif`, `<patch>_VV.tif`, ...) read in the band order the archive's model
     uses; the sensor of a folder is the one whose bands it holds when --sensor is not given."""
-    from crjepa.data.images import band_folder_sensor, read_image
+    from crjepa.data.images import band_folder_sensor, probe_image, read_image
+    from crjepa.hub.archive import MAX_IMAGE_SIDE, check_query_image
 
     bands = dict((archive.info.get("config") or {}).get("band_names") or {})
     if Path(args.image).is_dir():
         sensor = args.sensor or band_folder_sensor(args.image, bands)
         if sensor not in bands:
             raise ValueError(f"--sensor {sensor!r}: the archive's model has sensors {sorted(bands)}")
-        return sensor, read_image(args.image, bands=bands[sensor])
-    if not args.sensor:
-        raise ValueError("Searching by an image file needs --sensor (the sensor of the image)")
-    return args.sensor, read_image(args.image)
+        image = read_image(args.image, bands=bands[sensor])
+    else:
+        if not args.sensor:
+            raise ValueError("Searching by an image file needs --sensor (the sensor of the image)")
+        sensor = args.sensor
+        shape = probe_image(args.image).shape  # the header's size, before the pixels are decoded
+        if max(shape[1:]) > MAX_IMAGE_SIDE:
+            raise ValueError(f"{args.image} is {shape[1]}x{shape[2]} pixels; a query image side is at most "
+                             f"{MAX_IMAGE_SIDE}")
+        image = read_image(args.image)
+    channels = (archive.info.get("config") or {}).get("sensors", {}).get(sensor)
+    if isinstance(channels, int):
+        check_query_image(image, sensor, channels)
+    return sensor, image
 
 
 def _print_hits(query: str, query_labels: list[str] | None, results: dict[str, Any]) -> None:
@@ -420,15 +470,16 @@ def _write_png(args: argparse.Namespace, archive: Any, results: dict[str, Any]) 
     else:
         grid = image_grid(archive, images, read_image(args.image), args.sensor,
                           {d.split("->")[1]: hits for d, hits in results.items()}, tile=args.tile)
-    Path(args.png).parent.mkdir(parents=True, exist_ok=True)
-    grid.save(args.png)
+    import io
+
+    from crjepa.utils.atomic import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    grid.save(buffer, format="PNG")
+    atomic_write_bytes(args.png, buffer.getvalue())  # an earlier grid stays until the new one is whole
     print(f"Wrote {args.png} ({grid.width}x{grid.height})")
 
 
-SYNTHETIC_LIMITS = {"num_pairs": (1, 100_000), "num_train": (0, 100_000), "num_validation": (0, 100_000),
-                    "num_test": (0, 100_000), "image_size": (8, 512), "seed": (0, 2**31 - 1)}
-"""Bounds on the synthetic-data options an archive may record (a crafted size must not allocate gigabytes):
-``num_pairs`` (`crjepa embed`) or the per-split sizes a training run records (its ``data.options``)."""
 
 
 def recorded_source(source: dict[str, Any], archive_path: Path) -> dict[str, Any]:
@@ -444,9 +495,9 @@ def recorded_source(source: dict[str, Any], archive_path: Path) -> dict[str, Any
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high):
                 raise ValueError(f"{where}: {key}={value!r} is outside [{low}, {high}]; pass --data SOURCE")
     elif not isinstance(dataset, str) or not dataset or not Path(dataset).is_dir():
-        from crjepa.hub.access import is_hub_repo_id
+        from crjepa.hub.access import is_repo_id
 
-        if not isinstance(dataset, str) or not is_hub_repo_id(dataset) or Path(dataset).exists():
+        if not isinstance(dataset, str) or not is_repo_id(dataset) or Path(dataset).exists():
             raise ValueError(f"{where} ({dataset!r}) is not 'synthetic', a local folder here, nor a Hub data set "
                              "id; pass --data SOURCE")
     split = source.get("split")
@@ -475,7 +526,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.output_dir:
         out = Path(args.output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "retrieval_results.md").write_text(table + "\n")
+        from crjepa.utils.atomic import atomic_write_text
+
+        atomic_write_text(out / "retrieval_results.md", table + "\n")
         results.to_json(out / "retrieval_results.json")
         print(f"Wrote {out / 'retrieval_results.md'} and {out / 'retrieval_results.json'}")
     return 0
@@ -527,7 +580,7 @@ def cmd_app(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="crjepa", description="CR-JEPA cross-modal remote-sensing retrieval: embed, index, search, "
                                    "evaluate, push, and look at the results in the browser (app).",
         epilog="Example: crjepa embed ./model synthetic -o ./emb && crjepa search ./emb --id ID --direction 's1->s2'"
@@ -549,15 +602,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="embedding spaces (default: both)")
     p.add_argument("--index", default="none", choices=["none", "auto", "exact", "hnsw", "ivfpq"],
                    help="also build faiss indices of this kind (default: none; see `crjepa index`)")
-    p.add_argument("--recall", type=float, default=None, help="with --index: recall@10 target (default 0.95)")
-    p.add_argument("--num-processes", type=int, default=1,
+    p.add_argument("--recall", type=fraction, default=None, help="with --index: recall@10 target (default 0.95)")
+    p.add_argument("--num-processes", type=int_in(1, 256), default=1,
                    help="worker processes sharing the input (default 1; or run under `accelerate launch -m "
                         "crjepa.cli embed ...`, one process per GPU)")
-    p.add_argument("--shard-rows", type=int, default=8192,
+    p.add_argument("--shard-rows", type=int_in(1, 10_000_000), default=8192,
                    help="rows per Parquet shard (rounded up to a multiple of --batch-size); finished shards are "
                         "kept and skipped when the same command is rerun (default 8192)")
-    p.add_argument("--model-repo-id", default=None, help="Hub repo of the model, recorded in the card")
-    p.add_argument("--repo-id", default=None, help="Hub dataset repo the archive will be pushed to (for the card)")
+    p.add_argument("--model-repo-id", type=repo_id, default=None, help="Hub repo of the model, recorded in the card")
+    p.add_argument("--repo-id", type=repo_id, default=None,
+                   help="Hub dataset repo the archive will be pushed to (for the card)")
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("index", help="build faiss indices for an embeddings archive folder",
@@ -569,7 +623,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="index parameter, e.g. --param M=32 (repeatable); fixing a search knob (nprobe, "
                         "k_factor, efSearch) turns the recall calibration off")
-    p.add_argument("--recall", type=float, default=None,
+    p.add_argument("--recall", type=fraction, default=None,
                    help="recall@10 the ANN kinds calibrate to on held-out archive vectors (default 0.95); the "
                         "measured recall, #queries, q/s and calibration time are printed and stored")
     _add_milvus_arguments(p)
@@ -600,12 +654,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-sensor", default=None, help="with --image: sensor column to search (default: both)")
     p.add_argument("--model", default=None, help="with --image: the model folder that embedded the archive")
     p.add_argument("--device", default="auto", help="with --image: 'auto', 'cpu', 'cuda'...")
-    p.add_argument("-k", type=int, default=10, help="results per direction (default 10)")
+    p.add_argument("-k", type=int_in(1, 100_000), default=10, help="results per direction (default 10)")
     p.add_argument("--png", default=None, help="also write the result grid (green = relevant) to this PNG")
     p.add_argument("--data", default=None,
                    help="with --png: image source ('synthetic', a Parquet folder, or 'recorded': the source the "
                         "archive records, checked first)")
-    p.add_argument("--tile", type=int, default=96, help="with --png: tile size in pixels (default 96)")
+    p.add_argument("--tile", type=int_in(8, 1024), default=96, help="with --png: tile size in pixels (8 to 1024, "
+                                                                 "default 96)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_milvus_arguments(p)
     p.add_argument("--label", action="append", default=[], metavar="CLASS",
@@ -628,7 +683,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--query-split", default=None, help="queries from this split (default: all rows)")
     p.add_argument("--gallery-split", default=None,
                    help="archive from another split (CSMAE protocol: --query-split validation --gallery-split test)")
-    p.add_argument("-k", type=int, default=5, help="cut-off for F1@k / P@k (default 5, the paper's)")
+    p.add_argument("-k", type=int_in(1, 100_000), default=5, help="cut-off for F1@k / P@k (default 5, the paper's)")
     p.add_argument("--dataset-name", default=None, help="name used in the results and model-index")
     p.add_argument("--output-dir", default=None, help="write retrieval_results.md and retrieval_results.json here")
     p.set_defaults(func=cmd_evaluate)
@@ -639,7 +694,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "image processor + model card to -o DIR (ready for evaluate, embed or push).")
     p.add_argument("run", help="a training run's output_dir, or one of its checkpoints/step_N folders")
     p.add_argument("-o", "--output", required=True, help="folder to write (replaced atomically)")
-    p.add_argument("--step", type=int, default=None, help="the checkpoint of this step (default: the latest)")
+    p.add_argument("--step", type=int_in(0, 2**62), default=None,
+                   help="the checkpoint of this step (default: the latest)")
     p.add_argument("--no-evaluate", action="store_true", help="skip the scores (and so the model card)")
     p.add_argument("--device", default="auto", help="'auto' (GPU if available), 'cpu', 'cuda'...")
     p.set_defaults(func=cmd_export_checkpoint)
@@ -693,21 +749,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     from crjepa.hub.archive import EmbeddingsError, HubError
     from crjepa.utils.locks import LockedError
+    from crjepa.utils.process import report_user_error
 
     try:
+        if getattr(args, "device", "auto") != "auto":
+            _device(args.device)  # a device that does not exist: before any work
         return int(args.func(args) or 0)
     except (HubError, EmbeddingsError, ValueError, FileNotFoundError, FileExistsError, KeyError, ImportError,
             LockedError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
         if isinstance(err, ImportError) and getattr(err, "name", None) in EXTRA_MODULES:
             message = f"{message}: this needs the bigearthnet extra: pip install \"crjepa[bigearthnet]\""
-        print(f"crjepa {args.command}: error: {' '.join(message.split())}", file=sys.stderr)
-        return 2
+        return report_user_error(f"crjepa {args.command}: error: {' '.join(message.split())}")
     except OSError as err:  # read-only file system, disk full, permissions: name the file and what to do
         where = f"{err.filename}: " if err.filename else ""
-        print(f"crjepa {args.command}: error: {where}{err.strerror or err}; check that the path is writable and the "
-              "disk has space, or choose another path", file=sys.stderr)
-        return 2
+        return report_user_error(f"crjepa {args.command}: error: {where}{err.strerror or err}; check that the path is "
+                                 "writable and the disk has space, or choose another path")
     except KeyboardInterrupt:
         print("crjepa: interrupted", file=sys.stderr)
         return 130

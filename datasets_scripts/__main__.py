@@ -13,7 +13,9 @@ from . import BUILDER_MODULES
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
     """The CLI parser with one subcommand per importable builder module, and why others are missing."""
-    parser = argparse.ArgumentParser(
+    from crjepa.utils.arguments import OneLineParser
+
+    parser = OneLineParser(
         prog="python -m datasets_scripts",
         description="Build crjepa paired data sets and export them as Parquet + dataset card (Hub-ready).",
     )

@@ -86,6 +86,7 @@ import datasets
 import numpy as np
 
 from crjepa.data.schema import S1_BANDS, S2_BANDS  # the band orders' one home
+from crjepa.utils.arguments import int_in
 from datasets_scripts.ben_metadata import (
     BEN19_CLASSES,
     LIST_SPLIT_NAMES,
@@ -1011,7 +1012,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--list-out", help="with --list-only: also write the list (s2_name,s1_name,split) here")
     p.add_argument("--strict", action="store_true", help="stop at the first bad pair instead of skipping it")
     p.add_argument("--s2-resampling", choices=S2_RESAMPLINGS, default="nearest", help="20/60 m band upsampling")
-    p.add_argument("--num-proc", type=int, default=None, help="worker processes (default: all cores)")
+    p.add_argument("--num-proc", type=int_in(1, 1024), default=None, help="worker processes (default: all cores)")
     p.add_argument("--cache-dir", help="build cache (default: a temporary folder, removed afterwards)")
     p.add_argument("--keep-unpaired", action="store_true",
                    help="keep an S1 patch without its S2 partner (or the reverse) as a single-sensor row")

@@ -113,9 +113,11 @@ def add_cli(subparsers: Any) -> None:
     p = subparsers.add_parser("cbrsir_vs", help="CBRSIR_VS RGB/SAR pairs (optical/<class>, sar/<class>)",
                               description=__doc__.split("\n\n")[0])
     p.add_argument("data", help="root folder holding optical/<class>/ and sar/<class>/ (and splits.csv)")
-    p.add_argument("--test-fraction", type=float, default=0.2)
-    p.add_argument("--validation-fraction", type=float, default=0.1)
-    p.add_argument("--split-seed", type=int, default=0)
+    from crjepa.utils.arguments import int_in, number_in
+
+    p.add_argument("--test-fraction", type=number_in(0, 1), default=0.2)
+    p.add_argument("--validation-fraction", type=number_in(0, 1), default=0.1)
+    p.add_argument("--split-seed", type=int_in(0, 2**32 - 1), default=0)
     add_export_arguments(p)
     p.set_defaults(func=run_cli)
 

@@ -26,6 +26,7 @@ from crjepa.data.images import IMAGE_SUFFIXES, NPY_SUFFIXES, PNG_SUFFIXES, TIFF_
 from crjepa.data.schema import SPLITS, DataError, SensorSpec, paired_features  # the schema's one home
 from crjepa.hub.access import HubError, prepare_push, upload_folder
 from crjepa.hub.cards import render_dataset_card
+from crjepa.utils.arguments import int_in, number_in, repo_id
 
 logger = logging.getLogger(__name__)
 
@@ -360,6 +361,9 @@ def export_builder(
         work = tmp / "_work"  # datasets also writes lock files next to its output folder
         prepared = work / "prepared"
         num_proc = num_proc if num_proc is not None else (os.cpu_count() or 1)
+        # Parquet without content-defined chunking: with it, pyarrow (26) aborts the whole process when a write fails
+        # (a full disk: "Check failed: _s.ok() ... WriteArrowDense"), so nothing could clean up or say why
+        cdc, datasets.config.DEFAULT_CDC_OPTIONS = datasets.config.DEFAULT_CDC_OPTIONS, False
         try:
             with _quiet_num_proc_fallback():
                 builder.download_and_prepare(
@@ -371,6 +375,8 @@ def export_builder(
             if isinstance(cause, DataError):
                 raise DataError(str(cause)) from None
             raise
+        finally:
+            datasets.config.DEFAULT_CDC_OPTIONS = cdc
         data_dir = tmp / "data"
         data_dir.mkdir()
         splits: dict[str, int] = {}
@@ -414,9 +420,11 @@ def _quiet_num_proc_fallback() -> Iterator[None]:
 def add_export_arguments(parser: Any) -> None:
     """--output-dir, --push-to-hub, --token, --num-proc, --overwrite, --cache-dir for a builder subcommand."""
     parser.add_argument("--output-dir", required=True, help="folder to write Parquet shards + README.md into")
-    parser.add_argument("--push-to-hub", metavar="USER/REPO", default=None, help="also upload as a Hub dataset")
+    parser.add_argument("--push-to-hub", metavar="USER/REPO", type=repo_id, default=None,
+                        help="also upload as a Hub dataset")
     parser.add_argument("--token", default=None, help="Hub token (default: the logged-in one)")
-    parser.add_argument("--num-proc", type=int, default=None, help="conversion processes (default: all cores)")
+    parser.add_argument("--num-proc", type=int_in(1, 1024), default=None,
+                        help="conversion processes (default: all cores)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
 
 
@@ -424,9 +432,11 @@ def add_split_arguments(parser: Any, choices: Sequence[str] = SPLIT_BY) -> None:
     """--split-by, --block-km, --split-seed, --split-fractions (spatial splits, see `split_by_group`)."""
     parser.add_argument("--split-by", choices=list(choices), default=None,
                         help="re-split so that a tile / spatial block never sits in two splits (recommended)")
-    parser.add_argument("--block-km", type=float, default=50.0, help="block side in km for --split-by block")
-    parser.add_argument("--split-seed", type=int, default=0, help="seed of the group shuffle of --split-by")
-    parser.add_argument("--split-fractions", type=float, nargs=3, default=[0.8, 0.1, 0.1],
+    parser.add_argument("--block-km", type=number_in(0, 10_000, low_open=True), default=50.0,
+                        help="block side in km for --split-by block")
+    parser.add_argument("--split-seed", type=int_in(0, 2**32 - 1), default=0,
+                        help="seed of the group shuffle of --split-by")
+    parser.add_argument("--split-fractions", type=number_in(0, 1), nargs=3, default=[0.8, 0.1, 0.1],
                         metavar=("TRAIN", "VALIDATION", "TEST"), help="target shares of rows per split")
 
 
@@ -439,7 +449,12 @@ def run_export(builder_cls: type, args: Any, **config: Any) -> int:
 
     import gc
 
+    from crjepa.utils.atomic import check_not_inside
+
     try:
+        for value in config.values():  # the output never lies in (or holds) the files it is built from
+            if isinstance(value, (str, os.PathLike)) and str(value) and Path(value).exists():
+                check_not_inside(args.output_dir, value, what="--output-dir")
         with tempfile.TemporaryDirectory(prefix="crjepa-build-") as cache:
             builder = builder_cls(cache_dir=cache, **config)
             out = export_builder(builder, args.output_dir, push_to_hub=args.push_to_hub, num_proc=args.num_proc,
@@ -451,6 +466,10 @@ def run_export(builder_cls: type, args: Any, **config: Any) -> int:
             gc.collect()
     except (DataError, PublishError, OutputExistsError, LockedError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full or read-only disk: the old output (if any) is intact, no temp folder is left
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}; free space or choose a writable --output-dir", file=sys.stderr)
         return 2
     print(f"Wrote {out}" + (f" and pushed to https://huggingface.co/datasets/{args.push_to_hub}"
                             if args.push_to_hub else ""))

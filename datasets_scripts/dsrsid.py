@@ -187,10 +187,13 @@ def add_cli(subparsers: Any) -> None:
     p = subparsers.add_parser("dsrsid", help="DSRSID GaoFen-1 PAN/MS pairs (PNG folders or .mat)",
                               description=__doc__.split("\n\n")[0])
     p.add_argument("data", help="folder with Pandata/ and Muldata/, or the HDF5 .mat file")
-    p.add_argument("--test-per-class", type=float, default=PUBLIC_TEST_PER_CLASS,
+    from crjepa.utils.arguments import int_in, number_in
+
+    p.add_argument("--test-per-class", type=number_in(0, 1e9), default=PUBLIC_TEST_PER_CLASS,
                    help="test pairs per class: a count, or a fraction < 1 (default 625: the public protocol)")
-    p.add_argument("--validation-per-class", type=float, default=0)
-    p.add_argument("--split-seed", type=int, default=None, help="shuffle within each class before splitting")
+    p.add_argument("--validation-per-class", type=number_in(0, 1e9), default=0)
+    p.add_argument("--split-seed", type=int_in(0, 2**32 - 1), default=None,
+                   help="shuffle within each class before splitting")
     p.add_argument("--class-names", nargs="+", default=None, help="class names for ids 1..8 (.mat variant)")
     add_export_arguments(p)
     p.set_defaults(func=run_cli)

@@ -314,12 +314,19 @@ def add_cli(subparsers: Any) -> None:
 
     p = subparsers.add_parser("synthetic", help="built-in synthetic S1/S2 pairs (no download)",
                               description="Export the built-in synthetic Sentinel-1/Sentinel-2 pairs.")
-    p.add_argument("--num-train", type=int, default=DEFAULT_SIZES["train"])
-    p.add_argument("--num-validation", type=int, default=DEFAULT_SIZES["validation"])
-    p.add_argument("--num-test", type=int, default=DEFAULT_SIZES["test"])
-    p.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--pairing-rate", type=float, default=1.0,
+    from crjepa.data.schema import SYNTHETIC_OPTIONS as LIMITS
+    from crjepa.utils.arguments import int_in, number_in
+
+    def bounded(key: str) -> Any:
+        kind, low, high = LIMITS[key]
+        return int_in(int(low), int(high)) if kind is int else number_in(low, high)
+
+    p.add_argument("--num-train", type=bounded("num_train"), default=DEFAULT_SIZES["train"])
+    p.add_argument("--num-validation", type=bounded("num_validation"), default=DEFAULT_SIZES["validation"])
+    p.add_argument("--num-test", type=bounded("num_test"), default=DEFAULT_SIZES["test"])
+    p.add_argument("--image-size", type=bounded("image_size"), default=DEFAULT_IMAGE_SIZE)
+    p.add_argument("--seed", type=bounded("seed"), default=0)
+    p.add_argument("--pairing-rate", type=bounded("pairing_rate"), default=1.0,
                    help="share of train rows kept paired; the rest become single-sensor rows, half each sensor")
     add_export_arguments(p)
     p.set_defaults(func=run_cli)

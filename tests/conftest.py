@@ -183,3 +183,36 @@ def run_module(module: str, *args: object, cwd: Path | None = None, timeout: int
 # ============================================================================================================
 # end of the real BigEarthNet section
 # ============================================================================================================
+
+
+# ============================================================================================================
+# Small real file systems (section owned by the reliability tests): a real ENOSPC or read-only disk, not a
+# monkeypatched OSError, so the libraries' own error paths (torch's zip writer, safetensors, faiss, pyarrow) run
+# ============================================================================================================
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A factory: ``small_disk(size="24m", readonly=False)`` mounts a fresh tmpfs of that size under tmp_path and
+    returns its path (unmounted after the test). Skips the test, saying why, where mounting is not allowed (not
+    root / no CAP_SYS_ADMIN, or not Linux). Fill it with `helpers.fill_disk`."""
+    if not shutil.which("mount") or sys.platform != "linux":
+        pytest.skip("a real full disk needs a tmpfs mount: Linux with mount(8) only")
+    mounts: list[Path] = []
+
+    def make(size: str = "24m", readonly: bool = False) -> Path:
+        path = tmp_path / f"disk{len(mounts)}"
+        path.mkdir()
+        options = f"size={size},mode=0777" + (",ro" if readonly else "")
+        run = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True,
+                             text=True)
+        if run.returncode:
+            why = run.stderr.strip() or "mount failed"
+            pytest.skip(f"cannot mount a small tmpfs for a real full disk here ({why}; needs root or CAP_SYS_ADMIN)")
+        mounts.append(path)
+        return path
+
+    yield make
+    for path in reversed(mounts):
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+# ============================================================================================================
+# end of the small file systems section
+# ============================================================================================================

@@ -115,3 +115,34 @@ def write_app_archive(folder: Path, model, pairs: datasets.Dataset, num_pairs: i
         metadata={"split": pairs["split"], "row": [str(i) for i in range(len(pairs))]}, model_fingerprint=fingerprint,
         config_summary=config_summary(model.config), source={"dataset": "synthetic", "num_pairs": num_pairs},
         indices=build_indices(emb.vectors, emb.ids, kind="exact", fingerprint=fingerprint))
+
+
+def fill_disk(folder: Path, leave: int) -> Path:
+    """Fill the file system of ``folder`` up to ``leave`` free bytes with one preallocated file (``.filler``);
+    returns it (delete it to free the space again)."""
+    stat = os.statvfs(folder)
+    free = stat.f_bavail * stat.f_frsize
+    filler = Path(folder) / ".filler"
+    with open(filler, "wb") as f:
+        os.posix_fallocate(f.fileno(), 0, max(free - leave, 1))
+    return filler
+
+
+def peak_rss_kib() -> int | None:
+    """This process's peak resident memory since the last `reset_peak_rss` (Linux VmHWM), or None elsewhere."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset the peak of `peak_rss_kib` to the current resident memory (Linux clear_refs); False where unsupported."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return peak_rss_kib() is not None

@@ -200,3 +200,36 @@ def test_search_and_archives_import_without_fcntl_and_locks_still_exclude(tmp_pa
     """)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert third.stdout.split() == [str(holder.pid)] and "taking over the stale lock" in third.stderr, third.stderr
     assert not lock.exists()
+
+
+# ---------------------------------------------------------------------------------------------- a real full disk
+def test_a_full_disk_keeps_the_old_folder_and_raises_the_oserror_whatever_library_wrote(small_disk):
+    """On a real full disk (a 24 MB tmpfs) each library reports in its own words: safetensors a SafetensorError,
+    torch's zip writer a RuntimeError, faiss a RuntimeError. `atomic_dir` turns each into the OSError it is (so
+    every command prints one line), removes its temp folder and keeps the old output."""
+    import errno
+
+    import faiss
+    import torch
+    from safetensors.torch import save_file
+
+    from helpers import fill_disk
+
+    disk = small_disk("24m")
+    target = disk / "out"
+    _write(target, kind="model", text="old")
+    filler = fill_disk(disk, leave=256 << 10)
+    tensor = torch.ones(1 << 20)  # 4 MiB: more than is left
+    flat = faiss.IndexFlatIP(64)
+    flat.add(np.ones((1 << 14, 64), np.float32))
+    writers = {"safetensors": lambda tmp: save_file({"w": tensor}, str(tmp / "model.safetensors")),
+               "torch": lambda tmp: torch.save({"w": tensor}, tmp / "optimizer.bin"),
+               "faiss": lambda tmp: faiss.write_index(flat, str(tmp / "index.faiss"))}
+    for name, write in writers.items():
+        with pytest.raises(OSError) as raised:
+            with atomic_dir(target, kind="model") as tmp:
+                write(tmp)
+        assert raised.value.errno == errno.ENOSPC and str(target) in str(raised.value.filename), (name, raised.value)
+        assert (target / "payload.txt").read_text() == "old", name
+        assert sorted(p.name for p in disk.iterdir()) == [".filler", "out"], name  # no temp folder, no lock left
+    filler.unlink()

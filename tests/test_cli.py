@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import textwrap
@@ -422,3 +423,179 @@ def test_index_recall_prints_and_records_the_calibration(workdir, tmp_path, caps
     card = (folder / "README.md").read_text()
     assert f"calibrated for recall@10 >= 0.9: measured {cal['recall']:.3f}" in card
     assert "on 4 held-out archive vectors" in card
+
+
+# ---------------------------------------------------------------------------------------------- nothing lost
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _one_error_line(err: str) -> str:
+    """The command's one `error:` line (progress bars may share stderr), asserting there is no other and no
+    traceback or usage block."""
+    found = re.findall(r"crjepa [\w-]+: error: [^\r\n]*", err)
+    assert len(found) == 1 and err.count("error:") == 1, err[-2000:]
+    assert "Traceback" not in err and "usage:" not in err, err[-2000:]
+    return found[0]
+
+
+def _run(argv: list[str]) -> int:
+    try:
+        return main(argv)
+    except SystemExit as exit_:
+        return int(exit_.code)
+
+
+EMBED_SMALL = ["synthetic", "--num-pairs", "8", "--split", "test", "--device", "cpu", "--batch-size", "4",
+               "--shard-rows", "4"]
+
+
+def test_embed_keeps_the_old_archive_until_the_new_one_is_complete(workdir, tmp_path, capsys, monkeypatch):
+    """`crjepa embed` deleted the folder it was about to write before loading the model: a typo in the model path
+    (or any failure) lost the earlier archive, with or without --overwrite. Now the new archive is written beside
+    the old one and swapped in only when complete; a failed run can be resumed."""
+    import errno
+
+    import crjepa.hub.embedding as embedding
+
+    for name, run_folder in (("plain", False), ("embedded", True)):  # training's embeddings/ has no .embed/
+        old = tmp_path / name
+        shutil.copytree(workdir / "emb", old)
+        if not run_folder:
+            shutil.rmtree(old / ".embed")
+        before = _files(old)
+        for extra in ([], ["--overwrite"]):
+            assert main(["embed", str(workdir / "modle"), *EMBED_SMALL, "-o", str(old), *extra]) == 2
+            assert "Cannot load a CR-JEPA model" in _one_error_line(capsys.readouterr().err)
+            assert _files(old) == before, (name, extra)
+
+    real = embedding.embed_shards
+
+    def disk_full_after_one_shard(*args, **kwargs):
+        def stop(shard: int) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device", "data/test-00001.parquet")
+
+        return real(*args, **{**kwargs, "on_shard": stop})
+
+    monkeypatch.setattr(embedding, "embed_shards", disk_full_after_one_shard)
+    assert main(["embed", str(workdir / "model"), *EMBED_SMALL, "-o", str(old)]) == 2
+    assert "No space left on device" in _one_error_line(capsys.readouterr().err)
+    assert _files(old) == before  # the old archive (48 rows) is whole
+    staging = tmp_path / ".embedded.embed-new"
+    assert [p.name for p in (staging / "data").iterdir()] == ["test-00000.parquet"]  # the new one waits beside it
+    monkeypatch.undo()
+    assert main(["embed", str(workdir / "model"), *EMBED_SMALL, "-o", str(old)]) == 0  # the same command resumes
+    assert "1 shards written, 1 already done" in capsys.readouterr().out
+    assert json.loads((old / "embeddings_info.json").read_text())["num_rows"] == 8 and not staging.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["embedded", "plain"]
+
+
+def test_embed_refuses_an_output_equal_to_inside_or_holding_its_input(workdir, tmp_path, capsys):
+    """`crjepa embed M D -o D --overwrite` deleted the input data set itself."""
+    from crjepa.cli import _load_data
+
+    data = tmp_path / "export"
+    _load_data({"dataset": "synthetic", "num_pairs": 8}, "test").to_parquet(
+        str(data / "data" / "test-00000-of-00001.parquet"))
+    before = _files(data)
+    for output, relation in ((data, "is the input"), (data / "emb", "lies inside the input"),
+                             (tmp_path, "contains the input")):
+        assert main(["embed", str(workdir / "model"), str(data), "-o", str(output), "--overwrite",
+                     "--device", "cpu"]) == 2
+        assert relation in _one_error_line(capsys.readouterr().err)
+        assert _files(data) == before and not (data / "emb").exists()
+
+
+def test_arguments_out_of_range_are_one_line_before_any_work(workdir, tmp_path, capsys):
+    """`--batch-size 0` (ZeroDivisionError), `--image-size 100000` (a 74.5 TiB allocation), `search --tile 200000`
+    (MemoryError) ended in tracebacks: every argument is now range-checked by the parser, one line, exit 2."""
+    out, png = tmp_path / "out", tmp_path / "g.png"
+    embed = ["embed", str(workdir / "model"), "synthetic", "--num-pairs", "8", "-o", str(out)]
+    search = ["search", str(workdir / "emb"), "--id", QUERY]
+    cases = [
+        (embed + ["--batch-size", "0"], "--batch-size: must be an integer in [1, 65536], found 0"),
+        (embed + ["--batch-size", "-5"], "--batch-size: must be an integer in [1, 65536], found -5"),
+        (embed + ["--image-size", "100000"], "--image-size: must be an integer in [8, 512], found 100000"),
+        (embed + ["--num-processes", "0"], "--num-processes: must be an integer in [1, 256]"),
+        (embed + ["--shard-rows", "0"], "--shard-rows: must be an integer"),
+        (embed + ["--recall", "1.5"], "--recall: must be a number in (0, 1]"),
+        (embed + ["--num-workers", "-1"], "--num-workers: must be an integer in [0, 256]"),
+        (embed + ["--device", "cuda:7"], "--device cuda:7: no such GPU here"),
+        (search + ["--png", str(png), "--data", "synthetic", "--tile", "200000"],
+         "--tile: must be an integer in [8, 1024]"),
+        (search + ["-k", "0"], "-k: must be an integer in [1, 100000], found 0"),
+        (["evaluate", str(workdir / "model"), "synthetic", "-k", "0"], "-k: must be an integer in [1, 100000]"),
+        (["index", str(workdir / "emb"), "--recall", "0"], "--recall: must be a number in (0, 1]"),
+    ]
+    for argv, message in cases:
+        assert _run(argv) == 2, argv
+        assert message in _one_error_line(capsys.readouterr().err), argv
+        assert not out.exists() and not png.exists()
+
+
+def test_bad_query_images_and_index_parameters_are_one_line(workdir, tmp_path, capsys):
+    """`search --image` of shape (12, 0, 0) or of dates or strings, and `index --param M=-4` (std::bad_alloc) or
+    `nlist=0` (faiss crashed) ended in tracebacks."""
+    import datetime
+
+    images = {"empty": (np.zeros((12, 0, 0), np.uint16), "is 0x0 pixels"),
+              "dates": (np.full((12, 4, 4), np.datetime64(datetime.date(2020, 1, 1))), "holds datetime64[D] values"),
+              "strings": (np.full((12, 4, 4), "a"), "holds <U1 values"),
+              "channels": (np.zeros((5, 8, 8), np.uint16), "has 5 channel(s); the model's 's2' images have 12")}
+    for name, (array, message) in images.items():
+        np.save(tmp_path / f"{name}.npy", array)
+        assert main(["search", str(workdir / "emb"), "--image", str(tmp_path / f"{name}.npy"), "--sensor", "s2",
+                     "--model", str(workdir / "model"), "--device", "cpu"]) == 2
+        assert message in _one_error_line(capsys.readouterr().err), name
+    archive = tmp_path / "emb"
+    shutil.copytree(workdir / "emb", archive)
+    before = _files(archive)
+    for params, message in ((["--kind", "hnsw", "--param", "M=1000"], "M=1000 must be an integer in [2, 512]"),
+                            (["--kind", "ivfpq", "--param", "nlist=0"], "nlist=0 must be an integer in [1, ")):
+        assert main(["index", str(archive), *params]) == 2
+        assert message in _one_error_line(capsys.readouterr().err)
+        assert _files(archive) == before
+
+
+def test_a_crafted_safetensors_header_is_one_line(workdir, tmp_path, capsys):
+    """A model whose safetensors header points past the file ended in a SafetensorError traceback."""
+    import struct
+
+    model = tmp_path / "model"
+    shutil.copytree(workdir / "model", model)
+    weights = model / "model.safetensors"
+    data = weights.read_bytes()
+    length = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + length])
+    name = next(k for k in header if k != "__metadata__")
+    header[name]["data_offsets"] = [0, 2**40]
+    raw = json.dumps(header).encode()
+    weights.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + length:])
+    for argv in (["embed", str(model), *EMBED_SMALL, "-o", str(tmp_path / "out")],
+                 ["evaluate", str(model), "synthetic", "--num-pairs", "8", "--device", "cpu"]):
+        assert main(argv) == 2
+        line = _one_error_line(capsys.readouterr().err)
+        assert f"{weights} is not a valid safetensors file: tensor {name!r} lies at bytes [0, 1099511627776]" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_crjepa_index_on_a_real_full_disk_keeps_the_archive(workdir, small_disk, capsys):
+    """faiss reported the full disk as a RuntimeError traceback (and the indices written before it replaced the old
+    ones while the info still listed those); now: one line, and the archive's indices, info and card as before."""
+    from helpers import fill_disk
+
+    disk = small_disk("8m")
+    archive = disk / "emb"
+    shutil.copytree(workdir / "emb", archive, ignore=shutil.ignore_patterns("faiss"))  # an archive without indices
+    info = json.loads((archive / "embeddings_info.json").read_text())
+    (archive / "embeddings_info.json").write_text(json.dumps({**info, "indices": {}, "index_calibration": {}}))
+    before = _files(archive)
+    filler = fill_disk(disk, leave=8 << 10)  # less than one exact index: faiss' own write fails
+    assert main(["index", str(archive), "--kind", "exact"]) == 2
+    assert "No space left on device" in _one_error_line(capsys.readouterr().err)
+    assert _files(archive) == before
+    assert not [p for p in archive.rglob("*") if ".tmp-" in p.name or p.name.endswith(".lock")]
+    filler.unlink()
+    assert main(["index", str(archive), "--kind", "exact"]) == 0
+    assert json.loads((archive / "embeddings_info.json").read_text())["indices"] == dict.fromkeys(
+        ["s1_unified", "s1_cross", "s2_unified", "s2_cross"], "exact")

@@ -91,3 +91,13 @@ def test_a_patch_folder_of_band_files_reads_in_the_given_band_order_on_the_fines
         read_band_folder(patch, ["B02", "B12"])
     with pytest.raises(DataError, match="is a folder"):
         read_image(patch)
+
+
+def test_a_npy_header_declaring_more_than_the_file_holds_is_refused_before_numpy_allocates(tmp_path):
+    """numpy allocates what a .npy header declares before it reads: a few-byte file may not declare gigabytes."""
+    path = tmp_path / "big.npy"
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<u2", "fortran_order": False, "shape": (12, 40000, 40000)})
+        f.write(bytes(384))
+    with pytest.raises(DataError, match=r"declares a \(12, 40000, 40000\) uint16 array \(38,400,000,000 bytes\)"):
+        read_image(path)

@@ -146,8 +146,16 @@ def test_the_progress_bar_knows_the_total(root: Path, tmp_path, capsys) -> None:
 
 @pytest.mark.slow
 def test_a_folder_of_another_run_is_refused(root: Path, capsys) -> None:
+    """An unfinished run's shards are not mixed with another run's (a finished archive is replaced whole: the new
+    one is written beside it, see tests/test_cli.py)."""
+    import shutil
+
+    unfinished = root / "unfinished"
+    shutil.copytree(root / "one", unfinished)
+    (unfinished / "embeddings_info.json").unlink()
+    (unfinished / ".crjepa-output.json").unlink()
     other = [a if a != "8" else "12" for a in DATA]  # another shard size: shards would not line up
-    assert main(["embed", str(root / "model"), *other, "-o", str(root / "one"), "--device", "cpu"]) == 2
+    assert main(["embed", str(root / "model"), *other, "-o", str(unfinished), "--device", "cpu"]) == 2
     assert "holds shards of another embedding run (different shard_rows)" in capsys.readouterr().err
 
 
@@ -262,3 +270,59 @@ def test_archive_of_the_test_split_is_published_as_test_with_license_and_source_
     (export / "README.md").write_text("---\nlicense: cdla-permissive-1.0\npretty_name: x\n---\n# x\n")
     assert source_license({"dataset": str(export), "split": "test"}) == "cdla-permissive-1.0"
     assert source_license({"dataset": "user/remote"}) is None
+
+
+def test_a_run_stopped_by_a_full_disk_resumes_and_leaves_no_temp_file(root: Path, small_disk, capsys) -> None:
+    """On a real full disk the shard in flight used to stay as data/.train-NNNNN.parquet.tmp-PID after the resumed
+    run finished (and `crjepa push` would upload it). Now the failing run removes it, says so in one line, and the
+    rerun finishes an archive equal to the one of an undisturbed run."""
+    from helpers import fill_disk
+
+    disk = small_disk("8m")
+    out = disk / "emb"
+    filler = fill_disk(disk, leave=40 << 10)  # room for a few shards of 4 rows
+    command = ["embed", str(root / "model"), *DATA, "-o", str(out), "--device", "cpu"]
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "Traceback" not in err
+    shards = sorted(p.name for p in (out / "data").iterdir())
+    assert shards and all(not name.startswith(".") for name in shards), shards  # finished shards only
+    filler.unlink()
+    assert main(command) == 0
+    assert "already done" in capsys.readouterr().out
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
+    _same_archive(root / "one", out)
+
+
+def test_a_damaged_finished_shard_is_embedded_again(root: Path, capsys) -> None:
+    """A finished shard truncated afterwards (a full disk, a bad copy) made every rerun fail with a Parquet error
+    and no hint; the rerun now warns, embeds that shard again and finishes the same archive."""
+    import shutil
+
+    damaged = root / "damaged"
+    shutil.copytree(root / "one", damaged)
+    shard = damaged / "data" / "test-00002.parquet"
+    shard.write_bytes(shard.read_bytes()[:300])
+    assert main(["embed", str(root / "model"), *DATA, "-o", str(damaged), "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert f"the finished shard {shard} does not read" in captured.err and "embedding it again" in captured.err
+    assert "1 shards written, 4 already done" in captured.out
+    _same_archive(root / "one", damaged)
+
+
+def test_rows_without_an_id_are_refused(root: Path, tmp_path: Path, capsys) -> None:
+    """A null id became the archive id "None" (and search by id "found" it); now the embedding stops naming it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from crjepa.cli import _load_data
+
+    export = tmp_path / "export" / "data" / "test-00000-of-00001.parquet"
+    _load_data({"dataset": "synthetic", "num_pairs": 8}, "test").to_parquet(str(export))
+    table = pq.read_table(export)
+    ids = table["id"].to_pylist()
+    ids[3] = None
+    pq.write_table(table.set_column(0, table.schema.field("id"), pa.array(ids, pa.string())), export)
+    assert main(["embed", str(root / "model"), str(tmp_path / "export"), "-o", str(tmp_path / "emb"),
+                 "--device", "cpu"]) == 2
+    assert "rows without an id (null or empty; rows [3]" in capsys.readouterr().err

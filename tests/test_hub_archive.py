@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import textwrap
 from pathlib import Path
@@ -335,3 +336,90 @@ def test_rows_lacking_a_sensor_store_null_vectors_and_are_not_searchable_there(m
             archive.search_by_id(s1_only, "s1->s1", k=40)
     add_indices(folder, kind="exact")  # `crjepa index` over the null-holding columns
     assert len(load_embeddings(folder).indices["s2_cross"]) == int(has_s2.sum())
+
+
+# ---------------------------------------------------------------------------------------------- downloaded archives
+def _rewrite(folder: Path, change) -> None:
+    """Rewrite the archive's one Parquet file with ``change(table) -> table``."""
+    import pyarrow.parquet as pq
+
+    parquet = next((folder / "data").glob("*.parquet"))
+    pq.write_table(change(pq.read_table(parquet)), parquet)
+
+
+def test_a_downloaded_archive_is_checked_before_it_is_used(tmp_path, archive_dir):
+    """Duplicate or null ids were accepted (search by id then showed every hit as the duplicated id), a tampered
+    num_rows went into the card `crjepa index` rewrites, format_version 99 was read, and a variable-length vector
+    column ended in an AttributeError: each is now one EmbeddingsError naming the file or column."""
+    import pyarrow as pa
+
+    from crjepa.cli import main
+    from crjepa.hub.archive import add_indices
+
+    def with_ids(values):
+        def change(table):
+            return table.set_column(0, table.schema.field("id"), pa.array(values, pa.string()))
+        return change
+
+    ids = load_embeddings(archive_dir, load_indices=False).ids
+    cases = {
+        "duplicate": (with_ids([ids[0], ids[0], *ids[2:]]), "1 id(s) on more than one row"),
+        "null": (with_ids([None, *ids[1:]]), "1 row(s) without an id"),
+        "empty": (with_ids(["", *ids[1:]]), "with an empty id"),
+    }
+    for case, (change, message) in cases.items():
+        folder = Path(shutil.copytree(archive_dir, tmp_path / case))
+        _rewrite(folder, change)
+        with pytest.raises(EmbeddingsError, match=re.escape(message)):
+            load_embeddings(folder)
+        with pytest.raises(EmbeddingsError, match=re.escape(message)):
+            add_indices(folder, kind="exact")  # `crjepa index` refuses it too
+    for field, value, message in (("num_rows", 10**12, "num_rows is 1000000000000 but the Parquet files"),
+                                  ("format_version", 99, "format_version 99 is newer than this crjepa reads"),
+                                  ("repo_id", "x/y\nimport os", "repo_id must be a Hub repo id"),
+                                  ("metadata_columns", ["a|b"], "metadata_columns must be a list")):
+        folder = Path(shutil.copytree(archive_dir, tmp_path / field))
+        info = json.loads((folder / "embeddings_info.json").read_text())
+        (folder / "embeddings_info.json").write_text(json.dumps({**info, field: value}))
+        with pytest.raises(EmbeddingsError, match=re.escape(message)):
+            add_indices(folder, kind="exact")
+        assert "1T<n" not in (folder / "README.md").read_text() and "1B<n<10B" not in (folder / "README.md").read_text()
+    folder = Path(shutil.copytree(archive_dir, tmp_path / "ragged"))
+
+    def ragged(table):
+        column = table["s1_cross"].to_pylist()
+        column[0] = column[0][:5]
+        at = table.schema.get_field_index("s1_cross")
+        ragged_type = pa.list_(pa.float32())
+        return table.set_column(at, pa.field("s1_cross", ragged_type), pa.array(column, ragged_type))
+
+    _rewrite(folder, ragged)
+    assert main(["index", str(folder), "--kind", "exact", "--columns", "s1_cross"]) == 2
+    with pytest.raises(EmbeddingsError, match=r"Column 's1_cross' of .* is list<element: float>, not fixed-size"):
+        load_embeddings(folder)
+
+
+def test_an_archive_declaring_100k_classes_costs_its_labels_not_rows_x_classes(tmp_path):
+    """class_names within MAX_CLASSES (100,000) made loading allocate a dense rows x classes matrix (3.2 GB for a
+    19 MB archive); labels are now kept as lists and multi-hot rows are built on request."""
+    import tracemalloc
+
+    rows, classes = 4000, 100_000
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((rows, 8)).astype(np.float32)
+    labels = [[int(c) for c in rng.choice(classes, 2, replace=False)] for _ in range(rows)]
+    names = [f"class-{i}" for i in range(classes)]
+    folder = write_embeddings_dataset(tmp_path / "wide", [f"id{i}" for i in range(rows)], labels, names,
+                                      {"s2_unified": vectors}, model_fingerprint="ab")
+    tracemalloc.start()
+    try:
+        archive = load_embeddings(folder, load_indices=False)
+        hits = archive.search_by_id("id7", "s2->s2", k=3)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 60e6, f"{peak / 1e6:.0f} MB traced; a dense label matrix is {rows * classes / 1e6:.0f} MB"
+    assert archive.labels.shape == (rows, classes) and sorted(archive.labels.classes(7)) == sorted(labels[7])
+    row = archive.labels[7]
+    assert row.shape == (classes,) and row.sum() == 2 and row[labels[7]].all()
+    assert all(hit.labels == [names[c] for c in sorted(labels[hit.position])] for hit in hits)

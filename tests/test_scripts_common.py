@@ -181,3 +181,56 @@ def test_export_loads_and_streams_without_a_warning_and_exports_without_num_proc
     assert all(s["num_bytes"] > 0 for s in splits)
     assert S.SyntheticPairs.CARD["description"] in card.text and card.text.count("S1-like SAR (VV, VH") == 1
     assert "https://github.com/)" not in card.text and "arxiv.org/abs/2606.00706" in card.text
+
+
+# ---------------------------------------------------------------------------------------------- a real full disk
+@pytest.mark.slow
+def test_an_export_to_a_full_disk_is_one_line_and_leaves_nothing(small_disk, tmp_path):
+    """On a real full disk the export died with SIGABRT (pyarrow aborts when a Parquet write with content-defined
+    chunking fails), leaving its temp folder and lock; it runs in a subprocess here because it aborted the process."""
+    from helpers import fill_disk
+
+    disk = small_disk("24m")
+    filler = fill_disk(disk, leave=2 << 20)  # the default synthetic export is ~60 MB
+    proc = run_python(["-m", "datasets_scripts", "synthetic", "--output-dir", str(disk / "out"), "--num-proc", "1"],
+                      tmp_path)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
+    assert len(lines) == 1 and "No space left on device" in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+    assert sorted(p.name for p in disk.iterdir()) == [".filler"]  # no temp folder, no lock, no output
+    filler.unlink()
+
+
+def test_an_export_to_a_read_only_disk_or_into_its_input_is_one_line(small_disk, tmp_path, capsys):
+    """A read-only output folder ended in an OSError traceback; an output inside the export's input folder (with
+    --overwrite: deleting it) was not refused."""
+    from datasets_scripts.__main__ import main
+
+    disk = small_disk("1m", readonly=True)
+    assert main(["synthetic", "--output-dir", str(disk / "out"), "--num-proc", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error: ") == 1 and "Read-only file system" in err and "Traceback" not in err, err
+    pairs = tmp_path / "pairs"
+    pairs.mkdir()
+    (pairs / "pairs.csv").write_text("id,s1,s2,labels\n")
+    assert main(["paired", str(pairs / "pairs.csv"), "--output-dir", str(pairs), "--overwrite", "--num-proc", "1"]) == 2
+    assert "contains the input" in capsys.readouterr().err
+    assert (pairs / "pairs.csv").is_file()
+
+
+def test_export_arguments_out_of_range_are_one_line_before_any_work(tmp_path, capsys):
+    """`--image-size 100000` or `--pairing-rate 7` failed deep in the generator (a DatasetGenerationError traceback),
+    `--num-train -5` and `--num-proc 0` were accepted; the parser now checks each, one line, exit 2."""
+    from datasets_scripts.__main__ import main
+
+    out = tmp_path / "out"
+    for argv, message in ((["--image-size", "100000"], "--image-size: must be an integer in [8, 512]"),
+                          (["--pairing-rate", "7"], "--pairing-rate: must be a number in [0, 1]"),
+                          (["--num-train", "-5"], "--num-train: must be an integer in [0, 1000000]"),
+                          (["--num-proc", "0"], "--num-proc: must be an integer in [1, 1024]"),
+                          (["--push-to-hub", "me/x y"], "--push-to-hub: must be a Hub repo id")):
+        with pytest.raises(SystemExit) as exit_:
+            main(["synthetic", "--output-dir", str(out), *argv])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and err.count("error:") == 1 and message in err and "usage" not in err, err
+        assert not out.exists()

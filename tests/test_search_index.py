@@ -128,7 +128,7 @@ def test_crafted_on_disk_index_is_refused_before_faiss_maps_anything(tmp_path: P
     faiss.write_index(crafted, str(tmp_path / "idx" / "index.faiss"))
     del crafted, invlists, quantizer
     before = victim.read_bytes()
-    with pytest.raises(IndexFileError, match=r"index.faiss holds faiss structure 'IwFl', not a exact index"):
+    with pytest.raises(IndexFileError, match=r"index.faiss holds faiss structure 'IwFl', not an exact index"):
         RetrievalIndex.load(tmp_path / "idx")
     assert victim.read_bytes() == before
     # the same file claimed as an ivfpq index (the kind whose structures include inverted lists)
@@ -360,3 +360,135 @@ def test_faiss_scores_query_batches_with_blas_from_16_queries_unless_the_user_ch
         faiss.cvar.distance_compute_blas_threshold = BLAS_THRESHOLD
     np.testing.assert_array_equal(blas[1], streamed[1])
     np.testing.assert_allclose(blas[0], streamed[0], rtol=1e-5, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------- sizes from files
+def _claim(data: bytearray, at: int, count: int) -> bytearray:
+    data[at:at + 8] = int(count).to_bytes(8, "little")
+    return data
+
+
+def test_inflated_counts_in_a_faiss_file_are_refused_before_anything_is_allocated(tmp_path: Path) -> None:
+    """A few-KB index.faiss whose header claims a gigabyte (stored vectors, an inverted list) made faiss allocate
+    it before reading ("corrupt" came after 16.9 GB of RSS); every count is now checked against the bytes the
+    file really has before faiss sees it. Graph neighbours that are not node ids are refused too (faiss would
+    read outside its arrays when searching)."""
+    from helpers import peak_rss_kib, reset_peak_rss
+
+    from crjepa.search.index import IndexFileError
+
+    rng = np.random.default_rng(5)
+    x = _unit(rng, 600, 16)
+    n, d = 600, 16
+    cases = {}
+    build_index(x, kind="exact").save(tmp_path / "exact")
+    data = bytearray((tmp_path / "exact" / "index.faiss").read_bytes())
+    cases["exact"] = _claim(data, 37, 250_000_000)  # the stored vectors: 1 GB of floats
+    build_index(x, kind="hnsw", recall=None).save(tmp_path / "hnsw")
+    data = bytearray((tmp_path / "hnsw" / "index.faiss").read_bytes())
+    cases["hnsw"] = _claim(bytearray(data), len(data) - n * d * 4 - 8, 250_000_000)  # its stored vectors
+    position = 37  # the HNSW graph after the header: assign_probas, cum_nneighbor_per_level, levels, offsets
+    for element in (8, 4, 4, 8):
+        position += 8 + int.from_bytes(data[position:position + 8], "little") * element
+    neighbours = position + 8
+    data[neighbours:neighbours + 4] = (n + 5).to_bytes(4, "little")  # a neighbour that is no node
+    cases["hnsw neighbour"] = data
+    build_index(x, kind="ivfpq", recall=None, nlist=8).save(tmp_path / "ivfpq")
+    data = bytearray((tmp_path / "ivfpq" / "index.faiss").read_bytes())
+    cases["ivfpq list"] = _claim(bytearray(data), data.index(b"ilbl") + 4 + 32, 1 << 36)  # 512 GB of list ids
+    cases["ivfpq vectors"] = _claim(data, len(data) - 4 - n * d * 4 - 8, 250_000_000)
+    messages = {"exact": "the stored vectors claims 250,000,000 x 4 bytes",
+                "hnsw": "the stored vectors claims 250,000,000 x 4 bytes",
+                "hnsw neighbour": "an HNSW neighbour is not a node id",
+                "ivfpq list": "an inverted list's ids claims 68,719,476,736 x 8 bytes",
+                "ivfpq vectors": "the stored vectors claims 250,000,000 x 4 bytes"}
+    for case, crafted in cases.items():
+        folder = tmp_path / case.split()[0]
+        (folder / "index.faiss").write_bytes(bytes(crafted))
+        measured = reset_peak_rss()
+        before = peak_rss_kib()
+        with pytest.raises(IndexFileError, match="truncated or corrupt") as raised:
+            RetrievalIndex.load(folder)
+        assert messages[case] in str(raised.value) and str(folder / "index.faiss") in str(raised.value), case
+        if measured:
+            assert peak_rss_kib() - before < 100_000, f"{case}: {peak_rss_kib() - before} KiB allocated"
+
+
+def test_search_batches_its_queries_within_the_memory_budget(monkeypatch) -> None:
+    """10^4 queries at k=1000 on an IVF-PQ index asked faiss for 10^4 x 1000 x k_factor candidates at once (7.5 GB
+    at k=100 on 10^5 rows, OOM-killed at k=1000): the queries now go in batches whose working memory fits
+    SEARCH_BATCH_BYTES, with the results of one call."""
+    import crjepa.search.index as index_module
+
+    rng = np.random.default_rng(6)
+    x, q = _clustered(rng, 4000, 300, 16, 40)
+    for kind, params in (("ivfpq", {"nlist": 32, "nprobe": 8, "k_factor": 16}), ("exact", {}),
+                         ("hnsw", {"efSearch": 64})):
+        index = build_index(x, kind=kind, recall=None, **params)
+        whole = index.search(q, k=50)
+        calls: list[int] = []
+        real = index.index
+
+        class Spy:
+            ntotal = real.ntotal
+
+            def search(self, queries, k, params=None):
+                calls.append(len(queries))
+                return real.search(queries, k, params=params)
+
+        index.index = Spy()
+        monkeypatch.setattr(index_module, "SEARCH_BATCH_BYTES", 256 << 10)
+        batched = index.search(q, k=50)
+        candidates = 50 * (16 if kind == "ivfpq" else 1)  # per query: score + row of each candidate, 12 bytes
+        assert len(calls) > 1 and sum(calls) == len(q) and max(calls) * candidates * 12 <= 256 << 10, (kind, calls)
+        assert max(calls) - min(calls) <= 1  # equal batches, none a sliver
+        np.testing.assert_array_equal(batched[1], whole[1])
+        np.testing.assert_allclose(batched[0], whole[0], rtol=0, atol=1e-5)  # cosine scores of unit vectors
+        monkeypatch.undo()
+    # k beyond the index: faiss is asked for what exists, the rest is padding
+    small = build_index(x[:20], kind="exact")
+    scores, ids = small.search(q[:3], k=10_000)
+    assert scores.shape == (3, 10_000) and (ids[:, 20:] == "").all() and np.isneginf(scores[:, 20:]).all()
+
+
+def test_index_parameters_are_type_and_range_checked() -> None:
+    """`--param M=-4` made faiss allocate until std::bad_alloc and `nlist=0` crashed it; each is now one error."""
+    x = _unit(np.random.default_rng(7), 500, 16)
+    for kind, params, message in (("hnsw", {"M": 1000}, r"M=1000 must be an integer in \[2, 512\]"),
+                                  ("ivfpq", {"nlist": 0}, r"nlist=0 must be an integer in \[1, "),
+                                  ("ivfpq", {"nlist": 8, "nprobe": 2.5}, "nprobe=2.5 must be an integer"),
+                                  ("hnsw", {"efSearch": True}, "efSearch=True must be an integer"),
+                                  ("ivfpq", {"nlist": 64, "train_size": 10}, "train_size=10 must be at least nlist")):
+        with pytest.raises(ValueError, match=message):
+            build_index(x, kind=kind, recall=None, **params)
+    index = build_index(x, kind="hnsw", recall=None)
+    with pytest.raises(ValueError, match="efSearch=0 must be"):
+        index.search(x[:2], k=3, efSearch=0)
+    with pytest.raises(ValueError, match="k must be an integer >= 1"):
+        index.search(x[:2], k=0)
+
+
+@pytest.mark.slow
+def test_a_negative_hnsw_m_is_refused_before_faiss_allocates(tmp_path: Path) -> None:
+    """`--param M=-4` made faiss allocate until std::bad_alloc (or the OOM killer): checked in a process whose address
+    space is capped, so a regression fails this test instead of exhausting the machine."""
+    from helpers import run_python
+
+    script = ("import resource, numpy as np; resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30)); "
+              "from crjepa.search.index import build_index\n"
+              "try:\n    build_index(np.ones((300, 16), np.float32), kind='hnsw', recall=None, M=-4)\n"
+              "except ValueError as err:\n    print('refused:', err)")
+    proc = run_python(["-c", script], tmp_path)
+    assert proc.returncode == 0 and "refused: hnsw index: M=-4 must be an integer in [2, 512]" in proc.stdout, (
+        proc.stdout + proc.stderr[-2000:])
+
+
+def test_an_index_json_with_search_knobs_out_of_range_is_refused(tmp_path: Path) -> None:
+    from crjepa.search.index import IndexFileError
+
+    build_index(_unit(np.random.default_rng(8), 300, 16), kind="ivfpq", recall=None, nlist=8).save(tmp_path / "i")
+    meta = json.loads((tmp_path / "i" / "index.json").read_text())
+    meta["params"]["k_factor"] = 10**9  # 10^9 re-ranked candidates per result
+    (tmp_path / "i" / "index.json").write_text(json.dumps(meta))
+    with pytest.raises(IndexFileError, match=r"k_factor=1000000000 must be a number in \[1, 4096\]"):
+        RetrievalIndex.load(tmp_path / "i")

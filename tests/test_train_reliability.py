@@ -259,3 +259,60 @@ def test_checkpoint_files_and_folder_are_fsynced_before_the_publishing_rename(tm
     with pytest.raises(NonFiniteError, match="parameter 'weight' holds NaN"):
         save_checkpoint(accelerator, tmp_path, 4, {"micro_step": 4}, model=model)
     assert not (tmp_path / "checkpoints" / "step_00000004").exists()
+
+
+# ---------------------------------------------------------------------------------------------- a real full disk
+def _tiny_weight_bytes() -> int:
+    from modeling_crjepa import CRJepaConfig, CRJepaForPreTraining
+
+    return CRJepaForPreTraining(CRJepaConfig.from_preset("tiny")).num_parameters() * 4
+
+
+def test_a_real_full_disk_during_a_checkpoint_or_the_final_save_is_one_line(small_disk, capsys):
+    """On a real full disk (tmpfs + fallocate, not a faked OSError) torch's zip writer raised a RuntimeError and
+    left checkpoints/.tmp-step_N, and the final save raised a SafetensorError: tracebacks. Now both are one line
+    naming the disk, the partial folder is removed and the previous checkpoint stays resumable."""
+    from helpers import fill_disk
+
+    weights = _tiny_weight_bytes()  # a checkpoint holds them ~3 times (weights, AdamW's two moments)
+    disk = small_disk("24m")
+    out = disk / "run"
+    # room for model.safetensors but not optimizer.bin: torch's zip writer fails inside the first checkpoint
+    filler = fill_disk(disk, leave=weights * 3 // 2)
+    assert train_accelerate.main(TINY + ["--output_dir", str(out), "--checkpoint.every_steps", "2"]) == 2
+    err = error_line(capsys)
+    assert "could not write checkpoint" in err and "No space left on device" in err, err
+    assert not [p for p in out.rglob("*") if p.name.startswith(".tmp-")]
+    filler.unlink()
+    # room for the last checkpoint but not for the model folder after it: the final save fails
+    out = disk / "run2"
+    filler = fill_disk(disk, leave=weights * 7 // 2)
+    assert train_accelerate.main(TINY + ["--output_dir", str(out), "--max_steps", "3"]) == 2
+    err = error_line(capsys)
+    assert "No space left on device" in err and "--resume continues from the last checkpoint" in err, err
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step_00000003"]
+    assert not (out / "model").exists() and not [p for p in out.iterdir() if ".tmp-" in p.name]
+    filler.unlink()
+    assert train_accelerate.main(TINY + ["--output_dir", str(out), "--max_steps", "3", "--resume"]) == 0
+    assert (out / "model" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_under_accelerate_launch_a_user_error_is_one_line_without_the_launchers_traceback(tmp_path):
+    """`accelerate launch` (the documented launcher) printed every early error twice, then 15 lines of its own
+    traceback (a CalledProcessError repeating the script's stderr; with two processes a ChildFailedError report).
+    Now the script prints the line once and stops the launcher quietly, for one process and for two."""
+    from helpers import free_port
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "yes"}
+    launches = [["--num_processes", "1"],
+                ["--multi_gpu", "--num_processes", "2", "--main_process_port", str(free_port())]]
+    for launch in launches:
+        for bad in (["--logging.every_steps", "0"], ["--bogus", "1"]):
+            proc = subprocess.run(["accelerate", "launch", *launch, "train_accelerate.py", *bad, "--output_dir",
+                                   str(tmp_path / "out")], cwd=ROOT, env=env, capture_output=True, text=True,
+                                  timeout=300)
+            assert proc.returncode != 0 and "Traceback" not in proc.stderr, (launch, bad, proc.stderr[-3000:])
+            lines = [line for line in proc.stderr.splitlines() if "error:" in line or "Error" in line]
+            assert len(lines) == 1 and lines[0].startswith("error: "), (launch, bad, proc.stderr[-3000:])
+            assert not (tmp_path / "out").exists()

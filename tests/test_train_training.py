@@ -168,7 +168,9 @@ def test_checkpoints_are_atomic_and_pruned(tmp_path):
     latest = latest_checkpoint(tmp_path)  # the crash left the previous checkpoint as the one to resume from
     assert latest.name == "step_00000006"
     assert read_state(latest) == {"micro_step": 6, "step": 6, "files": {"model.safetensors": 7}}  # + its manifest
-    assert (tmp_path / "checkpoints" / ".tmp-step_00000008").exists()  # incomplete: ignored ...
+    assert not (tmp_path / "checkpoints" / ".tmp-step_00000008").exists()  # a failed save removes its folder
+    (tmp_path / "checkpoints" / ".tmp-step_00000010").mkdir()  # a killed one leaves it: ignored ...
+    assert latest_checkpoint(tmp_path).name == "step_00000006"
     accelerator.fail = False
     save_checkpoint(accelerator, tmp_path, 8, {"micro_step": 8}, keep_last=2)
     assert not list((tmp_path / "checkpoints").glob(".tmp-*"))  # ... and cleaned by the next save
@@ -268,3 +270,57 @@ def test_train_accelerate_help_lists_every_key_with_default_and_a_line():
 
     paper = config_help("paper_ben14k.yaml")
     assert "  --data.batch_size 512" in paper  # with --config: that file's defaults
+
+
+BAD_VALUES = [
+    ("logging.every_steps", 0, "logging.every_steps must be an integer >= 1"),  # modulo by zero after step 1
+    ("eval.k", 0, "eval.k must be an integer in [1, 1048576]"),  # failed after a whole epoch
+    ("eval.batch_size", 0, "eval.batch_size must be an integer in [1, 1048576]"),
+    ("data.batch_size", 32.5, "data.batch_size must be an integer in [1, 1048576], found 32.5"),
+    ("data.num_workers", -1, "data.num_workers must be an integer in [0, 1024]"),
+    ("training.gradient_accumulation_steps", 1.5, "training.gradient_accumulation_steps must be an integer"),
+    ("training.betas", [2, 5], "training.betas must be two numbers in [0, 1)"),
+    ("training.max_grad_norm", 0, "training.max_grad_norm must be a number >= 1e-12"),
+    ("training.lr", float("nan"), "training.lr must be a number >= 0"),
+    ("training.max_steps", 0, "training.max_steps must be an integer >= 1 or null"),
+    ("checkpoint.keep_last", 0, "checkpoint.keep_last must be an integer in [1, 1048576]"),
+    ("seed", -1, "seed must be an integer in [0, 4294967295]"),
+    ("data.options", {"bogus": 3}, "data.options: unknown option(s) ['bogus']"),
+    ("data.options", {"image_size": 100_000}, "data.options: image_size must be an integer in [8, 512]"),
+    ("eval.every_steps", -1, "eval.every_steps must be an integer >= 0 or null"),
+    ("embeddings.index", "flat", "embeddings.index must be one of"),
+    ("hub.hub_model_id", "me/x\nimport os", "hub.hub_model_id must be a Hub repo id"),
+    ("output_dir", "", "output_dir must be a non-empty string"),
+]
+
+
+@pytest.mark.parametrize("key, value, message", BAD_VALUES, ids=[f"{k}={v!r}" for k, v, _ in BAD_VALUES])
+def test_every_value_is_type_and_range_checked_before_anything_runs(key, value, message, tmp_path, capsys):
+    """Values that passed the key check used to fail later with a traceback: after step 1 (leaving an empty output
+    folder), after a whole epoch, or deep in torch or accelerate. Each is now named in the configuration error,
+    before the output folder exists."""
+    import train_accelerate
+
+    with pytest.raises(ConfigError) as raised:
+        load_run_config(None, [(key, value)])
+    assert message in str(raised.value)
+    out = tmp_path / "out"
+    assert train_accelerate.main(["--output_dir", str(out), f"--{key}", _yaml(value)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error: ") == 1 and "Traceback" not in err and message in err
+    assert not out.exists()
+
+
+def _yaml(value) -> str:
+    import yaml
+
+    return "nan" if isinstance(value, float) and math.isnan(value) else (
+        yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip() or "''")
+
+
+def test_every_numeric_key_of_the_schema_has_a_range():
+    """A numeric key added to DEFAULTS without a range would pass the check whatever its value."""
+    from crjepa.train.training import DEFAULTS, RANGES, _flatten
+
+    numeric = [k for k, v in _flatten(DEFAULTS) if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    assert sorted(set(numeric) - set(RANGES)) == []

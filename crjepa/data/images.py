@@ -149,6 +149,7 @@ def read_image(path: str | os.PathLike, bands: list[str] | tuple[str, ...] | Non
         if suffix in PNG_SUFFIXES:
             return _read_with_pillow(path)
         if suffix in NPY_SUFFIXES:
+            _check_npy_size(path)
             arr = np.load(path, allow_pickle=False)
             arr = arr[None] if arr.ndim == 2 else arr
             if arr.ndim != 3:
@@ -159,6 +160,21 @@ def read_image(path: str | os.PathLike, bands: list[str] | tuple[str, ...] | Non
     except Exception as exc:  # rasterio/PIL/numpy raise many types for a corrupt file: one line for a person
         raise DataError(_unreadable(path, exc)) from None
     raise DataError(f"Unsupported image format {suffix!r} for {path}; use one of {', '.join(IMAGE_SUFFIXES)}")
+
+
+def _check_npy_size(path: Path) -> None:
+    """numpy allocates the array a .npy header declares before reading it: the declared bytes must be in the file."""
+    with open(path, "rb") as f:
+        major, _ = np.lib.format.read_magic(f)
+        fmt = np.lib.format
+        shape, _, dtype = (fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0)(f)
+        left = path.stat().st_size - f.tell()
+    if dtype.hasobject:
+        raise DataError(f"{path}: .npy holds Python objects (pickles), which are never loaded; save a numeric array")
+    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if declared > left:
+        raise DataError(f"{path}: its header declares a {shape} {dtype} array ({declared:,} bytes) but the file holds "
+                        f"{left:,} bytes of data; the file is truncated or not a .npy image")
 
 
 def _unreadable(path: Path, exc: BaseException) -> str:

@@ -2,7 +2,9 @@
 
 The training batches, the evaluation, the metrics and the embeddings archives all use multi-hot (N, C) arrays;
 `multi_hot` is the one place label lists become them (vectorised over an Arrow column, so a whole data set's
-labels cost one pass), `label_lists` the way back. Imports no torch; pyarrow only when given Arrow data.
+labels cost one pass), `label_lists` the way back. `LabelRows` holds the labels of a loaded embeddings archive as
+lists (memory in the labels, not N x C: a downloaded archive may declare 100,000 classes) and gives multi-hot
+rows on request. Imports no torch; pyarrow only when given Arrow data.
 """
 
 from __future__ import annotations
@@ -72,6 +74,62 @@ def _check_range(ids: np.ndarray, num_classes: int, row: int) -> None:
         raise ValueError(f"item {row}: class id(s) {ids.tolist()} outside 0..{num_classes - 1}")
 
 
+class LabelRows:
+    """The label lists of N items as one array of class ids with row offsets, read like a multi-hot (N, C) uint8
+    array: ``rows[i]`` (or a slice / index array) is multi-hot, built for the rows asked for only; ``classes(i)``
+    the class ids of item i; ``np.asarray(rows)`` the whole matrix (N x C bytes: only when asked)."""
+
+    dtype = np.dtype(np.uint8)
+    ndim = 2
+
+    def __init__(self, offsets: np.ndarray, ids: np.ndarray, num_classes: int) -> None:
+        self.offsets, self.ids, self.num_classes = offsets, ids, int(num_classes)
+
+    @classmethod
+    def from_arrow(cls, column: Any, num_classes: int) -> LabelRows:
+        """An Arrow list<int> column (null = no labels); ValueError naming the item for a class id out of range."""
+        if hasattr(column, "combine_chunks"):
+            column = column.combine_chunks()
+        lengths = column.value_lengths().fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+        ids = column.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        bad = (ids < 0) | (ids >= num_classes)
+        if bad.any():
+            row = int(np.searchsorted(offsets, np.flatnonzero(bad)[0], side="right") - 1)
+            _check_range(ids[offsets[row]:offsets[row + 1]], num_classes, row)
+        return cls(offsets, ids, num_classes)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.offsets) - 1, self.num_classes
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def classes(self, row: int) -> np.ndarray:
+        """The class ids of item ``row``."""
+        row = range(len(self))[row]
+        return self.ids[self.offsets[row]:self.offsets[row + 1]]
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        if isinstance(index, tuple):  # rows[r, c]: the multi-hot rows asked for, then numpy's column indexing
+            rows, *columns = index
+            return self[rows][(slice(None), *columns) if not isinstance(rows, (int, np.integer)) else tuple(columns)]
+        if isinstance(index, (int, np.integer)):
+            out = np.zeros(self.num_classes, np.uint8)
+            out[self.classes(int(index))] = 1
+            return out
+        rows = np.arange(len(self))[index]
+        out = np.zeros((len(rows), self.num_classes), np.uint8)
+        for position, row in enumerate(rows):
+            out[position, self.classes(int(row))] = 1
+        return out
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
+
+
 def num_classes_of(labels: Sequence[Sequence[int]]) -> int:
     """Number of classes implied by label lists without class names: the largest id + 1."""
     return max((int(max(row)) for row in labels if len(row)), default=-1) + 1
@@ -82,4 +140,4 @@ def label_lists(labels: np.ndarray) -> list[list[int]]:
     return [np.flatnonzero(row).tolist() for row in np.asarray(labels)]
 
 
-__all__ = ["class_names_of", "label_lists", "multi_hot", "num_classes_of"]
+__all__ = ["LabelRows", "class_names_of", "label_lists", "multi_hot", "num_classes_of"]

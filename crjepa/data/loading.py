@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler, SequentialSampler
 
 from crjepa.data.labels import class_names_of, multi_hot
-from crjepa.data.schema import BUILDER_MODULES, SPLITS, DataError, sensor_columns
+from crjepa.data.schema import BUILDER_MODULES, SPLITS, DataError, check_synthetic_options, sensor_columns
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -77,9 +77,9 @@ def load_paired_dataset(
     path = Path(source).expanduser()
     if path.is_dir():
         return _load_parquet(path, split, **kw)
-    from crjepa.hub.access import is_hub_repo_id
+    from crjepa.hub.access import is_repo_id
 
-    if is_hub_repo_id(str(source)):
+    if is_repo_id(str(source)):
         return load_hub_dataset(str(source), split, cache_dir=kw.get("cache_dir"))
     raise DataError(f"Unknown data source {str(source)!r}: use 'synthetic', a folder of exported Parquet, a Hub data "
                     f"set id (user/name), or one of the builders {sorted(BUILDER_MODULES)}")
@@ -132,6 +132,12 @@ def export_name(folder: str | os.PathLike) -> str:
 
 
 def _load_synthetic(split: str | None, **kw: Any) -> datasets.Dataset:
+    from crjepa.data.schema import SYNTHETIC_OPTIONS
+
+    unknown = sorted(set(kw) - set(SYNTHETIC_OPTIONS))
+    if unknown:  # a keyword the function does not take
+        raise TypeError(f"Unknown options for the synthetic data: {unknown}; it takes {sorted(SYNTHETIC_OPTIONS)}")
+    check_synthetic_options(kw)  # sizes before anything is generated
     synthetic = importlib.import_module(BUILDER_MODULES["synthetic"])
 
     sizes = {s: int(kw.pop(f"num_{s}", synthetic.DEFAULT_SIZES[s])) for s in synthetic.DEFAULT_SIZES}

@@ -29,6 +29,39 @@ class DataError(ValueError):
     """Bad input data, with a message a person can act on (file, sensor, expected vs found)."""
 
 
+SYNTHETIC_OPTIONS: dict[str, tuple[type, float, float]] = {
+    "num_train": (int, 0, 1_000_000), "num_validation": (int, 0, 1_000_000), "num_test": (int, 0, 1_000_000),
+    "image_size": (int, 8, 512), "seed": (int, 0, 2**31 - 1), "pairing_rate": (float, 0, 1), "cache_dir": (str, 0, 0),
+}
+"""Options of the built-in synthetic data (type, low, high): run configs (``data.options``), `crjepa embed
+synthetic` and archives that record their source are checked against them before anything is generated."""
+SYNTHETIC_BUDGET = 4 << 30
+"""The most bytes the synthetic pairs (built in memory, 14 channels at up to 4 bytes) may take."""
+
+
+def check_synthetic_options(options: Mapping[str, Any], where: str = "the synthetic data options") -> None:
+    """Raise DataError naming the first unknown, mistyped or out-of-range synthetic option, or a set of sizes whose
+    pixels would not fit `SYNTHETIC_BUDGET`."""
+    unknown = sorted(set(options) - set(SYNTHETIC_OPTIONS))
+    if unknown:
+        raise DataError(f"{where}: unknown option(s) {unknown}; the synthetic data takes {sorted(SYNTHETIC_OPTIONS)}")
+    for key, value in options.items():
+        kind, low, high = SYNTHETIC_OPTIONS[key]
+        if kind is str:
+            if value is not None and not isinstance(value, str):
+                raise DataError(f"{where}: {key} must be a folder path, found {value!r}")
+            continue
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or (kind is int and not float(value).is_integer()) or not low <= value <= high:
+            what = "an integer" if kind is int else "a number"
+            raise DataError(f"{where}: {key} must be {what} in [{low:g}, {high:g}], found {value!r}")
+    size = int(options.get("image_size", 32))
+    pairs = sum(int(options.get(f"num_{s}", 500)) for s in ("train", "validation", "test"))
+    if pairs * size * size * 14 * 4 > SYNTHETIC_BUDGET:
+        raise DataError(f"{where}: {pairs:,} pairs of {size}x{size} pixels would take more than "
+                        f"{SYNTHETIC_BUDGET >> 30} GiB in memory; use fewer pairs or a smaller image_size")
+
+
 BUILDER_MODULES: dict[str, str] = {
     "synthetic": "datasets_scripts.synthetic",
     "bigearthnet": "datasets_scripts.bigearthnet",

@@ -17,6 +17,14 @@ from typing import Any
 
 HUB_HINT = "log in with `hf auth login` (or pass --token), check the network and that you may write to it"
 REPO_TYPES = ("dataset", "model")
+REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}")  # = utils.arguments
+"""A Hub repo id as the Hub accepts it (``user-or-org/name``): cards paste repo ids into code and commands, so
+anything else (quotes, spaces, new lines) is refused where a repo id enters."""
+
+
+def is_repo_id(value: Any) -> bool:
+    """Whether ``value`` reads as a Hub repo id ``owner/name`` (not a local path: no leading ./ or /, one slash)."""
+    return isinstance(value, str) and REPO_ID.fullmatch(value) is not None and ".." not in value
 
 
 class HubError(RuntimeError):
@@ -53,11 +61,6 @@ def unreachable(err: BaseException) -> bool:
     return False
 
 
-def is_hub_repo_id(text: str) -> bool:
-    """Whether ``text`` reads as a Hub repo id ``owner/name`` (not a local path: no leading ./ or /, one slash)."""
-    return bool(re.fullmatch(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}", text)) and ".." not in text
-
-
 def hub_call(what: str, repo_id: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
     """Run one Hub call; any failure becomes a one-sentence HubError (the Hub's traceback is not chained)."""
     try:
@@ -80,8 +83,8 @@ def check_hub_access(repo_id: str, api: Any = None, token: str | None = None) ->
     user name. Checks the repo id, offline mode, that a token exists and that the Hub accepts it (``whoami``).
 
     A client without a ``token`` attribute is taken to authenticate itself (tests inject such stand-ins)."""
-    if "/" not in repo_id or repo_id.count("/") != 1:
-        raise HubError(f"Hub repo id {repo_id!r} must look like 'user-or-org/name'.")
+    if not is_repo_id(repo_id):
+        raise HubError(f"Hub repo id {repo_id!r} must look like 'user-or-org/name' (letters, digits, - _ .).")
     if api is None and _offline():
         raise HubError(f"Cannot push to {repo_id}: HF_HUB_OFFLINE is set, so the Hugging Face Hub is unreachable; "
                        "unset it (and log in with `hf auth login`) or skip the push.")
@@ -119,16 +122,17 @@ def prepare_push(repo_id: str, repo_type: str = "dataset", api: Any = None, toke
     return api, str(url)
 
 
-LOCAL_ONLY = [".embed/*", ".embed/**", ".crjepa-source.json"]
-"""Upload ignore patterns of local run bookkeeping (besides the marker file): the run folder of a sharded embed
-and an archive's local data-source record (`crjepa.hub.archive.LOCAL_SOURCE_FILE`, an absolute local path)."""
+LOCAL_ONLY = [".embed/*", ".embed/**", ".crjepa-source.json", "*.tmp-*", "*.lock"]
+"""Upload ignore patterns of local run bookkeeping (besides the marker file): the run folder of a sharded `crjepa
+embed`, an archive's local data-source record (`crjepa.hub.archive.LOCAL_SOURCE_FILE`, an absolute local path),
+files being written (a killed writer's ``.test-NNNNN.parquet.tmp-PID``) and writers' locks."""
 
 
 def upload_folder(api: Any, folder: str | Path, repo_id: str, repo_type: str = "dataset",
                   commit_message: str | None = None, token: str | None = None) -> None:
     """Upload a prepared folder to a repo that `prepare_push` checked and created. Local bookkeeping is not part
-    of what is published: the writer's marker file (`crjepa.utils.atomic.MARKER_FILE`) and the run folder of a
-    sharded `crjepa embed` (``.embed/``: its run signature names the local input path)."""
+    of what is published: the writer's marker file (`crjepa.utils.atomic.MARKER_FILE`), the run folder of a
+    sharded `crjepa embed` (``.embed/``: its run signature names the local input path) and temp files (`LOCAL_ONLY`)."""
     from crjepa.utils.atomic import MARKER_FILE
 
     message = commit_message or f"Upload CR-JEPA {'embeddings' if repo_type == 'dataset' else 'model'}"
@@ -149,5 +153,5 @@ def push_folder(folder: str | Path, repo_id: str, repo_type: str = "dataset", ap
     return url
 
 
-__all__ = ["HUB_HINT", "HubError", "check_hub_access", "hub_call", "is_hub_repo_id", "prepare_push", "push_folder",
-           "reason", "unreachable", "upload_folder"]
+__all__ = ["HUB_HINT", "REPO_ID", "HubError", "check_hub_access", "hub_call", "is_repo_id", "prepare_push",
+           "push_folder", "reason", "unreachable", "upload_folder"]

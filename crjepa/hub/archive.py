@@ -24,11 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from crjepa.hub.access import HubError, check_hub_access, push_folder, reason
+from crjepa.hub.access import HubError, check_hub_access, is_repo_id, push_folder, reason
 from crjepa.hub.cards import EMBEDDINGS_CARD_TEMPLATE as CARD_TEMPLATE  # noqa: F401  (the archive's template)
 from crjepa.hub.cards import render_embeddings_card as render_card  # module global: tests make it fail
+from crjepa.hub.cards import shell_word
 from crjepa.utils.atomic import atomic_dir, atomic_write_json, atomic_write_text
-from crjepa.data.labels import label_lists, multi_hot
+from crjepa.data.labels import LabelRows, label_lists, multi_hot
 from crjepa.eval.directions import SPACES, column_name, parse_direction
 
 INFO_FILE = "embeddings_info.json"
@@ -196,11 +197,11 @@ def _load_index(folder: Path, name: str, fingerprint: str, ids: Sequence[str], d
         raise EmbeddingsError(f"faiss index {name!r} of the archive at {folder} is unusable: {err}") from err
     if index.metadata.dimension != dimension:
         raise EmbeddingsError(f"faiss index {name!r} holds {index.metadata.dimension}-d vectors; the archive holds "
-                              f"{dimension}-d vectors; rebuild it with `crjepa index {folder}`")
+                              f"{dimension}-d vectors; rebuild it with `crjepa index {shell_word(folder)}`")
     # same items; the order may differ (a calibrated index adds its held-out rows last)
     if len(index) != len(ids) or not np.array_equal(np.sort(index.ids), np.sort(np.asarray(ids, dtype=str))):
         raise EmbeddingsError(f"faiss index {name!r} covers other items than the archive at {folder}; rebuild it "
-                              f"with `crjepa index {folder}`")
+                              f"with `crjepa index {shell_word(folder)}`")
     return index
 
 
@@ -350,9 +351,12 @@ def export_encoder(model_dir: str | Path, output_dir: str | Path, overwrite: boo
 
     from modeling_crjepa import CRJepaModel
 
+    from crjepa.utils.files import check_safetensors_in
+
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"No saved model in {model_dir} (config.json missing)")
+    check_safetensors_in(model_dir)
     encoder = CRJepaModel.from_pretrained(model_dir)
     with atomic_dir(output_dir, kind="model-encoder", overwrite=overwrite) as tmp:
         for name in ("README.md", "preprocessor_config.json"):
@@ -367,14 +371,13 @@ def export_encoder(model_dir: str | Path, output_dir: str | Path, overwrite: boo
 # ---------------------------------------------------------------------------------------------- loading & search
 def embed_image(model: Any, image: Any, sensor: str, space: str) -> np.ndarray:
     """One native-resolution image (C, H, W) of ``sensor`` -> its (R,) float32 embedding in ``space``, through
-    the model's own preprocessing (normalise, resize) on the model's device; the model's train/eval mode is kept."""
+    the model's own preprocessing (normalise, resize) on the model's device; the model's train/eval mode is kept.
+    The image is checked first (`check_query_image`: numeric, the sensor's channels, a sane size)."""
     import torch
 
     from modeling_crjepa.image_processing_crjepa import preprocess_batch
 
-    pixels = torch.as_tensor(np.asarray(image))
-    if pixels.ndim == 3:
-        pixels = pixels.unsqueeze(0)
+    pixels = torch.from_numpy(check_query_image(image, sensor, model.config.sensors.get(sensor, 0)))[None]
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -402,9 +405,10 @@ class Hit:
 
 
 class EmbeddingArchive:
-    """A loaded embeddings archive: ids, multi-hot labels, vectors per column and one index per column."""
+    """A loaded embeddings archive: ids, labels (`crjepa.data.labels.LabelRows`: multi-hot rows on request), vectors
+    per column and one index per column."""
 
-    def __init__(self, path: Path, info: dict[str, Any], ids: list[str], labels: np.ndarray,
+    def __init__(self, path: Path, info: dict[str, Any], ids: list[str], labels: Any,
                  vectors: dict[str, np.ndarray], metadata: dict[str, list[Any]], indices: dict[str, Any]) -> None:
         self.path, self.info, self.ids, self.labels = path, info, ids, labels
         self.vectors, self.metadata, self.indices = vectors, metadata, indices
@@ -472,7 +476,7 @@ class EmbeddingArchive:
 
     def labels_of(self, position: int) -> list[str]:
         """The class names of an archive row."""
-        return [self.class_names[c] for c in np.flatnonzero(self.labels[position])]
+        return [self.class_names[c] for c in sorted(set(self.labels.classes(position).tolist()))]
 
     def patch_name(self, position: int, sensor: str) -> str | None:
         """The recorded patch name of a row's ``sensor`` image (metadata ``<sensor>_name``), or None."""
@@ -535,8 +539,9 @@ class EmbeddingArchive:
             position = self._position.get(str(archive_id), -1)
             if position < 0 or position == exclude_position or len(hits) == k:
                 continue
+            names = self.info["class_names"]
             hits.append(Hit(len(hits) + 1, self.ids[position], float(score),
-                            [self.class_names[c] for c in np.flatnonzero(self.labels[position])], position,
+                            [names[c] for c in sorted(set(self.labels.classes(position).tolist()))], position,
                             {name: values[position] for name, values in self.metadata.items()},
                             self.patch_name(position, sensor)))
         return hits
@@ -576,6 +581,30 @@ class EmbeddingArchive:
         name = column_name(sensor, space)
         self._check_column(name)
         return name
+
+
+MAX_IMAGE_SIDE = 16_384
+"""The largest query image side `search_by_image` accepts (the image is resized to the model's input on the device)."""
+
+
+def check_query_image(image: Any, sensor: str, channels: int) -> np.ndarray:
+    """A query image as a (C, H, W) numeric array with the sensor's channel count and 1..`MAX_IMAGE_SIDE` pixels a
+    side; an EmbeddingsError naming what is wrong otherwise (dates, strings, objects, an empty or huge image)."""
+    array = np.asarray(image)
+    if array.ndim == 4 and array.shape[0] == 1:  # a batch of one
+        array = array[0]
+    if array.dtype.kind not in "buif" or array.dtype.itemsize > 8:
+        raise EmbeddingsError(f"The query image holds {array.dtype} values; a {sensor!r} image must be numeric "
+                              "(uint8, uint16, int, float)")
+    if array.ndim != 3:
+        raise EmbeddingsError(f"The query image has shape {array.shape}; a {sensor!r} image is (C, H, W)")
+    if array.shape[0] != channels:
+        raise EmbeddingsError(f"The query image has {array.shape[0]} channel(s); the model's {sensor!r} images have "
+                              f"{channels}")
+    if not (1 <= array.shape[1] <= MAX_IMAGE_SIDE and 1 <= array.shape[2] <= MAX_IMAGE_SIDE):
+        raise EmbeddingsError(f"The query image is {array.shape[1]}x{array.shape[2]} pixels; each side must be 1 to "
+                              f"{MAX_IMAGE_SIDE}")
+    return np.ascontiguousarray(array.astype(np.float32) if array.dtype.kind == "b" else array)
 
 
 def _resolve_folder(repo_or_folder: str | Path, api: Any, revision: str | None, token: str | None,
@@ -653,23 +682,27 @@ def _open_archive(folder: Path, model: Any, load_indices: bool, vectors: bool = 
     absent = [name for name in needed if name not in table.column_names]
     if absent:
         raise EmbeddingsError(f"The Parquet files of {folder} lack the column(s) {absent} that {INFO_FILE} lists")
+    if table.num_rows != info["num_rows"]:
+        raise EmbeddingsError(f"{info_path}: num_rows is {info['num_rows']} but the Parquet files of {folder} hold "
+                              f"{table.num_rows} rows; download or re-embed the archive")
+    ids = _check_ids(table["id"], folder)
     read_vectors, vectors = vectors, {}
     present: dict[str, np.ndarray] = {}
     for name in info["vector_columns"] if read_vectors else []:
         column = table[name].combine_chunks()
-        width = getattr(column.type, "list_size", None)
+        width = _vector_width(column.type, name, folder)
         if width != info["dimension"]:
             raise EmbeddingsError(f"Column {name!r} holds {width}-d vectors but {INFO_FILE} says {info['dimension']}-d")
         vectors[name], valid = _vector_block(column, width)
         if valid is not None:
             present[name.rsplit("_", 1)[0]] = valid
     try:
-        labels = multi_hot(table["labels"].to_pylist(), len(info["class_names"]))
-    except (TypeError, ValueError, IndexError) as err:
+        labels = LabelRows.from_arrow(table["labels"], len(info["class_names"]))
+    except (TypeError, ValueError, IndexError, AttributeError, pa.ArrowException) as err:
         raise EmbeddingsError(f"The labels of the archive at {folder} do not fit its {len(info['class_names'])} "
                               f"classes ({err})") from None
     metadata = {name: table[name].to_pylist() for name in info.get("metadata_columns", [])}
-    archive = EmbeddingArchive(folder, info, [str(i) for i in table["id"].to_pylist()], labels, vectors, metadata, {})
+    archive = EmbeddingArchive(folder, info, ids, labels, vectors, metadata, {})
     archive.present = present
     if model is not None:
         archive.check_model(model)
@@ -679,6 +712,33 @@ def _open_archive(folder: Path, model: Any, load_indices: bool, vectors: bool = 
             ids = archive.ids if rows is None else [i for i, keep in zip(archive.ids, rows) if keep]
             archive.indices[name] = _load_index(folder, name, archive.fingerprint, ids, archive.dimension)
     return archive
+
+
+def _check_ids(column: Any, folder: Path) -> list[str]:
+    """The archive's ids: strings, none null or empty, none twice (search by id returns one item per id)."""
+    from collections import Counter
+
+    if column.null_count:
+        raise EmbeddingsError(f"The archive at {folder} has {column.null_count} row(s) without an id (null); every "
+                              "item needs a unique id: re-embed the data with ids")
+    ids = [str(i) for i in column.to_pylist()]
+    if "" in ids:
+        raise EmbeddingsError(f"The archive at {folder} has row(s) with an empty id; every item needs a unique id")
+    if len(set(ids)) != len(ids):
+        dupes = [i for i, n in Counter(ids).items() if n > 1]
+        raise EmbeddingsError(f"The archive at {folder} has {len(dupes)} id(s) on more than one row (e.g. "
+                              f"{dupes[:3]}): search by id would mix those items; re-embed data with unique ids")
+    return ids
+
+
+def _vector_width(kind: Any, name: str, where: Any) -> int:
+    """The width of a vector column: a fixed-size list of float32 (as `crjepa embed` writes it), else an error."""
+    import pyarrow as pa
+
+    if not pa.types.is_fixed_size_list(kind) or not pa.types.is_float32(kind.value_type):
+        raise EmbeddingsError(f"Column {name!r} of {where} is {kind}, not fixed-size float32 vectors "
+                              "(fixed_size_list<float>); it was not written by `crjepa embed`: re-embed the archive")
+    return int(kind.list_size)
 
 
 def _vector_block(column: Any, width: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -696,10 +756,19 @@ def _vector_block(column: Any, width: int) -> tuple[np.ndarray, np.ndarray | Non
 MAX_DIMENSION = 65_536
 MAX_CLASSES = 100_000
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,63}")
+_LABEL = re.compile(r"[^\x00-\x1f\x7f`|]{1,256}")
+"""Metadata column names: printable, no backtick or table bar (they appear in the card's table)."""
+_CLASS = re.compile(r"[^\x00-\x1f\x7f]{1,1024}")
+MAX_INFO_BYTES = 64 << 20
+"""embeddings_info.json is read whole: a larger file is refused before it is read."""
 _INDEX_KINDS = {"exact", "hnsw", "ivfpq"}
 
 
-def _read_json(path: Path) -> Any:
+def _read_json(path: Path, limit: int = MAX_INFO_BYTES) -> Any:
+    size = path.stat().st_size
+    if size > limit:
+        raise EmbeddingsError(f"{path} is {size:,} bytes, more than the {limit:,} such a file can need; download or "
+                              "re-embed the archive")
     try:
         return json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as err:
@@ -715,14 +784,23 @@ def check_info(info: Any, path: Path) -> dict[str, Any]:
 
     if not isinstance(info, dict):
         raise bad("the file", "must hold a JSON object")
+    version = info.get("format_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise bad("format_version", f"must be a positive integer, found {version!r}")
+    if version > FORMAT_VERSION:
+        raise EmbeddingsError(f"{path}: format_version {version} is newer than this crjepa reads ({FORMAT_VERSION}); "
+                              "upgrade crjepa (pip install -U crjepa)")
+    rows = info.get("num_rows")
+    if not isinstance(rows, int) or isinstance(rows, bool) or rows < 1:
+        raise bad("num_rows", f"must be a positive integer, found {rows!r}")
     dim = info.get("dimension")
     if not isinstance(dim, int) or isinstance(dim, bool) or not 1 <= dim <= MAX_DIMENSION:
         raise bad("dimension", f"must be an integer in [1, {MAX_DIMENSION}], found {dim!r}")
     for field, limit in (("sensors", 64), ("vector_columns", 256), ("metadata_columns", 1024)):
         value = info.get(field, [] if field == "metadata_columns" else None)
         if not isinstance(value, list) or not value and field != "metadata_columns" or len(value) > limit or \
-                not all(isinstance(v, str) and (_NAME.fullmatch(v) or field == "metadata_columns" and len(v) <= 256)
-                        for v in value):
+                not all(isinstance(v, str) and (_NAME.fullmatch(v) or field == "metadata_columns"
+                                                and _LABEL.fullmatch(v)) for v in value):
             raise bad(field, f"must be a list of at most {limit} plain names (letters, digits, _ -), found {value!r}")
     for name in info["vector_columns"]:
         sensor, _, space = name.rpartition("_")
@@ -741,24 +819,35 @@ def check_info(info: Any, path: Path) -> dict[str, Any]:
     source = info.get("source", {})
     if not isinstance(source, dict) or not all(isinstance(v, (str, int, float, bool, type(None))) for v in source.values()):
         raise bad("source", f"must be an object of scalars, found {source!r}")
-    for field in ("model_repo_id", "repo_id", "license"):
-        if not isinstance(info.get(field), (str, type(None))):
-            raise bad(field, f"must be a string, found {info.get(field)!r}")
+    for field in ("model_repo_id", "repo_id"):
+        value = info.get(field)
+        if value is not None and not is_repo_id(value):
+            raise bad(field, f"must be a Hub repo id like 'user/name', found {value!r}")
+    if not isinstance(info.get("license"), (str, type(None))):
+        raise bad("license", f"must be a string, found {info.get('license')!r}")
+    if not all(_CLASS.fullmatch(n) for n in names):
+        raise bad("class_names", "must be printable names of at most 1024 characters")
     return info
 
 
 def read_vector_column(folder: str | Path, name: str, dimension: int | None = None,
-                       with_validity: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray | None]:
+                       with_validity: bool = False,
+                       rows: int | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray | None]:
     """One vector column of an archive as float32 (N, R), read Parquet file by file into one preallocated array
     (the peak is the column plus one row group, not the archive: other columns are never read). Null vectors
     (rows lacking the sensor) read as zeros; ``with_validity`` also returns their (N,) bool validity (None: no
-    nulls)."""
+    nulls). ``rows``: the archive's row count, which the files' footers must agree with before anything is
+    allocated."""
     import pyarrow.parquet as pq
 
     files = sorted((Path(folder) / DATA_DIR).glob("*.parquet"))
     if not files:
         raise EmbeddingsError(f"The archive at {folder} has no Parquet files under {DATA_DIR}/")
-    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    claimed = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    if rows is not None and claimed != rows:  # the footers' counts size the array: checked against the rows read
+        raise EmbeddingsError(f"The Parquet footers of {folder} claim {claimed:,} rows, the archive has {rows:,}; "
+                              "download or re-embed the archive")
+    rows = claimed
     out: np.ndarray | None = None
     validity = np.ones(rows, bool)
     start = 0
@@ -766,7 +855,7 @@ def read_vector_column(folder: str | Path, name: str, dimension: int | None = No
         reader = pq.ParquetFile(file)
         for group in range(reader.num_row_groups):
             column = reader.read_row_group(group, columns=[name])[name].combine_chunks()
-            width = column.type.list_size
+            width = _vector_width(column.type, name, file)
             if dimension is not None and width != dimension:
                 raise EmbeddingsError(f"{file}: column {name!r} holds {width}-d vectors, expected {dimension}-d")
             if out is None:
@@ -799,34 +888,70 @@ def add_indices(folder: str | Path, kind: str = "auto", columns: Sequence[str] |
 
 def _add_indices(folder: str | Path, kind: str, columns: Sequence[str] | None,
                  progress: Callable[[str], None] | None, recall: float | None, **params: Any) -> dict[str, str]:
+    """Build the new indices into a ``.faiss.tmp-*`` folder inside the archive (the indices not rebuilt are linked
+    in), then swap it with ``faiss/`` in one step and write the info and the card: a failure (disk full, kill)
+    leaves the archive's indices, info and card as they were."""
+    import shutil
+    import tempfile
+
     from crjepa.search.index import DEFAULT_RECALL, build_index
+    from crjepa.utils.atomic import publish_dir, write_failure
 
     archive = load_embeddings(folder, load_indices=False, vectors=False)
     kinds = dict(archive.info.get("indices", {}))
     calibration = dict(archive.info.get("index_calibration", {}))
-    for name in columns or archive.info["vector_columns"]:
-        if name not in archive.info["vector_columns"]:
-            archive._check_column(name)
-        sensor, space = name.rsplit("_", 1)
-        vectors, valid = read_vector_column(archive.path, name, archive.dimension, with_validity=True)
-        ids = archive.ids
-        if valid is not None:  # rows lacking the sensor are not searchable in its columns
-            vectors, ids = vectors[valid], [i for i, keep in zip(ids, valid) if keep]
-        if not ids:
-            raise EmbeddingsError(f"No row of the archive at {archive.path} has sensor {sensor!r}: column {name!r} "
-                                  "cannot be indexed")
-        index = build_index(vectors, kind=kind, ids=ids, fingerprint=archive.fingerprint, space=space,
-                            sensor=sensor, recall=DEFAULT_RECALL if recall is None else recall, copy=False,
-                            **params)
-        del vectors
-        kinds.update(save_indices(archive.path, {name: index}))
-        calibration[name] = calibration_summary(index)
-        if progress:
-            progress(name)
+    for stale in archive.path.glob(f".{INDEX_DIR}.tmp-*"):  # left by a killed run (we hold the archive's lock)
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{INDEX_DIR}.tmp-", dir=archive.path))
+    try:
+        for name in columns or archive.info["vector_columns"]:
+            if name not in archive.info["vector_columns"]:
+                archive._check_column(name)
+            sensor, space = name.rsplit("_", 1)
+            vectors, valid = read_vector_column(archive.path, name, archive.dimension, with_validity=True,
+                                                rows=len(archive.ids))
+            ids = archive.ids
+            if valid is not None:  # rows lacking the sensor are not searchable in its columns
+                vectors, ids = vectors[valid], [i for i, keep in zip(ids, valid) if keep]
+            if not ids:
+                raise EmbeddingsError(f"No row of the archive at {archive.path} has sensor {sensor!r}: column "
+                                      f"{name!r} cannot be indexed")
+            index = build_index(vectors, kind=kind, ids=ids, fingerprint=archive.fingerprint, space=space,
+                                sensor=sensor, recall=DEFAULT_RECALL if recall is None else recall, copy=False,
+                                **params)
+            del vectors
+            kinds.update(save_indices(staging, {name: index}))
+            calibration[name] = calibration_summary(index)
+            if progress:
+                progress(name)
+        for name in kinds:  # the indices kept as they are
+            old = archive.path / INDEX_DIR / name
+            if not (staging / INDEX_DIR / name).exists() and old.is_dir():
+                shutil.copytree(old, staging / INDEX_DIR / name, copy_function=_link_or_copy)
+        (staging / INDEX_DIR).mkdir(exist_ok=True)
+        publish_dir(staging / INDEX_DIR, archive.path / INDEX_DIR)
+    except BaseException as exc:
+        failure = write_failure(exc, archive.path / INDEX_DIR) if isinstance(exc, Exception) else None
+        shutil.rmtree(staging, ignore_errors=True)
+        if failure is not None and failure is not exc:
+            raise failure from exc
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
     info = {**archive.info, "indices": kinds, "index_calibration": calibration}
     atomic_write_json(archive.path / INFO_FILE, info)
     atomic_write_text(archive.path / "README.md", str(render_card(info, archive.ids[0])))
     return kinds
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    """A hard link (no second copy of a large index file), or a copy where links are not possible."""
+    import os
+    import shutil
+
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 __all__ = [

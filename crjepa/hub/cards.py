@@ -7,19 +7,42 @@ The model card's metadata carries the four retrieval results as structured evalu
 `RetrievalResults.model_index`), so the Hub shows them and tools can read them; the body repeats them as the
 paper's table, next to the randomly initialised model, with the training data and the full run configuration.
 
+Every string that reaches a code snippet or a command in a card is escaped for that language: Python literals
+through Jinja's ``tojson`` in the templates (a JSON string is a Python string literal), shell words through
+`shell_word` (``shlex.quote``). Ids, repo names and sensor names come from data and downloaded files.
+
 Not imported by the model files (remote code).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 import re
+import shlex
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from crjepa.utils.resources import resource_file
+
+def shell_word(value: Any, placeholder: str = "ID") -> str:
+    """``value`` as one shell word (``shlex.quote``), for the commands cards show; a value with a line break or
+    another control character (which a Markdown code block cannot show as one line) becomes ``placeholder``."""
+    text = str(value)
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        text = placeholder
+    return shlex.quote(text)
+
+
+def _repo_id(value: str | None, what: str) -> str | None:
+    """``value`` when it is a Hub repo id (or None); a ValueError otherwise (cards paste it into code)."""
+    from crjepa.hub.access import is_repo_id
+
+    if value is not None and not is_repo_id(value):
+        raise ValueError(f"{what} {value!r} is not a Hub repo id ('user-or-org/name': letters, digits, - _ .)")
+    return value
+
 
 def card_template(name: str) -> Path:
     """model_cards/<name>, from the checkout or the installed package (crjepa.utils.resources)."""
@@ -154,7 +177,7 @@ def render_model_card(model_config: Any, run_config: dict[str, Any], results: An
     run_config = public_run_config(run_config)  # the card is published: no local paths
     summary = dict(training_summary or {})
     hub = run_config.get("hub", {})
-    repo_id = repo_id or hub.get("hub_model_id") or "<user>/<model>"
+    repo_id = _repo_id(repo_id or hub.get("hub_model_id"), "The model's repo id") or "<user>/<model>"
     data = run_config["data"]
     dataset_name = data.get("name") or _data_source(data)
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", dataset_name).strip("-")
@@ -186,7 +209,7 @@ def render_model_card(model_config: Any, run_config: dict[str, Any], results: An
         notes="; ".join(results.notes),
         data_description=_data_description(run_config, summary.get("train_pairs"), summary.get("train_rows"),
                                            summary.get("untrained_directions") or (), summary.get("epoch_rows")),
-        config_file=config_file,
+        config_file=config_file, config_file_shell=shell_word(config_file, "CONFIG.yaml"),
         routes=list(model_config.routes), lambda_cross=model_config.lambda_cross, lambda_uni=model_config.lambda_uni,
         lambda_sigreg=model_config.lambda_sigreg, mask_ratio=model_config.mask_ratio,
         temperature=model_config.temperature, weight_decay=training["weight_decay"],
@@ -226,6 +249,8 @@ def render_embeddings_card(info: Mapping[str, Any], example_id: str,
     )
     sensors = info["sensors"]
     example_direction = f"{sensors[0]}->{sensors[-1]}"
+    repo_id = _repo_id(info.get("repo_id"), "The archive's repo id") or "<user>/<embeddings-repo>"
+    _repo_id(info.get("model_repo_id"), "The model's repo id")
     return DatasetCard.from_template(
         card_data, template_path=str(template_path), pretty_name=card_data.pretty_name, num_rows=rows,
         sensors=sensors, model_repo_id=info.get("model_repo_id"), model_fingerprint=info.get("model_fingerprint"),
@@ -233,7 +258,9 @@ def render_embeddings_card(info: Mapping[str, Any], example_id: str,
         class_names=info["class_names"], metadata_columns=info["metadata_columns"],
         vector_columns=info["vector_columns"], index_files=info["indices"],
         index_calibration=info.get("index_calibration") or {},
-        repo_id=info.get("repo_id") or "<user>/<embeddings-repo>", example_id=example_id, example_direction=example_direction)
+        repo_id=repo_id, repo_id_shell=shell_word(repo_id), example_id=example_id,
+        example_id_shell=shell_word(example_id, "ARCHIVE_ID"), example_direction=example_direction,
+        example_direction_shell=shell_word(example_direction))
 
 
 def source_prose(source: Mapping[str, Any]) -> str:
@@ -270,6 +297,7 @@ def render_dataset_card(
     from crjepa.data.schema import sensor_columns
 
     card = dict(card or {})
+    _repo_id(repo_id, "The data set's repo id")
     info = copy.deepcopy(info)
     if not info.splits and splits:
         info.splits = datasets.SplitDict()
@@ -322,4 +350,4 @@ def _column_type(feature: Any) -> str:
 
 __all__ = ["DATASET_CARD_TEMPLATE", "EMBEDDINGS_CARD_TEMPLATE", "MODEL_CARD_TEMPLATE", "SIZE_CATEGORIES",
            "card_template", "comparison_table", "public_run_config", "render_dataset_card", "render_embeddings_card",
-           "render_model_card", "size_category", "source_prose"]
+           "render_model_card", "shell_word", "size_category", "source_prose"]

@@ -12,6 +12,12 @@ exist: a crash loses at most the shards in flight and duplicates nothing. Each p
 in ``.embed/rank-R-of-W.json``; `finish_archive` (one process, after all) checks every shard is there and writes
 ``embeddings_info.json`` and the card, which makes the folder a normal embeddings archive (`crjepa.hub.archive`).
 
+Nothing is lost: a run that would replace an earlier archive (or anything, with ``--overwrite``) writes into
+``.<name>.embed-new`` beside it (`work_folder`), resumable the same way, and the finished archive is swapped in at
+the end (`crjepa.utils.atomic.publish_dir`). A shard is fsynced before the rename that makes it finished; a
+finished shard that no longer reads (truncated, damaged) is embedded again, with a warning; the temp files of a
+killed or failed run are removed by the run that finishes.
+
 Processes: ``crjepa embed --num-processes N`` starts N workers of itself (CPU threads split between them);
 ``accelerate launch -m crjepa.cli embed ...`` runs one worker per launched process (one per GPU).
 """
@@ -21,13 +27,15 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from crjepa.utils.atomic import atomic_write_json, write_marker
+from crjepa.utils.atomic import atomic_write_json, atomic_write_text, fsync_dir, write_marker
 from crjepa.hub.archive import (
     DATA_DIR, FORMAT_VERSION, INFO_FILE, OUTPUT_KIND, EmbeddingsError, _vector_table, add_indices, archive_split,
     public_source, render_card, source_license, write_local_source,
@@ -36,6 +44,9 @@ from crjepa.hub.archive import (
 RUN_DIR = ".embed"
 RUN_FILE = "run.json"
 SHARD_PATTERN = "{split}-{shard:05d}.parquet"
+TMP_GLOB = ".*.tmp-*"
+"""Shards being written (``.test-NNNNN.parquet.tmp-PID``): removed when they fail and when the run finishes."""
+STAGING_SUFFIX = ".embed-new"
 
 
 # ---------------------------------------------------------------------------------------------- input
@@ -115,15 +126,54 @@ def run_signature(fingerprint: str, source: Mapping[str, Any], sensors: Sequence
             "spaces": list(spaces), "shard_rows": int(shard_rows)}
 
 
+def _read_run(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def staging_folder(output: Path) -> Path:
+    """Where a run that replaces ``output`` writes until it is complete: ``.<name>.embed-new`` beside it."""
+    output = Path(output)
+    return output.with_name(f".{output.name}{STAGING_SUFFIX}")
+
+
+def work_folder(output: Path, signature: Mapping[str, Any], overwrite: bool = False, decide: bool = True) -> Path:
+    """The folder a run writes its shards into: ``output`` itself when it is absent, empty, or holds this run
+    (resumed) or an unfinished other run (`claim_folder` then refuses it); else, so that nothing is lost before the
+    new archive is complete, `staging_folder` (an earlier staging of the same run is resumed, one of another run is
+    dropped: it is our own scratch). ``decide=False`` (worker processes): the folder the main process chose."""
+    output = Path(output)
+    staging = staging_folder(output)
+    if not decide:
+        return staging if (staging / RUN_DIR / RUN_FILE).is_file() else output
+    run = output / RUN_DIR / RUN_FILE
+    if overwrite:
+        in_place = False
+    elif run.is_file():
+        in_place = _read_run(run) == dict(signature) or not (output / INFO_FILE).is_file()
+    else:
+        in_place = not output.exists() or (output.is_dir() and not output.is_symlink() and not any(output.iterdir()))
+    if in_place:
+        if staging.exists():
+            shutil.rmtree(staging)  # a replacement abandoned earlier
+        return output
+    if staging.exists() and _read_run(staging / RUN_DIR / RUN_FILE) != dict(signature):
+        shutil.rmtree(staging)
+    return staging
+
+
 def claim_folder(output: Path, signature: Mapping[str, Any]) -> None:
     """Start or resume a run in ``output``: refuse a folder that holds anything else or another run's shards."""
     run = output / RUN_DIR / RUN_FILE
     if run.is_file():
-        found = json.loads(run.read_text())
+        found = _read_run(run)
         if found != dict(signature):
-            diff = sorted(k for k in {**found, **signature} if found.get(k) != signature.get(k))
+            diff = sorted(k for k in {**(found or {}), **signature}
+                          if not isinstance(found, dict) or found.get(k) != signature.get(k))
             raise EmbeddingsError(f"{output} holds shards of another embedding run (different {', '.join(diff)}); "
-                                  "use another --output folder or delete this one")
+                                  "use another --output folder, or pass --overwrite to replace it")
         return
     if output.exists() and any(output.iterdir()):
         raise EmbeddingsError(f"{output} exists and is not a resumable embedding run (no {RUN_DIR}/{RUN_FILE}); "
@@ -150,7 +200,12 @@ def _table_batch(table: Any, sensors: Sequence[str], config: Any = None) -> dict
     batch where no row has the sensor gets zeros at the model's size (``config``)."""
     import torch
 
-    batch: dict[str, Any] = {"id": [str(i) for i in table["id"].to_pylist()], "present": {}}
+    ids = table["id"].to_pylist()
+    if any(i is None or str(i) == "" for i in ids):
+        bad = [n for n, i in enumerate(ids) if i is None or str(i) == ""][:5]
+        raise EmbeddingsError(f"The input has rows without an id (null or empty; rows {bad} of a batch of "
+                              f"{len(ids)}): archive items are found by id; give every row a unique id")
+    batch: dict[str, Any] = {"id": [str(i) for i in ids], "present": {}}
     for sensor in sensors:
         if sensor not in table.column_names:
             raise EmbeddingsError(f"The data has no column {sensor!r} for sensor {sensor!r}; its columns are "
@@ -223,7 +278,7 @@ def embed_shards(
         if total_rows:
             mine = own_rows(total_rows, shard_rows, rank, world)
             total = sum(n for _, n in mine) * len(sensors)
-            initial = sum(n for s, n in mine if shard_path(output, s).is_file()) * len(sensors)
+            initial = sum(n for s, n in mine if shard_path(output, s, split).is_file()) * len(sensors)
         bar = tqdm(desc=f"embedding (process {rank + 1}/{world})", unit="img", unit_scale=True, position=rank,
                    total=total, initial=initial or 0)
     writer, current, tmp = None, -1, None
@@ -234,45 +289,82 @@ def embed_shards(
         nonlocal writer, written
         if writer is not None:
             writer.close()
-            os.replace(tmp, shard_path(output, current, split))
             writer = None
+            _fsync_file(tmp)  # durable before the rename that makes it a finished shard
+            os.replace(tmp, shard_path(output, current, split))
+            fsync_dir(output / DATA_DIR)
             written += 1
             if on_shard:
                 on_shard(current)
 
     import pyarrow.parquet as pq
 
-    for number, table in enumerate(_batches(stream, batch_size)):
-        shard = number * batch_size // shard_rows
-        rows += table.num_rows
-        if shard != current:
-            close()
-            current = shard
-        if shard % world != rank:
-            continue
-        if shard not in seen_own:
-            seen_own.add(shard)
+    try:
+        for number, table in enumerate(_batches(stream, batch_size)):
+            shard = number * batch_size // shard_rows
+            rows += table.num_rows
+            if shard != current:
+                close()
+                current = shard
+            if shard % world != rank:
+                continue
+            if shard not in seen_own:
+                seen_own.add(shard)
+                if shard_path(output, shard, split).is_file() and _finished(shard_path(output, shard, split)):
+                    skipped += 1
             if shard_path(output, shard, split).is_file():
-                skipped += 1
-        if shard_path(output, shard, split).is_file():
-            continue
-        batch = _table_batch(table, sensors, model.config)
-        emb = compute_embeddings(model, [batch], sensors=sensors, spaces=spaces, batch_size=batch_size)
-        labels = table["labels"].to_pylist() if "labels" in table.column_names else [[] for _ in batch["id"]]
-        metadata = {name: table[name].to_pylist() for name in metadata_columns}
-        part = _vector_table(batch["id"], labels, class_names, emb.vectors, metadata, emb.present)
-        if writer is None:
-            tmp = output / DATA_DIR / f".{SHARD_PATTERN.format(split=split, shard=shard)}.tmp-{os.getpid()}"
-            writer = pq.ParquetWriter(tmp, part.schema)
-        writer.write_table(part)
-        if bar is not None:
-            bar.update(table.num_rows * len(sensors))
-    close()
+                continue
+            batch = _table_batch(table, sensors, model.config)
+            emb = compute_embeddings(model, [batch], sensors=sensors, spaces=spaces, batch_size=batch_size)
+            labels = table["labels"].to_pylist() if "labels" in table.column_names else [[] for _ in batch["id"]]
+            metadata = {name: table[name].to_pylist() for name in metadata_columns}
+            part = _vector_table(batch["id"], labels, class_names, emb.vectors, metadata, emb.present)
+            if writer is None:
+                tmp = output / DATA_DIR / f".{SHARD_PATTERN.format(split=split, shard=shard)}.tmp-{os.getpid()}"
+                writer = pq.ParquetWriter(tmp, part.schema)
+            writer.write_table(part)
+            if bar is not None:
+                bar.update(table.num_rows * len(sensors))
+        close()
+    except BaseException:
+        if writer is not None:  # the shard in flight: never left half-written (a rerun embeds it again)
+            try:
+                writer.close()
+            except Exception:
+                pass
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise
     if bar is not None:
         bar.close()
     shards = math.ceil(rows / shard_rows)
     atomic_write_json(output / RUN_DIR / f"rank-{rank}-of-{world}.json", {"rows": rows, "shards": shards})
     return {"rows": rows, "shards": shards, "written": written, "skipped": skipped}
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _finished(path: Path) -> bool:
+    """Whether a finished shard still reads (its Parquet footer and row count); a damaged one (truncated by a full
+    disk or a bad copy) is removed, with a warning, so that this run embeds it again."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        if pq.ParquetFile(path).metadata.num_rows > 0:
+            return True
+        problem = "it holds no rows"
+    except (OSError, pa.ArrowException) as err:
+        problem = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    print(f"warning: the finished shard {path} does not read ({problem}); embedding it again", file=sys.stderr)
+    path.unlink(missing_ok=True)
+    return False
 
 
 # ---------------------------------------------------------------------------------------------- finishing
@@ -292,8 +384,9 @@ def finish_archive(
     index: str = "none",
     recall: float | None = None,
 ) -> dict[str, Any]:
-    """Check every shard of a finished run is there, then write embeddings_info.json + card (and indices,
+    """Check every shard of a finished run is there and reads, then write embeddings_info.json + card (and indices,
     built column by column from the shards); returns the info."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     output = Path(output)
@@ -314,10 +407,26 @@ def finish_archive(
                               "rerun the same command to resume, or start in an empty folder")
     if not expected:
         raise EmbeddingsError("Refusing to finish an empty embeddings archive (0 rows); check the data source or split")
-    ids = [i for p in expected for i in pq.read_table(p, columns=["id"])["id"].to_pylist()]
+    total = sum(json.loads(p.read_text())["rows"] for p in done[:1])
+    shard_rows = (_read_run(output / RUN_DIR / RUN_FILE) or {}).get("shard_rows") or total
+    ids: list[str] = []
+    for number, path in enumerate(expected):
+        want = min(shard_rows, total - number * shard_rows)
+        try:
+            found = pq.read_table(path, columns=["id"])["id"].to_pylist()
+        except (OSError, pa.ArrowException) as err:
+            found, why = None, str(err).strip().splitlines()[0]
+        else:
+            why = f"it holds {len(found)} rows, not {want}"
+        if found is None or len(found) != want:
+            raise EmbeddingsError(f"The finished shard {path} does not read ({why}); delete it and rerun the same "
+                                  "command: the run embeds the missing shard again")
+        ids += found
     if len(set(ids)) != len(ids):
         raise EmbeddingsError(f"Archive ids must be unique (search by id needs it); {len(ids) - len(set(ids))} "
                               "duplicates in the input")
+    for stale in (output / DATA_DIR).glob(TMP_GLOB):  # shards of killed or failed processes: every process is done
+        stale.unlink(missing_ok=True)
     vector_columns = list(vector_columns)
     info = {
         "format_version": FORMAT_VERSION,
@@ -338,7 +447,7 @@ def finish_archive(
     }
     atomic_write_json(output / INFO_FILE, info)
     write_local_source(output, source)
-    render_card(info, ids[0]).save(output / "README.md")
+    atomic_write_text(output / "README.md", str(render_card(info, ids[0])))
     write_marker(output, OUTPUT_KIND)  # a finished archive: a later `embed -o` here may replace it
     if index != "none":
         add_indices(output, kind=index, recall=recall)
@@ -347,4 +456,4 @@ def finish_archive(
 
 
 __all__ = ["claim_folder", "embed_shards", "finish_archive", "own_rows", "run_signature", "shard_path",
-           "source_rows", "stream_source"]
+           "source_rows", "staging_folder", "stream_source", "work_folder"]

@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import struct
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -62,6 +63,8 @@ recall@10 at nprobe 2048 of 4096 is 0.948 with 32 x k re-ranked candidates and 0
 CALIBRATION_TARGETS = (0.9, 0.95, 0.98, 0.99)
 """Targets besides the build's own whose fastest point is also timed and stored (``search(recall=...)``)."""
 FORMAT_VERSION = 1
+SEARCH_BATCH_BYTES = 256 << 20
+"""Working memory of one faiss search call (`RetrievalIndex.search` cuts the queries into batches to stay below)."""
 INDEX_FILE, META_FILE, IDS_FILE = "index.faiss", "index.json", "ids.json"
 
 
@@ -141,6 +144,25 @@ def default_params(kind: Kind, n: int, dim: int) -> tuple[str, dict[str, Any]]:
 
 
 _SEARCH_PARAMS = {"exact": (), "hnsw": ("efSearch",), "ivfpq": ("nprobe", "k_factor")}
+PARAM_LIMITS: dict[str, tuple[type, float, float]] = {
+    "nlist": (int, 1, 1 << 20), "m": (int, 1, 65_536), "nprobe": (int, 1, 1 << 20),
+    "k_factor": (float, 1, 4096), "train_size": (int, 1, 1 << 31), "niter": (int, 1, 1000),
+    "M": (int, 2, 512), "efConstruction": (int, 1, 1 << 16), "efSearch": (int, 1, 1 << 16),
+}
+"""Type and range of every index parameter (build, search, index.json): a negative M made faiss allocate until
+std::bad_alloc, nlist=0 crashed it."""
+
+
+def check_params(kind: str, params: dict[str, Any], where: str = "") -> None:
+    """Raise ValueError naming the first parameter of the wrong type or outside `PARAM_LIMITS`."""
+    for name, value in params.items():
+        if name not in PARAM_LIMITS:
+            continue
+        kind_of, low, high = PARAM_LIMITS[name]
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or (kind_of is int and not float(value).is_integer()) or not low <= value <= high:
+            what = "an integer" if kind_of is int else "a number"
+            raise ValueError(f"{where}{kind} index: {name}={value!r} must be {what} in [{low:g}, {high:g}]")
 
 
 def _apply_search_params(index: faiss.Index, kind: str, params: dict[str, Any]) -> None:
@@ -162,7 +184,7 @@ def _make_faiss_index(x: np.ndarray, kind: str, params: dict[str, Any], seed: in
         index = faiss.IndexHNSWFlat(dim, int(params["M"]), faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = int(params["efConstruction"])
     else:
-        if dim % int(params["m"]):
+        if dim % int(params["m"]) or int(params["m"]) > dim:
             raise ValueError(f"ivfpq: m={params['m']} sub-quantisers must divide the dimension {dim}")
         if n < params["nlist"]:
             raise ValueError(f"ivfpq: {n} vectors cannot train nlist={params['nlist']} lists; use kind='exact'")
@@ -457,6 +479,7 @@ class RetrievalIndex:
         unknown = set(params) - set(allowed)
         if unknown:
             raise ValueError(f"{self.metadata.kind} index: unknown search params {sorted(unknown)}; use {allowed}")
+        check_params(self.metadata.kind, params)
         self.metadata.params.update(params)
         _apply_search_params(self.index, self.metadata.kind, self.metadata.params)
 
@@ -468,6 +491,11 @@ class RetrievalIndex:
         Speed against recall, for this call only: ``recall=0.98`` takes the fastest point the build's calibration
         measured at that recall or more (the highest-recall one if none reached it); or explicit knobs
         (ivfpq: ``nprobe=``, ``k_factor=``; hnsw: ``efSearch=``).
+
+        Memory is bounded whatever the caller passes: queries go to faiss in batches whose working memory (the
+        k x k_factor re-ranked candidates of IVF-PQ, the result heaps, the id strings) stays within
+        `SEARCH_BATCH_BYTES`, and faiss is asked for at most as many results as the index holds; only the
+        returned (q, k) arrays grow with q and k.
         """
         q = _as_float32_rows(queries, "queries")
         if q.shape[1] != self.metadata.dimension:
@@ -476,18 +504,38 @@ class RetrievalIndex:
                 f"(index built from {self.metadata.fingerprint or 'an unnamed model'}, space "
                 f"{self.metadata.space or '?'})"
             )
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        search_params = self._call_params(recall, params)
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be an integer >= 1, got {k!r}")
+        k = int(k)
+        knobs = self._call_knobs(recall, params)
+        search_params = _search_parameters(self.metadata.kind, {**self.metadata.params, **knobs}) if knobs else None
         if self.metadata.metric == "ip":
             faiss.normalize_L2(q)
-        scores, rows = self.index.search(q, int(k), params=search_params)
-        found = rows >= 0
-        ids = np.where(found, self.ids[np.where(found, rows, 0)], "")
-        return np.where(found, scores, -np.inf).astype(np.float32), ids
+        depth = min(k, len(self))  # faiss never finds more than the index holds
+        batch = self._batch_rows(depth, {**self.metadata.params, **knobs})
+        scores = np.full((len(q), k), -np.inf, dtype=np.float32)
+        ids = np.full((len(q), k), "", dtype=self.ids.dtype)
+        parts = max(1, -(-len(q) // batch))
+        bounds = [len(q) * part // parts for part in range(parts + 1)]  # equal batches (+-1): none a sliver
+        for start, stop in zip(bounds[:-1], bounds[1:]):
+            found_scores, rows = self.index.search(q[start:stop], depth, params=search_params)
+            found = rows >= 0
+            scores[start:stop, :depth] = np.where(found, found_scores, -np.inf)
+            ids[start:stop, :depth] = np.where(found, self.ids[np.where(found, rows, 0)], "")
+        return scores, ids
 
-    def _call_params(self, recall: float | None, params: dict[str, Any]) -> Any:
-        """faiss SearchParameters for one call (None: the index's stored settings)."""
+    def _batch_rows(self, depth: int, knobs: dict[str, Any]) -> int:
+        """Queries per faiss call such that the call's working memory stays within `SEARCH_BATCH_BYTES`."""
+        per_result = 4 + 8 + 8 + 4 * max(1, self.ids.dtype.itemsize // 4)  # score, row, temporaries, id string
+        per_query = depth * per_result
+        if self.metadata.kind == "ivfpq":  # the base index's candidates, re-ranked on the stored vectors
+            per_query += 2 * int(depth * float(knobs.get("k_factor", 1))) * 12
+        elif self.metadata.kind == "hnsw":
+            per_query += 2 * max(depth, int(knobs.get("efSearch", 16))) * 12
+        return max(1, SEARCH_BATCH_BYTES // per_query)
+
+    def _call_knobs(self, recall: float | None, params: dict[str, Any]) -> dict[str, Any]:
+        """The search knobs of one call ({}: the index's stored settings)."""
         kind = self.metadata.kind
         unknown = set(params) - set(_SEARCH_PARAMS[kind])
         if unknown:
@@ -499,12 +547,13 @@ class RetrievalIndex:
                 raise ValueError(f"recall must be in (0, 1], got {recall}")
             points = self.metadata.calibration.get("points")
             if kind == "exact":
-                return None
+                return {}
             if not points:
                 raise ValueError(f"this {kind} index was built without recall calibration (fixed params "
                                  f"{self.metadata.params}); rebuild it with recall=..., or pass explicit params")
             params = {key: pick_point(points, recall)[key] for key in _SEARCH_PARAMS[kind]}
-        return _search_parameters(kind, {**self.metadata.params, **params}) if params else None
+        check_params(kind, params)
+        return dict(params)
 
     def save(self, directory: str | os.PathLike[str], overwrite: bool = False) -> Path:
         """Write index + metadata + ids to ``directory`` atomically (temp folder beside it, then an atomic swap).
@@ -556,6 +605,9 @@ _META_TYPES: dict[str, tuple[type, ...]] = {
     "calibration": (dict,),
 }
 MAX_DIMENSION = 65_536
+MAX_META_BYTES = 16 << 20
+MAX_ID_BYTES = 4096
+"""index.json and ids.json are read whole: a larger file than they can need is refused before it is read."""
 
 
 class IndexFileError(ValueError):
@@ -586,10 +638,12 @@ def _check_metadata(meta: Any, file: Path) -> IndexMetadata:
                              f"crjepa writes (exact, hnsw, ivfpq); {rebuild}")
     params = meta.get("params", {})
     for name in _SEARCH_PARAMS[meta["kind"]]:
-        if not isinstance(params.get(name), (int, float)) or isinstance(params.get(name), bool) or \
-                not 0 < params[name] <= 1_000_000:
-            raise IndexFileError(f"{file}: search parameter {name}={params.get(name)!r} is missing or out of range; "
-                                 f"{rebuild}")
+        if name not in params:
+            raise IndexFileError(f"{file}: search parameter {name} is missing; {rebuild}")
+    try:
+        check_params(meta["kind"], params)
+    except ValueError as err:
+        raise IndexFileError(f"{file}: {err}; {rebuild}") from None
     points = meta.get("calibration", {}).get("points", [])
     if not isinstance(points, list) or not all(
             isinstance(point, dict) and all(isinstance(point.get(name), (int, float)) and not isinstance(
@@ -601,24 +655,218 @@ def _check_metadata(meta: Any, file: Path) -> IndexMetadata:
     return IndexMetadata(**meta)
 
 
-def _read_faiss(file: Path, kind: str, metric: str, dimension: int) -> faiss.Index:
-    """faiss.read_index through a Python stream that refuses any structure but the ones of ``kind``.
+_CLASS_NAMES = {b"IxFI": "IndexFlatIP", b"IxF2": "IndexFlatL2", b"IHNf": "IndexHNSWFlat", b"IxRF": "IndexRefineFlat",
+                b"IwPf": "IndexIVFPQFastScan"}
+_METRIC_CODES = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
+_HEADER_DUMMY = 1 << 20  # faiss writes two constant 8-byte fields in every index header
+_MAX_COUNT = 1 << 40  # faiss' own bound on a vector's length
 
-    Every 4-byte read that looks like a faiss fourcc (four ASCII letters or digits; no legitimate integer
-    field of our indices is that large) must be one we write: a crafted file declaring on-disk ("ilod") or
-    other inverted lists stops before faiss acts on it. No IO flags: never memory-mapped."""
-    allowed, cls = _FOURCC[(kind, metric)]
+
+class _Layout:
+    """The reads faiss makes of an index file that `build_index` wrote, checked as they happen (`_read_faiss`).
+
+    A generator per faiss structure (`header`, `flat`, `hnsw`, `ivfpq_fastscan`, `refine`) yields what faiss must
+    read next, ``("field", n)`` (a scalar: its bytes come back through ``send``, checked before faiss sees them) or
+    ``("blob", n, check)`` (the payload of a vector, whose length was checked against the bytes left in the file
+    before faiss allocates it; ``check`` sees its chunks, e.g. graph neighbours must be node ids). Every size (a
+    vector length, a number of lists, a code size) is checked against the file's real size and the structure's
+    other fields before faiss acts on it, so a 64 KB file cannot make faiss allocate gigabytes. The layout is faiss
+    1.9-1.15's; another faiss writing another layout gets a clear refusal, never an unchecked read."""
+
+    def __init__(self, file: Path, size: int, kind: str, metric: str, dimension: int, rebuild: str) -> None:
+        self.file, self.size, self.kind, self.metric, self.dimension, self.rebuild = (
+            file, size, kind, metric, dimension, rebuild)
+        self.position = 0  # bytes consumed so far (updated by the reader)
+
+    # -------------------------------------------------------------------------------- errors
+    def refuse(self, why: str) -> IndexFileError:
+        return IndexFileError(f"{self.file} {why}; refusing to load it: {self.rebuild}")
+
+    def corrupt(self, why: str) -> IndexFileError:
+        return IndexFileError(f"{self.file} is truncated or corrupt ({why}); {self.rebuild}")
+
+    # -------------------------------------------------------------------------------- primitives
+    def field(self, fmt: str):
+        data = yield ("field", struct.calcsize(fmt))
+        return struct.unpack(fmt, data)[0]
+
+    def vector(self, element: int, what: str, exact: int | None = None, most: int | None = None,
+               check: Any = None):
+        """A faiss vector: an 8-byte count, then count x element bytes (read only when the file holds them)."""
+        count = yield from self.field("<Q")
+        left = self.size - self.position
+        if count >= _MAX_COUNT or count * element > left:
+            raise self.corrupt(f"{what} claims {count:,} x {element} bytes at byte {self.position:,}, "
+                               f"{left:,} bytes are left")
+        if exact is not None and count != exact:
+            raise self.corrupt(f"{what} holds {count:,} values, the index structure needs {exact:,}")
+        if most is not None and count > most:
+            raise self.corrupt(f"{what} holds {count:,} values, at most {most:,} are possible")
+        if count:
+            yield ("blob", count * element, check)
+        return count
+
+    def int_in(self, fmt: str, what: str, low: int, high: int):
+        value = yield from self.field(fmt)
+        if not low <= value <= high:
+            raise self.corrupt(f"{what} is {value}, outside [{low}, {high}]")
+        return value
+
+    # -------------------------------------------------------------------------------- structures
+    def index(self, allowed: tuple[bytes, ...], ntotal: int | None = None):
+        """One index: its fourcc (one of ``allowed``), the common header, then its own fields."""
+        fourcc = yield from self.field("4s")
+        if fourcc not in allowed:
+            name = fourcc.decode("latin-1")
+            shown = name if name.isprintable() else repr(fourcc)
+            raise self.refuse(f"holds faiss structure {shown!r}, not a{'n' if self.kind[0] in 'aeiou' else ''} "
+                              f"{self.kind} index as crjepa writes it")
+        d = yield from self.field("<i")
+        if d != self.dimension:
+            raise IndexFileError(f"{self.file} holds a {_CLASS_NAMES[fourcc]} of dimension {d}; index.json says a "
+                                 f"{self.kind} index of dimension {self.dimension}: {self.rebuild}")
+        count = yield from self.field("<q")
+        if not 0 <= count <= self.size or (ntotal is not None and count != ntotal):
+            raise self.corrupt(f"the {_CLASS_NAMES[fourcc]} claims {count:,} vectors")
+        for _ in range(2):
+            if (yield from self.field("<q")) != _HEADER_DUMMY:
+                raise self.refuse("has a header faiss does not write")
+        yield from self.int_in("<B", "is_trained", 0, 1)
+        metric = yield from self.field("<i")
+        if metric != _METRIC_CODES[self.metric]:
+            raise self.refuse(f"uses metric {metric}, not the {self.metric!r} of index.json")
+        body = {b"IxFI": self.flat, b"IxF2": self.flat, b"IHNf": self.hnsw, b"IxRF": self.refine,
+                b"IwPf": self.ivfpq_fastscan}[fourcc]
+        yield from body(count)
+        return count
+
+    def flat(self, count: int):
+        yield from self.vector(4, "the stored vectors", exact=count * self.dimension)
+
+    def hnsw(self, count: int):
+        levels: list[np.ndarray] = []
+        offsets: list[np.ndarray] = []
+        yield from self.vector(8, "assign_probas", most=64)
+        cum = []
+        yield from self.vector(4, "cum_nneighbor_per_level", most=65,
+                               check=lambda chunk: cum.append(np.frombuffer(chunk, np.int32)))
+        yield from self.vector(4, "levels", exact=count,
+                               check=lambda chunk: levels.append(np.frombuffer(chunk, np.int32)))
+        yield from self.vector(8, "offsets", exact=count + 1,
+                               check=lambda chunk: offsets.append(np.frombuffer(chunk, np.uint64)))
+        per_level = np.concatenate(cum) if cum else np.zeros(0, np.int32)
+        level = np.concatenate(levels) if levels else np.zeros(0, np.int32)
+        offset = np.concatenate(offsets) if offsets else np.zeros(0, np.uint64)
+        if len(per_level) < 2 or per_level[0] != 0 or np.any(np.diff(per_level) < 0):
+            raise self.corrupt("the HNSW neighbour counts per level are not a cumulative sum")
+        if count and (level.min() < 1 or level.max() >= len(per_level)):
+            raise self.corrupt("an HNSW node has a level outside the graph's levels")
+        if offset[0] != 0 or np.any(np.diff(offset.astype(np.int64)) != per_level[level].astype(np.int64)):
+            raise self.corrupt("the HNSW neighbour lists do not match the nodes' levels")
+
+        def neighbours(chunk: bytes) -> None:
+            ids = np.frombuffer(chunk, np.int32)
+            if ids.size and (ids.min() < -1 or ids.max() >= count):
+                raise self.corrupt(f"an HNSW neighbour is not a node id (0..{count - 1})")
+
+        yield from self.vector(4, "neighbors", exact=int(offset[-1]), check=neighbours)
+        entry = yield from self.field("<i")
+        top = yield from self.field("<i")
+        if count and (not 0 <= entry < count or top != int(level.max()) - 1):
+            raise self.corrupt("the HNSW entry point or top level does not fit the graph")
+        for what in ("efConstruction", "efSearch", "upper_beam"):
+            yield from self.int_in("<i", what, 0, 1 << 24)
+        yield from self.index((b"IxFI",), ntotal=count)  # the stored vectors
+
+    def refine(self, count: int):
+        yield from self.index((b"IwPf",), ntotal=count)
+        yield from self.index((b"IxFI",), ntotal=count)
+        k_factor = yield from self.field("<f")
+        if not 0 < k_factor <= 1e6:
+            raise self.corrupt(f"k_factor is {k_factor}")
+
+    def ivfpq_fastscan(self, count: int):
+        nlist = yield from self.int_in("<Q", "nlist", 1, max(1, (self.size - self.position) // 16))
+        yield from self.field("<Q")  # nprobe: the index's own setting, replaced by index.json's
+        yield from self.index((b"IxFI",), ntotal=nlist)  # the coarse quantiser
+        yield from self.int_in("<B", "the direct map", 0, 0)
+        yield from self.vector(8, "the direct map", exact=0)
+        yield from self.int_in("<B", "by_residual", 0, 0)
+        yield from self.field("<Q")  # code_size, derived from the PQ below
+        bbs = yield from self.int_in("<i", "bbs", 32, 1024)
+        m2 = yield from self.field("<Q")
+        yield from self.int_in("<i", "implem", 0, 15)
+        yield from self.int_in("<Q", "qbs2", 0, 1 << 16)
+        if (yield from self.field("<Q")) != self.dimension:
+            raise self.corrupt("the product quantiser's dimension differs from the index's")
+        m = yield from self.int_in("<Q", "the number of sub-quantisers", 1, self.dimension)
+        nbits = yield from self.int_in("<Q", "the bits per code", 4, 4)
+        if self.dimension % m or m2 != m + (m % 2) or bbs % 32:
+            raise self.corrupt("the product quantiser's fields do not fit together")
+        yield from self.vector(4, "the PQ centroids", exact=self.dimension << nbits)
+        if (yield from self.field("4s")) != b"ilbl":
+            raise self.refuse("holds inverted lists of another kind than the in-memory blocks crjepa writes")
+        yield from self.int_in("<Q", "the number of inverted lists", nlist, nlist)
+        yield from self.field("<Q")  # code_size
+        per_block = yield from self.int_in("<Q", "codes per block", bbs, bbs)
+        block = yield from self.int_in("<Q", "the block size", bbs * m2 // 2, bbs * m2 // 2)
+        total = 0
+
+        def list_ids(chunk: bytes) -> None:
+            ids = np.frombuffer(chunk, np.int64)
+            if ids.size and (ids.min() < 0 or ids.max() >= count):
+                raise self.corrupt(f"an inverted list holds an id outside 0..{count - 1}")
+
+        for _ in range(nlist):
+            size = yield from self.vector(8, "an inverted list's ids", most=count - total, check=list_ids)
+            total += size
+            yield from self.vector(1, "an inverted list's codes", exact=-(-size // per_block) * block)
+        if total != count:
+            raise self.corrupt(f"the inverted lists hold {total:,} vectors, the index {count:,}")
+
+
+def _read_faiss(file: Path, kind: str, metric: str, dimension: int) -> faiss.Index:
+    """faiss.read_index through a Python stream that lets faiss read only what `_Layout` expects for ``kind``.
+
+    Every field faiss reads is checked before faiss sees it: the structures must be the ones `build_index` writes
+    for the recorded kind (a crafted file declaring on-disk ("ilod") or other inverted lists stops before faiss
+    acts on it), every length must fit in the bytes the file really has, graph neighbours and list ids must be
+    valid. No IO flags: never memory-mapped."""
+    _, cls = _FOURCC[(kind, metric)]
     rebuild = f"rebuild it with `crjepa index` (or delete {file.parent})"
-    seen: list[bytes] = []
+    layout = _Layout(file, file.stat().st_size, kind, metric, dimension, rebuild)
+    plan = layout.index((_TOP[(kind, metric)],))
+    step: list[Any] = [next(plan)]
+    blob_left = [0]
 
     with file.open("rb") as stream:
         def read(n: int) -> bytes:
+            want = step[0]
+            if want is None:
+                raise layout.refuse("holds more than the index structure crjepa writes")
+            if want[0] == "field":
+                if n != want[1] or blob_left[0]:
+                    raise layout.refuse(f"is read in a layout this crjepa cannot check (faiss {faiss.__version__} "
+                                        f"read {n} bytes at byte {layout.position:,})")
+                data = stream.read(n)
+                layout.position += len(data)
+                if len(data) < n:
+                    raise layout.corrupt(f"it ends at byte {layout.position:,}")
+                step[0] = _advance(plan, data)
+                return data
+            left = blob_left[0] or want[1]
+            if n > left:
+                raise layout.refuse(f"is read in a layout this crjepa cannot check (faiss {faiss.__version__} "
+                                    f"read {n} bytes at byte {layout.position:,})")
             data = stream.read(n)
-            if n == 4 and len(data) == 4 and all(48 <= c <= 122 and chr(c).isalnum() for c in data):
-                if not seen and data != _TOP[(kind, metric)] or data not in allowed:
-                    raise IndexFileError(f"{file} holds faiss structure {data.decode()!r}, not a {kind} index as "
-                                         f"crjepa writes it; refusing to load it: {rebuild}")
-                seen.append(data)
+            layout.position += len(data)
+            if want[2] is not None and data:
+                want[2](data)
+            blob_left[0] = left - len(data)
+            if len(data) < n:
+                raise layout.corrupt(f"it ends at byte {layout.position:,}")
+            if not blob_left[0]:
+                step[0] = _advance(plan, None)
             return data
 
         try:
@@ -632,20 +880,37 @@ def _read_faiss(file: Path, kind: str, metric: str, dimension: int) -> faiss.Ind
             if "IndexFileError" in str(err) or "refusing to load" in str(err):
                 raise IndexFileError(str(err).split("IndexFileError: ")[-1].strip().splitlines()[0]) from None
             raise IndexFileError(f"{file} is truncated or corrupt (faiss could not read it); {rebuild}") from None
+    if step[0] is not None:
+        raise layout.corrupt("faiss stopped before the end of the index structure")
     if type(index) is not cls or index.d != dimension:  # read_index returns the concrete class (and owns it)
         raise IndexFileError(f"{file} holds a {type(index).__name__} of dimension {index.d}; index.json says a "
                              f"{kind} index of dimension {dimension}: {rebuild}")
     return index
 
 
+def _advance(plan: Any, data: bytes | None) -> Any:
+    """The next expected read of a layout generator (None once it is complete)."""
+    try:
+        return plan.send(data)
+    except StopIteration:
+        return None
+
+
 def _read_index_folder(path: Path) -> tuple[faiss.Index, np.ndarray, IndexMetadata]:
     meta_file, ids_file = path / META_FILE, path / IDS_FILE
+    if meta_file.stat().st_size > MAX_META_BYTES:
+        raise IndexFileError(f"{meta_file} is {meta_file.stat().st_size:,} bytes, more than index metadata can need "
+                             f"({MAX_META_BYTES:,}); rebuild the index")
     try:
         meta = json.loads(meta_file.read_text())
     except (ValueError, UnicodeDecodeError) as err:
         raise IndexFileError(f"{meta_file} is not valid JSON ({err}); rebuild the index") from None
     metadata = _check_metadata(meta, meta_file)
     index = _read_faiss(path / INDEX_FILE, metadata.kind, metadata.metric, metadata.dimension)
+    most = 16 + index.ntotal * (MAX_ID_BYTES + 8)  # JSON of ntotal ids (read whole: checked against the count first)
+    if ids_file.stat().st_size > most:
+        raise IndexFileError(f"{ids_file} is {ids_file.stat().st_size:,} bytes, more than {index.ntotal:,} ids can "
+                             "take; rebuild the index")
     try:
         ids = json.loads(ids_file.read_text())
     except (ValueError, UnicodeDecodeError) as err:
@@ -705,6 +970,9 @@ def build_index(
     if unknown:
         raise ValueError(f"{resolved} index: unknown parameters {sorted(unknown)}; accepted: {sorted(defaults)}")
     full = {**defaults, **params}
+    check_params(resolved, full)
+    if resolved == "ivfpq" and not full["nlist"] <= full["train_size"]:
+        raise ValueError(f"ivfpq index: train_size={full['train_size']} must be at least nlist={full['nlist']}")
     if metric == "ip":
         faiss.normalize_L2(x)
     elif metric != "l2" or resolved != "exact":

@@ -51,6 +51,12 @@ def load_checkpoint_model(checkpoint: str | os.PathLike) -> tuple[Any, dict[str,
     if not isinstance(run_config, dict):
         raise ConfigError(f"{checkpoint / 'trainer_state.json'} holds no run configuration (a checkpoint written "
                           "before crjepa stored it); rerun from its YAML with --resume to save a new one")
+    from crjepa.utils.files import FileCheckError, check_safetensors
+
+    try:
+        check_safetensors(checkpoint / WEIGHTS_FILE)
+    except FileCheckError as exc:
+        raise ConfigError(str(exc)) from None
     model = model_for_config(build_model_config(run_config))
     weights = load_file(str(checkpoint / WEIGHTS_FILE))
     missing, unexpected = model.load_state_dict(weights, strict=False)
@@ -75,7 +81,10 @@ def export_checkpoint(path: str | os.PathLike, output: str | os.PathLike, step: 
     from crjepa.hub.cards import render_model_card
     from crjepa.utils.atomic import atomic_dir
 
+    from crjepa.utils.atomic import check_not_inside
+
     checkpoint = find_checkpoint(path, step)
+    check_not_inside(output, checkpoint, what="-o folder")
     model, run_config, state = load_checkpoint_model(checkpoint)
     model = model.to(torch.device(device))
     results = None

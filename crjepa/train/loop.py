@@ -100,7 +100,11 @@ def load_data(config: dict[str, Any], model_config: Any) -> Any:
         if "data.name" not in config.get("cli_keys", ()):
             data["name"] = export_name(path)
     else:
-        dataset = load_paired_dataset(data["source"], **dict(data["options"] or {}))
+        try:
+            dataset = load_paired_dataset(data["source"], **dict(data["options"] or {}))
+        except TypeError as exc:  # an option the data source does not take
+            raise ConfigError(f"data.options {dict(data['options'] or {})} do not fit the data source "
+                              f"{data['source']!r}: {exc}") from None
     where = str(data["path"] or data["source"])
     # both directions: a config sensor the data lacks, or a data sensor the config lacks, stops the run here
     check_sensors(dataset, model_config.sensors, exact=True, where=where)
@@ -526,6 +530,12 @@ def start(run: Run) -> TrainState:
     if state.checkpoint is not None:
         saved = read_state(state.checkpoint)
         check_resume(run, saved, state.checkpoint)
+        from crjepa.utils.files import FileCheckError, check_safetensors_in
+
+        try:
+            check_safetensors_in(state.checkpoint)
+        except FileCheckError as exc:
+            raise ConfigError(f"Cannot resume: {exc}") from None
         try:
             accelerator.load_state(str(state.checkpoint))
         except (RuntimeError, KeyError, ValueError, OSError) as exc:

@@ -124,6 +124,38 @@ DEFAULTS: dict[str, Any] = {
     },
 }
 
+RANGES: dict[str, tuple[str, float, float, bool]] = {
+    # key: (kind, low, high, nullable); kind "int" (no fractions, no booleans) or "number" (finite)
+    "seed": ("int", 0, 2**32 - 1, False),
+    "data.batch_size": ("int", 1, 1 << 20, False),
+    "data.num_workers": ("int", 0, 1024, False),
+    "training.epochs": ("number", 1e-9, 1e6, False),
+    "training.max_steps": ("int", 1, 2**62, True),
+    "training.gradient_accumulation_steps": ("int", 1, 1 << 16, False),
+    "training.max_grad_norm": ("number", 1e-12, math.inf, False),
+    "training.weight_decay": ("number", 0, math.inf, False),
+    "training.lr_start": ("number", 0, math.inf, False),
+    "training.lr": ("number", 0, math.inf, False),
+    "training.lr_end": ("number", 0, math.inf, False),
+    "training.warmup_epochs": ("number", 0, 1e6, False),
+    "training.max_skipped_steps": ("int", 0, 2**62, False),
+    "eval.k": ("int", 1, 1 << 20, False),
+    "eval.batch_size": ("int", 1, 1 << 20, False),
+    "eval.every_epochs": ("int", 0, 2**62, True),
+    "eval.every_steps": ("int", 0, 2**62, True),
+    "checkpoint.every_steps": ("int", 0, 2**62, True),
+    "checkpoint.keep_last": ("int", 1, 1 << 20, False),
+    "logging.every_steps": ("int", 1, 2**62, False),
+}
+"""Type and range of every numeric key (checked with the rest of the configuration, before anything runs): a value
+that passed the key check used to fail after a step or a whole epoch (``logging.every_steps 0``, ``eval.k 0``) or
+deep in a library (``data.batch_size 32.5``)."""
+TEXT_KEYS = ("output_dir", "data.train_split", "eval.query_split", "embeddings.split", "logging.project_name")
+"""Keys that must be non-empty strings."""
+OPTIONAL_TEXT_KEYS = ("data.path", "data.name", "data.hub_id", "eval.gallery_split", "hub.hub_model_id",
+                      "hub.hub_embeddings_id")
+INDEX_KINDS = ("auto", "exact", "hnsw", "ivfpq")
+
 COMPILE_MODES = ("auto", "none", "blocks", "model")
 """training.compile: see DEFAULTS."""
 
@@ -339,32 +371,56 @@ def check_run_config(config: dict[str, Any]) -> None:
                 errors.append(f"{key} must be true or false, found {value!r}")
         elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
             _set(config, key, float(value))
-        elif isinstance(default, (int, float)) and not (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        elif key not in RANGES and isinstance(default, (int, float)) and not (
+                isinstance(value, (int, float)) and not isinstance(value, bool)):
             errors.append(f"{key} must be a number, found {value!r}")
+    errors += _range_errors(flat)
     training, data = config["training"], config["data"]
     if config["model"].get("preset") not in PRESETS:
         errors.append(f"model.preset must be one of {sorted(PRESETS)}, found {config['model'].get('preset')!r}")
     if not isinstance(data["extra_sources"] or {}, dict):
         errors.append(f"data.extra_sources must map names to exported folders, found {data['extra_sources']!r}")
-    if data["pair_share"] is not None and not (isinstance(data["pair_share"], (int, float)) and 0 < data["pair_share"] < 1):
+    if data["pair_share"] is not None and not (isinstance(data["pair_share"], (int, float)) and not isinstance(
+            data["pair_share"], bool) and 0 < data["pair_share"] < 1):
         errors.append(f"data.pair_share must be a number between 0 and 1 (exclusive) or null, found {data['pair_share']!r}")
     if data["mix"] is not None and not (isinstance(data["mix"], dict) and data["extra_sources"]):
         errors.append(f"data.mix must be {{name: share}} and needs data.extra_sources, found {data['mix']!r}")
-    for key in ("batch_size",):
-        if isinstance(data[key], int) and data[key] < 1:
-            errors.append(f"data.{key} must be >= 1, found {data[key]}")
-    if isinstance(training["gradient_accumulation_steps"], int) and training["gradient_accumulation_steps"] < 1:
-        errors.append("training.gradient_accumulation_steps must be >= 1")
+    elif isinstance(data["mix"], dict) and not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1 for v in data["mix"].values()):
+        errors.append(f"data.mix shares must be numbers in (0, 1], found {data['mix']!r}")
+    if not isinstance(data["options"] or {}, dict):
+        errors.append(f"data.options must be a mapping of the data source's options, found {data['options']!r}")
+    elif data["path"] is None and str(data["source"]) == "synthetic":
+        from crjepa.data.schema import DataError, check_synthetic_options
+
+        try:
+            check_synthetic_options(data["options"] or {}, where="data.options")
+        except DataError as exc:
+            errors.append(str(exc))
+    betas = training["betas"]
+    if not (isinstance(betas, (list, tuple)) and len(betas) == 2 and all(
+            isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)):
+        errors.append(f"training.betas must be two numbers in [0, 1) (AdamW's beta1, beta2), found {betas!r}")
     if training["mixed_precision"] not in (None, "no", "fp16", "bf16", "fp8"):
         errors.append(f"training.mixed_precision must be no, fp16, bf16 or null, found {training['mixed_precision']!r}")
     if training["nonfinite"] not in ("stop", "skip"):
         errors.append(f"training.nonfinite must be stop or skip, found {training['nonfinite']!r}")
-    if isinstance(training["max_skipped_steps"], int) and training["max_skipped_steps"] < 0:
-        errors.append("training.max_skipped_steps must be >= 0")
     if training["compile"] not in COMPILE_MODES:
         errors.append(f"training.compile must be one of {list(COMPILE_MODES)}, found {training['compile']!r}")
-    if isinstance(training["epochs"], (int, float)) and training["epochs"] <= 0:
-        errors.append(f"training.epochs must be positive, found {training['epochs']}")
+    if config["embeddings"]["index"] not in INDEX_KINDS:
+        errors.append(f"embeddings.index must be one of {list(INDEX_KINDS)}, found {config['embeddings']['index']!r}")
+    for key in TEXT_KEYS + OPTIONAL_TEXT_KEYS:
+        value = flat.get(key)
+        if (value is not None or key in TEXT_KEYS) and not (isinstance(value, str) and value.strip()):
+            errors.append(f"{key} must be a non-empty string{'' if key in TEXT_KEYS else ' or null'}, found {value!r}")
+    from crjepa.hub.access import is_repo_id
+
+    for key in ("data.hub_id", "hub.hub_model_id", "hub.hub_embeddings_id"):
+        if flat.get(key) is not None and not is_repo_id(flat[key]):
+            errors.append(f"{key} must be a Hub repo id like user/name (letters, digits, - _ .), found {flat[key]!r}")
+    report = config["logging"]["report_to"]
+    if not (isinstance(report, str) or isinstance(report, list) and all(isinstance(r, str) for r in report)):
+        errors.append(f"logging.report_to must be a tracker name or a list of them, found {report!r}")
     hub = config["hub"]
     if hub["push_to_hub"] and not hub["hub_model_id"]:
         errors.append("hub.push_to_hub needs --hub_model_id user/name")
@@ -372,6 +428,26 @@ def check_run_config(config: dict[str, Any]) -> None:
         errors.append("hub.push_embeddings needs --hub_embeddings_id user/name")
     if errors:
         raise ConfigError("Invalid training configuration:\n  - " + "\n  - ".join(errors))
+
+
+def _range_errors(flat: dict[str, Any]) -> list[str]:
+    """One message per key of `RANGES` whose value has the wrong type or lies outside its range."""
+    errors = []
+    for key, (kind, low, high, nullable) in RANGES.items():
+        value = flat.get(key)
+        if value is None and nullable:
+            continue
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        whole = number and (isinstance(value, int) or kind == "number")
+        if not whole or not low <= value <= high:
+            what = "an integer" if kind == "int" else "a number"
+            bounds = f"in [{_shown(low)}, {_shown(high)}]" if high < 2**40 else f">= {_shown(low)}"
+            errors.append(f"{key} must be {what} {bounds}{' or null' if nullable else ''}, found {value!r}")
+    return errors
+
+
+def _shown(bound: float) -> str:
+    return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
 
 
 def build_model_config(config: dict[str, Any]) -> CRJepaConfig:
@@ -752,12 +828,17 @@ def save_checkpoint(accelerator: Any, output_dir: str | os.PathLike, step: int, 
                 shutil.rmtree(old, ignore_errors=True)
             for stale in root.glob(".tmp-*"):
                 shutil.rmtree(stale, ignore_errors=True)
-    except OSError as exc:
+    except Exception as exc:  # torch's zip writer and safetensors report a full disk in their own words
+        from crjepa.utils.atomic import write_failure
+
+        failure = write_failure(exc, temporary)  # before the partial files are removed: the disk is still full
         shutil.rmtree(temporary, ignore_errors=True)
+        if failure is None:
+            raise
         previous = latest_checkpoint(output_dir)
         raise CheckpointError(
-            f"could not write checkpoint {final} ({exc.strerror or exc}"
-            + (f": {exc.filename}" if exc.filename else "") + "); "
+            f"could not write checkpoint {final} ({failure.strerror or failure}"
+            + (f": {failure.filename}" if failure.filename else "") + "); "
             + (f"the previous checkpoint {previous} is intact: free space (or fix the folder) and rerun with --resume"
                if previous else "no earlier checkpoint exists: free space (or fix the folder) and rerun")) from None
     accelerator.wait_for_everyone()

@@ -11,7 +11,11 @@ Promises (docs/RELIABILITY.md):
 - readers never see a half-written or half-replaced folder: the new folder is complete (files and folder
   fsynced) before it is swapped in with one atomic ``renameat2(RENAME_EXCHANGE)`` (Linux), so the target path
   always names a complete folder (elsewhere: two renames, and readers retry, see `read_consistently`);
-- the folder gets the user's umask (not mkdtemp's 0700).
+- the folder gets the user's umask (not mkdtemp's 0700);
+- a write that fails because the disk is full or read-only surfaces as the `OSError` it is (`write_failure`), even
+  when a library reports it as its own exception (torch's zip writer, safetensors, faiss, pyarrow), so every
+  command prints one line naming the file instead of a traceback, and the old output stays;
+- an output never lies in the data it is made from (`check_not_inside`): replacing it would delete the input.
 
 Not imported by the model (remote code); imports only the standard library.
 """
@@ -37,9 +41,10 @@ MARKER_FILE = ".crjepa-output.json"
 MARKER_VERSION = 1
 T = TypeVar("T")
 
-__all__ = ["MARKER_FILE", "LockedError", "OutputExistsError", "atomic_dir", "atomic_write_json", "atomic_write_text",
-           "check_replaceable", "fsync_tree",
-           "read_consistently", "read_marker", "write_marker"]
+__all__ = ["MARKER_FILE", "LockedError", "OutputExistsError", "atomic_dir", "atomic_write_bytes", "atomic_write_json",
+           "atomic_write_text",
+           "check_not_inside", "check_replaceable", "fsync_tree", "publish_dir", "read_consistently", "read_marker",
+           "write_failure", "write_marker"]
 
 
 class OutputExistsError(FileExistsError):
@@ -75,6 +80,63 @@ def check_replaceable(target: str | os.PathLike[str], kind: str, overwrite: bool
         return
     if marker["kind"] != kind:
         raise OutputExistsError(f"{target} holds a crjepa {marker['kind']}, not a {kind}; refusing to replace it: {flag}")
+
+
+def check_not_inside(output: str | os.PathLike[str], source: str | os.PathLike[str], what: str = "output",
+                     contains: bool = True) -> None:
+    """Raise `OutputExistsError` when ``output`` is ``source`` or lies inside it (or, with ``contains``, holds it):
+    writing or replacing the output would change or delete the data it is made from. Symlinks are resolved."""
+    out, src = Path(output).expanduser().resolve(), Path(source).expanduser().resolve()
+    if out == src or src in out.parents or (contains and out in src.parents):
+        relation = "is" if out == src else "lies inside" if src in out.parents else "contains"
+        raise OutputExistsError(f"The {what} {output} {relation} the input {source}: writing it would change or delete "
+                                "the input; choose an output folder outside the input")
+
+
+DISK_FULL_TEXT = ("No space left on device", "os error 28", "Errno 28", "errno 28", "Disk quota exceeded")
+READ_ONLY_TEXT = ("Read-only file system", "os error 30", "Errno 30", "errno 30")
+LOW_SPACE_BYTES = 1 << 20
+"""Free space below which a failed write is taken for a full disk (the library said only "write failed")."""
+
+
+WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EIO, errno.EFBIG}
+"""errno values of a failed write: disk full, read-only file system, quota, I/O error, file too large."""
+
+
+def write_failure(exc: BaseException, path: str | os.PathLike[str]) -> OSError | None:
+    """The `OSError` behind an exception raised while writing under ``path``, or None when it is not a write failure.
+
+    Libraries report a full or read-only disk in their own words: torch's zip writer raises RuntimeError ("file write
+    failed", "unexpected pos"), safetensors a SafetensorError ("os error 28"), faiss a RuntimeError ("No space left on
+    device"), datasets a DatasetGenerationError around the OSError. Found: ``exc`` itself when it is an OSError, an
+    OSError with a write errno in its chain of causes, the errno's text in the message, or, for a library's bare
+    "write failed" (RuntimeError, safetensors, datasets, pyarrow), less than 1 MiB left on the file system of
+    ``path`` (measured before the caller removes its partial files). A new OSError names ``path``."""
+    if isinstance(exc, OSError):  # named after the folder being written when the OS did not name the file
+        return exc if exc.filename or exc.errno not in WRITE_ERRNOS else OSError(exc.errno, exc.strerror, str(path))
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.errno in WRITE_ERRNOS:
+            return cause if cause.filename else OSError(cause.errno, os.strerror(cause.errno), str(path))
+        cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
+    text = str(exc)
+    for markers, code in ((DISK_FULL_TEXT, errno.ENOSPC), (READ_ONLY_TEXT, errno.EROFS)):
+        if any(marker in text for marker in markers):
+            return OSError(code, os.strerror(code), str(path))
+    library = type(exc).__module__.split(".")[0] in ("safetensors", "datasets", "pyarrow")
+    if isinstance(exc, RuntimeError) or library:
+        probe = Path(path)
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        try:
+            stat = os.statvfs(probe)
+        except OSError:
+            return None
+        if stat.f_bavail * stat.f_frsize < LOW_SPACE_BYTES:
+            return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    return None
 
 
 def _umask() -> int:
@@ -139,6 +201,24 @@ def lock_file_for(target: str | os.PathLike[str]) -> Path:
     return target.with_name(f".{target.name}.lock")
 
 
+def publish_dir(new: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    """Make the complete folder ``new`` appear at ``target`` (replacing whatever is there) in one step: its files and
+    folders are fsynced, then it is swapped in with ``renameat2(RENAME_EXCHANGE)`` (Linux; elsewhere: remove, then
+    rename) and the old content is removed; ``new`` and ``target`` share a parent folder. The caller holds the
+    writer's lock and has decided that ``target`` may be replaced."""
+    new, target = Path(new), Path(target)
+    fsync_tree(new)
+    if target.is_dir() and not target.is_symlink() and _exchange(new, target):
+        shutil.rmtree(new, ignore_errors=True)  # new now holds the old folder
+    else:
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+        new.rename(target)
+    fsync_dir(target.parent)
+
+
 @contextmanager
 def atomic_dir(target: str | os.PathLike[str], kind: str, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temp folder beside ``target``; on success it replaces ``target`` atomically, on error it is
@@ -146,7 +226,8 @@ def atomic_dir(target: str | os.PathLike[str], kind: str, overwrite: bool = Fals
 
     ``kind`` ("embeddings", "faiss-index", "dataset-export", "model", ...) is written as the folder's marker.
     Before any work (and again before the swap): `check_replaceable` (``overwrite`` forces), and the writer's
-    lock (`LockedError` when another writer holds it).
+    lock (`LockedError` when another writer holds it). A write that fails for lack of space (or a read-only disk)
+    raises that `OSError` (`write_failure`), whatever the library that wrote called it.
     """
     target = Path(target)
     check_replaceable(target, kind, overwrite)
@@ -158,18 +239,12 @@ def atomic_dir(target: str | os.PathLike[str], kind: str, overwrite: bool = Fals
             yield tmp
             write_marker(tmp, kind)
             check_replaceable(target, kind, overwrite)
-            fsync_tree(tmp)
-            if target.is_dir() and not target.is_symlink() and _exchange(tmp, target):
-                shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old folder
-            else:
-                if target.is_dir() and not target.is_symlink():
-                    shutil.rmtree(target)
-                elif target.exists() or target.is_symlink():
-                    target.unlink()
-                tmp.rename(target)
-            fsync_dir(target.parent)
-        except BaseException:
+            publish_dir(tmp, target)
+        except BaseException as exc:
+            failure = write_failure(exc, target) if not isinstance(exc, (OutputExistsError, LockedError)) else None
             shutil.rmtree(tmp, ignore_errors=True)
+            if failure is not None and failure is not exc:
+                raise failure from exc
             raise
 
 
@@ -206,12 +281,17 @@ def _changed(folder: Path, inode: int) -> bool:
 def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:
     """One file, atomically: ``text`` goes to a temp file beside ``path`` (fsynced), which is then renamed over
     ``path``, so readers see the old or the new content, never half; on error the temp file is removed."""
+    return atomic_write_bytes(path, text.encode(encoding))
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """`atomic_write_text` for bytes (an image, a list file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:
-        with os.fdopen(handle, "w", encoding=encoding, newline="") as f:
-            f.write(text)
+        with os.fdopen(handle, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(name, 0o666 & ~_umask())
