@@ -22,6 +22,7 @@ import importlib.util
 from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
+from crjepa.errors import CRJepaError
 
 # The official BigEarthNet-19 nomenclature, in the order of the official label_indices.json
 # (Sumbul et al., "BigEarthNet-MM", IEEE GRSM 2021); class ids in our datasets are indices into this tuple.
@@ -117,7 +118,7 @@ EXCLUSION_FILES: dict[str, str] = {
 }
 
 
-class BigEarthNetMetadataError(RuntimeError):
+class BigEarthNetMetadataError(CRJepaError, RuntimeError):
     """The BigEarthNet metadata files are missing or not what we expect."""
 
 

@@ -100,6 +100,7 @@ from datasets_scripts.ben_metadata import (
     subset_pairs,
     to_ben19,
 )
+from crjepa.errors import CRJepaError
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ ALL_SUBSETS: tuple[str, ...] = (*SUBSETS, REBEN)
 _TILE_RE = re.compile(r"_T(\d{2}[A-Z]{3})(?:_|$)")
 
 
-class BigEarthNetError(ValueError):
+class BigEarthNetError(CRJepaError, ValueError):
     """A pair that cannot be converted. `reason` is a short category for the summary; the message says the rest."""
 
     def __init__(self, reason: str, message: str) -> None:

@@ -10,11 +10,13 @@
 Gradio is an optional dependency (``pip install "crjepa[app]"``); only crjepa.app.ui imports it.
 """
 
+from crjepa.errors import CRJepaError
+
 INSTALL_HINT = 'pip install "crjepa[app]"'
 """The command that installs what the app needs (Gradio), named by every message about it."""
 
 
-class AppDependencyError(ImportError):
+class AppDependencyError(CRJepaError, ImportError):
     """Gradio is missing: the one line says how to install it."""
 
 

@@ -24,6 +24,7 @@ import numpy as np
 from crjepa.data.schema import BUILDER_MODULES, S1_BANDS, S2_BANDS, DataError
 from crjepa.eval.directions import column_name, directions_of, parse_direction
 from crjepa.hub.archive import EmbeddingArchive, EmbeddingsError, Hit
+from crjepa.errors import CRJepaError
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ MAX_K = 50
 RESULTS_FILE = "results.json"  # a training run's scores (crjepa.train.loop.RESULTS_FILE), beside its embeddings/
 
 
-class AppError(ValueError):
+class AppError(CRJepaError, ValueError):
     """A problem with what the person asked for, in one sentence the page shows (never a traceback)."""
 
 

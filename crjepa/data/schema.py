@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from crjepa.errors import CRJepaError
 
 if TYPE_CHECKING:  # datasets is imported on use: the schema's constants and DataError stay instant to import
     import datasets
@@ -25,7 +26,7 @@ presets (modeling_crjepa.configuration_crjepa, which cannot import the applicati
 S1_BANDS: tuple[str, ...] = ("VV", "VH")
 """Channel order of every ``s1`` column (Sentinel-1 polarisations, dB)."""
 
-class DataError(ValueError):
+class DataError(CRJepaError, ValueError):
     """Bad input data, with a message a person can act on (file, sensor, expected vs found)."""
 
 

@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+from crjepa.errors import CRJepaError
 
 HUB_HINT = "log in with `hf auth login` (or pass --token), check the network and that you may write to it"
 REPO_TYPES = ("dataset", "model")
@@ -27,7 +28,7 @@ def is_repo_id(value: Any) -> bool:
     return isinstance(value, str) and REPO_ID.fullmatch(value) is not None and ".." not in value
 
 
-class HubError(RuntimeError):
+class HubError(CRJepaError, RuntimeError):
     """The Hub cannot be reached or written (offline, no token, no permission); the message says what to do."""
 
 

@@ -31,6 +31,7 @@ from crjepa.hub.cards import shell_word
 from crjepa.utils.atomic import atomic_dir, atomic_write_json, atomic_write_text
 from crjepa.data.labels import LabelRows, label_lists, multi_hot
 from crjepa.eval.directions import SPACES, column_name, parse_direction
+from crjepa.errors import CRJepaError
 
 INFO_FILE = "embeddings_info.json"
 OUTPUT_KIND = "embeddings"
@@ -45,7 +46,7 @@ _VOLATILE_CONFIG_KEYS = {"_name_or_path", "transformers_version", "architectures
 model computes: `model_fingerprint` leaves them out, so saving a model keeps its fingerprint."""
 
 
-class EmbeddingsError(ValueError):
+class EmbeddingsError(CRJepaError, ValueError):
     """An embeddings archive, index or query does not fit (dimension, model, sensor, empty archive)."""
 
 

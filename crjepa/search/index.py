@@ -45,6 +45,7 @@ import numpy as np
 
 from crjepa.search.blas import lower_faiss_blas_threshold
 from crjepa.utils.atomic import atomic_dir, read_consistently
+from crjepa.errors import CRJepaError
 
 lower_faiss_blas_threshold(faiss.cvar)  # batches from 16 queries on BLAS (crjepa/search/blas.py)
 
@@ -610,7 +611,7 @@ MAX_ID_BYTES = 4096
 """index.json and ids.json are read whole: a larger file than they can need is refused before it is read."""
 
 
-class IndexFileError(ValueError):
+class IndexFileError(CRJepaError, ValueError):
     """A saved index folder that cannot be used as it is (corrupt, truncated, unknown structure, bad metadata)."""
 
 

@@ -49,6 +49,7 @@ from crjepa.search.index import (
     AUTO_EXACT_MAX, CALIBRATION_TARGETS, DEFAULT_RECALL, EF_LADDER, _ladder, default_params, finish_calibration,
     held_out_count, held_out_rows, merge_results, pick_point, timed_qps, walk_knob,
 )
+from crjepa.errors import CRJepaError
 
 INSTALL = 'pip install "crjepa[milvus]"'
 LITE_INDEX_TYPES = ("FLAT", "IVF_FLAT", "IVF_SQ8", "HNSW", "HNSW_SQ")
@@ -69,7 +70,7 @@ RESERVED = {"id", "row", "labels", "vector"}
 PROP = "crjepa."  # prefix of the collection properties this module writes
 
 
-class MilvusMissing(ImportError):
+class MilvusMissing(CRJepaError, ImportError):
     """pymilvus (or Milvus Lite for a .db URI) is not installed: the message names the install command."""
 
 

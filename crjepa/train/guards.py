@@ -24,13 +24,14 @@ import math
 from typing import Any
 
 import torch
+from crjepa.errors import CRJepaError
 
 NONFINITE_MODES = ("stop", "skip")
 
 __all__ = ["FiniteGuard", "NONFINITE_MODES", "NonFiniteError", "check_finite_weights", "json_safe"]
 
 
-class NonFiniteError(RuntimeError):
+class NonFiniteError(CRJepaError, RuntimeError):
     """Training produced a NaN / inf loss, gradient norm or weight; the message names the step and the term."""
 
 

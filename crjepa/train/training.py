@@ -33,6 +33,7 @@ from modeling_crjepa.configuration_crjepa import PRESETS, CRJepaConfig
 from modeling_crjepa.losses import host_to_device
 
 from crjepa.utils.resources import resource_file
+from crjepa.errors import CRJepaError
 
 DEFAULT_CONFIG = resource_file("configs", "cpu_default.yaml")
 """The configuration `train_accelerate.py` uses when no --config is given."""
@@ -164,7 +165,7 @@ STATE_FILE = "trainer_state.json"
 """Written last into a checkpoint folder: a folder without it is incomplete and never resumed from."""
 
 
-class ConfigError(ValueError):
+class ConfigError(CRJepaError, ValueError):
     """A run configuration a person must fix (unknown key, wrong type, missing value)."""
 
 
@@ -784,7 +785,7 @@ MANIFEST_KEY = "files"
 """trainer_state.json lists every file of its checkpoint with its size (checked before a resume)."""
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(CRJepaError, RuntimeError):
     """A checkpoint could not be written (disk full, permissions); the message names it and what to do."""
 
 

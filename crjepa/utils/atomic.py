@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from crjepa.utils.locks import DirLock, LockedError
+from crjepa.errors import CRJepaError
 
 MARKER_FILE = ".crjepa-output.json"
 MARKER_VERSION = 1
@@ -47,7 +48,7 @@ __all__ = ["MARKER_FILE", "LockedError", "OutputExistsError", "atomic_dir", "ato
            "write_failure", "write_marker"]
 
 
-class OutputExistsError(FileExistsError):
+class OutputExistsError(CRJepaError, FileExistsError):
     """The target of a writer exists and is not our output of the same kind; the message says what to do."""
 
 

@@ -11,6 +11,7 @@ import json
 import math
 import os
 from pathlib import Path
+from crjepa.errors import CRJepaError
 
 __all__ = ["FileCheckError", "check_safetensors", "check_safetensors_in"]
 
@@ -20,7 +21,7 @@ MAX_SAFETENSORS_HEADER = 100 << 20
 """safetensors' own limit on the header (JSON) size."""
 
 
-class FileCheckError(ValueError):
+class FileCheckError(CRJepaError, ValueError):
     """A file whose declared sizes or structure do not fit its real size; the message names it and what to do."""
 
 

@@ -27,6 +27,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
+from crjepa.errors import CRJepaError
 
 try:  # POSIX
     import fcntl
@@ -82,7 +83,7 @@ _HELD: dict[str, tuple[int, int]] = {}  # lock file -> (thread id, depth): re-en
 _HELD_GUARD = threading.Lock()
 
 
-class LockedError(RuntimeError):
+class LockedError(CRJepaError, RuntimeError):
     """Another live process holds the lock of an output folder; the message names it and what to do."""
 
 
