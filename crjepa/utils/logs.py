@@ -1,0 +1,47 @@
+"""Messages for people from library code: `logging`, shown by the entry points as ``warning: ...`` lines.
+
+Library modules log through ``logging.getLogger(__name__)`` and never print to stderr themselves; an entry point
+(`crjepa`, `train_accelerate.py`, `python -m datasets_scripts`, `crjepa app`) calls `show_messages()` once, which
+sends the records of the ``crjepa`` and ``datasets_scripts`` loggers to the stderr of the moment as
+``<level>: <message>`` (the form the commands have always printed). A program that imports crjepa as a library
+keeps Python's defaults: warnings reach stderr through logging's last-resort handler, info stays quiet.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+PACKAGES = ("crjepa", "datasets_scripts")
+"""The loggers `show_messages` configures (every module's logger is a child of one of them)."""
+
+
+class _StderrHandler(logging.Handler):
+    """Writes to ``sys.stderr`` as it is when the record arrives (tests and notebooks replace it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+            sys.stderr.flush()
+        except Exception:  # noqa: BLE001 - a message must never break the command
+            self.handleError(record)
+
+
+class _Format(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {record.getMessage()}"
+
+
+def show_messages(level: int = logging.WARNING) -> None:
+    """Show the package loggers' records from ``level`` up on stderr, once per process (idempotent)."""
+    for name in PACKAGES:
+        logger = logging.getLogger(name)
+        if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+            handler = _StderrHandler()
+            handler.setFormatter(_Format())
+            logger.addHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = False
+
+
+__all__ = ["PACKAGES", "show_messages"]
