@@ -91,7 +91,7 @@ def pid_alive(pid: int) -> bool:
     """Whether a process with this pid runs on this host (signal 0: permission errors mean it exists)."""
     if pid <= 0:
         return False
-    if os.name == "nt":  # os.kill(pid, 0) would terminate the process there; ask the process table instead
+    if sys.platform == "win32":  # os.kill(pid, 0) would terminate the process there; ask the process table
         import ctypes
 
         handle = ctypes.windll.kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
