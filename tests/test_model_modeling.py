@@ -5,6 +5,7 @@ from collections import Counter
 import pytest
 import torch
 
+from helpers import assert_close_at_scale
 from modeling_crjepa import CRJepaConfig, CRJepaForPreTraining, CRJepaModel
 from modeling_crjepa.modeling_crjepa import CRJepaPreTrainingOutput, random_masks
 
@@ -72,6 +73,69 @@ def test_forward_returns_every_term_and_each_has_a_gradient():
     with pytest.raises(ValueError, match=r"pixel_values as \{sensor"):  # one spelling: {sensor: images}
         model(a)
 
+
+
+# ---------------------------------------------------------------------------------------------- objective terms
+def test_each_objective_term_is_its_loss_on_its_inputs_and_objective_composes_them():
+    """latents, prediction_terms, projections, cross_terms, unified_terms and sigreg_term, each called alone, equal
+    the paper's formula written out with the model's modules and the loss functions; objective() is their weighted
+    sum."""
+    from modeling_crjepa.losses import info_nce, prediction_loss, sigreg, uni_loss
+
+    model = tiny(pack_sensors=False, routes=["aa", "ab", "ba"], route_weights={"ab": 2.0}).train()
+    cfg, encoder = model.config, model.crjepa
+    a, b = batch(model, n=6)
+    inputs = {"s1": a, "s2": b}
+    masks = _masks(cfg, 6, seed=3)
+
+    visible, targets = model.latents(inputs, masks)
+    for sensor, x in inputs.items():  # z_V and z_M: the trunk on the visible / masked tokens alone
+        assert_close_at_scale(visible[sensor], encoder.encode(x, sensor, masks[sensor][0]))
+        assert_close_at_scale(targets[sensor], encoder.encode(x, sensor, masks[sensor][1]))
+        assert visible[sensor].requires_grad and not targets[sensor].requires_grad  # stop-gradient on z_M
+
+    routes = model.prediction_terms(visible, targets, masks)
+    assert list(routes) == ["s1->s1", "s1->s2", "s2->s1"]  # the active routes, canonical order
+    for route, value in routes.items():
+        source, target = route.split("->")
+        predictor = model.predictors[model.route_to_predictor[route]]
+        predicted = predictor(visible[source], masks[target][1], model.sensor_names.index(target))
+        assert_close_at_scale(value, prediction_loss(predicted, targets[target]))
+    assert len({v.item() for v in routes.values()}) == 3  # each route its own term
+
+    projected = model.projections(visible)
+    assert list(projected) == [(s, h) for s in ("s1", "s2") for h in ("unified", "cross")]
+    for (sensor, head), (raw, unit) in projected.items():
+        expected_raw, expected_unit = encoder.heads[head](visible[sensor].mean(dim=1))
+        assert_close_at_scale(raw, expected_raw)
+        assert_close_at_scale(unit, expected_unit, scale=1.0)
+
+    gen = torch.Generator().manual_seed(4)  # unrelated unit vectors per sensor and space: the terms pick their own
+    e = {f"{s}_{space}": torch.nn.functional.normalize(torch.randn(6, cfg.retrieval_dim, generator=gen), dim=-1)
+         for s in ("s1", "s2") for space in ("unified", "cross")}
+    cross, unified = model.cross_terms(e), model.unified_terms(e)
+    assert list(cross) == ["cross/s1-s2"] and list(unified) == ["uni/s1-s2"]
+    assert_close_at_scale(cross["cross/s1-s2"], info_nce(e["s1_cross"], e["s2_cross"], cfg.temperature))
+    assert_close_at_scale(unified["uni/s1-s2"], uni_loss(e["s1_unified"], e["s2_unified"], cfg.temperature))
+
+    kwargs = dict(num_directions=cfg.sigreg_num_directions, num_knots=cfg.sigreg_num_knots, t_max=cfg.sigreg_t_max)
+    each = [sigreg(raw, step=7, **kwargs) for raw, _ in projected.values()]
+    assert_close_at_scale(model.sigreg_term(projected, 7), torch.stack(each).mean())
+    assert not torch.allclose(model.sigreg_term(projected, 8), model.sigreg_term(projected, 7))  # the step's slices
+
+    out = model(inputs, sigreg_step=7, masks=masks)
+    terms = out.loss_terms()
+    for route, value in routes.items():
+        assert_close_at_scale(terms[f"pred/{route}"], value)
+    own = {f"{s}_{space}": projected[(s, space)][1] for s in ("s1", "s2") for space in ("unified", "cross")}
+    assert_close_at_scale(terms["cross"], model.cross_terms(own)["cross/s1-s2"])
+    assert_close_at_scale(terms["uni"], model.unified_terms(own)["uni/s1-s2"])
+    assert_close_at_scale(terms["sigreg"], model.sigreg_term(projected, 7))
+    pred = routes["s1->s1"] + 2.0 * routes["s1->s2"] + routes["s2->s1"]
+    assert_close_at_scale(terms["pred"], pred)
+    expected = (pred + cfg.lambda_cross * terms["cross"] + cfg.lambda_uni * terms["uni"]
+                + cfg.lambda_sigreg * terms["sigreg"])
+    assert_close_at_scale(terms["loss"], expected)
 
 
 def test_sigreg_is_active_from_the_start():
