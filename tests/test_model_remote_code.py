@@ -67,7 +67,7 @@ def test_fresh_process_round_trip(tmp_path):
 
     files = set(os.listdir(folder))
     assert {"config.json", "model.safetensors", "preprocessor_config.json", "configuration_crjepa.py",
-            "modeling_crjepa.py", "losses.py", "image_processing_crjepa.py"} <= files
+            "modeling_crjepa.py", "losses.py", "devices.py", "image_processing_crjepa.py"} <= files
     assert not any(f.endswith((".bin", ".pt", ".pkl")) for f in files)
     auto_map = json.loads((folder / "config.json").read_text())["auto_map"]
     assert auto_map == {"AutoConfig": "configuration_crjepa.CRJepaConfig", "AutoModel": "modeling_crjepa.CRJepaModel",
