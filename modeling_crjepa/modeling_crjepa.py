@@ -6,11 +6,14 @@ Every paper component has a class named after it here:
     Predictor         P_aa, P_bb, P_cross: query-based (mask queries + target positions; self-attention,
                       cross-attention to the visible context, MLP), depth 6
     RetrievalHead     phi_uni (same-modal search) and phi_cross (cross-modal search), 256-d
+    CRJepaEncoderMixin  stems + trunk, input checks, encode, get_embeddings: what the encoders share (CRJepaModel,
+                      the baselines of crjepa.baselines)
     CRJepaModel       the encoder for retrieval: stems + trunk + the two heads (no predictors, no loss);
                       forward(pixel_values, sensor=...) -> last_hidden_state, pooler_output, embeddings
     CRJepaForPreTraining  CRJepaModel (as `.crjepa`) + the predictors + the objective: masking, the routes
                       (source, target) among any number of sensors (two or more), and
-                      L = L_pred + lambda_cross L_cross + lambda_uni L_uni + lambda_sigreg L_sigreg
+                      L = L_pred + lambda_cross L_cross + lambda_uni L_uni + lambda_sigreg L_sigreg, one method
+                      per term (prediction_terms, cross_terms, unified_terms, sigreg_term)
 The loss functions live in losses.py. Speed (config.pack_sensors, `compile_blocks`) never changes the math:
 `run_packed` batches calls of one module on same-shaped inputs into one call, e.g. the shared trunk on both
 sensors' visible tokens, or P_cross on both cross routes. This file travels as remote code (save_pretrained
@@ -23,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -588,11 +591,16 @@ class CRJepaEncoderMixin:
     ``config.trunk_mode``), the input checks and z = g(f_s(x)). CRJepaModel and the baselines (crjepa.baselines) are
     encoders of this kind; each adds its retrieval head(s) and its own `embed`, which `get_embeddings` serves.
 
-    A class using it is a CRJepaPreTrainedModel that calls `_add_encoder(config)` in its __init__.
+    A class using it is a CRJepaPreTrainedModel (listed first among its bases, as transformers lists GenerationMixin
+    after the model) that calls `_add_encoder(config)` in its __init__.
     """
 
     config: CRJepaConfig
-    dtype: torch.dtype
+
+    if TYPE_CHECKING:  # PreTrainedModel's, which every class using the mixin is
+
+        @property
+        def dtype(self) -> torch.dtype: ...
 
     def _add_encoder(self, config: CRJepaConfig) -> None:
         """The sensor-specific stems and the trunk(s), under the names every checkpoint uses: ``stems.<sensor>``,
@@ -646,7 +654,7 @@ class CRJepaEncoderMixin:
         return self.embed(pixel_values, sensor, (space,), normalize, check_finite)[space]
 
 
-class CRJepaModel(CRJepaEncoderMixin, CRJepaPreTrainedModel):
+class CRJepaModel(CRJepaPreTrainedModel, CRJepaEncoderMixin):
     """The CR-JEPA encoder for retrieval: sensor stems, the trunk and the retrieval heads (no predictors, no loss).
 
     `forward(pixel_values, sensor=...)` embeds one sensor's images (transformers' image-feature-extraction
@@ -687,14 +695,6 @@ class CRJepaModel(CRJepaEncoderMixin, CRJepaPreTrainedModel):
             if len(matching) == 1:
                 return matching[0]
         return self.config.default_sensor or self.sensor_names[0]
-
-    def encode(self, pixel_values: torch.Tensor, sensor: str, index: torch.Tensor | None = None,
-               hidden_states: list | None = None, attentions: list | None = None) -> torch.Tensor:
-        """z = g(f_sensor(x; index)): trunk latents of the tokens at `index` (all tokens when None)."""
-        tokens = self.stems[sensor](pixel_values.to(self.dtype))
-        if index is not None:
-            tokens = gather_tokens(tokens, index)
-        return self.trunk_for(sensor)(tokens, hidden_states, attentions)
 
     # ------------------------------------------------------------------ inference
     def forward(

@@ -205,7 +205,7 @@ class MahalanobisAlignment(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------- shared base
-class BaselinePreTrainedModel(CRJepaEncoderMixin, CRJepaPreTrainedModel):
+class BaselinePreTrainedModel(CRJepaPreTrainedModel, CRJepaEncoderMixin):
     """Shared plumbing: CR-JEPA's encoder (stems, trunk, input checks), weight init, one retrieval space, a no-op
     step hook."""
 
@@ -260,7 +260,7 @@ class BaselinePreTrainedModel(CRJepaEncoderMixin, CRJepaPreTrainedModel):
         check_finite: bool = True,
         return_dict: bool = True,
         **kwargs: Any,
-    ) -> ModelOutput:
+    ) -> BaselineOutput:
         """The baseline's :meth:`objective` on a batch of pairs, taken as CRJepaForPreTraining takes them (a
         {sensor: images} dict); sigreg_step is accepted for interface parity."""
         cfg = self.config
