@@ -1,4 +1,4 @@
-"""Training and embedding throughput on one device: the fast path against a plain eager baseline (issue 6).
+"""Training and embedding throughput on one device: the fast path against a plain eager baseline.
 
     python benchmarks/gpu_step.py --device cuda                  # ben14k, batch 512, bf16, embed batch 1024
     python benchmarks/gpu_step.py --device cpu --preset tiny --batch 8 --steps 2 --embed-batch 8   # code path
@@ -232,7 +232,7 @@ def measure(model: CRJepaForPreTraining, args: argparse.Namespace, device: torch
 
     def embed(i: int) -> torch.Tensor:
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            return model.get_embeddings(embed_pixels, sensor=sensor, space="unified", check_finite=not fast)
+            return model.crjepa.get_embeddings(embed_pixels, sensor=sensor, space="unified", check_finite=not fast)
 
     embed_s = timed(embed, device, args.warmup, args.embed_steps)
     result["embed_images_per_s"] = embed_pixels.shape[0] / embed_s
@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     step_flops = count_flops(lambda: forward_backward(model, images, 0, amp))
     model.zero_grad(set_to_none=True)
     with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-        embed_flops = count_flops(lambda: model.get_embeddings(embed_pixels, config.sensor_names[1]))
+        embed_flops = count_flops(lambda: model.crjepa.get_embeddings(embed_pixels, config.sensor_names[1]))
     peak = args.peak_tflops or matmul_tflops(device, amp)
 
     print(json.dumps({"gflop_per_pair": step_flops / args.batch / 1e9, "peak_tflops": peak}), flush=True)

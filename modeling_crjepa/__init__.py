@@ -9,8 +9,7 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelFor
 
 from .configuration_crjepa import PRESETS, CRJepaConfig
 from .image_processing_crjepa import CRJepaImageProcessor, preprocess_batch
-from .modeling_crjepa import (CRJepaForPreTraining, CRJepaModel, CRJepaModelOutput, CRJepaOutput,
-                              CRJepaPreTrainingOutput)
+from .modeling_crjepa import CRJepaForPreTraining, CRJepaModel, CRJepaModelOutput, CRJepaPreTrainingOutput
 
 CRJepaConfig.register_for_auto_class()
 CRJepaModel.register_for_auto_class("AutoModel")
@@ -22,4 +21,4 @@ AutoModelForPreTraining.register(CRJepaConfig, CRJepaForPreTraining, exist_ok=Tr
 
 __version__ = "0.1.0"
 __all__ = ["CRJepaConfig", "CRJepaModel", "CRJepaForPreTraining", "CRJepaModelOutput", "CRJepaPreTrainingOutput",
-           "CRJepaOutput", "CRJepaImageProcessor", "preprocess_batch", "PRESETS"]
+           "CRJepaImageProcessor", "preprocess_batch", "PRESETS"]

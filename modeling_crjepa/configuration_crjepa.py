@@ -14,17 +14,17 @@ from typing import Any
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
-LEGACY_ROUTES = ("aa", "bb", "ab", "ba")
-"""Wave-1 route codes over the first two sensors a and b: a->a, b->b (same-modal), a->b, b->a (cross-modal).
-Configs (YAML, config.json) that still use them are read as the routes they name (`normalize_route`)."""
-ROUTES = LEGACY_ROUTES  # kept for imports of the wave-1 name
+PAPER_ROUTES = ("aa", "bb", "ab", "ba")
+"""The paper's route codes over the first two sensors a and b: a->a, b->b (same-modal), a->b, b->a (cross-modal).
+Configs (YAML, config.json, keyword arguments) may name routes by them; they are read as the "source->target"
+routes they name (`normalize_route`), which is what a config holds and saves."""
 ROUTE_ARROW = "->"
 
 
 def all_routes(sensors) -> list[str]:
     """Every (source, target) route among `sensors` as "source->target": the same-sensor routes in sensor order,
     then the cross-sensor ones pair by pair (a->b, b->a, a->c, c->a, ...). Two sensors: a->a, b->b, a->b, b->a
-    (the wave-1 order aa, bb, ab, ba)."""
+    (the paper's order aa, bb, ab, ba)."""
     names = list(sensors)
     routes = [f"{s}{ROUTE_ARROW}{s}" for s in names]
     for i, source in enumerate(names):
@@ -34,11 +34,11 @@ def all_routes(sensors) -> list[str]:
 
 
 def normalize_route(route: str, sensors) -> str:
-    """A route as "source->target": wave-1 codes (aa, bb, ab, ba) map to the first two sensors; other text is
-    returned stripped of spaces (checked by CRJepaConfig.check)."""
+    """A route as "source->target": the paper's codes (`PAPER_ROUTES`: aa, bb, ab, ba) map to the first two sensors;
+    other text is returned stripped of spaces (checked by CRJepaConfig.check)."""
     names = list(sensors)
     route = str(route).replace(" ", "")
-    if route in LEGACY_ROUTES and len(names) >= 2:
+    if route in PAPER_ROUTES and len(names) >= 2:
         letter = dict(zip("ab", names[:2]))
         return f"{letter[route[0]]}{ROUTE_ARROW}{letter[route[1]]}"
     return route
@@ -162,7 +162,7 @@ class CRJepaConfig(PreTrainedConfig):
     Objective
         mask_ratio: fraction of tokens that are masked (targets) per sample and sensor.
         routes: the active prediction routes, "source->target" sensor pairs (default: every pair,
-            `all_routes`); wave-1 codes aa / bb / ab / ba name routes among the first two sensors.
+            `all_routes`); the paper's codes aa / bb / ab / ba name routes among the first two sensors.
         route_weights: lambda per route (default 1; keys as routes).
         lambda_cross, lambda_uni, lambda_sigreg: loss weights; temperature: InfoNCE temperature.
         sigreg_num_directions (J), sigreg_num_knots, sigreg_t_max: SIGReg's slicing and quadrature.
@@ -323,5 +323,5 @@ class CRJepaConfig(PreTrainedConfig):
         return cls(**values)
 
 
-__all__ = ["CRJepaConfig", "PRESETS", "ROUTES", "LEGACY_ROUTES", "PREDICTOR_SHARING", "HEAD_MODES", "TRUNK_MODES",
+__all__ = ["CRJepaConfig", "PRESETS", "PAPER_ROUTES", "PREDICTOR_SHARING", "HEAD_MODES", "TRUNK_MODES",
            "all_routes", "normalize_route", "split_route"]

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 
-from .losses import host_to_device
+from .devices import host_to_device
 
 
 def _stats(mean: list[float], std: list[float], device, channels: int) -> tuple[torch.Tensor, torch.Tensor]:

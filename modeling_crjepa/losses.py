@@ -7,13 +7,15 @@ Partially paired batches (beyond the paper): every term takes an optional per-ro
 shapes (masked logits, weighted means), and is 0, not NaN, when no row qualifies. Without it, every row counts
 and the value is the paper's.
 
-This module travels with the model as remote code: it imports only torch.
+This module travels with the model as remote code: it imports only torch (and its sibling devices.py).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from .devices import host_to_device
 
 
 def _dist_ready() -> bool:
@@ -32,14 +34,6 @@ def sigreg_directions(dim: int, num_directions: int, step: int, seed: int = 0,
     generator.manual_seed((int(seed) * 1_000_003 + int(step)) % (2**63 - 1))
     directions = torch.randn(dim, num_directions, generator=generator, dtype=torch.float32)
     return host_to_device(directions / directions.norm(dim=0, keepdim=True), device)
-
-
-def host_to_device(tensor: torch.Tensor, device: torch.device | str | None) -> torch.Tensor:
-    """A CPU tensor on ``device`` without a host sync: pinned + non_blocking for accelerators (a plain copy
-    from pageable memory makes the host wait for the device queue), unchanged for the CPU / None."""
-    if device is None or torch.device(device).type == "cpu":
-        return tensor if device is None else tensor.to(device)
-    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 @torch.compiler.disable  # constants built eagerly on the CPU, also inside a compiled forward

@@ -6,11 +6,14 @@ Every paper component has a class named after it here:
     Predictor         P_aa, P_bb, P_cross: query-based (mask queries + target positions; self-attention,
                       cross-attention to the visible context, MLP), depth 6
     RetrievalHead     phi_uni (same-modal search) and phi_cross (cross-modal search), 256-d
+    CRJepaEncoderMixin  stems + trunk, input checks, encode, get_embeddings: what the encoders share (CRJepaModel,
+                      the baselines of crjepa.baselines)
     CRJepaModel       the encoder for retrieval: stems + trunk + the two heads (no predictors, no loss);
                       forward(pixel_values, sensor=...) -> last_hidden_state, pooler_output, embeddings
     CRJepaForPreTraining  CRJepaModel (as `.crjepa`) + the predictors + the objective: masking, the routes
                       (source, target) among any number of sensors (two or more), and
-                      L = L_pred + lambda_cross L_cross + lambda_uni L_uni + lambda_sigreg L_sigreg
+                      L = L_pred + lambda_cross L_cross + lambda_uni L_uni + lambda_sigreg L_sigreg, one method
+                      per term (prediction_terms, cross_terms, unified_terms, sigreg_term)
 The loss functions live in losses.py. Speed (config.pack_sensors, `compile_blocks`) never changes the math:
 `run_packed` batches calls of one module on same-shaped inputs into one call, e.g. the shared trunk on both
 sensors' visible tokens, or P_cross on both cross routes. This file travels as remote code (save_pretrained
@@ -23,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -83,9 +86,6 @@ class CRJepaPreTrainingOutput(ModelOutput):
         partially paired batch)."""
         rows = {f"rows/{name}": value.float() for name, value in (getattr(self, "rows", None) or {}).items()}
         return {"loss": self.loss, **(self.losses or {}), **rows}
-
-
-CRJepaOutput = CRJepaPreTrainingOutput  # the wave-1 name
 
 
 # ---------------------------------------------------------------------------------------------- blocks
@@ -309,15 +309,16 @@ class RetrievalHead(nn.Module):
 
 
 SENSOR_LETTERS = "abcdefghijklmnopqrstuvwxyz"
-"""Sensor i is letter i in predictor names (the paper's P_aa, P_bb, P_cross; wave-1 checkpoints' keys)."""
+"""Sensor i is letter i in predictor names (the paper's P_aa, P_bb, P_cross: the names checkpoints hold)."""
 
 
 def predictor_for_route(config: CRJepaConfig) -> dict[str, str]:
     """{route: name of the predictor module serving it} for every route among the config's sensors.
 
     Names use the sensors' letters (sensor i = SENSOR_LETTERS[i]), so they do not depend on the sensor names and
-    two-sensor models keep the wave-1 keys: paper: "aa", "bb", ... per sensor for its same-sensor route and
-    "cross" for every cross-sensor route; independent: "ab" for a->b etc., one per route; shared: "shared".
+    two-sensor models keep the keys of legacy (pre-N-sensor) checkpoints: paper: "aa", "bb", ... per sensor for its
+    same-sensor route and "cross" for every cross-sensor route; independent: "ab" for a->b etc., one per route;
+    shared: "shared".
     """
     names = list(config.sensors)
     if len(names) > len(SENSOR_LETTERS):
@@ -415,20 +416,11 @@ class CRJepaPreTrainedModel(PreTrainedModel):
             init.trunc_normal_(module.mask_token, std=std)
             init.trunc_normal_(module.target_sensor_embed, std=std)
 
-    def _add_encoder(self, config: CRJepaConfig) -> None:
-        """The sensor-specific stems and the trunk (one shared, or one per sensor: ``config.trunk_mode``), under the
-        names every checkpoint uses: ``stems.<sensor>``, ``trunk`` / ``trunks.<sensor>``."""
-        self.sensor_names = list(config.sensors)
-        self.stems = nn.ModuleDict({name: SensorStem(ch, config) for name, ch in config.sensors.items()})
-        if config.trunk_mode == "shared":
-            self.trunk = Trunk(config)
-        else:
-            self.trunks = nn.ModuleDict({name: Trunk(config) for name in self.sensor_names})
-
     def get_input_embeddings(self) -> nn.ModuleDict:
-        """The input embeddings: the sensor stems {sensor: SensorStem} (patch embedding + positional embedding per
-        sensor; a vision model's counterpart of a token embedding table)."""
-        return self.stems
+        """The input embeddings: the sensor stems {sensor: SensorStem} of the encoder (`base_model`: `.crjepa` of the
+        pretraining model; patch embedding + positional embedding per sensor, a vision model's counterpart of a token
+        embedding table)."""
+        return self.base_model.stems
 
     def set_input_embeddings(self, value: nn.ModuleDict) -> None:
         """Replace the stems (the same sensors, each a module mapping (B, C, S, S) pixels to (B, N, D) tokens)."""
@@ -436,8 +428,7 @@ class CRJepaPreTrainedModel(PreTrainedModel):
             raise ValueError(f"set_input_embeddings takes an nn.ModuleDict with one stem per sensor "
                              f"{list(self.config.sensors)}, found {type(value).__name__}"
                              + (f" with keys {list(value)}" if isinstance(value, nn.ModuleDict) else ""))
-        target = self.crjepa if hasattr(self, "crjepa") else self
-        target.stems = value
+        self.base_model.stems = value
 
     def enable_input_require_grads(self) -> None:
         """Make every stem's output require gradients (adapters / gradient checkpointing on a frozen model):
@@ -595,38 +586,35 @@ then `AutoModel.from_pretrained(..., trust_remote_code=True).get_embeddings(pixe
 """
 
 
-class CRJepaModel(CRJepaPreTrainedModel):
-    """The CR-JEPA encoder for retrieval: sensor stems, the trunk and the retrieval heads (no predictors, no loss).
+class CRJepaEncoderMixin:
+    """The encoder's parts and their use: one stem f_s per sensor, the trunk g (one shared, or one per sensor:
+    ``config.trunk_mode``), the input checks and z = g(f_s(x)). CRJepaModel and the baselines (crjepa.baselines) are
+    encoders of this kind; each adds its retrieval head(s) and its own `embed`, which `get_embeddings` serves.
 
-    `forward(pixel_values, sensor=...)` embeds one sensor's images (transformers' image-feature-extraction
-    pipeline and AutoModel use it); `get_embeddings` / `embed` are the retrieval API. A CRJepaForPreTraining
-    checkpoint (and a wave-1 CRJepaModel one) loads into it; the predictors are dropped silently.
+    A class using it is a CRJepaPreTrainedModel (listed first among its bases, as transformers lists GenerationMixin
+    after the model) that calls `_add_encoder(config)` in its __init__.
     """
 
-    _keys_to_ignore_on_load_unexpected = [r"^predictors\.", r"^crjepa\.predictors\."]
+    config: CRJepaConfig
 
-    def __init__(self, config: CRJepaConfig) -> None:
-        config.check()
-        super().__init__(config)
-        self._add_encoder(config)
-        if config.head_mode == "decoupled":
-            self.heads = nn.ModuleDict({"unified": RetrievalHead(config), "cross": RetrievalHead(config)})
+    if TYPE_CHECKING:  # PreTrainedModel's, which every class using the mixin is
+
+        @property
+        def dtype(self) -> torch.dtype: ...
+
+    def _add_encoder(self, config: CRJepaConfig) -> None:
+        """The sensor-specific stems and the trunk(s), under the names every checkpoint uses: ``stems.<sensor>``,
+        ``trunk`` / ``trunks.<sensor>``."""
+        self.sensor_names = list(config.sensors)
+        self.stems = nn.ModuleDict({name: SensorStem(ch, config) for name, ch in config.sensors.items()})
+        if config.trunk_mode == "shared":
+            self.trunk = Trunk(config)
         else:
-            self.heads = nn.ModuleDict({"shared": RetrievalHead(config)})
-        self.post_init()
+            self.trunks = nn.ModuleDict({name: Trunk(config) for name in self.sensor_names})
 
-    # ------------------------------------------------------------------ building blocks
     def trunk_for(self, sensor: str) -> Trunk:
+        """The trunk that encodes `sensor` (the shared one, or the sensor's own)."""
         return self.trunk if self.config.trunk_mode == "shared" else self.trunks[sensor]
-
-    def head_name(self, space: str) -> str:
-        """The key in self.heads of the head serving `space` (one head serves both in head_mode='single')."""
-        if space not in SPACES:
-            raise ValueError(f"Unknown embedding space {space!r}; choose from {list(SPACES)}")
-        return space if self.config.head_mode == "decoupled" else "shared"
-
-    def head_for(self, space: str) -> RetrievalHead:
-        return self.heads[self.head_name(space)]
 
     def check_pixel_values(self, pixel_values: torch.Tensor, sensor: str, check_finite: bool = True) -> None:
         """Raise a clear error for an unknown sensor, a wrong shape or non-finite values."""
@@ -642,6 +630,61 @@ class CRJepaModel(CRJepaPreTrainedModel):
             raise ValueError(f"Sensor {sensor!r}: pixel_values contain NaN or inf; CRJepaImageProcessor fills "
                              "non-finite values (nan_policy='fill')")
 
+    def encode(self, pixel_values: torch.Tensor, sensor: str, index: torch.Tensor | None = None,
+               hidden_states: list | None = None, attentions: list | None = None) -> torch.Tensor:
+        """z = g(f_sensor(x; index)): trunk latents of the tokens at `index` (all tokens when None)."""
+        tokens = self.stems[sensor](pixel_values.to(self.dtype))
+        if index is not None:
+            tokens = gather_tokens(tokens, index)
+        return self.trunk_for(sensor)(tokens, hidden_states, attentions)
+
+    def embed(self, pixel_values: torch.Tensor, sensor: str, spaces: Sequence[str] = SPACES,
+              normalize: bool = True, check_finite: bool = True) -> dict[str, torch.Tensor]:
+        """{space: (B, retrieval_dim)} for several spaces from one trunk pass (each encoder defines it)."""
+        raise NotImplementedError(f"{type(self).__name__} defines no embed")
+
+    @torch.no_grad()
+    def get_embeddings(self, pixel_values: torch.Tensor, sensor: str, space: str = "unified",
+                       normalize: bool = True, check_finite: bool = True) -> torch.Tensor:
+        """Embed a batch of one sensor with all tokens, no masking: (B, retrieval_dim).
+
+        space="unified" for same-modal search (phi_uni), "cross" for cross-modal search (phi_cross).
+        check_finite=False skips the NaN/inf check, the one host synchronisation (for throughput).
+        """
+        return self.embed(pixel_values, sensor, (space,), normalize, check_finite)[space]
+
+
+class CRJepaModel(CRJepaPreTrainedModel, CRJepaEncoderMixin):
+    """The CR-JEPA encoder for retrieval: sensor stems, the trunk and the retrieval heads (no predictors, no loss).
+
+    `forward(pixel_values, sensor=...)` embeds one sensor's images (transformers' image-feature-extraction
+    pipeline and AutoModel use it); `get_embeddings` / `embed` are the retrieval API. A CRJepaForPreTraining
+    checkpoint (and a legacy, pre-N-sensor CRJepaModel one, which held the predictors) loads into it; the
+    predictors are dropped silently.
+    """
+
+    _keys_to_ignore_on_load_unexpected = [r"^predictors\.", r"^crjepa\.predictors\."]
+
+    def __init__(self, config: CRJepaConfig) -> None:
+        config.check()
+        super().__init__(config)
+        self._add_encoder(config)
+        if config.head_mode == "decoupled":
+            self.heads = nn.ModuleDict({"unified": RetrievalHead(config), "cross": RetrievalHead(config)})
+        else:
+            self.heads = nn.ModuleDict({"shared": RetrievalHead(config)})
+        self.post_init()
+
+    # ------------------------------------------------------------------ building blocks
+    def head_name(self, space: str) -> str:
+        """The key in self.heads of the head serving `space` (one head serves both in head_mode='single')."""
+        if space not in SPACES:
+            raise ValueError(f"Unknown embedding space {space!r}; choose from {list(SPACES)}")
+        return space if self.config.head_mode == "decoupled" else "shared"
+
+    def head_for(self, space: str) -> RetrievalHead:
+        return self.heads[self.head_name(space)]
+
     def sensor_of(self, pixel_values: torch.Tensor, sensor: str | None) -> str:
         """The sensor of a batch: the one named, else the only sensor with the batch's channel count, else
         config.default_sensor (or the first sensor)."""
@@ -652,14 +695,6 @@ class CRJepaModel(CRJepaPreTrainedModel):
             if len(matching) == 1:
                 return matching[0]
         return self.config.default_sensor or self.sensor_names[0]
-
-    def encode(self, pixel_values: torch.Tensor, sensor: str, index: torch.Tensor | None = None,
-               hidden_states: list | None = None, attentions: list | None = None) -> torch.Tensor:
-        """z = g(f_sensor(x; index)): trunk latents of the tokens at `index` (all tokens when None)."""
-        tokens = self.stems[sensor](pixel_values.to(self.dtype))
-        if index is not None:
-            tokens = gather_tokens(tokens, index)
-        return self.trunk_for(sensor)(tokens, hidden_states, attentions)
 
     # ------------------------------------------------------------------ inference
     def forward(
@@ -705,16 +740,6 @@ class CRJepaModel(CRJepaPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
     @torch.no_grad()
-    def get_embeddings(self, pixel_values: torch.Tensor, sensor: str, space: str = "unified",
-                       normalize: bool = True, check_finite: bool = True) -> torch.Tensor:
-        """Embed a batch of one sensor with all tokens, no masking: (B, retrieval_dim).
-
-        space="unified" for same-modal search (phi_uni), "cross" for cross-modal search (phi_cross).
-        check_finite=False skips the NaN/inf check, the one host synchronisation (for throughput).
-        """
-        return self.embed(pixel_values, sensor, (space,), normalize, check_finite)[space]
-
-    @torch.no_grad()
     def embed(self, pixel_values: torch.Tensor, sensor: str, spaces: Sequence[str] = SPACES,
               normalize: bool = True, check_finite: bool = True) -> dict[str, torch.Tensor]:
         """{space: (B, retrieval_dim)} for several spaces from ONE trunk pass (get_embeddings per space would
@@ -729,10 +754,13 @@ class CRJepaModel(CRJepaPreTrainedModel):
 class CRJepaForPreTraining(CRJepaPreTrainedModel):
     """CR-JEPA pretraining: the encoder (`self.crjepa`, a CRJepaModel), the predictors and the objective.
 
-    Needs two or more sensors. `forward({sensor: pixel_values}, sigreg_step, masks)` computes L over the
-    config's routes; `pixel_values_a` / `pixel_values_b` remain as the wave-1 two-sensor spelling. Wave-1
-    checkpoints (keys stems.*, trunk.*, heads.*, predictors.*) load as they are: transformers adds the
-    `crjepa.` prefix to the encoder's keys, and the predictors' keys are unchanged.
+    Needs two or more sensors. `forward({sensor: pixel_values}, sigreg_step, masks)` computes L over the config's
+    routes; `objective` composes it from the named terms (`latents`, `prediction_terms`, `projections`,
+    `cross_terms`, `unified_terms`, `sigreg_term`), each callable on its own. Everything the encoder does (embed,
+    check inputs, its stems, trunk and heads) is `model.crjepa`'s, as IJepaForImageClassification keeps `.ijepa`.
+    Legacy (pre-N-sensor) checkpoints, whose CRJepaModel held the predictors (keys stems.*, trunk.*, heads.*,
+    predictors.*), load as they are: transformers puts the encoder's keys under `crjepa.` (its base_model_prefix
+    rule), the predictors' keys are unchanged, and the config reads their route codes (`PAPER_ROUTES`).
     """
 
     def __init__(self, config: CRJepaConfig) -> None:
@@ -748,47 +776,9 @@ class CRJepaForPreTraining(CRJepaPreTrainedModel):
         self.predictors = nn.ModuleDict({name: Predictor(config) for name in needed})
         self.post_init()
 
-    # the encoder's API, so a pretraining model embeds as CRJepaModel does (evaluation during training)
-    def get_encoder(self, *args: Any, **kwargs: Any) -> CRJepaModel:
+    def get_encoder(self, modality: str | None = None) -> CRJepaModel:
+        """The encoder (transformers' get_encoder): `self.crjepa`, what push_to_hub(encoder_only=True) uploads."""
         return self.crjepa
-
-    def save_encoder(self, save_directory, **kwargs: Any) -> Any:
-        """save_pretrained of the encoder alone (CRJepaModel: stems, trunk, heads), for retrieval."""
-        return self.crjepa.save_pretrained(save_directory, **kwargs)
-
-    @property
-    def stems(self) -> nn.ModuleDict:
-        return self.crjepa.stems
-
-    @property
-    def heads(self) -> nn.ModuleDict:
-        return self.crjepa.heads
-
-    @property
-    def trunk(self) -> Trunk:
-        return self.crjepa.trunk
-
-    @property
-    def trunks(self) -> nn.ModuleDict:
-        return self.crjepa.trunks
-
-    def trunk_for(self, sensor: str) -> Trunk:
-        return self.crjepa.trunk_for(sensor)
-
-    def head_name(self, space: str) -> str:
-        return self.crjepa.head_name(space)
-
-    def check_pixel_values(self, pixel_values: torch.Tensor, sensor: str, check_finite: bool = True) -> None:
-        self.crjepa.check_pixel_values(pixel_values, sensor, check_finite)
-
-    def encode(self, pixel_values: torch.Tensor, sensor: str, index: torch.Tensor | None = None) -> torch.Tensor:
-        return self.crjepa.encode(pixel_values, sensor, index)
-
-    def get_embeddings(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-        return self.crjepa.get_embeddings(*args, **kwargs)
-
-    def embed(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
-        return self.crjepa.embed(*args, **kwargs)
 
     def check_inputs(self, pixel_values: dict[str, torch.Tensor], check_finite: bool) -> dict[str, torch.Tensor]:
         """{sensor: pixel_values} in config order, each checked, all of one batch size (co-registered rows)."""
@@ -801,7 +791,7 @@ class CRJepaForPreTraining(CRJepaPreTrainedModel):
             raise ValueError(f"pixel_values must hold every sensor of the model {self.sensor_names}; "
                              f"missing {missing}, unknown {unknown}")
         for sensor in self.sensor_names:
-            self.check_pixel_values(pixel_values[sensor], sensor, check_finite)
+            self.crjepa.check_pixel_values(pixel_values[sensor], sensor, check_finite)
         sizes = {s: pixel_values[s].shape[0] for s in self.sensor_names}
         if len(set(sizes.values())) != 1:
             raise ValueError(f"Every sensor needs the same batch size (co-registered rows), found {sizes}")
@@ -811,20 +801,17 @@ class CRJepaForPreTraining(CRJepaPreTrainedModel):
     # ------------------------------------------------------------------ training objective
     def forward(
         self,
-        pixel_values: dict[str, torch.Tensor] | torch.Tensor | None = None,
-        pixel_values_b: torch.Tensor | None = None,
+        pixel_values: dict[str, torch.Tensor],
         sigreg_step: int = 0,
         masks: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
         check_finite: bool = True,
         return_dict: bool | None = None,
-        pixel_values_a: torch.Tensor | None = None,
         present: dict[str, torch.Tensor] | None = None,
         **kwargs: Any,
     ) -> CRJepaPreTrainingOutput | tuple:
         """One training step's objective on a batch of co-registered rows (row i of every sensor is one place).
 
-        pixel_values: {sensor: normalised (B, C_s, S, S)} for every sensor of the model. (Wave-1 spelling:
-        pixel_values_a, pixel_values_b for the first two sensors of a two-sensor model, also positionally.)
+        pixel_values: {sensor: normalised (B, C_s, S, S)} for every sensor of the model.
         sigreg_step: seeds SIGReg's directions (the global step: identical on every process).
         masks: optional {sensor: (visible_index, masked_index)} to fix the masks (tests, benchmarks).
         present: optional {sensor: (B,) bool}, which rows really have each sensor (a partially paired batch: the
@@ -840,12 +827,6 @@ class CRJepaForPreTraining(CRJepaPreTrainedModel):
         if kwargs:
             raise TypeError(f"CRJepaForPreTraining.forward computes the objective and takes no {sorted(kwargs)}; call "
                             "the encoder (model.crjepa(pixel_values, sensor=..., output_attentions=True)) for those")
-        if torch.is_tensor(pixel_values):  # wave-1 positional call model(a, b, ...)
-            pixel_values_a, pixel_values = pixel_values, None
-        if pixel_values is None:
-            if pixel_values_a is None or pixel_values_b is None or len(self.sensor_names) != 2:
-                raise ValueError("Pass pixel_values={sensor: tensor} (pixel_values_a/_b only for two-sensor models)")
-            pixel_values = dict(zip(self.sensor_names, (pixel_values_a, pixel_values_b)))
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         inputs = self.check_inputs(pixel_values, check_finite)
         output = self.objective(inputs, sigreg_step, masks, self.check_present(present, inputs))
@@ -880,96 +861,145 @@ class CRJepaForPreTraining(CRJepaPreTrainedModel):
                   present: dict[str, torch.Tensor] | None = None) -> CRJepaPreTrainingOutput:
         """L = L_pred + lambda_cross L_cross + lambda_uni L_uni + lambda_sigreg L_sigreg on checked inputs.
 
+        masks: {sensor: (visible_index, masked_index)}, or None to draw them (`random_masks`, per sample and sensor).
         present: {sensor: (B,) float weight in {0, 1}} (`check_present`) or None (every row has every sensor:
         the paper's objective, computed exactly as without the argument)."""
-        cfg, encoder, names = self.config, self.crjepa, self.sensor_names
+        cfg, names = self.config, self.sensor_names
         first = inputs[names[0]]
-        batch, device = first.shape[0], first.device
-
-        def rows(*sensors: str) -> torch.Tensor | None:  # the rows having every one of `sensors` (None: all)
-            if present is None:
-                return None
-            weight = present[sensors[0]]
-            for sensor in sensors[1:]:
-                weight = weight * present[sensor]
-            return weight
         if masks is None:
-            masks = {n: random_masks(batch, cfg.num_patches, cfg.mask_ratio, device) for n in names}
+            masks = {n: random_masks(first.shape[0], cfg.num_patches, cfg.mask_ratio, first.device) for n in names}
+        # 1. latents: z_V (context) and z_M (targets) of every sensor
+        visible, targets = self.latents(inputs, masks)
+        # 2. L_pred: one term per active route, weighted by route
+        route_losses = self.prediction_terms(visible, targets, masks, present)
+        zero = first.new_zeros((), dtype=torch.float32)
+        loss_pred = sum(cfg.route_weights[r] * route_losses[r] for r in cfg.routes) if cfg.routes else zero
+        # 3. the retrieval heads on the pooled context: r and e per sensor and head
+        projected = self.projections(visible)
+        embeddings = {f"{n}_{space}": projected[(n, self.crjepa.head_name(space))] for n in names for space in SPACES}
+        e = {k: v[1] for k, v in embeddings.items()}
+        # 4. L_cross and L_uni: one term per sensor pair, averaged
+        cross_terms, uni_terms = self.cross_terms(e, present), self.unified_terms(e, present)
+        loss_cross = mean_of(list(cross_terms.values()))
+        loss_uni = mean_of(list(uni_terms.values()))
+        # 5. SIGReg on the raw projections
+        loss_sigreg = self.sigreg_term(projected, sigreg_step, present)
 
-        pack = cfg.pack_sensors
+        loss = loss_pred + cfg.lambda_cross * loss_cross + cfg.lambda_uni * loss_uni + cfg.lambda_sigreg * loss_sigreg
+        losses = {"pred": loss_pred, **{f"pred/{r}": v for r, v in route_losses.items()},
+                  "cross": loss_cross, **cross_terms, "uni": loss_uni, **uni_terms, "sigreg": loss_sigreg}
+        used = None
+        if present is not None:  # how many rows each term used (0: the term is 0 because no row had its sensors)
+            used = {**{f"pred/{r}": rows_with(present, *split_route(r)).sum() for r in route_losses},
+                    **{f"{term}/{a}-{b}": rows_with(present, a, b).sum()
+                       for a, b in combinations(names, 2) for term in ("cross", "uni")},
+                    "sigreg": torch.stack([present[n] for n, _ in projected]).sum()}
+        return CRJepaPreTrainingOutput(loss=loss, losses=losses, rows=used,
+                                       embeddings={k: v[1].detach() for k, v in embeddings.items()})
+
+    def latents(self, inputs: dict[str, torch.Tensor], masks: dict[str, tuple[torch.Tensor, torch.Tensor]]
+                ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """({sensor: z_V}, {sensor: z_M}): z_V = g(f(x; V)) the visible tokens' latents (B, Nv, D), z_M = g(f(x; M))
+        the masked tokens' (B, Nm, D), each subset through the trunk on its own.
+
+        With stop_gradient_targets z_M carries no gradient. With a shared trunk and pack_sensors every sensor's
+        visible tokens go through it as one batch, and the targets likewise (one call for all subsets when the
+        targets carry gradients and the counts agree)."""
+        names, encoder, pack = self.sensor_names, self.crjepa, self.config.pack_sensors
         tokens = {name: encoder.stems[name](inputs[name]) for name in names}
 
-        # z_V = g(f(x; V)) and z_M = g(f(x; M)), each subset through the trunk separately; with a shared trunk
-        # and pack_sensors every sensor's visible tokens go through it as one batch, and the targets likewise
-        def trunk_calls(subset: int, detach: bool = False) -> list[tuple[nn.Module, tuple[torch.Tensor]]]:
-            return [(encoder.trunk_for(n), (gather_tokens(tokens[n].detach() if detach else tokens[n], masks[n][subset]),))
-                    for n in names]
+        def trunk_calls(subset: int, detach: bool = False) -> list[tuple[nn.Module, tuple[torch.Tensor, ...]]]:
+            return [(encoder.trunk_for(n), (gather_tokens(tokens[n].detach() if detach else tokens[n],
+                                                          masks[n][subset]),)) for n in names]
 
-        if cfg.stop_gradient_targets:
+        if self.config.stop_gradient_targets:
             z_visible = run_packed(trunk_calls(0), pack)
             with torch.no_grad():
                 z_masked = run_packed(trunk_calls(1, detach=True), pack)
         else:  # every subset carries gradients: one call when the visible and masked counts agree
             z_all = run_packed(trunk_calls(0) + trunk_calls(1), pack)
             z_visible, z_masked = z_all[:len(names)], z_all[len(names):]
-        visible, targets = dict(zip(names, z_visible)), dict(zip(names, z_masked))
-        pooled = {n: visible[n].mean(dim=1) for n in names}
+        return dict(zip(names, z_visible)), dict(zip(names, z_masked))
 
-        zero = first.new_zeros((), dtype=torch.float32)
-        # routes in canonical order (same-sensor first); routes served by one predictor are packed into one call
-        active = [r for r in all_routes(names) if r in cfg.routes]
+    def prediction_terms(self, visible: dict[str, torch.Tensor], targets: dict[str, torch.Tensor],
+                         masks: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                         present: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """{route: ||P(z_V^source; M^target) - z_M^target||^2} (unweighted) for the config's routes, in canonical
+        order (same-sensor first); the predictor of each route (`route_to_predictor`) is told the target sensor.
+        Routes served by one predictor run as one call (pack_sensors). present: each route counts the rows having
+        both its sensors."""
+        names, batch = self.sensor_names, next(iter(visible.values())).shape[0]
+        active = [r for r in all_routes(names) if r in self.config.routes]
         calls = []
         for route in active:
             source, target = split_route(route)
-            target_sensor = torch.full((batch,), names.index(target), dtype=torch.long, device=device)
+            target_sensor = torch.full((batch,), names.index(target), dtype=torch.long,
+                                       device=visible[source].device)
             predictor = self.predictors[self.route_to_predictor[route]]
             calls.append((predictor, (visible[source], masks[target][1], target_sensor)))
-        predicted = dict(zip(active, run_packed(calls, pack)))
-        route_losses = {r: prediction_loss(predicted[r], targets[split_route(r)[1]], rows(*split_route(r)))
-                        for r in active}
-        loss_pred = sum(cfg.route_weights[r] * route_losses[r] for r in cfg.routes) if cfg.routes else zero
+        predicted = dict(zip(active, run_packed(calls, self.config.pack_sensors)))
+        return {r: prediction_loss(predicted[r], targets[split_route(r)[1]], rows_with(present, *split_route(r)))
+                for r in active}
 
-        # heads: each head once on every sensor; r (raw) and e (normalised) per (sensor, head)
-        keys = [(n, h) for n in names for h in encoder.heads]
-        projected = dict(zip(keys, run_packed([(encoder.heads[h], (pooled[n],)) for n, h in keys], pack)))
-        embeddings = {f"{n}_{space}": projected[(n, encoder.head_name(space))] for n in names for space in SPACES}
-        e = {k: v[1] for k, v in embeddings.items()}
-        pairs = list(combinations(names, 2))
-        # contrastive terms: the rows with both sensors are the queries, every row with the target sensor a candidate
-        cross_terms = {f"cross/{a}-{b}": info_nce(e[f"{a}_cross"], e[f"{b}_cross"], cfg.temperature, rows(a, b),
-                                                  rows(a), rows(b)) for a, b in pairs}
-        uni_terms = {f"uni/{a}-{b}": uni_loss(e[f"{a}_unified"], e[f"{b}_unified"], cfg.temperature, rows(a, b),
-                                              rows(a), rows(b)) for a, b in pairs}
-        loss_cross = mean_of(list(cross_terms.values()))
-        loss_uni = mean_of(list(uni_terms.values()))
-        # SIGReg on the raw projections (r_uni and r_cross of every sensor; one head: r of every sensor)
-        raws = [projected[key][0] for key in keys]
-        sigreg_kwargs = dict(step=sigreg_step, num_directions=cfg.sigreg_num_directions,
-                             num_knots=cfg.sigreg_num_knots, t_max=cfg.sigreg_t_max)
-        weights = [rows(n) for n, _ in keys]  # each projection counts the rows of its sensor
-        if pack:  # one batched matmul for the stack (P, B, R)
+    def projections(self, visible: dict[str, torch.Tensor]) -> dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]]:
+        """{(sensor, head name): (r, e)}: every retrieval head on every sensor's pooled visible latents (the mean of
+        z_V; r raw, e = r / ||r||), each head once on all sensors (pack_sensors)."""
+        heads = self.crjepa.heads
+        pooled = {n: visible[n].mean(dim=1) for n in self.sensor_names}
+        keys = [(n, h) for n in self.sensor_names for h in heads]
+        return dict(zip(keys, run_packed([(heads[h], (pooled[n],)) for n, h in keys], self.config.pack_sensors)))
+
+    def cross_terms(self, embeddings: dict[str, torch.Tensor],
+                    present: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """{"cross/<a>-<b>": symmetric InfoNCE of e_a and e_b in the cross space} per sensor pair; embeddings:
+        {"<sensor>_cross": (B, R) e}. present: the rows with both sensors are the queries, every row with the target
+        sensor a candidate."""
+        return {f"cross/{a}-{b}": info_nce(embeddings[f"{a}_cross"], embeddings[f"{b}_cross"], self.config.temperature,
+                                           rows_with(present, a, b), rows_with(present, a), rows_with(present, b))
+                for a, b in combinations(self.sensor_names, 2)}
+
+    def unified_terms(self, embeddings: dict[str, torch.Tensor],
+                      present: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """{"uni/<a>-<b>": L_uni of e_a and e_b in the unified space (InfoNCE + 1 - cosine)} per sensor pair;
+        embeddings: {"<sensor>_unified": (B, R) e}. present: as `cross_terms`."""
+        return {f"uni/{a}-{b}": uni_loss(embeddings[f"{a}_unified"], embeddings[f"{b}_unified"],
+                                         self.config.temperature, rows_with(present, a, b), rows_with(present, a),
+                                         rows_with(present, b))
+                for a, b in combinations(self.sensor_names, 2)}
+
+    def sigreg_term(self, projected: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]], step: int,
+                    present: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """L_sigreg: the mean of SIGReg over the raw projections r of `projections` (r_uni and r_cross of every
+        sensor; one head: r of every sensor), with the directions of `step`. present: each projection counts the
+        rows of its sensor. pack_sensors: one batched matmul for the stack (P, B, R)."""
+        cfg = self.config
+        raws = [r for r, _ in projected.values()]
+        weights = [rows_with(present, sensor) for sensor, _ in projected]
+        kwargs = dict(step=step, num_directions=cfg.sigreg_num_directions, num_knots=cfg.sigreg_num_knots,
+                      t_max=cfg.sigreg_t_max)
+        if cfg.pack_sensors:
             stacked_weight = None if present is None else torch.stack(weights)
-            loss_sigreg = sigreg(torch.stack(raws), weight=stacked_weight, **sigreg_kwargs).mean()
-        else:
-            loss_sigreg = torch.stack([sigreg(r, weight=w, **sigreg_kwargs) for r, w in zip(raws, weights)]).mean()
+            return sigreg(torch.stack(raws), weight=stacked_weight, **kwargs).mean()
+        return torch.stack([sigreg(r, weight=w, **kwargs) for r, w in zip(raws, weights)]).mean()
 
-        loss = loss_pred + cfg.lambda_cross * loss_cross + cfg.lambda_uni * loss_uni + cfg.lambda_sigreg * loss_sigreg
-        losses = {"pred": loss_pred, **{f"pred/{r}": route_losses[r] for r in active},
-                  "cross": loss_cross, **cross_terms, "uni": loss_uni, **uni_terms, "sigreg": loss_sigreg}
-        used = None
-        if present is not None:  # how many rows each term used (0: the term is 0 because no row had its sensors)
-            used = {**{f"pred/{r}": rows(*split_route(r)).sum() for r in active},
-                    **{f"{term}/{a}-{b}": rows(a, b).sum() for a, b in pairs for term in ("cross", "uni")},
-                    "sigreg": torch.stack(weights).sum()}
-        return CRJepaPreTrainingOutput(loss=loss, losses=losses, rows=used,
-                                       embeddings={k: v[1].detach() for k, v in embeddings.items()})
+
+def rows_with(present: dict[str, torch.Tensor] | None, *sensors: str) -> torch.Tensor | None:
+    """The (B,) weight of the rows that have every one of `sensors` (the product of their presence weights), or
+    None when `present` is None (every row has every sensor)."""
+    if present is None:
+        return None
+    weight = present[sensors[0]]
+    for sensor in sensors[1:]:
+        weight = weight * present[sensor]
+    return weight
 
 
 def mean_of(terms: list[torch.Tensor]) -> torch.Tensor:
-    """The mean of scalar terms; one term is returned as is (two sensors: bit-identical to the wave-1 value)."""
+    """The mean of scalar terms; one term is returned as is (two sensors: bit-identical to the pair's term, as the
+    two-sensor reference recorded it)."""
     return terms[0] if len(terms) == 1 else torch.stack(terms).mean()
 
 
-__all__ = ["CRJepaModel", "CRJepaForPreTraining", "CRJepaPreTrainedModel", "CRJepaModelOutput",
-           "CRJepaPreTrainingOutput", "CRJepaOutput", "SensorStem", "Trunk", "Predictor", "RetrievalHead",
+__all__ = ["CRJepaModel", "CRJepaForPreTraining", "CRJepaPreTrainedModel", "CRJepaEncoderMixin", "CRJepaModelOutput",
+           "CRJepaPreTrainingOutput", "SensorStem", "Trunk", "Predictor", "RetrievalHead",
            "random_masks", "predictor_for_route", "eager_attention_forward"]

@@ -52,7 +52,7 @@ def one_thread():
 def test_baseline_forward_backward_and_embeddings(architecture):
     model = tiny(architecture)
     a, b = pair_batch(model.config)
-    out = model(a, b, sigreg_step=3, check_finite=False)
+    out = model({"s1": a, "s2": b}, sigreg_step=3, check_finite=False)
     terms = out.loss_terms()
     assert "loss" in terms and all(torch.isfinite(v) for v in terms.values())
     out.loss.backward()
@@ -68,12 +68,14 @@ def test_baseline_forward_backward_and_embeddings(architecture):
         assert_close_at_scale(unified, torch.nn.functional.normalize(cross, dim=-1), scale=1.0)  # unit vectors
     with pytest.raises(ValueError, match="space"):
         model.get_embeddings(a, sensor="s1", space="other")
+    with pytest.raises(ValueError, match=r"pixel_values as \{sensor"):  # one spelling: {sensor: images}
+        model(a)
 
 
 def test_xjepa_terms_sum_to_the_loss():
     model = tiny("xjepa")
     cfg = model.config
-    out = model(*pair_batch(cfg))
+    out = model(dict(zip(cfg.sensor_names, pair_batch(cfg))))
     terms = out.losses
     assert cfg.routes == ["s1->s2", "s2->s1"] and "pred/s1->s1" not in terms and terms["pred/s1->s2"] > 0
     expected = (terms["pred"] + cfg.lambda_mahalanobis * terms["mahalanobis"] + cfg.lambda_vicreg
@@ -86,7 +88,7 @@ def test_xjepa_ema_target_moves_only_through_the_hook():
     online, target = model.trunk.blocks[0].mlp.fc1.weight, model.target_trunk.blocks[0].mlp.fc1.weight
     assert torch.equal(online, target) and not target.requires_grad
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
-    model(*pair_batch(model.config)).loss.backward()
+    model(dict(zip(model.config.sensor_names, pair_batch(model.config)))).loss.backward()
     assert all(p.grad is None for p in list(model.target_trunk.parameters()) + list(model.target_stems.parameters()))
     before = target.detach().clone()
     optimizer.step()
@@ -106,10 +108,10 @@ def test_contrastive_is_a_dual_encoder_with_full_views_by_default():
     a, b = pair_batch(model.config)
     masks = {s: (torch.arange(4).expand(8, 4), torch.arange(4, 16).expand(8, 12)) for s in model.config.sensor_names}
     torch.manual_seed(1)
-    full = model(a, b).loss
-    assert torch.allclose(model(a, b, masks=masks).loss, full)  # masks ignored unless mask_views
+    full = model({"s1": a, "s2": b}).loss
+    assert torch.allclose(model({"s1": a, "s2": b}, masks=masks).loss, full)  # masks ignored unless mask_views
     model.config.mask_views = True
-    assert not torch.allclose(model(a, b, masks=masks).loss, full)
+    assert not torch.allclose(model({"s1": a, "s2": b}, masks=masks).loss, full)
 
 
 @pytest.mark.parametrize("architecture", ["xjepa", "contrastive"])
@@ -179,7 +181,7 @@ def test_yaml_unchanged_is_the_paper_run_with_its_overrides(path):
     for key, value in yaml_model_section(path).items():
         if key != "architecture":
             expected = [normalize_route(r, model_config.sensors) for r in value] if key == "routes" else value
-            assert getattr(model_config, key) == expected, key  # wave-1 route codes read as "s1->s2" routes
+            assert getattr(model_config, key) == expected, key  # the paper's route codes read as "s1->s2" routes
 
 
 @pytest.mark.slow

@@ -29,6 +29,22 @@ def pairs() -> datasets.Dataset:
     return synthetic_pairs({"validation": 40, "test": 56})
 
 
+@pytest.mark.parametrize("architecture", ["crjepa", "xjepa"])
+def test_a_training_model_embeds_through_its_encoder(pairs, architecture):
+    """What training evaluates (CRJepaForPreTraining, a baseline) embeds through get_encoder(): the pretraining
+    model's vectors are those of its encoder `.crjepa`; a baseline is its own encoder."""
+    from crjepa.baselines.models import build_model
+
+    torch.manual_seed(0)
+    trained = build_model(architecture, "tiny").eval()
+    encoder = trained.crjepa if architecture == "crjepa" else trained
+    assert trained.get_encoder() is encoder
+    small = pairs.select(range(6))
+    through_model, direct = (compute_embeddings(m, small, batch_size=4) for m in (trained, encoder))
+    for column in direct.columns:
+        np.testing.assert_array_equal(through_model[column], direct[column])
+
+
 def test_embeddings_match_direct_model_calls_in_dataset_order(model, pairs):
     emb = compute_embeddings(model, pairs, batch_size=16)
     assert emb.columns == ["s1_unified", "s1_cross", "s2_unified", "s2_cross"]

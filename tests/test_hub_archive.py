@@ -287,7 +287,7 @@ def test_export_encoder_pushes_the_retrieval_model_without_predictors(tmp_path):
         p.name for p in encoder_dir.iterdir()}
     x = torch.randn(2, 12, 32, 32)
     assert torch.equal(CRJepaModel.from_pretrained(encoder_dir).eval().get_embeddings(x, "s2", "cross"),
-                       full.get_embeddings(x, "s2", "cross"))
+                       full.crjepa.get_embeddings(x, "s2", "cross"))
     api = FakeHubApi()
     push_folder(encoder_dir, "someone/crjepa-encoder", repo_type="model", api=api)
     assert api.calls[2][1]["folder_path"] == str(encoder_dir)

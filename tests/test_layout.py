@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-MODEL_FILES = {"__init__.py", "configuration_crjepa.py", "modeling_crjepa.py", "losses.py",
+MODEL_FILES = {"__init__.py", "configuration_crjepa.py", "modeling_crjepa.py", "losses.py", "devices.py",
                "image_processing_crjepa.py", "pipeline_crjepa.py"}
 MODEL_ALLOWED = {"torch", "transformers", "numpy", "huggingface_hub", "PIL"}  # huggingface_hub: a dependency of
 # transformers (the strict config dataclass; HfApi inside push_to_hub), so it is wherever the model loads; PIL:

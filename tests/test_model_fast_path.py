@@ -28,7 +28,7 @@ def setup(n: int = 6, **overrides):
 def losses_and_grads(model: CRJepaForPreTraining, pack: bool, a, b, masks) -> tuple[dict, dict]:
     model.config.pack_sensors = pack
     model.zero_grad(set_to_none=True)
-    out = model(a, b, sigreg_step=5, masks=masks)
+    out = model({"s1": a, "s2": b}, sigreg_step=5, masks=masks)
     out.loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     terms = out.loss_terms()
@@ -60,7 +60,7 @@ def test_packed_path_counts_the_same_flops():
     for pack in (True, False):
         model.config.pack_sensors = pack
         with FlopCounterMode(display=False) as counter:
-            model(a, b, sigreg_step=0, masks=masks).loss.backward()
+            model({"s1": a, "s2": b}, sigreg_step=0, masks=masks).loss.backward()
         counts[pack] = counter.get_total_flops()
     assert counts[True] == counts[False] > 0
 
@@ -93,12 +93,12 @@ def test_run_packed_groups_by_module_and_shape():
 def test_embed_serves_every_space_from_one_trunk_pass():
     model, a, _, _ = setup()
     model.eval()
-    both = model.embed(a, "s1")
+    both = model.crjepa.embed(a, "s1")
     for space in ("unified", "cross"):
-        assert_close_at_scale(both[space], model.get_embeddings(a, "s1", space), scale=1.0)  # unit vectors
-    assert torch.equal(model.get_embeddings(a, "s1", "cross", check_finite=False), both["cross"])
-    raw = model.embed(a, "s1", ("cross",), normalize=False)["cross"]
-    assert torch.allclose(raw, model.get_embeddings(a, "s1", "cross", normalize=False))
+        assert_close_at_scale(both[space], model.crjepa.get_embeddings(a, "s1", space), scale=1.0)  # unit vectors
+    assert torch.equal(model.crjepa.get_embeddings(a, "s1", "cross", check_finite=False), both["cross"])
+    raw = model.crjepa.embed(a, "s1", ("cross",), normalize=False)["cross"]
+    assert torch.allclose(raw, model.crjepa.get_embeddings(a, "s1", "cross", normalize=False))
 
 
 @pytest.mark.slow
@@ -116,7 +116,7 @@ def test_patch_embedding_is_the_strided_conv_it_replaces():
     tokens and the same weight gradient as the convolution, from the same parameters (checkpoints unchanged)."""
     model, a, b, _ = setup(n=3)
     for sensor, x in zip(model.sensor_names, (a, b)):
-        stem = model.stems[sensor]
+        stem = model.crjepa.stems[sensor]
         conv = stem.patch_embed
         reference = torch.nn.functional.conv2d(x, conv.weight, conv.bias, stride=conv.stride)
         reference = reference.flatten(2).transpose(1, 2) + stem.pos_embed

@@ -197,7 +197,7 @@ def test_terms_without_valid_rows_are_zero_not_nan():
     assert torch.equal(a.grad, torch.zeros_like(a))
 
 
-# ---------------------------------------------------------------------------------------------- wave-1 regression
+# ---------------------------------------------------------------------------------------------- two-sensor reference
 def _reference():
     import importlib.util
     import json
@@ -210,36 +210,37 @@ def _reference():
     return module, json.loads((data / "two_sensor_reference.json").read_text())
 
 
-WAVE1_TERMS = {"loss": "loss", "loss_pred": "pred", "loss_cross": "cross/s1-s2", "loss_uni": "uni/s1-s2",
+LEGACY_TERMS = {"loss": "loss", "loss_pred": "pred", "loss_cross": "cross/s1-s2", "loss_uni": "uni/s1-s2",
                "loss_sigreg": "sigreg", "loss_pred_aa": "pred/s1->s1", "loss_pred_bb": "pred/s2->s2",
                "loss_pred_ab": "pred/s1->s2", "loss_pred_ba": "pred/s2->s1"}
-"""Wave-1 CRJepaOutput field -> the term of CRJepaForPreTraining's losses (a = s1, b = s2)."""
+"""The legacy output's field (recorded in the reference) -> the term of CRJepaForPreTraining's losses (a = s1,
+b = s2)."""
 
 
 @pytest.mark.parametrize("variant", ["paper", "paper_plain", "independent", "shared", "separate_trunks",
                                      "no_stopgrad_single_head", "cross_routes_weighted"])
-def test_two_sensor_objective_matches_wave1_reference(variant):
-    """With two sensors the N-sensor objective computes exactly the wave-1 numbers: every loss term and the
-    gradient of every parameter (norm, sum, sampled values), on fixed weights, inputs and masks, fp32
-    (tests/data/make_two_sensor_reference.py recorded them with the wave-1 CRJepaModel)."""
+def test_two_sensor_objective_matches_the_reference(variant):
+    """With two sensors the N-sensor objective computes exactly the two-sensor reference's numbers: every loss term
+    and the gradient of every parameter (norm, sum, sampled values), on fixed weights, inputs and masks, fp32
+    (tests/data/make_two_sensor_reference.py recorded them with the legacy, pre-N-sensor CRJepaModel)."""
     from modeling_crjepa import CRJepaConfig, CRJepaForPreTraining
 
     maker, reference = _reference()
     expected = reference["variants"][variant]
     model = CRJepaForPreTraining(CRJepaConfig.from_preset("tiny", **expected["overrides"])).train()
-    wave1_name = lambda name: name.removeprefix("crjepa.")  # noqa: E731  (the encoder moved under .crjepa)
-    maker.reference_weights(model.named_parameters(), wave1_name)
+    legacy_name = lambda name: name.removeprefix("crjepa.")  # noqa: E731  (the encoder moved under .crjepa)
+    maker.reference_weights(model.named_parameters(), legacy_name)
     a, b, masks = maker.reference_inputs(model.config)
     out = model({"s1": a, "s2": b}, sigreg_step=reference["sigreg_step"], masks=masks)
     out.loss.backward()
     terms = out.loss_terms()
     for old, value in expected["losses"].items():
-        new = WAVE1_TERMS[old]
-        if new not in terms:  # an inactive route: wave-1 logged 0
+        new = LEGACY_TERMS[old]
+        if new not in terms:  # an inactive route: the legacy model logged 0
             assert value == 0.0 and new.startswith("pred/"), old
             continue
         assert terms[new].item() == pytest.approx(value, abs=roundoff(abs(value))), old  # positive terms
-    grads = {wave1_name(n): p.grad for n, p in model.named_parameters() if p.grad is not None}
+    grads = {legacy_name(n): p.grad for n, p in model.named_parameters() if p.grad is not None}
     assert grads.keys() == expected["grads"].keys()
     for name, summary in expected["grads"].items():
         flat = grads[name].reshape(-1).double()

@@ -5,8 +5,9 @@ from collections import Counter
 import pytest
 import torch
 
+from helpers import assert_close_at_scale
 from modeling_crjepa import CRJepaConfig, CRJepaForPreTraining, CRJepaModel
-from modeling_crjepa.modeling_crjepa import CRJepaOutput, random_masks
+from modeling_crjepa.modeling_crjepa import CRJepaPreTrainingOutput, random_masks
 
 
 def tiny(**overrides) -> CRJepaForPreTraining:
@@ -32,7 +33,7 @@ def test_ben14k_preset_has_the_papers_parameter_count():
           {k: round(v / 1e6, 3) for k, v in by_component.items()}, "total", round(total / 1e6, 3))
     assert abs(total - 117.93e6) / 117.93e6 < 0.02
     assert set(model.predictors) == {"aa", "bb", "cross"}
-    assert set(model.heads) == {"unified", "cross"}
+    assert set(model.crjepa.heads) == {"unified", "cross"}
     encoder = CRJepaModel(model.config)  # the retrieval checkpoint: no predictors (40.7M of the 117.9M)
     assert sum(p.numel() for p in encoder.parameters()) == total - sum(
         v for k, v in by_component.items() if k.startswith("predictors"))
@@ -49,8 +50,8 @@ def test_presets_name_their_sensors(preset, sensors):
 def test_forward_returns_every_term_and_each_has_a_gradient():
     model = tiny()
     a, b = batch(model)
-    out = model(a, b, sigreg_step=0)
-    assert isinstance(out, CRJepaOutput)
+    out = model({"s1": a, "s2": b}, sigreg_step=0)
+    assert isinstance(out, CRJepaPreTrainingOutput)
     terms = out.loss_terms()
     for name in ("loss", "pred", "pred/s1->s1", "pred/s2->s2", "pred/s1->s2", "pred/s2->s1",
                  "cross", "uni", "sigreg"):
@@ -64,12 +65,77 @@ def test_forward_returns_every_term_and_each_has_a_gradient():
              "cross": "crjepa.heads.cross", "uni": "crjepa.heads.unified", "sigreg": "crjepa.heads.cross"}
     for term, prefix in reach.items():
         model.zero_grad()
-        model(a, b, sigreg_step=0).loss_terms()[term].backward()
+        model({"s1": a, "s2": b}, sigreg_step=0).loss_terms()[term].backward()
         grads = [p.grad for n, p in model.named_parameters() if n.startswith(prefix)]
         assert grads and all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0, term
         trunk = [p.grad for n, p in model.named_parameters() if n.startswith("crjepa.trunk.")]
         assert any(g is not None and g.abs().sum() > 0 for g in trunk), term
+    with pytest.raises(ValueError, match=r"pixel_values as \{sensor"):  # one spelling: {sensor: images}
+        model(a)
 
+
+
+# ---------------------------------------------------------------------------------------------- objective terms
+def test_each_objective_term_is_its_loss_on_its_inputs_and_objective_composes_them():
+    """latents, prediction_terms, projections, cross_terms, unified_terms and sigreg_term, each called alone, equal
+    the paper's formula written out with the model's modules and the loss functions; objective() is their weighted
+    sum."""
+    from modeling_crjepa.losses import info_nce, prediction_loss, sigreg, uni_loss
+
+    model = tiny(pack_sensors=False, routes=["aa", "ab", "ba"], route_weights={"ab": 2.0}).train()
+    cfg, encoder = model.config, model.crjepa
+    a, b = batch(model, n=6)
+    inputs = {"s1": a, "s2": b}
+    masks = _masks(cfg, 6, seed=3)
+
+    visible, targets = model.latents(inputs, masks)
+    for sensor, x in inputs.items():  # z_V and z_M: the trunk on the visible / masked tokens alone
+        assert_close_at_scale(visible[sensor], encoder.encode(x, sensor, masks[sensor][0]))
+        assert_close_at_scale(targets[sensor], encoder.encode(x, sensor, masks[sensor][1]))
+        assert visible[sensor].requires_grad and not targets[sensor].requires_grad  # stop-gradient on z_M
+
+    routes = model.prediction_terms(visible, targets, masks)
+    assert list(routes) == ["s1->s1", "s1->s2", "s2->s1"]  # the active routes, canonical order
+    for route, value in routes.items():
+        source, target = route.split("->")
+        predictor = model.predictors[model.route_to_predictor[route]]
+        predicted = predictor(visible[source], masks[target][1], model.sensor_names.index(target))
+        assert_close_at_scale(value, prediction_loss(predicted, targets[target]))
+    assert len({v.item() for v in routes.values()}) == 3  # each route its own term
+
+    projected = model.projections(visible)
+    assert list(projected) == [(s, h) for s in ("s1", "s2") for h in ("unified", "cross")]
+    for (sensor, head), (raw, unit) in projected.items():
+        expected_raw, expected_unit = encoder.heads[head](visible[sensor].mean(dim=1))
+        assert_close_at_scale(raw, expected_raw)
+        assert_close_at_scale(unit, expected_unit, scale=1.0)
+
+    gen = torch.Generator().manual_seed(4)  # unrelated unit vectors per sensor and space: the terms pick their own
+    e = {f"{s}_{space}": torch.nn.functional.normalize(torch.randn(6, cfg.retrieval_dim, generator=gen), dim=-1)
+         for s in ("s1", "s2") for space in ("unified", "cross")}
+    cross, unified = model.cross_terms(e), model.unified_terms(e)
+    assert list(cross) == ["cross/s1-s2"] and list(unified) == ["uni/s1-s2"]
+    assert_close_at_scale(cross["cross/s1-s2"], info_nce(e["s1_cross"], e["s2_cross"], cfg.temperature))
+    assert_close_at_scale(unified["uni/s1-s2"], uni_loss(e["s1_unified"], e["s2_unified"], cfg.temperature))
+
+    kwargs = dict(num_directions=cfg.sigreg_num_directions, num_knots=cfg.sigreg_num_knots, t_max=cfg.sigreg_t_max)
+    each = [sigreg(raw, step=7, **kwargs) for raw, _ in projected.values()]
+    assert_close_at_scale(model.sigreg_term(projected, 7), torch.stack(each).mean())
+    assert not torch.allclose(model.sigreg_term(projected, 8), model.sigreg_term(projected, 7))  # the step's slices
+
+    out = model(inputs, sigreg_step=7, masks=masks)
+    terms = out.loss_terms()
+    for route, value in routes.items():
+        assert_close_at_scale(terms[f"pred/{route}"], value)
+    own = {f"{s}_{space}": projected[(s, space)][1] for s in ("s1", "s2") for space in ("unified", "cross")}
+    assert_close_at_scale(terms["cross"], model.cross_terms(own)["cross/s1-s2"])
+    assert_close_at_scale(terms["uni"], model.unified_terms(own)["uni/s1-s2"])
+    assert_close_at_scale(terms["sigreg"], model.sigreg_term(projected, 7))
+    pred = routes["s1->s1"] + 2.0 * routes["s1->s2"] + routes["s2->s1"]
+    assert_close_at_scale(terms["pred"], pred)
+    expected = (pred + cfg.lambda_cross * terms["cross"] + cfg.lambda_uni * terms["uni"]
+                + cfg.lambda_sigreg * terms["sigreg"])
+    assert_close_at_scale(terms["loss"], expected)
 
 
 def test_sigreg_is_active_from_the_start():
@@ -85,10 +151,10 @@ def test_sigreg_is_active_from_the_start():
     for head_init in ("unit", "small"):
         model = tiny(head_init=head_init)
         a, b = batch(model, n=32)
-        out = model(a, b, sigreg_step=0)
+        out = model({"s1": a, "s2": b}, sigreg_step=0)
         out.losses["sigreg"].backward()
         grad = sum(p.grad.square().sum() for n, p in model.named_parameters() if n.startswith("crjepa.heads.")) ** 0.5
-        raw = model.heads["cross"](model.trunk(model.stems["s1"](a)).mean(dim=1))[0]
+        raw = model.crjepa.heads["cross"](model.crjepa.trunk(model.crjepa.stems["s1"](a)).mean(dim=1))[0]
         stationary[head_init] = (raw.std().item(), out.losses["sigreg"].item(), grad.item())
     r_zero = 32 * float(((1 - torch.exp(-t.square() / 2)).square() * w).sum())  # SIGReg of r = 0
     unit_std, unit_loss, unit_grad = stationary["unit"]
@@ -104,7 +170,7 @@ def test_sigreg_is_active_from_the_start():
     losses = []
     for step in range(20):
         optimizer.zero_grad()
-        loss = model(a, b, sigreg_step=step).losses["sigreg"]
+        loss = model({"s1": a, "s2": b}, sigreg_step=step).losses["sigreg"]
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
@@ -118,11 +184,12 @@ def test_stop_gradient_targets():
         a, b = batch(model)
         masks = {s: random_masks(8, model.config.num_patches, 0.5, "cpu", torch.Generator().manual_seed(1))
                  for s in model.sensor_names}
-        out = model(a, b, masks=masks)
-        target_grad = torch.autograd.grad(out.losses["pred"], model.stems["s1"].patch_embed.weight, retain_graph=True)[0]
+        out = model({"s1": a, "s2": b}, masks=masks)
+        stem = model.crjepa.stems["s1"].patch_embed.weight
+        target_grad = torch.autograd.grad(out.losses["pred"], stem, retain_graph=True)[0]
         # compare with a run where the targets are certainly detached
         model.config.stop_gradient_targets = True
-        detached = torch.autograd.grad(model(a, b, masks=masks).losses["pred"], model.stems["s1"].patch_embed.weight)[0]
+        detached = torch.autograd.grad(model({"s1": a, "s2": b}, masks=masks).losses["pred"], stem)[0]
         assert torch.allclose(target_grad, detached) == stop
 
 
@@ -134,7 +201,7 @@ def test_tiny_overfits_a_fixed_batch():
     for step in range(60):
         gen = torch.Generator().manual_seed(123)  # fixed masks: a truly fixed problem
         masks = {s: random_masks(16, model.config.num_patches, 0.5, "cpu", gen) for s in model.sensor_names}
-        out = model(a, b, sigreg_step=0, masks=masks)
+        out = model({"s1": a, "s2": b}, sigreg_step=0, masks=masks)
         opt.zero_grad()
         out.loss.backward()
         opt.step()
@@ -146,8 +213,8 @@ def test_bf16_autocast_has_no_nan():
     model = tiny()
     a, b = batch(model)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model(a, b, sigreg_step=3)
-        emb = model.get_embeddings(a, sensor="s1", space="cross")
+        out = model({"s1": a, "s2": b}, sigreg_step=3)
+        emb = model.crjepa.get_embeddings(a, sensor="s1", space="cross")
     out.loss.backward()
     assert torch.isfinite(out.loss)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
@@ -157,16 +224,17 @@ def test_bf16_autocast_has_no_nan():
 def test_get_embeddings_spaces_and_normalisation():
     model = tiny().eval()
     a, b = batch(model)
-    uni = model.get_embeddings(a, sensor="s1", space="unified")
-    cross = model.get_embeddings(a, sensor="s1", space="cross")
-    raw = model.get_embeddings(b, sensor="s2", space="cross", normalize=False)
+    uni = model.crjepa.get_embeddings(a, sensor="s1", space="unified")
+    cross = model.crjepa.get_embeddings(a, sensor="s1", space="cross")
+    raw = model.crjepa.get_embeddings(b, sensor="s2", space="cross", normalize=False)
     assert uni.shape == cross.shape == raw.shape == (8, model.config.retrieval_dim)
     assert torch.allclose(uni.norm(dim=-1), torch.ones(8), atol=1e-5)
     assert not torch.allclose(uni, cross)  # decoupled heads: two spaces
     assert not torch.allclose(raw.norm(dim=-1), torch.ones(8))
     # no masking at inference: deterministic, and batch-independent
-    assert torch.allclose(model.get_embeddings(a[:3], sensor="s1"), uni[:3], atol=1e-5)
+    assert torch.allclose(model.crjepa.get_embeddings(a[:3], sensor="s1"), uni[:3], atol=1e-5)
     single = tiny(head_mode="single").eval()
+    single = single.crjepa
     assert torch.allclose(single.get_embeddings(a, "s1", "unified"), single.get_embeddings(a, "s1", "cross"))
 
 
@@ -176,13 +244,13 @@ def test_predictor_sharing_modes(sharing, names):
     model = tiny(predictor_sharing=sharing)
     assert set(model.predictors) == names
     a, b = batch(model)
-    assert torch.isfinite(model(a, b).loss)
+    assert torch.isfinite(model({"s1": a, "s2": b}).loss)
 
 
 def test_routes_switch_off_and_weights_apply():
     model = tiny(routes=["ab", "ba"], route_weights={"ab": 2.0})
     a, b = batch(model)
-    out = model(a, b)
+    out = model({"s1": a, "s2": b})
     assert "pred/s1->s1" not in out.losses and "pred/s2->s2" not in out.losses  # inactive routes are not terms
     assert torch.allclose(out.losses["pred"], 2.0 * out.losses["pred/s1->s2"] + out.losses["pred/s2->s1"])
     assert set(model.predictors) == {"cross"}
@@ -190,9 +258,9 @@ def test_routes_switch_off_and_weights_apply():
 
 def test_separate_trunks_ablation():
     model = tiny(trunk_mode="separate")
-    assert set(model.trunks) == {"s1", "s2"} and not hasattr(model, "trunk")
+    assert set(model.crjepa.trunks) == {"s1", "s2"} and not hasattr(model.crjepa, "trunk")
     a, b = batch(model)
-    assert torch.isfinite(model(a, b).loss)
+    assert torch.isfinite(model({"s1": a, "s2": b}).loss)
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():
@@ -201,11 +269,11 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     masks = {s: random_masks(8, model.config.num_patches, 0.5, "cpu", torch.Generator().manual_seed(2))
              for s in model.sensor_names}
     model.train()
-    model(a, b, masks=masks).loss.backward()
+    model({"s1": a, "s2": b}, masks=masks).loss.backward()
     plain = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
     model.activation_checkpointing_enable()
-    model(a, b, masks=masks).loss.backward()
+    model({"s1": a, "s2": b}, masks=masks).loss.backward()
     assert all(torch.allclose(g, p.grad, atol=1e-6) for g, p in zip(plain, model.parameters()))
 
 
@@ -224,10 +292,10 @@ def test_bad_input_names_sensor_and_shapes(bad, message):
     else:
         a[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError) as err:
-        model(a, b)
+        model({"s1": a, "s2": b})
     assert message in str(err.value)
     with pytest.raises(ValueError) as err:
-        model.get_embeddings(a, sensor="s1")
+        model.crjepa.get_embeddings(a, sensor="s1")
     assert message in str(err.value)
 
 
@@ -235,9 +303,9 @@ def test_unknown_sensor_and_space():
     model = tiny()
     a, _ = batch(model)
     with pytest.raises(ValueError, match="Unknown sensor 'sar'.*\\['s1', 's2'\\]"):
-        model.get_embeddings(a, sensor="sar")
+        model.crjepa.get_embeddings(a, sensor="sar")
     with pytest.raises(ValueError, match="Unknown embedding space 'joint'"):
-        model.get_embeddings(a, sensor="s1", space="joint")
+        model.crjepa.get_embeddings(a, sensor="s1", space="joint")
 
 
 def test_invalid_config_is_rejected_with_reasons():
@@ -261,7 +329,7 @@ def three_sensor_config(**overrides) -> CRJepaConfig:
                                     band_std=None, **overrides)
 
 
-def test_routes_are_readable_sensor_pairs_and_wave1_codes_map_to_them():
+def test_routes_are_readable_sensor_pairs_and_the_papers_codes_map_to_them():
     config = CRJepaConfig.from_preset("tiny", routes=["ab", "s2 -> s2"], route_weights={"ab": 2.0})
     assert config.routes == ["s1->s2", "s2->s2"] and config.route_pairs == [("s1", "s2"), ("s2", "s2")]
     assert config.route_weights == {"s1->s1": 1.0, "s2->s2": 1.0, "s1->s2": 2.0, "s2->s1": 1.0}
@@ -286,7 +354,7 @@ def test_three_sensors_every_route_and_pair_is_a_term(sharing, predictors):
     assert torch.allclose(terms["cross"], torch.stack([terms[k] for k in terms if k.startswith("cross/")]).mean())
     assert torch.allclose(terms["pred"], sum(terms[f"pred/{r}"] for r in config.routes))
     out.loss.backward()
-    assert model.stems["rgb"].patch_embed.weight.grad.abs().sum() > 0
+    assert model.crjepa.stems["rgb"].patch_embed.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="missing \\['rgb'\\]"):
         model({"s1": pixels["s1"], "s2": pixels["s2"]})
 

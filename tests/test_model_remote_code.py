@@ -67,7 +67,7 @@ def test_fresh_process_round_trip(tmp_path):
 
     files = set(os.listdir(folder))
     assert {"config.json", "model.safetensors", "preprocessor_config.json", "configuration_crjepa.py",
-            "modeling_crjepa.py", "losses.py", "image_processing_crjepa.py"} <= files
+            "modeling_crjepa.py", "losses.py", "devices.py", "image_processing_crjepa.py"} <= files
     assert not any(f.endswith((".bin", ".pt", ".pkl")) for f in files)
     auto_map = json.loads((folder / "config.json").read_text())["auto_map"]
     assert auto_map == {"AutoConfig": "configuration_crjepa.CRJepaConfig", "AutoModel": "modeling_crjepa.CRJepaModel",
@@ -195,16 +195,18 @@ def test_pipeline_and_auto_classes_on_a_pretraining_checkpoint_in_a_fresh_proces
     processor = CRJepaImageProcessor.from_config(config)
     pixels = processor(np.asarray(Image.open(tmp_path / "rgb.png")), input_data_format="channels_last")["pixel_values"]
     assert out["unified"].shape == (config.retrieval_dim,)
-    assert np.allclose(out["unified"], model.get_embeddings(pixels, "rgb", "unified")[0].numpy(), atol=1e-5)
+    encoder = model.crjepa
+    assert np.allclose(out["unified"], encoder.get_embeddings(pixels, "rgb", "unified")[0].numpy(), atol=1e-5)
     s2_pixels = processor(s2, sensor="s2")["pixel_values"]
-    assert np.allclose(out["s2_cross"], model.get_embeddings(s2_pixels, "s2", "cross")[0].numpy(), atol=1e-5)
-    assert np.allclose(out["cross"], model.get_embeddings(pixels, "rgb", "cross").numpy(), atol=1e-5)
+    assert np.allclose(out["s2_cross"], encoder.get_embeddings(s2_pixels, "s2", "cross")[0].numpy(), atol=1e-5)
+    assert np.allclose(out["cross"], encoder.get_embeddings(pixels, "rgb", "cross").numpy(), atol=1e-5)
     assert np.allclose(out["bf16_cross"], out["cross"], atol=0.05)
 
 
-def wave1_checkpoint(folder, variant: str = "paper"):
-    """A wave-1 checkpoint folder (config.json and state-dict names as the wave-1 CRJepaModel saved them,
-    tests/data/two_sensor_reference.json), weights from make_two_sensor_reference.reference_weights."""
+def legacy_checkpoint(folder):
+    """A legacy (pre-N-sensor) checkpoint folder: config.json and state-dict names as the legacy CRJepaModel saved
+    them (tests/data/two_sensor_reference.json: route codes aa, bb, ab, ba; keys stems.*, trunk.*, heads.*,
+    predictors.*), weights from make_two_sensor_reference.reference_weights."""
     import importlib.util
     from pathlib import Path
 
@@ -215,31 +217,47 @@ def wave1_checkpoint(folder, variant: str = "paper"):
     maker = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(maker)
     reference = json.loads((data / "two_sensor_reference.json").read_text())
-    params = [(n, torch.nn.Parameter(torch.empty(shape))) for n, shape in reference["wave1_shapes"].items()]
+    params = [(n, torch.nn.Parameter(torch.empty(shape))) for n, shape in reference["legacy_shapes"].items()]
     maker.reference_weights(params)
     folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps(reference["wave1_config"]))
+    (folder / "config.json").write_text(json.dumps(reference["legacy_config"]))
     save_file({n: p.detach().contiguous() for n, p in params}, str(folder / "model.safetensors"),
               metadata={"format": "pt"})
     return maker, reference
 
 
-def test_wave1_checkpoint_loads_into_the_encoder_and_the_pretraining_model(tmp_path, caplog):
-    """Wave-1 keys (stems.*, trunk.*, heads.*, predictors.*) and route codes (aa, bb, ab, ba) load into both
-    classes: the pretraining model computes the wave-1 losses, the encoder the same embeddings."""
-    maker, reference = wave1_checkpoint(tmp_path / "wave1")
-    pretraining, info = CRJepaForPreTraining.from_pretrained(tmp_path / "wave1", output_loading_info=True)
+def test_legacy_checkpoint_loads_into_the_encoder_and_the_pretraining_model(tmp_path, caplog):
+    """A legacy checkpoint (keys stems.*, trunk.*, heads.*, predictors.*; route codes aa, bb, ab, ba) loads into both
+    classes through from_pretrained: the pretraining model computes the recorded losses, the encoder the same
+    embeddings; save_pretrained then writes it in the current format, which loads to the same numbers."""
+    from safetensors import safe_open
+
+    maker, reference = legacy_checkpoint(tmp_path / "legacy")
+    pretraining, info = CRJepaForPreTraining.from_pretrained(tmp_path / "legacy", output_loading_info=True)
     assert all(not v for v in info.values() if isinstance(v, (list, set, dict))), info
     assert pretraining.config.routes == ["s1->s1", "s2->s2", "s1->s2", "s2->s1"]
     a, b, masks = maker.reference_inputs(pretraining.config)
-    out = pretraining.train()(pixel_values_a=a, pixel_values_b=b, sigreg_step=reference["sigreg_step"], masks=masks)
-    expected = reference["variants"]["paper"]["losses"]["loss"]
+    step, expected = reference["sigreg_step"], reference["variants"]["paper"]["losses"]["loss"]
+    out = pretraining.train()({"s1": a, "s2": b}, sigreg_step=step, masks=masks)
     assert out.loss.item() == pytest.approx(expected, abs=roundoff(expected))
-    encoder, info = CRJepaModel.from_pretrained(tmp_path / "wave1", output_loading_info=True)
+    encoder, info = CRJepaModel.from_pretrained(tmp_path / "legacy", output_loading_info=True)
     assert not info["missing_keys"] and not info["mismatched_keys"]
     with torch.no_grad():
-        assert torch.equal(encoder.eval().get_embeddings(a, "s1", "cross"), pretraining.eval().get_embeddings(a, "s1", "cross"))
+        assert torch.equal(encoder.eval().get_embeddings(a, "s1", "cross"),
+                           pretraining.eval().crjepa.get_embeddings(a, "s1", "cross"))
     assert "predictors" not in caplog.text
+
+    pretraining.save_pretrained(tmp_path / "current")
+    saved = json.loads((tmp_path / "current" / "config.json").read_text())
+    assert saved["routes"] == pretraining.config.routes and set(saved["route_weights"]) == set(saved["routes"])
+    assert saved["architectures"] == ["CRJepaForPreTraining"] and "AutoModelForPreTraining" in saved["auto_map"]
+    with safe_open(str(tmp_path / "current" / "model.safetensors"), "pt") as f:
+        keys = set(f.keys())
+    assert {k.removeprefix("crjepa.") for k in keys} == set(reference["legacy_shapes"])
+    assert all(k.startswith(("crjepa.", "predictors.")) for k in keys)
+    again = CRJepaForPreTraining.from_pretrained(tmp_path / "current").train()
+    out = again({"s1": a, "s2": b}, sigreg_step=step, masks=masks)
+    assert out.loss.item() == pytest.approx(expected, abs=roundoff(expected))
 
 
 def test_attn_implementation_selects_the_kernel_and_eager_equals_sdpa(tmp_path, monkeypatch):

@@ -1,11 +1,12 @@
 """Baselines for CR-JEPA's comparisons, trained by the same script on the same data: X-JEPA-style and contrastive.
 
-Both reuse CR-JEPA's building blocks (SensorStem, Trunk, Predictor, RetrievalHead, the masking and the losses)
-and its presets (their configs subclass CRJepaConfig, so ``from_preset("tiny", ...)`` works), and offer the same
-interface as CRJepaModel:
+Both reuse CR-JEPA's building blocks (SensorStem, Trunk, Predictor, RetrievalHead, the masking and the losses),
+its encoder (`CRJepaEncoderMixin`: stems, trunk, input checks, encode, get_embeddings) and its presets (their
+configs subclass CRJepaConfig, so ``from_preset("tiny", ...)`` works), and offer the interface of
+CRJepaForPreTraining for training and of CRJepaModel for retrieval:
 
     forward({sensor: pixel_values}, sigreg_step=..., masks=..., check_finite=...) -> output with .loss
-        and .loss_terms() (the wave-1 pixel_values_a / pixel_values_b spelling works too; two sensors)
+        and .loss_terms() (two sensors)
     get_embeddings(pixel_values, sensor, space, normalize) -> (B, retrieval_dim); both spaces ("unified",
         "cross") are the model's ONE retrieval space
     after_optimizer_step(step, total_steps=None): called by the training loop after every optimizer step
@@ -66,9 +67,8 @@ from modeling_crjepa.losses import info_nce, prediction_loss
 from modeling_crjepa.configuration_crjepa import split_route
 from modeling_crjepa.modeling_crjepa import (
     SPACES,
+    CRJepaEncoderMixin,
     CRJepaForPreTraining,
-    CRJepaModel,
-    CRJepaOutput,
     CRJepaPreTrainedModel,
     Predictor,
     RetrievalHead,
@@ -142,26 +142,27 @@ class ContrastiveConfig(CRJepaConfig):
 
 # ---------------------------------------------------------------------------------------------- outputs
 @dataclass
-class XJepaOutput(ModelOutput):
-    """X-JEPA training output: the total loss and its terms, keyed as CR-JEPA's ("pred", "pred/<route>"
-    unweighted for the active routes, "mahalanobis", "variance", "covariance")."""
+class BaselineOutput(ModelOutput):
+    """A baseline's training output: the total loss, its terms and the embeddings per sensor (for monitoring)."""
 
     loss: torch.FloatTensor | None = None
     losses: dict | None = None
     embeddings: dict | None = None
 
-    loss_terms = CRJepaOutput.loss_terms
+    def loss_terms(self) -> dict[str, torch.Tensor]:
+        """{name: scalar tensor} for logging: "loss", then every term of `losses` (as CRJepaPreTrainingOutput's)."""
+        return {"loss": self.loss, **(self.losses or {})}
 
 
 @dataclass
-class ContrastiveOutput(ModelOutput):
+class XJepaOutput(BaselineOutput):
+    """X-JEPA training output: the total loss and its terms, keyed as CR-JEPA's ("pred", "pred/<route>"
+    unweighted for the active routes, "mahalanobis", "variance", "covariance")."""
+
+
+@dataclass
+class ContrastiveOutput(BaselineOutput):
     """Contrastive training output: the symmetric InfoNCE is the whole loss."""
-
-    loss: torch.FloatTensor | None = None
-    losses: dict | None = None
-    embeddings: dict | None = None
-
-    loss_terms = CRJepaOutput.loss_terms
 
 
 # ---------------------------------------------------------------------------------------------- losses
@@ -204,27 +205,20 @@ class MahalanobisAlignment(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------- shared base
-class BaselinePreTrainedModel(CRJepaPreTrainedModel):
-    """Shared plumbing: CR-JEPA's weight init and input checks, one retrieval space, a no-op step hook."""
+class BaselinePreTrainedModel(CRJepaPreTrainedModel, CRJepaEncoderMixin):
+    """Shared plumbing: CR-JEPA's encoder (stems, trunk, input checks), weight init, one retrieval space, a no-op
+    step hook."""
 
     config_class = CRJepaConfig
     base_model_prefix = "baseline"
+    head: RetrievalHead
 
-    # CR-JEPA's input checks, trunk choice, encoder and get_embeddings need only self.config, self.sensor_names,
-    # self.stems, self.trunk(s) and self.embed: reuse them as they are.
-    check_pixel_values = CRJepaModel.check_pixel_values
-    trunk_for = CRJepaModel.trunk_for
-    encode = CRJepaModel.encode
-    get_embeddings = CRJepaModel.get_embeddings
-
-    def _check_pair(self, pixel_values: Any, pixel_values_a: torch.Tensor | None, pixel_values_b: torch.Tensor | None,
-                    check_finite: bool) -> dict[str, torch.Tensor]:
-        """{sensor: pixel_values} of a batch of pairs (a dict, or the wave-1 a / b tensors), checked, equal
-        batch sizes; the baselines are two-sensor models."""
-        if torch.is_tensor(pixel_values):
-            pixel_values, pixel_values_a = None, pixel_values
-        if pixel_values is None:
-            pixel_values = dict(zip(self.sensor_names, (pixel_values_a, pixel_values_b)))
+    def _check_pair(self, pixel_values: dict[str, torch.Tensor], check_finite: bool) -> dict[str, torch.Tensor]:
+        """{sensor: pixel_values} of a batch of pairs, checked, equal batch sizes; the baselines are two-sensor
+        models."""
+        if not isinstance(pixel_values, dict):
+            raise ValueError(f"The baselines take pixel_values as {{sensor: (B, C, S, S) tensor}}, found "
+                             f"{type(pixel_values).__name__}")
         if len(self.sensor_names) != 2 or set(pixel_values) != set(self.sensor_names):
             raise ValueError(f"The baselines train on pairs of two sensors {self.sensor_names}, found "
                              f"{sorted(pixel_values)}")
@@ -260,26 +254,24 @@ class BaselinePreTrainedModel(CRJepaPreTrainedModel):
 
     def forward(
         self,
-        pixel_values: dict[str, torch.Tensor] | torch.Tensor | None = None,
-        pixel_values_b: torch.Tensor | None = None,
+        pixel_values: dict[str, torch.Tensor],
         sigreg_step: int = 0,
         masks: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
         check_finite: bool = True,
         return_dict: bool = True,
-        pixel_values_a: torch.Tensor | None = None,
         **kwargs: Any,
-    ) -> ModelOutput:
+    ) -> BaselineOutput:
         """The baseline's :meth:`objective` on a batch of pairs, taken as CRJepaForPreTraining takes them (a
-        {sensor: images} dict, or the wave-1 a / b tensors); sigreg_step is accepted for interface parity."""
+        {sensor: images} dict); sigreg_step is accepted for interface parity."""
         cfg = self.config
-        inputs = self._check_pair(pixel_values, pixel_values_a, pixel_values_b, check_finite)
+        inputs = self._check_pair(pixel_values, check_finite)
         if masks is None and self.draws_masks:
             batch = next(iter(inputs.values())).shape[0]
             masks = {n: random_masks(batch, cfg.num_patches, cfg.mask_ratio, x.device) for n, x in inputs.items()}
         return self.objective(inputs, masks)
 
     def objective(self, inputs: dict[str, torch.Tensor],
-                  masks: dict[str, tuple[torch.Tensor, torch.Tensor]] | None) -> ModelOutput:
+                  masks: dict[str, tuple[torch.Tensor, torch.Tensor]] | None) -> BaselineOutput:
         """Loss and embeddings of checked pairs ``inputs`` ({sensor: (B, C, H, W)}) under ``masks``."""
         raise NotImplementedError
 
@@ -463,6 +455,7 @@ for _config_class, _model_class in (ARCHITECTURES["xjepa"], ARCHITECTURES["contr
     AutoConfig.register(_config_class.model_type, _config_class, exist_ok=True)
     AutoModel.register(_config_class, _model_class, exist_ok=True)
 
-__all__ = ["ARCHITECTURES", "architecture_of", "model_fields", "model_for_config", "ContrastiveConfig", "ContrastiveModel", "ContrastiveOutput", "MahalanobisAlignment",
+__all__ = ["ARCHITECTURES", "architecture_of", "model_fields", "model_for_config", "BaselineOutput",
+           "ContrastiveConfig", "ContrastiveModel", "ContrastiveOutput", "MahalanobisAlignment",
            "XJepaConfig", "XJepaModel", "XJepaOutput", "after_optimizer_step", "build_config", "build_model",
            "vicreg_covariance", "vicreg_variance"]

@@ -114,6 +114,7 @@ def compute_embeddings(
     Vectors are float32 and re-normalised in float32 (bf16 autocast on GPU keeps cosine scores comparable).
     """
     core = accelerator.unwrap_model(model) if accelerator is not None else model
+    encoder = core.get_encoder()  # the pretraining model's `.crjepa`; an encoder (CRJepaModel, a baseline) itself
     config = core.config
     sensors = list(sensors or config.sensor_names)
     for sensor in sensors:
@@ -157,7 +158,7 @@ def compute_embeddings(
                     pixels = batch[sensor].to(device, non_blocking=True)
                     pixels = prepare(pixels, sensor) if prepare else pixels
                     for space in spaces:
-                        emb = core.get_embeddings(pixels, sensor=sensor, space=space, normalize=False).float()
+                        emb = encoder.get_embeddings(pixels, sensor=sensor, space=space, normalize=False).float()
                         chunks[column_name(sensor, space)].append(torch.nn.functional.normalize(emb, dim=-1))
                 ids.extend(str(i) for i in batch.get("id", []))
                 if not is_dataset and "present" in batch:  # a loader's rows lacking a sensor

@@ -1,15 +1,17 @@
-"""Regression fixture: the two-sensor objective's numbers as the wave-1 model computed them (issue 13).
+"""Regression fixture, the two-sensor reference: the two-sensor objective's numbers as the legacy (pre-N-sensor)
+model computed them.
 
     PYTHONPATH=. python tests/data/make_two_sensor_reference.py   # writes tests/data/two_sensor_reference.json
 
-Run ONCE on the code before the N-sensor rewrite (commit 7554b37, `CRJepaModel.forward(pixel_values_a,
-pixel_values_b)`); tests/test_model_losses.py::test_two_sensor_objective_matches_wave1_reference recomputes every
+Run ONCE on the code before the N-sensor rewrite (commit 7554b37, where CRJepaModel held the predictors and computed
+the objective: `CRJepaModel.forward(pixel_values_a, pixel_values_b)`; `main` uses that API and does not run on the
+current code); tests/test_model_losses.py::test_two_sensor_objective_matches_the_reference recomputes every
 number with the current code and compares. Nothing here depends on the order in which a model draws its initial
-weights: every parameter is set from its (wave-1) name by `reference_weights`, the inputs and masks come from a
+weights: every parameter is set from its legacy name by `reference_weights`, the inputs and masks come from a
 seeded generator (`reference_inputs`), and SIGReg's directions from a fixed step. The file holds, per variant,
-every loss term and, per parameter, the gradient's norm, sum and 8 sampled values (fp32, CPU); plus a wave-1
-checkpoint's config.json and state-dict names and shapes (`wave1_config`, `wave1_shapes`), from which tests rebuild
-a wave-1 checkpoint (weights from `reference_weights`).
+every loss term and, per parameter, the gradient's norm, sum and 8 sampled values (fp32, CPU); plus a legacy
+checkpoint's config.json and state-dict names and shapes (`legacy_config`, `legacy_shapes`), from which tests
+rebuild a legacy checkpoint (weights from `reference_weights`).
 """
 
 from __future__ import annotations
@@ -30,14 +32,14 @@ VARIANTS: dict[str, dict] = {
     "no_stopgrad_single_head": {"stop_gradient_targets": False, "head_mode": "single", "routes": ["aa", "ab", "ba"]},
     "cross_routes_weighted": {"routes": ["ab", "ba"], "route_weights": {"ab": 2.0}},
 }
-"""Tiny-preset overrides -> one reference each (wave-1 route codes: a = s1, b = s2)."""
+"""Tiny-preset overrides -> one reference each (the paper's route codes: a = s1, b = s2)."""
 
 BATCH, SIGREG_STEP, SAMPLES = 6, 5, 8
 OUT = Path(__file__).with_name("two_sensor_reference.json")
 
 
 def reference_weights(named_parameters, rename=lambda name: name) -> None:
-    """Set every parameter from a generator seeded by the crc32 of its wave-1 name (`rename` maps a current
+    """Set every parameter from a generator seeded by the crc32 of its legacy name (`rename` maps a current
     name to it): norms' weights ~ 1 + 0.1 N, vectors ~ 0.02 N, position / mask / sensor embeddings ~ 0.02 N,
     matrices ~ N / sqrt(fan_in)."""
     with torch.no_grad():
@@ -84,7 +86,7 @@ def summarize(grads: dict[str, torch.Tensor]) -> dict[str, dict]:
 
 
 def main() -> None:
-    from modeling_crjepa import CRJepaConfig, CRJepaModel  # the wave-1 API: forward(pixel_values_a, pixel_values_b)
+    from modeling_crjepa import CRJepaConfig, CRJepaModel  # the legacy API: forward(pixel_values_a, pixel_values_b)
 
     reference = {"batch": BATCH, "sigreg_step": SIGREG_STEP, "preset": "tiny", "variants": {}}
     for variant, overrides in VARIANTS.items():
@@ -99,12 +101,12 @@ def main() -> None:
             "losses": {k: v.item() for k, v in out.loss_terms().items()},
             "grads": summarize(grads),
         }
-    # a wave-1 checkpoint's config.json and state-dict layout (the paper variant), so tests can rebuild one
+    # a legacy checkpoint's config.json and state-dict layout (the paper variant), so tests can rebuild one
     model = CRJepaModel(CRJepaConfig.from_preset("tiny")).eval()
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp)
-        reference["wave1_config"] = json.loads((Path(tmp) / "config.json").read_text())
-    reference["wave1_shapes"] = {n: list(t.shape) for n, t in model.state_dict().items()}
+        reference["legacy_config"] = json.loads((Path(tmp) / "config.json").read_text())
+    reference["legacy_shapes"] = {n: list(t.shape) for n, t in model.state_dict().items()}
     OUT.write_text(json.dumps(reference, sort_keys=True, separators=(",", ":")) + "\n")
     print(f"wrote {OUT} ({OUT.stat().st_size} bytes)")
 
