@@ -15,24 +15,34 @@ if TYPE_CHECKING:
 
     from crjepa.eval.retrieval import EmbeddingSet, RetrievalResults
 
-__all__ = ["check_evaluation_inputs", "evaluate", "log_results"]
+__all__ = ["check_evaluation_inputs", "evaluate", "log_results", "retrieval_encoder"]
+
+
+def retrieval_encoder(model: torch.nn.Module) -> torch.nn.Module:
+    """What embeds for retrieval: the encoder of a pretraining model (`CRJepaForPreTraining.crjepa`, the
+    CRJepaModel that is saved and served), or a baseline itself (one model that both trains and embeds).
+    ``model`` is unwrapped (no DDP / compile wrapper)."""
+    encoder = getattr(model, "crjepa", None)
+    return encoder if isinstance(encoder, torch.nn.Module) else model
 
 
 def evaluate(model: torch.nn.Module, dataset: Dataset, config: RunConfig,
              accelerator: Accelerator) -> tuple[RetrievalResults, dict[str, EmbeddingSet]]:
-    """Embed the query (and gallery) split on every process and score the four directions.
+    """Embed the query (and gallery) split on every process with the model's `retrieval_encoder` and score every
+    direction.
 
     Returns (RetrievalResults, {split: EmbeddingSet}) so the final embeddings are computed once.
     """
     from crjepa.eval.retrieval import compute_embeddings, evaluate_embeddings, select_split
 
     ev = config["eval"]
-    embeddings = {split: compute_embeddings(model, select_split(dataset, split), batch_size=ev["batch_size"],
+    encoder = retrieval_encoder(accelerator.unwrap_model(model))
+    embeddings = {split: compute_embeddings(encoder, select_split(dataset, split), batch_size=ev["batch_size"],
                                             accelerator=accelerator)
                   for split in dict.fromkeys([ev["query_split"], ev["gallery_split"] or ev["query_split"]])}
     results = evaluate_embeddings(
         embeddings[ev["query_split"]], embeddings.get(ev["gallery_split"]) if ev["gallery_split"] else None,
-        accelerator.unwrap_model(model).config.sensor_names, ev["k"],
+        encoder.config.sensor_names, ev["k"],
         dataset_name=config["data"]["name"] or str(config["data"]["source"]),
         query_split=ev["query_split"], gallery_split=ev["gallery_split"])
     return results, embeddings

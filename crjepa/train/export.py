@@ -93,11 +93,12 @@ def export_checkpoint(path: str | os.PathLike, output: str | os.PathLike, step: 
     if evaluate:
         from crjepa.eval.retrieval import evaluate_retrieval
         from crjepa.train.data import load_data
+        from crjepa.train.evaluation import retrieval_encoder
 
         ev = run_config["eval"]
         dataset = load_data(run_config, model.config)
-        results = evaluate_retrieval(model, dataset, query_split=ev["query_split"], gallery_split=ev["gallery_split"],
-                                     k=ev["k"], batch_size=ev["batch_size"],
+        results = evaluate_retrieval(retrieval_encoder(model), dataset, query_split=ev["query_split"],
+                                     gallery_split=ev["gallery_split"], k=ev["k"], batch_size=ev["batch_size"],
                                      dataset_name=run_config["data"]["name"] or str(run_config["data"]["source"]))
     with atomic_dir(output, "model") as tmp:
         model.save_pretrained(tmp)

@@ -54,7 +54,7 @@ from crjepa.train.config import (
     report_to,
 )
 from crjepa.train.data import check_pairing, load_data
-from crjepa.train.evaluation import check_evaluation_inputs, evaluate, log_results
+from crjepa.train.evaluation import check_evaluation_inputs, evaluate, log_results, retrieval_encoder
 from crjepa.train.guards import FiniteGuard, json_safe
 from crjepa.train.masks import draw_masks
 from crjepa.train.optim import make_optimizer
@@ -361,7 +361,8 @@ def finish(run: Run, state: TrainState) -> dict[str, Any]:
     trained, embeddings = evaluate(run.model, run.dataset, config, accelerator)
     embed_split = config["embeddings"]["split"]
     if config["embeddings"]["write"] and embed_split not in embeddings:
-        embeddings[embed_split] = compute_embeddings(run.model, select_split(run.dataset, embed_split),
+        embeddings[embed_split] = compute_embeddings(retrieval_encoder(run.core),
+                                                     select_split(run.dataset, embed_split),
                                                      batch_size=config["eval"]["batch_size"], accelerator=accelerator)
     log_results(accelerator, trained, state.step)
     state_dict = accelerator.get_state_dict(run.model)
