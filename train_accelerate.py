@@ -30,8 +30,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from crjepa.train.loop import RESULTS_FILE, TRAIN_LOG_FILE, load_data, train  # noqa: F401  (the script's API)
-from crjepa.train.training import ConfigError, config_help
+from crjepa.train.checkpoints import RESULTS_FILE, TRAIN_LOG_FILE  # noqa: F401  (the script's API)
+from crjepa.train.config import ConfigError, config_help
+from crjepa.train.data import load_data  # noqa: F401  (the script's API)
+from crjepa.train.loop import train
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,14 +42,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ``--help`` / ``-h`` prints every config key with its default and one line (`config_help`, generated from the
     schema); with ``--config FILE`` before it, the defaults shown are that file's.
     """
-    from crjepa.data.schema import DataError
-    from crjepa.hub.access import HubError
-    from crjepa.hub.archive import EmbeddingsError
-    from crjepa.train.guards import NonFiniteError
-    from crjepa.train.training import CheckpointError
-    from crjepa.utils.atomic import OutputExistsError
-    from crjepa.utils.locks import LockedError
+    from crjepa.errors import CRJepaError
+    from crjepa.utils.logs import show_messages
 
+    show_messages()  # library warnings (logging) as `warning: ...` lines on stderr
     args = list(sys.argv[1:] if argv is None else argv)
     if "--help" in args or "-h" in args:
         config = args[args.index("--config") + 1] if "--config" in args[:-1] else None
@@ -59,20 +57,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         return 0
-    errors: tuple[type[BaseException], ...] = (ConfigError, HubError, EmbeddingsError, NonFiniteError,
-                                                CheckpointError, LockedError, OutputExistsError, DataError)
     try:
         train(args)
-    except errors as exc:
+    except CRJepaError as exc:  # a problem the person can fix (configuration, data, disk, lock, Hub, divergence)
         return _user_error(f"error: {exc}")
     except OSError as exc:  # disk full, read-only or vanished folder while writing outputs: one line, no traceback
         where = f"{exc.filename}: " if exc.filename else ""
         return _user_error(f"error: {where}{exc.strerror or exc}; free space or fix the folder, then rerun (--resume "
                            "continues from the last checkpoint)")
-    except ImportError as exc:
-        if getattr(exc, "name", None) not in ("rasterio", "h5py", "bigearthnet_common"):
-            raise
-        return _user_error(f'error: {exc}: this data needs the bigearthnet extra: pip install "crjepa[bigearthnet]"')
     return 0
 
 

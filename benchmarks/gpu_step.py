@@ -3,13 +3,13 @@
     python benchmarks/gpu_step.py --device cuda                  # ben14k, batch 512, bf16, embed batch 1024
     python benchmarks/gpu_step.py --device cpu --preset tiny --batch 8 --steps 2 --embed-batch 8   # code path
 
-The training step is train_accelerate.py's, built here from the model API and crjepa.train.training
-(which has no step function yet): native-size images -> preprocess_batch on the device for both sensors ->
-masks from training.draw_masks (keyed by sample id) -> model({sensor: pixels}, sigreg_step, masks, check_finite=False) under autocast ->
+The training step is train_accelerate.py's, built here from the model API and the pieces of crjepa.train
+(the loop's `train_step` needs a whole run): native-size images -> preprocess_batch on the device for both sensors ->
+masks from masks.draw_masks (keyed by sample id) -> model({sensor: pixels}, sigreg_step, masks, check_finite=False) under autocast ->
 backward -> clip_grad_norm_(1.0) -> AdamW -> zero_grad.
 Baseline: the same model and step with every fast option off (pack_sensors=False, no compile, foreach AdamW).
-Fast: pack_sensors=True, training.compile_for_training (the `training.compile` of train_accelerate.py: blocks =
-regional compile of stems and blocks, the default on CUDA; model = the whole forward too) and training.make_optimizer
+Fast: pack_sensors=True, compile.compile_for_training (the `training.compile` of train_accelerate.py: blocks =
+regional compile of stems and blocks, the default on CUDA; model = the whole forward too) and optim.make_optimizer
 (fused AdamW on CUDA), the functions train_accelerate.py calls.
 FLOPs are counted with torch.utils.flop_counter.FlopCounterMode on one eager step (the packed and plain paths
 count the same, tests/test_model_fast_path.py); MFU = counted FLOP/s / peak, the peak being --peak-tflops or, by
@@ -35,7 +35,10 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from modeling_crjepa import CRJepaConfig, CRJepaForPreTraining, preprocess_batch
-from crjepa.train.training import COMPILE_MODES, compile_for_training, draw_masks, make_optimizer, param_groups
+from crjepa.train.compile import compile_for_training
+from crjepa.train.config import COMPILE_MODES
+from crjepa.train.masks import draw_masks
+from crjepa.train.optim import make_optimizer, param_groups
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 SDPA_BACKENDS = {"default": None, "flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,

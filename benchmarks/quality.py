@@ -176,7 +176,7 @@ def measure_embeddings(model_dir: Path, config: dict[str, Any]) -> dict[str, flo
 
 def run_one(config: Path, seed: int, output_dir: Path, overrides: dict[str, Any]) -> dict[str, Any]:
     """Train and score one (variant, seed) with the training script; returns its scores and diagnostics."""
-    from crjepa.train.training import load_run_config, parse_cli
+    from crjepa.train.config import load_run_config, parse_cli
 
     argv = run_argv(config, seed, output_dir, overrides)
     start = time.perf_counter()
@@ -248,7 +248,7 @@ def machine() -> str:
 
 def parse_set(pairs: Sequence[str]) -> dict[str, Any]:
     """``key=value`` strings -> {key: YAML scalar}."""
-    from crjepa.train.training import parse_scalar
+    from crjepa.train.config import parse_scalar
 
     out = {}
     for pair in pairs:

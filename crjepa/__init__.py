@@ -9,7 +9,7 @@ each sub-package imports what it needs.
     crjepa.eval       metrics (+ evaluate modules), four-direction retrieval evaluation, result grids
     crjepa.search     faiss indices
     crjepa.hub        embeddings archives, model / dataset / embeddings cards, Hub access and uploads
-    crjepa.train      run configuration, optimiser, schedule, masks, sampler, checkpoints
+    crjepa.train      the training run: configuration, data, sampler, masks, optimiser, schedule, checkpoints, loop
     crjepa.baselines  X-JEPA-style and contrastive baselines for the ablations
     crjepa.app        the search app in the browser (Gradio, optional) and its Hugging Face Space export
     crjepa.cli        the ``crjepa`` command

@@ -336,14 +336,21 @@ def predictor_for_route(config: CRJepaConfig) -> dict[str, str]:
     return serving
 
 
+def num_masked(num_patches: int, mask_ratio: float) -> int:
+    """How many of ``num_patches`` tokens a mask hides: round(N * mask_ratio), at least 1 and at most N - 1 (both
+    the visible and the masked set are non-empty). The one formula of the counts: `random_masks` here and the
+    training loop's hashed masks use it."""
+    return min(max(int(round(num_patches * mask_ratio)), 1), num_patches - 1)
+
+
 def random_masks(batch: int, num_patches: int, mask_ratio: float, device, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Independent random split per sample into visible and masked token indices, (B, Nv) and (B, Nm).
 
-    The counts are the same for every sample (static shapes): Nm = round(N * mask_ratio).
+    The counts are the same for every sample (static shapes): Nm = `num_masked`(N, mask_ratio).
     """
-    num_masked = min(max(int(round(num_patches * mask_ratio)), 1), num_patches - 1)
+    masked = num_masked(num_patches, mask_ratio)
     order = torch.rand(batch, num_patches, device=device, generator=generator).argsort(dim=1)
-    return order[:, num_masked:], order[:, :num_masked]
+    return order[:, masked:], order[:, :masked]
 
 
 def gather_tokens(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

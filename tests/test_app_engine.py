@@ -187,7 +187,7 @@ def test_facts_name_the_model_data_and_recall_promise(explorer):
 
 def test_scores_come_from_the_runs_results_json_or_the_model_card(explorer, archive_dir, model, pairs, tmp_path):
     from crjepa.hub.cards import render_model_card
-    from crjepa.train.training import load_run_config
+    from crjepa.train.config import load_run_config
 
     archive = explorer.archive
     assert load_scores(archive) is None

@@ -169,7 +169,7 @@ def test_every_paper_ablation_has_a_yaml():
 @pytest.mark.parametrize("path", ABLATION_FILES + BASELINE_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_yaml_unchanged_is_the_paper_run_with_its_overrides(path):
     """Loaded as is, each file is the paper's BEN-14K run (its base) with only its model overrides."""
-    from crjepa.train.training import build_model_config, load_run_config
+    from crjepa.train.config import build_model_config, load_run_config
 
     config = load_run_config(path)
     paper = load_run_config(ROOT / "configs" / "paper_ben14k.yaml")

@@ -318,7 +318,7 @@ def test_archive_is_published_without_local_paths_and_with_the_umask(workdir, tm
 def test_the_synthetic_source_a_training_run_records_is_accepted_within_bounds(tmp_path):
     """`--data recorded` on the quick start's archive: training records the synthetic split sizes of its YAML."""
     from crjepa.cli import recorded_source
-    from crjepa.train.training import load_run_config
+    from crjepa.train.config import load_run_config
 
     options = load_run_config(None, [])["data"]["options"]  # configs/cpu_default.yaml, the quick start
     source = {"dataset": "synthetic", "split": "test", **options}

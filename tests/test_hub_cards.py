@@ -43,7 +43,7 @@ def test_model_card_promises_the_call_that_works_and_structured_results_the_hub_
 
     from crjepa.eval.retrieval import RetrievalResults
     from crjepa.hub.cards import render_model_card
-    from crjepa.train.training import DEFAULTS
+    from crjepa.train.config import DEFAULTS
     from modeling_crjepa import CRJepaConfig
 
     run_config = copy.deepcopy(DEFAULTS)

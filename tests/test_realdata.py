@@ -232,8 +232,8 @@ def test_v1_pairs_subset_all_export_embed_evaluate(ben_v1_dirs, paper_run, tmp_p
 def test_every_yaml_in_configs_accepts_data_path_of_an_export(reben_export):
     """Defects 1-2: each config (paper, ablations, baselines, CPU default, the other data sets' YAMLs with the
     sensors overridden) resolves with --data.path of an export and loads that export, named after it."""
-    from crjepa.train.loop import load_data
-    from crjepa.train.training import build_model_config, load_run_config, packaged_configs
+    from crjepa.train.data import load_data
+    from crjepa.train.config import build_model_config, load_run_config, packaged_configs
 
     names = packaged_configs()
     assert len(names) >= 25 and "baselines/contrastive.yaml" in names and "paper_ben14k.yaml" in names

@@ -1,4 +1,4 @@
-"""Issue 16 probes on the training run (crjepa/train/loop.py, training.py, guards.py): NaN, two runs on one
+"""The training run's failure modes (crjepa/train/loop.py, checkpoints.py, guards.py): NaN, two runs on one
 folder, checks before the work, strict resume, atomic outputs, published paths, what precision really ran.
 
 In-process runs of `train_accelerate.main` on tiny synthetic data (a few seconds each); one subprocess run
@@ -54,7 +54,7 @@ def error_line(capsys) -> str:
     return err[err.index("error: "):]
 
 
-# ---------------------------------------------------------------------------------------------- item 2: NaN
+# ---------------------------------------------------------------------------------------------- non-finite values
 def test_diverging_run_stops_naming_step_and_term_before_writing_anything(tmp_path, capsys):
     out = tmp_path / "run"
     code = train_accelerate.main(TINY + DIVERGE + ["--output_dir", str(out), "--checkpoint.every_steps", "2"])
@@ -79,7 +79,7 @@ def test_skip_mode_skips_non_finite_steps_up_to_the_limit_and_the_log_stays_json
     assert logged[1].get("train/loss") is None and logged[1]["train/grad_norm"] is None  # skipped: nothing to average
 
 
-# ---------------------------------------------------------------------------------------------- item 3: locks
+# ---------------------------------------------------------------------------------------------- one run per folder
 @pytest.mark.slow
 def test_second_run_on_a_folder_stops_at_once_and_a_killed_runs_lock_is_reported(tmp_path, capsys, monkeypatch):
     from crjepa.train import loop
@@ -112,7 +112,7 @@ def test_second_run_on_a_folder_stops_at_once_and_a_killed_runs_lock_is_reported
     assert "Resuming from" in captured.out and not (out / ".crjepa-run.lock").exists()
 
 
-# ---------------------------------------------------------------------------------------------- item 6: checks first
+# ---------------------------------------------------------------------------------------------- checks first
 def test_data_problems_fail_before_training_and_leave_no_folder(tmp_path, capsys):
     from crjepa.data.loading import load_paired_dataset
 
@@ -144,7 +144,7 @@ def test_data_problems_fail_before_training_and_leave_no_folder(tmp_path, capsys
     assert "training split 'validation'" in error_line(capsys) and not out.exists()
 
 
-# ---------------------------------------------------------------------------------------------- item 7: resume
+# ---------------------------------------------------------------------------------------------- resume
 @pytest.mark.slow
 def test_resume_is_strict_falls_back_to_a_complete_checkpoint_and_does_not_repeat_the_log(tmp_path, capsys):
     out = tmp_path / "run"
@@ -174,7 +174,7 @@ def test_resume_is_strict_falls_back_to_a_complete_checkpoint_and_does_not_repea
     assert results["train_seconds"] > seconds_before  # the earlier segment counts too
 
 
-# ---------------------------------------------------------------------------------------------- items 5, 6, 9
+# ------------------------------------------------------------ outputs: published paths, precision, atomic folders
 def test_card_names_no_local_path_and_the_precision_that_really_ran(tmp_path, capsys):
     out = tmp_path / "private-folder" / "run"
     code = train_accelerate.main(TINY + ["--output_dir", str(out), "--max_steps", "1", "--embeddings.write", "true",
@@ -232,7 +232,7 @@ def test_checkpoint_files_and_folder_are_fsynced_before_the_publishing_rename(tm
     import torch
     from accelerate import Accelerator
 
-    from crjepa.train.training import save_checkpoint
+    from crjepa.train.checkpoints import save_checkpoint
 
     accelerator = Accelerator(cpu=True)
     model = torch.nn.Linear(4, 4)

@@ -15,3 +15,15 @@ def test_package_records_reach_the_current_stderr_as_one_line(capsys):
     logging.getLogger("datasets_scripts.common").info("not shown below the warning level")
     logging.getLogger("datasets_scripts.common").error("a bad pair")
     assert capsys.readouterr().err == "warning: the shard x.parquet does not read\nerror: a bad pair\n"
+
+
+def test_showing_messages_leaves_the_loggers_to_other_listeners(caplog, capsys):
+    """An entry point called in-process (tests, notebooks) used to leave the package loggers silenced for every other
+    listener: no propagation to the root logger's handlers (pytest's caplog heard nothing) and the level raised to
+    WARNING (INFO records were dropped before any handler saw them)."""
+    show_messages()
+    caplog.set_level(logging.INFO)
+    logging.getLogger("datasets_scripts.bigearthnet").info("18 S2 patches to convert")
+    logging.getLogger("crjepa.train.loop").warning("training.mixed_precision: no")
+    assert [r.getMessage() for r in caplog.records] == ["18 S2 patches to convert", "training.mixed_precision: no"]
+    assert capsys.readouterr().err == "warning: training.mixed_precision: no\n"  # stderr still from WARNING up

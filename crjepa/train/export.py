@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from crjepa.train.training import CHECKPOINT_PREFIX, ConfigError, list_checkpoints, read_state
+from crjepa.train.checkpoints import CHECKPOINT_PREFIX, list_checkpoints, read_state
+from crjepa.train.config import ConfigError, RunConfig
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 WEIGHTS_FILE = "model.safetensors"
 
@@ -38,12 +42,12 @@ def find_checkpoint(path: str | os.PathLike, step: int | None = None) -> Path:
     raise ConfigError(f"No checkpoint of step {step} under {path / 'checkpoints'}; steps available: {steps}")
 
 
-def load_checkpoint_model(checkpoint: str | os.PathLike) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+def load_checkpoint_model(checkpoint: str | os.PathLike) -> tuple[PreTrainedModel, RunConfig, dict[str, Any]]:
     """(model in eval mode, run configuration, trainer state) of a checkpoint folder."""
     from safetensors.torch import load_file
 
     from crjepa.baselines.models import model_for_config
-    from crjepa.train.training import build_model_config
+    from crjepa.train.config import build_model_config
 
     checkpoint = Path(checkpoint)
     state = read_state(checkpoint)
@@ -79,9 +83,7 @@ def export_checkpoint(path: str | os.PathLike, output: str | os.PathLike, step: 
     from modeling_crjepa import CRJepaImageProcessor
 
     from crjepa.hub.cards import render_model_card
-    from crjepa.utils.atomic import atomic_dir
-
-    from crjepa.utils.atomic import check_not_inside
+    from crjepa.utils.atomic import atomic_dir, check_not_inside
 
     checkpoint = find_checkpoint(path, step)
     check_not_inside(output, checkpoint, what="-o folder")
@@ -90,12 +92,13 @@ def export_checkpoint(path: str | os.PathLike, output: str | os.PathLike, step: 
     results = None
     if evaluate:
         from crjepa.eval.retrieval import evaluate_retrieval
-        from crjepa.train.loop import load_data
+        from crjepa.train.data import load_data
+        from crjepa.train.evaluation import retrieval_encoder
 
         ev = run_config["eval"]
         dataset = load_data(run_config, model.config)
-        results = evaluate_retrieval(model, dataset, query_split=ev["query_split"], gallery_split=ev["gallery_split"],
-                                     k=ev["k"], batch_size=ev["batch_size"],
+        results = evaluate_retrieval(retrieval_encoder(model), dataset, query_split=ev["query_split"],
+                                     gallery_split=ev["gallery_split"], k=ev["k"], batch_size=ev["batch_size"],
                                      dataset_name=run_config["data"]["name"] or str(run_config["data"]["source"]))
     with atomic_dir(output, "model") as tmp:
         model.save_pretrained(tmp)

@@ -33,15 +33,21 @@ class _Format(logging.Formatter):
 
 
 def show_messages(level: int = logging.WARNING) -> None:
-    """Show the package loggers' records from ``level`` up on stderr, once per process (idempotent)."""
+    """Show the package loggers' records from ``level`` up on stderr, once per process (idempotent).
+
+    The level is the handler's: the loggers keep their levels and still propagate, so whatever else listens (the
+    root logger's handlers, pytest's caplog, a program that called an entry point in-process and then logs at INFO)
+    hears them as before; a logger is only lowered to ``level`` when it would drop such records."""
     for name in PACKAGES:
         logger = logging.getLogger(name)
-        if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = next((h for h in logger.handlers if isinstance(h, _StderrHandler)), None)
+        if handler is None:
             handler = _StderrHandler()
             handler.setFormatter(_Format())
             logger.addHandler(handler)
-        logger.setLevel(level)
-        logger.propagate = False
+        handler.setLevel(level)
+        if logger.getEffectiveLevel() > level:
+            logger.setLevel(level)
 
 
 __all__ = ["PACKAGES", "show_messages"]

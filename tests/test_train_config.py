@@ -1,4 +1,5 @@
-"""Unit tests of crjepa.train.training: run configuration, optimiser groups, schedule, masks, checkpoints."""
+"""crjepa/train/config.py: the run configuration (presets, YAML + dotted overrides, key checks, value ranges,
+packaged configs, --help generated from the schema)."""
 
 from __future__ import annotations
 
@@ -6,31 +7,19 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 
-from modeling_crjepa import CRJepaConfig, CRJepaForPreTraining
-from crjepa.train.training import (
+from modeling_crjepa import CRJepaConfig
+from crjepa.train.config import (
     ConfigError,
     build_model_config,
-    check_output_dir,
-    draw_masks,
-    latest_checkpoint,
-    learning_rate,
-    list_checkpoints,
     load_run_config,
-    no_decay_names,
-    param_groups,
     parse_cli,
-    prepare_output_dir,
-    read_state,
     resolve_key,
-    save_checkpoint,
 )
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
-# ---------------------------------------------------------------------------------------------- configuration
 @pytest.mark.parametrize("name", ["cpu_default", "paper_ben14k", "dsrsid", "cbrsir_vs"])
 def test_every_preset_loads_and_builds_its_model_config(name):
     config = load_run_config(CONFIGS / f"{name}.yaml")
@@ -78,114 +67,7 @@ def test_unknown_key_names_the_key_and_the_valid_keys(tmp_path):
         build_model_config(load_run_config(None, [("model.mask_ratio", 1.5)]))
 
 
-def test_output_dir_checks(tmp_path):
-    assert check_output_dir(tmp_path / "a" / "b").is_dir()
-    blocker = tmp_path / "file"
-    blocker.write_text("x")
-    with pytest.raises(ConfigError, match="is a file, not a folder"):
-        check_output_dir(blocker / "out")
-    (tmp_path / "run" / "checkpoints" / "step_00000003").mkdir(parents=True)
-    (tmp_path / "run" / "checkpoints" / "step_00000003" / "trainer_state.json").write_text("{}")
-    with pytest.raises(ConfigError, match="--resume"):
-        prepare_output_dir(tmp_path / "run", resume=False, overwrite=False)
-    assert prepare_output_dir(tmp_path / "run", resume=True, overwrite=False)
-    prepare_output_dir(tmp_path / "run", resume=False, overwrite=True)
-    assert not list_checkpoints(tmp_path / "run")
 
-
-# ---------------------------------------------------------------------------------------------- optimisation
-def test_no_weight_decay_on_norms_biases_positions_mask_tokens_and_sensor_embeddings():
-    model = CRJepaForPreTraining(CRJepaConfig.from_preset("tiny"))
-    decay, no_decay = param_groups(model, 0.04)
-    assert decay["weight_decay"] == 0.04 and no_decay["weight_decay"] == 0.0
-    names = set(no_decay_names(model))
-    assert names == model.no_weight_decay()  # the model declares them; the optimiser reads the declaration
-    assert {"crjepa.stems.s1.pos_embed", "crjepa.stems.s2.pos_embed", "predictors.cross.mask_token",
-            "predictors.cross.pos_embed", "predictors.cross.target_sensor_embed"} <= names
-    assert "crjepa.trunk.norm.weight" in names and "crjepa.trunk.blocks.0.attn.q.bias" in names
-    assert "crjepa.trunk.blocks.0.attn.q.weight" not in names and "crjepa.stems.s1.patch_embed.weight" not in names
-    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
-    assert len(no_decay["params"]) == len(names)
-
-
-def test_schedule_warm_up_then_cosine():
-    kw = dict(total_steps=100, warmup_steps=15, lr_start=1e-4, lr_peak=1e-3, lr_end=1e-6)
-    lrs = [learning_rate(s, **kw) for s in range(101)]
-    assert lrs[0] == pytest.approx(1e-4) and lrs[15] == pytest.approx(1e-3) and lrs[100] == pytest.approx(1e-6)
-    assert lrs[8] == pytest.approx(1e-4 + 0.9e-3 * 8 / 15)
-    assert all(a < b for a, b in zip(lrs[:15], lrs[1:16])) and all(a >= b for a, b in zip(lrs[15:], lrs[16:]))
-    middle = 15 + 85 / 2
-    assert learning_rate(int(middle), **kw) == pytest.approx(1e-6 + (1e-3 - 1e-6) * 0.5 * (1 + math.cos(math.pi * (int(middle) - 15) / 85)))
-    assert learning_rate(0, total_steps=10, warmup_steps=50, lr_start=1e-4, lr_peak=1e-3, lr_end=1e-6) == 1e-4
-
-
-# ---------------------------------------------------------------------------------------------- masks
-def test_masks_depend_only_on_seed_step_and_sample():
-    config = CRJepaConfig.from_preset("tiny")
-    ids = [f"pair-{i}" for i in range(8)]
-    masks = draw_masks(config, ids, step=3, seed=0, device="cpu")
-    for sensor in ("s1", "s2"):
-        visible, masked = masks[sensor]
-        assert masked.shape == (8, round(config.num_patches * config.mask_ratio))
-        assert visible.shape[1] + masked.shape[1] == config.num_patches
-        full = torch.cat([visible, masked], 1).sort(1).values
-        assert torch.equal(full, torch.arange(config.num_patches).expand(8, -1))
-    # the same pair gets the same mask whatever its row, its batch-mates or the process that draws it
-    shard = draw_masks(config, ids[4:][::-1], step=3, seed=0, device="cpu")
-    assert torch.equal(shard["s1"][1], masks["s1"][1][4:].flip(0))
-    # and a different one per step, per seed, per sensor and per sample
-    assert not torch.equal(draw_masks(config, ids, 4, 0, "cpu")["s1"][1], masks["s1"][1])
-    assert not torch.equal(draw_masks(config, ids, 3, 1, "cpu")["s1"][1], masks["s1"][1])
-    assert not torch.equal(masks["s2"][1], masks["s1"][1])
-    assert not torch.equal(masks["s1"][1][0], masks["s1"][1][1])
-
-
-# ---------------------------------------------------------------------------------------------- checkpoints
-class FakeAccelerator:
-    """save_state writes one file; `fail` makes it crash half-way (after writing part of the folder)."""
-
-    is_main_process = True
-    fail = False
-
-    def wait_for_everyone(self) -> None:
-        pass
-
-    def save_state(self, output_dir: str) -> None:
-        Path(output_dir).mkdir(parents=True, exist_ok=True)
-        (Path(output_dir) / "model.safetensors").write_text("weights")
-        if self.fail:
-            raise RuntimeError("disk full")
-
-
-def test_checkpoints_are_atomic_and_pruned(tmp_path):
-    accelerator = FakeAccelerator()
-    for step in (2, 4, 6):
-        save_checkpoint(accelerator, tmp_path, step, {"micro_step": step}, keep_last=2)
-    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000004", "step_00000006"]
-    accelerator.fail = True
-    with pytest.raises(RuntimeError, match="disk full"):
-        save_checkpoint(accelerator, tmp_path, 8, {"micro_step": 8}, keep_last=2)
-    latest = latest_checkpoint(tmp_path)  # the crash left the previous checkpoint as the one to resume from
-    assert latest.name == "step_00000006"
-    assert read_state(latest) == {"micro_step": 6, "step": 6, "files": {"model.safetensors": 7}}  # + its manifest
-    assert not (tmp_path / "checkpoints" / ".tmp-step_00000008").exists()  # a failed save removes its folder
-    (tmp_path / "checkpoints" / ".tmp-step_00000010").mkdir()  # a killed one leaves it: ignored ...
-    assert latest_checkpoint(tmp_path).name == "step_00000006"
-    accelerator.fail = False
-    save_checkpoint(accelerator, tmp_path, 8, {"micro_step": 8}, keep_last=2)
-    assert not list((tmp_path / "checkpoints").glob(".tmp-*"))  # ... and cleaned by the next save
-    assert latest_checkpoint(tmp_path).name == "step_00000008"
-
-
-def test_optimiser_reads_the_models_no_weight_decay_declaration():
-    """The optimiser's groups follow what the model declares (no name matching in the trainer)."""
-    model = CRJepaForPreTraining(CRJepaConfig.from_preset("tiny"))
-    matrix = "crjepa.trunk.blocks.0.attn.q.weight"
-    model.no_weight_decay = lambda: {matrix}
-    decay, no_decay = param_groups(model, 0.04)
-    assert len(no_decay["params"]) == 1 and no_decay["params"][0] is model.get_parameter(matrix)
-    assert len(decay["params"]) == len(list(model.parameters())) - 1
-# ---------------------------------------------------------------------------------------------- issue 12
 def test_mixed_precision_no_is_the_string_no_on_the_command_line_and_in_yaml(tmp_path):
     _, overrides = parse_cli(["--training.mixed_precision", "no"])
     assert load_run_config(None, overrides)["training"]["mixed_precision"] == "no"
@@ -224,8 +106,9 @@ def test_the_launchers_mixed_precision_wins_unless_the_user_sets_it(tmp_path):
         "precision bf16", "precision no", "precision bf16", "precision no"]
 
 
+
 def test_config_names_resolve_to_the_packaged_copies(tmp_path, monkeypatch):
-    from crjepa.train.training import resolve_config_path
+    from crjepa.train.config import resolve_config_path
 
     monkeypatch.chdir(tmp_path)  # no configs/ here: the copies that travel with crjepa are used
     for given in ("paper_ben14k.yaml", "configs/paper_ben14k.yaml", "ablations/head_single.yaml",
@@ -240,12 +123,13 @@ def test_config_names_resolve_to_the_packaged_copies(tmp_path, monkeypatch):
         load_run_config("nope.yaml")
 
 
+
 @pytest.mark.slow
 def test_train_accelerate_help_lists_every_key_with_default_and_a_line():
     import subprocess
     import sys
 
-    from crjepa.train.training import DEFAULTS, key_docs, valid_keys
+    from crjepa.train.config import DEFAULTS, key_docs, valid_keys
 
     root = CONFIGS.parent
     run = subprocess.run([sys.executable, str(root / "train_accelerate.py"), "--help"], capture_output=True,
@@ -258,7 +142,7 @@ def test_train_accelerate_help_lists_every_key_with_default_and_a_line():
         assert docs[key] and docs[key] in lines[f"--{key}"], key  # one line each, from the schema
     assert lines["--training.mixed_precision"].split()[1] == "null" and lines["--data.batch_size"].split()[1] == "64"
     assert "mask_ratio" in run.stdout  # the model fields too
-    from crjepa.train.training import packaged_configs
+    from crjepa.train.config import packaged_configs
     from modeling_crjepa.configuration_crjepa import PRESETS
 
     configs = run.stdout.split("--config FILE: ", 1)[1].split("config keys")[0]
@@ -266,7 +150,7 @@ def test_train_accelerate_help_lists_every_key_with_default_and_a_line():
     for name in packaged_configs():
         assert name.split("/")[-1] in configs, name
     assert "paper_ben14k.yaml" in run.stdout and all(p in lines["--model.preset"] for p in PRESETS)
-    from crjepa.train.training import config_help
+    from crjepa.train.config import config_help
 
     paper = config_help("paper_ben14k.yaml")
     assert "  --data.batch_size 512" in paper  # with --config: that file's defaults
@@ -320,7 +204,7 @@ def _yaml(value) -> str:
 
 def test_every_numeric_key_of_the_schema_has_a_range():
     """A numeric key added to DEFAULTS without a range would pass the check whatever its value."""
-    from crjepa.train.training import DEFAULTS, RANGES, _flatten
+    from crjepa.train.config import DEFAULTS, RANGES, _flatten
 
     numeric = [k for k, v in _flatten(DEFAULTS) if isinstance(v, (int, float)) and not isinstance(v, bool)]
     assert sorted(set(numeric) - set(RANGES)) == []

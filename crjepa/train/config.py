@@ -1,39 +1,33 @@
-"""The testable pieces of `train_accelerate.py`: run configuration, optimiser groups, schedule, masks, checkpoints.
+"""The run configuration of `train_accelerate.py`: schema, YAML files, command-line overrides, checks, --help.
 
-- Run configuration: one nested mapping (`DEFAULTS` lists every valid key) read from a YAML file and overridden
-  by ``--key value`` command-line pairs (dotted keys for nested sections, values parsed as YAML scalars). An
-  unknown key is an error that names the key and the valid ones, before anything else happens.
-- AdamW parameter groups (the paper's weight decay 0.04, none on norms, biases, positional embeddings, mask
-  tokens and sensor embeddings) and the paper's learning-rate schedule (linear warm-up from ``lr_start`` to
-  ``lr`` over ``warmup_epochs``, then cosine to ``lr_end``), as a pure function of the optimiser step.
-- Masks as a pure function of (seed, step, sample id): a resumed run and a run on any number of processes draw
-  exactly the masks of the uninterrupted one-process run.
-- Atomic checkpoints: `accelerator.save_state` into a temporary folder, renamed when complete; keep the last K.
-
-Not imported by the model files (remote code): this module may use accelerate, yaml and the file system.
+One nested mapping (`DEFAULTS` lists every valid key, with a comment that documents it) read from a YAML file
+(``extends:`` a base file; the packaged configs/ when the path is a bare name) and overridden by ``--key value``
+command-line pairs (dotted keys for nested sections, a bare name when unique, values parsed as YAML scalars). An
+unknown key is an error that names the key and the valid ones; every value is type- and range-checked (`RANGES`)
+with the rest, all problems in one `ConfigError`, before anything else happens. `config_help` is the --help text,
+generated from the schema and its comments (`key_docs`).
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import re
-import shutil
-import tempfile
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
-import torch
 import yaml
 
 from modeling_crjepa.configuration_crjepa import PRESETS, CRJepaConfig
-from modeling_crjepa.losses import host_to_device
 
-from crjepa.utils.resources import resource_file
 from crjepa.errors import CRJepaError
+from crjepa.utils.resources import resource_file
+
+RunConfig: TypeAlias = dict[str, Any]
+"""A loaded run configuration: the sections of `DEFAULTS` (nested dicts) plus `META_KEYS`."""
 
 DEFAULT_CONFIG = resource_file("configs", "cpu_default.yaml")
 """The configuration `train_accelerate.py` uses when no --config is given."""
@@ -158,11 +152,7 @@ OPTIONAL_TEXT_KEYS = ("data.path", "data.name", "data.hub_id", "eval.gallery_spl
 INDEX_KINDS = ("auto", "exact", "hnsw", "ivfpq")
 
 COMPILE_MODES = ("auto", "none", "blocks", "model")
-"""training.compile: see DEFAULTS."""
-
-CHECKPOINT_PREFIX = "step_"
-STATE_FILE = "trainer_state.json"
-"""Written last into a checkpoint folder: a folder without it is incomplete and never resumed from."""
+"""training.compile: see DEFAULTS (applied by `crjepa.train.compile.compile_for_training`)."""
 
 
 class ConfigError(CRJepaError, ValueError):
@@ -338,7 +328,7 @@ def packaged_configs() -> list[str]:
 
 
 def load_run_config(config_path: str | os.PathLike | None = None,
-                    overrides: Sequence[tuple[str, Any]] = ()) -> dict[str, Any]:
+                    overrides: Sequence[tuple[str, Any]] = ()) -> RunConfig:
     """DEFAULTS <- YAML file (default configs/cpu_default.yaml) <- overrides; checked, with numbers coerced."""
     path = resolve_config_path(config_path)
     config = copy.deepcopy(DEFAULTS)
@@ -357,7 +347,7 @@ def load_run_config(config_path: str | os.PathLike | None = None,
     return config
 
 
-def check_run_config(config: dict[str, Any]) -> None:
+def check_run_config(config: RunConfig) -> None:
     """Types and ranges of the run configuration, all problems in one error."""
     errors = []
     if config["training"]["mixed_precision"] is False:  # YAML 1.1 reads a bare `no` as false
@@ -383,7 +373,8 @@ def check_run_config(config: dict[str, Any]) -> None:
         errors.append(f"data.extra_sources must map names to exported folders, found {data['extra_sources']!r}")
     if data["pair_share"] is not None and not (isinstance(data["pair_share"], (int, float)) and not isinstance(
             data["pair_share"], bool) and 0 < data["pair_share"] < 1):
-        errors.append(f"data.pair_share must be a number between 0 and 1 (exclusive) or null, found {data['pair_share']!r}")
+        errors.append("data.pair_share must be a number between 0 and 1 (exclusive) or null, found "
+                      f"{data['pair_share']!r}")
     if data["mix"] is not None and not (isinstance(data["mix"], dict) and data["extra_sources"]):
         errors.append(f"data.mix must be {{name: share}} and needs data.extra_sources, found {data['mix']!r}")
     elif isinstance(data["mix"], dict) and not all(
@@ -438,9 +429,11 @@ def _range_errors(flat: dict[str, Any]) -> list[str]:
         value = flat.get(key)
         if value is None and nullable:
             continue
-        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        whole = number and (isinstance(value, int) or kind == "number")
-        if not whole or not low <= value <= high:
+        number = None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            number = value
+        whole = number is not None and (isinstance(number, int) or kind == "number")
+        if number is None or not whole or not low <= number <= high:
             what = "an integer" if kind == "int" else "a number"
             bounds = f"in [{_shown(low)}, {_shown(high)}]" if high < 2**40 else f">= {_shown(low)}"
             errors.append(f"{key} must be {what} {bounds}{' or null' if nullable else ''}, found {value!r}")
@@ -451,7 +444,7 @@ def _shown(bound: float) -> str:
     return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
 
 
-def build_model_config(config: dict[str, Any]) -> CRJepaConfig:
+def build_model_config(config: RunConfig) -> CRJepaConfig:
     """The model config of a run: ``model.architecture`` and ``model.preset`` plus every other ``model`` key."""
     from crjepa.baselines.models import build_config
 
@@ -467,7 +460,7 @@ def key_docs() -> dict[str, str]:
     schema is documented once, where it is defined; a comment block above a key describes that key)."""
     import inspect
 
-    source = inspect.getsource(inspect.getmodule(key_docs)).split("DEFAULTS: dict[str, Any] = {", 1)[1]
+    source = inspect.getsource(sys.modules[__name__]).split("DEFAULTS: dict[str, Any] = {", 1)[1]
     docs: dict[str, str] = {}
     stack: list[str] = []
     pending: list[str] = []
@@ -526,332 +519,16 @@ def config_help(config_path: str | os.PathLike | None = None) -> str:
     return "\n".join(lines)
 
 
-def report_to(config: dict[str, Any]) -> list[str]:
+def report_to(config: RunConfig) -> list[str]:
     """The trackers to log to (``none`` -> [])."""
     value = config["logging"]["report_to"]
     names = [value] if isinstance(value, str) else list(value or [])
     return [n for n in names if n and n != "none"]
 
 
-# ---------------------------------------------------------------------------------------------- optimisation
-def no_decay_names(model: torch.nn.Module) -> list[str]:
-    """Names of the parameters trained without weight decay, as the model declares them (`no_weight_decay()`,
-    CR-JEPA: norms, biases, positional embeddings, mask tokens, sensor embeddings); a model without the
-    method: every tensor with ndim <= 1."""
-    model = getattr(model, "module", model)  # DDP / accelerate wrappers
-    declared = model.no_weight_decay() if callable(getattr(model, "no_weight_decay", None)) else None
-    return [n for n, p in model.named_parameters() if (n in declared if declared is not None else p.ndim <= 1)]
-
-
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: weight decay on every parameter except those the model exempts (`no_decay_names`)."""
-    exempt = set(no_decay_names(model))
-    decay, no_decay = [], []
-    for name, param in getattr(model, "module", model).named_parameters():
-        if param.requires_grad:
-            (no_decay if name in exempt else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def compiled_modules(model: torch.nn.Module) -> int:
-    """How many of the model's modules (itself included) run through torch.compile."""
-    return sum(getattr(m, "_compiled_call_impl", None) is not None for m in model.modules())
-
-
-def compile_for_training(model: torch.nn.Module, scope: str, device: torch.device | str, **compile_kwargs: Any) -> str:
-    """Apply training.compile to the model in place, before accelerate wraps it; returns the scope applied
-    (none, blocks or model; auto resolved).
-
-    auto: blocks on CUDA, none elsewhere (Inductor's CPU kernels compile slowly and gain little).
-    blocks: `model.compile_blocks()`, regional compile of the stems and the trunk and predictor blocks (static
-    shapes); model: that plus the whole forward compiled as one region (losses, SIGReg, gathers fused too).
-    compile_kwargs go to torch.compile (e.g. mode="reduce-overhead").
-    """
-    if scope not in COMPILE_MODES:
-        raise ConfigError(f"training.compile must be one of {list(COMPILE_MODES)}, found {scope!r}")
-    if scope == "auto":
-        scope = "blocks" if torch.device(device).type == "cuda" else "none"
-    if scope in ("blocks", "model"):
-        model.compile_blocks(**compile_kwargs)
-    if scope == "model":
-        model.compile(**compile_kwargs)
-    return scope
-
-
-def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas: Sequence[float],
-                   device: torch.device | str) -> torch.optim.AdamW:
-    """AdamW over `param_groups` (decay on weight matrices only); the fused CUDA kernel on GPUs (same update)."""
-    fused = True if torch.device(device).type == "cuda" else None
-    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=tuple(betas), fused=fused)
-
-
-def learning_rate(step: int, total_steps: int, warmup_steps: int, lr_start: float, lr_peak: float,
-                  lr_end: float) -> float:
-    """The paper's schedule at optimiser step ``step`` (0-based): linear warm-up lr_start -> lr_peak over
-    ``warmup_steps``, then cosine decay to lr_end at ``total_steps``."""
-    warmup_steps = min(max(int(warmup_steps), 0), int(total_steps))
-    if step < warmup_steps:
-        return lr_start + (lr_peak - lr_start) * step / warmup_steps
-    progress = min(max((step - warmup_steps) / max(total_steps - warmup_steps, 1), 0.0), 1.0)
-    return lr_end + (lr_peak - lr_end) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-_M32 = 0xFFFFFFFF
-
-
-def hash32(x: Any) -> Any:
-    """A 32-bit integer mixing function (xor-shift-multiply) on Python ints or int64 tensors alike.
-
-    Every intermediate stays below 2**59, so int64 arithmetic never overflows and CPU and GPU agree.
-    """
-    x = x & _M32
-    x = ((x >> 16) ^ x) * 0x45D9F3B & _M32
-    x = ((x >> 16) ^ x) * 0x45D9F3B & _M32
-    return (x >> 16) ^ x
-
-
-def sample_keys(ids: Sequence[str]) -> list[int]:
-    """A stable 32-bit key per sample id (blake2b; Python's hash() is salted per process)."""
-    import hashlib
-
-    return [int.from_bytes(hashlib.blake2b(str(i).encode(), digest_size=4).digest(), "little") for i in ids]
-
-
-def draw_masks(config: CRJepaConfig, ids: Sequence[str], step: int, seed: int,
-               device: torch.device | str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """{sensor: (visible_index, masked_index)} for a batch, as a pure function of (seed, step, sample id, sensor).
-
-    Each token gets a hashed 32-bit score from (seed, step, sample id, sensor, token); the lowest-scoring
-    round(N * mask_ratio) tokens are masked (the split `random_masks` makes, with the same static counts). A
-    pair's mask therefore does not depend on where it sits in the batch, on the number of processes, or on
-    whether the run was resumed: a run on 2 processes or a resumed run draws exactly the masks of the
-    uninterrupted 1-process run (the loader sorts rows inside a batch, so row positions are not comparable).
-    """
-    num_patches = config.num_patches
-    num_masked = min(max(int(round(num_patches * config.mask_ratio)), 1), num_patches - 1)
-    step_key = hash32(hash32(int(seed)) ^ hash32(int(step) + 0x9E3779B9))
-    keys = host_to_device(torch.tensor(sample_keys(ids), dtype=torch.int64), device)  # no host sync on GPUs
-    tokens = torch.arange(num_patches, dtype=torch.int64, device=device) * 0x85EBCA6B & _M32
-    masks = {}
-    for index, sensor in enumerate(config.sensor_names):
-        row = hash32(hash32(keys ^ step_key) + 0x27D4EB2F * (index + 1))
-        order = hash32(row[:, None] ^ tokens[None, :]).argsort(dim=1, stable=True)
-        masks[sensor] = (order[:, num_masked:], order[:, :num_masked])
-    return masks
-
-
-# ---------------------------------------------------------------------------------------------- data order
-class ShardedEpochSampler(torch.utils.data.Sampler):
-    """This process's sample indices, in order, for one epoch: a permutation seeded by (seed, epoch), cut into
-    global batches of ``batch_size * num_processes`` pairs, of which process r takes rows [r*B, (r+1)*B).
-
-    The data order is a pure function of (seed, epoch): one process with batch 2B sees exactly the pairs that two
-    processes with batch B see together, and a resumed run sees what the uninterrupted one saw (`set_epoch` with
-    ``skip_batches``). Incomplete global batches (and an incomplete gradient-accumulation group) at the end of
-    an epoch are dropped, so every optimiser step has the same global batch.
-    """
-
-    def __init__(self, num_items: int, batch_size: int, num_processes: int = 1, process_index: int = 0,
-                 seed: int = 0, accumulation: int = 1) -> None:
-        self.num_items, self.batch_size, self.seed = int(num_items), int(batch_size), int(seed)
-        self.num_processes, self.process_index = int(num_processes), int(process_index)
-        global_batch = self.batch_size * self.num_processes
-        self.batches_per_epoch = (self.num_items // global_batch) // accumulation * accumulation
-        self.epoch, self.skip_batches = 0, 0
-
-    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
-        """Select the epoch's permutation and how many of this epoch's batches were already consumed."""
-        self.epoch, self.skip_batches = int(epoch), int(skip_batches)
-
-    def __len__(self) -> int:
-        return (self.batches_per_epoch - self.skip_batches) * self.batch_size
-
-    def __iter__(self):
-        generator = torch.Generator()
-        generator.manual_seed(hash32(hash32(self.seed) ^ hash32(self.epoch + 0x51ED)))
-        order = torch.randperm(self.num_items, generator=generator)
-        global_batch = self.batch_size * self.num_processes
-        for batch in range(self.skip_batches, self.batches_per_epoch):
-            start = batch * global_batch + self.process_index * self.batch_size
-            yield from order[start:start + self.batch_size].tolist()
-
-
-# ---------------------------------------------------------------------------------------------- files
-def check_output_dir(path: str | os.PathLike) -> Path:
-    """Create ``path`` if needed and prove it is writable (a probe file), or raise a ConfigError that says why."""
-    path = Path(path).expanduser()
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
-            pass
-    except OSError as exc:
-        blocker = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), None)
-        reason = f"{blocker} is a file, not a folder" if blocker is not None else exc.strerror or str(exc)
-        raise ConfigError(f"Cannot write to the output directory {str(path)!r}: {reason}. "
-                          "Choose another --output_dir.") from exc
-    return path.resolve()
-
-
-def check_output_path(path: str | os.PathLike) -> Path:
-    """Like `check_output_dir` but creates nothing: ``path`` is a folder, or can be created in its nearest
-    existing ancestor (a folder we may write). Used before the data checks, so a failed run leaves no folder."""
-    path = Path(path).expanduser().absolute()
-    existing = next(p for p in [path, *path.parents] if p.exists() or p == p.parent)
-    problem = None
-    if not existing.is_dir():
-        problem = f"{existing} is a file, not a folder"
-    elif not os.access(existing, os.W_OK | os.X_OK):
-        problem = f"{existing} is not writable"
-    else:
-        try:  # root ignores permissions; a read-only file system does not
-            with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-test-"):
-                pass
-        except OSError as exc:
-            problem = exc.strerror or str(exc)
-    if problem:
-        raise ConfigError(f"Cannot write to the output directory {str(path)!r}: {problem}. Choose another --output_dir.")
-    return path
-
-
-def check_fresh_start(path: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to mix a fresh run with an earlier run's checkpoints (which a later --resume would pick up)."""
-    if path.is_dir() and list_checkpoints(path) and not resume and not overwrite:
-        raise ConfigError(f"The output directory {str(path)!r} holds checkpoints of an earlier run. Pass "
-                          "--resume to continue it, --overwrite_output_dir to start over, or another --output_dir.")
-
-
-def prepare_output_dir(path: str | os.PathLike, resume: bool, overwrite: bool) -> Path:
-    """`check_output_dir`, then refuse to mix a fresh run with an earlier run's checkpoints (which a later
-    --resume would pick up), unless ``overwrite`` removes them."""
-    path = check_output_dir(path)
-    if list_checkpoints(path) and not resume:
-        if not overwrite:
-            raise ConfigError(f"The output directory {str(path)!r} holds checkpoints of an earlier run. Pass "
-                              "--resume to continue it, --overwrite_output_dir to start over, or another --output_dir.")
-        shutil.rmtree(checkpoint_dir(path), ignore_errors=True)
-    return path
-
-
-def checkpoint_dir(output_dir: str | os.PathLike) -> Path:
-    return Path(output_dir) / "checkpoints"
-
-
-def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
-    """Checkpoint folders ``step_N`` holding trainer_state.json (written last), oldest first."""
-    root = checkpoint_dir(output_dir)
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if p.is_dir() and re.fullmatch(rf"{CHECKPOINT_PREFIX}\d+", p.name)
-             and (p / STATE_FILE).is_file()]
-    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
-
-
-def checkpoint_problem(checkpoint: Path) -> str | None:
-    """Why a checkpoint cannot be resumed from (a file of its manifest missing or of another size), or None."""
-    try:
-        state = read_state(checkpoint)
-    except (OSError, ValueError) as exc:
-        return f"{STATE_FILE} is unreadable ({exc})"
-    manifest = state.get(MANIFEST_KEY)
-    if not isinstance(manifest, dict):  # written before manifests existed: at least the weights must be there
-        return None if any(checkpoint.glob("model*.safetensors")) or any(checkpoint.glob("pytorch_model*.bin")) \
-            else "its model weights are missing"
-    for name, size in manifest.items():
-        file = checkpoint / name
-        if not file.is_file():
-            return f"{name} is missing"
-        if file.stat().st_size != size:
-            return f"{name} has {file.stat().st_size} bytes, {size} were written"
-    return None
-
-
-def latest_checkpoint(output_dir: str | os.PathLike, report: Any = None) -> Path | None:
-    """The newest complete checkpoint; an incomplete newer one (a file of its manifest missing or truncated) is
-    passed over, and ``report`` (a print-like callable) says which and why."""
-    for checkpoint in reversed(list_checkpoints(output_dir)):
-        problem = checkpoint_problem(checkpoint)
-        if problem is None:
-            return checkpoint
-        if report is not None:
-            report(f"warning: checkpoint {checkpoint} is incomplete ({problem}); falling back to the previous one")
-    return None
-
-
-def read_state(checkpoint: str | os.PathLike) -> dict[str, Any]:
-    return json.loads((Path(checkpoint) / STATE_FILE).read_text())
-
-
-MANIFEST_KEY = "files"
-"""trainer_state.json lists every file of its checkpoint with its size (checked before a resume)."""
-
-
-class CheckpointError(CRJepaError, RuntimeError):
-    """A checkpoint could not be written (disk full, permissions); the message names it and what to do."""
-
-
-def save_checkpoint(accelerator: Any, output_dir: str | os.PathLike, step: int, state: dict[str, Any],
-                    keep_last: int = 2, model: Any = None) -> Path:
-    """`accelerator.save_state` into ``checkpoints/.tmp-step_N``, then (main process) write trainer_state.json
-    (with the manifest of the files and their sizes), fsync every file and the folder, and rename to
-    ``checkpoints/step_N``; older complete checkpoints beyond ``keep_last`` are removed after.
-
-    A crash at any point leaves the previous complete checkpoint untouched and resumable. With ``model``, its
-    weights are checked finite first (`crjepa.train.guards.check_finite_weights`): never a NaN checkpoint. An
-    OSError (disk full, read-only) removes the partial folder and raises CheckpointError.
-    """
-    from crjepa.utils.atomic import fsync_dir, fsync_tree
-
-    root = checkpoint_dir(output_dir)
-    final = root / f"{CHECKPOINT_PREFIX}{step:08d}"
-    temporary = root / f".tmp-{final.name}"
-    if model is not None:
-        from crjepa.train.guards import check_finite_weights
-
-        check_finite_weights(model, f"checkpoint {final}")
-    try:
-        if accelerator.is_main_process:
-            root.mkdir(parents=True, exist_ok=True)
-            shutil.rmtree(temporary, ignore_errors=True)
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(temporary))
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            manifest = {str(p.relative_to(temporary)): p.stat().st_size for p in sorted(temporary.rglob("*"))
-                        if p.is_file()}
-            (temporary / STATE_FILE).write_text(json.dumps({**state, "step": step, MANIFEST_KEY: manifest},
-                                                           indent=2) + "\n")
-            fsync_tree(temporary)
-            if final.exists():  # a checkpoint of the same step from an earlier, interrupted run
-                shutil.rmtree(final)
-            os.replace(temporary, final)
-            fsync_dir(root)
-            for old in list_checkpoints(output_dir)[:-max(int(keep_last), 1)]:
-                shutil.rmtree(old, ignore_errors=True)
-            for stale in root.glob(".tmp-*"):
-                shutil.rmtree(stale, ignore_errors=True)
-    except Exception as exc:  # torch's zip writer and safetensors report a full disk in their own words
-        from crjepa.utils.atomic import write_failure
-
-        failure = write_failure(exc, temporary)  # before the partial files are removed: the disk is still full
-        shutil.rmtree(temporary, ignore_errors=True)
-        if failure is None:
-            raise
-        previous = latest_checkpoint(output_dir)
-        raise CheckpointError(
-            f"could not write checkpoint {final} ({failure.strerror or failure}"
-            + (f": {failure.filename}" if failure.filename else "") + "); "
-            + (f"the previous checkpoint {previous} is intact: free space (or fix the folder) and rerun with --resume"
-               if previous else "no earlier checkpoint exists: free space (or fix the folder) and rerun")) from None
-    accelerator.wait_for_everyone()
-    return final
-
-
 __all__ = [
-    "DEFAULTS", "DEFAULT_CONFIG", "COMPILE_MODES", "CheckpointError", "ConfigError", "check_fresh_start",
-    "check_output_path", "checkpoint_problem", "compile_for_training", "compiled_modules", "config_help", "key_docs",
-    "make_optimizer", "packaged_configs", "resolve_config_path", "ShardedEpochSampler", "build_model_config",
-    "check_output_dir", "check_run_config",
-    "draw_masks", "latest_checkpoint", "prepare_output_dir", "learning_rate", "list_checkpoints", "load_run_config", "no_decay_names",
-    "param_groups", "parse_cli", "parse_scalar", "read_state", "report_to", "resolve_key", "save_checkpoint",
-    "valid_keys",
+    "COMPILE_MODES", "DEFAULTS", "DEFAULT_CONFIG", "INDEX_KINDS", "META_KEYS", "RANGES", "ConfigError", "RunConfig",
+    "build_model_config", "check_run_config", "config_help", "key_docs", "load_run_config", "model_fields",
+    "packaged_configs", "parse_cli", "parse_scalar", "read_config_chain", "report_to", "resolve_config_path",
+    "resolve_key", "valid_keys",
 ]
