@@ -1,5 +1,5 @@
 """Plain helpers shared by the test modules (fixtures live in conftest.py). Test modules import from here,
-never from each other."""
+never from each other or from conftest."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -29,10 +30,12 @@ def offline_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", **extra}
 
 
-def run_python(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    """``python ARGS`` in a fresh process (offline, this checkout on the path), output captured."""
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd, env=offline_env(**env),
-                          timeout=300)
+def run_python(args: list[str | os.PathLike], cwd: Path = REPO, timeout: int = 300,
+               **env: str) -> subprocess.CompletedProcess:
+    """``python ARGS`` in a fresh process (offline, this checkout on the path), output captured; a module runs as
+    ``run_python(["-m", "datasets_scripts", ...])``."""
+    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          env=offline_env(**env), timeout=timeout)
 
 
 def roundoff(scale: float, dtype: object = np.float32, ulps: int = ROUNDOFF_ULPS) -> float:
@@ -100,6 +103,18 @@ def write_tif(path: Path, chw: np.ndarray) -> np.ndarray:
     return chw
 
 
+def write_band_tif(path: Path, band: np.ndarray, crs: str = "EPSG:32633") -> None:
+    """Save one (H, W) band as a georeferenced single-band GeoTIFF covering a 1.2 km BigEarthNet patch, as
+    bigearth.net ships each band file."""
+    import rasterio
+
+    pixel = 1200 / band.shape[0]  # every band covers the same 1.2 km x 1.2 km patch
+    with rasterio.open(path, "w", driver="GTiff", height=band.shape[0], width=band.shape[1], count=1,
+                       dtype=band.dtype, crs=crs,
+                       transform=rasterio.Affine(pixel, 0, 400_000, 0, -pixel, 5_342_400)) as dst:
+        dst.write(band, 1)
+
+
 def write_app_archive(folder: Path, model, pairs: datasets.Dataset, num_pairs: int) -> Path:
     """An embeddings archive of ``pairs`` (the synthetic rows of ``synthetic_pairs`` with ``num_pairs`` per split)
     with metadata (split, row number), stored exact indices and its recorded source, as `crjepa app` opens it; the
@@ -146,3 +161,39 @@ def reset_peak_rss() -> bool:
     except OSError:
         return False
     return peak_rss_kib() is not None
+
+
+# ------------------------------------------------------------------------------------------ real BigEarthNet data
+# Real patches come from two PyPI wheels, downloaded once into a cache by tests/fetch_real_data.py (the tests are
+# offline): bigearthnet-common==2.8.0 holds 6 real BigEarthNet v1 S1/S2 pairs (tar.bz2 archives in the package
+# folder); configilm==0.7.1 holds 24 real BigEarthNet v2 (reBEN) pairs as safetensors in an LMDB, with the real
+# reBEN metadata parquet. They are read with `lmdb` + `safetensors` (no pickles): the wheels' code is never
+# imported, and configilm's BENv1 LMDB, which holds pickles, is never opened. The fixtures of conftest.py turn them
+# into the folder layouts bigearth.net distributes (a GeoTIFF per band at native size).
+BENV2_IN_WHEEL = "configilm/extra/mock_data/BENv2/"
+"""Where configilm's wheel keeps the reBEN sample (the LMDB folder and the metadata parquet files)."""
+
+
+def real_data_wheel(name: str) -> Path:
+    """The cached wheel of `name` (tests/fetch_real_data.py: WHEELS), checked against its pinned hash. A missing
+    wheel FAILS the test with the command that fetches it: the tests never download, and never skip real data."""
+    from fetch_real_data import FETCH_COMMAND, WHEEL_CACHE, WHEELS, cached_wheel
+
+    path = cached_wheel(name)
+    if path is None:
+        version, file, _ = WHEELS[name]
+        pytest.fail(f"the real-data wheel {name}=={version} is not in {WHEEL_CACHE} (or is not the pinned file "
+                    f"{file}): run `{FETCH_COMMAND}` once (it needs PyPI; the tests then run offline)")
+    return path
+
+
+def reben_product(name: str, parts: int) -> str:
+    """reBEN's product folder of a patch: the patch name without its last `parts` fields."""
+    return "_".join(name.split("_")[:-parts])
+
+
+def reben_pairs(reben_dirs: dict[str, Path]) -> list[dict]:
+    """The rows of the real reBEN metadata.parquet (patch_id, s1_name, labels, split, country, ...)."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(reben_dirs["metadata"]).to_pylist()

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 
 
 TINY = ["--model.preset", "tiny", "--data.batch_size", "4", "--data.num_workers", "0", "--training.max_steps", "2",

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import rasterio  # the dev extra: a missing reader fails these tests, never skips them
 
-from conftest import reben_pairs, run_module
+from helpers import reben_pairs, run_python, write_band_tif
 from datasets_scripts import ben_metadata as meta
 from datasets_scripts.bigearthnet import (
     BigEarthNetError,
@@ -61,14 +61,6 @@ def _build(s1: Path, s2: Path, subset: str, cache: Path, **kw):
 def _native(path: Path) -> np.ndarray:
     with rasterio.open(path) as src:
         return src.read(1)
-
-
-def _write_tif(path: Path, array: np.ndarray) -> None:
-    with rasterio.open(
-        path, "w", driver="GTiff", height=array.shape[0], width=array.shape[1], count=1, dtype=array.dtype,
-        crs="EPSG:32633", transform=rasterio.Affine(10, 0, 400_000, 0, -10, 5_342_400),
-    ) as dst:
-        dst.write(array, 1)
 
 
 @pytest.fixture(scope="module")
@@ -203,12 +195,12 @@ def _corrupt(s1: Path, s2: Path) -> dict[str, str]:
     (s2 / names[0] / f"{names[0]}_B05.tif").unlink()  # missing band
     b02 = s2 / names[1] / f"{names[1]}_B02.tif"
     b02.write_bytes(b02.read_bytes()[:3000])  # truncated GeoTIFF
-    _write_tif(s2 / names[2] / f"{names[2]}_B8A.tif", np.ones((50, 50), np.uint16))  # wrong size
+    write_band_tif(s2 / names[2] / f"{names[2]}_B8A.tif", np.ones((50, 50), np.uint16))  # wrong size
     shutil.rmtree(s2 / names[3])  # S2 partner gone
     s1_name = EXAMPLES[names[4]][0]
     vv = _native(s1 / s1_name / f"{s1_name}_VV.tif").copy()
     vv[5, 7] = np.nan
-    _write_tif(s1 / s1_name / f"{s1_name}_VV.tif", vv)  # NaN in SAR
+    write_band_tif(s1 / s1_name / f"{s1_name}_VV.tif", vv)  # NaN in SAR
     return {
         names[0]: "missing band file",
         names[1]: "corrupt GeoTIFF",
@@ -238,10 +230,10 @@ def test_bad_inputs_are_skipped_and_counted(example_dirs, tmp_path):
 
 def test_read_band_names_file_and_shapes(tmp_path):
     path = tmp_path / "P_B05.tif"
-    _write_tif(path, np.ones((61, 60), np.uint16))
+    write_band_tif(path, np.ones((61, 60), np.uint16))
     with pytest.raises(BigEarthNetError, match=r"patch P: P_B05.tif .* \(1, 61, 60\), expected \(1, 60, 60\)"):
         read_band(path, "P", 60, "uint16")
-    _write_tif(path, np.ones((60, 60), np.float32))
+    write_band_tif(path, np.ones((60, 60), np.float32))
     with pytest.raises(BigEarthNetError, match="dtype float32, expected uint16"):
         read_band(path, "P", 60, "uint16")
 
@@ -251,7 +243,7 @@ def test_strict_failure_mid_build_leaves_no_dataset(example_dirs, tmp_path):
     s1_name = EXAMPLES[SNOWY][0]  # the `unassigned` split is generated last: train/test are written before it
     vv = _native(s1 / s1_name / f"{s1_name}_VV.tif").copy()
     vv[0, 0] = np.nan
-    _write_tif(s1 / s1_name / f"{s1_name}_VV.tif", vv)
+    write_band_tif(s1 / s1_name / f"{s1_name}_VV.tif", vv)
     cache = tmp_path / "cache"
     builder = BigEarthNetMM(s1_dir=s1, s2_dir=s2, subset="all", cache_dir=str(cache), strict=True)
     with pytest.raises(Exception) as info:
@@ -389,7 +381,7 @@ def test_bands_are_mapped_by_name_and_a_folder_with_other_bands_is_refused(ben_v
     s1, s2 = _copy(ben_v1_dirs, tmp_path / "data")
     names = sorted(EXAMPLES)
     extra = s2 / names[0] / f"{names[0]}_B10.tif"  # a band BigEarthNet does not have: not silently dropped
-    _write_tif(extra, np.ones((20, 20), np.uint16))
+    write_band_tif(extra, np.ones((20, 20), np.uint16))
     relabelled = s2 / names[1] / f"{names[1]}_B02.tif"  # the file says B02, its GeoTIFF band says B8A
     with rasterio.open(relabelled, "r+") as dst:
         dst.set_band_description(1, "B8A")
@@ -475,8 +467,8 @@ def test_missing_extra_names_the_install_command(ben_v1_dirs, tmp_path, capsys, 
 
 
 def test_bad_folder_is_one_error_line_without_traceback(tmp_path):
-    run = run_module("datasets_scripts", "bigearthnet", "--s1-dir", tmp_path / "nope", "--s2-dir", tmp_path,
-                     "--output-dir", tmp_path / "out")
+    run = run_python(["-m", "datasets_scripts", "bigearthnet", "--s1-dir", tmp_path / "nope", "--s2-dir",
+                      tmp_path, "--output-dir", tmp_path / "out"])
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert run.stderr.strip().splitlines()[-1] == f"error: BigEarthNet: s1_dir {tmp_path / 'nope'} is not a folder"
 # ------------------------------------------------------------------------------------------ partially paired, splits
