@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from helpers import BENV2_IN_WHEEL, real_data_wheel, reben_product, run_python, write_band_tif
 
 import crjepa.search  # noqa: F401  (before any test imports faiss: picks OpenBLAS's kernels, crjepa/search/blas.py)
-from helpers import BENV2_IN_WHEEL, real_data_wheel, reben_product, run_python, write_band_tif
 
 if TYPE_CHECKING:
     from modeling_crjepa import CRJepaModel
