@@ -3,6 +3,7 @@ small real file systems. Plain helper functions are in tests/helpers.py."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 import sys
@@ -16,9 +17,23 @@ import pytest
 from helpers import BENV2_IN_WHEEL, real_data_wheel, reben_product, run_python, write_band_tif
 
 import crjepa.search  # noqa: F401  (before any test imports faiss: picks OpenBLAS's kernels, crjepa/search/blas.py)
+from crjepa.utils.logs import PACKAGES
 
 if TYPE_CHECKING:
     from modeling_crjepa import CRJepaModel
+
+
+# ------------------------------------------------------------------------------------------ logging
+@pytest.fixture(autouse=True)
+def package_loggers_as_python_leaves_them() -> Iterator[None]:
+    """Each test starts with the package loggers as a fresh process has them: entry points run in-process here
+    (`main(argv)`) configure them for the rest of their process (`crjepa.utils.logs.show_messages`)."""
+    yield
+    for name in PACKAGES:
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.setLevel(logging.NOTSET)
+        logger.propagate = True
 
 
 # ----------------------------------------------------------------------------------------------------- the model

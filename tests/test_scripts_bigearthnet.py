@@ -413,21 +413,19 @@ def test_s2_only_v1_folder_exports_without_s1(ben_v1_dirs, tmp_path, capsys):
 
 
 def test_s2_only_reben_export_counts_patches_and_v1_all_reports_nothing_missing(reben_dirs, ben_v1_dirs, tmp_path,
-                                                                                 capsys, caplog):
-    import logging
-
-    caplog.set_level(logging.INFO)
+                                                                                 capsys):
     code, stdout, err = _cli_main(["bigearthnet", "--s2-dir", str(reben_dirs["s2"]), "--subset", "reben",
                                    "--output-dir", str(tmp_path / "s2"), "--num-proc", "1"], capsys)
     assert code == 0, err
     assert ("converted 18 S2 patches (train 6, validation 6, test 6), missing 0 of the 18 S2 patches of the subset"
             in stdout), stdout
+    plans = [line for line in err.splitlines() if "to convert" in line]  # the plan, as the user sees it
     code, stdout, err = _cli_main(["bigearthnet", "--s1-dir", str(ben_v1_dirs[0]), "--s2-dir", str(ben_v1_dirs[1]),
                                    "--subset", "all", "--output-dir", str(tmp_path / "v1"), "--num-proc", "1"], capsys)
     assert code == 0, err
     assert "converted 6 pairs (train 4, test 1, unassigned 1), every pair found on disk, skipped 0" in stdout
     assert "missing" not in stdout.strip().splitlines()[-1]
-    plans = [r.getMessage() for r in caplog.records if "to convert" in r.getMessage()]
+    plans += [line for line in err.splitlines() if "to convert" in line]
     assert plans == ["BigEarthNet reben: 18 S2 patches to convert, 0 missing, 0 skipped before reading",
                      "BigEarthNet all: 6 pairs to convert, 0 skipped before reading"], plans
 
@@ -442,19 +440,16 @@ def test_v1_folders_under_subset_reben_name_the_layout_not_a_metadata_file(ben_v
     assert "metadata.parquet" not in err and "--reben-metadata" not in err
 
 
-def test_split_by_tile_with_fewer_tiles_than_splits_warns(reben_dirs, tmp_path, capsys, caplog):
+def test_split_by_tile_with_fewer_tiles_than_splits_warns(reben_dirs, tmp_path, capsys):
     """The reBEN sample lies in one tile: --split-by tile can fill only one split, and says so (it used to put
     every row in train silently; training then stopped on an empty test split)."""
-    import logging
-
-    with caplog.at_level(logging.WARNING):
-        code, stdout, err = _cli_main(["bigearthnet", "--s1-dir", str(reben_dirs["s1"]), "--s2-dir",
-                                       str(reben_dirs["s2"]), "--subset", "reben", "--keep-unpaired", "--split-by",
-                                       "tile", "--output-dir", str(tmp_path / "out"), "--num-proc", "1"], capsys)
+    code, stdout, err = _cli_main(["bigearthnet", "--s1-dir", str(reben_dirs["s1"]), "--s2-dir",
+                                   str(reben_dirs["s2"]), "--subset", "reben", "--keep-unpaired", "--split-by",
+                                   "tile", "--output-dir", str(tmp_path / "out"), "--num-proc", "1"], capsys)
     assert code == 0, err
     assert "converted 18 pairs (train 18)" in stdout
-    warnings = [r.getMessage() for r in caplog.records if "spatial split" in r.getMessage()]
-    assert len(warnings) == 1, caplog.text
+    warnings = [line for line in err.splitlines() if "spatial split" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: spatial split: "), err
     assert "18 rows lie in 1 group(s)" in warnings[0] and "'validation' and 'test' got no rows" in warnings[0]
     assert "--split-by block" in warnings[0]
 

@@ -127,13 +127,6 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return run_python(["-m", "datasets_scripts", *args], cwd=cwd)
 
 
-def test_cli_help_lists_the_builders(tmp_path):
-    result = _cli("--help", cwd=tmp_path)
-    assert result.returncode == 0
-    for name in ("synthetic", "dsrsid", "cbrsir_vs", "paired"):
-        assert name in result.stdout
-
-
 @pytest.mark.slow
 def test_cli_synthetic_exports_and_reports_errors_in_one_line(tmp_path):
     out = tmp_path / "syn"

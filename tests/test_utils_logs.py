@@ -15,3 +15,11 @@ def test_package_records_reach_the_current_stderr_as_one_line(capsys):
     logging.getLogger("datasets_scripts.common").info("not shown below the warning level")
     logging.getLogger("datasets_scripts.common").error("a bad pair")
     assert capsys.readouterr().err == "warning: the shard x.parquet does not read\nerror: a bad pair\n"
+
+
+def test_progress_lines_are_shown_plain_where_an_entry_point_asks_for_them(capsys):
+    show_messages(logging.INFO)  # as `python -m datasets_scripts` does: its builders' progress on stderr
+    logging.getLogger("datasets_scripts.bigearthnet.builder").info("BigEarthNet %s: %s pairs to convert", "all", 6)
+    logging.getLogger("datasets_scripts.common").warning("spatial split: %s got no rows", "'test'")
+    err = capsys.readouterr().err
+    assert err == "BigEarthNet all: 6 pairs to convert\nwarning: spatial split: 'test' got no rows\n"

@@ -80,7 +80,7 @@ from datasets_scripts.bigearthnet.builder import (
     dataset_card,
     features,
 )
-from datasets_scripts.bigearthnet.cli import add_cli, run_cli
+from datasets_scripts.bigearthnet.cli import MissingExtraError, add_cli, run_cli
 from datasets_scripts.bigearthnet.layouts import ALL_SUBSETS, REBEN, detect_layout, find_reben_metadata
 from datasets_scripts.bigearthnet.plans import ConversionPlan, metadata_list, plan_conversion
 from datasets_scripts.bigearthnet.reading import (
@@ -88,6 +88,7 @@ from datasets_scripts.bigearthnet.reading import (
     S2_NATIVE_SIZE,
     S2_RESAMPLINGS,
     BigEarthNetError,
+    BigEarthNetNotFoundError,
     PairTask,
     check_band_files,
     lmdb_keys,
@@ -106,8 +107,9 @@ BUILDER_CLASS = BigEarthNetMM
 
 __all__ = [
     "ALL_SUBSETS", "BUILDER_CLASS", "PATCH_SIZE", "REBEN", "S2_NATIVE_SIZE", "S2_RESAMPLINGS", "SPLIT_PROTOCOLS",
-    "SUMMARY", "BigEarthNetConfig", "BigEarthNetError", "BigEarthNetMM", "ConversionPlan", "ConversionReport",
-    "PairTask", "add_cli", "check_band_files", "dataset_card", "detect_layout", "features", "find_reben_metadata",
-    "lmdb_keys", "metadata_list", "plan_conversion", "read_band", "read_pair", "read_s1", "read_s1_lmdb", "read_s2",
-    "read_s2_lmdb", "resplit", "run_cli", "spatial_group", "upsample_band",
+    "SUMMARY", "BigEarthNetConfig", "BigEarthNetError", "BigEarthNetMM", "BigEarthNetNotFoundError",
+    "ConversionPlan", "ConversionReport", "MissingExtraError", "PairTask", "add_cli", "check_band_files",
+    "dataset_card", "detect_layout", "features", "find_reben_metadata", "lmdb_keys", "metadata_list",
+    "plan_conversion", "read_band", "read_pair", "read_s1", "read_s1_lmdb", "read_s2", "read_s2_lmdb", "resplit",
+    "run_cli", "spatial_group", "upsample_band",
 ]  # fmt: skip

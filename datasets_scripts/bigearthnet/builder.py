@@ -13,7 +13,7 @@ from typing import Any
 
 import datasets
 
-from crjepa.data.schema import S1_BANDS, S2_BANDS  # the band orders' one home
+from crjepa.data.schema import S1_BANDS, S2_BANDS, DataError  # the band orders' one home
 from datasets_scripts.ben_metadata import BEN19_CLASSES, SPLITS, UNASSIGNED
 from datasets_scripts.bigearthnet.layouts import ALL_SUBSETS
 from datasets_scripts.bigearthnet.plans import ConversionPlan, plan_conversion
@@ -125,7 +125,7 @@ class BigEarthNetMM(datasets.GeneratorBasedBuilder):
     def __init__(self, *args: Any, subset: str | None = None, **kwargs: Any) -> None:
         if subset is not None:
             if kwargs.get("config_name") not in (None, subset):
-                raise ValueError(f"subset={subset!r} and config_name={kwargs['config_name']!r} disagree")
+                raise DataError(f"subset={subset!r} and config_name={kwargs['config_name']!r} disagree")
             kwargs["config_name"] = subset
         for key in ("s1_dir", "s2_dir", "reben_metadata", "lmdb"):  # absolute strings: stable, readable cache ids
             if kwargs.get(key) is not None:
@@ -133,9 +133,9 @@ class BigEarthNetMM(datasets.GeneratorBasedBuilder):
         kwargs.setdefault("dataset_name", "bigearthnet")  # the name of its files and caches (not this module's)
         super().__init__(*args, **kwargs)
         if self.config.s2_resampling not in S2_RESAMPLINGS:
-            raise ValueError(f"s2_resampling must be one of {S2_RESAMPLINGS}, got {self.config.s2_resampling!r}")
+            raise DataError(f"s2_resampling must be one of {S2_RESAMPLINGS}, got {self.config.s2_resampling!r}")
         if self.config.split_by not in SPLIT_PROTOCOLS:
-            raise ValueError(f"split_by must be one of {SPLIT_PROTOCOLS}, got {self.config.split_by!r}")
+            raise DataError(f"split_by must be one of {SPLIT_PROTOCOLS}, got {self.config.split_by!r}")
         self._plan: ConversionPlan | None = None
 
     def __getstate__(self) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import shutil
 import sys
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import datasets
 
+from crjepa.data.schema import DataError
+from crjepa.errors import CRJepaError
 from crjepa.utils.arguments import int_in
 from datasets_scripts.ben_metadata import LIST_SPLIT_NAMES, SPLITS, UNASSIGNED, pair_list_bytes, pair_list_md5
 from datasets_scripts.bigearthnet.builder import SUMMARY, BigEarthNetMM, dataset_card
@@ -22,6 +25,8 @@ from datasets_scripts.bigearthnet.plans import metadata_list
 from datasets_scripts.bigearthnet.reading import S2_RESAMPLINGS, BigEarthNetError
 from datasets_scripts.bigearthnet.splits import SPLIT_PROTOCOLS
 from datasets_scripts.common import add_split_arguments, export_builder
+
+logger = logging.getLogger(__name__)
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -83,27 +88,27 @@ def _exported_ids(output_dir: Path) -> set[str]:
 def run_cli(args: argparse.Namespace) -> int:
     """`python -m datasets_scripts bigearthnet ...`: list from metadata, or convert + export (+ push).
 
-    User errors (bad folders, nothing of the subset present, missing extra, output not empty) print one
-    ``error:`` line and return 2; a run that converted nothing returns 1 and leaves no export behind.
+    User errors (bad folders, nothing of the subset present, missing extra, output not empty) raise a
+    `CRJepaError`, which the entry point prints as one ``error:`` line (status 2); a full or read-only disk is
+    one line here; a run that converted nothing returns 1 and leaves no export behind.
     """
-    from crjepa.data.schema import DataError
-    from datasets_scripts.ben_metadata import BigEarthNetMetadataError
-
     if args.subset is None:
         args.subset = REBEN if getattr(args, "lmdb", None) else "ben14k"
     try:
-        try:
-            return _run_cli(args)
-        except datasets.exceptions.DatasetGenerationError as err:  # --strict: the bad pair, not the wrapper
-            if isinstance(err.__cause__, BigEarthNetError):
-                raise err.__cause__ from None
-            raise
-    except (ValueError, OSError, DataError, BigEarthNetMetadataError, ImportError) as err:
-        message = str(err)
-        if isinstance(err, ImportError) and "crjepa[bigearthnet]" not in message:
-            message = f"{message}: BigEarthNet needs the bigearthnet extra: pip install \"crjepa[bigearthnet]\""
-        print(f"error: {message}", file=sys.stderr)
+        return _run_cli(args)
+    except datasets.exceptions.DatasetGenerationError as err:  # --strict: the bad pair, not the wrapper
+        if isinstance(err.__cause__, BigEarthNetError):
+            raise err.__cause__ from None
+        raise
+    except CRJepaError:  # a folder not found is an OSError too: the entry point's one line
+        raise
+    except OSError as err:  # a full or read-only disk
+        print(f"error: {err}", file=sys.stderr)
         return 2
+
+
+class MissingExtraError(CRJepaError, ImportError):
+    """A reader of the ``bigearthnet`` extra (rasterio, lmdb) is not installed; the message names the install."""
 
 
 def _require_extra(module: str = "rasterio") -> None:
@@ -112,8 +117,8 @@ def _require_extra(module: str = "rasterio") -> None:
     try:
         importlib.import_module(module)
     except ImportError as err:
-        raise ImportError(f"{module} is not installed ({err}); BigEarthNet needs the bigearthnet extra: "
-                          'pip install "crjepa[bigearthnet]"') from None
+        raise MissingExtraError(f"{module} is not installed ({err}); BigEarthNet needs the bigearthnet extra: "
+                                'pip install "crjepa[bigearthnet]"') from None
 
 
 def _run_cli(args: argparse.Namespace) -> int:
@@ -121,11 +126,11 @@ def _run_cli(args: argparse.Namespace) -> int:
         return _run_list_only(args)
     lmdb = getattr(args, "lmdb", None)
     if lmdb and (args.s1_dir or args.s2_dir):
-        raise ValueError("bigearthnet: give either --lmdb (the ConfigILM LMDB) or --s1-dir / --s2-dir (GeoTIFF "
-                         "folders), not both")
+        raise DataError("bigearthnet: give either --lmdb (the ConfigILM LMDB) or --s1-dir / --s2-dir (GeoTIFF "
+                        "folders), not both")
     if not ((args.s2_dir or lmdb) and args.output_dir):
-        raise ValueError("bigearthnet: --s2-dir and --output-dir are required (and --s1-dir for S1/S2 pairs; or "
-                         "--lmdb instead of both), or use --list-only")
+        raise DataError("bigearthnet: --s2-dir and --output-dir are required (and --s1-dir for S1/S2 pairs; or "
+                        "--lmdb instead of both), or use --list-only")
     _require_extra("lmdb" if lmdb else "rasterio")
     output_existed = Path(args.output_dir).exists()
     cache_dir = args.cache_dir or tempfile.mkdtemp(prefix="crjepa-bigearthnet-")
@@ -155,7 +160,7 @@ def _run_cli(args: argparse.Namespace) -> int:
         if not output_existed:  # an empty export must not look like a result
             shutil.rmtree(output_dir, ignore_errors=True)
         for err in list(report.skipped.values())[:3]:
-            print(f"skipped: {err}", file=sys.stderr)
+            logger.warning("skipped: %s", err)
         print(f"error: every pair was skipped; nothing written to {args.output_dir}", file=sys.stderr)
         return 1
     return 0

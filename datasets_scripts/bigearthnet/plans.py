@@ -8,9 +8,23 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from crjepa.data.schema import DataError
 from datasets_scripts.ben_metadata import UNASSIGNED, all_pairs, subset_pairs, to_ben19
-from datasets_scripts.bigearthnet.layouts import ALL_SUBSETS, REBEN, V1, detect_layout, find_reben_metadata, subset_hint
-from datasets_scripts.bigearthnet.reading import BigEarthNetError, PairTask, lmdb_keys, read_json
+from datasets_scripts.bigearthnet.layouts import (
+    ALL_SUBSETS,
+    REBEN,
+    V1,
+    detect_layout,
+    find_reben_metadata,
+    subset_hint,
+)
+from datasets_scripts.bigearthnet.reading import (
+    BigEarthNetError,
+    BigEarthNetNotFoundError,
+    PairTask,
+    lmdb_keys,
+    read_json,
+)
 
 MetadataPair = tuple[str, str, str | None, str, list[str] | None]
 """(s2_name, s1_name, country, split, 19-class labels or None) of one pair as the metadata lists it."""
@@ -47,10 +61,10 @@ def _index_patch_folders(root: Path, nested: bool) -> dict[str, Path]:
 def _check_dir(path: str | None, what: str) -> Path:
     """The folder argument `what` (s1_dir, s2_dir, lmdb) as a Path, refused when absent or not a folder."""
     if not path:
-        raise ValueError(f"BigEarthNet: {what} is required")
+        raise DataError(f"BigEarthNet: {what} is required")
     root = Path(path)
     if not root.is_dir():
-        raise NotADirectoryError(f"BigEarthNet: {what} {root} is not a folder")
+        raise BigEarthNetNotFoundError(f"BigEarthNet: {what} {root} is not a folder")
     return root
 
 
@@ -156,12 +170,13 @@ def reben_metadata_pairs(path: Path) -> list[MetadataPair]:
     import pyarrow.parquet as pq
 
     if not path.is_file():
-        raise FileNotFoundError(f"reBEN metadata file not found: {path} (pass reben_metadata=.../metadata.parquet)")
+        raise BigEarthNetNotFoundError(f"reBEN metadata file not found: {path} (pass "
+                                       "reben_metadata=.../metadata.parquet)")
     table = pq.read_table(path)
     needed = {"patch_id", "s1_name", "labels", "split", "country"}
     if not needed <= set(table.column_names):
-        raise ValueError(f"{path}: columns {sorted(needed - set(table.column_names))} missing; found "
-                         f"{table.column_names}")
+        raise DataError(f"{path}: columns {sorted(needed - set(table.column_names))} missing; found "
+                        f"{table.column_names}")
     aliases = {"val": "validation", "validation": "validation", "train": "train", "test": "test"}
     rows = []
     for r in table.select(sorted(needed)).to_pylist():
@@ -181,7 +196,7 @@ def plan_conversion(
     of the two folders (subset reben; its metadata.parquet is found beside it).
     """
     if subset not in ALL_SUBSETS:
-        raise ValueError(f"unknown BigEarthNet subset {subset!r}; expected one of {', '.join(ALL_SUBSETS)}")
+        raise DataError(f"unknown BigEarthNet subset {subset!r}; expected one of {', '.join(ALL_SUBSETS)}")
     if lmdb:
         return _plan_lmdb(subset, lmdb, reben_metadata, keep_unpaired)
     s2_root = _check_dir(s2_dir, "s2_dir")
@@ -192,9 +207,9 @@ def plan_conversion(
         if subset == REBEN:
             reben_metadata = reben_metadata or find_reben_metadata(s2_root)
             if not reben_metadata and detect_layout(s2_root)[0] == V1:  # the layout, not a missing file, is wrong
-                raise FileNotFoundError(f"BigEarthNet reben: {subset_hint(subset, s1_root, s2_root, None)}")
+                raise BigEarthNetNotFoundError(f"BigEarthNet reben: {subset_hint(subset, s1_root, s2_root, None)}")
             if not reben_metadata:
-                raise ValueError(
+                raise DataError(
                     f"subset 'reben' needs reBEN's metadata.parquet: pass --reben-metadata PATH (none found beside "
                     f"or in {s2_root})"
                 )
@@ -205,7 +220,7 @@ def plan_conversion(
     if not plan.tasks:
         half = next(iter(plan.skipped.values()), None)
         example = f" For example: {half}." if half is not None else ""
-        raise FileNotFoundError(
+        raise BigEarthNetNotFoundError(
             f"BigEarthNet {subset}: none of its {plan.subset_size:,} pairs is present"
             + (" with both patches" if s1_root is not None else "")
             + f" ({len(plan.skipped)} half pairs).{example} "
@@ -217,21 +232,21 @@ def plan_conversion(
 def _plan_lmdb(subset: str, lmdb: str, reben_metadata: str | None, keep_unpaired: bool) -> ConversionPlan:
     """The pairs of reBEN's metadata whose patches are keys of the ConfigILM LMDB folder ``lmdb``."""
     if subset != REBEN:
-        raise ValueError(f"--lmdb holds BigEarthNet v2 (reBEN) patches: use --subset reben, not {subset!r}")
+        raise DataError(f"--lmdb holds BigEarthNet v2 (reBEN) patches: use --subset reben, not {subset!r}")
     root = _check_dir(lmdb, "lmdb")
     if not (root / "data.mdb").is_file():
-        raise FileNotFoundError(f"BigEarthNet: {root} is not an LMDB folder (no data.mdb); --lmdb takes the "
-                                "BigEarthNet-V2-LMDB folder of the ConfigILM distribution")
+        raise BigEarthNetNotFoundError(f"BigEarthNet: {root} is not an LMDB folder (no data.mdb); --lmdb takes the "
+                                       "BigEarthNet-V2-LMDB folder of the ConfigILM distribution")
     metadata = reben_metadata or find_reben_metadata(root)
     if not metadata:
-        raise ValueError(f"subset 'reben' needs reBEN's metadata.parquet: pass --reben-metadata PATH (none found "
-                         f"beside or in {root})")
+        raise DataError(f"subset 'reben' needs reBEN's metadata.parquet: pass --reben-metadata PATH (none found "
+                        f"beside or in {root})")
     pairs = reben_metadata_pairs(Path(metadata))
     plan = _plan_from_metadata(subset, pairs, root, root, keep_unpaired, lmdb=root)
     if not plan.tasks:
         keys = sorted(lmdb_keys(root))
         half = next(iter(plan.skipped.values()), None)
-        raise FileNotFoundError(
+        raise BigEarthNetNotFoundError(
             f"BigEarthNet reben: none of the {plan.subset_size:,} pairs of {metadata} is in the LMDB {root} with "
             f"both patches ({len(keys):,} entries, e.g. {keys[:2]}; {len(plan.skipped)} half pairs"
             + (f", for example: {half}" if half is not None else "") + ")")
@@ -242,7 +257,7 @@ def metadata_list(subset: str, reben_metadata: str | None = None) -> list[tuple[
     """(s2_name, s1_name, split) of a subset from metadata alone (no imagery needed)."""
     if subset == REBEN:
         if not reben_metadata:
-            raise ValueError("--list-only with --subset reben needs --reben-metadata")
+            raise DataError("--list-only with --subset reben needs --reben-metadata")
         return sorted((s2, s1, split) for s2, s1, _, split, _ in reben_metadata_pairs(Path(reben_metadata)))
     return sorted((p.s2_name, p.s1_name, p.split) for p in subset_pairs(subset))
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 import numpy as np
 
-from crjepa.data.schema import S1_BANDS, S2_BANDS  # the band orders' one home
+from crjepa.data.schema import S1_BANDS, S2_BANDS, DataError  # the band orders' one home
 from crjepa.errors import CRJepaError
 from datasets_scripts.ben_metadata import BEN19_CLASSES, s2_date, to_ben19
 
@@ -37,6 +37,11 @@ class BigEarthNetError(CRJepaError, ValueError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class BigEarthNetNotFoundError(CRJepaError, FileNotFoundError):
+    """A folder, metadata file or LMDB that is not where the arguments say, or a subset none of whose pairs is
+    there; the message says what was found instead and which arguments fit."""
 
 
 class PairTask(TypedDict):
@@ -160,7 +165,7 @@ def _lmdb_env(path: str) -> lmdb.Environment:
     try:
         return lmdb.open(path, readonly=True, lock=False, readahead=False, subdir=True)
     except lmdb.Error as err:
-        raise ValueError(f"BigEarthNet: {path} is not a readable LMDB folder ({err})") from None
+        raise DataError(f"BigEarthNet: {path} is not a readable LMDB folder ({err})") from None
 
 
 def lmdb_keys(path: str | os.PathLike) -> set[str]:
@@ -286,7 +291,7 @@ def read_pair(task: PairTask, resampling: str = "nearest") -> dict[str, Any]:
             raise BigEarthNetError("corrupt JSON", f"patch {label_patch}: no 'labels' list in its JSON")
         try:
             labels = to_ben19(labels_43, where=f"patch {label_patch}")
-        except ValueError as err:
+        except DataError as err:
             raise BigEarthNetError("unknown label", str(err)) from err
     else:
         labels_43, labels = None, task["labels"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from crjepa.data.schema import DataError
 from datasets_scripts.ben_metadata import SPLITS
 from datasets_scripts.bigearthnet.plans import ConversionPlan
 from datasets_scripts.bigearthnet.reading import PATCH_SIZE, BigEarthNetError, PairTask, read_json, s1_tile, tile_of
@@ -27,8 +28,8 @@ def _task_tile(task: PairTask) -> str:
         except BigEarthNetError:
             tile = None
     if tile is None:
-        raise ValueError(f"patch {task['s2_name']}: cannot tell its tile (from its names or its JSON's tile_source) "
-                         "for a spatial split; use --split-by official")
+        raise DataError(f"patch {task['s2_name']}: cannot tell its tile (from its names or its JSON's tile_source) "
+                        "for a spatial split; use --split-by official")
     return tile
 
 
@@ -47,11 +48,11 @@ def spatial_group(task: PairTask, split_by: str, block_km: float = 50.0) -> str:
     if split_by == "tile":
         return tile
     if not block_km > 0:
-        raise ValueError(f"block_km must be > 0, got {block_km}")
+        raise DataError(f"block_km must be > 0, got {block_km}")
     grid = _patch_grid(task["s2_name"]) or _patch_grid(task["s1_name"])
     if grid is None:
-        raise ValueError(f"patch {task['s2_name']}: no _<row>_<col> patch grid position in its name for "
-                         "--split-by block; use --split-by tile")
+        raise DataError(f"patch {task['s2_name']}: no _<row>_<col> patch grid position in its name for "
+                        "--split-by block; use --split-by tile")
     per_block = block_km / PATCH_KM
     return f"{tile}/{int(grid[0] // per_block)}_{int(grid[1] // per_block)}"
 
@@ -63,7 +64,7 @@ def resplit(plan: ConversionPlan, split_by: str, block_km: float = 50.0, seed: i
     if split_by == "official":
         return plan
     if split_by not in SPLIT_PROTOCOLS:
-        raise ValueError(f"split_by must be one of {SPLIT_PROTOCOLS}, got {split_by!r}")
+        raise DataError(f"split_by must be one of {SPLIT_PROTOCOLS}, got {split_by!r}")
     eligible = [t for t in plan.tasks if t["split"] in SPLITS]
     groups = {t["s2_name"]: spatial_group(t, split_by, block_km) for t in eligible}
     new = split_by_group(groups, fractions, seed)
