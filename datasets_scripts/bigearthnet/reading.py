@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 import numpy as np
 
+from crjepa.data.images import read_band_file, repeat_to
 from crjepa.data.schema import S1_BANDS, S2_BANDS, DataError  # the band orders' one home
 from crjepa.errors import CRJepaError
 from datasets_scripts.ben_metadata import BEN19_CLASSES, s2_date, to_ben19
@@ -77,40 +78,32 @@ def read_band(path: Path, patch: str, native_size: int, dtype: str, resampling: 
     """One single-band GeoTIFF as a (120, 120) array of `dtype`, checked and upsampled from `native_size`.
 
     `band` (e.g. "B8A"): the band the file name promises; a GeoTIFF whose own band description names another
-    band is refused (bands are mapped by name, never by position).
+    band is refused (bands are mapped by name, never by position). Read by `crjepa.data.images.read_band_file`,
+    the reader the app's patch uploads use too.
     Raises BigEarthNetError (missing file, corrupt GeoTIFF, wrong shape/band count/dtype/band) naming patch and file.
     """
-    import rasterio
-    from rasterio.enums import Resampling
-    from rasterio.errors import RasterioError
-
     if not path.is_file():
         raise BigEarthNetError("missing band file", f"patch {patch}: band file missing: {path}")
     try:
-        with rasterio.open(path) as src:
-            described = (src.descriptions[0] or "").strip().upper() if src.count == 1 else ""
-            if band and described in ALL_BAND_NAMES and described != band.upper():
-                raise BigEarthNetError(
-                    "band mismatch", f"patch {patch}: {path.name} is named band {band} but its GeoTIFF band "
-                    f"description says {described}"
-                )
-            found = (src.count, src.height, src.width)
-            if found != (1, native_size, native_size):
-                raise BigEarthNetError(
-                    "wrong band size",
-                    f"patch {patch}: {path.name} has shape (bands, height, width) = {found}, "
-                    f"expected {(1, native_size, native_size)}",
-                )
-            found_dtype = np.dtype(src.dtypes[0])
-            ok = found_dtype.kind == "f" if dtype == "float32" else found_dtype.kind in "ui"
-            if not ok:
-                raise BigEarthNetError(
-                    "wrong dtype", f"patch {patch}: {path.name} has dtype {found_dtype}, expected {dtype}"
-                )
-            array = src.read(1, out_shape=(PATCH_SIZE, PATCH_SIZE), resampling=Resampling[resampling])
-    except RasterioError as err:
-        raise BigEarthNetError("corrupt GeoTIFF",
-                               f"patch {patch}: cannot read {path} (truncated or corrupt GeoTIFF): {err}") from err
+        image, described = read_band_file(path)
+    except DataError as err:
+        raise BigEarthNetError("corrupt GeoTIFF", f"patch {patch}: {err}") from err
+    described = described.upper()
+    if band and described in ALL_BAND_NAMES and described != band.upper():
+        raise BigEarthNetError(
+            "band mismatch", f"patch {patch}: {path.name} is named band {band} but its GeoTIFF band "
+            f"description says {described}"
+        )
+    if image.shape != (1, native_size, native_size):
+        raise BigEarthNetError(
+            "wrong band size",
+            f"patch {patch}: {path.name} has shape (bands, height, width) = {image.shape}, "
+            f"expected {(1, native_size, native_size)}",
+        )
+    ok = image.dtype.kind == "f" if dtype == "float32" else image.dtype.kind in "ui"
+    if not ok:
+        raise BigEarthNetError("wrong dtype", f"patch {patch}: {path.name} has dtype {image.dtype}, expected {dtype}")
+    array = upsample_band(image[0], resampling)
     if dtype == "uint16" and (array.min(initial=0) < 0 or array.max(initial=0) > 65535):
         raise BigEarthNetError("wrong dtype", f"patch {patch}: {path.name} has values outside uint16")
     return array.astype(dtype, copy=False)
@@ -212,13 +205,11 @@ def _checked_band(array: np.ndarray, name: str, band: str, native_size: int, dty
 
 
 def upsample_band(array: np.ndarray, resampling: str = "nearest") -> np.ndarray:
-    """A native (n, n) band on the 120x120 grid, as `read_band` resamples a GeoTIFF: nearest repeats each pixel
-    (120 / n)^2 times; bilinear / bicubic go through rasterio on an in-memory GeoTIFF (the same GDAL code)."""
-    if array.shape[0] == PATCH_SIZE:
-        return array
-    if resampling == "nearest":
-        factor = PATCH_SIZE // array.shape[0]
-        return np.repeat(np.repeat(array, factor, axis=0), factor, axis=1)
+    """A native (n, n) band on the 120x120 grid: nearest repeats each pixel (120 / n)^2 times
+    (`crjepa.data.images.repeat_to`); bilinear / bicubic go through rasterio on an in-memory GeoTIFF (GDAL's
+    resampling, on the pixel grid)."""
+    if array.shape[0] == PATCH_SIZE or resampling == "nearest":
+        return repeat_to(array, PATCH_SIZE)
     import warnings
 
     from rasterio.enums import Resampling
@@ -230,7 +221,8 @@ def upsample_band(array: np.ndarray, resampling: str = "nearest") -> np.ndarray:
                          dtype=array.dtype) as dst:
             dst.write(array, 1)
         with memory.open() as src:
-            return src.read(1, out_shape=(PATCH_SIZE, PATCH_SIZE), resampling=Resampling[resampling])
+            kernel = Resampling.cubic if resampling == "bicubic" else Resampling[resampling]  # GDAL calls it cubic
+            return src.read(1, out_shape=(PATCH_SIZE, PATCH_SIZE), resampling=kernel)
 
 
 def read_s2_lmdb(path: str, name: str, resampling: str = "nearest") -> np.ndarray:
