@@ -14,10 +14,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from helpers import BENV2_IN_WHEEL, real_data_wheel, reben_product, run_python, write_band_tif
 
 import crjepa.search  # noqa: F401  (before any test imports faiss: picks OpenBLAS's kernels, crjepa/search/blas.py)
 from crjepa.utils.logs import PACKAGES
+from helpers import (
+    BENV2_IN_WHEEL,
+    build_bigearthnet,
+    real_data_wheel,
+    reben_product,
+    run_python,
+    write_band_tif,
+)
 
 if TYPE_CHECKING:
     from modeling_crjepa import CRJepaModel
@@ -62,6 +69,12 @@ def ben_v1_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
                 tar.extractall(root, filter="data")
     shutil.rmtree(root / "bigearthnet_common")
     return root / "BigEarthNet-S1-Example", root / "BigEarthNet-S2-Example"
+
+
+@pytest.fixture(scope="session")
+def ben_v1_all(ben_v1_dirs: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory):
+    """Subset `all` built once from the untouched real v1 pairs: (builder, DatasetDict)."""
+    return build_bigearthnet(*ben_v1_dirs, "all", tmp_path_factory.mktemp("ben_v1_all"))
 
 
 @pytest.fixture(scope="session")

@@ -10,10 +10,14 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import datasets
 import numpy as np
 import pytest
+
+if TYPE_CHECKING:
+    from datasets_scripts.bigearthnet import BigEarthNetMM
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -120,7 +124,12 @@ def write_app_archive(folder: Path, model, pairs: datasets.Dataset, num_pairs: i
     with metadata (split, row number), stored exact indices and its recorded source, as `crjepa app` opens it; the
     model is saved beside it as ``model/``."""
     from crjepa.eval.retrieval import compute_embeddings
-    from crjepa.hub.archive import build_indices, config_summary, model_fingerprint, write_embeddings_dataset
+    from crjepa.hub.archive import (
+        build_indices,
+        config_summary,
+        model_fingerprint,
+        write_embeddings_dataset,
+    )
 
     model.save_pretrained(folder.parent / "model")
     emb = compute_embeddings(model, pairs, batch_size=64)
@@ -197,3 +206,54 @@ def reben_pairs(reben_dirs: dict[str, Path]) -> list[dict]:
     import pyarrow.parquet as pq
 
     return pq.read_table(reben_dirs["metadata"]).to_pylist()
+
+
+BEN_V1_EXAMPLES: dict[str, tuple[str, str, str]] = {
+    "S2A_MSIL2A_20170613T101031_87_48": ("S1A_IW_GRDH_1SDV_20170613T165043_33UUP_87_48", "Austria", "test"),
+    "S2A_MSIL2A_20170617T113321_36_85": ("S1A_IW_GRDH_1SDV_20170617T064724_29UPU_36_85", "Ireland", "train"),
+    "S2A_MSIL2A_20170617T113321_4_55": ("S1A_IW_GRDH_1SDV_20170617T064724_29UPU_4_55", "Ireland", "train"),
+    "S2A_MSIL2A_20171221T112501_56_35": ("S1A_IW_GRDH_1SDV_20171221T064238_29SND_56_35", "Portugal", "train"),
+    "S2B_MSIL2A_20170924T93020_69_24": ("S1A_IW_GRDH_1SDV_20170925T043256_35VPK_69_24", "Finland", "train"),
+    "S2B_MSIL2A_20180204T94161_57_38": ("S1A_IW_GRDH_1SDV_20180204T043253_35VPK_57_38", "Finland", "unassigned"),
+}
+"""The 6 real v1 pairs of bigearthnet-common (fixture `ben_v1_dirs`): S2 name -> (S1 name, country, official
+split); the last one is on the official snow list (`BEN_V1_SNOWY`)."""
+BEN_V1_SNOWY = "S2B_MSIL2A_20180204T94161_57_38"
+
+
+def copy_ben_v1(ben_v1_dirs: tuple[Path, Path], dst: Path) -> tuple[Path, Path]:
+    """A writable copy of the real v1 pairs (to damage): (dst/S1, dst/S2)."""
+    import shutil
+
+    s1, s2 = dst / "S1", dst / "S2"
+    shutil.copytree(ben_v1_dirs[0], s1)
+    shutil.copytree(ben_v1_dirs[1], s2)
+    return s1, s2
+
+
+def build_bigearthnet(s1: Path | None, s2: Path, subset: str, cache: Path,
+                      **kw: object) -> tuple[BigEarthNetMM, datasets.DatasetDict]:
+    """`BigEarthNetMM(...)` prepared in ``cache`` (``num_proc`` from ``kw``): (builder, its DatasetDict)."""
+    from datasets_scripts.bigearthnet import BigEarthNetMM
+
+    num_proc = kw.pop("num_proc", None)
+    builder = BigEarthNetMM(s1_dir=s1, s2_dir=s2, subset=subset, cache_dir=str(cache), **kw)
+    builder.download_and_prepare(num_proc=num_proc)
+    return builder, builder.as_dataset()
+
+
+def read_native_band(path: Path) -> np.ndarray:
+    """A band GeoTIFF's pixels as stored (no resampling), with rasterio."""
+    import rasterio
+
+    with rasterio.open(path) as src:
+        return src.read(1)
+
+
+def run_datasets_scripts(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """`python -m datasets_scripts ARGV` in this process (its `main`): (exit status, stdout, stderr)."""
+    from datasets_scripts.__main__ import main
+
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
