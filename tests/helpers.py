@@ -83,6 +83,23 @@ def synthetic_pairs(sizes: dict[str, int], seed: int = 0) -> datasets.Dataset:
     return datasets.Dataset.from_dict(columns, features=synthetic.features())
 
 
+_IMAGE_RNG = np.random.default_rng(0)
+
+
+def random_image(shape: tuple[int, ...], dtype: object = np.uint8) -> np.ndarray:
+    """Random pixels of ``shape``: SAR-like dB values (normal around -12) for a float dtype, 0..254 otherwise."""
+    if np.dtype(dtype).kind == "f":
+        return _IMAGE_RNG.normal(-12, 4, shape).astype(dtype)
+    return _IMAGE_RNG.integers(0, 255, shape).astype(dtype)
+
+
+def rows_by_id(builder: datasets.DatasetBuilder) -> dict[str, dict]:
+    """A builder prepared and read back: {id: row as numpy, with ``_split`` the `datasets` split it is in}."""
+    builder.download_and_prepare()
+    dd = builder.as_dataset()
+    return {r["id"]: {**r, "_split": name} for name in dd for r in dd[name].with_format("numpy")}
+
+
 def write_png(path: Path, chw: np.ndarray) -> np.ndarray:
     """Save a (C, H, W) uint8 array as PNG (1 channel: L, 3: RGB, 4: RGBA)."""
     from PIL import Image
