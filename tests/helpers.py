@@ -158,6 +158,14 @@ def write_app_archive(folder: Path, model, pairs: datasets.Dataset, num_pairs: i
         indices=build_indices(emb.vectors, emb.ids, kind="exact", fingerprint=fingerprint))
 
 
+def write_marked_folder(target: Path, kind: str = "faiss-index", overwrite: bool = False, text: str = "new") -> None:
+    """An output folder of ``kind`` written through `crjepa.utils.atomic.atomic_dir`, holding payload.txt = text."""
+    from crjepa.utils.atomic import atomic_dir
+
+    with atomic_dir(target, kind=kind, overwrite=overwrite) as tmp:
+        (tmp / "payload.txt").write_text(text)
+
+
 def fill_disk(folder: Path, leave: int) -> Path:
     """Fill the file system of ``folder`` up to ``leave`` free bytes with one preallocated file (``.filler``);
     returns it (delete it to free the space again)."""
