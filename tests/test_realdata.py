@@ -1,4 +1,4 @@
-"""Every documented journey on real BigEarthNet patches (issue 12): v2/reBEN and v1 folders -> export -> training
+"""Every documented journey on real BigEarthNet patches: v2/reBEN and v1 folders -> export -> training
 with the paper's config -> card -> fresh-process AutoModel -> crjepa embed / index / search / evaluate; S2-only
 archives; every YAML of configs/ on an export. Real data: tests/conftest.py (wheels of bigearthnet-common and
 configilm). Tiny model and a few steps: seconds each."""

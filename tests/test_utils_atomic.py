@@ -72,7 +72,7 @@ def test_written_folder_follows_the_umask_not_0700(tmp_path):
 
 
 def test_concurrent_index_saves_and_readers_never_see_a_half_replaced_index(tmp_path):
-    """The issue's probe, sized for seconds: 60 save calls from 8 threads into one folder while 3 readers load
+    """A race probe sized for seconds: 60 save calls from 8 threads into one folder while 3 readers load
     it in a loop. Every save either completes or stops with LockedError; every load sees one complete version
     (its ids, vectors and metadata agree); nothing is left beside the folder."""
     rng = np.random.default_rng(0)

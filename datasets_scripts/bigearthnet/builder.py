@@ -195,8 +195,8 @@ class BigEarthNetMM(datasets.GeneratorBasedBuilder):
         if split is None and self.info.splits:
             kept = [name for name, info in self.info.splits.items() if info.num_examples]
             if len(kept) != len(self.info.splits):
-                parent = super()
-                return datasets.DatasetDict({name: parent.as_dataset(split=name, **kwargs) for name in kept})
+                base = datasets.GeneratorBasedBuilder.as_dataset  # (a comprehension has no zero-argument super)
+                return datasets.DatasetDict({name: base(self, split=name, **kwargs) for name in kept})
         return super().as_dataset(split=split, **kwargs)
 
     def conversion_report(

@@ -44,7 +44,7 @@ def detect_layout(root: Path, sample: int = 50) -> tuple[str | None, list[str]]:
     return None, []
 
 
-def subset_hint(subset: str, s1_root: Path | None, s2_root: Path, reben_metadata: str | None) -> str:
+def subset_hint(subset: str, s1_root: Path | None, s2_root: Path, reben_metadata: str | os.PathLike | None) -> str:
     """Why a subset found nothing, in words: the layout found and the --subset (and options) that fit it."""
     layout, _ = detect_layout(s2_root)
     where = f"s2_dir={s2_root}" + (f", s1_dir={s1_root}" if s1_root is not None else "")

@@ -83,26 +83,29 @@ def _plan_from_metadata(
     else:
         s2_index = _index_patch_folders(s2_root, nested=layout == "reben")
         s1_index = _index_patch_folders(s1_root, nested=layout == "reben") if s1_root is not None else {}
-    extra = {"lmdb": str(lmdb)} if lmdb is not None else {}
     plan = ConversionPlan(subset, len(pairs))
+
+    def add(s2_name: str, s1_name: str | None, s2_folder: Path | None, s1_folder: Path | None, split: str,
+            country: str | None, labels: list[str] | None) -> None:
+        task: PairTask = {"s2_name": s2_name, "s1_name": s1_name,
+                          "s2_folder": str(s2_folder) if s2_folder is not None else None,
+                          "s1_folder": str(s1_folder) if s1_folder is not None else None, "split": split,
+                          "country": country, "labels": labels, "layout": layout}  # fmt: skip
+        if lmdb is not None:
+            task["lmdb"] = str(lmdb)
+        plan.tasks.append(task)
+
     for s2_name, s1_name, country, split, labels in pairs:
         s2_folder, s1_folder = s2_index.get(s2_name), s1_index.get(s1_name)
         if s1_root is None:
             if s2_folder is None:
                 plan.missing.append(s2_name)
             else:
-                plan.tasks.append(
-                    {"s2_name": s2_name, "s1_name": None, "s2_folder": str(s2_folder), "s1_folder": None,
-                     "split": split, "country": country, "labels": labels, "layout": layout, **extra}  # fmt: skip
-                )
+                add(s2_name, None, s2_folder, None, split, country, labels)
         elif s2_folder is None and s1_folder is None:
             plan.missing.append(s2_name)
         elif keep_unpaired or (s2_folder is not None and s1_folder is not None):
-            plan.tasks.append(
-                {"s2_name": s2_name, "s1_name": s1_name, "s2_folder": s2_folder and str(s2_folder),
-                 "s1_folder": s1_folder and str(s1_folder), "split": split, "country": country, "labels": labels,
-                 "layout": layout, **extra}  # fmt: skip
-            )
+            add(s2_name, s1_name, s2_folder, s1_folder, split, country, labels)
         elif s2_folder is None:
             plan.skipped[s2_name] = BigEarthNetError(
                 "S2 partner missing", f"patch {s1_name}: its S2 partner {s2_name} is missing under {s2_root}"
@@ -123,8 +126,9 @@ def _plan_all_v1(s1_root: Path | None, s2_root: Path, keep_unpaired: bool = Fals
     s2_names = {e.name for e in os.scandir(s2_root) if e.is_dir()}
     plan = ConversionPlan("all", len(known))
     if s1_root is None:
-        rows = [(s2, known[s2].s1_name if s2 in known else "", known[s2].country if s2 in known else None,
-                 known[s2].split if s2 in known else UNASSIGNED, None) for s2 in sorted(s2_names)]
+        rows: list[MetadataPair] = [
+            (s2, known[s2].s1_name if s2 in known else "", known[s2].country if s2 in known else None,
+             known[s2].split if s2 in known else UNASSIGNED, None) for s2 in sorted(s2_names)]
         sub = _plan_from_metadata("all", rows, None, s2_root)
         plan.tasks = sub.tasks
         plan.missing = [s2 for s2 in known if s2 not in s2_names]
@@ -178,7 +182,7 @@ def reben_metadata_pairs(path: Path) -> list[MetadataPair]:
         raise DataError(f"{path}: columns {sorted(needed - set(table.column_names))} missing; found "
                         f"{table.column_names}")
     aliases = {"val": "validation", "validation": "validation", "train": "train", "test": "test"}
-    rows = []
+    rows: list[MetadataPair] = []
     for r in table.select(sorted(needed)).to_pylist():
         labels = to_ben19(list(r["labels"] or []), where=f"{path.name}, patch {r['patch_id']}")
         rows.append((r["patch_id"], r["s1_name"], r["country"], aliases.get(r["split"], UNASSIGNED), labels))
@@ -186,7 +190,7 @@ def reben_metadata_pairs(path: Path) -> list[MetadataPair]:
 
 
 def plan_conversion(
-    subset: str, s1_dir: str | None, s2_dir: str | None, reben_metadata: str | None = None,
+    subset: str, s1_dir: str | None, s2_dir: str | None, reben_metadata: str | os.PathLike | None = None,
     keep_unpaired: bool = False, lmdb: str | None = None,
 ) -> ConversionPlan:
     """Which pairs of `subset` are present, missing, or unusable before any GeoTIFF is read.
@@ -229,7 +233,8 @@ def plan_conversion(
     return plan
 
 
-def _plan_lmdb(subset: str, lmdb: str, reben_metadata: str | None, keep_unpaired: bool) -> ConversionPlan:
+def _plan_lmdb(subset: str, lmdb: str, reben_metadata: str | os.PathLike | None,
+               keep_unpaired: bool) -> ConversionPlan:
     """The pairs of reBEN's metadata whose patches are keys of the ConfigILM LMDB folder ``lmdb``."""
     if subset != REBEN:
         raise DataError(f"--lmdb holds BigEarthNet v2 (reBEN) patches: use --subset reben, not {subset!r}")

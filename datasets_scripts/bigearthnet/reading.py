@@ -262,11 +262,13 @@ def read_pair(task: PairTask, resampling: str = "nearest") -> dict[str, Any]:
     """
     s2_name, s1_name = task["s2_name"], task["s1_name"]
     s2_folder = Path(task["s2_folder"]) if task["s2_folder"] else None
-    s1_folder = Path(task["s1_folder"]) if task["s1_folder"] else None
+    s1_folder = Path(task["s1_folder"]) if task["s1_folder"] and s1_name else None
+    s1_patch = s1_name or ""  # named whenever its folder is there
     tile = None
+    labels_43: list[str] | None = None
     if task["layout"] == "v1":
         if s1_folder is not None:
-            s1_meta = read_json(s1_folder / f"{s1_name}_labels_metadata.json", s1_name)
+            s1_meta = read_json(s1_folder / f"{s1_patch}_labels_metadata.json", s1_patch)
             partner = s1_meta.get("corresponding_s2_patch")
             if partner != s2_name:
                 raise BigEarthNetError(
@@ -277,7 +279,7 @@ def read_pair(task: PairTask, resampling: str = "nearest") -> dict[str, Any]:
             label_patch, meta = s2_name, read_json(s2_folder / f"{s2_name}_labels_metadata.json", s2_name)
             tile = tile_of(meta.get("tile_source"))
         else:  # S1-only row: the S1 JSON carries the same CLC labels
-            label_patch, meta = s1_name, s1_meta
+            label_patch, meta = s1_patch, s1_meta
         labels_43 = meta.get("labels")
         if not isinstance(labels_43, list):
             raise BigEarthNetError("corrupt JSON", f"patch {label_patch}: no 'labels' list in its JSON")
@@ -286,13 +288,13 @@ def read_pair(task: PairTask, resampling: str = "nearest") -> dict[str, Any]:
         except DataError as err:
             raise BigEarthNetError("unknown label", str(err)) from err
     else:
-        labels_43, labels = None, task["labels"]
+        labels = task["labels"] or []  # reBEN's metadata gives every pair its labels
     lmdb_path = task.get("lmdb")
     if lmdb_path:  # the ConfigILM distribution: both sensors' patches are entries of one LMDB
-        s1 = read_s1_lmdb(lmdb_path, s1_name) if s1_folder is not None else None
+        s1 = read_s1_lmdb(lmdb_path, s1_patch) if s1_folder is not None else None
         s2 = read_s2_lmdb(lmdb_path, s2_name, resampling) if s2_folder is not None else None
     else:
-        s1 = read_s1(s1_folder, s1_name) if s1_folder is not None else None
+        s1 = read_s1(s1_folder, s1_patch) if s1_folder is not None else None
         s2 = read_s2(s2_folder, s2_name, resampling) if s2_folder is not None else None
     row = {
         "id": s2_name,
