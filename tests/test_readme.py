@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 
 
 TINY = ["--model.preset", "tiny", "--data.batch_size", "4", "--data.num_workers", "0", "--training.max_steps", "2",
@@ -58,9 +58,9 @@ NOT_RUN = {
         "DSRSID has no public sample to test on (its builder is tested on generated files)",
     "python -m datasets_scripts cbrsir_vs <root> --output-dir data/cbrsir_vs": "CBRSIR_VS has no public layout",
     "python -m datasets_scripts paired pairs.csv --output-dir data/mine [--push-to-hub you/mine]":
-        "needs the user's own files (the paired builder: tests/test_scripts_file_builders.py)",
+        "needs the user's own files (the paired builder: tests/test_scripts_paired.py)",
     "python -m datasets_scripts paired pairs.csv --keep-unpaired --split-by tile --output-dir data/mine-partial":
-        "needs the user's own files (--keep-unpaired / --split-by: tests/test_scripts_file_builders.py)",
+        "needs the user's own files (--keep-unpaired / --split-by: tests/test_scripts_paired.py)",
     "accelerate launch -q -m train_accelerate --config paper_ben14k.yaml --data.path data/ben14k --push_to_hub "
     "--hub_model_id user/crjepa-ben14k --push_embeddings --hub_embeddings_id user/crjepa-ben14k-embeddings":
         "the Hugging Face Hub (tests are offline; uploads are tested with a stand-in Hub: tests/test_hub_archive.py)",

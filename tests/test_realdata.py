@@ -1,4 +1,4 @@
-"""Every documented journey on real BigEarthNet patches (issue 12): v2/reBEN and v1 folders -> export -> training
+"""Every documented journey on real BigEarthNet patches: v2/reBEN and v1 folders -> export -> training
 with the paper's config -> card -> fresh-process AutoModel -> crjepa embed / index / search / evaluate; S2-only
 archives; every YAML of configs/ on an export. Real data: tests/conftest.py (wheels of bigearthnet-common and
 configilm). Tiny model and a few steps: seconds each."""
@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import rasterio  # the dev extra: a missing reader fails these tests, never skips them
 
-from conftest import REPO, reben_pairs, run_module
+from helpers import REPO, reben_pairs, run_python
 
 pytestmark = pytest.mark.slow  # real-data journeys through the real commands
 
@@ -58,10 +58,10 @@ def paper_run(reben_export: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     """`accelerate launch train_accelerate.py --config configs/paper_ben14k.yaml --data.path EXPORT` on the
     real reBEN export (tiny overrides), as the README documents it: its output_dir."""
     out = tmp_path_factory.mktemp("paper_run") / "run"
-    run = run_module("accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
-                     "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "train_accelerate.py"),
-                     "--config", "configs/paper_ben14k.yaml", "--data.path", reben_export, "--output_dir", out,
-                     *TINY, timeout=600)
+    run = run_python(["-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
+                      "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "train_accelerate.py"),
+                      "--config", "configs/paper_ben14k.yaml", "--data.path", reben_export, "--output_dir", out,
+                      *TINY], timeout=600)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     assert "Traceback" not in run.stderr
     return out
@@ -213,8 +213,8 @@ def test_v1_pairs_subset_all_export_embed_evaluate(ben_v1_dirs, paper_run, tmp_p
     from crjepa.data.loading import load_paired_dataset
 
     export = tmp_path / "v1"
-    run = run_module("datasets_scripts", "bigearthnet", "--s1-dir", ben_v1_dirs[0], "--s2-dir", ben_v1_dirs[1],
-                     "--subset", "all", "--output-dir", export, "--num-proc", "1")
+    run = run_python(["-m", "datasets_scripts", "bigearthnet", "--s1-dir", ben_v1_dirs[0], "--s2-dir",
+                      ben_v1_dirs[1], "--subset", "all", "--output-dir", export, "--num-proc", "1"])
     assert run.returncode == 0, run.stderr[-3000:]
     assert "converted 6 pairs (train 4, test 1, unassigned 1)" in run.stdout
     ds = load_paired_dataset(export)
@@ -263,18 +263,18 @@ def test_partially_paired_real_patches_convert_train_embed_evaluate(reben_dirs, 
             (s1 / patch.parent.name).mkdir(parents=True, exist_ok=True)
             (s1 / patch.parent.name / patch.name).symlink_to(patch)
     export = tmp_path / "partial"
-    run = run_module("datasets_scripts", "bigearthnet", "--s1-dir", s1, "--s2-dir", reben_dirs["s2"],
-                     "--reben-metadata", reben_dirs["metadata"], "--subset", "reben", "--keep-unpaired",
-                     "--output-dir", export, "--num-proc", "1")
+    run = run_python(["-m", "datasets_scripts", "bigearthnet", "--s1-dir", s1, "--s2-dir", reben_dirs["s2"],
+                      "--reben-metadata", reben_dirs["metadata"], "--subset", "reben", "--keep-unpaired",
+                      "--output-dir", export, "--num-proc", "1"])
     assert run.returncode == 0, run.stderr[-3000:]
     table = pq.read_table(next((export / "data").glob("train-*.parquet")))
     assert table["s1"].null_count == 3 and table["s2"].null_count == 0
 
     out = tmp_path / "run"
-    run = run_module("accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
-                     "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "train_accelerate.py"),
-                     "--config", "configs/paper_ben14k.yaml", "--data.path", export, "--output_dir", out,
-                     *TINY, "--logging.every_steps", "1", "--training.max_steps", "3", timeout=600)
+    run = run_python(["-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
+                      "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "train_accelerate.py"),
+                      "--config", "configs/paper_ben14k.yaml", "--data.path", export, "--output_dir", out, *TINY,
+                      "--logging.every_steps", "1", "--training.max_steps", "3"], timeout=600)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     assert "Training rows by sensors present: {'s1+s2': 3, 's2': 3}" in run.stdout
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
@@ -300,13 +300,13 @@ def test_a_one_row_test_split_stops_with_one_error_and_no_traceback(ben_v1_dirs,
     split) stops before training with one error that says what to do, printed once, and no launcher traceback
     when launched as README.md documents it (`accelerate launch -q -m train_accelerate`, from any folder)."""
     export = tmp_path / "v1"
-    run = run_module("datasets_scripts", "bigearthnet", "--s1-dir", ben_v1_dirs[0], "--s2-dir", ben_v1_dirs[1],
-                     "--subset", "all", "--output-dir", export, "--num-proc", "1")
+    run = run_python(["-m", "datasets_scripts", "bigearthnet", "--s1-dir", ben_v1_dirs[0], "--s2-dir",
+                      ben_v1_dirs[1], "--subset", "all", "--output-dir", export, "--num-proc", "1"])
     assert run.returncode == 0, run.stderr[-3000:]
-    run = run_module("accelerate.commands.launch", "-q", "--num_processes", "1", "--num_machines", "1",
-                     "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "train_accelerate",
-                     "--config", "paper_ben14k.yaml", "--data.path", export, "--output_dir", tmp_path / "run",
-                     *TINY, cwd=tmp_path, timeout=600)
+    run = run_python(["-m", "accelerate.commands.launch", "-q", "--num_processes", "1", "--num_machines", "1",
+                      "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "train_accelerate", "--config",
+                      "paper_ben14k.yaml", "--data.path", export, "--output_dir", tmp_path / "run", *TINY],
+                      cwd=tmp_path, timeout=600)
     assert run.returncode != 0 and "Traceback" not in run.stderr, run.stderr[-3000:]
     assert run.stderr.count("error: The data cannot be evaluated") == 1, run.stderr[-3000:]
     assert "has 1 item: nothing to rank" in run.stderr and "--eval.query_split train, 4 rows" in run.stderr

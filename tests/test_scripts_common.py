@@ -12,8 +12,8 @@ import pytest
 from huggingface_hub import DatasetCard
 
 from datasets_scripts import synthetic as S
-from helpers import run_python
 from datasets_scripts.common import DataError, PublishError, export_builder
+from helpers import run_python
 
 SIZES = {"num_train": 6, "num_validation": 3, "num_test": 2, "image_size": 16, "seed": 7}
 
@@ -127,13 +127,6 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return run_python(["-m", "datasets_scripts", *args], cwd=cwd)
 
 
-def test_cli_help_lists_the_builders(tmp_path):
-    result = _cli("--help", cwd=tmp_path)
-    assert result.returncode == 0
-    for name in ("synthetic", "dsrsid", "cbrsir_vs", "paired"):
-        assert name in result.stdout
-
-
 @pytest.mark.slow
 def test_cli_synthetic_exports_and_reports_errors_in_one_line(tmp_path):
     out = tmp_path / "syn"
@@ -234,3 +227,20 @@ def test_export_arguments_out_of_range_are_one_line_before_any_work(tmp_path, ca
         err = capsys.readouterr().err
         assert exit_.value.code == 2 and err.count("error:") == 1 and message in err and "usage" not in err, err
         assert not out.exists()
+
+
+def test_split_by_group_is_whole_groups_near_the_fractions_and_seeded():
+    from datasets_scripts.common import split_by_group
+
+    groups = {f"r{i}": f"g{i // 10}" for i in range(1000)}  # 100 groups of 10 rows
+    split = split_by_group(groups, (0.8, 0.1, 0.1), seed=3)
+    assert split == split_by_group(dict(reversed(list(groups.items()))), (0.8, 0.1, 0.1), seed=3)
+    assert split != split_by_group(groups, (0.8, 0.1, 0.1), seed=4)
+    per_group: dict[str, set[str]] = {}
+    for row, g in groups.items():
+        per_group.setdefault(g, set()).add(split[row])
+    assert all(len(s) == 1 for s in per_group.values())
+    counts = {s: list(split.values()).count(s) for s in ("train", "validation", "test")}
+    assert counts == {"train": 800, "validation": 100, "test": 100}
+    with pytest.raises(DataError, match="split fractions"):
+        split_by_group(groups, {"train": 1, "holdout": 1})

@@ -27,3 +27,11 @@ def test_showing_messages_leaves_the_loggers_to_other_listeners(caplog, capsys):
     logging.getLogger("crjepa.train.loop").warning("training.mixed_precision: no")
     assert [r.getMessage() for r in caplog.records] == ["18 S2 patches to convert", "training.mixed_precision: no"]
     assert capsys.readouterr().err == "warning: training.mixed_precision: no\n"  # stderr still from WARNING up
+
+
+def test_progress_lines_are_shown_plain_where_an_entry_point_asks_for_them(capsys):
+    show_messages(logging.INFO)  # as `python -m datasets_scripts` does: its builders' progress on stderr
+    logging.getLogger("datasets_scripts.bigearthnet.builder").info("BigEarthNet %s: %s pairs to convert", "all", 6)
+    logging.getLogger("datasets_scripts.common").warning("spatial split: %s got no rows", "'test'")
+    err = capsys.readouterr().err
+    assert err == "BigEarthNet all: 6 pairs to convert\nwarning: spatial split: 'test' got no rows\n"

@@ -4,9 +4,10 @@ as a zip.
 A zip holds one patch folder as bigearth.net ships it (v1 or reBEN): ``<patch>_B01.tif ... <patch>_B12.tif`` (S2,
 bands at 10, 20 and 60 m) or ``<patch>_VV.tif``, ``<patch>_VH.tif`` (S1), with or without the folder. Bands are
 matched by the name in the file name, never by position; coarser bands are upsampled by pixel repetition to the
-finest band's size (lossless, as the BigEarthNet converter's nearest-neighbour upsampling). The zip is read in
-memory with limits on its members and sizes, so a crafted archive cannot fill the memory or the disk, and nothing
-is written under a name taken from it. Images are read by `crjepa.data.images.read_image` (the one reader).
+finest band's size. The band files are read and stacked by the code the BigEarthNet converter reads them with
+(`crjepa.data.images`: `band_name`, `read_band_file`, `stack_bands`); images by `read_image`. What is the app's
+own is the zip: it is read in memory with limits on its members and sizes, so a crafted archive cannot fill the
+memory or the disk, and nothing is written under a name taken from it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from crjepa.data.images import IMAGE_SUFFIXES, TIFF_SUFFIXES, read_image
+from crjepa.data.images import IMAGE_SUFFIXES, band_name, read_band_file, read_image, stack_bands
 from crjepa.data.schema import DataError
 
 MAX_ZIP_MEMBERS = 256
@@ -64,15 +65,6 @@ def read_upload(path: str | Path, name: str | None = None) -> Upload:
     return Upload(name, image=image)
 
 
-def _band_name(member: str) -> str | None:
-    """'S2A_..._57_84/S2A_..._57_84_B8A.tif' -> 'B8A'; None for files that are not band GeoTIFFs."""
-    base = member.rsplit("/", 1)[-1]
-    stem, dot, suffix = base.rpartition(".")
-    if not dot or f".{suffix.lower()}" not in TIFF_SUFFIXES or "_" not in stem or base.startswith("."):
-        return None
-    return stem.rsplit("_", 1)[1].upper()
-
-
 def read_patch_zip(path: str | Path, name: str | None = None) -> dict[str, np.ndarray]:
     """The bands of the one patch folder in a zip: {band name: (H, W) array}."""
     name = name or Path(path).name
@@ -88,9 +80,10 @@ def read_patch_zip(path: str | Path, name: str | None = None) -> dict[str, np.nd
         bands: dict[str, np.ndarray] = {}
         with tempfile.TemporaryDirectory(prefix="crjepa-upload-") as tmp:
             for member in members:
-                band = _band_name(member.filename)
+                band = band_name(member.filename)
                 if band is None:
                     continue  # the patch's JSON metadata, readme files: not pixels
+                band = band.upper()
                 if band in bands:
                     raise DataError(f"{name}: band {band} appears twice ({member.filename}); zip one patch folder")
                 if member.file_size > MAX_BAND_BYTES:
@@ -102,7 +95,7 @@ def read_patch_zip(path: str | Path, name: str | None = None) -> dict[str, np.nd
                 except (zipfile.BadZipFile, OSError, RuntimeError) as err:
                     raise DataError(f"{name}: cannot unpack {member.filename} ({err})") from None
                 try:
-                    image = read_image(file)
+                    image, _ = read_band_file(file)
                 except DataError:
                     raise DataError(f"{name}: {member.filename} is not a readable GeoTIFF") from None
                 if image.shape[0] != 1:
@@ -115,23 +108,5 @@ def read_patch_zip(path: str | Path, name: str | None = None) -> dict[str, np.nd
     return bands
 
 
-def stack_bands(bands: dict[str, np.ndarray], names: list[str], where: str) -> np.ndarray:
-    """Bands in the order ``names`` as (C, H, W) at the finest band's size (coarser ones repeated pixel-wise)."""
-    missing = [b for b in names if b not in bands]
-    if missing:
-        raise DataError(f"{where}: lacks the band(s) {missing} (it holds {sorted(bands)})")
-    side = max(max(bands[b].shape) for b in names)
-    out = []
-    for band in names:
-        array = bands[band]
-        h, w = array.shape
-        if h != w or side % h:
-            raise DataError(f"{where}: band {band} is {h}x{w}, not a square whose side divides {side} (the finest "
-                            "band's side)")
-        out.append(np.repeat(np.repeat(array, side // h, axis=0), side // w, axis=1))
-    dtypes = {a.dtype for a in out}
-    return np.stack(out).astype(np.result_type(*dtypes), copy=False)
-
-
 __all__ = ["MAX_BAND_BYTES", "MAX_ZIP_BYTES", "MAX_ZIP_MEMBERS", "UPLOAD_SUFFIXES", "Upload", "read_patch_zip",
-           "read_upload", "stack_bands"]
+           "read_upload"]

@@ -2,7 +2,10 @@
 
 `read_image` gives a (C, H, W) array of the file's native dtype; `probe_image` its shape and dtype from the header
 only. The builders of datasets_scripts read every file through them, and so does ``crjepa search --image``, which
-also takes a patch folder of per-band files (`read_band_folder`: a BigEarthNet patch as downloaded).
+also takes a patch folder of per-band files (`read_band_folder`: a BigEarthNet patch as downloaded). Band files
+(BigEarthNet's ``<patch>_<BAND>.tif``) are read by `read_band_file` and brought onto the finest band's grid by
+`repeat_to` / `stack_bands`, the same code for the BigEarthNet converter, the app's patch uploads and
+``crjepa search --image``.
 Imports no torch; rasterio and Pillow are imported on use.
 """
 
@@ -100,30 +103,83 @@ def band_folder_sensor(folder: str | os.PathLike, bands_by_sensor: dict[str, lis
 def read_band_folder(folder: str | os.PathLike, bands: list[str] | tuple[str, ...]) -> np.ndarray:
     """A patch folder of single-band files (`band_files`) as a (C, H, W) array in ``bands`` order. Bands of a
     coarser grid (BigEarthNet's 20 m / 60 m bands: 60x60, 20x20) are brought to the finest band's grid by
-    nearest neighbour, each pixel repeated (what `python -m datasets_scripts bigearthnet` stores, bit for bit)."""
+    nearest neighbour, each pixel repeated (`stack_bands`: what `python -m datasets_scripts bigearthnet` stores,
+    bit for bit)."""
     folder = Path(folder)
     files = band_files(folder, bands)
     absent = [band for band in bands if band not in files]
     if absent:
         raise DataError(f"{folder}: no single file <patch>_<BAND>.tif for band(s) {absent} of {list(bands)}")
-    arrays = []
+    arrays = {}
     for band in bands:
         array = read_image(files[band])
         if array.shape[0] != 1 or array.shape[1] != array.shape[2]:
             raise DataError(f"{files[band]}: expected one square band, found shape (bands, height, width) = "
                             f"{array.shape}")
-        arrays.append(array[0])
-    side = max(a.shape[0] for a in arrays)
-    out = []
-    for band, array in zip(bands, arrays):
-        if side % array.shape[0]:
-            raise DataError(f"{files[band]}: {array.shape[0]} px does not divide the patch's {side} px grid")
-        factor = side // array.shape[0]
-        out.append(np.repeat(np.repeat(array, factor, axis=0), factor, axis=1) if factor > 1 else array)
-    dtypes = {a.dtype for a in out}
+        arrays[band] = array[0]
+    dtypes = {a.dtype for a in arrays.values()}
     if len(dtypes) != 1:
         raise DataError(f"{folder}: the bands have different dtypes {sorted(d.name for d in dtypes)}")
-    return np.stack(out)
+    return stack_bands(arrays, list(bands), str(folder))
+
+
+def band_name(file_name: str) -> str | None:
+    """The band a band file names after its last ``_`` (BigEarthNet: ``S2A_..._57_84/S2A_..._57_84_B8A.tif`` ->
+    ``B8A``, as written); None for files that are not band GeoTIFFs (another suffix, no ``_``, hidden files)."""
+    base = file_name.rsplit("/", 1)[-1]
+    stem, dot, suffix = base.rpartition(".")
+    if not dot or f".{suffix.lower()}" not in TIFF_SUFFIXES or "_" not in stem or base.startswith("."):
+        return None
+    return stem.rsplit("_", 1)[1]
+
+
+def read_band_file(path: str | os.PathLike) -> tuple[np.ndarray, str]:
+    """One band file of a patch folder (BigEarthNet: ``<patch>_<BAND>.tif``, one band at its native grid) as its
+    (C, H, W) array of the file's dtype, and the band name its GeoTIFF band description states ("" when it states
+    none, holds several bands or rasterio is not installed: Pillow then reads plain TIFFs). The one reader of band
+    files: the BigEarthNet converter and the app's patch uploads both read through it. A DataError naming the file
+    when it is missing or not readable (a truncated or corrupt GeoTIFF)."""
+    path, suffix = _existing(path)
+    try:
+        import rasterio
+    except ImportError:  # rasterio is an extra (crjepa[bigearthnet])
+        return read_image(path), ""
+    if suffix not in TIFF_SUFFIXES:
+        return read_image(path), ""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a band file need not be georeferenced
+            with rasterio.open(path) as src:
+                described = (src.descriptions[0] or "").strip() if src.count == 1 else ""
+                return src.read(), described
+    except Exception as err:  # rasterio raises many types for a truncated or corrupt file: one line for a person
+        raise DataError(f"cannot read {path} (truncated or corrupt GeoTIFF): {err}") from err
+
+
+def repeat_to(band: np.ndarray, side: int) -> np.ndarray:
+    """A square (n, n) band on the (side, side) grid by nearest neighbour: each pixel repeated (side / n)^2 times,
+    which keeps every value a real measurement and is lossless (``out[::f, ::f]`` gives the band back); ``side``
+    is a multiple of n (the callers check, naming the file)."""
+    factor = side // band.shape[0]
+    return band if factor == 1 else np.repeat(np.repeat(band, factor, axis=0), factor, axis=1)
+
+
+def stack_bands(bands: dict[str, np.ndarray], names: list[str], where: str) -> np.ndarray:
+    """Bands in the order ``names`` as (C, H, W) at the finest band's size (coarser ones repeated pixel-wise,
+    `repeat_to`), in the dtype that holds them all; a DataError naming ``where`` for a band that is absent or not
+    a square whose side divides the finest band's."""
+    missing = [b for b in names if b not in bands]
+    if missing:
+        raise DataError(f"{where}: lacks the band(s) {missing} (it holds {sorted(bands)})")
+    side = max(max(bands[b].shape) for b in names)
+    out = []
+    for band in names:
+        h, w = bands[band].shape
+        if h != w or side % h:
+            raise DataError(f"{where}: band {band} is {h}x{w}, not a square whose side divides {side} (the finest "
+                            "band's side)")
+        out.append(repeat_to(bands[band], side))
+    return np.stack(out).astype(np.result_type(*{a.dtype for a in out}), copy=False)
 
 
 def read_image(path: str | os.PathLike, bands: list[str] | tuple[str, ...] | None = None) -> np.ndarray:
@@ -193,4 +249,4 @@ def _read_with_pillow(path: Path) -> np.ndarray:
 
 
 __all__ = ["IMAGE_SUFFIXES", "NPY_SUFFIXES", "PNG_SUFFIXES", "TIFF_SUFFIXES", "band_files", "band_folder_sensor",
-           "probe_image", "read_band_folder", "read_image"]
+           "band_name", "probe_image", "read_band_file", "read_band_folder", "read_image", "repeat_to", "stack_bands"]

@@ -3,8 +3,9 @@
 Library modules log through ``logging.getLogger(__name__)`` and never print to stderr themselves; an entry point
 (`crjepa`, `train_accelerate.py`, `python -m datasets_scripts`, `crjepa app`) calls `show_messages()` once, which
 sends the records of the ``crjepa`` and ``datasets_scripts`` loggers to the stderr of the moment as
-``<level>: <message>`` (the form the commands have always printed). A program that imports crjepa as a library
-keeps Python's defaults: warnings reach stderr through logging's last-resort handler, info stays quiet.
+``<level>: <message>`` (the form the commands have always printed; progress lines, where an entry point shows
+them, plain). A program that imports crjepa as a library keeps Python's defaults: warnings reach stderr through
+logging's last-resort handler, info stays quiet.
 """
 
 from __future__ import annotations
@@ -28,7 +29,12 @@ class _StderrHandler(logging.Handler):
 
 
 class _Format(logging.Formatter):
+    """Warnings and errors as ``<level>: <message>``; progress (info and below, shown only where an entry point asks
+    for it: ``python -m datasets_scripts``) as the plain line it always was."""
+
     def format(self, record: logging.LogRecord) -> str:
+        if record.levelno < logging.WARNING:
+            return record.getMessage()
         return f"{record.levelname.lower()}: {record.getMessage()}"
 
 
