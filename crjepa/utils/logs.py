@@ -29,7 +29,11 @@ class _StderrHandler(logging.Handler):
 
 class _Format(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return f"{record.levelname.lower()}: {record.getMessage()}"
+        """``<level>: <message>``, then the traceback of ``logger.exception`` records (a bug keeps its traceback)."""
+        text = f"{record.levelname.lower()}: {record.getMessage()}"
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
 
 
 def show_messages(level: int = logging.WARNING) -> None:
