@@ -135,7 +135,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     launcher's lock and find the folder it chose."""
     import os
 
-    from crjepa.hub.archive import OUTPUT_KIND
+    from crjepa.hub.archive.format import OUTPUT_KIND
     from crjepa.hub.embedding import RUN_DIR, RUN_FILE
     from crjepa.utils.atomic import check_not_inside, check_replaceable, lock_file_for
     from crjepa.utils.locks import DirLock
@@ -264,8 +264,10 @@ def cmd_index(args: argparse.Namespace) -> int:
         raise ValueError("--index-type, --overwrite and --prefix are for --backend milvus (faiss: --kind)")
     from tqdm.auto import tqdm
 
-    from crjepa.hub.archive import INDEX_DIR, add_indices, load_embeddings
-    from crjepa.search.index import META_FILE, IndexMetadata, describe_calibration
+    from crjepa.hub.archive import add_indices, load_embeddings
+    from crjepa.hub.archive.format import INDEX_DIR
+    from crjepa.search.faiss_files import META_FILE, IndexMetadata
+    from crjepa.search.index import describe_calibration
 
     params = dict(_parse_param(p) for p in args.param)
     columns = args.columns or load_embeddings(args.archive, load_indices=False, vectors=False).info["vector_columns"]
@@ -343,14 +345,14 @@ def _milvus_token(args: argparse.Namespace) -> str | None:
 def _index_milvus(args: argparse.Namespace) -> int:
     """`crjepa index --backend milvus`: one collection per vector column, streamed from the archive's Parquet
     shards, resumable (`crjepa.search.milvus.index_archive`)."""
-    from crjepa.hub.archive import _resolve_folder
-    from crjepa.search.index import DEFAULT_RECALL
+    from crjepa.hub.archive.loading import resolve_folder
+    from crjepa.search.calibration import DEFAULT_RECALL
     from crjepa.search.milvus import describe, index_archive
 
     if args.kind != "auto":
         raise ValueError("--kind picks a faiss index; with --backend milvus use --index-type")
     params = dict(_parse_param(p) for p in args.param)
-    folder = _resolve_folder(args.archive, None, None, None)
+    folder = resolve_folder(args.archive, None, None, None)
 
     def progress(column: str, done: int, rows: int) -> None:
         print(f"{column}: {done}/{rows} rows loaded", flush=True)
@@ -406,7 +408,7 @@ def _query_image(args: argparse.Namespace, archive: Any) -> tuple[str, Any]:
     of per-band GeoTIFFs (`<patch>_B02.tif`, `<patch>_VV.tif`, ...) read in the band order the archive's model
     uses; the sensor of a folder is the one whose bands it holds when --sensor is not given."""
     from crjepa.data.images import band_folder_sensor, probe_image, read_image
-    from crjepa.hub.archive import MAX_IMAGE_SIDE, check_query_image
+    from crjepa.hub.archive.search import MAX_IMAGE_SIDE, check_query_image
 
     bands = dict((archive.info.get("config") or {}).get("band_names") or {})
     if Path(args.image).is_dir():
@@ -451,7 +453,7 @@ def _write_png(args: argparse.Namespace, archive: Any, results: dict[str, Any]) 
     from crjepa.data.images import read_image
     from crjepa.eval.visualize import DatasetImages, image_grid, query_grid
 
-    from crjepa.hub.archive import read_local_source
+    from crjepa.hub.archive.provenance import read_local_source
 
     recorded = dict(archive.info.get("source") or {})
     if not args.data:
@@ -547,7 +549,8 @@ def cmd_export_checkpoint(args: argparse.Namespace) -> int:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    from crjepa.hub.archive import INFO_FILE, push_folder
+    from crjepa.hub.access import push_folder
+    from crjepa.hub.archive.format import INFO_FILE
 
     folder = Path(args.folder)
     repo_type = args.repo_type
@@ -747,7 +750,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    from crjepa.hub.archive import EmbeddingsError, HubError
+    from crjepa.hub.access import HubError
+    from crjepa.hub.archive import EmbeddingsError
     from crjepa.utils.locks import LockedError
     from crjepa.utils.process import report_user_error
 

@@ -216,3 +216,53 @@ def small_disk(tmp_path: Path):
 # ============================================================================================================
 # end of the small file systems section
 # ============================================================================================================
+
+
+# ============================================================================================================
+# Embeddings archives searched by Milvus and the archive tests (tests/test_search_milvus_*.py, tests/test_hub_*.py)
+# ============================================================================================================
+@pytest.fixture(scope="session")
+def milvus_flat(tmp_path_factory: pytest.TempPathFactory):
+    """An archive (some rows without s1) loaded into Milvus Lite with exact (FLAT) collections:
+    (folder, uri, vectors, present, records)."""
+    import numpy as np
+
+    pytest.importorskip("pymilvus")
+    pytest.importorskip("milvus_lite")
+    from helpers import write_search_archive
+
+    from crjepa.search import milvus
+
+    present = np.ones(1200, bool)
+    present[::9] = False
+    folder, vectors = write_search_archive(tmp_path_factory.mktemp("milvus") / "emb", present_s1=present)
+    uri = str(folder.parent / "flat.db")
+    records = milvus.index_archive(folder, uri, index_type="FLAT", batch_rows=300)
+    return folder, uri, vectors, present, records
+
+
+@pytest.fixture(scope="module")
+def archive_pairs():
+    """80 synthetic test pairs (what `archive_dir` embeds)."""
+    from helpers import synthetic_pairs
+
+    return synthetic_pairs({"test": 80})
+
+
+@pytest.fixture(scope="module")
+def archive_embeddings(model, archive_pairs):
+    """`compute_embeddings` of `archive_pairs` by the tiny `model`."""
+    from crjepa.eval.retrieval import compute_embeddings
+
+    return compute_embeddings(model, archive_pairs, batch_size=32)
+
+
+@pytest.fixture(scope="module")
+def archive_dir(tmp_path_factory: pytest.TempPathFactory, model, archive_pairs, archive_embeddings) -> Path:
+    """The embeddings archive of `archive_embeddings` with exact indices (`helpers.write_model_archive`)."""
+    from helpers import write_model_archive
+
+    return write_model_archive(tmp_path_factory.mktemp("hub") / "emb", model, archive_pairs, archive_embeddings)
+# ============================================================================================================
+# end of the embeddings archives section
+# ============================================================================================================

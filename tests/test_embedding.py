@@ -208,7 +208,7 @@ def test_a_finished_archive_is_marked_and_published_without_its_run_folder(root:
 
     from crjepa.hub.access import push_folder
     from crjepa.utils.atomic import read_marker
-    from test_hub_archive import FakeHubApi
+    from helpers import FakeHubApi
 
     folder = root / "one"
     assert read_marker(folder)["kind"] == "embeddings"
@@ -244,7 +244,7 @@ def test_archive_of_the_test_split_is_published_as_test_with_license_and_source_
     import datasets
     from huggingface_hub import DatasetCard
 
-    from crjepa.hub.archive import source_license
+    from crjepa.hub.archive.provenance import source_license
 
     archive = root / "one"
     assert sorted(p.name.split("-")[0] for p in (archive / "data").glob("*.parquet")) == ["test"] * 5

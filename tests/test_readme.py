@@ -63,9 +63,9 @@ NOT_RUN = {
         "needs the user's own files (--keep-unpaired / --split-by: tests/test_scripts_file_builders.py)",
     "accelerate launch -q -m train_accelerate --config paper_ben14k.yaml --data.path data/ben14k --push_to_hub "
     "--hub_model_id user/crjepa-ben14k --push_embeddings --hub_embeddings_id user/crjepa-ben14k-embeddings":
-        "the Hugging Face Hub (tests are offline; uploads are tested with a stand-in Hub: tests/test_hub_archive.py)",
-    "crjepa push outputs/crjepa-reben/model user/crjepa-reben": "the Hugging Face Hub (tests/test_hub_archive.py)",
-    "crjepa push emb user/crjepa-reben-embeddings": "the Hugging Face Hub (tests/test_hub_archive.py)",
+        "the Hugging Face Hub (tests are offline; uploads are tested with a stand-in Hub: tests/test_hub_access.py)",
+    "crjepa push outputs/crjepa-reben/model user/crjepa-reben": "the Hugging Face Hub (tests/test_hub_encoder.py)",
+    "crjepa push emb user/crjepa-reben-embeddings": "the Hugging Face Hub (tests/test_hub_access.py)",
     "accelerate launch -q --multi_gpu --num_processes 8 -m train_accelerate --config paper_ben14k.yaml --data.path "
     "data/ben14k": "8 GPUs (the same launcher with 2 CPU processes: tests/test_train_loop.py::"
                    "test_two_processes_reach_the_loss_of_one_process_with_the_same_global_batch)",

@@ -111,7 +111,7 @@ def filter_rows(archive: EmbeddingArchive, where: Filter) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------- backends
 class SearchBackend(Protocol):
-    """What the app needs from a search engine. Results are `crjepa.hub.archive.Hit` (rank, id, cosine score,
+    """What the app needs from a search engine. Results are `crjepa.hub.archive.search.Hit` (rank, id, cosine score,
     class names, archive row), as `EmbeddingArchive.search` returns them."""
 
     def vector(self, column: str, position: int) -> np.ndarray:
@@ -262,7 +262,7 @@ class Explorer:
                      where: Filter | None = None, name: str | None = None) -> list[ResultRow]:
         """The top-k archive items for an uploaded image (embedded by the model) in each target sensor."""
         from crjepa.app.uploads import read_upload
-        from crjepa.hub.archive import embed_image
+        from crjepa.hub.archive.search import embed_image
 
         if self.model is None:
             raise AppError("Searching by image needs the model that embedded the archive: start the app with "
