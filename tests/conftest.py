@@ -219,8 +219,48 @@ def small_disk(tmp_path: Path):
 
 
 # ============================================================================================================
-# Embeddings archives searched by Milvus and the archive tests (tests/test_search_milvus_*.py, tests/test_hub_*.py)
+# Embeddings archives searched by the CLI and by Milvus (tests/test_cli_*.py, tests/test_search_milvus_*.py)
 # ============================================================================================================
+@pytest.fixture(scope="session")
+def cli_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny saved model, then embed -> index -> search (--png, --json) -> evaluate in one fresh process
+    through the real entry point (`main`), as `crjepa ...` would run them; each command's stdout is a section of
+    stdout.txt (`helpers.cli_section`)."""
+    import textwrap
+
+    import torch
+
+    from helpers import CLI_QUERY, run_python
+    from modeling_crjepa import CRJepaConfig, CRJepaModel
+
+    root = tmp_path_factory.mktemp("cli")
+    torch.manual_seed(0)
+    CRJepaModel(CRJepaConfig.from_preset("tiny")).save_pretrained(root / "model")
+    commands = [
+        ["embed", "model", "synthetic", "--num-pairs", "48", "--split", "test", "-o", "emb", "--batch-size", "16"],
+        ["index", "emb", "--kind", "hnsw", "--param", "efSearch=32"],
+        ["search", "emb", "--id", CLI_QUERY, "-k", "4", "--png", "grid.png", "--data", "recorded", "--tile", "40",
+         "--json"],
+        ["evaluate", "model", "synthetic", "--num-pairs", "48", "--query-split", "validation",
+         "--gallery-split", "test", "--output-dir", "eval"],
+    ]
+    script = textwrap.dedent(f"""
+        import sys
+        from crjepa.cli import main
+        for argv in {commands!r}:
+            print("=== " + argv[0], flush=True)
+            code = main(argv)
+            print("=== rc", code, flush=True)
+            if code:
+                sys.exit(code)
+    """)
+    proc = run_python(["-c", script], root)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (root / "stdout.txt").write_text(proc.stdout)
+    (root / "stderr.txt").write_text(proc.stderr)
+    return root
+
+
 @pytest.fixture(scope="session")
 def milvus_flat(tmp_path_factory: pytest.TempPathFactory):
     """An archive (some rows without s1) loaded into Milvus Lite with exact (FLAT) collections:

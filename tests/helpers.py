@@ -234,3 +234,40 @@ class FakeHubApi:
     def upload_folder(self, **kwargs):
         self.calls.append(("upload_folder", kwargs))
 
+
+CLI_QUERY = "synthetic-test-0-000003"
+"""An archive id of the `cli_workdir` fixture's archive (the query its recorded search used)."""
+EMBED_SMALL = ["synthetic", "--num-pairs", "8", "--split", "test", "--device", "cpu", "--batch-size", "4",
+               "--shard-rows", "4"]
+"""`crjepa embed MODEL` arguments for a tiny run: 8 synthetic test pairs in shards of 4 rows."""
+
+
+def cli_section(workdir: Path, command: str) -> str:
+    """The stdout of one command of the `cli_workdir` fixture's run."""
+    text = (workdir / "stdout.txt").read_text()
+    return text.split(f"=== {command}\n", 1)[1].split("=== rc", 1)[0]
+
+
+def folder_files(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (relative path -> bytes): equal before and after means nothing changed."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def one_error_line(err: str) -> str:
+    """The command's one `error:` line (progress bars may share stderr), asserting there is no other and no
+    traceback or usage block."""
+    import re
+
+    found = re.findall(r"crjepa [\w-]+: error: [^\r\n]*", err)
+    assert len(found) == 1 and err.count("error:") == 1, err[-2000:]
+    assert "Traceback" not in err and "usage:" not in err, err[-2000:]
+    return found[0]
+
+
+def parquet_export(folder: Path, num_pairs: int = 8) -> Path:
+    """A folder exported like `python -m datasets_scripts` does: the synthetic test split as data/test-*.parquet."""
+    from crjepa.cli.common import load_data
+
+    load_data({"dataset": "synthetic", "num_pairs": num_pairs}, "test").to_parquet(
+        str(folder / "data" / "test-00000-of-00001.parquet"))
+    return folder

@@ -71,7 +71,7 @@ NOT_RUN = {
                    "test_two_processes_reach_the_loss_of_one_process_with_the_same_global_batch)",
     "accelerate launch -q --multi_gpu --num_processes 8 -m crjepa.cli embed outputs/crjepa-ben14k/model data/ben14k -o "
     "emb-ben14k": "8 GPUs (2 CPU processes: "
-                  "tests/test_embedding.py::test_accelerate_launch_two_processes_give_the_embeddings_of_one)",
+                  "tests/test_hub_embedding.py::test_accelerate_launch_two_processes_give_the_embeddings_of_one)",
     'pip install -e ".[app]"': "install",
     "crjepa app outputs/crjepa-cpu-default/embeddings --model outputs/crjepa-cpu-default/model --data recorded":
         "serves until stopped: tests/test_app_ui.py runs it as written after the quick start, in a real browser",

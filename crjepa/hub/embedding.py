@@ -25,10 +25,10 @@ Processes: ``crjepa embed --num-processes N`` starts N workers of itself (CPU th
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
-import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,8 @@ from crjepa.hub.archive.provenance import archive_split, public_source, source_l
 from crjepa.hub.archive.writer import vector_table
 from crjepa.hub.cards import render_embeddings_card
 from crjepa.utils.atomic import atomic_write_json, atomic_write_text, fsync_dir, write_marker
+
+logger = logging.getLogger(__name__)
 
 RUN_DIR = ".embed"
 RUN_FILE = "run.json"
@@ -363,7 +365,7 @@ def _finished(path: Path) -> bool:
         problem = "it holds no rows"
     except (OSError, pa.ArrowException) as err:
         problem = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    print(f"warning: the finished shard {path} does not read ({problem}); embedding it again", file=sys.stderr)
+    logger.warning("the finished shard %s does not read (%s); embedding it again", path, problem)
     path.unlink(missing_ok=True)
     return False
 
