@@ -32,7 +32,8 @@ import faiss
 import numpy as np
 
 from crjepa.search.blas import FAISS_DEFAULT_BLAS_THRESHOLD
-from crjepa.search.index import AUTO_EXACT_MAX, RetrievalIndex, build_index, set_threads
+from crjepa.search.index import RetrievalIndex, build_index, set_threads
+from crjepa.search.kinds import AUTO_EXACT_MAX
 from faiss_archive import clustered_unit_vectors
 
 BATCHES = (1, 4, 16, 64, 250, 500, 1000, 10_000)

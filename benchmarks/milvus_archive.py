@@ -12,7 +12,7 @@ Rows, each in its own process (so the peak RSS is the engine's):
                streamed insert, index build, calibration, held-out rows) into Milvus Lite, then
                `MilvusIndex.search` of all queries in one call (the calibrated search params).
 Load = the whole command (faiss: build + calibration; Milvus: insert + index + load + calibration); insert = the
-streamed insert alone. q/s: the fastest of repeated batched calls (`crjepa.search.index.timed_qps`).
+streamed insert alone. q/s: the fastest of repeated batched calls (`crjepa.search.calibration.timed_qps`).
 
     python benchmarks/milvus_archive.py                              # 1e5 and 1e6 x 256: ~30 min on 2 cores
     python benchmarks/milvus_archive.py --n 100000 --types IVF_FLAT  # one size, one index type
@@ -64,7 +64,7 @@ def recall_at_10(found: np.ndarray, truth: np.ndarray) -> float:
 
 def run_part(folder: Path, engine: str) -> dict:
     """One row: load the archive with ``engine`` ("faiss" or "milvus-<TYPE>"), then search the fresh queries."""
-    from crjepa.search.index import timed_qps
+    from crjepa.search.calibration import timed_qps
 
     q, truth = np.load(folder / "queries.npy"), np.load(folder / "truth.npy")
     archive = folder / "archive"

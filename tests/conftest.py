@@ -181,3 +181,87 @@ def small_disk(tmp_path: Path) -> Iterator[Callable[..., Path]]:
     yield make
     for path in reversed(mounts):
         subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def cli_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny saved model, then embed -> index -> search (--png, --json) -> evaluate in one fresh process
+    through the real entry point (`main`), as `crjepa ...` would run them; each command's stdout is a section of
+    stdout.txt (`helpers.cli_section`)."""
+    import textwrap
+
+    import torch
+
+    from helpers import CLI_QUERY, run_python
+    from modeling_crjepa import CRJepaConfig, CRJepaModel
+
+    root = tmp_path_factory.mktemp("cli")
+    torch.manual_seed(0)
+    CRJepaModel(CRJepaConfig.from_preset("tiny")).save_pretrained(root / "model")
+    commands = [
+        ["embed", "model", "synthetic", "--num-pairs", "48", "--split", "test", "-o", "emb", "--batch-size", "16"],
+        ["index", "emb", "--kind", "hnsw", "--param", "efSearch=32"],
+        ["search", "emb", "--id", CLI_QUERY, "-k", "4", "--png", "grid.png", "--data", "recorded", "--tile", "40",
+         "--json"],
+        ["evaluate", "model", "synthetic", "--num-pairs", "48", "--query-split", "validation",
+         "--gallery-split", "test", "--output-dir", "eval"],
+    ]
+    script = textwrap.dedent(f"""
+        import sys
+        from crjepa.cli import main
+        for argv in {commands!r}:
+            print("=== " + argv[0], flush=True)
+            code = main(argv)
+            print("=== rc", code, flush=True)
+            if code:
+                sys.exit(code)
+    """)
+    proc = run_python(["-c", script], root)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (root / "stdout.txt").write_text(proc.stdout)
+    (root / "stderr.txt").write_text(proc.stderr)
+    return root
+
+
+@pytest.fixture(scope="session")
+def milvus_flat(tmp_path_factory: pytest.TempPathFactory):
+    """An archive (some rows without s1) loaded into Milvus Lite with exact (FLAT) collections:
+    (folder, uri, vectors, present, records)."""
+    import numpy as np
+
+    pytest.importorskip("pymilvus")
+    pytest.importorskip("milvus_lite")
+    from helpers import write_search_archive
+
+    from crjepa.search import milvus
+
+    present = np.ones(1200, bool)
+    present[::9] = False
+    folder, vectors = write_search_archive(tmp_path_factory.mktemp("milvus") / "emb", present_s1=present)
+    uri = str(folder.parent / "flat.db")
+    records = milvus.index_archive(folder, uri, index_type="FLAT", batch_rows=300)
+    return folder, uri, vectors, present, records
+
+
+@pytest.fixture(scope="module")
+def archive_pairs():
+    """80 synthetic test pairs (what `archive_dir` embeds)."""
+    from helpers import synthetic_pairs
+
+    return synthetic_pairs({"test": 80})
+
+
+@pytest.fixture(scope="module")
+def archive_embeddings(model, archive_pairs):
+    """`compute_embeddings` of `archive_pairs` by the tiny `model`."""
+    from crjepa.eval.retrieval import compute_embeddings
+
+    return compute_embeddings(model, archive_pairs, batch_size=32)
+
+
+@pytest.fixture(scope="module")
+def archive_dir(tmp_path_factory: pytest.TempPathFactory, model, archive_pairs, archive_embeddings) -> Path:
+    """The embeddings archive of `archive_embeddings` with exact indices (`helpers.write_model_archive`)."""
+    from helpers import write_model_archive
+
+    return write_model_archive(tmp_path_factory.mktemp("hub") / "emb", model, archive_pairs, archive_embeddings)

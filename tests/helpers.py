@@ -282,3 +282,128 @@ def run_datasets_scripts(argv: list[str], capsys: pytest.CaptureFixture[str]) ->
     code = main(argv)
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def unit_vectors(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
+    """(n, d) float32 random unit vectors."""
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def clustered_vectors(rng: np.random.Generator, n: int, nq: int, d: int, clusters: int,
+                      spread: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Archive (n, d) and queries (nq, d): unit vectors around shared random cluster centres (search tests)."""
+    centres = unit_vectors(rng, clusters, d)
+    x = centres[rng.integers(0, clusters, n + nq)]
+    x += spread * rng.standard_normal(x.shape).astype(np.float32) / np.sqrt(d)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x[:n], x[n:]
+
+
+SEARCH_ARCHIVE_CLASSES = ["Arable land", "Pastures", "Coniferous forest", "Urban fabric", "Inland waters"]
+"""The classes of `write_search_archive`'s archives."""
+
+
+def write_search_archive(folder: Path, n: int = 1200, dim: int = 32, seed: int = 0, rows_per_shard: int = 500,
+                         present_s1: np.ndarray | None = None, fresh: int = 0) -> tuple[Path, dict[str, np.ndarray]]:
+    """A two-sensor archive (unified + cross columns, clustered unit vectors) with labels, a tile and a date per row,
+    ids ``p00000``...; ``present_s1``: the rows having an s1 image. ``fresh`` more vectors per column, drawn the same
+    way, are returned under "<column>/fresh" (queries not in the archive)."""
+    from crjepa.hub.archive import write_embeddings_dataset
+
+    rng = np.random.default_rng(seed)
+
+    def clustered(count: int, clusters: int = 40, spread: float = 0.8) -> np.ndarray:
+        centres = rng.standard_normal((clusters, dim)).astype(np.float32)
+        x = centres[rng.integers(0, clusters, count)] + spread * rng.standard_normal((count, dim)).astype(np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    drawn = {name: clustered(n + fresh) for name in ("s1_unified", "s2_unified", "s1_cross", "s2_cross")}
+    vectors = {name: x[:n] for name, x in drawn.items()}
+    labels = [sorted({int(i % 5), int(rng.integers(0, 5))}) for i in range(n)]
+    metadata = {"tile": [f"T{i % 7}" for i in range(n)], "s2_date": [f"2017-{1 + i % 12:02d}-{1 + i % 28:02d}"
+                                                                     for i in range(n)]}
+    present = None if present_s1 is None else {"s1": present_s1, "s2": np.ones(n, bool)}
+    write_embeddings_dataset(folder, [f"p{i:05d}" for i in range(n)], labels, SEARCH_ARCHIVE_CLASSES, vectors,
+                             metadata, model_fingerprint="abc123", rows_per_shard=rows_per_shard, present=present)
+    return folder, {**vectors, **{f"{name}/fresh": x[n:] for name, x in drawn.items()}}
+
+
+def write_model_archive(folder: Path, model, pairs: datasets.Dataset, embeddings, indices: bool = True) -> Path:
+    """The embeddings archive of ``embeddings`` (`compute_embeddings` of ``pairs`` by ``model``): the split as
+    metadata, exact indices (``indices``), a model repo id and the synthetic source recorded."""
+    from crjepa.hub.archive import build_indices, config_summary, model_fingerprint, write_embeddings_dataset
+
+    fingerprint = model_fingerprint(model)
+    built = (build_indices(embeddings.vectors, embeddings.ids, kind="exact", fingerprint=fingerprint) if indices
+             else None)
+    return write_embeddings_dataset(
+        folder, embeddings.ids, embeddings.labels, embeddings.class_names, embeddings.vectors,
+        metadata={"split": pairs["split"]}, model_fingerprint=fingerprint, config_summary=config_summary(model.config),
+        indices=built, model_repo_id="someone/crjepa-tiny", source={"dataset": "synthetic"})
+
+
+def exact_top_k(queries: np.ndarray, gallery: np.ndarray, k: int, exclude: np.ndarray | None = None) -> np.ndarray:
+    """Rows of the top-k of each query by inner product (numpy, stable order); ``exclude``: one row per query."""
+    scores = queries @ gallery.T
+    if exclude is not None:
+        scores[np.arange(len(queries)), exclude] = -np.inf
+    return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+
+
+class FakeHubApi:
+    """A Hub client recording what `crjepa.hub.access.push_folder` asks of it."""
+
+    def __init__(self, token: str | None = "hf_fake", fail_whoami: bool = False) -> None:
+        self.token, self.fail_whoami, self.calls = token, fail_whoami, []
+
+    def whoami(self, token=None):
+        self.calls.append(("whoami", token))
+        if self.fail_whoami:
+            raise ConnectionError("Failed to resolve 'huggingface.co'\nmore detail")
+        return {"name": "someone"}
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(("create_repo", repo_id, kwargs))
+        return f"https://huggingface.co/datasets/{repo_id}"
+
+    def upload_folder(self, **kwargs):
+        self.calls.append(("upload_folder", kwargs))
+
+
+CLI_QUERY = "synthetic-test-0-000003"
+"""An archive id of the `cli_workdir` fixture's archive (the query its recorded search used)."""
+EMBED_SMALL = ["synthetic", "--num-pairs", "8", "--split", "test", "--device", "cpu", "--batch-size", "4",
+               "--shard-rows", "4"]
+"""`crjepa embed MODEL` arguments for a tiny run: 8 synthetic test pairs in shards of 4 rows."""
+
+
+def cli_section(workdir: Path, command: str) -> str:
+    """The stdout of one command of the `cli_workdir` fixture's run."""
+    text = (workdir / "stdout.txt").read_text()
+    return text.split(f"=== {command}\n", 1)[1].split("=== rc", 1)[0]
+
+
+def folder_files(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (relative path -> bytes): equal before and after means nothing changed."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def one_error_line(err: str) -> str:
+    """The command's one `error:` line (progress bars may share stderr), asserting there is no other and no
+    traceback or usage block."""
+    import re
+
+    found = re.findall(r"crjepa [\w-]+: error: [^\r\n]*", err)
+    assert len(found) == 1 and err.count("error:") == 1, err[-2000:]
+    assert "Traceback" not in err and "usage:" not in err, err[-2000:]
+    return found[0]
+
+
+def parquet_export(folder: Path, num_pairs: int = 8) -> Path:
+    """A folder exported like `python -m datasets_scripts` does: the synthetic test split as data/test-*.parquet."""
+    from crjepa.cli.common import load_data
+
+    load_data({"dataset": "synthetic", "num_pairs": num_pairs}, "test").to_parquet(
+        str(folder / "data" / "test-00000-of-00001.parquet"))
+    return folder

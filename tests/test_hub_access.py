@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from crjepa.hub.access import HubError, prepare_push, push_folder
+from helpers import FakeHubApi
+
+from crjepa.hub.access import HubError, check_hub_access, prepare_push, push_folder
 
 
 class RefusingHub:
@@ -81,3 +83,32 @@ def test_an_unreachable_hub_is_not_reported_as_a_refused_token():
     assert "did not accept the token" not in message and "\n" not in message
     with pytest.raises(HubError, match="did not accept the token"):  # a refusal stays a refusal
         prepare_push("me/repo", api=RefusingHub())
+
+
+def test_push_goes_through_the_injected_client(archive_dir):
+    api = FakeHubApi()
+    url = push_folder(archive_dir, "someone/emb", repo_type="dataset", api=api, private=True)
+    assert url == "https://huggingface.co/datasets/someone/emb"
+    names = [c[0] for c in api.calls]
+    assert names == ["whoami", "create_repo", "upload_folder"]
+    _, repo_id, create = api.calls[1]
+    assert repo_id == "someone/emb" and create["repo_type"] == "dataset" and create["exist_ok"] is True
+    assert create["private"] is True
+    upload = api.calls[2][1]
+    assert upload["folder_path"] == str(archive_dir) and upload["repo_type"] == "dataset"
+    assert upload["repo_id"] == "someone/emb" and upload["commit_message"]
+    assert (archive_dir / ".crjepa-output.json").is_file() and ".crjepa-output.json" in upload["ignore_patterns"]
+
+
+def test_hub_access_failures_are_one_clear_sentence(monkeypatch, tmp_path):
+    with pytest.raises(HubError, match="no Hugging Face token") as err:
+        check_hub_access("someone/emb", api=FakeHubApi(token=None))
+    assert "\n" not in str(err.value)
+    with pytest.raises(HubError, match="could not be reached .*ConnectionError") as err:  # not "token refused"
+        push_folder(tmp_path, "someone/emb", api=FakeHubApi(fail_whoami=True))
+    assert "\n" not in str(err.value)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(HubError, match="HF_HUB_OFFLINE"):
+        check_hub_access("someone/emb")
+    with pytest.raises(HubError, match="user-or-org/name"):
+        check_hub_access("not-a-repo-id")

@@ -63,15 +63,15 @@ NOT_RUN = {
         "needs the user's own files (--keep-unpaired / --split-by: tests/test_scripts_paired.py)",
     "accelerate launch -q -m train_accelerate --config paper_ben14k.yaml --data.path data/ben14k --push_to_hub "
     "--hub_model_id user/crjepa-ben14k --push_embeddings --hub_embeddings_id user/crjepa-ben14k-embeddings":
-        "the Hugging Face Hub (tests are offline; uploads are tested with a stand-in Hub: tests/test_hub_archive.py)",
-    "crjepa push outputs/crjepa-reben/model user/crjepa-reben": "the Hugging Face Hub (tests/test_hub_archive.py)",
-    "crjepa push emb user/crjepa-reben-embeddings": "the Hugging Face Hub (tests/test_hub_archive.py)",
+        "the Hugging Face Hub (tests are offline; uploads are tested with a stand-in Hub: tests/test_hub_access.py)",
+    "crjepa push outputs/crjepa-reben/model user/crjepa-reben": "the Hugging Face Hub (tests/test_hub_encoder.py)",
+    "crjepa push emb user/crjepa-reben-embeddings": "the Hugging Face Hub (tests/test_hub_access.py)",
     "accelerate launch -q --multi_gpu --num_processes 8 -m train_accelerate --config paper_ben14k.yaml --data.path "
     "data/ben14k": "8 GPUs (the same launcher with 2 CPU processes: tests/test_train_loop.py::"
                    "test_two_processes_reach_the_loss_of_one_process_with_the_same_global_batch)",
     "accelerate launch -q --multi_gpu --num_processes 8 -m crjepa.cli embed outputs/crjepa-ben14k/model data/ben14k -o "
     "emb-ben14k": "8 GPUs (2 CPU processes: "
-                  "tests/test_embedding.py::test_accelerate_launch_two_processes_give_the_embeddings_of_one)",
+                  "tests/test_hub_embedding.py::test_accelerate_launch_two_processes_give_the_embeddings_of_one)",
     'pip install -e ".[app]"': "install",
     "crjepa app outputs/crjepa-cpu-default/embeddings --model outputs/crjepa-cpu-default/model --data recorded":
         "serves until stopped: tests/test_app_ui.py runs it as written after the quick start, in a real browser",

@@ -35,3 +35,13 @@ def test_progress_lines_are_shown_plain_where_an_entry_point_asks_for_them(capsy
     logging.getLogger("datasets_scripts.common").warning("spatial split: %s got no rows", "'test'")
     err = capsys.readouterr().err
     assert err == "BigEarthNet all: 6 pairs to convert\nwarning: spatial split: 'test' got no rows\n"
+
+
+def test_a_logged_exception_keeps_its_traceback(capsys):
+    show_messages()
+    try:
+        raise RuntimeError("a bug")
+    except RuntimeError:
+        logging.getLogger("crjepa.app.ui").exception("search failed")
+    err = capsys.readouterr().err
+    assert err.startswith("error: search failed\nTraceback (most recent call last):") and "RuntimeError: a bug" in err

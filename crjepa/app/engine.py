@@ -111,7 +111,7 @@ def filter_rows(archive: EmbeddingArchive, where: Filter) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------- backends
 class SearchBackend(Protocol):
-    """What the app needs from a search engine. Results are `crjepa.hub.archive.Hit` (rank, id, cosine score,
+    """What the app needs from a search engine. Results are `crjepa.hub.archive.search.Hit` (rank, id, cosine score,
     class names, archive row), as `EmbeddingArchive.search` returns them."""
 
     def vector(self, column: str, position: int) -> np.ndarray:
@@ -262,7 +262,7 @@ class Explorer:
                      where: Filter | None = None, name: str | None = None) -> list[ResultRow]:
         """The top-k archive items for an uploaded image (embedded by the model) in each target sensor."""
         from crjepa.app.uploads import read_upload
-        from crjepa.hub.archive import embed_image
+        from crjepa.hub.archive.search import embed_image
 
         if self.model is None:
             raise AppError("Searching by image needs the model that embedded the archive: start the app with "
@@ -458,7 +458,8 @@ def open_images(source: str | None, archive: EmbeddingArchive) -> Callable[[str,
     first); None: no pictures."""
     if not source:
         return None
-    from crjepa.cli import _load_data, recorded_source
+    from crjepa.cli.common import load_data
+    from crjepa.cli.search import recorded_source
     from crjepa.eval.visualize import DatasetImages
 
     if source == "recorded":
@@ -468,7 +469,7 @@ def open_images(source: str | None, archive: EmbeddingArchive) -> Callable[[str,
     else:
         return DatasetImages(_hub_dataset(source))
     split = options.pop("split", None)
-    return DatasetImages(_load_data(options, split))
+    return DatasetImages(load_data(options, split))
 
 
 def _hub_dataset(repo_id: str) -> Any:
@@ -484,9 +485,9 @@ def _hub_dataset(repo_id: str) -> Any:
 
 def load_model(path: str, device: str = "cpu") -> Any:
     """The CR-JEPA model of a saved folder or Hub repo (the `crjepa` command's loader)."""
-    from crjepa.cli import _load_model
+    from crjepa.cli.common import load_model
 
-    return _load_model(path, device)
+    return load_model(path, device)
 
 
 def load_explorer(archive: str | Path, model: str | None = None, data: str | None = None,

@@ -17,8 +17,7 @@ from crjepa.app import require_gradio
 from crjepa.app.engine import ALL, AUTO, MAX_K, AppError, Explorer, Filter, load_explorer
 from crjepa.app.render import CSS, empty_html, results_html, scores_svg
 from crjepa.app.uploads import UPLOAD_SUFFIXES
-from crjepa.data.schema import DataError
-from crjepa.hub.archive import EmbeddingsError
+from crjepa.errors import CRJepaError
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +27,9 @@ ID_CHOICES_LIMIT = 20_000
 larger ones get a search box whose text the server matches (the first SUGGESTIONS ids, the first one picked)."""
 SUGGESTIONS = 100
 DEFAULT_K = 5  # the paper's F1@5
-ERRORS = (AppError, DataError, EmbeddingsError, ValueError, KeyError, FileNotFoundError)
+ERRORS = (CRJepaError, FileNotFoundError)
+"""What a search turns into a message in the page: problems a person can fix (`crjepa.errors.CRJepaError`: a bad
+query, filter, upload or archive) and a missing file; anything else is a bug, logged with its traceback."""
 
 
 def _warning(text: str) -> str:
@@ -41,8 +42,7 @@ def _run(search: Callable[[], list[Any]], where: Filter) -> tuple[str, str]:
     try:
         rows = search()
     except ERRORS as err:
-        text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-        return _warning(text), empty_html("No results: see the message above.")
+        return _warning(str(err)), empty_html("No results: see the message above.")
     except Exception as err:  # a bug: keep the page alive, the traceback goes to the server log
         logger.exception("search failed")
         return (_warning(f"The search failed on the server ({type(err).__name__}: {err}); the details are in the "
@@ -163,7 +163,11 @@ def serve(archive: str | Path, model: str | None = None, data: str | None = None
           ) -> Any:
     """Open the archive (and model, images, scores) and serve the page; returns the Blocks (with ``block=False``
     the server runs in the background: ``.close()`` it). ``host`` / ``port`` None: Gradio's defaults and its
-    GRADIO_SERVER_NAME / GRADIO_SERVER_PORT variables (what a Space sets)."""
+    GRADIO_SERVER_NAME / GRADIO_SERVER_PORT variables (what a Space sets). The entry point of a Space's app.py:
+    library messages are shown as ``warning: ...`` lines on stderr (`crjepa.utils.logs.show_messages`)."""
+    from crjepa.utils.logs import show_messages
+
+    show_messages()
     require_gradio()
     import gradio as gr
 
@@ -175,8 +179,8 @@ def serve(archive: str | Path, model: str | None = None, data: str | None = None
                                 theme=theme, css=CSS, footer_links=[], show_error=False)
     except OSError as err:  # the port is taken, or the address is not this machine's
         where = f"{host or os.environ.get('GRADIO_SERVER_NAME') or '127.0.0.1'}:{port or 'the default port'}"
-        raise ValueError(f"cannot serve on {where} ({str(err).splitlines()[0]}); choose another --port or "
-                         "--host") from None
+        raise AppError(f"cannot serve on {where} ({str(err).splitlines()[0]}); choose another --port or "
+                       "--host") from None
     (say or (lambda text: print(text, flush=True)))(f"crjepa app: serving {archive} at {url}")
     if block:
         try:

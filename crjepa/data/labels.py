@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from crjepa.data.schema import DataError
+
 
 def class_names_of(dataset: Any) -> list[str] | None:
     """Class names from a datasets.Dataset's ``labels`` feature (Sequence/List of ClassLabel), if present."""
@@ -71,7 +73,7 @@ def _from_arrow(column: Any, num_classes: int, dtype: Any) -> np.ndarray:
 
 def _check_range(ids: np.ndarray, num_classes: int, row: int) -> None:
     if ids.size and (ids.min() < 0 or ids.max() >= num_classes):
-        raise ValueError(f"item {row}: class id(s) {ids.tolist()} outside 0..{num_classes - 1}")
+        raise DataError(f"item {row}: class id(s) {ids.tolist()} outside 0..{num_classes - 1}")
 
 
 class LabelRows:

@@ -69,7 +69,7 @@ def load_paired_dataset(
     if mix is not None:
         raise DataError("mix needs extra_sources: there is only one data set to draw from")
     if split is not None and split not in SPLITS:
-        raise ValueError(f"Unknown split {split!r}; use one of {SPLITS}")
+        raise DataError(f"Unknown split {split!r}; use one of {SPLITS}")
     if str(source) == "synthetic":
         return _load_synthetic(split, **kw)
     if str(source) in BUILDER_MODULES:
@@ -149,7 +149,7 @@ def _load_synthetic(split: str | None, **kw: Any) -> datasets.Dataset:
         raise TypeError(f"Unknown options for the synthetic data: {sorted(kw)}")
     wanted = [split] if split else [s for s, n in sizes.items() if n > 0]
     if split and split not in sizes:
-        raise ValueError(f"The synthetic data has splits {list(sizes)}, not {split!r}")
+        raise DataError(f"The synthetic data has splits {list(sizes)}, not {split!r}")
     parts = [datasets.Dataset.from_dict(
         synthetic.to_columns(synthetic.generate(sizes[s], seed, image_size, s,
                                               pairing_rate=pairing_rate if s == "train" else 1.0)),

@@ -3,12 +3,19 @@ id (`crjepa search --id`, `load_embeddings(...).search_by_id`) starts in a fract
 
 ``SPACES`` names the model's two retrieval heads (``modeling_crjepa.modeling_crjepa.SPACES``: unified = phi_uni,
 same-modal; cross = phi_cross, cross-modal); importing the model package would import torch, so the names are
-repeated here and tests/test_cli.py checks that both agree.
+repeated here and tests/test_eval_directions.py checks that both agree.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+from crjepa.errors import CRJepaError
+
+
+class DirectionError(CRJepaError, ValueError):
+    """A retrieval direction that is not 'a->b' over the archive's or model's sensors."""
+
 
 SPACES = ("unified", "cross")
 
@@ -23,10 +30,10 @@ def parse_direction(direction: str, sensors: Sequence[str]) -> tuple[str, str, s
     parts = [p.strip() for p in direction.replace("→", "->").lower().split("->")]
     known = {s.lower(): s for s in sensors}
     if len(parts) != 2:
-        raise ValueError(f"A direction looks like 'a->b' with sensors {list(sensors)}; found {direction!r}")
+        raise DirectionError(f"A direction looks like 'a->b' with sensors {list(sensors)}; found {direction!r}")
     for part in parts:
         if part not in known:
-            raise ValueError(f"Unknown sensor {part!r} in direction {direction!r}; known sensors: {list(sensors)}")
+            raise DirectionError(f"Unknown sensor {part!r} in direction {direction!r}; known sensors: {list(sensors)}")
     source, target = known[parts[0]], known[parts[1]]
     return source, target, ("unified" if source == target else "cross")
 
@@ -43,4 +50,4 @@ def directions_of(sensors: Sequence[str]) -> list[str]:
     return directions
 
 
-__all__ = ["SPACES", "column_name", "directions_of", "parse_direction"]
+__all__ = ["SPACES", "DirectionError", "column_name", "directions_of", "parse_direction"]

@@ -29,6 +29,7 @@ from modeling_crjepa.image_processing_crjepa import preprocess_batch
 from crjepa.eval.directions import SPACES, column_name, directions_of, parse_direction  # noqa: F401 (re-exported)
 from crjepa.data.labels import class_names_of, label_lists, multi_hot, num_classes_of
 from crjepa.data.loading import PairBatches
+from crjepa.data.schema import DataError
 from crjepa.eval.metrics import f1_at_k, mean_average_precision, precision_at_k
 from crjepa.utils.atomic import atomic_write_text
 
@@ -128,7 +129,7 @@ def compute_embeddings(
     class_names = class_names_of(dataset_or_loader) if is_dataset else None
     if is_dataset:
         if len(dataset_or_loader) == 0:
-            raise ValueError("The dataset to embed is empty (0 rows); check the split name or the data source")
+            raise DataError("The dataset to embed is empty (0 rows); check the split name or the data source")
         indices, real = _shard(len(dataset_or_loader), accelerator)
         reader = PairBatches(dataset_or_loader, sensors, in_order=True)
         sampler = torch.utils.data.BatchSampler(indices.tolist(), batch_size=batch_size, drop_last=False)
@@ -382,10 +383,10 @@ def evaluate_embeddings(
     same_set = gallery_set is None or gallery_set is query_set
     gallery_set = query_set if gallery_set is None else gallery_set
     if len(query_set) == 0 or len(gallery_set) == 0:
-        raise ValueError(f"Cannot evaluate: {len(query_set)} queries and {len(gallery_set)} gallery items")
+        raise DataError(f"Cannot evaluate: {len(query_set)} queries and {len(gallery_set)} gallery items")
     if query_set.labels.shape[1] != gallery_set.labels.shape[1]:
-        raise ValueError(f"Queries have {query_set.labels.shape[1]} classes but the gallery has "
-                         f"{gallery_set.labels.shape[1]}; both must come from one dataset")
+        raise DataError(f"Queries have {query_set.labels.shape[1]} classes but the gallery has "
+                        f"{gallery_set.labels.shape[1]}; both must come from one dataset")
     sensors = list(sensors or dict.fromkeys(c.rsplit("_", 1)[0] for c in query_set.columns))
     if multi_label is None:
         multi_label = bool((query_set.labels.sum(1) > 1).any() or (gallery_set.labels.sum(1) > 1).any())
@@ -433,8 +434,8 @@ def present_sensors(model_sensors: Sequence[str], dataset: Any) -> list[str]:
         return list(model_sensors)
     present = [s for s in model_sensors if s in columns]
     if not present:
-        raise ValueError(f"The data has none of the model's sensor columns {list(model_sensors)}; its columns are "
-                         f"{sorted(columns)}")
+        raise DataError(f"The data has none of the model's sensor columns {list(model_sensors)}; its columns are "
+                        f"{sorted(columns)}")
     return present
 
 
@@ -445,14 +446,14 @@ def select_split(dataset: Any, split: str | None) -> Any:
         return dataset
     if hasattr(dataset, "keys") and not hasattr(dataset, "features"):  # DatasetDict
         if split not in dataset:
-            raise ValueError(f"No split {split!r}; available: {list(dataset.keys())}")
+            raise DataError(f"No split {split!r}; available: {list(dataset.keys())}")
         return dataset[split]
     if "split" not in dataset.column_names:
-        raise ValueError(f"Cannot select split {split!r}: the dataset has no 'split' column")
+        raise DataError(f"Cannot select split {split!r}: the dataset has no 'split' column")
     values = np.asarray(dataset["split"])
     rows = np.flatnonzero(values == split)
     if len(rows) == 0:
-        raise ValueError(f"No rows in split {split!r}; the dataset has splits {sorted(set(values.tolist()))}")
+        raise DataError(f"No rows in split {split!r}; the dataset has splits {sorted(set(values.tolist()))}")
     return dataset.select(rows)
 
 

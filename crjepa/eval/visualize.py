@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from crjepa.data.loading import PairBatches
+from crjepa.data.schema import DataError
 from crjepa.eval.directions import parse_direction
 
 RELEVANT = (0, 170, 0)
@@ -153,8 +154,8 @@ class DatasetImages:
 
     def __call__(self, archive_id: str, sensor: str) -> np.ndarray:
         if archive_id not in self.rows:
-            raise KeyError(f"Id {archive_id!r} is not in the image dataset ({len(self.rows)} rows); was the archive "
-                           "embedded from another dataset or split?")
+            raise DataError(f"Id {archive_id!r} is not in the image dataset ({len(self.rows)} rows); was the archive "
+                            "embedded from another dataset or split?")
         if sensor not in self.readers:
             self.readers[sensor] = PairBatches(self.dataset, [sensor], in_order=True)
         return self.readers[sensor][[self.rows[archive_id]]][sensor][0].numpy()

@@ -125,8 +125,8 @@ def prepare_push(repo_id: str, repo_type: str = "dataset", api: Any = None, toke
 
 LOCAL_ONLY = [".embed/*", ".embed/**", ".crjepa-source.json", "*.tmp-*", "*.lock"]
 """Upload ignore patterns of local run bookkeeping (besides the marker file): the run folder of a sharded `crjepa
-embed`, an archive's local data-source record (`crjepa.hub.archive.LOCAL_SOURCE_FILE`, an absolute local path),
-files being written (a killed writer's ``.test-NNNNN.parquet.tmp-PID``) and writers' locks."""
+embed`, an archive's local data-source record (`crjepa.hub.archive.provenance.LOCAL_SOURCE_FILE`, an absolute local
+path), files being written (a killed writer's ``.test-NNNNN.parquet.tmp-PID``) and writers' locks."""
 
 
 def upload_folder(api: Any, folder: str | Path, repo_id: str, repo_type: str = "dataset",

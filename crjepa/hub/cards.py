@@ -239,7 +239,7 @@ def render_embeddings_card(info: Mapping[str, Any], example_id: str,
         raise FileNotFoundError(f"Embeddings card template not found at {template_path}")
     rows = info["num_rows"]
     source = dict(info.get("source") or {})
-    split = str(source.get("split") or "train")  # crjepa.hub.archive.archive_split: the shards' names
+    split = str(source.get("split") or "train")  # crjepa.hub.archive.provenance.archive_split: the shards' names
     card_data = DatasetCardData(
         pretty_name=f"CR-JEPA embeddings ({' / '.join(info['sensors'])})",
         license=info.get("license") or "other",

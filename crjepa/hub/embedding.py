@@ -25,21 +25,24 @@ Processes: ``crjepa embed --num-processes N`` starts N workers of itself (CPU th
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
-import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from crjepa.hub.archive.format import DATA_DIR, FORMAT_VERSION, INFO_FILE, OUTPUT_KIND, EmbeddingsError
+from crjepa.hub.archive.indices import add_indices
+from crjepa.hub.archive.provenance import archive_split, public_source, source_license, write_local_source
+from crjepa.hub.archive.writer import vector_table
+from crjepa.hub.cards import render_embeddings_card
 from crjepa.utils.atomic import atomic_write_json, atomic_write_text, fsync_dir, write_marker
-from crjepa.hub.archive import (
-    DATA_DIR, FORMAT_VERSION, INFO_FILE, OUTPUT_KIND, EmbeddingsError, _vector_table, add_indices, archive_split,
-    public_source, render_card, source_license, write_local_source,
-)
+
+logger = logging.getLogger(__name__)
 
 RUN_DIR = ".embed"
 RUN_FILE = "run.json"
@@ -318,7 +321,7 @@ def embed_shards(
             emb = compute_embeddings(model, [batch], sensors=sensors, spaces=spaces, batch_size=batch_size)
             labels = table["labels"].to_pylist() if "labels" in table.column_names else [[] for _ in batch["id"]]
             metadata = {name: table[name].to_pylist() for name in metadata_columns}
-            part = _vector_table(batch["id"], labels, class_names, emb.vectors, metadata, emb.present)
+            part = vector_table(batch["id"], labels, class_names, emb.vectors, metadata, emb.present)
             if writer is None:
                 tmp = output / DATA_DIR / f".{SHARD_PATTERN.format(split=split, shard=shard)}.tmp-{os.getpid()}"
                 writer = pq.ParquetWriter(tmp, part.schema)
@@ -362,7 +365,7 @@ def _finished(path: Path) -> bool:
         problem = "it holds no rows"
     except (OSError, pa.ArrowException) as err:
         problem = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    print(f"warning: the finished shard {path} does not read ({problem}); embedding it again", file=sys.stderr)
+    logger.warning("the finished shard %s does not read (%s); embedding it again", path, problem)
     path.unlink(missing_ok=True)
     return False
 
@@ -447,7 +450,7 @@ def finish_archive(
     }
     atomic_write_json(output / INFO_FILE, info)
     write_local_source(output, source)
-    atomic_write_text(output / "README.md", str(render_card(info, ids[0])))
+    atomic_write_text(output / "README.md", str(render_embeddings_card(info, ids[0])))
     write_marker(output, OUTPUT_KIND)  # a finished archive: a later `embed -o` here may replace it
     if index != "none":
         add_indices(output, kind=index, recall=recall)

@@ -23,7 +23,8 @@ queries took the slow path. Measured on the dev VM (``benchmarks/faiss_batches.p
 same either way; exact search over 50,000 vectors 2.4x / 4.9x / 6.2x at 16 / 64 / 250 queries. For 1 to 8 queries
 per call the streaming path is the faster one (1 query, IVF-PQ at 1M, nprobe 1: 2.2k q/s with BLAS against 6.2k
 without), hence 16.
-:func:`lower_faiss_blas_threshold` (called when ``crjepa.search.index`` imports faiss) sets the threshold to
+:func:`lower_faiss_blas_threshold` (called when ``crjepa.search.kinds``, which every faiss module of crjepa imports,
+loads faiss) sets the threshold to
 :data:`BLAS_THRESHOLD` unless it was changed from faiss's default already. Inner products from BLAS and from the
 streaming path agree to float32 rounding.
 """

@@ -153,7 +153,7 @@ def push(config: RunConfig, model_dir: Path, embeddings_dir: Path, say: Callable
     hub = config["hub"]
     if hub["push_to_hub"]:
         if hub.get("encoder_only"):
-            from crjepa.hub.archive import export_encoder
+            from crjepa.hub.encoder import export_encoder
 
             model_dir = export_encoder(model_dir, model_dir.with_name(model_dir.name + "_encoder"), overwrite=True)
         url = push_folder(model_dir, hub["hub_model_id"], repo_type="model", private=hub["private"])

@@ -1,7 +1,7 @@
 """Command-line argument types and parser, defined once for `crjepa` and `python -m datasets_scripts`: every value is
 type- and range-checked by the parser, before any work, and a bad one is one ``error:`` line with exit status 2
 (no usage block; under `accelerate launch` once, without the launcher's traceback: `crjepa.utils.process`).
-Imports only the standard library."""
+Imports only the standard library and `crjepa.errors`."""
 
 from __future__ import annotations
 
@@ -11,9 +11,16 @@ import re
 import sys
 from typing import Any, Callable
 
-__all__ = ["OneLineParser", "fraction", "int_in", "number_in", "repo_id"]
+from crjepa.errors import CRJepaError
+
+__all__ = ["OneLineParser", "UsageError", "fraction", "int_in", "number_in", "repo_id"]
 
 _REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}")  # = crjepa.hub.access
+
+
+class UsageError(CRJepaError, ValueError):
+    """Command-line arguments that do not fit together (the parser checks each value alone): the command prints it
+    as its one ``error:`` line."""
 
 
 class OneLineParser(argparse.ArgumentParser):

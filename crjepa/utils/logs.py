@@ -33,9 +33,14 @@ class _Format(logging.Formatter):
     for it: ``python -m datasets_scripts``) as the plain line it always was."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """Warnings and errors as ``<level>: <message>`` (then the traceback of ``logger.exception`` records: a bug keeps
+        its traceback); progress lines plain."""
         if record.levelno < logging.WARNING:
             return record.getMessage()
-        return f"{record.levelname.lower()}: {record.getMessage()}"
+        text = f"{record.levelname.lower()}: {record.getMessage()}"
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
 
 
 def show_messages(level: int = logging.WARNING) -> None:

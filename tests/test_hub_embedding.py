@@ -59,12 +59,12 @@ def _same_archive(a: Path, b: Path) -> None:
 @pytest.mark.slow
 def test_one_process_equals_the_in_memory_embedding(root: Path) -> None:
     """The streamed shards hold what `compute_embeddings` computes on the whole data set at once."""
-    from crjepa.cli import _load_data
+    from crjepa.cli.common import load_data
     from crjepa.eval.retrieval import compute_embeddings
 
     archive = load_embeddings(root / "one", load_indices=False)
     assert sorted(p.name for p in (root / "one" / "data").iterdir()) == [f"test-{i:05d}.parquet" for i in range(5)]
-    dataset = _load_data({"dataset": "synthetic", "seed": 0, "num_pairs": 40}, "test")
+    dataset = load_data({"dataset": "synthetic", "seed": 0, "num_pairs": 40}, "test")
     model = CRJepaModel.from_pretrained(root / "model").eval()
     reference = compute_embeddings(model, dataset, batch_size=4)
     assert archive.ids == reference.ids
@@ -133,9 +133,9 @@ def test_the_progress_bar_knows_the_total(root: Path, tmp_path, capsys) -> None:
     assert source_rows({"dataset": "synthetic", "num_pairs": 40}, "test") == 40
     assert source_rows({"dataset": "synthetic"}, None) == 3000  # the generator's default sizes
     export = tmp_path / "export"
-    from crjepa.cli import _load_data
+    from crjepa.cli.common import load_data
 
-    _load_data({"dataset": "synthetic", "num_pairs": 7}, None).to_parquet(str(export / "data" / "test-0.parquet"))
+    load_data({"dataset": "synthetic", "num_pairs": 7}, None).to_parquet(str(export / "data" / "test-0.parquet"))
     assert source_rows({"dataset": str(export)}, "test") == 21 and source_rows({"dataset": str(export)}, "train") == 0
     assert own_rows(40, 16, 1, 2) == [(1, 16)] and own_rows(40, 16, 0, 2) == [(0, 16), (2, 8)]
     capsys.readouterr()
@@ -147,7 +147,7 @@ def test_the_progress_bar_knows_the_total(root: Path, tmp_path, capsys) -> None:
 @pytest.mark.slow
 def test_a_folder_of_another_run_is_refused(root: Path, capsys) -> None:
     """An unfinished run's shards are not mixed with another run's (a finished archive is replaced whole: the new
-    one is written beside it, see tests/test_cli.py)."""
+    one is written beside it, see tests/test_cli_embed.py)."""
     import shutil
 
     unfinished = root / "unfinished"
@@ -208,7 +208,7 @@ def test_a_finished_archive_is_marked_and_published_without_its_run_folder(root:
 
     from crjepa.hub.access import push_folder
     from crjepa.utils.atomic import read_marker
-    from test_hub_archive import FakeHubApi
+    from helpers import FakeHubApi
 
     folder = root / "one"
     assert read_marker(folder)["kind"] == "embeddings"
@@ -244,7 +244,7 @@ def test_archive_of_the_test_split_is_published_as_test_with_license_and_source_
     import datasets
     from huggingface_hub import DatasetCard
 
-    from crjepa.hub.archive import source_license
+    from crjepa.hub.archive.provenance import source_license
 
     archive = root / "one"
     assert sorted(p.name.split("-")[0] for p in (archive / "data").glob("*.parquet")) == ["test"] * 5
@@ -315,10 +315,10 @@ def test_rows_without_an_id_are_refused(root: Path, tmp_path: Path, capsys) -> N
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from crjepa.cli import _load_data
+    from crjepa.cli.common import load_data
 
     export = tmp_path / "export" / "data" / "test-00000-of-00001.parquet"
-    _load_data({"dataset": "synthetic", "num_pairs": 8}, "test").to_parquet(str(export))
+    load_data({"dataset": "synthetic", "num_pairs": 8}, "test").to_parquet(str(export))
     table = pq.read_table(export)
     ids = table["id"].to_pylist()
     ids[3] = None
