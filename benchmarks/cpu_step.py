@@ -1,4 +1,4 @@
-"""Time and peak memory of one forward+backward of a CR-JEPA preset on the CPU (issue 2's BENCHMARKS entry).
+"""Time and peak memory of one forward+backward of a CR-JEPA preset on the CPU (BENCHMARKS.md, model step on the CPU).
 
     python benchmarks/cpu_step.py --preset ben14k --batch 8 --steps 3
 

@@ -1,4 +1,4 @@
-"""Sharded embedding on the CPU (issue 15): images/s against processes, and peak memory against archive size.
+"""Sharded embedding on the CPU: images/s against processes, and peak memory against archive size.
 
 Input: a Parquet folder of ``--rows`` synthetic pairs (tiny preset, 32 px model input; the synthetic export's
 ``--base`` rows copied with new ids, so building the input costs no image generation), read by `crjepa embed`

@@ -11,11 +11,11 @@ same way. Ground truth: exact inner-product search (the "Flat" row). Recall@10 =
 (norm ``--spread``, default 1.2) plus isotropic noise of norm 0.4: overlapping clusters, so IVF needs many
 probes, while the within-cluster order is low-dimensional, so compressed codes rank well.
 
-``--profile mixed`` is the archive the defaults were NOT tuned on (issue 15): four equal populations with their own
+``--profile mixed`` is the archive the defaults were NOT tuned on: four equal populations with their own
 random centres, 1,000 clusters at spread 1.4, 5,000 at 0.7, 20,000 at 1.0 and 50,000 at 0.5 (so 76,000 clusters of
 very different sizes and tightness: ~250 points each down to ~5).
 
-``--calibrated`` (issue 15) builds ``build_index(recall=T)`` once per ``--targets`` value (default 0.95 0.98) and
+``--calibrated`` builds ``build_index(recall=T)`` once per ``--targets`` value (default 0.95 0.98) and
 reports, on the 10,000 fresh queries: the recall reached, q/s, build and calibration seconds, and the fastest fixed
 IVF-PQ setting (nprobe x k_factor grid on the baseline build of docs/DESIGN.md) reaching the same recall, timed in turns
 with it (the fastest of 5 rounds each).
@@ -309,7 +309,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=10_000)
     parser.add_argument("--clusters", type=int, default=10_000)
     parser.add_argument("--profile", choices=["isotropic", "hierarchical", "mixed"], default="isotropic")
-    parser.add_argument("--calibrated", action="store_true", help="also the recall-calibrated builds (issue 15)")
+    parser.add_argument("--calibrated", action="store_true", help="also the recall-calibrated builds")
     parser.add_argument("--targets", type=float, nargs="+", default=[0.95, 0.98])
     parser.add_argument("--spread", type=float, default=None,
                         help="within-cluster spread relative to the unit centre (isotropic 1.0, hierarchical 1.2)")

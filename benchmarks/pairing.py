@@ -1,4 +1,4 @@
-"""Does training on rows that lack a sensor help? Paired-only vs everything, by pairing rate (issue 14).
+"""Does training on rows that lack a sensor help? Paired-only vs everything, by pairing rate.
 
     python benchmarks/pairing.py                          # rates 1 / 0.5 / 0.25 / 0.1 x (a), (b) x seeds 0 1 2
     python benchmarks/pairing.py --rates 0.25 --seeds 0   # one cell

@@ -69,7 +69,7 @@ def test_wheel_ships_the_card_templates_and_uses_them(wheel_site, tmp_path):
 
 
 def test_python_m_train_accelerate_runs_from_a_non_editable_install(wheel_site, reben_export, tmp_path):
-    """Issue 12: the default config and `--config paper_ben14k.yaml` come from the installed package."""
+    """The default config and `--config paper_ben14k.yaml` come from the installed package."""
     assert (wheel_site / "crjepa" / "configs" / "cpu_default.yaml").is_file()
     assert (wheel_site / "crjepa" / "configs" / "baselines" / "contrastive.yaml").is_file()
     assert not (wheel_site / "configs").exists()

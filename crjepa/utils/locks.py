@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import socket
 import sys
@@ -28,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 from crjepa.errors import CRJepaError
+
+logger = logging.getLogger(__name__)
 
 try:  # POSIX
     import fcntl
@@ -136,7 +139,7 @@ class DirLock:
     """An exclusive lock for writing ``folder``, held in ``lock_file``.
 
     ``with DirLock(lock_file, what="training run"):`` or ``acquire()`` / ``release()``. ``warn`` receives the
-    one-line report of a stale lock taken over (default: stderr).
+    one-line report of a stale lock taken over (default: this module's logger, a warning).
     """
 
     def __init__(self, lock_file: str | os.PathLike[str], what: str = "", folder: str | os.PathLike[str] | None = None,
@@ -144,7 +147,7 @@ class DirLock:
         self.path = Path(lock_file)
         self.folder = Path(folder) if folder is not None else self.path.parent
         self.what = what
-        self.warn = warn or (lambda message: print(message, file=sys.stderr))
+        self.warn = warn or logger.warning
         self._fd: int | None = None
         self._nested = False
         self.stale: dict[str, Any] | None = None  # the dead holder whose lock was taken over, if any
@@ -203,7 +206,7 @@ class DirLock:
                         f"{self.folder} is locked by {_describe(holder)}, which this host cannot check. If that "
                         f"run is gone, delete {self.path}; otherwise wait or choose another output folder.")
                 self.stale = holder
-                self.warn(f"warning: {self.folder}: taking over the stale lock of {_describe(holder)}: that process "
+                self.warn(f"{self.folder}: taking over the stale lock of {_describe(holder)}: that process "
                           "is no longer running (it was interrupted); its partial output is replaced or resumed")
             os.lseek(fd, 0, os.SEEK_SET)
             os.ftruncate(fd, 0)
