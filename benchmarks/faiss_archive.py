@@ -42,7 +42,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import crjepa.search  # noqa: F401, I001 -- before faiss: picks OpenBLAS's kernels (crjepa/search/blas.py)
+# isort: off
+import crjepa.search  # noqa: F401 -- before faiss: picks OpenBLAS's kernels (crjepa/search/blas.py)
+# isort: on
 import faiss
 import numpy as np
 
@@ -256,7 +258,7 @@ def calibrated_rows(archive: np.ndarray, queries: np.ndarray, truth: np.ndarray,
         build_s = time.perf_counter() - t0
         cal = index.metadata.calibration
 
-        def calibrated(q: np.ndarray) -> np.ndarray:
+        def calibrated(q: np.ndarray, index: RetrievalIndex = index) -> np.ndarray:
             return index.search(q, k)[1].astype(np.int64)
 
         fresh = _recall(calibrated(queries), truth)  # then the three fastest fixed settings reaching it, timed in turns

@@ -27,14 +27,16 @@ import os
 import platform
 import time
 
-import crjepa.search  # noqa: F401, I001 -- before faiss: picks OpenBLAS's kernels (crjepa/search/blas.py)
+# isort: off
+import crjepa.search  # noqa: F401 -- before faiss: picks OpenBLAS's kernels (crjepa/search/blas.py)
+# isort: on
 import faiss
 import numpy as np
+from faiss_archive import clustered_unit_vectors
 
 from crjepa.search.blas import FAISS_DEFAULT_BLAS_THRESHOLD
 from crjepa.search.index import RetrievalIndex, build_index, set_threads
 from crjepa.search.kinds import AUTO_EXACT_MAX
-from faiss_archive import clustered_unit_vectors
 
 BATCHES = (1, 4, 16, 64, 250, 500, 1000, 10_000)
 

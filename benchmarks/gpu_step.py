@@ -34,11 +34,11 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from modeling_crjepa import CRJepaConfig, CRJepaForPreTraining, preprocess_batch
 from crjepa.train.compile import compile_for_training
 from crjepa.train.config import COMPILE_MODES
 from crjepa.train.masks import draw_masks
 from crjepa.train.optim import make_optimizer, param_groups
+from modeling_crjepa import CRJepaConfig, CRJepaForPreTraining, preprocess_batch
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 SDPA_BACKENDS = {"default": None, "flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
@@ -228,7 +228,7 @@ def measure(model: CRJepaForPreTraining, args: argparse.Namespace, device: torch
     if fast and args.profile:
         result["profile_train"] = profile_steps(lambda i: train_step(model, optimizer, images, i, amp), device,
                                                 args.profile_steps, args.profile, "fast path: training step")
-    del optimizer
+    optimizer = None  # its state freed before the embedding is timed
     model.zero_grad(set_to_none=True)
     model.eval()
     sensor = model.sensor_names[1]

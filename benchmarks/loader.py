@@ -21,8 +21,8 @@ import time
 
 import datasets
 
-from datasets_scripts import synthetic
 from crjepa.data.loading import make_dataloader
+from datasets_scripts import synthetic
 
 
 def main() -> None:

@@ -32,7 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import crjepa.search  # noqa: F401, I001 -- before faiss: picks OpenBLAS's kernels (crjepa/search/blas.py)
+# isort: off
+import crjepa.search  # noqa: F401 -- before faiss: picks OpenBLAS's kernels (crjepa/search/blas.py)
+# isort: on
 import faiss
 import numpy as np
 

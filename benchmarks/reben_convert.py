@@ -19,7 +19,7 @@ import shutil
 import tempfile
 import time
 import zipfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 BENV2 = "configilm/extra/mock_data/BENv2/"
@@ -103,7 +103,7 @@ def main() -> None:
                 results.append({"route": route, "num_proc": num_proc, "pairs": args.pairs,
                                 "seconds": round(seconds, 2), "pairs_per_s": round(args.pairs / seconds, 1)})
                 shutil.rmtree(out)
-    print(json.dumps({"utc": datetime.now(timezone.utc).isoformat(timespec="minutes"), "cpus": os.cpu_count(),
+    print(json.dumps({"utc": datetime.now(UTC).isoformat(timespec="minutes"), "cpus": os.cpu_count(),
                       "machine": platform.machine(), "load": os.getloadavg(), "results": results}, indent=1))
 
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import datasets
 
-from .common import DataError, PairedBuilder, Record, SPLIT_BY, block_key, infer_column_type, split_by_group
+from .common import SPLIT_BY, DataError, PairedBuilder, Record, block_key, infer_column_type, split_by_group
 
 RESERVED = ("id", "labels", "split")
 

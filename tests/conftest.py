@@ -17,6 +17,7 @@ import pytest
 
 import crjepa.search  # noqa: F401  (before any test imports faiss: picks OpenBLAS's kernels, crjepa/search/blas.py)
 from crjepa.utils.logs import PACKAGES
+
 from helpers import (
     BENV2_IN_WHEEL,
     build_bigearthnet,
@@ -192,8 +193,9 @@ def cli_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     import torch
 
-    from helpers import CLI_QUERY, run_python
     from modeling_crjepa import CRJepaConfig, CRJepaModel
+
+    from helpers import CLI_QUERY, run_python
 
     root = tmp_path_factory.mktemp("cli")
     torch.manual_seed(0)
@@ -231,9 +233,9 @@ def milvus_flat(tmp_path_factory: pytest.TempPathFactory):
 
     pytest.importorskip("pymilvus")
     pytest.importorskip("milvus_lite")
-    from helpers import write_search_archive
-
     from crjepa.search import milvus
+
+    from helpers import write_search_archive
 
     present = np.ones(1200, bool)
     present[::9] = False

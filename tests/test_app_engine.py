@@ -17,9 +17,10 @@ from crjepa.eval.directions import directions_of
 from crjepa.eval.retrieval import evaluate_retrieval
 from crjepa.eval.visualize import DatasetImages
 from crjepa.hub.archive import load_embeddings
-from helpers import synthetic_pairs, write_app_archive
 from modeling_crjepa import CRJepaConfig, CRJepaModel
 from modeling_crjepa.configuration_crjepa import PRESETS
+
+from helpers import synthetic_pairs, write_app_archive
 
 ROWS = 40
 

@@ -14,6 +14,7 @@ import yaml
 
 from crjepa.app.space import export_space, requirements
 from crjepa.cli import main
+
 from helpers import free_port, offline_env, run_python, synthetic_pairs, write_app_archive
 
 

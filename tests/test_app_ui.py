@@ -19,6 +19,7 @@ import pytest
 
 from crjepa.app.engine import Explorer, Filter
 from crjepa.hub.archive import load_embeddings
+
 from helpers import REPO, free_port, offline_env, run_python, synthetic_pairs, wait_for, write_app_archive
 
 APT_COMMAND = "apt-get update && apt-get install -y chromium chromium-driver"

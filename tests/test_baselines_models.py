@@ -9,9 +9,6 @@ import pytest
 import torch
 from transformers import AutoModel, AutoModelForPreTraining
 
-from helpers import assert_close_at_scale
-from modeling_crjepa.configuration_crjepa import normalize_route
-
 from crjepa.baselines.models import (
     ARCHITECTURES,
     ContrastiveModel,
@@ -20,6 +17,9 @@ from crjepa.baselines.models import (
     after_optimizer_step,
     build_model,
 )
+from modeling_crjepa.configuration_crjepa import normalize_route
+
+from helpers import assert_close_at_scale
 
 ROOT = Path(__file__).resolve().parent.parent
 ABLATION_FILES = sorted((ROOT / "configs" / "ablations").glob("*.yaml"))

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import CLI_QUERY, one_error_line, run_python
 from crjepa.cli import build_parser, main
+
+from helpers import CLI_QUERY, one_error_line, run_python
 
 SUBCOMMANDS = ["embed", "index", "search", "evaluate", "export-checkpoint", "push", "app"]
 

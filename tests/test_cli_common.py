@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import shutil
 
+from crjepa.cli import build_parser, main
 
 from helpers import EMBED_SMALL, one_error_line, parquet_export
-from crjepa.cli import build_parser, main
 
 
 def test_embed_and_evaluate_take_a_hub_data_set_id(cli_workdir, tmp_path, monkeypatch, capsys):

@@ -7,9 +7,9 @@ import json
 import os
 import shutil
 
+from crjepa.cli import main
 
 from helpers import EMBED_SMALL, cli_section, folder_files, one_error_line
-from crjepa.cli import main
 
 
 def test_embed_writes_an_archive_and_index_adds_hnsw(cli_workdir):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import shutil
 
+from crjepa.cli import main
 
 from helpers import folder_files, one_error_line
-from crjepa.cli import main
 
 
 def test_index_recall_prints_and_records_the_calibration(cli_workdir, tmp_path, capsys):

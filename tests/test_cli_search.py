@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from crjepa.cli import main
 from crjepa.eval.visualize import NOT_RELEVANT, RELEVANT, grid_size, tile_origin
+from modeling_crjepa import CRJepaModel
 
 from helpers import CLI_QUERY, cli_section, folder_files, one_error_line, parquet_export, run_python
-from modeling_crjepa import CRJepaModel
-from crjepa.cli import main
 
 
 def test_search_prints_the_exact_top_k_and_writes_the_grid(cli_workdir):

@@ -8,6 +8,7 @@ from PIL import Image
 
 from crjepa.data.images import probe_image, read_image
 from crjepa.data.schema import DataError
+
 from helpers import random_image, write_band_tif, write_png, write_tif
 
 

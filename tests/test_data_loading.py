@@ -7,11 +7,15 @@ import numpy as np
 import pytest
 import torch
 
+from crjepa.data.loading import (
+    check_sensors,
+    label_names,
+    load_paired_dataset,
+    make_dataloader,
+    multi_hot,
+)
 from datasets_scripts import synthetic as S
 from datasets_scripts.common import DataError, export_builder
-from crjepa.data.loading import (
-    check_sensors, label_names, load_paired_dataset, make_dataloader, multi_hot,
-)
 
 SIZES = {"num_train": 40, "num_validation": 10, "num_test": 6, "image_size": 16, "seed": 2}
 
@@ -53,7 +57,9 @@ def test_batches_have_native_dtypes_shapes_and_matching_multi_hot(train):
 
 
 def test_shuffle_is_seeded_and_sequential_keeps_order(train):
-    order = lambda seed: [i for b in make_dataloader(train, ["s1", "s2"], 8, seed=seed) for i in b["id"]]
+    def order(seed: int) -> list:
+        return [i for b in make_dataloader(train, ["s1", "s2"], 8, seed=seed) for i in b["id"]]
+
     assert order(1) == order(1) and order(1) != order(2)
     plain = make_dataloader(train, ["s1", "s2"], 8, shuffle=False, drop_last=False)
     assert [i for b in plain for i in b["id"]] == train["id"]

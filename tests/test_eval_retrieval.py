@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from modeling_crjepa import preprocess_batch
 from crjepa.eval.metrics import f1_at_k, mean_average_precision, precision_at_k
 from crjepa.eval.retrieval import (
     EmbeddingSet,
@@ -21,6 +20,8 @@ from crjepa.eval.retrieval import (
     multi_hot,
     select_split,
 )
+from modeling_crjepa import preprocess_batch
+
 from helpers import synthetic_pairs
 
 

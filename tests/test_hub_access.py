@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import FakeHubApi
-
 from crjepa.hub.access import HubError, check_hub_access, prepare_push, push_folder
+
+from helpers import FakeHubApi
 
 
 class RefusingHub:

@@ -6,12 +6,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers import exact_top_k
-
 from crjepa.eval.retrieval import compute_embeddings
 from crjepa.hub.archive import (
-    EmbeddingsError, build_indices, load_embeddings, model_fingerprint, write_embeddings_dataset,
+    EmbeddingsError,
+    build_indices,
+    load_embeddings,
+    model_fingerprint,
+    write_embeddings_dataset,
 )
+
+from helpers import exact_top_k
 
 
 def test_rows_lacking_a_sensor_store_null_vectors_and_are_not_searchable_there(model, tmp_path):

@@ -8,9 +8,9 @@ import textwrap
 
 import numpy as np
 
-from helpers import exact_top_k, run_python
-
 from crjepa.hub.archive import load_embeddings, write_embeddings_dataset
+
+from helpers import exact_top_k, run_python
 
 
 def test_archive_loads_in_a_fresh_process_and_search_equals_exact_numpy(archive_dir, archive_embeddings):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from modeling_crjepa import CRJepaModel
 from crjepa.hub.archive import model_fingerprint
+from modeling_crjepa import CRJepaModel
 
 
 def test_fingerprint_is_stable_across_save_and_load_and_tracks_weights(model, tmp_path):

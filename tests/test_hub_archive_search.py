@@ -11,10 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from modeling_crjepa import CRJepaConfig, CRJepaModel
 from crjepa.hub.archive import (
-    EmbeddingsError, build_indices, load_embeddings, model_fingerprint, write_embeddings_dataset,
+    EmbeddingsError,
+    build_indices,
+    load_embeddings,
+    model_fingerprint,
+    write_embeddings_dataset,
 )
+from modeling_crjepa import CRJepaConfig, CRJepaModel
 
 
 def test_search_by_id_needs_no_model_and_by_image_embeds_only_the_query(archive_dir, model, archive_pairs,

@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import assert_close_at_scale, free_port
-from modeling_crjepa import CRJepaConfig, CRJepaModel
 from crjepa.cli import main
 from crjepa.hub.archive import load_embeddings
+from modeling_crjepa import CRJepaConfig, CRJepaModel
+
+from helpers import assert_close_at_scale, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = ["synthetic", "--num-pairs", "40", "--split", "test", "--batch-size", "4", "--shard-rows", "8"]  # 5 shards
@@ -164,10 +165,9 @@ def test_a_partially_paired_export_embeds_indexes_and_evaluates(root: Path, caps
     """`crjepa embed` on an export with single-sensor rows (synthetic --pairing-rate 0.5): null vectors where a
     row lacks the sensor, equal to the in-memory embedding elsewhere; index, search and evaluate use each
     sensor's own rows."""
-    from datasets_scripts.__main__ import main as export
-
     from crjepa.data.loading import load_paired_dataset
     from crjepa.eval.retrieval import compute_embeddings
+    from datasets_scripts.__main__ import main as export
 
     data = root / "partial-data"
     assert export(["synthetic", "--pairing-rate", "0.5", "--num-train", "24", "--num-validation", "0", "--num-test",
@@ -208,6 +208,7 @@ def test_a_finished_archive_is_marked_and_published_without_its_run_folder(root:
 
     from crjepa.hub.access import push_folder
     from crjepa.utils.atomic import read_marker
+
     from helpers import FakeHubApi
 
     folder = root / "one"

@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from helpers import FakeHubApi
-
-from modeling_crjepa import CRJepaConfig, CRJepaModel
 from crjepa.hub.access import push_folder
+from modeling_crjepa import CRJepaConfig, CRJepaModel
+
+from helpers import FakeHubApi
 
 
 def test_export_encoder_pushes_the_retrieval_model_without_predictors(tmp_path):
@@ -18,8 +18,8 @@ def test_export_encoder_pushes_the_retrieval_model_without_predictors(tmp_path):
     CRJepaModel (no predictor weights) that embeds exactly as the pretraining model does, with card and processor."""
     from safetensors import safe_open
 
-    from modeling_crjepa import CRJepaForPreTraining, CRJepaImageProcessor
     from crjepa.hub.encoder import export_encoder
+    from modeling_crjepa import CRJepaForPreTraining, CRJepaImageProcessor
 
     torch.manual_seed(0)
     full = CRJepaForPreTraining(CRJepaConfig.from_preset("tiny")).eval()

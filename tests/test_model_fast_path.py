@@ -5,10 +5,11 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from helpers import assert_close_at_scale
 from modeling_crjepa import CRJepaConfig, CRJepaForPreTraining
 from modeling_crjepa.losses import sigreg, sigreg_directions
 from modeling_crjepa.modeling_crjepa import random_masks, run_packed
+
+from helpers import assert_close_at_scale
 
 TERMS = ("loss", "pred", "pred/s1->s1", "pred/s2->s2", "pred/s1->s2", "pred/s2->s1", "cross", "uni", "sigreg")
 

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import assert_close_at_scale, free_port, offline_env, roundoff
 from modeling_crjepa.losses import epps_pulley_knots, info_nce, prediction_loss, sigreg, sigreg_directions, uni_loss
+
+from helpers import assert_close_at_scale, free_port, offline_env, roundoff
 
 
 def sigreg_reference(r: np.ndarray, u: np.ndarray, num_knots: int = 17, t_max: float = 3.0) -> float:
@@ -74,8 +75,8 @@ def test_info_nce_and_uni_loss_reference():
     b = torch.nn.functional.normalize(torch.randn(8, 5, generator=gen), dim=-1)
     logits = (a.double() @ b.double().T / 0.1).numpy()
 
-    def ce(l):
-        return np.mean([-(l[i, i] - np.log(np.exp(l[i]).sum())) for i in range(len(l))])
+    def ce(scores):
+        return np.mean([-(scores[i, i] - np.log(np.exp(scores[i]).sum())) for i in range(len(scores))])
 
     ref = (ce(logits) + ce(logits.T)) / 2
     assert abs(info_nce(a, b, 0.1).item() - ref) < 1e-5

@@ -5,9 +5,10 @@ from collections import Counter
 import pytest
 import torch
 
-from helpers import assert_close_at_scale
 from modeling_crjepa import CRJepaConfig, CRJepaForPreTraining, CRJepaModel
 from modeling_crjepa.modeling_crjepa import CRJepaPreTrainingOutput, random_masks
+
+from helpers import assert_close_at_scale
 
 
 def tiny(**overrides) -> CRJepaForPreTraining:
@@ -198,7 +199,7 @@ def test_tiny_overfits_a_fixed_batch():
     a, b = batch(model, n=16)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
-    for step in range(60):
+    for _ in range(60):
         gen = torch.Generator().manual_seed(123)  # fixed masks: a truly fixed problem
         masks = {s: random_masks(16, model.config.num_patches, 0.5, "cpu", gen) for s in model.sensor_names}
         out = model({"s1": a, "s2": b}, sigreg_step=0, masks=masks)

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import roundoff
 from modeling_crjepa import CRJepaConfig, CRJepaForPreTraining, CRJepaImageProcessor, CRJepaModel
+
+from helpers import roundoff
 
 LOADER = textwrap.dedent("""
     import importlib.abc, json, sys

@@ -33,7 +33,6 @@ import pytest
 
 from helpers import REPO
 
-
 TINY = ["--model.preset", "tiny", "--data.batch_size", "4", "--data.num_workers", "0", "--training.max_steps", "2",
         "--training.compile", "none", "--eval.batch_size", "64", "--logging.report_to", "none",
         "--logging.progress_bar", "false", "--eval.query_split", "train", "--eval.k", "3",

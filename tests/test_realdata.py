@@ -120,8 +120,8 @@ def test_export_checkpoint_gives_a_from_pretrained_folder_with_the_runs_scores(p
     assert main(["export-checkpoint", str(paper_run), "--step", "1", "-o", str(folder), "--device", "cpu"]) == 0
     latest = tmp_path / "latest"
     assert main(["export-checkpoint", str(paper_run), "-o", str(latest), "--device", "cpu"]) == 0
-    from transformers import AutoModel
     from safetensors.torch import load_file
+    from transformers import AutoModel
 
     model = AutoModel.from_pretrained(latest, trust_remote_code=True)
     final = load_file(str(paper_run / "model" / "model.safetensors"))
@@ -232,8 +232,8 @@ def test_v1_pairs_subset_all_export_embed_evaluate(ben_v1_dirs, paper_run, tmp_p
 def test_every_yaml_in_configs_accepts_data_path_of_an_export(reben_export):
     """Defects 1-2: each config (paper, ablations, baselines, CPU default, the other data sets' YAMLs with the
     sensors overridden) resolves with --data.path of an export and loads that export, named after it."""
-    from crjepa.train.data import load_data
     from crjepa.train.config import build_model_config, load_run_config, packaged_configs
+    from crjepa.train.data import load_data
 
     names = packaged_configs()
     assert len(names) >= 25 and "baselines/contrastive.yaml" in names and "paper_ben14k.yaml" in names
@@ -250,7 +250,6 @@ def test_partially_paired_real_patches_convert_train_embed_evaluate(reben_dirs, 
     """Real reBEN patches with some S1 acquisitions missing: `--keep-unpaired` keeps their S2 as S2-only rows,
     the paper's config trains on every row through `accelerate launch` (the log counts the pairs each step used),
     the card says how the rows were paired, and `crjepa embed` / `evaluate` use each sensor's rows."""
-    import pyarrow.parquet as pq
 
     from crjepa.cli import main
 

@@ -13,6 +13,7 @@ import rasterio  # the dev extra: a missing reader fails these tests, never skip
 
 from datasets_scripts import ben_metadata as meta
 from datasets_scripts.bigearthnet import BigEarthNetMM
+
 from helpers import (
     BEN_V1_EXAMPLES,
     BEN_V1_SNOWY,

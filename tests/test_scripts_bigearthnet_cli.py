@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from datasets_scripts.bigearthnet import add_cli, cli
+
 from helpers import (
     BEN_V1_EXAMPLES,
     BEN_V1_SNOWY,

@@ -4,6 +4,7 @@ says in one line which layout it found and which `--subset` fits."""
 from __future__ import annotations
 
 from datasets_scripts.bigearthnet.layouts import V1, V2, detect_layout
+
 from helpers import run_datasets_scripts
 
 

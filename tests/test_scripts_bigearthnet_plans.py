@@ -10,6 +10,7 @@ import pytest
 
 from datasets_scripts import ben_metadata as meta
 from datasets_scripts.bigearthnet import BigEarthNetMM
+
 from helpers import (
     BEN_V1_EXAMPLES,
     build_bigearthnet,

@@ -14,6 +14,7 @@ from datasets_scripts.bigearthnet.reading import (
     read_s2,
     read_s2_lmdb,
 )
+
 from helpers import reben_pairs, write_band_tif
 
 

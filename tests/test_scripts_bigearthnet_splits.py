@@ -9,6 +9,7 @@ from datasets_scripts.bigearthnet import (
     resplit,
     spatial_group,
 )
+
 from helpers import BEN_V1_EXAMPLES, BEN_V1_SNOWY, run_datasets_scripts
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from datasets_scripts.cbrsir_vs import CBRSIRVS
 from datasets_scripts.common import DataError
+
 from helpers import random_image, rows_by_id, write_png, write_tif
 
 

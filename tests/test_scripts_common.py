@@ -13,6 +13,7 @@ from huggingface_hub import DatasetCard
 
 from datasets_scripts import synthetic as S
 from datasets_scripts.common import DataError, PublishError, export_builder
+
 from helpers import run_python
 
 SIZES = {"num_train": 6, "num_validation": 3, "num_test": 2, "image_size": 16, "seed": 7}

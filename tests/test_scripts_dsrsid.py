@@ -10,6 +10,7 @@ import pytest
 
 from datasets_scripts.common import DataError
 from datasets_scripts.dsrsid import DSRSID
+
 from helpers import random_image, rows_by_id, write_png
 
 

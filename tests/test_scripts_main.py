@@ -10,6 +10,7 @@ import pytest
 from crjepa.data.schema import DataError
 from datasets_scripts import __main__ as entry
 from datasets_scripts import synthetic
+
 from helpers import run_python
 
 

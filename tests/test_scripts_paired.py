@@ -10,6 +10,7 @@ import pytest
 
 from datasets_scripts.common import DataError, export_builder
 from datasets_scripts.paired import PairedFolder
+
 from helpers import random_image, rows_by_id, write_png, write_tif
 
 

@@ -108,9 +108,8 @@ def test_builder_rows_equal_generate(tmp_path):
 
 
 def test_pairing_rate_keeps_unpaired_train_rows_as_single_sensor_rows_half_each(tmp_path, capsys):
-    from datasets_scripts.__main__ import main
-
     from crjepa.data.loading import load_paired_dataset, pairing_summary
+    from datasets_scripts.__main__ import main
 
     for rate, paired in ((1.0, 400), (0.5, 200), (0.25, 100), (0.1, 40), (0.0, 0)):
         has = S.pairing_masks(400, 0, "train", rate)

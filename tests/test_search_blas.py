@@ -54,9 +54,8 @@ def test_faiss_scores_query_batches_with_blas_from_16_queries_unless_the_user_ch
 
     import faiss
 
-    from crjepa.search.blas import BLAS_THRESHOLD, lower_faiss_blas_threshold
-
     import crjepa.search.kinds  # noqa: F401  (the module every faiss user of crjepa imports: it lowers the threshold)
+    from crjepa.search.blas import BLAS_THRESHOLD, lower_faiss_blas_threshold
 
     assert faiss.cvar.distance_compute_blas_threshold == BLAS_THRESHOLD
     script = ("import faiss; faiss.cvar.distance_compute_blas_threshold = 7; import crjepa.search.index; "

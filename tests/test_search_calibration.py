@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import clustered_vectors, unit_vectors
-
 from crjepa.search.index import RetrievalIndex, build_index
+
+from helpers import clustered_vectors, unit_vectors
 
 
 def _recall(found: np.ndarray, exact: np.ndarray) -> float:

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import clustered_vectors, unit_vectors
-
 from crjepa.search.index import RetrievalIndex, build_index
+
+from helpers import clustered_vectors, unit_vectors
 
 
 def test_save_load_round_trip_and_fingerprint(tmp_path: Path) -> None:
@@ -110,9 +110,9 @@ def test_inflated_counts_in_a_faiss_file_are_refused_before_anything_is_allocate
     it before reading ("corrupt" came after 16.9 GB of RSS); every count is now checked against the bytes the
     file really has before faiss sees it. Graph neighbours that are not node ids are refused too (faiss would
     read outside its arrays when searching)."""
-    from helpers import peak_rss_kib, reset_peak_rss
-
     from crjepa.search.faiss_files import IndexFileError
+
+    from helpers import peak_rss_kib, reset_peak_rss
 
     rng = np.random.default_rng(5)
     x = unit_vectors(rng, 600, 16)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import assert_close_at_scale, clustered_vectors, unit_vectors
-
 from crjepa.search.index import build_index
+
+from helpers import assert_close_at_scale, clustered_vectors, unit_vectors
 
 
 def test_exact_search_equals_numpy_topk() -> None:
@@ -115,7 +115,7 @@ def test_search_batches_its_queries_within_the_memory_budget(monkeypatch) -> Non
         class Spy:
             ntotal = real.ntotal
 
-            def search(self, queries, k, params=None):
+            def search(self, queries, k, params=None, calls=calls, real=real):
                 calls.append(len(queries))
                 return real.search(queries, k, params=params)
 

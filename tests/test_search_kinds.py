@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import unit_vectors
-
 from crjepa.search.index import build_index
 from crjepa.search.kinds import default_params
+
+from helpers import unit_vectors
 
 
 def test_auto_rule() -> None:

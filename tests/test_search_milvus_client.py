@@ -12,6 +12,7 @@ pytest.importorskip("milvus_lite")
 
 from crjepa.search import milvus  # noqa: E402
 from crjepa.search.kinds import default_params  # noqa: E402
+
 from helpers import write_search_archive  # noqa: E402
 
 

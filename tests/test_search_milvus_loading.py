@@ -18,6 +18,7 @@ pytest.importorskip("milvus_lite")
 from crjepa.hub.archive import EmbeddingsError, load_embeddings  # noqa: E402
 from crjepa.search import milvus  # noqa: E402
 from crjepa.search.milvus import loading  # noqa: E402
+
 from helpers import offline_env, write_search_archive  # noqa: E402
 
 

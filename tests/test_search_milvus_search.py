@@ -14,6 +14,7 @@ pytest.importorskip("milvus_lite")
 
 from crjepa.hub.archive import EmbeddingsError, load_embeddings  # noqa: E402
 from crjepa.search import milvus  # noqa: E402
+
 from helpers import SEARCH_ARCHIVE_CLASSES  # noqa: E402
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from modeling_crjepa import CRJepaConfig, CRJepaForPreTraining
 from crjepa.train.compile import compile_for_training, compiled_modules
 from crjepa.train.config import ConfigError
+from modeling_crjepa import CRJepaConfig, CRJepaForPreTraining
 
 
 def test_auto_is_eager_on_the_cpu_blocks_compile_the_blocks_and_model_the_whole_forward_too():

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from modeling_crjepa import CRJepaConfig
 from crjepa.train.config import (
     ConfigError,
     build_model_config,
@@ -16,6 +15,7 @@ from crjepa.train.config import (
     parse_cli,
     resolve_key,
 )
+from modeling_crjepa import CRJepaConfig
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from modeling_crjepa import CRJepaConfig, CRJepaForPreTraining
 from crjepa.data.loading import load_paired_dataset
 from crjepa.eval.retrieval import compute_embeddings, select_split
 from crjepa.train.config import load_run_config
 from crjepa.train.evaluation import evaluate, retrieval_encoder
+from modeling_crjepa import CRJepaConfig, CRJepaForPreTraining
 
 
 def test_the_run_is_scored_through_the_encoder_never_the_pretraining_models_pass_throughs():

@@ -206,8 +206,9 @@ def test_partially_paired_and_unpaired_training_rows(tmp_path, capsys):
     paired quarter), evaluation scores all four directions, the card says how the rows were paired. pairing_rate
     0: no pair at all -> the same-sensor routes train, cross terms stay 0, a warning and the card say the cross
     head is untrained."""
-    import train_accelerate
     from huggingface_hub import ModelCard
+
+    import train_accelerate
 
     def options(rate):
         return ["--data.options", f"{{num_train: 256, num_validation: 0, num_test: 128, image_size: 32, seed: 0, "
@@ -253,7 +254,7 @@ def test_three_sensors_train_and_evaluate_every_direction(tmp_path):
 
     data = tmp_path / "three" / "data"
     data.mkdir(parents=True)
-    for split, n in (("train", 64), ("test", 32)):
+    for split in ("train", "test"):
         ds = load_paired_dataset("synthetic", split, num_train=64 if split == "train" else 0,
                                  num_validation=0, num_test=32 if split == "test" else 0, image_size=32, seed=0)
         s2 = np.asarray(ds.with_format("numpy")["s2"])
@@ -309,9 +310,8 @@ def test_extra_single_sensor_sources_add_training_rows_in_the_mix(tmp_path):
     """data.extra_sources + data.mix: a paired export and an S2-only export train together in the asked shares
     (each epoch half paired, half S2-only rows); evaluation keeps the paired export's splits."""
     import train_accelerate
-    from datasets_scripts.__main__ import main as export
-
     from crjepa.data.loading import load_paired_dataset
+    from datasets_scripts.__main__ import main as export
 
     paired, s2_only = tmp_path / "paired", tmp_path / "s2-only"
     assert export(["synthetic", "--num-train", "64", "--num-validation", "0", "--num-test", "32", "--image-size", "32",

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from crjepa.train.masks import draw_masks
 from modeling_crjepa import CRJepaConfig
 from modeling_crjepa.modeling_crjepa import num_masked, random_masks
-from crjepa.train.masks import draw_masks
 
 
 def test_masks_depend_only_on_seed_step_and_sample():

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from modeling_crjepa import CRJepaConfig, CRJepaForPreTraining
 from crjepa.train.optim import no_decay_names, param_groups
+from modeling_crjepa import CRJepaConfig, CRJepaForPreTraining
 
 
 def test_no_weight_decay_on_norms_biases_positions_mask_tokens_and_sensor_embeddings():

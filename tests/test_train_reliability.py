@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import train_accelerate
+
 from helpers import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent

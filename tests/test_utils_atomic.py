@@ -15,6 +15,7 @@ import pytest
 from crjepa.search.index import RetrievalIndex, build_index
 from crjepa.utils.atomic import MARKER_FILE, OutputExistsError, atomic_dir, atomic_write_json, atomic_write_text
 from crjepa.utils.locks import LockedError
+
 from helpers import write_marked_folder
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from crjepa.utils.atomic import lock_file_for
 from crjepa.utils.locks import DirLock, LockedError
+
 from helpers import REPO, write_marked_folder
 
 

@@ -22,9 +22,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from crjepa.data.schema import BUILDER_MODULES, S1_BANDS, S2_BANDS, DataError
+from crjepa.errors import CRJepaError
 from crjepa.eval.directions import column_name, directions_of, parse_direction
 from crjepa.hub.archive import EmbeddingArchive, EmbeddingsError, Hit
-from crjepa.errors import CRJepaError
 
 logger = logging.getLogger(__name__)
 

@@ -62,9 +62,8 @@ from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from modeling_crjepa.configuration_crjepa import PRESETS, CRJepaConfig
+from modeling_crjepa.configuration_crjepa import PRESETS, CRJepaConfig, split_route
 from modeling_crjepa.losses import info_nce, prediction_loss
-from modeling_crjepa.configuration_crjepa import split_route
 from modeling_crjepa.modeling_crjepa import (
     SPACES,
     CRJepaEncoderMixin,

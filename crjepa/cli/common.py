@@ -89,9 +89,8 @@ def pick_device(name: str) -> torch.device:
 
 def load_model(path: str, device: str = "auto") -> CRJepaModel:
     """A CR-JEPA model from a saved folder (or Hub repo), in eval mode on the chosen device."""
-    from modeling_crjepa.modeling_crjepa import CRJepaModel
-
     from crjepa.utils.files import check_safetensors_in
+    from modeling_crjepa.modeling_crjepa import CRJepaModel
 
     if Path(path).is_dir():
         check_safetensors_in(path)  # a crafted header: one line naming the file, before any allocation

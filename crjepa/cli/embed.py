@@ -45,11 +45,17 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def _embed(args: argparse.Namespace) -> int:
+    from crjepa.eval.retrieval import SPACES, class_names_of, column_name, present_sensors
     from crjepa.hub.archive.provenance import config_summary, model_fingerprint
     from crjepa.hub.embedding import (
-        claim_folder, embed_shards, finish_archive, run_signature, source_rows, stream_source, work_folder,
+        claim_folder,
+        embed_shards,
+        finish_archive,
+        run_signature,
+        source_rows,
+        stream_source,
+        work_folder,
     )
-    from crjepa.eval.retrieval import SPACES, class_names_of, column_name, present_sensors
     from crjepa.utils.atomic import publish_dir
 
     source = source_options(args)

@@ -128,7 +128,6 @@ def _write_png(args: argparse.Namespace, archive: EmbeddingArchive, results: dic
     archive records (an archive may come from the Hub: its record is used only when asked, and checked)."""
     from crjepa.data.images import read_image
     from crjepa.eval.visualize import DatasetImages, image_grid, query_grid
-
     from crjepa.hub.archive.provenance import read_local_source
 
     recorded = dict(archive.info.get("source") or {})

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
 from crjepa.errors import CRJepaError
 
 if TYPE_CHECKING:  # datasets is imported on use: the schema's constants and DataError stay instant to import

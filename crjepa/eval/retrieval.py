@@ -25,14 +25,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from modeling_crjepa.image_processing_crjepa import preprocess_batch
-from crjepa.eval.directions import SPACES, column_name, directions_of, parse_direction  # noqa: F401 (re-exported)
 from crjepa.data.labels import class_names_of, label_lists, multi_hot, num_classes_of
 from crjepa.data.loading import PairBatches
 from crjepa.data.schema import DataError
+from crjepa.eval.directions import SPACES, column_name, directions_of, parse_direction  # noqa: F401 (re-exported)
 from crjepa.eval.metrics import f1_at_k, mean_average_precision, precision_at_k
 from crjepa.utils.atomic import atomic_write_text
-
+from modeling_crjepa.image_processing_crjepa import preprocess_batch
 
 DEFAULT_MAX_SIMILARITY_ELEMENTS = 1 << 28
 """Largest query x gallery similarity held at once (1 GiB of float32); larger evaluations run in chunks."""
@@ -265,7 +264,7 @@ class RetrievalResults:
         return text
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RetrievalResults":
+    def from_dict(cls, data: dict[str, Any]) -> RetrievalResults:
         names = {f for f in cls.__dataclass_fields__}
         return cls(**{key: value for key, value in data.items() if key in names})
 

@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
 from crjepa.errors import CRJepaError
 
 HUB_HINT = "log in with `hf auth login` (or pass --token), check the network and that you may write to it"

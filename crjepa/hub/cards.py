@@ -26,6 +26,7 @@ import yaml
 
 from crjepa.utils.resources import resource_file
 
+
 def shell_word(value: Any, placeholder: str = "ID") -> str:
     """``value`` as one shell word (``shlex.quote``), for the commands cards show; a value with a line break or
     another control character (which a Markdown code block cannot show as one line) becomes ``placeholder``."""

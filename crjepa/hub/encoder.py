@@ -14,9 +14,8 @@ def export_encoder(model_dir: str | Path, output_dir: str | Path, overwrite: boo
     export). Publishing this folder pushes the encoder only."""
     import shutil
 
-    from modeling_crjepa import CRJepaModel
-
     from crjepa.utils.files import check_safetensors_in
+    from modeling_crjepa import CRJepaModel
 
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():

@@ -20,7 +20,13 @@ import numpy as np
 from crjepa.search.calibration import DEFAULT_RECALL, calibrate, exact_instead, held_out_count, hold_out, pick_point
 from crjepa.search.faiss_files import IndexFileError, IndexMetadata, read_index_folder, write_index_folder
 from crjepa.search.kinds import (
-    SEARCH_PARAMS, IndexArgumentError, Kind, apply_search_params, check_params, default_params, make_faiss_index,
+    SEARCH_PARAMS,
+    IndexArgumentError,
+    Kind,
+    apply_search_params,
+    check_params,
+    default_params,
+    make_faiss_index,
     search_parameters,
 )
 

@@ -12,9 +12,8 @@ from typing import Any
 
 import torch
 
-from modeling_crjepa.modeling_crjepa import CRJepaPreTrainedModel
-
 from crjepa.train.config import COMPILE_MODES, ConfigError
+from modeling_crjepa.modeling_crjepa import CRJepaPreTrainedModel
 
 __all__ = ["compile_for_training", "compiled_modules"]
 

@@ -21,10 +21,9 @@ from typing import Any, TypeAlias
 
 import yaml
 
-from modeling_crjepa.configuration_crjepa import PRESETS, CRJepaConfig
-
 from crjepa.errors import CRJepaError
 from crjepa.utils.resources import resource_file
+from modeling_crjepa.configuration_crjepa import PRESETS, CRJepaConfig
 
 RunConfig: TypeAlias = dict[str, Any]
 """A loaded run configuration: the sections of `DEFAULTS` (nested dicts) plus `META_KEYS`."""

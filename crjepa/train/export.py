@@ -80,10 +80,9 @@ def export_checkpoint(path: str | os.PathLike, output: str | os.PathLike, step: 
     """
     import torch
 
-    from modeling_crjepa import CRJepaImageProcessor
-
     from crjepa.hub.cards import render_model_card
     from crjepa.utils.atomic import atomic_dir, check_not_inside
+    from modeling_crjepa import CRJepaImageProcessor
 
     checkpoint = find_checkpoint(path, step)
     check_not_inside(output, checkpoint, what="-o folder")

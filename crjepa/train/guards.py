@@ -24,6 +24,7 @@ import math
 from typing import Any
 
 import torch
+
 from crjepa.errors import CRJepaError
 
 NONFINITE_MODES = ("stop", "skip")

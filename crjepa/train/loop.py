@@ -29,14 +29,11 @@ from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
-from modeling_crjepa.configuration_crjepa import CRJepaConfig
-from modeling_crjepa.modeling_crjepa import CRJepaPreTrainedModel
-
 from crjepa.train.checkpoints import (
     RANDOM_INIT_FILE,
-    checkpoint_state,
     check_fresh_start,
     check_output_path,
+    checkpoint_state,
     latest_checkpoint,
     load_checkpoint,
     lock_output_dir,
@@ -62,6 +59,8 @@ from crjepa.train.publish import check_hub, publish
 from crjepa.train.sampler import ShardedEpochSampler, training_rows
 from crjepa.train.schedule import Schedule
 from crjepa.train.state import Run, TrainState
+from modeling_crjepa.configuration_crjepa import CRJepaConfig
+from modeling_crjepa.modeling_crjepa import CRJepaPreTrainedModel
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -261,9 +260,8 @@ def train_step(run: Run, state: TrainState, batch: dict[str, Any]) -> bool:
 
     Returns True when an optimiser step happened (state.step advanced).
     """
-    from modeling_crjepa import preprocess_batch
-
     from crjepa.baselines.models import after_optimizer_step
+    from modeling_crjepa import preprocess_batch
 
     accelerator, model, cfg = run.accelerator, run.model, run.model_config
     with accelerator.accumulate(model):

@@ -105,9 +105,8 @@ def write_archive(run: Run, embedded: EmbeddingSet, embeddings_dir: Path, finger
 def save_model(run: Run, model_dir: Path, state_dict: dict[str, torch.Tensor], card: ModelCard) -> None:
     """save_pretrained (remote code, safetensors), the image processor and the card into ``model_dir``: all three
     appear together or not at all (a kill here leaves the previous model/)."""
-    from modeling_crjepa import CRJepaImageProcessor
-
     from crjepa.utils.atomic import atomic_dir
+    from modeling_crjepa import CRJepaImageProcessor
 
     core = run.core
     with atomic_dir(model_dir, kind="model", overwrite=True) as tmp:

@@ -10,15 +10,14 @@ from typing import TYPE_CHECKING, cast
 
 import torch
 
-from modeling_crjepa.configuration_crjepa import CRJepaConfig
-from modeling_crjepa.modeling_crjepa import CRJepaPreTrainedModel
-
 from crjepa.train.checkpoints import TRAIN_LOG_FILE
 from crjepa.train.config import RunConfig
 from crjepa.train.data import Pairing
 from crjepa.train.guards import FiniteGuard
 from crjepa.train.sampler import ShardedEpochSampler
 from crjepa.train.schedule import Schedule
+from modeling_crjepa.configuration_crjepa import CRJepaConfig
+from modeling_crjepa.modeling_crjepa import CRJepaPreTrainedModel
 
 if TYPE_CHECKING:
     from accelerate import Accelerator

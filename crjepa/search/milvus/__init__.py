@@ -17,8 +17,19 @@ the calibration, so any machine with the URI can resume, check and search it.
 """
 
 from crjepa.search.milvus.client import (
-    INDEX_TYPES, KNOB, LITE_INDEX_TYPES, SERVER_INDEX_TYPES, MilvusMissing, archive_fingerprint, connect, describe,
-    index_params, is_lite, knob_ladder, resolve_index_type, segment_rows,
+    INDEX_TYPES,
+    KNOB,
+    LITE_INDEX_TYPES,
+    SERVER_INDEX_TYPES,
+    MilvusMissing,
+    archive_fingerprint,
+    connect,
+    describe,
+    index_params,
+    is_lite,
+    knob_ladder,
+    resolve_index_type,
+    segment_rows,
 )
 from crjepa.search.milvus.loading import index_archive
 from crjepa.search.milvus.search import MilvusArchive, MilvusIndex, filter_expression, open_archive

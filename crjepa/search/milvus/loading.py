@@ -23,14 +23,39 @@ import numpy as np
 
 from crjepa.hub.archive.format import DATA_DIR, EmbeddingsError, read_info, vector_block
 from crjepa.search.calibration import (
-    CALIBRATION_TARGETS, DEFAULT_RECALL, finish_calibration, held_out_count, held_out_rows, pick_point, timed_qps,
+    CALIBRATION_TARGETS,
+    DEFAULT_RECALL,
+    finish_calibration,
+    held_out_count,
+    held_out_rows,
+    pick_point,
+    timed_qps,
     walk_knob,
 )
 from crjepa.search.index import merge_results
 from crjepa.search.milvus.client import (
-    FIELD, KNOB, PROP, RESERVED, archive_fingerprint, check_owner, collection_name, collection_schema, connect,
-    count_rows, default_prefix, index_params, is_lite, knob_ladder, plan_of, properties, record_of,
-    resolve_index_type, result_ids, segment_rows, set_properties, unit_rows,
+    FIELD,
+    KNOB,
+    PROP,
+    RESERVED,
+    archive_fingerprint,
+    check_owner,
+    collection_name,
+    collection_schema,
+    connect,
+    count_rows,
+    default_prefix,
+    index_params,
+    is_lite,
+    knob_ladder,
+    plan_of,
+    properties,
+    record_of,
+    resolve_index_type,
+    result_ids,
+    segment_rows,
+    set_properties,
+    unit_rows,
 )
 
 if TYPE_CHECKING:

@@ -21,8 +21,19 @@ from crjepa.hub.archive.format import EmbeddingsError, read_info
 from crjepa.hub.archive.search import EmbeddingArchive, Hit
 from crjepa.search.calibration import pick_point
 from crjepa.search.milvus.client import (
-    KNOB, MAX_TOP_K, PROP, archive_fingerprint, check_owner, collection_name, connect, default_prefix, first_line,
-    properties, record_of, result_ids, unit_rows,
+    KNOB,
+    MAX_TOP_K,
+    PROP,
+    archive_fingerprint,
+    check_owner,
+    collection_name,
+    connect,
+    default_prefix,
+    first_line,
+    properties,
+    record_of,
+    result_ids,
+    unit_rows,
 )
 
 if TYPE_CHECKING:
