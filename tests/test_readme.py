@@ -50,6 +50,9 @@ NOT_RUN = {
     'pip install -q -e ".[dev]"': "install",
     "HF_HUB_OFFLINE=1 python -m pytest -q tests": "the test suite itself (.ci/run)",
     'HF_HUB_OFFLINE=1 python -m pytest -q -m "not slow" tests': "the fast tier of the test suite itself",
+    "ruff check .": "a code gate (.ci/run runs the README's gate line after the tests)",
+    "ruff format --check .": "a code gate (.ci/run)",
+    "mypy": "a code gate (.ci/run)",
     'pip install -e ".[bigearthnet]"': "install",
     'pip install -e ".[milvus]"': "install (the dev extra installs pymilvus and Milvus Lite for the tests)",
     "accelerate config": "interactive set-up of the launcher",
@@ -235,6 +238,22 @@ def test_the_two_quick_starts():
     tests = text.split("## Quick start: the tests", 1)[1].split("\n## ", 1)[0]
     assert len(readme_blocks(main_job)) == 1 and len(readme_blocks(main_job)[0]) == 1
     assert readme_blocks(main_job)[0][0].endswith("accelerate launch -q -m train_accelerate")
-    ci = (REPO / ".ci" / "run").read_text().split("(keep identical) ---\n", 1)[1].splitlines()[0]
-    assert readme_blocks(tests)[0] == [ci]  # then the fast tier, for the inner loop
+    ci = [part.splitlines()[0] for part in (REPO / ".ci" / "run").read_text().split("(keep identical) ---\n")[1:]]
+    assert len(ci) == 2 and readme_blocks(tests)[0] == [ci[0]]  # then the fast tier, for the inner loop
+    gates = [block for block in readme_blocks(tests) if block[0].startswith("ruff")]
+    assert gates == [[ci[1]]]  # the code gates: the same line, run after the tests
     assert "not a retrieval model for real imagery" in " ".join(main_job.replace("*", "").split())
+
+
+def test_pre_commit_runs_the_code_gates_of_the_readme():
+    """.pre-commit-config.yaml runs, before each commit, the tools of the README's gate line (which .ci/run runs),
+    as local hooks: the versions the dev extra pins, nothing downloaded."""
+    import yaml
+
+    text = (REPO / "README.md").read_text().split("## Quick start: the tests", 1)[1].split("\n## ", 1)[0]
+    gate_line = next(block[0] for block in readme_blocks(text) if block[0].startswith("ruff"))
+    hooks = [hook for repo in yaml.safe_load((REPO / ".pre-commit-config.yaml").read_text())["repos"]
+             for hook in repo["hooks"]]
+    assert all(hook["language"] == "system" for hook in hooks)
+    ran = [hook["entry"].replace(" --fix", "") for hook in hooks]
+    assert ran == [gate.replace(" --check", "").replace(" .", "") for gate in gate_line.split(" && ")]
