@@ -177,3 +177,16 @@ def test_small_helpers_do_not_import_torch():
             "print('ok')\n")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
+
+
+MAX_MODULE_LINES = 600
+"""One concern per file: a module past this many lines holds several jobs and is split along its seams. The model
+file, which remote code loads as one unit with the paper's components side by side, is the one exception."""
+
+
+def test_no_module_is_longer_than_600_lines():
+    tracked = subprocess.run(["git", "ls-files", "*.py"], cwd=ROOT, capture_output=True, text=True)
+    files = [ROOT / name for name in tracked.stdout.split()] or list(_sources().values())  # no git: the packages
+    long = {str(p.relative_to(ROOT)): n for p in files
+            if p.is_file() and (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert long.keys() <= {"modeling_crjepa/modeling_crjepa.py"}, long
