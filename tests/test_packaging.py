@@ -55,8 +55,9 @@ def test_wheel_ships_the_card_templates_and_uses_them(wheel_site, tmp_path):
         assert (folder / "retrieval_metrics.py").read_bytes() == metrics, module  # the link, as a plain file
     assert "modeling_crjepa/pipeline_crjepa.py" in names
     # the unpacked wheel, imported without site processing (no editable-install hooks, so not this checkout)
-    code = ("import crjepa.hub.cards as m, crjepa.hub.archive as h\n"
-            "print(m.MODEL_CARD_TEMPLATE); print(h.CARD_TEMPLATE); print(m.card_template('dataset_card.md'))\n"
+    code = ("import crjepa.hub.cards as m, crjepa.hub.archive, crjepa.cli\n"  # the sub-packages are in the wheel too
+            "print(m.MODEL_CARD_TEMPLATE); print(m.EMBEDDINGS_CARD_TEMPLATE)\n"
+            "print(m.card_template('dataset_card.md'))\n"
             "print(m.__file__)")
     run = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, cwd=tmp_path,
                          env=_site_env(wheel_site), timeout=300)
