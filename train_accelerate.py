@@ -16,8 +16,8 @@ What a run does, in order (every check that can fail happens before the first tr
   3. retrieval scores of the randomly initialised model (the baseline printed next to the trained one);
   4. training: AdamW (wd 0.04, none on norms/biases/positional embeddings/mask tokens/sensor embeddings),
      gradient clipping, the paper's warm-up + cosine schedule, gradient accumulation, on-device preprocessing,
-     masks keyed by (seed, step, pair id), SIGReg directions seeded by the step, logging of every loss term, the learning
-     rate and pairs/s, periodic evaluation, atomic checkpoints every N steps (`--resume` continues exactly);
+     masks keyed by (seed, step, pair id), SIGReg directions seeded by the step, logging of every loss term, the
+     learning rate and pairs/s, periodic evaluation, atomic checkpoints every N steps (`--resume` continues exactly);
   5. final scores, `save_pretrained` (remote code + safetensors + image processor) into output_dir/model with a
      model card (model-index results), the embeddings archive (Parquet + faiss) of the evaluation split, and the
      optional Hub uploads.
@@ -63,8 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _user_error(f"error: {exc}")
     except OSError as exc:  # disk full, read-only or vanished folder while writing outputs: one line, no traceback
         where = f"{exc.filename}: " if exc.filename else ""
-        return _user_error(f"error: {where}{exc.strerror or exc}; free space or fix the folder, then rerun (--resume "
-                           "continues from the last checkpoint)")
+        return _user_error(
+            f"error: {where}{exc.strerror or exc}; free space or fix the folder, then rerun (--resume "
+            "continues from the last checkpoint)"
+        )
     return 0
 
 
@@ -74,6 +76,7 @@ def _user_error(line: str) -> int:
     from crjepa.utils.process import report_user_error
 
     return report_user_error(line)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -46,12 +46,22 @@ def main() -> None:
         model.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - start)
     step_s = sum(times[1:]) / args.steps
-    result = {"preset": args.preset, "batch": args.batch, "threads": args.threads, "step_s": round(step_s, 3),
-              "pairs_per_s": round(args.batch / step_s, 2), "peak_rss_gb": round(max_rss_gb(), 2),
-              "rss_before_step_gb": round(rss_before, 2), "torch": torch.__version__,
-              "cpu": platform.processor() or platform.machine(), "load": os.getloadavg()[0]}
-    print(f"| {args.preset} | {args.batch} | {step_s:.2f} s | {result['pairs_per_s']} | "
-          f"{result['peak_rss_gb']} GB (before: {result['rss_before_step_gb']} GB) |")
+    result = {
+        "preset": args.preset,
+        "batch": args.batch,
+        "threads": args.threads,
+        "step_s": round(step_s, 3),
+        "pairs_per_s": round(args.batch / step_s, 2),
+        "peak_rss_gb": round(max_rss_gb(), 2),
+        "rss_before_step_gb": round(rss_before, 2),
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "load": os.getloadavg()[0],
+    }
+    print(
+        f"| {args.preset} | {args.batch} | {step_s:.2f} s | {result['pairs_per_s']} | "
+        f"{result['peak_rss_gb']} GB (before: {result['rss_before_step_gb']} GB) |"
+    )
     print(json.dumps(result))
 
 

@@ -57,8 +57,26 @@ def tree_rss_kib(pid: int) -> int:
 
 
 def run(model: Path, data: Path, out: Path, processes: int, batch: int) -> dict:
-    command = [sys.executable, "-m", "crjepa.cli", "embed", str(model), str(data), "--split", "test", "-o", str(out),
-               "--device", "cpu", "--batch-size", str(batch), "--shard-rows", "4096", "--num-processes", str(processes)]
+    command = [
+        sys.executable,
+        "-m",
+        "crjepa.cli",
+        "embed",
+        str(model),
+        str(data),
+        "--split",
+        "test",
+        "-o",
+        str(out),
+        "--device",
+        "cpu",
+        "--batch-size",
+        str(batch),
+        "--shard-rows",
+        "4096",
+        "--num-processes",
+        str(processes),
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
     t0 = time.perf_counter()
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -87,16 +105,38 @@ def main() -> None:
         root = Path(tmp)
         torch.manual_seed(0)
         CRJepaModel(CRJepaConfig.from_preset("tiny")).save_pretrained(root / "model")
-        subprocess.run([sys.executable, "-m", "datasets_scripts", "synthetic", "--num-train", "0", "--num-validation",
-                        "0", "--num-test", str(args.base), "--image-size", "32", "--output-dir", str(root / "base")],
-                       check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "datasets_scripts",
+                "synthetic",
+                "--num-train",
+                "0",
+                "--num-validation",
+                "0",
+                "--num-test",
+                str(args.base),
+                "--image-size",
+                "32",
+                "--output-dir",
+                str(root / "base"),
+            ],
+            check=True,
+            capture_output=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
         rows_out = []
         for rows in args.rows:
             data = make_input(root / f"in-{rows}", rows, root / "base")
             for processes in args.processes:
                 res = run(root / "model", data, root / f"out-{rows}-{processes}", processes, args.batch)
-                res |= {"rows": rows, "processes": processes, "images_per_s": round(2 * rows / res["wall_s"], 1),
-                        "load": round(os.getloadavg()[0], 2)}
+                res |= {
+                    "rows": rows,
+                    "processes": processes,
+                    "images_per_s": round(2 * rows / res["wall_s"], 1),
+                    "load": round(os.getloadavg()[0], 2),
+                }
                 print(json.dumps(res), flush=True)
                 rows_out.append(res)
                 shutil.rmtree(root / f"out-{rows}-{processes}")
@@ -104,7 +144,8 @@ def main() -> None:
     print("| rows | processes | wall s (incl. start-up) | images/s | peak RSS MiB | load |")
     print("|---|---|---|---|---|---|")
     for r in rows_out:
-        print(f"| {r['rows']:,} | {r['processes']} | {r['wall_s']} | {r['images_per_s']} | {r['peak_rss_mib']} | {r['load']} |")
+        cells = (f"{r['rows']:,}", r["processes"], r["wall_s"], r["images_per_s"], r["peak_rss_mib"], r["load"])
+        print("| " + " | ".join(map(str, cells)) + " |")
 
 
 if __name__ == "__main__":

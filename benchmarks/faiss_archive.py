@@ -44,6 +44,7 @@ from pathlib import Path
 
 # isort: off
 import crjepa.search  # noqa: F401 -- before faiss: picks OpenBLAS's kernels (crjepa/search/blas.py)
+
 # isort: on
 import faiss
 import numpy as np
@@ -66,14 +67,24 @@ def clustered_unit_vectors(
 
 
 def hierarchical_unit_vectors(
-    rng: np.random.Generator, n: int, queries: int, dim: int, clusters: int, spread: float,
-    intrinsic: int = 16, noise: float = 0.4, offset: float = 2.5, chunk: int = 50_000,
+    rng: np.random.Generator,
+    n: int,
+    queries: int,
+    dim: int,
+    clusters: int,
+    spread: float,
+    intrinsic: int = 16,
+    noise: float = 0.4,
+    offset: float = 2.5,
+    chunk: int = 50_000,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Archive and queries from the ``hierarchical`` profile (see the module docstring)."""
     supers = max(1, clusters // 100)
     unit = lambda a: a / np.linalg.norm(a, axis=1, keepdims=True)  # noqa: E731
     top = unit(rng.standard_normal((supers, dim), dtype=np.float32))
-    centres = unit(top[np.arange(clusters) % supers] + offset * unit(rng.standard_normal((clusters, dim), dtype=np.float32)))
+    centres = unit(
+        top[np.arange(clusters) % supers] + offset * unit(rng.standard_normal((clusters, dim), dtype=np.float32))
+    )
     pool = unit(rng.standard_normal((4096, dim), dtype=np.float32))
     basis = rng.integers(0, len(pool), (clusters, intrinsic))  # the directions each cluster varies along
 
@@ -82,7 +93,9 @@ def hierarchical_unit_vectors(
         for start in range(0, m, chunk):
             stop = min(m, start + chunk)
             c = rng.integers(0, clusters, stop - start)
-            z = rng.standard_normal((stop - start, intrinsic, 1), dtype=np.float32) * np.float32(spread / np.sqrt(intrinsic))
+            z = rng.standard_normal((stop - start, intrinsic, 1), dtype=np.float32) * np.float32(
+                spread / np.sqrt(intrinsic)
+            )
             x = centres[c] + (pool[basis[c]] * z).sum(axis=1)
             x += rng.standard_normal(x.shape, dtype=np.float32) * np.float32(noise / np.sqrt(dim))
             out[start:stop] = unit(x)
@@ -143,8 +156,14 @@ def measure(
     found = search(queries, k)
     qps = len(queries) / (time.perf_counter() - t0)
     recall = 1.0 if truth is None else float((found[:, :, None] == truth[:, None, :]).any(axis=2).mean())
-    row = {"index": name, "build_s": round(build_s, 1), "rss_mib": round(rss), "file_mib": round(file_mib(index)),
-           "qps": round(qps), "recall@10": round(recall, 4)}
+    row = {
+        "index": name,
+        "build_s": round(build_s, 1),
+        "rss_mib": round(rss),
+        "file_mib": round(file_mib(index)),
+        "qps": round(qps),
+        "recall@10": round(recall, 4),
+    }
     print(f"  {row}", flush=True)
     return row | {"found": found}
 
@@ -184,8 +203,9 @@ build (IVF4096,PQ64x4fs,RFlat trained by faiss' defaults on 131,072 points), npr
 the first where every k_factor reaches the highest target."""
 
 
-def _timed_search(search: Callable[[np.ndarray], np.ndarray], queries: np.ndarray, truth: np.ndarray,
-                  runs: int = 1) -> tuple[float, int]:
+def _timed_search(
+    search: Callable[[np.ndarray], np.ndarray], queries: np.ndarray, truth: np.ndarray, runs: int = 1
+) -> tuple[float, int]:
     """Recall@k and q/s (the best of ``runs`` batched calls of all queries, after a 500-query warm-up)."""
     search(queries[:500])
     best, found = np.inf, None
@@ -201,8 +221,9 @@ def _recall(found: np.ndarray, truth: np.ndarray) -> float:
     return round(float((found[:, :, None] == truth[:, None, :]).any(axis=2).mean()), 4)
 
 
-def _interleaved(searches: dict[str, Callable[[np.ndarray], np.ndarray]], queries: np.ndarray, truth: np.ndarray,
-                 runs: int = 5) -> dict[str, tuple[float, int]]:
+def _interleaved(
+    searches: dict[str, Callable[[np.ndarray], np.ndarray]], queries: np.ndarray, truth: np.ndarray, runs: int = 5
+) -> dict[str, tuple[float, int]]:
     """Recall@k and q/s of each search, timed in turns (one batched call of all queries each, ``runs`` rounds,
     the fastest call of each kept, after a 500-query warm-up): this VM's speed drifts by up to ~40 % over
     minutes, and searches timed one after another would each see a different machine."""
@@ -218,8 +239,9 @@ def _interleaved(searches: dict[str, Callable[[np.ndarray], np.ndarray]], querie
     return {name: (_recall(found[name], truth), round(len(queries) / best[name])) for name in searches}
 
 
-def calibrated_rows(archive: np.ndarray, queries: np.ndarray, truth: np.ndarray, k: int,
-                    targets: list[float]) -> list[dict]:
+def calibrated_rows(
+    archive: np.ndarray, queries: np.ndarray, truth: np.ndarray, k: int, targets: list[float]
+) -> list[dict]:
     """``build_index(recall=T)`` per target against the best fixed IVF-PQ setting reaching the same recall.
 
     The fixed grid runs on the baseline build (:data:`FIXED_NPROBE` x :data:`FIXED_K_FACTOR`, one run each, to
@@ -232,8 +254,12 @@ def calibrated_rows(archive: np.ndarray, queries: np.ndarray, truth: np.ndarray,
     baseline.train(archive[np.sort(np.random.default_rng(1).choice(len(archive), 131_072, replace=False))])
     baseline.add(archive)
     baseline_s = time.perf_counter() - t0
-    rows: list[dict] = [{"index": "baseline build IVF4096,PQ64x4fs,RFlat (faiss defaults, 131,072 training points)",
-                         "build_s": round(baseline_s, 1)}]
+    rows: list[dict] = [
+        {
+            "index": "baseline build IVF4096,PQ64x4fs,RFlat (faiss defaults, 131,072 training points)",
+            "build_s": round(baseline_s, 1),
+        }
+    ]
     print(f"  {rows[0]}", flush=True)
 
     def fixed_search(nprobe: int, k_factor: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -247,7 +273,7 @@ def calibrated_rows(archive: np.ndarray, queries: np.ndarray, truth: np.ndarray,
             recall, qps = _timed_search(fixed_search(nprobe, k_factor), queries, truth)
             grid.append({"nprobe": nprobe, "k_factor": k_factor, "recall@10": recall, "qps": qps})
             print(f"  fixed {grid[-1]}", flush=True)
-        beyond += all(p["recall@10"] >= max(targets) for p in grid[-len(FIXED_K_FACTOR):])
+        beyond += all(p["recall@10"] >= max(targets) for p in grid[-len(FIXED_K_FACTOR) :])
         if beyond == 2:  # one rung past the first where every k_factor reaches the highest target
             break
     rows.append({"index": "fixed grid on the baseline build", "grid": grid})
@@ -263,16 +289,29 @@ def calibrated_rows(archive: np.ndarray, queries: np.ndarray, truth: np.ndarray,
 
         fresh = _recall(calibrated(queries), truth)  # then the three fastest fixed settings reaching it, timed in turns
         reaching = sorted((p for p in grid if p["recall@10"] >= fresh), key=lambda p: -p["qps"])[:3]
-        contestants = {"calibrated": calibrated} | {(p["nprobe"], p["k_factor"]): fixed_search(p["nprobe"], p["k_factor"])
-                                                    for p in reaching}
+        contestants = {"calibrated": calibrated} | {
+            (p["nprobe"], p["k_factor"]): fixed_search(p["nprobe"], p["k_factor"]) for p in reaching
+        }
         timed = _interleaved(contestants, queries, truth)
         recall, qps = timed.pop("calibrated")
-        row = {"index": f"build_index(recall={target})", "target": target, "kind": index.metadata.kind,
-               "recall@10": recall, "qps": qps, "build_s": round(build_s, 1), "calibration_s": cal["seconds"],
-               "params": cal["params"], "calibration_recall": cal["recall"], "calibration_queries": cal["queries"],
-               "exact_qps_calibration": cal.get("exact_qps"), "ann": cal.get("ann"), "points": cal["points"]}
-        row["fixed_timed"] = [{"nprobe": key[0], "k_factor": key[1], "recall@10": r, "qps": q}
-                              for key, (r, q) in timed.items()]
+        row = {
+            "index": f"build_index(recall={target})",
+            "target": target,
+            "kind": index.metadata.kind,
+            "recall@10": recall,
+            "qps": qps,
+            "build_s": round(build_s, 1),
+            "calibration_s": cal["seconds"],
+            "params": cal["params"],
+            "calibration_recall": cal["recall"],
+            "calibration_queries": cal["queries"],
+            "exact_qps_calibration": cal.get("exact_qps"),
+            "ann": cal.get("ann"),
+            "points": cal["points"],
+        }
+        row["fixed_timed"] = [
+            {"nprobe": key[0], "k_factor": key[1], "recall@10": r, "qps": q} for key, (r, q) in timed.items()
+        ]
         row["best_fixed"] = None  # the fastest fixed setting at the calibrated index's fresh recall or above
         for point in row["fixed_timed"]:
             if point["recall@10"] >= recall and (row["best_fixed"] is None or point["qps"] > row["best_fixed"]["qps"]):
@@ -313,8 +352,12 @@ def main() -> None:
     parser.add_argument("--profile", choices=["isotropic", "hierarchical", "mixed"], default="isotropic")
     parser.add_argument("--calibrated", action="store_true", help="also the recall-calibrated builds")
     parser.add_argument("--targets", type=float, nargs="+", default=[0.95, 0.98])
-    parser.add_argument("--spread", type=float, default=None,
-                        help="within-cluster spread relative to the unit centre (isotropic 1.0, hierarchical 1.2)")
+    parser.add_argument(
+        "--spread",
+        type=float,
+        default=None,
+        help="within-cluster spread relative to the unit centre (isotropic 1.0, hierarchical 1.2)",
+    )
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--threads", type=int, default=None, help="faiss threads (default: available CPUs)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["hnsw", "ivfpq", "default"])
@@ -335,8 +378,11 @@ def main() -> None:
     else:
         args.spread = 1.2 if args.spread is None else args.spread
         archive, queries = hierarchical_unit_vectors(rng, args.n, args.queries, args.dim, args.clusters, args.spread)
-    print(f"{args.profile} data {args.n} x {args.dim} + {args.queries} queries in {time.perf_counter() - t0:.1f}s, "
-          f"{threads} threads, load {os.getloadavg()}", flush=True)
+    print(
+        f"{args.profile} data {args.n} x {args.dim} + {args.queries} queries in {time.perf_counter() - t0:.1f}s, "
+        f"{threads} threads, load {os.getloadavg()}",
+        flush=True,
+    )
 
     t0 = time.perf_counter()
     truth = faiss.knn(queries, archive, args.k, metric=faiss.METRIC_INNER_PRODUCT)[1]
@@ -344,8 +390,10 @@ def main() -> None:
     print(f"  {rows[0]}", flush=True)
     candidates = {
         "hnsw": ("HNSW32 (efSearch 64)", faiss_factory("HNSW32", archive, 0, efSearch=64)),
-        "ivfpq": ("IVF4096,PQ64x4fs,RFlat (nprobe 32, k_factor 16)",
-                  faiss_factory("IVF4096,PQ64x4fs,RFlat", archive, 131_072, nprobe=32, k_factor_rf=16)),
+        "ivfpq": (
+            "IVF4096,PQ64x4fs,RFlat (nprobe 32, k_factor 16)",
+            faiss_factory("IVF4096,PQ64x4fs,RFlat", archive, 131_072, nprobe=32, k_factor_rf=16),
+        ),
         "default": ("crjepa default: build_index(kind='auto')", project_default(archive)),
     }
     for key, (name, build) in candidates.items():
@@ -356,18 +404,37 @@ def main() -> None:
     if args.calibrated:
         rows += calibrated_rows(archive, queries, truth, args.k, args.targets)
 
-    print(f"\n{args.profile} {args.n:,} x {args.dim} archive, {args.queries:,} queries, top-{args.k}, {threads} threads, "
-          f"{platform.processor() or platform.machine()}, {datetime.date.today()}, load {os.getloadavg()[0]:.2f}\n")
+    print(
+        f"\n{args.profile} {args.n:,} x {args.dim} archive, {args.queries:,} queries, top-{args.k}, {threads} threads, "
+        f"{platform.processor() or platform.machine()}, {datetime.date.today()}, load {os.getloadavg()[0]:.2f}\n"
+    )
     print("| index | build s | RSS growth MiB | file MiB | queries/s | recall@10 |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         if "qps" in r:
-            print(f"| {r['index']} | {r.get('build_s', '')} | {r.get('rss_mib', '')} | {r.get('file_mib', '')} | "
-                  f"{r['qps']:,} | {r['recall@10']} |")
-    print(json.dumps({"benchmark": "faiss_archive", "n": args.n, "dim": args.dim, "queries": args.queries,
-                      "clusters": args.clusters, "profile": args.profile, "spread": args.spread, "load": os.getloadavg(),
-                      "threads": threads, "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
-                      "faiss": faiss.__version__, "date": str(datetime.date.today()), "rows": rows}))
+            print(
+                f"| {r['index']} | {r.get('build_s', '')} | {r.get('rss_mib', '')} | {r.get('file_mib', '')} | "
+                f"{r['qps']:,} | {r['recall@10']} |"
+            )
+    print(
+        json.dumps(
+            {
+                "benchmark": "faiss_archive",
+                "n": args.n,
+                "dim": args.dim,
+                "queries": args.queries,
+                "clusters": args.clusters,
+                "profile": args.profile,
+                "spread": args.spread,
+                "load": os.getloadavg(),
+                "threads": threads,
+                "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
+                "faiss": faiss.__version__,
+                "date": str(datetime.date.today()),
+                "rows": rows,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

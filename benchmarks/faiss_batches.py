@@ -29,6 +29,7 @@ import time
 
 # isort: off
 import crjepa.search  # noqa: F401 -- before faiss: picks OpenBLAS's kernels (crjepa/search/blas.py)
+
 # isort: on
 import faiss
 import numpy as np
@@ -69,12 +70,17 @@ def main() -> None:
 
     t0 = time.perf_counter()
     ivfpq = build_index(archive, kind="ivfpq", recall=0.95)
-    print(f"ivfpq built in {time.perf_counter() - t0:.1f} s, calibrated {ivfpq.metadata.calibration['params']}",
-          flush=True)
+    print(
+        f"ivfpq built in {time.perf_counter() - t0:.1f} s, calibrated {ivfpq.metadata.calibration['params']}",
+        flush=True,
+    )
     exact = build_index(archive[:AUTO_EXACT_MAX], kind="exact")
     setups = [
-        (f"ivfpq {args.n:,} calibrated {ivfpq.metadata.params['nprobe']}/{ivfpq.metadata.params['k_factor']}",
-         ivfpq, {}),
+        (
+            f"ivfpq {args.n:,} calibrated {ivfpq.metadata.params['nprobe']}/{ivfpq.metadata.params['k_factor']}",
+            ivfpq,
+            {},
+        ),
         (f"ivfpq {args.n:,} nprobe 64", ivfpq, {"nprobe": 64}),
         (f"exact {AUTO_EXACT_MAX:,}", exact, {}),
     ]
@@ -90,17 +96,33 @@ def main() -> None:
             print(f"  {row}", flush=True)
             rows.append(row)
 
-    print(f"\n{threads} threads, {platform.processor() or platform.machine()}, faiss {faiss.__version__}, "
-          f"OPENBLAS_CORETYPE {os.environ.get('OPENBLAS_CORETYPE')}, {datetime.date.today()}, "
-          f"load {os.getloadavg()[0]:.2f}\n")
-    print(f"| index | batch | q/s, faiss default ({FAISS_DEFAULT_BLAS_THRESHOLD:,}) | q/s, crjepa ({crjepa_threshold:,}) "
-          "| ratio |")
+    print(
+        f"\n{threads} threads, {platform.processor() or platform.machine()}, faiss {faiss.__version__}, "
+        f"OPENBLAS_CORETYPE {os.environ.get('OPENBLAS_CORETYPE')}, {datetime.date.today()}, "
+        f"load {os.getloadavg()[0]:.2f}\n"
+    )
+    print(
+        f"| index | batch | q/s, faiss default ({FAISS_DEFAULT_BLAS_THRESHOLD:,}) | q/s, crjepa ({crjepa_threshold:,}) "
+        "| ratio |"
+    )
     print("|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['index']} | {r['batch']:,} | {r['faiss_default']:,} | {r['crjepa']:,} | {r['ratio']} |")
-    print(json.dumps({"benchmark": "faiss_batches", "n": args.n, "spread": args.spread, "threads": threads,
-                      "faiss": faiss.__version__, "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
-                      "date": str(datetime.date.today()), "load": os.getloadavg(), "rows": rows}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "faiss_batches",
+                "n": args.n,
+                "spread": args.spread,
+                "threads": threads,
+                "faiss": faiss.__version__,
+                "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
+                "date": str(datetime.date.today()),
+                "load": os.getloadavg(),
+                "rows": rows,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

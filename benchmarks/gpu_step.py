@@ -5,8 +5,8 @@
 
 The training step is train_accelerate.py's, built here from the model API and the pieces of crjepa.train
 (the loop's `train_step` needs a whole run): native-size images -> preprocess_batch on the device for both sensors ->
-masks from masks.draw_masks (keyed by sample id) -> model({sensor: pixels}, sigreg_step, masks, check_finite=False) under autocast ->
-backward -> clip_grad_norm_(1.0) -> AdamW -> zero_grad.
+masks from masks.draw_masks (keyed by sample id) -> model({sensor: pixels}, sigreg_step, masks, check_finite=False)
+under autocast -> backward -> clip_grad_norm_(1.0) -> AdamW -> zero_grad.
 Baseline: the same model and step with every fast option off (pack_sensors=False, no compile, foreach AdamW).
 Fast: pack_sensors=True, compile.compile_for_training (the `training.compile` of train_accelerate.py: blocks =
 regional compile of stems and blocks, the default on CUDA; model = the whole forward too) and optim.make_optimizer
@@ -41,8 +41,13 @@ from crjepa.train.optim import make_optimizer, param_groups
 from modeling_crjepa import CRJepaConfig, CRJepaForPreTraining, preprocess_batch
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
-SDPA_BACKENDS = {"default": None, "flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
-                 "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
+SDPA_BACKENDS = {
+    "default": None,
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "math": SDPBackend.MATH,
+}
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -111,8 +116,9 @@ def optimizer_for(model: CRJepaForPreTraining, fast: bool, device: torch.device)
     return torch.optim.AdamW(param_groups(model, 0.04), lr=1e-4, betas=(0.9, 0.999))
 
 
-def forward_backward(model: CRJepaForPreTraining, images: dict[str, torch.Tensor], step: int,
-                     amp: torch.dtype | None) -> torch.Tensor:
+def forward_backward(
+    model: CRJepaForPreTraining, images: dict[str, torch.Tensor], step: int, amp: torch.dtype | None
+) -> torch.Tensor:
     """Preprocess on the device, draw the step's masks, compute the objective and back-propagate."""
     config = model.config
     pixels = {s: preprocess_batch(images[s], s, config, check_finite=False) for s in config.sensor_names}
@@ -125,8 +131,14 @@ def forward_backward(model: CRJepaForPreTraining, images: dict[str, torch.Tensor
     return out.loss.detach()
 
 
-def train_step(model: CRJepaForPreTraining, optimizer: torch.optim.Optimizer, images: dict[str, torch.Tensor], step: int,
-               amp: torch.dtype | None, max_grad_norm: float = 1.0) -> torch.Tensor:
+def train_step(
+    model: CRJepaForPreTraining,
+    optimizer: torch.optim.Optimizer,
+    images: dict[str, torch.Tensor],
+    step: int,
+    amp: torch.dtype | None,
+    max_grad_norm: float = 1.0,
+) -> torch.Tensor:
     """One optimiser step, with no host synchronisation (the loss stays on the device)."""
     loss = forward_backward(model, images, step, amp)
     torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
@@ -158,12 +170,13 @@ def host_syncs(fn: Callable[[], Any], device: torch.device) -> int | None:
     return sum("synchroniz" in str(w.message) for w in caught)
 
 
-KERNEL_KINDS = (("attention", ("flash", "fmha", "attention", "sdpa")),
-                ("matmul", ("gemm", "nvjet", "xmma", "cutlass", "cublas", "wgmma", "aten::mm", "aten::addmm",
-                            "aten::bmm")),
-                ("fused (triton)", ("triton",)),
-                ("optimizer", ("adam", "multi_tensor", "foreach")),
-                ("elementwise/other", ("",)))
+KERNEL_KINDS = (
+    ("attention", ("flash", "fmha", "attention", "sdpa")),
+    ("matmul", ("gemm", "nvjet", "xmma", "cutlass", "cublas", "wgmma", "aten::mm", "aten::addmm", "aten::bmm")),
+    ("fused (triton)", ("triton",)),
+    ("optimizer", ("adam", "multi_tensor", "foreach")),
+    ("elementwise/other", ("",)),
+)
 """Kernel (CUDA) or operator (CPU) names -> kind, first match wins (attention before matmul: some attention
 kernels are CUTLASS)."""
 
@@ -199,9 +212,13 @@ def profile_steps(fn: Callable[[int], Any], device: torch.device, steps: int, pa
         kind = next(k for k, needles in KERNEL_KINDS if any(n in name for n in needles))
         split[kind] += self_time(evt)
     busy = sum(split.values()) / 1e6
-    summary = {"title": title, "steps": steps, "wall_s_per_step": wall / steps,
-               "device_busy_s_per_step": busy / steps if cuda else None,
-               "split_s_per_step": {k: round(v / 1e6 / steps, 5) for k, v in split.items()}}
+    summary = {
+        "title": title,
+        "steps": steps,
+        "wall_s_per_step": wall / steps,
+        "device_busy_s_per_step": busy / steps if cuda else None,
+        "split_s_per_step": {k: round(v / 1e6 / steps, 5) for k, v in split.items()},
+    }
     sort_by = "self_cuda_time_total" if cuda else "self_cpu_time_total"
     with open(path, "a") as f:
         f.write(f"## {title}\n{json.dumps(summary)}\n")
@@ -211,23 +228,41 @@ def profile_steps(fn: Callable[[int], Any], device: torch.device, steps: int, pa
 
 
 # ---------------------------------------------------------------------------------------------- runs
-def measure(model: CRJepaForPreTraining, args: argparse.Namespace, device: torch.device, fast: bool,
-            images: dict[str, torch.Tensor], embed_pixels: torch.Tensor, amp: torch.dtype | None) -> dict[str, Any]:
+def measure(
+    model: CRJepaForPreTraining,
+    args: argparse.Namespace,
+    device: torch.device,
+    fast: bool,
+    images: dict[str, torch.Tensor],
+    embed_pixels: torch.Tensor,
+    amp: torch.dtype | None,
+) -> dict[str, Any]:
     """Training pairs/s, peak memory and embedding images/s of one configuration of the model."""
     model.config.pack_sensors = fast
     compiled = "none"
     if fast:  # train_accelerate.py's training.compile (an explicit torch.compile mode passed on)
-        compiled = compile_for_training(model, args.compile, device,
-                                        **({"mode": args.compile_mode} if args.compile_mode else {}))
+        compiled = compile_for_training(
+            model, args.compile, device, **({"mode": args.compile_mode} if args.compile_mode else {})
+        )
     model.train()
     optimizer = optimizer_for(model, fast, device)
     reset_memory(device)
     step_s = timed(lambda i: train_step(model, optimizer, images, i, amp), device, args.warmup, args.steps)
-    result = {"compile": compiled, "step_s": step_s, "train_pairs_per_s": args.batch / step_s, "peak_memory_gb": peak_memory_gb(device),
-              "host_syncs_in_step": host_syncs(lambda: train_step(model, optimizer, images, 0, amp), device)}
+    result = {
+        "compile": compiled,
+        "step_s": step_s,
+        "train_pairs_per_s": args.batch / step_s,
+        "peak_memory_gb": peak_memory_gb(device),
+        "host_syncs_in_step": host_syncs(lambda: train_step(model, optimizer, images, 0, amp), device),
+    }
     if fast and args.profile:
-        result["profile_train"] = profile_steps(lambda i: train_step(model, optimizer, images, i, amp), device,
-                                                args.profile_steps, args.profile, "fast path: training step")
+        result["profile_train"] = profile_steps(
+            lambda i: train_step(model, optimizer, images, i, amp),
+            device,
+            args.profile_steps,
+            args.profile,
+            "fast path: training step",
+        )
     optimizer = None  # its state freed before the embedding is timed
     model.zero_grad(set_to_none=True)
     model.eval()
@@ -240,8 +275,9 @@ def measure(model: CRJepaForPreTraining, args: argparse.Namespace, device: torch
     embed_s = timed(embed, device, args.warmup, args.embed_steps)
     result["embed_images_per_s"] = embed_pixels.shape[0] / embed_s
     if fast and args.profile:
-        result["profile_embed"] = profile_steps(embed, device, args.profile_steps, args.profile,
-                                                "fast path: embedding batch")
+        result["profile_embed"] = profile_steps(
+            embed, device, args.profile_steps, args.profile, "fast path: embedding batch"
+        )
     reset_memory(device)
     return result
 
@@ -256,19 +292,36 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--steps", type=int, default=20, help="timed training steps per path")
     parser.add_argument("--embed-steps", type=int, default=None, help="timed embedding batches (default: --steps)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed calls first (default 5 on CUDA, 1 on CPU)")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="autocast dtype (default bf16 on CUDA, "
-                        "fp32 on CPU)")
-    parser.add_argument("--compile", choices=list(COMPILE_MODES), default="auto",
-                        help="fast path: training.compile (auto = blocks on CUDA, none elsewhere; blocks = regional "
-                        "torch.compile of stems and blocks; model = the whole training forward on top of that)")
+    parser.add_argument(
+        "--dtype", choices=sorted(DTYPES), default=None, help="autocast dtype (default bf16 on CUDA, fp32 on CPU)"
+    )
+    parser.add_argument(
+        "--compile",
+        choices=list(COMPILE_MODES),
+        default="auto",
+        help="fast path: training.compile (auto = blocks on CUDA, none elsewhere; blocks = regional "
+        "torch.compile of stems and blocks; model = the whole training forward on top of that)",
+    )
     parser.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
-    parser.add_argument("--peak-tflops", type=float, default=None,
-                        help="MFU denominator (default: a measured large matmul in the autocast dtype)")
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="MFU denominator (default: a measured large matmul in the autocast dtype)",
+    )
     parser.add_argument("--no-baseline", action="store_true", help="skip the plain eager baseline")
-    parser.add_argument("--sdpa", choices=sorted(SDPA_BACKENDS), default="default",
-                        help="attention kernel for both paths (default: PyTorch's choice)")
-    parser.add_argument("--profile", default=None, metavar="FILE",
-                        help="also profile the fast path (training steps, embedding batches): tables to FILE")
+    parser.add_argument(
+        "--sdpa",
+        choices=sorted(SDPA_BACKENDS),
+        default="default",
+        help="attention kernel for both paths (default: PyTorch's choice)",
+    )
+    parser.add_argument(
+        "--profile",
+        default=None,
+        metavar="FILE",
+        help="also profile the fast path (training steps, embedding batches): tables to FILE",
+    )
     parser.add_argument("--profile-steps", type=int, default=3)
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -309,30 +362,44 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     result = {
         "device": device_name(device),
-        "torch": torch.__version__, "preset": args.preset, "batch": args.batch, "embed_batch": args.embed_batch,
-        "dtype": args.dtype, "sdpa": args.sdpa, "compile": fast["compile"], "compile_mode": args.compile_mode,
-        "train_pairs_per_s": fast["train_pairs_per_s"], "step_s": fast["step_s"],
-        "train_tflops": tflops(fast["train_pairs_per_s"]), "mfu": tflops(fast["train_pairs_per_s"]) / peak,
-        "peak_memory_gb": fast["peak_memory_gb"], "host_syncs_in_step": fast["host_syncs_in_step"],
+        "torch": torch.__version__,
+        "preset": args.preset,
+        "batch": args.batch,
+        "embed_batch": args.embed_batch,
+        "dtype": args.dtype,
+        "sdpa": args.sdpa,
+        "compile": fast["compile"],
+        "compile_mode": args.compile_mode,
+        "train_pairs_per_s": fast["train_pairs_per_s"],
+        "step_s": fast["step_s"],
+        "train_tflops": tflops(fast["train_pairs_per_s"]),
+        "mfu": tflops(fast["train_pairs_per_s"]) / peak,
+        "peak_memory_gb": fast["peak_memory_gb"],
+        "host_syncs_in_step": fast["host_syncs_in_step"],
         "embed_images_per_s": fast["embed_images_per_s"],
         "embed_tflops": embed_flops / args.embed_batch * fast["embed_images_per_s"] / 1e12,
-        "gflop_per_pair": step_flops / args.batch / 1e9, "embed_gflop_per_image": embed_flops / args.embed_batch / 1e9,
-        "peak_tflops": peak, "peak_tflops_source": "given" if args.peak_tflops else "measured matmul",
+        "gflop_per_pair": step_flops / args.batch / 1e9,
+        "embed_gflop_per_image": embed_flops / args.embed_batch / 1e9,
+        "peak_tflops": peak,
+        "peak_tflops_source": "given" if args.peak_tflops else "measured matmul",
         "peak_memory_kind": "cuda max_memory_allocated" if device.type == "cuda" else "process max RSS",
     }
     for key in ("profile_train", "profile_embed"):
         if key in fast:
             result[key] = fast[key]
     if baseline is not None:
-        result.update({
-            "baseline_train_pairs_per_s": baseline["train_pairs_per_s"], "baseline_step_s": baseline["step_s"],
-            "baseline_mfu": tflops(baseline["train_pairs_per_s"]) / peak,
-            "baseline_peak_memory_gb": baseline["peak_memory_gb"],
-            "baseline_host_syncs_in_step": baseline["host_syncs_in_step"],
-            "baseline_embed_images_per_s": baseline["embed_images_per_s"],
-            "train_speedup": fast["train_pairs_per_s"] / baseline["train_pairs_per_s"],
-            "embed_speedup": fast["embed_images_per_s"] / baseline["embed_images_per_s"],
-        })
+        result.update(
+            {
+                "baseline_train_pairs_per_s": baseline["train_pairs_per_s"],
+                "baseline_step_s": baseline["step_s"],
+                "baseline_mfu": tflops(baseline["train_pairs_per_s"]) / peak,
+                "baseline_peak_memory_gb": baseline["peak_memory_gb"],
+                "baseline_host_syncs_in_step": baseline["host_syncs_in_step"],
+                "baseline_embed_images_per_s": baseline["embed_images_per_s"],
+                "train_speedup": fast["train_pairs_per_s"] / baseline["train_pairs_per_s"],
+                "embed_speedup": fast["embed_images_per_s"] / baseline["embed_images_per_s"],
+            }
+        )
     result = {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}
     print(json.dumps(result))
     return result

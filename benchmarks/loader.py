@@ -45,11 +45,15 @@ def run(args: argparse.Namespace, rate: float) -> None:
         datasets.Dataset.from_dict(columns, features=synthetic.features(args.image_size)).save_to_disk(f"{tmp}/ds")
         del columns
         ds = datasets.load_from_disk(f"{tmp}/ds")  # memory-mapped
-        print(f"built + saved + opened {len(ds)} rows at {args.image_size}px, pairing rate {rate:g}, in "
-              f"{time.perf_counter() - t0:.1f} s")
-        pair_bytes = sum(ds.features[s].shape[0] * args.image_size ** 2 * (4 if s == "s1" else 2) for s in ("s1", "s2"))
-        print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-              f"batch {args.batch_size}; {pair_bytes / 1e3:.0f} KB per pair")
+        print(
+            f"built + saved + opened {len(ds)} rows at {args.image_size}px, pairing rate {rate:g}, in "
+            f"{time.perf_counter() - t0:.1f} s"
+        )
+        pair_bytes = sum(ds.features[s].shape[0] * args.image_size**2 * (4 if s == "s1" else 2) for s in ("s1", "s2"))
+        print(
+            f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+            f"batch {args.batch_size}; {pair_bytes / 1e3:.0f} KB per pair"
+        )
         for workers in args.workers:
             loader = make_dataloader(ds, {"s1": 2, "s2": 12}, args.batch_size, seed=0, num_workers=workers)
             next(iter(loader))  # start workers
@@ -58,8 +62,10 @@ def run(args: argparse.Namespace, rate: float) -> None:
                 for batch in loader:
                     n += batch["s1"].shape[0]
                 dt = time.perf_counter() - start
-                print(f"num_workers={workers} epoch {epoch}: {n / dt:,.0f} pairs/s "
-                      f"({n * pair_bytes / dt / 1e6:,.0f} MB/s)")
+                print(
+                    f"num_workers={workers} epoch {epoch}: {n / dt:,.0f} pairs/s "
+                    f"({n * pair_bytes / dt / 1e6:,.0f} MB/s)"
+                )
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from pathlib import Path
 
 # isort: off
 import crjepa.search  # noqa: F401 -- before faiss: picks OpenBLAS's kernels (crjepa/search/blas.py)
+
 # isort: on
 import faiss
 import numpy as np
@@ -52,9 +53,16 @@ def make_archive(folder: Path, n: int, dim: int, clusters: int, spread: float, q
     x = clustered_unit_vectors(rng, centres, n, spread)
     q = clustered_unit_vectors(rng, centres, queries, spread)
     ids = [f"p{i:08d}" for i in range(n)]
-    write_embeddings_dataset(folder / "archive", ids, [[i % 19] for i in range(n)], [f"class{c}" for c in range(19)],
-                             {"s2_unified": x}, {"tile": [f"T{i % 97:02d}" for i in range(n)]},
-                             model_fingerprint="0123abcd", rows_per_shard=65_536)
+    write_embeddings_dataset(
+        folder / "archive",
+        ids,
+        [[i % 19] for i in range(n)],
+        [f"class{c}" for c in range(19)],
+        {"s2_unified": x},
+        {"tile": [f"T{i % 97:02d}" for i in range(n)]},
+        model_fingerprint="0123abcd",
+        rows_per_shard=65_536,
+    )
     truth = faiss.knn(q, x, 10, metric=faiss.METRIC_INNER_PRODUCT)[1]
     np.save(folder / "queries.npy", q)
     np.save(folder / "truth.npy", np.asarray(ids)[truth])
@@ -78,8 +86,11 @@ def run_part(folder: Path, engine: str) -> dict:
         add_indices(archive, kind="auto", recall=0.95)
         row["load_s"] = round(time.perf_counter() - t0, 1)
         index = load_embeddings(archive, vectors=False).indices["s2_unified"]
-        row.update(index=index.metadata.kind, params=index.metadata.params,
-                   calibrated_recall=index.metadata.calibration.get("recall"))
+        row.update(
+            index=index.metadata.kind,
+            params=index.metadata.params,
+            calibrated_recall=index.metadata.calibration.get("recall"),
+        )
         search = lambda: index.search(q, 10)[1]  # noqa: E731
     else:
         from crjepa.search.milvus import index_archive, open_archive
@@ -89,14 +100,23 @@ def run_part(folder: Path, engine: str) -> dict:
         shutil.rmtree(uri, ignore_errors=True)
         marks: list[float] = []
         t0 = time.perf_counter()
-        record = index_archive(archive, uri, index_type=kind, recall=0.95, batch_rows=8192,
-                               progress=lambda column, done, rows: marks.append(time.perf_counter()))
+        record = index_archive(
+            archive,
+            uri,
+            index_type=kind,
+            recall=0.95,
+            batch_rows=8192,
+            progress=lambda column, done, rows: marks.append(time.perf_counter()),
+        )
         row["load_s"] = round(time.perf_counter() - t0, 1)
         row["insert_s"] = round(marks[-1] - t0, 1)
         record = record["s2_unified"]
-        row.update(index=record["index_type"], params={**record["build"], **record["search"]},
-                   calibrated_recall=record["calibration"].get("recall"),
-                   calibration_s=record["calibration"].get("seconds"))
+        row.update(
+            index=record["index_type"],
+            params={**record["build"], **record["search"]},
+            calibrated_recall=record["calibration"].get("recall"),
+            calibration_s=record["calibration"].get("seconds"),
+        )
         index = open_archive(archive, uri).index("s2_unified")
         search = lambda: index.search(q, 10)[1]  # noqa: E731
     row["recall@10"] = round(recall_at_10(search(), truth), 4)
@@ -124,9 +144,14 @@ def main() -> None:
 
     from crjepa.search.index import available_cpus
 
-    header = {"date": datetime.datetime.now().isoformat(timespec="minutes"), "machine": platform.platform(),
-              "cpus": available_cpus(), "faiss": faiss.__version__,
-              "pymilvus": pymilvus.__version__, "milvus_lite": _version("milvus_lite")}
+    header = {
+        "date": datetime.datetime.now().isoformat(timespec="minutes"),
+        "machine": platform.platform(),
+        "cpus": available_cpus(),
+        "faiss": faiss.__version__,
+        "pymilvus": pymilvus.__version__,
+        "milvus_lite": _version("milvus_lite"),
+    }
     print(json.dumps(header), flush=True)
     rows = []
     for n in args.n:
@@ -136,8 +161,9 @@ def main() -> None:
             make_archive(folder, n, args.dim, args.clusters or n // 100, args.spread, args.queries, args.seed)
             print(f"# n={n}: archive written in {time.perf_counter() - t0:.0f} s", flush=True)
             for engine in ["faiss", *(f"milvus-{t}" for t in args.types)]:
-                done = subprocess.run([sys.executable, __file__, "--part", str(folder), engine], capture_output=True,
-                                      text=True)
+                done = subprocess.run(
+                    [sys.executable, __file__, "--part", str(folder), engine], capture_output=True, text=True
+                )
                 if done.returncode:
                     print(f"# {engine} failed:\n{done.stderr[-3000:]}", flush=True)
                     continue
@@ -150,8 +176,10 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         insert = f" ({r['insert_s']})" if "insert_s" in r else ""
-        print(f"| {r['n']:,} | {r['engine']} | {r['index']} {r['params']} | {r['load_s']}{insert} | {r['qps']:,} | "
-              f"{r['recall@10']} | {r['peak_rss_mib']:,} |")
+        print(
+            f"| {r['n']:,} | {r['engine']} | {r['index']} {r['params']} | {r['load_s']}{insert} | {r['qps']:,} | "
+            f"{r['recall@10']} | {r['peak_rss_mib']:,} |"
+        )
 
 
 def _version(module: str) -> str:

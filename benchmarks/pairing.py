@@ -40,8 +40,12 @@ import quality  # noqa: E402  (the same training budget, runner and machine line
 
 NUM_TRAIN, NUM_TEST, STEPS, BATCH = 2000, 500, 186, 64
 CONFIG = ROOT / "configs" / "ablations" / "loss_all.yaml"
-MODES = {"a": "(a) paired only", "b": "(b) everything", "a_long": "(a) paired only, (b)'s steps",
-         "b_mix": "(b) everything, pairs = half of each epoch"}
+MODES = {
+    "a": "(a) paired only",
+    "b": "(b) everything",
+    "a_long": "(a) paired only, (b)'s steps",
+    "b_mix": "(b) everything, pairs = half of each epoch",
+}
 EXTRA_MODES_AT = 0.25
 """The pairing rate at which the two control rows (same compute; pair-balanced mix) are run too."""
 
@@ -65,15 +69,19 @@ def synthetic_exports(out: Path, rate: float, num_train: int = NUM_TRAIN) -> dic
     folders = {mode: out / "data" / f"rate-{rate:g}-n{num_train}" / mode for mode in ("a", "b", "single")}
     if all((f / "data").is_dir() for f in folders.values()):
         return folders
-    ds = load_paired_dataset("synthetic", num_train=num_train, num_validation=0, num_test=NUM_TEST, image_size=32,
-                             seed=0, pairing_rate=rate)
+    ds = load_paired_dataset(
+        "synthetic", num_train=num_train, num_validation=0, num_test=NUM_TEST, image_size=32, seed=0, pairing_rate=rate
+    )
     have = presence(ds, ["s1", "s2"])
     write_export(ds, folders["b"], f"synthetic, pairing {rate:g}, everything")
     both = have["s1"] & have["s2"]
     write_export(ds.select(np.flatnonzero(both).tolist()), folders["a"], f"synthetic, pairing {rate:g}, paired only")
     if not both.all():
-        write_export(ds.select(np.flatnonzero(~both).tolist()), folders["single"],
-                     f"synthetic, pairing {rate:g}, single-sensor rows")
+        write_export(
+            ds.select(np.flatnonzero(~both).tolist()),
+            folders["single"],
+            f"synthetic, pairing {rate:g}, single-sensor rows",
+        )
     return folders
 
 
@@ -87,8 +95,9 @@ def three_sensor_export(out: Path, rate: float = 0.5) -> Path:
     folder = out / "data" / f"three-sensors-{rate:g}"
     if (folder / "data").is_dir():
         return folder
-    ds = load_paired_dataset("synthetic", num_train=NUM_TRAIN, num_validation=0, num_test=NUM_TEST, image_size=32,
-                             seed=0, pairing_rate=rate)
+    ds = load_paired_dataset(
+        "synthetic", num_train=NUM_TRAIN, num_validation=0, num_test=NUM_TEST, image_size=32, seed=0, pairing_rate=rate
+    )
     rgb = []
     for i, row in enumerate(ds.with_format("numpy")):
         keep = row["s2"] is not None and not (row["split"] == "train" and i % 3 == 0)
@@ -108,8 +117,10 @@ def real_partial_export(source: Path, out: Path) -> Path:
         return folder
     ds = load_paired_dataset(source)
     feature = ds.features["s1"]
-    s1 = [None if split == "train" and i % 2 else value
-          for i, (split, value) in enumerate(zip(ds["split"], ds.with_format("numpy")["s1"]))]
+    s1 = [
+        None if split == "train" and i % 2 else value
+        for i, (split, value) in enumerate(zip(ds["split"], ds.with_format("numpy")["s1"]))
+    ]
     s1 = [None if v is None else np.asarray(v).tolist() for v in s1]
     features = ds.features.copy()
     ds = ds.remove_columns(["s1"]).add_column("s1", s1, feature=feature)
@@ -118,15 +129,22 @@ def real_partial_export(source: Path, out: Path) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------- runs
-def budget(folder: Path, rows_per_epoch: int, steps: int = STEPS,
-           extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def budget(
+    folder: Path, rows_per_epoch: int, steps: int = STEPS, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """quality.CPU_BUDGET on an export folder, with epochs set so the run makes ``steps`` optimiser steps
     (warm-up: the first sixth of them, as in the quality table's 1 of 6 epochs)."""
     epochs = steps / (rows_per_epoch // BATCH)
     overrides = {k: v for k, v in quality.CPU_BUDGET.items() if not k.startswith("data.options.")}
     overrides.pop("data.name")  # the export's own name
-    overrides.update({"data.path": str(folder), "training.epochs": epochs,
-                      "training.warmup_epochs": epochs / 6, "data.batch_size": BATCH})
+    overrides.update(
+        {
+            "data.path": str(folder),
+            "training.epochs": epochs,
+            "training.warmup_epochs": epochs / 6,
+            "data.batch_size": BATCH,
+        }
+    )
     overrides.update(extra or {})
     return overrides
 
@@ -137,8 +155,15 @@ def train_rows(folder: Path) -> int:
     return len(load_paired_dataset(folder, split="train"))
 
 
-def run(name: str, folder: Path, seed: int, out: Path, steps: int = STEPS, rows_per_epoch: int | None = None,
-        extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def run(
+    name: str,
+    folder: Path,
+    seed: int,
+    out: Path,
+    steps: int = STEPS,
+    rows_per_epoch: int | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Train and score one run (quality.run_one); adds each direction's query / gallery counts."""
     rows = rows_per_epoch or train_rows(folder)
     result = quality.run_one(CONFIG, seed, out / "runs" / f"{name}_seed{seed}", budget(folder, rows, steps, extra))
@@ -173,11 +198,14 @@ def cell(values: Sequence[float]) -> str:
 
 
 def to_markdown(report: dict[str, Any]) -> str:
-    lines = [f"Machine: {report['machine']}. Date: {report['date']}. Seeds: {report['seeds']}. Each run: CR-JEPA "
-             f"(configs/ablations/loss_all.yaml), tiny preset, batch {BATCH}, test split ({NUM_TEST} pairs) scored. "
-             "F1@5 (%), mean ± std over seeds; the last column is the row minus (a) of the same rate.", "",
-             "| pairing | run | training rows | steps | S1→S1 | S2→S2 | S1→S2 | S2→S1 | minus (a) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Machine: {report['machine']}. Date: {report['date']}. Seeds: {report['seeds']}. Each run: CR-JEPA "
+        f"(configs/ablations/loss_all.yaml), tiny preset, batch {BATCH}, test split ({NUM_TEST} pairs) scored. "
+        "F1@5 (%), mean ± std over seeds; the last column is the row minus (a) of the same rate.",
+        "",
+        "| pairing | run | training rows | steps | S1→S1 | S2→S2 | S1→S2 | S2→S1 | minus (a) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     directions = ["s1->s1", "s2->s2", "s1->s2", "s2->s1"]
     for rate, modes in report["rates"].items():
         for mode in MODES:
@@ -187,18 +215,32 @@ def to_markdown(report: dict[str, Any]) -> str:
             cells = [cell([r["scores"][d] for r in runs]) for d in directions]
             delta = ""
             if mode != "a" and modes.get("a"):
-                diffs = [np.mean([r["scores"][d] for r in runs]) - np.mean([r["scores"][d] for r in modes["a"]])
-                         for d in directions]
+                diffs = [
+                    np.mean([r["scores"][d] for r in runs]) - np.mean([r["scores"][d] for r in modes["a"]])
+                    for d in directions
+                ]
                 delta = " / ".join(f"{x * 100:+.2f}" for x in diffs)
-            lines.append(f"| {float(rate) * 100:g} % | {MODES[mode]} | {runs[0]['train_rows']:,} | {runs[0]['steps']} | "
-                         + " | ".join(cells) + f" | {delta} |")
+            lines.append(
+                f"| {float(rate) * 100:g} % | {MODES[mode]} | {runs[0]['train_rows']:,} | {runs[0]['steps']} | "
+                + " | ".join(cells)
+                + f" | {delta} |"
+            )
     for title, key in (("Three sensors (S1 + S2 + RGB view of S2)", "three"), ("Real patches", "real")):
         for label, runs in report.get(key, {}).items():
             scores = runs[0]["scores"]
-            lines += ["", f"{title}, {label}, seed {runs[0]['seed']}, {runs[0]['steps']} steps: F1@5 (%) per direction"
-                      + (f" (queries / gallery: {runs[0]['rows_per_direction']})" if runs[0].get('rows_per_direction') else ""),
-                      "", "| " + " | ".join(d.upper() for d in scores) + " |", "|" + "---|" * len(scores),
-                      "| " + " | ".join("n/a" if v is None else f"{v * 100:.2f}" for v in scores.values()) + " |"]
+            lines += [
+                "",
+                f"{title}, {label}, seed {runs[0]['seed']}, {runs[0]['steps']} steps: F1@5 (%) per direction"
+                + (
+                    f" (queries / gallery: {runs[0]['rows_per_direction']})"
+                    if runs[0].get("rows_per_direction")
+                    else ""
+                ),
+                "",
+                "| " + " | ".join(d.upper() for d in scores) + " |",
+                "|" + "---|" * len(scores),
+                "| " + " | ".join("n/a" if v is None else f"{v * 100:.2f}" for v in scores.values()) + " |",
+            ]
     return "\n".join(lines) + "\n"
 
 
@@ -239,26 +281,37 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 print(f"=== pairing {rate:g}, {MODES[mode]}, seed {seed}", flush=True)
                 result = mode_run(mode, rate, folders, seed, out)
                 done.append(result)
-                print(f"    {result['seconds']} s, {result['steps']} steps: "
-                      + ", ".join(f"{d} {v * 100:.2f}" for d, v in result["scores"].items()), flush=True)
+                print(
+                    f"    {result['seconds']} s, {result['steps']} steps: "
+                    + ", ".join(f"{d} {v * 100:.2f}" for d, v in result["scores"].items()),
+                    flush=True,
+                )
                 save()
     if args.three_sensors and not report.get("three"):
         folder = three_sensor_export(out)
         from modeling_crjepa.configuration_crjepa import PRESETS
 
         preset = PRESETS["tiny"]
-        extra = {"model.sensors": {**preset["sensors"], "rgb": 3},
-                 "model.band_names": {**preset["band_names"], "rgb": ["R", "G", "B"]},
-                 "model.band_mean": {**preset["band_mean"], "rgb": [100.0] * 3},
-                 "model.band_std": {**preset["band_std"], "rgb": [50.0] * 3}}
+        extra = {
+            "model.sensors": {**preset["sensors"], "rgb": 3},
+            "model.band_names": {**preset["band_names"], "rgb": ["R", "G", "B"]},
+            "model.band_mean": {**preset["band_mean"], "rgb": [100.0] * 3},
+            "model.band_std": {**preset["band_std"], "rgb": [50.0] * 3},
+        }
         print("=== three sensors, seed 0", flush=True)
         result = run("three_sensors", folder, 0, out, STEPS * 2, extra=extra)
         report["three"] = {"pairing 0.5, RGB dropped from every third train row": [result]}
         save()
     if args.real is not None and not report.get("real"):
         folder = real_partial_export(args.real.resolve(), out)
-        extra = {"data.batch_size": 4, "training.epochs": 1, "training.max_steps": 4, "eval.k": 3,
-                 "eval.query_split": "train", "training.warmup_epochs": 0}  # the fixture's splits hold 1-18 rows
+        extra = {
+            "data.batch_size": 4,
+            "training.epochs": 1,
+            "training.max_steps": 4,
+            "eval.k": 3,
+            "eval.query_split": "train",
+            "training.warmup_epochs": 0,
+        }  # the fixture's splits hold 1-18 rows
         print(f"=== real patches ({args.real}), seed 0", flush=True)
         result = run("real", folder, 0, out, 4, rows_per_epoch=64, extra=extra)
         report["real"] = {f"{args.real.name}, S1 removed from every other train row": [result]}

@@ -82,9 +82,17 @@ CPU_BUDGET: dict[str, Any] = {
 """Overrides of every run on the built-in synthetic data: configs/cpu_default.yaml's data, schedule and size (the
 tiny preset, 2,000 training pairs, batch 64, 6 epochs = 186 steps, peak lr 2e-3), test split (500 pairs) scored."""
 
-DATA_BUDGET: dict[str, Any] = {key: CPU_BUDGET[key] for key in (
-    "eval.before_training", "embeddings.write", "checkpoint.every_steps", "checkpoint.keep_last",
-    "logging.report_to", "logging.progress_bar")}
+DATA_BUDGET: dict[str, Any] = {
+    key: CPU_BUDGET[key]
+    for key in (
+        "eval.before_training",
+        "embeddings.write",
+        "checkpoint.every_steps",
+        "checkpoint.keep_last",
+        "logging.report_to",
+        "logging.progress_bar",
+    )
+}
 """Overrides of every run on a given data folder: the variant's own sizes and schedule, no extras."""
 
 
@@ -102,8 +110,10 @@ def variant_path(name_or_path: str) -> tuple[str, Path]:
     path = Path(name_or_path)
     if path.is_file():
         return path.stem, path
-    raise SystemExit(f"Unknown variant {name_or_path!r}: give one of {list(VARIANTS)}, a file stem under "
-                     "configs/ablations or configs/baselines, or a YAML path")
+    raise SystemExit(
+        f"Unknown variant {name_or_path!r}: give one of {list(VARIANTS)}, a file stem under "
+        "configs/ablations or configs/baselines, or a YAML path"
+    )
 
 
 def run_argv(config: Path, seed: int, output_dir: Path, overrides: dict[str, Any]) -> list[str]:
@@ -122,8 +132,11 @@ def last_losses(output_dir: Path) -> dict[str, float]:
         return {}
     lines = [line for line in log.read_text().splitlines() if line.strip()]
     last = json.loads(lines[-1]) if lines else {}
-    return {k.removeprefix("train/"): round(float(v), 4) for k, v in last.items()
-            if k.removeprefix("train/").split("/")[0] in LOSS_TERMS}
+    return {
+        k.removeprefix("train/"): round(float(v), 4)
+        for k, v in last.items()
+        if k.removeprefix("train/").split("/")[0] in LOSS_TERMS
+    }
 
 
 LOSS_TERMS = ("loss", "pred", "cross", "uni", "sigreg", "mahalanobis", "variance", "covariance", "contrastive")
@@ -138,8 +151,9 @@ def effective_rank(x: np.ndarray) -> float:
     return float(np.exp(-(p * np.log(p)).sum()))
 
 
-def embedding_stats(vectors: dict[str, np.ndarray], sensors: Sequence[str],
-                    present: dict[str, np.ndarray] | None = None) -> dict[str, float]:
+def embedding_stats(
+    vectors: dict[str, np.ndarray], sensors: Sequence[str], present: dict[str, np.ndarray] | None = None
+) -> dict[str, float]:
     """Per space: cosine of the co-registered pair (the first two sensors, on the rows that have both), cosine
     to other items (of the other sensor), the pair's top-1 cross-modal hit rate, and each sensor's effective rank
     (on its own rows). Vectors are unit length."""
@@ -169,8 +183,9 @@ def measure_embeddings(model_dir: Path, config: dict[str, Any]) -> dict[str, flo
 
     model = AutoModel.from_pretrained(model_dir).eval()
     dataset = train_accelerate.load_data(config, model.config)
-    embeddings = compute_embeddings(model, select_split(dataset, config["eval"]["query_split"]),
-                                    batch_size=config["eval"]["batch_size"])
+    embeddings = compute_embeddings(
+        model, select_split(dataset, config["eval"]["query_split"]), batch_size=config["eval"]["batch_size"]
+    )
     return embedding_stats(embeddings.vectors, model.config.sensor_names, embeddings.present)
 
 
@@ -186,9 +201,14 @@ def run_one(config: Path, seed: int, output_dir: Path, overrides: dict[str, Any]
     metric = next(iter(trained["metrics"]))
     run_config = load_run_config(*parse_cli(argv))
     return {
-        "seed": seed, "seconds": round(seconds, 1), "train_seconds": round(summary["train_seconds"], 1),
-        "steps": summary["steps"], "metric": metric, "scores": trained["metrics"][metric],
-        "losses": last_losses(output_dir), "embeddings": measure_embeddings(Path(summary["model_dir"]), run_config),
+        "seed": seed,
+        "seconds": round(seconds, 1),
+        "train_seconds": round(summary["train_seconds"], 1),
+        "steps": summary["steps"],
+        "metric": metric,
+        "scores": trained["metrics"][metric],
+        "losses": last_losses(output_dir),
+        "embeddings": measure_embeddings(Path(summary["model_dir"]), run_config),
     }
 
 
@@ -205,8 +225,9 @@ def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, list
         if not results:
             continue
         directions = list(results[0]["scores"])
-        table[variant] = {d: [round(x * 100, 2) for x in mean_std([r["scores"][d] for r in results])]
-                          for d in directions}
+        table[variant] = {
+            d: [round(x * 100, 2) for x in mean_std([r["scores"][d] for r in results])] for d in directions
+        }
     return table
 
 
@@ -230,8 +251,13 @@ def diagnostics_markdown(runs: dict[str, list[dict[str, Any]]]) -> str:
         names = sorted({n for results in runs.values() for r in results for n in r.get(key, {})})
         if not names:
             continue
-        lines += ["", f"{title}, mean over seeds", "", "| variant | " + " | ".join(names) + " |",
-                  "|---|" + "---|" * len(names)]
+        lines += [
+            "",
+            f"{title}, mean over seeds",
+            "",
+            "| variant | " + " | ".join(names) + " |",
+            "|---|" + "---|" * len(names),
+        ]
         for variant, results in runs.items():
             cells = []
             for name in names:
@@ -242,8 +268,10 @@ def diagnostics_markdown(runs: dict[str, list[dict[str, Any]]]) -> str:
 
 
 def machine() -> str:
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
-            f"load {os.getloadavg()[0]:.1f}")
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+        f"load {os.getloadavg()[0]:.1f}"
+    )
 
 
 def parse_set(pairs: Sequence[str]) -> dict[str, Any]:
@@ -261,18 +289,34 @@ def parse_set(pairs: Sequence[str]) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS),
-                        help="VARIANTS names, configs/ablations|baselines file stems, or YAML paths")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=list(VARIANTS),
+        help="VARIANTS names, configs/ablations|baselines file stems, or YAML paths",
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--data", default=None,
-                        help="a Parquet folder (e.g. BEN-14K); default: the built-in synthetic pairs at CPU budget")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="training keys for every run, e.g. training.epochs=4 data.options.train=4000")
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="a Parquet folder (e.g. BEN-14K); default: the built-in synthetic pairs at CPU budget",
+    )
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="training keys for every run, e.g. training.epochs=4 data.options.train=4000",
+    )
     parser.add_argument("--output-dir", default="outputs/quality")
     parser.add_argument("--resume", action="store_true", help="keep the runs already in quality.json")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (default 1: on a shared 2-core machine 2 threads ran the tiny step "
-                             "25x slower than 1; 0 keeps torch's default)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: on a shared 2-core machine 2 threads ran the tiny step "
+        "25x slower than 1; 0 keeps torch's default)",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -284,39 +328,61 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     json_path = out / "quality.json"
     variants = [variant_path(v) for v in args.variants]
     previous = json.loads(json_path.read_text()) if args.resume and json_path.is_file() else {}
-    runs: dict[str, list[dict[str, Any]]] = {name: [r for r in previous.get("runs", {}).get(name, [])
-                                                    if r["seed"] in args.seeds] for name, _ in variants}
+    runs: dict[str, list[dict[str, Any]]] = {
+        name: [r for r in previous.get("runs", {}).get(name, []) if r["seed"] in args.seeds] for name, _ in variants
+    }
     report: dict[str, Any] = {}
     started = time.perf_counter()
     for name, config in variants:
         for seed in args.seeds:
             if any(r["seed"] == seed for r in runs[name]):
                 continue
-            print(f"=== {name} ({config.relative_to(ROOT) if config.is_relative_to(ROOT) else config}), seed {seed}",
-                  flush=True)
+            print(
+                f"=== {name} ({config.relative_to(ROOT) if config.is_relative_to(ROOT) else config}), seed {seed}",
+                flush=True,
+            )
             slug = "".join(c if c.isalnum() else "_" for c in name.lower())
             result = run_one(config, seed, out / "runs" / f"{slug}_seed{seed}", overrides)
             runs[name].append(result)
-            print(f"    {result['seconds']} s, {result['metric']}: "
-                  + ", ".join(f"{d} {v * 100:.2f}" for d, v in result["scores"].items()), flush=True)
+            print(
+                f"    {result['seconds']} s, {result['metric']}: "
+                + ", ".join(f"{d} {v * 100:.2f}" for d, v in result["scores"].items()),
+                flush=True,
+            )
             report = write_report(out, runs, variants, overrides, args.seeds, time.perf_counter() - started)
     report = write_report(out, runs, variants, overrides, args.seeds, time.perf_counter() - started)
     print("\n" + report["markdown"])
     return report
 
 
-def write_report(out: Path, runs: dict[str, list[dict[str, Any]]], variants: list[tuple[str, Path]],
-                 overrides: dict[str, Any], seeds: Sequence[int], seconds: float) -> dict[str, Any]:
+def write_report(
+    out: Path,
+    runs: dict[str, list[dict[str, Any]]],
+    variants: list[tuple[str, Path]],
+    overrides: dict[str, Any],
+    seeds: Sequence[int],
+    seconds: float,
+) -> dict[str, Any]:
     """Write quality.json and quality.md from the runs so far (called after every run)."""
     table = summarise(runs)
     metric = next((r["metric"] for results in runs.values() for r in results), "F1@5")
-    header = (f"Machine: {machine()}. Date: {datetime.date.today().isoformat()}. Seeds: {list(seeds)}. "
-              f"Budget (every run): " + ", ".join(f"{k}={v}" for k, v in overrides.items()) + ".")
+    header = (
+        f"Machine: {machine()}. Date: {datetime.date.today().isoformat()}. Seeds: {list(seeds)}. "
+        f"Budget (every run): " + ", ".join(f"{k}={v}" for k, v in overrides.items()) + "."
+    )
     markdown = header + "\n\n" + to_markdown(table, metric, runs) + "\n" + diagnostics_markdown(runs) + "\n"
-    report = {"date": datetime.date.today().isoformat(), "machine": machine(), "seeds": list(seeds),
-              "overrides": overrides, "metric": metric, "seconds": round(seconds, 1),
-              "variants": {name: str(path) for name, path in variants}, "table": table, "runs": runs,
-              "markdown": markdown}
+    report = {
+        "date": datetime.date.today().isoformat(),
+        "machine": machine(),
+        "seeds": list(seeds),
+        "overrides": overrides,
+        "metric": metric,
+        "seconds": round(seconds, 1),
+        "variants": {name: str(path) for name, path in variants},
+        "table": table,
+        "runs": runs,
+        "markdown": markdown,
+    }
     (out / "quality.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "quality.md").write_text(markdown)
     return report

@@ -62,8 +62,15 @@ def replicate(wheel: Path, root: Path, num_pairs: int) -> tuple[Path, Path, Path
                 folder = top / "_".join(new.split("_")[:-parts]) / new
                 folder.mkdir(parents=True, exist_ok=True)
                 for band, array in bands.items():
-                    with rasterio.open(folder / f"{new}_{band}.tif", "w", driver="GTiff", height=array.shape[0],
-                                       width=array.shape[1], count=1, dtype=array.dtype) as dst:
+                    with rasterio.open(
+                        folder / f"{new}_{band}.tif",
+                        "w",
+                        driver="GTiff",
+                        height=array.shape[0],
+                        width=array.shape[1],
+                        count=1,
+                        dtype=array.dtype,
+                    ) as dst:
                         dst.write(np.asarray(array), 1)
             rows.append({**row, "patch_id": s2, "s1_name": s1})
     out.close()
@@ -87,24 +94,45 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=480)
     parser.add_argument("--num-proc", type=int, nargs="+", default=[1])
-    parser.add_argument("--wheel", type=Path,
-                        default=Path.home() / ".cache" / "crjepa-test-wheels" / "configilm-0.7.1-py3-none-any.whl")
+    parser.add_argument(
+        "--wheel", type=Path, default=Path.home() / ".cache" / "crjepa-test-wheels" / "configilm-0.7.1-py3-none-any.whl"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="crjepa-reben-bench-") as tmp:
         root = Path(tmp)
         s1, s2, metadata, lmdb_dir = replicate(args.wheel, root, args.pairs)
         results = []
         for num_proc in args.num_proc:
-            for route, source in (("geotiff", ["--s1-dir", str(s1), "--s2-dir", str(s2), "--reben-metadata",
-                                               str(metadata)]), ("lmdb", ["--lmdb", str(lmdb_dir)])):
+            for route, source in (
+                ("geotiff", ["--s1-dir", str(s1), "--s2-dir", str(s2), "--reben-metadata", str(metadata)]),
+                ("lmdb", ["--lmdb", str(lmdb_dir)]),
+            ):
                 out = root / f"out-{route}-{num_proc}"
-                seconds = convert(["bigearthnet", *source, "--subset", "reben", "--output-dir", str(out),
-                                   "--num-proc", str(num_proc)])
-                results.append({"route": route, "num_proc": num_proc, "pairs": args.pairs,
-                                "seconds": round(seconds, 2), "pairs_per_s": round(args.pairs / seconds, 1)})
+                seconds = convert(
+                    ["bigearthnet", *source, "--subset", "reben", "--output-dir", str(out), "--num-proc", str(num_proc)]
+                )
+                results.append(
+                    {
+                        "route": route,
+                        "num_proc": num_proc,
+                        "pairs": args.pairs,
+                        "seconds": round(seconds, 2),
+                        "pairs_per_s": round(args.pairs / seconds, 1),
+                    }
+                )
                 shutil.rmtree(out)
-    print(json.dumps({"utc": datetime.now(UTC).isoformat(timespec="minutes"), "cpus": os.cpu_count(),
-                      "machine": platform.machine(), "load": os.getloadavg(), "results": results}, indent=1))
+    print(
+        json.dumps(
+            {
+                "utc": datetime.now(UTC).isoformat(timespec="minutes"),
+                "cpus": os.cpu_count(),
+                "machine": platform.machine(),
+                "load": os.getloadavg(),
+                "results": results,
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

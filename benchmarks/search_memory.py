@@ -63,14 +63,19 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         np.save(work / "queries.npy", q.astype(np.float32))
         build_index(x.astype(np.float32), kind="ivfpq").save(folder, overwrite=True)
-    print(f"{platform.node()} {platform.processor() or platform.machine()}, {time.strftime('%Y-%m-%d')}, "
-          f"{args.rows:,} x {args.dim} calibrated IVF-PQ, {args.queries:,} queries, recall=0.99 point")
+    print(
+        f"{platform.node()} {platform.processor() or platform.machine()}, {time.strftime('%Y-%m-%d')}, "
+        f"{args.rows:,} x {args.dim} calibrated IVF-PQ, {args.queries:,} queries, recall=0.99 point"
+    )
     print("| k | mode | peak RSS rise (MiB) | returned arrays (MiB) | seconds |")
     print("|---|---|---|---|---|")
     for k in args.k:
         for mode in ("batched", "one call"):
-            run = subprocess.run([sys.executable, "-c", CHILD, str(folder), str(args.queries), str(k), mode],
-                                 capture_output=True, text=True)
+            run = subprocess.run(
+                [sys.executable, "-c", CHILD, str(folder), str(args.queries), str(k), mode],
+                capture_output=True,
+                text=True,
+            )
             if run.returncode:
                 print(f"| {k} | {mode} | failed (exit {run.returncode}: {run.stderr.strip().splitlines()[-1:]}) | | |")
                 continue

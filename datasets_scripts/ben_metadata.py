@@ -193,8 +193,7 @@ def s2_date(s2_name: str) -> dt.date:
         stamp = s2_name.split("_")[2]
         return dt.date(int(stamp[0:4]), int(stamp[4:6]), int(stamp[6:8]))
     except (IndexError, ValueError) as err:
-        raise DataError(f"not a Sentinel-2 patch name (expected S2X_MSIL2A_YYYYMMDDThhmmss_...): {s2_name!r}") \
-            from err
+        raise DataError(f"not a Sentinel-2 patch name (expected S2X_MSIL2A_YYYYMMDDThhmmss_...): {s2_name!r}") from err
 
 
 def is_ben14k(pair: PairMeta) -> bool:

@@ -44,7 +44,7 @@ class CBRSIRVS(PairedBuilder):
         "pretty_name": "CBRSIR_VS (RGB optical / Sentinel-1 SAR pairs)",
         "license": "other",
         "description": "RGB optical (3x256x256, 1 m) and Sentinel-1 SAR intensity (1x64x64, 10 m) image pairs "
-                       "over 10 classes; relevance = same class.",
+        "over 10 classes; relevance = same class.",
         "source": "Layout defined by crjepa (optical/<class>/<stem>, sar/<class>/<stem>, optional splits.csv).",
         "tags": ["sar", "optical", "sentinel-1"],
     }
@@ -77,8 +77,10 @@ class CBRSIRVS(PairedBuilder):
             ids = {r.id for r in records}
             unknown = sorted(set(given) - ids)
             if unknown:
-                raise DataError(f"{splits_csv} names {len(unknown)} ids with no image pair, e.g. {unknown[0]!r}; "
-                                f"ids are <class>/<stem>")
+                raise DataError(
+                    f"{splits_csv} names {len(unknown)} ids with no image pair, e.g. {unknown[0]!r}; "
+                    f"ids are <class>/<stem>"
+                )
             for rec in records:
                 rec.split = given.get(rec.id, "unassigned")
         else:
@@ -110,8 +112,9 @@ def add_cli(subparsers: Any) -> None:
     """Register the ``cbrsir_vs`` subcommand."""
     from .common import add_export_arguments
 
-    p = subparsers.add_parser("cbrsir_vs", help="CBRSIR_VS RGB/SAR pairs (optical/<class>, sar/<class>)",
-                              description=__doc__.split("\n\n")[0])
+    p = subparsers.add_parser(
+        "cbrsir_vs", help="CBRSIR_VS RGB/SAR pairs (optical/<class>, sar/<class>)", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("data", help="root folder holding optical/<class>/ and sar/<class>/ (and splits.csv)")
     from crjepa.utils.arguments import int_in, number_in
 
@@ -126,5 +129,11 @@ def run_cli(args: Any) -> int:
     """Run the ``cbrsir_vs`` subcommand."""
     from .common import run_export
 
-    return run_export(CBRSIRVS, args, data_dir=str(Path(args.data).resolve()), test_fraction=args.test_fraction,
-                      validation_fraction=args.validation_fraction, split_seed=args.split_seed)
+    return run_export(
+        CBRSIRVS,
+        args,
+        data_dir=str(Path(args.data).resolve()),
+        test_fraction=args.test_fraction,
+        validation_fraction=args.validation_fraction,
+        split_seed=args.split_seed,
+    )

@@ -111,8 +111,9 @@ KM_PER_DEGREE = 111.32
 """Kilometres per degree of latitude (and of longitude at the equator), for `block_key`."""
 
 
-def split_by_group(groups: Mapping[str, str], fractions: Mapping[str, float] | Sequence[float] | None = None,
-                   seed: int = 0) -> dict[str, str]:
+def split_by_group(
+    groups: Mapping[str, str], fractions: Mapping[str, float] | Sequence[float] | None = None, seed: int = 0
+) -> dict[str, str]:
     """Assign whole groups (tiles, spatial blocks) to splits: ``groups`` maps row id -> group key, the result row
     id -> split. Every row of a group lands in the same split, so neighbouring patches (same tile or block)
     never sit on both sides of a train/test line. Groups are visited in an order shuffled by ``seed`` (from the
@@ -148,8 +149,11 @@ def split_by_group(groups: Mapping[str, str], fractions: Mapping[str, float] | S
         logger.warning(
             "spatial split: the %s rows lie in %s group(s) (tiles or blocks), and a whole group goes to "
             "one split, so %s got no rows; use smaller groups (--split-by block --block-km 10) or the official "
-            "splits, or train with an evaluation split that has rows", f"{done:,}", f"{len(keys):,}",
-            " and ".join(repr(s) for s in empty))
+            "splits, or train with an evaluation split that has rows",
+            f"{done:,}",
+            f"{len(keys):,}",
+            " and ".join(repr(s) for s in empty),
+        )
     return out
 
 
@@ -257,9 +261,7 @@ class PairedBuilder(datasets.GeneratorBasedBuilder):
             if rec.split not in SPLITS:
                 raise DataError(f"Pair {rec.id!r}: unknown split {rec.split!r}; use one of {', '.join(SPLITS)}")
             by_split.setdefault(rec.split, []).append(rec)
-        return [
-            datasets.SplitGenerator(name=s, gen_kwargs={"records": by_split[s]}) for s in SPLITS if s in by_split
-        ]
+        return [datasets.SplitGenerator(name=s, gen_kwargs={"records": by_split[s]}) for s in SPLITS if s in by_split]
 
     def _validate(self, records: list[Record]) -> None:
         """Check every source's header (shape, dtype) and that ids are unique, before any row is written."""
@@ -367,7 +369,9 @@ def export_builder(
         try:
             with _quiet_num_proc_fallback():
                 builder.download_and_prepare(
-                    output_dir=str(prepared), file_format="parquet", num_proc=num_proc if num_proc > 1 else None,
+                    output_dir=str(prepared),
+                    file_format="parquet",
+                    num_proc=num_proc if num_proc > 1 else None,
                     max_shard_size=max_shard_size,
                 )
         except datasets.exceptions.DatasetGenerationError as exc:
@@ -393,8 +397,14 @@ def export_builder(
         (tmp / "README.md").write_text(render_dataset_card(info, None, card, push_to_hub), encoding="utf-8")
     logger.info("Exported %s to %s", dict(splits), output_dir)
     if push_to_hub:
-        upload_folder(api, output_dir, push_to_hub, repo_type="dataset", token=token,
-                      commit_message=f"Upload {card.get('pretty_name', 'dataset')} (crjepa)")
+        upload_folder(
+            api,
+            output_dir,
+            push_to_hub,
+            repo_type="dataset",
+            token=token,
+            commit_message=f"Upload {card.get('pretty_name', 'dataset')} (crjepa)",
+        )
     return output_dir
 
 
@@ -420,24 +430,41 @@ def _quiet_num_proc_fallback() -> Iterator[None]:
 def add_export_arguments(parser: Any) -> None:
     """--output-dir, --push-to-hub, --token, --num-proc, --overwrite, --cache-dir for a builder subcommand."""
     parser.add_argument("--output-dir", required=True, help="folder to write Parquet shards + README.md into")
-    parser.add_argument("--push-to-hub", metavar="USER/REPO", type=repo_id, default=None,
-                        help="also upload as a Hub dataset")
+    parser.add_argument(
+        "--push-to-hub", metavar="USER/REPO", type=repo_id, default=None, help="also upload as a Hub dataset"
+    )
     parser.add_argument("--token", default=None, help="Hub token (default: the logged-in one)")
-    parser.add_argument("--num-proc", type=int_in(1, 1024), default=None,
-                        help="conversion processes (default: all cores)")
+    parser.add_argument(
+        "--num-proc", type=int_in(1, 1024), default=None, help="conversion processes (default: all cores)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
 
 
 def add_split_arguments(parser: Any, choices: Sequence[str] = SPLIT_BY) -> None:
     """--split-by, --block-km, --split-seed, --split-fractions (spatial splits, see `split_by_group`)."""
-    parser.add_argument("--split-by", choices=list(choices), default=None,
-                        help="re-split so that a tile / spatial block never sits in two splits (recommended)")
-    parser.add_argument("--block-km", type=number_in(0, 10_000, low_open=True), default=50.0,
-                        help="block side in km for --split-by block")
-    parser.add_argument("--split-seed", type=int_in(0, 2**32 - 1), default=0,
-                        help="seed of the group shuffle of --split-by")
-    parser.add_argument("--split-fractions", type=number_in(0, 1), nargs=3, default=[0.8, 0.1, 0.1],
-                        metavar=("TRAIN", "VALIDATION", "TEST"), help="target shares of rows per split")
+    parser.add_argument(
+        "--split-by",
+        choices=list(choices),
+        default=None,
+        help="re-split so that a tile / spatial block never sits in two splits (recommended)",
+    )
+    parser.add_argument(
+        "--block-km",
+        type=number_in(0, 10_000, low_open=True),
+        default=50.0,
+        help="block side in km for --split-by block",
+    )
+    parser.add_argument(
+        "--split-seed", type=int_in(0, 2**32 - 1), default=0, help="seed of the group shuffle of --split-by"
+    )
+    parser.add_argument(
+        "--split-fractions",
+        type=number_in(0, 1),
+        nargs=3,
+        default=[0.8, 0.1, 0.1],
+        metavar=("TRAIN", "VALIDATION", "TEST"),
+        help="target shares of rows per split",
+    )
 
 
 def run_export(builder_cls: type, args: Any, **config: Any) -> int:
@@ -456,8 +483,14 @@ def run_export(builder_cls: type, args: Any, **config: Any) -> int:
                 check_not_inside(args.output_dir, value, what="--output-dir")
         with tempfile.TemporaryDirectory(prefix="crjepa-build-") as cache:
             builder = builder_cls(cache_dir=cache, **config)
-            out = export_builder(builder, args.output_dir, push_to_hub=args.push_to_hub, num_proc=args.num_proc,
-                                 token=args.token, overwrite=args.overwrite)
+            out = export_builder(
+                builder,
+                args.output_dir,
+                push_to_hub=args.push_to_hub,
+                num_proc=args.num_proc,
+                token=args.token,
+                overwrite=args.overwrite,
+            )
             # release the builder's Arrow tables (and the reader threads behind them) now, while Arrow is alive: left
             # to the interpreter's final teardown they can abort the finished process ("terminate called without an
             # active exception", apache/arrow#34314, huggingface/datasets#7566; seen once under load in CI)
@@ -469,6 +502,8 @@ def run_export(builder_cls: type, args: Any, **config: Any) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"error: {where}{exc.strerror or exc}; free space or choose a writable --output-dir", file=sys.stderr)
         return 2
-    print(f"Wrote {out}" + (f" and pushed to https://huggingface.co/datasets/{args.push_to_hub}"
-                            if args.push_to_hub else ""))
+    print(
+        f"Wrote {out}"
+        + (f" and pushed to https://huggingface.co/datasets/{args.push_to_hub}" if args.push_to_hub else "")
+    )
     return 0

@@ -30,7 +30,14 @@ import numpy as np
 from .common import DataError, PairedBuilder, Record, SensorSpec, conform, list_images, split_by_class
 
 DSRSID_CLASSES: tuple[str, ...] = (
-    "aquafarm", "cloud", "forest", "high building", "low building", "farm land", "river", "water",
+    "aquafarm",
+    "cloud",
+    "forest",
+    "high building",
+    "low building",
+    "farm land",
+    "river",
+    "water",
 )
 """Class names for the .mat variant, ids 1..8 in this order (an assumption; pass class_names to change)."""
 PUBLIC_TEST_PER_CLASS = 625
@@ -57,10 +64,10 @@ class DSRSID(PairedBuilder):
         "pretty_name": "DSRSID (GaoFen-1 PAN / MS pairs)",
         "license": "other",
         "description": "Dual-source remote sensing image dataset: GaoFen-1 panchromatic (1x256x256, 2 m) and "
-                       "multispectral (4x64x64, 8 m) image pairs over 8 land-cover classes; relevance = same class.",
+        "multispectral (4x64x64, 8 m) image pairs over 8 land-cover classes; relevance = same class.",
         "source": "Li et al., 'Learning source-invariant deep hashing convolutional neural networks for "
-                  "cross-source remote sensing image retrieval', IEEE TGRS 2018. Split: per class the last 625 "
-                  "pairs (index order) are test, the rest train (public protocol; the CR-JEPA paper gives none).",
+        "cross-source remote sensing image retrieval', IEEE TGRS 2018. Split: per class the last 625 "
+        "pairs (index order) are test, the rest train (public protocol; the CR-JEPA paper gives none).",
         "tags": ["gaofen-1", "panchromatic", "multispectral"],
     }
 
@@ -90,18 +97,31 @@ class DSRSID(PairedBuilder):
         root = self._root()
         for sub in ("Pandata", "Muldata"):
             if not (root / sub).is_dir():
-                raise DataError(f"DSRSID folder {root} has no {sub}/ (expected {root}/Pandata/<class>/ and "
-                                f"{root}/Muldata/<class>/, or pass the .mat file)")
+                raise DataError(
+                    f"DSRSID folder {root} has no {sub}/ (expected {root}/Pandata/<class>/ and "
+                    f"{root}/Muldata/<class>/, or pass the .mat file)"
+                )
         records = []
         for cid, cls in enumerate(self._class_names()):
-            pan, ms = list_images(root / "Pandata" / cls), (list_images(root / "Muldata" / cls)
-                                                            if (root / "Muldata" / cls).is_dir() else [])
+            pan, ms = (
+                list_images(root / "Pandata" / cls),
+                (list_images(root / "Muldata" / cls) if (root / "Muldata" / cls).is_dir() else []),
+            )
             if len(pan) != len(ms):
-                raise DataError(f"DSRSID class {cls!r}: {len(pan)} PAN images in {root / 'Pandata' / cls} but "
-                                f"{len(ms)} MS images in {root / 'Muldata' / cls}; pairs are matched by index")
+                raise DataError(
+                    f"DSRSID class {cls!r}: {len(pan)} PAN images in {root / 'Pandata' / cls} but "
+                    f"{len(ms)} MS images in {root / 'Muldata' / cls}; pairs are matched by index"
+                )
             for p, m in zip(pan, ms):
-                records.append(Record(f"{cls}/{p.stem}", {"pan": p, "ms": m}, [cid], "",
-                                      {"source_file": f"{p.relative_to(root)}|{m.relative_to(root)}"}))
+                records.append(
+                    Record(
+                        f"{cls}/{p.stem}",
+                        {"pan": p, "ms": m},
+                        [cid],
+                        "",
+                        {"source_file": f"{p.relative_to(root)}|{m.relative_to(root)}"},
+                    )
+                )
         return records
 
     # -- HDF5 .mat ----------------------------------------------------------------------------------------
@@ -122,15 +142,25 @@ class DSRSID(PairedBuilder):
                 for key, channels in (("PAN_IMAGES", 1), ("MUL_IMAGES", 4)):
                     shape = self._mat_array(h5, key).shape
                     if len(shape) != 4 or n not in (shape[0], shape[-1]):
-                        raise DataError(f"{path}: {key} has shape {shape}; expected (N, {channels}, H, W) with "
-                                        f"N = {n} entries of LAND_COVER_TYPES")
+                        raise DataError(
+                            f"{path}: {key} has shape {shape}; expected (N, {channels}, H, W) with "
+                            f"N = {n} entries of LAND_COVER_TYPES"
+                        )
         except OSError as exc:
             raise DataError(f"Cannot read DSRSID .mat file {path} as HDF5 (MATLAB v7.3): {exc}") from exc
         names = self._class_names()
         if types.min() < 1 or types.max() > len(names):
             raise DataError(f"{path}: LAND_COVER_TYPES must lie in 1..{len(names)}, found {types.min()}..{types.max()}")
-        return [Record(f"{names[t - 1]}/{i:06d}", {"pan": ("PAN_IMAGES", i), "ms": ("MUL_IMAGES", i)},
-                       [int(t) - 1], "", {"source_file": f"{path.name}#{i}"}) for i, t in enumerate(types)]
+        return [
+            Record(
+                f"{names[t - 1]}/{i:06d}",
+                {"pan": ("PAN_IMAGES", i), "ms": ("MUL_IMAGES", i)},
+                [int(t) - 1],
+                "",
+                {"source_file": f"{path.name}#{i}"},
+            )
+            for i, t in enumerate(types)
+        ]
 
     def _sensor_specs(self) -> dict[str, SensorSpec]:
         if not self._is_mat():
@@ -162,19 +192,32 @@ class DSRSID(PairedBuilder):
         with h5py.File(path, "r") as h5:
             n = h5["LAND_COVER_TYPES"].size
             for start in range(0, len(records), chunk):
-                part = records[start:start + chunk]
+                part = records[start : start + chunk]
                 idx = np.array([r.sources["pan"][1] for r in part])
                 runs = np.split(idx, np.flatnonzero(np.diff(idx) != 1) + 1)  # contiguous runs: one read each
                 arrays = {}
                 for sensor, key in (("pan", "PAN_IMAGES"), ("ms", "MUL_IMAGES")):
                     ds = h5[key]
-                    arrays[sensor] = np.concatenate([
-                        ds[r[0]:r[-1] + 1] if ds.shape[0] == n
-                        else np.asarray(ds[..., r[0]:r[-1] + 1]).transpose(3, 2, 1, 0) for r in runs])
+                    arrays[sensor] = np.concatenate(
+                        [
+                            ds[r[0] : r[-1] + 1]
+                            if ds.shape[0] == n
+                            else np.asarray(ds[..., r[0] : r[-1] + 1]).transpose(3, 2, 1, 0)
+                            for r in runs
+                        ]
+                    )
                 for j, rec in enumerate(part):
                     row = {s: conform(arrays[s][j], specs[s], f"{path}#{rec.sources[s][1]}", s) for s in specs}
-                    yield rec.id, {"id": rec.id, **row, "labels": rec.labels, "split": rec.split,
-                                   "source_file": rec.metadata["source_file"]}
+                    yield (
+                        rec.id,
+                        {
+                            "id": rec.id,
+                            **row,
+                            "labels": rec.labels,
+                            "split": rec.split,
+                            "source_file": rec.metadata["source_file"],
+                        },
+                    )
 
 
 BUILDER_CLASS = DSRSID
@@ -184,16 +227,22 @@ def add_cli(subparsers: Any) -> None:
     """Register the ``dsrsid`` subcommand."""
     from .common import add_export_arguments
 
-    p = subparsers.add_parser("dsrsid", help="DSRSID GaoFen-1 PAN/MS pairs (PNG folders or .mat)",
-                              description=__doc__.split("\n\n")[0])
+    p = subparsers.add_parser(
+        "dsrsid", help="DSRSID GaoFen-1 PAN/MS pairs (PNG folders or .mat)", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("data", help="folder with Pandata/ and Muldata/, or the HDF5 .mat file")
     from crjepa.utils.arguments import int_in, number_in
 
-    p.add_argument("--test-per-class", type=number_in(0, 1e9), default=PUBLIC_TEST_PER_CLASS,
-                   help="test pairs per class: a count, or a fraction < 1 (default 625: the public protocol)")
+    p.add_argument(
+        "--test-per-class",
+        type=number_in(0, 1e9),
+        default=PUBLIC_TEST_PER_CLASS,
+        help="test pairs per class: a count, or a fraction < 1 (default 625: the public protocol)",
+    )
     p.add_argument("--validation-per-class", type=number_in(0, 1e9), default=0)
-    p.add_argument("--split-seed", type=int_in(0, 2**32 - 1), default=None,
-                   help="shuffle within each class before splitting")
+    p.add_argument(
+        "--split-seed", type=int_in(0, 2**32 - 1), default=None, help="shuffle within each class before splitting"
+    )
     p.add_argument("--class-names", nargs="+", default=None, help="class names for ids 1..8 (.mat variant)")
     add_export_arguments(p)
     p.set_defaults(func=run_cli)
@@ -203,9 +252,15 @@ def run_cli(args: Any) -> int:
     """Run the ``dsrsid`` subcommand."""
     from .common import run_export
 
-    return run_export(DSRSID, args, data_dir=str(Path(args.data).resolve()),
-                      test_per_class=_num(args.test_per_class), validation_per_class=_num(args.validation_per_class),
-                      split_seed=args.split_seed, class_names=tuple(args.class_names) if args.class_names else None)
+    return run_export(
+        DSRSID,
+        args,
+        data_dir=str(Path(args.data).resolve()),
+        test_per_class=_num(args.test_per_class),
+        validation_per_class=_num(args.validation_per_class),
+        split_seed=args.split_seed,
+        class_names=tuple(args.class_names) if args.class_names else None,
+    )
 
 
 def _num(x: float) -> int | float:

@@ -59,8 +59,11 @@ class PairedFolder(PairedBuilder):
 
     BUILDER_CONFIG_CLASS = PairedConfig
     BUILDER_CONFIGS = [PairedConfig(name="default")]
-    CARD = {"pretty_name": "Paired remote-sensing images", "license": "other",
-            "description": "Co-registered image pairs of two sensors, exported with crjepa's generic builder."}
+    CARD = {
+        "pretty_name": "Paired remote-sensing images",
+        "license": "other",
+        "description": "Co-registered image pairs of two sensors, exported with crjepa's generic builder.",
+    }
 
     def _keep_unpaired(self) -> bool:
         return bool(self.config.keep_unpaired)
@@ -69,8 +72,9 @@ class PairedFolder(PairedBuilder):
     def _csv(self) -> tuple[Path, list[str], list[dict[str, str]]]:
         if getattr(self, "_cached_csv", None) is None:
             if not self.config.csv_path:
-                raise DataError("PairedFolder needs csv_path=<CSV with columns id,<sensor a>,<sensor b>,labels"
-                                "[,split]>")
+                raise DataError(
+                    "PairedFolder needs csv_path=<CSV with columns id,<sensor a>,<sensor b>,labels[,split]>"
+                )
             path = Path(self.config.csv_path).expanduser().resolve()
             if not path.is_file():
                 raise DataError(f"Pairs CSV not found: {path}")
@@ -89,8 +93,10 @@ class PairedFolder(PairedBuilder):
         names = list(self.config.sensors) if self.config.sensors else [h for h in header if h not in RESERVED][:2]
         missing = [s for s in names if s not in header]
         if len(names) != 2 or missing:
-            raise DataError(f"{path}: need exactly two sensor columns besides {RESERVED}; header is {header}"
-                            + (f", missing {missing}" if missing else ""))
+            raise DataError(
+                f"{path}: need exactly two sensor columns besides {RESERVED}; header is {header}"
+                + (f", missing {missing}" if missing else "")
+            )
         return names
 
     def _class_names(self) -> list[str]:
@@ -130,16 +136,25 @@ class PairedFolder(PairedBuilder):
             for s in sensors:
                 if not row.get(s):
                     if not self.config.keep_unpaired:
-                        raise DataError(f"{path} line {line}: empty path for sensor {s!r} (pass --keep-unpaired / "
-                                        "keep_unpaired=True to keep rows that lack a sensor)")
+                        raise DataError(
+                            f"{path} line {line}: empty path for sensor {s!r} (pass --keep-unpaired / "
+                            "keep_unpaired=True to keep rows that lack a sensor)"
+                        )
                     sources[s] = None
                     continue
                 p = Path(row[s]).expanduser()
                 sources[s] = p if p.is_absolute() else path.parent / p
             if all(v is None for v in sources.values()):
                 raise DataError(f"{path} line {line}: row {row['id']!r} has no image for any sensor {sensors}")
-            records.append(Record(row["id"], sources, sorted(set(labels)), row.get("split") or "train",
-                                  {m: row.get(m, "") for m in metadata}))
+            records.append(
+                Record(
+                    row["id"],
+                    sources,
+                    sorted(set(labels)),
+                    row.get("split") or "train",
+                    {m: row.get(m, "") for m in metadata},
+                )
+            )
         for s in sensors:
             if records and all(r.sources[s] is None for r in records):
                 raise DataError(f"{path}: no row has an image for sensor {s!r}")
@@ -162,8 +177,10 @@ class PairedFolder(PairedBuilder):
                 try:
                     lat, lon = float(row["lat"]), float(row["lon"])
                 except (KeyError, TypeError, ValueError):
-                    raise DataError(f"{path} line {line}: --split-by block needs numeric 'lat' and 'lon' columns "
-                                    f"(degrees), found lat={row.get('lat')!r} lon={row.get('lon')!r}") from None
+                    raise DataError(
+                        f"{path} line {line}: --split-by block needs numeric 'lat' and 'lon' columns "
+                        f"(degrees), found lat={row.get('lat')!r} lon={row.get('lon')!r}"
+                    ) from None
                 groups[rec.id] = block_key(lat, lon, self.config.block_km)
         split = split_by_group(groups, self.config.split_fractions, self.config.split_seed)
         for rec in records:
@@ -173,8 +190,11 @@ class PairedFolder(PairedBuilder):
         """{column: datasets dtype} of the CSV's other columns: numbers (lat, lon, ...) typed, the rest strings."""
         _, header, rows = self._csv()
         sensors = self._sensor_names()
-        return {h: infer_column_type(row.get(h, "") for row in rows) for h in header
-                if h not in RESERVED and h not in sensors}
+        return {
+            h: infer_column_type(row.get(h, "") for row in rows)
+            for h in header
+            if h not in RESERVED and h not in sensors
+        }
 
     def _info(self) -> datasets.DatasetInfo:
         self.METADATA = self._metadata_columns()
@@ -188,15 +208,25 @@ def add_cli(subparsers: Any) -> None:
     """Register the ``paired`` subcommand."""
     from .common import add_export_arguments, add_split_arguments
 
-    p = subparsers.add_parser("paired", help="your own two sensors, listed in a CSV (GeoTIFF / PNG / .npy)",
-                              description="Export pairs listed in a CSV: id,<sensor a>,<sensor b>,labels[,split].")
+    p = subparsers.add_parser(
+        "paired",
+        help="your own two sensors, listed in a CSV (GeoTIFF / PNG / .npy)",
+        description="Export pairs listed in a CSV: id,<sensor a>,<sensor b>,labels[,split].",
+    )
     p.add_argument("csv", help="CSV with header id,<sensor a>,<sensor b>,labels[,split][,metadata...]")
     p.add_argument("--sensors", nargs=2, default=None, metavar=("A", "B"), help="sensor columns (default: header)")
-    p.add_argument("--class-names", nargs="+", default=None,
-                   help="class names in id order, or one path to a text file with one name per line")
+    p.add_argument(
+        "--class-names",
+        nargs="+",
+        default=None,
+        help="class names in id order, or one path to a text file with one name per line",
+    )
     p.add_argument("--label-separator", default=";")
-    p.add_argument("--keep-unpaired", action="store_true",
-                   help="keep rows with an empty sensor cell (that sensor is missing in the row)")
+    p.add_argument(
+        "--keep-unpaired",
+        action="store_true",
+        help="keep rows with an empty sensor cell (that sensor is missing in the row)",
+    )
     add_split_arguments(p)
     add_export_arguments(p)
     p.set_defaults(func=run_cli)
@@ -211,8 +241,16 @@ def run_cli(args: Any) -> int:
         names = names[0]
     elif names:
         names = tuple(names)
-    return run_export(PairedFolder, args, csv_path=str(Path(args.csv).resolve()),
-                      sensors=tuple(args.sensors) if args.sensors else None, class_names=names,
-                      label_separator=args.label_separator, keep_unpaired=args.keep_unpaired,
-                      split_by=args.split_by, block_km=args.block_km, split_seed=args.split_seed,
-                      split_fractions=tuple(args.split_fractions))
+    return run_export(
+        PairedFolder,
+        args,
+        csv_path=str(Path(args.csv).resolve()),
+        sensors=tuple(args.sensors) if args.sensors else None,
+        class_names=names,
+        label_separator=args.label_separator,
+        keep_unpaired=args.keep_unpaired,
+        split_by=args.split_by,
+        block_km=args.block_km,
+        split_seed=args.split_seed,
+        split_fractions=tuple(args.split_fractions),
+    )

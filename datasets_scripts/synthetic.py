@@ -53,52 +53,82 @@ _SPLIT_CODE = {s: i for i, s in enumerate(SPLITS)}
 _PRIOR = np.array([9, 3, 16, 4, 9, 10, 10, 2, 9, 10, 10, 3, 3, 10, 1, 2, 1, 3, 6], dtype=np.float64)
 
 # Mean L2A reflectance x 10,000 per class and band (B01 B02 B03 B04 B05 B06 B07 B08 B8A B09 B11 B12).
-_S2_SPECTRA = np.array([
-    [1100, 1200, 1350, 1450, 1600, 1750, 1850, 1950, 2000, 1900, 2300, 2100],  # urban fabric
-    [1400, 1550, 1700, 1800, 1900, 2000, 2100, 2150, 2200, 2100, 2500, 2300],  # industrial / commercial
-    [700, 800, 1100, 1300, 1600, 2000, 2300, 2500, 2600, 2500, 2900, 2200],  # arable land
-    [450, 550, 850, 800, 1300, 2300, 2700, 2900, 3000, 2900, 2300, 1400],  # permanent crops
-    [350, 450, 800, 600, 1200, 2600, 3100, 3300, 3400, 3300, 2200, 1200],  # pastures
-    [550, 650, 950, 950, 1400, 2300, 2700, 2900, 3000, 2900, 2500, 1700],  # complex cultivation
-    [450, 550, 850, 750, 1200, 2300, 2800, 3000, 3100, 3000, 2100, 1200],  # agriculture + natural vegetation
-    [400, 500, 750, 650, 1100, 2200, 2700, 2900, 3000, 2900, 2000, 1100],  # agro-forestry
-    [300, 350, 600, 350, 900, 2500, 3200, 3400, 3500, 3400, 1800, 900],  # broad-leaved forest
-    [250, 280, 450, 250, 650, 1700, 2100, 2300, 2400, 2300, 1100, 500],  # coniferous forest
-    [280, 320, 520, 300, 780, 2100, 2650, 2850, 2950, 2850, 1450, 700],  # mixed forest
-    [500, 600, 900, 1000, 1400, 2000, 2300, 2500, 2600, 2500, 2700, 1900],  # natural grassland
-    [350, 400, 600, 550, 900, 1700, 2000, 2200, 2300, 2200, 1900, 1100],  # moors, heathland
-    [350, 400, 650, 500, 1000, 2200, 2700, 2900, 3000, 2900, 1900, 1000],  # transitional woodland
-    [1800, 2000, 2400, 2800, 3000, 3100, 3200, 3300, 3400, 3300, 3800, 3300],  # beaches, dunes, sands
-    [300, 400, 600, 500, 800, 1500, 1800, 1900, 2000, 1900, 1200, 600],  # inland wetlands
-    [400, 500, 700, 650, 850, 1300, 1500, 1600, 1650, 1600, 1000, 600],  # coastal wetlands
-    [500, 550, 600, 400, 350, 300, 280, 250, 240, 200, 100, 70],  # inland waters
-    [600, 500, 400, 250, 200, 150, 140, 120, 110, 100, 50, 30],  # marine waters
-], dtype=np.float32)
+_S2_SPECTRA = np.array(
+    [
+        [1100, 1200, 1350, 1450, 1600, 1750, 1850, 1950, 2000, 1900, 2300, 2100],  # urban fabric
+        [1400, 1550, 1700, 1800, 1900, 2000, 2100, 2150, 2200, 2100, 2500, 2300],  # industrial / commercial
+        [700, 800, 1100, 1300, 1600, 2000, 2300, 2500, 2600, 2500, 2900, 2200],  # arable land
+        [450, 550, 850, 800, 1300, 2300, 2700, 2900, 3000, 2900, 2300, 1400],  # permanent crops
+        [350, 450, 800, 600, 1200, 2600, 3100, 3300, 3400, 3300, 2200, 1200],  # pastures
+        [550, 650, 950, 950, 1400, 2300, 2700, 2900, 3000, 2900, 2500, 1700],  # complex cultivation
+        [450, 550, 850, 750, 1200, 2300, 2800, 3000, 3100, 3000, 2100, 1200],  # agriculture + natural vegetation
+        [400, 500, 750, 650, 1100, 2200, 2700, 2900, 3000, 2900, 2000, 1100],  # agro-forestry
+        [300, 350, 600, 350, 900, 2500, 3200, 3400, 3500, 3400, 1800, 900],  # broad-leaved forest
+        [250, 280, 450, 250, 650, 1700, 2100, 2300, 2400, 2300, 1100, 500],  # coniferous forest
+        [280, 320, 520, 300, 780, 2100, 2650, 2850, 2950, 2850, 1450, 700],  # mixed forest
+        [500, 600, 900, 1000, 1400, 2000, 2300, 2500, 2600, 2500, 2700, 1900],  # natural grassland
+        [350, 400, 600, 550, 900, 1700, 2000, 2200, 2300, 2200, 1900, 1100],  # moors, heathland
+        [350, 400, 650, 500, 1000, 2200, 2700, 2900, 3000, 2900, 1900, 1000],  # transitional woodland
+        [1800, 2000, 2400, 2800, 3000, 3100, 3200, 3300, 3400, 3300, 3800, 3300],  # beaches, dunes, sands
+        [300, 400, 600, 500, 800, 1500, 1800, 1900, 2000, 1900, 1200, 600],  # inland wetlands
+        [400, 500, 700, 650, 850, 1300, 1500, 1600, 1650, 1600, 1000, 600],  # coastal wetlands
+        [500, 550, 600, 400, 350, 300, 280, 250, 240, 200, 100, 70],  # inland waters
+        [600, 500, 400, 250, 200, 150, 140, 120, 110, 100, 50, 30],  # marine waters
+    ],
+    dtype=np.float32,
+)
 
 # Mean sigma0 in dB per class (VV, VH).
-_S1_SIGMA0 = np.array([
-    [-5.0, -12.0], [-3.5, -11.0], [-11.0, -18.0], [-9.0, -16.0], [-11.0, -18.5], [-10.0, -17.0],
-    [-9.5, -16.0], [-8.5, -15.0], [-7.5, -13.0], [-8.0, -13.5], [-7.8, -13.2], [-12.0, -19.0],
-    [-11.0, -17.5], [-9.0, -15.0], [-18.0, -26.0], [-10.0, -18.0], [-12.0, -20.0], [-21.0, -28.0],
-    [-17.0, -25.0],
-], dtype=np.float32)
+_S1_SIGMA0 = np.array(
+    [
+        [-5.0, -12.0],
+        [-3.5, -11.0],
+        [-11.0, -18.0],
+        [-9.0, -16.0],
+        [-11.0, -18.5],
+        [-10.0, -17.0],
+        [-9.5, -16.0],
+        [-8.5, -15.0],
+        [-7.5, -13.0],
+        [-8.0, -13.5],
+        [-7.8, -13.2],
+        [-12.0, -19.0],
+        [-11.0, -17.5],
+        [-9.0, -15.0],
+        [-18.0, -26.0],
+        [-10.0, -18.0],
+        [-12.0, -20.0],
+        [-21.0, -28.0],
+        [-17.0, -25.0],
+    ],
+    dtype=np.float32,
+)
 
 # Texture amplitude: relative (optical) and in dB (SAR); probability of a bright point scatterer per pixel.
-_S2_TEXTURE = np.array([.25, .2, .12, .15, .08, .18, .15, .15, .1, .1, .1, .1, .12, .15, .06, .1, .1, .04, .03],
-                       dtype=np.float32)
-_S1_TEXTURE = np.array([2.5, 2., 1.2, 1.2, .8, 1.5, 1.3, 1.3, .8, .8, .8, 1., 1., 1.2, .6, 1.5, 1.5, .5, 1.],
-                       dtype=np.float32)
+_S2_TEXTURE = np.array(
+    [0.25, 0.2, 0.12, 0.15, 0.08, 0.18, 0.15, 0.15, 0.1, 0.1, 0.1, 0.1, 0.12, 0.15, 0.06, 0.1, 0.1, 0.04, 0.03],
+    dtype=np.float32,
+)
+_S1_TEXTURE = np.array(
+    [2.5, 2.0, 1.2, 1.2, 0.8, 1.5, 1.3, 1.3, 0.8, 0.8, 0.8, 1.0, 1.0, 1.2, 0.6, 1.5, 1.5, 0.5, 1.0], dtype=np.float32
+)
 _POINT_SCATTERERS = np.zeros(19, dtype=np.float32)
 _POINT_SCATTERERS[[0, 1]] = (0.04, 0.06)
-_HAZE_PROFILE = np.array([1, .8, .6, .4, .3, .2, .15, .1, .1, .1, 0, 0], dtype=np.float32)
+_HAZE_PROFILE = np.array([1, 0.8, 0.6, 0.4, 0.3, 0.2, 0.15, 0.1, 0.1, 0.1, 0, 0], dtype=np.float32)
 
 CLASS_NAMES: tuple[str, ...] = BEN19_CLASSES
+
+
 def _description(doc: str) -> str:
     """The card's description: the docstring's "Why" paragraph and the list of the two sensors it ends with."""
     paragraphs = doc.replace("``", "`").split("\n\n")
     why = " ".join(paragraphs[1].removeprefix("Why: ").split())
-    return why[0].upper() + why[1:] + "\n\n" + "\n".join(
-        "- " + " ".join(item.removeprefix("- ").split()) for item in paragraphs[2].split("\n- "))
+    return (
+        why[0].upper()
+        + why[1:]
+        + "\n\n"
+        + "\n".join("- " + " ".join(item.removeprefix("- ").split()) for item in paragraphs[2].split("\n- "))
+    )
 
 
 _DESCRIPTION = _description(__doc__ or "")
@@ -107,8 +137,10 @@ SENSORS: dict[str, int] = {"s1": 2, "s2": 12}
 
 def sensor_specs(image_size: int = DEFAULT_IMAGE_SIZE) -> dict[str, SensorSpec]:
     """Native shapes and dtypes of the synthetic sensors."""
-    return {"s1": SensorSpec((2, image_size, image_size), "float32"),
-            "s2": SensorSpec((12, image_size, image_size), "uint16")}
+    return {
+        "s1": SensorSpec((2, image_size, image_size), "float32"),
+        "s2": SensorSpec((12, image_size, image_size), "uint16"),
+    }
 
 
 def features(image_size: int = DEFAULT_IMAGE_SIZE) -> datasets.Features:
@@ -142,8 +174,9 @@ def _gather_regions(values: np.ndarray, regions: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(values.reshape(n * p, b)[flat].transpose(0, 3, 1, 2))
 
 
-def generate_block(seed: int, split: str, block: int, image_size: int = DEFAULT_IMAGE_SIZE,
-                   min_fraction: float = MIN_FRACTION) -> dict[str, np.ndarray]:
+def generate_block(
+    seed: int, split: str, block: int, image_size: int = DEFAULT_IMAGE_SIZE, min_fraction: float = MIN_FRACTION
+) -> dict[str, np.ndarray]:
     """One block of BLOCK pairs, seeded by (seed, split, block); see `generate`."""
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), _SPLIT_CODE[split], int(block)]))
     n, p, size, c = BLOCK, NUM_REGIONS, int(image_size), len(CLASS_NAMES)
@@ -157,8 +190,9 @@ def generate_block(seed: int, split: str, block: int, image_size: int = DEFAULT_
     centres = rng.random((n, p, 2), dtype=np.float32)
     weights = rng.random((n, p), dtype=np.float32) * 0.15
     axis = (np.arange(size, dtype=np.float32) + 0.5) / size
-    dist = (axis[None, None, :, None] - centres[..., 0, None, None]) ** 2 + \
-           (axis[None, None, None, :] - centres[..., 1, None, None]) ** 2
+    dist = (axis[None, None, :, None] - centres[..., 0, None, None]) ** 2 + (
+        axis[None, None, None, :] - centres[..., 1, None, None]
+    ) ** 2
     dist += 0.04 * _smooth_noise(rng, (n, p), 4, size) - weights[..., None, None]
     regions = dist.argmin(axis=1)  # (n, H, W)
     del dist
@@ -213,8 +247,14 @@ def pairing_masks(num_pairs: int, seed: int, split: str, pairing_rate: float = 1
     return has
 
 
-def generate(num_pairs: int, seed: int = 0, image_size: int = DEFAULT_IMAGE_SIZE, split: str = "train",
-             min_fraction: float = MIN_FRACTION, pairing_rate: float = 1.0) -> dict[str, np.ndarray]:
+def generate(
+    num_pairs: int,
+    seed: int = 0,
+    image_size: int = DEFAULT_IMAGE_SIZE,
+    split: str = "train",
+    min_fraction: float = MIN_FRACTION,
+    pairing_rate: float = 1.0,
+) -> dict[str, np.ndarray]:
     """``num_pairs`` synthetic pairs as numpy arrays: ``id`` (N,) str, ``s1`` (N, 2, H, W) float32 dB,
     ``s2`` (N, 12, H, W) uint16, ``labels`` (N, 19) bool multi-hot, ``land_cover`` (N, H, W) uint8 class map,
     ``split`` (N,) str, ``has_s1`` / ``has_s2`` (N,) bool (see `pairing_masks`; `to_columns` turns a missing
@@ -280,16 +320,18 @@ class SyntheticPairs(datasets.GeneratorBasedBuilder):
     }
 
     def _info(self) -> datasets.DatasetInfo:
-        return datasets.DatasetInfo(description=self.CARD["description"], license="apache-2.0",
-                                    features=features(self.config.image_size))
+        return datasets.DatasetInfo(
+            description=self.CARD["description"], license="apache-2.0", features=features(self.config.image_size)
+        )
 
     def _split_generators(self, dl_manager: Any) -> list[datasets.SplitGenerator]:
-        sizes = {"train": self.config.num_train, "validation": self.config.num_validation,
-                 "test": self.config.num_test}
+        sizes = {"train": self.config.num_train, "validation": self.config.num_validation, "test": self.config.num_test}
         return [
-            datasets.SplitGenerator(name=split, gen_kwargs={
-                "split": split, "num_pairs": n, "blocks": list(range(-(-n // BLOCK)))})
-            for split, n in sizes.items() if n > 0
+            datasets.SplitGenerator(
+                name=split, gen_kwargs={"split": split, "num_pairs": n, "blocks": list(range(-(-n // BLOCK)))}
+            )
+            for split, n in sizes.items()
+            if n > 0
         ]
 
     def _generate_examples(self, split: str, num_pairs: int, blocks: list[int]) -> Iterator[tuple[str, dict]]:
@@ -300,9 +342,16 @@ class SyntheticPairs(datasets.GeneratorBasedBuilder):
             for i in range(min(BLOCK, num_pairs - b * BLOCK)):
                 row = b * BLOCK + i
                 pair_id = f"synthetic-{split}-{cfg.seed}-{row:06d}"
-                yield pair_id, {"id": pair_id, "s1": arrays["s1"][i] if has["s1"][row] else None,
-                                "s2": arrays["s2"][i] if has["s2"][row] else None,
-                                "labels": np.flatnonzero(arrays["labels"][i]).tolist(), "split": split}
+                yield (
+                    pair_id,
+                    {
+                        "id": pair_id,
+                        "s1": arrays["s1"][i] if has["s1"][row] else None,
+                        "s2": arrays["s2"][i] if has["s2"][row] else None,
+                        "labels": np.flatnonzero(arrays["labels"][i]).tolist(),
+                        "split": split,
+                    },
+                )
 
 
 BUILDER_CLASS = SyntheticPairs
@@ -312,8 +361,11 @@ def add_cli(subparsers: Any) -> None:
     """Register the ``synthetic`` subcommand."""
     from .common import add_export_arguments
 
-    p = subparsers.add_parser("synthetic", help="built-in synthetic S1/S2 pairs (no download)",
-                              description="Export the built-in synthetic Sentinel-1/Sentinel-2 pairs.")
+    p = subparsers.add_parser(
+        "synthetic",
+        help="built-in synthetic S1/S2 pairs (no download)",
+        description="Export the built-in synthetic Sentinel-1/Sentinel-2 pairs.",
+    )
     from crjepa.data.schema import SYNTHETIC_OPTIONS as LIMITS
     from crjepa.utils.arguments import int_in, number_in
 
@@ -326,8 +378,12 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--num-test", type=bounded("num_test"), default=DEFAULT_SIZES["test"])
     p.add_argument("--image-size", type=bounded("image_size"), default=DEFAULT_IMAGE_SIZE)
     p.add_argument("--seed", type=bounded("seed"), default=0)
-    p.add_argument("--pairing-rate", type=bounded("pairing_rate"), default=1.0,
-                   help="share of train rows kept paired; the rest become single-sensor rows, half each sensor")
+    p.add_argument(
+        "--pairing-rate",
+        type=bounded("pairing_rate"),
+        default=1.0,
+        help="share of train rows kept paired; the rest become single-sensor rows, half each sensor",
+    )
     add_export_arguments(p)
     p.set_defaults(func=run_cli)
 
@@ -336,6 +392,13 @@ def run_cli(args: Any) -> int:
     """Run the ``synthetic`` subcommand."""
     from .common import run_export
 
-    return run_export(SyntheticPairs, args, num_train=args.num_train, num_validation=args.num_validation,
-                      num_test=args.num_test, image_size=args.image_size, seed=args.seed,
-                      pairing_rate=args.pairing_rate)
+    return run_export(
+        SyntheticPairs,
+        args,
+        num_train=args.num_train,
+        num_validation=args.num_validation,
+        num_test=args.num_test,
+        image_size=args.image_size,
+        seed=args.seed,
+        pairing_rate=args.pairing_rate,
+    )

@@ -93,12 +93,19 @@ def reben_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("reben")
     raw = root / "raw"
     with zipfile.ZipFile(real_data_wheel("configilm")) as wheel:
-        members = [m for m in wheel.namelist() if m.startswith(BENV2_IN_WHEEL)
-                   and (m.endswith(".parquet") or "/BigEarthNet-V2-LMDB/" in m)]
+        members = [
+            m
+            for m in wheel.namelist()
+            if m.startswith(BENV2_IN_WHEEL) and (m.endswith(".parquet") or "/BigEarthNet-V2-LMDB/" in m)
+        ]
         wheel.extractall(raw, members)
     source = raw / BENV2_IN_WHEEL
-    out = {"s1": root / "BigEarthNet-S1", "s2": root / "BigEarthNet-S2", "metadata": root / "metadata.parquet",
-           "snow_cloud_metadata": root / "metadata_for_patches_with_snow_cloud_or_shadow.parquet"}
+    out = {
+        "s1": root / "BigEarthNet-S1",
+        "s2": root / "BigEarthNet-S2",
+        "metadata": root / "metadata.parquet",
+        "snow_cloud_metadata": root / "metadata_for_patches_with_snow_cloud_or_shadow.parquet",
+    }
     shutil.copy(source / "metadata.parquet", out["metadata"])
     shutil.copy(source / "metadata_for_patches_with_snow_cloud_or_shadow.parquet", out["snow_cloud_metadata"])
     env = lmdb.open(str(source / "BigEarthNet-V2-LMDB"), readonly=True, lock=False, readahead=False)
@@ -126,8 +133,11 @@ def reben_lmdb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     safetensors file per patch name) with ``metadata.parquet`` beside it, as unpacked from configilm's wheel."""
     root = tmp_path_factory.mktemp("reben_lmdb")
     with zipfile.ZipFile(real_data_wheel("configilm")) as wheel:
-        members = [m for m in wheel.namelist() if m.startswith(BENV2_IN_WHEEL)
-                   and (m.endswith(".parquet") or "/BigEarthNet-V2-LMDB/" in m)]
+        members = [
+            m
+            for m in wheel.namelist()
+            if m.startswith(BENV2_IN_WHEEL) and (m.endswith(".parquet") or "/BigEarthNet-V2-LMDB/" in m)
+        ]
         wheel.extractall(root, members)
     shutil.move(root / BENV2_IN_WHEEL, root / "BENv2")
     shutil.rmtree(root / "configilm")
@@ -138,9 +148,25 @@ def reben_lmdb(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def reben_export(reben_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The reBEN pairs exported by the real CLI: `python -m datasets_scripts bigearthnet --subset reben`."""
     out = tmp_path_factory.mktemp("reben_export") / "reben"
-    run = run_python(["-m", "datasets_scripts", "bigearthnet", "--s1-dir", reben_dirs["s1"], "--s2-dir",
-                      reben_dirs["s2"], "--reben-metadata", reben_dirs["metadata"], "--subset", "reben", "--output-dir",
-                      out, "--num-proc", "1"])
+    run = run_python(
+        [
+            "-m",
+            "datasets_scripts",
+            "bigearthnet",
+            "--s1-dir",
+            reben_dirs["s1"],
+            "--s2-dir",
+            reben_dirs["s2"],
+            "--reben-metadata",
+            reben_dirs["metadata"],
+            "--subset",
+            "reben",
+            "--output-dir",
+            out,
+            "--num-proc",
+            "1",
+        ]
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     return out
 
@@ -149,8 +175,23 @@ def reben_export(reben_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathF
 def reben_s2_export(reben_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An S2-only archive: the reBEN S2 folder alone (no --s1-dir), exported by the real CLI."""
     out = tmp_path_factory.mktemp("reben_s2_export") / "s2only"
-    run = run_python(["-m", "datasets_scripts", "bigearthnet", "--s2-dir", reben_dirs["s2"], "--reben-metadata",
-                      reben_dirs["metadata"], "--subset", "reben", "--output-dir", out, "--num-proc", "1"])
+    run = run_python(
+        [
+            "-m",
+            "datasets_scripts",
+            "bigearthnet",
+            "--s2-dir",
+            reben_dirs["s2"],
+            "--reben-metadata",
+            reben_dirs["metadata"],
+            "--subset",
+            "reben",
+            "--output-dir",
+            out,
+            "--num-proc",
+            "1",
+        ]
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     return out
 
@@ -171,8 +212,9 @@ def small_disk(tmp_path: Path) -> Iterator[Callable[..., Path]]:
         path = tmp_path / f"disk{len(mounts)}"
         path.mkdir()
         options = f"size={size},mode=0777" + (",ro" if readonly else "")
-        run = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True,
-                             text=True)
+        run = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True
+        )
         if run.returncode:
             why = run.stderr.strip() or "mount failed"
             pytest.skip(f"cannot mount a small tmpfs for a real full disk here ({why}; needs root or CAP_SYS_ADMIN)")
@@ -203,10 +245,34 @@ def cli_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     commands = [
         ["embed", "model", "synthetic", "--num-pairs", "48", "--split", "test", "-o", "emb", "--batch-size", "16"],
         ["index", "emb", "--kind", "hnsw", "--param", "efSearch=32"],
-        ["search", "emb", "--id", CLI_QUERY, "-k", "4", "--png", "grid.png", "--data", "recorded", "--tile", "40",
-         "--json"],
-        ["evaluate", "model", "synthetic", "--num-pairs", "48", "--query-split", "validation",
-         "--gallery-split", "test", "--output-dir", "eval"],
+        [
+            "search",
+            "emb",
+            "--id",
+            CLI_QUERY,
+            "-k",
+            "4",
+            "--png",
+            "grid.png",
+            "--data",
+            "recorded",
+            "--tile",
+            "40",
+            "--json",
+        ],
+        [
+            "evaluate",
+            "model",
+            "synthetic",
+            "--num-pairs",
+            "48",
+            "--query-split",
+            "validation",
+            "--gallery-split",
+            "test",
+            "--output-dir",
+            "eval",
+        ],
     ]
     script = textwrap.dedent(f"""
         import sys

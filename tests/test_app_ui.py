@@ -23,8 +23,16 @@ from crjepa.hub.archive import load_embeddings
 from helpers import REPO, free_port, offline_env, run_python, synthetic_pairs, wait_for, write_app_archive
 
 APT_COMMAND = "apt-get update && apt-get install -y chromium chromium-driver"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="module")
@@ -38,17 +46,26 @@ def test_problems_become_a_message_in_the_page_never_a_traceback(archive_dir):
     explorer = Explorer(load_embeddings(archive_dir))
     message, html = _run(lambda: explorer.search_id("no-such-id"), Filter())
     assert message.startswith("**⚠ Unknown id 'no-such-id'") and 'data-rows="0"' in html
-    message, html = _run(lambda: explorer.search_id(explorer.archive.ids[0], where=Filter(labels=("Pastures",),
-                                                                                          field="row", value="99..")),
-                         Filter())
+    message, html = _run(
+        lambda: explorer.search_id(
+            explorer.archive.ids[0], where=Filter(labels=("Pastures",), field="row", value="99..")
+        ),
+        Filter(),
+    )
     assert "No archive item passes the filter" in message and 'data-rows="0"' in html
 
     def bug() -> list:
         raise ZeroDivisionError("division by zero")
 
     message, html = _run(bug, Filter())
-    assert message == ("**⚠ The search failed on the server (ZeroDivisionError: division by zero); the details are "
-                       "in the server log**") and "Traceback" not in message + html
+    assert (
+        message
+        == (
+            "**⚠ The search failed on the server (ZeroDivisionError: division by zero); the details are "
+            "in the server log**"
+        )
+        and "Traceback" not in message + html
+    )
     message, html = _run(lambda: explorer.search_id(explorer.archive.ids[0], "s1->s2", 3), Filter(labels=("x",)))
     assert message == "Results (s1->s2: 3) · filter: labels 'x'" and html.count('data-relevant="') == 4
 
@@ -61,8 +78,18 @@ def test_the_page_offers_search_by_image_only_with_the_model(archive_dir, model)
 
     archive = load_embeddings(archive_dir)
     with_model = ids(Explorer(archive, model=model))
-    assert {"crjepa-id", "crjepa-direction", "crjepa-search-id", "crjepa-upload", "crjepa-search-image",
-            "crjepa-labels", "crjepa-k", "crjepa-message", "crjepa-results", "crjepa-facts"} <= with_model
+    assert {
+        "crjepa-id",
+        "crjepa-direction",
+        "crjepa-search-id",
+        "crjepa-upload",
+        "crjepa-search-image",
+        "crjepa-labels",
+        "crjepa-k",
+        "crjepa-message",
+        "crjepa-results",
+        "crjepa-facts",
+    } <= with_model
     without = ids(Explorer(archive))
     assert "crjepa-no-model" in without and "crjepa-upload" not in without
     assert "crjepa-scores" not in without  # no results.json, no model card: no plot
@@ -75,8 +102,11 @@ def test_without_gradio_the_command_is_one_line_naming_the_install(archive_dir, 
     for argv in (["app", str(archive_dir)], ["app", str(archive_dir), "--export-space", str(tmp_path / "space")]):
         assert main(argv) == 2
         lines = capsys.readouterr().err.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("crjepa app: error: the app needs Gradio") and \
-            lines[0].endswith('pip install "crjepa[app]"'), lines
+        assert (
+            len(lines) == 1
+            and lines[0].startswith("crjepa app: error: the app needs Gradio")
+            and lines[0].endswith('pip install "crjepa[app]"')
+        ), lines
     assert not (tmp_path / "space").exists()
 
 
@@ -91,8 +121,11 @@ def test_a_port_in_use_is_one_line(archive_dir, capsys):
         port = taken.getsockname()[1]
         assert main(["app", str(archive_dir), "--host", "127.0.0.1", "--port", str(port)]) == 2
     error = capsys.readouterr().err.strip()
-    assert error.startswith(f"crjepa app: error: cannot serve on 127.0.0.1:{port} (") and \
-        error.endswith("choose another --port or --host") and len(error.splitlines()) == 1
+    assert (
+        error.startswith(f"crjepa app: error: cannot serve on 127.0.0.1:{port} (")
+        and error.endswith("choose another --port or --host")
+        and len(error.splitlines()) == 1
+    )
 
 
 # ---------------------------------------------------------------------------------------------- the browser
@@ -108,8 +141,10 @@ def chrome(user_data_dir: Path):
     """A headless system Chromium driven through the system chromedriver; a missing browser FAILS the test."""
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if not chromium or not driver:
-        pytest.fail(f"the app's browser test needs Chromium and chromedriver from Debian: {APT_COMMAND} "
-                    "(or bash .ci/browser-deps)")
+        pytest.fail(
+            f"the app's browser test needs Chromium and chromedriver from Debian: {APT_COMMAND} "
+            "(or bash .ci/browser-deps)"
+        )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -123,8 +158,9 @@ def chrome(user_data_dir: Path):
 def start_app(argv: list[str], cwd: Path, **env: str) -> tuple[subprocess.Popen, str, list[str]]:
     """Start the app; wait for its 'serving ... at URL' line (an event on the pipe, however long loading takes).
     Returns the process, the URL and the list its further output is drained into."""
-    proc = subprocess.Popen(argv, cwd=cwd, env=offline_env(**env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    proc = subprocess.Popen(
+        argv, cwd=cwd, env=offline_env(**env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     seen: list[str] = []
     for line in proc.stdout:
         seen.append(line)
@@ -171,15 +207,29 @@ def test_the_app_in_a_real_browser_by_id_and_by_upload(tmp_path, ben_v1_dirs):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
-    train = run_python([str(REPO / "train_accelerate.py"), "--training.max_steps", "6", "--logging.report_to", "none",
-                        "--logging.progress_bar", "false", "--data.options",
-                        "{num_train: 128, num_validation: 0, num_test: 64, image_size: 32, seed: 0}"], tmp_path)
+    train = run_python(
+        [
+            str(REPO / "train_accelerate.py"),
+            "--training.max_steps",
+            "6",
+            "--logging.report_to",
+            "none",
+            "--logging.progress_bar",
+            "false",
+            "--data.options",
+            "{num_train: 128, num_validation: 0, num_test: 64, image_size: 32, seed: 0}",
+        ],
+        tmp_path,
+    )
     assert train.returncode == 0, train.stderr[-3000:]
     command = readme_app_command()
     assert command[0] == "crjepa"
     port = free_port()
-    proc, url, output = start_app([sys.executable, "-m", "crjepa.cli", *command[1:], "--host", "127.0.0.1",
-                                   "--port", str(port)], tmp_path, GRADIO_TEMP_DIR=str(tmp_path / "gradio"))
+    proc, url, output = start_app(
+        [sys.executable, "-m", "crjepa.cli", *command[1:], "--host", "127.0.0.1", "--port", str(port)],
+        tmp_path,
+        GRADIO_TEMP_DIR=str(tmp_path / "gradio"),
+    )
     archive = load_embeddings(tmp_path / command[2])
     driver = chrome(Path(tempfile.mkdtemp(prefix="chromium-", dir=tmp_path)))
     started = time.perf_counter()
@@ -212,12 +262,17 @@ def test_the_app_in_a_real_browser_by_id_and_by_upload(tmp_path, ben_v1_dirs):
                     position = archive.position(item)
                     assert labels == [archive.class_names[c] for c in np.flatnonzero(archive.labels[position])]
                     assert tile.find_element(By.TAG_NAME, "img").get_attribute("src").startswith("data:image/png")
-                    relevant = "unknown" if query_labels is None else \
-                        str(bool((archive.labels[position] & query_labels).any())).lower()
+                    relevant = (
+                        "unknown"
+                        if query_labels is None
+                        else str(bool((archive.labels[position] & query_labels).any())).lower()
+                    )
                     assert tile.get_attribute("data-relevant") == relevant
                     mark = tile.find_element(By.CSS_SELECTOR, ".crjepa-mark").text
-                    assert mark == {"true": "✓ relevant", "false": "✗ not relevant", "unknown": "no query labels"}[
-                        relevant]
+                    assert (
+                        mark
+                        == {"true": "✓ relevant", "false": "✗ not relevant", "unknown": "no query labels"}[relevant]
+                    )
 
         # the page opens with the first id's results, and the archive's facts and scores
         until(lambda: find("figure.crjepa-tile:not(.crjepa-query)"), "the first results show")
@@ -232,15 +287,19 @@ def test_the_app_in_a_real_browser_by_id_and_by_upload(tmp_path, ben_v1_dirs):
         box.send_keys(Keys.CONTROL, "a")
         box.send_keys(wanted[-8:])
         option = f'#crjepa-id li[aria-label="{wanted}"]'
-        until(lambda: find(option) and all(wanted[-8:] in o.get_attribute("aria-label") for o in find("#crjepa-id li")),
-              "the id list narrows to the typed text")
+        until(
+            lambda: find(option) and all(wanted[-8:] in o.get_attribute("aria-label") for o in find("#crjepa-id li")),
+            "the id list narrows to the typed text",
+        )
         find(option)[0].click()
         until(lambda: find(f'figure.crjepa-query[data-id="{wanted}"]'), "the picked id's results show")
         assert message() == "Results (s1->s1: 5, s2->s2: 5, s1->s2: 5, s2->s1: 5)"
         check_tiles(wanted, ["s1->s1", "s2->s2", "s1->s2", "s2->s1"], 5)
-        height = driver.execute_script("return Math.max(document.body.scrollHeight, "
-                                       "document.documentElement.scrollHeight, "
-                                       "document.querySelector('.gradio-container').scrollHeight)")
+        height = driver.execute_script(
+            "return Math.max(document.body.scrollHeight, "
+            "document.documentElement.scrollHeight, "
+            "document.querySelector('.gradio-container').scrollHeight)"
+        )
         driver.set_window_size(1400, height + 160)  # the whole page in one picture
         screenshot = tmp_path / "crjepa-app.png"
         driver.save_screenshot(str(screenshot))
@@ -291,8 +350,9 @@ def test_a_large_archive_gets_a_search_box_the_server_matches(archive_dir, model
 
     explorer = Explorer(load_embeddings(archive_dir), model=model)
     demo = build_app(explorer, id_choices_limit=10)  # 24 ids: more than the page is sent
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
-                            css=CSS)
+    _, url, _ = demo.launch(
+        server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, css=CSS
+    )
     driver = chrome(tmp_path / "chromium")
     try:
         driver.get(url)
@@ -307,8 +367,10 @@ def test_a_large_archive_gets_a_search_box_the_server_matches(archive_dir, model
         picked = driver.find_element(By.CSS_SELECTOR, "#crjepa-id input")
         until(lambda: picked.get_attribute("value") == wanted, "the server's first match is picked")
         driver.find_element(By.ID, "crjepa-search-id").click()
-        until(lambda: driver.find_elements(By.CSS_SELECTOR, f'figure.crjepa-query[data-id="{wanted}"]'),
-              "its results show")
+        until(
+            lambda: driver.find_elements(By.CSS_SELECTOR, f'figure.crjepa-query[data-id="{wanted}"]'),
+            "its results show",
+        )
         assert len(driver.find_elements(By.CSS_SELECTOR, "figure.crjepa-tile:not(.crjepa-query)")) == 4 * 5
     finally:
         driver.quit()

@@ -78,8 +78,12 @@ def test_xjepa_terms_sum_to_the_loss():
     out = model(dict(zip(cfg.sensor_names, pair_batch(cfg))))
     terms = out.losses
     assert cfg.routes == ["s1->s2", "s2->s1"] and "pred/s1->s1" not in terms and terms["pred/s1->s2"] > 0
-    expected = (terms["pred"] + cfg.lambda_mahalanobis * terms["mahalanobis"] + cfg.lambda_vicreg
-                * (cfg.vicreg_variance_weight * terms["variance"] + cfg.vicreg_covariance_weight * terms["covariance"]))
+    expected = (
+        terms["pred"]
+        + cfg.lambda_mahalanobis * terms["mahalanobis"]
+        + cfg.lambda_vicreg
+        * (cfg.vicreg_variance_weight * terms["variance"] + cfg.vicreg_covariance_weight * terms["covariance"])
+    )
     assert torch.allclose(out.loss, expected)
 
 
@@ -140,12 +144,26 @@ def test_baseline_configs_check_their_knobs():
 
 # ---------------------------------------------------------------------------------------------- YAML files
 TINY_RUN = {
-    "model.preset": "tiny", "data.source": "synthetic", "data.path": "null", "data.num_workers": "0",
-    "data.options.num_train": "16", "data.options.num_validation": "0", "data.options.num_test": "8",
-    "data.options.image_size": "32", "data.batch_size": "8", "training.epochs": "1", "training.max_steps": "2",
-    "training.mixed_precision": "\"no\"", "eval.before_training": "false", "eval.every_epochs": "null",
-    "eval.batch_size": "8", "embeddings.write": "false", "checkpoint.every_steps": "0",
-    "logging.report_to": "none", "logging.progress_bar": "false", "logging.every_steps": "1",
+    "model.preset": "tiny",
+    "data.source": "synthetic",
+    "data.path": "null",
+    "data.num_workers": "0",
+    "data.options.num_train": "16",
+    "data.options.num_validation": "0",
+    "data.options.num_test": "8",
+    "data.options.image_size": "32",
+    "data.batch_size": "8",
+    "training.epochs": "1",
+    "training.max_steps": "2",
+    "training.mixed_precision": '"no"',
+    "eval.before_training": "false",
+    "eval.every_epochs": "null",
+    "eval.batch_size": "8",
+    "embeddings.write": "false",
+    "checkpoint.every_steps": "0",
+    "logging.report_to": "none",
+    "logging.progress_bar": "false",
+    "logging.every_steps": "1",
 }
 """Overrides that shrink any run to the tiny model, 16 synthetic pairs and two optimizer steps."""
 
@@ -158,10 +176,23 @@ def yaml_model_section(path: Path) -> dict:
 
 def test_every_paper_ablation_has_a_yaml():
     names = {p.stem for p in ABLATION_FILES}
-    expected = {"loss_pred_uni", "loss_pred_cross", "loss_pred_sigreg", "loss_no_sigreg", "loss_all",
-                "routes_same_modal", "routes_cross_modal", "predictor_independent", "predictor_shared",
-                "head_single", "trunk_separate", "mask_ratio_025", "mask_ratio_050", "mask_ratio_075",
-                *(f"predictor_depth_{d:02d}" for d in (2, 4, 6, 8, 10, 12))}
+    expected = {
+        "loss_pred_uni",
+        "loss_pred_cross",
+        "loss_pred_sigreg",
+        "loss_no_sigreg",
+        "loss_all",
+        "routes_same_modal",
+        "routes_cross_modal",
+        "predictor_independent",
+        "predictor_shared",
+        "head_single",
+        "trunk_separate",
+        "mask_ratio_025",
+        "mask_ratio_050",
+        "mask_ratio_075",
+        *(f"predictor_depth_{d:02d}" for d in (2, 4, 6, 8, 10, 12)),
+    }
     assert expected <= names, sorted(expected - names)
     assert {p.stem for p in BASELINE_FILES} == {"xjepa", "contrastive"}
 
@@ -192,7 +223,11 @@ def test_yaml_trains_two_steps_through_the_training_script(path, tmp_path):
     import train_accelerate
 
     argv = ["--config", str(path), "--output_dir", str(tmp_path)]
-    extra = {"model.ema_momentum": "0.0", "model.ema_momentum_end": "0.0"} if yaml_model_section(path).get("architecture") == "xjepa" else {}
+    extra = (
+        {"model.ema_momentum": "0.0", "model.ema_momentum_end": "0.0"}
+        if yaml_model_section(path).get("architecture") == "xjepa"
+        else {}
+    )
     for key, value in {**TINY_RUN, **extra}.items():
         argv += [f"--{key}", value]
     summary = train_accelerate.train(argv)
@@ -204,7 +239,7 @@ def test_yaml_trains_two_steps_through_the_training_script(path, tmp_path):
     assert type(model) is ARCHITECTURES[architecture][1]
     for key, value in yaml_model_section(path).items():
         if key != "architecture":
-            expected = ([normalize_route(r, model.config.sensors) for r in value] if key == "routes" else value)
+            expected = [normalize_route(r, model.config.sensors) for r in value] if key == "routes" else value
             assert getattr(model.config, key) == expected, key
     if architecture == "xjepa":  # momentum 0: after the loop's hook the target IS the online encoder
         for online, target in zip(model.trunk.parameters(), model.target_trunk.parameters()):

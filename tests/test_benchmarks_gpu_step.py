@@ -15,15 +15,42 @@ pytestmark = pytest.mark.slow  # runs the benchmark script in a process of its o
 
 def test_gpu_step_benchmark_runs_on_cpu_and_prints_json(tmp_path):
     profile = tmp_path / "profile.txt"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "gpu_step.py"), "--device", "cpu", "--preset", "tiny",
-           "--batch", "4", "--steps", "1", "--embed-batch", "4", "--native-size", "40", "--warmup", "1",
-           "--profile", str(profile), "--profile-steps", "1"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "gpu_step.py"),
+        "--device",
+        "cpu",
+        "--preset",
+        "tiny",
+        "--batch",
+        "4",
+        "--steps",
+        "1",
+        "--embed-batch",
+        "4",
+        "--native-size",
+        "40",
+        "--warmup",
+        "1",
+        "--profile",
+        str(profile),
+        "--profile-steps",
+        "1",
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    for key in ("train_pairs_per_s", "baseline_train_pairs_per_s", "embed_images_per_s",
-                "baseline_embed_images_per_s", "mfu", "peak_memory_gb", "gflop_per_pair", "embed_gflop_per_image"):
+    for key in (
+        "train_pairs_per_s",
+        "baseline_train_pairs_per_s",
+        "embed_images_per_s",
+        "baseline_embed_images_per_s",
+        "mfu",
+        "peak_memory_gb",
+        "gflop_per_pair",
+        "embed_gflop_per_image",
+    ):
         assert isinstance(out[key], (int, float)) and out[key] > 0, key
     assert out["device"].startswith("cpu") and out["preset"] == "tiny" and out["batch"] == 4
     # the tiny model's counted FLOPs: a training pair costs far more than embedding one image

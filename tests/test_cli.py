@@ -83,8 +83,10 @@ def test_arguments_out_of_range_are_one_line_before_any_work(cli_workdir, tmp_pa
         (embed + ["--recall", "1.5"], "--recall: must be a number in (0, 1]"),
         (embed + ["--num-workers", "-1"], "--num-workers: must be an integer in [0, 256]"),
         (embed + ["--device", "cuda:7"], "--device cuda:7: no such GPU here"),
-        (search + ["--png", str(png), "--data", "synthetic", "--tile", "200000"],
-         "--tile: must be an integer in [8, 1024]"),
+        (
+            search + ["--png", str(png), "--data", "synthetic", "--tile", "200000"],
+            "--tile: must be an integer in [8, 1024]",
+        ),
         (search + ["-k", "0"], "-k: must be an integer in [1, 100000], found 0"),
         (["evaluate", str(cli_workdir / "model"), "synthetic", "-k", "0"], "-k: must be an integer in [1, 100000]"),
         (["index", str(cli_workdir / "emb"), "--recall", "0"], "--recall: must be a number in (0, 1]"),
@@ -115,14 +117,30 @@ def test_bad_files_give_one_error_line_naming_the_file(cli_workdir, tmp_path, ca
 
     png = tmp_path / "query.png"
     png.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
-    assert main(["search", str(cli_workdir / "emb"), "--image", str(png), "--sensor", "s2", "--model",
-                 str(cli_workdir / "model"), "--device", "cpu"]) == 2
+    assert (
+        main(
+            [
+                "search",
+                str(cli_workdir / "emb"),
+                "--image",
+                str(png),
+                "--sensor",
+                "s2",
+                "--model",
+                str(cli_workdir / "model"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(png) in err and "not a readable image" in err, err
 
     readonly = Path("/proc/crjepa-emb")  # a file system nobody (not even root) may create folders in
-    assert main(["embed", str(cli_workdir / "model"), "synthetic", "--num-pairs", "8", "-o",
-                 str(readonly / "out")]) == 2
+    assert (
+        main(["embed", str(cli_workdir / "model"), "synthetic", "--num-pairs", "8", "-o", str(readonly / "out")]) == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(readonly) in err and "choose a writable path" in err, err
 
@@ -136,6 +154,7 @@ def test_a_bug_keeps_its_traceback_while_a_user_error_is_one_line(monkeypatch, t
     def raising(error: Exception):
         def command(args):
             raise error
+
         return command
 
     argv = ["search", str(tmp_path), "--id", "x"]

@@ -28,8 +28,20 @@ def test_embed_and_evaluate_take_a_hub_data_set_id(cli_workdir, tmp_path, monkey
         return real("parquet", data_files=files, **kwargs)
 
     monkeypatch.setattr(datasets, "load_dataset", hub)
-    assert main(["embed", str(cli_workdir / "model"), "someone/crjepa-export", "-o", str(tmp_path / "emb"),
-                 "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "embed",
+                str(cli_workdir / "model"),
+                "someone/crjepa-export",
+                "-o",
+                str(tmp_path / "emb"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     info = json.loads((tmp_path / "emb" / "embeddings_info.json").read_text())
     assert info["num_rows"] == 12 and info["source"]["dataset"] == "someone/crjepa-export"
     assert main(["evaluate", str(cli_workdir / "model"), "someone/crjepa-export", "--device", "cpu"]) == 0
@@ -53,13 +65,15 @@ def test_a_crafted_safetensors_header_is_one_line(cli_workdir, tmp_path, capsys)
     weights = model / "model.safetensors"
     data = weights.read_bytes()
     length = struct.unpack("<Q", data[:8])[0]
-    header = json.loads(data[8:8 + length])
+    header = json.loads(data[8 : 8 + length])
     name = next(k for k in header if k != "__metadata__")
     header[name]["data_offsets"] = [0, 2**40]
     raw = json.dumps(header).encode()
-    weights.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + length:])
-    for argv in (["embed", str(model), *EMBED_SMALL, "-o", str(tmp_path / "out")],
-                 ["evaluate", str(model), "synthetic", "--num-pairs", "8", "--device", "cpu"]):
+    weights.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + length :])
+    for argv in (
+        ["embed", str(model), *EMBED_SMALL, "-o", str(tmp_path / "out")],
+        ["evaluate", str(model), "synthetic", "--num-pairs", "8", "--device", "cpu"],
+    ):
         assert main(argv) == 2
         line = one_error_line(capsys.readouterr().err)
         assert f"{weights} is not a valid safetensors file: tensor {name!r} lies at bytes [0, 1099511627776]" in line

@@ -50,7 +50,8 @@ def test_archive_is_published_without_local_paths_and_with_the_umask(cli_workdir
     from crjepa.cli.common import load_data
 
     load_data({"dataset": "synthetic", "num_pairs": 8}, "test").to_parquet(
-        str(data / "data" / "test-00000-of-00001.parquet"))
+        str(data / "data" / "test-00000-of-00001.parquet")
+    )
     old = os.umask(0o022)
     try:
         code = main(["embed", str(cli_workdir / "model"), str(data), "-o", str(tmp_path / "emb"), "--device", "cpu"])
@@ -110,11 +111,17 @@ def test_embed_refuses_an_output_equal_to_inside_or_holding_its_input(cli_workdi
 
     data = tmp_path / "export"
     load_data({"dataset": "synthetic", "num_pairs": 8}, "test").to_parquet(
-        str(data / "data" / "test-00000-of-00001.parquet"))
+        str(data / "data" / "test-00000-of-00001.parquet")
+    )
     before = folder_files(data)
-    for output, relation in ((data, "is the input"), (data / "emb", "lies inside the input"),
-                             (tmp_path, "contains the input")):
-        assert main(["embed", str(cli_workdir / "model"), str(data), "-o", str(output), "--overwrite",
-                     "--device", "cpu"]) == 2
+    for output, relation in (
+        (data, "is the input"),
+        (data / "emb", "lies inside the input"),
+        (tmp_path, "contains the input"),
+    ):
+        assert (
+            main(["embed", str(cli_workdir / "model"), str(data), "-o", str(output), "--overwrite", "--device", "cpu"])
+            == 2
+        )
         assert relation in one_error_line(capsys.readouterr().err)
         assert folder_files(data) == before and not (data / "emb").exists()

@@ -16,5 +16,7 @@ def test_evaluate_writes_the_four_direction_table(cli_workdir):
     assert all(0 <= v <= 1 for values in data["metrics"].values() for v in values.values())
     assert table[2] in cli_section(cli_workdir, "evaluate")
     # the printed table says what it scored: data set, splits and counts
-    assert ("synthetic, queries from the validation split, gallery from the test split: 48 queries x 48 gallery "
-            "items (in %):\n| metric |") in cli_section(cli_workdir, "evaluate")
+    assert (
+        "synthetic, queries from the validation split, gallery from the test split: 48 queries x 48 gallery "
+        "items (in %):\n| metric |"
+    ) in cli_section(cli_workdir, "evaluate")

@@ -44,4 +44,5 @@ def test_crjepa_index_on_a_real_full_disk_keeps_the_archive(cli_workdir, small_d
     filler.unlink()
     assert main(["index", str(archive), "--kind", "exact"]) == 0
     assert json.loads((archive / "embeddings_info.json").read_text())["indices"] == dict.fromkeys(
-        ["s1_unified", "s1_cross", "s2_unified", "s2_cross"], "exact")
+        ["s1_unified", "s1_cross", "s2_unified", "s2_cross"], "exact"
+    )

@@ -46,10 +46,12 @@ def test_search_prints_the_exact_top_k_and_writes_the_grid(cli_workdir):
 def test_search_by_id_runs_without_torch(cli_workdir, tmp_path):
     """Searching a finished archive by id needs neither the model nor torch (an archive pulled from the Hub by a
     user with faiss alone): the whole command runs in a fresh process that never imports torch."""
-    script = ("import json, sys; from crjepa.cli import main; "
-              f"code = main(['search', {str(cli_workdir / 'emb')!r}, '--id', {CLI_QUERY!r}, '-k', '3', '--json']); "
-              "print(json.dumps({'code': code, 'torch': 'torch' in sys.modules, "
-              "'transformers': 'transformers' in sys.modules}))")
+    script = (
+        "import json, sys; from crjepa.cli import main; "
+        f"code = main(['search', {str(cli_workdir / 'emb')!r}, '--id', {CLI_QUERY!r}, '-k', '3', '--json']); "
+        "print(json.dumps({'code': code, 'torch': 'torch' in sys.modules, "
+        "'transformers': 'transformers' in sys.modules}))"
+    )
     proc = run_python(["-c", script], tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.strip().splitlines()
@@ -63,8 +65,23 @@ def test_search_by_image_file(cli_workdir, capsys):
 
     image = load_data({"dataset": "synthetic", "num_pairs": 48}, "test").with_format("numpy")[3]["s2"]
     np.save(cli_workdir / "query.npy", image)
-    code = main(["search", str(cli_workdir / "emb"), "--image", str(cli_workdir / "query.npy"), "--sensor", "s2",
-                 "--model", str(cli_workdir / "model"), "--device", "cpu", "-k", "3", "--json"])
+    code = main(
+        [
+            "search",
+            str(cli_workdir / "emb"),
+            "--image",
+            str(cli_workdir / "query.npy"),
+            "--sensor",
+            "s2",
+            "--model",
+            str(cli_workdir / "model"),
+            "--device",
+            "cpu",
+            "-k",
+            "3",
+            "--json",
+        ]
+    )
     assert code == 0
     results = json.loads(capsys.readouterr().out)
     assert list(results) == ["s2->s1", "s2->s2"]
@@ -103,8 +120,9 @@ def test_recorded_source_of_an_archive_embedded_from_an_absolute_path(cli_workdi
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     capsys.readouterr()
-    assert main(["search", str(emb), "--id", CLI_QUERY, "-k", "2", "--png", "g.png", "--data", "recorded"]) == 0, \
+    assert main(["search", str(emb), "--id", CLI_QUERY, "-k", "2", "--png", "g.png", "--data", "recorded"]) == 0, (
         capsys.readouterr().err
+    )
     assert Image.open(elsewhere / "g.png").size == grid_size(4, 2)
 
     class Recorder:
@@ -122,8 +140,9 @@ def test_recorded_source_of_an_archive_embedded_from_an_absolute_path(cli_workdi
     push_folder(emb, "me/emb", api=api)
     assert ".crjepa-source.json" in LOCAL_ONLY and (emb / ".crjepa-source.json").is_file()
     assert ".crjepa-source.json" not in api.uploaded and MARKER_FILE not in api.uploaded and api.uploaded
-    assert not any(str(tmp_path) in (emb / f).read_text(errors="ignore") for f in api.uploaded if f.endswith(
-        (".json", ".md")))
+    assert not any(
+        str(tmp_path) in (emb / f).read_text(errors="ignore") for f in api.uploaded if f.endswith((".json", ".md"))
+    )
 
 
 def test_the_synthetic_source_a_training_run_records_is_accepted_within_bounds(tmp_path):
@@ -161,9 +180,11 @@ def test_downloaded_archive_fields_are_not_trusted(cli_workdir, tmp_path, capsys
     info_file.write_text(json.dumps(info))
     with pytest.raises(EmbeddingsError, match="records no model fingerprint"):
         load_embeddings(crafted, model=model)
-    for field, value, message in (("dimension", 10**9, "dimension must be an integer"),
-                                  ("vector_columns", ["../../etc_cross"], "vector_columns must be a list"),
-                                  ("indices", {"s1_cross": "ondisk"}, "indices must map")):
+    for field, value, message in (
+        ("dimension", 10**9, "dimension must be an integer"),
+        ("vector_columns", ["../../etc_cross"], "vector_columns must be a list"),
+        ("indices", {"s1_cross": "ondisk"}, "indices must map"),
+    ):
         bad = {**info, field: value}
         info_file.write_text(json.dumps(bad))
         assert main(["search", str(crafted), "--id", CLI_QUERY]) == 2
@@ -176,20 +197,39 @@ def test_bad_query_images_and_index_parameters_are_one_line(cli_workdir, tmp_pat
     `nlist=0` (faiss crashed) ended in tracebacks."""
     import datetime
 
-    images = {"empty": (np.zeros((12, 0, 0), np.uint16), "is 0x0 pixels"),
-              "dates": (np.full((12, 4, 4), np.datetime64(datetime.date(2020, 1, 1))), "holds datetime64[D] values"),
-              "strings": (np.full((12, 4, 4), "a"), "holds <U1 values"),
-              "channels": (np.zeros((5, 8, 8), np.uint16), "has 5 channel(s); the model's 's2' images have 12")}
+    images = {
+        "empty": (np.zeros((12, 0, 0), np.uint16), "is 0x0 pixels"),
+        "dates": (np.full((12, 4, 4), np.datetime64(datetime.date(2020, 1, 1))), "holds datetime64[D] values"),
+        "strings": (np.full((12, 4, 4), "a"), "holds <U1 values"),
+        "channels": (np.zeros((5, 8, 8), np.uint16), "has 5 channel(s); the model's 's2' images have 12"),
+    }
     for name, (array, message) in images.items():
         np.save(tmp_path / f"{name}.npy", array)
-        assert main(["search", str(cli_workdir / "emb"), "--image", str(tmp_path / f"{name}.npy"), "--sensor", "s2",
-                     "--model", str(cli_workdir / "model"), "--device", "cpu"]) == 2
+        assert (
+            main(
+                [
+                    "search",
+                    str(cli_workdir / "emb"),
+                    "--image",
+                    str(tmp_path / f"{name}.npy"),
+                    "--sensor",
+                    "s2",
+                    "--model",
+                    str(cli_workdir / "model"),
+                    "--device",
+                    "cpu",
+                ]
+            )
+            == 2
+        )
         assert message in one_error_line(capsys.readouterr().err), name
     archive = tmp_path / "emb"
     shutil.copytree(cli_workdir / "emb", archive)
     before = folder_files(archive)
-    for params, message in ((["--kind", "hnsw", "--param", "M=1000"], "M=1000 must be an integer in [2, 512]"),
-                            (["--kind", "ivfpq", "--param", "nlist=0"], "nlist=0 must be an integer in [1, ")):
+    for params, message in (
+        (["--kind", "hnsw", "--param", "M=1000"], "M=1000 must be an integer in [2, 512]"),
+        (["--kind", "ivfpq", "--param", "nlist=0"], "nlist=0 must be an integer in [1, "),
+    ):
         assert main(["index", str(archive), *params]) == 2
         assert message in one_error_line(capsys.readouterr().err)
         assert folder_files(archive) == before

@@ -91,8 +91,9 @@ def test_reader_pickles_small_for_spawned_workers(tmp_path):
 
     from crjepa.data.loading import PairBatches
 
-    builder = S.SyntheticPairs(cache_dir=str(tmp_path / "c"), num_train=300, num_validation=0, num_test=0,
-                               image_size=32)
+    builder = S.SyntheticPairs(
+        cache_dir=str(tmp_path / "c"), num_train=300, num_validation=0, num_test=0, image_size=32
+    )
     builder.download_and_prepare()
     reader = PairBatches(builder.as_dataset(split="train"), ["s1", "s2"])  # memory-mapped Arrow
     reader[[0, 1]]  # builds the column views
@@ -147,8 +148,10 @@ def test_builder_name_source(tmp_path):
     for i in range(3):
         np.save(root / f"a{i}.npy", np.full((1, 4, 4), i, np.float32))
         np.save(root / f"b{i}.npy", np.full((2, 4, 4), i, np.uint8))
-    (root / "pairs.csv").write_text("id,a,b,labels,split\n" + "".join(
-        f"p{i},a{i}.npy,b{i}.npy,{'x' if i else 'y'},{'test' if i == 2 else 'train'}\n" for i in range(3)))
+    (root / "pairs.csv").write_text(
+        "id,a,b,labels,split\n"
+        + "".join(f"p{i},a{i}.npy,b{i}.npy,{'x' if i else 'y'},{'test' if i == 2 else 'train'}\n" for i in range(3))
+    )
     ds = load_paired_dataset("paired", split="train", csv_path=str(root / "pairs.csv"), cache_dir=str(tmp_path / "c"))
     assert ds["id"] == ["p0", "p1"] and label_names(ds) == ["x", "y"]
     batch = next(iter(make_dataloader(ds, {"a": 1, "b": 2}, 2, shuffle=False)))
@@ -177,6 +180,8 @@ def test_reader_names_a_column_that_is_not_an_image(train):
 
     with pytest.raises(DataError, match="column 'split' is not an Array3D"):
         PairBatches(train, ["s1", "split"])
+
+
 # ---------------------------------------------------------------------------------------- partially paired data
 def _check_batches_against_generate(loader, ref) -> int:
     """Every row: presence masks equal generate's has_*; pixels equal where present, zero where absent."""
@@ -211,11 +216,13 @@ def test_unpaired_rows_give_presence_masks_and_zero_filled_images(tmp_path):
     # the same through the builder, a Parquet export (memory-mapped), a worker process, and 3 Arrow chunks
     import datasets
 
-    chunked = datasets.concatenate_datasets([ds.select(r).flatten_indices() for r in (range(0, 7), range(7, 30),
-                                                                                    range(30, 40))])
+    chunked = datasets.concatenate_datasets(
+        [ds.select(r).flatten_indices() for r in (range(0, 7), range(7, 30), range(30, 40))]
+    )
     assert chunked.data.table.column("s1").num_chunks == 3
-    assert _check_batches_against_generate(make_dataloader(chunked, ["s1", "s2"], 16, seed=2, drop_last=False),
-                                           ref) == 40
+    assert (
+        _check_batches_against_generate(make_dataloader(chunked, ["s1", "s2"], 16, seed=2, drop_last=False), ref) == 40
+    )
     builder = S.SyntheticPairs(cache_dir=str(tmp_path / "c"), **SIZES, pairing_rate=0.5)
     out = export_builder(builder, tmp_path / "export", num_proc=1)
     train = load_paired_dataset(out, split="train", cache_dir=str(tmp_path / "hf"))
@@ -228,8 +235,9 @@ def test_unpaired_rows_give_presence_masks_and_zero_filled_images(tmp_path):
 
 def _s2_only_export(tmp_path, image_size: int = 16, n: int = 8):
     """An S2-only archive exported as Parquet (a data set without any S1 column)."""
-    ds = load_paired_dataset("synthetic", split="train", num_train=n, num_validation=0, num_test=0,
-                             image_size=image_size, seed=9).remove_columns(["s1"])
+    ds = load_paired_dataset(
+        "synthetic", split="train", num_train=n, num_validation=0, num_test=0, image_size=image_size, seed=9
+    ).remove_columns(["s1"])
     folder = tmp_path / f"s2-only-{image_size}"
     (folder / "data").mkdir(parents=True)
     ds.to_parquet(str(folder / "data" / "train-00000-of-00001.parquet"))
@@ -249,28 +257,55 @@ def test_paired_set_combined_with_a_single_sensor_export_and_a_mix(tmp_path):
     np.testing.assert_array_equal(batch["s2"][24:].numpy(), np.stack(alone.with_format("numpy")["s2"]))
     assert batch["id"][24:] == alone["id"]
     # a 50/50 mix: the epoch is long enough to keep all 24 paired rows; the 8 S2-only rows appear 3 times each
-    mixed = load_paired_dataset("synthetic", split="train", extra_sources={"s2_only": {"source": str(s2_only)}},
-                                mix={"paired": 0.5, "s2_only": 0.5}, **opts)
+    mixed = load_paired_dataset(
+        "synthetic",
+        split="train",
+        extra_sources={"s2_only": {"source": str(s2_only)}},
+        mix={"paired": 0.5, "s2_only": 0.5},
+        **opts,
+    )
     ids = [i for b in make_dataloader(mixed, ["s1", "s2"], 8, seed=0) for i in b["id"]]
     assert len(ids) == 48 and sorted(set(ids)) == sorted(both["id"])
     assert {ids.count(i) for i in alone["id"]} == {3} and {ids.count(i) for i in both["id"][:24]} == {1}
     # 3:1 with 24 and 8 rows: 24 paired + 8 S2-only, every row once
-    assert len(load_paired_dataset("synthetic", split="train", extra_sources={"s2_only": str(s2_only)},
-                                   mix={"paired": 3, "s2_only": 1}, **opts)) == 32
+    assert (
+        len(
+            load_paired_dataset(
+                "synthetic",
+                split="train",
+                extra_sources={"s2_only": str(s2_only)},
+                mix={"paired": 3, "s2_only": 1},
+                **opts,
+            )
+        )
+        == 32
+    )
     # all splits loaded (as training does): only the train rows are resampled, the test rows appear once
-    whole = load_paired_dataset("synthetic", extra_sources={"s2_only": str(s2_only)},
-                                mix={"paired": 0.5, "s2_only": 0.5}, **{**opts, "num_test": 5})
+    whole = load_paired_dataset(
+        "synthetic",
+        extra_sources={"s2_only": str(s2_only)},
+        mix={"paired": 0.5, "s2_only": 0.5},
+        **{**opts, "num_test": 5},
+    )
     assert sorted(whole["split"]) == ["test"] * 5 + ["train"] * 48 and len(set(whole["id"])) == 37
     with pytest.raises(DataError, match=r"unknown data set\(s\) \['s1_only'\]"):
-        load_paired_dataset("synthetic", split="train", extra_sources={"s2_only": str(s2_only)},
-                            mix={"paired": 1, "s1_only": 1}, **opts)
+        load_paired_dataset(
+            "synthetic", split="train", extra_sources={"s2_only": str(s2_only)}, mix={"paired": 1, "s1_only": 1}, **opts
+        )
 
 
 def test_combining_sets_whose_sensor_shapes_differ_names_the_sensor_and_the_folder(tmp_path):
     small = _s2_only_export(tmp_path, image_size=8)
     with pytest.raises(DataError) as err:
-        load_paired_dataset("synthetic", split="train", extra_sources={"s2_only": str(small)},
-                            num_train=8, num_validation=0, num_test=0, image_size=16)
+        load_paired_dataset(
+            "synthetic",
+            split="train",
+            extra_sources={"s2_only": str(small)},
+            num_train=8,
+            num_validation=0,
+            num_test=0,
+            image_size=16,
+        )
     msg = str(err.value)
     assert "sensor 's2'" in msg and str(small) in msg and "(12, 8, 8)" in msg and "(12, 16, 16)" in msg
 
@@ -283,7 +318,6 @@ def test_check_sensors_both_directions_and_sensors_no_row_has(tmp_path):
     with pytest.raises(DataError, match=r"Dataset my/folder does not match"):
         check_sensors(train, {"s1": 2}, exact=True, where="my/folder")
     s2_only = _s2_only_export(tmp_path)
-    stream = load_paired_dataset(s2_only, split="train").add_column(
-        "s1", [None] * 8, feature=train.features["s1"])
+    stream = load_paired_dataset(s2_only, split="train").add_column("s1", [None] * 8, feature=train.features["s1"])
     with pytest.raises(DataError, match=r"no row has sensor\(s\) \['s1'\]"):
         check_sensors(stream, {"s1": 2, "s2": 12}, exact=True)

@@ -34,15 +34,18 @@ REPOSITORY_KINDS = {".md", ".py", ".yaml", ".yml", ".sh", ".toml"}
 LOCAL_ROOTS = ("root", "home", "Users", "tmp", "var/tmp", "var/folders", "private/var", "private/tmp", "work", "mnt")
 """Top folders of local machines (homes, temporary and working folders). Written without their leading slash, so
 that this file does not match its own pattern."""
-LOCAL_PATH = re.compile("(?<![\\w.~-])/(?:" + "|".join(re.escape(r) for r in LOCAL_ROOTS) + r")(?=/|\b)"
-                        r"|\b[A-Za-z]:\\\\?Users\\\\?")
+LOCAL_PATH = re.compile(
+    "(?<![\\w.~-])/(?:" + "|".join(re.escape(r) for r in LOCAL_ROOTS) + r")(?=/|\b)"
+    r"|\b[A-Za-z]:\\\\?Users\\\\?"
+)
 
 
 def repository_files() -> list[Path]:
     """The files of the checkout (tracked, plus new ones git does not ignore)."""
     try:
-        listing = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                                 text=True, check=True).stdout
+        listing = subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("not a git checkout")
     return [REPO / line for line in listing.splitlines() if (REPO / line).is_file()]
@@ -52,8 +55,10 @@ def top_level_names(files: list[Path]) -> set[str]:
     return {f.relative_to(REPO).parts[0] for f in files}
 
 
-PATH = re.compile(r"(?<![\w./<{*-])((?:[\w.-]+/)*[\w.-]*[\w-]\.(?:py|md|yaml|yml|toml|sh|json|log|txt))"
-                  r"(?:::(\w+))?(?![\w/])")
+PATH = re.compile(
+    r"(?<![\w./<{*-])((?:[\w.-]+/)*[\w.-]*[\w-]\.(?:py|md|yaml|yml|toml|sh|json|log|txt))"
+    r"(?:::(\w+))?(?![\w/])"
+)
 DIR_PATH = re.compile(r"(?<![\w./<{*-])((?:[\w.-]+/)+)(?![\w.<*{-])")
 
 
@@ -63,7 +68,7 @@ def cited_paths(text: str, code: bool = False) -> list[tuple[str, str | None]]:
     citation; comments and docstrings cite without quotes."""
     found = []
     for m in PATH.finditer(text):
-        quoted = m.start() > 0 and text[m.start() - 1] in "'\"" and text[m.end():m.end() + 1] in ("'", '"')
+        quoted = m.start() > 0 and text[m.start() - 1] in "'\"" and text[m.end() : m.end() + 1] in ("'", '"')
         if not (code and quoted):
             found.append((m.group(1), m.group(2)))
     return found
@@ -87,8 +92,12 @@ def test_every_cited_repository_path_exists():
     problems = []
     for file in files:
         rel = file.relative_to(REPO)
-        if (file.suffix not in CITING_SUFFIXES and rel != Path(".ci/run") or rel.parts[:2] == ("benchmarks", "results")
-                or rel == Path(__file__).relative_to(REPO)):  # this file's examples are missing on purpose
+        if (
+            file.suffix not in CITING_SUFFIXES
+            and rel != Path(".ci/run")
+            or rel.parts[:2] == ("benchmarks", "results")
+            or rel == Path(__file__).relative_to(REPO)
+        ):  # this file's examples are missing on purpose
             continue
         text = file.read_text(encoding="utf-8", errors="replace")
         for number, line in enumerate(text.splitlines(), start=1):
@@ -106,9 +115,12 @@ def test_every_cited_repository_path_exists():
                 target = _resolves(path, file, files, tops)
                 if target is None:
                     problems.append(f"{rel}:{number}: {path} does not exist")
-                elif test and not re.search(rf"^\s*def {re.escape(test)}\(|^def {re.escape(test)}\b|"
-                                            rf"^@pytest.fixture[^\n]*\n(?:@[^\n]*\n)*def {re.escape(test)}\(",
-                                            target.read_text(encoding="utf-8"), re.MULTILINE):
+                elif test and not re.search(
+                    rf"^\s*def {re.escape(test)}\(|^def {re.escape(test)}\b|"
+                    rf"^@pytest.fixture[^\n]*\n(?:@[^\n]*\n)*def {re.escape(test)}\(",
+                    target.read_text(encoding="utf-8"),
+                    re.MULTILINE,
+                ):
                     problems.append(f"{rel}:{number}: {path} has no test or fixture {test!r}")
             for folder in DIR_PATH.findall(line):
                 if folder.split("/")[0] in tops and "/" in folder.rstrip("/") and not (REPO / folder).is_dir():
@@ -132,11 +144,18 @@ def test_no_file_holds_an_absolute_path_of_a_local_machine():
 def test_the_checks_catch_what_they_are_for(tmp_path):
     """The patterns find a missing cited file, a missing test and local paths (so the two tests above can fail)."""
     assert cited_paths("see docs/NOPE.md and tests/test_cli.py::test_nothing_here.") == [
-        ("docs/NOPE.md", None), ("tests/test_cli.py", "test_nothing_here")]
+        ("docs/NOPE.md", None),
+        ("tests/test_cli.py", "test_nothing_here"),
+    ]
     assert _resolves("docs/NOPE.md", REPO / "README.md", [], {"docs"}) is None
     assert _resolves("ARCHITECTURE.md", REPO / "docs" / "DESIGN.md", [], {"docs"}) == REPO / "docs" / "ARCHITECTURE.md"
-    for line in ("/" + "root/.cache/x", "cd /" + "tmp/crjepa", "File \"/" + "home/ann/p.py\"", "/" + "work/main/x",
-                 "C:\\" + "Users\\ann"):
+    for line in (
+        "/" + "root/.cache/x",
+        "cd /" + "tmp/crjepa",
+        'File "/' + 'home/ann/p.py"',
+        "/" + "work/main/x",
+        "C:\\" + "Users\\ann",
+    ):
         assert LOCAL_PATH.search(line), line
     for line in ("https://huggingface.co/datasets/x", "data/tmp/x", "~/.cache/crjepa-test-wheels", "/data/DSRSID"):
         assert not LOCAL_PATH.search(line), line

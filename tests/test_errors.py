@@ -23,8 +23,7 @@ def defined_errors() -> dict[str, type[BaseException]]:
                 continue
             module = importlib.import_module(module_info.name)
             for name, value in vars(module).items():
-                if (inspect.isclass(value) and issubclass(value, BaseException)
-                        and value.__module__ == module.__name__):
+                if inspect.isclass(value) and issubclass(value, BaseException) and value.__module__ == module.__name__:
                     found[f"{module.__name__}.{name}"] = value
     return found
 

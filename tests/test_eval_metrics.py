@@ -225,7 +225,11 @@ def test_evaluate_modules_match_package(tmp_path: Path) -> None:
     cases = json.dumps([[module, kwargs, single] for module, _, kwargs, single in CASES])
     out = subprocess.run(
         [sys.executable, "-c", script, str(tmp_path), cases],
-        env=env, capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[1],
     )
     assert out.returncode == 0, out.stderr[-3000:]
     results = json.loads(out.stdout.strip().splitlines()[-1])

@@ -68,9 +68,15 @@ def test_embeddings_match_direct_model_calls_in_dataset_order(model, pairs):
 
 def test_embeddings_from_a_loader_equal_those_from_the_dataset(model, pairs):
     small = pairs.select(range(20))
-    loader = [{"s1": torch.as_tensor(b["s1"]), "s2": torch.as_tensor(b["s2"].astype(np.int32)),
-               "labels": torch.as_tensor(multi_hot(b["labels"], 19)).float(), "id": list(b["id"])}
-              for b in (small.with_format("numpy")[i:i + 8] for i in range(0, 20, 8))]
+    loader = [
+        {
+            "s1": torch.as_tensor(b["s1"]),
+            "s2": torch.as_tensor(b["s2"].astype(np.int32)),
+            "labels": torch.as_tensor(multi_hot(b["labels"], 19)).float(),
+            "id": list(b["id"]),
+        }
+        for b in (small.with_format("numpy")[i : i + 8] for i in range(0, 20, 8))
+    ]
     from_loader = compute_embeddings(model, loader, spaces=("cross",))
     from_dataset = compute_embeddings(model, small, spaces=("cross",), batch_size=7)
     assert from_loader.ids == from_dataset.ids
@@ -95,8 +101,14 @@ def test_accelerate_shards_are_gathered_in_dataset_order(model, pairs):
     full = compute_embeddings(model, small, spaces=("unified",), batch_size=4)
     local_parts = []
     for rank in range(3):
-        fake = SimpleNamespace(num_processes=3, process_index=rank, device=torch.device("cpu"),
-                               is_local_main_process=rank == 0, unwrap_model=lambda m: m, gather=lambda t: t)
+        fake = SimpleNamespace(
+            num_processes=3,
+            process_index=rank,
+            device=torch.device("cpu"),
+            is_local_main_process=rank == 0,
+            unwrap_model=lambda m: m,
+            gather=lambda t: t,
+        )
         part = compute_embeddings(model, small, spaces=("unified",), batch_size=4, accelerator=fake)
         assert part.ids == full.ids  # ids and labels come from the dataset on every process
         local_parts.append(part["s2_unified"])
@@ -126,11 +138,13 @@ def test_evaluate_retrieval_four_directions_and_markdown(model, pairs):
 
 
 def test_split_protocol_scores_queries_against_the_other_split(model, pairs):
-    results = evaluate_retrieval(model, pairs, query_split="validation", gallery_split="test", k=5,
-                                 dataset_name="synthetic")
+    results = evaluate_retrieval(
+        model, pairs, query_split="validation", gallery_split="test", k=5, dataset_name="synthetic"
+    )
     assert (results.num_queries, results.num_gallery) == (40, 56)
-    assert results.describe() == ("synthetic, queries from the validation split, gallery from the test split: 40 "
-                                  "queries x 56 gallery items")
+    assert results.describe() == (
+        "synthetic, queries from the validation split, gallery from the test split: 40 queries x 56 gallery items"
+    )
     queries = compute_embeddings(model, select_split(pairs, "validation"))
     gallery = compute_embeddings(model, select_split(pairs, "test"))
     expected = f1_at_k(queries["s1_cross"] @ gallery["s2_cross"].T, queries.labels, gallery.labels, k=5)
@@ -161,7 +175,8 @@ def test_same_modal_directions_exclude_self_matches():
     assert with_self == 1.0 and without_self < 1.0  # a case where including self would change the score
     assert results["P@1"]["a->a"] == pytest.approx(without_self)
     assert results["mAP"]["b->b"] == pytest.approx(
-        mean_average_precision(emb["b_unified"] @ emb["b_unified"].T, labels, labels, exclude_self=True))
+        mean_average_precision(emb["b_unified"] @ emb["b_unified"].T, labels, labels, exclude_self=True)
+    )
     cross = emb["a_cross"] @ emb["b_cross"].T  # cross-modal: the partner is a legitimate hit, nothing excluded
     assert results["P@1"]["a->b"] == pytest.approx(precision_at_k(cross, labels, labels, k=1))
 
@@ -194,16 +209,21 @@ def test_rows_lacking_a_sensor_are_neither_queries_nor_candidates(model):
     if the other rows were not there; the placeholder vectors of absent rows never count."""
     from crjepa.data.loading import load_paired_dataset, presence
 
-    ds = load_paired_dataset("synthetic", "train", num_train=60, num_validation=0, num_test=0, image_size=32,
-                             pairing_rate=0.5)
+    ds = load_paired_dataset(
+        "synthetic", "train", num_train=60, num_validation=0, num_test=0, image_size=32, pairing_rate=0.5
+    )
     emb = compute_embeddings(model, ds, batch_size=16)
     have = presence(ds, ["s1", "s2"])
     assert emb.present is not None and all(np.array_equal(emb.present[s], have[s]) for s in have)
     results = evaluate_embeddings(emb, k=5)
 
     def subset(rows):
-        return EmbeddingSet({c: v[rows] for c, v in emb.vectors.items()}, [emb.ids[i] for i in np.flatnonzero(rows)],
-                            emb.labels[rows], None)
+        return EmbeddingSet(
+            {c: v[rows] for c, v in emb.vectors.items()},
+            [emb.ids[i] for i in np.flatnonzero(rows)],
+            emb.labels[rows],
+            None,
+        )
 
     s1, s2 = subset(have["s1"]), subset(have["s2"])
     assert results["F1@5"]["s1->s1"] == pytest.approx(evaluate_embeddings(s1, k=5)["F1@5"]["s1->s1"])
@@ -212,8 +232,14 @@ def test_rows_lacking_a_sensor_are_neither_queries_nor_candidates(model):
     assert results["F1@5"]["s2->s1"] == pytest.approx(evaluate_embeddings(s2, s1, k=5)["F1@5"]["s2->s1"])
     assert results.direction_counts["s1->s2"] == [int(have["s1"].sum()), int(have["s2"].sum())]
     n1, n2 = int(have["s1"].sum()), int(have["s2"].sum())  # the header says each direction's own counts
-    assert results.describe().endswith(f"queries x gallery items per direction: S1->S1 {n1} x {n1}, S2->S2 {n2} x "
-                                       f"{n2}, S1->S2 {n1} x {n2}, S2->S1 {n2} x {n1}") and n1 < 60 and n2 < 60
+    assert (
+        results.describe().endswith(
+            f"queries x gallery items per direction: S1->S1 {n1} x {n1}, S2->S2 {n2} x "
+            f"{n2}, S1->S2 {n1} x {n2}, S2->S1 {n2} x {n1}"
+        )
+        and n1 < 60
+        and n2 < 60
+    )
     # placeholders cannot leak: absent rows made identical to the first query change nothing
     for column in emb.vectors:
         rows = ~emb.present[column.split("_")[0]]
@@ -246,8 +272,11 @@ def test_model_index_names_a_hub_task_and_the_evaluate_module_with_the_arguments
     results = evaluate_retrieval(model, pairs, k=5, dataset_name="BEN-14K (reBEN)")
     queries = compute_embeddings(model, pairs)
     sim = queries["s1_cross"] @ queries["s2_cross"].T
-    functions = {"crjepa_f1_at_k": metrics.f1_at_k, "crjepa_map": metrics.mean_average_precision,
-                 "crjepa_precision_at_k": metrics.precision_at_k}
+    functions = {
+        "crjepa_f1_at_k": metrics.f1_at_k,
+        "crjepa_map": metrics.mean_average_precision,
+        "crjepa_precision_at_k": metrics.precision_at_k,
+    }
     modules = Path(metrics.__file__).parent / "metrics_modules"
     for entry in results.model_index(dataset_type="user/ben14k"):
         assert entry.task_type == "image-feature-extraction" and entry.dataset_type == "user/ben14k"
@@ -257,5 +286,7 @@ def test_model_index_names_a_hub_task_and_the_evaluate_module_with_the_arguments
             assert entry.metric_value == pytest.approx(round(value * 100, 2)), entry.metric_name
     assert results.model_index()[0].dataset_type == "ben-14k-reben"
     single = [metric_module(name) for name in ("mAP", "P@5")]
-    assert single == [("crjepa_map", {"relevance": "same_class"}),
-                      ("crjepa_precision_at_k", {"k": 5, "relevance": "same_class"})]
+    assert single == [
+        ("crjepa_map", {"relevance": "same_class"}),
+        ("crjepa_precision_at_k", {"k": 5, "relevance": "same_class"}),
+    ]

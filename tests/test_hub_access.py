@@ -35,11 +35,19 @@ def test_every_push_path_fails_the_same_way_before_writing(tmp_path):
 
     assert PublishError is HubError
     messages = []
-    for push in (lambda api: push_folder(tmp_path, "me/repo", api=api),
-                 lambda api: prepare_push("me/repo", repo_type="model", api=api),
-                 lambda api: export_builder(synthetic.SyntheticPairs(cache_dir=str(tmp_path / "cache"), num_train=2,
-                                                                     num_validation=0, num_test=0, image_size=8),
-                                            tmp_path / "out", push_to_hub="me/repo", api=api, num_proc=1)):
+    for push in (
+        lambda api: push_folder(tmp_path, "me/repo", api=api),
+        lambda api: prepare_push("me/repo", repo_type="model", api=api),
+        lambda api: export_builder(
+            synthetic.SyntheticPairs(
+                cache_dir=str(tmp_path / "cache"), num_train=2, num_validation=0, num_test=0, image_size=8
+            ),
+            tmp_path / "out",
+            push_to_hub="me/repo",
+            api=api,
+            num_proc=1,
+        ),
+    ):
         api = RefusingHub()
         with pytest.raises(HubError) as err:
             push(api)

@@ -33,6 +33,7 @@ def test_a_downloaded_archive_is_checked_before_it_is_used(tmp_path, archive_dir
     def with_ids(values):
         def change(table):
             return table.set_column(0, table.schema.field("id"), pa.array(values, pa.string()))
+
         return change
 
     ids = load_embeddings(archive_dir, load_indices=False).ids
@@ -48,10 +49,12 @@ def test_a_downloaded_archive_is_checked_before_it_is_used(tmp_path, archive_dir
             load_embeddings(folder)
         with pytest.raises(EmbeddingsError, match=re.escape(message)):
             add_indices(folder, kind="exact")  # `crjepa index` refuses it too
-    for field, value, message in (("num_rows", 10**12, "num_rows is 1000000000000 but the Parquet files"),
-                                  ("format_version", 99, "format_version 99 is newer than this crjepa reads"),
-                                  ("repo_id", "x/y\nimport os", "repo_id must be a Hub repo id"),
-                                  ("metadata_columns", ["a|b"], "metadata_columns must be a list")):
+    for field, value, message in (
+        ("num_rows", 10**12, "num_rows is 1000000000000 but the Parquet files"),
+        ("format_version", 99, "format_version 99 is newer than this crjepa reads"),
+        ("repo_id", "x/y\nimport os", "repo_id must be a Hub repo id"),
+        ("metadata_columns", ["a|b"], "metadata_columns must be a list"),
+    ):
         folder = Path(shutil.copytree(archive_dir, tmp_path / field))
         info = json.loads((folder / "embeddings_info.json").read_text())
         (folder / "embeddings_info.json").write_text(json.dumps({**info, field: value}))

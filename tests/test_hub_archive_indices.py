@@ -28,19 +28,27 @@ def test_rows_lacking_a_sensor_store_null_vectors_and_are_not_searchable_there(m
     from crjepa.data.loading import load_paired_dataset
     from crjepa.hub.archive import add_indices
 
-    ds = load_paired_dataset("synthetic", "train", num_train=40, num_validation=0, num_test=0, image_size=32,
-                             pairing_rate=0.5)
+    ds = load_paired_dataset(
+        "synthetic", "train", num_train=40, num_validation=0, num_test=0, image_size=32, pairing_rate=0.5
+    )
     emb = compute_embeddings(model, ds, batch_size=16)
     fingerprint = model_fingerprint(model)
     folder = write_embeddings_dataset(
-        tmp_path / "partial", emb.ids, emb.labels, emb.class_names, emb.vectors, model_fingerprint=fingerprint,
+        tmp_path / "partial",
+        emb.ids,
+        emb.labels,
+        emb.class_names,
+        emb.vectors,
+        model_fingerprint=fingerprint,
         indices=build_indices(emb.vectors, emb.ids, kind="exact", fingerprint=fingerprint, present=emb.present),
-        present=emb.present)
+        present=emb.present,
+    )
     has_s1, has_s2 = emb.present["s1"], emb.present["s2"]
     table = pq.read_table(next((folder / "data").glob("*.parquet")))
     assert table["s1_cross"].null_count == int((~has_s1).sum()) > 0
-    rows = datasets.load_dataset("parquet", data_files=str(folder / "data" / "*.parquet"), split="train",
-                                 cache_dir=str(tmp_path / "hf"))
+    rows = datasets.load_dataset(
+        "parquet", data_files=str(folder / "data" / "*.parquet"), split="train", cache_dir=str(tmp_path / "hf")
+    )
     assert [r is None for r in rows["s2_unified"]] == list(~has_s2)
 
     s1_only = emb.ids[int(np.flatnonzero(has_s1 & ~has_s2)[0])]
@@ -51,8 +59,11 @@ def test_rows_lacking_a_sensor_store_null_vectors_and_are_not_searchable_there(m
         assert {h.id for h in hits} == {i for i, keep in zip(emb.ids, has_s2) if keep}
         expected = exact_top_k(emb.vectors["s1_cross"][[emb.ids.index(s1_only)]], emb.vectors["s2_cross"][has_s2], 3)
         assert [h.id for h in hits[:3]] == [np.asarray(emb.ids)[has_s2][j] for j in expected[0]]
-        with pytest.raises(EmbeddingsError, match=f"Item '{s1_only}' has no 's2' image.*search from a sensor it has "
-                                                  r"\(\['s1'\]\)"):
+        with pytest.raises(
+            EmbeddingsError,
+            match=f"Item '{s1_only}' has no 's2' image.*search from a sensor it has "
+            r"\(\['s1'\]\)",
+        ):
             archive.search_by_id(s1_only, "s2->s1")
         with pytest.raises(EmbeddingsError, match="k=40 must be between 1 and the number of searchable items"):
             archive.search_by_id(s1_only, "s1->s1", k=40)

@@ -58,8 +58,14 @@ def test_an_archive_declaring_100k_classes_costs_its_labels_not_rows_x_classes(t
     vectors = rng.standard_normal((rows, 8)).astype(np.float32)
     labels = [[int(c) for c in rng.choice(classes, 2, replace=False)] for _ in range(rows)]
     names = [f"class-{i}" for i in range(classes)]
-    folder = write_embeddings_dataset(tmp_path / "wide", [f"id{i}" for i in range(rows)], labels, names,
-                                      {"s2_unified": vectors}, model_fingerprint="ab")
+    folder = write_embeddings_dataset(
+        tmp_path / "wide",
+        [f"id{i}" for i in range(rows)],
+        labels,
+        names,
+        {"s2_unified": vectors},
+        model_fingerprint="ab",
+    )
     tracemalloc.start()
     try:
         archive = load_embeddings(folder, load_indices=False)

@@ -21,16 +21,18 @@ from crjepa.hub.archive import (
 from modeling_crjepa import CRJepaConfig, CRJepaModel
 
 
-def test_search_by_id_needs_no_model_and_by_image_embeds_only_the_query(archive_dir, model, archive_pairs,
-                                                                         archive_embeddings):
+def test_search_by_id_needs_no_model_and_by_image_embeds_only_the_query(
+    archive_dir, model, archive_pairs, archive_embeddings
+):
     archive = load_embeddings(archive_dir)
     hits = archive.search_by_id(archive_embeddings.ids[3], "s1->s2", k=4)
     assert [h.rank for h in hits] == [1, 2, 3, 4]
     assert hits[0].score >= hits[-1].score
     expected = np.argsort(-(archive_embeddings["s1_cross"][3] @ archive_embeddings["s2_cross"].T), kind="stable")[:4]
     assert [h.position for h in hits] == expected.tolist()
-    assert hits[0].labels == [archive_embeddings.class_names[c]
-                              for c in np.flatnonzero(archive_embeddings.labels[hits[0].position])]
+    assert hits[0].labels == [
+        archive_embeddings.class_names[c] for c in np.flatnonzero(archive_embeddings.labels[hits[0].position])
+    ]
 
     image = archive_pairs.with_format("numpy")[3]["s2"]
     same = archive.search_by_image(model, image, "s2", k=3)
@@ -59,8 +61,13 @@ def test_bad_input_gives_clear_errors(tmp_path, archive_dir, model, archive_pair
 
     # an index built by another model, dropped into the archive
     copy = Path(shutil.copytree(archive_dir, tmp_path / "copy"))
-    foreign = build_indices(archive_embeddings.vectors, archive_embeddings.ids, kind="exact",
-                            fingerprint=model_fingerprint(other), columns=["s1_cross"])["s1_cross"]
+    foreign = build_indices(
+        archive_embeddings.vectors,
+        archive_embeddings.ids,
+        kind="exact",
+        fingerprint=model_fingerprint(other),
+        columns=["s1_cross"],
+    )["s1_cross"]
     foreign.save(copy / "faiss" / "s1_cross")
     with pytest.raises(EmbeddingsError, match="s1_cross.*built from model"):
         load_embeddings(copy)
@@ -68,8 +75,9 @@ def test_bad_input_gives_clear_errors(tmp_path, archive_dir, model, archive_pair
     # archive_embeddings of another dimension
     mixed = dict(archive_embeddings.vectors, s2_cross=archive_embeddings["s2_cross"][:, :16])
     with pytest.raises(EmbeddingsError, match="one dimension"):
-        write_embeddings_dataset(tmp_path / "mixed", archive_embeddings.ids, archive_embeddings.labels,
-                                 archive_embeddings.class_names, mixed)
+        write_embeddings_dataset(
+            tmp_path / "mixed", archive_embeddings.ids, archive_embeddings.labels, archive_embeddings.class_names, mixed
+        )
     info = json.loads((copy / "embeddings_info.json").read_text())
     (copy / "embeddings_info.json").write_text(json.dumps({**info, "dimension": 64}))
     with pytest.raises(EmbeddingsError, match="32-d vectors but embeddings_info.json says 64-d"):
@@ -77,8 +85,13 @@ def test_bad_input_gives_clear_errors(tmp_path, archive_dir, model, archive_pair
 
     # an empty archive: refused on write, and reported on load
     with pytest.raises(EmbeddingsError, match="empty"):
-        write_embeddings_dataset(tmp_path / "empty", [], np.zeros((0, 19)), archive_embeddings.class_names,
-                                 {"s1_cross": np.zeros((0, 32), np.float32)})
+        write_embeddings_dataset(
+            tmp_path / "empty",
+            [],
+            np.zeros((0, 19)),
+            archive_embeddings.class_names,
+            {"s1_cross": np.zeros((0, 32), np.float32)},
+        )
     assert not (tmp_path / "empty").exists()
     import pyarrow.parquet as pq
 

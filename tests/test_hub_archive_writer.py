@@ -18,8 +18,9 @@ def test_staged_folder_is_complete_and_loads_with_datasets_and_faiss(archive_dir
 
     parquet = sorted((archive_dir / "data").glob("*.parquet"))
     assert len(parquet) == 1
-    ds = load_dataset("parquet", data_files=[str(p) for p in parquet], split="train",
-                      cache_dir=str(archive_dir.parent / "cache"))
+    ds = load_dataset(
+        "parquet", data_files=[str(p) for p in parquet], split="train", cache_dir=str(archive_dir.parent / "cache")
+    )
     assert ds.column_names == ["id", "labels", "split", "s1_unified", "s1_cross", "s2_unified", "s2_cross"]
     assert ds.features["labels"].feature.names == archive_embeddings.class_names
     assert ds.features["s2_cross"].length == 32

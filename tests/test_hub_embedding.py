@@ -76,9 +76,27 @@ def test_one_process_equals_the_in_memory_embedding(root: Path) -> None:
 
 @pytest.mark.slow
 def test_two_processes_give_exactly_the_embeddings_of_one(root: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "crjepa.cli", "embed", "model", *DATA, "-o", "two", "--device",
-                           "cpu", "--num-processes", "2"], cwd=root, env=_env(), capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "crjepa.cli",
+            "embed",
+            "model",
+            *DATA,
+            "-o",
+            "two",
+            "--device",
+            "cpu",
+            "--num-processes",
+            "2",
+        ],
+        cwd=root,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "process 1/2: 3 shards written" in proc.stdout and "process 2/2: 2 shards written" in proc.stdout
     _same_archive(root / "one", root / "two")
@@ -109,15 +127,17 @@ at the same point on any machine and under any load."""
 def test_a_killed_run_resumes_to_the_same_result(root: Path) -> None:
     data = [a if a != "8" else "4" for a in DATA]  # 10 one-batch shards: the kill lands mid-way
     args = ["embed", "model", *data, "-o", "killed", "--device", "cpu"]
-    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_SHARDS, "3", *args], cwd=root, env=_env(),
-                            capture_output=True, text=True)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_AFTER_SHARDS, "3", *args], cwd=root, env=_env(), capture_output=True, text=True
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     done = sorted((root / "killed" / "data").glob("test-*.parquet"))
     assert [p.name for p in done] == [f"test-{i:05d}.parquet" for i in range(3)]
     assert not (root / "killed" / "embeddings_info.json").exists()
     stamps = {p: p.stat().st_mtime_ns for p in done}
-    resumed = subprocess.run([sys.executable, "-m", "crjepa.cli", *args], cwd=root, env=_env(), capture_output=True,
-                             text=True)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "crjepa.cli", *args], cwd=root, env=_env(), capture_output=True, text=True
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "7 shards written, 3 already done (of 10, 40 rows)" in resumed.stdout
     assert {p: p.stat().st_mtime_ns for p in done} == stamps  # finished shards are skipped, not rewritten
@@ -170,13 +190,53 @@ def test_a_partially_paired_export_embeds_indexes_and_evaluates(root: Path, caps
     from datasets_scripts.__main__ import main as export
 
     data = root / "partial-data"
-    assert export(["synthetic", "--pairing-rate", "0.5", "--num-train", "24", "--num-validation", "0", "--num-test",
-                   "8", "--image-size", "32", "--output-dir", str(data), "--num-proc", "1"]) == 0
+    assert (
+        export(
+            [
+                "synthetic",
+                "--pairing-rate",
+                "0.5",
+                "--num-train",
+                "24",
+                "--num-validation",
+                "0",
+                "--num-test",
+                "8",
+                "--image-size",
+                "32",
+                "--output-dir",
+                str(data),
+                "--num-proc",
+                "1",
+            ]
+        )
+        == 0
+    )
     cwd = os.getcwd()
     os.chdir(root)
     try:
-        assert main(["embed", "model", str(data), "--split", "train", "-o", "partial", "--device", "cpu",
-                     "--batch-size", "4", "--shard-rows", "8", "--index", "exact"]) == 0
+        assert (
+            main(
+                [
+                    "embed",
+                    "model",
+                    str(data),
+                    "--split",
+                    "train",
+                    "-o",
+                    "partial",
+                    "--device",
+                    "cpu",
+                    "--batch-size",
+                    "4",
+                    "--shard-rows",
+                    "8",
+                    "--index",
+                    "exact",
+                ]
+            )
+            == 0
+        )
         archive = load_embeddings(root / "partial")
         train = load_paired_dataset(data, split="train")
         reference = compute_embeddings(CRJepaModel.from_pretrained(root / "model").eval(), train, batch_size=4)
@@ -194,8 +254,10 @@ def test_a_partially_paired_export_embeds_indexes_and_evaluates(root: Path, caps
         assert f"Item '{s2_only}' has no 's1' image" in capsys.readouterr().err
         assert main(["evaluate", "model", str(data), "--query-split", "train", "--output-dir", "partial-eval"]) == 0
         scored = json.loads(next((root / "partial-eval").glob("*.json")).read_text())
-        assert scored["direction_counts"]["s1->s2"] == [int(reference.present["s1"].sum()),
-                                                        int(reference.present["s2"].sum())]
+        assert scored["direction_counts"]["s1->s2"] == [
+            int(reference.present["s1"].sum()),
+            int(reference.present["s2"].sum()),
+        ]
     finally:
         os.chdir(cwd)
 
@@ -227,10 +289,31 @@ def test_a_finished_archive_is_marked_and_published_without_its_run_folder(root:
 def test_accelerate_launch_two_processes_give_the_embeddings_of_one(root: Path) -> None:
     """`accelerate launch -m crjepa.cli embed ...` (the GPU recipe of the README) on 2 CPU processes (gloo):
     each rank embeds its shards, rank 0 finishes the archive; the result is that of one process."""
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--main_process_port", str(free_port()), "-m", "crjepa.cli", "embed", "model", *DATA, "-o", "launched"]
-    proc = subprocess.run(command, cwd=root, env={**_env(), "ACCELERATE_USE_CPU": "yes", "OMP_NUM_THREADS": "1"},
-                          capture_output=True, text=True, timeout=600)
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--main_process_port",
+        str(free_port()),
+        "-m",
+        "crjepa.cli",
+        "embed",
+        "model",
+        *DATA,
+        "-o",
+        "launched",
+    ]
+    proc = subprocess.run(
+        command,
+        cwd=root,
+        env={**_env(), "ACCELERATE_USE_CPU": "yes", "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "process 1/2: 3 shards written" in proc.stdout and "process 2/2: 2 shards written" in proc.stdout
     _same_archive(root / "one", root / "launched")
@@ -251,8 +334,9 @@ def test_archive_of_the_test_split_is_published_as_test_with_license_and_source_
     assert sorted(p.name.split("-")[0] for p in (archive / "data").glob("*.parquet")) == ["test"] * 5
     card = DatasetCard.load(archive / "README.md")
     assert card.data.license == "apache-2.0"  # the synthetic set's license
-    assert card.data.configs == [{"config_name": "default", "data_files": [{"split": "test",
-                                                                             "path": "data/test-*.parquet"}]}]
+    assert card.data.configs == [
+        {"config_name": "default", "data_files": [{"split": "test", "path": "data/test-*.parquet"}]}
+    ]
     assert "Source data: the `test` split of the built-in synthetic" in card.text and '{"dataset"' not in card.text
     assert 'split="test"' in card.text
     records: list[logging.LogRecord] = []
@@ -324,6 +408,8 @@ def test_rows_without_an_id_are_refused(root: Path, tmp_path: Path, capsys) -> N
     ids = table["id"].to_pylist()
     ids[3] = None
     pq.write_table(table.set_column(0, table.schema.field("id"), pa.array(ids, pa.string())), export)
-    assert main(["embed", str(root / "model"), str(tmp_path / "export"), "-o", str(tmp_path / "emb"),
-                 "--device", "cpu"]) == 2
+    assert (
+        main(["embed", str(root / "model"), str(tmp_path / "export"), "-o", str(tmp_path / "emb"), "--device", "cpu"])
+        == 2
+    )
     assert "rows without an id (null or empty; rows [3]" in capsys.readouterr().err

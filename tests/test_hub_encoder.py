@@ -31,10 +31,13 @@ def test_export_encoder_pushes_the_retrieval_model_without_predictors(tmp_path):
     assert keys and not any("predictors" in k for k in keys)
     assert json.loads((encoder_dir / "config.json").read_text())["architectures"] == ["CRJepaModel"]
     assert {"README.md", "preprocessor_config.json", "image_processing_crjepa.py", "modeling_crjepa.py"} <= {
-        p.name for p in encoder_dir.iterdir()}
+        p.name for p in encoder_dir.iterdir()
+    }
     x = torch.randn(2, 12, 32, 32)
-    assert torch.equal(CRJepaModel.from_pretrained(encoder_dir).eval().get_embeddings(x, "s2", "cross"),
-                       full.crjepa.get_embeddings(x, "s2", "cross"))
+    assert torch.equal(
+        CRJepaModel.from_pretrained(encoder_dir).eval().get_embeddings(x, "s2", "cross"),
+        full.crjepa.get_embeddings(x, "s2", "cross"),
+    )
     api = FakeHubApi()
     push_folder(encoder_dir, "someone/crjepa-encoder", repo_type="model", api=api)
     assert api.calls[2][1]["folder_path"] == str(encoder_dir)

@@ -19,16 +19,32 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-MODEL_FILES = {"__init__.py", "configuration_crjepa.py", "modeling_crjepa.py", "losses.py", "devices.py",
-               "image_processing_crjepa.py", "pipeline_crjepa.py"}
+MODEL_FILES = {
+    "__init__.py",
+    "configuration_crjepa.py",
+    "modeling_crjepa.py",
+    "losses.py",
+    "devices.py",
+    "image_processing_crjepa.py",
+    "pipeline_crjepa.py",
+}
 MODEL_ALLOWED = {"torch", "transformers", "numpy", "huggingface_hub", "PIL"}  # huggingface_hub: a dependency of
 # transformers (the strict config dataclass; HfApi inside push_to_hub), so it is wherever the model loads; PIL:
 # transformers' AutoImageProcessor requires Pillow, so it is wherever the image processor loads
 PACKAGES = ("crjepa", "datasets_scripts", "modeling_crjepa")
-LIGHT_MODULES = ("crjepa", "crjepa.utils.atomic", "crjepa.utils.resources", "crjepa.data.schema",
-                 "crjepa.data.images", "crjepa.data.labels", "crjepa.eval.metrics", "crjepa.hub.cards",
-                 "crjepa.hub.access", "datasets_scripts.common",
-                 "datasets_scripts.ben_metadata")
+LIGHT_MODULES = (
+    "crjepa",
+    "crjepa.utils.atomic",
+    "crjepa.utils.resources",
+    "crjepa.data.schema",
+    "crjepa.data.images",
+    "crjepa.data.labels",
+    "crjepa.eval.metrics",
+    "crjepa.hub.cards",
+    "crjepa.hub.access",
+    "datasets_scripts.common",
+    "datasets_scripts.ben_metadata",
+)
 
 
 def _module_name(path: Path) -> str:
@@ -95,8 +111,12 @@ def test_model_files_import_only_torch_transformers_and_siblings(name):
             continue
         for module in names:
             top = module.split(".")[0]
-            allowed = (top in sys.stdlib_module_names or top in {"torch", "transformers", "numpy"}
-                       or module in MODEL_ALLOWED or module.startswith("huggingface_hub."))
+            allowed = (
+                top in sys.stdlib_module_names
+                or top in {"torch", "transformers", "numpy"}
+                or module in MODEL_ALLOWED
+                or module.startswith("huggingface_hub.")
+            )
             if not allowed:
                 problems.append(f"line {node.lineno}: imports {module}")
     assert not problems, f"modeling_crjepa/{name} travels into checkpoints; " + "; ".join(problems)
@@ -169,12 +189,14 @@ def test_dependencies_point_one_way():
 
 
 def test_small_helpers_do_not_import_torch():
-    code = ("import importlib, sys\n"
-            f"for name in {LIGHT_MODULES!r}:\n"
-            "    importlib.import_module(name)\n"
-            "    heavy = sorted(m for m in ('torch', 'transformers') if m in sys.modules)\n"
-            "    assert not heavy, f'import {name} loads {heavy}'\n"
-            "print('ok')\n")
+    code = (
+        "import importlib, sys\n"
+        f"for name in {LIGHT_MODULES!r}:\n"
+        "    importlib.import_module(name)\n"
+        "    heavy = sorted(m for m in ('torch', 'transformers') if m in sys.modules)\n"
+        "    assert not heavy, f'import {name} loads {heavy}'\n"
+        "print('ok')\n"
+    )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
 
@@ -187,6 +209,9 @@ file, which remote code loads as one unit with the paper's components side by si
 def test_no_module_is_longer_than_600_lines():
     tracked = subprocess.run(["git", "ls-files", "*.py"], cwd=ROOT, capture_output=True, text=True)
     files = [ROOT / name for name in tracked.stdout.split()] or list(_sources().values())  # no git: the packages
-    long = {str(p.relative_to(ROOT)): n for p in files
-            if p.is_file() and (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    long = {
+        str(p.relative_to(ROOT)): n
+        for p in files
+        if p.is_file() and (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES
+    }
     assert long.keys() <= {"modeling_crjepa/modeling_crjepa.py"}, long

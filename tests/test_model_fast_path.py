@@ -21,8 +21,9 @@ def setup(n: int = 6, **overrides):
     (_, ca), (_, cb) = model.config.sensors.items()
     size = model.config.image_size
     a, b = torch.randn(n, ca, size, size, generator=gen), torch.randn(n, cb, size, size, generator=gen)
-    masks = {s: random_masks(n, model.config.num_patches, model.config.mask_ratio, "cpu", gen)
-             for s in model.sensor_names}
+    masks = {
+        s: random_masks(n, model.config.num_patches, model.config.mask_ratio, "cpu", gen) for s in model.sensor_names
+    }
     return model, a, b, masks
 
 
@@ -36,13 +37,17 @@ def losses_and_grads(model: CRJepaForPreTraining, pack: bool, a, b, masks) -> tu
     return {t: terms[t].detach() for t in TERMS if t in terms}, grads
 
 
-@pytest.mark.parametrize("overrides", [
-    {},  # the paper: P_aa, P_bb, one P_cross (ab and ba packed into one call)
-    {"predictor_sharing": "independent"},
-    {"predictor_sharing": "shared"},  # all four routes in one call
-    {"trunk_mode": "separate"},  # nothing to pack in the trunk
-    {"stop_gradient_targets": False, "head_mode": "single", "routes": ["aa", "ab", "ba"]},
-], ids=["paper", "independent", "shared", "separate_trunks", "no_stopgrad_single_head"])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},  # the paper: P_aa, P_bb, one P_cross (ab and ba packed into one call)
+        {"predictor_sharing": "independent"},
+        {"predictor_sharing": "shared"},  # all four routes in one call
+        {"trunk_mode": "separate"},  # nothing to pack in the trunk
+        {"stop_gradient_targets": False, "head_mode": "single", "routes": ["aa", "ab", "ba"]},
+    ],
+    ids=["paper", "independent", "shared", "separate_trunks", "no_stopgrad_single_head"],
+)
 def test_packed_path_matches_plain_path(overrides):
     model, a, b, masks = setup(**overrides)
     packed_losses, packed_grads = losses_and_grads(model, True, a, b, masks)
@@ -137,8 +142,11 @@ def test_presence_changes_never_recompile_the_training_forward():
     import torch._dynamo
 
     model, a, b, masks = setup(n=8)
-    patterns = [(torch.arange(8) < 6, torch.arange(8) >= 2), (torch.arange(8) % 2 == 0, torch.ones(8, dtype=torch.bool)),
-                (torch.arange(8) < 4, torch.arange(8) >= 4)]
+    patterns = [
+        (torch.arange(8) < 6, torch.arange(8) >= 2),
+        (torch.arange(8) % 2 == 0, torch.ones(8, dtype=torch.bool)),
+        (torch.arange(8) < 4, torch.arange(8) >= 4),
+    ]
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
     compiled = torch.compile(model, backend="eager", dynamic=False)

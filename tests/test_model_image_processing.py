@@ -123,8 +123,9 @@ def test_channel_last_numpy_and_pil_inputs_and_the_usual_knobs():
 def test_unknown_keyword_arguments_are_refused_naming_them(config):
     proc = CRJepaImageProcessor.from_config(config)
     s1, _ = native_pair(n=1)
-    with pytest.raises(TypeError,
-                       match=r"unexpected keyword argument\(s\) \['do_center_crop', 'sensr'\].*takes sensor"):
+    with pytest.raises(
+        TypeError, match=r"unexpected keyword argument\(s\) \['do_center_crop', 'sensr'\].*takes sensor"
+    ):
         proc(s1[0], sensr="s1", do_center_crop=True)
 
 
@@ -138,8 +139,9 @@ def test_do_rescale_is_refused_because_the_statistics_are_in_native_units(config
         proc(s2[0], sensor="s2", rescale_factor=0.5)
     with pytest.raises(ValueError, match="never rescales"):
         CRJepaImageProcessor(sensors={"s2": 12}, do_rescale=True)
-    assert torch.equal(proc(s2[0], sensor="s2", do_rescale=False)["pixel_values"],
-                       proc(s2[0], sensor="s2")["pixel_values"])
+    assert torch.equal(
+        proc(s2[0], sensor="s2", do_rescale=False)["pixel_values"], proc(s2[0], sensor="s2")["pixel_values"]
+    )
 
 
 def test_return_tensors_pt_np_and_none_are_honoured(config):
@@ -165,8 +167,11 @@ def test_channel_last_is_inferred_from_the_sensors_channel_count(config):
     assert torch.equal(proc(s1[0].transpose(1, 2, 0))["pixel_values"], proc(s1[0], sensor="s1")["pixel_values"])
     with pytest.raises(ValueError, match=r"No sensor of this model has the images' channels.*\(120, 120, 3\)"):
         proc(np.zeros((120, 120, 3), np.uint8))
-    with pytest.raises(ValueError, match=r"Sensor 's2': expected 12 channels .*\(H, W, C\) = \(H, W, 12\), found shape "
-                                         r"\(120, 120, 12\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"Sensor 's2': expected 12 channels .*\(H, W, C\) = \(H, W, 12\), found shape "
+        r"\(120, 120, 12\)",
+    ):
         proc(s2[0].transpose(1, 2, 0), sensor="s2", input_data_format="channels_first")
 
 
@@ -183,11 +188,14 @@ def test_paths_of_npy_and_png_files_are_read_and_others_refused_clearly(config, 
     rgb_proc = CRJepaImageProcessor.from_config(rgb_config)
     rgb = np.random.default_rng(1).integers(0, 256, size=(40, 40, 3), dtype=np.uint8)
     Image.fromarray(rgb).save(tmp_path / "rgb.png")
-    assert torch.equal(rgb_proc(str(tmp_path / "rgb.png"))["pixel_values"],
-                       rgb_proc(rgb.transpose(2, 0, 1), sensor="rgb")["pixel_values"])
+    assert torch.equal(
+        rgb_proc(str(tmp_path / "rgb.png"))["pixel_values"],
+        rgb_proc(rgb.transpose(2, 0, 1), sensor="rgb")["pixel_values"],
+    )
     (tmp_path / "s2.tif").write_bytes(b"II*\x00")
-    with pytest.raises(ValueError,
-                       match=r"s2\.tif: CRJepaImageProcessor reads \.npy.*rasterio\.open\(path\)\.read\(\)"):
+    with pytest.raises(
+        ValueError, match=r"s2\.tif: CRJepaImageProcessor reads \.npy.*rasterio\.open\(path\)\.read\(\)"
+    ):
         proc(str(tmp_path / "s2.tif"), sensor="s2")
     with pytest.raises(ValueError, match="local files only.*URL"):
         proc("https://example.org/s2.npy", sensor="s2")
@@ -200,12 +208,22 @@ def test_non_square_sizes_are_honoured_not_squared(config, tmp_path):
     _, s2 = native_pair(n=2, size=60)
     out = proc(list(s2), sensor="s2", size={"height": 16, "width": 24})["pixel_values"]
     assert out.shape == (2, 12, 16, 24)
-    reference = torch.nn.functional.interpolate(proc(list(s2), sensor="s2", do_resize=False)["pixel_values"],
-                                                size=(16, 24), mode="bilinear", align_corners=False, antialias=True)
+    reference = torch.nn.functional.interpolate(
+        proc(list(s2), sensor="s2", do_resize=False)["pixel_values"],
+        size=(16, 24),
+        mode="bilinear",
+        align_corners=False,
+        antialias=True,
+    )
     assert torch.allclose(out, reference, atol=1e-5)
     assert proc(list(s2), sensor="s2", size=(20, 8))["pixel_values"].shape == (2, 12, 20, 8)
-    wide = CRJepaImageProcessor(sensors=config.sensors, band_mean=config.band_mean, band_std=config.band_std,
-                                image_size=32, size={"height": 16, "width": 40})
+    wide = CRJepaImageProcessor(
+        sensors=config.sensors,
+        band_mean=config.band_mean,
+        band_std=config.band_std,
+        image_size=32,
+        size={"height": 16, "width": 40},
+    )
     wide.save_pretrained(tmp_path)
     again = CRJepaImageProcessor.from_pretrained(tmp_path)
     assert again.size == {"height": 16, "width": 40}

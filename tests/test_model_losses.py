@@ -24,8 +24,8 @@ def sigreg_reference(r: np.ndarray, u: np.ndarray, num_knots: int = 17, t_max: f
     for j in range(num_dirs):
         for k in range(num_knots):
             trap = dt / 2 if k in (0, num_knots - 1) else dt
-            w = trap * math.exp(-t[k] ** 2 / 2)
-            c = np.mean(np.cos(t[k] * s[:, j])) - math.exp(-t[k] ** 2 / 2)
+            w = trap * math.exp(-(t[k] ** 2) / 2)
+            c = np.mean(np.cos(t[k] * s[:, j])) - math.exp(-(t[k] ** 2) / 2)
             sn = np.mean(np.sin(t[k] * s[:, j]))
             total += w * (c * c + sn * sn)
     return batch / num_dirs * total
@@ -47,8 +47,10 @@ def test_sigreg_small_for_gaussian_large_for_collapse_and_shift():
     collapsed = torch.zeros(1024, 32) + 0.01 * torch.randn(1024, 32, generator=gen)
     shifted = gaussian + 3.0
     low_rank = torch.randn(1024, 1, generator=gen) @ torch.randn(1, 32, generator=gen)
-    values = {name: sigreg(x, step=5, num_directions=256).item()
-              for name, x in {"gaussian": gaussian, "collapsed": collapsed, "shifted": shifted, "low_rank": low_rank}.items()}
+    values = {
+        name: sigreg(x, step=5, num_directions=256).item()
+        for name, x in {"gaussian": gaussian, "collapsed": collapsed, "shifted": shifted, "low_rank": low_rank}.items()
+    }
     assert values["gaussian"] < 1.0
     for name in ("collapsed", "shifted", "low_rank"):
         assert values[name] > 20 * values["gaussian"], values
@@ -66,7 +68,7 @@ def test_knot_weights_are_trapezoid_times_gaussian():
     assert t[0] == 0 and t[-1] == 3.0 and len(t) == 17
     dt = 3.0 / 16
     assert math.isclose(w[0].item(), dt / 2, rel_tol=1e-6)
-    assert math.isclose(w[8].item(), dt * math.exp(-t[8].item() ** 2 / 2), rel_tol=1e-6)
+    assert math.isclose(w[8].item(), dt * math.exp(-(t[8].item() ** 2) / 2), rel_tol=1e-6)
 
 
 def test_info_nce_and_uni_loss_reference():
@@ -90,7 +92,8 @@ def test_sigreg_two_processes_agree(tmp_path):
     """Two gloo processes, each with half of a batch: same directions, same value as one process on all of it;
     the all-reduce emits no warning (FutureWarnings are errors in the workers)."""
     script = tmp_path / "worker.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import os, sys, torch, torch.distributed as dist
         from modeling_crjepa.losses import sigreg, sigreg_directions
         rank = int(sys.argv[1])
@@ -105,10 +108,12 @@ def test_sigreg_two_processes_agree(tmp_path):
         torch.save({{"value": value.item(), "dirs": dirs, "grad": mine.grad, "weighted": weighted.item()}},
                    r"{tmp_path}/out%d.pt" % rank)
         dist.destroy_process_group()
-    """))
+    """)
+    )
     env = offline_env()
-    procs = [subprocess.Popen([sys.executable, "-W", "error::FutureWarning", str(script), str(r)], env=env)
-             for r in range(2)]
+    procs = [
+        subprocess.Popen([sys.executable, "-W", "error::FutureWarning", str(script), str(r)], env=env) for r in range(2)
+    ]
     assert [p.wait() for p in procs] == [0, 0]  # a hang is caught by pytest-timeout
     out = [torch.load(tmp_path / f"out{r}.pt") for r in range(2)]
     assert torch.equal(out[0]["dirs"], out[1]["dirs"])
@@ -124,7 +129,7 @@ def test_sigreg_two_processes_agree(tmp_path):
     # DDP averages parameter gradients over processes, so each process holds world_size x its share of the
     # gradient of the global statistic: after DDP's average the update equals the single-process one.
     for r in range(2):
-        assert_close_at_scale(out[r]["grad"] / 2, full.grad[r * 32:(r + 1) * 32])
+        assert_close_at_scale(out[r]["grad"] / 2, full.grad[r * 32 : (r + 1) * 32])
 
 
 # ---------------------------------------------------------------------------------------------- partial batches
@@ -184,15 +189,20 @@ def test_single_sensor_rows_are_negatives_of_the_contrastive_terms():
     assert value.item() == pytest.approx(info_nce_reference(a, b, 0.2, valid, has_a, has_b), rel=1e-5)
     assert value.item() != pytest.approx(info_nce(a, b, 0.2, valid).item(), rel=1e-3)  # the negatives count
     cosine = torch.nn.functional.cosine_similarity(a, b)[valid]
-    assert uni_loss(a, b, 0.2, valid, has_a, has_b).item() == pytest.approx(value.item() + (1 - cosine).mean().item(),
-                                                                             rel=1e-5)
+    assert uni_loss(a, b, 0.2, valid, has_a, has_b).item() == pytest.approx(
+        value.item() + (1 - cosine).mean().item(), rel=1e-5
+    )
 
 
 def test_terms_without_valid_rows_are_zero_not_nan():
     a = torch.nn.functional.normalize(torch.randn(6, 8), dim=-1).requires_grad_(True)
     none = torch.zeros(6, dtype=torch.bool)
-    values = [info_nce(a, a.detach().flip(0), 0.1, none), uni_loss(a, a.detach(), 0.1, none),
-              sigreg(a, num_directions=16, weight=none), prediction_loss(a[:, None], a.detach()[:, None] + 1, none)]
+    values = [
+        info_nce(a, a.detach().flip(0), 0.1, none),
+        uni_loss(a, a.detach(), 0.1, none),
+        sigreg(a, num_directions=16, weight=none),
+        prediction_loss(a[:, None], a.detach()[:, None] + 1, none),
+    ]
     assert [v.item() for v in values] == [0.0, 0.0, 0.0, 0.0]
     sum(values).backward()
     assert torch.equal(a.grad, torch.zeros_like(a))
@@ -211,15 +221,33 @@ def _reference():
     return module, json.loads((data / "two_sensor_reference.json").read_text())
 
 
-LEGACY_TERMS = {"loss": "loss", "loss_pred": "pred", "loss_cross": "cross/s1-s2", "loss_uni": "uni/s1-s2",
-               "loss_sigreg": "sigreg", "loss_pred_aa": "pred/s1->s1", "loss_pred_bb": "pred/s2->s2",
-               "loss_pred_ab": "pred/s1->s2", "loss_pred_ba": "pred/s2->s1"}
+LEGACY_TERMS = {
+    "loss": "loss",
+    "loss_pred": "pred",
+    "loss_cross": "cross/s1-s2",
+    "loss_uni": "uni/s1-s2",
+    "loss_sigreg": "sigreg",
+    "loss_pred_aa": "pred/s1->s1",
+    "loss_pred_bb": "pred/s2->s2",
+    "loss_pred_ab": "pred/s1->s2",
+    "loss_pred_ba": "pred/s2->s1",
+}
 """The legacy output's field (recorded in the reference) -> the term of CRJepaForPreTraining's losses (a = s1,
 b = s2)."""
 
 
-@pytest.mark.parametrize("variant", ["paper", "paper_plain", "independent", "shared", "separate_trunks",
-                                     "no_stopgrad_single_head", "cross_routes_weighted"])
+@pytest.mark.parametrize(
+    "variant",
+    [
+        "paper",
+        "paper_plain",
+        "independent",
+        "shared",
+        "separate_trunks",
+        "no_stopgrad_single_head",
+        "cross_routes_weighted",
+    ],
+)
 def test_two_sensor_objective_matches_the_reference(variant):
     """With two sensors the N-sensor objective computes exactly the two-sensor reference's numbers: every loss term
     and the gradient of every parameter (norm, sum, sampled values), on fixed weights, inputs and masks, fp32

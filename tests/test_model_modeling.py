@@ -1,4 +1,5 @@
-"""CRJepaForPreTraining and CRJepaModel: paper size, training objective, gradients, bf16, inference API and clear errors."""
+"""CRJepaForPreTraining and CRJepaModel: paper size, training objective, gradients, bf16, inference API and clear
+errors."""
 
 from collections import Counter
 
@@ -30,18 +31,25 @@ def test_ben14k_preset_has_the_papers_parameter_count():
     for name, p in model.named_parameters():
         by_component[".".join(name.removeprefix("crjepa.").split(".")[:2])] += p.numel()
     total = sum(by_component.values())
-    print("\nben14k parameters by component (M):",
-          {k: round(v / 1e6, 3) for k, v in by_component.items()}, "total", round(total / 1e6, 3))
+    print(
+        "\nben14k parameters by component (M):",
+        {k: round(v / 1e6, 3) for k, v in by_component.items()},
+        "total",
+        round(total / 1e6, 3),
+    )
     assert abs(total - 117.93e6) / 117.93e6 < 0.02
     assert set(model.predictors) == {"aa", "bb", "cross"}
     assert set(model.crjepa.heads) == {"unified", "cross"}
     encoder = CRJepaModel(model.config)  # the retrieval checkpoint: no predictors (40.7M of the 117.9M)
     assert sum(p.numel() for p in encoder.parameters()) == total - sum(
-        v for k, v in by_component.items() if k.startswith("predictors"))
+        v for k, v in by_component.items() if k.startswith("predictors")
+    )
 
 
-@pytest.mark.parametrize("preset,sensors", [("ben14k", {"s1": 2, "s2": 12}), ("dsrsid", {"pan": 1, "ms": 4}),
-                                            ("cbrsir_vs", {"rgb": 3, "sar": 1})])
+@pytest.mark.parametrize(
+    "preset,sensors",
+    [("ben14k", {"s1": 2, "s2": 12}), ("dsrsid", {"pan": 1, "ms": 4}), ("cbrsir_vs", {"rgb": 3, "sar": 1})],
+)
 def test_presets_name_their_sensors(preset, sensors):
     config = CRJepaConfig.from_preset(preset)
     assert config.sensors == sensors and config.hidden_size == 512 and config.num_hidden_layers == 12
@@ -54,16 +62,25 @@ def test_forward_returns_every_term_and_each_has_a_gradient():
     out = model({"s1": a, "s2": b}, sigreg_step=0)
     assert isinstance(out, CRJepaPreTrainingOutput)
     terms = out.loss_terms()
-    for name in ("loss", "pred", "pred/s1->s1", "pred/s2->s2", "pred/s1->s2", "pred/s2->s1",
-                 "cross", "uni", "sigreg"):
+    for name in ("loss", "pred", "pred/s1->s1", "pred/s2->s2", "pred/s1->s2", "pred/s2->s1", "cross", "uni", "sigreg"):
         assert torch.isfinite(terms[name]) and terms[name].item() > 0, name
     cfg = model.config
-    expected = (terms["pred"] + cfg.lambda_cross * terms["cross"] + cfg.lambda_uni * terms["uni"]
-                + cfg.lambda_sigreg * terms["sigreg"])
+    expected = (
+        terms["pred"]
+        + cfg.lambda_cross * terms["cross"]
+        + cfg.lambda_uni * terms["uni"]
+        + cfg.lambda_sigreg * terms["sigreg"]
+    )
     assert torch.allclose(terms["loss"], expected)
     # each term alone reaches the parameters it should
-    reach = {"pred/s1->s1": "predictors.aa", "pred/s2->s2": "predictors.bb", "pred/s1->s2": "predictors.cross",
-             "cross": "crjepa.heads.cross", "uni": "crjepa.heads.unified", "sigreg": "crjepa.heads.cross"}
+    reach = {
+        "pred/s1->s1": "predictors.aa",
+        "pred/s2->s2": "predictors.bb",
+        "pred/s1->s2": "predictors.cross",
+        "cross": "crjepa.heads.cross",
+        "uni": "crjepa.heads.unified",
+        "sigreg": "crjepa.heads.cross",
+    }
     for term, prefix in reach.items():
         model.zero_grad()
         model({"s1": a, "s2": b}, sigreg_step=0).loss_terms()[term].backward()
@@ -73,7 +90,6 @@ def test_forward_returns_every_term_and_each_has_a_gradient():
         assert any(g is not None and g.abs().sum() > 0 for g in trunk), term
     with pytest.raises(ValueError, match=r"pixel_values as \{sensor"):  # one spelling: {sensor: images}
         model(a)
-
 
 
 # ---------------------------------------------------------------------------------------------- objective terms
@@ -112,8 +128,11 @@ def test_each_objective_term_is_its_loss_on_its_inputs_and_objective_composes_th
         assert_close_at_scale(unit, expected_unit, scale=1.0)
 
     gen = torch.Generator().manual_seed(4)  # unrelated unit vectors per sensor and space: the terms pick their own
-    e = {f"{s}_{space}": torch.nn.functional.normalize(torch.randn(6, cfg.retrieval_dim, generator=gen), dim=-1)
-         for s in ("s1", "s2") for space in ("unified", "cross")}
+    e = {
+        f"{s}_{space}": torch.nn.functional.normalize(torch.randn(6, cfg.retrieval_dim, generator=gen), dim=-1)
+        for s in ("s1", "s2")
+        for space in ("unified", "cross")
+    }
     cross, unified = model.cross_terms(e), model.unified_terms(e)
     assert list(cross) == ["cross/s1-s2"] and list(unified) == ["uni/s1-s2"]
     assert_close_at_scale(cross["cross/s1-s2"], info_nce(e["s1_cross"], e["s2_cross"], cfg.temperature))
@@ -134,8 +153,9 @@ def test_each_objective_term_is_its_loss_on_its_inputs_and_objective_composes_th
     assert_close_at_scale(terms["sigreg"], model.sigreg_term(projected, 7))
     pred = routes["s1->s1"] + 2.0 * routes["s1->s2"] + routes["s2->s1"]
     assert_close_at_scale(terms["pred"], pred)
-    expected = (pred + cfg.lambda_cross * terms["cross"] + cfg.lambda_uni * terms["uni"]
-                + cfg.lambda_sigreg * terms["sigreg"])
+    expected = (
+        pred + cfg.lambda_cross * terms["cross"] + cfg.lambda_uni * terms["uni"] + cfg.lambda_sigreg * terms["sigreg"]
+    )
     assert_close_at_scale(terms["loss"], expected)
 
 
@@ -183,8 +203,10 @@ def test_stop_gradient_targets():
     for stop in (True, False):
         model = tiny(stop_gradient_targets=stop, routes=["aa"])
         a, b = batch(model)
-        masks = {s: random_masks(8, model.config.num_patches, 0.5, "cpu", torch.Generator().manual_seed(1))
-                 for s in model.sensor_names}
+        masks = {
+            s: random_masks(8, model.config.num_patches, 0.5, "cpu", torch.Generator().manual_seed(1))
+            for s in model.sensor_names
+        }
         out = model({"s1": a, "s2": b}, masks=masks)
         stem = model.crjepa.stems["s1"].patch_embed.weight
         target_grad = torch.autograd.grad(out.losses["pred"], stem, retain_graph=True)[0]
@@ -239,8 +261,10 @@ def test_get_embeddings_spaces_and_normalisation():
     assert torch.allclose(single.get_embeddings(a, "s1", "unified"), single.get_embeddings(a, "s1", "cross"))
 
 
-@pytest.mark.parametrize("sharing,names", [("paper", {"aa", "bb", "cross"}), ("independent", {"aa", "bb", "ab", "ba"}),
-                                           ("shared", {"shared"})])
+@pytest.mark.parametrize(
+    "sharing,names",
+    [("paper", {"aa", "bb", "cross"}), ("independent", {"aa", "bb", "ab", "ba"}), ("shared", {"shared"})],
+)
 def test_predictor_sharing_modes(sharing, names):
     model = tiny(predictor_sharing=sharing)
     assert set(model.predictors) == names
@@ -267,8 +291,10 @@ def test_separate_trunks_ablation():
 def test_gradient_checkpointing_gives_the_same_gradients():
     model = tiny()
     a, b = batch(model)
-    masks = {s: random_masks(8, model.config.num_patches, 0.5, "cpu", torch.Generator().manual_seed(2))
-             for s in model.sensor_names}
+    masks = {
+        s: random_masks(8, model.config.num_patches, 0.5, "cpu", torch.Generator().manual_seed(2))
+        for s in model.sensor_names
+    }
     model.train()
     model({"s1": a, "s2": b}, masks=masks).loss.backward()
     plain = [p.grad.clone() for p in model.parameters()]
@@ -278,11 +304,14 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     assert all(torch.allclose(g, p.grad, atol=1e-6) for g, p in zip(plain, model.parameters()))
 
 
-@pytest.mark.parametrize("bad,message", [
-    ("channels", "expected pixel_values of shape ('B', 2, 32, 32), found (8, 3, 32, 32)"),
-    ("size", "expected pixel_values of shape ('B', 2, 32, 32), found (8, 2, 40, 40)"),
-    ("nan", "Sensor 's1': pixel_values contain NaN"),
-])
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        ("channels", "expected pixel_values of shape ('B', 2, 32, 32), found (8, 3, 32, 32)"),
+        ("size", "expected pixel_values of shape ('B', 2, 32, 32), found (8, 2, 40, 40)"),
+        ("nan", "Sensor 's1': pixel_values contain NaN"),
+    ],
+)
 def test_bad_input_names_sensor_and_shapes(bad, message):
     model = tiny()
     a, b = batch(model)
@@ -326,8 +355,9 @@ def test_invalid_config_is_rejected_with_reasons():
 
 # ---------------------------------------------------------------------------------------------- N sensors
 def three_sensor_config(**overrides) -> CRJepaConfig:
-    return CRJepaConfig.from_preset("tiny", sensors={"s1": 2, "s2": 12, "rgb": 3}, band_names=None, band_mean=None,
-                                    band_std=None, **overrides)
+    return CRJepaConfig.from_preset(
+        "tiny", sensors={"s1": 2, "s2": 12, "rgb": 3}, band_names=None, band_mean=None, band_std=None, **overrides
+    )
 
 
 def test_routes_are_readable_sensor_pairs_and_the_papers_codes_map_to_them():
@@ -339,8 +369,14 @@ def test_routes_are_readable_sensor_pairs_and_the_papers_codes_map_to_them():
         CRJepaConfig.from_preset("tiny", routes=["s1->rgb"])
 
 
-@pytest.mark.parametrize("sharing,predictors", [("paper", {"aa", "bb", "cc", "cross"}), ("shared", {"shared"}),
-                                                ("independent", {"aa", "bb", "cc", "ab", "ba", "ac", "ca", "bc", "cb"})])
+@pytest.mark.parametrize(
+    "sharing,predictors",
+    [
+        ("paper", {"aa", "bb", "cc", "cross"}),
+        ("shared", {"shared"}),
+        ("independent", {"aa", "bb", "cc", "ab", "ba", "ac", "ca", "bc", "cb"}),
+    ],
+)
 def test_three_sensors_every_route_and_pair_is_a_term(sharing, predictors):
     config = three_sensor_config(predictor_sharing=sharing)
     assert len(config.routes) == 9 and "rgb->s1" in config.routes
@@ -361,8 +397,9 @@ def test_three_sensors_every_route_and_pair_is_a_term(sharing, predictors):
 
 
 def test_one_sensor_model_embeds_but_pretraining_needs_two():
-    config = CRJepaConfig.from_preset("tiny", sensors={"s2": 12}, band_names=None, band_mean=None, band_std=None,
-                                      sar_sensors=[])
+    config = CRJepaConfig.from_preset(
+        "tiny", sensors={"s2": 12}, band_names=None, band_mean=None, band_std=None, sar_sensors=[]
+    )
     assert config.routes == ["s2->s2"]
     encoder = CRJepaModel(config).eval()
     assert encoder(torch.randn(2, 12, 32, 32)).image_embeds.shape == (2, config.retrieval_dim)
@@ -442,8 +479,16 @@ def test_batch_without_pairs_trains_same_sensor_routes_and_zeroes_the_cross_term
     half = torch.arange(8) < 4
     out = model({"s1": a, "s2": b}, sigreg_step=0, present={"s1": half, "s2": ~half})
     terms = out.loss_terms()
-    for term in ("pred/s1->s2", "pred/s2->s1", "cross/s1-s2", "uni/s1-s2", "cross", "uni",
-                 "rows/cross/s1-s2", "rows/pred/s1->s2"):
+    for term in (
+        "pred/s1->s2",
+        "pred/s2->s1",
+        "cross/s1-s2",
+        "uni/s1-s2",
+        "cross",
+        "uni",
+        "rows/cross/s1-s2",
+        "rows/pred/s1->s2",
+    ):
         assert terms[term].item() == 0.0, term
     assert terms["pred/s1->s1"] > 0 and terms["sigreg"] > 0 and terms["rows/pred/s2->s2"].item() == 4
     out.loss.backward()
@@ -452,8 +497,12 @@ def test_batch_without_pairs_trains_same_sensor_routes_and_zeroes_the_cross_term
     assert any("heads.unified" in n and g.abs().sum() > 0 for n, g in grads.items())  # SIGReg still shapes heads
     # every row present = the paper's objective (the mask is then a no-op up to float rounding)
     full = model({"s1": a, "s2": b}, sigreg_step=0, masks=_masks(model.config, 8))
-    same = model({"s1": a, "s2": b}, sigreg_step=0, masks=_masks(model.config, 8),
-                 present={"s1": torch.ones(8, dtype=torch.bool), "s2": torch.ones(8, dtype=torch.bool)})
+    same = model(
+        {"s1": a, "s2": b},
+        sigreg_step=0,
+        masks=_masks(model.config, 8),
+        present={"s1": torch.ones(8, dtype=torch.bool), "s2": torch.ones(8, dtype=torch.bool)},
+    )
     for term, value in full.losses.items():
         assert same.losses[term].item() == pytest.approx(value.item(), rel=1e-5), term
     with pytest.raises(ValueError, match=r"present\['s1'\] must have shape \(8,\)"):
@@ -481,9 +530,15 @@ def test_output_attentions_are_returned_and_match_the_eager_softmax_and_other_kw
     # the first block's map is softmax(q k^T / sqrt(d)) of its normalised input
     block = encoder.trunk.blocks[0]
     x = block.norm1(encoder.stems["s2"](pixels))
-    q, k, _ = torch.nn.functional.linear(x, torch.cat([block.attn.q.weight, block.attn.kv.weight]),
-                                         torch.cat([block.attn.q.bias, block.attn.kv.bias])).view(
-        3, tokens, 3, config.num_attention_heads, -1).permute(2, 0, 3, 1, 4)
+    q, k, _ = (
+        torch.nn.functional.linear(
+            x,
+            torch.cat([block.attn.q.weight, block.attn.kv.weight]),
+            torch.cat([block.attn.q.bias, block.attn.kv.bias]),
+        )
+        .view(3, tokens, 3, config.num_attention_heads, -1)
+        .permute(2, 0, 3, 1, 4)
+    )
     expected = torch.softmax(q @ k.transpose(-1, -2) * block.attn.scaling, dim=-1)
     assert torch.allclose(out.attentions[0], expected, atol=1e-5)
     assert encoder(pixels, sensor="s2", output_attentions=True, return_dict=False)[-1][0].shape == expected.shape

@@ -8,8 +8,18 @@ import torch
 from modeling_crjepa import CRJepaConfig, CRJepaImageProcessor, CRJepaModel
 from modeling_crjepa.pipeline_crjepa import CRJepaFeatureExtractionPipeline
 
-SMALL = dict(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=1, num_attention_heads=4,
-             predictor_depth=1, predictor_hidden_size=64, predictor_num_heads=4, retrieval_dim=16, head_hidden_size=32)
+SMALL = dict(
+    image_size=32,
+    patch_size=8,
+    hidden_size=64,
+    num_hidden_layers=1,
+    num_attention_heads=4,
+    predictor_depth=1,
+    predictor_hidden_size=64,
+    predictor_num_heads=4,
+    retrieval_dim=16,
+    head_hidden_size=32,
+)
 
 
 def pipe_for(preset: str, **overrides):
@@ -40,8 +50,9 @@ def test_native_s1_and_s2_arrays_in_either_layout_give_get_embeddings_of_the_pro
     batch = pipe(s1, return_tensors=True)  # a (B, C, H, W) batch: one (B, R) result, sensor s1 from its 2 bands
     assert batch.shape == (3, 32) and torch.allclose(batch, reference(model, proc, list(s1), "s1"), atol=1e-6)
     listed = pipe([s1[0], s1[1].transpose(1, 2, 0)], sensor="s1", space="cross", return_tensors=True)
-    assert len(listed) == 2 and torch.allclose(torch.stack(listed), reference(model, proc, list(s1[:2]), "s1", "cross"),
-                                               atol=1e-6)
+    assert len(listed) == 2 and torch.allclose(
+        torch.stack(listed), reference(model, proc, list(s1[:2]), "s1", "cross"), atol=1e-6
+    )
     assert torch.allclose(batch.norm(dim=-1), torch.ones(3), atol=1e-5)
     assert not torch.allclose(pipe(s2[0], return_tensors=True), pipe(s2[0], space="cross", return_tensors=True))
 

@@ -50,8 +50,14 @@ def _run_elsewhere(tmp_path, name: str, script: str, folder) -> tuple[dict, str]
     workdir.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
-    result = subprocess.run([sys.executable, str(tmp_path / name), str(folder), str(tmp_path / "out.npz")],
-                            cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(tmp_path / name), str(folder), str(tmp_path / "out.npz")],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1]), result.stderr
 
@@ -67,12 +73,23 @@ def test_fresh_process_round_trip(tmp_path):
     proc.save_pretrained(folder)
 
     files = set(os.listdir(folder))
-    assert {"config.json", "model.safetensors", "preprocessor_config.json", "configuration_crjepa.py",
-            "modeling_crjepa.py", "losses.py", "devices.py", "image_processing_crjepa.py"} <= files
+    assert {
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "configuration_crjepa.py",
+        "modeling_crjepa.py",
+        "losses.py",
+        "devices.py",
+        "image_processing_crjepa.py",
+    } <= files
     assert not any(f.endswith((".bin", ".pt", ".pkl")) for f in files)
     auto_map = json.loads((folder / "config.json").read_text())["auto_map"]
-    assert auto_map == {"AutoConfig": "configuration_crjepa.CRJepaConfig", "AutoModel": "modeling_crjepa.CRJepaModel",
-                        "AutoModelForPreTraining": "modeling_crjepa.CRJepaForPreTraining"}
+    assert auto_map == {
+        "AutoConfig": "configuration_crjepa.CRJepaConfig",
+        "AutoModel": "modeling_crjepa.CRJepaModel",
+        "AutoModelForPreTraining": "modeling_crjepa.CRJepaForPreTraining",
+    }
     assert "auto_map" in json.loads((folder / "preprocessor_config.json").read_text())
 
     rng = np.random.default_rng(0)
@@ -167,18 +184,27 @@ def test_pipeline_and_auto_classes_on_a_pretraining_checkpoint_in_a_fresh_proces
     AutoModelForPreTraining and a bf16 model on float32 pixels, from remote code alone."""
     from PIL import Image
 
-    config = CRJepaConfig.from_preset("tiny", sensors={"rgb": 3, "s2": 12}, sar_sensors=[],
-                                      band_names={"rgb": ["R", "G", "B"], "s2": [f"B{i}" for i in range(12)]},
-                                      band_mean={"rgb": [127.5] * 3, "s2": [1000.0] * 12},
-                                      band_std={"rgb": [64.0] * 3, "s2": [500.0] * 12})
+    config = CRJepaConfig.from_preset(
+        "tiny",
+        sensors={"rgb": 3, "s2": 12},
+        sar_sensors=[],
+        band_names={"rgb": ["R", "G", "B"], "s2": [f"B{i}" for i in range(12)]},
+        band_mean={"rgb": [127.5] * 3, "s2": [1000.0] * 12},
+        band_std={"rgb": [64.0] * 3, "s2": [500.0] * 12},
+    )
     model = train_two_steps(config)
     folder = tmp_path / "model"
     model.save_pretrained(folder)
     CRJepaImageProcessor.from_config(config).save_pretrained(folder)
     saved = json.loads((folder / "config.json").read_text())
     assert saved["architectures"] == ["CRJepaForPreTraining"] and (folder / "pipeline_crjepa.py").is_file()
-    assert saved["custom_pipelines"] == {"image-feature-extraction": {
-        "impl": "pipeline_crjepa.CRJepaFeatureExtractionPipeline", "pt": ["AutoModel"], "type": "image"}}
+    assert saved["custom_pipelines"] == {
+        "image-feature-extraction": {
+            "impl": "pipeline_crjepa.CRJepaFeatureExtractionPipeline",
+            "pt": ["AutoModel"],
+            "type": "image",
+        }
+    }
     readme = (folder / "README.md").read_text()
     assert "pipeline_tag: image-feature-extraction" in readme and "CR-JEPA" in readme  # the crjepa card
     rgb = np.random.default_rng(0).integers(0, 256, size=(48, 40, 3), dtype=np.uint8)
@@ -186,10 +212,17 @@ def test_pipeline_and_auto_classes_on_a_pretraining_checkpoint_in_a_fresh_proces
     s2 = np.random.default_rng(1).integers(0, 6000, size=(12, 50, 50), dtype=np.uint16)
     np.save(tmp_path / "s2.npy", s2)
     info, stderr = _run_elsewhere(tmp_path, "pipe.py", PIPELINE, folder)
-    assert info == {"pipeline_model": "CRJepaModel", "encoder": "CRJepaModel", "pretraining": "CRJepaForPreTraining",
-                    "pipeline": "CRJepaFeatureExtractionPipeline", "inferred": "CRJepaFeatureExtractionPipeline",
-                    "refused": True, "predictors": ["aa", "bb", "cross"], "bf16_dtype": "torch.bfloat16",
-                    "leaked": []}
+    assert info == {
+        "pipeline_model": "CRJepaModel",
+        "encoder": "CRJepaModel",
+        "pretraining": "CRJepaForPreTraining",
+        "pipeline": "CRJepaFeatureExtractionPipeline",
+        "inferred": "CRJepaFeatureExtractionPipeline",
+        "refused": True,
+        "predictors": ["aa", "bb", "cross"],
+        "bf16_dtype": "torch.bfloat16",
+        "leaked": [],
+    }
     assert "predictors" not in stderr and "UNEXPECTED" not in stderr.upper()  # no warning storm
 
     out = np.load(tmp_path / "out.npz")
@@ -222,8 +255,9 @@ def legacy_checkpoint(folder):
     maker.reference_weights(params)
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps(reference["legacy_config"]))
-    save_file({n: p.detach().contiguous() for n, p in params}, str(folder / "model.safetensors"),
-              metadata={"format": "pt"})
+    save_file(
+        {n: p.detach().contiguous() for n, p in params}, str(folder / "model.safetensors"), metadata={"format": "pt"}
+    )
     return maker, reference
 
 
@@ -244,8 +278,9 @@ def test_legacy_checkpoint_loads_into_the_encoder_and_the_pretraining_model(tmp_
     encoder, info = CRJepaModel.from_pretrained(tmp_path / "legacy", output_loading_info=True)
     assert not info["missing_keys"] and not info["mismatched_keys"]
     with torch.no_grad():
-        assert torch.equal(encoder.eval().get_embeddings(a, "s1", "cross"),
-                           pretraining.eval().crjepa.get_embeddings(a, "s1", "cross"))
+        assert torch.equal(
+            encoder.eval().get_embeddings(a, "s1", "cross"), pretraining.eval().crjepa.get_embeddings(a, "s1", "cross")
+        )
     assert "predictors" not in caplog.text
 
     pretraining.save_pretrained(tmp_path / "current")
@@ -275,9 +310,11 @@ def test_attn_implementation_selects_the_kernel_and_eager_equals_sdpa(tmp_path, 
     assert torch.allclose(e.last_hidden_state, s.last_hidden_state, atol=1e-5)
     assert torch.allclose(e.image_embeds, s.image_embeds, atol=1e-5)
     assert len(e.hidden_states) == model.config.num_hidden_layers + 1
+
     # the choice is real: with SDPA's kernel broken only the sdpa model fails
     def broken(*args, **kwargs):
         raise RuntimeError("sdpa kernel called")
+
     monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS._global_mapping, "sdpa", broken)
     with torch.no_grad():
         eager(x, sensor="s2")
@@ -302,8 +339,10 @@ def test_return_dict_false_gives_a_tuple_and_inputs_are_cast_to_the_models_dtype
 
 def test_gradient_checkpointing_enable_gives_the_same_gradients():
     model = train_two_steps(CRJepaConfig.from_preset("tiny")).train()
-    pixels = {s: torch.randn(4, c, 32, 32, generator=torch.Generator().manual_seed(3))
-              for s, c in model.config.sensors.items()}
+    pixels = {
+        s: torch.randn(4, c, 32, 32, generator=torch.Generator().manual_seed(3))
+        for s, c in model.config.sensors.items()
+    }
     masks = {s: (torch.arange(8).expand(4, 8), torch.arange(8, 16).expand(4, 8)) for s in model.config.sensors}
 
     def grads():
@@ -338,9 +377,15 @@ def test_push_to_hub_uploads_the_crjepa_card_and_can_push_the_encoder_only(tmp_p
 
             with safe_open(os.path.join(folder_path, "model.safetensors"), "pt") as f:
                 keys = list(f.keys())
-            uploads.append({"repo": repo_id, "files": sorted(os.listdir(folder_path)), "keys": keys,
-                            "config": json.loads(open(os.path.join(folder_path, "config.json")).read()),
-                            "card": open(os.path.join(folder_path, "README.md")).read()})
+            uploads.append(
+                {
+                    "repo": repo_id,
+                    "files": sorted(os.listdir(folder_path)),
+                    "keys": keys,
+                    "config": json.loads(open(os.path.join(folder_path, "config.json")).read()),
+                    "card": open(os.path.join(folder_path, "README.md")).read(),
+                }
+            )
             return "ok"
 
     model = CRJepaForPreTraining(CRJepaConfig.from_preset("tiny"))
@@ -377,8 +422,13 @@ class RecordingApi:
 
     def upload_folder(self, repo_id, folder_path, **kwargs):
         files = sorted(os.listdir(folder_path))
-        self.calls.append(("upload_folder", repo_id, {**kwargs, "files": files,
-                                                      "card": open(os.path.join(folder_path, "README.md")).read()}))
+        self.calls.append(
+            (
+                "upload_folder",
+                repo_id,
+                {**kwargs, "files": files, "card": open(os.path.join(folder_path, "README.md")).read()},
+            )
+        )
         return "commit"
 
 
@@ -386,9 +436,21 @@ def full_card() -> str:
     """A trained model's card: metadata with model-index results, a body with the results table."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-    data = ModelCardData(model_name="crjepa-ben14k", library_name="transformers", tags=["crjepa"], eval_results=[
-        EvalResult(task_type="image-feature-extraction", dataset_type="user/ben14k", dataset_name="BEN-14K",
-                   metric_type="crjepa_f1_at_k", metric_value=75.82, metric_config="s1->s2")])
+    data = ModelCardData(
+        model_name="crjepa-ben14k",
+        library_name="transformers",
+        tags=["crjepa"],
+        eval_results=[
+            EvalResult(
+                task_type="image-feature-extraction",
+                dataset_type="user/ben14k",
+                dataset_name="BEN-14K",
+                metric_type="crjepa_f1_at_k",
+                metric_value=75.82,
+                metric_config="s1->s2",
+            )
+        ],
+    )
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n# crjepa-ben14k\n\n| F1@5 | 75.82 |\n"))
 
 
@@ -401,15 +463,32 @@ def test_push_to_hub_passes_every_argument_through_and_keeps_the_full_card(tmp_p
     torch.manual_seed(0)
     model = CRJepaModel(CRJepaConfig.from_preset("tiny"))
     hub = RecordingApi(card=full_card(), tmp_path=tmp_path)
-    assert model.push_to_hub("me/model", commit_message="msg", commit_description="why", private=True, token="tok",
-                             revision="dev", create_pr=True, max_shard_size="100KB", tags=["sentinel-2"],
-                             api=hub) == "commit"
+    assert (
+        model.push_to_hub(
+            "me/model",
+            commit_message="msg",
+            commit_description="why",
+            private=True,
+            token="tok",
+            revision="dev",
+            create_pr=True,
+            max_shard_size="100KB",
+            tags=["sentinel-2"],
+            api=hub,
+        )
+        == "commit"
+    )
     (_, repo, created), (_, _, download), (_, _, upload) = hub.calls
     assert repo == "me/model" and created == {"private": True, "token": "tok", "exist_ok": True}
     assert download == {"filename": "README.md", "revision": "dev", "token": "tok"}
     files = upload.pop("files")
     assert {k: upload[k] for k in ("commit_message", "commit_description", "token", "revision", "create_pr")} == {
-        "commit_message": "msg", "commit_description": "why", "token": "tok", "revision": "dev", "create_pr": True}
+        "commit_message": "msg",
+        "commit_description": "why",
+        "token": "tok",
+        "revision": "dev",
+        "create_pr": True,
+    }
     assert "model.safetensors.index.json" in files and len([f for f in files if f.endswith(".safetensors")]) > 1
     assert {"preprocessor_config.json", "pipeline_crjepa.py", "README.md"} <= set(files)
     pushed = ModelCard(upload["card"])
@@ -427,6 +506,6 @@ def test_push_to_hub_passes_every_argument_through_and_keeps_the_full_card(tmp_p
     # nothing anywhere: the crjepa default card, never transformers' generic one
     nothing = RecordingApi(card=None, tmp_path=tmp_path)
     CRJepaModel(CRJepaConfig.from_preset("tiny")).push_to_hub("me/new", api=nothing)
-    assert "pipeline(\"image-feature-extraction\"" in nothing.calls[-1][2]["card"]
+    assert 'pipeline("image-feature-extraction"' in nothing.calls[-1][2]["card"]
     with pytest.raises(TypeError, match="safe_serialization"):
         model.push_to_hub("me/model", api=hub, safe_serialization=True)

@@ -33,11 +33,34 @@ import pytest
 
 from helpers import REPO
 
-TINY = ["--model.preset", "tiny", "--data.batch_size", "4", "--data.num_workers", "0", "--training.max_steps", "2",
-        "--training.compile", "none", "--eval.batch_size", "64", "--logging.report_to", "none",
-        "--logging.progress_bar", "false", "--eval.query_split", "train", "--eval.k", "3",
-        "--embeddings.split", "train", "--embeddings.index", "exact",
-        "--data.options", "{num_train: 64, num_validation: 0, num_test: 32, image_size: 32}"]
+TINY = [
+    "--model.preset",
+    "tiny",
+    "--data.batch_size",
+    "4",
+    "--data.num_workers",
+    "0",
+    "--training.max_steps",
+    "2",
+    "--training.compile",
+    "none",
+    "--eval.batch_size",
+    "64",
+    "--logging.report_to",
+    "none",
+    "--logging.progress_bar",
+    "false",
+    "--eval.query_split",
+    "train",
+    "--eval.k",
+    "3",
+    "--embeddings.split",
+    "train",
+    "--embeddings.index",
+    "exact",
+    "--data.options",
+    "{num_train: 64, num_validation: 0, num_test: 32, image_size: 32}",
+]
 """Appended to every training command: the tiny model, 2 steps, small evaluations (the real exports have 1-6
 pairs per split, so scores and the archive use the train split and k=3)."""
 
@@ -56,32 +79,37 @@ NOT_RUN = {
     'pip install -e ".[bigearthnet]"': "install",
     'pip install -e ".[milvus]"': "install (the dev extra installs pymilvus and Milvus Lite for the tests)",
     "accelerate config": "interactive set-up of the launcher",
-    "python -m datasets_scripts dsrsid /data/DSRSID --output-dir data/dsrsid":
-        "DSRSID has no public sample to test on (its builder is tested on generated files)",
+    "python -m datasets_scripts dsrsid /data/DSRSID --output-dir data/dsrsid": (
+        "DSRSID has no public sample to test on (its builder is tested on generated files)"
+    ),
     "python -m datasets_scripts cbrsir_vs <root> --output-dir data/cbrsir_vs": "CBRSIR_VS has no public layout",
-    "python -m datasets_scripts paired pairs.csv --output-dir data/mine [--push-to-hub you/mine]":
-        "needs the user's own files (the paired builder: tests/test_scripts_paired.py)",
-    "python -m datasets_scripts paired pairs.csv --keep-unpaired --split-by tile --output-dir data/mine-partial":
-        "needs the user's own files (--keep-unpaired / --split-by: tests/test_scripts_paired.py)",
+    "python -m datasets_scripts paired pairs.csv --output-dir data/mine [--push-to-hub you/mine]": (
+        "needs the user's own files (the paired builder: tests/test_scripts_paired.py)"
+    ),
+    "python -m datasets_scripts paired pairs.csv --keep-unpaired --split-by tile --output-dir data/mine-partial": (
+        "needs the user's own files (--keep-unpaired / --split-by: tests/test_scripts_paired.py)"
+    ),
     "accelerate launch -q -m train_accelerate --config paper_ben14k.yaml --data.path data/ben14k --push_to_hub "
-    "--hub_model_id user/crjepa-ben14k --push_embeddings --hub_embeddings_id user/crjepa-ben14k-embeddings":
-        "the Hugging Face Hub (tests are offline; uploads are tested with a stand-in Hub: tests/test_hub_access.py)",
+    "--hub_model_id user/crjepa-ben14k --push_embeddings --hub_embeddings_id user/crjepa-ben14k-embeddings": (
+        "the Hugging Face Hub (tests are offline; uploads are tested with a stand-in Hub: tests/test_hub_access.py)"
+    ),
     "crjepa push outputs/crjepa-reben/model user/crjepa-reben": "the Hugging Face Hub (tests/test_hub_encoder.py)",
     "crjepa push emb user/crjepa-reben-embeddings": "the Hugging Face Hub (tests/test_hub_access.py)",
     "accelerate launch -q --multi_gpu --num_processes 8 -m train_accelerate --config paper_ben14k.yaml --data.path "
     "data/ben14k": "8 GPUs (the same launcher with 2 CPU processes: tests/test_train_loop.py::"
-                   "test_two_processes_reach_the_loss_of_one_process_with_the_same_global_batch)",
+    "test_two_processes_reach_the_loss_of_one_process_with_the_same_global_batch)",
     "accelerate launch -q --multi_gpu --num_processes 8 -m crjepa.cli embed outputs/crjepa-ben14k/model data/ben14k -o "
     "emb-ben14k": "8 GPUs (2 CPU processes: "
-                  "tests/test_hub_embedding.py::test_accelerate_launch_two_processes_give_the_embeddings_of_one)",
+    "tests/test_hub_embedding.py::test_accelerate_launch_two_processes_give_the_embeddings_of_one)",
     'pip install -e ".[app]"': "install",
-    "crjepa app outputs/crjepa-cpu-default/embeddings --model outputs/crjepa-cpu-default/model --data recorded":
-        "serves until stopped: tests/test_app_ui.py runs it as written after the quick start, in a real browser",
+    "crjepa app outputs/crjepa-cpu-default/embeddings --model outputs/crjepa-cpu-default/model --data recorded": (
+        "serves until stopped: tests/test_app_ui.py runs it as written after the quick start, in a real browser"
+    ),
 }
 
 INLINE_NOT_RUN = {
     "accelerate launch train_accelerate.py": "the checkout-root form of `-m train_accelerate` (the script file is "
-                                             "launched by tests/test_realdata.py)",
+    "launched by tests/test_realdata.py)",
     "pip install .": "install (the wheel: tests/test_packaging.py)",
     "hf auth login": "the Hugging Face Hub",
     "crjepa app --help": "help text (tests/test_cli.py::test_help_of_the_command_and_every_subcommand)",
@@ -163,7 +191,7 @@ def run_command(command: str, cwd: Path) -> int:
     if argv[:2] == ["accelerate", "launch"] and argv[argv.index("-m") + 1] == "train_accelerate":
         import train_accelerate
 
-        args = argv[argv.index("-m") + 2:]  # what follows the launcher's own options (-q)
+        args = argv[argv.index("-m") + 2 :]  # what follows the launcher's own options (-q)
         return train_accelerate.main(args + TINY)
     if argv[:3] == ["python", "-m", "train_accelerate"]:
         import train_accelerate
@@ -185,8 +213,10 @@ def run_command(command: str, cwd: Path) -> int:
         if "--list-only" not in args and "--subset" in args and args[args.index("--subset") + 1] == "ben14k":
             args[args.index("--subset") + 1] = "all"  # the 6 real v1 pairs lie outside BEN-14K
         return main(args + ["--num-proc", "1"] if "--output-dir" in args else args)
-    raise AssertionError(f"README command the test does not know how to run: {command!r} (add it to NOT_RUN "
-                         "with a reason, or teach run_command)")
+    raise AssertionError(
+        f"README command the test does not know how to run: {command!r} (add it to NOT_RUN "
+        "with a reason, or teach run_command)"
+    )
 
 
 @pytest.mark.slow
@@ -226,7 +256,8 @@ def test_every_inline_command_is_a_documented_block_command_or_listed():
         pieces = [piece.strip() for piece in command.split("...") if piece.strip()]
         assert all(any(piece in block for block in shell) for piece in pieces), (
             f"README.md quotes {command!r} inline, but no code block runs it: add it to a block, or to INLINE_NOT_RUN "
-            "with the reason")
+            "with the reason"
+        )
     assert not [c for c in INLINE_NOT_RUN if c not in inline], "INLINE_NOT_RUN lists commands the README no longer has"
 
 
@@ -252,8 +283,11 @@ def test_pre_commit_runs_the_code_gates_of_the_readme():
 
     text = (REPO / "README.md").read_text().split("## Quick start: the tests", 1)[1].split("\n## ", 1)[0]
     gate_line = next(block[0] for block in readme_blocks(text) if block[0].startswith("ruff"))
-    hooks = [hook for repo in yaml.safe_load((REPO / ".pre-commit-config.yaml").read_text())["repos"]
-             for hook in repo["hooks"]]
+    hooks = [
+        hook
+        for repo in yaml.safe_load((REPO / ".pre-commit-config.yaml").read_text())["repos"]
+        for hook in repo["hooks"]
+    ]
     assert all(hook["language"] == "system" for hook in hooks)
     ran = [hook["entry"].replace(" --fix", "") for hook in hooks]
     assert ran == [gate.replace(" --check", "").replace(" .", "") for gate in gate_line.split(" && ")]

@@ -47,9 +47,26 @@ def test_reben_export_has_real_pairs_bands_by_name_and_splits(reben_dirs, reben_
 
 
 # ------------------------------------------------------------------------------------ v2: the paper's run
-TINY = ["--model.preset", "tiny", "--data.batch_size", "4", "--data.num_workers", "0", "--training.max_steps", "2",
-        "--training.compile", "none", "--eval.batch_size", "8", "--logging.report_to", "none",
-        "--logging.progress_bar", "false", "--checkpoint.every_steps", "1"]
+TINY = [
+    "--model.preset",
+    "tiny",
+    "--data.batch_size",
+    "4",
+    "--data.num_workers",
+    "0",
+    "--training.max_steps",
+    "2",
+    "--training.compile",
+    "none",
+    "--eval.batch_size",
+    "8",
+    "--logging.report_to",
+    "none",
+    "--logging.progress_bar",
+    "false",
+    "--checkpoint.every_steps",
+    "1",
+]
 """Overrides that shrink the paper's run to seconds (tiny model, 2 steps); everything else is the paper's YAML."""
 
 
@@ -58,10 +75,29 @@ def paper_run(reben_export: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     """`accelerate launch train_accelerate.py --config configs/paper_ben14k.yaml --data.path EXPORT` on the
     real reBEN export (tiny overrides), as the README documents it: its output_dir."""
     out = tmp_path_factory.mktemp("paper_run") / "run"
-    run = run_python(["-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
-                      "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "train_accelerate.py"),
-                      "--config", "configs/paper_ben14k.yaml", "--data.path", reben_export, "--output_dir", out,
-                      *TINY], timeout=600)
+    run = run_python(
+        [
+            "-m",
+            "accelerate.commands.launch",
+            "--num_processes",
+            "1",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            str(REPO / "train_accelerate.py"),
+            "--config",
+            "configs/paper_ben14k.yaml",
+            "--data.path",
+            reben_export,
+            "--output_dir",
+            out,
+            *TINY,
+        ],
+        timeout=600,
+    )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     assert "Traceback" not in run.stderr
     return out
@@ -84,15 +120,22 @@ def test_paper_config_trains_on_the_reben_export_and_the_card_names_it(paper_run
 
 def test_fresh_process_automodel_and_crjepa_commands_on_the_reben_export(paper_run, reben_export, tmp_path):
     model_dir = paper_run / "model"
-    code = ("import sys, numpy as np, torch\nfrom transformers import AutoModel, AutoImageProcessor\n"
-            "m = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True)\n"
-            "p = AutoImageProcessor.from_pretrained(sys.argv[1], trust_remote_code=True)\n"
-            "x = p(np.full((12, 120, 120), 900, np.uint16), sensor='s2')['pixel_values']\n"
-            "print(tuple(m.get_embeddings(x, sensor='s2', space='unified').shape), "
-            "'modeling_crjepa' in sys.modules, 'crjepa' in sys.modules)\n")
-    fresh = subprocess.run([sys.executable, "-c", code, str(model_dir)], cwd=tmp_path, capture_output=True, text=True,
-                           env={"PATH": os.environ["PATH"], "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")},
-                           timeout=300)
+    code = (
+        "import sys, numpy as np, torch\nfrom transformers import AutoModel, AutoImageProcessor\n"
+        "m = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True)\n"
+        "p = AutoImageProcessor.from_pretrained(sys.argv[1], trust_remote_code=True)\n"
+        "x = p(np.full((12, 120, 120), 900, np.uint16), sensor='s2')['pixel_values']\n"
+        "print(tuple(m.get_embeddings(x, sensor='s2', space='unified').shape), "
+        "'modeling_crjepa' in sys.modules, 'crjepa' in sys.modules)\n"
+    )
+    fresh = subprocess.run(
+        [sys.executable, "-c", code, str(model_dir)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ["PATH"], "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")},
+        timeout=300,
+    )
     assert fresh.returncode == 0, fresh.stderr[-3000:]
     assert fresh.stdout.split("\n")[-2] == "(1, 32) False False"  # tiny: 32-d heads; remote code only, not this package
 
@@ -105,8 +148,22 @@ def test_fresh_process_automodel_and_crjepa_commands_on_the_reben_export(paper_r
     assert main(["search", str(emb), "--id", ids[0], "-k", "3", "--json"]) == 0
     assert main(["search", str(emb), "--id", ids[0], "--direction", "s1->s2", "-k", "2"]) == 0
     out = tmp_path / "eval"
-    assert main(["evaluate", str(model_dir), str(reben_export), "--query-split", "test", "--device", "cpu",
-                 "--output-dir", str(out)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(model_dir),
+                str(reben_export),
+                "--query-split",
+                "test",
+                "--device",
+                "cpu",
+                "--output-dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     scores = json.loads((out / "retrieval_results.json").read_text())
     trained = json.loads((paper_run / "results.json").read_text())["trained"]
     assert scores["metrics"]["F1@5"] == pytest.approx(trained["metrics"]["F1@5"], abs=1e-6)  # same model, same split
@@ -137,8 +194,9 @@ def test_export_checkpoint_gives_a_from_pretrained_folder_with_the_runs_scores(p
 
 
 @pytest.mark.slow
-def test_training_archive_answers_s1_names_patch_folders_and_its_recorded_source(paper_run, reben_dirs, reben_export,
-                                                                                 tmp_path, monkeypatch, capsys):
+def test_training_archive_answers_s1_names_patch_folders_and_its_recorded_source(
+    paper_run, reben_dirs, reben_export, tmp_path, monkeypatch, capsys
+):
     """The run's own archive, searched from another folder: `--png --data recorded` finds the export again (the
     archive recorded only its name); an S1 patch name is a query (from s1, hits in s1 named by their S1 patch);
     BigEarthNet patch folders of either sensor are image queries whose sensor is found from their bands, read
@@ -154,8 +212,9 @@ def test_training_archive_answers_s1_names_patch_folders_and_its_recorded_source
     assert s1_name == _rows(reben_export)[row]["s1_name"] and s1_name != row
     monkeypatch.chdir(tmp_path)
     capsys.readouterr()
-    assert main(["search", str(emb), "--id", s1_name, "-k", "2", "--png", "grid.png", "--data", "recorded"]) == 0, \
+    assert main(["search", str(emb), "--id", s1_name, "-k", "2", "--png", "grid.png", "--data", "recorded"]) == 0, (
         capsys.readouterr().err
+    )
     assert (tmp_path / "grid.png").is_file()
     capsys.readouterr()
     assert main(["search", str(emb), "--id", s1_name, "-k", "3", "--json"]) == 0
@@ -173,8 +232,24 @@ def test_training_archive_answers_s1_names_patch_folders_and_its_recorded_source
     for sensor, folder in folders.items():
         np.testing.assert_array_equal(read_image(folder, bands=bands[sensor]), np.asarray(rows[row][sensor]))
         capsys.readouterr()
-        assert main(["search", str(emb), "--image", str(folder), "--model", str(model_dir), "-k", "1", "--json",
-                     "--device", "cpu"]) == 0  # no --sensor: the folder's bands say which
+        assert (
+            main(
+                [
+                    "search",
+                    str(emb),
+                    "--image",
+                    str(folder),
+                    "--model",
+                    str(model_dir),
+                    "-k",
+                    "1",
+                    "--json",
+                    "--device",
+                    "cpu",
+                ]
+            )
+            == 0
+        )  # no --sensor: the folder's bands say which
         found = json.loads(capsys.readouterr().out)
         assert sorted(found) == sorted(f"{sensor}->{t}" for t in ("s1", "s2"))
         same = found[f"{sensor}->{sensor}"][0]
@@ -213,8 +288,23 @@ def test_v1_pairs_subset_all_export_embed_evaluate(ben_v1_dirs, paper_run, tmp_p
     from crjepa.data.loading import load_paired_dataset
 
     export = tmp_path / "v1"
-    run = run_python(["-m", "datasets_scripts", "bigearthnet", "--s1-dir", ben_v1_dirs[0], "--s2-dir",
-                      ben_v1_dirs[1], "--subset", "all", "--output-dir", export, "--num-proc", "1"])
+    run = run_python(
+        [
+            "-m",
+            "datasets_scripts",
+            "bigearthnet",
+            "--s1-dir",
+            ben_v1_dirs[0],
+            "--s2-dir",
+            ben_v1_dirs[1],
+            "--subset",
+            "all",
+            "--output-dir",
+            export,
+            "--num-proc",
+            "1",
+        ]
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "converted 6 pairs (train 4, test 1, unassigned 1)" in run.stdout
     ds = load_paired_dataset(export)
@@ -222,8 +312,24 @@ def test_v1_pairs_subset_all_export_embed_evaluate(ben_v1_dirs, paper_run, tmp_p
     model_dir = paper_run / "model"
     assert main(["embed", str(model_dir), str(export), "-o", str(tmp_path / "emb"), "--device", "cpu"]) == 0
     out = tmp_path / "eval"
-    assert main(["evaluate", str(model_dir), str(export), "--query-split", "train", "--device", "cpu", "-k", "3",
-                 "--output-dir", str(out)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(model_dir),
+                str(export),
+                "--query-split",
+                "train",
+                "--device",
+                "cpu",
+                "-k",
+                "3",
+                "--output-dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     scores = json.loads((out / "retrieval_results.json").read_text())
     assert scores["num_queries"] == 4 and set(scores["metrics"]["F1@3"]) == {"s1->s1", "s2->s2", "s1->s2", "s2->s1"}
 
@@ -262,18 +368,58 @@ def test_partially_paired_real_patches_convert_train_embed_evaluate(reben_dirs, 
             (s1 / patch.parent.name).mkdir(parents=True, exist_ok=True)
             (s1 / patch.parent.name / patch.name).symlink_to(patch)
     export = tmp_path / "partial"
-    run = run_python(["-m", "datasets_scripts", "bigearthnet", "--s1-dir", s1, "--s2-dir", reben_dirs["s2"],
-                      "--reben-metadata", reben_dirs["metadata"], "--subset", "reben", "--keep-unpaired",
-                      "--output-dir", export, "--num-proc", "1"])
+    run = run_python(
+        [
+            "-m",
+            "datasets_scripts",
+            "bigearthnet",
+            "--s1-dir",
+            s1,
+            "--s2-dir",
+            reben_dirs["s2"],
+            "--reben-metadata",
+            reben_dirs["metadata"],
+            "--subset",
+            "reben",
+            "--keep-unpaired",
+            "--output-dir",
+            export,
+            "--num-proc",
+            "1",
+        ]
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     table = pq.read_table(next((export / "data").glob("train-*.parquet")))
     assert table["s1"].null_count == 3 and table["s2"].null_count == 0
 
     out = tmp_path / "run"
-    run = run_python(["-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
-                      "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "train_accelerate.py"),
-                      "--config", "configs/paper_ben14k.yaml", "--data.path", export, "--output_dir", out, *TINY,
-                      "--logging.every_steps", "1", "--training.max_steps", "3"], timeout=600)
+    run = run_python(
+        [
+            "-m",
+            "accelerate.commands.launch",
+            "--num_processes",
+            "1",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            str(REPO / "train_accelerate.py"),
+            "--config",
+            "configs/paper_ben14k.yaml",
+            "--data.path",
+            export,
+            "--output_dir",
+            out,
+            *TINY,
+            "--logging.every_steps",
+            "1",
+            "--training.max_steps",
+            "3",
+        ],
+        timeout=600,
+    )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     assert "Training rows by sensors present: {'s1+s2': 3, 's2': 3}" in run.stdout
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
@@ -283,12 +429,42 @@ def test_partially_paired_real_patches_convert_train_embed_evaluate(reben_dirs, 
     assert "partially paired: 3 with s1 + s2, 3 with s2" in card
 
     emb = tmp_path / "emb"
-    assert main(["embed", str(out / "model"), str(export), "--split", "train", "-o", str(emb), "--device", "cpu",
-                 "--index", "exact"]) == 0
+    assert (
+        main(
+            [
+                "embed",
+                str(out / "model"),
+                str(export),
+                "--split",
+                "train",
+                "-o",
+                str(emb),
+                "--device",
+                "cpu",
+                "--index",
+                "exact",
+            ]
+        )
+        == 0
+    )
     shard = pq.read_table(next((emb / "data").glob("*.parquet")))
     assert shard["s1_cross"].null_count == 3 and shard["s2_cross"].null_count == 0
-    assert main(["evaluate", str(out / "model"), str(export), "--query-split", "train", "--device", "cpu",
-                 "--output-dir", str(tmp_path / "eval")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(out / "model"),
+                str(export),
+                "--query-split",
+                "train",
+                "--device",
+                "cpu",
+                "--output-dir",
+                str(tmp_path / "eval"),
+            ]
+        )
+        == 0
+    )
     scores = json.loads((tmp_path / "eval" / "retrieval_results.json").read_text())
     assert scores["direction_counts"] == {"s1->s1": [3, 3], "s2->s2": [6, 6], "s1->s2": [3, 6], "s2->s1": [6, 3]}
 
@@ -299,13 +475,50 @@ def test_a_one_row_test_split_stops_with_one_error_and_no_traceback(ben_v1_dirs,
     split) stops before training with one error that says what to do, printed once, and no launcher traceback
     when launched as README.md documents it (`accelerate launch -q -m train_accelerate`, from any folder)."""
     export = tmp_path / "v1"
-    run = run_python(["-m", "datasets_scripts", "bigearthnet", "--s1-dir", ben_v1_dirs[0], "--s2-dir",
-                      ben_v1_dirs[1], "--subset", "all", "--output-dir", export, "--num-proc", "1"])
+    run = run_python(
+        [
+            "-m",
+            "datasets_scripts",
+            "bigearthnet",
+            "--s1-dir",
+            ben_v1_dirs[0],
+            "--s2-dir",
+            ben_v1_dirs[1],
+            "--subset",
+            "all",
+            "--output-dir",
+            export,
+            "--num-proc",
+            "1",
+        ]
+    )
     assert run.returncode == 0, run.stderr[-3000:]
-    run = run_python(["-m", "accelerate.commands.launch", "-q", "--num_processes", "1", "--num_machines", "1",
-                      "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "train_accelerate", "--config",
-                      "paper_ben14k.yaml", "--data.path", export, "--output_dir", tmp_path / "run", *TINY],
-                      cwd=tmp_path, timeout=600)
+    run = run_python(
+        [
+            "-m",
+            "accelerate.commands.launch",
+            "-q",
+            "--num_processes",
+            "1",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "-m",
+            "train_accelerate",
+            "--config",
+            "paper_ben14k.yaml",
+            "--data.path",
+            export,
+            "--output_dir",
+            tmp_path / "run",
+            *TINY,
+        ],
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert run.returncode != 0 and "Traceback" not in run.stderr, run.stderr[-3000:]
     assert run.stderr.count("error: The data cannot be evaluated") == 1, run.stderr[-3000:]
     assert "has 1 item: nothing to rank" in run.stderr and "--eval.query_split train, 4 rows" in run.stderr

@@ -61,8 +61,22 @@ def test_every_pair_skipped_leaves_no_export(ben_v1_dirs, tmp_path, capsys):
         b02 = folder / f"{folder.name}_B02.tif"
         b02.write_bytes(b02.read_bytes()[:3000])  # truncated GeoTIFF in every pair
     out = tmp_path / "out"
-    code, stdout, err = run_datasets_scripts(["bigearthnet", "--s1-dir", str(s1), "--s2-dir", str(s2), "--subset",
-                                              "all", "--output-dir", str(out), "--num-proc", "1"], capsys)
+    code, stdout, err = run_datasets_scripts(
+        [
+            "bigearthnet",
+            "--s1-dir",
+            str(s1),
+            "--s2-dir",
+            str(s2),
+            "--subset",
+            "all",
+            "--output-dir",
+            str(out),
+            "--num-proc",
+            "1",
+        ],
+        capsys,
+    )
     assert code == 1 and "converted 0 pairs" in stdout and "corrupt GeoTIFF: 6" in stdout
     assert not out.exists() and "error: every pair was skipped" in err and "Traceback" not in err
     # the reasons, as warnings: each pair once while converting, the first three again above the error line
@@ -73,8 +87,20 @@ def test_every_pair_skipped_leaves_no_export(ben_v1_dirs, tmp_path, capsys):
 
 def test_s2_only_v1_folder_exports_without_s1(ben_v1_dirs, tmp_path, capsys):
     out = tmp_path / "s2only"
-    code, stdout, err = run_datasets_scripts(["bigearthnet", "--s2-dir", str(ben_v1_dirs[1]), "--subset", "all",
-                                   "--output-dir", str(out), "--num-proc", "1"], capsys)
+    code, stdout, err = run_datasets_scripts(
+        [
+            "bigearthnet",
+            "--s2-dir",
+            str(ben_v1_dirs[1]),
+            "--subset",
+            "all",
+            "--output-dir",
+            str(out),
+            "--num-proc",
+            "1",
+        ],
+        capsys,
+    )
     assert code == 0, err
     from crjepa.data.loading import load_paired_dataset
 
@@ -84,41 +110,95 @@ def test_s2_only_v1_folder_exports_without_s1(ben_v1_dirs, tmp_path, capsys):
     # S2 patches alone are counted as patches (not "pairs ... single-sensor rows"), and subset `all` (every
     # patch found on disk) reports nothing missing (it has no list: not "missing 590,320")
     summary = stdout.strip().splitlines()[-1]
-    assert summary.startswith("bigearthnet all: converted 6 S2 patches (train 4, test 1, unassigned 1), every S2 "
-                              "patch found on disk, skipped 0"), summary
+    assert summary.startswith(
+        "bigearthnet all: converted 6 S2 patches (train 4, test 1, unassigned 1), every S2 "
+        "patch found on disk, skipped 0"
+    ), summary
     assert "pairs" not in summary and "single-sensor" not in summary and "missing" not in summary
 
 
-def test_s2_only_reben_export_counts_patches_and_v1_all_reports_nothing_missing(reben_dirs, ben_v1_dirs, tmp_path,
-                                                                                 capsys):
-    code, stdout, err = run_datasets_scripts(["bigearthnet", "--s2-dir", str(reben_dirs["s2"]), "--subset", "reben",
-                                   "--output-dir", str(tmp_path / "s2"), "--num-proc", "1"], capsys)
+def test_s2_only_reben_export_counts_patches_and_v1_all_reports_nothing_missing(
+    reben_dirs, ben_v1_dirs, tmp_path, capsys
+):
+    code, stdout, err = run_datasets_scripts(
+        [
+            "bigearthnet",
+            "--s2-dir",
+            str(reben_dirs["s2"]),
+            "--subset",
+            "reben",
+            "--output-dir",
+            str(tmp_path / "s2"),
+            "--num-proc",
+            "1",
+        ],
+        capsys,
+    )
     assert code == 0, err
-    assert ("converted 18 S2 patches (train 6, validation 6, test 6), missing 0 of the 18 S2 patches of the subset"
-            in stdout), stdout
+    assert (
+        "converted 18 S2 patches (train 6, validation 6, test 6), missing 0 of the 18 S2 patches of the subset"
+        in stdout
+    ), stdout
     plans = [line for line in err.splitlines() if "to convert" in line]  # the plan, as the user sees it
-    code, stdout, err = run_datasets_scripts(["bigearthnet", "--s1-dir", str(ben_v1_dirs[0]), "--s2-dir",
-                                              str(ben_v1_dirs[1]), "--subset", "all", "--output-dir",
-                                              str(tmp_path / "v1"), "--num-proc", "1"], capsys)
+    code, stdout, err = run_datasets_scripts(
+        [
+            "bigearthnet",
+            "--s1-dir",
+            str(ben_v1_dirs[0]),
+            "--s2-dir",
+            str(ben_v1_dirs[1]),
+            "--subset",
+            "all",
+            "--output-dir",
+            str(tmp_path / "v1"),
+            "--num-proc",
+            "1",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert "converted 6 pairs (train 4, test 1, unassigned 1), every pair found on disk, skipped 0" in stdout
     assert "missing" not in stdout.strip().splitlines()[-1]
     plans += [line for line in err.splitlines() if "to convert" in line]
-    assert plans == ["BigEarthNet reben: 18 S2 patches to convert, 0 missing, 0 skipped before reading",
-                     "BigEarthNet all: 6 pairs to convert, 0 skipped before reading"], plans
+    assert plans == [
+        "BigEarthNet reben: 18 S2 patches to convert, 0 missing, 0 skipped before reading",
+        "BigEarthNet all: 6 pairs to convert, 0 skipped before reading",
+    ], plans
 
 
 def test_missing_extra_names_the_install_command(ben_v1_dirs, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "rasterio", None)  # as if the bigearthnet extra were not installed
-    code, _, err = run_datasets_scripts(["bigearthnet", "--s1-dir", str(ben_v1_dirs[0]), "--s2-dir",
-                                         str(ben_v1_dirs[1]), "--subset", "all", "--output-dir",
-                                         str(tmp_path / "out")], capsys)
+    code, _, err = run_datasets_scripts(
+        [
+            "bigearthnet",
+            "--s1-dir",
+            str(ben_v1_dirs[0]),
+            "--s2-dir",
+            str(ben_v1_dirs[1]),
+            "--subset",
+            "all",
+            "--output-dir",
+            str(tmp_path / "out"),
+        ],
+        capsys,
+    )
     assert code == 2 and 'pip install "crjepa[bigearthnet]"' in err and len(err.strip().splitlines()) == 1
 
 
 def test_bad_folder_is_one_error_line_without_traceback(tmp_path):
-    run = run_python(["-m", "datasets_scripts", "bigearthnet", "--s1-dir", tmp_path / "nope", "--s2-dir",
-                      tmp_path, "--output-dir", tmp_path / "out"])
+    run = run_python(
+        [
+            "-m",
+            "datasets_scripts",
+            "bigearthnet",
+            "--s1-dir",
+            tmp_path / "nope",
+            "--s2-dir",
+            tmp_path,
+            "--output-dir",
+            tmp_path / "out",
+        ]
+    )
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert run.stderr.strip().splitlines()[-1] == f"error: BigEarthNet: s1_dir {tmp_path / 'nope'} is not a folder"
 
@@ -175,14 +255,27 @@ def _rows(folder: Path) -> tuple[dict, dict]:
 def test_configilm_lmdb_converts_bit_for_bit_like_the_geotiff_folders(reben_lmdb, reben_dirs, tmp_path, capsys):
     """The LMDB of safetensors patches (configilm's wheel) and the GeoTIFF folders built from the same patches give
     the same export: every row, every pixel, every metadata field, the same features; two worker processes."""
-    code, stdout, err = run_datasets_scripts(["bigearthnet", "--lmdb", str(reben_lmdb), "--output-dir",
-                                              str(tmp_path / "lmdb"), "--num-proc", "2"],
-                                             capsys)  # subset reben and metadata.parquet found beside it
+    code, stdout, err = run_datasets_scripts(
+        ["bigearthnet", "--lmdb", str(reben_lmdb), "--output-dir", str(tmp_path / "lmdb"), "--num-proc", "2"], capsys
+    )  # subset reben and metadata.parquet found beside it
     assert code == 0, err
     assert "converted 18 pairs (train 6, validation 6, test 6), missing 0 of the 18 pairs" in stdout
-    code, _, err = run_datasets_scripts(["bigearthnet", "--s1-dir", str(reben_dirs["s1"]), "--s2-dir",
-                                         str(reben_dirs["s2"]), "--subset", "reben", "--output-dir",
-                                         str(tmp_path / "tif"), "--num-proc", "1"], capsys)
+    code, _, err = run_datasets_scripts(
+        [
+            "bigearthnet",
+            "--s1-dir",
+            str(reben_dirs["s1"]),
+            "--s2-dir",
+            str(reben_dirs["s2"]),
+            "--subset",
+            "reben",
+            "--output-dir",
+            str(tmp_path / "tif"),
+            "--num-proc",
+            "1",
+        ],
+        capsys,
+    )
     assert code == 0, err
     lmdb_rows, lmdb_features = _rows(tmp_path / "lmdb")
     tif_rows, tif_features = _rows(tmp_path / "tif")
@@ -217,8 +310,9 @@ def _tampered_lmdb(reben_lmdb: Path, dst: Path, change) -> Path:
     return out
 
 
-def test_bad_lmdb_entries_are_skipped_and_counted_and_bad_arguments_are_one_line(reben_lmdb, reben_dirs, tmp_path,
-                                                                                  capsys):
+def test_bad_lmdb_entries_are_skipped_and_counted_and_bad_arguments_are_one_line(
+    reben_lmdb, reben_dirs, tmp_path, capsys
+):
     rows = sorted(reben_pairs(reben_dirs), key=lambda r: r["patch_id"])[:3]
     extra_band, truncated, no_s1 = rows[0]["patch_id"], rows[1]["patch_id"], rows[2]["s1_name"]
 
@@ -232,13 +326,25 @@ def test_bad_lmdb_entries_are_skipped_and_counted_and_bad_arguments_are_one_line
         return None if name == no_s1 else bands
 
     lmdb_dir = _tampered_lmdb(reben_lmdb, tmp_path, change)
-    code, stdout, err = run_datasets_scripts(["bigearthnet", "--lmdb", str(lmdb_dir), "--output-dir",
-                                              str(tmp_path / "out"), "--num-proc", "1"], capsys)
+    code, stdout, err = run_datasets_scripts(
+        ["bigearthnet", "--lmdb", str(lmdb_dir), "--output-dir", str(tmp_path / "out"), "--num-proc", "1"], capsys
+    )
     assert code == 0, err
     assert "converted 15 pairs" in stdout and "skipped 3" in stdout
     assert "band mismatch: 1" in stdout and "corrupt safetensors: 1" in stdout and "S1 partner missing: 1" in stdout
-    code, stdout, _ = run_datasets_scripts(["bigearthnet", "--lmdb", str(lmdb_dir), "--keep-unpaired", "--output-dir",
-                                 str(tmp_path / "kept"), "--num-proc", "1"], capsys)
+    code, stdout, _ = run_datasets_scripts(
+        [
+            "bigearthnet",
+            "--lmdb",
+            str(lmdb_dir),
+            "--keep-unpaired",
+            "--output-dir",
+            str(tmp_path / "kept"),
+            "--num-proc",
+            "1",
+        ],
+        capsys,
+    )
     assert code == 0 and "converted 16 pairs" in stdout and "1 of them single-sensor rows" in stdout
     for argv, expected in (
         (["--lmdb", str(tmp_path)], "is not an LMDB folder (no data.mdb)"),
@@ -260,5 +366,6 @@ def test_a_bug_in_the_converter_keeps_its_traceback(ben_v1_dirs, tmp_path, monke
 
     monkeypatch.setattr(cli, "_run_cli", bug)
     with pytest.raises(ValueError, match="a bug in the converter"):
-        run_datasets_scripts(["bigearthnet", "--s2-dir", str(ben_v1_dirs[1]), "--output-dir", str(tmp_path / "out")],
-                             capsys)
+        run_datasets_scripts(
+            ["bigearthnet", "--s2-dir", str(ben_v1_dirs[1]), "--output-dir", str(tmp_path / "out")], capsys
+        )

@@ -19,8 +19,18 @@ def test_the_real_v1_and_v2_folders_are_told_apart(ben_v1_dirs, reben_dirs, tmp_
 
 
 def test_reben_folders_under_a_v1_subset_say_which_layout_and_subset(reben_dirs, tmp_path, capsys):
-    code, _, err = run_datasets_scripts(["bigearthnet", "--s1-dir", str(reben_dirs["s1"]), "--s2-dir",
-                                         str(reben_dirs["s2"]), "--output-dir", str(tmp_path / "out")], capsys)
+    code, _, err = run_datasets_scripts(
+        [
+            "bigearthnet",
+            "--s1-dir",
+            str(reben_dirs["s1"]),
+            "--s2-dir",
+            str(reben_dirs["s2"]),
+            "--output-dir",
+            str(tmp_path / "out"),
+        ],
+        capsys,
+    )
     assert code == 2 and not (tmp_path / "out").exists()
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err
@@ -29,17 +39,38 @@ def test_reben_folders_under_a_v1_subset_say_which_layout_and_subset(reben_dirs,
 
 
 def test_v1_pairs_outside_ben14k_say_which_subset_fits(ben_v1_dirs, tmp_path, capsys):
-    code, _, err = run_datasets_scripts(["bigearthnet", "--s1-dir", str(ben_v1_dirs[0]), "--s2-dir",
-                                         str(ben_v1_dirs[1]), "--output-dir", str(tmp_path / "out")], capsys)
+    code, _, err = run_datasets_scripts(
+        [
+            "bigearthnet",
+            "--s1-dir",
+            str(ben_v1_dirs[0]),
+            "--s2-dir",
+            str(ben_v1_dirs[1]),
+            "--output-dir",
+            str(tmp_path / "out"),
+        ],
+        capsys,
+    )
     assert code == 2 and "Traceback" not in err
     assert "BigEarthNet v1" in err and "None of its 6 S2 patches is in ben14k" in err
     assert "recommended: 5" in err and "--subset all" in err
 
 
 def test_v1_folders_under_subset_reben_name_the_layout_not_a_metadata_file(ben_v1_dirs, tmp_path, capsys):
-    code, _, err = run_datasets_scripts(["bigearthnet", "--s1-dir", str(ben_v1_dirs[0]), "--s2-dir",
-                                         str(ben_v1_dirs[1]), "--subset", "reben", "--output-dir",
-                                         str(tmp_path / "out")], capsys)
+    code, _, err = run_datasets_scripts(
+        [
+            "bigearthnet",
+            "--s1-dir",
+            str(ben_v1_dirs[0]),
+            "--s2-dir",
+            str(ben_v1_dirs[1]),
+            "--subset",
+            "reben",
+            "--output-dir",
+            str(tmp_path / "out"),
+        ],
+        capsys,
+    )
     assert code == 2 and not (tmp_path / "out").exists()
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err

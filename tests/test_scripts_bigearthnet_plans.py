@@ -48,8 +48,9 @@ def test_reben_layout(ben_v1_dirs, tmp_path):
         "s1_name": [v1_s1, "S1B_IW_GRDH_1SDV_20180525T163000_34TDQ_10_10"],
     })  # fmt: skip
     pq.write_table(table, tmp_path / "metadata.parquet")
-    builder, ds = build_bigearthnet(s1_root, s2_root, "reben", tmp_path / "cache",
-                                    reben_metadata=tmp_path / "metadata.parquet")
+    builder, ds = build_bigearthnet(
+        s1_root, s2_root, "reben", tmp_path / "cache", reben_metadata=tmp_path / "metadata.parquet"
+    )
     assert list(ds) == ["validation"]
     row = ds["validation"][0]
     assert (row["id"], row["s1_name"], row["split"], row["country"]) == (patch, v1_s1, "validation", "Austria")
@@ -63,8 +64,20 @@ def test_reben_layout(ben_v1_dirs, tmp_path):
 def test_missing_partner_is_named_for_a_sample(reben_dirs, tmp_path, capsys):
     s1 = tmp_path / "S1"
     s1.mkdir()  # the S1 download is missing: every pair is half
-    code, _, err = run_datasets_scripts(["bigearthnet", "--s1-dir", str(s1), "--s2-dir", str(reben_dirs["s2"]),
-                                         "--subset", "reben", "--output-dir", str(tmp_path / "out")], capsys)
+    code, _, err = run_datasets_scripts(
+        [
+            "bigearthnet",
+            "--s1-dir",
+            str(s1),
+            "--s2-dir",
+            str(reben_dirs["s2"]),
+            "--subset",
+            "reben",
+            "--output-dir",
+            str(tmp_path / "out"),
+        ],
+        capsys,
+    )
     first = sorted(reben_pairs(reben_dirs), key=lambda r: r["patch_id"])
     assert code == 2 and "18 half pairs" in err and "its S1 partner" in err and "is missing under" in err
     assert any(r["patch_id"] in err and r["s1_name"] in err for r in first)

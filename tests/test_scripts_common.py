@@ -54,7 +54,10 @@ def exported(tmp_path_factory) -> tuple[Path, S.SyntheticPairs]:
 def test_parquet_shards_read_back_equal_the_builder_rows(exported, tmp_path):
     out, builder = exported
     assert sorted(p.name for p in (out / "data").iterdir()) == [
-        "test-00000-of-00001.parquet", "train-00000-of-00001.parquet", "validation-00000-of-00001.parquet"]
+        "test-00000-of-00001.parquet",
+        "train-00000-of-00001.parquet",
+        "validation-00000-of-00001.parquet",
+    ]
     assert sorted(p.name for p in out.iterdir()) == [".crjepa-output.json", "README.md", "data"]
     for split, n in (("train", 6), ("validation", 3), ("test", 2)):
         files = sorted(str(p) for p in (out / "data").glob(f"{split}-*.parquet"))
@@ -72,15 +75,22 @@ def test_card_parses_and_declares_configs_features_license(exported):
     out, builder = exported
     card = DatasetCard.load(out / "README.md")
     data = card.data.to_dict()
-    assert data["configs"] == [{"config_name": "default", "data_files": [
-        {"split": "train", "path": "data/train-*.parquet"},
-        {"split": "validation", "path": "data/validation-*.parquet"},
-        {"split": "test", "path": "data/test-*.parquet"}]}]
+    assert data["configs"] == [
+        {
+            "config_name": "default",
+            "data_files": [
+                {"split": "train", "path": "data/train-*.parquet"},
+                {"split": "validation", "path": "data/validation-*.parquet"},
+                {"split": "test", "path": "data/test-*.parquet"},
+            ],
+        }
+    ]
     assert data["license"] == "apache-2.0" and "image-feature-extraction" in data["task_categories"]
     assert "remote-sensing" in data["tags"]
     assert datasets.Features._from_yaml_list(data["dataset_info"]["features"]) == builder.info.features
-    assert {"name": "train", "num_examples": 6} in [{k: v for k, v in split.items() if k != "num_bytes"}
-                                                    for split in data["dataset_info"]["splits"]]
+    assert {"name": "train", "num_examples": 6} in [
+        {k: v for k, v in split.items() if k != "num_bytes"} for split in data["dataset_info"]["splits"]
+    ]
     assert "| `s2` | 12 | 16x16 | uint16 |" in card.text and "Marine waters" in card.text
 
 
@@ -131,12 +141,27 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_cli_synthetic_exports_and_reports_errors_in_one_line(tmp_path):
     out = tmp_path / "syn"
-    args = ["synthetic", "--num-train", "4", "--num-validation", "2", "--num-test", "0", "--image-size", "8",
-            "--num-proc", "1", "--output-dir", str(out)]
+    args = [
+        "synthetic",
+        "--num-train",
+        "4",
+        "--num-validation",
+        "2",
+        "--num-test",
+        "0",
+        "--image-size",
+        "8",
+        "--num-proc",
+        "1",
+        "--output-dir",
+        str(out),
+    ]
     result = _cli(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in (out / "data").iterdir()) == ["train-00000-of-00001.parquet",
-                                                               "validation-00000-of-00001.parquet"]
+    assert sorted(p.name for p in (out / "data").iterdir()) == [
+        "train-00000-of-00001.parquet",
+        "validation-00000-of-00001.parquet",
+    ]
     again = _cli(*args, cwd=tmp_path)
     assert again.returncode == 2 and "error:" in again.stderr and "Traceback" not in again.stderr
 
@@ -186,8 +211,9 @@ def test_an_export_to_a_full_disk_is_one_line_and_leaves_nothing(small_disk, tmp
 
     disk = small_disk("24m")
     filler = fill_disk(disk, leave=2 << 20)  # the default synthetic export is ~60 MB
-    proc = run_python(["-m", "datasets_scripts", "synthetic", "--output-dir", str(disk / "out"), "--num-proc", "1"],
-                      tmp_path)
+    proc = run_python(
+        ["-m", "datasets_scripts", "synthetic", "--output-dir", str(disk / "out"), "--num-proc", "1"], tmp_path
+    )
     assert proc.returncode == 2, proc.stderr[-3000:]
     lines = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
     assert len(lines) == 1 and "No space left on device" in lines[0] and "Traceback" not in proc.stderr, proc.stderr
@@ -218,11 +244,13 @@ def test_export_arguments_out_of_range_are_one_line_before_any_work(tmp_path, ca
     from datasets_scripts.__main__ import main
 
     out = tmp_path / "out"
-    for argv, message in ((["--image-size", "100000"], "--image-size: must be an integer in [8, 512]"),
-                          (["--pairing-rate", "7"], "--pairing-rate: must be a number in [0, 1]"),
-                          (["--num-train", "-5"], "--num-train: must be an integer in [0, 1000000]"),
-                          (["--num-proc", "0"], "--num-proc: must be an integer in [1, 1024]"),
-                          (["--push-to-hub", "me/x y"], "--push-to-hub: must be a Hub repo id")):
+    for argv, message in (
+        (["--image-size", "100000"], "--image-size: must be an integer in [8, 512]"),
+        (["--pairing-rate", "7"], "--pairing-rate: must be a number in [0, 1]"),
+        (["--num-train", "-5"], "--num-train: must be an integer in [0, 1000000]"),
+        (["--num-proc", "0"], "--num-proc: must be an integer in [1, 1024]"),
+        (["--push-to-hub", "me/x y"], "--push-to-hub: must be a Hub repo id"),
+    ):
         with pytest.raises(SystemExit) as exit_:
             main(["synthetic", "--output-dir", str(out), *argv])
         err = capsys.readouterr().err

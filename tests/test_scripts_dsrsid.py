@@ -49,14 +49,16 @@ def test_dsrsid_unequal_pan_ms_counts_is_an_error(dsrsid_png, tmp_path):
 @pytest.mark.parametrize("matlab_order", [False, True], ids=["N-first", "matlab-transposed"])
 def test_dsrsid_mat_hdf5(tmp_path, matlab_order):
     import h5py
+
     pan, ms = random_image((6, 1, 16, 16)), random_image((6, 4, 4, 4))
     types = np.array([[1, 2, 1, 2, 1, 2]], dtype=np.float64)  # MATLAB stores doubles
     path = tmp_path / "DSRSID.mat"
     flip = (lambda a: a.transpose(3, 2, 1, 0)) if matlab_order else (lambda a: a)
     with h5py.File(path, "w") as h5:
         h5["PAN_IMAGES"], h5["MUL_IMAGES"], h5["LAND_COVER_TYPES"] = flip(pan), flip(ms), types
-    rows = rows_by_id(DSRSID(cache_dir=str(tmp_path / "c"), data_dir=str(path), test_per_class=1,
-                             class_names=("a", "b")))
+    rows = rows_by_id(
+        DSRSID(cache_dir=str(tmp_path / "c"), data_dir=str(path), test_per_class=1, class_names=("a", "b"))
+    )
     assert len(rows) == 6
     for i in range(6):
         cls = "ab"[int(types[0, i]) - 1]

@@ -19,8 +19,9 @@ def paired_csv(tmp_path) -> tuple[Path, dict]:
     root, truth = tmp_path / "own", {}
     root.mkdir()
     lines = ["id,radar,optical,labels,split,region"]
-    for i, (fmt, labels, split) in enumerate([("npy", "crop;town", "train"), ("tif", "water", "test"),
-                                              ("png", "crop", "train")]):
+    for i, (fmt, labels, split) in enumerate(
+        [("npy", "crop;town", "train"), ("tif", "water", "test"), ("png", "crop", "train")]
+    ):
         radar = random_image((2, 8, 8), np.float32)
         np.save(root / f"r{i}.npy", radar)
         optical = random_image((3, 16, 16))
@@ -58,10 +59,13 @@ def test_paired_wrong_shape_names_file_sensor_and_shapes_and_leaves_no_output(pa
     assert not out.exists() and not list(tmp_path.glob(".export*"))
 
 
-@pytest.mark.parametrize("damaged, message", [
-    ("o2.png", r"Missing image file: .*o2\.png"),  # removed
-    ("o1.tif", r"Cannot read image file .*o1\.tif"),  # not a GeoTIFF
-])
+@pytest.mark.parametrize(
+    "damaged, message",
+    [
+        ("o2.png", r"Missing image file: .*o2\.png"),  # removed
+        ("o1.tif", r"Cannot read image file .*o1\.tif"),  # not a GeoTIFF
+    ],
+)
 def test_paired_missing_or_unreadable_file_is_named(paired_csv, tmp_path, damaged, message):
     csv_path, _ = paired_csv
     if damaged.endswith(".png"):
@@ -77,8 +81,9 @@ def test_paired_missing_or_unreadable_file_is_named(paired_csv, tmp_path, damage
 def test_paired_unknown_label_is_an_error(paired_csv, tmp_path):
     csv_path, _ = paired_csv
     with pytest.raises(DataError, match="unknown label 'water'"):
-        PairedFolder(cache_dir=str(tmp_path / "c"), csv_path=str(csv_path),
-                     class_names=("crop", "town")).download_and_prepare()
+        PairedFolder(
+            cache_dir=str(tmp_path / "c"), csv_path=str(csv_path), class_names=("crop", "town")
+        ).download_and_prepare()
 
 
 @pytest.fixture
@@ -97,10 +102,15 @@ def unpaired_csv(tmp_path) -> tuple[Path, dict]:
         if has["optical"]:
             np.save(root / f"o{i}.npy", optical)
         lat, lon = 45.0 + 2.0 * (i // 3) + 0.05 * k, 10.0 + 0.05 * k
-        lines.append(f"p{i},{f'r{i}.npy' if has['radar'] else ''},{f'o{i}.npy' if has['optical'] else ''},"
-                     f"{i % 2},{tile},{lat},{lon}")
-        truth[f"p{i}"] = {"radar": radar if has["radar"] else None, "optical": optical if has["optical"] else None,
-                          "tile": tile}
+        lines.append(
+            f"p{i},{f'r{i}.npy' if has['radar'] else ''},{f'o{i}.npy' if has['optical'] else ''},"
+            f"{i % 2},{tile},{lat},{lon}"
+        )
+        truth[f"p{i}"] = {
+            "radar": radar if has["radar"] else None,
+            "optical": optical if has["optical"] else None,
+            "tile": tile,
+        }
     (root / "pairs.csv").write_text("\n".join(lines) + "\n")
     return root / "pairs.csv", truth
 
@@ -114,14 +124,30 @@ def test_paired_cli_keep_unpaired_and_split_by_tile(unpaired_csv, tmp_path, caps
     assert main(["paired", str(csv_path), "--output-dir", str(out), "--num-proc", "1"]) == 2
     assert "line 4: empty path for sensor 'optical' (pass --keep-unpaired" in capsys.readouterr().err
     assert not out.exists()
-    args = ["paired", str(csv_path), "--output-dir", str(out), "--num-proc", "1", "--keep-unpaired",
-            "--split-by", "tile", "--split-fractions", "0.5", "0.25", "0.25"]
+    args = [
+        "paired",
+        str(csv_path),
+        "--output-dir",
+        str(out),
+        "--num-proc",
+        "1",
+        "--keep-unpaired",
+        "--split-by",
+        "tile",
+        "--split-fractions",
+        "0.5",
+        "0.25",
+        "0.25",
+    ]
     assert main(args) == 0
     ds = load_paired_dataset(out, cache_dir=str(tmp_path / "hf"))
     assert len(ds) == 12 and pairing_summary(ds) == {"radar+optical": 8, "optical": 2, "radar": 2}
     # numeric metadata columns are typed (floats, not strings), text stays text; the card says which is which
     assert (ds.features["lat"].dtype, ds.features["lon"].dtype, ds.features["tile"].dtype) == (
-        "float64", "float64", "string")
+        "float64",
+        "float64",
+        "string",
+    )
     assert sorted(ds["lat"])[0] == 45.0 and "- `lat` (float64): metadata." in (out / "README.md").read_text()
     splits_of_tile: dict[str, set[str]] = {}
     for tile, split in zip(ds["tile"], ds["split"], strict=True):
@@ -133,8 +159,9 @@ def test_paired_cli_keep_unpaired_and_split_by_tile(unpaired_csv, tmp_path, caps
         for sensor in ("radar", "optical"):
             expected = truth[row_id][sensor]
             assert bool(batch["present"][sensor][j]) == (expected is not None)
-            np.testing.assert_array_equal(batch[sensor][j].numpy(),
-                                          expected if expected is not None else np.zeros_like(batch[sensor][j]))
+            np.testing.assert_array_equal(
+                batch[sensor][j].numpy(), expected if expected is not None else np.zeros_like(batch[sensor][j])
+            )
     again = tmp_path / "again"
     assert main([*args[:3], str(again), *args[4:]]) == 0  # deterministic
     assert load_paired_dataset(again, cache_dir=str(tmp_path / "hf"))["split"] == ds["split"]
@@ -146,8 +173,15 @@ def test_paired_split_by_block_keeps_each_block_in_one_split(unpaired_csv, tmp_p
 
     by_seed = {}
     for seed in (0, 1, 2):
-        builder = PairedFolder(cache_dir=str(tmp_path / f"c{seed}"), csv_path=str(csv_path), keep_unpaired=True,
-                               split_by="block", block_km=50.0, split_seed=seed, split_fractions=(0.5, 0.25, 0.25))
+        builder = PairedFolder(
+            cache_dir=str(tmp_path / f"c{seed}"),
+            csv_path=str(csv_path),
+            keep_unpaired=True,
+            split_by="block",
+            block_km=50.0,
+            split_seed=seed,
+            split_fractions=(0.5, 0.25, 0.25),
+        )
         rows = rows_by_id(builder)
         blocks: dict[str, set[str]] = {}
         for row in rows.values():
@@ -158,5 +192,6 @@ def test_paired_split_by_block_keeps_each_block_in_one_split(unpaired_csv, tmp_p
     with pytest.raises(DataError, match=r"line 2: --split-by block needs numeric 'lat' and 'lon'"):
         bad = csv_path.read_text().replace(",45.0,", ",north,", 1)
         csv_path.write_text(bad)
-        PairedFolder(cache_dir=str(tmp_path / "cx"), csv_path=str(csv_path), keep_unpaired=True,
-                     split_by="block").download_and_prepare()
+        PairedFolder(
+            cache_dir=str(tmp_path / "cx"), csv_path=str(csv_path), keep_unpaired=True, split_by="block"
+        ).download_and_prepare()

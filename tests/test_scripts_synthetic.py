@@ -93,8 +93,9 @@ def test_sar_has_speckle_optical_does_not(pairs):
 
 
 def test_builder_rows_equal_generate(tmp_path):
-    builder = S.SyntheticPairs(cache_dir=str(tmp_path), num_train=5, num_validation=3, num_test=0, image_size=16,
-                               seed=4)
+    builder = S.SyntheticPairs(
+        cache_dir=str(tmp_path), num_train=5, num_validation=3, num_test=0, image_size=16, seed=4
+    )
     builder.download_and_prepare()
     dd = builder.as_dataset()
     assert set(dd) == {"train", "validation"}
@@ -119,8 +120,28 @@ def test_pairing_rate_keeps_unpaired_train_rows_as_single_sensor_rows_half_each(
     np.testing.assert_array_equal(a["s2"], b["s2"])  # the rate never changes the images of a row
     assert b["has_s1"].all() and b["has_s2"].all()
     out = tmp_path / "synthetic-25"  # the README's command, at test size
-    assert main(["synthetic", "--pairing-rate", "0.25", "--num-train", "40", "--num-validation", "0",
-                 "--num-test", "8", "--image-size", "8", "--output-dir", str(out), "--num-proc", "1"]) == 0
+    assert (
+        main(
+            [
+                "synthetic",
+                "--pairing-rate",
+                "0.25",
+                "--num-train",
+                "40",
+                "--num-validation",
+                "0",
+                "--num-test",
+                "8",
+                "--image-size",
+                "8",
+                "--output-dir",
+                str(out),
+                "--num-proc",
+                "1",
+            ]
+        )
+        == 0
+    )
     train = load_paired_dataset(out, split="train", cache_dir=str(tmp_path / "hf"))
     assert pairing_summary(train) == {"s1+s2": 10, "s1": 15, "s2": 15}
     assert pairing_summary(load_paired_dataset(out, split="test", cache_dir=str(tmp_path / "hf"))) == {"s1+s2": 8}

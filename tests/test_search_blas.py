@@ -11,8 +11,12 @@ def test_openblas_kernel_choice_follows_the_cpu_flags_and_yields_to_the_user() -
     from crjepa.search.blas import choose_openblas_kernel
 
     avx512 = frozenset({"sse3", "avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd"})
-    for flags, expected in ((avx512, "SkylakeX"), (frozenset({"avx2", "fma"}), "Haswell"),
-                            (frozenset({"avx512f", "avx2"}), None), (frozenset(), None)):
+    for flags, expected in (
+        (avx512, "SkylakeX"),
+        (frozenset({"avx2", "fma"}), "Haswell"),
+        (frozenset({"avx512f", "avx2"}), None),
+        (frozenset(), None),
+    ):
         env: dict[str, str] = {}
         assert choose_openblas_kernel(env, flags, loaded=False) == expected
         assert env.get("OPENBLAS_CORETYPE") == expected
@@ -58,8 +62,10 @@ def test_faiss_scores_query_batches_with_blas_from_16_queries_unless_the_user_ch
     from crjepa.search.blas import BLAS_THRESHOLD, lower_faiss_blas_threshold
 
     assert faiss.cvar.distance_compute_blas_threshold == BLAS_THRESHOLD
-    script = ("import faiss; faiss.cvar.distance_compute_blas_threshold = 7; import crjepa.search.index; "
-              "print(faiss.cvar.distance_compute_blas_threshold)")
+    script = (
+        "import faiss; faiss.cvar.distance_compute_blas_threshold = 7; import crjepa.search.index; "
+        "print(faiss.cvar.distance_compute_blas_threshold)"
+    )
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and run.stdout.split() == ["7"], run.stderr  # a value set before is kept
     cvar = SimpleNamespace(distance_compute_blas_threshold=128_000)

@@ -17,13 +17,17 @@ def _recall(found: np.ndarray, exact: np.ndarray) -> float:
     return float(np.mean([len(set(a) & set(b)) / exact.shape[1] for a, b in zip(found, exact)]))
 
 
-@pytest.mark.parametrize("kind, params, spread", [
-    ("hnsw", {"M": 16, "efConstruction": 40}, 1.5),  # efSearch 16 reaches 0.88 here, 0.9 needs ~48
-    ("ivfpq", {"nlist": 128}, 1.0),  # nprobe 1 reaches ~0.6
-])
+@pytest.mark.parametrize(
+    "kind, params, spread",
+    [
+        ("hnsw", {"M": 16, "efConstruction": 40}, 1.5),  # efSearch 16 reaches 0.88 here, 0.9 needs ~48
+        ("ivfpq", {"nlist": 128}, 1.0),  # nprobe 1 reaches ~0.6
+    ],
+)
 @pytest.mark.slow
-def test_calibrated_index_keeps_its_recall_on_fresh_queries(kind: str, params: dict, spread: float,
-                                                            tmp_path: Path) -> None:
+def test_calibrated_index_keeps_its_recall_on_fresh_queries(
+    kind: str, params: dict, spread: float, tmp_path: Path
+) -> None:
     """build_index(recall=T) measures recall on held-out archive vectors; fresh queries get that recall too."""
     rng = np.random.default_rng(7)
     archive, queries = clustered_vectors(rng, 20_000, 2_000, 64, 400, spread=spread)
@@ -45,8 +49,9 @@ def test_calibrated_index_keeps_its_recall_on_fresh_queries(kind: str, params: d
     # the calibration survives save / load
     loaded = RetrievalIndex.load(index.save(tmp_path / kind))
     assert loaded.metadata.calibration == cal
-    np.testing.assert_array_equal(loaded.search(queries[:50], k=10, recall=0.99)[1],
-                                  index.search(queries[:50], k=10, recall=0.99)[1])
+    np.testing.assert_array_equal(
+        loaded.search(queries[:50], k=10, recall=0.99)[1], index.search(queries[:50], k=10, recall=0.99)[1]
+    )
 
 
 @pytest.mark.slow
@@ -64,13 +69,21 @@ def test_auto_index_turns_exact_when_the_ann_index_cannot_keep_the_promise() -> 
     assert cal["met"] and cal["recall"] == 1.0 and cal["qps"] == cal["exact_qps"] > 0 and cal["params"] == {}
     assert cal["ann"]["kind"] == "ivfpq" and cal["ann"]["why"] in ("below the target", "slower than exact search")
     assert "exact search (recall 1.0" in describe_calibration(auto.metadata) and "ivfpq" in describe_calibration(
-        auto.metadata)
+        auto.metadata
+    )
     from crjepa.hub.archive.indices import calibration_summary
     from crjepa.hub.cards import render_embeddings_card
 
-    info = {"num_rows": 50_000, "sensors": ["s2"], "dimension": 16, "class_names": ["a"], "metadata_columns": [],
-            "vector_columns": ["s2_cross"], "indices": {"s2_cross": "exact"},
-            "index_calibration": {"s2_cross": calibration_summary(auto)}}
+    info = {
+        "num_rows": 50_000,
+        "sensors": ["s2"],
+        "dimension": 16,
+        "class_names": ["a"],
+        "metadata_columns": [],
+        "vector_columns": ["s2_cross"],
+        "indices": {"s2_cross": "exact"},
+        "index_calibration": {"s2_cross": calibration_summary(auto)},
+    }
     card = str(render_embeddings_card(info, "0"))
     assert "`faiss/s2_cross/` (exact)" in card and "measured 1.000" in card, card
     assert f"exact search because the calibrated ivfpq index was {cal['ann']['why']}" in card, card

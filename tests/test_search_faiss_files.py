@@ -19,12 +19,17 @@ def test_save_load_round_trip_and_fingerprint(tmp_path: Path) -> None:
     archive, queries = clustered_vectors(rng, 3000, 10, 32, 30)
     ids = [f"scene/{i}" for i in range(3000)]
     for kind, params in (("exact", {}), ("hnsw", {}), ("ivfpq", {"nlist": 16, "m": 8, "nprobe": 4})):
-        index = build_index(archive, kind=kind, ids=ids, fingerprint="repo@abc123", space="cross", sensor="s1",
-                            **params)
+        index = build_index(
+            archive, kind=kind, ids=ids, fingerprint="repo@abc123", space="cross", sensor="s1", **params
+        )
         before = index.search(queries, k=5)
         target = index.save(tmp_path / kind)
-        assert sorted(p.name for p in target.iterdir()) == [".crjepa-output.json", "ids.json", "index.faiss",
-                                                           "index.json"]
+        assert sorted(p.name for p in target.iterdir()) == [
+            ".crjepa-output.json",
+            "ids.json",
+            "index.faiss",
+            "index.json",
+        ]
         index.save(tmp_path / kind)  # overwriting an existing index works and leaves no temp folders behind
         assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
         loaded = RetrievalIndex.load(tmp_path / kind, expected_fingerprint="repo@abc123")
@@ -101,7 +106,7 @@ def test_corrupt_index_folders_give_one_clear_error(tmp_path: Path) -> None:
 
 
 def _claim(data: bytearray, at: int, count: int) -> bytearray:
-    data[at:at + 8] = int(count).to_bytes(8, "little")
+    data[at : at + 8] = int(count).to_bytes(8, "little")
     return data
 
 
@@ -126,19 +131,21 @@ def test_inflated_counts_in_a_faiss_file_are_refused_before_anything_is_allocate
     cases["hnsw"] = _claim(bytearray(data), len(data) - n * d * 4 - 8, 250_000_000)  # its stored vectors
     position = 37  # the HNSW graph after the header: assign_probas, cum_nneighbor_per_level, levels, offsets
     for element in (8, 4, 4, 8):
-        position += 8 + int.from_bytes(data[position:position + 8], "little") * element
+        position += 8 + int.from_bytes(data[position : position + 8], "little") * element
     neighbours = position + 8
-    data[neighbours:neighbours + 4] = (n + 5).to_bytes(4, "little")  # a neighbour that is no node
+    data[neighbours : neighbours + 4] = (n + 5).to_bytes(4, "little")  # a neighbour that is no node
     cases["hnsw neighbour"] = data
     build_index(x, kind="ivfpq", recall=None, nlist=8).save(tmp_path / "ivfpq")
     data = bytearray((tmp_path / "ivfpq" / "index.faiss").read_bytes())
     cases["ivfpq list"] = _claim(bytearray(data), data.index(b"ilbl") + 4 + 32, 1 << 36)  # 512 GB of list ids
     cases["ivfpq vectors"] = _claim(data, len(data) - 4 - n * d * 4 - 8, 250_000_000)
-    messages = {"exact": "the stored vectors claims 250,000,000 x 4 bytes",
-                "hnsw": "the stored vectors claims 250,000,000 x 4 bytes",
-                "hnsw neighbour": "an HNSW neighbour is not a node id",
-                "ivfpq list": "an inverted list's ids claims 68,719,476,736 x 8 bytes",
-                "ivfpq vectors": "the stored vectors claims 250,000,000 x 4 bytes"}
+    messages = {
+        "exact": "the stored vectors claims 250,000,000 x 4 bytes",
+        "hnsw": "the stored vectors claims 250,000,000 x 4 bytes",
+        "hnsw neighbour": "an HNSW neighbour is not a node id",
+        "ivfpq list": "an inverted list's ids claims 68,719,476,736 x 8 bytes",
+        "ivfpq vectors": "the stored vectors claims 250,000,000 x 4 bytes",
+    }
     for case, crafted in cases.items():
         folder = tmp_path / case.split()[0]
         (folder / "index.faiss").write_bytes(bytes(crafted))

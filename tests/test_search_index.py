@@ -71,8 +71,10 @@ def test_two_shards_merged_equal_the_single_index() -> None:
     archive, queries = clustered_vectors(rng, 6_000, 50, 32, 60)
     ids = np.array([f"scene-{i}" for i in range(6_000)])
     whole = build_index(archive, kind="exact", ids=ids).search(queries, k=10)
-    halves = [build_index(archive[part], kind="exact", ids=ids[part]).search(queries, k=10)
-              for part in (slice(0, 3_000), slice(3_000, None))]
+    halves = [
+        build_index(archive[part], kind="exact", ids=ids[part]).search(queries, k=10)
+        for part in (slice(0, 3_000), slice(3_000, None))
+    ]
     merged = merge_results(halves, k=10)
     np.testing.assert_array_equal(merged[1], whole[1])
     assert_close_at_scale(merged[0], whole[0])  # other BLAS blockings of the same inner products
@@ -105,8 +107,11 @@ def test_search_batches_its_queries_within_the_memory_budget(monkeypatch) -> Non
 
     rng = np.random.default_rng(6)
     x, q = clustered_vectors(rng, 4000, 300, 16, 40)
-    for kind, params in (("ivfpq", {"nlist": 32, "nprobe": 8, "k_factor": 16}), ("exact", {}),
-                         ("hnsw", {"efSearch": 64})):
+    for kind, params in (
+        ("ivfpq", {"nlist": 32, "nprobe": 8, "k_factor": 16}),
+        ("exact", {}),
+        ("hnsw", {"efSearch": 64}),
+    ):
         index = build_index(x, kind=kind, recall=None, **params)
         whole = index.search(q, k=50)
         calls: list[int] = []

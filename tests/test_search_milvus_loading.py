@@ -39,12 +39,13 @@ def test_another_archive_is_refused_and_a_complete_load_reruns_as_a_no_op(milvus
 def test_calibrated_search_params_keep_their_recall_on_fresh_queries(kind, tmp_path):
     folder, vectors = write_search_archive(tmp_path / "emb", n=3000, seed=2, fresh=300)
     uri = str(tmp_path / "cal.db")
-    record = milvus.index_archive(folder, uri, index_type=kind, recall=0.9, columns=["s2_unified"],
-                                  calibration_budget_s=0.0)["s2_unified"]
+    record = milvus.index_archive(
+        folder, uri, index_type=kind, recall=0.9, columns=["s2_unified"], calibration_budget_s=0.0
+    )["s2_unified"]
     cal, knob = record["calibration"], milvus.KNOB[kind]
     assert cal["met"] and cal["queries"] == 300 and cal["index_type"] == kind and record["rows"] == 3000
     assert record["search"] == cal["params"] and set(cal["params"]) == {knob}
-    assert [p[knob] for p in cal["points"]] == milvus.knob_ladder(kind, record["build"], 10)[:len(cal["points"])]
+    assert [p[knob] for p in cal["points"]] == milvus.knob_ladder(kind, record["build"], 10)[: len(cal["points"])]
     if kind == "IVF_FLAT":  # the knob acts: the first rung misses the target, the chosen one meets it
         assert cal["points"][0]["recall"] < 0.9 <= cal["recall"]
     index = load_embeddings(folder, milvus_uri=uri).index("s2_unified")
@@ -140,8 +141,9 @@ def test_a_resumed_load_upserts_the_batch_in_flight_and_inserts_every_row_once(t
     ids = [r["id"] for r in client.rows[name]]
     assert sorted(ids) == [f"p{i:05d}" for i in range(1000)] and record["s2_cross"]["state"] == "complete"
     stored = {r["id"]: r for r in client.rows[name]}
-    np.testing.assert_allclose(np.stack([stored[f"p{i:05d}"]["vector"] for i in range(1000)]), vectors["s2_cross"],
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        np.stack([stored[f"p{i:05d}"]["vector"] for i in range(1000)]), vectors["s2_cross"], atol=1e-6
+    )
     assert stored["p00003"]["row"] == 3 and stored["p00003"]["tile"] == "T3"
 
 
@@ -162,10 +164,12 @@ def _load_peaks(folder: Path, monkeypatch) -> tuple[int, int]:
 
 
 def test_the_load_streams_memory_flat_in_the_archive_size(tmp_path, monkeypatch):
-    small = _load_peaks(write_search_archive(tmp_path / "small" / "emb", n=4000, dim=64, rows_per_shard=1000)[0],
-                        monkeypatch)
-    large = _load_peaks(write_search_archive(tmp_path / "large" / "emb", n=16_000, dim=64, rows_per_shard=1000)[0],
-                        monkeypatch)
+    small = _load_peaks(
+        write_search_archive(tmp_path / "small" / "emb", n=4000, dim=64, rows_per_shard=1000)[0], monkeypatch
+    )
+    large = _load_peaks(
+        write_search_archive(tmp_path / "large" / "emb", n=16_000, dim=64, rows_per_shard=1000)[0], monkeypatch
+    )
     column = 16_000 * 64 * 4  # the large archive's s2_cross column: 4 MB
     assert large[0] < 1.5 * small[0] + 100_000 and large[0] < column / 2, (small, large)  # Arrow: a row group
     assert large[1] < 1.5 * small[1] + 100_000, (small, large)  # Python / numpy: a batch
@@ -175,8 +179,25 @@ def test_the_load_streams_memory_flat_in_the_archive_size(tmp_path, monkeypatch)
 def test_kill_mid_load_and_rerun_loads_every_row_once(tmp_path):
     folder, vectors = write_search_archive(tmp_path / "emb", n=6000, rows_per_shard=1000)
     uri = str(tmp_path / "kill.db")
-    command = [sys.executable, "-m", "crjepa.cli", "index", str(folder), "--backend", "milvus", "--uri", uri,
-               "--columns", "s2_cross", "--index-type", "IVF_FLAT", "--batch-rows", "40", "--recall", "0.9"]
+    command = [
+        sys.executable,
+        "-m",
+        "crjepa.cli",
+        "index",
+        str(folder),
+        "--backend",
+        "milvus",
+        "--uri",
+        uri,
+        "--columns",
+        "s2_cross",
+        "--index-type",
+        "IVF_FLAT",
+        "--batch-rows",
+        "40",
+        "--recall",
+        "0.9",
+    ]
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=offline_env())
     lines = []
     for line in first.stdout:  # wait for the event: the fifth batch recorded

@@ -50,8 +50,12 @@ def test_filters_select_before_the_top_k_inside_milvus(milvus_flat):
     reference = load_embeddings(folder)
     where = engine.filter(["Urban fabric"], {"tile": "T3"}, {"s2_date": ("2017-03-01", "2017-09-30")})
     labels, meta = reference.labels, reference.metadata
-    match = np.array([bool(labels[i, 3]) and meta["tile"][i] == "T3" and "2017-03-01" <= meta["s2_date"][i]
-                      <= "2017-09-30" for i in range(len(reference))])
+    match = np.array(
+        [
+            bool(labels[i, 3]) and meta["tile"][i] == "T3" and "2017-03-01" <= meta["s2_date"][i] <= "2017-09-30"
+            for i in range(len(reference))
+        ]
+    )
     query = reference.vectors["s2_unified"][0]
     scores = reference.vectors["s2_unified"] @ query
     expected = [reference.ids[i] for i in np.argsort(-np.where(match, scores, -np.inf), kind="stable")[:10]]
@@ -69,16 +73,58 @@ def test_cli_search_by_uri_prints_the_faiss_shape_with_filters(milvus_flat, caps
     folder, uri, *_ = milvus_flat
     assert main(["search", str(folder), "--id", "p00004", "--direction", "s2->s1", "-k", "5", "--json"]) == 0
     faiss_hits = json.loads(capsys.readouterr().out)["s2->s1"]
-    assert main(["search", str(folder), "--id", "p00004", "--direction", "s2->s1", "-k", "5", "--json",
-                 "--backend", "milvus", "--uri", uri]) == 0
+    assert (
+        main(
+            [
+                "search",
+                str(folder),
+                "--id",
+                "p00004",
+                "--direction",
+                "s2->s1",
+                "-k",
+                "5",
+                "--json",
+                "--backend",
+                "milvus",
+                "--uri",
+                uri,
+            ]
+        )
+        == 0
+    )
     milvus_hits = json.loads(capsys.readouterr().out)["s2->s1"]
     assert [set(h) for h in milvus_hits] == [set(h) for h in faiss_hits]
     assert [h["id"] for h in milvus_hits] == [h["id"] for h in faiss_hits]
-    assert main(["search", str(folder), "--id", "p00004", "--direction", "s2->s1", "--json", "--backend", "milvus",
-                 "--uri", uri, "--label", "Pastures", "--meta", "tile=T2", "--range", "s2_date=2017-02-01.."]) == 0
+    assert (
+        main(
+            [
+                "search",
+                str(folder),
+                "--id",
+                "p00004",
+                "--direction",
+                "s2->s1",
+                "--json",
+                "--backend",
+                "milvus",
+                "--uri",
+                uri,
+                "--label",
+                "Pastures",
+                "--meta",
+                "tile=T2",
+                "--range",
+                "s2_date=2017-02-01..",
+            ]
+        )
+        == 0
+    )
     hits = json.loads(capsys.readouterr().out)["s2->s1"]
-    assert hits and all("Pastures" in h["labels"] and h["metadata"]["tile"] == "T2" and
-                        h["metadata"]["s2_date"] >= "2017-02-01" for h in hits)
+    assert hits and all(
+        "Pastures" in h["labels"] and h["metadata"]["tile"] == "T2" and h["metadata"]["s2_date"] >= "2017-02-01"
+        for h in hits
+    )
     assert main(["search", str(folder), "--id", "p00004", "--backend", "milvus", "--uri", uri, "--label", "Moon"]) == 2
     assert "unknown class 'Moon'" in capsys.readouterr().err
     assert os.path.isdir(uri)

@@ -33,7 +33,6 @@ def test_output_dir_checks(tmp_path):
     assert not list_checkpoints(tmp_path / "run")
 
 
-
 class FakeAccelerator:
     """save_state writes one file; `fail` makes it crash half-way (after writing part of the folder)."""
 

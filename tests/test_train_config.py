@@ -32,26 +32,51 @@ def test_paper_preset_has_the_papers_hyper_parameters():
     config = load_run_config(CONFIGS / "paper_ben14k.yaml")
     training = config["training"]
     assert config["data"]["batch_size"] == 512 and training["epochs"] == 400
-    assert (training["lr_start"], training["lr"], training["lr_end"], training["warmup_epochs"]) == (1e-4, 1e-3, 1e-6, 15)
+    assert (training["lr_start"], training["lr"], training["lr_end"], training["warmup_epochs"]) == (
+        1e-4,
+        1e-3,
+        1e-6,
+        15,
+    )
     assert training["mixed_precision"] is None  # bf16 comes from `accelerate config` / launch flags (the launcher wins)
     assert build_model_config(config).hidden_size == 512
 
 
 def test_cli_overrides_parse_yaml_scalars_and_dotted_keys(tmp_path):
-    path, pairs = parse_cli(["--config", "x.yaml", "--model.mask_ratio", "0.25", "--lr=1e-3", "--push_to_hub",
-                             "--data.options.num_train", "64", "--routes", "[aa, ab]"])
+    path, pairs = parse_cli(
+        [
+            "--config",
+            "x.yaml",
+            "--model.mask_ratio",
+            "0.25",
+            "--lr=1e-3",
+            "--push_to_hub",
+            "--data.options.num_train",
+            "64",
+            "--routes",
+            "[aa, ab]",
+        ]
+    )
     assert path == "x.yaml"
-    assert pairs == [("model.mask_ratio", 0.25), ("lr", 1e-3), ("push_to_hub", True),
-                     ("data.options.num_train", 64), ("routes", ["aa", "ab"])]
-    config = load_run_config(CONFIGS / "cpu_default.yaml", [("model.mask_ratio", 0.25), ("epochs", 2),
-                                                             ("data.options.num_train", 64)])
+    assert pairs == [
+        ("model.mask_ratio", 0.25),
+        ("lr", 1e-3),
+        ("push_to_hub", True),
+        ("data.options.num_train", 64),
+        ("routes", ["aa", "ab"]),
+    ]
+    config = load_run_config(
+        CONFIGS / "cpu_default.yaml", [("model.mask_ratio", 0.25), ("epochs", 2), ("data.options.num_train", 64)]
+    )
     assert config["model"]["mask_ratio"] == 0.25 and config["training"]["epochs"] == 2
     assert config["data"]["options"]["num_train"] == 64 and config["data"]["options"]["num_test"] == 500
     assert build_model_config(config).mask_ratio == 0.25
 
 
 def test_unknown_key_names_the_key_and_the_valid_keys(tmp_path):
-    with pytest.raises(ConfigError, match=r"^Unknown config key 'training.epoch'\. Did you mean .*training\.epochs.*--help[^\n]*$"):
+    with pytest.raises(
+        ConfigError, match=r"^Unknown config key 'training.epoch'\. Did you mean .*training\.epochs.*--help[^\n]*$"
+    ):
         load_run_config(None, [("training.epoch", 3)])
     bad = tmp_path / "bad.yaml"
     bad.write_text("training:\n  lerning_rate: 0.1\n")
@@ -67,12 +92,12 @@ def test_unknown_key_names_the_key_and_the_valid_keys(tmp_path):
         build_model_config(load_run_config(None, [("model.mask_ratio", 1.5)]))
 
 
-
 def test_mixed_precision_no_is_the_string_no_on_the_command_line_and_in_yaml(tmp_path):
     _, overrides = parse_cli(["--training.mixed_precision", "no"])
     assert load_run_config(None, overrides)["training"]["mixed_precision"] == "no"
-    (tmp_path / "run.yaml").write_text("extends: " + str(CONFIGS / "paper_ben14k.yaml") + "\n"
-                                       "training:\n  mixed_precision: no\n")
+    (tmp_path / "run.yaml").write_text(
+        "extends: " + str(CONFIGS / "paper_ben14k.yaml") + "\ntraining:\n  mixed_precision: no\n"
+    )
     assert load_run_config(tmp_path / "run.yaml")["training"]["mixed_precision"] == "no"
 
 
@@ -85,34 +110,63 @@ def test_the_launchers_mixed_precision_wins_unless_the_user_sets_it(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys, json\nfrom accelerate.state import AcceleratorState\nfrom crjepa.train.loop import setup\n"
-            "for argv in json.loads(sys.argv[1]):\n"
-            "    AcceleratorState._reset_state(True)\n"
-            "    print('precision', setup(argv).accelerator.mixed_precision)\n")
-    small = ["--model.preset", "tiny", "--data.source", "synthetic", "--data.options",
-             "{num_train: 8, num_validation: 0, num_test: 8, image_size: 32}", "--data.batch_size", "4",
-             "--data.num_workers", "0", "--training.compile", "none", "--logging.report_to", "none"]
-    runs = [["--config", config, *small, "--output_dir", str(tmp_path / f"{config}{len(extra)}"), *extra]
-            for config in ("cpu_default.yaml", "paper_ben14k.yaml")
-            for extra in ([], ["--training.mixed_precision", "no"])]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "ACCELERATE_MIXED_PRECISION": "bf16",
-           "PYTHONPATH": str(CONFIGS.parent)}
+    code = (
+        "import sys, json\nfrom accelerate.state import AcceleratorState\nfrom crjepa.train.loop import setup\n"
+        "for argv in json.loads(sys.argv[1]):\n"
+        "    AcceleratorState._reset_state(True)\n"
+        "    print('precision', setup(argv).accelerator.mixed_precision)\n"
+    )
+    small = [
+        "--model.preset",
+        "tiny",
+        "--data.source",
+        "synthetic",
+        "--data.options",
+        "{num_train: 8, num_validation: 0, num_test: 8, image_size: 32}",
+        "--data.batch_size",
+        "4",
+        "--data.num_workers",
+        "0",
+        "--training.compile",
+        "none",
+        "--logging.report_to",
+        "none",
+    ]
+    runs = [
+        ["--config", config, *small, "--output_dir", str(tmp_path / f"{config}{len(extra)}"), *extra]
+        for config in ("cpu_default.yaml", "paper_ben14k.yaml")
+        for extra in ([], ["--training.mixed_precision", "no"])
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "ACCELERATE_MIXED_PRECISION": "bf16", "PYTHONPATH": str(CONFIGS.parent)}
     import json
 
-    run = subprocess.run([sys.executable, "-c", code, json.dumps(runs)], capture_output=True, text=True, env=env,
-                         timeout=300, cwd=tmp_path)
+    run = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(runs)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert [line for line in run.stdout.splitlines() if line.startswith("precision")] == [
-        "precision bf16", "precision no", "precision bf16", "precision no"]
-
+        "precision bf16",
+        "precision no",
+        "precision bf16",
+        "precision no",
+    ]
 
 
 def test_config_names_resolve_to_the_packaged_copies(tmp_path, monkeypatch):
     from crjepa.train.config import resolve_config_path
 
     monkeypatch.chdir(tmp_path)  # no configs/ here: the copies that travel with crjepa are used
-    for given in ("paper_ben14k.yaml", "configs/paper_ben14k.yaml", "ablations/head_single.yaml",
-                  "configs/baselines/contrastive.yaml"):
+    for given in (
+        "paper_ben14k.yaml",
+        "configs/paper_ben14k.yaml",
+        "ablations/head_single.yaml",
+        "configs/baselines/contrastive.yaml",
+    ):
         path = resolve_config_path(given)
         assert path.is_file() and path.name == Path(given).name
         assert load_run_config(given)["config_file"] == str(path)
@@ -123,7 +177,6 @@ def test_config_names_resolve_to_the_packaged_copies(tmp_path, monkeypatch):
         load_run_config("nope.yaml")
 
 
-
 @pytest.mark.slow
 def test_train_accelerate_help_lists_every_key_with_default_and_a_line():
     import subprocess
@@ -132,8 +185,13 @@ def test_train_accelerate_help_lists_every_key_with_default_and_a_line():
     from crjepa.train.config import DEFAULTS, key_docs, valid_keys
 
     root = CONFIGS.parent
-    run = subprocess.run([sys.executable, str(root / "train_accelerate.py"), "--help"], capture_output=True,
-                         text=True, timeout=300, env={"PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    run = subprocess.run(
+        [sys.executable, str(root / "train_accelerate.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
+    )
     assert run.returncode == 0 and run.stdout.startswith("usage: accelerate launch -m train_accelerate"), run.stderr
     lines = {line.split()[0]: line for line in run.stdout.splitlines() if line.startswith("  --")}
     docs = key_docs()
@@ -198,8 +256,11 @@ def test_every_value_is_type_and_range_checked_before_anything_runs(key, value, 
 def _yaml(value) -> str:
     import yaml
 
-    return "nan" if isinstance(value, float) and math.isnan(value) else (
-        yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip() or "''")
+    return (
+        "nan"
+        if isinstance(value, float) and math.isnan(value)
+        else (yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip() or "''")
+    )
 
 
 def test_every_numeric_key_of_the_schema_has_a_range():

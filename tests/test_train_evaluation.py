@@ -29,5 +29,6 @@ def test_the_run_is_scored_through_the_encoder_never_the_pretraining_models_pass
     assert set(results.metrics["F1@3"]) == {"s1->s1", "s2->s2", "s1->s2", "s2->s1"}
     expected = compute_embeddings(model.crjepa, select_split(dataset, "test"), batch_size=8)
     for column in ("s1_unified", "s2_cross"):
-        torch.testing.assert_close(torch.as_tensor(embeddings["test"].vectors[column]),
-                                   torch.as_tensor(expected.vectors[column]))
+        torch.testing.assert_close(
+            torch.as_tensor(embeddings["test"].vectors[column]), torch.as_tensor(expected.vectors[column])
+        )

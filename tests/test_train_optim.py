@@ -12,13 +12,17 @@ def test_no_weight_decay_on_norms_biases_positions_mask_tokens_and_sensor_embedd
     assert decay["weight_decay"] == 0.04 and no_decay["weight_decay"] == 0.0
     names = set(no_decay_names(model))
     assert names == model.no_weight_decay()  # the model declares them; the optimiser reads the declaration
-    assert {"crjepa.stems.s1.pos_embed", "crjepa.stems.s2.pos_embed", "predictors.cross.mask_token",
-            "predictors.cross.pos_embed", "predictors.cross.target_sensor_embed"} <= names
+    assert {
+        "crjepa.stems.s1.pos_embed",
+        "crjepa.stems.s2.pos_embed",
+        "predictors.cross.mask_token",
+        "predictors.cross.pos_embed",
+        "predictors.cross.target_sensor_embed",
+    } <= names
     assert "crjepa.trunk.norm.weight" in names and "crjepa.trunk.blocks.0.attn.q.bias" in names
     assert "crjepa.trunk.blocks.0.attn.q.weight" not in names and "crjepa.stems.s1.patch_embed.weight" not in names
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
     assert len(no_decay["params"]) == len(names)
-
 
 
 def test_optimiser_reads_the_models_no_weight_decay_declaration():

@@ -23,11 +23,34 @@ from helpers import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = [
-    "--data.options", "{num_train: 64, num_validation: 0, num_test: 32, image_size: 32, seed: 0}",
-    "--data.batch_size", "16", "--epochs", "2", "--warmup_epochs", "0.5", "--lr", "2e-3",
-    "--model.sigreg_num_directions", "64", "--eval.batch_size", "128", "--checkpoint.every_steps", "0",
-    "--logging.every_steps", "1", "--logging.report_to", "none", "--logging.progress_bar", "false",
-    "--embeddings.index", "exact", "--eval.before_training", "false", "--embeddings.write", "false",
+    "--data.options",
+    "{num_train: 64, num_validation: 0, num_test: 32, image_size: 32, seed: 0}",
+    "--data.batch_size",
+    "16",
+    "--epochs",
+    "2",
+    "--warmup_epochs",
+    "0.5",
+    "--lr",
+    "2e-3",
+    "--model.sigreg_num_directions",
+    "64",
+    "--eval.batch_size",
+    "128",
+    "--checkpoint.every_steps",
+    "0",
+    "--logging.every_steps",
+    "1",
+    "--logging.report_to",
+    "none",
+    "--logging.progress_bar",
+    "false",
+    "--embeddings.index",
+    "exact",
+    "--eval.before_training",
+    "false",
+    "--embeddings.write",
+    "false",
 ]
 DIVERGE = ["--warmup_epochs", "0", "--lr_start", "1e12", "--lr", "1e12"]
 
@@ -52,7 +75,7 @@ def error_line(capsys) -> str:
     """The run's error message (one `error:` entry, possibly listing several problems), never a traceback."""
     err = capsys.readouterr().err
     assert err.count("error: ") == 1 and "Traceback" not in err, err[-3000:]
-    return err[err.index("error: "):]
+    return err[err.index("error: ") :]
 
 
 # ---------------------------------------------------------------------------------------------- non-finite values
@@ -70,8 +93,9 @@ def test_diverging_run_stops_naming_step_and_term_before_writing_anything(tmp_pa
 
 def test_skip_mode_skips_non_finite_steps_up_to_the_limit_and_the_log_stays_json(tmp_path, capsys):
     out = tmp_path / "run"
-    code = train_accelerate.main(TINY + DIVERGE + ["--output_dir", str(out), "--training.nonfinite", "skip",
-                                                   "--training.max_skipped_steps", "3"])
+    code = train_accelerate.main(
+        TINY + DIVERGE + ["--output_dir", str(out), "--training.nonfinite", "skip", "--training.max_skipped_steps", "3"]
+    )
     assert code == 2
     err = error_line(capsys)
     assert "4 steps skipped for non-finite" in err and "steps [2, 3, 4, 5]" in err, err
@@ -87,9 +111,22 @@ def test_second_run_on_a_folder_stops_at_once_and_a_killed_runs_lock_is_reported
 
     out = tmp_path / "run"
     first = subprocess.Popen(
-        [sys.executable, "train_accelerate.py", *TINY, "--epochs", "200", "--checkpoint.every_steps", "3",
-         "--output_dir", str(out)],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "train_accelerate.py",
+            *TINY,
+            "--epochs",
+            "200",
+            "--checkpoint.every_steps",
+            "3",
+            "--output_dir",
+            str(out),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for((out / "checkpoints" / "step_00000003").is_dir, first, "its first checkpoint was complete")
         assert (out / ".crjepa-run.lock").is_file()
@@ -139,8 +176,14 @@ def test_data_problems_fail_before_training_and_leave_no_folder(tmp_path, capsys
     err = error_line(capsys)
     assert f"{shard} is not a readable Parquet file" in err and "export the data again" in err and not out.exists()
 
-    args_empty = TINY + ["--data.options", "{num_train: 64, num_validation: 0, num_test: 32, image_size: 32}",
-                         "--data.train_split", "validation", "--output_dir", str(out)]
+    args_empty = TINY + [
+        "--data.options",
+        "{num_train: 64, num_validation: 0, num_test: 32, image_size: 32}",
+        "--data.train_split",
+        "validation",
+        "--output_dir",
+        str(out),
+    ]
     assert train_accelerate.main(args_empty) == 2
     assert "training split 'validation'" in error_line(capsys) and not out.exists()
 
@@ -151,8 +194,11 @@ def test_resume_is_strict_falls_back_to_a_complete_checkpoint_and_does_not_repea
     out = tmp_path / "run"
     base = TINY + ["--output_dir", str(out), "--checkpoint.every_steps", "2", "--checkpoint.keep_last", "3"]
     assert train_accelerate.main(base + ["--max_steps", "5"]) == 0
-    assert [p.name for p in sorted((out / "checkpoints").iterdir())] == ["step_00000002", "step_00000004",
-                                                                         "step_00000005"]
+    assert [p.name for p in sorted((out / "checkpoints").iterdir())] == [
+        "step_00000002",
+        "step_00000004",
+        "step_00000005",
+    ]
     capsys.readouterr()
     # a changed global batch or epoch count would reinterpret the step count and schedule: refused
     assert train_accelerate.main(base + ["--resume", "--data.batch_size", "32"]) == 2
@@ -165,7 +211,9 @@ def test_resume_is_strict_falls_back_to_a_complete_checkpoint_and_does_not_repea
     # the newest checkpoint lost its weights (a kill, a bad copy): resume from the previous complete one
     for weights in (out / "checkpoints" / "step_00000005").glob("model*.safetensors"):
         weights.unlink()
-    seconds_before = json.loads((out / "checkpoints" / "step_00000004" / "trainer_state.json").read_text())["train_seconds"]
+    seconds_before = json.loads((out / "checkpoints" / "step_00000004" / "trainer_state.json").read_text())[
+        "train_seconds"
+    ]
     assert train_accelerate.main(base + ["--resume"]) == 0
     captured = capsys.readouterr()
     assert "step_00000005 is incomplete (model.safetensors is missing)" in captured.out + captured.err
@@ -178,8 +226,19 @@ def test_resume_is_strict_falls_back_to_a_complete_checkpoint_and_does_not_repea
 # ------------------------------------------------------------ outputs: published paths, precision, atomic folders
 def test_card_names_no_local_path_and_the_precision_that_really_ran(tmp_path, capsys):
     out = tmp_path / "private-folder" / "run"
-    code = train_accelerate.main(TINY + ["--output_dir", str(out), "--max_steps", "1", "--embeddings.write", "true",
-                                         "--training.mixed_precision", "fp16"])
+    code = train_accelerate.main(
+        TINY
+        + [
+            "--output_dir",
+            str(out),
+            "--max_steps",
+            "1",
+            "--embeddings.write",
+            "true",
+            "--training.mixed_precision",
+            "fp16",
+        ]
+    )
     assert code == 0, capsys.readouterr().err[-2000:]
     card = (out / "model" / "README.md").read_text()
     assert str(tmp_path) not in card and "private-folder" not in card
@@ -241,8 +300,9 @@ def test_checkpoint_files_and_folder_are_fsynced_before_the_publishing_rename(tm
     model, optimizer = accelerator.prepare(model, optimizer)
     events = []
     real_fsync, real_replace = os.fsync, os.replace
-    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))),
-                                                 real_fsync(fd)))
+    monkeypatch.setattr(
+        os, "fsync", lambda fd: (events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))), real_fsync(fd))
+    )
     monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("replace", str(a))), real_replace(a, b)))
     final = save_checkpoint(accelerator, tmp_path, 3, {"micro_step": 3}, model=model)
     publish = events.index(("replace", str(tmp_path / "checkpoints" / ".tmp-step_00000003")))
@@ -306,13 +366,20 @@ def test_under_accelerate_launch_a_user_error_is_one_line_without_the_launchers_
     from helpers import free_port
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "yes"}
-    launches = [["--num_processes", "1"],
-                ["--multi_gpu", "--num_processes", "2", "--main_process_port", str(free_port())]]
+    launches = [
+        ["--num_processes", "1"],
+        ["--multi_gpu", "--num_processes", "2", "--main_process_port", str(free_port())],
+    ]
     for launch in launches:
         for bad in (["--logging.every_steps", "0"], ["--bogus", "1"]):
-            proc = subprocess.run(["accelerate", "launch", *launch, "train_accelerate.py", *bad, "--output_dir",
-                                   str(tmp_path / "out")], cwd=ROOT, env=env, capture_output=True, text=True,
-                                  timeout=300)
+            proc = subprocess.run(
+                ["accelerate", "launch", *launch, "train_accelerate.py", *bad, "--output_dir", str(tmp_path / "out")],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             assert proc.returncode != 0 and "Traceback" not in proc.stderr, (launch, bad, proc.stderr[-3000:])
             lines = [line for line in proc.stderr.splitlines() if "error:" in line or "Error" in line]
             assert len(lines) == 1 and lines[0].startswith("error: "), (launch, bad, proc.stderr[-3000:])

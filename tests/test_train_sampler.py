@@ -17,7 +17,7 @@ def test_two_processes_see_together_what_one_process_sees_and_a_resume_skips_wha
         assert len(order) == len(one) == 96 and len(set(order)) == 96  # 12 whole batches, the last 4 rows dropped
         for batch in range(12):  # each global batch: rank 0 takes its first half, rank 1 the second
             rows = slice(batch * 4, (batch + 1) * 4)
-            assert order[batch * 8:(batch + 1) * 8] == halves[0][rows] + halves[1][rows]
+            assert order[batch * 8 : (batch + 1) * 8] == halves[0][rows] + halves[1][rows]
         epochs.append(order)
     assert epochs[0] != epochs[1]  # a new permutation each epoch ...
     one.set_epoch(1)
@@ -28,8 +28,9 @@ def test_two_processes_see_together_what_one_process_sees_and_a_resume_skips_wha
 
 
 def test_pair_share_repeats_the_pairs_to_their_share_and_distinct_rows_counts_them_once():
-    train = load_paired_dataset("synthetic", "train", num_train=64, num_validation=0, num_test=0, image_size=8,
-                                seed=0, pairing_rate=0.25)
+    train = load_paired_dataset(
+        "synthetic", "train", num_train=64, num_validation=0, num_test=0, image_size=8, seed=0, pairing_rate=0.25
+    )
     have = presence(train, ["s1", "s2"])
     assert int((have["s1"] & have["s2"]).sum()) == 16
     balanced = balance_pairs(train, ["s1", "s2"], 0.5, seed=0, split="train", name="synthetic")

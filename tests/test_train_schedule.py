@@ -16,7 +16,9 @@ def test_schedule_warm_up_then_cosine():
     assert lrs[8] == pytest.approx(1e-4 + 0.9e-3 * 8 / 15)
     assert all(a < b for a, b in zip(lrs[:15], lrs[1:16])) and all(a >= b for a, b in zip(lrs[15:], lrs[16:]))
     middle = 15 + 85 / 2
-    assert learning_rate(int(middle), **kw) == pytest.approx(1e-6 + (1e-3 - 1e-6) * 0.5 * (1 + math.cos(math.pi * (int(middle) - 15) / 85)))
+    assert learning_rate(int(middle), **kw) == pytest.approx(
+        1e-6 + (1e-3 - 1e-6) * 0.5 * (1 + math.cos(math.pi * (int(middle) - 15) / 85))
+    )
     assert learning_rate(0, total_steps=10, warmup_steps=50, lr_start=1e-4, lr_peak=1e-3, lr_end=1e-6) == 1e-4
 
 

@@ -141,9 +141,11 @@ def test_a_full_disk_keeps_the_old_folder_and_raises_the_oserror_whatever_librar
     tensor = torch.ones(1 << 20)  # 4 MiB: more than is left
     flat = faiss.IndexFlatIP(64)
     flat.add(np.ones((1 << 14, 64), np.float32))
-    writers = {"safetensors": lambda tmp: save_file({"w": tensor}, str(tmp / "model.safetensors")),
-               "torch": lambda tmp: torch.save({"w": tensor}, tmp / "optimizer.bin"),
-               "faiss": lambda tmp: faiss.write_index(flat, str(tmp / "index.faiss"))}
+    writers = {
+        "safetensors": lambda tmp: save_file({"w": tensor}, str(tmp / "model.safetensors")),
+        "torch": lambda tmp: torch.save({"w": tensor}, tmp / "optimizer.bin"),
+        "faiss": lambda tmp: faiss.write_index(flat, str(tmp / "index.faiss")),
+    }
     for name, write in writers.items():
         with pytest.raises(OSError) as raised:
             with atomic_dir(target, kind="model") as tmp:

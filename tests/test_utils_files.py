@@ -26,10 +26,14 @@ def test_a_safetensors_header_must_fit_its_file(tmp_path):
     cases = {
         "length": (b"\xff" * 8 + b"{}", "its header claims 18,446,744,073,709,551,615 bytes"),
         "json": (None, "its header is not JSON"),
-        "offsets": ({"w": {"dtype": "F32", "shape": [4, 3], "data_offsets": [0, 2**40]}},
-                    "tensor 'w' lies at bytes [0, 1099511627776], outside the 48 data bytes"),
-        "shape": ({"w": {"dtype": "F32", "shape": [4, 4], "data_offsets": [0, 48]}},
-                  "tensor 'w' (F32 [4, 4]) does not fill its 48 bytes"),
+        "offsets": (
+            {"w": {"dtype": "F32", "shape": [4, 3], "data_offsets": [0, 2**40]}},
+            "tensor 'w' lies at bytes [0, 1099511627776], outside the 48 data bytes",
+        ),
+        "shape": (
+            {"w": {"dtype": "F32", "shape": [4, 4], "data_offsets": [0, 48]}},
+            "tensor 'w' (F32 [4, 4]) does not fill its 48 bytes",
+        ),
         "dtype": ({"w": {"dtype": "OBJ", "shape": [4, 3], "data_offsets": [0, 48]}}, "tensor 'w' has no known dtype"),
         "negative": ({"w": {"dtype": "F32", "shape": [-4, 3], "data_offsets": [0, 48]}}, "tensor 'w' has shape"),
     }

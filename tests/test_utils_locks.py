@@ -20,10 +20,19 @@ from helpers import REPO, write_marked_folder
 def test_a_second_writer_stops_at_once_naming_the_holder(tmp_path):
     target = tmp_path / "index"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from crjepa.utils.locks import DirLock; "
-         f"lock = DirLock({str(lock_file_for(target))!r}, what='writing faiss-index').acquire(); "
-         "print('locked', flush=True); sys.stdin.readline()"],  # holds the lock until the test lets go
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys; from crjepa.utils.locks import DirLock; "
+            f"lock = DirLock({str(lock_file_for(target))!r}, what='writing faiss-index').acquire(); "
+            "print('locked', flush=True); sys.stdin.readline()",
+        ],  # holds the lock until the test lets go
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         # the holder keeps its lock for as long as this test runs: a writer that waited for it would never return
@@ -81,27 +90,57 @@ def test_search_and_archives_import_without_fcntl_and_locks_still_exclude(tmp_pa
         time.sleep(60)
     """)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    holder = subprocess.Popen([sys.executable, "-c", holder_code], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", holder_code],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = holder.stdout.readline().strip()
         assert line == "locked", holder.stderr.read()
-        second = subprocess.run([sys.executable, "-c", WINDOWS_LIKE + textwrap.dedent(f"""
+        second = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                WINDOWS_LIKE
+                + textwrap.dedent(f"""
             from crjepa.utils.locks import DirLock, LockedError
             try:
                 DirLock({str(lock)!r}).acquire()
             except LockedError as exc:
                 print(exc)
-        """)], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        """),
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert f"in use by another crjepa process: pid {holder.pid}" in second.stdout, second.stderr
         assert "(writing embeddings)" in second.stdout
     finally:
         holder.kill()
         holder.wait()
-    third = subprocess.run([sys.executable, "-c", WINDOWS_LIKE + textwrap.dedent(f"""
+    third = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            WINDOWS_LIKE
+            + textwrap.dedent(f"""
         from crjepa.utils.locks import DirLock
         with DirLock({str(lock)!r}) as taken:
             print(taken.stale["pid"])
-    """)], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    """),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert third.stdout.split() == [str(holder.pid)] and "taking over the stale lock" in third.stderr, third.stderr
     assert not lock.exists()

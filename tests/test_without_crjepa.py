@@ -102,8 +102,14 @@ def crjepa_free_python(venv: Path) -> Path:
     """A fresh venv seeing this environment's libraries but not crjepa (see the module docstring)."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
-    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               capture_output=True, text=True, check=True).stdout.strip())
+    site = Path(
+        subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
     ours = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
     (site / "host_libraries.pth").write_text("".join(f"{path}\n" for path in ours))  # plain paths: no hooks run
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
@@ -123,8 +129,11 @@ def test_checkpoint_pipeline_export_and_metrics_work_in_a_venv_without_crjepa(tm
     model.save_pretrained(checkpoint)  # weights, config, remote code with the pipeline, image processor, card
     s2 = np.random.default_rng(0).integers(0, 10_000, size=(12, 120, 120), dtype=np.uint16)
     np.save(tmp_path / "s2.npy", s2)
-    export = export_builder(SyntheticPairs(cache_dir=str(tmp_path / "cache"), num_train=6, num_validation=3,
-                                           num_test=4, image_size=16), tmp_path / "export", num_proc=2)
+    export = export_builder(
+        SyntheticPairs(cache_dir=str(tmp_path / "cache"), num_train=6, num_validation=3, num_test=4, image_size=16),
+        tmp_path / "export",
+        num_proc=2,
+    )
     rng = np.random.default_rng(1)
     sim, labels = rng.normal(size=(8, 8)), (rng.random((8, 5)) < 0.4).astype(np.int64)
     np.savez(tmp_path / "metric_case.npz", sim=sim, labels=labels)
@@ -137,9 +146,14 @@ def test_checkpoint_pipeline_export_and_metrics_work_in_a_venv_without_crjepa(tm
     workdir.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
-    run = subprocess.run([str(python), str(tmp_path / "user.py"), str(checkpoint), str(export), str(metrics),
-                          str(tmp_path / "out.npz")], cwd=workdir, env=env, capture_output=True, text=True,
-                         timeout=600)
+    run = subprocess.run(
+        [str(python), str(tmp_path / "user.py"), str(checkpoint), str(export), str(metrics), str(tmp_path / "out.npz")],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
     info = json.loads(run.stdout.strip().splitlines()[-1])
     assert info["leaked"] == [] and info["model"].startswith("transformers_modules.")

@@ -12,7 +12,6 @@ lacks, a filter nothing passes, k out of range) is an `AppError` whose one sente
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from crjepa.app.scores import load_scores
 from crjepa.data.schema import BUILDER_MODULES, S1_BANDS, S2_BANDS, DataError
 from crjepa.errors import CRJepaError
 from crjepa.eval.directions import column_name, directions_of, parse_direction
@@ -33,7 +33,6 @@ ALL = "all"
 AUTO = "auto"
 """The sensor of an uploaded image, told from its bands."""
 MAX_K = 50
-RESULTS_FILE = "results.json"  # a training run's scores (crjepa.train.loop.RESULTS_FILE), beside its embeddings/
 
 
 class AppError(CRJepaError, ValueError):
@@ -104,8 +103,9 @@ def filter_rows(archive: EmbeddingArchive, where: Filter) -> np.ndarray:
         if where.field not in archive.metadata:
             raise AppError(f"Unknown metadata field {where.field!r}: this archive has {sorted(archive.metadata)}")
         test = _value_test(where.value)
-        rows &= np.fromiter((test(None if v is None else str(v)) for v in archive.metadata[where.field]), bool,
-                            count=len(archive))
+        rows &= np.fromiter(
+            (test(None if v is None else str(v)) for v in archive.metadata[where.field]), bool, count=len(archive)
+        )
     return rows
 
 
@@ -118,8 +118,15 @@ class SearchBackend(Protocol):
         """The stored vector of archive row ``position`` in ``column`` (an EmbeddingsError if the row lacks it)."""
         ...
 
-    def search(self, vector: np.ndarray, column: str, k: int, *, exclude_position: int | None = None,
-               where: Filter | None = None) -> list[Hit]:
+    def search(
+        self,
+        vector: np.ndarray,
+        column: str,
+        k: int,
+        *,
+        exclude_position: int | None = None,
+        where: Filter | None = None,
+    ) -> list[Hit]:
         """The top-k items of ``column`` for a query vector, never ``exclude_position``, only items passing
         ``where``; fewer than k only when fewer are searchable; an AppError when none passes ``where``."""
         ...
@@ -134,8 +141,15 @@ class FaissBackend:
     def vector(self, column: str, position: int) -> np.ndarray:
         return self.archive.vector(column, position)
 
-    def search(self, vector: np.ndarray, column: str, k: int, *, exclude_position: int | None = None,
-               where: Filter | None = None) -> list[Hit]:
+    def search(
+        self,
+        vector: np.ndarray,
+        column: str,
+        k: int,
+        *,
+        exclude_position: int | None = None,
+        where: Filter | None = None,
+    ) -> list[Hit]:
         archive = self.archive
         if not where:
             available = archive.searchable(column) - (exclude_position is not None)
@@ -155,8 +169,16 @@ class FaissBackend:
         query = query / max(float(np.linalg.norm(query)), 1e-12)
         scores = archive.vectors[column][candidates] @ query  # the stored vectors are L2-normalised: cosine
         order = np.argsort(-scores, kind="stable")[:k]
-        return [Hit(rank + 1, archive.ids[candidates[i]], float(scores[i]), _label_names(archive, candidates[i]),
-                    int(candidates[i])) for rank, i in enumerate(order)]
+        return [
+            Hit(
+                rank + 1,
+                archive.ids[candidates[i]],
+                float(scores[i]),
+                _label_names(archive, candidates[i]),
+                int(candidates[i]),
+            )
+            for rank, i in enumerate(order)
+        ]
 
 
 def _label_names(archive: EmbeddingArchive, position: int) -> list[str]:
@@ -192,9 +214,16 @@ class Explorer:
     """The app's state: an archive, its search backend and, optionally, the model (search by image) and the
     images (a callable (id, sensor) -> native (C, H, W) array, e.g. `crjepa.eval.visualize.DatasetImages`)."""
 
-    def __init__(self, archive: EmbeddingArchive, *, model: Any = None, images: Callable[[str, str], Any] | None
-                 = None, backend: SearchBackend | None = None, scores: dict[str, Any] | None = None,
-                 model_name: str | None = None) -> None:
+    def __init__(
+        self,
+        archive: EmbeddingArchive,
+        *,
+        model: Any = None,
+        images: Callable[[str, str], Any] | None = None,
+        backend: SearchBackend | None = None,
+        scores: dict[str, Any] | None = None,
+        model_name: str | None = None,
+    ) -> None:
         from crjepa.eval.visualize import renderer
 
         self.archive, self.model, self.images = archive, model, images
@@ -213,7 +242,7 @@ class Explorer:
         starts = [i for i in self._sorted_ids if i.lower().startswith(text)][:limit]
         if len(starts) < limit:
             seen = set(starts)
-            starts += [i for i in self._sorted_ids if text in i.lower() and i not in seen][:limit - len(starts)]
+            starts += [i for i in self._sorted_ids if text in i.lower() and i not in seen][: limit - len(starts)]
         return starts
 
     def position(self, archive_id: str | None) -> int:
@@ -225,12 +254,14 @@ class Explorer:
         except EmbeddingsError:
             near = self.matching_ids(archive_id[: max(3, len(archive_id) // 2)], limit=3)
             hint = f"; ids like {near}" if near else f"; e.g. {self._sorted_ids[:3]}"
-            raise AppError(f"Unknown id {archive_id!r}: no item of this archive ({len(self.archive)} items) has "
-                           f"it{hint}") from None
+            raise AppError(
+                f"Unknown id {archive_id!r}: no item of this archive ({len(self.archive)} items) has it{hint}"
+            ) from None
 
     # -- searches --------------------------------------------------------------------------------------------
-    def search_id(self, archive_id: str, direction: str = ALL, k: int = 5, where: Filter | None = None
-                  ) -> list[ResultRow]:
+    def search_id(
+        self, archive_id: str, direction: str = ALL, k: int = 5, where: Filter | None = None
+    ) -> list[ResultRow]:
         """The top-k of an archive item in one direction or in every direction (``ALL``) its sensors allow."""
         position = self.position(archive_id)
         k = self._check_k(k)
@@ -244,29 +275,44 @@ class Explorer:
             except ValueError as err:
                 raise AppError(str(err)) from None
             if source not in has:
-                raise AppError(f"Item {archive_id!r} has no {source} image in this archive; search from a sensor it "
-                               f"has ({', '.join(has)})")
+                raise AppError(
+                    f"Item {archive_id!r} has no {source} image in this archive; search from a sensor it "
+                    f"has ({', '.join(has)})"
+                )
             directions = [direction]
         query_labels = self.archive.labels[position]
         rows = []
         for d in directions:
             source, target, space = parse_direction(d, self.archive.sensors)
             vector = self.backend.vector(column_name(source, space), position)
-            hits = self.backend.search(vector, column_name(target, space), k,
-                                       exclude_position=position if source == target else None, where=where)
+            hits = self.backend.search(
+                vector,
+                column_name(target, space),
+                k,
+                exclude_position=position if source == target else None,
+                where=where,
+            )
             query = self._tile(archive_id, source, _label_names(self.archive, position))
             rows.append(ResultRow(d, space, query, [self._hit_tile(h, target, query_labels) for h in hits]))
         return rows
 
-    def search_image(self, path: str | Path, sensor: str = AUTO, target: str = ALL, k: int = 5,
-                     where: Filter | None = None, name: str | None = None) -> list[ResultRow]:
+    def search_image(
+        self,
+        path: str | Path,
+        sensor: str = AUTO,
+        target: str = ALL,
+        k: int = 5,
+        where: Filter | None = None,
+        name: str | None = None,
+    ) -> list[ResultRow]:
         """The top-k archive items for an uploaded image (embedded by the model) in each target sensor."""
         from crjepa.app.uploads import read_upload
         from crjepa.hub.archive.search import embed_image
 
         if self.model is None:
-            raise AppError("Searching by image needs the model that embedded the archive: start the app with "
-                           "--model MODEL")
+            raise AppError(
+                "Searching by image needs the model that embedded the archive: start the app with --model MODEL"
+            )
         if not path:
             raise AppError("Upload a query image first (.npy, .tif, .png, or a BigEarthNet patch folder as .zip)")
         k = self._check_k(k)
@@ -306,23 +352,30 @@ class Explorer:
             fits = [s for s, bands in sensors.items() if set(bands) <= set(found)]
             if chosen not in (None, "", AUTO):
                 if chosen not in fits:
-                    raise AppError(f"{upload.name} holds the bands {found}; the model's {chosen} images have "
-                                   f"{sensors[chosen]}")
+                    raise AppError(
+                        f"{upload.name} holds the bands {found}; the model's {chosen} images have {sensors[chosen]}"
+                    )
                 return chosen
             if not fits:
-                raise AppError(f"{upload.name} is {_sensor_kind(found)} patch (bands {', '.join(found)}); the model "
-                               f"has no sensor for it (its sensors: {described}): upload an image of one of those")
+                raise AppError(
+                    f"{upload.name} is {_sensor_kind(found)} patch (bands {', '.join(found)}); the model "
+                    f"has no sensor for it (its sensors: {described}): upload an image of one of those"
+                )
             return fits[0]
         count = upload.band_count
         if chosen not in (None, "", AUTO):
             if count != len(sensors[chosen]):
-                raise AppError(f"{upload.name} has {count} band(s) but {chosen} images have {len(sensors[chosen])} "
-                               f"({', '.join(sensors[chosen])}); wrong band count")
+                raise AppError(
+                    f"{upload.name} has {count} band(s) but {chosen} images have {len(sensors[chosen])} "
+                    f"({', '.join(sensors[chosen])}); wrong band count"
+                )
             return chosen
         fits = [s for s, bands in sensors.items() if len(bands) == count]
         if not fits:
-            raise AppError(f"{upload.name} has {count} band(s); no sensor of the model has that many (wrong band "
-                           f"count): {described}")
+            raise AppError(
+                f"{upload.name} has {count} band(s); no sensor of the model has that many (wrong band "
+                f"count): {described}"
+            )
         if len(fits) > 1:
             raise AppError(f"{upload.name} has {count} band(s), as the sensors {fits} do: choose its sensor")
         return fits[0]
@@ -364,8 +417,9 @@ class Explorer:
         info, archive = self.archive.info, self.archive
         config = info.get("config") or {}
         bands = config.get("band_names") or {}
-        sensors = ", ".join(f"{s} ({len(bands[s])} bands: {_band_span(bands[s])})" if s in bands else s
-                            for s in archive.sensors)
+        sensors = ", ".join(
+            f"{s} ({len(bands[s])} bands: {_band_span(bands[s])})" if s in bands else s for s in archive.sensors
+        )
         model = info.get("model_repo_id") or self.model_name or "not recorded"
         size = f", {config['image_size']} px input" if config.get("image_size") else ""
         source = dict(info.get("source") or {})
@@ -377,11 +431,13 @@ class Explorer:
             text = describe_calibration(index.metadata) if index is not None else "exact search (recall 1.0)"
             promises.setdefault(text, []).append(name)
         return [
-            ("Model", f"{model} (fingerprint {archive.fingerprint or 'none'}; {archive.dimension}-d embeddings"
-                      f"{size})"),
+            ("Model", f"{model} (fingerprint {archive.fingerprint or 'none'}; {archive.dimension}-d embeddings{size})"),
             ("Sensors", sensors),
-            ("Data set", f"{dataset}{f' ({split} split)' if split else ''}: {len(archive)} items, "
-                         f"{len(archive.class_names)} classes"),
+            (
+                "Data set",
+                f"{dataset}{f' ({split} split)' if split else ''}: {len(archive)} items, "
+                f"{len(archive.class_names)} classes",
+            ),
             ("Recall promise", "; ".join(f"{', '.join(columns)}: {text}" for text, columns in promises.items())),
         ]
 
@@ -396,59 +452,6 @@ def _sensor_kind(bands: Sequence[str]) -> str:
     if set(bands) <= set(S2_BANDS):
         return "a Sentinel-2"
     return "a"
-
-
-# ---------------------------------------------------------------------------------------------- scores
-def load_scores(archive: EmbeddingArchive, model: str | None = None) -> dict[str, Any] | None:
-    """The per-direction retrieval scores behind the archive, for the plot: {"metric": name, "rows": [{"direction",
-    "model", "score" (%)}]}. From the training run's results.json beside (or in) the archive folder when its model
-    fingerprint is the archive's (trained and random-init scores), else from the model card's model-index (local
-    folder or Hub repo); None when neither is there."""
-    for folder in (archive.path, archive.path.parent):
-        file = folder / RESULTS_FILE
-        if file.is_file():
-            try:
-                results = json.loads(file.read_text())
-            except (OSError, ValueError):
-                continue
-            if isinstance(results, dict) and results.get("model_fingerprint") == archive.fingerprint:
-                table = _scores_of_results(results)
-                if table:
-                    return table
-    return _scores_of_card(model) if model else None
-
-
-def _scores_of_results(results: dict[str, Any]) -> dict[str, Any] | None:
-    rows, metric = [], None
-    for key, label in (("trained", "trained"), ("random_init", "random init")):
-        part = results.get(key)
-        if not isinstance(part, dict) or not isinstance(part.get("metrics"), dict):
-            continue
-        metric = metric or part.get("headline_metric") or next(iter(part["metrics"]), None)
-        values = part["metrics"].get(metric) or {}
-        rows += [{"direction": d.upper(), "model": label, "score": round(100 * float(v), 2)}
-                 for d, v in values.items() if isinstance(v, (int, float))]
-    return {"metric": metric, "rows": rows} if rows else None
-
-
-def _scores_of_card(model: str) -> dict[str, Any] | None:
-    """The model-index of a model card (values already in %), headline metric = the first one listed."""
-    try:
-        from huggingface_hub import ModelCard
-
-        path = Path(model).expanduser()
-        card = ModelCard.load(path / "README.md" if path.is_dir() else model)
-        results = card.data.eval_results or []
-    except Exception as err:  # no card, offline, not a repo: the plot is optional
-        logger.info("no model card scores for %s: %s", model, err)
-        return None
-    if not results:
-        return None
-    metric = results[0].metric_name.rsplit(" ", 1)[0]
-    rows = [{"direction": (r.metric_config or r.metric_name.rsplit(" ", 1)[-1]).upper(), "model": "trained",
-             "score": round(float(r.metric_value), 2)}
-            for r in results if r.metric_name.rsplit(" ", 1)[0] == metric]
-    return {"metric": metric, "rows": rows} if rows else None
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -477,8 +480,10 @@ def _hub_dataset(repo_id: str) -> Any:
     import datasets
 
     if repo_id.count("/") != 1:
-        raise FileNotFoundError(f"Data source {repo_id!r} is not 'synthetic', 'recorded', a folder of Parquet nor a "
-                                "Hub data set id like 'user/name'")
+        raise FileNotFoundError(
+            f"Data source {repo_id!r} is not 'synthetic', 'recorded', a folder of Parquet nor a "
+            "Hub data set id like 'user/name'"
+        )
     parts = datasets.load_dataset(repo_id)
     return datasets.concatenate_datasets(list(parts.values())) if isinstance(parts, dict) else parts
 
@@ -490,9 +495,13 @@ def load_model(path: str, device: str = "cpu") -> Any:
     return load_model(path, device)
 
 
-def load_explorer(archive: str | Path, model: str | None = None, data: str | None = None,
-                  backend: Callable[[EmbeddingArchive], SearchBackend] | None = None,
-                  device: str = "cpu") -> Explorer:
+def load_explorer(
+    archive: str | Path,
+    model: str | None = None,
+    data: str | None = None,
+    backend: Callable[[EmbeddingArchive], SearchBackend] | None = None,
+    device: str = "cpu",
+) -> Explorer:
     """Open everything the app shows: the archive (folder or Hub repo), the model (checked to be the one that
     embedded the archive), the images and the scores. ``backend`` builds the search backend from the archive
     (default `FaissBackend`)."""
@@ -503,9 +512,29 @@ def load_explorer(archive: str | Path, model: str | None = None, data: str | Non
     if model:
         loaded = load_model(model, device)
         opened.check_model(loaded)  # once here: every upload search then trusts it
-    return Explorer(opened, model=loaded, images=open_images(data, opened),
-                    backend=(backend or FaissBackend)(opened), scores=load_scores(opened, model), model_name=model)
+    return Explorer(
+        opened,
+        model=loaded,
+        images=open_images(data, opened),
+        backend=(backend or FaissBackend)(opened),
+        scores=load_scores(opened, model),
+        model_name=model,
+    )
 
 
-__all__ = ["ALL", "AUTO", "AppError", "Explorer", "FaissBackend", "Filter", "MAX_K", "ResultRow", "SearchBackend",
-           "Tile", "filter_rows", "load_explorer", "load_model", "load_scores", "open_images"]
+__all__ = [
+    "ALL",
+    "AUTO",
+    "AppError",
+    "Explorer",
+    "FaissBackend",
+    "Filter",
+    "MAX_K",
+    "ResultRow",
+    "SearchBackend",
+    "Tile",
+    "filter_rows",
+    "load_explorer",
+    "load_model",
+    "open_images",
+]

@@ -60,20 +60,27 @@ def _tile_html(tile: Tile, query: bool = False) -> str:
     if query:
         colour, mark, relevant = (40, 40, 40), "&nbsp;", "query"
     else:
-        colour, mark, relevant = {True: (RELEVANT, "✓ relevant", "true"),
-                                  False: (NOT_RELEVANT, "✗ not relevant", "false"),
-                                  None: (UNKNOWN, "no query labels", "unknown")}[tile.relevant]
-    picture = (f'<img src="{png_data_uri(tile.image)}" alt="{esc(tile.id)}">' if tile.image is not None else
-               f"<span>{esc(tile.note or 'no image')}</span>")
+        colour, mark, relevant = {
+            True: (RELEVANT, "✓ relevant", "true"),
+            False: (NOT_RELEVANT, "✗ not relevant", "false"),
+            None: (UNKNOWN, "no query labels", "unknown"),
+        }[tile.relevant]
+    picture = (
+        f'<img src="{png_data_uri(tile.image)}" alt="{esc(tile.id)}">'
+        if tile.image is not None
+        else f"<span>{esc(tile.note or 'no image')}</span>"
+    )
     score = "<b>query</b>" if query else f"<b>#{tile.rank}</b>&nbsp;{tile.score:.3f}"
     labels = "".join(f'<span class="crjepa-label" title="{esc(label)}">{esc(label)}</span>' for label in tile.labels)
     labels = labels or '<span class="crjepa-label">no labels</span>'
-    return (f'<figure class="crjepa-tile{" crjepa-query" if query else ""}" data-id="{esc(tile.id)}" '
-            f'data-relevant="{relevant}" style="--crjepa-frame: {_rgb(colour)}">'
-            f'<div class="crjepa-frame">{picture}</div><figcaption>'
-            f'<div class="crjepa-head">{score}</div><div class="crjepa-mark">{mark}</div>'
-            f'<div class="crjepa-id" title="{esc(tile.id)}">&lrm;{esc(tile.id)}&lrm;</div>'
-            f'<div class="crjepa-labels">{labels}</div></figcaption></figure>')
+    return (
+        f'<figure class="crjepa-tile{" crjepa-query" if query else ""}" data-id="{esc(tile.id)}" '
+        f'data-relevant="{relevant}" style="--crjepa-frame: {_rgb(colour)}">'
+        f'<div class="crjepa-frame">{picture}</div><figcaption>'
+        f'<div class="crjepa-head">{score}</div><div class="crjepa-mark">{mark}</div>'
+        f'<div class="crjepa-id" title="{esc(tile.id)}">&lrm;{esc(tile.id)}&lrm;</div>'
+        f'<div class="crjepa-labels">{labels}</div></figcaption></figure>'
+    )
 
 
 def results_html(rows: Sequence[ResultRow]) -> str:
@@ -83,9 +90,11 @@ def results_html(rows: Sequence[ResultRow]) -> str:
         arrow = row.direction.upper().replace("->", " → ")
         sections.append(
             f'<section class="crjepa-row" data-direction="{html.escape(row.direction)}">'
-            f'<h3>{html.escape(arrow)}<small>{SPACE_NAMES.get(row.space, row.space)}</small></h3>'
+            f"<h3>{html.escape(arrow)}<small>{SPACE_NAMES.get(row.space, row.space)}</small></h3>"
             f'<div class="crjepa-tiles">{_tile_html(row.query, query=True)}'
-            + "".join(_tile_html(tile) for tile in row.results) + "</div></section>")
+            + "".join(_tile_html(tile) for tile in row.results)
+            + "</div></section>"
+        )
     return f'<div class="crjepa-results" data-rows="{len(rows)}">' + "".join(sections) + "</div>"
 
 
@@ -94,7 +103,7 @@ SERIES_COLOURS = {"trained": "#0f766e", "random init": "#cbd5e1"}
 
 def scores_svg(scores: dict[str, Any], width: int = 560, height: int = 250) -> str:
     """The per-direction scores as grouped bars (one group per direction, one bar per model: trained next to
-    random init), an inline SVG with the values written on the bars; ``scores`` as `engine.load_scores` gives."""
+    random init), an inline SVG with the values written on the bars; ``scores`` as `crjepa.app.scores.load_scores` gives."""
     rows = scores["rows"]
     directions = list(dict.fromkeys(r["direction"] for r in rows))
     series = list(dict.fromkeys(r["model"] for r in rows))
@@ -103,14 +112,18 @@ def scores_svg(scores: dict[str, Any], width: int = 560, height: int = 250) -> s
     plot_h = height - bottom - top
     group_w = (width - left - 8) / max(1, len(directions))
     bar_w = min(46.0, 0.8 * group_w / max(1, len(series)))
-    parts = [f'<svg class="crjepa-scores" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" font-family="system-ui, sans-serif" font-size="11" role="img">',
-             f'<text x="{left}" y="14" font-size="13" font-weight="600">{html.escape(scores["metric"] or "score")} '
-             'per direction (%)</text>']
+    parts = [
+        f'<svg class="crjepa-scores" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-family="system-ui, sans-serif" font-size="11" role="img">',
+        f'<text x="{left}" y="14" font-size="13" font-weight="600">{html.escape(scores["metric"] or "score")} '
+        "per direction (%)</text>",
+    ]
     for tick in range(0, 101, 25):
         y = top + plot_h * (1 - tick / 100)
-        parts.append(f'<line x1="{left}" x2="{width - 8}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e5e7eb"/>'
-                     f'<text x="{left - 5}" y="{y + 4:.1f}" text-anchor="end" fill="#6b7280">{tick}</text>')
+        parts.append(
+            f'<line x1="{left}" x2="{width - 8}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e5e7eb"/>'
+            f'<text x="{left - 5}" y="{y + 4:.1f}" text-anchor="end" fill="#6b7280">{tick}</text>'
+        )
     for g, direction in enumerate(directions):
         x0 = left + g * group_w + (group_w - bar_w * len(series)) / 2
         for b, name in enumerate(series):
@@ -118,19 +131,25 @@ def scores_svg(scores: dict[str, Any], width: int = 560, height: int = 250) -> s
                 continue
             v = max(0.0, min(100.0, value[direction, name]))
             x, h = x0 + b * bar_w, plot_h * v / 100
-            parts.append(f'<rect x="{x:.1f}" y="{top + plot_h - h:.1f}" width="{bar_w - 3:.1f}" height="{h:.1f}" '
-                         f'fill="{SERIES_COLOURS.get(name, "#64748b")}" data-direction="{html.escape(direction)}" '
-                         f'data-model="{html.escape(name)}" data-score="{v:.2f}"><title>{html.escape(name)} '
-                         f'{html.escape(direction)}: {v:.2f}</title></rect>'
-                         f'<text x="{x + (bar_w - 3) / 2:.1f}" y="{top + plot_h - h - 3:.1f}" text-anchor="middle">'
-                         f'{v:.1f}</text>')
-        parts.append(f'<text x="{left + (g + 0.5) * group_w:.1f}" y="{top + plot_h + 16:.1f}" text-anchor="middle" '
-                     f'font-weight="600">{html.escape(direction.replace("->", " → "))}</text>')
+            parts.append(
+                f'<rect x="{x:.1f}" y="{top + plot_h - h:.1f}" width="{bar_w - 3:.1f}" height="{h:.1f}" '
+                f'fill="{SERIES_COLOURS.get(name, "#64748b")}" data-direction="{html.escape(direction)}" '
+                f'data-model="{html.escape(name)}" data-score="{v:.2f}"><title>{html.escape(name)} '
+                f"{html.escape(direction)}: {v:.2f}</title></rect>"
+                f'<text x="{x + (bar_w - 3) / 2:.1f}" y="{top + plot_h - h - 3:.1f}" text-anchor="middle">'
+                f"{v:.1f}</text>"
+            )
+        parts.append(
+            f'<text x="{left + (g + 0.5) * group_w:.1f}" y="{top + plot_h + 16:.1f}" text-anchor="middle" '
+            f'font-weight="600">{html.escape(direction.replace("->", " → "))}</text>'
+        )
     x = left
     for name in series:
-        parts.append(f'<rect x="{x}" y="{height - 14}" width="10" height="10" '
-                     f'fill="{SERIES_COLOURS.get(name, "#64748b")}"/><text x="{x + 14}" y="{height - 5}">'
-                     f'{html.escape(name)}</text>')
+        parts.append(
+            f'<rect x="{x}" y="{height - 14}" width="10" height="10" '
+            f'fill="{SERIES_COLOURS.get(name, "#64748b")}"/><text x="{x + 14}" y="{height - 5}">'
+            f"{html.escape(name)}</text>"
+        )
         x += 24 + 7 * len(name)
     return "".join(parts) + "</svg>"
 

@@ -78,8 +78,9 @@ def requirements(requirement: str | None = None) -> list[str]:
     try:
         declared = importlib.metadata.requires("crjepa") or []
     except importlib.metadata.PackageNotFoundError:
-        raise FileNotFoundError("crjepa is not installed (pip install -e .), so its dependencies are unknown; pass "
-                                "--requirement") from None
+        raise FileNotFoundError(
+            "crjepa is not installed (pip install -e .), so its dependencies are unknown; pass --requirement"
+        ) from None
     lines = []
     for line in declared:
         spec, _, marker = line.partition(";")
@@ -89,8 +90,14 @@ def requirements(requirement: str | None = None) -> list[str]:
     return lines
 
 
-def export_space(folder: str | Path, archive: str, model: str | None = None, data: str | None = None,
-                 requirement: str | None = None, overwrite: bool = False) -> Path:
+def export_space(
+    folder: str | Path,
+    archive: str,
+    model: str | None = None,
+    data: str | None = None,
+    requirement: str | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Write the Space folder (see the module doc); returns its path. ``archive`` / ``model`` / ``data`` are what
     the app serves: Hub ids for a Space on the Hub (a local path works only where that path exists)."""
     from huggingface_hub import SpaceCard, SpaceCardData
@@ -100,13 +107,24 @@ def export_space(folder: str | Path, archive: str, model: str | None = None, dat
     folder = Path(folder)
     title = archive.rstrip("/").rsplit("/", 1)[-1]
     card_data = SpaceCardData(
-        title=f"CR-JEPA search: {title}"[:60], sdk="gradio", sdk_version=sdk_version, app_file="app.py",
-        license="apache-2.0", models=[m for m in [_hub_id(model)] if m] or None,
+        title=f"CR-JEPA search: {title}"[:60],
+        sdk="gradio",
+        sdk_version=sdk_version,
+        app_file="app.py",
+        license="apache-2.0",
+        models=[m for m in [_hub_id(model)] if m] or None,
         datasets=[d for d in dict.fromkeys([_hub_id(archive), _hub_id(data)]) if d] or None,
-        tags=["crjepa", "remote-sensing", "image-retrieval"], emoji="🛰️", colorFrom="green", colorTo="blue",
-        pinned=False, short_description="Cross-modal remote-sensing retrieval with CR-JEPA")
-    card = SpaceCard(f"---\n{card_data.to_yaml()}\n---\n" + BODY.format(title=title, archive=archive, model=model or
-                                                                     "none (search by id only)", data=data or "none"))
+        tags=["crjepa", "remote-sensing", "image-retrieval"],
+        emoji="🛰️",
+        colorFrom="green",
+        colorTo="blue",
+        pinned=False,
+        short_description="Cross-modal remote-sensing retrieval with CR-JEPA",
+    )
+    card = SpaceCard(
+        f"---\n{card_data.to_yaml()}\n---\n"
+        + BODY.format(title=title, archive=archive, model=model or "none (search by id only)", data=data or "none")
+    )
     with atomic_dir(folder, kind=OUTPUT_KIND, overwrite=overwrite) as tmp:
         (tmp / "app.py").write_text(APP_TEMPLATE.format(archive=str(archive), model=model or "", data=data or ""))
         (tmp / "requirements.txt").write_text("\n".join(requirements(requirement)) + "\n")

@@ -45,8 +45,12 @@ def _run(search: Callable[[], list[Any]], where: Filter) -> tuple[str, str]:
         return _warning(str(err)), empty_html("No results: see the message above.")
     except Exception as err:  # a bug: keep the page alive, the traceback goes to the server log
         logger.exception("search failed")
-        return (_warning(f"The search failed on the server ({type(err).__name__}: {err}); the details are in the "
-                         "server log"), empty_html("No results."))
+        return (
+            _warning(
+                f"The search failed on the server ({type(err).__name__}: {err}); the details are in the server log"
+            ),
+            empty_html("No results."),
+        )
     counts = ", ".join(f"{row.direction}: {len(row.results)}" for row in rows)
     note = f" · filter: {where.describe()}" if where else ""
     return f"Results ({counts}){note}", results_html(rows)
@@ -68,55 +72,94 @@ def build_app(explorer: Explorer, id_choices_limit: int | None = None) -> Any:
     every_id = len(archive) <= (ID_CHOICES_LIMIT if id_choices_limit is None else id_choices_limit)
 
     with gr.Blocks(title=title, analytics_enabled=False) as demo:
-        gr.Markdown(f"# {title}\n{len(archive):,} items · sensors {', '.join(archive.sensors)} · "
-                    f"{len(archive.class_names)} classes · frames: green = shares a label with the query, red = "
-                    "does not")
+        gr.Markdown(
+            f"# {title}\n{len(archive):,} items · sensors {', '.join(archive.sensors)} · "
+            f"{len(archive.class_names)} classes · frames: green = shares a label with the query, red = "
+            "does not"
+        )
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=300):
                 with gr.Tabs():
                     with gr.Tab("By archive id", id="by-id"):
-                        id_search = None if every_id else gr.Textbox(
-                            label="Search the ids", placeholder=f"part of an id ({len(archive):,} ids)",
-                            elem_id="crjepa-id-search")
+                        id_search = (
+                            None
+                            if every_id
+                            else gr.Textbox(
+                                label="Search the ids",
+                                placeholder=f"part of an id ({len(archive):,} ids)",
+                                elem_id="crjepa-id-search",
+                            )
+                        )
                         query_id = gr.Dropdown(
                             choices=explorer.matching_ids("", limit=ID_CHOICES_LIMIT if every_id else SUGGESTIONS),
-                            value=first_id, label="Archive id", allow_custom_value=True, filterable=True,
+                            value=first_id,
+                            label="Archive id",
+                            allow_custom_value=True,
+                            filterable=True,
                             info="type to search the ids" if every_id else f"the first {SUGGESTIONS} matches",
-                            elem_id="crjepa-id")
-                        direction = gr.Dropdown(choices=[("every direction", ALL)] + [
-                            (d.upper().replace("->", " → "), d) for d in explorer.directions], value=ALL,
-                            label="Direction", elem_id="crjepa-direction")
+                            elem_id="crjepa-id",
+                        )
+                        direction = gr.Dropdown(
+                            choices=[("every direction", ALL)]
+                            + [(d.upper().replace("->", " → "), d) for d in explorer.directions],
+                            value=ALL,
+                            label="Direction",
+                            elem_id="crjepa-direction",
+                        )
                         by_id = gr.Button("Search", variant="primary", elem_id="crjepa-search-id")
                     with gr.Tab("By image", id="by-image"):
                         if explorer.model is not None:
-                            upload = gr.File(label="Query image", file_types=list(UPLOAD_SUFFIXES),
-                                             elem_id="crjepa-upload")
+                            upload = gr.File(
+                                label="Query image", file_types=list(UPLOAD_SUFFIXES), elem_id="crjepa-upload"
+                            )
                             gr.Markdown(".npy (C, H, W), GeoTIFF, PNG, or a BigEarthNet patch folder as .zip")
-                            sensor = gr.Dropdown(choices=[("tell from the bands", AUTO)] + [
-                                (s, s) for s in explorer.model.config.sensors], value=AUTO, label="Its sensor")
-                            target = gr.Dropdown(choices=[("every sensor", ALL)] + [(s, s) for s in archive.sensors],
-                                                 value=ALL, label="Search in")
+                            sensor = gr.Dropdown(
+                                choices=[("tell from the bands", AUTO)]
+                                + [(s, s) for s in explorer.model.config.sensors],
+                                value=AUTO,
+                                label="Its sensor",
+                            )
+                            target = gr.Dropdown(
+                                choices=[("every sensor", ALL)] + [(s, s) for s in archive.sensors],
+                                value=ALL,
+                                label="Search in",
+                            )
                             by_image = gr.Button("Search by image", variant="primary", elem_id="crjepa-search-image")
                         else:
-                            gr.Markdown("Searching by image needs the model that embedded the archive: start the "
-                                        "app with `--model MODEL`.", elem_id="crjepa-no-model")
-                k = gr.Slider(1, k_max, value=min(DEFAULT_K, k_max), step=1, label="Results per direction (k)",
-                              elem_id="crjepa-k")
+                            gr.Markdown(
+                                "Searching by image needs the model that embedded the archive: start the "
+                                "app with `--model MODEL`.",
+                                elem_id="crjepa-no-model",
+                            )
+                k = gr.Slider(
+                    1, k_max, value=min(DEFAULT_K, k_max), step=1, label="Results per direction (k)", elem_id="crjepa-k"
+                )
                 with gr.Accordion("Filters", open=False):
-                    labels = gr.Dropdown(choices=archive.class_names, value=[], multiselect=True,
-                                         label="Labels (results have any of them)", elem_id="crjepa-labels")
+                    labels = gr.Dropdown(
+                        choices=archive.class_names,
+                        value=[],
+                        multiselect=True,
+                        label="Labels (results have any of them)",
+                        elem_id="crjepa-labels",
+                    )
                     fields = list(archive.metadata)
-                    field = gr.Dropdown(choices=[NO_FIELD, *fields], value=NO_FIELD, label="Metadata field",
-                                        visible=bool(fields))
-                    value = gr.Textbox(label="Value", placeholder="a value; a, b (any); low..high (a range)",
-                                       visible=bool(fields), elem_id="crjepa-value")
+                    field = gr.Dropdown(
+                        choices=[NO_FIELD, *fields], value=NO_FIELD, label="Metadata field", visible=bool(fields)
+                    )
+                    value = gr.Textbox(
+                        label="Value",
+                        placeholder="a value; a, b (any); low..high (a range)",
+                        visible=bool(fields),
+                        elem_id="crjepa-value",
+                    )
             with gr.Column(scale=4):
                 message = gr.Markdown("", elem_id="crjepa-message")
                 results = gr.HTML(empty_html("Pick an id and press Search."), elem_id="crjepa-results")
         with gr.Accordion("About this archive", open=True):
             with gr.Row():
-                gr.Markdown("\n".join(f"- **{what}**: {text}" for what, text in explorer.facts()),
-                            elem_id="crjepa-facts")
+                gr.Markdown(
+                    "\n".join(f"- **{what}**: {text}" for what, text in explorer.facts()), elem_id="crjepa-facts"
+                )
                 if explorer.scores:
                     gr.HTML(scores_svg(explorer.scores), elem_id="crjepa-scores")
 
@@ -124,8 +167,9 @@ def build_app(explorer: Explorer, id_choices_limit: int | None = None) -> Any:
             matches = explorer.matching_ids(text, limit=SUGGESTIONS)
             return gr.Dropdown(choices=matches, value=matches[0] if matches else None)
 
-        def search_id(archive_id: str, chosen: str, k_value: float, chosen_labels: list[str], field_name: str,
-                      field_value: str) -> tuple[str, str]:
+        def search_id(
+            archive_id: str, chosen: str, k_value: float, chosen_labels: list[str], field_name: str, field_value: str
+        ) -> tuple[str, str]:
             where = _filter(chosen_labels, field_name, field_value)
             return _run(lambda: explorer.search_id(archive_id, chosen, k_value, where), where)
 
@@ -138,13 +182,22 @@ def build_app(explorer: Explorer, id_choices_limit: int | None = None) -> Any:
         demo.load(search_id, id_inputs, [message, results])
 
         if explorer.model is not None:
-            def search_image(file: Any, chosen_sensor: str, chosen_target: str, k_value: float,
-                             chosen_labels: list[str], field_name: str, field_value: str) -> tuple[str, str]:
+
+            def search_image(
+                file: Any,
+                chosen_sensor: str,
+                chosen_target: str,
+                k_value: float,
+                chosen_labels: list[str],
+                field_name: str,
+                field_value: str,
+            ) -> tuple[str, str]:
                 where = _filter(chosen_labels, field_name, field_value)
                 path = file if isinstance(file, (str, Path)) or file is None else getattr(file, "name", None)
                 name = _upload_name(path)
-                return _run(lambda: explorer.search_image(path, chosen_sensor, chosen_target, k_value, where,
-                                                          name=name), where)
+                return _run(
+                    lambda: explorer.search_image(path, chosen_sensor, chosen_target, k_value, where, name=name), where
+                )
 
             by_image.click(search_image, [upload, sensor, target, k, labels, field, value], [message, results])
     return demo
@@ -158,9 +211,16 @@ def _upload_name(path: str | Path | None) -> str | None:
 THEME_FONTS = ["ui-sans-serif", "system-ui", "Segoe UI", "Roboto", "Helvetica", "Arial", "sans-serif"]
 
 
-def serve(archive: str | Path, model: str | None = None, data: str | None = None, host: str | None = None,
-          port: int | None = None, backend: Any = None, block: bool = True, say: Callable[[str], None] | None = None
-          ) -> Any:
+def serve(
+    archive: str | Path,
+    model: str | None = None,
+    data: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    backend: Any = None,
+    block: bool = True,
+    say: Callable[[str], None] | None = None,
+) -> Any:
     """Open the archive (and model, images, scores) and serve the page; returns the Blocks (with ``block=False``
     the server runs in the background: ``.close()`` it). ``host`` / ``port`` None: Gradio's defaults and its
     GRADIO_SERVER_NAME / GRADIO_SERVER_PORT variables (what a Space sets). The entry point of a Space's app.py:
@@ -175,12 +235,21 @@ def serve(archive: str | Path, model: str | None = None, data: str | None = None
     demo = build_app(explorer)
     theme = gr.themes.Soft(primary_hue="emerald", font=THEME_FONTS, font_mono=["ui-monospace", "monospace"])
     try:
-        _, url, _ = demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True,
-                                theme=theme, css=CSS, footer_links=[], show_error=False)
+        _, url, _ = demo.launch(
+            server_name=host,
+            server_port=port,
+            prevent_thread_lock=True,
+            quiet=True,
+            theme=theme,
+            css=CSS,
+            footer_links=[],
+            show_error=False,
+        )
     except OSError as err:  # the port is taken, or the address is not this machine's
         where = f"{host or os.environ.get('GRADIO_SERVER_NAME') or '127.0.0.1'}:{port or 'the default port'}"
-        raise AppError(f"cannot serve on {where} ({str(err).splitlines()[0]}); choose another --port or "
-                       "--host") from None
+        raise AppError(
+            f"cannot serve on {where} ({str(err).splitlines()[0]}); choose another --port or --host"
+        ) from None
     (say or (lambda text: print(text, flush=True)))(f"crjepa app: serving {archive} at {url}")
     if block:
         try:

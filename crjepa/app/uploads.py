@@ -57,8 +57,10 @@ def read_upload(path: str | Path, name: str | None = None) -> Upload:
     if suffix == ".zip":
         return Upload(name, bands=read_patch_zip(path, name))
     if suffix not in IMAGE_SUFFIXES:
-        raise DataError(f"{name}: cannot search with a {suffix or 'suffix-less'} file; upload one of "
-                        f"{', '.join(UPLOAD_SUFFIXES)} (a BigEarthNet patch folder as a .zip)")
+        raise DataError(
+            f"{name}: cannot search with a {suffix or 'suffix-less'} file; upload one of "
+            f"{', '.join(UPLOAD_SUFFIXES)} (a BigEarthNet patch folder as a .zip)"
+        )
     image = read_image(path)
     if image.dtype.kind not in "uif" or image.size == 0:
         raise DataError(f"{name}: holds {image.dtype} values of shape {image.shape}; upload a numeric (C, H, W) image")
@@ -75,8 +77,10 @@ def read_patch_zip(path: str | Path, name: str | None = None) -> dict[str, np.nd
     with archive:
         members = [m for m in archive.infolist() if not m.is_dir()]
         if len(members) > MAX_ZIP_MEMBERS or sum(m.file_size for m in members) > MAX_ZIP_BYTES:
-            raise DataError(f"{name}: {len(members)} files, {sum(m.file_size for m in members)} bytes unpacked; a "
-                            f"patch folder has at most {MAX_ZIP_MEMBERS} files and {MAX_ZIP_BYTES} bytes")
+            raise DataError(
+                f"{name}: {len(members)} files, {sum(m.file_size for m in members)} bytes unpacked; a "
+                f"patch folder has at most {MAX_ZIP_MEMBERS} files and {MAX_ZIP_BYTES} bytes"
+            )
         bands: dict[str, np.ndarray] = {}
         with tempfile.TemporaryDirectory(prefix="crjepa-upload-") as tmp:
             for member in members:
@@ -87,8 +91,10 @@ def read_patch_zip(path: str | Path, name: str | None = None) -> dict[str, np.nd
                 if band in bands:
                     raise DataError(f"{name}: band {band} appears twice ({member.filename}); zip one patch folder")
                 if member.file_size > MAX_BAND_BYTES:
-                    raise DataError(f"{name}: {member.filename} unpacks to {member.file_size} bytes; a band file "
-                                    f"has at most {MAX_BAND_BYTES}")
+                    raise DataError(
+                        f"{name}: {member.filename} unpacks to {member.file_size} bytes; a band file "
+                        f"has at most {MAX_BAND_BYTES}"
+                    )
                 file = Path(tmp) / f"band{len(bands)}.tif"  # never a name taken from the zip
                 try:
                     file.write_bytes(archive.read(member))
@@ -99,14 +105,25 @@ def read_patch_zip(path: str | Path, name: str | None = None) -> dict[str, np.nd
                 except DataError:
                     raise DataError(f"{name}: {member.filename} is not a readable GeoTIFF") from None
                 if image.shape[0] != 1:
-                    raise DataError(f"{name}: {member.filename} holds {image.shape[0]} bands; a patch folder holds "
-                                    "one band per file")
+                    raise DataError(
+                        f"{name}: {member.filename} holds {image.shape[0]} bands; a patch folder holds "
+                        "one band per file"
+                    )
                 bands[band] = image[0]
     if not bands:
-        raise DataError(f"{name}: holds no band GeoTIFFs (<patch>_<band>.tif, e.g. _B04.tif or _VV.tif); zip a "
-                        "BigEarthNet patch folder")
+        raise DataError(
+            f"{name}: holds no band GeoTIFFs (<patch>_<band>.tif, e.g. _B04.tif or _VV.tif); zip a "
+            "BigEarthNet patch folder"
+        )
     return bands
 
 
-__all__ = ["MAX_BAND_BYTES", "MAX_ZIP_BYTES", "MAX_ZIP_MEMBERS", "UPLOAD_SUFFIXES", "Upload", "read_patch_zip",
-           "read_upload"]
+__all__ = [
+    "MAX_BAND_BYTES",
+    "MAX_ZIP_BYTES",
+    "MAX_ZIP_MEMBERS",
+    "UPLOAD_SUFFIXES",
+    "Upload",
+    "read_patch_zip",
+    "read_upload",
+]

@@ -112,11 +112,14 @@ class XJepaConfig(CRJepaConfig):
         super().check()
         errors = []
         if not 0.0 <= self.ema_momentum <= self.ema_momentum_end <= 1.0:
-            errors.append(f"need 0 <= ema_momentum <= ema_momentum_end <= 1, found {self.ema_momentum}, "
-                          f"{self.ema_momentum_end}")
+            errors.append(
+                f"need 0 <= ema_momentum <= ema_momentum_end <= 1, found {self.ema_momentum}, {self.ema_momentum_end}"
+            )
         if self.head_mode != "decoupled" or self.trunk_mode != "shared":
-            errors.append("the X-JEPA baseline has one retrieval head and a shared trunk: leave head_mode and "
-                          f"trunk_mode at their defaults (found {self.head_mode!r}, {self.trunk_mode!r})")
+            errors.append(
+                "the X-JEPA baseline has one retrieval head and a shared trunk: leave head_mode and "
+                f"trunk_mode at their defaults (found {self.head_mode!r}, {self.trunk_mode!r})"
+            )
         if not self.routes:
             errors.append("the X-JEPA baseline needs at least one prediction route")
         if errors:
@@ -216,11 +219,14 @@ class BaselinePreTrainedModel(CRJepaPreTrainedModel, CRJepaEncoderMixin):
         """{sensor: pixel_values} of a batch of pairs, checked, equal batch sizes; the baselines are two-sensor
         models."""
         if not isinstance(pixel_values, dict):
-            raise ValueError(f"The baselines take pixel_values as {{sensor: (B, C, S, S) tensor}}, found "
-                             f"{type(pixel_values).__name__}")
+            raise ValueError(
+                f"The baselines take pixel_values as {{sensor: (B, C, S, S) tensor}}, found "
+                f"{type(pixel_values).__name__}"
+            )
         if len(self.sensor_names) != 2 or set(pixel_values) != set(self.sensor_names):
-            raise ValueError(f"The baselines train on pairs of two sensors {self.sensor_names}, found "
-                             f"{sorted(pixel_values)}")
+            raise ValueError(
+                f"The baselines train on pairs of two sensors {self.sensor_names}, found {sorted(pixel_values)}"
+            )
         for name in self.sensor_names:
             self.check_pixel_values(pixel_values[name], name, check_finite)
         sizes = {n: pixel_values[n].shape[0] for n in self.sensor_names}
@@ -235,8 +241,14 @@ class BaselinePreTrainedModel(CRJepaPreTrainedModel, CRJepaEncoderMixin):
             init.zeros_(module.log_diagonal)
 
     @torch.no_grad()
-    def embed(self, pixel_values: torch.Tensor, sensor: str, spaces: Sequence[str] = SPACES,
-              normalize: bool = True, check_finite: bool = True) -> dict[str, torch.Tensor]:
+    def embed(
+        self,
+        pixel_values: torch.Tensor,
+        sensor: str,
+        spaces: Sequence[str] = SPACES,
+        normalize: bool = True,
+        check_finite: bool = True,
+    ) -> dict[str, torch.Tensor]:
         """{space: (B, retrieval_dim)} from one trunk pass, as CRJepaModel.embed; every space is the same vector."""
         unknown = [space for space in spaces if space not in SPACES]
         if unknown:
@@ -269,8 +281,9 @@ class BaselinePreTrainedModel(CRJepaPreTrainedModel, CRJepaEncoderMixin):
             masks = {n: random_masks(batch, cfg.num_patches, cfg.mask_ratio, x.device) for n, x in inputs.items()}
         return self.objective(inputs, masks)
 
-    def objective(self, inputs: dict[str, torch.Tensor],
-                  masks: dict[str, tuple[torch.Tensor, torch.Tensor]] | None) -> BaselineOutput:
+    def objective(
+        self, inputs: dict[str, torch.Tensor], masks: dict[str, tuple[torch.Tensor, torch.Tensor]] | None
+    ) -> BaselineOutput:
         """Loss and embeddings of checked pairs ``inputs`` ({sensor: (B, C, H, W)}) under ``masks``."""
         raise NotImplementedError
 
@@ -328,8 +341,9 @@ class XJepaModel(BaselinePreTrainedModel):
         """Target latents of ALL tokens of one sensor from the EMA encoder (no gradients)."""
         return self.target_trunk(self.target_stems[sensor](pixel_values))
 
-    def objective(self, inputs: dict[str, torch.Tensor],
-                  masks: dict[str, tuple[torch.Tensor, torch.Tensor]] | None) -> XJepaOutput:
+    def objective(
+        self, inputs: dict[str, torch.Tensor], masks: dict[str, tuple[torch.Tensor, torch.Tensor]] | None
+    ) -> XJepaOutput:
         """Latent prediction within and across sensors, Mahalanobis alignment and VICReg (module docstring)."""
         cfg = self.config
         visible, targets, raw, normalized = {}, {}, {}, {}
@@ -351,12 +365,22 @@ class XJepaModel(BaselinePreTrainedModel):
         loss_mahalanobis = self.alignment(r_a, r_b)
         loss_variance = (vicreg_variance(r_a) + vicreg_variance(r_b)) / 2
         loss_covariance = (vicreg_covariance(r_a) + vicreg_covariance(r_b)) / 2
-        loss = (loss_pred + cfg.lambda_mahalanobis * loss_mahalanobis + cfg.lambda_vicreg
-                * (cfg.vicreg_variance_weight * loss_variance + cfg.vicreg_covariance_weight * loss_covariance))
-        losses = {"pred": loss_pred, **{f"pred/{r}": route_losses[r] for r in cfg.routes},
-                  "mahalanobis": loss_mahalanobis, "variance": loss_variance, "covariance": loss_covariance}
+        loss = (
+            loss_pred
+            + cfg.lambda_mahalanobis * loss_mahalanobis
+            + cfg.lambda_vicreg
+            * (cfg.vicreg_variance_weight * loss_variance + cfg.vicreg_covariance_weight * loss_covariance)
+        )
+        losses = {
+            "pred": loss_pred,
+            **{f"pred/{r}": route_losses[r] for r in cfg.routes},
+            "mahalanobis": loss_mahalanobis,
+            "variance": loss_variance,
+            "covariance": loss_covariance,
+        }
         return XJepaOutput(
-            loss=loss, losses=losses,
+            loss=loss,
+            losses=losses,
             embeddings={n: normalized[n].detach() for n in self.sensor_names},
         )
 
@@ -379,8 +403,9 @@ class ContrastiveModel(BaselinePreTrainedModel):
     def draws_masks(self) -> bool:
         return self.config.mask_views
 
-    def objective(self, inputs: dict[str, torch.Tensor],
-                  masks: dict[str, tuple[torch.Tensor, torch.Tensor]] | None) -> ContrastiveOutput:
+    def objective(
+        self, inputs: dict[str, torch.Tensor], masks: dict[str, tuple[torch.Tensor, torch.Tensor]] | None
+    ) -> ContrastiveOutput:
         """Symmetric InfoNCE between the two sensors' embeddings; masks are used only when config.mask_views."""
         cfg = self.config
         embeddings = {}
@@ -389,8 +414,9 @@ class ContrastiveModel(BaselinePreTrainedModel):
             embeddings[name] = self.head(self.encode(x, name, index).mean(dim=1))[1]
         e_a, e_b = (embeddings[n] for n in self.sensor_names)
         loss = info_nce(e_a, e_b, cfg.temperature)
-        return ContrastiveOutput(loss=loss, losses={"contrastive": loss},
-                                 embeddings={n: e.detach() for n, e in embeddings.items()})
+        return ContrastiveOutput(
+            loss=loss, losses={"contrastive": loss}, embeddings={n: e.detach() for n, e in embeddings.items()}
+        )
 
 
 # ---------------------------------------------------------------------------------------------- registry
@@ -429,7 +455,8 @@ def architecture_of(config: CRJepaConfig) -> str:
 
 
 def model_for_config(config: CRJepaConfig) -> PreTrainedModel:
-    """A freshly initialised model of the architecture a config belongs to (CRJepaConfig -> CRJepaForPreTraining, ...)."""
+    """A freshly initialised model of the architecture a config belongs to (CRJepaConfig -> CRJepaForPreTraining,
+    ...)."""
     return ARCHITECTURES[architecture_of(config)][1](config)
 
 
@@ -454,7 +481,22 @@ for _config_class, _model_class in (ARCHITECTURES["xjepa"], ARCHITECTURES["contr
     AutoConfig.register(_config_class.model_type, _config_class, exist_ok=True)
     AutoModel.register(_config_class, _model_class, exist_ok=True)
 
-__all__ = ["ARCHITECTURES", "architecture_of", "model_fields", "model_for_config", "BaselineOutput",
-           "ContrastiveConfig", "ContrastiveModel", "ContrastiveOutput", "MahalanobisAlignment",
-           "XJepaConfig", "XJepaModel", "XJepaOutput", "after_optimizer_step", "build_config", "build_model",
-           "vicreg_covariance", "vicreg_variance"]
+__all__ = [
+    "ARCHITECTURES",
+    "architecture_of",
+    "model_fields",
+    "model_for_config",
+    "BaselineOutput",
+    "ContrastiveConfig",
+    "ContrastiveModel",
+    "ContrastiveOutput",
+    "MahalanobisAlignment",
+    "XJepaConfig",
+    "XJepaModel",
+    "XJepaOutput",
+    "after_optimizer_step",
+    "build_config",
+    "build_model",
+    "vicreg_covariance",
+    "vicreg_variance",
+]

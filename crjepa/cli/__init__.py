@@ -46,10 +46,12 @@ installed is a missing install, said in one line with the install command; any o
 def build_parser() -> argparse.ArgumentParser:
     """The ``crjepa`` parser: one sub-command per command, each defined by its module's ``add_parser``."""
     parser = OneLineParser(
-        prog="crjepa", description="CR-JEPA cross-modal remote-sensing retrieval: embed, index, search, "
-                                   "evaluate, push, and look at the results in the browser (app).",
+        prog="crjepa",
+        description="CR-JEPA cross-modal remote-sensing retrieval: embed, index, search, "
+        "evaluate, push, and look at the results in the browser (app).",
         epilog="Example: crjepa embed ./model synthetic -o ./emb && crjepa search ./emb --id ID --direction 's1->s2'"
-               " (quote directions: the shell reads > as a redirection)")
+        " (quote directions: the shell reads > as a redirection)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     embed.add_parser(sub)
     index.add_parser(sub)
@@ -86,8 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return user_error(" ".join(f"{err}: {hint}".split()))
     except OSError as err:  # read-only file system, disk full, permissions: name the file and what to do
         where = f"{err.filename}: " if err.filename else ""
-        return user_error(f"{where}{err.strerror or err}; check that the path is writable and the disk has space, "
-                          "or choose another path")
+        return user_error(
+            f"{where}{err.strerror or err}; check that the path is writable and the disk has space, "
+            "or choose another path"
+        )
     except KeyboardInterrupt:
         print("crjepa: interrupted", file=sys.stderr)
         return 130

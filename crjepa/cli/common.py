@@ -23,24 +23,41 @@ class ModelError(CRJepaError, ValueError):
     """A model folder or Hub repo that does not load as a CR-JEPA model (its config or weights do not fit)."""
 
 
-SYNTHETIC_LIMITS = {"num_pairs": (1, 100_000), "num_train": (0, 100_000), "num_validation": (0, 100_000),
-                    "num_test": (0, 100_000), "image_size": tuple(map(int, SYNTHETIC_OPTIONS["image_size"][1:])),
-                    "seed": tuple(map(int, SYNTHETIC_OPTIONS["seed"][1:]))}
+SYNTHETIC_LIMITS = {
+    "num_pairs": (1, 100_000),
+    "num_train": (0, 100_000),
+    "num_validation": (0, 100_000),
+    "num_test": (0, 100_000),
+    "image_size": tuple(map(int, SYNTHETIC_OPTIONS["image_size"][1:])),
+    "seed": tuple(map(int, SYNTHETIC_OPTIONS["seed"][1:])),
+}
 """Bounds on the synthetic-data options (the command line's and those an archive records: a crafted size must not
 allocate gigabytes): ``num_pairs`` (`crjepa embed`) or the per-split sizes a training run records (its
 ``data.options``)."""
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, split_help: str) -> None:
-    parser.add_argument("data", help="data source: 'synthetic' (built in), a folder of Parquet exported by "
-                                     "`python -m datasets_scripts`, or such an export's Hub data set id (user/name)")
+    parser.add_argument(
+        "data",
+        help="data source: 'synthetic' (built in), a folder of Parquet exported by "
+        "`python -m datasets_scripts`, or such an export's Hub data set id (user/name)",
+    )
     parser.add_argument("--split", default=None, help=split_help)
-    parser.add_argument("--num-pairs", type=int_in(*SYNTHETIC_LIMITS["num_pairs"]), default=None,
-                        help="synthetic data: pairs per split (default: the generator's sizes)")
-    parser.add_argument("--seed", type=int_in(*SYNTHETIC_LIMITS["seed"]), default=0,
-                        help="synthetic data: seed (default 0)")
-    parser.add_argument("--image-size", type=int_in(*SYNTHETIC_LIMITS["image_size"]), default=None,
-                        help="synthetic data: native image side in pixels (8 to 512)")
+    parser.add_argument(
+        "--num-pairs",
+        type=int_in(*SYNTHETIC_LIMITS["num_pairs"]),
+        default=None,
+        help="synthetic data: pairs per split (default: the generator's sizes)",
+    )
+    parser.add_argument(
+        "--seed", type=int_in(*SYNTHETIC_LIMITS["seed"]), default=0, help="synthetic data: seed (default 0)"
+    )
+    parser.add_argument(
+        "--image-size",
+        type=int_in(*SYNTHETIC_LIMITS["image_size"]),
+        default=None,
+        help="synthetic data: native image side in pixels (8 to 512)",
+    )
 
 
 def source_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -56,8 +73,10 @@ def source_options(args: argparse.Namespace) -> dict[str, Any]:
         from crjepa.hub.access import is_repo_id
 
         if not is_repo_id(args.data):
-            raise FileNotFoundError(f"Data source {args.data!r} is neither 'synthetic', a folder of Parquet files, nor "
-                                    "a Hub data set id (user/name)")
+            raise FileNotFoundError(
+                f"Data source {args.data!r} is neither 'synthetic', a folder of Parquet files, nor "
+                "a Hub data set id (user/name)"
+            )
     return options
 
 
@@ -111,8 +130,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="saved model folder (save_pretrained) or Hub model repo id")
     parser.add_argument("--batch-size", type=int_in(1, 65_536), default=64, help="images per forward pass (default 64)")
     parser.add_argument("--device", default="auto", help="'auto' (GPU if available), 'cpu', 'cuda', 'cuda:1'...")
-    parser.add_argument("--num-workers", type=int_in(0, 256), default=0,
-                        help="data loader worker processes (default 0)")
+    parser.add_argument(
+        "--num-workers", type=int_in(0, 256), default=0, help="data loader worker processes (default 0)"
+    )
 
 
 def parse_param(text: str) -> tuple[str, Any]:
@@ -131,8 +151,9 @@ def parse_param(text: str) -> tuple[str, Any]:
 def backend_of(args: argparse.Namespace) -> str:
     """faiss (in-process, the default) or milvus (needs --uri); Milvus options without it are errors."""
     if args.backend == "milvus" and not args.uri:
-        raise UsageError("--backend milvus needs --uri: a Milvus Lite file (e.g. emb.db) or a server "
-                         "(http://host:19530)")
+        raise UsageError(
+            "--backend milvus needs --uri: a Milvus Lite file (e.g. emb.db) or a server (http://host:19530)"
+        )
     if args.backend == "faiss" and args.uri:
         raise UsageError("--uri is for --backend milvus (faiss indices live in the archive folder)")
     return args.backend
@@ -143,17 +164,35 @@ def milvus_token(args: argparse.Namespace) -> str | None:
 
 
 def add_milvus_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("Milvus (archives past one machine; pip install \"crjepa[milvus]\")")
-    group.add_argument("--backend", default="faiss", choices=["faiss", "milvus"],
-                       help="faiss in this process (default) or a Milvus collection per vector column")
-    group.add_argument("--uri", default=None,
-                       help="Milvus Lite file (path ending in .db) or server/cluster address (http://host:19530)")
+    group = parser.add_argument_group('Milvus (archives past one machine; pip install "crjepa[milvus]")')
+    group.add_argument(
+        "--backend",
+        default="faiss",
+        choices=["faiss", "milvus"],
+        help="faiss in this process (default) or a Milvus collection per vector column",
+    )
+    group.add_argument(
+        "--uri",
+        default=None,
+        help="Milvus Lite file (path ending in .db) or server/cluster address (http://host:19530)",
+    )
     group.add_argument("--token", default=None, help="Milvus server token, e.g. user:password (default $MILVUS_TOKEN)")
-    group.add_argument("--prefix", default=None,
-                       help="collection names <prefix>_<column> (default crjepa_<archive folder name>)")
+    group.add_argument(
+        "--prefix", default=None, help="collection names <prefix>_<column> (default crjepa_<archive folder name>)"
+    )
 
 
 __all__ = [
-    "SYNTHETIC_LIMITS", "ModelError", "add_data_arguments", "add_milvus_arguments", "add_model_arguments", "backend_of",
-    "load_data", "load_model", "milvus_token", "parse_param", "pick_device", "source_options",
+    "SYNTHETIC_LIMITS",
+    "ModelError",
+    "add_data_arguments",
+    "add_milvus_arguments",
+    "add_model_arguments",
+    "backend_of",
+    "load_data",
+    "load_model",
+    "milvus_token",
+    "parse_param",
+    "pick_device",
+    "source_options",
 ]

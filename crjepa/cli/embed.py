@@ -38,8 +38,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise UsageError(f"{output.parent}: cannot create the output folder ({err.strerror}); choose a writable "
-                         "path with -o") from None
+        raise UsageError(
+            f"{output.parent}: cannot create the output folder ({err.strerror}); choose a writable path with -o"
+        ) from None
     with DirLock(lock_file_for(output), what="crjepa embed", folder=output):  # a second writer stops at once
         return _embed(args)
 
@@ -102,12 +103,26 @@ def _embed(args: argparse.Namespace) -> int:
 
         if worker:
             torch.set_num_threads(max(1, int(os.environ.get("CRJEPA_EMBED_THREADS", "1"))))
-        stats = embed_shards(model, stream, work, class_names=class_names, metadata_columns=metadata_columns,
-                             sensors=sensors, spaces=args.spaces, batch_size=args.batch_size, shard_rows=shard_rows,
-                             rank=rank, world=world, progress=True,
-                             total_rows=source_rows(source, args.split, stream))
-        print(f"process {rank + 1}/{world}: {stats['written']} shards written, {stats['skipped']} already done "
-              f"(of {stats['shards']}, {stats['rows']} rows)", flush=True)
+        stats = embed_shards(
+            model,
+            stream,
+            work,
+            class_names=class_names,
+            metadata_columns=metadata_columns,
+            sensors=sensors,
+            spaces=args.spaces,
+            batch_size=args.batch_size,
+            shard_rows=shard_rows,
+            rank=rank,
+            world=world,
+            progress=True,
+            total_rows=source_rows(source, args.split, stream),
+        )
+        print(
+            f"process {rank + 1}/{world}: {stats['written']} shards written, {stats['skipped']} already done "
+            f"(of {stats['shards']}, {stats['rows']} rows)",
+            flush=True,
+        )
         if worker:
             return 0
         if state is not None:
@@ -115,10 +130,21 @@ def _embed(args: argparse.Namespace) -> int:
             if not state.is_main_process:
                 return 0
     columns = [column_name(s, sp) for s in sensors for sp in SPACES if sp in args.spaces]
-    info = finish_archive(work, world, class_names=class_names, metadata_columns=metadata_columns,
-                          vector_columns=columns, dimension=model.config.retrieval_dim, model_fingerprint=fingerprint,
-                          config_summary=config_summary(model.config), source={**source, "split": args.split},
-                          model_repo_id=args.model_repo_id, repo_id=args.repo_id, index=args.index, recall=args.recall)
+    info = finish_archive(
+        work,
+        world,
+        class_names=class_names,
+        metadata_columns=metadata_columns,
+        vector_columns=columns,
+        dimension=model.config.retrieval_dim,
+        model_fingerprint=fingerprint,
+        config_summary=config_summary(model.config),
+        source={**source, "split": args.split},
+        model_repo_id=args.model_repo_id,
+        repo_id=args.repo_id,
+        index=args.index,
+        recall=args.recall,
+    )
     if work != output:  # the complete new archive replaces the earlier one in one step
         publish_dir(work, output)
     print(f"Wrote {info['num_rows']} items x {len(columns)} columns ({', '.join(columns)}) to {output}")
@@ -136,13 +162,20 @@ def _run_workers(args: argparse.Namespace, world: int) -> None:
     threads = max(1, available_cpus() // world)
     procs = []
     for rank in range(world):
-        env = {**os.environ, RANK_ENV: str(rank), WORLD_ENV: str(world), "CRJEPA_EMBED_THREADS": str(threads),
-               "OMP_NUM_THREADS": str(threads)}
+        env = {
+            **os.environ,
+            RANK_ENV: str(rank),
+            WORLD_ENV: str(world),
+            "CRJEPA_EMBED_THREADS": str(threads),
+            "OMP_NUM_THREADS": str(threads),
+        }
         procs.append(subprocess.Popen([sys.executable, "-m", "crjepa.cli", *args.argv], env=env))
     failed = [rank for rank, proc in enumerate(procs) if proc.wait() != 0]
     if failed:
-        raise EmbeddingsError(f"embedding processes {failed} failed (see above); rerun the same command to "
-                              "resume: finished shards are kept")
+        raise EmbeddingsError(
+            f"embedding processes {failed} failed (see above); rerun the same command to "
+            "resume: finished shards are kept"
+        )
 
 
 def _is_scalar(feature: Any) -> bool:
@@ -150,31 +183,59 @@ def _is_scalar(feature: Any) -> bool:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("embed", help="embed a dataset into an embeddings archive (Parquet + card + faiss)",
-                       description="Embed every item with each sensor in the unified and cross spaces and write "
-                                   "an embeddings archive folder (pushable as a Hub dataset).")
+    p = sub.add_parser(
+        "embed",
+        help="embed a dataset into an embeddings archive (Parquet + card + faiss)",
+        description="Embed every item with each sensor in the unified and cross spaces and write "
+        "an embeddings archive folder (pushable as a Hub dataset).",
+    )
     add_model_arguments(p)
     add_data_arguments(p, "embed only this split (default: all rows)")
-    p.add_argument("-o", "--output", required=True,
-                   help="archive folder to write: shards appear as they finish and rerunning the same command "
-                        "resumes; an existing folder is replaced only if it is an earlier archive or empty")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace OUTPUT even if it is not an embeddings archive, or restart a run (contents deleted)")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="archive folder to write: shards appear as they finish and rerunning the same command "
+        "resumes; an existing folder is replaced only if it is an earlier archive or empty",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace OUTPUT even if it is not an embeddings archive, or restart a run (contents deleted)",
+    )
     p.add_argument("--sensors", nargs="+", default=None, help="sensors to embed (default: the model's two)")
-    p.add_argument("--spaces", nargs="+", default=["unified", "cross"], choices=["unified", "cross"],
-                   help="embedding spaces (default: both)")
-    p.add_argument("--index", default="none", choices=["none", "auto", "exact", "hnsw", "ivfpq"],
-                   help="also build faiss indices of this kind (default: none; see `crjepa index`)")
+    p.add_argument(
+        "--spaces",
+        nargs="+",
+        default=["unified", "cross"],
+        choices=["unified", "cross"],
+        help="embedding spaces (default: both)",
+    )
+    p.add_argument(
+        "--index",
+        default="none",
+        choices=["none", "auto", "exact", "hnsw", "ivfpq"],
+        help="also build faiss indices of this kind (default: none; see `crjepa index`)",
+    )
     p.add_argument("--recall", type=fraction, default=None, help="with --index: recall@10 target (default 0.95)")
-    p.add_argument("--num-processes", type=int_in(1, 256), default=1,
-                   help="worker processes sharing the input (default 1; or run under `accelerate launch -m "
-                        "crjepa.cli embed ...`, one process per GPU)")
-    p.add_argument("--shard-rows", type=int_in(1, 10_000_000), default=8192,
-                   help="rows per Parquet shard (rounded up to a multiple of --batch-size); finished shards are "
-                        "kept and skipped when the same command is rerun (default 8192)")
+    p.add_argument(
+        "--num-processes",
+        type=int_in(1, 256),
+        default=1,
+        help="worker processes sharing the input (default 1; or run under `accelerate launch -m "
+        "crjepa.cli embed ...`, one process per GPU)",
+    )
+    p.add_argument(
+        "--shard-rows",
+        type=int_in(1, 10_000_000),
+        default=8192,
+        help="rows per Parquet shard (rounded up to a multiple of --batch-size); finished shards are "
+        "kept and skipped when the same command is rerun (default 8192)",
+    )
     p.add_argument("--model-repo-id", type=repo_id, default=None, help="Hub repo of the model, recorded in the card")
-    p.add_argument("--repo-id", type=repo_id, default=None,
-                   help="Hub dataset repo the archive will be pushed to (for the card)")
+    p.add_argument(
+        "--repo-id", type=repo_id, default=None, help="Hub dataset repo the archive will be pushed to (for the card)"
+    )
     p.set_defaults(func=cmd_embed)
 
 

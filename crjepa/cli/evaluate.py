@@ -20,9 +20,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from crjepa.data.loading import export_name
 
     name = args.dataset_name or (export_name(args.data) if Path(args.data).is_dir() else args.data)
-    results = evaluate_retrieval(model, dataset, query_split=args.query_split, gallery_split=args.gallery_split,
-                                 k=args.k, batch_size=args.batch_size, num_workers=args.num_workers,
-                                 dataset_name=name, progress=True)
+    results = evaluate_retrieval(
+        model,
+        dataset,
+        query_split=args.query_split,
+        gallery_split=args.gallery_split,
+        k=args.k,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        dataset_name=name,
+        progress=True,
+    )
     table = results.to_markdown()
     print(f"{results.describe()} (in %):")
     print(table)
@@ -40,16 +48,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="score the paper's four retrieval directions",
-                       description="'s1->s1', 's2->s2' (unified head, self-matches removed), 's1->s2', 's2->s1' "
-                                   "(cross head): F1@k for multi-label sets, mAP and P@k for single-label sets. Data "
-                                   "with one of the model's sensors (e.g. S2 alone) is scored in its same-sensor "
-                                   "direction.")
+    p = sub.add_parser(
+        "evaluate",
+        help="score the paper's four retrieval directions",
+        description="'s1->s1', 's2->s2' (unified head, self-matches removed), 's1->s2', 's2->s1' "
+        "(cross head): F1@k for multi-label sets, mAP and P@k for single-label sets. Data "
+        "with one of the model's sensors (e.g. S2 alone) is scored in its same-sensor "
+        "direction.",
+    )
     add_model_arguments(p)
     add_data_arguments(p, "load only this split before evaluating (default: all rows)")
     p.add_argument("--query-split", default=None, help="queries from this split (default: all rows)")
-    p.add_argument("--gallery-split", default=None,
-                   help="archive from another split (CSMAE protocol: --query-split validation --gallery-split test)")
+    p.add_argument(
+        "--gallery-split",
+        default=None,
+        help="archive from another split (CSMAE protocol: --query-split validation --gallery-split test)",
+    )
     p.add_argument("-k", type=int_in(1, 100_000), default=5, help="cut-off for F1@k / P@k (default 5, the paper's)")
     p.add_argument("--dataset-name", default=None, help="name used in the results and model-index")
     p.add_argument("--output-dir", default=None, help="write retrieval_results.md and retrieval_results.json here")

@@ -27,8 +27,14 @@ def cmd_index(args: argparse.Namespace) -> int:
     params = dict(parse_param(p) for p in args.param)
     columns = args.columns or load_embeddings(args.archive, load_indices=False, vectors=False).info["vector_columns"]
     with tqdm(total=len(columns), desc="indexing", unit="column") as bar:
-        add_indices(args.archive, kind=args.kind, columns=columns, progress=lambda name: bar.update(1),
-                    recall=args.recall, **params)
+        add_indices(
+            args.archive,
+            kind=args.kind,
+            columns=columns,
+            progress=lambda name: bar.update(1),
+            recall=args.recall,
+            **params,
+        )
     for name in columns:
         metadata = IndexMetadata(**json.loads((Path(args.archive) / INDEX_DIR / name / META_FILE).read_text()))
         print(f"{name}: {describe_calibration(metadata)}")
@@ -50,37 +56,74 @@ def _index_milvus(args: argparse.Namespace) -> int:
     def progress(column: str, done: int, rows: int) -> None:
         print(f"{column}: {done}/{rows} rows loaded", flush=True)
 
-    records = index_archive(folder, args.uri, token=milvus_token(args), columns=args.columns,
-                            index_type=args.index_type, recall=DEFAULT_RECALL if args.recall is None else args.recall,
-                            prefix=args.prefix, name=args.archive, batch_rows=args.batch_rows,
-                            overwrite=args.overwrite, progress=progress, **params)
+    records = index_archive(
+        folder,
+        args.uri,
+        token=milvus_token(args),
+        columns=args.columns,
+        index_type=args.index_type,
+        recall=DEFAULT_RECALL if args.recall is None else args.recall,
+        prefix=args.prefix,
+        name=args.archive,
+        batch_rows=args.batch_rows,
+        overwrite=args.overwrite,
+        progress=progress,
+        **params,
+    )
     for column, record in records.items():
         print(f"{column}: {describe(record)}")
     return 0
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("index", help="build faiss indices for an embeddings archive folder",
-                       description="Build one faiss index per vector column and store it under faiss/.")
+    p = sub.add_parser(
+        "index",
+        help="build faiss indices for an embeddings archive folder",
+        description="Build one faiss index per vector column and store it under faiss/.",
+    )
     p.add_argument("archive", help="embeddings archive folder")
-    p.add_argument("--kind", default="auto", choices=["auto", "exact", "hnsw", "ivfpq"],
-                   help="index kind (default auto: exact for small archives, ANN for large ones)")
+    p.add_argument(
+        "--kind",
+        default="auto",
+        choices=["auto", "exact", "hnsw", "ivfpq"],
+        help="index kind (default auto: exact for small archives, ANN for large ones)",
+    )
     p.add_argument("--columns", nargs="+", default=None, help="vector columns to index (default: all)")
-    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                   help="index parameter, e.g. --param M=32 (repeatable); fixing a search knob (nprobe, "
-                        "k_factor, efSearch) turns the recall calibration off")
-    p.add_argument("--recall", type=fraction, default=None,
-                   help="recall@10 the ANN kinds calibrate to on held-out archive vectors (default 0.95); the "
-                        "measured recall, #queries, q/s and calibration time are printed and stored")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="index parameter, e.g. --param M=32 (repeatable); fixing a search knob (nprobe, "
+        "k_factor, efSearch) turns the recall calibration off",
+    )
+    p.add_argument(
+        "--recall",
+        type=fraction,
+        default=None,
+        help="recall@10 the ANN kinds calibrate to on held-out archive vectors (default 0.95); the "
+        "measured recall, #queries, q/s and calibration time are printed and stored",
+    )
     add_milvus_arguments(p)
-    p.add_argument("--index-type", default="auto", type=str.upper,
-                   help="with --backend milvus: AUTO (FLAT below 50k rows, else IVF_FLAT on Milvus Lite, HNSW on a "
-                        "server, DISKANN from 10M rows), FLAT, IVF_FLAT, IVF_SQ8, HNSW, HNSW_SQ; servers also "
-                        "IVF_PQ, DISKANN")
-    p.add_argument("--batch-rows", type=int, default=8192,
-                   help="with --backend milvus: rows per insert; progress is recorded after each (default 8192)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="with --backend milvus: drop the collections first (another archive, or another index type)")
+    p.add_argument(
+        "--index-type",
+        default="auto",
+        type=str.upper,
+        help="with --backend milvus: AUTO (FLAT below 50k rows, else IVF_FLAT on Milvus Lite, HNSW on a "
+        "server, DISKANN from 10M rows), FLAT, IVF_FLAT, IVF_SQ8, HNSW, HNSW_SQ; servers also "
+        "IVF_PQ, DISKANN",
+    )
+    p.add_argument(
+        "--batch-rows",
+        type=int,
+        default=8192,
+        help="with --backend milvus: rows per insert; progress is recorded after each (default 8192)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="with --backend milvus: drop the collections first (another archive, or another index type)",
+    )
     p.set_defaults(func=cmd_index)
 
 

@@ -30,8 +30,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         position, named = archive.resolve(args.id)  # an archive id, or a sensor's patch name (S1 names)
         if args.direction:
             parse_direction(args.direction, archive.sensors)  # unknown sensor -> an error naming the accepted ones
-        directions = [args.direction] if args.direction else [
-            d for d in directions_of(archive.sensors) if named is None or d.split("->")[0] == named]
+        directions = (
+            [args.direction]
+            if args.direction
+            else [d for d in directions_of(archive.sensors) if named is None or d.split("->")[0] == named]
+        )
         results = {d: archive.search_by_id(args.id, d, args.k, **where) for d in directions}
         query_labels = archive.labels_of(position)
     else:
@@ -41,8 +44,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         args.sensor = sensor
         model = load_model(args.model, args.device)
         targets = [args.target_sensor] if args.target_sensor else archive.sensors
-        results = {f"{sensor}->{t}": archive.search_by_image(model, image, sensor, t, args.k, **where)
-                   for t in targets}
+        results = {f"{sensor}->{t}": archive.search_by_image(model, image, sensor, t, args.k, **where) for t in targets}
     if args.json:
         print(json.dumps({d: [vars(h) for h in hits] for d, hits in results.items()}, indent=2))
     else:
@@ -59,13 +61,15 @@ def _search_archive(args: argparse.Namespace) -> tuple[EmbeddingArchive, dict[st
     filters = bool(args.label or args.meta or args.range or args.where)
     if backend_of(args) == "faiss":
         if filters:
-            raise UsageError("filters (--label, --meta, --range, --where) run inside Milvus: search with "
-                             "--backend milvus --uri URI")
+            raise UsageError(
+                "filters (--label, --meta, --range, --where) run inside Milvus: search with --backend milvus --uri URI"
+            )
         return load_embeddings(args.archive), {}
     if args.png:
         raise UsageError("--png needs the archive's labels in memory: search without --backend milvus for a grid")
-    archive = load_embeddings(args.archive, milvus_uri=args.uri, milvus_token=milvus_token(args),
-                              milvus_prefix=args.prefix)
+    archive = load_embeddings(
+        args.archive, milvus_uri=args.uri, milvus_token=milvus_token(args), milvus_prefix=args.prefix
+    )
     ranges = {}
     for text in args.range:
         key, _, bounds = text.partition("=")
@@ -98,8 +102,9 @@ def _query_image(args: argparse.Namespace, archive: EmbeddingArchive) -> tuple[s
         sensor = args.sensor
         shape = probe_image(args.image).shape  # the header's size, before the pixels are decoded
         if max(shape[1:]) > MAX_IMAGE_SIDE:
-            raise EmbeddingsError(f"{args.image} is {shape[1]}x{shape[2]} pixels; a query image side is at most "
-                                  f"{MAX_IMAGE_SIDE}")
+            raise EmbeddingsError(
+                f"{args.image} is {shape[1]}x{shape[2]} pixels; a query image side is at most {MAX_IMAGE_SIDE}"
+            )
         image = read_image(args.image)
     channels = (archive.info.get("config") or {}).get("sensors", {}).get(sensor)
     if isinstance(channels, int):
@@ -145,8 +150,14 @@ def _write_png(args: argparse.Namespace, archive: EmbeddingArchive, results: dic
         row_id = archive.ids[archive.position(args.id)]  # an S1 patch name -> its item
         grid = query_grid(archive, images, row_id, list(results), args.k, tile=args.tile)
     else:
-        grid = image_grid(archive, images, read_image(args.image), args.sensor,
-                          {d.split("->")[1]: hits for d, hits in results.items()}, tile=args.tile)
+        grid = image_grid(
+            archive,
+            images,
+            read_image(args.image),
+            args.sensor,
+            {d.split("->")[1]: hits for d, hits in results.items()},
+            tile=args.tile,
+        )
     import io
 
     from crjepa.utils.atomic import atomic_write_bytes
@@ -167,15 +178,18 @@ def recorded_source(source: dict[str, Any], archive_path: Path) -> dict[str, Any
             raise DataError(f"{where} has unknown synthetic option(s) {sorted(unknown)}; pass --data SOURCE")
         for key, (low, high) in SYNTHETIC_LIMITS.items():
             value = source.get(key)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool)
-                                      or not low <= value <= high):
+            if value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high
+            ):
                 raise DataError(f"{where}: {key}={value!r} is outside [{low}, {high}]; pass --data SOURCE")
     elif not isinstance(dataset, str) or not dataset or not Path(dataset).is_dir():
         from crjepa.hub.access import is_repo_id
 
         if not isinstance(dataset, str) or not is_repo_id(dataset) or Path(dataset).exists():
-            raise DataError(f"{where} ({dataset!r}) is not 'synthetic', a local folder here, nor a Hub data set "
-                            "id; pass --data SOURCE")
+            raise DataError(
+                f"{where} ({dataset!r}) is not 'synthetic', a local folder here, nor a Hub data set "
+                "id; pass --data SOURCE"
+            )
     split = source.get("split")
     if split is not None and not isinstance(split, str):
         raise DataError(f"{where}: split {split!r} is not a split name; pass --data SOURCE")
@@ -183,39 +197,70 @@ def recorded_source(source: dict[str, Any], archive_path: Path) -> dict[str, Any
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("search", help="search an archive by archive id or by an image file",
-                       description="Print the top-k archive items (id, cosine score, labels) for a query. By id: "
-                                   "uses the stored embedding, no model needed. By image: embeds only the query.")
+    p = sub.add_parser(
+        "search",
+        help="search an archive by archive id or by an image file",
+        description="Print the top-k archive items (id, cosine score, labels) for a query. By id: "
+        "uses the stored embedding, no model needed. By image: embeds only the query.",
+    )
     p.add_argument("archive", help="embeddings archive folder or Hub dataset repo id")
-    p.add_argument("--id", default=None,
-                   help="query by the id of an archive item, or by a sensor's patch name the archive records (an S1 "
-                        "patch name: the search then starts from s1)")
-    p.add_argument("--image", default=None,
-                   help="query by an image file (.npy (C,H,W), .tif, .png) or a BigEarthNet patch folder of per-band "
-                        "GeoTIFFs (S1 or S2; its sensor is found from its bands)")
-    p.add_argument("--direction", default=None,
-                   help="with --id: e.g. 's1->s2' (quoted: unquoted, the shell reads > as a redirection; default: "
-                        "every direction the archive's sensors allow: four for two sensors, 's2->s2' for S2 alone)")
+    p.add_argument(
+        "--id",
+        default=None,
+        help="query by the id of an archive item, or by a sensor's patch name the archive records (an S1 "
+        "patch name: the search then starts from s1)",
+    )
+    p.add_argument(
+        "--image",
+        default=None,
+        help="query by an image file (.npy (C,H,W), .tif, .png) or a BigEarthNet patch folder of per-band "
+        "GeoTIFFs (S1 or S2; its sensor is found from its bands)",
+    )
+    p.add_argument(
+        "--direction",
+        default=None,
+        help="with --id: e.g. 's1->s2' (quoted: unquoted, the shell reads > as a redirection; default: "
+        "every direction the archive's sensors allow: four for two sensors, 's2->s2' for S2 alone)",
+    )
     p.add_argument("--sensor", default=None, help="with --image: the sensor of the image (a folder's is found)")
     p.add_argument("--target-sensor", default=None, help="with --image: sensor column to search (default: both)")
     p.add_argument("--model", default=None, help="with --image: the model folder that embedded the archive")
     p.add_argument("--device", default="auto", help="with --image: 'auto', 'cpu', 'cuda'...")
     p.add_argument("-k", type=int_in(1, 100_000), default=10, help="results per direction (default 10)")
     p.add_argument("--png", default=None, help="also write the result grid (green = relevant) to this PNG")
-    p.add_argument("--data", default=None,
-                   help="with --png: image source ('synthetic', a Parquet folder, or 'recorded': the source the "
-                        "archive records, checked first)")
-    p.add_argument("--tile", type=int_in(8, 1024), default=96, help="with --png: tile size in pixels (8 to 1024, "
-                                                                 "default 96)")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="with --png: image source ('synthetic', a Parquet folder, or 'recorded': the source the "
+        "archive records, checked first)",
+    )
+    p.add_argument(
+        "--tile", type=int_in(8, 1024), default=96, help="with --png: tile size in pixels (8 to 1024, default 96)"
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add_milvus_arguments(p)
-    p.add_argument("--label", action="append", default=[], metavar="CLASS",
-                   help="with --backend milvus: only items whose labels contain CLASS (repeatable: all of them)")
-    p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
-                   help="with --backend milvus: only items whose metadata KEY equals VALUE, e.g. tile=33UVP")
-    p.add_argument("--range", action="append", default=[], metavar="KEY=LOW..HIGH",
-                   help="with --backend milvus: metadata KEY within [LOW, HIGH] (string order: ISO dates work; "
-                        "an empty end is open), e.g. s2_date=2017-06-01..2017-08-31")
+    p.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="CLASS",
+        help="with --backend milvus: only items whose labels contain CLASS (repeatable: all of them)",
+    )
+    p.add_argument(
+        "--meta",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --backend milvus: only items whose metadata KEY equals VALUE, e.g. tile=33UVP",
+    )
+    p.add_argument(
+        "--range",
+        action="append",
+        default=[],
+        metavar="KEY=LOW..HIGH",
+        help="with --backend milvus: metadata KEY within [LOW, HIGH] (string order: ISO dates work; "
+        "an empty end is open), e.g. s2_date=2017-06-01..2017-08-31",
+    )
     p.add_argument("--where", default=None, help="with --backend milvus: a raw Milvus filter expression")
     p.set_defaults(func=cmd_search)
 

@@ -63,8 +63,9 @@ def probe_image(path: str | os.PathLike) -> SensorSpec:
                 read_header = fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0
                 found, _, dtype = read_header(f)
             if dtype.hasobject:
-                raise DataError(f"{path}: .npy holds Python objects (pickles), which are never loaded; "
-                                "save a numeric array")
+                raise DataError(
+                    f"{path}: .npy holds Python objects (pickles), which are never loaded; save a numeric array"
+                )
             shape = (1, *found) if len(found) == 2 else tuple(found)
             if len(shape) != 3:
                 raise DataError(f"{path}: .npy images must be (C, H, W) or (H, W), found shape {tuple(found)}")
@@ -95,8 +96,10 @@ def band_folder_sensor(folder: str | os.PathLike, bands_by_sensor: dict[str, lis
     if len(fits) != 1:
         wanted = "; ".join(f"{s}: {', '.join(b)}" for s, b in bands_by_sensor.items())
         why = f"several fit: {fits}" if fits else "no sensor has all its bands here"
-        raise DataError(f"{folder}: cannot tell the sensor of this patch folder ({why}); expected one file "
-                        f"<patch>_<BAND>.tif per band of a sensor ({wanted}), or pass --sensor")
+        raise DataError(
+            f"{folder}: cannot tell the sensor of this patch folder ({why}); expected one file "
+            f"<patch>_<BAND>.tif per band of a sensor ({wanted}), or pass --sensor"
+        )
     return fits[0]
 
 
@@ -114,8 +117,9 @@ def read_band_folder(folder: str | os.PathLike, bands: list[str] | tuple[str, ..
     for band in bands:
         array = read_image(files[band])
         if array.shape[0] != 1 or array.shape[1] != array.shape[2]:
-            raise DataError(f"{files[band]}: expected one square band, found shape (bands, height, width) = "
-                            f"{array.shape}")
+            raise DataError(
+                f"{files[band]}: expected one square band, found shape (bands, height, width) = {array.shape}"
+            )
         arrays[band] = array[0]
     dtypes = {a.dtype for a in arrays.values()}
     if len(dtypes) != 1:
@@ -176,8 +180,9 @@ def stack_bands(bands: dict[str, np.ndarray], names: list[str], where: str) -> n
     for band in names:
         h, w = bands[band].shape
         if h != w or side % h:
-            raise DataError(f"{where}: band {band} is {h}x{w}, not a square whose side divides {side} (the finest "
-                            "band's side)")
+            raise DataError(
+                f"{where}: band {band} is {h}x{w}, not a square whose side divides {side} (the finest band's side)"
+            )
         out.append(repeat_to(bands[band], side))
     return np.stack(out).astype(np.result_type(*{a.dtype for a in out}), copy=False)
 
@@ -188,8 +193,10 @@ def read_image(path: str | os.PathLike, bands: list[str] | tuple[str, ...] | Non
     read with `read_band_folder` when ``bands`` (the sensor's band order) is given."""
     if Path(path).is_dir():
         if bands is None:
-            raise DataError(f"{path} is a folder: a patch folder of per-band files is read in a sensor's band order "
-                            "(give the sensor), or pass one image file")
+            raise DataError(
+                f"{path} is a folder: a patch folder of per-band files is read in a sensor's band order "
+                "(give the sensor), or pass one image file"
+            )
         return read_band_folder(path, bands)
     path, suffix = _existing(path)
     try:
@@ -229,14 +236,18 @@ def _check_npy_size(path: Path) -> None:
         raise DataError(f"{path}: .npy holds Python objects (pickles), which are never loaded; save a numeric array")
     declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
     if declared > left:
-        raise DataError(f"{path}: its header declares a {shape} {dtype} array ({declared:,} bytes) but the file holds "
-                        f"{left:,} bytes of data; the file is truncated or not a .npy image")
+        raise DataError(
+            f"{path}: its header declares a {shape} {dtype} array ({declared:,} bytes) but the file holds "
+            f"{left:,} bytes of data; the file is truncated or not a .npy image"
+        )
 
 
 def _unreadable(path: Path, exc: BaseException) -> str:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else "corrupt"
-    return (f"Cannot read image file {path}: it is not a readable image ({type(exc).__name__}: {first}); "
-            "pass a valid .png/.jpg, .tif or .npy file")
+    return (
+        f"Cannot read image file {path}: it is not a readable image ({type(exc).__name__}: {first}); "
+        "pass a valid .png/.jpg, .tif or .npy file"
+    )
 
 
 def _read_with_pillow(path: Path) -> np.ndarray:
@@ -248,5 +259,18 @@ def _read_with_pillow(path: Path) -> np.ndarray:
     return arr[None] if arr.ndim == 2 else np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
-__all__ = ["IMAGE_SUFFIXES", "NPY_SUFFIXES", "PNG_SUFFIXES", "TIFF_SUFFIXES", "band_files", "band_folder_sensor",
-           "band_name", "probe_image", "read_band_file", "read_band_folder", "read_image", "repeat_to", "stack_bands"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "NPY_SUFFIXES",
+    "PNG_SUFFIXES",
+    "TIFF_SUFFIXES",
+    "band_files",
+    "band_folder_sensor",
+    "band_name",
+    "probe_image",
+    "read_band_file",
+    "read_band_folder",
+    "read_image",
+    "repeat_to",
+    "stack_bands",
+]

@@ -98,7 +98,7 @@ class LabelRows:
         bad = (ids < 0) | (ids >= num_classes)
         if bad.any():
             row = int(np.searchsorted(offsets, np.flatnonzero(bad)[0], side="right") - 1)
-            _check_range(ids[offsets[row]:offsets[row + 1]], num_classes, row)
+            _check_range(ids[offsets[row] : offsets[row + 1]], num_classes, row)
         return cls(offsets, ids, num_classes)
 
     @property
@@ -111,7 +111,7 @@ class LabelRows:
     def classes(self, row: int) -> np.ndarray:
         """The class ids of item ``row``."""
         row = range(len(self))[row]
-        return self.ids[self.offsets[row]:self.offsets[row + 1]]
+        return self.ids[self.offsets[row] : self.offsets[row + 1]]
 
     def __getitem__(self, index: Any) -> np.ndarray:
         if isinstance(index, tuple):  # rows[r, c]: the multi-hot rows asked for, then numpy's column indexing

@@ -81,12 +81,15 @@ def load_paired_dataset(
 
     if is_repo_id(str(source)):
         return load_hub_dataset(str(source), split, cache_dir=kw.get("cache_dir"))
-    raise DataError(f"Unknown data source {str(source)!r}: use 'synthetic', a folder of exported Parquet, a Hub data "
-                    f"set id (user/name), or one of the builders {sorted(BUILDER_MODULES)}")
+    raise DataError(
+        f"Unknown data source {str(source)!r}: use 'synthetic', a folder of exported Parquet, a Hub data "
+        f"set id (user/name), or one of the builders {sorted(BUILDER_MODULES)}"
+    )
 
 
-def load_hub_dataset(repo_id: str, split: str | None = None, streaming: bool = False,
-                     cache_dir: str | None = None) -> Any:
+def load_hub_dataset(
+    repo_id: str, split: str | None = None, streaming: bool = False, cache_dir: str | None = None
+) -> Any:
     """A paired data set on the Hugging Face Hub (an export of `python -m datasets_scripts ... --push-to-hub`: its
     card's `configs` name the Parquet shards of each split), one split or all of them concatenated in SPLITS
     order; ``streaming`` reads it without downloading it whole. A Hub that cannot be reached, or a repo that
@@ -96,8 +99,10 @@ def load_hub_dataset(repo_id: str, split: str | None = None, streaming: bool = F
     try:
         loaded = datasets.load_dataset(repo_id, split=split, streaming=streaming, cache_dir=cache_dir)
     except Exception as err:  # offline, unknown repo, no such split: one line for a person
-        raise DataError(f"Cannot load the Hub data set {repo_id!r} ({reason(err)}); check the name and the network "
-                        "(HF_HUB_OFFLINE=1 reads only what is cached), or pass a local export folder") from None
+        raise DataError(
+            f"Cannot load the Hub data set {repo_id!r} ({reason(err)}); check the name and the network "
+            "(HF_HUB_OFFLINE=1 reads only what is cached), or pass a local export folder"
+        ) from None
     if split is not None:
         return loaded
     parts = [loaded[s] for s in SPLITS if s in loaded]
@@ -150,10 +155,16 @@ def _load_synthetic(split: str | None, **kw: Any) -> datasets.Dataset:
     wanted = [split] if split else [s for s, n in sizes.items() if n > 0]
     if split and split not in sizes:
         raise DataError(f"The synthetic data has splits {list(sizes)}, not {split!r}")
-    parts = [datasets.Dataset.from_dict(
-        synthetic.to_columns(synthetic.generate(sizes[s], seed, image_size, s,
-                                              pairing_rate=pairing_rate if s == "train" else 1.0)),
-        features=synthetic.features(image_size), split=s) for s in wanted]
+    parts = [
+        datasets.Dataset.from_dict(
+            synthetic.to_columns(
+                synthetic.generate(sizes[s], seed, image_size, s, pairing_rate=pairing_rate if s == "train" else 1.0)
+            ),
+            features=synthetic.features(image_size),
+            split=s,
+        )
+        for s in wanted
+    ]
     return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
 
 
@@ -182,16 +193,21 @@ def _check_parquet_files(files: Sequence[str]) -> None:
             pq.read_metadata(file)
         except (OSError, pa.ArrowException) as exc:
             reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-            raise DataError(f"{file} is not a readable Parquet file ({reason}); export the data again "
-                            "(`python -m datasets_scripts ...`) or remove the file") from None
+            raise DataError(
+                f"{file} is not a readable Parquet file ({reason}); export the data again "
+                "(`python -m datasets_scripts ...`) or remove the file"
+            ) from None
 
 
 def _load_builder(name: str, split: str | None, cache_dir: str | None = None, **kw: Any) -> datasets.Dataset:
     module = importlib.import_module(BUILDER_MODULES[name])
     builder_cls = getattr(module, "BUILDER_CLASS", None)
     if builder_cls is None:
-        builder_cls = next(v for v in vars(module).values() if isinstance(v, type)
-                           and issubclass(v, datasets.DatasetBuilder) and v.__module__ == module.__name__)
+        builder_cls = next(
+            v
+            for v in vars(module).values()
+            if isinstance(v, type) and issubclass(v, datasets.DatasetBuilder) and v.__module__ == module.__name__
+        )
     builder = builder_cls(cache_dir=cache_dir, **kw)
     builder.download_and_prepare()
     if split is not None:
@@ -211,8 +227,9 @@ def label_names(ds: datasets.Dataset) -> list[str]:
     return names
 
 
-def check_sensors(ds: datasets.Dataset, sensors: Mapping[str, int] | Sequence[str], exact: bool = False,
-                  where: str | None = None) -> None:
+def check_sensors(
+    ds: datasets.Dataset, sensors: Mapping[str, int] | Sequence[str], exact: bool = False, where: str | None = None
+) -> None:
     """Fail early, in words, if the dataset lacks a sensor column, has a different channel count than the model
     expects (``sensors`` maps name -> channels, e.g. ``config.sensors``), or no row at all has one of the
     sensors. With ``exact=True`` (training) a sensor column the model does not have is an error too, so a
@@ -222,8 +239,11 @@ def check_sensors(ds: datasets.Dataset, sensors: Mapping[str, int] | Sequence[st
     want = dict(sensors) if isinstance(sensors, Mapping) else {s: None for s in sensors}
     not_images = [s for s in want if s not in have and s in ds.column_names]
     missing = [s for s in want if s not in have and s not in not_images]
-    wrong = [f"{s!r} has {have[s]} channels, the model expects {c}" for s, c in want.items()
-             if s in have and c is not None and have[s] != c]
+    wrong = [
+        f"{s!r} has {have[s]} channels, the model expects {c}"
+        for s, c in want.items()
+        if s in have and c is not None and have[s] != c
+    ]
     problems = []
     if missing:
         problems.append(f"missing sensor column(s) {missing} (the dataset has {sorted(have)})")
@@ -231,16 +251,19 @@ def check_sensors(ds: datasets.Dataset, sensors: Mapping[str, int] | Sequence[st
     if exact:
         extra = [s for s in have if s not in want]
         if extra:
-            problems.append(f"sensor column(s) {extra} not in the model's config (its sensors are {list(want)}); "
-                            "rename the column or add the sensor to the config")
+            problems.append(
+                f"sensor column(s) {extra} not in the model's config (its sensors are {list(want)}); "
+                "rename the column or add the sensor to the config"
+            )
     problems.extend(wrong)
     if len(ds):
         empty = [s for s in want if s in have and not column_numpy(ds, s, valid=True).any()]
         if empty:
             problems.append(f"no row has sensor(s) {empty} (every value of the column is empty)")
     if problems:
-        raise DataError(f"Dataset{f' {where}' if where else ''} does not match the model's sensors: "
-                        + "; ".join(problems))
+        raise DataError(
+            f"Dataset{f' {where}' if where else ''} does not match the model's sensors: " + "; ".join(problems)
+        )
 
 
 def column_numpy(ds: datasets.Dataset, name: str, valid: bool = False) -> np.ndarray:
@@ -248,8 +271,7 @@ def column_numpy(ds: datasets.Dataset, name: str, valid: bool = False) -> np.nda
     underlying table and mapped through the indices of a select / filter / shuffle view, so image columns are
     never copied."""
     column = ds.data.table.column(name)
-    out = (column.is_valid().to_numpy(zero_copy_only=False) if valid
-           else np.asarray(column.to_pylist(), dtype=object))
+    out = column.is_valid().to_numpy(zero_copy_only=False) if valid else np.asarray(column.to_pylist(), dtype=object)
     mapping = getattr(ds, "_indices", None)
     return out if mapping is None else out[mapping.column(0).to_numpy()]
 
@@ -279,9 +301,13 @@ ORIGIN = "origin"
 """Column added by `combine_datasets`: the name of the data set each row came from."""
 
 
-def combine_datasets(parts: Mapping[str, datasets.Dataset], mix: Mapping[str, float] | None = None,
-                     seed: int = 0, where: Mapping[str, str] | None = None,
-                     mix_split: str = "train") -> datasets.Dataset:
+def combine_datasets(
+    parts: Mapping[str, datasets.Dataset],
+    mix: Mapping[str, float] | None = None,
+    seed: int = 0,
+    where: Mapping[str, str] | None = None,
+    mix_split: str = "train",
+) -> datasets.Dataset:
     """One training stream from several data sets, e.g. ``{"paired": ..., "s2_only": ...}``.
 
     Columns: the union of the parts' sensor columns (a part without a sensor gets an all-null column: its rows
@@ -306,22 +332,33 @@ def combine_datasets(parts: Mapping[str, datasets.Dataset], mix: Mapping[str, fl
     for name in names:
         ds = parts[name]
         if label_names(ds) != classes:
-            raise DataError(f"{where[name]} ({name!r}) has classes {label_names(ds)}, but {where[first]} "
-                            f"({first!r}) has {classes}; combined data sets need the same class names in order")
+            raise DataError(
+                f"{where[name]} ({name!r}) has classes {label_names(ds)}, but {where[first]} "
+                f"({first!r}) has {classes}; combined data sets need the same class names in order"
+            )
         for sensor in sensor_columns(ds.features):
             feat = ds.features[sensor]
             if sensor in specs and (specs[sensor][1].shape, specs[sensor][1].dtype) != (feat.shape, feat.dtype):
                 other, ref = specs[sensor]
-                raise DataError(f"sensor {sensor!r}: {where[name]} ({name!r}) has images {tuple(feat.shape)} "
-                                f"{feat.dtype}, {where[other]} ({other!r}) has {tuple(ref.shape)} {ref.dtype}")
+                raise DataError(
+                    f"sensor {sensor!r}: {where[name]} ({name!r}) has images {tuple(feat.shape)} "
+                    f"{feat.dtype}, {where[other]} ({other!r}) has {tuple(ref.shape)} {ref.dtype}"
+                )
             specs.setdefault(sensor, (name, feat))
         for column, feat in ds.features.items():
             if column not in ("id", "labels", "split", ORIGIN) and column not in specs:
                 meta.setdefault(column, feat)
     order = ["id", *specs, "labels", "split", *meta, ORIGIN]
-    common = datasets.Features({"id": datasets.Value("string"), **{s: f for s, (_, f) in specs.items()},
-                                "labels": parts[first].features["labels"], "split": datasets.Value("string"),
-                                **meta, ORIGIN: datasets.Value("string")})
+    common = datasets.Features(
+        {
+            "id": datasets.Value("string"),
+            **{s: f for s, (_, f) in specs.items()},
+            "labels": parts[first].features["labels"],
+            "split": datasets.Value("string"),
+            **meta,
+            ORIGIN: datasets.Value("string"),
+        }
+    )
     aligned = []
     for name in names:
         ds = parts[name].flatten_indices() if getattr(parts[name], "_indices", None) is not None else parts[name]
@@ -337,8 +374,10 @@ def combine_datasets(parts: Mapping[str, datasets.Dataset], mix: Mapping[str, fl
             try:
                 ds = ds.cast(common)
             except (ValueError, TypeError) as exc:
-                raise DataError(f"{where[name]} ({name!r}): its columns do not cast to the combined schema "
-                                f"({type(exc).__name__}: {exc})") from None
+                raise DataError(
+                    f"{where[name]} ({name!r}): its columns do not cast to the combined schema "
+                    f"({type(exc).__name__}: {exc})"
+                ) from None
         aligned.append(ds)
     combined = datasets.concatenate_datasets(aligned)
     if mix is None:
@@ -358,9 +397,13 @@ def mix_indices(sizes: Mapping[str, int], mix: Mapping[str, float], seed: int = 
     unknown = sorted(set(mix) - set(sizes))
     absent = sorted(set(sizes) - set(mix))
     if unknown or absent:
-        raise DataError(f"mix {dict(mix)}: " + "; ".join(
-            ([f"unknown data set(s) {unknown}"] if unknown else []) + ([f"no share for {absent}"] if absent else []))
-            + f" (the data sets are {list(sizes)})")
+        raise DataError(
+            f"mix {dict(mix)}: "
+            + "; ".join(
+                ([f"unknown data set(s) {unknown}"] if unknown else []) + ([f"no share for {absent}"] if absent else [])
+            )
+            + f" (the data sets are {list(sizes)})"
+        )
     bad = {n: v for n, v in mix.items() if not (float(v) >= 0)}
     if bad or not sum(float(v) for v in mix.values()) > 0:
         raise DataError(f"mix {dict(mix)}: shares must be >= 0 and not all 0")
@@ -447,7 +490,7 @@ class Array3DColumn:
         done = 0
         for c in np.unique(which):
             part = values[which == c] - self.starts[c]
-            np.take(self.chunks[c], part, axis=0, out=target[done:done + len(part)])
+            np.take(self.chunks[c], part, axis=0, out=target[done : done + len(part)])
             done += len(part)
 
 
@@ -474,8 +517,7 @@ class PairBatches(torch.utils.data.Dataset):
         # to spawned workers) and this dataset's rows in it (select / filter / shuffle leave an indices mapping)
         self.table = ds.data
         mapping = getattr(ds, "_indices", None)
-        self.rows = (mapping.column(0).to_numpy() if mapping is not None
-                     else np.arange(len(ds))).astype(np.int64)
+        self.rows = (mapping.column(0).to_numpy() if mapping is not None else np.arange(len(ds))).astype(np.int64)
         self._columns: dict[str, Array3DColumn] | None = None
         self.labels = multi_hot(ds, dtype=np.float32) if class_names_of(ds) is not None else None
         self.ids = ds.with_format("arrow")[:]["id"].to_pylist()
@@ -483,8 +525,9 @@ class PairBatches(torch.utils.data.Dataset):
     def columns(self) -> dict[str, Array3DColumn]:
         """Zero-copy views of the sensor columns, built lazily (in each worker process)."""
         if self._columns is None:
-            self._columns = {s: Array3DColumn(self.table.table.column(s), self.shapes[s], self.dtypes[s])
-                             for s in self.sensors}
+            self._columns = {
+                s: Array3DColumn(self.table.table.column(s), self.shapes[s], self.dtypes[s]) for s in self.sensors
+            }
         return self._columns
 
     def __getstate__(self) -> dict[str, Any]:
@@ -535,9 +578,15 @@ def make_dataloader(
         else:
             sampler = SequentialSampler(reader)
     batches = BatchSampler(sampler, batch_size=batch_size, drop_last=drop_last)
-    return DataLoader(reader, sampler=batches, batch_size=None, num_workers=num_workers,
-                      pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0,
-                      collate_fn=_identity)
+    return DataLoader(
+        reader,
+        sampler=batches,
+        batch_size=None,
+        num_workers=num_workers,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=num_workers > 0,
+        collate_fn=_identity,
+    )
 
 
 def _identity(batch: dict[str, Any]) -> dict[str, Any]:

@@ -27,13 +27,19 @@ presets (modeling_crjepa.configuration_crjepa, which cannot import the applicati
 S1_BANDS: tuple[str, ...] = ("VV", "VH")
 """Channel order of every ``s1`` column (Sentinel-1 polarisations, dB)."""
 
+
 class DataError(CRJepaError, ValueError):
     """Bad input data, with a message a person can act on (file, sensor, expected vs found)."""
 
 
 SYNTHETIC_OPTIONS: dict[str, tuple[type, float, float]] = {
-    "num_train": (int, 0, 1_000_000), "num_validation": (int, 0, 1_000_000), "num_test": (int, 0, 1_000_000),
-    "image_size": (int, 8, 512), "seed": (int, 0, 2**31 - 1), "pairing_rate": (float, 0, 1), "cache_dir": (str, 0, 0),
+    "num_train": (int, 0, 1_000_000),
+    "num_validation": (int, 0, 1_000_000),
+    "num_test": (int, 0, 1_000_000),
+    "image_size": (int, 8, 512),
+    "seed": (int, 0, 2**31 - 1),
+    "pairing_rate": (float, 0, 1),
+    "cache_dir": (str, 0, 0),
 }
 """Options of the built-in synthetic data (type, low, high): run configs (``data.options``), `crjepa embed
 synthetic` and archives that record their source are checked against them before anything is generated."""
@@ -60,8 +66,10 @@ def check_synthetic_options(options: Mapping[str, Any], where: str = "the synthe
     size = int(options.get("image_size", 32))
     pairs = sum(int(options.get(f"num_{s}", 500)) for s in ("train", "validation", "test"))
     if pairs * size * size * 14 * 4 > SYNTHETIC_BUDGET:
-        raise DataError(f"{where}: {pairs:,} pairs of {size}x{size} pixels would take more than "
-                        f"{SYNTHETIC_BUDGET >> 30} GiB in memory; use fewer pairs or a smaller image_size")
+        raise DataError(
+            f"{where}: {pairs:,} pairs of {size}x{size} pixels would take more than "
+            f"{SYNTHETIC_BUDGET >> 30} GiB in memory; use fewer pairs or a smaller image_size"
+        )
 
 
 BUILDER_MODULES: dict[str, str] = {

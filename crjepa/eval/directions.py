@@ -45,7 +45,7 @@ def directions_of(sensors: Sequence[str]) -> list[str]:
     names = list(dict.fromkeys(sensors))
     directions = [f"{s}->{s}" for s in names]
     for i, source in enumerate(names):
-        for target in names[i + 1:]:
+        for target in names[i + 1 :]:
             directions += [f"{source}->{target}", f"{target}->{source}"]
     return directions
 

@@ -61,8 +61,7 @@ def _check_similarity(similarity: Any, num_queries: int, num_gallery: int) -> np
         raise ValueError(f"similarity must be numeric, got dtype {sim.dtype}")
     if sim.shape != (num_queries, num_gallery):
         raise ValueError(
-            f"similarity has shape {sim.shape} but the labels give {num_queries} queries x {num_gallery} gallery "
-            "items"
+            f"similarity has shape {sim.shape} but the labels give {num_queries} queries x {num_gallery} gallery items"
         )
     if sim.dtype.kind == "f" and np.isnan(sim).any():
         raise ValueError("similarity contains NaN; rank with finite scores (check the embeddings)")

@@ -132,8 +132,9 @@ def compute_embeddings(
         indices, real = _shard(len(dataset_or_loader), accelerator)
         reader = PairBatches(dataset_or_loader, sensors, in_order=True)
         sampler = torch.utils.data.BatchSampler(indices.tolist(), batch_size=batch_size, drop_last=False)
-        batches: Iterable = torch.utils.data.DataLoader(reader, sampler=sampler, batch_size=None,
-                                                        num_workers=num_workers)
+        batches: Iterable = torch.utils.data.DataLoader(
+            reader, sampler=sampler, batch_size=None, num_workers=num_workers
+        )
     else:
         batches = dataset_or_loader
     show = progress and (accelerator is None or accelerator.is_local_main_process)
@@ -151,8 +152,10 @@ def compute_embeddings(
     was_training = core.training
     core.eval()
     try:
-        with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.bfloat16,
-                                             enabled=device.type == "cuda"):
+        with (
+            torch.no_grad(),
+            torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"),
+        ):
             for batch in batches:
                 for sensor in sensors:
                     pixels = batch[sensor].to(device, non_blocking=True)
@@ -188,7 +191,9 @@ def compute_embeddings(
     else:
         if accelerator is not None:
             ids = [str(i) for i in accelerator.gather_for_metrics(ids, use_gather_object=True)]
-        label_array = (collect(labels).cpu().numpy() != 0).astype(np.uint8) if labels else np.zeros((len(ids), 0), np.uint8)
+        label_array = (
+            (collect(labels).cpu().numpy() != 0).astype(np.uint8) if labels else np.zeros((len(ids), 0), np.uint8)
+        )
         have = {s: collect(parts).cpu().numpy().astype(bool) for s, parts in present.items() if parts}
     have = have if have and not all(mask.all() for mask in have.values()) else None
     return EmbeddingSet(vectors=vectors, ids=ids, labels=label_array, class_names=class_names, present=have)
@@ -229,8 +234,9 @@ class RetrievalResults:
         sensor, since each direction then has its own queries and gallery), e.g. ``BigEarthNet-MM (reben), test
         split as queries and gallery: 6 queries x 6 gallery items``."""
         if self.gallery_split and self.gallery_split != self.query_split:
-            splits = (f"queries from the {self.query_split or 'whole'} split, gallery from the {self.gallery_split} "
-                      "split")
+            splits = (
+                f"queries from the {self.query_split or 'whole'} split, gallery from the {self.gallery_split} split"
+            )
         else:
             splits = f"{self.query_split + ' split' if self.query_split else 'all rows'} as queries and gallery"
         return f"{self.dataset_name}, {splits}: {self.counts()}"
@@ -248,8 +254,10 @@ class RetrievalResults:
         header = "| metric | " + " | ".join(d.upper() for d in self.directions) + " |"
         lines = [header, "|" + "---|" * (len(self.directions) + 1)]
         for metric, values in self.metrics.items():
-            cells = [f"{values[d] * (100 if percent else 1):.{digits}f}" if values.get(d) is not None else "n/a"
-                     for d in self.directions]
+            cells = [
+                f"{values[d] * (100 if percent else 1):.{digits}f}" if values.get(d) is not None else "n/a"
+                for d in self.directions
+            ]
             lines.append(f"| {metric} | " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
@@ -284,12 +292,20 @@ class RetrievalResults:
             for direction in self.directions:
                 if values.get(direction) is None:  # not scored (no queries or gallery with its sensors)
                     continue
-                results.append(EvalResult(
-                    task_type=MODEL_INDEX_TASK, task_name="Cross-modal remote-sensing image retrieval",
-                    dataset_type=dataset_type or dataset_id(self.dataset_name), dataset_name=self.dataset_name,
-                    dataset_split=split, metric_type=module, metric_args=args,
-                    metric_name=f"{metric} {direction.upper()}", metric_value=round(values[direction] * 100, 2),
-                    metric_config=direction))
+                results.append(
+                    EvalResult(
+                        task_type=MODEL_INDEX_TASK,
+                        task_name="Cross-modal remote-sensing image retrieval",
+                        dataset_type=dataset_type or dataset_id(self.dataset_name),
+                        dataset_name=self.dataset_name,
+                        dataset_split=split,
+                        metric_type=module,
+                        metric_args=args,
+                        metric_name=f"{metric} {direction.upper()}",
+                        metric_value=round(values[direction] * 100, 2),
+                        metric_config=direction,
+                    )
+                )
         return results
 
 
@@ -323,8 +339,14 @@ def _similarity_chunks(queries: np.ndarray, gallery: np.ndarray, max_elements: i
 
 
 def _score_direction(
-    queries: np.ndarray, gallery: np.ndarray, query_labels: np.ndarray, gallery_labels: np.ndarray,
-    same_set: bool, multi_label: bool, k: int, max_elements: int,
+    queries: np.ndarray,
+    gallery: np.ndarray,
+    query_labels: np.ndarray,
+    gallery_labels: np.ndarray,
+    same_set: bool,
+    multi_label: bool,
+    k: int,
+    max_elements: int,
 ) -> tuple[dict[str, float], list[str]]:
     """All metrics of one direction; cosine similarity (the vectors are unit length).
 
@@ -343,8 +365,9 @@ def _score_direction(
         if multi_label:
             parts = {
                 f"F1@{k}": f1_at_k(sim, ql, gallery_labels, k=k, variant="paper", **exclude),
-                f"mAP@{k} (any shared)": mean_average_precision(sim, ql, gallery_labels, k=k,
-                                                                relevance="any_shared", **exclude),
+                f"mAP@{k} (any shared)": mean_average_precision(
+                    sim, ql, gallery_labels, k=k, relevance="any_shared", **exclude
+                ),
             }
             if len(chunks) == 1:
                 parts[f"F1@{k} (CSMAE)"] = f1_at_k(sim, ql, gallery_labels, k=k, variant="csmae", **exclude)
@@ -356,8 +379,10 @@ def _score_direction(
         for name, value in parts.items():
             sums[name] = sums.get(name, 0.0) + value * (rows.stop - rows.start)
     if multi_label and len(chunks) > 1:
-        notes.append(f"F1@{k} (CSMAE) skipped: {len(queries)} x {len(gallery)} similarities exceed "
-                     f"max_similarity_elements={max_elements}")
+        notes.append(
+            f"F1@{k} (CSMAE) skipped: {len(queries)} x {len(gallery)} similarities exceed "
+            f"max_similarity_elements={max_elements}"
+        )
     return {name: sums[name] / len(queries) for name in _metric_names(multi_label, k) if name in sums}, notes
 
 
@@ -384,8 +409,10 @@ def evaluate_embeddings(
     if len(query_set) == 0 or len(gallery_set) == 0:
         raise DataError(f"Cannot evaluate: {len(query_set)} queries and {len(gallery_set)} gallery items")
     if query_set.labels.shape[1] != gallery_set.labels.shape[1]:
-        raise DataError(f"Queries have {query_set.labels.shape[1]} classes but the gallery has "
-                        f"{gallery_set.labels.shape[1]}; both must come from one dataset")
+        raise DataError(
+            f"Queries have {query_set.labels.shape[1]} classes but the gallery has "
+            f"{gallery_set.labels.shape[1]}; both must come from one dataset"
+        )
     sensors = list(sensors or dict.fromkeys(c.rsplit("_", 1)[0] for c in query_set.columns))
     if multi_label is None:
         multi_label = bool((query_set.labels.sum(1) > 1).any() or (gallery_set.labels.sum(1) > 1).any())
@@ -405,23 +432,40 @@ def evaluate_embeddings(
         counts[direction] = [len(queries), len(gallery)]
         candidates = len(gallery) - (1 if same_set and source == target else 0)
         if len(queries) == 0 or candidates < k:
-            notes.append(f"{direction}: not scored ({len(queries)} queries with {source!r}, {len(gallery)} gallery "
-                         f"items with {target!r}; k={k})")
+            notes.append(
+                f"{direction}: not scored ({len(queries)} queries with {source!r}, {len(gallery)} gallery "
+                f"items with {target!r}; k={k})"
+            )
             for name in _metric_names(multi_label, k):
                 metrics.setdefault(name, {})[direction] = None
             continue
         scores, direction_notes = _score_direction(
-            queries, gallery, query_labels, gallery_labels, same_set and source == target, multi_label, k,
-            max_similarity_elements)
+            queries,
+            gallery,
+            query_labels,
+            gallery_labels,
+            same_set and source == target,
+            multi_label,
+            k,
+            max_similarity_elements,
+        )
         notes.extend(n for n in direction_notes if n not in notes)
         for name, value in scores.items():
             metrics.setdefault(name, {})[direction] = value
     partial = query_set.present is not None or gallery_set.present is not None
-    return RetrievalResults(dataset_name=dataset_name, sensors=list(sensors), metrics=metrics, k=k,
-                            multi_label=multi_label, query_split=query_split,
-                            gallery_split=gallery_split if not same_set else query_split,
-                            num_queries=len(query_set), num_gallery=len(gallery_set), notes=notes,
-                            direction_counts=counts if partial else None)
+    return RetrievalResults(
+        dataset_name=dataset_name,
+        sensors=list(sensors),
+        metrics=metrics,
+        k=k,
+        multi_label=multi_label,
+        query_split=query_split,
+        gallery_split=gallery_split if not same_set else query_split,
+        num_queries=len(query_set),
+        num_gallery=len(gallery_set),
+        notes=notes,
+        direction_counts=counts if partial else None,
+    )
 
 
 def present_sensors(model_sensors: Sequence[str], dataset: Any) -> list[str]:
@@ -433,8 +477,9 @@ def present_sensors(model_sensors: Sequence[str], dataset: Any) -> list[str]:
         return list(model_sensors)
     present = [s for s in model_sensors if s in columns]
     if not present:
-        raise DataError(f"The data has none of the model's sensor columns {list(model_sensors)}; its columns are "
-                        f"{sorted(columns)}")
+        raise DataError(
+            f"The data has none of the model's sensor columns {list(model_sensors)}; its columns are {sorted(columns)}"
+        )
     return present
 
 
@@ -481,20 +526,39 @@ def evaluate_retrieval(
     """
     config = (accelerator.unwrap_model(model) if accelerator is not None else model).config
     sensors = present_sensors(config.sensor_names, dataset)
-    options = dict(batch_size=batch_size, accelerator=accelerator, num_workers=num_workers, progress=progress,
-                   sensors=sensors)
+    options = dict(
+        batch_size=batch_size, accelerator=accelerator, num_workers=num_workers, progress=progress, sensors=sensors
+    )
     queries = compute_embeddings(model, select_split(dataset, query_split), **options)
     gallery = None
     if gallery_split is not None and gallery_split != query_split:
         gallery = compute_embeddings(model, select_split(dataset, gallery_split), **options)
     name = dataset_name or getattr(getattr(dataset, "info", None), "dataset_name", None) or "dataset"
-    return evaluate_embeddings(queries, gallery, sensors, k, multi_label=multi_label,
-                               dataset_name=name, query_split=query_split, gallery_split=gallery_split,
-                               max_similarity_elements=max_similarity_elements)
+    return evaluate_embeddings(
+        queries,
+        gallery,
+        sensors,
+        k,
+        multi_label=multi_label,
+        dataset_name=name,
+        query_split=query_split,
+        gallery_split=gallery_split,
+        max_similarity_elements=max_similarity_elements,
+    )
 
 
 __all__ = [
-    "SPACES", "EmbeddingSet", "RetrievalResults", "column_name", "compute_embeddings", "directions_of",
-    "evaluate_embeddings", "evaluate_retrieval", "label_lists", "multi_hot", "parse_direction", "present_sensors",
+    "SPACES",
+    "EmbeddingSet",
+    "RetrievalResults",
+    "column_name",
+    "compute_embeddings",
+    "directions_of",
+    "evaluate_embeddings",
+    "evaluate_retrieval",
+    "label_lists",
+    "multi_hot",
+    "parse_direction",
+    "present_sensors",
     "select_split",
 ]

@@ -131,8 +131,12 @@ def render_grid(rows: Sequence[GridRow], tile: int = 96) -> Image.Image:
             resample = Image.Resampling.NEAREST if item.image.width < tile else Image.Resampling.BOX
             canvas.paste(item.image.resize((tile, tile), resample), (x + BORDER, y + BORDER))
             for line, text in enumerate(item.caption.split("\n")[:2]):
-                draw.text((x, y + tile + 2 * BORDER + 1 + 11 * line), _fit(text, tile + 2 * BORDER, draw, font),
-                          fill=(0, 0, 0), font=font)
+                draw.text(
+                    (x, y + tile + 2 * BORDER + 1 + 11 * line),
+                    _fit(text, tile + 2 * BORDER, draw, font),
+                    fill=(0, 0, 0),
+                    font=font,
+                )
     return canvas
 
 
@@ -154,8 +158,10 @@ class DatasetImages:
 
     def __call__(self, archive_id: str, sensor: str) -> np.ndarray:
         if archive_id not in self.rows:
-            raise DataError(f"Id {archive_id!r} is not in the image dataset ({len(self.rows)} rows); was the archive "
-                            "embedded from another dataset or split?")
+            raise DataError(
+                f"Id {archive_id!r} is not in the image dataset ({len(self.rows)} rows); was the archive "
+                "embedded from another dataset or split?"
+            )
         if sensor not in self.readers:
             self.readers[sensor] = PairBatches(self.dataset, [sensor], in_order=True)
         return self.readers[sensor][[self.rows[archive_id]]][sensor][0].numpy()
@@ -168,8 +174,13 @@ def renderer(archive: Any) -> Callable[[np.ndarray, str], Image.Image]:
     return lambda image, sensor: display_image(image, bands.get(sensor), sensor in sar)
 
 
-def _result_tiles(archive: Any, hits: Sequence[Any], target: str, images: Callable[[str, str], np.ndarray],
-                  query_labels: np.ndarray | None) -> list[GridTile]:
+def _result_tiles(
+    archive: Any,
+    hits: Sequence[Any],
+    target: str,
+    images: Callable[[str, str], np.ndarray],
+    query_labels: np.ndarray | None,
+) -> list[GridTile]:
     render = renderer(archive)
     tiles = []
     for hit in hits:
@@ -178,8 +189,14 @@ def _result_tiles(archive: Any, hits: Sequence[Any], target: str, images: Callab
     return tiles
 
 
-def query_grid(archive: Any, images: Callable[[str, str], np.ndarray], query_id: str,
-               directions: Sequence[str] | None = None, k: int = 5, tile: int = 96) -> Image.Image:
+def query_grid(
+    archive: Any,
+    images: Callable[[str, str], np.ndarray],
+    query_id: str,
+    directions: Sequence[str] | None = None,
+    k: int = 5,
+    tile: int = 96,
+) -> Image.Image:
     """The top-k of an archive item for each direction (default: the paper's four), as a framed grid."""
     from crjepa.eval.directions import directions_of
 
@@ -190,20 +207,39 @@ def query_grid(archive: Any, images: Callable[[str, str], np.ndarray], query_id:
         source, target, _ = parse_direction(direction, archive.sensors)
         hits = archive.search_by_id(query_id, direction, k)
         query = GridTile(render(images(query_id, source), source), f"{query_id}\nquery")
-        rows.append(GridRow(direction.upper(), query,
-                            _result_tiles(archive, hits, target, images, archive.labels[position])))
+        rows.append(
+            GridRow(direction.upper(), query, _result_tiles(archive, hits, target, images, archive.labels[position]))
+        )
     return render_grid(rows, tile)
 
 
-def image_grid(archive: Any, images: Callable[[str, str], np.ndarray], query_image: np.ndarray, sensor: str,
-               hits_by_target: Mapping[str, Sequence[Any]], tile: int = 96) -> Image.Image:
+def image_grid(
+    archive: Any,
+    images: Callable[[str, str], np.ndarray],
+    query_image: np.ndarray,
+    sensor: str,
+    hits_by_target: Mapping[str, Sequence[Any]],
+    tile: int = 96,
+) -> Image.Image:
     """Grid for an external query image (no labels, so frames are grey): one row per searched target sensor."""
     render = renderer(archive)
     query = GridTile(render(query_image, sensor), "query image")
-    rows = [GridRow(f"{sensor}->{target}".upper(), query, _result_tiles(archive, hits, target, images, None))
-            for target, hits in hits_by_target.items()]
+    rows = [
+        GridRow(f"{sensor}->{target}".upper(), query, _result_tiles(archive, hits, target, images, None))
+        for target, hits in hits_by_target.items()
+    ]
     return render_grid(rows, tile)
 
 
-__all__ = ["DatasetImages", "GridRow", "GridTile", "display_image", "grid_size", "image_grid", "query_grid",
-           "render_grid", "renderer", "tile_origin"]
+__all__ = [
+    "DatasetImages",
+    "GridRow",
+    "GridTile",
+    "display_image",
+    "grid_size",
+    "image_grid",
+    "query_grid",
+    "render_grid",
+    "renderer",
+    "tile_origin",
+]

@@ -46,8 +46,20 @@ def reason(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
-NETWORK_ERRORS = frozenset({"ConnectError", "ConnectTimeout", "NetworkError", "TransportError", "TimeoutException",
-                            "ProxyError", "ConnectionError", "Timeout", "NameResolutionError", "gaierror"})
+NETWORK_ERRORS = frozenset(
+    {
+        "ConnectError",
+        "ConnectTimeout",
+        "NetworkError",
+        "TransportError",
+        "TimeoutException",
+        "ProxyError",
+        "ConnectionError",
+        "Timeout",
+        "NameResolutionError",
+        "gaierror",
+    }
+)
 """Names of the exception classes (httpx, requests, urllib3, socket, builtins) that mean the Hub was not reached,
 matched by name so that no HTTP client is imported."""
 
@@ -88,22 +100,28 @@ def check_hub_access(repo_id: str, api: Any = None, token: str | None = None) ->
     if not is_repo_id(repo_id):
         raise HubError(f"Hub repo id {repo_id!r} must look like 'user-or-org/name' (letters, digits, - _ .).")
     if api is None and _offline():
-        raise HubError(f"Cannot push to {repo_id}: HF_HUB_OFFLINE is set, so the Hugging Face Hub is unreachable; "
-                       "unset it (and log in with `hf auth login`) or skip the push.")
+        raise HubError(
+            f"Cannot push to {repo_id}: HF_HUB_OFFLINE is set, so the Hugging Face Hub is unreachable; "
+            "unset it (and log in with `hf auth login`) or skip the push."
+        )
     api = _client(api, token)
     if token is None and hasattr(api, "token"):
         from huggingface_hub import get_token
 
         token = api.token or get_token()
         if not token:
-            raise HubError(f"Cannot push to {repo_id}: no Hugging Face token found; run `hf auth login`, set "
-                           "HF_TOKEN, or pass --token.")
+            raise HubError(
+                f"Cannot push to {repo_id}: no Hugging Face token found; run `hf auth login`, set "
+                "HF_TOKEN, or pass --token."
+            )
     try:
         who = api.whoami(token=token) if token else api.whoami()
     except Exception as err:
         if unreachable(err):
-            message = (f"Cannot push to {repo_id}: the Hugging Face Hub could not be reached ({reason(err)}); check "
-                       "the network (or proxy / HF_ENDPOINT) and retry, or skip the push.")
+            message = (
+                f"Cannot push to {repo_id}: the Hugging Face Hub could not be reached ({reason(err)}); check "
+                "the network (or proxy / HF_ENDPOINT) and retry, or skip the push."
+            )
         else:
             message = f"Cannot push to {repo_id}: the Hub did not accept the token ({reason(err)}); {HUB_HINT}."
     else:
@@ -111,16 +129,18 @@ def check_hub_access(repo_id: str, api: Any = None, token: str | None = None) ->
     raise HubError(message) from None
 
 
-def prepare_push(repo_id: str, repo_type: str = "dataset", api: Any = None, token: str | None = None,
-                 private: bool = False) -> tuple[Any, str]:
+def prepare_push(
+    repo_id: str, repo_type: str = "dataset", api: Any = None, token: str | None = None, private: bool = False
+) -> tuple[Any, str]:
     """Check the credentials and create the repo (if needed) BEFORE any long work; returns (client, repo URL)."""
     if repo_type not in REPO_TYPES:
         raise HubError(f"repo_type must be 'dataset' or 'model', found {repo_type!r}.")
     check_hub_access(repo_id, api=api, token=token)
     api = _client(api, token)
     extra = {"token": token} if token else {}
-    url = hub_call("repo creation", repo_id, api.create_repo, repo_id, repo_type=repo_type, private=private,
-                   exist_ok=True, **extra)
+    url = hub_call(
+        "repo creation", repo_id, api.create_repo, repo_id, repo_type=repo_type, private=private, exist_ok=True, **extra
+    )
     return api, str(url)
 
 
@@ -130,8 +150,14 @@ embed`, an archive's local data-source record (`crjepa.hub.archive.provenance.LO
 path), files being written (a killed writer's ``.test-NNNNN.parquet.tmp-PID``) and writers' locks."""
 
 
-def upload_folder(api: Any, folder: str | Path, repo_id: str, repo_type: str = "dataset",
-                  commit_message: str | None = None, token: str | None = None) -> None:
+def upload_folder(
+    api: Any,
+    folder: str | Path,
+    repo_id: str,
+    repo_type: str = "dataset",
+    commit_message: str | None = None,
+    token: str | None = None,
+) -> None:
     """Upload a prepared folder to a repo that `prepare_push` checked and created. Local bookkeeping is not part
     of what is published: the writer's marker file (`crjepa.utils.atomic.MARKER_FILE`), the run folder of a
     sharded `crjepa embed` (``.embed/``: its run signature names the local input path) and temp files (`LOCAL_ONLY`)."""
@@ -139,12 +165,28 @@ def upload_folder(api: Any, folder: str | Path, repo_id: str, repo_type: str = "
 
     message = commit_message or f"Upload CR-JEPA {'embeddings' if repo_type == 'dataset' else 'model'}"
     extra = {"token": token} if token else {}
-    hub_call("upload", repo_id, api.upload_folder, folder_path=str(folder), repo_id=repo_id, repo_type=repo_type,
-             commit_message=message, ignore_patterns=LOCAL_ONLY + [MARKER_FILE], **extra)
+    hub_call(
+        "upload",
+        repo_id,
+        api.upload_folder,
+        folder_path=str(folder),
+        repo_id=repo_id,
+        repo_type=repo_type,
+        commit_message=message,
+        ignore_patterns=LOCAL_ONLY + [MARKER_FILE],
+        **extra,
+    )
 
 
-def push_folder(folder: str | Path, repo_id: str, repo_type: str = "dataset", api: Any = None,
-                token: str | None = None, private: bool = False, commit_message: str | None = None) -> str:
+def push_folder(
+    folder: str | Path,
+    repo_id: str,
+    repo_type: str = "dataset",
+    api: Any = None,
+    token: str | None = None,
+    private: bool = False,
+    commit_message: str | None = None,
+) -> str:
     """Upload a folder (embeddings archive or saved model) to a Hub repo, creating it if needed; returns the
     repo URL."""
     folder = Path(folder)
@@ -155,5 +197,16 @@ def push_folder(folder: str | Path, repo_id: str, repo_type: str = "dataset", ap
     return url
 
 
-__all__ = ["HUB_HINT", "REPO_ID", "HubError", "check_hub_access", "hub_call", "is_repo_id", "prepare_push",
-           "push_folder", "reason", "unreachable", "upload_folder"]
+__all__ = [
+    "HUB_HINT",
+    "REPO_ID",
+    "HubError",
+    "check_hub_access",
+    "hub_call",
+    "is_repo_id",
+    "prepare_push",
+    "push_folder",
+    "reason",
+    "unreachable",
+    "upload_folder",
+]

@@ -53,8 +53,15 @@ def card_template(name: str) -> Path:
 MODEL_CARD_TEMPLATE = card_template("model_card.md")
 EMBEDDINGS_CARD_TEMPLATE = card_template("embeddings_card.md")
 DATASET_CARD_TEMPLATE = card_template("dataset_card.md")
-SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
-                   (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"))
+SIZE_CATEGORIES = (
+    (1_000, "n<1K"),
+    (10_000, "1K<n<10K"),
+    (100_000, "10K<n<100K"),
+    (1_000_000, "100K<n<1M"),
+    (10_000_000, "1M<n<10M"),
+    (100_000_000, "10M<n<100M"),
+    (1_000_000_000, "100M<n<1B"),
+)
 """The Hub's ``size_categories`` buckets (upper bound, name) up to 1B rows."""
 TAGS = ["crjepa", "jepa", "remote-sensing", "image-retrieval", "cross-modal-retrieval", "self-supervised"]
 
@@ -66,14 +73,20 @@ def _protocol(results: Any) -> str:
     return f"{split} as queries and gallery (each query's own item removed from same-modal rankings)"
 
 
-def _data_description(run_config: dict[str, Any], train_pairs: int | None,
-                      train_rows: dict[str, int] | None = None, untrained: Sequence[str] = (),
-                      epoch_rows: dict[str, int] | None = None) -> str:
+def _data_description(
+    run_config: dict[str, Any],
+    train_pairs: int | None,
+    train_rows: dict[str, int] | None = None,
+    untrained: Sequence[str] = (),
+    epoch_rows: dict[str, int] | None = None,
+) -> str:
     data = run_config["data"]
     source = _data_source(data)
     name = data["name"] or source
-    lines = [f"- data set: **{name}**" + (f" ([{data['hub_id']}](https://huggingface.co/datasets/{data['hub_id']}))"
-                                           if data.get("hub_id") else "")]
+    lines = [
+        f"- data set: **{name}**"
+        + (f" ([{data['hub_id']}](https://huggingface.co/datasets/{data['hub_id']}))" if data.get("hub_id") else "")
+    ]
     if data.get("path"):
         lines.append(f"- source: the Parquet export `{Path(str(data['path'])).name}` (`python -m datasets_scripts`)")
     else:
@@ -84,19 +97,28 @@ def _data_description(run_config: dict[str, Any], train_pairs: int | None,
         counts = ", ".join(f"{n:,} with {k.replace('+', ' + ')}" for k, n in train_rows.items())
         drawn = ""
         if epoch_rows:
-            drawn = "; each epoch drew " + ", ".join(f"{n:,} with {k.replace('+', ' + ')}" for k, n in
-                                                    epoch_rows.items()) + " (data.pair_share / data.mix)"
-        lines.append(f"- training split: `{data['train_split']}`, partially paired: {counts} distinct rows (each loss "
-                     f"term used the rows that have its sensors{drawn})")
+            drawn = (
+                "; each epoch drew "
+                + ", ".join(f"{n:,} with {k.replace('+', ' + ')}" for k, n in epoch_rows.items())
+                + " (data.pair_share / data.mix)"
+            )
+        lines.append(
+            f"- training split: `{data['train_split']}`, partially paired: {counts} distinct rows (each loss "
+            f"term used the rows that have its sensors{drawn})"
+        )
     else:
         lines.append(f"- training split: `{data['train_split']}`" + (f" ({train_pairs} pairs)" if train_pairs else ""))
     if untrained:
-        lines.append(f"- **cross-modal heads untrained for {', '.join(untrained)}**: no training row had both sensors, "
-                     "so these directions' scores are those of an untrained cross head; the same-sensor directions "
-                     "were trained")
+        lines.append(
+            f"- **cross-modal heads untrained for {', '.join(untrained)}**: no training row had both sensors, "
+            "so these directions' scores are those of an untrained cross head; the same-sensor directions "
+            "were trained"
+        )
     if source == "synthetic" and not data.get("path"):
-        lines.append("- the built-in synthetic Sentinel-1/Sentinel-2 pairs of `datasets_scripts.synthetic` "
-                     "(deterministic from the seed; no real imagery)")
+        lines.append(
+            "- the built-in synthetic Sentinel-1/Sentinel-2 pairs of `datasets_scripts.synthetic` "
+            "(deterministic from the seed; no real imagery)"
+        )
     return "\n".join(lines)
 
 
@@ -161,9 +183,15 @@ def _relative(path: str) -> str:
         return Path(path).name
 
 
-def render_model_card(model_config: Any, run_config: dict[str, Any], results: Any, random_init: Any = None,
-                      training_summary: dict[str, Any] | None = None, repo_id: str | None = None,
-                      template_path: str | Path = MODEL_CARD_TEMPLATE) -> Any:
+def render_model_card(
+    model_config: Any,
+    run_config: dict[str, Any],
+    results: Any,
+    random_init: Any = None,
+    training_summary: dict[str, Any] | None = None,
+    repo_id: str | None = None,
+    template_path: str | Path = MODEL_CARD_TEMPLATE,
+) -> Any:
     """A huggingface_hub ModelCard for a trained model.
 
     model_config: the CRJepaConfig; run_config: the training configuration (train_accelerate.py's mapping);
@@ -184,9 +212,12 @@ def render_model_card(model_config: Any, run_config: dict[str, Any], results: An
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", dataset_name).strip("-")
     model_name = repo_id.split("/")[-1] if "/" in repo_id and not repo_id.startswith("<") else f"crjepa-{slug}"
     card_data = ModelCardData(
-        model_name=model_name, library_name="transformers", pipeline_tag="image-feature-extraction",
+        model_name=model_name,
+        library_name="transformers",
+        pipeline_tag="image-feature-extraction",
         inference=False,  # served by the checkpoint's own pipeline (trust_remote_code), never by a hosted widget
-        license="apache-2.0", tags=TAGS + [s for s in model_config.sensor_names],
+        license="apache-2.0",
+        tags=TAGS + [s for s in model_config.sensor_names],
         datasets=[data["hub_id"]] if data.get("hub_id") else None,
         eval_results=results.model_index(dataset_type=data.get("hub_id")),  # else an id from the data set's name
     )
@@ -198,27 +229,54 @@ def render_model_card(model_config: Any, run_config: dict[str, Any], results: An
     sensor_a, sensor_b = sensors[0], sensors[1 % len(sensors)]
     directions = directions_of(sensors)
     return ModelCard.from_template(
-        card_data, template_path=str(template_path),
-        model_name=model_name, repo_id=repo_id, sensor_a=sensor_a, sensor_b=sensor_b, sensors=sensors,
+        card_data,
+        template_path=str(template_path),
+        model_name=model_name,
+        repo_id=repo_id,
+        sensor_a=sensor_a,
+        sensor_b=sensor_b,
+        sensors=sensors,
         same_modal_directions=[d for d in directions if d.split("->")[0] == d.split("->")[1]],
         cross_modal_directions=[d for d in directions if d.split("->")[0] != d.split("->")[1]] or ["none"],
-        band_names=dict(model_config.band_names), image_size=model_config.image_size,
-        retrieval_dim=model_config.retrieval_dim, num_parameters=summary.get("num_parameters", "n/a"),
-        dataset_name=dataset_name, protocol=_protocol(results), num_queries=results.num_queries,
-        num_gallery=results.num_gallery, counts=results.counts(), results_table=results.to_markdown(),
+        band_names=dict(model_config.band_names),
+        image_size=model_config.image_size,
+        retrieval_dim=model_config.retrieval_dim,
+        num_parameters=summary.get("num_parameters", "n/a"),
+        dataset_name=dataset_name,
+        protocol=_protocol(results),
+        num_queries=results.num_queries,
+        num_gallery=results.num_gallery,
+        counts=results.counts(),
+        results_table=results.to_markdown(),
         comparison_table=comparison,
         notes="; ".join(results.notes),
-        data_description=_data_description(run_config, summary.get("train_pairs"), summary.get("train_rows"),
-                                           summary.get("untrained_directions") or (), summary.get("epoch_rows")),
-        config_file=config_file, config_file_shell=shell_word(config_file, "CONFIG.yaml"),
-        routes=list(model_config.routes), lambda_cross=model_config.lambda_cross, lambda_uni=model_config.lambda_uni,
-        lambda_sigreg=model_config.lambda_sigreg, mask_ratio=model_config.mask_ratio,
-        temperature=model_config.temperature, weight_decay=training["weight_decay"],
-        max_grad_norm=training["max_grad_norm"], lr_start=training["lr_start"], lr=training["lr"],
-        lr_end=training["lr_end"], warmup_epochs=training["warmup_epochs"],
-        steps=summary.get("steps", "n/a"), total_steps=summary.get("total_steps", "n/a"),
-        epochs=summary.get("epochs", training["epochs"]), global_batch=summary.get("global_batch", "n/a"),
-        processes=summary.get("processes", "n/a"), mixed_precision=summary.get("mixed_precision", "n/a"),
+        data_description=_data_description(
+            run_config,
+            summary.get("train_pairs"),
+            summary.get("train_rows"),
+            summary.get("untrained_directions") or (),
+            summary.get("epoch_rows"),
+        ),
+        config_file=config_file,
+        config_file_shell=shell_word(config_file, "CONFIG.yaml"),
+        routes=list(model_config.routes),
+        lambda_cross=model_config.lambda_cross,
+        lambda_uni=model_config.lambda_uni,
+        lambda_sigreg=model_config.lambda_sigreg,
+        mask_ratio=model_config.mask_ratio,
+        temperature=model_config.temperature,
+        weight_decay=training["weight_decay"],
+        max_grad_norm=training["max_grad_norm"],
+        lr_start=training["lr_start"],
+        lr=training["lr"],
+        lr_end=training["lr_end"],
+        warmup_epochs=training["warmup_epochs"],
+        steps=summary.get("steps", "n/a"),
+        total_steps=summary.get("total_steps", "n/a"),
+        epochs=summary.get("epochs", training["epochs"]),
+        global_batch=summary.get("global_batch", "n/a"),
+        processes=summary.get("processes", "n/a"),
+        mixed_precision=summary.get("mixed_precision", "n/a"),
         train_seconds=summary.get("train_seconds", "n/a"),
         run_config_yaml=yaml.safe_dump({**run_config, "config_file": config_file}, sort_keys=False).rstrip(),
         synthetic=_data_source(data) == "synthetic",
@@ -230,8 +288,9 @@ def size_category(rows: int) -> str:
     return next((name for limit, name in SIZE_CATEGORIES if rows < limit), "1B<n<10B")
 
 
-def render_embeddings_card(info: Mapping[str, Any], example_id: str,
-                           template_path: str | Path = EMBEDDINGS_CARD_TEMPLATE) -> Any:
+def render_embeddings_card(
+    info: Mapping[str, Any], example_id: str, template_path: str | Path = EMBEDDINGS_CARD_TEMPLATE
+) -> Any:
     """The card of an embeddings archive (a huggingface_hub DatasetCard) from model_cards/embeddings_card.md;
     ``info`` is the archive's embeddings_info.json."""
     from huggingface_hub import DatasetCard, DatasetCardData
@@ -245,7 +304,8 @@ def render_embeddings_card(info: Mapping[str, Any], example_id: str,
         pretty_name=f"CR-JEPA embeddings ({' / '.join(info['sensors'])})",
         license=info.get("license") or "other",
         tags=["crjepa", "embeddings", "remote-sensing", "faiss", "cross-modal-retrieval"],
-        task_categories=["image-feature-extraction"], size_categories=[size_category(rows)],
+        task_categories=["image-feature-extraction"],
+        size_categories=[size_category(rows)],
         configs=[{"config_name": "default", "data_files": [{"split": split, "path": f"data/{split}-*.parquet"}]}],
     )
     sensors = info["sensors"]
@@ -253,15 +313,29 @@ def render_embeddings_card(info: Mapping[str, Any], example_id: str,
     repo_id = _repo_id(info.get("repo_id"), "The archive's repo id") or "<user>/<embeddings-repo>"
     _repo_id(info.get("model_repo_id"), "The model's repo id")
     return DatasetCard.from_template(
-        card_data, template_path=str(template_path), pretty_name=card_data.pretty_name, num_rows=rows,
-        sensors=sensors, model_repo_id=info.get("model_repo_id"), model_fingerprint=info.get("model_fingerprint"),
-        source=source_prose(source), split=split, license=info.get("license"), dimension=info["dimension"],
-        class_names=info["class_names"], metadata_columns=info["metadata_columns"],
-        vector_columns=info["vector_columns"], index_files=info["indices"],
+        card_data,
+        template_path=str(template_path),
+        pretty_name=card_data.pretty_name,
+        num_rows=rows,
+        sensors=sensors,
+        model_repo_id=info.get("model_repo_id"),
+        model_fingerprint=info.get("model_fingerprint"),
+        source=source_prose(source),
+        split=split,
+        license=info.get("license"),
+        dimension=info["dimension"],
+        class_names=info["class_names"],
+        metadata_columns=info["metadata_columns"],
+        vector_columns=info["vector_columns"],
+        index_files=info["indices"],
         index_calibration=info.get("index_calibration") or {},
-        repo_id=repo_id, repo_id_shell=shell_word(repo_id), example_id=example_id,
-        example_id_shell=shell_word(example_id, "ARCHIVE_ID"), example_direction=example_direction,
-        example_direction_shell=shell_word(example_direction))
+        repo_id=repo_id,
+        repo_id_shell=shell_word(repo_id),
+        example_id=example_id,
+        example_id_shell=shell_word(example_id, "ARCHIVE_ID"),
+        example_direction=example_direction,
+        example_direction_shell=shell_word(example_direction),
+    )
 
 
 def source_prose(source: Mapping[str, Any]) -> str:
@@ -283,7 +357,9 @@ def source_prose(source: Mapping[str, Any]) -> str:
 
 
 def render_dataset_card(
-    info: Any, splits: Mapping[str, int] | None = None, card: Mapping[str, Any] | None = None,
+    info: Any,
+    splits: Mapping[str, int] | None = None,
+    card: Mapping[str, Any] | None = None,
     repo_id: str | None = None,
 ) -> str:
     """The README.md of a data set exported by datasets_scripts (``info``: the builder's datasets.DatasetInfo after
@@ -314,32 +390,37 @@ def render_dataset_card(
         task_categories=["image-feature-extraction"],
         tags=["remote-sensing", "cross-modal-retrieval", "crjepa", "earth-observation", *card.get("tags", [])],
         size_categories=[size_category(sum(splits.values()))],
-        configs=[{
-            "config_name": "default",
-            "data_files": [{"split": s, "path": f"data/{s}-*.parquet"} for s in splits],
-        }],
+        configs=[
+            {
+                "config_name": "default",
+                "data_files": [{"split": s, "path": f"data/{s}-*.parquet"} for s in splits],
+            }
+        ],
     )
     datasets.info.DatasetInfosDict({"default": info}).to_dataset_card_data(data)  # datasets' own split metadata
     sensor_lines = "\n".join(
         f"| `{s}` | {features[s].shape[0]} | {features[s].shape[1]}x{features[s].shape[2]} | {features[s].dtype} |"
         for s in sensors
     )
-    return str(DatasetCard.from_template(
-        data,
-        template_path=str(DATASET_CARD_TEMPLATE),
-        pretty_name=data.pretty_name,
-        repo_id=repo_id or "<user>/<repo>",
-        description=card.get("description") or info.description or "",
-        source=card.get("source", ""),
-        citation=card.get("citation") or info.citation or "",
-        sensor_table=sensor_lines,
-        sensor_names=sensors,
-        class_names=list(class_names),
-        first_split=next(iter(splits), "train"),
-        split_table="\n".join(f"| {s} | {n:,} |" for s, n in splits.items()),
-        metadata_columns={k: _column_type(v) for k, v in features.items()
-                          if k not in {"id", "labels", "split", *sensors}},
-    ))
+    return str(
+        DatasetCard.from_template(
+            data,
+            template_path=str(DATASET_CARD_TEMPLATE),
+            pretty_name=data.pretty_name,
+            repo_id=repo_id or "<user>/<repo>",
+            description=card.get("description") or info.description or "",
+            source=card.get("source", ""),
+            citation=card.get("citation") or info.citation or "",
+            sensor_table=sensor_lines,
+            sensor_names=sensors,
+            class_names=list(class_names),
+            first_split=next(iter(splits), "train"),
+            split_table="\n".join(f"| {s} | {n:,} |" for s, n in splits.items()),
+            metadata_columns={
+                k: _column_type(v) for k, v in features.items() if k not in {"id", "labels", "split", *sensors}
+            },
+        )
+    )
 
 
 def _column_type(feature: Any) -> str:
@@ -349,6 +430,18 @@ def _column_type(feature: Any) -> str:
     return str(getattr(feature, "dtype", None) or type(feature).__name__)
 
 
-__all__ = ["DATASET_CARD_TEMPLATE", "EMBEDDINGS_CARD_TEMPLATE", "MODEL_CARD_TEMPLATE", "SIZE_CATEGORIES",
-           "card_template", "comparison_table", "public_run_config", "render_dataset_card", "render_embeddings_card",
-           "render_model_card", "shell_word", "size_category", "source_prose"]
+__all__ = [
+    "DATASET_CARD_TEMPLATE",
+    "EMBEDDINGS_CARD_TEMPLATE",
+    "MODEL_CARD_TEMPLATE",
+    "SIZE_CATEGORIES",
+    "card_template",
+    "comparison_table",
+    "public_run_config",
+    "render_dataset_card",
+    "render_embeddings_card",
+    "render_model_card",
+    "shell_word",
+    "size_category",
+    "source_prose",
+]

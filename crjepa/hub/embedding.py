@@ -122,11 +122,17 @@ def _batches(stream: Any, batch_size: int) -> Iterator[Any]:
 
 
 # ---------------------------------------------------------------------------------------------- run bookkeeping
-def run_signature(fingerprint: str, source: Mapping[str, Any], sensors: Sequence[str], spaces: Sequence[str],
-                  shard_rows: int) -> dict[str, Any]:
+def run_signature(
+    fingerprint: str, source: Mapping[str, Any], sensors: Sequence[str], spaces: Sequence[str], shard_rows: int
+) -> dict[str, Any]:
     """What makes two runs' shards interchangeable (stored in ``.embed/run.json``)."""
-    return {"model_fingerprint": fingerprint, "source": dict(source), "sensors": list(sensors),
-            "spaces": list(spaces), "shard_rows": int(shard_rows)}
+    return {
+        "model_fingerprint": fingerprint,
+        "source": dict(source),
+        "sensors": list(sensors),
+        "spaces": list(spaces),
+        "shard_rows": int(shard_rows),
+    }
 
 
 def _read_run(path: Path) -> Any:
@@ -173,14 +179,21 @@ def claim_folder(output: Path, signature: Mapping[str, Any]) -> None:
     if run.is_file():
         found = _read_run(run)
         if found != dict(signature):
-            diff = sorted(k for k in {**(found or {}), **signature}
-                          if not isinstance(found, dict) or found.get(k) != signature.get(k))
-            raise EmbeddingsError(f"{output} holds shards of another embedding run (different {', '.join(diff)}); "
-                                  "use another --output folder, or pass --overwrite to replace it")
+            diff = sorted(
+                k
+                for k in {**(found or {}), **signature}
+                if not isinstance(found, dict) or found.get(k) != signature.get(k)
+            )
+            raise EmbeddingsError(
+                f"{output} holds shards of another embedding run (different {', '.join(diff)}); "
+                "use another --output folder, or pass --overwrite to replace it"
+            )
         return
     if output.exists() and any(output.iterdir()):
-        raise EmbeddingsError(f"{output} exists and is not a resumable embedding run (no {RUN_DIR}/{RUN_FILE}); "
-                              "use another --output folder or delete this one")
+        raise EmbeddingsError(
+            f"{output} exists and is not a resumable embedding run (no {RUN_DIR}/{RUN_FILE}); "
+            "use another --output folder or delete this one"
+        )
     (output / RUN_DIR).mkdir(parents=True, exist_ok=True)
     (output / DATA_DIR).mkdir(exist_ok=True)
     atomic_write_json(run, signature)
@@ -206,13 +219,16 @@ def _table_batch(table: Any, sensors: Sequence[str], config: Any = None) -> dict
     ids = table["id"].to_pylist()
     if any(i is None or str(i) == "" for i in ids):
         bad = [n for n, i in enumerate(ids) if i is None or str(i) == ""][:5]
-        raise EmbeddingsError(f"The input has rows without an id (null or empty; rows {bad} of a batch of "
-                              f"{len(ids)}): archive items are found by id; give every row a unique id")
+        raise EmbeddingsError(
+            f"The input has rows without an id (null or empty; rows {bad} of a batch of "
+            f"{len(ids)}): archive items are found by id; give every row a unique id"
+        )
     batch: dict[str, Any] = {"id": [str(i) for i in ids], "present": {}}
     for sensor in sensors:
         if sensor not in table.column_names:
-            raise EmbeddingsError(f"The data has no column {sensor!r} for sensor {sensor!r}; its columns are "
-                                  f"{table.column_names}")
+            raise EmbeddingsError(
+                f"The data has no column {sensor!r} for sensor {sensor!r}; its columns are {table.column_names}"
+            )
         column = table[sensor].combine_chunks()
         valid = column.is_valid().to_numpy(zero_copy_only=False) if column.null_count else np.ones(len(column), bool)
         if not valid.any():
@@ -282,8 +298,14 @@ def embed_shards(
             mine = own_rows(total_rows, shard_rows, rank, world)
             total = sum(n for _, n in mine) * len(sensors)
             initial = sum(n for s, n in mine if shard_path(output, s, split).is_file()) * len(sensors)
-        bar = tqdm(desc=f"embedding (process {rank + 1}/{world})", unit="img", unit_scale=True, position=rank,
-                   total=total, initial=initial or 0)
+        bar = tqdm(
+            desc=f"embedding (process {rank + 1}/{world})",
+            unit="img",
+            unit_scale=True,
+            position=rank,
+            total=total,
+            initial=initial or 0,
+        )
     writer, current, tmp = None, -1, None
     rows = written = skipped = 0
     seen_own: set[int] = set()
@@ -399,15 +421,19 @@ def finish_archive(
         raise EmbeddingsError(f"{output}: processes {missing} did not finish; rerun the same command to resume")
     shards = {json.loads(p.read_text())["shards"] for p in done}
     if len(shards) != 1:
-        raise EmbeddingsError(f"{output}: the processes saw different numbers of shards {sorted(shards)}; the input "
-                              "changed during the run")
+        raise EmbeddingsError(
+            f"{output}: the processes saw different numbers of shards {sorted(shards)}; the input "
+            "changed during the run"
+        )
     split = archive_split(source)
     expected = [shard_path(output, s, split) for s in range(shards.pop())]
     absent = [p.name for p in expected if not p.is_file()]
     extra = sorted(set((output / DATA_DIR).glob("*.parquet")) - set(expected))
     if absent or extra:
-        raise EmbeddingsError(f"{output}: shards missing {absent[:5]} or unexpected {[p.name for p in extra[:5]]}; "
-                              "rerun the same command to resume, or start in an empty folder")
+        raise EmbeddingsError(
+            f"{output}: shards missing {absent[:5]} or unexpected {[p.name for p in extra[:5]]}; "
+            "rerun the same command to resume, or start in an empty folder"
+        )
     if not expected:
         raise EmbeddingsError("Refusing to finish an empty embeddings archive (0 rows); check the data source or split")
     total = sum(json.loads(p.read_text())["rows"] for p in done[:1])
@@ -422,12 +448,15 @@ def finish_archive(
         else:
             why = f"it holds {len(found)} rows, not {want}"
         if found is None or len(found) != want:
-            raise EmbeddingsError(f"The finished shard {path} does not read ({why}); delete it and rerun the same "
-                                  "command: the run embeds the missing shard again")
+            raise EmbeddingsError(
+                f"The finished shard {path} does not read ({why}); delete it and rerun the same "
+                "command: the run embeds the missing shard again"
+            )
         ids += found
     if len(set(ids)) != len(ids):
-        raise EmbeddingsError(f"Archive ids must be unique (search by id needs it); {len(ids) - len(set(ids))} "
-                              "duplicates in the input")
+        raise EmbeddingsError(
+            f"Archive ids must be unique (search by id needs it); {len(ids) - len(set(ids))} duplicates in the input"
+        )
     for stale in (output / DATA_DIR).glob(TMP_GLOB):  # shards of killed or failed processes: every process is done
         stale.unlink(missing_ok=True)
     vector_columns = list(vector_columns)
@@ -458,5 +487,15 @@ def finish_archive(
     return info
 
 
-__all__ = ["claim_folder", "embed_shards", "finish_archive", "own_rows", "run_signature", "shard_path",
-           "source_rows", "staging_folder", "stream_source", "work_folder"]
+__all__ = [
+    "claim_folder",
+    "embed_shards",
+    "finish_archive",
+    "own_rows",
+    "run_signature",
+    "shard_path",
+    "source_rows",
+    "staging_folder",
+    "stream_source",
+    "work_folder",
+]

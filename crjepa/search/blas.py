@@ -56,8 +56,9 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
     return frozenset()
 
 
-def choose_openblas_kernel(environ: MutableMapping[str, str] | None = None, flags: frozenset[str] | None = None,
-                           loaded: bool | None = None) -> str | None:
+def choose_openblas_kernel(
+    environ: MutableMapping[str, str] | None = None, flags: frozenset[str] | None = None, loaded: bool | None = None
+) -> str | None:
     """Set ``OPENBLAS_CORETYPE`` in ``environ`` (default: this process) to the best kernel family of
     :data:`KERNELS` that ``flags`` (default: :func:`cpu_flags`) support; returns the kernel in effect for a
     faiss loaded from now on (the user's own value if set), or None when nothing was chosen or faiss is already

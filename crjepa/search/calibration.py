@@ -78,8 +78,9 @@ def timed_qps(run: Callable[[], Any], queries: int, min_s: float = 0.1, max_s: f
     return queries / max(best, 1e-9)
 
 
-def _timed_qps(index: faiss.Index, q: np.ndarray, k: int, search_params: Any, min_s: float = 0.1,
-               max_s: float = 0.5) -> float:
+def _timed_qps(
+    index: faiss.Index, q: np.ndarray, k: int, search_params: Any, min_s: float = 0.1, max_s: float = 0.5
+) -> float:
     """`timed_qps` of one batched faiss search of ``q``."""
     return timed_qps(lambda: index.search(q, k, params=search_params), len(q), min_s, max_s)
 
@@ -88,9 +89,16 @@ EF_LADDER = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 """Candidate-list sizes a graph index's calibration walks (faiss efSearch; Milvus HNSW ef, DiskANN search_list)."""
 
 
-def walk_knob(knob: str, values: Sequence[int], search: Callable[[dict[str, int]], np.ndarray],
-              qps: Callable[[dict[str, int]], float], truth: np.ndarray, target: float, targets: Sequence[float],
-              deadline: float) -> list[dict[str, Any]]:
+def walk_knob(
+    knob: str,
+    values: Sequence[int],
+    search: Callable[[dict[str, int]], np.ndarray],
+    qps: Callable[[dict[str, int]], float],
+    truth: np.ndarray,
+    target: float,
+    targets: Sequence[float],
+    deadline: float,
+) -> list[dict[str, Any]]:
     """Operating points of a search whose recall and time both grow with one knob (HNSW efSearch, an IVF index's
     nprobe, DiskANN's search_list): value by value, the recall@k of ``search({knob: value})`` (result ids, (q, >=k))
     against the exact top-k ``truth`` and its q/s (``qps``), until a value meets the highest of ``targets`` (or the
@@ -107,9 +115,16 @@ def walk_knob(knob: str, values: Sequence[int], search: Callable[[dict[str, int]
     return points
 
 
-def finish_calibration(points: list[dict[str, Any]], knobs: Sequence[str], target: float,
-                       search: Callable[[dict[str, Any]], np.ndarray], truth: np.ndarray, started: float,
-                       exact_qps: float, **extra: Any) -> dict[str, Any]:
+def finish_calibration(
+    points: list[dict[str, Any]],
+    knobs: Sequence[str],
+    target: float,
+    search: Callable[[dict[str, Any]], np.ndarray],
+    truth: np.ndarray,
+    started: float,
+    exact_qps: float,
+    **extra: Any,
+) -> dict[str, Any]:
     """The calibration record of an index (faiss or search engine): the fastest measured point meeting ``target``
     (`pick_point`), its recall@k re-measured over the held-out queries with its standard error, and everything
     measured (``IndexMetadata.calibration``; a Milvus collection's properties)."""
@@ -117,9 +132,18 @@ def finish_calibration(points: list[dict[str, Any]], knobs: Sequence[str], targe
     chosen = {key: best[key] for key in knobs}
     recall, se = _summary(_recall_per_query(search(chosen), truth))
     return {
-        "target": target, "recall": round(recall, 4), "recall_se": round(se, 4), "met": recall >= target,
-        "k": int(truth.shape[1]), "queries": len(truth), "qps": best["qps"], **extra, "params": chosen,
-        "seconds": round(time.perf_counter() - started, 2), "points": points, "exact_qps": round(exact_qps),
+        "target": target,
+        "recall": round(recall, 4),
+        "recall_se": round(se, 4),
+        "met": recall >= target,
+        "k": int(truth.shape[1]),
+        "queries": len(truth),
+        "qps": best["qps"],
+        **extra,
+        "params": chosen,
+        "seconds": round(time.perf_counter() - started, 2),
+        "points": points,
+        "exact_qps": round(exact_qps),
     }
 
 
@@ -130,8 +154,9 @@ SHALLOW = 32
 (``SHALLOW`` x k recalls more than ``SHALLOW / 2`` x k), then all of ``K_FACTORS``."""
 
 
-def _walk_ivfpq(index: faiss.Index, x: np.ndarray, q: np.ndarray, truth: np.ndarray, targets: list[float],
-                deadline: float) -> dict[tuple[int, int], float]:
+def _walk_ivfpq(
+    index: faiss.Index, x: np.ndarray, q: np.ndarray, truth: np.ndarray, targets: list[float], deadline: float
+) -> dict[tuple[int, int], float]:
     """Recall@k of every (nprobe, k_factor) on the ladder, until every k_factor meets the highest target (or
     nprobe is 4x the first rung where one did, or ``deadline``). One fast-scan pass per nprobe gives the
     candidates of the deepest k_factor; the shallower ones re-rank its prefix exactly, as IndexRefineFlat does.
@@ -154,8 +179,8 @@ def _walk_ivfpq(index: faiss.Index, x: np.ndarray, q: np.ndarray, truth: np.ndar
         _, cand = base.search(q, width)
         scores = np.empty(cand.shape, dtype=np.float32)
         for start in range(0, len(q), chunk):  # exact scores of all candidates, ~128 MB of gathered rows at a time
-            c = cand[start:start + chunk]
-            scores[start:start + chunk] = np.einsum("bmd,bd->bm", x[np.maximum(c, 0)], q[start:start + chunk])
+            c = cand[start : start + chunk]
+            scores[start : start + chunk] = np.einsum("bmd,bd->bm", x[np.maximum(c, 0)], q[start : start + chunk])
         scores[cand < 0] = -np.inf
         for factor in factors:
             depth = k * factor
@@ -187,8 +212,16 @@ def _staircase(grid: dict[tuple[int, int], float], goal: float) -> set[tuple[int
     return points
 
 
-def calibrate(index: faiss.Index, kind: str, params: dict[str, Any], x: np.ndarray, q: np.ndarray, target: float,
-               k: int, budget_s: float) -> dict[str, Any]:
+def calibrate(
+    index: faiss.Index,
+    kind: str,
+    params: dict[str, Any],
+    x: np.ndarray,
+    q: np.ndarray,
+    target: float,
+    k: int,
+    budget_s: float,
+) -> dict[str, Any]:
     """Set ``params``' search knobs to the fastest operating point whose recall@k for the held-out queries ``q``
     (archive vectors not yet added) against the indexed rows ``x`` meets ``target``; returns what was measured
     (stored as ``IndexMetadata.calibration``)."""
@@ -209,13 +242,26 @@ def calibrate(index: faiss.Index, kind: str, params: dict[str, Any], x: np.ndarr
             qps = _timed_qps(index, q, k, search_parameters(kind, search))
             points.append({**search, "recall": round(grid[(nprobe, factor)], 4), "qps": round(qps)})
     else:  # hnsw: recall and time both grow with efSearch, so the first rung that meets the target is the fastest
-        points = walk_knob("efSearch", [ef for ef in EF_LADDER if ef >= k],
-                           lambda p: index.search(q, k, params=search_parameters(kind, p))[1],
-                           lambda p: _timed_qps(index, q, k, search_parameters(kind, p)), truth, target, targets,
-                           deadline)
-    record = finish_calibration(points, SEARCH_PARAMS[kind], target,
-                                lambda p: index.search(q, k, params=search_parameters(kind, p))[1], truth, t0,
-                                exact_qps, threads=faiss.omp_get_max_threads())
+        points = walk_knob(
+            "efSearch",
+            [ef for ef in EF_LADDER if ef >= k],
+            lambda p: index.search(q, k, params=search_parameters(kind, p))[1],
+            lambda p: _timed_qps(index, q, k, search_parameters(kind, p)),
+            truth,
+            target,
+            targets,
+            deadline,
+        )
+    record = finish_calibration(
+        points,
+        SEARCH_PARAMS[kind],
+        target,
+        lambda p: index.search(q, k, params=search_parameters(kind, p))[1],
+        truth,
+        t0,
+        exact_qps,
+        threads=faiss.omp_get_max_threads(),
+    )
     params.update(record["params"])
     apply_search_params(index, kind, params)
     return record
@@ -229,8 +275,16 @@ def exact_instead(x: np.ndarray, calibration: dict[str, Any], kind: str) -> tupl
     index.add(x)
     ann = {key: calibration[key] for key in ("recall", "recall_se", "met", "qps", "params", "points")}
     why = "slower than exact search" if calibration["met"] else "below the target"
-    return index, {**calibration, "recall": 1.0, "recall_se": 0.0, "met": True, "qps": calibration["exact_qps"],
-                   "params": {}, "points": [], "ann": {"kind": kind, "why": why, **ann}}
+    return index, {
+        **calibration,
+        "recall": 1.0,
+        "recall_se": 0.0,
+        "met": True,
+        "qps": calibration["exact_qps"],
+        "params": {},
+        "points": [],
+        "ann": {"kind": kind, "why": why, **ann},
+    }
 
 
 def held_out_count(n: int, calibration_queries: int) -> int:
@@ -264,7 +318,18 @@ def pick_point(points: list[dict[str, Any]], recall: float) -> dict[str, Any]:
 
 
 __all__ = [
-    "CALIBRATION_TARGETS", "DEFAULT_RECALL", "EF_LADDER", "K_FACTORS", "calibrate", "exact_instead",
-    "finish_calibration", "held_out_count", "held_out_rows", "hold_out", "ladder", "pick_point", "timed_qps",
+    "CALIBRATION_TARGETS",
+    "DEFAULT_RECALL",
+    "EF_LADDER",
+    "K_FACTORS",
+    "calibrate",
+    "exact_instead",
+    "finish_calibration",
+    "held_out_count",
+    "held_out_rows",
+    "hold_out",
+    "ladder",
+    "pick_point",
+    "timed_qps",
     "walk_knob",
 ]

@@ -52,8 +52,13 @@ class IndexFileError(CRJepaError, ValueError):
     """A saved index folder that cannot be used as it is (corrupt, truncated, unknown structure, bad metadata)."""
 
 
-def write_index_folder(directory: str | os.PathLike[str], index: faiss.Index, ids: np.ndarray,
-                       metadata: IndexMetadata, overwrite: bool = False) -> Path:
+def write_index_folder(
+    directory: str | os.PathLike[str],
+    index: faiss.Index,
+    ids: np.ndarray,
+    metadata: IndexMetadata,
+    overwrite: bool = False,
+) -> Path:
     """Write index + metadata + ids to ``directory`` atomically (temp folder beside it, then an atomic swap).
 
     Replaces only an earlier index folder (or an empty one) unless ``overwrite``; one writer at a time
@@ -85,8 +90,16 @@ _FOURCC = {  # the faiss structures build_index writes, per kind (top level firs
 }
 _TOP = {("exact", "ip"): b"IxFI", ("exact", "l2"): b"IxF2", ("hnsw", "ip"): b"IHNf", ("ivfpq", "ip"): b"IxRF"}
 _META_TYPES: dict[str, tuple[type, ...]] = {
-    "dimension": (int,), "kind": (str,), "metric": (str,), "params": (dict,), "fingerprint": (str,),
-    "space": (str,), "sensor": (str,), "count": (int,), "faiss_version": (str,), "format_version": (int,),
+    "dimension": (int,),
+    "kind": (str,),
+    "metric": (str,),
+    "params": (dict,),
+    "fingerprint": (str,),
+    "space": (str,),
+    "sensor": (str,),
+    "count": (int,),
+    "faiss_version": (str,),
+    "format_version": (int,),
     "calibration": (dict,),
 }
 MAX_DIMENSION = 65_536
@@ -102,8 +115,10 @@ def _check_metadata(meta: Any, file: Path) -> IndexMetadata:
         raise IndexFileError(f"{file} must hold a JSON object; {rebuild}")
     unknown = sorted(set(meta) - set(_META_TYPES))
     if unknown:
-        raise IndexFileError(f"{file}: unknown key(s) {unknown} (this crjepa knows {sorted(_META_TYPES)}); "
-                             f"a newer crjepa wrote it or it was edited: {rebuild}")
+        raise IndexFileError(
+            f"{file}: unknown key(s) {unknown} (this crjepa knows {sorted(_META_TYPES)}); "
+            f"a newer crjepa wrote it or it was edited: {rebuild}"
+        )
     for key, types in _META_TYPES.items():
         if key in meta and (not isinstance(meta[key], types) or isinstance(meta[key], bool)):
             raise IndexFileError(f"{file}: {key} must be {types[0].__name__}, found {meta[key]!r}; {rebuild}")
@@ -115,8 +130,10 @@ def _check_metadata(meta: Any, file: Path) -> IndexMetadata:
     if not 1 <= meta["dimension"] <= MAX_DIMENSION:
         raise IndexFileError(f"{file}: dimension {meta['dimension']} is out of range [1, {MAX_DIMENSION}]; {rebuild}")
     if (meta["kind"], meta.get("metric", "ip")) not in _FOURCC:
-        raise IndexFileError(f"{file}: kind {meta['kind']!r} with metric {meta.get('metric', 'ip')!r} is not an index "
-                             f"crjepa writes (exact, hnsw, ivfpq); {rebuild}")
+        raise IndexFileError(
+            f"{file}: kind {meta['kind']!r} with metric {meta.get('metric', 'ip')!r} is not an index "
+            f"crjepa writes (exact, hnsw, ivfpq); {rebuild}"
+        )
     params = meta.get("params", {})
     for name in SEARCH_PARAMS[meta["kind"]]:
         if name not in params:
@@ -127,17 +144,28 @@ def _check_metadata(meta: Any, file: Path) -> IndexMetadata:
         raise IndexFileError(f"{file}: {err}; {rebuild}") from None
     points = meta.get("calibration", {}).get("points", [])
     if not isinstance(points, list) or not all(
-            isinstance(point, dict) and all(isinstance(point.get(name), (int, float)) and not isinstance(
-                point.get(name), bool) and 0 <= point[name] <= 1_000_000 for name in (*SEARCH_PARAMS[meta["kind"]],
-                                                                                    "recall", "qps"))
-            for point in points):
-        raise IndexFileError(f"{file}: calibration points must be objects with numeric search parameters, recall "
-                             f"and qps; {rebuild}")
+        isinstance(point, dict)
+        and all(
+            isinstance(point.get(name), (int, float))
+            and not isinstance(point.get(name), bool)
+            and 0 <= point[name] <= 1_000_000
+            for name in (*SEARCH_PARAMS[meta["kind"]], "recall", "qps")
+        )
+        for point in points
+    ):
+        raise IndexFileError(
+            f"{file}: calibration points must be objects with numeric search parameters, recall and qps; {rebuild}"
+        )
     return IndexMetadata(**meta)
 
 
-_CLASS_NAMES = {b"IxFI": "IndexFlatIP", b"IxF2": "IndexFlatL2", b"IHNf": "IndexHNSWFlat", b"IxRF": "IndexRefineFlat",
-                b"IwPf": "IndexIVFPQFastScan"}
+_CLASS_NAMES = {
+    b"IxFI": "IndexFlatIP",
+    b"IxF2": "IndexFlatL2",
+    b"IHNf": "IndexHNSWFlat",
+    b"IxRF": "IndexRefineFlat",
+    b"IwPf": "IndexIVFPQFastScan",
+}
 _METRIC_CODES = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
 _HEADER_DUMMY = 1 << 20  # faiss writes two constant 8-byte fields in every index header
 _MAX_COUNT = 1 << 40  # faiss' own bound on a vector's length
@@ -156,7 +184,13 @@ class _Layout:
 
     def __init__(self, file: Path, size: int, kind: str, metric: str, dimension: int, rebuild: str) -> None:
         self.file, self.size, self.kind, self.metric, self.dimension, self.rebuild = (
-            file, size, kind, metric, dimension, rebuild)
+            file,
+            size,
+            kind,
+            metric,
+            dimension,
+            rebuild,
+        )
         self.position = 0  # bytes consumed so far (updated by the reader)
 
     # -------------------------------------------------------------------------------- errors
@@ -171,14 +205,21 @@ class _Layout:
         data = yield ("field", struct.calcsize(fmt))
         return struct.unpack(fmt, data)[0]
 
-    def vector(self, element: int, what: str, exact: int | None = None, most: int | None = None,
-               check: Callable[[bytes], None] | None = None):
+    def vector(
+        self,
+        element: int,
+        what: str,
+        exact: int | None = None,
+        most: int | None = None,
+        check: Callable[[bytes], None] | None = None,
+    ):
         """A faiss vector: an 8-byte count, then count x element bytes (read only when the file holds them)."""
         count = yield from self.field("<Q")
         left = self.size - self.position
         if count >= _MAX_COUNT or count * element > left:
-            raise self.corrupt(f"{what} claims {count:,} x {element} bytes at byte {self.position:,}, "
-                               f"{left:,} bytes are left")
+            raise self.corrupt(
+                f"{what} claims {count:,} x {element} bytes at byte {self.position:,}, {left:,} bytes are left"
+            )
         if exact is not None and count != exact:
             raise self.corrupt(f"{what} holds {count:,} values, the index structure needs {exact:,}")
         if most is not None and count > most:
@@ -200,12 +241,16 @@ class _Layout:
         if fourcc not in allowed:
             name = fourcc.decode("latin-1")
             shown = name if name.isprintable() else repr(fourcc)
-            raise self.refuse(f"holds faiss structure {shown!r}, not a{'n' if self.kind[0] in 'aeiou' else ''} "
-                              f"{self.kind} index as crjepa writes it")
+            raise self.refuse(
+                f"holds faiss structure {shown!r}, not a{'n' if self.kind[0] in 'aeiou' else ''} "
+                f"{self.kind} index as crjepa writes it"
+            )
         d = yield from self.field("<i")
         if d != self.dimension:
-            raise IndexFileError(f"{self.file} holds a {_CLASS_NAMES[fourcc]} of dimension {d}; index.json says a "
-                                 f"{self.kind} index of dimension {self.dimension}: {self.rebuild}")
+            raise IndexFileError(
+                f"{self.file} holds a {_CLASS_NAMES[fourcc]} of dimension {d}; index.json says a "
+                f"{self.kind} index of dimension {self.dimension}: {self.rebuild}"
+            )
         count = yield from self.field("<q")
         if not 0 <= count <= self.size or (ntotal is not None and count != ntotal):
             raise self.corrupt(f"the {_CLASS_NAMES[fourcc]} claims {count:,} vectors")
@@ -216,8 +261,13 @@ class _Layout:
         metric = yield from self.field("<i")
         if metric != _METRIC_CODES[self.metric]:
             raise self.refuse(f"uses metric {metric}, not the {self.metric!r} of index.json")
-        body = {b"IxFI": self.flat, b"IxF2": self.flat, b"IHNf": self.hnsw, b"IxRF": self.refine,
-                b"IwPf": self.ivfpq_fastscan}[fourcc]
+        body = {
+            b"IxFI": self.flat,
+            b"IxF2": self.flat,
+            b"IHNf": self.hnsw,
+            b"IxRF": self.refine,
+            b"IwPf": self.ivfpq_fastscan,
+        }[fourcc]
         yield from body(count)
         return count
 
@@ -229,12 +279,15 @@ class _Layout:
         offsets: list[np.ndarray] = []
         yield from self.vector(8, "assign_probas", most=64)
         cum = []
-        yield from self.vector(4, "cum_nneighbor_per_level", most=65,
-                               check=lambda chunk: cum.append(np.frombuffer(chunk, np.int32)))
-        yield from self.vector(4, "levels", exact=count,
-                               check=lambda chunk: levels.append(np.frombuffer(chunk, np.int32)))
-        yield from self.vector(8, "offsets", exact=count + 1,
-                               check=lambda chunk: offsets.append(np.frombuffer(chunk, np.uint64)))
+        yield from self.vector(
+            4, "cum_nneighbor_per_level", most=65, check=lambda chunk: cum.append(np.frombuffer(chunk, np.int32))
+        )
+        yield from self.vector(
+            4, "levels", exact=count, check=lambda chunk: levels.append(np.frombuffer(chunk, np.int32))
+        )
+        yield from self.vector(
+            8, "offsets", exact=count + 1, check=lambda chunk: offsets.append(np.frombuffer(chunk, np.uint64))
+        )
         per_level = np.concatenate(cum) if cum else np.zeros(0, np.int32)
         level = np.concatenate(levels) if levels else np.zeros(0, np.int32)
         offset = np.concatenate(offsets) if offsets else np.zeros(0, np.uint64)
@@ -321,14 +374,17 @@ def _read_faiss(file: Path, kind: str, metric: str, dimension: int) -> faiss.Ind
     blob_left = [0]
 
     with file.open("rb") as stream:
+
         def read(n: int) -> bytes:
             want = step[0]
             if want is None:
                 raise layout.refuse("holds more than the index structure crjepa writes")
             if want[0] == "field":
                 if n != want[1] or blob_left[0]:
-                    raise layout.refuse(f"is read in a layout this crjepa cannot check (faiss {faiss.__version__} "
-                                        f"read {n} bytes at byte {layout.position:,})")
+                    raise layout.refuse(
+                        f"is read in a layout this crjepa cannot check (faiss {faiss.__version__} "
+                        f"read {n} bytes at byte {layout.position:,})"
+                    )
                 data = stream.read(n)
                 layout.position += len(data)
                 if len(data) < n:
@@ -337,8 +393,10 @@ def _read_faiss(file: Path, kind: str, metric: str, dimension: int) -> faiss.Ind
                 return data
             left = blob_left[0] or want[1]
             if n > left:
-                raise layout.refuse(f"is read in a layout this crjepa cannot check (faiss {faiss.__version__} "
-                                    f"read {n} bytes at byte {layout.position:,})")
+                raise layout.refuse(
+                    f"is read in a layout this crjepa cannot check (faiss {faiss.__version__} "
+                    f"read {n} bytes at byte {layout.position:,})"
+                )
             data = stream.read(n)
             layout.position += len(data)
             if want[2] is not None and data:
@@ -364,8 +422,10 @@ def _read_faiss(file: Path, kind: str, metric: str, dimension: int) -> faiss.Ind
     if step[0] is not None:
         raise layout.corrupt("faiss stopped before the end of the index structure")
     if type(index) is not cls or index.d != dimension:  # read_index returns the concrete class (and owns it)
-        raise IndexFileError(f"{file} holds a {type(index).__name__} of dimension {index.d}; index.json says a "
-                             f"{kind} index of dimension {dimension}: {rebuild}")
+        raise IndexFileError(
+            f"{file} holds a {type(index).__name__} of dimension {index.d}; index.json says a "
+            f"{kind} index of dimension {dimension}: {rebuild}"
+        )
     return index
 
 
@@ -380,8 +440,10 @@ def _advance(plan: Any, data: bytes | None) -> Any:
 def _read_files(path: Path) -> tuple[faiss.Index, np.ndarray, IndexMetadata]:
     meta_file, ids_file = path / META_FILE, path / IDS_FILE
     if meta_file.stat().st_size > MAX_META_BYTES:
-        raise IndexFileError(f"{meta_file} is {meta_file.stat().st_size:,} bytes, more than index metadata can need "
-                             f"({MAX_META_BYTES:,}); rebuild the index")
+        raise IndexFileError(
+            f"{meta_file} is {meta_file.stat().st_size:,} bytes, more than index metadata can need "
+            f"({MAX_META_BYTES:,}); rebuild the index"
+        )
     try:
         meta = json.loads(meta_file.read_text())
     except (ValueError, UnicodeDecodeError) as err:
@@ -390,8 +452,10 @@ def _read_files(path: Path) -> tuple[faiss.Index, np.ndarray, IndexMetadata]:
     index = _read_faiss(path / INDEX_FILE, metadata.kind, metadata.metric, metadata.dimension)
     most = 16 + index.ntotal * (MAX_ID_BYTES + 8)  # JSON of ntotal ids (read whole: checked against the count first)
     if ids_file.stat().st_size > most:
-        raise IndexFileError(f"{ids_file} is {ids_file.stat().st_size:,} bytes, more than {index.ntotal:,} ids can "
-                             "take; rebuild the index")
+        raise IndexFileError(
+            f"{ids_file} is {ids_file.stat().st_size:,} bytes, more than {index.ntotal:,} ids can "
+            "take; rebuild the index"
+        )
     try:
         ids = json.loads(ids_file.read_text())
     except (ValueError, UnicodeDecodeError) as err:
@@ -403,6 +467,13 @@ def _read_files(path: Path) -> tuple[faiss.Index, np.ndarray, IndexMetadata]:
 
 
 __all__ = [
-    "FORMAT_VERSION", "IDS_FILE", "INDEX_FILE", "META_FILE", "OUTPUT_KIND", "IndexFileError", "IndexMetadata",
-    "read_index_folder", "write_index_folder",
+    "FORMAT_VERSION",
+    "IDS_FILE",
+    "INDEX_FILE",
+    "META_FILE",
+    "OUTPUT_KIND",
+    "IndexFileError",
+    "IndexMetadata",
+    "read_index_folder",
+    "write_index_folder",
 ]

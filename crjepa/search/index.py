@@ -91,14 +91,16 @@ class RetrievalIndex:
         allowed = SEARCH_PARAMS[self.metadata.kind]
         unknown = set(params) - set(allowed)
         if unknown:
-            raise IndexArgumentError(f"{self.metadata.kind} index: unknown search params {sorted(unknown)}; "
-                                     f"use {allowed}")
+            raise IndexArgumentError(
+                f"{self.metadata.kind} index: unknown search params {sorted(unknown)}; use {allowed}"
+            )
         check_params(self.metadata.kind, params)
         self.metadata.params.update(params)
         apply_search_params(self.index, self.metadata.kind, self.metadata.params)
 
-    def search(self, queries: Any, k: int = 10, *, recall: float | None = None,
-               **params: Any) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: Any, k: int = 10, *, recall: float | None = None, **params: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k of each query: (scores (q, k) float32 cosine, ids (q, k) dataset-id strings).
 
         Queries are L2-normalised here. Where fewer than k results exist the id is "" and the score -inf.
@@ -153,8 +155,9 @@ class RetrievalIndex:
         kind = self.metadata.kind
         unknown = set(params) - set(SEARCH_PARAMS[kind])
         if unknown:
-            raise IndexArgumentError(f"{kind} index: unknown search params {sorted(unknown)}; "
-                                     f"use {SEARCH_PARAMS[kind]}")
+            raise IndexArgumentError(
+                f"{kind} index: unknown search params {sorted(unknown)}; use {SEARCH_PARAMS[kind]}"
+            )
         if recall is not None:
             if params:
                 raise IndexArgumentError("give either recall= or explicit search params, not both")
@@ -164,9 +167,11 @@ class RetrievalIndex:
             if kind == "exact":
                 return {}
             if not points:
-                raise IndexArgumentError(f"this {kind} index was built without recall calibration (fixed params "
-                                         f"{self.metadata.params}); rebuild it with recall=..., or pass explicit "
-                                         "params")
+                raise IndexArgumentError(
+                    f"this {kind} index was built without recall calibration (fixed params "
+                    f"{self.metadata.params}); rebuild it with recall=..., or pass explicit "
+                    "params"
+                )
             params = {key: pick_point(points, recall)[key] for key in SEARCH_PARAMS[kind]}
         check_params(kind, params)
         return dict(params)
@@ -185,8 +190,9 @@ class RetrievalIndex:
         """
         path = Path(directory)
         index, ids, metadata = read_index_folder(path)
-        if expected_fingerprint is not None and (not metadata.fingerprint
-                                                 or metadata.fingerprint != expected_fingerprint):
+        if expected_fingerprint is not None and (
+            not metadata.fingerprint or metadata.fingerprint != expected_fingerprint
+        ):
             raise IndexFileError(
                 f"{path} was built from model {metadata.fingerprint!r} but {expected_fingerprint!r} was expected: "
                 "the embeddings are not comparable; rebuild the index with this model"
@@ -241,18 +247,19 @@ def build_index(
     resolved, defaults = default_params(kind, n, dim)
     unknown = set(params) - set(defaults)
     if unknown:
-        raise IndexArgumentError(f"{resolved} index: unknown parameters {sorted(unknown)}; "
-                                 f"accepted: {sorted(defaults)}")
+        raise IndexArgumentError(
+            f"{resolved} index: unknown parameters {sorted(unknown)}; accepted: {sorted(defaults)}"
+        )
     full = {**defaults, **params}
     check_params(resolved, full)
     if resolved == "ivfpq" and not full["nlist"] <= full["train_size"]:
-        raise IndexArgumentError(f"ivfpq index: train_size={full['train_size']} must be at least "
-                                 f"nlist={full['nlist']}")
+        raise IndexArgumentError(f"ivfpq index: train_size={full['train_size']} must be at least nlist={full['nlist']}")
     if metric == "ip":
         faiss.normalize_L2(x)
     elif metric != "l2" or resolved != "exact":
-        raise IndexArgumentError(f"metric {metric!r} with kind {resolved!r}: use metric='ip' (or 'l2' with "
-                                 "kind='exact')")
+        raise IndexArgumentError(
+            f"metric {metric!r} with kind {resolved!r}: use metric='ip' (or 'l2' with kind='exact')"
+        )
     set_threads(threads)
     calibration: dict[str, Any] = {}
     fixed = set(params) & set(SEARCH_PARAMS[resolved])
@@ -267,8 +274,9 @@ def build_index(
         kept = n - held
         index = make_faiss_index(x[:kept], resolved, full, seed, add=False)
         index.add(x[:kept])
-        calibration = calibrate(index, resolved, full, x[:kept], x[kept:], float(recall), calibration_k,
-                                 calibration_budget_s)
+        calibration = calibrate(
+            index, resolved, full, x[:kept], x[kept:], float(recall), calibration_k, calibration_budget_s
+        )
         if kind == "auto" and (not calibration["met"] or calibration["qps"] < calibration["exact_qps"]):
             del index
             index, calibration = exact_instead(x, calibration, resolved)
@@ -276,8 +284,15 @@ def build_index(
         else:
             index.add(x[kept:])
     metadata = IndexMetadata(
-        dimension=dim, kind=resolved, metric=metric, params=full, fingerprint=fingerprint, space=space,
-        sensor=sensor, count=n, calibration=calibration,
+        dimension=dim,
+        kind=resolved,
+        metric=metric,
+        params=full,
+        fingerprint=fingerprint,
+        space=space,
+        sensor=sensor,
+        count=n,
+        calibration=calibration,
     )
     return RetrievalIndex(index, ids, metadata)
 
@@ -299,19 +314,28 @@ def describe_calibration(metadata: IndexMetadata) -> str:
         if not ann:
             return "exact search (recall 1.0)"
         knobs = ", ".join(f"{key} {value:g}" for key, value in ann["params"].items())
-        return (f"exact search (recall 1.0, {c['qps']:,} q/s on {c['threads']} threads) for target {c['target']}: "
-                f"the calibrated {ann['kind']} index was {ann['why']} (best {ann['recall']:.3f} at {ann['qps']:,} "
-                f"q/s; {knobs}), measured on {c['queries']} held-out archive vectors in {c['seconds']:.1f} s")
+        return (
+            f"exact search (recall 1.0, {c['qps']:,} q/s on {c['threads']} threads) for target {c['target']}: "
+            f"the calibrated {ann['kind']} index was {ann['why']} (best {ann['recall']:.3f} at {ann['qps']:,} "
+            f"q/s; {knobs}), measured on {c['queries']} held-out archive vectors in {c['seconds']:.1f} s"
+        )
     if not c:
         return f"{metadata.kind} {metadata.params}: fixed search params, recall not measured"
     knobs = ", ".join(f"{key} {value:g}" for key, value in c["params"].items())
     verdict = "" if c["met"] else f" (target {c['target']} NOT reached: best found)"
-    return (f"{metadata.kind} recall@{c['k']} {c['recall']:.3f} +- {c['recall_se']:.3f} for target {c['target']}"
-            f"{verdict}, measured on {c['queries']} held-out archive vectors; {c['qps']:,} q/s on {c['threads']} "
-            f"threads; {knobs}; calibration {c['seconds']:.1f} s")
+    return (
+        f"{metadata.kind} recall@{c['k']} {c['recall']:.3f} +- {c['recall_se']:.3f} for target {c['target']}"
+        f"{verdict}, measured on {c['queries']} held-out archive vectors; {c['qps']:,} q/s on {c['threads']} "
+        f"threads; {knobs}; calibration {c['seconds']:.1f} s"
+    )
 
 
 __all__ = [
-    "SEARCH_BATCH_BYTES", "RetrievalIndex", "available_cpus", "build_index", "describe_calibration", "merge_results",
+    "SEARCH_BATCH_BYTES",
+    "RetrievalIndex",
+    "available_cpus",
+    "build_index",
+    "describe_calibration",
+    "merge_results",
     "set_threads",
 ]

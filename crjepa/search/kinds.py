@@ -77,9 +77,15 @@ def default_params(kind: Kind, n: int, dim: int) -> tuple[str, dict[str, Any]]:
 
 SEARCH_PARAMS = {"exact": (), "hnsw": ("efSearch",), "ivfpq": ("nprobe", "k_factor")}
 PARAM_LIMITS: dict[str, tuple[type, float, float]] = {
-    "nlist": (int, 1, 1 << 20), "m": (int, 1, 65_536), "nprobe": (int, 1, 1 << 20),
-    "k_factor": (float, 1, 4096), "train_size": (int, 1, 1 << 31), "niter": (int, 1, 1000),
-    "M": (int, 2, 512), "efConstruction": (int, 1, 1 << 16), "efSearch": (int, 1, 1 << 16),
+    "nlist": (int, 1, 1 << 20),
+    "m": (int, 1, 65_536),
+    "nprobe": (int, 1, 1 << 20),
+    "k_factor": (float, 1, 4096),
+    "train_size": (int, 1, 1 << 31),
+    "niter": (int, 1, 1000),
+    "M": (int, 2, 512),
+    "efConstruction": (int, 1, 1 << 16),
+    "efSearch": (int, 1, 1 << 16),
 }
 """Type and range of every index parameter (build, search, index.json): a negative M made faiss allocate until
 std::bad_alloc, nlist=0 crashed it."""
@@ -145,6 +151,14 @@ def search_parameters(kind: str, params: dict[str, Any]) -> Any:
 
 
 __all__ = [
-    "AUTO_EXACT_MAX", "IndexArgumentError", "Kind", "PARAM_LIMITS", "SEARCH_PARAMS", "apply_search_params",
-    "check_params", "default_params", "make_faiss_index", "search_parameters",
+    "AUTO_EXACT_MAX",
+    "IndexArgumentError",
+    "Kind",
+    "PARAM_LIMITS",
+    "SEARCH_PARAMS",
+    "apply_search_params",
+    "check_params",
+    "default_params",
+    "make_faiss_index",
+    "search_parameters",
 ]

@@ -35,11 +35,30 @@ if TYPE_CHECKING:
     from crjepa.utils.locks import DirLock
 
 __all__ = [
-    "CHECKPOINT_PREFIX", "RANDOM_INIT_FILE", "RESULTS_FILE", "RESUME_KEYS", "RUN_LOCK_FILE", "STATE_FILE",
-    "TRAIN_LOG_FILE", "CheckpointError", "check_fresh_start", "check_output_dir", "check_output_path",
-    "check_resume", "checkpoint_dir", "checkpoint_problem", "checkpoint_state", "latest_checkpoint",
-    "list_checkpoints", "load_checkpoint", "lock_output_dir", "prepare_output_dir", "read_state",
-    "resume_settings", "save_checkpoint", "truncate_log",
+    "CHECKPOINT_PREFIX",
+    "RANDOM_INIT_FILE",
+    "RESULTS_FILE",
+    "RESUME_KEYS",
+    "RUN_LOCK_FILE",
+    "STATE_FILE",
+    "TRAIN_LOG_FILE",
+    "CheckpointError",
+    "check_fresh_start",
+    "check_output_dir",
+    "check_output_path",
+    "check_resume",
+    "checkpoint_dir",
+    "checkpoint_problem",
+    "checkpoint_state",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "load_checkpoint",
+    "lock_output_dir",
+    "prepare_output_dir",
+    "read_state",
+    "resume_settings",
+    "save_checkpoint",
+    "truncate_log",
 ]
 
 # ---------------------------------------------------------------------------------------------- the folder
@@ -56,8 +75,17 @@ STATE_FILE = "trainer_state.json"
 """Written last into a checkpoint folder: a folder without it is incomplete and never resumed from."""
 MANIFEST_KEY = "files"
 """trainer_state.json lists every file of its checkpoint with its size (checked before a resume)."""
-RESUME_KEYS = ("global_batch", "steps_per_epoch", "total_steps", "epochs", "seed", "warmup_steps", "lr_start",
-               "lr_peak", "lr_end")
+RESUME_KEYS = (
+    "global_batch",
+    "steps_per_epoch",
+    "total_steps",
+    "epochs",
+    "seed",
+    "warmup_steps",
+    "lr_start",
+    "lr_peak",
+    "lr_end",
+)
 """Run settings a checkpoint records; a resume that changes one of them would reinterpret the step count, the
 data order or the schedule, and is refused."""
 
@@ -76,8 +104,9 @@ def check_output_dir(path: str | os.PathLike) -> Path:
     except OSError as exc:
         blocker = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), None)
         reason = f"{blocker} is a file, not a folder" if blocker is not None else exc.strerror or str(exc)
-        raise ConfigError(f"Cannot write to the output directory {str(path)!r}: {reason}. "
-                          "Choose another --output_dir.") from exc
+        raise ConfigError(
+            f"Cannot write to the output directory {str(path)!r}: {reason}. Choose another --output_dir."
+        ) from exc
     return path.resolve()
 
 
@@ -98,16 +127,19 @@ def check_output_path(path: str | os.PathLike) -> Path:
         except OSError as exc:
             problem = exc.strerror or str(exc)
     if problem:
-        raise ConfigError(f"Cannot write to the output directory {str(path)!r}: {problem}. "
-                          "Choose another --output_dir.")
+        raise ConfigError(
+            f"Cannot write to the output directory {str(path)!r}: {problem}. Choose another --output_dir."
+        )
     return path
 
 
 def check_fresh_start(path: Path, resume: bool, overwrite: bool) -> None:
     """Refuse to mix a fresh run with an earlier run's checkpoints (which a later --resume would pick up)."""
     if path.is_dir() and list_checkpoints(path) and not resume and not overwrite:
-        raise ConfigError(f"The output directory {str(path)!r} holds checkpoints of an earlier run. Pass "
-                          "--resume to continue it, --overwrite_output_dir to start over, or another --output_dir.")
+        raise ConfigError(
+            f"The output directory {str(path)!r} holds checkpoints of an earlier run. Pass "
+            "--resume to continue it, --overwrite_output_dir to start over, or another --output_dir."
+        )
 
 
 def prepare_output_dir(path: str | os.PathLike, resume: bool, overwrite: bool) -> Path:
@@ -116,8 +148,10 @@ def prepare_output_dir(path: str | os.PathLike, resume: bool, overwrite: bool) -
     path = check_output_dir(path)
     if list_checkpoints(path) and not resume:
         if not overwrite:
-            raise ConfigError(f"The output directory {str(path)!r} holds checkpoints of an earlier run. Pass "
-                              "--resume to continue it, --overwrite_output_dir to start over, or another --output_dir.")
+            raise ConfigError(
+                f"The output directory {str(path)!r} holds checkpoints of an earlier run. Pass "
+                "--resume to continue it, --overwrite_output_dir to start over, or another --output_dir."
+            )
         shutil.rmtree(checkpoint_dir(path), ignore_errors=True)
     return path
 
@@ -143,9 +177,12 @@ def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
     root = checkpoint_dir(output_dir)
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and re.fullmatch(rf"{CHECKPOINT_PREFIX}\d+", p.name)
-             and (p / STATE_FILE).is_file()]
-    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+    found = [
+        p
+        for p in root.iterdir()
+        if p.is_dir() and re.fullmatch(rf"{CHECKPOINT_PREFIX}\d+", p.name) and (p / STATE_FILE).is_file()
+    ]
+    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
 
 
 def checkpoint_problem(checkpoint: Path) -> str | None:
@@ -156,8 +193,11 @@ def checkpoint_problem(checkpoint: Path) -> str | None:
         return f"{STATE_FILE} is unreadable ({exc})"
     manifest = state.get(MANIFEST_KEY)
     if not isinstance(manifest, dict):  # written before manifests existed: at least the weights must be there
-        return None if any(checkpoint.glob("model*.safetensors")) or any(checkpoint.glob("pytorch_model*.bin")) \
+        return (
+            None
+            if any(checkpoint.glob("model*.safetensors")) or any(checkpoint.glob("pytorch_model*.bin"))
             else "its model weights are missing"
+        )
     for name, size in manifest.items():
         file = checkpoint / name
         if not file.is_file():
@@ -167,8 +207,7 @@ def checkpoint_problem(checkpoint: Path) -> str | None:
     return None
 
 
-def latest_checkpoint(output_dir: str | os.PathLike,
-                      report: Callable[[str], None] | None = None) -> Path | None:
+def latest_checkpoint(output_dir: str | os.PathLike, report: Callable[[str], None] | None = None) -> Path | None:
     """The newest complete checkpoint; an incomplete newer one (a file of its manifest missing or truncated) is
     passed over, and ``report`` (a print-like callable) says which and why."""
     for checkpoint in reversed(list_checkpoints(output_dir)):
@@ -185,10 +224,14 @@ def read_state(checkpoint: str | os.PathLike) -> dict[str, Any]:
     return json.loads((Path(checkpoint) / STATE_FILE).read_text())
 
 
-
-
-def save_checkpoint(accelerator: Accelerator, output_dir: str | os.PathLike, step: int, state: dict[str, Any],
-                    keep_last: int = 2, model: torch.nn.Module | None = None) -> Path:
+def save_checkpoint(
+    accelerator: Accelerator,
+    output_dir: str | os.PathLike,
+    step: int,
+    state: dict[str, Any],
+    keep_last: int = 2,
+    model: torch.nn.Module | None = None,
+) -> Path:
     """`accelerator.save_state` into ``checkpoints/.tmp-step_N``, then (main process) write trainer_state.json
     (with the manifest of the files and their sizes), fsync every file and the folder, and rename to
     ``checkpoints/step_N``; older complete checkpoints beyond ``keep_last`` are removed after.
@@ -214,16 +257,18 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str | os.PathLike, ste
         accelerator.save_state(str(temporary))
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            manifest = {str(p.relative_to(temporary)): p.stat().st_size for p in sorted(temporary.rglob("*"))
-                        if p.is_file()}
-            (temporary / STATE_FILE).write_text(json.dumps({**state, "step": step, MANIFEST_KEY: manifest},
-                                                           indent=2) + "\n")
+            manifest = {
+                str(p.relative_to(temporary)): p.stat().st_size for p in sorted(temporary.rglob("*")) if p.is_file()
+            }
+            (temporary / STATE_FILE).write_text(
+                json.dumps({**state, "step": step, MANIFEST_KEY: manifest}, indent=2) + "\n"
+            )
             fsync_tree(temporary)
             if final.exists():  # a checkpoint of the same step from an earlier, interrupted run
                 shutil.rmtree(final)
             os.replace(temporary, final)
             fsync_dir(root)
-            for old in list_checkpoints(output_dir)[:-max(int(keep_last), 1)]:
+            for old in list_checkpoints(output_dir)[: -max(int(keep_last), 1)]:
                 shutil.rmtree(old, ignore_errors=True)
             for stale in root.glob(".tmp-*"):
                 shutil.rmtree(stale, ignore_errors=True)
@@ -237,9 +282,14 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str | os.PathLike, ste
         previous = latest_checkpoint(output_dir)
         raise CheckpointError(
             f"could not write checkpoint {final} ({failure.strerror or failure}"
-            + (f": {failure.filename}" if failure.filename else "") + "); "
-            + (f"the previous checkpoint {previous} is intact: free space (or fix the folder) and rerun with --resume"
-               if previous else "no earlier checkpoint exists: free space (or fix the folder) and rerun")) from None
+            + (f": {failure.filename}" if failure.filename else "")
+            + "); "
+            + (
+                f"the previous checkpoint {previous} is intact: free space (or fix the folder) and rerun with --resume"
+                if previous
+                else "no earlier checkpoint exists: free space (or fix the folder) and rerun"
+            )
+        ) from None
     accelerator.wait_for_everyone()
     return final
 
@@ -248,31 +298,48 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str | os.PathLike, ste
 def resume_settings(run: Run) -> dict[str, Any]:
     """The run's values of `RESUME_KEYS`: what a checkpoint records and a resume must keep."""
     schedule = run.schedule
-    return {"global_batch": run.global_batch, "steps_per_epoch": run.steps_per_epoch, "total_steps": run.total_steps,
-            "epochs": run.config["training"]["epochs"], "seed": int(run.config["seed"]),
-            "warmup_steps": schedule.warmup_steps, "lr_start": schedule.lr_start, "lr_peak": schedule.lr_peak,
-            "lr_end": schedule.lr_end}
+    return {
+        "global_batch": run.global_batch,
+        "steps_per_epoch": run.steps_per_epoch,
+        "total_steps": run.total_steps,
+        "epochs": run.config["training"]["epochs"],
+        "seed": int(run.config["seed"]),
+        "warmup_steps": schedule.warmup_steps,
+        "lr_start": schedule.lr_start,
+        "lr_peak": schedule.lr_peak,
+        "lr_end": schedule.lr_end,
+    }
 
 
 def checkpoint_state(run: Run, state: TrainState) -> dict[str, Any]:
     """What trainer_state.json records besides the step: where the data order stands, the training time so far
     and the settings a resume must keep (RESUME_KEYS); and the run configuration, from which `crjepa
     export-checkpoint` rebuilds the model."""
-    return {"micro_step": state.micro_step, "epoch": state.epoch, "total_steps": run.total_steps,
-            "train_seconds": state.train_seconds_before + time.perf_counter() - state.train_start,
-            **resume_settings(run), "run_config": run.config}
+    return {
+        "micro_step": state.micro_step,
+        "epoch": state.epoch,
+        "total_steps": run.total_steps,
+        "train_seconds": state.train_seconds_before + time.perf_counter() - state.train_start,
+        **resume_settings(run),
+        "run_config": run.config,
+    }
 
 
 def check_resume(run: Run, saved: dict[str, Any], checkpoint: Path) -> None:
     """Refuse a resume that changes the global batch, epochs, data size, seed or schedule: the saved step count
     would be reinterpreted (another data order, another learning rate at the same step)."""
     now = resume_settings(run)
-    changed = [f"{key}: {saved[key]!r} in the checkpoint, {now[key]!r} now" for key in RESUME_KEYS
-               if key in saved and saved[key] != now[key]]
+    changed = [
+        f"{key}: {saved[key]!r} in the checkpoint, {now[key]!r} now"
+        for key in RESUME_KEYS
+        if key in saved and saved[key] != now[key]
+    ]
     if changed:
-        raise ConfigError(f"--resume from {checkpoint} would change the run: " + "; ".join(changed) + ". The step "
-                          "count, data order and schedule would be reinterpreted: resume with the settings of the "
-                          "checkpoint (data.batch_size, training.epochs, ...), or start a new --output_dir.")
+        raise ConfigError(
+            f"--resume from {checkpoint} would change the run: " + "; ".join(changed) + ". The step "
+            "count, data order and schedule would be reinterpreted: resume with the settings of the "
+            "checkpoint (data.batch_size, training.epochs, ...), or start a new --output_dir."
+        )
 
 
 def load_checkpoint(run: Run, checkpoint: Path) -> dict[str, Any]:
@@ -291,9 +358,11 @@ def load_checkpoint(run: Run, checkpoint: Path) -> dict[str, Any]:
         run.accelerator.load_state(str(checkpoint))
     except (RuntimeError, KeyError, ValueError, OSError) as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ConfigError(f"Cannot resume from {checkpoint}: it does not fit this model or optimiser "
-                          f"({reason[:300]}). Resume with the model.* settings it was trained with, or start "
-                          "over with --overwrite_output_dir or another --output_dir.") from None
+        raise ConfigError(
+            f"Cannot resume from {checkpoint}: it does not fit this model or optimiser "
+            f"({reason[:300]}). Resume with the model.* settings it was trained with, or start "
+            "over with --overwrite_output_dir or another --output_dir."
+        ) from None
     return saved
 
 

@@ -23,8 +23,9 @@ def compiled_modules(model: torch.nn.Module) -> int:
     return sum(getattr(m, "_compiled_call_impl", None) is not None for m in model.modules())
 
 
-def compile_for_training(model: CRJepaPreTrainedModel, scope: str, device: torch.device | str,
-                         **compile_kwargs: Any) -> str:
+def compile_for_training(
+    model: CRJepaPreTrainedModel, scope: str, device: torch.device | str, **compile_kwargs: Any
+) -> str:
     """Apply training.compile to the model in place, before accelerate wraps it; returns the scope applied
     (none, blocks or model; auto resolved). compile_kwargs go to torch.compile (e.g. mode="reduce-overhead")."""
     if scope not in COMPILE_MODES:

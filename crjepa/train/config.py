@@ -146,8 +146,14 @@ that passed the key check used to fail after a step or a whole epoch (``logging.
 deep in a library (``data.batch_size 32.5``)."""
 TEXT_KEYS = ("output_dir", "data.train_split", "eval.query_split", "embeddings.split", "logging.project_name")
 """Keys that must be non-empty strings."""
-OPTIONAL_TEXT_KEYS = ("data.path", "data.name", "data.hub_id", "eval.gallery_split", "hub.hub_model_id",
-                      "hub.hub_embeddings_id")
+OPTIONAL_TEXT_KEYS = (
+    "data.path",
+    "data.name",
+    "data.hub_id",
+    "eval.gallery_split",
+    "hub.hub_model_id",
+    "hub.hub_embeddings_id",
+)
 INDEX_KINDS = ("auto", "exact", "hnsw", "ivfpq")
 
 COMPILE_MODES = ("auto", "none", "blocks", "model")
@@ -203,8 +209,9 @@ def unknown_key_error(key: str) -> ConfigError:
     keys = valid_keys()
     close = [k for k in keys if key.rsplit(".", 1)[-1] in k or k.rsplit(".", 1)[-1] in key.rsplit(".", 1)[-1]]
     hint = f" Did you mean {close[:3]}?" if close else ""
-    return ConfigError(f"Unknown config key {key!r}.{hint} `python train_accelerate.py --help` lists every key "
-                       "with its default")
+    return ConfigError(
+        f"Unknown config key {key!r}.{hint} `python train_accelerate.py --help` lists every key with its default"
+    )
 
 
 def parse_scalar(text: str) -> Any:
@@ -326,8 +333,9 @@ def packaged_configs() -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*.yaml"))
 
 
-def load_run_config(config_path: str | os.PathLike | None = None,
-                    overrides: Sequence[tuple[str, Any]] = ()) -> RunConfig:
+def load_run_config(
+    config_path: str | os.PathLike | None = None, overrides: Sequence[tuple[str, Any]] = ()
+) -> RunConfig:
     """DEFAULTS <- YAML file (default configs/cpu_default.yaml) <- overrides; checked, with numbers coerced."""
     path = resolve_config_path(config_path)
     config = copy.deepcopy(DEFAULTS)
@@ -361,8 +369,11 @@ def check_run_config(config: RunConfig) -> None:
                 errors.append(f"{key} must be true or false, found {value!r}")
         elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
             _set(config, key, float(value))
-        elif key not in RANGES and isinstance(default, (int, float)) and not (
-                isinstance(value, (int, float)) and not isinstance(value, bool)):
+        elif (
+            key not in RANGES
+            and isinstance(default, (int, float))
+            and not (isinstance(value, (int, float)) and not isinstance(value, bool))
+        ):
             errors.append(f"{key} must be a number, found {value!r}")
     errors += _range_errors(flat)
     training, data = config["training"], config["data"]
@@ -370,14 +381,19 @@ def check_run_config(config: RunConfig) -> None:
         errors.append(f"model.preset must be one of {sorted(PRESETS)}, found {config['model'].get('preset')!r}")
     if not isinstance(data["extra_sources"] or {}, dict):
         errors.append(f"data.extra_sources must map names to exported folders, found {data['extra_sources']!r}")
-    if data["pair_share"] is not None and not (isinstance(data["pair_share"], (int, float)) and not isinstance(
-            data["pair_share"], bool) and 0 < data["pair_share"] < 1):
-        errors.append("data.pair_share must be a number between 0 and 1 (exclusive) or null, found "
-                      f"{data['pair_share']!r}")
+    if data["pair_share"] is not None and not (
+        isinstance(data["pair_share"], (int, float))
+        and not isinstance(data["pair_share"], bool)
+        and 0 < data["pair_share"] < 1
+    ):
+        errors.append(
+            f"data.pair_share must be a number between 0 and 1 (exclusive) or null, found {data['pair_share']!r}"
+        )
     if data["mix"] is not None and not (isinstance(data["mix"], dict) and data["extra_sources"]):
         errors.append(f"data.mix must be {{name: share}} and needs data.extra_sources, found {data['mix']!r}")
     elif isinstance(data["mix"], dict) and not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1 for v in data["mix"].values()):
+        isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1 for v in data["mix"].values()
+    ):
         errors.append(f"data.mix shares must be numbers in (0, 1], found {data['mix']!r}")
     if not isinstance(data["options"] or {}, dict):
         errors.append(f"data.options must be a mapping of the data source's options, found {data['options']!r}")
@@ -389,8 +405,11 @@ def check_run_config(config: RunConfig) -> None:
         except DataError as exc:
             errors.append(str(exc))
     betas = training["betas"]
-    if not (isinstance(betas, (list, tuple)) and len(betas) == 2 and all(
-            isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)):
+    if not (
+        isinstance(betas, (list, tuple))
+        and len(betas) == 2
+        and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)
+    ):
         errors.append(f"training.betas must be two numbers in [0, 1) (AdamW's beta1, beta2), found {betas!r}")
     if training["mixed_precision"] not in (None, "no", "fp16", "bf16", "fp8"):
         errors.append(f"training.mixed_precision must be no, fp16, bf16 or null, found {training['mixed_precision']!r}")
@@ -495,17 +514,22 @@ def config_help(config_path: str | os.PathLike | None = None) -> str:
     configs = packaged_configs()
     top = [c for c in configs if "/" not in c]
     folders = sorted({c.split("/")[0] for c in configs if "/" in c})
-    lines = ["usage: accelerate launch -m train_accelerate [--config FILE] [--KEY VALUE ...]",
-             "       (any folder; from a checkout also: accelerate launch train_accelerate.py ...)",
-             "",
-             "Train CR-JEPA, evaluate the four retrieval directions, save model + card + embeddings.",
-             "--config FILE: a YAML run configuration, a path or one packaged with crjepa (default cpu_default.yaml):",
-             "  " + ", ".join(top)]
+    lines = [
+        "usage: accelerate launch -m train_accelerate [--config FILE] [--KEY VALUE ...]",
+        "       (any folder; from a checkout also: accelerate launch train_accelerate.py ...)",
+        "",
+        "Train CR-JEPA, evaluate the four retrieval directions, save model + card + embeddings.",
+        "--config FILE: a YAML run configuration, a path or one packaged with crjepa (default cpu_default.yaml):",
+        "  " + ", ".join(top),
+    ]
     for folder in folders:
         lines.append(f"  {folder}/: " + ", ".join(c.split("/", 1)[1] for c in configs if c.startswith(folder + "/")))
-    lines += ["Any key below is an option: --training.epochs 3, or a bare name when unique (--epochs 3); values are",
-              "YAML scalars (true, null, 1e-3, [0.9, 0.99]).",
-              "", "config keys (defaults" + (f" of {config_path}" if config_path else "") + "):"]
+    lines += [
+        "Any key below is an option: --training.epochs 3, or a bare name when unique (--epochs 3); values are",
+        "YAML scalars (true, null, 1e-3, [0.9, 0.99]).",
+        "",
+        "config keys (defaults" + (f" of {config_path}" if config_path else "") + "):",
+    ]
     for key in [k for k in valid_keys() if not k.startswith("model.") or k in docs]:
         value = values.get(key, DEFAULTS.get(key))
         shown = yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
@@ -513,8 +537,10 @@ def config_help(config_path: str | os.PathLike | None = None) -> str:
         if key == "model.preset":
             doc += f" ({', '.join(sorted(PRESETS))})"
         lines.append(f"  --{key} {shown}" + (f"    {doc}" if doc else ""))
-    lines.append("  --model.<field> VALUE    any CR-JEPA / baseline config field overrides the preset: "
-                 + ", ".join(model_fields()))
+    lines.append(
+        "  --model.<field> VALUE    any CR-JEPA / baseline config field overrides the preset: "
+        + ", ".join(model_fields())
+    )
     return "\n".join(lines)
 
 
@@ -526,8 +552,26 @@ def report_to(config: RunConfig) -> list[str]:
 
 
 __all__ = [
-    "COMPILE_MODES", "DEFAULTS", "DEFAULT_CONFIG", "INDEX_KINDS", "META_KEYS", "RANGES", "ConfigError", "RunConfig",
-    "build_model_config", "check_run_config", "config_help", "key_docs", "load_run_config", "model_fields",
-    "packaged_configs", "parse_cli", "parse_scalar", "read_config_chain", "report_to", "resolve_config_path",
-    "resolve_key", "valid_keys",
+    "COMPILE_MODES",
+    "DEFAULTS",
+    "DEFAULT_CONFIG",
+    "INDEX_KINDS",
+    "META_KEYS",
+    "RANGES",
+    "ConfigError",
+    "RunConfig",
+    "build_model_config",
+    "check_run_config",
+    "config_help",
+    "key_docs",
+    "load_run_config",
+    "model_fields",
+    "packaged_configs",
+    "parse_cli",
+    "parse_scalar",
+    "read_config_chain",
+    "report_to",
+    "resolve_config_path",
+    "resolve_key",
+    "valid_keys",
 ]

@@ -48,8 +48,10 @@ def load_data(config: RunConfig, model_config: CRJepaConfig) -> Dataset:
     if data["path"] is not None:
         path = Path(str(data["path"])).expanduser()
         if not path.is_dir():
-            raise ConfigError(f"data.path {str(data['path'])!r} is not a folder: pass --data.path with the folder "
-                              "`python -m datasets_scripts <dataset> ... --output-dir DIR` wrote")
+            raise ConfigError(
+                f"data.path {str(data['path'])!r} is not a folder: pass --data.path with the folder "
+                "`python -m datasets_scripts <dataset> ... --output-dir DIR` wrote"
+            )
         dataset = load_paired_dataset(path)
         data["path"] = str(path.resolve())  # absolute: checkpoints and archives find the data from anywhere
         if "data.name" not in config.get("cli_keys", ()):
@@ -58,14 +60,16 @@ def load_data(config: RunConfig, model_config: CRJepaConfig) -> Dataset:
         try:
             dataset = load_paired_dataset(data["source"], **dict(data["options"] or {}))
         except TypeError as exc:  # an option the data source does not take
-            raise ConfigError(f"data.options {dict(data['options'] or {})} do not fit the data source "
-                              f"{data['source']!r}: {exc}") from None
+            raise ConfigError(
+                f"data.options {dict(data['options'] or {})} do not fit the data source {data['source']!r}: {exc}"
+            ) from None
         except Exception as exc:  # the builder's reader lacks an extra (datasets wraps it in its own error)
             missing = _missing_extra(exc)
             if missing is None:
                 raise
-            raise ConfigError(f'{missing}: this data needs the bigearthnet extra: pip install "crjepa[bigearthnet]"'
-                              ) from None
+            raise ConfigError(
+                f'{missing}: this data needs the bigearthnet extra: pip install "crjepa[bigearthnet]"'
+            ) from None
     where = str(data["path"] or data["source"])
     # both directions: a config sensor the data lacks, or a data sensor the config lacks, stops the run here
     check_sensors(dataset, model_config.sensors, exact=True, where=where)
@@ -100,8 +104,9 @@ class Pairing:
         return [d for a, b in self.unpaired for d in (f"{a}->{b}", f"{b}->{a}")]
 
 
-def check_pairing(train_set: Dataset, model_config: CRJepaConfig, architecture: str, name: str,
-                  say: Callable[..., None]) -> Pairing:
+def check_pairing(
+    train_set: Dataset, model_config: CRJepaConfig, architecture: str, name: str, say: Callable[..., None]
+) -> Pairing:
     """How the training rows are paired; a baseline that needs every sensor in every row stops here (one error
     naming the counts), and sensor pairs without a single joint row are announced (the card repeats it)."""
     from itertools import combinations
@@ -117,16 +122,22 @@ def check_pairing(train_set: Dataset, model_config: CRJepaConfig, architecture: 
     unpaired = [(a, b) for a, b in combinations(sensors, 2) if not (have[a] & have[b]).any()]
     if partial and architecture != "crjepa":
         lacking = ", ".join(f"{int((~mask).sum()):,} lack {s!r}" for s, mask in have.items() if not mask.all())
-        raise ConfigError(f"The {architecture} baseline needs every sensor in every training row, but of the "
-                          f"{len(train_set):,} training rows of {name}, {lacking}. Train it on the paired rows "
-                          "(re-export without --keep-unpaired, pairing_rate: 1), or use model.architecture: crjepa, "
-                          "whose objective uses the rows each term needs")
+        raise ConfigError(
+            f"The {architecture} baseline needs every sensor in every training row, but of the "
+            f"{len(train_set):,} training rows of {name}, {lacking}. Train it on the paired rows "
+            "(re-export without --keep-unpaired, pairing_rate: 1), or use model.architecture: crjepa, "
+            "whose objective uses the rows each term needs"
+        )
     if partial:
         drawn = f" (each epoch draws {epoch_rows})" if epoch_rows else ""
-        say(f"Training rows by sensors present: {rows}{drawn}; each loss term uses the rows that have its sensors "
-            "(rows/<term> in the log)")
+        say(
+            f"Training rows by sensors present: {rows}{drawn}; each loss term uses the rows that have its sensors "
+            "(rows/<term> in the log)"
+        )
     for a, b in unpaired:
-        say(f"warning: no training row has both {a!r} and {b!r}: the routes {a}->{b} and {b}->{a}, L_cross and L_uni "
+        say(
+            f"warning: no training row has both {a!r} and {b!r}: the routes {a}->{b} and {b}->{a}, L_cross and L_uni "
             f"for {a}-{b} stay 0, so the cross head is untrained for {a}<->{b} retrieval (the model card says so); "
-            f"same-sensor training ({a}->{a}, {b}->{b}) and SIGReg proceed")
+            f"same-sensor training ({a}->{a}, {b}->{b}) and SIGReg proceed"
+        )
     return Pairing(rows=rows, partial=partial, unpaired=unpaired, epoch_rows=epoch_rows)

@@ -26,8 +26,9 @@ def retrieval_encoder(model: torch.nn.Module) -> torch.nn.Module:
     return encoder if isinstance(encoder, torch.nn.Module) else model
 
 
-def evaluate(model: torch.nn.Module, dataset: Dataset, config: RunConfig,
-             accelerator: Accelerator) -> tuple[RetrievalResults, dict[str, EmbeddingSet]]:
+def evaluate(
+    model: torch.nn.Module, dataset: Dataset, config: RunConfig, accelerator: Accelerator
+) -> tuple[RetrievalResults, dict[str, EmbeddingSet]]:
     """Embed the query (and gallery) split on every process with the model's `retrieval_encoder` and score every
     direction.
 
@@ -37,22 +38,32 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, config: RunConfig,
 
     ev = config["eval"]
     encoder = retrieval_encoder(accelerator.unwrap_model(model))
-    embeddings = {split: compute_embeddings(encoder, select_split(dataset, split), batch_size=ev["batch_size"],
-                                            accelerator=accelerator)
-                  for split in dict.fromkeys([ev["query_split"], ev["gallery_split"] or ev["query_split"]])}
+    embeddings = {
+        split: compute_embeddings(
+            encoder, select_split(dataset, split), batch_size=ev["batch_size"], accelerator=accelerator
+        )
+        for split in dict.fromkeys([ev["query_split"], ev["gallery_split"] or ev["query_split"]])
+    }
     results = evaluate_embeddings(
-        embeddings[ev["query_split"]], embeddings.get(ev["gallery_split"]) if ev["gallery_split"] else None,
-        encoder.config.sensor_names, ev["k"],
+        embeddings[ev["query_split"]],
+        embeddings.get(ev["gallery_split"]) if ev["gallery_split"] else None,
+        encoder.config.sensor_names,
+        ev["k"],
         dataset_name=config["data"]["name"] or str(config["data"]["source"]),
-        query_split=ev["query_split"], gallery_split=ev["gallery_split"])
+        query_split=ev["query_split"],
+        gallery_split=ev["gallery_split"],
+    )
     return results, embeddings
 
 
 def log_results(accelerator: Accelerator, results: RetrievalResults, step: int, prefix: str = "eval") -> None:
     """Every scored direction of every metric, in %, to the trackers (``<prefix>/<metric>/<direction>``)."""
-    values = {f"{prefix}/{metric}/{direction}": value * 100
-              for metric, by_direction in results.metrics.items() for direction, value in by_direction.items()
-              if value is not None}  # None: a direction not scored (no rows with its sensors)
+    values = {
+        f"{prefix}/{metric}/{direction}": value * 100
+        for metric, by_direction in results.metrics.items()
+        for direction, value in by_direction.items()
+        if value is not None
+    }  # None: a direction not scored (no rows with its sensors)
     accelerator.log(values, step=step)
 
 
@@ -67,8 +78,9 @@ def check_evaluation_inputs(config: RunConfig, dataset: Dataset) -> None:
     name = data["name"] or data["path"] or data["source"]
     errors = []
     sizes = {}
-    splits = [ev["query_split"], ev["gallery_split"]] + ([config["embeddings"]["split"]]
-                                                        if config["embeddings"]["write"] else [])
+    splits = [ev["query_split"], ev["gallery_split"]] + (
+        [config["embeddings"]["split"]] if config["embeddings"]["write"] else []
+    )
     for split in dict.fromkeys(s for s in splits if s):
         try:
             rows = select_split(dataset, split)
@@ -81,23 +93,32 @@ def check_evaluation_inputs(config: RunConfig, dataset: Dataset) -> None:
         ids = [str(i) for i in rows["id"]]
         if len(set(ids)) != len(ids):
             dupes = [i for i, n in Counter(ids).items() if n > 1]
-            errors.append(f"{len(dupes)} id(s) of split {split!r} of {name} occur more than once (e.g. {dupes[:3]}); "
-                          "ids must be unique for retrieval and the embeddings archive: fix or re-export the data")
+            errors.append(
+                f"{len(dupes)} id(s) of split {split!r} of {name} occur more than once (e.g. {dupes[:3]}); "
+                "ids must be unique for retrieval and the embeddings archive: fix or re-export the data"
+            )
         if sizes[split] == 0:
-            errors.append(f"split {split!r} of {name} is empty; choose another eval.query_split / gallery_split / "
-                          "embeddings.split")
+            errors.append(
+                f"split {split!r} of {name} is empty; choose another eval.query_split / gallery_split / "
+                "embeddings.split"
+            )
     gallery = ev["gallery_split"] or ev["query_split"]
     if gallery in sizes and sizes[gallery]:
         candidates = sizes[gallery] - (0 if ev["gallery_split"] and ev["gallery_split"] != ev["query_split"] else 1)
         if candidates < 1:
             larger = sorted((n, s) for s, n in Counter(str(v) for v in dataset["split"]).items() if n > 1)
             hint = f" (e.g. --eval.query_split {larger[-1][1]}, {larger[-1][0]} rows)" if larger else ""
-            errors.append(f"the gallery (split {gallery!r} of {name}) has {sizes[gallery]} item: nothing to rank once "
-                          f"the query's own item is removed; evaluate on a larger split{hint}, or re-export with "
-                          "more rows in it")
+            errors.append(
+                f"the gallery (split {gallery!r} of {name}) has {sizes[gallery]} item: nothing to rank once "
+                f"the query's own item is removed; evaluate on a larger split{hint}, or re-export with "
+                "more rows in it"
+            )
         elif ev["k"] > candidates:
-            errors.append(f"eval.k={ev['k']} is larger than the {candidates} candidates per query of the gallery "
-                          f"(split {gallery!r}, {sizes[gallery]} items, the query's own item removed); lower eval.k")
+            errors.append(
+                f"eval.k={ev['k']} is larger than the {candidates} candidates per query of the gallery "
+                f"(split {gallery!r}, {sizes[gallery]} items, the query's own item removed); lower eval.k"
+            )
     if errors:
-        raise ConfigError("The data cannot be evaluated as configured (checked before training):\n  - "
-                          + "\n  - ".join(errors))
+        raise ConfigError(
+            "The data cannot be evaluated as configured (checked before training):\n  - " + "\n  - ".join(errors)
+        )

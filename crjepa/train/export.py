@@ -31,14 +31,16 @@ def find_checkpoint(path: str | os.PathLike, step: int | None = None) -> Path:
         return path
     checkpoints = list_checkpoints(path)
     if not checkpoints:
-        raise ConfigError(f"No complete checkpoint under {path / 'checkpoints'} (give a run's output_dir, or a "
-                          "checkpoints/step_N folder)")
+        raise ConfigError(
+            f"No complete checkpoint under {path / 'checkpoints'} (give a run's output_dir, or a "
+            "checkpoints/step_N folder)"
+        )
     if step is None:
         return checkpoints[-1]
     for checkpoint in checkpoints:
-        if int(checkpoint.name[len(CHECKPOINT_PREFIX):]) == int(step):
+        if int(checkpoint.name[len(CHECKPOINT_PREFIX) :]) == int(step):
             return checkpoint
-    steps = [int(c.name[len(CHECKPOINT_PREFIX):]) for c in checkpoints]
+    steps = [int(c.name[len(CHECKPOINT_PREFIX) :]) for c in checkpoints]
     raise ConfigError(f"No checkpoint of step {step} under {path / 'checkpoints'}; steps available: {steps}")
 
 
@@ -53,8 +55,10 @@ def load_checkpoint_model(checkpoint: str | os.PathLike) -> tuple[PreTrainedMode
     state = read_state(checkpoint)
     run_config = state.get("run_config")
     if not isinstance(run_config, dict):
-        raise ConfigError(f"{checkpoint / 'trainer_state.json'} holds no run configuration (a checkpoint written "
-                          "before crjepa stored it); rerun from its YAML with --resume to save a new one")
+        raise ConfigError(
+            f"{checkpoint / 'trainer_state.json'} holds no run configuration (a checkpoint written "
+            "before crjepa stored it); rerun from its YAML with --resume to save a new one"
+        )
     from crjepa.utils.files import FileCheckError, check_safetensors
 
     try:
@@ -65,13 +69,20 @@ def load_checkpoint_model(checkpoint: str | os.PathLike) -> tuple[PreTrainedMode
     weights = load_file(str(checkpoint / WEIGHTS_FILE))
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if missing or unexpected:
-        raise ConfigError(f"{checkpoint / WEIGHTS_FILE} does not fit the run's model: missing {missing[:5]}, "
-                          f"unexpected {unexpected[:5]}")
+        raise ConfigError(
+            f"{checkpoint / WEIGHTS_FILE} does not fit the run's model: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )
     return model.eval(), run_config, state
 
 
-def export_checkpoint(path: str | os.PathLike, output: str | os.PathLike, step: int | None = None,
-                      evaluate: bool = True, device: str = "cpu") -> dict[str, Any]:
+def export_checkpoint(
+    path: str | os.PathLike,
+    output: str | os.PathLike,
+    step: int | None = None,
+    evaluate: bool = True,
+    device: str = "cpu",
+) -> dict[str, Any]:
     """Write a checkpoint as a ``from_pretrained`` folder at ``output``: config.json + model.safetensors + the
     remote code, the image processor, and a model card whose scores come from evaluating the checkpoint on the
     run's data (``evaluate=False``: a card without scores is not written; README.md is then omitted).
@@ -96,19 +107,27 @@ def export_checkpoint(path: str | os.PathLike, output: str | os.PathLike, step: 
 
         ev = run_config["eval"]
         dataset = load_data(run_config, model.config)
-        results = evaluate_retrieval(retrieval_encoder(model), dataset, query_split=ev["query_split"],
-                                     gallery_split=ev["gallery_split"], k=ev["k"], batch_size=ev["batch_size"],
-                                     dataset_name=run_config["data"]["name"] or str(run_config["data"]["source"]))
+        results = evaluate_retrieval(
+            retrieval_encoder(model),
+            dataset,
+            query_split=ev["query_split"],
+            gallery_split=ev["gallery_split"],
+            k=ev["k"],
+            batch_size=ev["batch_size"],
+            dataset_name=run_config["data"]["name"] or str(run_config["data"]["source"]),
+        )
     with atomic_dir(output, "model") as tmp:
         model.save_pretrained(tmp)
         CRJepaImageProcessor.from_config(model.config).save_pretrained(tmp)
         if results is not None:
-            summary = {"steps": state["step"], "total_steps": state.get("total_steps", "n/a"),
-                       "epochs": run_config["training"]["epochs"],
-                       "num_parameters": f"{model.num_parameters() / 1e6:.2f}M"}
+            summary = {
+                "steps": state["step"],
+                "total_steps": state.get("total_steps", "n/a"),
+                "epochs": run_config["training"]["epochs"],
+                "num_parameters": f"{model.num_parameters() / 1e6:.2f}M",
+            }
             render_model_card(model.config, run_config, results, training_summary=summary).save(tmp / "README.md")
-    return {"checkpoint": str(checkpoint), "step": state["step"], "output": str(Path(output)),
-            "results": results}
+    return {"checkpoint": str(checkpoint), "step": state["step"], "output": str(Path(output)), "results": results}
 
 
 __all__ = ["export_checkpoint", "find_checkpoint", "load_checkpoint_model"]

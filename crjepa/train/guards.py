@@ -49,8 +49,10 @@ def check_finite_weights(model: torch.nn.Module, where: str) -> None:
     flags = torch.stack([torch.isfinite(p.detach()).all() for _, p in params]).cpu()
     if not bool(flags.all()):
         name = params[int((~flags).nonzero()[0])][0]
-        raise NonFiniteError(f"refusing to write {where}: parameter {name!r} holds NaN or inf values (training "
-                             "diverged; lower training.lr)")
+        raise NonFiniteError(
+            f"refusing to write {where}: parameter {name!r} holds NaN or inf values (training "
+            "diverged; lower training.lr)"
+        )
 
 
 class FiniteGuard:
@@ -94,12 +96,20 @@ class FiniteGuard:
 
     def _message(self, step: int, terms: list[str], what: str) -> str:
         lr = f" (lr {self.lr_hint(step):.3g})" if callable(self.lr_hint) else ""
-        return (f"training diverged: {'loss term' if terms[0] != 'grad_norm' else ''} {terms[0]!r} became NaN/inf "
-                f"at step {step}{lr}" + (f" (also {', '.join(map(repr, terms[1:4]))}" + (f" and {len(terms) - 4} more" if len(terms) > 4 else "")
-                   + ")" if terms[1:] else "")
-                + f"; stopped before it could {what}, so no log line, checkpoint or model holds non-finite values. "
-                "Lower training.lr, or set training.nonfinite skip to skip such steps "
-                "(at most training.max_skipped_steps).").replace("  ", " ")
+        return (
+            f"training diverged: {'loss term' if terms[0] != 'grad_norm' else ''} {terms[0]!r} became NaN/inf "
+            f"at step {step}{lr}"
+            + (
+                f" (also {', '.join(map(repr, terms[1:4]))}"
+                + (f" and {len(terms) - 4} more" if len(terms) > 4 else "")
+                + ")"
+                if terms[1:]
+                else ""
+            )
+            + f"; stopped before it could {what}, so no log line, checkpoint or model holds non-finite values. "
+            "Lower training.lr, or set training.nonfinite skip to skip such steps "
+            "(at most training.max_skipped_steps)."
+        ).replace("  ", " ")
 
     # ------------------------------------------------------------------ skip mode: decide before the update
     def keep_micro_step(self, terms: dict[str, torch.Tensor]) -> bool:
@@ -125,10 +135,14 @@ class FiniteGuard:
         if not bad:
             return True
         self.skipped.append(int(step))
-        say(f"warning: step {step}: skipped (non-finite {', '.join(dict.fromkeys(bad))}); "
-            f"{len(self.skipped)} of at most {self.max_skipped} skipped steps")
+        say(
+            f"warning: step {step}: skipped (non-finite {', '.join(dict.fromkeys(bad))}); "
+            f"{len(self.skipped)} of at most {self.max_skipped} skipped steps"
+        )
         if len(self.skipped) > self.max_skipped:
-            raise NonFiniteError(f"training diverged: {len(self.skipped)} steps skipped for non-finite "
-                                 f"{', '.join(map(repr, dict.fromkeys(bad)))} (steps {self.skipped[:10]}), more than "
-                                 "training.max_skipped_steps; lower training.lr")
+            raise NonFiniteError(
+                f"training diverged: {len(self.skipped)} steps skipped for non-finite "
+                f"{', '.join(map(repr, dict.fromkeys(bad)))} (steps {self.skipped[:10]}), more than "
+                "training.max_skipped_steps; lower training.lr"
+            )
         return False

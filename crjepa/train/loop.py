@@ -69,8 +69,18 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["after_step", "batches", "effective_precision", "finish", "flat_hparams", "log_step", "setup", "start",
-           "train", "train_step"]
+__all__ = [
+    "after_step",
+    "batches",
+    "effective_precision",
+    "finish",
+    "flat_hparams",
+    "log_step",
+    "setup",
+    "start",
+    "train",
+    "train_step",
+]
 
 
 # ---------------------------------------------------------------------------------------------- 1. set-up
@@ -91,8 +101,14 @@ def setup(argv: Sequence[str] | None = None) -> Run:
         raise
 
 
-def _setup(config: RunConfig, model_config: CRJepaConfig, output_dir: Path, lock: DirLock | None,
-           main_process: bool, start_time: float) -> Run:
+def _setup(
+    config: RunConfig,
+    model_config: CRJepaConfig,
+    output_dir: Path,
+    lock: DirLock | None,
+    main_process: bool,
+    start_time: float,
+) -> Run:
     check_fresh_start(output_dir, config["resume"], config["overwrite_output_dir"])
     if config["hub"]["push_to_hub"] or config["hub"]["push_embeddings"]:
         check_hub(config)
@@ -119,21 +135,38 @@ def _setup(config: RunConfig, model_config: CRJepaConfig, output_dir: Path, lock
         train_set = training_rows(config, dataset, model_config)
     name = data["name"] or data["path"] or data["source"]  # after load_data, which names an export by its card
     if len(train_set) == 0:
-        raise ConfigError(f"The training split {data['train_split']!r} of {name} is empty; choose another "
-                          "data.train_split or check the exported data")
+        raise ConfigError(
+            f"The training split {data['train_split']!r} of {name} is empty; choose another "
+            "data.train_split or check the exported data"
+        )
     check_evaluation_inputs(config, dataset)
     pairing = check_pairing(train_set, model_config, architecture_of(model_config), name, accelerator.print)
     accumulation = training["gradient_accumulation_steps"]
     # Our own seeded sampler instead of accelerator.prepare(loader): the data order must be a function of
     # (seed, epoch) alone, identical for any number of processes and after a resume (see ShardedEpochSampler).
-    sampler = ShardedEpochSampler(len(train_set), data["batch_size"], accelerator.num_processes,
-                                  accelerator.process_index, int(config["seed"]), accumulation)
+    sampler = ShardedEpochSampler(
+        len(train_set),
+        data["batch_size"],
+        accelerator.num_processes,
+        accelerator.process_index,
+        int(config["seed"]),
+        accumulation,
+    )
     if sampler.batches_per_epoch == 0:
-        raise ConfigError(f"The training split {data['train_split']!r} has {len(train_set)} rows, fewer than one "
-                          f"global batch of {data['batch_size']} x {accelerator.num_processes} process(es) x "
-                          f"{accumulation} accumulation step(s)")
-    loader = make_dataloader(train_set, model_config.sensor_names, batch_size=data["batch_size"],
-                             shuffle=False, num_workers=data["num_workers"], drop_last=True, sampler=sampler)
+        raise ConfigError(
+            f"The training split {data['train_split']!r} has {len(train_set)} rows, fewer than one "
+            f"global batch of {data['batch_size']} x {accelerator.num_processes} process(es) x "
+            f"{accumulation} accumulation step(s)"
+        )
+    loader = make_dataloader(
+        train_set,
+        model_config.sensor_names,
+        batch_size=data["batch_size"],
+        shuffle=False,
+        num_workers=data["num_workers"],
+        drop_last=True,
+        sampler=sampler,
+    )
 
     # model and optimiser
     # CRJepaForPreTraining, or a baseline (model.architecture): every architecture is a CRJepaPreTrainedModel
@@ -141,8 +174,9 @@ def _setup(config: RunConfig, model_config: CRJepaConfig, output_dir: Path, lock
     if training.get("gradient_checkpointing"):  # transformers >= 5.x names it activation checkpointing
         getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
     compile_mode = compile_for_training(model, training["compile"], accelerator.device)
-    optimizer = make_optimizer(model, training["lr_start"], training["weight_decay"], training["betas"],
-                               accelerator.device)
+    optimizer = make_optimizer(
+        model, training["lr_start"], training["weight_decay"], training["betas"], accelerator.device
+    )
     model, optimizer = accelerator.prepare(model, optimizer)
 
     # every check passed: now the output folder is created (and locked, if it was not there before)
@@ -157,15 +191,31 @@ def _setup(config: RunConfig, model_config: CRJepaConfig, output_dir: Path, lock
     steps_per_epoch = sampler.batches_per_epoch // accumulation
     schedule = Schedule.of_run(training, steps_per_epoch)
     stop_step = min(schedule.total_steps, training["max_steps"]) if training["max_steps"] else schedule.total_steps
-    return Run(config=config, model_config=model_config, output_dir=output_dir, accelerator=accelerator,
-               dataset=dataset, train_set=train_set, sampler=sampler, loader=loader, model=model,
-               optimizer=optimizer, compile_mode=compile_mode, schedule=schedule, stop_step=stop_step,
-               steps_per_epoch=steps_per_epoch,
-               global_batch=data["batch_size"] * accelerator.num_processes * accumulation,
-               trackers=trackers, start_time=start_time, lock=lock,
-               guard=FiniteGuard(training["nonfinite"], training["max_skipped_steps"],
-                                 lambda step: schedule(max(step - 1, 0))),
-               precision=precision, pairing=pairing)
+    return Run(
+        config=config,
+        model_config=model_config,
+        output_dir=output_dir,
+        accelerator=accelerator,
+        dataset=dataset,
+        train_set=train_set,
+        sampler=sampler,
+        loader=loader,
+        model=model,
+        optimizer=optimizer,
+        compile_mode=compile_mode,
+        schedule=schedule,
+        stop_step=stop_step,
+        steps_per_epoch=steps_per_epoch,
+        global_batch=data["batch_size"] * accelerator.num_processes * accumulation,
+        trackers=trackers,
+        start_time=start_time,
+        lock=lock,
+        guard=FiniteGuard(
+            training["nonfinite"], training["max_skipped_steps"], lambda step: schedule(max(step - 1, 0))
+        ),
+        precision=precision,
+        pairing=pairing,
+    )
 
 
 def effective_precision(accelerator: Accelerator) -> str:
@@ -225,17 +275,27 @@ def start(run: Run) -> TrainState:
         state.random_init = RetrievalResults.from_dict(json.loads(random_file.read_text()))
 
     training = config["training"]
-    precision_from = ("training.mixed_precision" if training["mixed_precision"] is not None
-                      else "the launcher: accelerate config / launch flags")
-    run.say(f"Training {run.total_steps} steps ({training['epochs']} epochs x {run.steps_per_epoch} steps, global "
-            f"batch {run.global_batch} pairs on {accelerator.num_processes} process(es), mixed precision: "
-            f"{run.precision} (from {precision_from}), compile: {run.compile_mode}, "
-            f"{compiled_modules(run.core)} compiled modules)"
-            + (f", stopping at step {run.stop_step}" if run.stop_step < run.total_steps else ""))
+    precision_from = (
+        "training.mixed_precision"
+        if training["mixed_precision"] is not None
+        else "the launcher: accelerate config / launch flags"
+    )
+    run.say(
+        f"Training {run.total_steps} steps ({training['epochs']} epochs x {run.steps_per_epoch} steps, global "
+        f"batch {run.global_batch} pairs on {accelerator.num_processes} process(es), mixed precision: "
+        f"{run.precision} (from {precision_from}), compile: {run.compile_mode}, "
+        f"{compiled_modules(run.core)} compiled modules)"
+        + (f", stopping at step {run.stop_step}" if run.stop_step < run.total_steps else "")
+    )
     if accelerator.is_main_process and state.checkpoint is None and run.log_file.exists():
         run.log_file.unlink()
-    state.progress = tqdm(total=run.stop_step, initial=state.step, desc="training", unit="step",
-                          disable=not (accelerator.is_local_main_process and config["logging"]["progress_bar"]))
+    state.progress = tqdm(
+        total=run.stop_step,
+        initial=state.step,
+        desc="training",
+        unit="step",
+        disable=not (accelerator.is_local_main_process and config["logging"]["progress_bar"]),
+    )
     state.last_log_time, state.last_log_micro = time.perf_counter(), state.micro_step
     state.train_start = time.perf_counter()
     state.epoch = state.micro_step // run.sampler.batches_per_epoch
@@ -265,20 +325,28 @@ def train_step(run: Run, state: TrainState, batch: dict[str, Any]) -> bool:
 
     accelerator, model, cfg = run.accelerator, run.model, run.model_config
     with accelerator.accumulate(model):
-        pixels = {sensor: preprocess_batch(batch[sensor].to(accelerator.device, non_blocking=True), sensor, cfg)
-                  for sensor in cfg.sensor_names}
+        pixels = {
+            sensor: preprocess_batch(batch[sensor].to(accelerator.device, non_blocking=True), sensor, cfg)
+            for sensor in cfg.sensor_names
+        }
         masks = draw_masks(cfg, batch["id"], state.micro_step, int(run.config["seed"]), accelerator.device)
         # a partially paired split: every term uses only the rows having its sensors (None: all rows, all sensors)
         present = batch["present"] if run.pairing is not None and run.pairing.partial else None
-        output = model(pixels, sigreg_step=state.step, masks=masks, check_finite=False,
-                       **({"present": present} if present is not None else {}))
+        output = model(
+            pixels,
+            sigreg_step=state.step,
+            masks=masks,
+            check_finite=False,
+            **({"present": present} if present is not None else {}),
+        )
         accelerator.backward(output.loss)
         terms = output.loss_terms()
         if run.guard.keep_micro_step(terms):  # skip mode only: one sync per micro-step
             state.meter.add(terms)
         if accelerator.sync_gradients:
-            state.grad_norms.append(accelerator.clip_grad_norm_(model.parameters(),
-                                                                run.config["training"]["max_grad_norm"]))
+            state.grad_norms.append(
+                accelerator.clip_grad_norm_(model.parameters(), run.config["training"]["max_grad_norm"])
+            )
             state.lr = run.schedule(state.step)
             for group in run.optimizer.param_groups:
                 group["lr"] = state.lr
@@ -303,11 +371,16 @@ def log_step(run: Run, state: TrainState) -> dict[str, float | None]:
     accelerator, data = run.accelerator, run.config["data"]
     now = time.perf_counter()
     values: dict[str, float | None] = {f"train/{name}": v for name, v in state.meter.reduce(accelerator).items()}
-    values["train/grad_norm"] = (torch.stack([torch.as_tensor(g).float() for g in state.grad_norms]).mean().item()
-                                 if state.grad_norms else None)
+    values["train/grad_norm"] = (
+        torch.stack([torch.as_tensor(g).float() for g in state.grad_norms]).mean().item() if state.grad_norms else None
+    )
     values["train/lr"] = state.lr
-    values["train/pairs_per_s"] = ((state.micro_step - state.last_log_micro) * data["batch_size"]
-                                   * accelerator.num_processes / max(now - state.last_log_time, 1e-9))
+    values["train/pairs_per_s"] = (
+        (state.micro_step - state.last_log_micro)
+        * data["batch_size"]
+        * accelerator.num_processes
+        / max(now - state.last_log_time, 1e-9)
+    )
     values["train/epoch"] = state.step / run.steps_per_epoch
     state.grad_norms, state.last_log_time, state.last_log_micro = [], now, state.micro_step
     accelerator.log(values, step=state.step)
@@ -331,18 +404,29 @@ def after_step(run: Run, state: TrainState) -> None:
         log_step(run, state)
     epoch_done = step % run.steps_per_epoch == 0
     if (ev["every_steps"] and step % ev["every_steps"] == 0) or (
-            ev["every_epochs"] and epoch_done and (step // run.steps_per_epoch) % ev["every_epochs"] == 0):
+        ev["every_epochs"] and epoch_done and (step // run.steps_per_epoch) % ev["every_epochs"] == 0
+    ):
         guard.check(f"evaluate at step {step}")
         results, _ = evaluate(run.model, run.dataset, run.config, run.accelerator)
         log_results(run.accelerator, results, step)
-        run.say(f"step {step}: {results.headline_metric} " + ", ".join(
-            f"{d.upper()} {'n/a' if v is None else f'{v * 100:.2f}'}"
-            for d, v in results.metrics[results.headline_metric].items()))
+        run.say(
+            f"step {step}: {results.headline_metric} "
+            + ", ".join(
+                f"{d.upper()} {'n/a' if v is None else f'{v * 100:.2f}'}"
+                for d, v in results.metrics[results.headline_metric].items()
+            )
+        )
         run.model.train()
     if (ckpt["every_steps"] and step % ckpt["every_steps"] == 0) or finished:
         guard.check(f"write the checkpoint of step {step}")
-        save_checkpoint(run.accelerator, run.output_dir, step, checkpoint_state(run, state),
-                        keep_last=ckpt["keep_last"], model=run.core)
+        save_checkpoint(
+            run.accelerator,
+            run.output_dir,
+            step,
+            checkpoint_state(run, state),
+            keep_last=ckpt["keep_last"],
+            model=run.core,
+        )
 
 
 # ---------------------------------------------------------------------------------------------- 4. finish
@@ -359,9 +443,12 @@ def finish(run: Run, state: TrainState) -> dict[str, Any]:
     trained, embeddings = evaluate(run.model, run.dataset, config, accelerator)
     embed_split = config["embeddings"]["split"]
     if config["embeddings"]["write"] and embed_split not in embeddings:
-        embeddings[embed_split] = compute_embeddings(retrieval_encoder(run.core),
-                                                     select_split(run.dataset, embed_split),
-                                                     batch_size=config["eval"]["batch_size"], accelerator=accelerator)
+        embeddings[embed_split] = compute_embeddings(
+            retrieval_encoder(run.core),
+            select_split(run.dataset, embed_split),
+            batch_size=config["eval"]["batch_size"],
+            accelerator=accelerator,
+        )
     log_results(accelerator, trained, state.step)
     state_dict = accelerator.get_state_dict(run.model)
     summary: dict[str, Any] = {}

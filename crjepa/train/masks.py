@@ -40,8 +40,9 @@ def sample_keys(ids: Sequence[str]) -> list[int]:
     return [int.from_bytes(hashlib.blake2b(str(i).encode(), digest_size=4).digest(), "little") for i in ids]
 
 
-def draw_masks(config: CRJepaConfig, ids: Sequence[str], step: int, seed: int,
-               device: torch.device | str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def draw_masks(
+    config: CRJepaConfig, ids: Sequence[str], step: int, seed: int, device: torch.device | str
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """{sensor: (visible_index, masked_index)} for a batch, as a pure function of (seed, step, sample id, sensor).
 
     Each token gets a hashed 32-bit score from (seed, step, sample id, sensor, token); the lowest-scoring

@@ -42,8 +42,9 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas: Sequence[float],
-                   device: torch.device | str) -> torch.optim.AdamW:
+def make_optimizer(
+    model: torch.nn.Module, lr: float, weight_decay: float, betas: Sequence[float], device: torch.device | str
+) -> torch.optim.AdamW:
     """AdamW over `param_groups` (decay on weight matrices only); the fused CUDA kernel on GPUs (same update)."""
     fused = True if torch.device(device).type == "cuda" else None
     beta1, beta2 = betas

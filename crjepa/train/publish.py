@@ -39,8 +39,14 @@ def check_hub(config: RunConfig) -> None:
         check_hub_access(hub["hub_embeddings_id"])
 
 
-def publish(run: Run, state: TrainState, trained: RetrievalResults, embeddings: dict[str, EmbeddingSet],
-            state_dict: dict[str, torch.Tensor], train_seconds: float) -> dict[str, Any]:
+def publish(
+    run: Run,
+    state: TrainState,
+    trained: RetrievalResults,
+    embeddings: dict[str, EmbeddingSet],
+    state_dict: dict[str, torch.Tensor],
+    train_seconds: float,
+) -> dict[str, Any]:
     """Write the embeddings archive (when ``embeddings.write``), the model folder and results.json, push what the
     ``hub`` section asks for, print the closing lines; returns the summary written to results.json."""
     from crjepa.hub.archive import model_fingerprint
@@ -50,16 +56,31 @@ def publish(run: Run, state: TrainState, trained: RetrievalResults, embeddings: 
     fingerprint = model_fingerprint(core)
     if config["embeddings"]["write"]:
         write_archive(run, embeddings[config["embeddings"]["split"]], embeddings_dir, fingerprint)
-    save_model(run, model_dir, state_dict, render_model_card(core.config, config, trained, state.random_init,
-                                                             training_summary=training_summary(run, state,
-                                                                                               train_seconds)))
+    save_model(
+        run,
+        model_dir,
+        state_dict,
+        render_model_card(
+            core.config,
+            config,
+            trained,
+            state.random_init,
+            training_summary=training_summary(run, state, train_seconds),
+        ),
+    )
     summary = {
-        "output_dir": str(run.output_dir), "model_dir": str(model_dir),
+        "output_dir": str(run.output_dir),
+        "model_dir": str(model_dir),
         "embeddings_dir": str(embeddings_dir) if config["embeddings"]["write"] else None,
-        "logs": str(run.output_dir / "logs"), "train_log": str(run.log_file),
-        "checkpoints": str(run.output_dir / "checkpoints"), "steps": state.step, "train_seconds": train_seconds,
-        "wall_seconds": time.perf_counter() - run.start_time, "model_fingerprint": fingerprint,
-        "trained": trained.as_dict(), "random_init": state.random_init.as_dict() if state.random_init else None,
+        "logs": str(run.output_dir / "logs"),
+        "train_log": str(run.log_file),
+        "checkpoints": str(run.output_dir / "checkpoints"),
+        "steps": state.step,
+        "train_seconds": train_seconds,
+        "wall_seconds": time.perf_counter() - run.start_time,
+        "model_fingerprint": fingerprint,
+        "trained": trained.as_dict(),
+        "random_init": state.random_init.as_dict() if state.random_init else None,
     }
     atomic_write_json(run.output_dir / RESULTS_FILE, summary)
     push(config, model_dir, embeddings_dir, run.say)
@@ -70,14 +91,20 @@ def publish(run: Run, state: TrainState, trained: RetrievalResults, embeddings: 
 def training_summary(run: Run, state: TrainState, train_seconds: float) -> dict[str, Any]:
     """What the model card says about the training: steps, batch, processes, precision, time, rows, size."""
     pairing, training = run.pairing, run.config["training"]
-    return {"steps": state.step, "total_steps": run.total_steps, "epochs": training["epochs"],
-            "global_batch": run.global_batch, "processes": run.accelerator.num_processes,
-            "mixed_precision": run.precision, "train_seconds": round(train_seconds, 1),
-            "train_pairs": sum(pairing.rows.values()) if pairing else len(run.train_set),
-            "train_rows": pairing.rows if pairing else None,
-            "epoch_rows": pairing.epoch_rows if pairing else None,
-            "untrained_directions": pairing.untrained_directions if pairing else [],
-            "num_parameters": f"{run.core.num_parameters() / 1e6:.2f}M"}
+    return {
+        "steps": state.step,
+        "total_steps": run.total_steps,
+        "epochs": training["epochs"],
+        "global_batch": run.global_batch,
+        "processes": run.accelerator.num_processes,
+        "mixed_precision": run.precision,
+        "train_seconds": round(train_seconds, 1),
+        "train_pairs": sum(pairing.rows.values()) if pairing else len(run.train_set),
+        "train_rows": pairing.rows if pairing else None,
+        "epoch_rows": pairing.epoch_rows if pairing else None,
+        "untrained_directions": pairing.untrained_directions if pairing else [],
+        "num_parameters": f"{run.core.num_parameters() / 1e6:.2f}M",
+    }
 
 
 def write_archive(run: Run, embedded: EmbeddingSet, embeddings_dir: Path, fingerprint: str) -> None:
@@ -89,17 +116,31 @@ def write_archive(run: Run, embedded: EmbeddingSet, embeddings_dir: Path, finger
     config, data = run.config, run.config["data"]
     split = config["embeddings"]["split"]
     write_embeddings_dataset(
-        embeddings_dir, embedded.ids, embedded.labels, embedded.class_names or _class_names(embedded),
-        embedded.vectors, archive_metadata(select_split(run.dataset, split), embedded.ids),
-        model_fingerprint=fingerprint, config_summary=config_summary(run.core.config),
-        indices=build_indices(embedded.vectors, embedded.ids, kind=config["embeddings"]["index"],
-                              fingerprint=fingerprint, present=embedded.present),
+        embeddings_dir,
+        embedded.ids,
+        embedded.labels,
+        embedded.class_names or _class_names(embedded),
+        embedded.vectors,
+        archive_metadata(select_split(run.dataset, split), embedded.ids),
+        model_fingerprint=fingerprint,
+        config_summary=config_summary(run.core.config),
+        indices=build_indices(
+            embedded.vectors,
+            embedded.ids,
+            kind=config["embeddings"]["index"],
+            fingerprint=fingerprint,
+            present=embedded.present,
+        ),
         present=embedded.present,
-        model_repo_id=config["hub"]["hub_model_id"], repo_id=config["hub"]["hub_embeddings_id"],
-        source=({"dataset": str(Path(str(data["path"])).expanduser().resolve()), "split": split}
-                if data["path"] else
-                {"dataset": str(data["source"]), "split": split, **(data["options"] or {})}),
-        overwrite=True)  # embeddings/ inside the locked output folder of this run is ours
+        model_repo_id=config["hub"]["hub_model_id"],
+        repo_id=config["hub"]["hub_embeddings_id"],
+        source=(
+            {"dataset": str(Path(str(data["path"])).expanduser().resolve()), "split": split}
+            if data["path"]
+            else {"dataset": str(data["source"]), "split": split, **(data["options"] or {})}
+        ),
+        overwrite=True,
+    )  # embeddings/ inside the locked output folder of this run is ours
 
 
 def save_model(run: Run, model_dir: Path, state_dict: dict[str, torch.Tensor], card: ModelCard) -> None:
@@ -118,10 +159,14 @@ def save_model(run: Run, model_dir: Path, state_dict: dict[str, torch.Tensor], c
 def report(run: Run, summary: dict[str, Any], trained: RetrievalResults, random_init: RetrievalResults | None) -> None:
     """The closing lines on the console: scores next to the random initialisation, and where everything is."""
     say, out = run.say, run.output_dir
-    say(f"\nRetrieval on {trained.describe()} ({trained.headline_metric} in %):\n"
-        f"{comparison_table(random_init, trained)}")
-    say(f"\nTrained {summary['steps']} steps in {summary['train_seconds']:.1f} s; "
-        f"whole run {summary['wall_seconds']:.1f} s.")
+    say(
+        f"\nRetrieval on {trained.describe()} ({trained.headline_metric} in %):\n"
+        f"{comparison_table(random_init, trained)}"
+    )
+    say(
+        f"\nTrained {summary['steps']} steps in {summary['train_seconds']:.1f} s; "
+        f"whole run {summary['wall_seconds']:.1f} s."
+    )
     say(f"Model (save_pretrained, remote code, card): {summary['model_dir']}")
     if summary["embeddings_dir"]:
         say(f"Embeddings + faiss indices:               {summary['embeddings_dir']}")
@@ -137,8 +182,11 @@ def archive_metadata(rows: Dataset, ids: Sequence[str]) -> dict[str, list[Any]]:
     if list(map(str, rows["id"])) != list(ids):
         return {}
     skip = {"id", "labels"}
-    return {name: rows[name] for name, feature in rows.features.items()
-            if name not in skip and type(feature).__name__ == "Value"}
+    return {
+        name: rows[name]
+        for name, feature in rows.features.items()
+        if name not in skip and type(feature).__name__ == "Value"
+    }
 
 
 def _class_names(embeddings: EmbeddingSet) -> list[str]:

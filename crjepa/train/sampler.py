@@ -34,8 +34,15 @@ class ShardedEpochSampler(torch.utils.data.Sampler[int]):
     an epoch are dropped, so every optimiser step has the same global batch.
     """
 
-    def __init__(self, num_items: int, batch_size: int, num_processes: int = 1, process_index: int = 0,
-                 seed: int = 0, accumulation: int = 1) -> None:
+    def __init__(
+        self,
+        num_items: int,
+        batch_size: int,
+        num_processes: int = 1,
+        process_index: int = 0,
+        seed: int = 0,
+        accumulation: int = 1,
+    ) -> None:
         self.num_items, self.batch_size, self.seed = int(num_items), int(batch_size), int(seed)
         self.num_processes, self.process_index = int(num_processes), int(process_index)
         global_batch = self.batch_size * self.num_processes
@@ -56,7 +63,7 @@ class ShardedEpochSampler(torch.utils.data.Sampler[int]):
         global_batch = self.batch_size * self.num_processes
         for batch in range(self.skip_batches, self.batches_per_epoch):
             start = batch * global_batch + self.process_index * self.batch_size
-            yield from order[start:start + self.batch_size].tolist()
+            yield from order[start : start + self.batch_size].tolist()
 
 
 def training_rows(config: RunConfig, dataset: Dataset, model_config: CRJepaConfig) -> Dataset:
@@ -72,23 +79,34 @@ def training_rows(config: RunConfig, dataset: Dataset, model_config: CRJepaConfi
     try:
         train = select_split(dataset, data["train_split"])
     except ValueError as exc:  # no such split / no rows in it
-        raise ConfigError(f"The training split {data['train_split']!r} of {name} is unusable: {exc}; choose another "
-                          "data.train_split or check the exported data") from None
+        raise ConfigError(
+            f"The training split {data['train_split']!r} of {name} is unusable: {exc}; choose another "
+            "data.train_split or check the exported data"
+        ) from None
     if data["pair_share"] is not None:
-        train = balance_pairs(train, model_config.sensor_names, float(data["pair_share"]), int(config["seed"]),
-                              data["train_split"], str(name))
+        train = balance_pairs(
+            train,
+            model_config.sensor_names,
+            float(data["pair_share"]),
+            int(config["seed"]),
+            data["train_split"],
+            str(name),
+        )
     if not data["extra_sources"]:
         return train
     parts, where = {"paired": train}, {"paired": str(name)}
     for part, source in data["extra_sources"].items():
         folder = Path(str(source)).expanduser()
         if not folder.is_dir():
-            raise ConfigError(f"data.extra_sources.{part}: {str(source)!r} is not a folder: pass a folder "
-                              "`python -m datasets_scripts <dataset> ... --output-dir DIR` wrote")
+            raise ConfigError(
+                f"data.extra_sources.{part}: {str(source)!r} is not a folder: pass a folder "
+                "`python -m datasets_scripts <dataset> ... --output-dir DIR` wrote"
+            )
         data["extra_sources"][part] = str(folder.resolve())
         parts[part], where[part] = load_paired_dataset(folder, split=data["train_split"]), str(folder)
-    combined = combine_datasets(parts, mix=data["mix"], seed=int(config["seed"]), where=where,
-                                mix_split=data["train_split"])
+    combined = combine_datasets(
+        parts, mix=data["mix"], seed=int(config["seed"]), where=where, mix_split=data["train_split"]
+    )
     check_sensors(combined, model_config.sensors, exact=True, where=" + ".join(where.values()))
     return combined
 
@@ -105,11 +123,17 @@ def balance_pairs(train: Dataset, sensors: Sequence[str], share: float, seed: in
     both = np.logical_and.reduce([have[s] for s in sensors])
     if both.all() or not both.any():
         return train
-    parts = {"paired": train.select(np.flatnonzero(both).tolist()),
-             "single": train.select(np.flatnonzero(~both).tolist())}
-    return combine_datasets(parts, mix={"paired": share, "single": 1 - share}, seed=seed,
-                            where={"paired": f"{name} (rows with {' + '.join(sensors)})",
-                                   "single": f"{name} (the other rows)"}, mix_split=split)
+    parts = {
+        "paired": train.select(np.flatnonzero(both).tolist()),
+        "single": train.select(np.flatnonzero(~both).tolist()),
+    }
+    return combine_datasets(
+        parts,
+        mix={"paired": share, "single": 1 - share},
+        seed=seed,
+        where={"paired": f"{name} (rows with {' + '.join(sensors)})", "single": f"{name} (the other rows)"},
+        mix_split=split,
+    )
 
 
 def distinct_rows(ds: Dataset) -> Dataset:

@@ -11,8 +11,9 @@ from typing import Any
 __all__ = ["Schedule", "learning_rate"]
 
 
-def learning_rate(step: int, total_steps: int, warmup_steps: int, lr_start: float, lr_peak: float,
-                  lr_end: float) -> float:
+def learning_rate(
+    step: int, total_steps: int, warmup_steps: int, lr_start: float, lr_peak: float, lr_end: float
+) -> float:
     """The paper's schedule at optimiser step ``step`` (0-based): linear warm-up lr_start -> lr_peak over
     ``warmup_steps``, then cosine decay to lr_end at ``total_steps``."""
     warmup_steps = min(max(int(warmup_steps), 0), int(total_steps))
@@ -39,9 +40,13 @@ class Schedule:
     def of_run(cls, training: dict[str, Any], steps_per_epoch: int) -> Schedule:
         """The schedule of a run configuration's ``training`` section at ``steps_per_epoch`` optimiser steps per
         epoch: ``epochs`` and ``warmup_epochs`` rounded to whole steps (at least one step)."""
-        return cls(total_steps=max(1, round(training["epochs"] * steps_per_epoch)),
-                   warmup_steps=round(training["warmup_epochs"] * steps_per_epoch),
-                   lr_start=training["lr_start"], lr_peak=training["lr"], lr_end=training["lr_end"])
+        return cls(
+            total_steps=max(1, round(training["epochs"] * steps_per_epoch)),
+            warmup_steps=round(training["warmup_epochs"] * steps_per_epoch),
+            lr_start=training["lr_start"],
+            lr_peak=training["lr"],
+            lr_end=training["lr_end"],
+        )
 
     def __call__(self, step: int) -> float:
         return learning_rate(step, **asdict(self))

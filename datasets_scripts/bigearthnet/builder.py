@@ -148,9 +148,13 @@ class BigEarthNetMM(datasets.GeneratorBasedBuilder):
         """The conversion plan (cached); in strict mode a pair unusable before reading raises here."""
         if self._plan is None:
             c = self.config
-            self._plan = resplit(plan_conversion(c.name, c.s1_dir, c.s2_dir, c.reben_metadata, c.keep_unpaired,
-                                                 c.lmdb),
-                                 c.split_by, c.block_km, c.split_seed, tuple(c.split_fractions))
+            self._plan = resplit(
+                plan_conversion(c.name, c.s1_dir, c.s2_dir, c.reben_metadata, c.keep_unpaired, c.lmdb),
+                c.split_by,
+                c.block_km,
+                c.split_seed,
+                tuple(c.split_fractions),
+            )
         if self.config.strict and self._plan.skipped:
             raise next(iter(self._plan.skipped.values()))
         return self._plan
@@ -168,8 +172,14 @@ class BigEarthNetMM(datasets.GeneratorBasedBuilder):
         plan = self.plan()
         missing = "" if plan.subset == "all" else f", {len(plan.missing):,} missing"  # `all` has no list to miss
         unit = "S2 patches" if self.config.s2_only else "pairs"
-        logger.info("BigEarthNet %s: %s %s to convert%s, %s skipped before reading", plan.subset,
-                    f"{len(plan.tasks):,}", unit, missing, f"{len(plan.skipped):,}")
+        logger.info(
+            "BigEarthNet %s: %s %s to convert%s, %s skipped before reading",
+            plan.subset,
+            f"{len(plan.tasks):,}",
+            unit,
+            missing,
+            f"{len(plan.skipped):,}",
+        )
         for err in plan.skipped.values():
             logger.warning("skipped: %s", err)
         by_split: dict[str, list[PairTask]] = {}
@@ -189,8 +199,9 @@ class BigEarthNetMM(datasets.GeneratorBasedBuilder):
                 continue
             yield task["s2_name"], row
 
-    def as_dataset(self, split: str | datasets.Split | None = None,
-                   **kwargs: Any) -> datasets.Dataset | datasets.DatasetDict:
+    def as_dataset(
+        self, split: str | datasets.Split | None = None, **kwargs: Any
+    ) -> datasets.Dataset | datasets.DatasetDict:
         """As `datasets`, but a split left empty (every pair of it skipped) is dropped instead of failing."""
         if split is None and self.info.splits:
             kept = [name for name, info in self.info.splits.items() if info.num_examples]
@@ -223,8 +234,9 @@ class BigEarthNetMM(datasets.GeneratorBasedBuilder):
                 except BigEarthNetError as err:
                     skipped[task["s2_name"]] = err
         single = sum(1 for t in plan.tasks if t["s2_name"] in written_ids and not (t["s1_folder"] and t["s2_folder"]))
-        return ConversionReport(plan.subset, plan.subset_size, converted, len(plan.missing), skipped, single,
-                                s2_only=self.config.s2_only)
+        return ConversionReport(
+            plan.subset, plan.subset_size, converted, len(plan.missing), skipped, single, s2_only=self.config.s2_only
+        )
 
 
 def dataset_card(config: BigEarthNetConfig) -> dict[str, Any]:
@@ -258,4 +270,3 @@ def dataset_card(config: BigEarthNetConfig) -> dict[str, Any]:
         "bigearthnet`" + (" from the ConfigILM LMDB)" if config.lmdb else ")"),
         "citation": BigEarthNetMM.CITATION,
     }
-

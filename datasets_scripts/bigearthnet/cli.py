@@ -39,14 +39,20 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--s1-dir", help="folder holding the BigEarthNet-S1 patch folders (omit for an S2-only archive)")
     p.add_argument("--s2-dir", help="folder holding the BigEarthNet-S2 patch folders")
     p.add_argument("--output-dir", help="where the Parquet export goes")
-    p.add_argument("--lmdb", metavar="DIR",
-                   help="BigEarthNet v2 as distributed for ConfigILM: the BigEarthNet-V2-LMDB folder (safetensors "
-                        "patches of both sensors; read without configilm), instead of --s1-dir / --s2-dir; "
-                        "subset reben, metadata.parquet found beside it")
-    p.add_argument("--subset", choices=ALL_SUBSETS, default=None,
-                   help="which pairs (default: ben14k; reben with --lmdb)")
-    p.add_argument("--reben-metadata", help="reBEN metadata.parquet (subset reben; default: a metadata.parquet "
-                                            "beside or inside --s2-dir or --lmdb)")
+    p.add_argument(
+        "--lmdb",
+        metavar="DIR",
+        help="BigEarthNet v2 as distributed for ConfigILM: the BigEarthNet-V2-LMDB folder (safetensors "
+        "patches of both sensors; read without configilm), instead of --s1-dir / --s2-dir; "
+        "subset reben, metadata.parquet found beside it",
+    )
+    p.add_argument(
+        "--subset", choices=ALL_SUBSETS, default=None, help="which pairs (default: ben14k; reben with --lmdb)"
+    )
+    p.add_argument(
+        "--reben-metadata",
+        help="reBEN metadata.parquet (subset reben; default: a metadata.parquet beside or inside --s2-dir or --lmdb)",
+    )
     p.add_argument("--push-to-hub", metavar="USER/REPO", help="also push the export to this Hub dataset repo")
     p.add_argument("--list-only", action="store_true", help="print the subset's pair list stats from metadata")
     p.add_argument("--list-out", help="with --list-only: also write the list (s2_name,s1_name,split) here")
@@ -54,8 +60,11 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--s2-resampling", choices=S2_RESAMPLINGS, default="nearest", help="20/60 m band upsampling")
     p.add_argument("--num-proc", type=int_in(1, 1024), default=None, help="worker processes (default: all cores)")
     p.add_argument("--cache-dir", help="build cache (default: a temporary folder, removed afterwards)")
-    p.add_argument("--keep-unpaired", action="store_true",
-                   help="keep an S1 patch without its S2 partner (or the reverse) as a single-sensor row")
+    p.add_argument(
+        "--keep-unpaired",
+        action="store_true",
+        help="keep an S1 patch without its S2 partner (or the reverse) as a single-sensor row",
+    )
     add_split_arguments(p, choices=SPLIT_PROTOCOLS)
     p.set_defaults(func=run_cli)
     return p
@@ -81,8 +90,9 @@ def _exported_ids(output_dir: Path) -> set[str]:
     """`id` column of an export's Parquet shards."""
     import pyarrow.parquet as pq
 
-    return {i for f in sorted(output_dir.glob("data/*.parquet"))
-            for i in pq.read_table(f, columns=["id"])["id"].to_pylist()}
+    return {
+        i for f in sorted(output_dir.glob("data/*.parquet")) for i in pq.read_table(f, columns=["id"])["id"].to_pylist()
+    }
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -117,8 +127,10 @@ def _require_extra(module: str = "rasterio") -> None:
     try:
         importlib.import_module(module)
     except ImportError as err:
-        raise MissingExtraError(f"{module} is not installed ({err}); BigEarthNet needs the bigearthnet extra: "
-                                'pip install "crjepa[bigearthnet]"') from None
+        raise MissingExtraError(
+            f"{module} is not installed ({err}); BigEarthNet needs the bigearthnet extra: "
+            'pip install "crjepa[bigearthnet]"'
+        ) from None
 
 
 def _run_cli(args: argparse.Namespace) -> int:
@@ -126,11 +138,14 @@ def _run_cli(args: argparse.Namespace) -> int:
         return _run_list_only(args)
     lmdb = getattr(args, "lmdb", None)
     if lmdb and (args.s1_dir or args.s2_dir):
-        raise DataError("bigearthnet: give either --lmdb (the ConfigILM LMDB) or --s1-dir / --s2-dir (GeoTIFF "
-                        "folders), not both")
+        raise DataError(
+            "bigearthnet: give either --lmdb (the ConfigILM LMDB) or --s1-dir / --s2-dir (GeoTIFF folders), not both"
+        )
     if not ((args.s2_dir or lmdb) and args.output_dir):
-        raise DataError("bigearthnet: --s2-dir and --output-dir are required (and --s1-dir for S1/S2 pairs; or "
-                        "--lmdb instead of both), or use --list-only")
+        raise DataError(
+            "bigearthnet: --s2-dir and --output-dir are required (and --s1-dir for S1/S2 pairs; or "
+            "--lmdb instead of both), or use --list-only"
+        )
     _require_extra("lmdb" if lmdb else "rasterio")
     output_existed = Path(args.output_dir).exists()
     cache_dir = args.cache_dir or tempfile.mkdtemp(prefix="crjepa-bigearthnet-")
@@ -146,8 +161,12 @@ def _run_cli(args: argparse.Namespace) -> int:
         num_proc = min(args.num_proc or os.cpu_count() or 1, max(1, len(plan.tasks) // 2))
         output_dir = Path(
             export_builder(
-                builder, args.output_dir, push_to_hub=args.push_to_hub, card=dataset_card(builder.config),
-                num_proc=num_proc, overwrite=bool(getattr(args, "overwrite", False)),
+                builder,
+                args.output_dir,
+                push_to_hub=args.push_to_hub,
+                card=dataset_card(builder.config),
+                num_proc=num_proc,
+                overwrite=bool(getattr(args, "overwrite", False)),
             )  # fmt: skip
             or args.output_dir
         )
@@ -164,4 +183,3 @@ def _run_cli(args: argparse.Namespace) -> int:
         print(f"error: every pair was skipped; nothing written to {args.output_dir}", file=sys.stderr)
         return 1
     return 0
-

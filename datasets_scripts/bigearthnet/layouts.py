@@ -14,8 +14,10 @@ REBEN = "reben"
 ALL_SUBSETS: tuple[str, ...] = (*SUBSETS, REBEN)
 
 V1, V2 = "v1", "v2"
-LAYOUT_NAMES = {V1: "BigEarthNet v1 (patch folders directly under the folder, one JSON per patch)",
-                V2: "BigEarthNet v2 / reBEN (patch folders nested one level, by product / tile)"}
+LAYOUT_NAMES = {
+    V1: "BigEarthNet v1 (patch folders directly under the folder, one JSON per patch)",
+    V2: "BigEarthNet v2 / reBEN (patch folders nested one level, by product / tile)",
+}
 
 
 def _has_band_files(folder: str | os.PathLike, name: str) -> bool:
@@ -49,24 +51,29 @@ def subset_hint(subset: str, s1_root: Path | None, s2_root: Path, reben_metadata
     layout, _ = detect_layout(s2_root)
     where = f"s2_dir={s2_root}" + (f", s1_dir={s1_root}" if s1_root is not None else "")
     if layout is None:
-        return (f"No BigEarthNet patch folder found under {where}: --s2-dir must be the folder holding the S2 "
-                "patch folders (v1: BigEarthNet-v1.0/<patch>/<patch>_B02.tif; v2: BigEarthNet-S2/<product>/<patch>/"
-                "<patch>_B02.tif), --s1-dir the same for S1.")
+        return (
+            f"No BigEarthNet patch folder found under {where}: --s2-dir must be the folder holding the S2 "
+            "patch folders (v1: BigEarthNet-v1.0/<patch>/<patch>_B02.tif; v2: BigEarthNet-S2/<product>/<patch>/"
+            "<patch>_B02.tif), --s1-dir the same for S1."
+        )
     found = f"Found the {LAYOUT_NAMES[layout]} layout under {where}."
     if layout == V2 and subset != REBEN:
         meta = find_reben_metadata(s2_root)
-        return (f"{found} --subset {subset} lists BigEarthNet v1 patches; for v2 data use --subset reben"
-                + (f" (its metadata {meta} is found automatically)." if meta else
-                   " --reben-metadata <reBEN metadata.parquet>."))
+        return f"{found} --subset {subset} lists BigEarthNet v1 patches; for v2 data use --subset reben" + (
+            f" (its metadata {meta} is found automatically)." if meta else " --reben-metadata <reBEN metadata.parquet>."
+        )
     if layout == V1 and subset == REBEN:
-        return (f"{found} --subset reben is for v2 data; for v1 use --subset all (every pair found), recommended "
-                "or ben14k.")
+        return (
+            f"{found} --subset reben is for v2 data; for v1 use --subset all (every pair found), recommended or ben14k."
+        )
     if layout == V1 and subset in SUBSETS and subset != "all":
         s2_names = {e.name for e in os.scandir(s2_root) if e.is_dir()}
         fits = {name: sum(p.s2_name in s2_names for p in subset_pairs(name)) for name in SUBSETS if name != "all"}
         counts = ", ".join(f"{name}: {n}" for name, n in fits.items())
-        return (f"{found} None of its {len(s2_names):,} S2 patches is in {subset} (patches per subset: {counts}); "
-                f"--subset all converts every pair found.")
+        return (
+            f"{found} None of its {len(s2_names):,} S2 patches is in {subset} (patches per subset: {counts}); "
+            f"--subset all converts every pair found."
+        )
     return found
 
 
@@ -77,4 +84,3 @@ def find_reben_metadata(s2_dir: str | os.PathLike) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
-

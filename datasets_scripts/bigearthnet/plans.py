@@ -69,8 +69,12 @@ def _check_dir(path: str | None, what: str) -> Path:
 
 
 def _plan_from_metadata(
-    subset: str, pairs: list[MetadataPair], s1_root: Path | None,
-    s2_root: Path, keep_unpaired: bool = False, lmdb: Path | None = None,
+    subset: str,
+    pairs: list[MetadataPair],
+    s1_root: Path | None,
+    s2_root: Path,
+    keep_unpaired: bool = False,
+    lmdb: Path | None = None,
 ) -> ConversionPlan:
     """Match metadata pairs (s2, s1, country, split, labels) against the folders on disk (or the keys of an
     `lmdb`, which then is both roots); without `s1_root` (an S2-only archive) every S2 patch present is a task;
@@ -85,8 +89,15 @@ def _plan_from_metadata(
         s1_index = _index_patch_folders(s1_root, nested=layout == "reben") if s1_root is not None else {}
     plan = ConversionPlan(subset, len(pairs))
 
-    def add(s2_name: str, s1_name: str | None, s2_folder: Path | None, s1_folder: Path | None, split: str,
-            country: str | None, labels: list[str] | None) -> None:
+    def add(
+        s2_name: str,
+        s1_name: str | None,
+        s2_folder: Path | None,
+        s1_folder: Path | None,
+        split: str,
+        country: str | None,
+        labels: list[str] | None,
+    ) -> None:
         task: PairTask = {"s2_name": s2_name, "s1_name": s1_name,
                           "s2_folder": str(s2_folder) if s2_folder is not None else None,
                           "s1_folder": str(s1_folder) if s1_folder is not None else None, "split": split,
@@ -127,8 +138,15 @@ def _plan_all_v1(s1_root: Path | None, s2_root: Path, keep_unpaired: bool = Fals
     plan = ConversionPlan("all", len(known))
     if s1_root is None:
         rows: list[MetadataPair] = [
-            (s2, known[s2].s1_name if s2 in known else "", known[s2].country if s2 in known else None,
-             known[s2].split if s2 in known else UNASSIGNED, None) for s2 in sorted(s2_names)]
+            (
+                s2,
+                known[s2].s1_name if s2 in known else "",
+                known[s2].country if s2 in known else None,
+                known[s2].split if s2 in known else UNASSIGNED,
+                None,
+            )
+            for s2 in sorted(s2_names)
+        ]
         sub = _plan_from_metadata("all", rows, None, s2_root)
         plan.tasks = sub.tasks
         plan.missing = [s2 for s2 in known if s2 not in s2_names]
@@ -156,9 +174,16 @@ def _plan_all_v1(s1_root: Path | None, s2_root: Path, keep_unpaired: bool = Fals
         if keep_unpaired:  # an S2 patch no S1 JSON names: an S2-only row
             pair = known.get(s2_name)
             plan.tasks.append(
-                {"s2_name": s2_name, "s1_name": None, "s2_folder": str(s2_root / s2_name), "s1_folder": None,
-                 "split": pair.split if pair else UNASSIGNED, "country": pair.country if pair else None,
-                 "labels": None, "layout": "v1"}  # fmt: skip
+                {
+                    "s2_name": s2_name,
+                    "s1_name": None,
+                    "s2_folder": str(s2_root / s2_name),
+                    "s1_folder": None,
+                    "split": pair.split if pair else UNASSIGNED,
+                    "country": pair.country if pair else None,
+                    "labels": None,
+                    "layout": "v1",
+                }  # fmt: skip
             )
             continue
         plan.skipped[s2_name] = BigEarthNetError(
@@ -174,13 +199,15 @@ def reben_metadata_pairs(path: Path) -> list[MetadataPair]:
     import pyarrow.parquet as pq
 
     if not path.is_file():
-        raise BigEarthNetNotFoundError(f"reBEN metadata file not found: {path} (pass "
-                                       "reben_metadata=.../metadata.parquet)")
+        raise BigEarthNetNotFoundError(
+            f"reBEN metadata file not found: {path} (pass reben_metadata=.../metadata.parquet)"
+        )
     table = pq.read_table(path)
     needed = {"patch_id", "s1_name", "labels", "split", "country"}
     if not needed <= set(table.column_names):
-        raise DataError(f"{path}: columns {sorted(needed - set(table.column_names))} missing; found "
-                        f"{table.column_names}")
+        raise DataError(
+            f"{path}: columns {sorted(needed - set(table.column_names))} missing; found {table.column_names}"
+        )
     aliases = {"val": "validation", "validation": "validation", "train": "train", "test": "test"}
     rows: list[MetadataPair] = []
     for r in table.select(sorted(needed)).to_pylist():
@@ -190,8 +217,12 @@ def reben_metadata_pairs(path: Path) -> list[MetadataPair]:
 
 
 def plan_conversion(
-    subset: str, s1_dir: str | None, s2_dir: str | None, reben_metadata: str | os.PathLike | None = None,
-    keep_unpaired: bool = False, lmdb: str | None = None,
+    subset: str,
+    s1_dir: str | None,
+    s2_dir: str | None,
+    reben_metadata: str | os.PathLike | None = None,
+    keep_unpaired: bool = False,
+    lmdb: str | None = None,
 ) -> ConversionPlan:
     """Which pairs of `subset` are present, missing, or unusable before any GeoTIFF is read.
 
@@ -233,19 +264,22 @@ def plan_conversion(
     return plan
 
 
-def _plan_lmdb(subset: str, lmdb: str, reben_metadata: str | os.PathLike | None,
-               keep_unpaired: bool) -> ConversionPlan:
+def _plan_lmdb(subset: str, lmdb: str, reben_metadata: str | os.PathLike | None, keep_unpaired: bool) -> ConversionPlan:
     """The pairs of reBEN's metadata whose patches are keys of the ConfigILM LMDB folder ``lmdb``."""
     if subset != REBEN:
         raise DataError(f"--lmdb holds BigEarthNet v2 (reBEN) patches: use --subset reben, not {subset!r}")
     root = _check_dir(lmdb, "lmdb")
     if not (root / "data.mdb").is_file():
-        raise BigEarthNetNotFoundError(f"BigEarthNet: {root} is not an LMDB folder (no data.mdb); --lmdb takes the "
-                                       "BigEarthNet-V2-LMDB folder of the ConfigILM distribution")
+        raise BigEarthNetNotFoundError(
+            f"BigEarthNet: {root} is not an LMDB folder (no data.mdb); --lmdb takes the "
+            "BigEarthNet-V2-LMDB folder of the ConfigILM distribution"
+        )
     metadata = reben_metadata or find_reben_metadata(root)
     if not metadata:
-        raise DataError(f"subset 'reben' needs reBEN's metadata.parquet: pass --reben-metadata PATH (none found "
-                        f"beside or in {root})")
+        raise DataError(
+            f"subset 'reben' needs reBEN's metadata.parquet: pass --reben-metadata PATH (none found "
+            f"beside or in {root})"
+        )
     pairs = reben_metadata_pairs(Path(metadata))
     plan = _plan_from_metadata(subset, pairs, root, root, keep_unpaired, lmdb=root)
     if not plan.tasks:
@@ -254,7 +288,9 @@ def _plan_lmdb(subset: str, lmdb: str, reben_metadata: str | os.PathLike | None,
         raise BigEarthNetNotFoundError(
             f"BigEarthNet reben: none of the {plan.subset_size:,} pairs of {metadata} is in the LMDB {root} with "
             f"both patches ({len(keys):,} entries, e.g. {keys[:2]}; {len(plan.skipped)} half pairs"
-            + (f", for example: {half}" if half is not None else "") + ")")
+            + (f", for example: {half}" if half is not None else "")
+            + ")"
+        )
     return plan
 
 
@@ -265,4 +301,3 @@ def metadata_list(subset: str, reben_metadata: str | None = None) -> list[tuple[
             raise DataError("--list-only with --subset reben needs --reben-metadata")
         return sorted((s2, s1, split) for s2, s1, _, split, _ in reben_metadata_pairs(Path(reben_metadata)))
     return sorted((p.s2_name, p.s1_name, p.split) for p in subset_pairs(subset))
-

@@ -62,7 +62,6 @@ class PairTask(TypedDict):
     lmdb: NotRequired[str]
 
 
-
 def read_json(path: Path, patch: str) -> dict[str, Any]:
     """A patch's metadata JSON, with errors that name the patch and the file."""
     if not path.is_file():
@@ -73,8 +72,9 @@ def read_json(path: Path, patch: str) -> dict[str, Any]:
         raise BigEarthNetError("corrupt JSON", f"patch {patch}: cannot parse {path}: {err}") from err
 
 
-def read_band(path: Path, patch: str, native_size: int, dtype: str, resampling: str = "nearest",
-              band: str | None = None) -> np.ndarray:
+def read_band(
+    path: Path, patch: str, native_size: int, dtype: str, resampling: str = "nearest", band: str | None = None
+) -> np.ndarray:
     """One single-band GeoTIFF as a (120, 120) array of `dtype`, checked and upsampled from `native_size`.
 
     `band` (e.g. "B8A"): the band the file name promises; a GeoTIFF whose own band description names another
@@ -91,8 +91,8 @@ def read_band(path: Path, patch: str, native_size: int, dtype: str, resampling: 
     described = described.upper()
     if band and described in ALL_BAND_NAMES and described != band.upper():
         raise BigEarthNetError(
-            "band mismatch", f"patch {patch}: {path.name} is named band {band} but its GeoTIFF band "
-            f"description says {described}"
+            "band mismatch",
+            f"patch {patch}: {path.name} is named band {band} but its GeoTIFF band description says {described}",
         )
     if image.shape != (1, native_size, native_size):
         raise BigEarthNetError(
@@ -115,13 +115,17 @@ def check_band_files(folder: Path, name: str, bands: tuple[str, ...]) -> None:
     if not folder.is_dir():
         return
     prefix = f"{name}_"
-    found = {f.name[len(prefix):-len(f.suffix)] for f in folder.iterdir()
-             if f.name.startswith(prefix) and f.suffix.lower() in (".tif", ".tiff")}
+    found = {
+        f.name[len(prefix) : -len(f.suffix)]
+        for f in folder.iterdir()
+        if f.name.startswith(prefix) and f.suffix.lower() in (".tif", ".tiff")
+    }
     unexpected = sorted(found - set(bands))
     if unexpected:
         raise BigEarthNetError(
-            "band mismatch", f"patch {name}: {folder} holds band files {unexpected} that are not among the expected "
-            f"bands {list(bands)} (bands are matched by file name, never by position)"
+            "band mismatch",
+            f"patch {name}: {folder} holds band files {unexpected} that are not among the expected "
+            f"bands {list(bands)} (bands are matched by file name, never by position)",
         )
 
 
@@ -129,8 +133,7 @@ def read_s2(folder: Path, name: str, resampling: str = "nearest") -> np.ndarray:
     """S2 patch as (12, 120, 120) uint16 in S2_BANDS order, each band read from the file that names it."""
     check_band_files(folder, name, S2_BANDS)
     return np.stack(
-        [read_band(folder / f"{name}_{b}.tif", name, S2_NATIVE_SIZE[b], "uint16", resampling, band=b)
-         for b in S2_BANDS]
+        [read_band(folder / f"{name}_{b}.tif", name, S2_NATIVE_SIZE[b], "uint16", resampling, band=b) for b in S2_BANDS]
     )
 
 
@@ -179,12 +182,17 @@ def _read_lmdb_bands(path: str, name: str, bands: tuple[str, ...]) -> dict[str, 
         try:
             arrays = load_safetensors(bytes(value))
         except (SafetensorError, ValueError) as err:
-            raise BigEarthNetError("corrupt safetensors", f"patch {name}: its LMDB entry in {path} is not a readable "
-                                   f"safetensors file ({err})") from None
+            raise BigEarthNetError(
+                "corrupt safetensors",
+                f"patch {name}: its LMDB entry in {path} is not a readable safetensors file ({err})",
+            ) from None
     unexpected, absent = sorted(set(arrays) - set(bands)), [b for b in bands if b not in arrays]
     if unexpected:
-        raise BigEarthNetError("band mismatch", f"patch {name}: its LMDB entry in {path} holds bands {unexpected} that "
-                               f"are not among the expected bands {list(bands)}")
+        raise BigEarthNetError(
+            "band mismatch",
+            f"patch {name}: its LMDB entry in {path} holds bands {unexpected} that "
+            f"are not among the expected bands {list(bands)}",
+        )
     if absent:
         raise BigEarthNetError("missing band file", f"patch {name}: its LMDB entry in {path} lacks bands {absent}")
     return arrays
@@ -193,12 +201,15 @@ def _read_lmdb_bands(path: str, name: str, bands: tuple[str, ...]) -> dict[str, 
 def _checked_band(array: np.ndarray, name: str, band: str, native_size: int, dtype: str, where: str) -> np.ndarray:
     """A band read from the LMDB, checked as `read_band` checks a GeoTIFF (shape, dtype kind, uint16 range)."""
     if array.shape != (native_size, native_size):
-        raise BigEarthNetError("wrong band size", f"patch {name}: band {band} in {where} has shape {array.shape}, "
-                               f"expected {(native_size, native_size)}")
+        raise BigEarthNetError(
+            "wrong band size",
+            f"patch {name}: band {band} in {where} has shape {array.shape}, expected {(native_size, native_size)}",
+        )
     ok = array.dtype.kind == "f" if dtype == "float32" else array.dtype.kind in "ui"
     if not ok:
-        raise BigEarthNetError("wrong dtype", f"patch {name}: band {band} in {where} has dtype {array.dtype}, "
-                               f"expected {dtype}")
+        raise BigEarthNetError(
+            "wrong dtype", f"patch {name}: band {band} in {where} has dtype {array.dtype}, expected {dtype}"
+        )
     if dtype == "uint16" and array.size and (array.min() < 0 or array.max() > 65535):
         raise BigEarthNetError("wrong dtype", f"patch {name}: band {band} in {where} has values outside uint16")
     return array
@@ -217,8 +228,9 @@ def upsample_band(array: np.ndarray, resampling: str = "nearest") -> np.ndarray:
 
     with warnings.catch_warnings(), MemoryFile() as memory:
         warnings.simplefilter("ignore")  # not georeferenced: resampling works in pixel space
-        with memory.open(driver="GTiff", height=array.shape[0], width=array.shape[1], count=1,
-                         dtype=array.dtype) as dst:
+        with memory.open(
+            driver="GTiff", height=array.shape[0], width=array.shape[1], count=1, dtype=array.dtype
+        ) as dst:
             dst.write(array, 1)
         with memory.open() as src:
             kernel = Resampling.cubic if resampling == "bicubic" else Resampling[resampling]  # GDAL calls it cubic
@@ -228,8 +240,14 @@ def upsample_band(array: np.ndarray, resampling: str = "nearest") -> np.ndarray:
 def read_s2_lmdb(path: str, name: str, resampling: str = "nearest") -> np.ndarray:
     """S2 patch from a BigEarthNet LMDB as (12, 120, 120) uint16 in S2_BANDS order (as `read_s2`)."""
     arrays = _read_lmdb_bands(path, name, S2_BANDS)
-    return np.stack([upsample_band(_checked_band(arrays[b], name, b, S2_NATIVE_SIZE[b], "uint16", path),
-                                   resampling).astype("uint16", copy=False) for b in S2_BANDS])
+    return np.stack(
+        [
+            upsample_band(_checked_band(arrays[b], name, b, S2_NATIVE_SIZE[b], "uint16", path), resampling).astype(
+                "uint16", copy=False
+            )
+            for b in S2_BANDS
+        ]
+    )
 
 
 def read_s1_lmdb(path: str, name: str) -> np.ndarray:
@@ -240,8 +258,9 @@ def read_s1_lmdb(path: str, name: str) -> np.ndarray:
         array = _checked_band(arrays[band], name, band, PATCH_SIZE, "float32", path).astype("float32", copy=False)
         bad = int(np.count_nonzero(~np.isfinite(array)))
         if bad:
-            raise BigEarthNetError("NaN/inf in SAR", f"patch {name}: band {band} in {path} holds {bad} NaN/inf "
-                                   f"pixels of {array.size}")
+            raise BigEarthNetError(
+                "NaN/inf in SAR", f"patch {name}: band {band} in {path} holds {bad} NaN/inf pixels of {array.size}"
+            )
         bands.append(array)
     return np.stack(bands)
 
@@ -318,4 +337,3 @@ def s1_tile(s1_name: str) -> str | None:
     """Tile field of a v1 S1 name (S1A_IW_GRDH_1SDV_<time>_<tile>_<x>_<y>)."""
     parts = s1_name.split("_")
     return parts[5] if len(parts) == 8 else None
-

@@ -28,8 +28,10 @@ def _task_tile(task: PairTask) -> str:
         except BigEarthNetError:
             tile = None
     if tile is None:
-        raise DataError(f"patch {task['s2_name']}: cannot tell its tile (from its names or its JSON's tile_source) "
-                        "for a spatial split; use --split-by official")
+        raise DataError(
+            f"patch {task['s2_name']}: cannot tell its tile (from its names or its JSON's tile_source) "
+            "for a spatial split; use --split-by official"
+        )
     return tile
 
 
@@ -51,14 +53,21 @@ def spatial_group(task: PairTask, split_by: str, block_km: float = 50.0) -> str:
         raise DataError(f"block_km must be > 0, got {block_km}")
     grid = _patch_grid(task["s2_name"]) or _patch_grid(task["s1_name"])
     if grid is None:
-        raise DataError(f"patch {task['s2_name']}: no _<row>_<col> patch grid position in its name for "
-                        "--split-by block; use --split-by tile")
+        raise DataError(
+            f"patch {task['s2_name']}: no _<row>_<col> patch grid position in its name for "
+            "--split-by block; use --split-by tile"
+        )
     per_block = block_km / PATCH_KM
     return f"{tile}/{int(grid[0] // per_block)}_{int(grid[1] // per_block)}"
 
 
-def resplit(plan: ConversionPlan, split_by: str, block_km: float = 50.0, seed: int = 0,
-            fractions: tuple[float, ...] = (0.8, 0.1, 0.1)) -> ConversionPlan:
+def resplit(
+    plan: ConversionPlan,
+    split_by: str,
+    block_km: float = 50.0,
+    seed: int = 0,
+    fractions: tuple[float, ...] = (0.8, 0.1, 0.1),
+) -> ConversionPlan:
     """Re-split the planned rows that have an official split so that each tile / block lies in one split
     (`datasets_scripts.common.split_by_group`); unassigned rows stay unassigned. In place; returns the plan."""
     if split_by == "official":
@@ -71,4 +80,3 @@ def resplit(plan: ConversionPlan, split_by: str, block_km: float = 50.0, seed: i
     for task in eligible:
         task["split"] = new[task["s2_name"]]
     return plan
-

@@ -80,8 +80,12 @@ def summarize(grads: dict[str, torch.Tensor]) -> dict[str, dict]:
     for name, grad in grads.items():
         flat = grad.detach().reshape(-1).double()
         index = sample_index(flat.numel())
-        out[name] = {"norm": flat.norm().item(), "sum": flat.sum().item(), "index": index,
-                     "values": [flat[i].item() for i in index]}
+        out[name] = {
+            "norm": flat.norm().item(),
+            "sum": flat.sum().item(),
+            "index": index,
+            "values": [flat[i].item() for i in index],
+        }
     return out
 
 

@@ -27,6 +27,14 @@ from crjepa.hub.archive.search import EmbeddingArchive, Hit
 from crjepa.hub.archive.writer import write_embeddings_dataset
 
 __all__ = [
-    "EmbeddingArchive", "EmbeddingsError", "Hit", "add_indices", "build_indices", "config_summary", "load_embeddings",
-    "model_fingerprint", "read_vector_column", "write_embeddings_dataset",
+    "EmbeddingArchive",
+    "EmbeddingsError",
+    "Hit",
+    "add_indices",
+    "build_indices",
+    "config_summary",
+    "load_embeddings",
+    "model_fingerprint",
+    "read_vector_column",
+    "write_embeddings_dataset",
 ]

@@ -56,8 +56,9 @@ def read_info(folder: Path) -> dict[str, Any]:
 def _read_json(path: Path, limit: int = MAX_INFO_BYTES) -> Any:
     size = path.stat().st_size
     if size > limit:
-        raise EmbeddingsError(f"{path} is {size:,} bytes, more than the {limit:,} such a file can need; download or "
-                              "re-embed the archive")
+        raise EmbeddingsError(
+            f"{path} is {size:,} bytes, more than the {limit:,} such a file can need; download or re-embed the archive"
+        )
     try:
         return json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as err:
@@ -67,9 +68,12 @@ def _read_json(path: Path, limit: int = MAX_INFO_BYTES) -> Any:
 def check_info(info: Any, path: Path) -> dict[str, Any]:
     """embeddings_info.json of a possibly downloaded archive, checked field by field (types, bounds, names that
     cannot leave the archive folder); raises EmbeddingsError naming the file and the field."""
+
     def bad(field: str, why: str) -> EmbeddingsError:
-        return EmbeddingsError(f"{path}: {field} {why}; this archive was not written by `crjepa embed` as it is "
-                               "(download it again or re-embed it)")
+        return EmbeddingsError(
+            f"{path}: {field} {why}; this archive was not written by `crjepa embed` as it is "
+            "(download it again or re-embed it)"
+        )
 
     if not isinstance(info, dict):
         raise bad("the file", "must hold a JSON object")
@@ -77,8 +81,10 @@ def check_info(info: Any, path: Path) -> dict[str, Any]:
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise bad("format_version", f"must be a positive integer, found {version!r}")
     if version > FORMAT_VERSION:
-        raise EmbeddingsError(f"{path}: format_version {version} is newer than this crjepa reads ({FORMAT_VERSION}); "
-                              "upgrade crjepa (pip install -U crjepa)")
+        raise EmbeddingsError(
+            f"{path}: format_version {version} is newer than this crjepa reads ({FORMAT_VERSION}); "
+            "upgrade crjepa (pip install -U crjepa)"
+        )
     rows = info.get("num_rows")
     if not isinstance(rows, int) or isinstance(rows, bool) or rows < 1:
         raise bad("num_rows", f"must be a positive integer, found {rows!r}")
@@ -87,9 +93,16 @@ def check_info(info: Any, path: Path) -> dict[str, Any]:
         raise bad("dimension", f"must be an integer in [1, {MAX_DIMENSION}], found {dim!r}")
     for field, limit in (("sensors", 64), ("vector_columns", 256), ("metadata_columns", 1024)):
         value = info.get(field, [] if field == "metadata_columns" else None)
-        if not isinstance(value, list) or not value and field != "metadata_columns" or len(value) > limit or \
-                not all(isinstance(v, str) and (_NAME.fullmatch(v) or field == "metadata_columns"
-                                                and _LABEL.fullmatch(v)) for v in value):
+        if (
+            not isinstance(value, list)
+            or not value
+            and field != "metadata_columns"
+            or len(value) > limit
+            or not all(
+                isinstance(v, str) and (_NAME.fullmatch(v) or field == "metadata_columns" and _LABEL.fullmatch(v))
+                for v in value
+            )
+        ):
             raise bad(field, f"must be a list of at most {limit} plain names (letters, digits, _ -), found {value!r}")
     for name in info["vector_columns"]:
         sensor, _, space = name.rpartition("_")
@@ -99,16 +112,19 @@ def check_info(info: Any, path: Path) -> dict[str, Any]:
     if not isinstance(names, list) or not 0 < len(names) <= MAX_CLASSES or not all(isinstance(n, str) for n in names):
         raise bad("class_names", f"must be a list of 1 to {MAX_CLASSES} strings")
     indices = info.get("indices", {})
-    if not isinstance(indices, dict) or not all(k in info["vector_columns"] and v in _INDEX_KINDS
-                                                for k, v in indices.items()):
+    if not isinstance(indices, dict) or not all(
+        k in info["vector_columns"] and v in _INDEX_KINDS for k, v in indices.items()
+    ):
         raise bad("indices", f"must map vector columns to {sorted(_INDEX_KINDS)}, found {indices!r}")
     fingerprint = info.get("model_fingerprint", "")
     if not isinstance(fingerprint, (str, type(None))) or (
-            fingerprint and not re.fullmatch(r"[0-9a-f]{1,64}", fingerprint)):
+        fingerprint and not re.fullmatch(r"[0-9a-f]{1,64}", fingerprint)
+    ):
         raise bad("model_fingerprint", f"must be a hex string, found {fingerprint!r}")
     source = info.get("source", {})
-    if not isinstance(source, dict) or not all(isinstance(v, (str, int, float, bool, type(None)))
-                                               for v in source.values()):
+    if not isinstance(source, dict) or not all(
+        isinstance(v, (str, int, float, bool, type(None))) for v in source.values()
+    ):
         raise bad("source", f"must be an object of scalars, found {source!r}")
     for field in ("model_repo_id", "repo_id"):
         value = info.get(field)
@@ -126,8 +142,10 @@ def vector_width(kind: pa.DataType, name: str, where: str | Path) -> int:
     import pyarrow as pa
 
     if not pa.types.is_fixed_size_list(kind) or not pa.types.is_float32(kind.value_type):
-        raise EmbeddingsError(f"Column {name!r} of {where} is {kind}, not fixed-size float32 vectors "
-                              "(fixed_size_list<float>); it was not written by `crjepa embed`: re-embed the archive")
+        raise EmbeddingsError(
+            f"Column {name!r} of {where} is {kind}, not fixed-size float32 vectors "
+            "(fixed_size_list<float>); it was not written by `crjepa embed`: re-embed the archive"
+        )
     return int(kind.list_size)
 
 
@@ -143,9 +161,9 @@ def vector_block(column: pa.FixedSizeListArray, width: int) -> tuple[np.ndarray,
     return out, valid
 
 
-def read_vector_column(folder: str | Path, name: str, dimension: int | None = None,
-                       with_validity: bool = False,
-                       rows: int | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray | None]:
+def read_vector_column(
+    folder: str | Path, name: str, dimension: int | None = None, with_validity: bool = False, rows: int | None = None
+) -> np.ndarray | tuple[np.ndarray, np.ndarray | None]:
     """One vector column of an archive as float32 (N, R), read Parquet file by file into one preallocated array
     (the peak is the column plus one row group, not the archive: other columns are never read). Null vectors
     (rows lacking the sensor) read as zeros; ``with_validity`` also returns their (N,) bool validity (None: no
@@ -158,8 +176,10 @@ def read_vector_column(folder: str | Path, name: str, dimension: int | None = No
         raise EmbeddingsError(f"The archive at {folder} has no Parquet files under {DATA_DIR}/")
     claimed = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     if rows is not None and claimed != rows:  # the footers' counts size the array: checked against the rows read
-        raise EmbeddingsError(f"The Parquet footers of {folder} claim {claimed:,} rows, the archive has {rows:,}; "
-                              "download or re-embed the archive")
+        raise EmbeddingsError(
+            f"The Parquet footers of {folder} claim {claimed:,} rows, the archive has {rows:,}; "
+            "download or re-embed the archive"
+        )
     rows = claimed
     out: np.ndarray | None = None
     validity = np.ones(rows, bool)
@@ -174,9 +194,9 @@ def read_vector_column(folder: str | Path, name: str, dimension: int | None = No
             if out is None:
                 out = np.empty((rows, width), dtype=np.float32)
             block, valid = vector_block(column, width)
-            out[start:start + len(block)] = block
+            out[start : start + len(block)] = block
             if valid is not None:
-                validity[start:start + len(block)] = valid
+                validity[start : start + len(block)] = valid
             start += len(block)
     assert out is not None and start == rows
     if with_validity:
@@ -185,6 +205,16 @@ def read_vector_column(folder: str | Path, name: str, dimension: int | None = No
 
 
 __all__ = [
-    "DATA_DIR", "FORMAT_VERSION", "INDEX_DIR", "INFO_FILE", "MAX_INFO_BYTES", "OUTPUT_KIND", "EmbeddingsError",
-    "check_info", "read_info", "read_vector_column", "vector_block", "vector_width",
+    "DATA_DIR",
+    "FORMAT_VERSION",
+    "INDEX_DIR",
+    "INFO_FILE",
+    "MAX_INFO_BYTES",
+    "OUTPUT_KIND",
+    "EmbeddingsError",
+    "check_info",
+    "read_info",
+    "read_vector_column",
+    "vector_block",
+    "vector_width",
 ]

@@ -18,9 +18,15 @@ if TYPE_CHECKING:  # faiss is imported on use: reading an archive's ids and labe
     from crjepa.search.index import RetrievalIndex
 
 
-def build_indices(vectors: Mapping[str, np.ndarray], ids: Sequence[str], kind: str = "auto",
-                  fingerprint: str = "", columns: Sequence[str] | None = None,
-                  present: Mapping[str, np.ndarray] | None = None, **params: Any) -> dict[str, RetrievalIndex]:
+def build_indices(
+    vectors: Mapping[str, np.ndarray],
+    ids: Sequence[str],
+    kind: str = "auto",
+    fingerprint: str = "",
+    columns: Sequence[str] | None = None,
+    present: Mapping[str, np.ndarray] | None = None,
+    **params: Any,
+) -> dict[str, RetrievalIndex]:
     """One `crjepa.search.index.RetrievalIndex` per vector column, over the archive ids, tagged with the
     model fingerprint, sensor and space of the column. ``present`` ({sensor: (N,) bool}): a column indexes only
     the rows having its sensor (a partially paired archive)."""
@@ -32,12 +38,16 @@ def build_indices(vectors: Mapping[str, np.ndarray], ids: Sequence[str], kind: s
             raise EmbeddingsError(f"No vector column {name!r} to index; available: {sorted(vectors)}")
         sensor, space = name.rsplit("_", 1)
         rows = rows_with(present, sensor)
-        matrix, row_ids = (vectors[name], list(ids)) if rows is None else (
-            vectors[name][rows], [i for i, keep in zip(ids, rows) if keep])
+        matrix, row_ids = (
+            (vectors[name], list(ids))
+            if rows is None
+            else (vectors[name][rows], [i for i, keep in zip(ids, rows) if keep])
+        )
         if not len(row_ids):
             continue  # no row has this sensor: nothing to search in this column
-        out[name] = build_index(matrix, kind=kind, ids=row_ids, fingerprint=fingerprint, space=space,
-                                sensor=sensor, **params)
+        out[name] = build_index(
+            matrix, kind=kind, ids=row_ids, fingerprint=fingerprint, space=space, sensor=sensor, **params
+        )
     return out
 
 
@@ -72,18 +82,27 @@ def load_index(folder: Path, name: str, fingerprint: str, ids: Sequence[str], di
     except (ValueError, FileNotFoundError) as err:
         raise EmbeddingsError(f"faiss index {name!r} of the archive at {folder} is unusable: {err}") from err
     if index.metadata.dimension != dimension:
-        raise EmbeddingsError(f"faiss index {name!r} holds {index.metadata.dimension}-d vectors; the archive holds "
-                              f"{dimension}-d vectors; rebuild it with `crjepa index {shell_word(folder)}`")
+        raise EmbeddingsError(
+            f"faiss index {name!r} holds {index.metadata.dimension}-d vectors; the archive holds "
+            f"{dimension}-d vectors; rebuild it with `crjepa index {shell_word(folder)}`"
+        )
     # same items; the order may differ (a calibrated index adds its held-out rows last)
     if len(index) != len(ids) or not np.array_equal(np.sort(index.ids), np.sort(np.asarray(ids, dtype=str))):
-        raise EmbeddingsError(f"faiss index {name!r} covers other items than the archive at {folder}; rebuild it "
-                              f"with `crjepa index {shell_word(folder)}`")
+        raise EmbeddingsError(
+            f"faiss index {name!r} covers other items than the archive at {folder}; rebuild it "
+            f"with `crjepa index {shell_word(folder)}`"
+        )
     return index
 
 
-def add_indices(folder: str | Path, kind: str = "auto", columns: Sequence[str] | None = None,
-                progress: Callable[[str], None] | None = None, recall: float | None = None,
-                **params: Any) -> dict[str, str]:
+def add_indices(
+    folder: str | Path,
+    kind: str = "auto",
+    columns: Sequence[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+    recall: float | None = None,
+    **params: Any,
+) -> dict[str, str]:
     """Build and store faiss indices for an archive folder (the `crjepa index` command); returns column -> kind.
     ``progress`` is called with each column name once its index is saved. ``recall`` is the target the ANN
     kinds calibrate to (`crjepa.search.index.build_index`; None: its default). Vectors are read one column at a
@@ -96,8 +115,14 @@ def add_indices(folder: str | Path, kind: str = "auto", columns: Sequence[str] |
         return _add_indices(folder, kind, columns, progress, recall, **params)
 
 
-def _add_indices(folder: str | Path, kind: str, columns: Sequence[str] | None,
-                 progress: Callable[[str], None] | None, recall: float | None, **params: Any) -> dict[str, str]:
+def _add_indices(
+    folder: str | Path,
+    kind: str,
+    columns: Sequence[str] | None,
+    progress: Callable[[str], None] | None,
+    recall: float | None,
+    **params: Any,
+) -> dict[str, str]:
     """Build the new indices into a ``.faiss.tmp-*`` folder inside the archive (the indices not rebuilt are linked
     in), then swap it with ``faiss/`` in one step and write the info and the card: a failure (disk full, kill)
     leaves the archive's indices, info and card as they were."""
@@ -120,17 +145,27 @@ def _add_indices(folder: str | Path, kind: str, columns: Sequence[str] | None,
             if name not in archive.info["vector_columns"]:
                 archive._check_column(name)
             sensor, space = name.rsplit("_", 1)
-            vectors, valid = read_vector_column(archive.path, name, archive.dimension, with_validity=True,
-                                                rows=len(archive.ids))
+            vectors, valid = read_vector_column(
+                archive.path, name, archive.dimension, with_validity=True, rows=len(archive.ids)
+            )
             ids = archive.ids
             if valid is not None:  # rows lacking the sensor are not searchable in its columns
                 vectors, ids = vectors[valid], [i for i, keep in zip(ids, valid) if keep]
             if not ids:
-                raise EmbeddingsError(f"No row of the archive at {archive.path} has sensor {sensor!r}: column "
-                                      f"{name!r} cannot be indexed")
-            index = build_index(vectors, kind=kind, ids=ids, fingerprint=archive.fingerprint, space=space,
-                                sensor=sensor, recall=DEFAULT_RECALL if recall is None else recall, copy=False,
-                                **params)
+                raise EmbeddingsError(
+                    f"No row of the archive at {archive.path} has sensor {sensor!r}: column {name!r} cannot be indexed"
+                )
+            index = build_index(
+                vectors,
+                kind=kind,
+                ids=ids,
+                fingerprint=archive.fingerprint,
+                space=space,
+                sensor=sensor,
+                recall=DEFAULT_RECALL if recall is None else recall,
+                copy=False,
+                **params,
+            )
             del vectors
             kinds.update(save_indices(staging, {name: index}))
             calibration[name] = calibration_summary(index)

@@ -21,8 +21,13 @@ if TYPE_CHECKING:
     from torch import nn
 
 
-def resolve_folder(repo_or_folder: str | Path, api: HfApi | None, revision: str | None, token: str | None,
-                    patterns: list[str] | None = None) -> Path:
+def resolve_folder(
+    repo_or_folder: str | Path,
+    api: HfApi | None,
+    revision: str | None,
+    token: str | None,
+    patterns: list[str] | None = None,
+) -> Path:
     """A local folder as is; otherwise download the Hub dataset repo (snapshot_download, injectable api; only the
     files matching ``patterns`` when given)."""
     path = Path(repo_or_folder).expanduser()
@@ -42,10 +47,19 @@ def resolve_folder(repo_or_folder: str | Path, api: HfApi | None, revision: str 
         raise HubError(f"Cannot download embeddings {text} from the Hub ({reason(err)}).") from err
 
 
-def load_embeddings(repo_or_folder: str | Path, api: HfApi | None = None, *, revision: str | None = None,
-                    token: str | None = None, model: nn.Module | None = None, load_indices: bool = True,
-                    vectors: bool = True, milvus_uri: str | None = None, milvus_token: str | None = None,
-                    milvus_prefix: str | None = None) -> EmbeddingArchive:
+def load_embeddings(
+    repo_or_folder: str | Path,
+    api: HfApi | None = None,
+    *,
+    revision: str | None = None,
+    token: str | None = None,
+    model: nn.Module | None = None,
+    load_indices: bool = True,
+    vectors: bool = True,
+    milvus_uri: str | None = None,
+    milvus_token: str | None = None,
+    milvus_prefix: str | None = None,
+) -> EmbeddingArchive:
     """Open an embeddings archive from a local folder or a Hub dataset repo.
 
     Stored faiss indices are loaded and checked against the archive's model fingerprint; missing ones are built
@@ -61,8 +75,9 @@ def load_embeddings(repo_or_folder: str | Path, api: HfApi | None = None, *, rev
     if milvus_uri is not None:
         from crjepa.search.milvus import open_archive
 
-        return open_archive(folder, milvus_uri, token=milvus_token, prefix=milvus_prefix, model=model,
-                            name=str(repo_or_folder))
+        return open_archive(
+            folder, milvus_uri, token=milvus_token, prefix=milvus_prefix, model=model, name=str(repo_or_folder)
+        )
     # every file from one version of the folder, even while `crjepa embed` replaces it
     return read_consistently(folder, lambda path: _open_archive(path, model, load_indices, vectors))
 
@@ -82,8 +97,9 @@ def _open_archive(folder: Path, model: nn.Module | None, load_indices: bool, vec
         try:
             tables.append(pq.read_table(file, columns=wanted))
         except (OSError, pa.ArrowException) as err:
-            raise EmbeddingsError(f"{file} is not a readable Parquet file ({reason(err)}); download or re-embed "
-                                  "the archive") from None
+            raise EmbeddingsError(
+                f"{file} is not a readable Parquet file ({reason(err)}); download or re-embed the archive"
+            ) from None
     try:
         table = pa.concat_tables(tables)
     except pa.ArrowException as err:
@@ -95,8 +111,10 @@ def _open_archive(folder: Path, model: nn.Module | None, load_indices: bool, vec
     if absent:
         raise EmbeddingsError(f"The Parquet files of {folder} lack the column(s) {absent} that {INFO_FILE} lists")
     if table.num_rows != info["num_rows"]:
-        raise EmbeddingsError(f"{info_path}: num_rows is {info['num_rows']} but the Parquet files of {folder} hold "
-                              f"{table.num_rows} rows; download or re-embed the archive")
+        raise EmbeddingsError(
+            f"{info_path}: num_rows is {info['num_rows']} but the Parquet files of {folder} hold "
+            f"{table.num_rows} rows; download or re-embed the archive"
+        )
     ids = _check_ids(table["id"], folder)
     read_vectors, vectors = vectors, {}
     present: dict[str, np.ndarray] = {}
@@ -111,8 +129,9 @@ def _open_archive(folder: Path, model: nn.Module | None, load_indices: bool, vec
     try:
         labels = LabelRows.from_arrow(table["labels"], len(info["class_names"]))
     except (TypeError, ValueError, IndexError, AttributeError, pa.ArrowException) as err:
-        raise EmbeddingsError(f"The labels of the archive at {folder} do not fit its {len(info['class_names'])} "
-                              f"classes ({err})") from None
+        raise EmbeddingsError(
+            f"The labels of the archive at {folder} do not fit its {len(info['class_names'])} classes ({err})"
+        ) from None
     metadata = {name: table[name].to_pylist() for name in info.get("metadata_columns", [])}
     archive = EmbeddingArchive(folder, info, ids, labels, vectors, metadata, {})
     archive.present = present
@@ -131,15 +150,19 @@ def _check_ids(column: pa.ChunkedArray, folder: Path) -> list[str]:
     from collections import Counter
 
     if column.null_count:
-        raise EmbeddingsError(f"The archive at {folder} has {column.null_count} row(s) without an id (null); every "
-                              "item needs a unique id: re-embed the data with ids")
+        raise EmbeddingsError(
+            f"The archive at {folder} has {column.null_count} row(s) without an id (null); every "
+            "item needs a unique id: re-embed the data with ids"
+        )
     ids = [str(i) for i in column.to_pylist()]
     if "" in ids:
         raise EmbeddingsError(f"The archive at {folder} has row(s) with an empty id; every item needs a unique id")
     if len(set(ids)) != len(ids):
         dupes = [i for i, n in Counter(ids).items() if n > 1]
-        raise EmbeddingsError(f"The archive at {folder} has {len(dupes)} id(s) on more than one row (e.g. "
-                              f"{dupes[:3]}): search by id would mix those items; re-embed data with unique ids")
+        raise EmbeddingsError(
+            f"The archive at {folder} has {len(dupes)} id(s) on more than one row (e.g. "
+            f"{dupes[:3]}): search by id would mix those items; re-embed data with unique ids"
+        )
     return ids
 
 

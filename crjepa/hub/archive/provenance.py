@@ -16,8 +16,17 @@ from crjepa.utils.atomic import atomic_write_json
 if TYPE_CHECKING:
     from torch import nn
 
-_VOLATILE_CONFIG_KEYS = {"_name_or_path", "transformers_version", "architectures", "auto_map", "dtype", "torch_dtype",
-                         "_attn_implementation_autoset", "_commit_hash", "custom_pipelines"}
+_VOLATILE_CONFIG_KEYS = {
+    "_name_or_path",
+    "transformers_version",
+    "architectures",
+    "auto_map",
+    "dtype",
+    "torch_dtype",
+    "_attn_implementation_autoset",
+    "_commit_hash",
+    "custom_pipelines",
+}
 """Config fields that say where and how a checkpoint was saved (or which pipeline class serves it), not what the
 model computes: `model_fingerprint` leaves them out, so saving a model keeps its fingerprint."""
 
@@ -114,6 +123,13 @@ def read_local_source(folder: Path) -> dict[str, Any] | None:
 
 
 __all__ = [
-    "LOCAL_SOURCE_FILE", "archive_split", "config_summary", "model_fingerprint", "public_path", "public_source",
-    "read_local_source", "source_license", "write_local_source",
+    "LOCAL_SOURCE_FILE",
+    "archive_split",
+    "config_summary",
+    "model_fingerprint",
+    "public_path",
+    "public_source",
+    "read_local_source",
+    "source_license",
+    "write_local_source",
 ]

@@ -60,9 +60,16 @@ class EmbeddingArchive:
     """A loaded embeddings archive: ids, labels (`crjepa.data.labels.LabelRows`: multi-hot rows on request), vectors
     per column and one index per column."""
 
-    def __init__(self, path: Path, info: dict[str, Any], ids: list[str], labels: LabelRows,
-                 vectors: dict[str, np.ndarray], metadata: dict[str, list[Any]],
-                 indices: dict[str, RetrievalIndex]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        info: dict[str, Any],
+        ids: list[str],
+        labels: LabelRows,
+        vectors: dict[str, np.ndarray],
+        metadata: dict[str, list[Any]],
+        indices: dict[str, RetrievalIndex],
+    ) -> None:
         self.path, self.info, self.ids, self.labels = path, info, ids, labels
         self.vectors, self.metadata, self.indices = vectors, metadata, indices
         self._position = {archive_id: row for row, archive_id in enumerate(ids)}
@@ -72,8 +79,10 @@ class EmbeddingArchive:
         return len(self.ids)
 
     def __repr__(self) -> str:
-        return (f"EmbeddingArchive({len(self)} rows, columns={self.columns}, dimension={self.dimension}, "
-                f"model={self.fingerprint})")
+        return (
+            f"EmbeddingArchive({len(self)} rows, columns={self.columns}, dimension={self.dimension}, "
+            f"model={self.fingerprint})"
+        )
 
     @property
     def sensors(self) -> list[str]:
@@ -101,11 +110,13 @@ class EmbeddingArchive:
         if not self.fingerprint:
             raise EmbeddingsError(
                 f"The archive at {self.path} records no model fingerprint, so it cannot be checked against the model "
-                f"(fingerprint {found}); re-embed the archive with `crjepa embed`.")
+                f"(fingerprint {found}); re-embed the archive with `crjepa embed`."
+            )
         if found != self.fingerprint:
             raise EmbeddingsError(
                 f"The archive at {self.path} was embedded by model {self.fingerprint}, but the model passed has "
-                f"fingerprint {found}; use that model, or re-embed the archive with `crjepa embed`.")
+                f"fingerprint {found}; use that model, or re-embed the archive with `crjepa embed`."
+            )
 
     def position(self, archive_id: str) -> int:
         """Row of an archive id, or of a sensor's patch name the archive records (`resolve`)."""
@@ -124,8 +135,9 @@ class EmbeddingArchive:
                 return names.index(name), sensor
         recorded = [f"{s}_name" for s in self.sensors if f"{s}_name" in self.metadata]
         also = f" or {' / '.join(recorded)}" if recorded else ""
-        raise EmbeddingsError(f"No item with id{also} {name!r} in the archive at {self.path} "
-                              f"({len(self)} items, e.g. {self.ids[:3]})")
+        raise EmbeddingsError(
+            f"No item with id{also} {name!r} in the archive at {self.path} ({len(self)} items, e.g. {self.ids[:3]})"
+        )
 
     def labels_of(self, position: int) -> list[str]:
         """The class names of an archive row."""
@@ -141,8 +153,16 @@ class EmbeddingArchive:
         """The index of a vector column; an exact one is built on the fly (and kept) when none is stored."""
         self._check_column(column)
         if column not in self.indices:
-            self.indices.update(build_indices(self.vectors, self.ids, kind="exact", fingerprint=self.fingerprint,
-                                              columns=[column], present=self.present))
+            self.indices.update(
+                build_indices(
+                    self.vectors,
+                    self.ids,
+                    kind="exact",
+                    fingerprint=self.fingerprint,
+                    columns=[column],
+                    present=self.present,
+                )
+            )
         if column not in self.indices:
             raise EmbeddingsError(f"No row of the archive at {self.path} has sensor {column.rsplit('_', 1)[0]!r}")
         return self.indices[column]
@@ -158,8 +178,10 @@ class EmbeddingArchive:
         rows = self.present.get(sensor)
         if rows is not None and not rows[position]:
             has = [s for s in self.sensors if s not in self.present or self.present[s][position]]
-            raise EmbeddingsError(f"Item {self.ids[position]!r} has no {sensor!r} image in the archive at {self.path}; "
-                                  f"search from a sensor it has ({has})")
+            raise EmbeddingsError(
+                f"Item {self.ids[position]!r} has no {sensor!r} image in the archive at {self.path}; "
+                f"search from a sensor it has ({has})"
+            )
         return self.vectors[column][position]
 
     def _check_column(self, column: str) -> None:
@@ -169,8 +191,9 @@ class EmbeddingArchive:
                 raise EmbeddingsError(f"Unknown sensor {sensor!r}; this archive has sensors {self.sensors}")
             raise EmbeddingsError(f"No vector column {column!r}; this archive has {self.columns}")
 
-    def search(self, query: str | np.ndarray, column: str, k: int = 10,
-               exclude_position: int | None = None) -> list[Hit]:
+    def search(
+        self, query: str | np.ndarray, column: str, k: int = 10, exclude_position: int | None = None
+    ) -> list[Hit]:
         """Top-k archive items of ``column`` for one query: an archive id (its stored vector in ``column``) or
         a vector (R,). ``exclude_position`` drops that row (a query's own item in same-modal search)."""
         self._check_column(column)
@@ -180,8 +203,10 @@ class EmbeddingArchive:
         if vector.ndim == 2 and vector.shape[0] == 1:
             vector = vector[0]
         if vector.ndim != 1 or vector.shape[0] != self.dimension:
-            raise EmbeddingsError(f"Query embedding has shape {vector.shape}; this archive holds {self.dimension}-d "
-                                  "vectors (was it made by another model?)")
+            raise EmbeddingsError(
+                f"Query embedding has shape {vector.shape}; this archive holds {self.dimension}-d "
+                "vectors (was it made by another model?)"
+            )
         searchable = self.searchable(column) - (exclude_position is not None)
         if not 0 < k <= searchable:
             raise EmbeddingsError(f"k={k} must be between 1 and the number of searchable items ({searchable})")
@@ -194,10 +219,17 @@ class EmbeddingArchive:
             if position < 0 or position == exclude_position or len(hits) == k:
                 continue
             names = self.info["class_names"]
-            hits.append(Hit(len(hits) + 1, self.ids[position], float(score),
-                            [names[c] for c in sorted(set(self.labels.classes(position).tolist()))], position,
-                            {name: values[position] for name, values in self.metadata.items()},
-                            self.patch_name(position, sensor)))
+            hits.append(
+                Hit(
+                    len(hits) + 1,
+                    self.ids[position],
+                    float(score),
+                    [names[c] for c in sorted(set(self.labels.classes(position).tolist()))],
+                    position,
+                    {name: values[position] for name, values in self.metadata.items()},
+                    self.patch_name(position, sensor),
+                )
+            )
         return hits
 
     def search_by_id(self, archive_id: str, direction: str | None = None, k: int = 10) -> list[Hit]:
@@ -210,15 +242,19 @@ class EmbeddingArchive:
         default = f"{start}->{next((s for s in reversed(self.sensors) if s != start), start)}"  # cross-sensor first
         source, target, space = parse_direction(direction or default, self.sensors)
         if named is not None and source != named:
-            raise EmbeddingsError(f"{archive_id!r} is the {named} patch of item {self.ids[position]!r}: search from "
-                                  f"{named!r} ({', '.join(repr(f'{named}->{s}') for s in self.sensors)}), or use "
-                                  "the item's id")
+            raise EmbeddingsError(
+                f"{archive_id!r} is the {named} patch of item {self.ids[position]!r}: search from "
+                f"{named!r} ({', '.join(repr(f'{named}->{s}') for s in self.sensors)}), or use "
+                "the item's id"
+            )
         vector = self.vector(self._column(source, space), position)
-        return self.search(vector, self._column(target, space), k,
-                           exclude_position=position if source == target else None)
+        return self.search(
+            vector, self._column(target, space), k, exclude_position=position if source == target else None
+        )
 
-    def search_by_image(self, model: nn.Module, image: np.ndarray, sensor: str, target_sensor: str | None = None,
-                        k: int = 10) -> list[Hit]:
+    def search_by_image(
+        self, model: nn.Module, image: np.ndarray, sensor: str, target_sensor: str | None = None, k: int = 10
+    ) -> list[Hit]:
         """Embed one native-resolution image (C, H, W) of ``sensor`` with ``model`` and search the archive's
         ``target_sensor`` column (default: the same sensor); only the query is embedded."""
         target_sensor = target_sensor or sensor
@@ -248,16 +284,20 @@ def check_query_image(image: Any, sensor: str, channels: int) -> np.ndarray:
     if array.ndim == 4 and array.shape[0] == 1:  # a batch of one
         array = array[0]
     if array.dtype.kind not in "buif" or array.dtype.itemsize > 8:
-        raise EmbeddingsError(f"The query image holds {array.dtype} values; a {sensor!r} image must be numeric "
-                              "(uint8, uint16, int, float)")
+        raise EmbeddingsError(
+            f"The query image holds {array.dtype} values; a {sensor!r} image must be numeric "
+            "(uint8, uint16, int, float)"
+        )
     if array.ndim != 3:
         raise EmbeddingsError(f"The query image has shape {array.shape}; a {sensor!r} image is (C, H, W)")
     if array.shape[0] != channels:
-        raise EmbeddingsError(f"The query image has {array.shape[0]} channel(s); the model's {sensor!r} images have "
-                              f"{channels}")
+        raise EmbeddingsError(
+            f"The query image has {array.shape[0]} channel(s); the model's {sensor!r} images have {channels}"
+        )
     if not (1 <= array.shape[1] <= MAX_IMAGE_SIDE and 1 <= array.shape[2] <= MAX_IMAGE_SIDE):
-        raise EmbeddingsError(f"The query image is {array.shape[1]}x{array.shape[2]} pixels; each side must be 1 to "
-                              f"{MAX_IMAGE_SIDE}")
+        raise EmbeddingsError(
+            f"The query image is {array.shape[1]}x{array.shape[2]} pixels; each side must be 1 to {MAX_IMAGE_SIDE}"
+        )
     return np.ascontiguousarray(array.astype(np.float32) if array.dtype.kind == "b" else array)
 
 

@@ -23,23 +23,32 @@ if TYPE_CHECKING:
     from crjepa.search.index import RetrievalIndex
 
 
-def vector_table(ids: Sequence[str], labels: Sequence[Sequence[int]], class_names: Sequence[str],
-                  vectors: Mapping[str, np.ndarray], metadata: Mapping[str, Sequence[Any]],
-                  present: Mapping[str, np.ndarray] | None = None) -> pa.Table:
+def vector_table(
+    ids: Sequence[str],
+    labels: Sequence[Sequence[int]],
+    class_names: Sequence[str],
+    vectors: Mapping[str, np.ndarray],
+    metadata: Mapping[str, Sequence[Any]],
+    present: Mapping[str, np.ndarray] | None = None,
+) -> pa.Table:
     """A pyarrow table whose schema carries the `datasets` features (ClassLabel names, fixed-size vectors).
     ``present`` ({sensor: (N,) bool}): a row lacking a sensor gets a null vector in that sensor's columns."""
     import datasets
     import pyarrow as pa
 
     dim = next(iter(vectors.values())).shape[1]
-    features = datasets.Features({
-        "id": datasets.Value("string"),
-        "labels": datasets.List(datasets.ClassLabel(names=list(class_names))),
-        **{name: datasets.Value("string") for name in metadata},
-        **{name: datasets.List(datasets.Value("float32"), length=dim) for name in vectors},
-    })
-    arrays = [pa.array([str(i) for i in ids], pa.string()),
-              pa.array([list(map(int, r)) for r in labels], pa.list_(pa.int64()))]
+    features = datasets.Features(
+        {
+            "id": datasets.Value("string"),
+            "labels": datasets.List(datasets.ClassLabel(names=list(class_names))),
+            **{name: datasets.Value("string") for name in metadata},
+            **{name: datasets.List(datasets.Value("float32"), length=dim) for name in vectors},
+        }
+    )
+    arrays = [
+        pa.array([str(i) for i in ids], pa.string()),
+        pa.array([list(map(int, r)) for r in labels], pa.list_(pa.int64())),
+    ]
     arrays += [pa.array([None if v is None else str(v) for v in values], pa.string()) for values in metadata.values()]
     for name, matrix in vectors.items():
         flat = pa.array(np.ascontiguousarray(matrix, dtype=np.float32).reshape(-1))
@@ -58,8 +67,9 @@ def _check_vectors(ids: Sequence[str], vectors: Mapping[str, np.ndarray]) -> int
     dims = {}
     for name, matrix in vectors.items():
         if matrix.ndim != 2 or matrix.shape[0] != len(ids):
-            raise EmbeddingsError(f"Vector column {name!r} has shape {matrix.shape}; expected ({len(ids)}, R), one row "
-                                  "per id")
+            raise EmbeddingsError(
+                f"Vector column {name!r} has shape {matrix.shape}; expected ({len(ids)}, R), one row per id"
+            )
         if not np.isfinite(matrix).all():
             raise EmbeddingsError(f"Vector column {name!r} contains NaN or inf; the model or its inputs are broken")
         dims[name] = matrix.shape[1]
@@ -108,8 +118,11 @@ def write_embeddings_dataset(
             raise EmbeddingsError(f"Metadata column {name!r} has {len(values)} values for {len(ids)} rows")
         if name in vectors or name in ("id", "labels"):
             raise EmbeddingsError(f"Metadata column {name!r} clashes with a reserved or vector column")
-    lists = (label_lists(multi_hot(labels, len(class_names))) if isinstance(labels, np.ndarray)
-             else [list(r) for r in labels])
+    lists = (
+        label_lists(multi_hot(labels, len(class_names)))
+        if isinstance(labels, np.ndarray)
+        else [list(r) for r in labels]
+    )
     multi_hot(lists, len(class_names))  # validates class ids against class_names
     sensors = list(dict.fromkeys(name.rsplit("_", 1)[0] for name in vectors))
     spaces = list(dict.fromkeys(name.rsplit("_", 1)[1] for name in vectors))
@@ -119,11 +132,15 @@ def write_embeddings_dataset(
         rows = rows_with(present, index_name.rsplit("_", 1)[0])
         count = len(ids) if rows is None else int(rows.sum())
         if index.metadata.dimension != dim or len(index) != count:
-            raise EmbeddingsError(f"Index {index_name!r} holds {len(index)} x {index.metadata.dimension} vectors; "
-                                  f"the archive has {count} x {dim}")
+            raise EmbeddingsError(
+                f"Index {index_name!r} holds {len(index)} x {index.metadata.dimension} vectors; "
+                f"the archive has {count} x {dim}"
+            )
         if index.metadata.fingerprint != model_fingerprint:
-            raise EmbeddingsError(f"Index {index_name!r} was built from model {index.metadata.fingerprint!r}, "
-                                  f"the vectors from {model_fingerprint!r}")
+            raise EmbeddingsError(
+                f"Index {index_name!r} was built from model {index.metadata.fingerprint!r}, "
+                f"the vectors from {model_fingerprint!r}"
+            )
 
     import pyarrow.parquet as pq
 
@@ -133,9 +150,14 @@ def write_embeddings_dataset(
         shards = max(1, -(-len(ids) // rows_per_shard))
         for shard in range(shards):
             rows = slice(shard * rows_per_shard, min((shard + 1) * rows_per_shard, len(ids)))
-            table = vector_table(ids[rows], lists[rows], class_names, {k: v[rows] for k, v in vectors.items()},
-                                  {k: list(v)[rows] for k, v in metadata.items()},
-                                  {k: np.asarray(v)[rows] for k, v in (present or {}).items()})
+            table = vector_table(
+                ids[rows],
+                lists[rows],
+                class_names,
+                {k: v[rows] for k, v in vectors.items()},
+                {k: list(v)[rows] for k, v in metadata.items()},
+                {k: np.asarray(v)[rows] for k, v in (present or {}).items()},
+            )
             pq.write_table(table, tmp / DATA_DIR / f"{archive_split(source)}-{shard:05d}-of-{shards:05d}.parquet")
         index_kinds = save_indices(tmp, indices) if indices else {}
         info = {

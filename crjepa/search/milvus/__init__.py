@@ -35,7 +35,22 @@ from crjepa.search.milvus.loading import index_archive
 from crjepa.search.milvus.search import MilvusArchive, MilvusIndex, filter_expression, open_archive
 
 __all__ = [
-    "INDEX_TYPES", "KNOB", "LITE_INDEX_TYPES", "SERVER_INDEX_TYPES", "MilvusArchive", "MilvusIndex", "MilvusMissing",
-    "archive_fingerprint", "connect", "describe", "filter_expression", "index_archive", "index_params", "is_lite",
-    "knob_ladder", "open_archive", "resolve_index_type", "segment_rows",
+    "INDEX_TYPES",
+    "KNOB",
+    "LITE_INDEX_TYPES",
+    "SERVER_INDEX_TYPES",
+    "MilvusArchive",
+    "MilvusIndex",
+    "MilvusMissing",
+    "archive_fingerprint",
+    "connect",
+    "describe",
+    "filter_expression",
+    "index_archive",
+    "index_params",
+    "is_lite",
+    "knob_ladder",
+    "open_archive",
+    "resolve_index_type",
+    "segment_rows",
 ]

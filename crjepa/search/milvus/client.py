@@ -34,8 +34,15 @@ INSTALL = 'pip install "crjepa[milvus]"'
 LITE_INDEX_TYPES = ("FLAT", "IVF_FLAT", "IVF_SQ8", "HNSW", "HNSW_SQ")
 SERVER_INDEX_TYPES = (*LITE_INDEX_TYPES, "IVF_PQ", "DISKANN")
 INDEX_TYPES = ("auto", *SERVER_INDEX_TYPES)
-KNOB = {"FLAT": None, "IVF_FLAT": "nprobe", "IVF_SQ8": "nprobe", "IVF_PQ": "nprobe", "HNSW": "ef", "HNSW_SQ": "ef",
-        "DISKANN": "search_list"}
+KNOB = {
+    "FLAT": None,
+    "IVF_FLAT": "nprobe",
+    "IVF_SQ8": "nprobe",
+    "IVF_PQ": "nprobe",
+    "HNSW": "ef",
+    "HNSW_SQ": "ef",
+    "DISKANN": "search_list",
+}
 """The search-time knob each index type's calibration walks (None: exact search)."""
 LITE_SEGMENT_ROWS = 100_000
 """Milvus Lite seals and indexes segments of at most this many rows (milvus_lite.constants.MAX_SEGMENT_ROWS)."""
@@ -72,8 +79,10 @@ def connect(uri: str, token: str | None = None) -> MilvusClient:
             raise MilvusMissing(f"a .db URI is Milvus Lite, which is not installed: {INSTALL}") from None
         Path(uri).expanduser().parent.mkdir(parents=True, exist_ok=True)
     elif not re.match(r"(https?|tcp|unix)://", str(uri)):
-        raise EmbeddingsError(f"Milvus URI {uri!r}: give a local Milvus Lite file ending in .db or a server "
-                              "address such as http://localhost:19530")
+        raise EmbeddingsError(
+            f"Milvus URI {uri!r}: give a local Milvus Lite file ending in .db or a server "
+            "address such as http://localhost:19530"
+        )
     try:
         return MilvusClient(uri=str(Path(uri).expanduser()) if is_lite(uri) else uri, token=token or "")
     except Exception as err:  # pymilvus raises its own exception types, one per failure
@@ -91,8 +100,16 @@ def archive_fingerprint(info: Mapping[str, Any]) -> str:
     """A short hex id of an archive's contents from its embeddings_info.json alone (so a search client needs no
     Parquet): the model, the data source and split, the row count, the columns and classes; `crjepa index` rewrites
     none of them. A collection records it, so rows of another archive never join it."""
-    keys = ("format_version", "num_rows", "dimension", "model_fingerprint", "vector_columns", "metadata_columns",
-            "class_names", "source")
+    keys = (
+        "format_version",
+        "num_rows",
+        "dimension",
+        "model_fingerprint",
+        "vector_columns",
+        "metadata_columns",
+        "class_names",
+        "source",
+    )
     return hashlib.sha256(json.dumps({key: info.get(key) for key in keys}, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -106,8 +123,9 @@ def default_prefix(name: str) -> str:
 def collection_name(prefix: str, column: str) -> str:
     name = f"{prefix}_{column}"
     if not FIELD.fullmatch(name):
-        raise EmbeddingsError(f"Milvus collection name {name!r}: the prefix must be letters, digits and _ (not "
-                              "starting with a digit)")
+        raise EmbeddingsError(
+            f"Milvus collection name {name!r}: the prefix must be letters, digits and _ (not starting with a digit)"
+        )
     return name
 
 
@@ -179,18 +197,26 @@ def properties(client: MilvusClient, name: str) -> dict[str, str]:
 
 def set_properties(client: MilvusClient, name: str, **values: Any) -> None:
     """Record values in the collection's properties (after the work they describe was acknowledged)."""
-    client.alter_collection_properties(name, properties={
-        PROP + key: value if isinstance(value, str) else json.dumps(value) for key, value in values.items()})
+    client.alter_collection_properties(
+        name,
+        properties={
+            PROP + key: value if isinstance(value, str) else json.dumps(value) for key, value in values.items()
+        },
+    )
 
 
 def check_owner(props: Mapping[str, str], name: str, uri: str, fingerprint: str) -> None:
     found = props.get(PROP + "archive")
     if found is None:
-        raise EmbeddingsError(f"Milvus collection {name!r} at {uri} was not written by crjepa; choose another "
-                              "--prefix, or drop it (--overwrite)")
+        raise EmbeddingsError(
+            f"Milvus collection {name!r} at {uri} was not written by crjepa; choose another "
+            "--prefix, or drop it (--overwrite)"
+        )
     if found != fingerprint:
-        raise EmbeddingsError(f"Milvus collection {name!r} at {uri} holds another archive (fingerprint {found}, "
-                              f"this archive {fingerprint}); choose another --prefix, or replace it (--overwrite)")
+        raise EmbeddingsError(
+            f"Milvus collection {name!r} at {uri} holds another archive (fingerprint {found}, "
+            f"this archive {fingerprint}); choose another --prefix, or replace it (--overwrite)"
+        )
 
 
 def plan_of(props: Mapping[str, str]) -> dict[str, Any]:
@@ -214,17 +240,27 @@ def record_of(props: Mapping[str, str], name: str, uri: str) -> dict[str, Any]:
     plan = plan_of(props)
     calibration = json.loads(props.get(PROP + "calibration", "{}"))
     search = json.loads(props[PROP + "search"]) if PROP + "search" in props else dict(calibration.get("params", {}))
-    return {"collection": name, "uri": uri, "lite": is_lite(uri), "index_type": plan["index_type"],
-            "build": plan["build"], "rows": int(props.get(PROP + "present", 0)), "state": props[PROP + "state"],
-            "calibration": calibration, "search": search}
+    return {
+        "collection": name,
+        "uri": uri,
+        "lite": is_lite(uri),
+        "index_type": plan["index_type"],
+        "build": plan["build"],
+        "rows": int(props.get(PROP + "present", 0)),
+        "state": props[PROP + "state"],
+        "calibration": calibration,
+        "search": search,
+    }
 
 
 def describe(record: Mapping[str, Any]) -> str:
     """One line for people: where the column went, what index, what recall it promises and measured."""
     engine = "Milvus Lite" if record["lite"] else "Milvus"
     build = ", ".join(f"{key} {value}" for key, value in record["build"].items())
-    head = (f"{engine} collection {record['collection']} ({record['rows']:,} rows), {record['index_type']}"
-            f"{f' ({build})' if build else ''}")
+    head = (
+        f"{engine} collection {record['collection']} ({record['rows']:,} rows), {record['index_type']}"
+        f"{f' ({build})' if build else ''}"
+    )
     c = record["calibration"]
     if record["index_type"] == "FLAT":
         return f"{head}: exact search (recall 1.0)"
@@ -232,14 +268,37 @@ def describe(record: Mapping[str, Any]) -> str:
         return f"{head}: search params {record['search'] or 'Milvus defaults'}, recall not measured"
     knobs = ", ".join(f"{key} {value}" for key, value in record["search"].items())
     verdict = "" if c["met"] else f" (target {c['target']} NOT reached: best found)"
-    return (f"{head}: recall@{c['k']} {c['recall']:.3f} +- {c['recall_se']:.3f} for target {c['target']}{verdict}, "
-            f"measured on {c['queries']} held-out archive vectors against exact search; {c['qps']:,} q/s; {knobs}; "
-            f"calibration {c['seconds']:.1f} s")
+    return (
+        f"{head}: recall@{c['k']} {c['recall']:.3f} +- {c['recall_se']:.3f} for target {c['target']}{verdict}, "
+        f"measured on {c['queries']} held-out archive vectors against exact search; {c['qps']:,} q/s; {knobs}; "
+        f"calibration {c['seconds']:.1f} s"
+    )
 
 
 __all__ = [
-    "INDEX_TYPES", "KNOB", "LITE_INDEX_TYPES", "SERVER_INDEX_TYPES", "MilvusMissing", "archive_fingerprint",
-    "check_owner", "collection_name", "collection_schema", "connect", "count_rows", "default_prefix", "describe",
-    "first_line", "index_params", "is_lite", "knob_ladder", "plan_of", "properties", "record_of", "resolve_index_type",
-    "result_ids", "segment_rows", "set_properties", "unit_rows",
+    "INDEX_TYPES",
+    "KNOB",
+    "LITE_INDEX_TYPES",
+    "SERVER_INDEX_TYPES",
+    "MilvusMissing",
+    "archive_fingerprint",
+    "check_owner",
+    "collection_name",
+    "collection_schema",
+    "connect",
+    "count_rows",
+    "default_prefix",
+    "describe",
+    "first_line",
+    "index_params",
+    "is_lite",
+    "knob_ladder",
+    "plan_of",
+    "properties",
+    "record_of",
+    "resolve_index_type",
+    "result_ids",
+    "segment_rows",
+    "set_properties",
+    "unit_rows",
 ]

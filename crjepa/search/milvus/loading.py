@@ -70,8 +70,9 @@ def _shards(folder: Path) -> list[Path]:
     return files
 
 
-def _batches(folder: Path, columns: Sequence[str], batch_rows: int,
-             start: int = 0) -> Iterator[tuple[int, pa.RecordBatch]]:
+def _batches(
+    folder: Path, columns: Sequence[str], batch_rows: int, start: int = 0
+) -> Iterator[tuple[int, pa.RecordBatch]]:
     """(first archive row, pyarrow RecordBatch) over the archive's Parquet shards from row ``start``, batch by
     batch: one batch (and one row group) in memory, whatever the archive's size."""
     import pyarrow.parquet as pq
@@ -109,8 +110,14 @@ def _rows_at(folder: Path, columns: Sequence[str], positions: np.ndarray) -> dic
     return out
 
 
-def _records(batch: pa.RecordBatch, first: int, column: str, metadata: Sequence[str], dim: int,
-             skip: set[int] | frozenset[int] = frozenset()) -> list[dict[str, Any]]:
+def _records(
+    batch: pa.RecordBatch,
+    first: int,
+    column: str,
+    metadata: Sequence[str],
+    dim: int,
+    skip: set[int] | frozenset[int] = frozenset(),
+) -> list[dict[str, Any]]:
     """Milvus rows of a RecordBatch: rows lacking the column's sensor (null vectors) and ``skip`` rows left out."""
     vectors, valid = vector_block(batch.column(batch.schema.get_field_index(column)), dim)
     vectors = unit_rows(vectors)
@@ -121,14 +128,21 @@ def _records(batch: pa.RecordBatch, first: int, column: str, metadata: Sequence[
     for i in range(batch.num_rows):
         if (valid is not None and not valid[i]) or first + i in skip:
             continue
-        out.append({"id": str(ids[i]), "row": first + i, "labels": sorted({int(c) for c in labels[i] or []}),
-                    **{name: (None if values[i] is None else str(values[i])) for name, values in meta.items()},
-                    "vector": vectors[i]})
+        out.append(
+            {
+                "id": str(ids[i]),
+                "row": first + i,
+                "labels": sorted({int(c) for c in labels[i] or []}),
+                **{name: (None if values[i] is None else str(values[i])) for name, values in meta.items()},
+                "vector": vectors[i],
+            }
+        )
     return out
 
 
-def exact_top_k(folder: Path, column: str, queries: np.ndarray, k: int, dim: int, batch_rows: int,
-                skip: set[int]) -> np.ndarray:
+def exact_top_k(
+    folder: Path, column: str, queries: np.ndarray, k: int, dim: int, batch_rows: int, skip: set[int]
+) -> np.ndarray:
     """Ids (q, k) of the exact top-k (inner product) of ``queries`` among the archive rows of ``column``, minus
     ``skip`` rows and rows lacking the sensor: the column is streamed batch by batch (faiss.knn on each, the
     running top-k kept with `merge_results`), so memory stays flat in the archive size."""
@@ -142,18 +156,36 @@ def exact_top_k(folder: Path, column: str, queries: np.ndarray, k: int, dim: int
         if not keep.any():
             continue
         ids = np.asarray(batch.column(0).to_pylist(), dtype=object)[keep]
-        scores, rows = faiss.knn(queries, np.ascontiguousarray(unit_rows(vectors[keep])), min(k, int(keep.sum())),
-                                 metric=faiss.METRIC_INNER_PRODUCT)
+        scores, rows = faiss.knn(
+            queries,
+            np.ascontiguousarray(unit_rows(vectors[keep])),
+            min(k, int(keep.sum())),
+            metric=faiss.METRIC_INNER_PRODUCT,
+        )
         best = merge_results([best, (scores, np.where(rows >= 0, ids[np.maximum(rows, 0)], ""))], k)
     return best[1].astype(str)
 
 
 # ---------------------------------------------------------------------------------------------- loading
-def index_archive(folder: str | Path, uri: str, *, token: str | None = None, columns: Sequence[str] | None = None,
-                  index_type: str = "auto", recall: float | None = DEFAULT_RECALL, prefix: str | None = None,
-                  name: str | None = None, batch_rows: int = 8192, overwrite: bool = False, seed: int = 0,
-                  calibration_queries: int = 500, calibration_k: int = 10, calibration_budget_s: float = 30.0,
-                  progress: Callable[[str, int, int], None] | None = None, **params: Any) -> dict[str, dict[str, Any]]:
+def index_archive(
+    folder: str | Path,
+    uri: str,
+    *,
+    token: str | None = None,
+    columns: Sequence[str] | None = None,
+    index_type: str = "auto",
+    recall: float | None = DEFAULT_RECALL,
+    prefix: str | None = None,
+    name: str | None = None,
+    batch_rows: int = 8192,
+    overwrite: bool = False,
+    seed: int = 0,
+    calibration_queries: int = 500,
+    calibration_k: int = 10,
+    calibration_budget_s: float = 30.0,
+    progress: Callable[[str, int, int], None] | None = None,
+    **params: Any,
+) -> dict[str, dict[str, Any]]:
     """Load an archive folder into one Milvus collection per vector column, build and calibrate the index;
     returns {column: record} (`describe`). Resumable and idempotent (module docstring). ``params`` override
     the build parameters of `index_params`. ``progress(column, rows_done, rows)`` is called after each batch."""
@@ -165,8 +197,10 @@ def index_archive(folder: str | Path, uri: str, *, token: str | None = None, col
         raise EmbeddingsError(f"batch_rows must be >= 1, got {batch_rows}")
     bad = [m for m in info.get("metadata_columns", []) if not FIELD.fullmatch(m) or m in RESERVED]
     if bad:
-        raise EmbeddingsError(f"metadata column(s) {bad} of the archive at {folder} cannot be Milvus fields (letters, "
-                              f"digits and _, not {sorted(RESERVED)})")
+        raise EmbeddingsError(
+            f"metadata column(s) {bad} of the archive at {folder} cannot be Milvus fields (letters, "
+            f"digits and _, not {sorted(RESERVED)})"
+        )
     for column in columns or []:
         if column not in info["vector_columns"]:
             raise EmbeddingsError(f"No vector column {column!r}; this archive has {info['vector_columns']}")
@@ -175,16 +209,47 @@ def index_archive(folder: str | Path, uri: str, *, token: str | None = None, col
     prefix = prefix or default_prefix(name or str(folder))
     records = {}
     for column in columns or info["vector_columns"]:
-        records[column] = _load_column(client, folder, info, fingerprint, uri, collection_name(prefix, column),
-                                       column, index_type, recall, batch_rows, overwrite, seed, calibration_queries,
-                                       calibration_k, calibration_budget_s, progress, params)
+        records[column] = _load_column(
+            client,
+            folder,
+            info,
+            fingerprint,
+            uri,
+            collection_name(prefix, column),
+            column,
+            index_type,
+            recall,
+            batch_rows,
+            overwrite,
+            seed,
+            calibration_queries,
+            calibration_k,
+            calibration_budget_s,
+            progress,
+            params,
+        )
     return records
 
 
-def _load_column(client: MilvusClient, folder: Path, info: dict[str, Any], fingerprint: str, uri: str, name: str,
-                 column: str, index_type: str, recall: float | None, batch_rows: int, overwrite: bool, seed: int,
-                 calibration_queries: int, k: int, budget_s: float,
-                 progress: Callable[[str, int, int], None] | None, params: Mapping[str, Any]) -> dict[str, Any]:
+def _load_column(
+    client: MilvusClient,
+    folder: Path,
+    info: dict[str, Any],
+    fingerprint: str,
+    uri: str,
+    name: str,
+    column: str,
+    index_type: str,
+    recall: float | None,
+    batch_rows: int,
+    overwrite: bool,
+    seed: int,
+    calibration_queries: int,
+    k: int,
+    budget_s: float,
+    progress: Callable[[str, int, int], None] | None,
+    params: Mapping[str, Any],
+) -> dict[str, Any]:
     n, dim, metadata = int(info["num_rows"]), int(info["dimension"]), list(info.get("metadata_columns", []))
     if overwrite and client.has_collection(name):
         client.drop_collection(name)
@@ -195,15 +260,25 @@ def _load_column(client: MilvusClient, folder: Path, info: dict[str, Any], finge
         plan = plan_of(props)
         asked = resolve_index_type(index_type, n, is_lite(uri))
         if index_type.lower() != "auto" and asked != plan["index_type"] or params and dict(params) != plan["build"]:
-            raise EmbeddingsError(f"Milvus collection {name!r} at {uri} is a {plan['index_type']} "
-                                  f"{plan['build']} collection; pass --overwrite to rebuild it as {asked} "
-                                  f"{dict(params)}")
+            raise EmbeddingsError(
+                f"Milvus collection {name!r} at {uri} is a {plan['index_type']} "
+                f"{plan['build']} collection; pass --overwrite to rebuild it as {asked} "
+                f"{dict(params)}"
+            )
     else:
         kind = resolve_index_type(index_type, n, is_lite(uri))
         build = {**index_params(kind, n, dim, segment_rows(is_lite(uri), dim)), **params}
         held = held_out_count(n, calibration_queries) if KNOB[kind] and recall is not None else 0
-        plan = {"index_type": kind, "build": build, "metric": "IP", "seed": seed, "held_out": held, "k": k,
-                "column": column, "rows": n}
+        plan = {
+            "index_type": kind,
+            "build": build,
+            "metric": "IP",
+            "seed": seed,
+            "held_out": held,
+            "k": k,
+            "column": column,
+            "rows": n,
+        }
         client.create_collection(name, schema=collection_schema(client, dim, len(info["class_names"]), metadata))
         set_properties(client, name, archive=fingerprint, plan=plan, state="loading", rows_done=0, present=0)
         props = properties(client, name)
@@ -213,15 +288,15 @@ def _load_column(client: MilvusClient, folder: Path, info: dict[str, Any], finge
         _load_rows(client, name, folder, column, metadata, dim, n, held, batch_rows, props, existed, progress)
         props = properties(client, name)
     if props[PROP + "state"] == "loading_done":
-        calibration = _build_and_calibrate(client, name, folder, column, dim, plan, held, recall, batch_rows,
-                                           budget_s)
+        calibration = _build_and_calibrate(client, name, folder, column, dim, plan, held, recall, batch_rows, budget_s)
         set_properties(client, name, state="calibrated", calibration=calibration)
         props = properties(client, name)
     if props[PROP + "state"] == "calibrated":
         if held:  # the held-out rows join the collection only now that they are no longer fresh queries
             rows = _rows_at(folder, ["id", "labels", *metadata, column], np.fromiter(held, np.int64))
-            records = [r for position, row in sorted(rows.items()) for r in _records(row, position, column,
-                                                                                       metadata, dim)]
+            records = [
+                r for position, row in sorted(rows.items()) for r in _records(row, position, column, metadata, dim)
+            ]
             if records:
                 client.upsert(name, records)
         client.flush(name)
@@ -229,8 +304,10 @@ def _load_column(client: MilvusClient, folder: Path, info: dict[str, Any], finge
         present = int(props[PROP + "present"])
         count = count_rows(client, name)
         if count != present:
-            raise EmbeddingsError(f"Milvus collection {name!r} at {uri} holds {count} rows, the archive {present} with "
-                                  f"a {column} vector; drop it and load again (--overwrite)")
+            raise EmbeddingsError(
+                f"Milvus collection {name!r} at {uri} holds {count} rows, the archive {present} with "
+                f"a {column} vector; drop it and load again (--overwrite)"
+            )
         set_properties(client, name, state="complete")
         props = properties(client, name)
     record = record_of(props, name, uri)
@@ -244,9 +321,20 @@ def _load_column(client: MilvusClient, folder: Path, info: dict[str, Any], finge
     return record
 
 
-def _load_rows(client: MilvusClient, name: str, folder: Path, column: str, metadata: Sequence[str], dim: int, n: int,
-               held: set[int], batch_rows: int, props: Mapping[str, str], resumed: bool,
-               progress: Callable[[str, int, int], None] | None) -> None:
+def _load_rows(
+    client: MilvusClient,
+    name: str,
+    folder: Path,
+    column: str,
+    metadata: Sequence[str],
+    dim: int,
+    n: int,
+    held: set[int],
+    batch_rows: int,
+    props: Mapping[str, str],
+    resumed: bool,
+    progress: Callable[[str, int, int], None] | None,
+) -> None:
     """Stream the archive from the recorded row on; after each acknowledged write record the rows done and the
     rows with a vector so far. The first batch of a resumed load (``resumed``: the collection was there) is
     upserted: its insert may have landed before the record did."""
@@ -267,15 +355,26 @@ def _load_rows(client: MilvusClient, name: str, folder: Path, column: str, metad
     set_properties(client, name, state="loading_done")
 
 
-def _build_and_calibrate(client: MilvusClient, name: str, folder: Path, column: str, dim: int, plan: dict[str, Any],
-                         held: set[int], recall: float | None, batch_rows: int, budget_s: float) -> dict[str, Any]:
+def _build_and_calibrate(
+    client: MilvusClient,
+    name: str,
+    folder: Path,
+    column: str,
+    dim: int,
+    plan: dict[str, Any],
+    held: set[int],
+    recall: float | None,
+    batch_rows: int,
+    budget_s: float,
+) -> dict[str, Any]:
     """Build the index, load the collection and calibrate its search knob on the held-out rows (module
     docstring); returns the calibration record ({} for FLAT or without a recall target)."""
     kind, k = plan["index_type"], int(plan["k"])
     if not client.list_indexes(name):
         index = client.prepare_index_params()
-        index.add_index(field_name="vector", index_name="vector", index_type=kind, metric_type="IP",
-                        params=dict(plan["build"]))
+        index.add_index(
+            field_name="vector", index_name="vector", index_type=kind, metric_type="IP", params=dict(plan["build"])
+        )
         client.create_index(name, index, sync=False)
     _wait_for_index(client, name)
     client.load_collection(name)
@@ -293,12 +392,28 @@ def _build_and_calibrate(client: MilvusClient, name: str, folder: Path, column: 
     targets = sorted({*CALIBRATION_TARGETS, recall})
 
     def search(point: Mapping[str, int]) -> np.ndarray:
-        return result_ids(client.search(name, data=q, limit=k, anns_field="vector", consistency_level="Strong",
-                                        search_params={"metric_type": "IP", "params": dict(point)}), k)
+        return result_ids(
+            client.search(
+                name,
+                data=q,
+                limit=k,
+                anns_field="vector",
+                consistency_level="Strong",
+                search_params={"metric_type": "IP", "params": dict(point)},
+            ),
+            k,
+        )
 
-    points = walk_knob(knob, knob_ladder(kind, plan["build"], k), search,
-                       lambda point: timed_qps(lambda: search(point), len(q)), truth, recall, targets,
-                       time.perf_counter() + budget_s)
+    points = walk_knob(
+        knob,
+        knob_ladder(kind, plan["build"], k),
+        search,
+        lambda point: timed_qps(lambda: search(point), len(q)),
+        truth,
+        recall,
+        targets,
+        time.perf_counter() + budget_s,
+    )
     return finish_calibration(points, [knob], recall, search, truth, t0, exact_qps, index_type=kind)
 
 
@@ -308,8 +423,10 @@ def _wait_for_index(client: MilvusClient, name: str, poll_s: float = 1.0) -> Non
         described = client.describe_index(name, "vector") or {}
         state = str(described.get("state", "Finished"))
         if state == "Failed":
-            raise EmbeddingsError(f"Milvus could not build the index of {name!r}: "
-                                  f"{described.get('index_state_fail_reason', 'no reason given')}")
+            raise EmbeddingsError(
+                f"Milvus could not build the index of {name!r}: "
+                f"{described.get('index_state_fail_reason', 'no reason given')}"
+            )
         if state == "Finished":
             return
         time.sleep(poll_s)
