@@ -103,7 +103,8 @@ SERIES_COLOURS = {"trained": "#0f766e", "random init": "#cbd5e1"}
 
 def scores_svg(scores: dict[str, Any], width: int = 560, height: int = 250) -> str:
     """The per-direction scores as grouped bars (one group per direction, one bar per model: trained next to
-    random init), an inline SVG with the values written on the bars; ``scores`` as `crjepa.app.scores.load_scores` gives."""
+    random init), an inline SVG with the values written on the bars; ``scores`` as
+    `crjepa.app.scores.load_scores` gives."""
     rows = scores["rows"]
     directions = list(dict.fromkeys(r["direction"] for r in rows))
     series = list(dict.fromkeys(r["model"] for r in rows))
