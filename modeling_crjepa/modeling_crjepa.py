@@ -55,13 +55,13 @@ class CRJepaModelOutput(ModelOutput):
     trunk block's attention weights (B, heads, N, N) when output_attentions.
     """
 
-    last_hidden_state: torch.FloatTensor | None = None
-    pooler_output: torch.FloatTensor | None = None
-    image_embeds: torch.FloatTensor | None = None
-    unified_embeds: torch.FloatTensor | None = None
-    cross_embeds: torch.FloatTensor | None = None
-    hidden_states: tuple[torch.FloatTensor, ...] | None = None
-    attentions: tuple[torch.FloatTensor, ...] | None = None
+    last_hidden_state: torch.Tensor | None = None
+    pooler_output: torch.Tensor | None = None
+    image_embeds: torch.Tensor | None = None
+    unified_embeds: torch.Tensor | None = None
+    cross_embeds: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
 
 
 @dataclass
@@ -76,7 +76,7 @@ class CRJepaPreTrainingOutput(ModelOutput):
     means the term is 0 because no row of the batch had its sensors.
     """
 
-    loss: torch.FloatTensor | None = None
+    loss: torch.Tensor | None = None
     losses: dict | None = None
     embeddings: dict | None = None
     rows: dict | None = None
