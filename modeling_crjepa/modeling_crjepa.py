@@ -24,9 +24,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from itertools import combinations
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import torch
 import torch.nn.functional as F
@@ -981,15 +982,21 @@ class CRJepaForPreTraining(CRJepaPreTrainedModel):
         rows of its sensor. pack_sensors: one batched matmul for the stack (P, B, R)."""
         cfg = self.config
         raws = [r for r, _ in projected.values()]
-        weights = [rows_with(present, sensor) for sensor, _ in projected]
-        kwargs = dict(step=step, num_directions=cfg.sigreg_num_directions, num_knots=cfg.sigreg_num_knots,
-                      t_max=cfg.sigreg_t_max)
+        statistic = partial(sigreg, step=step, num_directions=cfg.sigreg_num_directions, num_knots=cfg.sigreg_num_knots,
+                            t_max=cfg.sigreg_t_max)
         if cfg.pack_sensors:
-            stacked_weight = None if present is None else torch.stack(weights)
-            return sigreg(torch.stack(raws), weight=stacked_weight, **kwargs).mean()
-        return torch.stack([sigreg(r, weight=w, **kwargs) for r, w in zip(raws, weights)]).mean()
+            stacked_weight = None if present is None else torch.stack([rows_with(present, s) for s, _ in projected])
+            return statistic(torch.stack(raws), weight=stacked_weight).mean()
+        weights = [rows_with(present, sensor) for sensor, _ in projected]
+        return torch.stack([statistic(r, weight=w) for r, w in zip(raws, weights)]).mean()
 
 
+@overload
+def rows_with(present: dict[str, torch.Tensor], *sensors: str) -> torch.Tensor: ...
+@overload
+def rows_with(present: None, *sensors: str) -> None: ...
+@overload
+def rows_with(present: dict[str, torch.Tensor] | None, *sensors: str) -> torch.Tensor | None: ...
 def rows_with(present: dict[str, torch.Tensor] | None, *sensors: str) -> torch.Tensor | None:
     """The (B,) weight of the rows that have every one of `sensors` (the product of their presence weights), or
     None when `present` is None (every row has every sensor)."""
