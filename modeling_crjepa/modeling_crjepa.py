@@ -172,7 +172,8 @@ class TrunkBlock(GradientCheckpointingLayer):
                 output_attentions: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """x (B, n, D) -> (B, n, D); with output_attentions also the attention weights (B, heads, n, n)."""
         attended = self.attn(self.norm1(x), output_attentions=output_attentions)
-        attended, weights = attended if output_attentions else (attended, None)
+        if output_attentions:
+            attended, weights = attended
         x = x + attended
         x = x + self.mlp(self.norm2(x))
         return (x, weights) if output_attentions else x
@@ -299,7 +300,7 @@ class RetrievalHead(nn.Module):
         unit = config.head_init == "unit"
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if unit else nn.Identity()
         if config.head_hidden_size > 0:
-            self.proj = nn.Sequential(HeadLinear(config.hidden_size, config.head_hidden_size), nn.GELU(),
+            self.proj: nn.Module = nn.Sequential(HeadLinear(config.hidden_size, config.head_hidden_size), nn.GELU(),
                                       HeadLinear(config.head_hidden_size, config.retrieval_dim))
         else:
             self.proj = HeadLinear(config.hidden_size, config.retrieval_dim)
@@ -428,9 +429,11 @@ class CRJepaPreTrainedModel(PreTrainedModel):
         """The input embeddings: the sensor stems {sensor: SensorStem} of the encoder (`base_model`: `.crjepa` of the
         pretraining model; patch embedding + positional embedding per sensor, a vision model's counterpart of a token
         embedding table)."""
-        return self.base_model.stems
+        encoder = self.base_model
+        assert isinstance(encoder, CRJepaEncoderMixin)  # every CR-JEPA model is an encoder or holds one
+        return encoder.stems
 
-    def set_input_embeddings(self, value: nn.ModuleDict) -> None:
+    def set_input_embeddings(self, value: nn.Module) -> None:
         """Replace the stems (the same sensors, each a module mapping (B, C, S, S) pixels to (B, N, D) tokens)."""
         if not isinstance(value, nn.ModuleDict) or list(value) != list(self.config.sensors):
             raise ValueError(f"set_input_embeddings takes an nn.ModuleDict with one stem per sensor "
@@ -622,7 +625,11 @@ class CRJepaEncoderMixin:
 
     def trunk_for(self, sensor: str) -> Trunk:
         """The trunk that encodes `sensor` (the shared one, or the sensor's own)."""
-        return self.trunk if self.config.trunk_mode == "shared" else self.trunks[sensor]
+        if self.config.trunk_mode == "shared":
+            return self.trunk
+        trunk = self.trunks[sensor]
+        assert isinstance(trunk, Trunk)  # _add_encoder fills trunks with Trunk modules
+        return trunk
 
     def check_pixel_values(self, pixel_values: torch.Tensor, sensor: str, check_finite: bool = True) -> None:
         """Raise a clear error for an unknown sensor, a wrong shape or non-finite values."""
@@ -691,7 +698,9 @@ class CRJepaModel(CRJepaPreTrainedModel, CRJepaEncoderMixin):
         return space if self.config.head_mode == "decoupled" else "shared"
 
     def head_for(self, space: str) -> RetrievalHead:
-        return self.heads[self.head_name(space)]
+        head = self.heads[self.head_name(space)]
+        assert isinstance(head, RetrievalHead)  # __init__ fills heads with RetrievalHead modules
+        return head
 
     def sensor_of(self, pixel_values: torch.Tensor, sensor: str | None) -> str:
         """The sensor of a batch: the one named, else the only sensor with the batch's channel count, else
