@@ -395,7 +395,7 @@ class CRJepaPreTrainedModel(PreTrainedModel):
     config: CRJepaConfig
     base_model_prefix = "crjepa"
     main_input_name = "pixel_values"
-    input_modalities = ("image",)
+    input_modalities = ("image",)  # type: ignore[assignment]  # transformers' models use tuples; typed str | list there
     supports_gradient_checkpointing = True
     _no_split_modules = ["TrunkBlock", "PredictorBlock", "SensorStem"]
     _supports_sdpa = True
@@ -507,7 +507,10 @@ class CRJepaPreTrainedModel(PreTrainedModel):
             readme.write_text(default_model_card(self.config, type(self).__name__))
         return result
 
-    def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, commit_description: str | None = None,
+    # PreTrainedModel.push_to_hub is a functools.wraps object to the type checker, which no method matches;
+    # this one takes PushToHubMixin.push_to_hub's arguments and adds keyword-only ones.
+    def push_to_hub(self, repo_id: str, *,  # type: ignore[override]
+                    commit_message: str | None = None, commit_description: str | None = None,
                     private: bool | None = None, token: bool | str | None = None, revision: str | None = None,
                     create_pr: bool = False, max_shard_size: int | str | None = "50GB",
                     tags: list[str] | None = None, encoder_only: bool = False, card: str | None = None,
@@ -522,7 +525,7 @@ class CRJepaPreTrainedModel(PreTrainedModel):
         Returns what ``api.upload_folder`` returns (the commit)."""
         import tempfile
 
-        from huggingface_hub import HfApi, ModelCard
+        from huggingface_hub import HfApi, ModelCard, ModelCardData
 
         api = api or HfApi(token=token)
         repo_id = api.create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
@@ -531,8 +534,10 @@ class CRJepaPreTrainedModel(PreTrainedModel):
                                               or default_model_card(self.config, type(model).__name__))
         if tags:
             model_card = ModelCard(text)
-            known = list(model_card.data.tags or [])
-            model_card.data.tags = known + [tag for tag in tags if tag not in known]
+            data = model_card.data
+            assert isinstance(data, ModelCardData)  # what ModelCard parses its metadata into
+            known = list(data.tags or [])
+            data.tags = known + [tag for tag in tags if tag not in known]
             text = str(model_card)
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "README.md").write_text(text, encoding="utf-8")
