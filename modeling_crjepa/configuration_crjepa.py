@@ -176,12 +176,14 @@ class CRJepaConfig(PreTrainedConfig):
 
     model_type = "crjepa"
 
-    # sensors and preprocessing
-    sensors: dict = None
-    band_names: dict = None
-    band_mean: dict = None
-    band_std: dict = None
-    sar_sensors: list = None
+    # sensors and preprocessing. A None default means "derive it" (__post_init__ fills it in), so once built these
+    # fields are never None; dataclass typing cannot give the keyword argument a wider type than the attribute,
+    # hence the ignores on the None defaults.
+    sensors: dict[str, int] = None  # type: ignore[assignment]
+    band_names: dict[str, list[str]] = None  # type: ignore[assignment]
+    band_mean: dict[str, list[float]] = None  # type: ignore[assignment]
+    band_std: dict[str, list[float]] = None  # type: ignore[assignment]
+    sar_sensors: list[str] = None  # type: ignore[assignment]
     nan_policy: str = "fill"
     default_sensor: str | None = None
     # stems and trunk
@@ -207,8 +209,8 @@ class CRJepaConfig(PreTrainedConfig):
     head_init: str = "unit"
     # objective
     mask_ratio: float = 0.5
-    routes: list = None
-    route_weights: dict = None
+    routes: list[str] = None  # type: ignore[assignment]  # None: every route (`all_routes`)
+    route_weights: dict[str, float] = None  # type: ignore[assignment]  # None: 1 per route
     lambda_cross: float = 1.0
     lambda_uni: float = 1.0
     lambda_sigreg: float = 0.05

@@ -153,7 +153,8 @@ class CRJepaImageProcessor(BaseImageProcessor):
 
     model_input_names = ["pixel_values"]
     do_rescale = False  # the statistics are in native units (reflectance, dB, 0-255): nothing to rescale
-    rescale_factor = None
+    # None: nothing is rescaled; BaseImageProcessor types the attribute as float though it is unset for us
+    rescale_factor = None  # type: ignore[assignment]
     CALL_KWARGS = ("sensor", "return_tensors", "input_data_format", "data_format", "do_resize", "do_normalize", "size",
                    "do_rescale", "rescale_factor")
 
@@ -235,7 +236,8 @@ class CRJepaImageProcessor(BaseImageProcessor):
 
         def layouts(channels: int) -> list[bool] | None:
             found = [channel_last(a, known, channels) for a, known in zip(arrays, known_last)]
-            return None if None in found else found
+            fits = [last for last in found if last is not None]
+            return fits if len(fits) == len(found) else None
 
         if sensor is not None:
             if sensor not in self.sensors:
@@ -245,7 +247,9 @@ class CRJepaImageProcessor(BaseImageProcessor):
                 if channel_last(array, known, channels) is None:
                     raise ValueError(f"Sensor {sensor!r}: expected {channels} channels (C, H, W) = ({channels}, H, W) "
                                      f"or (H, W, C) = (H, W, {channels}), found shape {array.shape}")
-            return sensor, layouts(channels)
+            named = layouts(channels)
+            assert named is not None  # every image was just checked to fit the sensor
+            return sensor, named
         fitting = {name: found for name, channels in self.sensors.items() if (found := layouts(channels)) is not None}
         if len(fitting) == 1:
             return next(iter(fitting.items()))
@@ -291,7 +295,8 @@ class CRJepaImageProcessor(BaseImageProcessor):
         batch, sensor = self.read(images, sensor, input_data_format)
         do_resize = self.do_resize if do_resize is None else do_resize
         do_normalize = self.do_normalize if do_normalize is None else do_normalize
-        target = _size_of(size, (self.size["height"], self.size["width"])) if do_resize else tuple(batch.shape[-2:])
+        target = (_size_of(size, (self.size["height"], self.size["width"])) if do_resize
+                  else (batch.shape[-2], batch.shape[-1]))
         channels = self.sensors[sensor]
         mean = self.band_mean[sensor] if do_normalize else [0.0] * channels
         std = self.band_std[sensor] if do_normalize else [1.0] * channels

@@ -123,6 +123,7 @@ def sigreg(
         slices = x @ directions.to(x.device, torch.float32)  # (..., B, J): one matmul for all directions
         phase = slices.unsqueeze(-1) * t  # (..., B, J, K)
         gaussian_cf = torch.exp(-t.square() / 2)
+        global_batch: int | torch.Tensor  # B: the row count, or (weighted) the per-slice counts of rows that count
         if weight is None:
             cos_mean = _all_reduce_mean(torch.cos(phase).mean(dim=-3))  # (..., J, K)
             sin_mean = _all_reduce_mean(torch.sin(phase).mean(dim=-3))

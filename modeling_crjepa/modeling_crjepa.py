@@ -24,9 +24,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from itertools import combinations
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import torch
 import torch.nn.functional as F
@@ -55,13 +56,13 @@ class CRJepaModelOutput(ModelOutput):
     trunk block's attention weights (B, heads, N, N) when output_attentions.
     """
 
-    last_hidden_state: torch.FloatTensor | None = None
-    pooler_output: torch.FloatTensor | None = None
-    image_embeds: torch.FloatTensor | None = None
-    unified_embeds: torch.FloatTensor | None = None
-    cross_embeds: torch.FloatTensor | None = None
-    hidden_states: tuple[torch.FloatTensor, ...] | None = None
-    attentions: tuple[torch.FloatTensor, ...] | None = None
+    last_hidden_state: torch.Tensor | None = None
+    pooler_output: torch.Tensor | None = None
+    image_embeds: torch.Tensor | None = None
+    unified_embeds: torch.Tensor | None = None
+    cross_embeds: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
 
 
 @dataclass
@@ -76,7 +77,7 @@ class CRJepaPreTrainingOutput(ModelOutput):
     means the term is 0 because no row of the batch had its sensors.
     """
 
-    loss: torch.FloatTensor | None = None
+    loss: torch.Tensor | None = None
     losses: dict | None = None
     embeddings: dict | None = None
     rows: dict | None = None
@@ -171,7 +172,8 @@ class TrunkBlock(GradientCheckpointingLayer):
                 output_attentions: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """x (B, n, D) -> (B, n, D); with output_attentions also the attention weights (B, heads, n, n)."""
         attended = self.attn(self.norm1(x), output_attentions=output_attentions)
-        attended, weights = attended if output_attentions else (attended, None)
+        if output_attentions:
+            attended, weights = attended
         x = x + attended
         x = x + self.mlp(self.norm2(x))
         return (x, weights) if output_attentions else x
@@ -298,7 +300,7 @@ class RetrievalHead(nn.Module):
         unit = config.head_init == "unit"
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if unit else nn.Identity()
         if config.head_hidden_size > 0:
-            self.proj = nn.Sequential(HeadLinear(config.hidden_size, config.head_hidden_size), nn.GELU(),
+            self.proj: nn.Module = nn.Sequential(HeadLinear(config.hidden_size, config.head_hidden_size), nn.GELU(),
                                       HeadLinear(config.head_hidden_size, config.retrieval_dim))
         else:
             self.proj = HeadLinear(config.hidden_size, config.retrieval_dim)
@@ -393,7 +395,7 @@ class CRJepaPreTrainedModel(PreTrainedModel):
     config: CRJepaConfig
     base_model_prefix = "crjepa"
     main_input_name = "pixel_values"
-    input_modalities = ("image",)
+    input_modalities = ("image",)  # type: ignore[assignment]  # transformers' models use tuples; typed str | list there
     supports_gradient_checkpointing = True
     _no_split_modules = ["TrunkBlock", "PredictorBlock", "SensorStem"]
     _supports_sdpa = True
@@ -427,9 +429,11 @@ class CRJepaPreTrainedModel(PreTrainedModel):
         """The input embeddings: the sensor stems {sensor: SensorStem} of the encoder (`base_model`: `.crjepa` of the
         pretraining model; patch embedding + positional embedding per sensor, a vision model's counterpart of a token
         embedding table)."""
-        return self.base_model.stems
+        encoder = self.base_model
+        assert isinstance(encoder, CRJepaEncoderMixin)  # every CR-JEPA model is an encoder or holds one
+        return encoder.stems
 
-    def set_input_embeddings(self, value: nn.ModuleDict) -> None:
+    def set_input_embeddings(self, value: nn.Module) -> None:
         """Replace the stems (the same sensors, each a module mapping (B, C, S, S) pixels to (B, N, D) tokens)."""
         if not isinstance(value, nn.ModuleDict) or list(value) != list(self.config.sensors):
             raise ValueError(f"set_input_embeddings takes an nn.ModuleDict with one stem per sensor "
@@ -503,7 +507,10 @@ class CRJepaPreTrainedModel(PreTrainedModel):
             readme.write_text(default_model_card(self.config, type(self).__name__))
         return result
 
-    def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, commit_description: str | None = None,
+    # PreTrainedModel.push_to_hub is a functools.wraps object to the type checker, which no method matches;
+    # this one takes PushToHubMixin.push_to_hub's arguments and adds keyword-only ones.
+    def push_to_hub(self, repo_id: str, *,  # type: ignore[override]
+                    commit_message: str | None = None, commit_description: str | None = None,
                     private: bool | None = None, token: bool | str | None = None, revision: str | None = None,
                     create_pr: bool = False, max_shard_size: int | str | None = "50GB",
                     tags: list[str] | None = None, encoder_only: bool = False, card: str | None = None,
@@ -518,7 +525,7 @@ class CRJepaPreTrainedModel(PreTrainedModel):
         Returns what ``api.upload_folder`` returns (the commit)."""
         import tempfile
 
-        from huggingface_hub import HfApi, ModelCard
+        from huggingface_hub import HfApi, ModelCard, ModelCardData
 
         api = api or HfApi(token=token)
         repo_id = api.create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
@@ -527,8 +534,10 @@ class CRJepaPreTrainedModel(PreTrainedModel):
                                               or default_model_card(self.config, type(model).__name__))
         if tags:
             model_card = ModelCard(text)
-            known = list(model_card.data.tags or [])
-            model_card.data.tags = known + [tag for tag in tags if tag not in known]
+            data = model_card.data
+            assert isinstance(data, ModelCardData)  # what ModelCard parses its metadata into
+            known = list(data.tags or [])
+            data.tags = known + [tag for tag in tags if tag not in known]
             text = str(model_card)
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "README.md").write_text(text, encoding="utf-8")
@@ -621,7 +630,11 @@ class CRJepaEncoderMixin:
 
     def trunk_for(self, sensor: str) -> Trunk:
         """The trunk that encodes `sensor` (the shared one, or the sensor's own)."""
-        return self.trunk if self.config.trunk_mode == "shared" else self.trunks[sensor]
+        if self.config.trunk_mode == "shared":
+            return self.trunk
+        trunk = self.trunks[sensor]
+        assert isinstance(trunk, Trunk)  # _add_encoder fills trunks with Trunk modules
+        return trunk
 
     def check_pixel_values(self, pixel_values: torch.Tensor, sensor: str, check_finite: bool = True) -> None:
         """Raise a clear error for an unknown sensor, a wrong shape or non-finite values."""
@@ -690,7 +703,9 @@ class CRJepaModel(CRJepaPreTrainedModel, CRJepaEncoderMixin):
         return space if self.config.head_mode == "decoupled" else "shared"
 
     def head_for(self, space: str) -> RetrievalHead:
-        return self.heads[self.head_name(space)]
+        head = self.heads[self.head_name(space)]
+        assert isinstance(head, RetrievalHead)  # __init__ fills heads with RetrievalHead modules
+        return head
 
     def sensor_of(self, pixel_values: torch.Tensor, sensor: str | None) -> str:
         """The sensor of a batch: the one named, else the only sensor with the batch's channel count, else
@@ -981,15 +996,21 @@ class CRJepaForPreTraining(CRJepaPreTrainedModel):
         rows of its sensor. pack_sensors: one batched matmul for the stack (P, B, R)."""
         cfg = self.config
         raws = [r for r, _ in projected.values()]
-        weights = [rows_with(present, sensor) for sensor, _ in projected]
-        kwargs = dict(step=step, num_directions=cfg.sigreg_num_directions, num_knots=cfg.sigreg_num_knots,
-                      t_max=cfg.sigreg_t_max)
+        statistic = partial(sigreg, step=step, num_directions=cfg.sigreg_num_directions, num_knots=cfg.sigreg_num_knots,
+                            t_max=cfg.sigreg_t_max)
         if cfg.pack_sensors:
-            stacked_weight = None if present is None else torch.stack(weights)
-            return sigreg(torch.stack(raws), weight=stacked_weight, **kwargs).mean()
-        return torch.stack([sigreg(r, weight=w, **kwargs) for r, w in zip(raws, weights)]).mean()
+            stacked_weight = None if present is None else torch.stack([rows_with(present, s) for s, _ in projected])
+            return statistic(torch.stack(raws), weight=stacked_weight).mean()
+        weights = [rows_with(present, sensor) for sensor, _ in projected]
+        return torch.stack([statistic(r, weight=w) for r, w in zip(raws, weights)]).mean()
 
 
+@overload
+def rows_with(present: dict[str, torch.Tensor], *sensors: str) -> torch.Tensor: ...
+@overload
+def rows_with(present: None, *sensors: str) -> None: ...
+@overload
+def rows_with(present: dict[str, torch.Tensor] | None, *sensors: str) -> torch.Tensor | None: ...
 def rows_with(present: dict[str, torch.Tensor] | None, *sensors: str) -> torch.Tensor | None:
     """The (B,) weight of the rows that have every one of `sensors` (the product of their presence weights), or
     None when `present` is None (every row has every sensor)."""

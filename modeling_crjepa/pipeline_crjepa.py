@@ -14,7 +14,7 @@ only torch, numpy, transformers and its siblings.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol, TypeGuard
 
 import numpy as np
 import torch
@@ -30,11 +30,30 @@ PIPELINE_CONFIG = {PIPELINE_TASK: {"impl": "pipeline_crjepa.CRJepaFeatureExtract
 """config.custom_pipelines of every saved checkpoint (transformers' format: module.Class, the Auto classes)."""
 
 
+class EmbeddingModel(Protocol):
+    """What the pipeline needs of its model: CRJepaModel's retrieval API, and the config its processor is built
+    from when none was saved (a PreTrainedModel's, so Any here)."""
+
+    config: Any
+
+    def get_embeddings(self, pixel_values: torch.Tensor, sensor: str, space: str = "unified") -> torch.Tensor: ...
+
+
+def has_embeddings(model: object) -> TypeGuard[EmbeddingModel]:
+    """Whether `model` serves get_embeddings (a CR-JEPA model: this package's class or the remote-code copy)."""
+    return hasattr(model, "get_embeddings")
+
+
+def is_crjepa_processor(processor: object) -> TypeGuard[CRJepaImageProcessor]:
+    """Whether `processor` is a CRJepaImageProcessor: this module's class or the remote-code copy of it."""
+    return isinstance(processor, CRJepaImageProcessor) or type(processor).__name__ == "CRJepaImageProcessor"
+
+
 class ImageBatch:
     """A list of images that goes through the pipeline as one input (one forward pass), split again at the end;
     not a list itself, since transformers' Pipeline runs the items of a list one by one."""
 
-    def __init__(self, images: list) -> None:
+    def __init__(self, images: list[Any] | tuple[Any, ...]) -> None:
         self.images = list(images)
 
 
@@ -52,22 +71,25 @@ class CRJepaFeatureExtractionPipeline(Pipeline):
     ``model.get_embeddings(processor(images, sensor=...)["pixel_values"], sensor, space)``.
     """
 
-    _load_processor = False
-    _load_image_processor = True
-    _load_feature_extractor = False
-    _load_tokenizer = False
+    # Pipeline declares these flags as None-typed class attributes; booleans are what it reads
+    _load_processor = False  # type: ignore[assignment]
+    _load_image_processor = True  # type: ignore[assignment]
+    _load_feature_extractor = False  # type: ignore[assignment]
+    _load_tokenizer = False  # type: ignore[assignment]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if not hasattr(self.model, "get_embeddings"):
+        if not has_embeddings(self.model):
             raise ValueError(f"CRJepaFeatureExtractionPipeline needs a CR-JEPA model (get_embeddings), found "
                              f"{type(self.model).__name__}")
-        if not isinstance(self.image_processor, CRJepaImageProcessor) and not (
-                type(self.image_processor).__name__ == "CRJepaImageProcessor"):  # the remote-code copy of the class
+        if not is_crjepa_processor(self.image_processor):
             # a folder saved without its processor, or another processor: the one the model's config defines
             self.image_processor = CRJepaImageProcessor.from_config(self.model.config)
 
-    def __call__(self, images: Any, **kwargs: Any) -> Any:
+    # The overrides below take the images under their own name and the stage parameters that
+    # _sanitize_parameters returns as keyword arguments; Pipeline's signatures type those as **dict and the
+    # model outputs as ModelOutput, which no subclass can match.
+    def __call__(self, images: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         """See the class docstring; a list of images runs as one batch."""
         if isinstance(images, (list, tuple)):
             images = ImageBatch(images)
@@ -84,22 +106,28 @@ class CRJepaFeatureExtractionPipeline(Pipeline):
         postprocess = {} if return_tensors is None else {"return_tensors": return_tensors}
         return preprocess, forward, postprocess
 
-    def preprocess(self, images: Any, sensor: str | None = None, input_data_format: Any = None) -> dict[str, Any]:
+    def preprocess(self, images: Any, sensor: str | None = None,  # type: ignore[override]
+                   input_data_format: Any = None) -> dict[str, Any]:
         batched = isinstance(images, ImageBatch)
         if not batched and isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4:
             shape = "batch"
         else:
             shape = "list" if batched else "single"
-        batch, sensor = self.image_processor.read(images.images if batched else images, sensor, input_data_format)
-        pixels = self.image_processor(batch, sensor=sensor, return_tensors="pt")["pixel_values"]
+        processor = self.image_processor
+        assert is_crjepa_processor(processor)  # __init__ made it one
+        batch, sensor = processor.read(images.images if batched else images, sensor, input_data_format)
+        pixels = processor.preprocess(batch, sensor=sensor, return_tensors="pt")["pixel_values"]
         return {"pixel_values": pixels, "sensor": sensor, "shape": shape}
 
-    def _forward(self, model_inputs: dict[str, Any], space: str = "unified") -> dict[str, Any]:
-        embeddings = self.model.get_embeddings(model_inputs["pixel_values"], sensor=model_inputs["sensor"],
-                                               space=space)
+    def _forward(self, model_inputs: dict[str, Any],  # type: ignore[override]
+                 space: str = "unified") -> dict[str, Any]:
+        model = self.model
+        assert has_embeddings(model)  # checked in __init__
+        embeddings = model.get_embeddings(model_inputs["pixel_values"], sensor=model_inputs["sensor"], space=space)
         return {"embeddings": embeddings, "shape": model_inputs["shape"]}
 
-    def postprocess(self, model_outputs: dict[str, Any], return_tensors: bool = False) -> Any:
+    def postprocess(self, model_outputs: dict[str, Any],  # type: ignore[override]
+                    return_tensors: bool = False) -> Any:
         embeddings = model_outputs["embeddings"].float().cpu()
         shape = model_outputs["shape"]
         if shape == "single":
