@@ -5,7 +5,7 @@ AutoModelForPreTraining) and `CRJepaImageProcessor` are registered for the Auto 
 works with `AutoModel.from_pretrained(path, trust_remote_code=True)` without this package installed.
 """
 
-from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForPreTraining
+from transformers import AutoConfig, AutoModel, AutoModelForPreTraining
 
 from .configuration_crjepa import PRESETS, CRJepaConfig
 from .image_processing_crjepa import CRJepaImageProcessor, preprocess_batch
@@ -20,5 +20,13 @@ AutoModel.register(CRJepaConfig, CRJepaModel, exist_ok=True)
 AutoModelForPreTraining.register(CRJepaConfig, CRJepaForPreTraining, exist_ok=True)
 
 __version__ = "0.1.0"
-__all__ = ["CRJepaConfig", "CRJepaModel", "CRJepaForPreTraining", "CRJepaModelOutput", "CRJepaPreTrainingOutput",
-           "CRJepaImageProcessor", "preprocess_batch", "PRESETS"]
+__all__ = [
+    "CRJepaConfig",
+    "CRJepaModel",
+    "CRJepaForPreTraining",
+    "CRJepaModelOutput",
+    "CRJepaPreTrainingOutput",
+    "CRJepaImageProcessor",
+    "preprocess_batch",
+    "PRESETS",
+]

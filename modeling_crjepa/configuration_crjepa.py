@@ -28,7 +28,7 @@ def all_routes(sensors) -> list[str]:
     names = list(sensors)
     routes = [f"{s}{ROUTE_ARROW}{s}" for s in names]
     for i, source in enumerate(names):
-        for target in names[i + 1:]:
+        for target in names[i + 1 :]:
             routes += [f"{source}{ROUTE_ARROW}{target}", f"{target}{ROUTE_ARROW}{source}"]
     return routes
 
@@ -45,7 +45,7 @@ def normalize_route(route: str, sensors) -> str:
 
 
 def split_route(route: str) -> tuple[str, str]:
-    """"s1->s2" -> ("s1", "s2")."""
+    """ "s1->s2" -> ("s1", "s2")."""
     source, _, target = route.partition(ROUTE_ARROW)
     return source, target
 
@@ -70,10 +70,34 @@ TRUNK_MODES = ("shared", "separate")
 # BigEarthNet v1 per-band statistics (the BigEarthNet reference models' values; S2 in uint16 reflectance
 # units, S1 in dB).
 _S2_BANDS = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"]
-_S2_MEAN = [340.76769064, 429.9430203, 614.21682446, 590.23569706, 950.68368468, 1792.46290469,
-            2075.46795189, 2218.94553375, 2266.46036911, 2246.0605464, 1594.42694882, 1009.32729131]
-_S2_STD = [554.81258967, 572.41639287, 582.87945694, 675.88746967, 729.89827633, 1096.01480586,
-           1273.45393088, 1365.45589904, 1356.13789355, 1302.3292881, 1079.19066363, 818.86747235]
+_S2_MEAN = [
+    340.76769064,
+    429.9430203,
+    614.21682446,
+    590.23569706,
+    950.68368468,
+    1792.46290469,
+    2075.46795189,
+    2218.94553375,
+    2266.46036911,
+    2246.0605464,
+    1594.42694882,
+    1009.32729131,
+]
+_S2_STD = [
+    554.81258967,
+    572.41639287,
+    582.87945694,
+    675.88746967,
+    729.89827633,
+    1096.01480586,
+    1273.45393088,
+    1365.45589904,
+    1356.13789355,
+    1302.3292881,
+    1079.19066363,
+    818.86747235,
+]
 _S1_MEAN = [-12.619993741972035, -19.29044597721542]
 _S1_STD = [5.115911777546365, 5.464428464912864]
 
@@ -275,22 +299,34 @@ class CRJepaConfig(PreTrainedConfig):
         if self.image_size % self.patch_size:
             errors.append(f"image_size {self.image_size} must be a multiple of patch_size {self.patch_size}")
         if self.hidden_size % self.num_attention_heads:
-            errors.append(f"hidden_size {self.hidden_size} must be divisible by num_attention_heads {self.num_attention_heads}")
+            errors.append(
+                f"hidden_size {self.hidden_size} must be divisible by num_attention_heads {self.num_attention_heads}"
+            )
         if self.predictor_hidden_size % self.predictor_num_heads:
-            errors.append(f"predictor_hidden_size {self.predictor_hidden_size} must be divisible by predictor_num_heads {self.predictor_num_heads}")
+            errors.append(
+                f"predictor_hidden_size {self.predictor_hidden_size} must be divisible by predictor_num_heads "
+                f"{self.predictor_num_heads}"
+            )
         if not 0.0 < self.mask_ratio < 1.0:
             errors.append(f"mask_ratio must be in (0, 1), found {self.mask_ratio}")
         known = all_routes(self.sensors)
         bad_routes = [r for r in self.routes if r not in known]
         if bad_routes:
-            errors.append(f"routes {bad_routes} unknown; routes are 'source->target' among sensors {list(self.sensors)} "
-                          f"(or the codes aa, bb, ab, ba for the first two), e.g. {known[:4]}")
+            errors.append(
+                f"routes {bad_routes} unknown; routes are 'source->target' among sensors {list(self.sensors)} "
+                f"(or the codes aa, bb, ab, ba for the first two), e.g. {known[:4]}"
+            )
         if len(set(self.routes)) != len(self.routes):
             errors.append(f"routes {self.routes} name a route twice")
         if set(self.route_weights) - set(known):
             errors.append(f"route_weights keys must be routes among {known}, found {sorted(self.route_weights)}")
-        for field, choices in (("predictor_sharing", PREDICTOR_SHARING), ("head_mode", HEAD_MODES), ("head_init", HEAD_INITS),
-                               ("trunk_mode", TRUNK_MODES), ("nan_policy", ("fill", "raise"))):
+        for field, choices in (
+            ("predictor_sharing", PREDICTOR_SHARING),
+            ("head_mode", HEAD_MODES),
+            ("head_init", HEAD_INITS),
+            ("trunk_mode", TRUNK_MODES),
+            ("nan_policy", ("fill", "raise")),
+        ):
             if getattr(self, field) not in choices:
                 errors.append(f"{field} must be one of {list(choices)}, found {getattr(self, field)!r}")
         if self.temperature <= 0:
@@ -316,7 +352,7 @@ class CRJepaConfig(PreTrainedConfig):
         return (self.image_size // self.patch_size) ** 2
 
     @classmethod
-    def from_preset(cls, name: str, **overrides) -> "CRJepaConfig":
+    def from_preset(cls, name: str, **overrides) -> CRJepaConfig:
         """A config from a named preset (``ben14k``, ``dsrsid``, ``cbrsir_vs``, ``tiny``) plus overrides."""
         if name not in PRESETS:
             raise ValueError(f"Unknown CR-JEPA preset {name!r}; available: {sorted(PRESETS)}")
@@ -325,5 +361,14 @@ class CRJepaConfig(PreTrainedConfig):
         return cls(**values)
 
 
-__all__ = ["CRJepaConfig", "PRESETS", "PAPER_ROUTES", "PREDICTOR_SHARING", "HEAD_MODES", "TRUNK_MODES",
-           "all_routes", "normalize_route", "split_route"]
+__all__ = [
+    "CRJepaConfig",
+    "PRESETS",
+    "PAPER_ROUTES",
+    "PREDICTOR_SHARING",
+    "HEAD_MODES",
+    "TRUNK_MODES",
+    "all_routes",
+    "normalize_route",
+    "split_route",
+]

@@ -45,12 +45,16 @@ def normalize_and_resize(
     if pixel_values.ndim == 3:
         pixel_values = pixel_values.unsqueeze(0)
     if pixel_values.ndim != 4:
-        raise ValueError(f"Sensor {sensor!r}: expected images of shape (B, C, H, W) or (C, H, W), "
-                         f"found shape {tuple(pixel_values.shape)}")
+        raise ValueError(
+            f"Sensor {sensor!r}: expected images of shape (B, C, H, W) or (C, H, W), "
+            f"found shape {tuple(pixel_values.shape)}"
+        )
     channels = len(band_mean)
     if pixel_values.shape[1] != channels:
-        raise ValueError(f"Sensor {sensor!r}: expected {channels} channels (C, H, W) = ({channels}, H, W), "
-                         f"found shape {tuple(pixel_values.shape[1:])}")
+        raise ValueError(
+            f"Sensor {sensor!r}: expected {channels} channels (C, H, W) = ({channels}, H, W), "
+            f"found shape {tuple(pixel_values.shape[1:])}"
+        )
     x = pixel_values.to(torch.float32)
     mean, std = _stats(band_mean, band_std, x.device, channels)
     x = (x - mean) / std
@@ -58,8 +62,10 @@ def normalize_and_resize(
         bad = ~torch.isfinite(x)
         if bad.any():
             bands = sorted(set(torch.nonzero(bad)[:, 1].tolist()))
-            raise ValueError(f"Sensor {sensor!r}: non-finite values (NaN/inf) in band(s) {bands}; set "
-                             "nan_policy='fill' to replace them with the band mean")
+            raise ValueError(
+                f"Sensor {sensor!r}: non-finite values (NaN/inf) in band(s) {bands}; set "
+                "nan_policy='fill' to replace them with the band mean"
+            )
     x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
     if tuple(x.shape[-2:]) != (height, width):
@@ -74,8 +80,15 @@ def preprocess_batch(pixel_values: torch.Tensor, sensor: str, config: Any, check
     """`normalize_and_resize` with the statistics and size of a CRJepaConfig (or anything with its fields)."""
     if sensor not in config.sensors:
         raise ValueError(f"Unknown sensor {sensor!r}; this model knows {list(config.sensors)}")
-    return normalize_and_resize(pixel_values, sensor, config.band_mean[sensor], config.band_std[sensor],
-                                config.image_size, config.nan_policy, check_finite)
+    return normalize_and_resize(
+        pixel_values,
+        sensor,
+        config.band_mean[sensor],
+        config.band_std[sensor],
+        config.image_size,
+        config.nan_policy,
+        check_finite,
+    )
 
 
 TENSOR_TYPES = {"pt": "pt", "torch": "pt", "np": "np", "numpy": "np"}
@@ -85,13 +98,14 @@ READABLE_SUFFIXES = (".npy", ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 
 def _tensor_type(return_tensors: Any) -> str | None:
-    """"pt" / "np" / None from a string or a transformers TensorType; other values are refused."""
+    """ "pt" / "np" / None from a string or a transformers TensorType; other values are refused."""
     if return_tensors is None:
         return None
     key = str(getattr(return_tensors, "value", return_tensors)).lower()
     if key not in TENSOR_TYPES:
-        raise ValueError(f"return_tensors must be 'pt', 'np' or None (a list of numpy arrays), "
-                         f"found {return_tensors!r}")
+        raise ValueError(
+            f"return_tensors must be 'pt', 'np' or None (a list of numpy arrays), found {return_tensors!r}"
+        )
     return TENSOR_TYPES[key]
 
 
@@ -108,8 +122,10 @@ def _size_of(size: Any, default: tuple[int, int]) -> tuple[int, int]:
         return (int(size[0]), int(size[1]))
     if isinstance(size, dict) and set(size) == {"height", "width"}:
         return (int(size["height"]), int(size["width"]))
-    raise ValueError(f"size must be an int, (height, width) or {{'height': H, 'width': W}}, found {size!r} (this model "
-                     "takes images of one fixed size, so sizes that follow each image's aspect are not supported)")
+    raise ValueError(
+        f"size must be an int, (height, width) or {{'height': H, 'width': W}}, found {size!r} (this model "
+        "takes images of one fixed size, so sizes that follow each image's aspect are not supported)"
+    )
 
 
 def read_image_file(path: str | Path) -> tuple[np.ndarray, bool]:
@@ -118,13 +134,17 @@ def read_image_file(path: str | Path) -> tuple[np.ndarray, bool]:
     file and how to read it; crjepa.data.images reads GeoTIFFs with rasterio in the crjepa package."""
     text = str(path)
     if text.startswith(("http://", "https://")):
-        raise ValueError(f"CRJepaImageProcessor reads local files only, found the URL {text!r}: download it and pass "
-                         "the array (or the local path)")
+        raise ValueError(
+            f"CRJepaImageProcessor reads local files only, found the URL {text!r}: download it and pass "
+            "the array (or the local path)"
+        )
     path = Path(text).expanduser()
     suffix = path.suffix.lower()
     if suffix not in READABLE_SUFFIXES:
-        raise ValueError(f"{path}: CRJepaImageProcessor reads {', '.join(READABLE_SUFFIXES)} files; pass other images "
-                         "as arrays at native size and dtype (a GeoTIFF: `rasterio.open(path).read()`, (C, H, W))")
+        raise ValueError(
+            f"{path}: CRJepaImageProcessor reads {', '.join(READABLE_SUFFIXES)} files; pass other images "
+            "as arrays at native size and dtype (a GeoTIFF: `rasterio.open(path).read()`, (C, H, W))"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"Image file not found: {path}")
     if suffix == ".npy":
@@ -155,8 +175,17 @@ class CRJepaImageProcessor(BaseImageProcessor):
     do_rescale = False  # the statistics are in native units (reflectance, dB, 0-255): nothing to rescale
     # None: nothing is rescaled; BaseImageProcessor types the attribute as float though it is unset for us
     rescale_factor = None  # type: ignore[assignment]
-    CALL_KWARGS = ("sensor", "return_tensors", "input_data_format", "data_format", "do_resize", "do_normalize", "size",
-                   "do_rescale", "rescale_factor")
+    CALL_KWARGS = (
+        "sensor",
+        "return_tensors",
+        "input_data_format",
+        "data_format",
+        "do_resize",
+        "do_normalize",
+        "size",
+        "do_rescale",
+        "rescale_factor",
+    )
 
     def __init__(
         self,
@@ -187,11 +216,16 @@ class CRJepaImageProcessor(BaseImageProcessor):
         self.do_normalize = do_normalize
 
     @classmethod
-    def from_config(cls, config: Any) -> "CRJepaImageProcessor":
+    def from_config(cls, config: Any) -> CRJepaImageProcessor:
         """The processor that matches a CRJepaConfig."""
-        return cls(sensors=config.sensors, band_mean=config.band_mean, band_std=config.band_std,
-                   image_size=config.image_size, nan_policy=config.nan_policy,
-                   default_sensor=getattr(config, "default_sensor", None))
+        return cls(
+            sensors=config.sensors,
+            band_mean=config.band_mean,
+            band_std=config.band_std,
+            image_size=config.image_size,
+            nan_policy=config.nan_policy,
+            default_sensor=getattr(config, "default_sensor", None),
+        )
 
     # ------------------------------------------------------------------ reading the inputs
     @staticmethod
@@ -204,8 +238,10 @@ class CRJepaImageProcessor(BaseImageProcessor):
         is_pil = type(image).__module__.startswith("PIL")
         array = np.asarray(image)
         if array.dtype == object or array.dtype.kind not in "biuf":
-            raise ValueError(f"Cannot read an image of type {type(image).__name__} (dtype {array.dtype}); pass numpy "
-                             "arrays, torch tensors, PIL images or paths of .npy / PNG / JPEG files")
+            raise ValueError(
+                f"Cannot read an image of type {type(image).__name__} (dtype {array.dtype}); pass numpy "
+                "arrays, torch tensors, PIL images or paths of .npy / PNG / JPEG files"
+            )
         return array, is_pil
 
     def _arrays(self, images: Any) -> tuple[list[np.ndarray], list[bool]]:
@@ -219,13 +255,15 @@ class CRJepaImageProcessor(BaseImageProcessor):
             arrays, last = list(arrays[0]), [last[0]] * len(arrays[0])
         bad = sorted({a.shape for a in arrays if a.ndim not in (2, 3)})
         if bad:
-            raise ValueError(f"expected images of shape (C, H, W), (H, W, C) or (H, W), or a batch (B, C, H, W); found "
-                             f"shapes {bad}")
+            raise ValueError(
+                f"expected images of shape (C, H, W), (H, W, C) or (H, W), or a batch (B, C, H, W); found shapes {bad}"
+            )
         last = [known and a.ndim == 3 for a, known in zip(arrays, last)]  # a one-band PIL image is (H, W)
         return [a[None] if a.ndim == 2 else a for a in arrays], last
 
-    def _sensor_and_layout(self, arrays: list[np.ndarray], known_last: list[bool], sensor: str | None,
-                           layout: str) -> tuple[str, list[bool]]:
+    def _sensor_and_layout(
+        self, arrays: list[np.ndarray], known_last: list[bool], sensor: str | None, layout: str
+    ) -> tuple[str, list[bool]]:
         """The sensor of the batch and, per image, whether it is channel-last (else channel-first)."""
 
         def channel_last(array: np.ndarray, known: bool, channels: int) -> bool | None:
@@ -245,8 +283,10 @@ class CRJepaImageProcessor(BaseImageProcessor):
             channels = self.sensors[sensor]
             for array, known in zip(arrays, known_last):
                 if channel_last(array, known, channels) is None:
-                    raise ValueError(f"Sensor {sensor!r}: expected {channels} channels (C, H, W) = ({channels}, H, W) "
-                                     f"or (H, W, C) = (H, W, {channels}), found shape {array.shape}")
+                    raise ValueError(
+                        f"Sensor {sensor!r}: expected {channels} channels (C, H, W) = ({channels}, H, W) "
+                        f"or (H, W, C) = (H, W, {channels}), found shape {array.shape}"
+                    )
             named = layouts(channels)
             assert named is not None  # every image was just checked to fit the sensor
             return sensor, named
@@ -257,18 +297,21 @@ class CRJepaImageProcessor(BaseImageProcessor):
             return self.default_sensor, fitting[self.default_sensor]
         shapes = sorted({a.shape for a in arrays})
         if not fitting:
-            raise ValueError(f"No sensor of this model has the images' channels: sensors {self.sensors}, found shapes "
-                             f"{shapes}; pass the sensor's bands at native size, channel-first or channel-last")
+            raise ValueError(
+                f"No sensor of this model has the images' channels: sensors {self.sensors}, found shapes "
+                f"{shapes}; pass the sensor's bands at native size, channel-first or channel-last"
+            )
         raise ValueError(f"Images of shapes {shapes} fit sensors {sorted(fitting)}: name one with sensor=")
 
-    def read(self, images: Any, sensor: str | None = None,
-             input_data_format: Any = None) -> tuple[torch.Tensor, str]:
+    def read(self, images: Any, sensor: str | None = None, input_data_format: Any = None) -> tuple[torch.Tensor, str]:
         """The images as one native-valued channel-first batch (B, C, H, W) and the sensor they belong to (the named
         one, checked, or the one their channel count fits); what `preprocess` then normalises and resizes."""
         layout = str(getattr(input_data_format, "value", input_data_format) or "none").lower()
         if layout not in ("channels_first", "channels_last", "none"):
-            raise ValueError(f"input_data_format must be 'channels_first', 'channels_last' or None (inferred), "
-                             f"found {input_data_format!r}")
+            raise ValueError(
+                f"input_data_format must be 'channels_first', 'channels_last' or None (inferred), "
+                f"found {input_data_format!r}"
+            )
         arrays, known_last = self._arrays(images)
         sensor, last = self._sensor_and_layout(arrays, known_last, sensor, layout)
         arrays = [np.moveaxis(a, -1, 0) if is_last else a for a, is_last in zip(arrays, last)]
@@ -279,14 +322,26 @@ class CRJepaImageProcessor(BaseImageProcessor):
         return (batch.to(torch.int32) if batch.dtype == torch.uint16 else batch), sensor
 
     # ------------------------------------------------------------------ the call
-    def preprocess(self, images: Any, sensor: str | None = None, return_tensors: Any = "pt",
-                   input_data_format: Any = None, data_format: Any = None, do_resize: bool | None = None,
-                   do_normalize: bool | None = None, size: Any = None, do_rescale: bool | None = None,
-                   rescale_factor: float | None = None, **kwargs: Any) -> BatchFeature:
+    def preprocess(
+        self,
+        images: Any,
+        sensor: str | None = None,
+        return_tensors: Any = "pt",
+        input_data_format: Any = None,
+        data_format: Any = None,
+        do_resize: bool | None = None,
+        do_normalize: bool | None = None,
+        size: Any = None,
+        do_rescale: bool | None = None,
+        rescale_factor: float | None = None,
+        **kwargs: Any,
+    ) -> BatchFeature:
         """Images of one sensor -> {"pixel_values": float32 (B, C, height, width)}; see the class docstring."""
         if kwargs:
-            raise TypeError(f"CRJepaImageProcessor got unexpected keyword argument(s) {sorted(kwargs)}; it takes "
-                            f"{', '.join(self.CALL_KWARGS)}")
+            raise TypeError(
+                f"CRJepaImageProcessor got unexpected keyword argument(s) {sorted(kwargs)}; it takes "
+                f"{', '.join(self.CALL_KWARGS)}"
+            )
         _refuse_rescale(do_rescale, rescale_factor)
         tensor_type = _tensor_type(return_tensors)
         out_layout = str(getattr(data_format, "value", data_format) or "channels_first").lower()
@@ -295,8 +350,11 @@ class CRJepaImageProcessor(BaseImageProcessor):
         batch, sensor = self.read(images, sensor, input_data_format)
         do_resize = self.do_resize if do_resize is None else do_resize
         do_normalize = self.do_normalize if do_normalize is None else do_normalize
-        target = (_size_of(size, (self.size["height"], self.size["width"])) if do_resize
-                  else (batch.shape[-2], batch.shape[-1]))
+        target = (
+            _size_of(size, (self.size["height"], self.size["width"]))
+            if do_resize
+            else (batch.shape[-2], batch.shape[-1])
+        )
         channels = self.sensors[sensor]
         mean = self.band_mean[sensor] if do_normalize else [0.0] * channels
         std = self.band_std[sensor] if do_normalize else [1.0] * channels
@@ -309,9 +367,11 @@ class CRJepaImageProcessor(BaseImageProcessor):
 
 def _refuse_rescale(do_rescale: bool | None, rescale_factor: float | None) -> None:
     if do_rescale or rescale_factor is not None:
-        raise ValueError("CRJepaImageProcessor never rescales: each band is normalised with statistics in its native "
-                         "units (uint16 reflectance, dB, 0-255), so pass native values and leave do_rescale / "
-                         f"rescale_factor unset (found do_rescale={do_rescale!r}, rescale_factor={rescale_factor!r})")
+        raise ValueError(
+            "CRJepaImageProcessor never rescales: each band is normalised with statistics in its native "
+            "units (uint16 reflectance, dB, 0-255), so pass native values and leave do_rescale / "
+            f"rescale_factor unset (found do_rescale={do_rescale!r}, rescale_factor={rescale_factor!r})"
+        )
 
 
 __all__ = ["CRJepaImageProcessor", "normalize_and_resize", "preprocess_batch", "read_image_file"]

@@ -23,8 +23,9 @@ def _dist_ready() -> bool:
 
 
 @torch.compiler.disable  # a CPU generator seeded per step: run eagerly, never traced or specialised on `step`
-def sigreg_directions(dim: int, num_directions: int, step: int, seed: int = 0,
-                      device: torch.device | str | None = None) -> torch.Tensor:
+def sigreg_directions(
+    dim: int, num_directions: int, step: int, seed: int = 0, device: torch.device | str | None = None
+) -> torch.Tensor:
     """J random unit directions in R^dim as a (dim, J) float32 matrix.
 
     Drawn from a CPU generator seeded with (seed, step), so every process of a distributed run draws the
@@ -113,8 +114,10 @@ def sigreg(
     gives 0. Local batches may then differ in size across processes.
     """
     if projections.ndim not in (2, 3):
-        raise ValueError(f"SIGReg expects a (batch, dim) matrix or a (projections, batch, dim) stack, found shape "
-                         f"{tuple(projections.shape)}")
+        raise ValueError(
+            f"SIGReg expects a (batch, dim) matrix or a (projections, batch, dim) stack, found shape "
+            f"{tuple(projections.shape)}"
+        )
     x = projections.float()
     if directions is None:
         directions = sigreg_directions(x.shape[-1], num_directions, step, seed, device=x.device)
@@ -142,9 +145,14 @@ MASKED_LOGIT = -1e9
 """The logit given to a pair that is not a candidate (a row lacking one of the sensors): exp() of it is 0 in float32."""
 
 
-def info_nce(e_a: torch.Tensor, e_b: torch.Tensor, temperature: float = 0.1,
-             valid: torch.Tensor | None = None, has_a: torch.Tensor | None = None,
-             has_b: torch.Tensor | None = None) -> torch.Tensor:
+def info_nce(
+    e_a: torch.Tensor,
+    e_b: torch.Tensor,
+    temperature: float = 0.1,
+    valid: torch.Tensor | None = None,
+    has_a: torch.Tensor | None = None,
+    has_b: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Symmetric batch InfoNCE between paired, L2-normalised embeddings (row i of a matches row i of b).
 
     Partially paired batches: ``valid`` (B,) in {0, 1} marks the rows that have both sensors; only they are
@@ -162,13 +170,20 @@ def info_nce(e_a: torch.Tensor, e_b: torch.Tensor, temperature: float = 0.1,
     columns_a = (has_a if has_a is not None else valid).bool()
     a_to_b = logits.masked_fill(~(columns_b[None, :] | eye), MASKED_LOGIT)
     b_to_a = logits.T.masked_fill(~(columns_a[None, :] | eye), MASKED_LOGIT)
-    per_row = (F.cross_entropy(a_to_b, target, reduction="none") + F.cross_entropy(b_to_a, target, reduction="none")) / 2
+    per_row = (
+        F.cross_entropy(a_to_b, target, reduction="none") + F.cross_entropy(b_to_a, target, reduction="none")
+    ) / 2
     return weighted_mean(per_row, valid)
 
 
-def uni_loss(e_a: torch.Tensor, e_b: torch.Tensor, temperature: float = 0.1,
-             valid: torch.Tensor | None = None, has_a: torch.Tensor | None = None,
-             has_b: torch.Tensor | None = None) -> torch.Tensor:
+def uni_loss(
+    e_a: torch.Tensor,
+    e_b: torch.Tensor,
+    temperature: float = 0.1,
+    valid: torch.Tensor | None = None,
+    has_a: torch.Tensor | None = None,
+    has_b: torch.Tensor | None = None,
+) -> torch.Tensor:
     """L_uni = InfoNCE(e_a, e_b) + mean_i (1 - cos(e_a_i, e_b_i)) on the unified head's embeddings (partially
     paired: InfoNCE as in `info_nce`, the cosine term over the ``valid`` rows)."""
     cosine = F.cosine_similarity(e_a.float(), e_b.float(), dim=-1)
@@ -184,5 +199,13 @@ def prediction_loss(predicted: torch.Tensor, target: torch.Tensor, weight: torch
     return weighted_mean(per_row, weight)
 
 
-__all__ = ["sigreg", "sigreg_directions", "epps_pulley_knots", "info_nce", "uni_loss", "prediction_loss",
-           "weighted_mean", "MASKED_LOGIT"]
+__all__ = [
+    "sigreg",
+    "sigreg_directions",
+    "epps_pulley_knots",
+    "info_nce",
+    "uni_loss",
+    "prediction_loss",
+    "weighted_mean",
+    "MASKED_LOGIT",
+]

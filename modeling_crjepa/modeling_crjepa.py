@@ -90,9 +90,16 @@ class CRJepaPreTrainingOutput(ModelOutput):
 
 
 # ---------------------------------------------------------------------------------------------- blocks
-def eager_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                            attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0,
-                            **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """softmax(q k^T * scaling) v in plain torch ops (transformers' "eager" kernel): (B, H, L, d) in,
     (B, L, H, d) out, and the attention weights."""
     if scaling is None:
@@ -121,7 +128,7 @@ class Attention(nn.Module):
         self.config = config
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
-        self.scaling = self.head_dim ** -0.5
+        self.scaling = self.head_dim**-0.5
         self.q = nn.Linear(dim, dim, bias=qkv_bias)
         self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
@@ -130,8 +137,9 @@ class Attention(nn.Module):
         implementation = getattr(self.config, "_attn_implementation", None) or "sdpa"
         return ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
-                output_attentions: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor | None = None, output_attentions: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         batch, length, dim = x.shape
         heads, head_dim = self.num_heads, self.head_dim
         if context is None:  # self-attention: q, k, v from one fused matmul (same weights, same math)
@@ -160,16 +168,18 @@ class MLP(nn.Module):
 class TrunkBlock(GradientCheckpointingLayer):
     """Pre-norm transformer block of the trunk: self-attention, MLP."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, eps: float, qkv_bias: bool,
-                 config: CRJepaConfig | None = None) -> None:
+    def __init__(
+        self, dim: int, num_heads: int, mlp_ratio: float, eps: float, qkv_bias: bool, config: CRJepaConfig | None = None
+    ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.attn = Attention(dim, num_heads, qkv_bias, config)
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = MLP(dim, int(dim * mlp_ratio))
 
-    def forward(self, x: torch.Tensor,
-                output_attentions: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, output_attentions: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """x (B, n, D) -> (B, n, D); with output_attentions also the attention weights (B, heads, n, n)."""
         attended = self.attn(self.norm1(x), output_attentions=output_attentions)
         if output_attentions:
@@ -182,8 +192,9 @@ class TrunkBlock(GradientCheckpointingLayer):
 class PredictorBlock(GradientCheckpointingLayer):
     """Predictor block: self-attention among mask queries, cross-attention to the visible context, MLP."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, eps: float, qkv_bias: bool,
-                 config: CRJepaConfig | None = None) -> None:
+    def __init__(
+        self, dim: int, num_heads: int, mlp_ratio: float, eps: float, qkv_bias: bool, config: CRJepaConfig | None = None
+    ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.self_attn = Attention(dim, num_heads, qkv_bias, config)
@@ -214,8 +225,11 @@ class SensorStem(nn.Module):
         # strided-conv kernels (and their weight gradient) took ~10% of a ben14k step on an H200.
         batch, channels, height, width = pixel_values.shape
         p = self.patch_embed.kernel_size[0]
-        patches = (pixel_values.reshape(batch, channels, height // p, p, width // p, p)
-                   .permute(0, 2, 4, 1, 3, 5).reshape(batch, (height // p) * (width // p), channels * p * p))
+        patches = (
+            pixel_values.reshape(batch, channels, height // p, p, width // p, p)
+            .permute(0, 2, 4, 1, 3, 5)
+            .reshape(batch, (height // p) * (width // p), channels * p * p)
+        )
         weight = self.patch_embed.weight.reshape(self.patch_embed.out_channels, channels * p * p)
         return F.linear(patches, weight, self.patch_embed.bias) + self.pos_embed
 
@@ -226,12 +240,21 @@ class Trunk(nn.Module):
     def __init__(self, config: CRJepaConfig) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(
-            TrunkBlock(config.hidden_size, config.num_attention_heads, config.mlp_ratio, config.layer_norm_eps,
-                       config.qkv_bias, config) for _ in range(config.num_hidden_layers))
+            TrunkBlock(
+                config.hidden_size,
+                config.num_attention_heads,
+                config.mlp_ratio,
+                config.layer_norm_eps,
+                config.qkv_bias,
+                config,
+            )
+            for _ in range(config.num_hidden_layers)
+        )
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, tokens: torch.Tensor, hidden_states: list | None = None,
-                attentions: list | None = None) -> torch.Tensor:
+    def forward(
+        self, tokens: torch.Tensor, hidden_states: list | None = None, attentions: list | None = None
+    ) -> torch.Tensor:
         """tokens (B, n, D) -> normalised latents (B, n, D); appends the input and each block's output to
         `hidden_states`, and each block's attention weights to `attentions`, when given."""
         for block in self.blocks:
@@ -262,13 +285,17 @@ class Predictor(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, config.num_patches, dim))
         self.target_sensor_embed = nn.Parameter(torch.zeros(len(config.sensors), dim))
         self.blocks = nn.ModuleList(
-            PredictorBlock(dim, config.predictor_num_heads, config.mlp_ratio, config.layer_norm_eps, config.qkv_bias,
-                           config) for _ in range(config.predictor_depth))
+            PredictorBlock(
+                dim, config.predictor_num_heads, config.mlp_ratio, config.layer_norm_eps, config.qkv_bias, config
+            )
+            for _ in range(config.predictor_depth)
+        )
         self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
         self.out_proj = nn.Linear(dim, config.hidden_size)
 
-    def forward(self, context: torch.Tensor, target_positions: torch.Tensor,
-                target_sensor: int | torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, context: torch.Tensor, target_positions: torch.Tensor, target_sensor: int | torch.Tensor
+    ) -> torch.Tensor:
         """context (B, Nv, D), target_positions (B, Nm) long -> predicted latents (B, Nm, D).
 
         target_sensor: the target sensor's index in config.sensors (0 = a, 1 = b, ...), one int or a (B,) long
@@ -300,8 +327,11 @@ class RetrievalHead(nn.Module):
         unit = config.head_init == "unit"
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if unit else nn.Identity()
         if config.head_hidden_size > 0:
-            self.proj: nn.Module = nn.Sequential(HeadLinear(config.hidden_size, config.head_hidden_size), nn.GELU(),
-                                      HeadLinear(config.head_hidden_size, config.retrieval_dim))
+            self.proj: nn.Module = nn.Sequential(
+                HeadLinear(config.hidden_size, config.head_hidden_size),
+                nn.GELU(),
+                HeadLinear(config.head_hidden_size, config.retrieval_dim),
+            )
         else:
             self.proj = HeadLinear(config.hidden_size, config.retrieval_dim)
 
@@ -345,7 +375,9 @@ def num_masked(num_patches: int, mask_ratio: float) -> int:
     return min(max(int(round(num_patches * mask_ratio)), 1), num_patches - 1)
 
 
-def random_masks(batch: int, num_patches: int, mask_ratio: float, device, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+def random_masks(
+    batch: int, num_patches: int, mask_ratio: float, device, generator=None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Independent random split per sample into visible and masked token indices, (B, Nv) and (B, Nm).
 
     The counts are the same for every sample (static shapes): Nm = `num_masked`(N, mask_ratio).
@@ -383,7 +415,7 @@ def run_packed(calls: Sequence[tuple[nn.Module, tuple[torch.Tensor, ...]]], pack
         sizes = [calls[i][1][0].shape[0] for i in members]
         packed_args = [torch.cat([calls[i][1][j] for i in members]) for j in range(len(calls[members[0]][1]))]
         output = module(*packed_args)
-        parts = ([o.split(sizes) for o in output] if isinstance(output, tuple) else [output.split(sizes)])
+        parts = [o.split(sizes) for o in output] if isinstance(output, tuple) else [output.split(sizes)]
         for n, i in enumerate(members):
             results[i] = tuple(p[n] for p in parts) if isinstance(output, tuple) else parts[0][n]
     return results
@@ -409,7 +441,7 @@ class CRJepaPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
         if isinstance(module, HeadLinear) and self.config.head_init == "unit":
-            init.trunc_normal_(module.weight, std=module.in_features ** -0.5)
+            init.trunc_normal_(module.weight, std=module.in_features**-0.5)
             init.zeros_(module.bias)
         elif isinstance(module, (nn.Linear, nn.Conv2d)):
             init.trunc_normal_(module.weight, std=std)
@@ -436,19 +468,23 @@ class CRJepaPreTrainedModel(PreTrainedModel):
     def set_input_embeddings(self, value: nn.Module) -> None:
         """Replace the stems (the same sensors, each a module mapping (B, C, S, S) pixels to (B, N, D) tokens)."""
         if not isinstance(value, nn.ModuleDict) or list(value) != list(self.config.sensors):
-            raise ValueError(f"set_input_embeddings takes an nn.ModuleDict with one stem per sensor "
-                             f"{list(self.config.sensors)}, found {type(value).__name__}"
-                             + (f" with keys {list(value)}" if isinstance(value, nn.ModuleDict) else ""))
+            raise ValueError(
+                f"set_input_embeddings takes an nn.ModuleDict with one stem per sensor "
+                f"{list(self.config.sensors)}, found {type(value).__name__}"
+                + (f" with keys {list(value)}" if isinstance(value, nn.ModuleDict) else "")
+            )
         self.base_model.stems = value
 
     def enable_input_require_grads(self) -> None:
         """Make every stem's output require gradients (adapters / gradient checkpointing on a frozen model):
         transformers' version hooks get_input_embeddings(), a ModuleDict that is never called itself."""
+
         def make_output_require_grad(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
             output.requires_grad_(True)
 
-        self._require_grads_hooks = [stem.register_forward_hook(make_output_require_grad)
-                                     for stem in self.get_input_embeddings().values()]
+        self._require_grads_hooks = [
+            stem.register_forward_hook(make_output_require_grad) for stem in self.get_input_embeddings().values()
+        ]
         self._require_grads_hook = self._require_grads_hooks[0]
 
     def disable_input_require_grads(self) -> None:
@@ -460,10 +496,13 @@ class CRJepaPreTrainedModel(PreTrainedModel):
         """Names of the parameters to train without weight decay: norms, biases (every tensor with ndim <= 1),
         positional embeddings, mask tokens and sensor embeddings (the ViT / I-JEPA recipe; optimisers read
         this, as open_clip's and timm's do)."""
-        return {name for name, param in self.named_parameters()
-                if param.ndim <= 1 or name.rsplit(".", 1)[-1] in self.no_weight_decay_parameter_names}
+        return {
+            name
+            for name, param in self.named_parameters()
+            if param.ndim <= 1 or name.rsplit(".", 1)[-1] in self.no_weight_decay_parameter_names
+        }
 
-    def compile_blocks(self, **compile_kwargs: Any) -> "CRJepaPreTrainedModel":
+    def compile_blocks(self, **compile_kwargs: Any) -> CRJepaPreTrainedModel:
         """Regional torch.compile: compile every trunk and predictor block and the sensor stems in place
         (opt-in, for GPUs).
 
@@ -491,9 +530,13 @@ class CRJepaPreTrainedModel(PreTrainedModel):
 
         if isinstance(self, (CRJepaModel, CRJepaForPreTraining)):
             auto_map = dict(getattr(self.config, "auto_map", None) or {})
-            auto_map.update({"AutoConfig": "configuration_crjepa.CRJepaConfig",
-                             "AutoModel": "modeling_crjepa.CRJepaModel",
-                             "AutoModelForPreTraining": "modeling_crjepa.CRJepaForPreTraining"})
+            auto_map.update(
+                {
+                    "AutoConfig": "configuration_crjepa.CRJepaConfig",
+                    "AutoModel": "modeling_crjepa.CRJepaModel",
+                    "AutoModelForPreTraining": "modeling_crjepa.CRJepaForPreTraining",
+                }
+            )
             self.config.auto_map = auto_map
             self.config.custom_pipelines = {task: dict(info) for task, info in PIPELINE_CONFIG.items()}
         result = super().save_pretrained(save_directory, *args, **kwargs)
@@ -509,12 +552,22 @@ class CRJepaPreTrainedModel(PreTrainedModel):
 
     # PreTrainedModel.push_to_hub is a functools.wraps object to the type checker, which no method matches;
     # this one takes PushToHubMixin.push_to_hub's arguments and adds keyword-only ones.
-    def push_to_hub(self, repo_id: str, *,  # type: ignore[override]
-                    commit_message: str | None = None, commit_description: str | None = None,
-                    private: bool | None = None, token: bool | str | None = None, revision: str | None = None,
-                    create_pr: bool = False, max_shard_size: int | str | None = "50GB",
-                    tags: list[str] | None = None, encoder_only: bool = False, card: str | None = None,
-                    api: Any = None) -> Any:
+    def push_to_hub(  # type: ignore[override]
+        self,
+        repo_id: str,
+        *,
+        commit_message: str | None = None,
+        commit_description: str | None = None,
+        private: bool | None = None,
+        token: bool | str | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        max_shard_size: int | str | None = "50GB",
+        tags: list[str] | None = None,
+        encoder_only: bool = False,
+        card: str | None = None,
+        api: Any = None,
+    ) -> Any:
         """transformers' push_to_hub (every argument means what it means there), with the image processor and the
         crjepa card instead of transformers' generic one.
 
@@ -530,8 +583,15 @@ class CRJepaPreTrainedModel(PreTrainedModel):
         api = api or HfApi(token=token)
         repo_id = api.create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
         model = self.get_encoder() if encoder_only and hasattr(self, "crjepa") else self
-        text = card if card is not None else (self._own_card() or _card_in_repo(api, repo_id, revision, token)
-                                              or default_model_card(self.config, type(model).__name__))
+        text = (
+            card
+            if card is not None
+            else (
+                self._own_card()
+                or _card_in_repo(api, repo_id, revision, token)
+                or default_model_card(self.config, type(model).__name__)
+            )
+        )
         if tags:
             model_card = ModelCard(text)
             data = model_card.data
@@ -542,10 +602,15 @@ class CRJepaPreTrainedModel(PreTrainedModel):
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "README.md").write_text(text, encoding="utf-8")
             model.save_pretrained(tmp, max_shard_size=max_shard_size)  # + config, code, pipeline, processor
-            return api.upload_folder(repo_id=repo_id, folder_path=tmp,
-                                     commit_message=commit_message or "Upload CR-JEPA model",
-                                     commit_description=commit_description, token=token, revision=revision,
-                                     create_pr=create_pr)
+            return api.upload_folder(
+                repo_id=repo_id,
+                folder_path=tmp,
+                commit_message=commit_message or "Upload CR-JEPA model",
+                commit_description=commit_description,
+                token=token,
+                revision=revision,
+                create_pr=create_pr,
+            )
 
     def _own_card(self) -> str | None:
         """The README.md beside the weights this model was loaded from (a local folder), if any."""
@@ -644,28 +709,50 @@ class CRJepaEncoderMixin:
         expected = ("B", channels, size, size)
         if not torch.is_tensor(pixel_values) or pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != expected[1:]:
             found = tuple(pixel_values.shape) if torch.is_tensor(pixel_values) else type(pixel_values).__name__
-            raise ValueError(f"Sensor {sensor!r}: expected pixel_values of shape {expected}, found {found}. "
-                             "Run CRJepaImageProcessor (or preprocess_batch) to normalise and resize native images.")
+            raise ValueError(
+                f"Sensor {sensor!r}: expected pixel_values of shape {expected}, found {found}. "
+                "Run CRJepaImageProcessor (or preprocess_batch) to normalise and resize native images."
+            )
         if check_finite and not torch.isfinite(pixel_values).all():
-            raise ValueError(f"Sensor {sensor!r}: pixel_values contain NaN or inf; CRJepaImageProcessor fills "
-                             "non-finite values (nan_policy='fill')")
+            raise ValueError(
+                f"Sensor {sensor!r}: pixel_values contain NaN or inf; CRJepaImageProcessor fills "
+                "non-finite values (nan_policy='fill')"
+            )
 
-    def encode(self, pixel_values: torch.Tensor, sensor: str, index: torch.Tensor | None = None,
-               hidden_states: list | None = None, attentions: list | None = None) -> torch.Tensor:
+    def encode(
+        self,
+        pixel_values: torch.Tensor,
+        sensor: str,
+        index: torch.Tensor | None = None,
+        hidden_states: list | None = None,
+        attentions: list | None = None,
+    ) -> torch.Tensor:
         """z = g(f_sensor(x; index)): trunk latents of the tokens at `index` (all tokens when None)."""
         tokens = self.stems[sensor](pixel_values.to(self.dtype))
         if index is not None:
             tokens = gather_tokens(tokens, index)
         return self.trunk_for(sensor)(tokens, hidden_states, attentions)
 
-    def embed(self, pixel_values: torch.Tensor, sensor: str, spaces: Sequence[str] = SPACES,
-              normalize: bool = True, check_finite: bool = True) -> dict[str, torch.Tensor]:
+    def embed(
+        self,
+        pixel_values: torch.Tensor,
+        sensor: str,
+        spaces: Sequence[str] = SPACES,
+        normalize: bool = True,
+        check_finite: bool = True,
+    ) -> dict[str, torch.Tensor]:
         """{space: (B, retrieval_dim)} for several spaces from one trunk pass (each encoder defines it)."""
         raise NotImplementedError(f"{type(self).__name__} defines no embed")
 
     @torch.no_grad()
-    def get_embeddings(self, pixel_values: torch.Tensor, sensor: str, space: str = "unified",
-                       normalize: bool = True, check_finite: bool = True) -> torch.Tensor:
+    def get_embeddings(
+        self,
+        pixel_values: torch.Tensor,
+        sensor: str,
+        space: str = "unified",
+        normalize: bool = True,
+        check_finite: bool = True,
+    ) -> torch.Tensor:
         """Embed a batch of one sensor with all tokens, no masking: (B, retrieval_dim).
 
         space="unified" for same-modal search (phi_uni), "cross" for cross-modal search (phi_cross).
@@ -740,8 +827,9 @@ class CRJepaModel(CRJepaPreTrainedModel, CRJepaEncoderMixin):
         """
         if kwargs:
             raise TypeError(f"CRJepaModel.forward got unexpected keyword argument(s) {sorted(kwargs)}")
-        output_hidden_states = (output_hidden_states if output_hidden_states is not None
-                                else self.config.output_hidden_states)
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         sensor = self.sensor_of(pixel_values, sensor)
@@ -755,15 +843,25 @@ class CRJepaModel(CRJepaPreTrainedModel, CRJepaEncoderMixin):
         projected = {name: self.heads[name](pooled)[1] for name in dict.fromkeys(names.values())}
         embeds = {s: projected[name] for s, name in names.items()}
         output = CRJepaModelOutput(
-            last_hidden_state=last_hidden_state, pooler_output=pooled, image_embeds=embeds[spaces[0]],
-            unified_embeds=embeds.get("unified"), cross_embeds=embeds.get("cross"),
+            last_hidden_state=last_hidden_state,
+            pooler_output=pooled,
+            image_embeds=embeds[spaces[0]],
+            unified_embeds=embeds.get("unified"),
+            cross_embeds=embeds.get("cross"),
             hidden_states=tuple(hidden_states) if hidden_states is not None else None,
-            attentions=tuple(attentions) if attentions is not None else None)
+            attentions=tuple(attentions) if attentions is not None else None,
+        )
         return output if return_dict else output.to_tuple()
 
     @torch.no_grad()
-    def embed(self, pixel_values: torch.Tensor, sensor: str, spaces: Sequence[str] = SPACES,
-              normalize: bool = True, check_finite: bool = True) -> dict[str, torch.Tensor]:
+    def embed(
+        self,
+        pixel_values: torch.Tensor,
+        sensor: str,
+        spaces: Sequence[str] = SPACES,
+        normalize: bool = True,
+        check_finite: bool = True,
+    ) -> dict[str, torch.Tensor]:
         """{space: (B, retrieval_dim)} for several spaces from ONE trunk pass (get_embeddings per space would
         run the trunk once per space)."""
         names = {space: self.head_name(space) for space in spaces}
@@ -788,8 +886,10 @@ class CRJepaForPreTraining(CRJepaPreTrainedModel):
     def __init__(self, config: CRJepaConfig) -> None:
         config.check()
         if len(config.sensors) < 2:
-            raise ValueError(f"Pretraining needs two or more sensors (pairs to predict across), found "
-                             f"{list(config.sensors)}; CRJepaModel embeds a single sensor")
+            raise ValueError(
+                f"Pretraining needs two or more sensors (pairs to predict across), found "
+                f"{list(config.sensors)}; CRJepaModel embeds a single sensor"
+            )
         super().__init__(config)
         self.crjepa = CRJepaModel(config)
         self.sensor_names = list(config.sensors)
@@ -805,13 +905,17 @@ class CRJepaForPreTraining(CRJepaPreTrainedModel):
     def check_inputs(self, pixel_values: dict[str, torch.Tensor], check_finite: bool) -> dict[str, torch.Tensor]:
         """{sensor: pixel_values} in config order, each checked, all of one batch size (co-registered rows)."""
         if not isinstance(pixel_values, dict):
-            raise ValueError("CRJepaForPreTraining takes pixel_values as {sensor: (B, C, S, S) tensor}, found "
-                             f"{type(pixel_values).__name__}")
+            raise ValueError(
+                "CRJepaForPreTraining takes pixel_values as {sensor: (B, C, S, S) tensor}, found "
+                f"{type(pixel_values).__name__}"
+            )
         unknown = [s for s in pixel_values if s not in self.config.sensors]
         missing = [s for s in self.sensor_names if s not in pixel_values]
         if unknown or missing:
-            raise ValueError(f"pixel_values must hold every sensor of the model {self.sensor_names}; "
-                             f"missing {missing}, unknown {unknown}")
+            raise ValueError(
+                f"pixel_values must hold every sensor of the model {self.sensor_names}; "
+                f"missing {missing}, unknown {unknown}"
+            )
         for sensor in self.sensor_names:
             self.crjepa.check_pixel_values(pixel_values[sensor], sensor, check_finite)
         sizes = {s: pixel_values[s].shape[0] for s in self.sensor_names}
@@ -847,23 +951,27 @@ class CRJepaForPreTraining(CRJepaPreTrainedModel):
         objective returns losses; `model.crjepa(...)` returns the encoder's tokens and attention weights.
         """
         if kwargs:
-            raise TypeError(f"CRJepaForPreTraining.forward computes the objective and takes no {sorted(kwargs)}; call "
-                            "the encoder (model.crjepa(pixel_values, sensor=..., output_attentions=True)) for those")
+            raise TypeError(
+                f"CRJepaForPreTraining.forward computes the objective and takes no {sorted(kwargs)}; call "
+                "the encoder (model.crjepa(pixel_values, sensor=..., output_attentions=True)) for those"
+            )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         inputs = self.check_inputs(pixel_values, check_finite)
         output = self.objective(inputs, sigreg_step, masks, self.check_present(present, inputs))
         return output if return_dict else output.to_tuple()
 
-    def check_present(self, present: dict[str, torch.Tensor] | None,
-                      inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+    def check_present(
+        self, present: dict[str, torch.Tensor] | None, inputs: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor] | None:
         """{sensor: (B,) float32 weight in {0, 1}} on the inputs' device from {sensor: (B,) bool}; None stays None
         (every row has every sensor). A sensor missing from ``present`` counts as present in every row."""
         if present is None:
             return None
         unknown = [s for s in present if s not in self.config.sensors]
         if unknown:
-            raise ValueError(f"present names sensor(s) {unknown} the model does not have; its sensors are "
-                             f"{self.sensor_names}")
+            raise ValueError(
+                f"present names sensor(s) {unknown} the model does not have; its sensors are {self.sensor_names}"
+            )
         out = {}
         for sensor in self.sensor_names:
             pixels = inputs[sensor]
@@ -873,14 +981,20 @@ class CRJepaForPreTraining(CRJepaPreTrainedModel):
                 continue
             mask = torch.as_tensor(mask, device=pixels.device)
             if mask.shape != (pixels.shape[0],):
-                raise ValueError(f"present[{sensor!r}] must have shape ({pixels.shape[0]},) (one flag per row), "
-                                 f"found {tuple(mask.shape)}")
+                raise ValueError(
+                    f"present[{sensor!r}] must have shape ({pixels.shape[0]},) (one flag per row), "
+                    f"found {tuple(mask.shape)}"
+                )
             out[sensor] = mask.to(torch.float32)
         return out
 
-    def objective(self, inputs: dict[str, torch.Tensor], sigreg_step: int,
-                  masks: dict[str, tuple[torch.Tensor, torch.Tensor]] | None,
-                  present: dict[str, torch.Tensor] | None = None) -> CRJepaPreTrainingOutput:
+    def objective(
+        self,
+        inputs: dict[str, torch.Tensor],
+        sigreg_step: int,
+        masks: dict[str, tuple[torch.Tensor, torch.Tensor]] | None,
+        present: dict[str, torch.Tensor] | None = None,
+    ) -> CRJepaPreTrainingOutput:
         """L = L_pred + lambda_cross L_cross + lambda_uni L_uni + lambda_sigreg L_sigreg on checked inputs.
 
         masks: {sensor: (visible_index, masked_index)}, or None to draw them (`random_masks`, per sample and sensor).
@@ -908,19 +1022,33 @@ class CRJepaForPreTraining(CRJepaPreTrainedModel):
         loss_sigreg = self.sigreg_term(projected, sigreg_step, present)
 
         loss = loss_pred + cfg.lambda_cross * loss_cross + cfg.lambda_uni * loss_uni + cfg.lambda_sigreg * loss_sigreg
-        losses = {"pred": loss_pred, **{f"pred/{r}": v for r, v in route_losses.items()},
-                  "cross": loss_cross, **cross_terms, "uni": loss_uni, **uni_terms, "sigreg": loss_sigreg}
+        losses = {
+            "pred": loss_pred,
+            **{f"pred/{r}": v for r, v in route_losses.items()},
+            "cross": loss_cross,
+            **cross_terms,
+            "uni": loss_uni,
+            **uni_terms,
+            "sigreg": loss_sigreg,
+        }
         used = None
         if present is not None:  # how many rows each term used (0: the term is 0 because no row had its sensors)
-            used = {**{f"pred/{r}": rows_with(present, *split_route(r)).sum() for r in route_losses},
-                    **{f"{term}/{a}-{b}": rows_with(present, a, b).sum()
-                       for a, b in combinations(names, 2) for term in ("cross", "uni")},
-                    "sigreg": torch.stack([present[n] for n, _ in projected]).sum()}
-        return CRJepaPreTrainingOutput(loss=loss, losses=losses, rows=used,
-                                       embeddings={k: v[1].detach() for k, v in embeddings.items()})
+            used = {
+                **{f"pred/{r}": rows_with(present, *split_route(r)).sum() for r in route_losses},
+                **{
+                    f"{term}/{a}-{b}": rows_with(present, a, b).sum()
+                    for a, b in combinations(names, 2)
+                    for term in ("cross", "uni")
+                },
+                "sigreg": torch.stack([present[n] for n, _ in projected]).sum(),
+            }
+        return CRJepaPreTrainingOutput(
+            loss=loss, losses=losses, rows=used, embeddings={k: v[1].detach() for k, v in embeddings.items()}
+        )
 
-    def latents(self, inputs: dict[str, torch.Tensor], masks: dict[str, tuple[torch.Tensor, torch.Tensor]]
-                ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def latents(
+        self, inputs: dict[str, torch.Tensor], masks: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """({sensor: z_V}, {sensor: z_M}): z_V = g(f(x; V)) the visible tokens' latents (B, Nv, D), z_M = g(f(x; M))
         the masked tokens' (B, Nm, D), each subset through the trunk on its own.
 
@@ -931,8 +1059,10 @@ class CRJepaForPreTraining(CRJepaPreTrainedModel):
         tokens = {name: encoder.stems[name](inputs[name]) for name in names}
 
         def trunk_calls(subset: int, detach: bool = False) -> list[tuple[nn.Module, tuple[torch.Tensor, ...]]]:
-            return [(encoder.trunk_for(n), (gather_tokens(tokens[n].detach() if detach else tokens[n],
-                                                          masks[n][subset]),)) for n in names]
+            return [
+                (encoder.trunk_for(n), (gather_tokens(tokens[n].detach() if detach else tokens[n], masks[n][subset]),))
+                for n in names
+            ]
 
         if self.config.stop_gradient_targets:
             z_visible = run_packed(trunk_calls(0), pack)
@@ -940,12 +1070,16 @@ class CRJepaForPreTraining(CRJepaPreTrainedModel):
                 z_masked = run_packed(trunk_calls(1, detach=True), pack)
         else:  # every subset carries gradients: one call when the visible and masked counts agree
             z_all = run_packed(trunk_calls(0) + trunk_calls(1), pack)
-            z_visible, z_masked = z_all[:len(names)], z_all[len(names):]
+            z_visible, z_masked = z_all[: len(names)], z_all[len(names) :]
         return dict(zip(names, z_visible)), dict(zip(names, z_masked))
 
-    def prediction_terms(self, visible: dict[str, torch.Tensor], targets: dict[str, torch.Tensor],
-                         masks: dict[str, tuple[torch.Tensor, torch.Tensor]],
-                         present: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    def prediction_terms(
+        self,
+        visible: dict[str, torch.Tensor],
+        targets: dict[str, torch.Tensor],
+        masks: dict[str, tuple[torch.Tensor, torch.Tensor]],
+        present: dict[str, torch.Tensor] | None = None,
+    ) -> dict[str, torch.Tensor]:
         """{route: ||P(z_V^source; M^target) - z_M^target||^2} (unweighted) for the config's routes, in canonical
         order (same-sensor first); the predictor of each route (`route_to_predictor`) is told the target sensor.
         Routes served by one predictor run as one call (pack_sensors). present: each route counts the rows having
@@ -955,13 +1089,14 @@ class CRJepaForPreTraining(CRJepaPreTrainedModel):
         calls = []
         for route in active:
             source, target = split_route(route)
-            target_sensor = torch.full((batch,), names.index(target), dtype=torch.long,
-                                       device=visible[source].device)
+            target_sensor = torch.full((batch,), names.index(target), dtype=torch.long, device=visible[source].device)
             predictor = self.predictors[self.route_to_predictor[route]]
             calls.append((predictor, (visible[source], masks[target][1], target_sensor)))
         predicted = dict(zip(active, run_packed(calls, self.config.pack_sensors)))
-        return {r: prediction_loss(predicted[r], targets[split_route(r)[1]], rows_with(present, *split_route(r)))
-                for r in active}
+        return {
+            r: prediction_loss(predicted[r], targets[split_route(r)[1]], rows_with(present, *split_route(r)))
+            for r in active
+        }
 
     def projections(self, visible: dict[str, torch.Tensor]) -> dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]]:
         """{(sensor, head name): (r, e)}: every retrieval head on every sensor's pooled visible latents (the mean of
@@ -971,33 +1106,59 @@ class CRJepaForPreTraining(CRJepaPreTrainedModel):
         keys = [(n, h) for n in self.sensor_names for h in heads]
         return dict(zip(keys, run_packed([(heads[h], (pooled[n],)) for n, h in keys], self.config.pack_sensors)))
 
-    def cross_terms(self, embeddings: dict[str, torch.Tensor],
-                    present: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    def cross_terms(
+        self, embeddings: dict[str, torch.Tensor], present: dict[str, torch.Tensor] | None = None
+    ) -> dict[str, torch.Tensor]:
         """{"cross/<a>-<b>": symmetric InfoNCE of e_a and e_b in the cross space} per sensor pair; embeddings:
         {"<sensor>_cross": (B, R) e}. present: the rows with both sensors are the queries, every row with the target
         sensor a candidate."""
-        return {f"cross/{a}-{b}": info_nce(embeddings[f"{a}_cross"], embeddings[f"{b}_cross"], self.config.temperature,
-                                           rows_with(present, a, b), rows_with(present, a), rows_with(present, b))
-                for a, b in combinations(self.sensor_names, 2)}
+        return {
+            f"cross/{a}-{b}": info_nce(
+                embeddings[f"{a}_cross"],
+                embeddings[f"{b}_cross"],
+                self.config.temperature,
+                rows_with(present, a, b),
+                rows_with(present, a),
+                rows_with(present, b),
+            )
+            for a, b in combinations(self.sensor_names, 2)
+        }
 
-    def unified_terms(self, embeddings: dict[str, torch.Tensor],
-                      present: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    def unified_terms(
+        self, embeddings: dict[str, torch.Tensor], present: dict[str, torch.Tensor] | None = None
+    ) -> dict[str, torch.Tensor]:
         """{"uni/<a>-<b>": L_uni of e_a and e_b in the unified space (InfoNCE + 1 - cosine)} per sensor pair;
         embeddings: {"<sensor>_unified": (B, R) e}. present: as `cross_terms`."""
-        return {f"uni/{a}-{b}": uni_loss(embeddings[f"{a}_unified"], embeddings[f"{b}_unified"],
-                                         self.config.temperature, rows_with(present, a, b), rows_with(present, a),
-                                         rows_with(present, b))
-                for a, b in combinations(self.sensor_names, 2)}
+        return {
+            f"uni/{a}-{b}": uni_loss(
+                embeddings[f"{a}_unified"],
+                embeddings[f"{b}_unified"],
+                self.config.temperature,
+                rows_with(present, a, b),
+                rows_with(present, a),
+                rows_with(present, b),
+            )
+            for a, b in combinations(self.sensor_names, 2)
+        }
 
-    def sigreg_term(self, projected: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]], step: int,
-                    present: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    def sigreg_term(
+        self,
+        projected: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]],
+        step: int,
+        present: dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """L_sigreg: the mean of SIGReg over the raw projections r of `projections` (r_uni and r_cross of every
         sensor; one head: r of every sensor), with the directions of `step`. present: each projection counts the
         rows of its sensor. pack_sensors: one batched matmul for the stack (P, B, R)."""
         cfg = self.config
         raws = [r for r, _ in projected.values()]
-        statistic = partial(sigreg, step=step, num_directions=cfg.sigreg_num_directions, num_knots=cfg.sigreg_num_knots,
-                            t_max=cfg.sigreg_t_max)
+        statistic = partial(
+            sigreg,
+            step=step,
+            num_directions=cfg.sigreg_num_directions,
+            num_knots=cfg.sigreg_num_knots,
+            t_max=cfg.sigreg_t_max,
+        )
         if cfg.pack_sensors:
             stacked_weight = None if present is None else torch.stack([rows_with(present, s) for s, _ in projected])
             return statistic(torch.stack(raws), weight=stacked_weight).mean()
@@ -1028,6 +1189,18 @@ def mean_of(terms: list[torch.Tensor]) -> torch.Tensor:
     return terms[0] if len(terms) == 1 else torch.stack(terms).mean()
 
 
-__all__ = ["CRJepaModel", "CRJepaForPreTraining", "CRJepaPreTrainedModel", "CRJepaEncoderMixin", "CRJepaModelOutput",
-           "CRJepaPreTrainingOutput", "SensorStem", "Trunk", "Predictor", "RetrievalHead",
-           "random_masks", "predictor_for_route", "eager_attention_forward"]
+__all__ = [
+    "CRJepaModel",
+    "CRJepaForPreTraining",
+    "CRJepaPreTrainedModel",
+    "CRJepaEncoderMixin",
+    "CRJepaModelOutput",
+    "CRJepaPreTrainingOutput",
+    "SensorStem",
+    "Trunk",
+    "Predictor",
+    "RetrievalHead",
+    "random_masks",
+    "predictor_for_route",
+    "eager_attention_forward",
+]

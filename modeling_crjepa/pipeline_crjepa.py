@@ -25,8 +25,9 @@ from .image_processing_crjepa import CRJepaImageProcessor
 PIPELINE_TASK = "image-feature-extraction"
 """The task the checkpoints register this pipeline under: the Hub's task for embedding models (the card's
 pipeline_tag), so the call the card's tag suggests is the one that works."""
-PIPELINE_CONFIG = {PIPELINE_TASK: {"impl": "pipeline_crjepa.CRJepaFeatureExtractionPipeline", "pt": ["AutoModel"],
-                                   "type": "image"}}
+PIPELINE_CONFIG = {
+    PIPELINE_TASK: {"impl": "pipeline_crjepa.CRJepaFeatureExtractionPipeline", "pt": ["AutoModel"], "type": "image"}
+}
 """config.custom_pipelines of every saved checkpoint (transformers' format: module.Class, the Auto classes)."""
 
 
@@ -80,8 +81,10 @@ class CRJepaFeatureExtractionPipeline(Pipeline):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if not has_embeddings(self.model):
-            raise ValueError(f"CRJepaFeatureExtractionPipeline needs a CR-JEPA model (get_embeddings), found "
-                             f"{type(self.model).__name__}")
+            raise ValueError(
+                f"CRJepaFeatureExtractionPipeline needs a CR-JEPA model (get_embeddings), found "
+                f"{type(self.model).__name__}"
+            )
         if not is_crjepa_processor(self.image_processor):
             # a folder saved without its processor, or another processor: the one the model's config defines
             self.image_processor = CRJepaImageProcessor.from_config(self.model.config)
@@ -95,19 +98,30 @@ class CRJepaFeatureExtractionPipeline(Pipeline):
             images = ImageBatch(images)
         return super().__call__(images, **kwargs)
 
-    def _sanitize_parameters(self, sensor: str | None = None, space: str | None = None,
-                             return_tensors: bool | None = None, input_data_format: Any = None,
-                             **kwargs: Any) -> tuple[dict, dict, dict]:
+    def _sanitize_parameters(
+        self,
+        sensor: str | None = None,
+        space: str | None = None,
+        return_tensors: bool | None = None,
+        input_data_format: Any = None,
+        **kwargs: Any,
+    ) -> tuple[dict, dict, dict]:
         if kwargs:
-            raise TypeError(f"The CR-JEPA pipeline got unexpected argument(s) {sorted(kwargs)}; it takes sensor, "
-                            "space, return_tensors, input_data_format")
+            raise TypeError(
+                f"The CR-JEPA pipeline got unexpected argument(s) {sorted(kwargs)}; it takes sensor, "
+                "space, return_tensors, input_data_format"
+            )
         preprocess = {"sensor": sensor, "input_data_format": input_data_format}
         forward = {} if space is None else {"space": space}
         postprocess = {} if return_tensors is None else {"return_tensors": return_tensors}
         return preprocess, forward, postprocess
 
-    def preprocess(self, images: Any, sensor: str | None = None,  # type: ignore[override]
-                   input_data_format: Any = None) -> dict[str, Any]:
+    def preprocess(  # type: ignore[override]
+        self,
+        images: Any,
+        sensor: str | None = None,
+        input_data_format: Any = None,
+    ) -> dict[str, Any]:
         batched = isinstance(images, ImageBatch)
         if not batched and isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4:
             shape = "batch"
@@ -119,15 +133,21 @@ class CRJepaFeatureExtractionPipeline(Pipeline):
         pixels = processor.preprocess(batch, sensor=sensor, return_tensors="pt")["pixel_values"]
         return {"pixel_values": pixels, "sensor": sensor, "shape": shape}
 
-    def _forward(self, model_inputs: dict[str, Any],  # type: ignore[override]
-                 space: str = "unified") -> dict[str, Any]:
+    def _forward(  # type: ignore[override]
+        self,
+        model_inputs: dict[str, Any],
+        space: str = "unified",
+    ) -> dict[str, Any]:
         model = self.model
         assert has_embeddings(model)  # checked in __init__
         embeddings = model.get_embeddings(model_inputs["pixel_values"], sensor=model_inputs["sensor"], space=space)
         return {"embeddings": embeddings, "shape": model_inputs["shape"]}
 
-    def postprocess(self, model_outputs: dict[str, Any],  # type: ignore[override]
-                    return_tensors: bool = False) -> Any:
+    def postprocess(  # type: ignore[override]
+        self,
+        model_outputs: dict[str, Any],
+        return_tensors: bool = False,
+    ) -> Any:
         embeddings = model_outputs["embeddings"].float().cpu()
         shape = model_outputs["shape"]
         if shape == "single":

@@ -9,7 +9,8 @@ import argparse
 import math
 import re
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from crjepa.errors import CRJepaError
 
@@ -34,6 +35,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 def int_in(low: int, high: int) -> Callable[[str], int]:
     """An argparse type: an integer in [low, high]."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)

@@ -35,17 +35,30 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from crjepa.utils.locks import DirLock, LockedError
 from crjepa.errors import CRJepaError
+from crjepa.utils.locks import DirLock, LockedError
 
 MARKER_FILE = ".crjepa-output.json"
 MARKER_VERSION = 1
 T = TypeVar("T")
 
-__all__ = ["MARKER_FILE", "LockedError", "OutputExistsError", "atomic_dir", "atomic_write_bytes", "atomic_write_json",
-           "atomic_write_text",
-           "check_not_inside", "check_replaceable", "fsync_tree", "publish_dir", "read_consistently", "read_marker",
-           "write_failure", "write_marker"]
+__all__ = [
+    "MARKER_FILE",
+    "LockedError",
+    "OutputExistsError",
+    "atomic_dir",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "check_not_inside",
+    "check_replaceable",
+    "fsync_tree",
+    "publish_dir",
+    "read_consistently",
+    "read_marker",
+    "write_failure",
+    "write_marker",
+]
 
 
 class OutputExistsError(CRJepaError, FileExistsError):
@@ -76,22 +89,29 @@ def check_replaceable(target: str | os.PathLike[str], kind: str, overwrite: bool
     marker = read_marker(target)
     if marker is None:
         if any(target.iterdir()):
-            raise OutputExistsError(f"{target} exists, is not empty and is not a crjepa {kind} folder (no "
-                                    f"{MARKER_FILE}); refusing to replace it: {flag}")
+            raise OutputExistsError(
+                f"{target} exists, is not empty and is not a crjepa {kind} folder (no "
+                f"{MARKER_FILE}); refusing to replace it: {flag}"
+            )
         return
     if marker["kind"] != kind:
-        raise OutputExistsError(f"{target} holds a crjepa {marker['kind']}, not a {kind}; refusing to replace it: {flag}")
+        raise OutputExistsError(
+            f"{target} holds a crjepa {marker['kind']}, not a {kind}; refusing to replace it: {flag}"
+        )
 
 
-def check_not_inside(output: str | os.PathLike[str], source: str | os.PathLike[str], what: str = "output",
-                     contains: bool = True) -> None:
+def check_not_inside(
+    output: str | os.PathLike[str], source: str | os.PathLike[str], what: str = "output", contains: bool = True
+) -> None:
     """Raise `OutputExistsError` when ``output`` is ``source`` or lies inside it (or, with ``contains``, holds it):
     writing or replacing the output would change or delete the data it is made from. Symlinks are resolved."""
     out, src = Path(output).expanduser().resolve(), Path(source).expanduser().resolve()
     if out == src or src in out.parents or (contains and out in src.parents):
         relation = "is" if out == src else "lies inside" if src in out.parents else "contains"
-        raise OutputExistsError(f"The {what} {output} {relation} the input {source}: writing it would change or delete "
-                                "the input; choose an output folder outside the input")
+        raise OutputExistsError(
+            f"The {what} {output} {relation} the input {source}: writing it would change or delete "
+            "the input; choose an output folder outside the input"
+        )
 
 
 DISK_FULL_TEXT = ("No space left on device", "os error 28", "Errno 28", "errno 28", "Disk quota exceeded")
@@ -154,7 +174,7 @@ def _umask() -> int:
 
 def fsync_tree(folder: str | os.PathLike[str]) -> None:
     """fsync every file and folder under ``folder`` (and itself): durable before a rename publishes it."""
-    for root, dirs, files in os.walk(folder):
+    for root, _dirs, files in os.walk(folder):
         for name in files:
             fd = os.open(os.path.join(root, name), os.O_RDONLY)
             try:

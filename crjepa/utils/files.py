@@ -11,12 +11,28 @@ import json
 import math
 import os
 from pathlib import Path
+
 from crjepa.errors import CRJepaError
 
 __all__ = ["FileCheckError", "check_safetensors", "check_safetensors_in"]
 
-SAFETENSORS_DTYPES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2,
-                      "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+SAFETENSORS_DTYPES = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E5M2": 1,
+    "F8_E4M3": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
+}
 MAX_SAFETENSORS_HEADER = 100 << 20
 """safetensors' own limit on the header (JSON) size."""
 
@@ -58,12 +74,16 @@ def check_safetensors(path: str | os.PathLike[str]) -> None:
         if not isinstance(entry, dict) or entry.get("dtype") not in SAFETENSORS_DTYPES:
             raise bad(f"tensor {name!r} has no known dtype")
         shape, offsets = entry.get("shape"), entry.get("data_offsets")
-        if not isinstance(shape, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
-                                                  for n in shape):
+        if not isinstance(shape, list) or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape
+        ):
             raise bad(f"tensor {name!r} has shape {shape!r}")
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(
-                isinstance(n, int) and not isinstance(n, bool) for n in offsets) and 0 <= offsets[0] <= offsets[1]
-                <= data):
+        if not (
+            isinstance(offsets, list)
+            and len(offsets) == 2
+            and all(isinstance(n, int) and not isinstance(n, bool) for n in offsets)
+            and 0 <= offsets[0] <= offsets[1] <= data
+        ):
             raise bad(f"tensor {name!r} lies at bytes {offsets!r}, outside the {data:,} data bytes")
         if offsets[1] - offsets[0] != math.prod(shape) * SAFETENSORS_DTYPES[entry["dtype"]]:
             raise bad(f"tensor {name!r} ({entry['dtype']} {shape}) does not fill its {offsets[1] - offsets[0]:,} bytes")

@@ -26,8 +26,10 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+
 from crjepa.errors import CRJepaError
 
 logger = logging.getLogger(__name__)
@@ -81,6 +83,7 @@ def _unlock(fd: int) -> None:
             msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
         finally:
             os.lseek(fd, position, os.SEEK_SET)
+
 
 _HELD: dict[str, tuple[int, int]] = {}  # lock file -> (thread id, depth): re-entrant within one thread only
 _HELD_GUARD = threading.Lock()
@@ -142,8 +145,13 @@ class DirLock:
     one-line report of a stale lock taken over (default: this module's logger, a warning).
     """
 
-    def __init__(self, lock_file: str | os.PathLike[str], what: str = "", folder: str | os.PathLike[str] | None = None,
-                 warn: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        lock_file: str | os.PathLike[str],
+        what: str = "",
+        folder: str | os.PathLike[str] | None = None,
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
         self.path = Path(lock_file)
         self.folder = Path(folder) if folder is not None else self.path.parent
         self.what = what
@@ -185,7 +193,8 @@ class DirLock:
                 os.close(fd)
                 raise LockedError(
                     f"{self.folder} is in use by another crjepa process: {_describe(_read_holder(self.path))}. "
-                    f"Wait for it to finish or choose another output folder (lock file {self.path}).") from None
+                    f"Wait for it to finish or choose another output folder (lock file {self.path})."
+                ) from None
             try:
                 same_file = os.fstat(fd).st_ino == os.stat(self.path).st_ino
             except FileNotFoundError:
@@ -204,14 +213,21 @@ class DirLock:
                     os.close(fd)
                     raise LockedError(
                         f"{self.folder} is locked by {_describe(holder)}, which this host cannot check. If that "
-                        f"run is gone, delete {self.path}; otherwise wait or choose another output folder.")
+                        f"run is gone, delete {self.path}; otherwise wait or choose another output folder."
+                    )
                 self.stale = holder
-                self.warn(f"{self.folder}: taking over the stale lock of {_describe(holder)}: that process "
-                          "is no longer running (it was interrupted); its partial output is replaced or resumed")
+                self.warn(
+                    f"{self.folder}: taking over the stale lock of {_describe(holder)}: that process "
+                    "is no longer running (it was interrupted); its partial output is replaced or resumed"
+                )
             os.lseek(fd, 0, os.SEEK_SET)
             os.ftruncate(fd, 0)
-            os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
-                                     "what": self.what}).encode())
+            os.write(
+                fd,
+                json.dumps(
+                    {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "what": self.what}
+                ).encode(),
+            )
             os.fsync(fd)
             self._fd = fd
             return

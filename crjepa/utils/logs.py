@@ -33,8 +33,8 @@ class _Format(logging.Formatter):
     for it: ``python -m datasets_scripts``) as the plain line it always was."""
 
     def format(self, record: logging.LogRecord) -> str:
-        """Warnings and errors as ``<level>: <message>`` (then the traceback of ``logger.exception`` records: a bug keeps
-        its traceback); progress lines plain."""
+        """Warnings and errors as ``<level>: <message>`` (then the traceback of ``logger.exception`` records: a bug
+        keeps its traceback); progress lines plain."""
         if record.levelno < logging.WARNING:
             return record.getMessage()
         text = f"{record.levelname.lower()}: {record.getMessage()}"

@@ -18,15 +18,20 @@ def resource_dir(kind: str) -> Path:
     for folder in (_PACKAGE / kind, _CHECKOUT / kind):
         if folder.is_dir():
             return folder
-    raise FileNotFoundError(f"crjepa's {kind}/ folder was found neither in {_PACKAGE / kind} nor in "
-                            f"{_CHECKOUT / kind}; reinstall crjepa (`pip install .` from the repository)")
+    raise FileNotFoundError(
+        f"crjepa's {kind}/ folder was found neither in {_PACKAGE / kind} nor in "
+        f"{_CHECKOUT / kind}; reinstall crjepa (`pip install .` from the repository)"
+    )
 
 
 def resource_file(kind: str, name: str) -> Path:
     """`kind`/`name` (e.g. resource_file("configs", "paper_ben14k.yaml")); a clear error when it is missing."""
     path = resource_dir(kind) / name
     if not path.is_file():
-        available = sorted(str(p.relative_to(path.parents[len(Path(name).parts) - 1])) for p in
-                           resource_dir(kind).rglob("*") if p.is_file() and p.suffix in (".yaml", ".md"))
+        available = sorted(
+            str(p.relative_to(path.parents[len(Path(name).parts) - 1]))
+            for p in resource_dir(kind).rglob("*")
+            if p.is_file() and p.suffix in (".yaml", ".md")
+        )
         raise FileNotFoundError(f"{kind}/{name} is not part of crjepa; available: {', '.join(available)}")
     return path
