@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from crjepa.errors import CRJepaError
 from crjepa.train.config import ConfigError, RunConfig
 from crjepa.train.sampler import distinct_rows
 
@@ -63,6 +64,8 @@ def load_data(config: RunConfig, model_config: CRJepaConfig) -> Dataset:
             raise ConfigError(
                 f"data.options {dict(data['options'] or {})} do not fit the data source {data['source']!r}: {exc}"
             ) from None
+        except CRJepaError:  # the builder's own one-sentence errors (e.g. MissingExtraError: an extra to install)
+            raise
         except Exception as exc:  # the builder's reader lacks an extra (datasets wraps it in its own error)
             missing = _missing_extra(exc)
             if missing is None:

@@ -80,7 +80,7 @@ from datasets_scripts.bigearthnet.builder import (
     dataset_card,
     features,
 )
-from datasets_scripts.bigearthnet.cli import MissingExtraError, add_cli, run_cli
+from datasets_scripts.bigearthnet.cli import add_cli, run_cli
 from datasets_scripts.bigearthnet.layouts import ALL_SUBSETS, REBEN, detect_layout, find_reben_metadata
 from datasets_scripts.bigearthnet.plans import ConversionPlan, metadata_list, plan_conversion
 from datasets_scripts.bigearthnet.reading import (
@@ -89,6 +89,7 @@ from datasets_scripts.bigearthnet.reading import (
     S2_RESAMPLINGS,
     BigEarthNetError,
     BigEarthNetNotFoundError,
+    MissingExtraError,
     PairTask,
     check_band_files,
     lmdb_keys,

@@ -17,7 +17,14 @@ from crjepa.data.schema import S1_BANDS, S2_BANDS, DataError  # the band orders'
 from datasets_scripts.ben_metadata import BEN19_CLASSES, SPLITS, UNASSIGNED
 from datasets_scripts.bigearthnet.layouts import ALL_SUBSETS
 from datasets_scripts.bigearthnet.plans import ConversionPlan, plan_conversion
-from datasets_scripts.bigearthnet.reading import PATCH_SIZE, S2_RESAMPLINGS, BigEarthNetError, PairTask, read_pair
+from datasets_scripts.bigearthnet.reading import (
+    PATCH_SIZE,
+    S2_RESAMPLINGS,
+    BigEarthNetError,
+    PairTask,
+    read_pair,
+    require_extra,
+)
 from datasets_scripts.bigearthnet.splits import SPLIT_PROTOCOLS, resplit
 
 logger = logging.getLogger(__name__)
@@ -169,6 +176,7 @@ class BigEarthNetMM(datasets.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager: datasets.DownloadManager) -> list[datasets.SplitGenerator]:
+        require_extra("lmdb" if self.config.lmdb else "rasterio")  # its reader, before any patch is planned or read
         plan = self.plan()
         missing = "" if plan.subset == "all" else f", {len(plan.missing):,} missing"  # `all` has no list to miss
         unit = "S2 patches" if self.config.s2_only else "pairs"

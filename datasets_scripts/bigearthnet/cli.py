@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import shutil
@@ -22,7 +21,7 @@ from datasets_scripts.ben_metadata import LIST_SPLIT_NAMES, SPLITS, UNASSIGNED, 
 from datasets_scripts.bigearthnet.builder import SUMMARY, BigEarthNetMM, dataset_card
 from datasets_scripts.bigearthnet.layouts import ALL_SUBSETS, REBEN
 from datasets_scripts.bigearthnet.plans import metadata_list
-from datasets_scripts.bigearthnet.reading import S2_RESAMPLINGS, BigEarthNetError
+from datasets_scripts.bigearthnet.reading import S2_RESAMPLINGS, BigEarthNetError, require_extra
 from datasets_scripts.bigearthnet.splits import SPLIT_PROTOCOLS
 from datasets_scripts.common import add_split_arguments, export_builder
 
@@ -117,22 +116,6 @@ def run_cli(args: argparse.Namespace) -> int:
         return 2
 
 
-class MissingExtraError(CRJepaError, ImportError):
-    """A reader of the ``bigearthnet`` extra (rasterio, lmdb) is not installed; the message names the install."""
-
-
-def _require_extra(module: str = "rasterio") -> None:
-    """rasterio (GeoTIFF) and lmdb (the ConfigILM LMDB) are in the bigearthnet extra; say so before any work
-    starts."""
-    try:
-        importlib.import_module(module)
-    except ImportError as err:
-        raise MissingExtraError(
-            f"{module} is not installed ({err}); BigEarthNet needs the bigearthnet extra: "
-            'pip install "crjepa[bigearthnet]"'
-        ) from None
-
-
 def _run_cli(args: argparse.Namespace) -> int:
     if args.list_only:
         return _run_list_only(args)
@@ -146,7 +129,7 @@ def _run_cli(args: argparse.Namespace) -> int:
             "bigearthnet: --s2-dir and --output-dir are required (and --s1-dir for S1/S2 pairs; or "
             "--lmdb instead of both), or use --list-only"
         )
-    _require_extra("lmdb" if lmdb else "rasterio")
+    require_extra("lmdb" if lmdb else "rasterio")
     output_existed = Path(args.output_dir).exists()
     cache_dir = args.cache_dir or tempfile.mkdtemp(prefix="crjepa-bigearthnet-")
     try:

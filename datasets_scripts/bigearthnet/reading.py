@@ -4,6 +4,7 @@ into a dataset row. Every check names the patch and the file; a bad pair raises 
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -30,6 +31,24 @@ ALL_BAND_NAMES = frozenset((*S2_BANDS, *S1_BANDS, "B10"))
 S2_RESAMPLINGS: tuple[str, ...] = ("nearest", "bilinear", "bicubic")
 
 _TILE_RE = re.compile(r"_T(\d{2}[A-Z]{3})(?:_|$)")
+
+
+class MissingExtraError(CRJepaError, ImportError):
+    """A reader of the ``bigearthnet`` extra (rasterio, lmdb) is not installed; the message names the install.
+    Its ``name`` is the missing module, as an ImportError's."""
+
+
+def require_extra(module: str = "rasterio") -> None:
+    """rasterio (band GeoTIFFs) and lmdb (the ConfigILM LMDB) are in the bigearthnet extra: the builder and the
+    command line call this before any work starts, so a missing one is one sentence naming the install."""
+    try:
+        importlib.import_module(module)
+    except ImportError as err:
+        raise MissingExtraError(
+            f"{module} is not installed ({err}): this data needs the bigearthnet extra: "
+            'pip install "crjepa[bigearthnet]"',
+            name=module,
+        ) from None
 
 
 class BigEarthNetError(CRJepaError, ValueError):
