@@ -77,14 +77,34 @@ def stop_launcher(wait_s: float = 30.0) -> bool:
     return True
 
 
+def say_past_the_launcher(line: str) -> None:
+    """Write ``line`` to the stderr of the `accelerate launch` process that started this one (the user's terminal or
+    log), else to this process's stderr.
+
+    accelerate's single-process launcher reads the script's stderr through a pipe and copies it out; the SIGTERM of
+    `stop_launcher` interrupts that copy, and a chunk read just before the signal is dropped (seen under load: the
+    error line never reached the user). Written to the launcher's own stderr, the line does not pass through the copy.
+    """
+    parent = launcher_pid()
+    if parent is not None:
+        try:
+            with open(f"/proc/{parent}/fd/2", "a") as stream:  # the same pipe, terminal or file, opened anew
+                stream.write(line + "\n")
+            return
+        except OSError:  # a socket, or no /proc: this process's stderr, through the launcher
+            pass
+    print(line, file=sys.stderr, flush=True)
+
+
 def report_user_error(line: str) -> int:
     """Print a user error once (by the main process: every process of a multi-process run finds the same one) and
     return exit status 2; under `accelerate launch`, whose launcher would add a traceback repeating the line, the
-    launcher is asked to stop instead (`stop_launcher`) and exits with its own status (143)."""
+    line goes to the launcher's stderr and the launcher is asked to stop instead (`stop_launcher`): it exits with its
+    own status (143)."""
     if int(os.environ.get("RANK", "0")) == 0:
-        print(line, file=sys.stderr)
+        say_past_the_launcher(line)
     stop_launcher()
     return 2
 
 
-__all__ = ["exit_without_teardown", "launcher_pid", "report_user_error", "stop_launcher"]
+__all__ = ["exit_without_teardown", "launcher_pid", "report_user_error", "say_past_the_launcher", "stop_launcher"]
