@@ -76,6 +76,29 @@ def wait_for(event: Callable[[], bool], process: subprocess.Popen, what: str) ->
         time.sleep(0.05)
 
 
+def repository_files() -> list[Path]:
+    """The files of the checkout (tracked, plus new ones git does not ignore)."""
+    try:
+        listing = subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    return [REPO / line for line in listing.splitlines() if (REPO / line).is_file()]
+
+
+def small_run_args(num_train: int, num_test: int, batch_size: int) -> list[str]:
+    """Command-line overrides of a short synthetic training run (2 epochs, logging every step, no tracker, exact
+    indices) on ``num_train`` / ``num_test`` pairs of 32 px."""
+    options = f"{{num_train: {num_train}, num_validation: 0, num_test: {num_test}, image_size: 32, seed: 0}}"
+    rest = (
+        "--epochs 2 --warmup_epochs 0.5 --lr 2e-3 --model.sigreg_num_directions 64 --eval.batch_size 128 "
+        "--checkpoint.every_steps 0 --logging.every_steps 1 --logging.report_to none --logging.progress_bar false "
+        "--embeddings.index exact"
+    )
+    return ["--data.options", options, "--data.batch_size", str(batch_size), *rest.split()]
+
+
 def free_port() -> int:
     """A TCP port nothing listens on (for gloo / accelerate rendezvous)."""
     with socket.socket() as s:

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import ast
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
+
+from helpers import repository_files
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -38,17 +39,6 @@ LOCAL_PATH = re.compile(
     "(?<![\\w.~-])/(?:" + "|".join(re.escape(r) for r in LOCAL_ROOTS) + r")(?=/|\b)"
     r"|\b[A-Za-z]:\\\\?Users\\\\?"
 )
-
-
-def repository_files() -> list[Path]:
-    """The files of the checkout (tracked, plus new ones git does not ignore)."""
-    try:
-        listing = subprocess.run(
-            ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
-        ).stdout
-    except (OSError, subprocess.CalledProcessError):
-        pytest.skip("not a git checkout")
-    return [REPO / line for line in listing.splitlines() if (REPO / line).is_file()]
 
 
 def top_level_names(files: list[Path]) -> set[str]:

@@ -16,36 +16,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import free_port, offline_env
+from helpers import free_port, offline_env, small_run_args
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = str(ROOT / "train_accelerate.py")
-SMALL = [
-    "--data.options",
-    "{num_train: 256, num_validation: 0, num_test: 128, image_size: 32, seed: 0}",
-    "--data.batch_size",
-    "32",
-    "--epochs",
-    "2",
-    "--warmup_epochs",
-    "0.5",
-    "--lr",
-    "2e-3",
-    "--model.sigreg_num_directions",
-    "64",
-    "--eval.batch_size",
-    "128",
-    "--checkpoint.every_steps",
-    "0",
-    "--logging.every_steps",
-    "1",
-    "--logging.report_to",
-    "none",
-    "--logging.progress_bar",
-    "false",
-    "--embeddings.index",
-    "exact",
-]
+SMALL = small_run_args(256, 128, 32)
 
 
 def env() -> dict[str, str]:

@@ -19,39 +19,10 @@ import pytest
 
 import train_accelerate
 
-from helpers import wait_for
+from helpers import small_run_args, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = [
-    "--data.options",
-    "{num_train: 64, num_validation: 0, num_test: 32, image_size: 32, seed: 0}",
-    "--data.batch_size",
-    "16",
-    "--epochs",
-    "2",
-    "--warmup_epochs",
-    "0.5",
-    "--lr",
-    "2e-3",
-    "--model.sigreg_num_directions",
-    "64",
-    "--eval.batch_size",
-    "128",
-    "--checkpoint.every_steps",
-    "0",
-    "--logging.every_steps",
-    "1",
-    "--logging.report_to",
-    "none",
-    "--logging.progress_bar",
-    "false",
-    "--embeddings.index",
-    "exact",
-    "--eval.before_training",
-    "false",
-    "--embeddings.write",
-    "false",
-]
+TINY = [*small_run_args(64, 32, 16), "--eval.before_training", "false", "--embeddings.write", "false"]
 DIVERGE = ["--warmup_epochs", "0", "--lr_start", "1e12", "--lr", "1e12"]
 
 
